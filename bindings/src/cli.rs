@@ -1,0 +1,126 @@
+//! The `vidtune` command line.
+
+use clap::{Parser, Subcommand};
+use rhai::Dynamic;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(name = "vidtune", version, about = "One-shot, text-driven video editing with Stable Diffusion 1.x", long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a .rhai script
+    Run {
+        /// The script
+        file: PathBuf,
+        /// Script parameters, read with param("name", default): --set steps=10 --set prompt="a red car"
+        #[arg(long = "set", value_name = "NAME=VALUE")]
+        set: Vec<String>,
+    },
+    /// Run a script and rerun it whenever it, or a file it reads, is saved
+    Watch {
+        /// The script
+        file: PathBuf,
+        /// Script parameters, as for `run`
+        #[arg(long = "set", value_name = "NAME=VALUE")]
+        set: Vec<String>,
+    },
+    /// Interactive session (the default without a command)
+    Repl,
+    /// Show libtorch, CUDA, FFmpeg, ONNX Runtime and where model weights are looked for
+    Doctor,
+}
+
+/// Parses `name=value`: integers, floats and booleans keep their type, anything else is a string.
+pub fn parse_set(item: &str) -> Result<(String, Dynamic), String> {
+    let (name, value) = item
+        .split_once('=')
+        .ok_or_else(|| format!("--set {item}: expected NAME=VALUE"))?;
+    let name = name.trim();
+    if name.is_empty() || !name.chars().all(|c| c.is_alphanumeric() || c == '_') {
+        return Err(format!("--set {item}: {name:?} is not a variable name"));
+    }
+    let value = value.trim();
+    let dynamic = if let Ok(i) = value.parse::<i64>() {
+        Dynamic::from(i)
+    } else if let Ok(f) = value.parse::<f64>() {
+        Dynamic::from(f)
+    } else if let Ok(b) = value.parse::<bool>() {
+        Dynamic::from(b)
+    } else {
+        let unquoted = value
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .unwrap_or(value);
+        Dynamic::from(unquoted.to_string())
+    };
+    Ok((name.to_string(), dynamic))
+}
+
+fn parse_sets(items: &[String]) -> Result<Vec<(String, Dynamic)>, String> {
+    items.iter().map(|s| parse_set(s)).collect()
+}
+
+fn run_script(file: &std::path::Path, params: &[(String, Dynamic)]) -> ExitCode {
+    let mut session = crate::Session::new();
+    for (k, v) in params {
+        session.set_param(k, v.clone());
+    }
+    let result = session.run_file(file);
+    for name in session.unused_params() {
+        eprintln!("warning: --set {name} was given but the script never reads param({name:?}, …)");
+    }
+    match result {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            crate::repl::print_error(&e);
+            ExitCode::from(if e.cancelled { 130 } else { 1 })
+        }
+    }
+}
+
+/// The whole program; `main` only calls this.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        None | Some(Command::Repl) => crate::repl::run(),
+        Some(Command::Doctor) => crate::doctor::run(),
+        Some(Command::Run { file, set }) => match parse_sets(&set) {
+            Ok(params) => return run_script(&file, &params),
+            Err(e) => Err(anyhow::anyhow!(e)),
+        },
+        Some(Command::Watch { file, set }) => parse_sets(&set)
+            .map_err(|e| anyhow::anyhow!(e))
+            .and_then(|params| crate::watch::watch(&file, &params)),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_set;
+
+    #[test]
+    fn set_values_keep_their_type() {
+        assert!(parse_set("steps=10").unwrap().1.is_int());
+        assert!(parse_set("lr=3e-5").unwrap().1.is_float());
+        assert!(parse_set("half=true").unwrap().1.is_bool());
+        assert_eq!(
+            parse_set("prompt=\"a red car\"").unwrap().1.to_string(),
+            "a red car"
+        );
+        assert!(parse_set("nonsense").is_err());
+        assert!(parse_set("a b=1").is_err());
+    }
+}

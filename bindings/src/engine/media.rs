@@ -1,0 +1,395 @@
+//! Media functions: load and save videos and images, synthetic clips, and the methods of `Video`,
+//! `Image` and `Masks`.
+
+use super::Host;
+use crate::help::FnDoc;
+use crate::opts::{rt, script_error, Opts, RhaiResult};
+use rhai::{Array, Dynamic, Engine, Map};
+use std::path::Path;
+use std::rc::Rc;
+use vidtune_runtime::media::synthetic::{self, Motion, Shape, SyntheticSpec, Texture};
+use vidtune_runtime::{Fit, Image, LoadOptions, Masks, Video};
+
+const LOAD_OPTIONS: &[&str] = &["frames", "start", "every", "size", "fit"];
+const SYNTHETIC_OPTIONS: &[&str] = &[
+    "kind",
+    "frames",
+    "size",
+    "seed",
+    "color",
+    "background",
+    "background_color",
+    "motion",
+    "occluder",
+    "fps",
+];
+
+fn load_options(opts: &Opts) -> RhaiResult<LoadOptions> {
+    let fit = match opts.string("fit")? {
+        Some(name) => Fit::parse(&name).map_err(|e| script_error(format!("load_video: {e}")))?,
+        None => Fit::Resize,
+    };
+    let size = opts.size("size")?;
+    if let Some((w, h)) = size {
+        if w <= 0 || h <= 0 {
+            return Err(script_error(format!(
+                "load_video: size must be positive, got {w}x{h}"
+            )));
+        }
+        if w % 8 != 0 || h % 8 != 0 {
+            eprintln!(
+                "warning: size {w}x{h} is not a multiple of 8; the models will refuse these frames"
+            );
+        }
+    }
+    let every = opts.count("every")?.unwrap_or(1);
+    let frames = opts.count("frames")?;
+    let o = LoadOptions {
+        frames,
+        start: opts.count("start")?.unwrap_or(0),
+        every,
+        size,
+        fit,
+    };
+    rt(o.validate())?;
+    Ok(o)
+}
+
+fn load_video(host: &Host, path: &str, opts: Opts) -> RhaiResult<Video> {
+    let o = load_options(&opts)?;
+    host.record_read(Path::new(path));
+    rt(vidtune_runtime::load_video(path, &o))
+}
+
+fn save_video(host: &Host, video: &Video, path: &str) -> RhaiResult<String> {
+    let out = rt(vidtune_runtime::save_video(video, path))?;
+    host.record_write(&out);
+    Ok(out.display().to_string())
+}
+
+fn synthetic(opts: Opts) -> RhaiResult<Map> {
+    let mut spec = SyntheticSpec::default();
+    match opts.string("kind")?.as_deref() {
+        None | Some("random") => {}
+        Some("counter") => spec.counter = true,
+        Some(name) => {
+            spec.shape = Some(Shape::parse(name).map_err(|_| {
+                script_error(format!(
+                    "synthetic_clip: unknown kind {name:?}; expected \"random\", \"counter\" or a shape: {}",
+                    Shape::ALL.iter().map(|s| format!("{:?}", s.name())).collect::<Vec<_>>().join(", ")
+                ))
+            })?)
+        }
+    }
+    fn named<T>(r: vidtune_runtime::Result<T>) -> RhaiResult<T> {
+        r.map_err(|e| script_error(format!("synthetic_clip: {e}")))
+    }
+    if let Some(m) = opts.string("motion")? {
+        spec.motion = Some(named(Motion::parse(&m))?);
+    }
+    if let Some(b) = opts.string("background")? {
+        spec.background = Some(named(Texture::parse(&b))?);
+    }
+    for (key, slot) in [
+        ("color", &mut spec.color),
+        ("background_color", &mut spec.background_color),
+    ] {
+        if let Some(c) = opts.string(key)? {
+            named(synthetic::color_rgb(&c))?;
+            *slot = Some(c);
+        }
+    }
+    spec.frames = opts.count("frames")?.unwrap_or(8);
+    if let Some((w, h)) = opts.size("size")? {
+        (spec.width, spec.height) = (w, h);
+    }
+    spec.seed = opts.int("seed")?.unwrap_or(0) as u64;
+    spec.occluder = opts.bool("occluder")?.unwrap_or(false);
+    spec.fps = opts.float("fps")?.unwrap_or(8.0);
+    let clip = named(synthetic::synthetic_clip(&spec))?;
+    let mut map = Map::new();
+    map.insert("video".into(), Dynamic::from(clip.video));
+    map.insert("masks".into(), Dynamic::from(clip.masks));
+    map.insert("caption".into(), Dynamic::from(clip.caption));
+    Ok(map)
+}
+
+fn resize(video: &Video, size: Dynamic, fit: &str) -> RhaiResult<Video> {
+    let mut m = Map::new();
+    m.insert("size".into(), size);
+    let (w, h) = Opts::new("resize", m, &["size"])?
+        .size("size")?
+        .unwrap_or((video.width(), video.height()));
+    let fit = Fit::parse(fit).map_err(|e| script_error(format!("resize: {e}")))?;
+    rt(video.resize(w, h, fit))
+}
+
+pub fn register(engine: &mut Engine, host: &Rc<Host>) {
+    engine.register_type_with_name::<Video>("Video");
+    engine.register_type_with_name::<Image>("Image");
+    engine.register_type_with_name::<Masks>("Masks");
+
+    let h = host.clone();
+    engine.register_fn("load_video", move |path: &str| {
+        load_video(&h, path, Opts::empty("load_video"))
+    });
+    let h = host.clone();
+    engine.register_fn("load_video", move |path: &str, opts: Map| {
+        load_video(&h, path, Opts::new("load_video", opts, LOAD_OPTIONS)?)
+    });
+    let h = host.clone();
+    engine.register_fn("save_video", move |v: Video, path: &str| {
+        save_video(&h, &v, path)
+    });
+    let h = host.clone();
+    engine.register_fn("save", move |v: &mut Video, path: &str| {
+        save_video(&h, v, path)
+    });
+
+    let h = host.clone();
+    engine.register_fn("load_image", move |path: &str| {
+        h.record_read(Path::new(path));
+        rt(Image::load(path))
+    });
+    let h = host.clone();
+    let save_image = move |img: &Image, path: &str| -> RhaiResult<String> {
+        rt(img.save(path))?;
+        h.record_write(Path::new(path));
+        Ok(path.to_string())
+    };
+    let s = save_image.clone();
+    engine.register_fn("save_image", move |img: Image, path: &str| s(&img, path));
+    engine.register_fn("save", move |img: &mut Image, path: &str| {
+        save_image(img, path)
+    });
+
+    engine.register_fn("synthetic_clip", || {
+        synthetic(Opts::empty("synthetic_clip"))
+    });
+    engine.register_fn("synthetic_clip", |opts: Map| {
+        synthetic(Opts::new("synthetic_clip", opts, SYNTHETIC_OPTIONS)?)
+    });
+
+    // Video
+    engine.register_fn("len", |v: &mut Video| v.len() as i64);
+    engine.register_get("width", |v: &mut Video| v.width());
+    engine.register_get("height", |v: &mut Video| v.height());
+    engine.register_get("fps", |v: &mut Video| v.fps());
+    engine.register_fn("width", |v: &mut Video| v.width());
+    engine.register_fn("height", |v: &mut Video| v.height());
+    engine.register_fn("fps", |v: &mut Video| v.fps());
+    engine.register_fn("frame", |v: &mut Video, i: i64| rt(v.frame(i)));
+    engine.register_fn("slice", |v: &mut Video, a: i64, b: i64| rt(v.slice(a, b)));
+    engine.register_fn("grid", |v: &mut Video| rt(v.contact_sheet()));
+    engine.register_fn("grid", |v: &mut Video, cols: i64| rt(v.grid(cols)));
+    engine.register_fn("resize", |v: &mut Video, size: Dynamic| {
+        resize(v, size, "resize")
+    });
+    engine.register_fn("resize", |v: &mut Video, size: Dynamic, fit: &str| {
+        resize(v, size, fit)
+    });
+    engine.register_fn("with_fps", |v: &mut Video, fps: f64| rt(v.with_fps(fps)));
+    engine.register_fn("to_string", |v: &mut Video| v.to_string());
+    engine.register_fn("to_debug", |v: &mut Video| v.to_string());
+
+    // Image
+    engine.register_get("width", |i: &mut Image| i.width());
+    engine.register_get("height", |i: &mut Image| i.height());
+    engine.register_fn("width", |i: &mut Image| i.width());
+    engine.register_fn("height", |i: &mut Image| i.height());
+    engine.register_fn("to_string", |i: &mut Image| i.to_string());
+    engine.register_fn("to_debug", |i: &mut Image| i.to_string());
+
+    // Masks
+    engine.register_fn("len", |m: &mut Masks| m.len() as i64);
+    engine.register_get("width", |m: &mut Masks| m.width());
+    engine.register_get("height", |m: &mut Masks| m.height());
+    engine.register_fn("width", |m: &mut Masks| m.width());
+    engine.register_fn("height", |m: &mut Masks| m.height());
+    engine.register_fn("area", |m: &mut Masks| {
+        m.area().into_iter().map(Dynamic::from).collect::<Array>()
+    });
+    engine.register_fn("overlay", |m: &mut Masks, v: Video| rt(m.overlay(&v)));
+    engine.register_fn("to_string", |m: &mut Masks| m.to_string());
+    engine.register_fn("to_debug", |m: &mut Masks| m.to_string());
+}
+
+pub const DOCS: &[FnDoc] = &[
+    FnDoc {
+        name: "load_video",
+        signatures: &["load_video(path: string) -> Video", "load_video(path: string, options: map) -> Video"],
+        summary: "Loads a clip: mp4 / mov / webm / mkv (FFmpeg), an animated GIF, or a directory of png / jpg frames \
+                  (natural order). Frames are sampled exactly: source frame start, start + every, … The frame \
+                  rate becomes the source's divided by `every`, so the clip keeps its real-time speed.",
+        details: "options:
+  frames  integer              frames to keep (default: all that remain)
+  start   integer              first source frame, 0-based (default 0)
+  every   integer              keep one source frame in `every` (default 1)
+  size    integer | [w, h]     output size; models need multiples of 8
+  fit     \"resize\" | \"crop\" | \"pad\"   how frames reach `size` (default \"resize\", as Tune-A-Video)",
+        example: r#"let clip = load_video("car-turn.mp4", #{frames: 8, every: 2, size: 512});
+print(clip);   // Video(8 frames, 512x512, 5 fps)"#,
+    },
+    FnDoc {
+        name: "save_video",
+        signatures: &["save_video(video: Video, path: string) -> string", "video.save(path: string) -> string"],
+        summary: "Saves a clip by extension: .mp4 (H.264, else MPEG-4), .mov, .mkv, .webm, .gif, or a path without \
+                  extension as a directory of numbered PNGs. Written atomically; returns the path.",
+        details: "",
+        example: r#"let c = synthetic_clip(#{frames: 8, size: 64});
+save_video(c.video, "out/clip.mp4");
+c.video.save("out/clip.gif");"#,
+    },
+    FnDoc {
+        name: "load_image",
+        signatures: &["load_image(path: string) -> Image"],
+        summary: "Loads a PNG, JPEG or GIF (first frame) as an RGB image.",
+        details: "",
+        example: r#"let img = load_image("sheet.png");
+print(img.width);"#,
+    },
+    FnDoc {
+        name: "save_image",
+        signatures: &["save_image(image: Image, path: string) -> string", "image.save(path: string) -> string"],
+        summary: "Saves an image as .png or .jpg, atomically; returns the path.",
+        details: "",
+        example: r#"let c = synthetic_clip();
+save_image(c.video.grid(4), "sheet.png");"#,
+    },
+    FnDoc {
+        name: "synthetic_clip",
+        signatures: &["synthetic_clip() -> map", "synthetic_clip(options: map) -> map"],
+        summary: "Makes a deterministic clip of a coloured shape moving over a textured background. Returns \
+                  #{video, masks, caption}: the clip, its exact ground-truth masks and a caption.",
+        details: "options:
+  kind              \"random\" (default), \"counter\" (frame index drawn as binary blocks), or a shape:
+                    \"circle\", \"square\", \"triangle\", \"diamond\"
+  frames            integer (default 8)        size   integer | [w, h] (default 64)
+  seed              integer (default 0)        fps    number (default 8)
+  color, background_color   \"red\", \"green\", \"blue\", \"yellow\", \"purple\", \"orange\", \"white\", \"pink\"
+  background        \"plain\", \"stripes\", \"gradient\", \"noise\"
+  motion            \"right\", \"left\", \"bounce\", \"circle\", \"grow\"
+  occluder          true: a grey bar passes in front (the masks keep the visible part)",
+        example: r#"let c = synthetic_clip(#{kind: "circle", frames: 16, size: 128, motion: "bounce", seed: 1});
+print(c.caption);
+preview(c.video);"#,
+    },
+    FnDoc {
+        name: "Video.len",
+        signatures: &["video.len() -> int"],
+        summary: "Number of frames.",
+        details: "",
+        example: r#"let v = synthetic_clip(#{frames: 12}).video;
+print(v.len());   // 12"#,
+    },
+    FnDoc {
+        name: "Video.width",
+        signatures: &["video.width -> int", "video.width() -> int"],
+        summary: "Frame width in pixels.",
+        details: "",
+        example: r#"print(synthetic_clip().video.width);"#,
+    },
+    FnDoc {
+        name: "Video.height",
+        signatures: &["video.height -> int", "video.height() -> int"],
+        summary: "Frame height in pixels.",
+        details: "",
+        example: r#"print(synthetic_clip().video.height);"#,
+    },
+    FnDoc {
+        name: "Video.fps",
+        signatures: &["video.fps -> float", "video.fps() -> float"],
+        summary: "Frames per second used when the clip is played or saved.",
+        details: "",
+        example: r#"print(synthetic_clip(#{fps: 12}).video.fps);"#,
+    },
+    FnDoc {
+        name: "Video.frame",
+        signatures: &["video.frame(i: int) -> Image"],
+        summary: "Frame i (0-based) as an image.",
+        details: "",
+        example: r#"let first = synthetic_clip().video.frame(0);
+first.save("first.png");"#,
+    },
+    FnDoc {
+        name: "Video.slice",
+        signatures: &["video.slice(a: int, b: int) -> Video"],
+        summary: "Frames a..b (b excluded), at the same frame rate.",
+        details: "",
+        example: r#"let v = synthetic_clip(#{frames: 16}).video;
+let head = v.slice(0, 8);"#,
+    },
+    FnDoc {
+        name: "Video.grid",
+        signatures: &["video.grid() -> Image", "video.grid(cols: int) -> Image"],
+        summary: "A contact sheet of every frame, in `cols` columns (about square by default).",
+        details: "",
+        example: r#"let v = synthetic_clip(#{frames: 8}).video;
+v.grid(4).save("sheet.png");"#,
+    },
+    FnDoc {
+        name: "Video.resize",
+        signatures: &["video.resize(size: int | [w, h]) -> Video", "video.resize(size, fit: string) -> Video"],
+        summary: "Brings every frame to a size; fit is \"resize\" (stretch, default), \"crop\" or \"pad\".",
+        details: "",
+        example: r#"let v = synthetic_clip(#{size: [96, 64]}).video;
+let square = v.resize(64, "crop");"#,
+    },
+    FnDoc {
+        name: "Video.with_fps",
+        signatures: &["video.with_fps(fps: float) -> Video"],
+        summary: "The same frames at another frame rate.",
+        details: "",
+        example: r#"let slow = synthetic_clip().video.with_fps(4.0);"#,
+    },
+    FnDoc {
+        name: "Image.width",
+        signatures: &["image.width -> int", "image.width() -> int"],
+        summary: "Image width in pixels.",
+        details: "",
+        example: r#"print(synthetic_clip().video.frame(0).width);"#,
+    },
+    FnDoc {
+        name: "Image.height",
+        signatures: &["image.height -> int", "image.height() -> int"],
+        summary: "Image height in pixels.",
+        details: "",
+        example: r#"print(synthetic_clip().video.frame(0).height);"#,
+    },
+    FnDoc {
+        name: "Masks.len",
+        signatures: &["masks.len() -> int"],
+        summary: "Number of frames.",
+        details: "",
+        example: r#"print(synthetic_clip().masks.len());"#,
+    },
+    FnDoc {
+        name: "Masks.width",
+        signatures: &["masks.width -> int", "masks.width() -> int"],
+        summary: "Mask width in pixels.",
+        details: "",
+        example: r#"print(synthetic_clip().masks.width);"#,
+    },
+    FnDoc {
+        name: "Masks.height",
+        signatures: &["masks.height -> int", "masks.height() -> int"],
+        summary: "Mask height in pixels.",
+        details: "",
+        example: r#"print(synthetic_clip().masks.height);"#,
+    },
+    FnDoc {
+        name: "Masks.area",
+        signatures: &["masks.area() -> array"],
+        summary: "Fraction of each frame covered by the mask.",
+        details: "",
+        example: r#"print(synthetic_clip().masks.area());"#,
+    },
+    FnDoc {
+        name: "Masks.overlay",
+        signatures: &["masks.overlay(video: Video) -> Video"],
+        summary: "The video with the masked region tinted green and the rest dimmed, to check a mask by eye.",
+        details: "",
+        example: r#"let c = synthetic_clip(#{occluder: true});
+preview(c.masks.overlay(c.video));"#,
+    },
+];

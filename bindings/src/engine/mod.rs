@@ -1,0 +1,131 @@
+//! The Rhai engine of a session: one package of script functions per area, custom types, and the host
+//! state those functions share (files read and written, previews, `--set` parameters).
+//!
+//! To add a script function: register it in its area's `register`, and add its [`FnDoc`] to that area's
+//! `DOCS` table (a test fails when the two disagree).
+
+pub mod host;
+pub mod media;
+
+use crate::help::{FnDoc, TypeDoc};
+use crate::preview::Previewer;
+use rhai::{Dynamic, Engine};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+/// Every area's documentation table, in the order `:help` lists them.
+pub const DOC_TABLES: &[&[FnDoc]] = &[media::DOCS, host::DOCS];
+
+/// The script types.
+pub const TYPE_DOCS: &[TypeDoc] = &[
+    TypeDoc {
+        name: "Video",
+        summary: "A clip: frames [F, 3, H, W] in [-1, 1] and a frame rate. Cheap to copy.",
+    },
+    TypeDoc {
+        name: "Image",
+        summary: "One RGB image [3, H, W] in [-1, 1].",
+    },
+    TypeDoc {
+        name: "Masks",
+        summary: "One mask per frame, [F, 1, H, W] in [0, 1].",
+    },
+];
+
+/// State shared by the registered functions of one session.
+#[derive(Debug, Default)]
+pub struct Host {
+    reads: RefCell<BTreeSet<PathBuf>>,
+    writes: RefCell<BTreeSet<PathBuf>>,
+    pub previewer: RefCell<Previewer>,
+    pub params: RefCell<BTreeMap<String, Dynamic>>,
+    pub params_used: RefCell<BTreeSet<String>>,
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+impl Host {
+    /// Notes that the script read `path` (watch mode reruns when it changes).
+    pub fn record_read(&self, path: &Path) {
+        self.reads.borrow_mut().insert(absolute(path));
+    }
+
+    /// Notes that the script wrote `path` (never a reason to rerun).
+    pub fn record_write(&self, path: &Path) {
+        self.writes.borrow_mut().insert(absolute(path));
+    }
+
+    /// Files read and not written by the script since the last [`Host::clear_files`].
+    pub fn dependencies(&self) -> Vec<PathBuf> {
+        let writes = self.writes.borrow();
+        self.reads
+            .borrow()
+            .iter()
+            .filter(|p| !writes.contains(*p))
+            .cloned()
+            .collect()
+    }
+
+    pub fn clear_files(&self) {
+        self.reads.borrow_mut().clear();
+        self.writes.borrow_mut().clear();
+    }
+}
+
+/// Builds the engine for a session: standard library, every vidtune package, cancellation on Ctrl-C.
+pub fn build_engine(host: &Rc<Host>) -> Engine {
+    let mut engine = Engine::new();
+    engine.set_max_expr_depths(256, 256);
+    engine.on_progress(|_| {
+        vidtune_runtime::progress::cancel_requested().then(|| Dynamic::from("cancelled"))
+    });
+    let mut resolver = rhai::module_resolvers::FileModuleResolver::new();
+    resolver.enable_cache(false); // watch mode must see edited modules
+    engine.set_module_resolver(resolver);
+    media::register(&mut engine, host);
+    host::register(&mut engine, host);
+    engine
+}
+
+/// A one-line description of a script value, as the REPL prints results.
+pub fn describe(value: &Dynamic) -> String {
+    if let Some(v) = value.read_lock::<vidtune_runtime::Video>() {
+        return v.to_string();
+    }
+    if let Some(v) = value.read_lock::<vidtune_runtime::Image>() {
+        return v.to_string();
+    }
+    if let Some(v) = value.read_lock::<vidtune_runtime::Masks>() {
+        return v.to_string();
+    }
+    if value.is_string() {
+        return format!("{:?}", value.to_string());
+    }
+    if let Some(map) = value.read_lock::<rhai::Map>() {
+        let items: Vec<String> = map
+            .iter()
+            .map(|(k, v)| format!("{k}: {}", describe(v)))
+            .collect();
+        return format!("#{{{}}}", items.join(", "));
+    }
+    if let Some(arr) = value.read_lock::<rhai::Array>() {
+        let items: Vec<String> = arr.iter().take(16).map(describe).collect();
+        let more = if arr.len() > 16 {
+            format!(", … ({} items)", arr.len())
+        } else {
+            String::new()
+        };
+        return format!("[{}{more}]", items.join(", "));
+    }
+    value.to_string()
+}
+
+/// The script type name of a value, for `:vars`.
+pub fn type_label(value: &Dynamic) -> String {
+    let name = value.type_name();
+    name.rsplit("::").next().unwrap_or(name).to_string()
+}

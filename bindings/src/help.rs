@@ -1,0 +1,153 @@
+//! Script documentation: every registered function carries a [`FnDoc`] with its signatures, what it does,
+//! its options and a Rhai example. `:help`, tab completion and the notebook helpers read this table; a test
+//! checks that it and the engine's registered functions agree.
+
+/// Documentation of one script function or method.
+#[derive(Debug, Clone, Copy)]
+pub struct FnDoc {
+    /// `load_video` for a function, `Video.grid` for a method (or property) of a type.
+    pub name: &'static str,
+    /// One line per accepted form, e.g. `load_video(path: string, options: map) -> Video`.
+    pub signatures: &'static [&'static str],
+    /// What it does, in a sentence or two.
+    pub summary: &'static str,
+    /// Options and notes, one per line (may be empty).
+    pub details: &'static str,
+    /// A runnable Rhai example.
+    pub example: &'static str,
+}
+
+impl FnDoc {
+    /// The name scripts call (`grid` for `Video.grid`).
+    pub fn call_name(&self) -> &'static str {
+        self.name.rsplit('.').next().unwrap_or(self.name)
+    }
+
+    /// The type a method belongs to, if it is one.
+    pub fn owner(&self) -> Option<&'static str> {
+        self.name.split_once('.').map(|(t, _)| t)
+    }
+
+    /// The full help text printed by `:help name`.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for s in self.signatures {
+            out.push_str(s);
+            out.push('\n');
+        }
+        out.push('\n');
+        for line in self.summary.lines() {
+            out.push_str("  ");
+            out.push_str(line.trim());
+            out.push('\n');
+        }
+        if !self.details.trim().is_empty() {
+            out.push('\n');
+            for line in self.details.trim_matches('\n').lines() {
+                out.push_str("  ");
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out.push_str("\n  example:\n");
+        for line in self.example.trim_matches('\n').lines() {
+            out.push_str("    ");
+            out.push_str(line);
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// Documentation of a script type (its methods are the `Type.method` entries).
+#[derive(Debug, Clone, Copy)]
+pub struct TypeDoc {
+    pub name: &'static str,
+    pub summary: &'static str,
+}
+
+/// Every documented function, in the order `:help` lists them.
+pub fn functions() -> Vec<&'static FnDoc> {
+    crate::engine::DOC_TABLES
+        .iter()
+        .flat_map(|t| t.iter())
+        .collect()
+}
+
+/// Every documented type.
+pub fn types() -> &'static [TypeDoc] {
+    crate::engine::TYPE_DOCS
+}
+
+/// Looks up `name` (a function, `Type.method`, a bare method name, or a type).
+pub fn lookup(name: &str) -> Option<String> {
+    let name = name.trim().trim_end_matches("()");
+    if let Some(t) = types().iter().find(|t| t.name.eq_ignore_ascii_case(name)) {
+        let mut out = format!(
+            "{}\n\n  {}\n\n  methods and properties:\n",
+            t.name, t.summary
+        );
+        for f in functions()
+            .into_iter()
+            .filter(|f| f.owner() == Some(t.name))
+        {
+            out.push_str(&format!(
+                "    .{:<14} {}\n",
+                f.call_name(),
+                first_sentence(f.summary)
+            ));
+        }
+        return Some(out);
+    }
+    let matches: Vec<_> = functions()
+        .into_iter()
+        .filter(|f| f.name == name || (f.owner().is_some() && f.call_name() == name))
+        .collect();
+    if matches.is_empty() {
+        return None;
+    }
+    Some(
+        matches
+            .iter()
+            .map(|f| f.render())
+            .collect::<Vec<_>>()
+            .join("\n"),
+    )
+}
+
+/// The overview printed by a bare `:help`.
+pub fn overview(commands: &[(&str, &str)]) -> String {
+    let mut out = String::from("Script functions (`:help NAME` for details and an example):\n");
+    for f in functions().into_iter().filter(|f| f.owner().is_none()) {
+        out.push_str(&format!("  {:<16} {}\n", f.name, first_sentence(f.summary)));
+    }
+    out.push_str("\nTypes (`:help Video` lists methods):\n");
+    for t in types() {
+        out.push_str(&format!("  {:<16} {}\n", t.name, first_sentence(t.summary)));
+    }
+    if !commands.is_empty() {
+        out.push_str("\nREPL commands:\n");
+        for (c, what) in commands {
+            out.push_str(&format!("  {c:<22} {what}\n"));
+        }
+    }
+    out
+}
+
+fn first_sentence(s: &str) -> &str {
+    let s = s.trim();
+    match s.find(". ") {
+        Some(i) => &s[..=i],
+        None => s,
+    }
+}
+
+/// Usage lines for a function name, used to explain a wrong-argument call.
+pub fn usage(name: &str) -> Option<String> {
+    let sigs: Vec<_> = functions()
+        .into_iter()
+        .filter(|f| f.call_name() == name)
+        .flat_map(|f| f.signatures.iter().copied())
+        .collect();
+    (!sigs.is_empty()).then(|| sigs.join("\n  "))
+}

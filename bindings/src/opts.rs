@@ -1,0 +1,203 @@
+//! Reading script option maps (`#{frames: 8, fit: "crop"}`) with errors that name the function, the
+//! option, the expected type and the allowed keys.
+
+use rhai::{Dynamic, EvalAltResult, Map, Position};
+
+pub type RhaiResult<T> = Result<T, Box<EvalAltResult>>;
+
+/// A script-facing error at the call site (Rhai fills in the position).
+pub fn script_error(message: impl Into<String>) -> Box<EvalAltResult> {
+    Box::new(EvalAltResult::ErrorRuntime(
+        Dynamic::from(message.into()),
+        Position::NONE,
+    ))
+}
+
+/// Maps a runtime result into a script result; a cancel becomes Rhai's "terminated" error.
+pub fn rt<T>(r: vidtune_runtime::Result<T>) -> RhaiResult<T> {
+    r.map_err(|e| match e {
+        vidtune_runtime::Error::Cancelled => Box::new(EvalAltResult::ErrorTerminated(
+            Dynamic::from("cancelled"),
+            Position::NONE,
+        )),
+        other => script_error(other.to_string()),
+    })
+}
+
+/// The options map of one call.
+pub struct Opts<'a> {
+    func: &'a str,
+    map: Map,
+}
+
+fn type_name(v: &Dynamic) -> String {
+    match v.type_name() {
+        "i64" => "integer".into(),
+        "f64" => "float".into(),
+        "bool" => "boolean".into(),
+        "string" | "ImmutableString" => "string".into(),
+        "array" => "array".into(),
+        "map" => "map".into(),
+        other => other.rsplit("::").next().unwrap_or(other).to_string(),
+    }
+}
+
+impl<'a> Opts<'a> {
+    /// Checks that every key of `map` is one of `allowed`.
+    pub fn new(func: &'a str, map: Map, allowed: &[&str]) -> RhaiResult<Self> {
+        for key in map.keys() {
+            if !allowed.contains(&key.as_str()) {
+                let mut names: Vec<_> = allowed.to_vec();
+                names.sort_unstable();
+                return Err(script_error(format!(
+                    "{func}: unknown option {key:?}; allowed options: {}",
+                    names.join(", ")
+                )));
+            }
+        }
+        Ok(Opts { func, map })
+    }
+
+    /// No options.
+    pub fn empty(func: &'a str) -> Self {
+        Opts {
+            func,
+            map: Map::new(),
+        }
+    }
+
+    fn wrong(&self, key: &str, expected: &str, got: &Dynamic) -> Box<EvalAltResult> {
+        script_error(format!(
+            "{}: option {key:?} must be {expected}, got {} {}",
+            self.func,
+            type_name(got),
+            got
+        ))
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Dynamic> {
+        self.map.get(key).filter(|v| !v.is_unit())
+    }
+
+    pub fn int(&self, key: &str) -> RhaiResult<Option<i64>> {
+        self.get(key)
+            .map(|v| v.as_int().map_err(|_| self.wrong(key, "an integer", v)))
+            .transpose()
+    }
+
+    /// A non-negative integer, as a count or index.
+    pub fn count(&self, key: &str) -> RhaiResult<Option<usize>> {
+        match self.int(key)? {
+            Some(n) if n < 0 => Err(script_error(format!(
+                "{}: option {key:?} must be >= 0, got {n}",
+                self.func
+            ))),
+            other => Ok(other.map(|n| n as usize)),
+        }
+    }
+
+    pub fn float(&self, key: &str) -> RhaiResult<Option<f64>> {
+        self.get(key)
+            .map(|v| {
+                v.as_float()
+                    .or_else(|_| v.as_int().map(|i| i as f64))
+                    .map_err(|_| self.wrong(key, "a number", v))
+            })
+            .transpose()
+    }
+
+    pub fn bool(&self, key: &str) -> RhaiResult<Option<bool>> {
+        self.get(key)
+            .map(|v| v.as_bool().map_err(|_| self.wrong(key, "true or false", v)))
+            .transpose()
+    }
+
+    pub fn string(&self, key: &str) -> RhaiResult<Option<String>> {
+        self.get(key)
+            .map(|v| {
+                v.clone()
+                    .into_string()
+                    .map_err(|_| self.wrong(key, "a string", v))
+            })
+            .transpose()
+    }
+
+    /// A size: one integer (square) or `[width, height]`.
+    pub fn size(&self, key: &str) -> RhaiResult<Option<(i64, i64)>> {
+        let Some(v) = self.get(key) else {
+            return Ok(None);
+        };
+        if let Ok(n) = v.as_int() {
+            return Ok(Some((n, n)));
+        }
+        if let Some(arr) = v.clone().try_cast::<rhai::Array>() {
+            if let [w, h] = arr.as_slice() {
+                if let (Ok(w), Ok(h)) = (w.as_int(), h.as_int()) {
+                    return Ok(Some((w, h)));
+                }
+            }
+        }
+        Err(self.wrong(key, "an integer or [width, height]", v))
+    }
+
+    /// A value of a registered custom type.
+    pub fn custom<T: Clone + 'static>(&self, key: &str, type_label: &str) -> RhaiResult<Option<T>> {
+        self.get(key)
+            .map(|v| {
+                v.clone()
+                    .try_cast::<T>()
+                    .ok_or_else(|| self.wrong(key, type_label, v))
+            })
+            .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, Dynamic)]) -> Map {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).into(), v.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn unknown_keys_list_the_allowed_ones() {
+        let err = Opts::new(
+            "load_video",
+            map(&[("frame", Dynamic::from(3_i64))]),
+            &["frames", "start"],
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(
+            err.contains("unknown option \"frame\"") && err.contains("frames, start"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn wrong_types_are_named() {
+        let o = Opts::new("f", map(&[("size", Dynamic::from("big"))]), &["size"]).unwrap();
+        let err = o.size("size").unwrap_err().to_string();
+        assert!(
+            err.contains("\"size\" must be an integer or [width, height], got string big"),
+            "{err}"
+        );
+        let o = Opts::new(
+            "f",
+            map(&[(
+                "size",
+                Dynamic::from(vec![Dynamic::from(4_i64), Dynamic::from(2_i64)]),
+            )]),
+            &["size"],
+        )
+        .unwrap();
+        assert_eq!(o.size("size").unwrap(), Some((4, 2)));
+        let o = Opts::new("f", map(&[("n", Dynamic::from(-1_i64))]), &["n"]).unwrap();
+        assert!(o.count("n").unwrap_err().to_string().contains(">= 0"));
+    }
+}

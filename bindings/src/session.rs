@@ -1,0 +1,169 @@
+//! A scripting session: one Rhai engine with every vidtune package, a scope whose variables and
+//! functions persist across evaluations, and the host state. The REPL, `vidtune run`, watch mode and
+//! notebooks (`Session::eval` from a cell) all drive this type.
+
+use crate::diagnostics::ScriptError;
+use crate::engine::{self, Host};
+use rhai::{Dynamic, Engine, Scope, AST};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+/// Variables and functions that persist across `eval` calls.
+pub struct Session {
+    engine: Engine,
+    scope: Scope<'static>,
+    functions: AST,
+    host: Rc<Host>,
+    sources: HashMap<String, String>,
+    counter: usize,
+}
+
+impl Default for Session {
+    fn default() -> Self {
+        Session::new()
+    }
+}
+
+/// One variable of the session, for `:vars`.
+#[derive(Debug, Clone)]
+pub struct VarInfo {
+    pub name: String,
+    pub type_name: String,
+    pub value: String,
+    pub constant: bool,
+}
+
+impl Session {
+    pub fn new() -> Self {
+        let host = Rc::new(Host::default());
+        let engine = engine::build_engine(&host);
+        Session {
+            engine,
+            scope: Scope::new(),
+            functions: AST::empty(),
+            host,
+            sources: HashMap::new(),
+            counter: 0,
+        }
+    }
+
+    /// Evaluates code typed by a user (named `<cell:N>` in errors).
+    pub fn eval(&mut self, code: &str) -> Result<Dynamic, ScriptError> {
+        self.counter += 1;
+        let name = format!("<cell:{}>", self.counter);
+        self.eval_source(code, &name)
+    }
+
+    /// Evaluates `code` under the source name `name` (used in error positions). Variables it defines and
+    /// functions it declares stay in the session, also when it fails part-way.
+    pub fn eval_source(&mut self, code: &str, name: &str) -> Result<Dynamic, ScriptError> {
+        vidtune_runtime::progress::clear_cancel();
+        self.sources.insert(name.to_string(), code.to_string());
+        let mut ast = self
+            .engine
+            .compile_with_scope(&self.scope, code)
+            .map_err(|e| ScriptError::from_parse(&e, name, &self.sources))?;
+        ast.set_source(name);
+        let program = self.functions.merge(&ast);
+        let result = self
+            .engine
+            .eval_ast_with_scope::<Dynamic>(&mut self.scope, &program);
+        self.functions = program.clone_functions_only();
+        result.map_err(|e| ScriptError::from_eval(&e, name, &self.sources))
+    }
+
+    /// Runs a script file in this session.
+    pub fn run_file(&mut self, path: &Path) -> Result<Dynamic, ScriptError> {
+        let name = path.display().to_string();
+        let code = std::fs::read_to_string(path).map_err(|e| {
+            let why = if e.kind() == std::io::ErrorKind::NotFound {
+                "no such file".to_string()
+            } else {
+                e.to_string()
+            };
+            ScriptError::plain(&name, format!("cannot read script: {why}"))
+        })?;
+        self.host.record_read(path);
+        self.eval_source(&code, &name)
+    }
+
+    /// Makes `value` available to `param(name, default)` and as a variable `name`.
+    pub fn set_param(&mut self, name: &str, value: Dynamic) {
+        self.host
+            .params
+            .borrow_mut()
+            .insert(name.to_string(), value.clone());
+        self.scope.set_or_push(name.to_string(), value);
+    }
+
+    /// Parameters given with `set_param` that the script never asked for with `param`.
+    pub fn unused_params(&self) -> Vec<String> {
+        let used = self.host.params_used.borrow();
+        self.host
+            .params
+            .borrow()
+            .keys()
+            .filter(|k| !used.contains(*k))
+            .cloned()
+            .collect()
+    }
+
+    /// The value of a variable, if it holds a `T`.
+    pub fn get<T: Clone + 'static>(&self, name: &str) -> Option<T> {
+        self.scope.get_value::<T>(name)
+    }
+
+    /// Sets (or creates) a variable.
+    pub fn set<T: Clone + 'static>(&mut self, name: &str, value: T) {
+        self.scope
+            .set_or_push(name.to_string(), Dynamic::from(value));
+    }
+
+    /// Every variable, newest last.
+    pub fn vars(&self) -> Vec<VarInfo> {
+        let mut seen = std::collections::HashSet::new();
+        let all: Vec<_> = self.scope.iter_raw().collect();
+        let mut out: Vec<VarInfo> = all
+            .into_iter()
+            .rev()
+            .filter(|(name, ..)| seen.insert(name.to_string()))
+            .map(|(name, constant, value)| VarInfo {
+                name: name.to_string(),
+                type_name: engine::type_label(value),
+                value: engine::describe(value),
+                constant,
+            })
+            .collect();
+        out.reverse();
+        out
+    }
+
+    /// Names of the script functions defined so far.
+    pub fn function_names(&self) -> Vec<String> {
+        self.functions
+            .iter_functions()
+            .map(|f| f.name.to_string())
+            .collect()
+    }
+
+    /// Forgets every variable and function.
+    pub fn reset(&mut self) {
+        self.scope.clear();
+        self.functions = AST::empty();
+        self.sources.clear();
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn host(&self) -> &Rc<Host> {
+        &self.host
+    }
+
+    /// Files the session's scripts read and did not write themselves (watch mode follows these).
+    pub fn dependencies(&self) -> Vec<PathBuf> {
+        self.host.dependencies()
+    }
+}

@@ -1,0 +1,145 @@
+//! `vidtune watch FILE.rhai`: run the script, then rerun it whenever it or a file it read is saved.
+//!
+//! Parent directories are watched (not the files), so editors that save by writing a temporary file and
+//! renaming it over the original are seen; events are debounced; editor droppings (`.swp`, `~`, `4913`)
+//! are ignored; files the script wrote itself never trigger a rerun. A failing run prints its error and
+//! the watch goes on.
+
+use crate::repl::print_error;
+use crate::session::Session;
+use notify::RecursiveMode;
+use notify_debouncer_full::{new_debouncer, DebounceEventResult};
+use rhai::Dynamic;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Debounce window: saves that come within it are one change.
+const DEBOUNCE: Duration = Duration::from_millis(200);
+
+fn is_editor_dropping(path: &Path) -> bool {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    name.ends_with('~')
+        || name.ends_with(".swp")
+        || name.ends_with(".swx")
+        || name == "4913"
+        || name.starts_with(".#")
+}
+
+/// Local wall-clock time as `HH:MM:SS`.
+fn clock() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let t = now as libc::time_t;
+    // SAFETY: localtime_r writes into the zeroed struct we own and reads only `t`.
+    let tm = unsafe {
+        let mut tm: libc::tm = std::mem::zeroed();
+        libc::localtime_r(&t, &mut tm);
+        tm
+    };
+    format!("{:02}:{:02}:{:02}", tm.tm_hour, tm.tm_min, tm.tm_sec)
+}
+
+/// Runs `script` once in a fresh session; returns the files it depends on.
+fn run_once(script: &Path, params: &[(String, Dynamic)]) -> BTreeSet<PathBuf> {
+    // An editor saving by rename leaves the file missing for a moment.
+    for _ in 0..20 {
+        if script.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut session = Session::new();
+    for (k, v) in params {
+        session.set_param(k, v.clone());
+    }
+    let start = Instant::now();
+    let result = session.run_file(script);
+    let secs = start.elapsed().as_secs_f64();
+    match result {
+        Ok(_) => println!("── ok in {secs:.2} s"),
+        Err(e) => {
+            print_error(&e);
+            println!("── failed after {secs:.2} s");
+        }
+    }
+    let mut deps: BTreeSet<PathBuf> = session.dependencies().into_iter().collect();
+    deps.insert(script.to_path_buf());
+    deps
+}
+
+/// Watches until interrupted (Ctrl-C ends the process).
+pub fn watch(script: &Path, params: &[(String, Dynamic)]) -> anyhow::Result<()> {
+    let script = std::path::absolute(script)?;
+    if !script.is_file() {
+        anyhow::bail!("{}: no such script", script.display());
+    }
+    let (tx, rx) = mpsc::channel::<DebounceEventResult>();
+    let mut debouncer = new_debouncer(DEBOUNCE, None, tx)?;
+    let mut watched_dirs: BTreeSet<PathBuf> = BTreeSet::new();
+    let mut reason = String::from("start");
+    loop {
+        println!("── {} · {reason} · running {}", clock(), script.display());
+        let files = run_once(&script, params);
+        let dirs: BTreeSet<PathBuf> = files
+            .iter()
+            .filter_map(|f| f.parent().map(Path::to_path_buf))
+            .collect();
+        for gone in watched_dirs.difference(&dirs) {
+            let _ = debouncer.unwatch(gone);
+        }
+        for dir in dirs.difference(&watched_dirs) {
+            if let Err(e) = debouncer.watch(dir, RecursiveMode::NonRecursive) {
+                eprintln!("warning: cannot watch {}: {e}", dir.display());
+            }
+        }
+        watched_dirs = dirs;
+        println!("── watching {} file(s); Ctrl-C stops", files.len());
+        let changed = wait_for_change(&rx, &files)?;
+        reason = format!(
+            "changed: {}",
+            changed
+                .iter()
+                .map(|p| p.file_name().unwrap_or_default().to_string_lossy())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+}
+
+fn wait_for_change(
+    rx: &mpsc::Receiver<DebounceEventResult>,
+    files: &BTreeSet<PathBuf>,
+) -> anyhow::Result<Vec<PathBuf>> {
+    loop {
+        let events = match rx.recv()? {
+            Ok(events) => events,
+            Err(errors) => {
+                for e in errors {
+                    eprintln!("warning: watch error: {e}");
+                }
+                continue;
+            }
+        };
+        let mut changed = BTreeSet::new();
+        for event in events {
+            if event.kind.is_access() || event.kind.is_remove() {
+                continue;
+            }
+            for path in &event.paths {
+                if !is_editor_dropping(path) && files.contains(path) {
+                    changed.insert(path.clone());
+                }
+            }
+        }
+        if !changed.is_empty() {
+            return Ok(changed.into_iter().collect());
+        }
+    }
+}

@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# vidtune's one entry point for set-up, the demo and the tests. Every command sets up what it needs
+# (idempotently, and quickly the second time):
+#
+#   ./dev.sh demo     the main job: the demo script on built-in synthetic data (no download)
+#   ./dev.sh test     the whole test suite
+#   ./dev.sh build    set up and build only          ./dev.sh lint   cargo fmt --check + clippy
+#   ./dev.sh env      print the exports that make plain `cargo` use the same libtorch
+#
+# Set-up: Debian packages when missing (FFmpeg -dev libraries, clang/libclang, pkg-config, a C++
+# compiler, Python's venv), then a virtualenv with torch and onnxruntime from PyPI in the user's cache
+# dir (shared by every clone, keyed by torch and Python versions), then `cargo build`.
+# With LIBTORCH already exported, the virtualenv's torch is not used for linking.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")"
+ROOT=$PWD
+
+TORCH_VERSION=2.11.0
+CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/vidtune"
+APT_PACKAGES=(pkg-config clang libclang-dev g++ libavcodec-dev libavformat-dev libavutil-dev libswscale-dev
+  libswresample-dev libavfilter-dev libavdevice-dev)
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+apt_setup() {
+  command -v dpkg-query >/dev/null 2>&1 || { say "not a Debian system: install FFmpeg -dev libraries, clang and pkg-config yourself"; return 0; }
+  local missing=() p
+  for p in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+  done
+  command -v python3 >/dev/null 2>&1 || missing+=(python3)
+  if command -v python3 >/dev/null 2>&1 && ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+    missing+=(python3-venv)
+  fi
+  [ ${#missing[@]} -eq 0 ] && return 0
+  local sudo=""
+  if [ "$(id -u)" != 0 ]; then
+    command -v sudo >/dev/null 2>&1 || die "need root or sudo to install: ${missing[*]}"
+    sudo=sudo
+  fi
+  say "installing Debian packages: ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+python_tag() { python3 -c 'import sys; print(f"py{sys.version_info[0]}.{sys.version_info[1]}")'; }
+
+# venv_setup REQUIREMENTS...: the shared virtualenv with those requirement files installed.
+venv_setup() {
+  command -v python3 >/dev/null 2>&1 || die "python3 is needed for the torch virtualenv"
+  VENV="${VIDTUNE_VENV:-$CACHE/venv-torch-$TORCH_VERSION-$(python_tag)}"
+  local req stamp
+  stamp="$VENV/.vidtune-$(cat "$@" | sha256sum | cut -c1-16)"
+  [ -f "$stamp" ] && return 0
+  mkdir -p "$CACHE"
+  exec 9>"$CACHE/.venv.lock"
+  flock 9
+  if [ ! -f "$stamp" ]; then
+    if [ ! -x "$VENV/bin/python" ]; then
+      say "creating the virtualenv $VENV (torch with its CUDA libraries is about 5 GB)"
+      python3 -m venv "$VENV"
+      "$VENV/bin/python" -m pip install -q --upgrade pip
+    fi
+    for req in "$@"; do
+      say "pip install -r $req"
+      "$VENV/bin/python" -m pip install -q -r "$req"
+    done
+    touch "$stamp"
+  fi
+  flock -u 9
+}
+
+# Makes cargo find libtorch: LIBTORCH (from the user, or the virtualenv's torch). Also written to the
+# ignored .cargo/config.toml so that plain `cargo build` uses the same one (and rebuilds nothing).
+cargo_env() {
+  if [ -z "${LIBTORCH:-}" ]; then
+    LIBTORCH=$("$VENV/bin/python" -c 'import torch, pathlib; print(pathlib.Path(torch.__file__).parent)')
+    export LIBTORCH
+  fi
+  mkdir -p .cargo
+  local cfg=".cargo/config.toml"
+  local want
+  want=$(printf '# Written by dev.sh: the libtorch this checkout builds against.\n[env]\nLIBTORCH = "%s"\n' "$LIBTORCH")
+  [ "$(cat "$cfg" 2>/dev/null)" = "$want" ] || printf '%s\n' "$want" >"$cfg"
+  command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust (https://rustup.rs)"
+}
+
+setup() {
+  apt_setup
+  venv_setup requirements/runtime.txt "$@"
+  cargo_env
+}
+
+case "${1:-help}" in
+  demo)
+    setup
+    say "cargo build"
+    cargo build -q -p vidtune
+    say "running scripts/demo.rhai"
+    exec target/debug/vidtune run scripts/demo.rhai "${@:2}"
+    ;;
+  test)
+    setup
+    say "cargo build (all targets)"
+    cargo build -q --workspace --all-targets
+    say "cargo test"
+    cargo test -q --workspace "${@:2}"
+    ;;
+  build)
+    setup
+    cargo build -p vidtune "${@:2}"
+    echo "built: $ROOT/target/debug/vidtune"
+    ;;
+  lint)
+    setup
+    cargo fmt --all -- --check
+    cargo clippy -q --workspace --all-targets -- -D warnings
+    ;;
+  env)
+    setup >/dev/null
+    echo "export LIBTORCH=$LIBTORCH"
+    ;;
+  *)
+    sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'
+    ;;
+esac

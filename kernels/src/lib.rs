@@ -1,0 +1,10 @@
+//! # vidtune-kernels
+//!
+//! Stateless tensor math on tch: image and mask operations, scheduler arithmetic, attention variants,
+//! losses and metrics. **No weights, no I/O**: every function takes tensors (and plain numbers) and returns
+//! tensors, so each can be tested against a naive reference or a Python output in isolation.
+
+pub mod error;
+pub mod image;
+
+pub use error::{KernelError, Result};

@@ -1,0 +1,75 @@
+//! Animated GIF read and write through the `image` crate (frames composited onto the full canvas).
+
+use super::sampling::Collector;
+use super::video::Video;
+use crate::error::{Error, Result};
+use crate::progress::Progress;
+use image::codecs::gif::{GifDecoder, GifEncoder, Repeat};
+use image::{AnimationDecoder, Delay, Frame, RgbaImage};
+use std::path::Path;
+use vidtune_kernels::image as kimage;
+
+/// Frame rate assumed when a GIF gives no delays.
+const DEFAULT_FPS: f64 = 10.0;
+
+/// Decodes the frames `collector` asks for; returns the GIF's frame rate (from its mean delay).
+pub(crate) fn read(path: &Path, collector: &mut Collector) -> Result<f64> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let decoder = GifDecoder::new(std::io::BufReader::new(file))
+        .map_err(|e| Error::bad_file(path, format!("not a readable GIF ({e})")))?;
+    let mut delays_ms = Vec::new();
+    for frame in decoder.into_frames() {
+        if collector.full() {
+            break;
+        }
+        let frame = frame.map_err(|e| {
+            Error::bad_file(
+                path,
+                format!("corrupt GIF frame {} ({e})", collector.seen()),
+            )
+        })?;
+        let (num, den) = frame.delay().numer_denom_ms();
+        delays_ms.push(num as f64 / den.max(1) as f64);
+        if collector.wants_next() {
+            let rgba = frame.into_buffer();
+            let (w, h) = rgba.dimensions();
+            let rgb: Vec<u8> = rgba.pixels().flat_map(|p| [p[0], p[1], p[2]]).collect();
+            collector.push_rgb8(&rgb, w, h)?;
+        } else {
+            collector.skip();
+        }
+    }
+    let mean = delays_ms.iter().sum::<f64>() / delays_ms.len().max(1) as f64;
+    Ok(if mean > 0.0 {
+        1000.0 / mean
+    } else {
+        DEFAULT_FPS
+    })
+}
+
+/// Writes `video` as a looping GIF at `path` (a temporary sibling of the destination).
+pub(crate) fn write(video: &Video, path: &Path, progress: &mut Progress) -> Result<()> {
+    let file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
+    let mut encoder = GifEncoder::new_with_speed(std::io::BufWriter::new(file), 10);
+    let fail = |e: image::ImageError| Error::bad_file(path, format!("cannot write GIF: {e}"));
+    encoder.set_repeat(Repeat::Infinite).map_err(fail)?;
+    // GIF delays are whole centiseconds.
+    let delay_cs = (100.0 / video.fps().max(0.1)).round().max(1.0) as u32;
+    let delay = Delay::from_numer_denom_ms(delay_cs * 10, 1);
+    let frames = kimage::to_rgb8_tensor(video.frames())?;
+    let (w, h) = (video.width() as u32, video.height() as u32);
+    for i in 0..video.len() {
+        let rgb = Vec::<u8>::try_from(frames.get(i as i64).flatten(0, -1))?;
+        let rgba: Vec<u8> = rgb
+            .chunks_exact(3)
+            .flat_map(|p| [p[0], p[1], p[2], 255])
+            .collect();
+        let buffer = RgbaImage::from_raw(w, h, rgba)
+            .ok_or_else(|| Error::Invalid("GIF frame size mismatch".into()))?;
+        encoder
+            .encode_frame(Frame::from_parts(buffer, 0, 0, delay))
+            .map_err(fail)?;
+        progress.step()?;
+    }
+    Ok(())
+}

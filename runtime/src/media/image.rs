@@ -1,0 +1,130 @@
+//! A still image: `[3, H, W]` float in [−1, 1] on the CPU, loaded and saved through the `image` crate.
+
+use crate::error::{Error, Result};
+use crate::fsutil::write_atomic;
+use std::path::Path;
+use tch::Tensor;
+use vidtune_kernels::image as kimage;
+
+/// One RGB image, `[3, H, W]`, values in [−1, 1].
+#[derive(Debug)]
+pub struct Image {
+    data: Tensor,
+}
+
+impl Clone for Image {
+    fn clone(&self) -> Self {
+        Image {
+            data: self.data.shallow_clone(),
+        }
+    }
+}
+
+impl Image {
+    /// Wraps a `[3, H, W]` tensor (moved to the CPU as f32).
+    pub fn new(data: Tensor) -> Result<Self> {
+        let size = data.size();
+        if size.len() != 3 || size[0] != 3 || size[1] == 0 || size[2] == 0 {
+            return Err(Error::Invalid(format!(
+                "an image is [3, H, W], got {size:?}"
+            )));
+        }
+        Ok(Image {
+            data: data.to_device(tch::Device::Cpu).to_kind(tch::Kind::Float),
+        })
+    }
+
+    /// Builds an image from interleaved 8-bit RGB.
+    pub fn from_rgb8(pixels: &[u8], width: u32, height: u32) -> Result<Self> {
+        Image::new(kimage::from_rgb8(pixels, height as i64, width as i64)?)
+    }
+
+    /// The pixels as a `[3, H, W]` tensor.
+    pub fn tensor(&self) -> &Tensor {
+        &self.data
+    }
+
+    pub fn width(&self) -> i64 {
+        self.data.size()[2]
+    }
+
+    pub fn height(&self) -> i64 {
+        self.data.size()[1]
+    }
+
+    /// The image as an `image` crate buffer (8-bit RGB).
+    pub fn to_rgb8(&self) -> Result<image::RgbImage> {
+        let bytes = kimage::to_rgb8(&self.data)?;
+        image::RgbImage::from_raw(self.width() as u32, self.height() as u32, bytes)
+            .ok_or_else(|| Error::Invalid("image buffer size mismatch".into()))
+    }
+
+    /// Encodes the image as PNG bytes.
+    pub fn to_png_bytes(&self) -> Result<Vec<u8>> {
+        let mut out = std::io::Cursor::new(Vec::new());
+        self.to_rgb8()?
+            .write_to(&mut out, image::ImageFormat::Png)
+            .map_err(|e| Error::Invalid(format!("PNG encoding failed: {e}")))?;
+        Ok(out.into_inner())
+    }
+
+    /// Loads a PNG, JPEG or GIF (first frame) as RGB.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let img = read_rgb8(path)?;
+        Image::from_rgb8(img.as_raw(), img.width(), img.height())
+    }
+
+    /// Saves the image; the format follows the extension (`.png`, `.jpg`/`.jpeg`). Written atomically.
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        let format = image_format_for(path)?;
+        let rgb = self.to_rgb8()?;
+        write_atomic(path, |tmp| {
+            rgb.save_with_format(tmp, format)
+                .map_err(|e| Error::bad_file(path, format!("cannot write image: {e}")))
+        })
+    }
+
+    /// Resizes to `height × width` (antialiased bilinear).
+    pub fn resize(&self, height: i64, width: i64) -> Result<Image> {
+        Image::new(kimage::resize(&self.data.unsqueeze(0), height, width)?.squeeze_dim(0))
+    }
+}
+
+/// The still-image format written for `path`'s extension.
+pub fn image_format_for(path: &Path) -> Result<image::ImageFormat> {
+    let ext = path
+        .extension()
+        .map(|e| e.to_string_lossy().to_lowercase())
+        .unwrap_or_default();
+    match ext.as_str() {
+        "png" => Ok(image::ImageFormat::Png),
+        "jpg" | "jpeg" => Ok(image::ImageFormat::Jpeg),
+        _ => Err(Error::Invalid(format!(
+            "{}: unknown image extension {ext:?}; expected .png, .jpg or .jpeg",
+            path.display()
+        ))),
+    }
+}
+
+/// Reads any image the `image` crate knows as 8-bit RGB, with errors naming the file.
+pub(crate) fn read_rgb8(path: &Path) -> Result<image::RgbImage> {
+    if !path.exists() {
+        return Err(Error::NotFound(path.to_path_buf()));
+    }
+    let reader = image::ImageReader::open(path)
+        .map_err(|e| Error::io(path, e))?
+        .with_guessed_format()
+        .map_err(|e| Error::io(path, e))?;
+    let img = reader
+        .decode()
+        .map_err(|e| Error::bad_file(path, format!("not a readable image ({e})")))?;
+    Ok(img.to_rgb8())
+}
+
+impl std::fmt::Display for Image {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Image({}x{})", self.width(), self.height())
+    }
+}

@@ -1,0 +1,126 @@
+//! Media: the `Video` and `Image` values, video files in and out, and synthetic clips.
+//!
+//! Containers are chosen by path: a directory holds numbered frames, `.gif` goes through the `image`
+//! crate, and `.mp4` / `.mov` / `.mkv` / `.webm` (and, for reading, anything FFmpeg opens) go through
+//! FFmpeg when the `ffmpeg` feature is on. **Invariant:** every write is atomic (`crate::fsutil`).
+
+#[cfg(feature = "ffmpeg")]
+pub mod ffmpeg;
+pub mod frames_dir;
+mod gif;
+pub mod image;
+pub mod sampling;
+pub mod synthetic;
+pub mod video;
+
+pub use self::image::Image;
+pub use sampling::LoadOptions;
+pub use synthetic::{synthetic_clip, SyntheticClip, SyntheticSpec};
+pub use video::{check_model_size, Video};
+
+use crate::error::{Error, Result};
+use crate::fsutil::{write_atomic, write_dir_atomic};
+use crate::progress::Progress;
+use sampling::Collector;
+use std::path::{Path, PathBuf};
+
+/// Container extensions FFmpeg writes here.
+pub const FFMPEG_EXTENSIONS: [&str; 4] = ["mp4", "mov", "mkv", "webm"];
+
+/// Whether this build can read and write mp4 / mov / mkv / webm.
+pub const HAS_FFMPEG: bool = cfg!(feature = "ffmpeg");
+
+/// What a path is read or written as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Container {
+    Frames,
+    Gif,
+    Ffmpeg(String),
+}
+
+fn extension(path: &Path) -> String {
+    path.extension()
+        .map(|e| e.to_string_lossy().to_lowercase())
+        .unwrap_or_default()
+}
+
+fn container_for_write(path: &Path) -> Result<Container> {
+    let ext = extension(path);
+    let text = path.to_string_lossy();
+    if path.is_dir() || ext.is_empty() || text.ends_with('/') {
+        return Ok(Container::Frames);
+    }
+    match ext.as_str() {
+        "gif" => Ok(Container::Gif),
+        e if FFMPEG_EXTENSIONS.contains(&e) => Ok(Container::Ffmpeg(e.to_string())),
+        e => Err(Error::Invalid(format!(
+            "{}: cannot save a video as .{e}; use .mp4, .mov, .mkv, .webm, .gif or a directory (no extension) of PNG frames",
+            path.display()
+        ))),
+    }
+}
+
+/// Loads a clip: a video file (FFmpeg), an animated GIF, or a directory of png/jpg frames.
+pub fn load_video(path: impl AsRef<Path>, opts: &LoadOptions) -> Result<Video> {
+    let path = path.as_ref();
+    opts.validate()?;
+    if !path.exists() {
+        return Err(Error::NotFound(path.to_path_buf()));
+    }
+    let label = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "video".into());
+    let mut collector = Collector::new(opts, &label);
+    let fps = if path.is_dir() {
+        frames_dir::read(path, opts, &mut collector)?
+    } else if extension(path) == "gif" {
+        gif::read(path, &mut collector)?
+    } else {
+        read_with_ffmpeg(path, &mut collector)?
+    };
+    collector.finish(path, fps)
+}
+
+#[cfg(feature = "ffmpeg")]
+fn read_with_ffmpeg(path: &Path, collector: &mut Collector) -> Result<f64> {
+    ffmpeg::read(path, collector)
+}
+
+#[cfg(not(feature = "ffmpeg"))]
+fn read_with_ffmpeg(path: &Path, _collector: &mut Collector) -> Result<f64> {
+    Err(Error::Unsupported(format!(
+        "{}: this build has no FFmpeg (feature `ffmpeg`); it reads .gif files and directories of png/jpg frames",
+        path.display()
+    )))
+}
+
+/// Saves `video` by extension (`.mp4` H.264 when the encoder exists, else MPEG-4; `.mov`, `.mkv`,
+/// `.webm`; `.gif`; a path without extension is a directory of numbered PNGs). Atomic. Returns the path.
+pub fn save_video(video: &Video, path: impl AsRef<Path>) -> Result<PathBuf> {
+    let path = path.as_ref();
+    let container = container_for_write(path)?;
+    let mut progress = Progress::new(format!("save {}", path.display()), video.len() as u64);
+    match container {
+        Container::Frames => {
+            write_dir_atomic(path, |tmp| frames_dir::write(video, tmp, &mut progress))?
+        }
+        Container::Gif => write_atomic(path, |tmp| gif::write(video, tmp, &mut progress))?,
+        Container::Ffmpeg(ext) => write_ffmpeg(video, path, &ext, &mut progress)?,
+    }
+    progress.finish();
+    Ok(path.to_path_buf())
+}
+
+#[cfg(feature = "ffmpeg")]
+fn write_ffmpeg(video: &Video, path: &Path, ext: &str, progress: &mut Progress) -> Result<()> {
+    write_atomic(path, |tmp| ffmpeg::write(video, tmp, ext, progress))
+}
+
+#[cfg(not(feature = "ffmpeg"))]
+fn write_ffmpeg(_video: &Video, path: &Path, ext: &str, _progress: &mut Progress) -> Result<()> {
+    Err(Error::Unsupported(format!(
+        "{}: this build has no FFmpeg (feature `ffmpeg`), so it cannot write .{ext}; save as .gif or a directory",
+        path.display()
+    )))
+}

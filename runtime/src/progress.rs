@@ -1,0 +1,261 @@
+//! One progress reporter for every long loop, carrying the cooperative cancel flag.
+//!
+//! On a terminal it draws an indicatif bar with rate and ETA; elsewhere (pipes, CI logs, notebooks) it
+//! prints plain periodic lines, never `\r` redraws. Every loop calls [`Progress::step`] (or
+//! [`Progress::check`]) so a Ctrl-C, which only sets a flag, stops the work at the next step.
+
+use crate::error::{Error, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::time::{Duration, Instant};
+
+static CANCEL: AtomicBool = AtomicBool::new(false);
+static MODE: AtomicU8 = AtomicU8::new(Mode::Auto as u8);
+
+/// Asks every running loop to stop at its next step (called from a Ctrl-C handler).
+pub fn request_cancel() {
+    CANCEL.store(true, Ordering::SeqCst);
+}
+
+/// Clears a previous cancel request (called before a new evaluation starts).
+pub fn clear_cancel() {
+    CANCEL.store(false, Ordering::SeqCst);
+}
+
+/// Whether a cancel has been requested and not cleared.
+pub fn cancel_requested() -> bool {
+    CANCEL.load(Ordering::SeqCst)
+}
+
+/// Returns `Err(Error::Cancelled)` when a cancel has been requested.
+pub fn check_cancel() -> Result<()> {
+    if cancel_requested() {
+        Err(Error::Cancelled)
+    } else {
+        Ok(())
+    }
+}
+
+/// How progress is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Mode {
+    /// Bars on a terminal, lines otherwise.
+    Auto = 0,
+    /// Always bars.
+    Bars = 1,
+    /// Always plain periodic lines (notebooks, logs).
+    Lines = 2,
+    /// Nothing.
+    Silent = 3,
+}
+
+/// Sets how progress is shown for the whole process.
+pub fn set_mode(mode: Mode) {
+    MODE.store(mode as u8, Ordering::SeqCst);
+}
+
+fn mode() -> Mode {
+    match MODE.load(Ordering::SeqCst) {
+        1 => Mode::Bars,
+        2 => Mode::Lines,
+        3 => Mode::Silent,
+        _ => {
+            if std::io::stderr().is_terminal() {
+                Mode::Bars
+            } else {
+                Mode::Lines
+            }
+        }
+    }
+}
+
+/// Minimum time between two plain progress lines.
+const LINE_INTERVAL: Duration = Duration::from_secs(2);
+
+/// A progress report for one loop of `total` steps.
+pub struct Progress {
+    label: String,
+    total: u64,
+    done: u64,
+    start: Instant,
+    last_line: Option<Instant>,
+    message: String,
+    bar: Option<ProgressBar>,
+    mode: Mode,
+    finished: bool,
+}
+
+impl Progress {
+    pub fn new(label: impl Into<String>, total: u64) -> Self {
+        let label = label.into();
+        let mode = mode();
+        let bar = (mode == Mode::Bars).then(|| {
+            let bar = ProgressBar::new(total);
+            let style = ProgressStyle::with_template(
+                "{prefix:>10} [{bar:30}] {pos}/{len} {per_sec} eta {eta} {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
+            bar.set_style(style);
+            bar.set_prefix(label.clone());
+            bar
+        });
+        Progress {
+            label,
+            total,
+            done: 0,
+            start: Instant::now(),
+            last_line: None,
+            message: String::new(),
+            bar,
+            mode,
+            finished: false,
+        }
+    }
+
+    /// Errors with [`Error::Cancelled`] when the user asked to stop.
+    pub fn check(&self) -> Result<()> {
+        check_cancel()
+    }
+
+    /// Records one finished step, then checks for cancellation.
+    pub fn step(&mut self) -> Result<()> {
+        self.inc(1);
+        self.check()
+    }
+
+    /// Records `n` finished steps.
+    pub fn inc(&mut self, n: u64) {
+        self.done = (self.done + n).min(self.total.max(self.done + n));
+        if let Some(bar) = &self.bar {
+            bar.set_position(self.done);
+        }
+        if self.mode == Mode::Lines {
+            // Quick loops print nothing; slow ones a line every LINE_INTERVAL and a last one at the end.
+            let since = self.last_line.unwrap_or(self.start).elapsed();
+            if since >= LINE_INTERVAL || (self.done == self.total && self.last_line.is_some()) {
+                self.print_line();
+            }
+        }
+    }
+
+    /// Sets a short status shown after the counts (e.g. the current loss).
+    pub fn set_message(&mut self, message: impl Into<String>) {
+        self.message = message.into();
+        if let Some(bar) = &self.bar {
+            bar.set_message(self.message.clone());
+        }
+    }
+
+    /// Steps done so far.
+    pub fn position(&self) -> u64 {
+        self.done
+    }
+
+    /// Seconds since the loop started.
+    pub fn elapsed(&self) -> f64 {
+        self.start.elapsed().as_secs_f64()
+    }
+
+    fn print_line(&mut self) {
+        self.last_line = Some(Instant::now());
+        let secs = self.elapsed().max(1e-9);
+        let rate = self.done as f64 / secs;
+        let eta = if rate > 0.0 {
+            (self.total.saturating_sub(self.done)) as f64 / rate
+        } else {
+            f64::NAN
+        };
+        let pct = if self.total > 0 {
+            100.0 * self.done as f64 / self.total as f64
+        } else {
+            100.0
+        };
+        let mut line = format!(
+            "[{}] {}/{} {:.0}% · {} · eta {}",
+            self.label,
+            self.done,
+            self.total,
+            pct,
+            format_rate(rate),
+            format_secs(eta)
+        );
+        if !self.message.is_empty() {
+            line.push_str(" · ");
+            line.push_str(&self.message);
+        }
+        eprintln!("{line}");
+    }
+
+    /// Ends the report.
+    pub fn finish(mut self) {
+        self.end();
+    }
+
+    fn end(&mut self) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+        if self.mode == Mode::Lines && self.last_line.is_some() && self.done != self.total {
+            self.print_line();
+        }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.end();
+    }
+}
+
+fn format_rate(rate: f64) -> String {
+    if rate >= 1.0 || rate == 0.0 {
+        format!("{rate:.2} it/s")
+    } else {
+        format!("{:.2} s/it", 1.0 / rate)
+    }
+}
+
+fn format_secs(secs: f64) -> String {
+    if !secs.is_finite() {
+        return "?".into();
+    }
+    let s = secs.round() as u64;
+    if s >= 3600 {
+        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+    } else if s >= 60 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cancel_stops_steps() {
+        set_mode(Mode::Silent);
+        let mut p = Progress::new("t", 3);
+        assert!(p.step().is_ok());
+        request_cancel();
+        assert!(matches!(p.step(), Err(Error::Cancelled)));
+        clear_cancel();
+        assert!(p.step().is_ok());
+    }
+
+    #[test]
+    fn durations_read_well() {
+        assert_eq!(format_secs(42.4), "42s");
+        assert_eq!(format_secs(125.0), "2m05s");
+        assert_eq!(format_secs(3725.0), "1h02m");
+        assert_eq!(format_rate(0.5), "2.00 s/it");
+    }
+}
