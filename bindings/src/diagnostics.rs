@@ -108,10 +108,7 @@ fn message(err: &EvalAltResult) -> String {
         EvalAltResult::ErrorRuntime(value, _) => value.to_string(),
         EvalAltResult::ErrorTerminated(..) => "cancelled".to_string(),
         EvalAltResult::ErrorFunctionNotFound(sig, _) => {
-            let name = sig
-                .split(|c: char| c == ' ' || c == '(')
-                .next()
-                .unwrap_or(sig);
+            let name = sig.split([' ', '(']).next().unwrap_or(sig);
             match help::usage(name) {
                 Some(usage) => {
                     format!("wrong arguments for {name}: called as {sig}; usage:\n  {usage}")

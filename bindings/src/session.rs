@@ -167,3 +167,46 @@ impl Session {
         self.host.dependencies()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_persists_across_evals_and_errors() {
+        let mut s = Session::new();
+        let _ = s
+            .eval("let clip = synthetic_clip(#{frames: 3, size: 32}).video; fn twice(x) { x * 2 }")
+            .unwrap();
+        assert_eq!(s.eval("twice(clip.len())").unwrap().as_int().unwrap(), 6);
+        let err = s.eval("let bad = load_video(\"nope.gif\");").unwrap_err();
+        assert!(err.to_string().contains("nope.gif"));
+        assert_eq!(s.eval("clip.len()").unwrap().as_int().unwrap(), 3);
+        let v: vidtune_runtime::Video = s.get("clip").unwrap();
+        assert_eq!(v.width(), 32);
+        assert!(s
+            .vars()
+            .iter()
+            .any(|v| v.name == "clip" && v.type_name == "Video"));
+        s.reset();
+        assert!(s.eval("clip").is_err());
+        assert!(s.eval("twice(1)").is_err());
+    }
+
+    #[test]
+    fn set_values_are_visible_to_scripts() {
+        let mut s = Session::new();
+        s.set("n", 5_i64);
+        assert_eq!(s.eval("n + 1").unwrap().as_int().unwrap(), 6);
+        s.set_param("steps", Dynamic::from(3_i64));
+        assert_eq!(
+            s.eval("param(\"steps\", 100)").unwrap().as_int().unwrap(),
+            3
+        );
+        assert_eq!(
+            s.eval("param(\"other\", 100)").unwrap().as_int().unwrap(),
+            100
+        );
+        assert!(s.unused_params().is_empty());
+    }
+}

@@ -129,3 +129,72 @@ pub fn type_label(value: &Dynamic) -> String {
     let name = value.type_name();
     name.rsplit("::").next().unwrap_or(name).to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::help;
+
+    /// The names scripts can call, from the engine itself (operators and accessors left out).
+    fn registered_names(engine: &Engine) -> BTreeSet<String> {
+        engine
+            .gen_fn_signatures(false)
+            .iter()
+            .map(|s| s.split('(').next().unwrap_or(s).trim().to_string())
+            .filter(|n| {
+                !n.starts_with("get$")
+                    && !n.starts_with("set$")
+                    && n != "to_string"
+                    && n != "to_debug"
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_script_function_is_documented_and_every_doc_registered() {
+        let engine = build_engine(&Rc::new(Host::default()));
+        let registered = registered_names(&engine);
+        let documented: BTreeSet<String> = help::functions()
+            .iter()
+            .map(|f| f.call_name().to_string())
+            .collect();
+        let undocumented: Vec<_> = registered.difference(&documented).collect();
+        let unregistered: Vec<_> = documented.difference(&registered).collect();
+        assert!(
+            undocumented.is_empty(),
+            "script functions without a FnDoc: {undocumented:?}"
+        );
+        assert!(
+            unregistered.is_empty(),
+            "FnDocs of functions that do not exist: {unregistered:?}"
+        );
+    }
+
+    #[test]
+    fn every_example_compiles() {
+        let engine = build_engine(&Rc::new(Host::default()));
+        for f in help::functions() {
+            if let Err(e) = engine.compile(f.example) {
+                panic!("example of {} does not parse: {e}\n{}", f.name, f.example);
+            }
+            assert!(
+                !f.signatures.is_empty() && !f.summary.is_empty(),
+                "{} lacks a signature or summary",
+                f.name
+            );
+        }
+    }
+
+    #[test]
+    fn methods_belong_to_documented_types() {
+        for f in help::functions() {
+            if let Some(owner) = f.owner() {
+                assert!(
+                    TYPE_DOCS.iter().any(|t| t.name == owner),
+                    "{} belongs to an undocumented type",
+                    f.name
+                );
+            }
+        }
+    }
+}

@@ -50,6 +50,7 @@ pub fn run() -> anyhow::Result<()> {
     let config = Config::builder()
         .completion_type(CompletionType::List)
         .auto_add_history(false)
+        .bracketed_paste(true)
         .max_history_size(5000)?
         .build();
     let mut editor: Editor<ReplHelper, FileHistory> = Editor::with_config(config)?;

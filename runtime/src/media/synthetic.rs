@@ -226,7 +226,7 @@ pub fn synthetic_clip(spec: &SyntheticSpec) -> Result<SyntheticClip> {
         }
         if spec.counter {
             frame = draw_counter(&frame, f, w, h);
-            visible = visible.logical_and(&(&ys.expand([h, w], false).ge((h / 8) as f64)));
+            visible = visible.logical_and(&ys.expand([h, w], false).ge((h / 8) as f64));
         }
         // Quantised to 8-bit levels, so a clip saved losslessly (PNG) reads back identical.
         frames.push((frame.clamp(0.0, 1.0) * 255.0).round() / 127.5 - 1.0);

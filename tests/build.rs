@@ -1,5 +1,0 @@
-include!("../build-support/link_torch.rs");
-
-fn main() {
-    link_torch();
-}

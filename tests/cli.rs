@@ -1,0 +1,202 @@
+//! `vidtune run`, `doctor` and `--help`: script output, parameters, and errors with their positions.
+
+mod common;
+use common::*;
+
+#[test]
+fn run_prints_and_reads_parameters() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = r#"
+let steps = param("steps", 500);
+let prompt = param("prompt", "a car");
+let scale = param("scale", 7.5);
+print(`steps=${steps} type=${type_of(steps)} prompt=${prompt} scale=${scale}`);
+"#;
+    let out = run_script(
+        dir.path(),
+        "p.rhai",
+        script,
+        &[
+            "--set",
+            "steps=10",
+            "--set",
+            "prompt=\"a red car\"",
+            "--set",
+            "scale=3",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out).trim(),
+        "steps=10 type=i64 prompt=a red car scale=3.0"
+    );
+
+    let out = run_script(dir.path(), "p.rhai", script, &["--set", "stpes=10"]);
+    assert!(out.status.success());
+    assert!(
+        stderr(&out).contains("--set stpes was given but the script never reads param(\"stpes\""),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = run_script(dir.path(), "p.rhai", script, &["--set", "steps=many"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("--set steps=many: expected an integer (the default is 500)"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn syntax_error_has_file_line_column_and_caret() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_script(dir.path(), "bad.rhai", "let a = 1;\nlet b = (a + ;\n", &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    let mut lines = err.lines();
+    let first = lines.next().unwrap();
+    assert!(first.starts_with("bad.rhai:2:14: syntax error"), "{err}");
+    assert_eq!(lines.next().unwrap(), "2 | let b = (a + ;");
+    assert_eq!(lines.next().unwrap(), "  |              ^");
+}
+
+#[test]
+fn runtime_error_points_into_the_function() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = "fn open(p) {\n    load_video(p)\n}\nlet v = open(\"missing.mp4\");\n";
+    let out = run_script(dir.path(), "f.rhai", script, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.starts_with("f.rhai:2:5: no such file or directory: missing.mp4"),
+        "{err}"
+    );
+    assert!(
+        err.contains("2 |     load_video(p)") && err.contains("  |     ^"),
+        "{err}"
+    );
+    assert!(
+        err.contains("note: in call to function 'open' at f.rhai:4:9"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_script_arguments_are_explained() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: &[(&str, &str)] = &[
+        ("load_video(42);", "wrong arguments for load_video: called as load_video (i64); usage:"),
+        ("load_video(\"x.mp4\", #{frame: 2});", "load_video: unknown option \"frame\"; allowed options: every, fit, frames, size, start"),
+        ("load_video(\"x.mp4\", #{fit: \"stretch\"});", "unknown fit \"stretch\"; expected one of \"resize\", \"crop\", \"pad\""),
+        ("load_video(\"x.mp4\", #{size: 0});", "size must be positive, got 0x0"),
+        ("load_video(\"x.mp4\", #{frames: \"all\"});", "option \"frames\" must be an integer, got string all"),
+        ("synthetic_clip(#{kind: \"hexagon\"});", "unknown kind \"hexagon\""),
+        ("synthetic_clip(#{motion: \"zigzag\"});", "unknown Motion \"zigzag\"; expected one of \"right\""),
+        ("synthetic_clip().video.frame(99);", "frame index 99 out of range: the video has 8 frames"),
+        ("preview(42);", "preview: cannot show a value of type i64"),
+        ("save_video(synthetic_clip().video, \"out.avi\");", "out.avi: cannot save a video as .avi"),
+        ("load_video(\".\");", "contains no .png, .jpg or .jpeg frames"),
+    ];
+    for (code, expected) in cases {
+        let out = run_script(dir.path(), "b.rhai", code, &[]);
+        assert_eq!(out.status.code(), Some(1), "{code}");
+        let err = stderr(&out);
+        assert!(err.starts_with("b.rhai:1:"), "{code}: {err}");
+        assert!(
+            err.contains(expected),
+            "{code}: expected {expected:?} in\n{err}"
+        );
+    }
+    // A load with size not a multiple of 8 works but warns that the models will refuse it.
+    let out = run_script(
+        dir.path(),
+        "w.rhai",
+        "let c = synthetic_clip(); save_video(c.video, \"f\"); load_video(\"f\", #{size: 30});",
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("size 30x30 is not a multiple of 8"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn missing_script_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = vidtune(dir.path())
+        .args(["run", "nowhere.rhai"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("nowhere.rhai: cannot read script: no such file"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn previews_go_to_files_without_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_script(
+        dir.path(),
+        "p.rhai",
+        "let c = synthetic_clip(#{frames: 4}); preview(c.video); preview(c.masks);",
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("preview: ")
+            && text.contains("001-video.png")
+            && text.contains("002-masks.png"),
+        "{text}"
+    );
+    let png = image::open(dir.path().join("previews/001-video.png")).unwrap();
+    assert!(png.width() > 64 && png.height() > 32);
+}
+
+#[test]
+fn doctor_reports_the_machine() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = vidtune(dir.path()).arg("doctor").output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    for row in [
+        "libtorch",
+        "CUDA",
+        "FFmpeg",
+        "ONNX Runtime",
+        "weights",
+        "cache",
+    ] {
+        assert!(
+            text.lines().any(|l| l.starts_with(row)),
+            "no {row} row in\n{text}"
+        );
+    }
+    assert!(text.contains("2.11"), "{text}");
+}
+
+#[test]
+fn help_everywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        &["--help"][..],
+        &["run", "--help"],
+        &["watch", "--help"],
+        &["doctor", "--help"],
+    ] {
+        let out = vidtune(dir.path()).args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}");
+        assert!(stdout(&out).contains("Usage: vidtune"), "{args:?}");
+    }
+    let out = vidtune(dir.path())
+        .args(["run", "--help"])
+        .output()
+        .unwrap();
+    assert!(stdout(&out).contains("--set <NAME=VALUE>"));
+}

@@ -1,0 +1,169 @@
+//! The REPL driven through a pseudo-terminal: state across lines, multi-line input, errors that keep the
+//! session, `:help`, `:vars`, `:reset`, completion, Ctrl-C and Ctrl-D, and the history file.
+
+mod common;
+use common::*;
+use rexpect::session::{spawn_command, PtySession};
+
+const PROMPT: &str = "vidtune> ";
+
+fn start(dir: &std::path::Path) -> PtySession {
+    let mut cmd = vidtune(dir);
+    cmd.env("TERM", "xterm-256color").env("COLUMNS", "120");
+    let mut p = spawn_command(cmd, Some(30_000)).unwrap();
+    p.exp_string("Tab completes").unwrap();
+    p.exp_string(PROMPT).unwrap();
+    p
+}
+
+/// Sends a line and waits for the next prompt; returns what was printed in between.
+fn line(p: &mut PtySession, text: &str) -> String {
+    p.send_line(text).unwrap();
+    finish(p)
+}
+
+/// Waits for the REPL to read the next line. rustyline redraws the prompt while a line is edited, so the
+/// prompt text is no marker; switching bracketed paste back on (`ESC [?2004h`) happens once per read.
+/// Input typed before that is discarded by the terminal mode switch, so tests wait for it.
+fn finish(p: &mut PtySession) -> String {
+    p.exp_string("\x1b[?2004h").unwrap()
+}
+
+#[test]
+fn state_errors_help_and_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = start(dir.path());
+
+    line(&mut p, "let x = 40;");
+    assert!(line(&mut p, "x + 2").contains("42"));
+
+    // An error prints with its position and the session keeps its state.
+    let out = line(&mut p, "let v = load_video(\"missing.mp4\");");
+    assert!(
+        out.contains("<cell:3>:1:9: no such file or directory: missing.mp4"),
+        "{out}"
+    );
+    assert!(out.contains("^"), "{out}");
+    assert!(line(&mut p, "x * 1").contains("40"));
+
+    // Functions persist; multi-line input continues while braces are open.
+    p.send_line("fn add(a, b) {").unwrap();
+    p.send_line("    a + b").unwrap();
+    line(&mut p, "}");
+    assert!(line(&mut p, "add(x, 3)").contains("43"));
+
+    // Values of vidtune types print as summaries.
+    let out = line(
+        &mut p,
+        "let c = synthetic_clip(#{frames: 3, size: 32}); c.video",
+    );
+    assert!(out.contains("Video(3 frames, 32x32, 8 fps)"), "{out}");
+
+    let out = line(&mut p, ":help load_video");
+    assert!(
+        out.contains("load_video(path: string, options: map) -> Video"),
+        "{out}"
+    );
+    assert!(
+        out.contains("example:") && out.contains("#{frames: 8, every: 2, size: 512}"),
+        "{out}"
+    );
+    let out = line(&mut p, ":help Video");
+    assert!(out.contains(".grid") && out.contains(".slice"), "{out}");
+    let out = line(&mut p, ":help");
+    assert!(
+        out.contains("synthetic_clip") && out.contains(":autopreview"),
+        "{out}"
+    );
+
+    let out = line(&mut p, ":vars");
+    assert!(
+        out.contains("x") && out.contains("i64") && out.contains("map"),
+        "{out}"
+    );
+
+    line(&mut p, ":reset");
+    let out = line(&mut p, "x");
+    assert!(out.contains("variable not found: x"), "{out}");
+
+    // Ctrl-C at an empty prompt does not leave; Ctrl-D does.
+    p.send_control('c').unwrap();
+    assert!(finish(&mut p).contains("(Ctrl-D or :quit to leave)"));
+    assert!(line(&mut p, "1 + 1").contains('2'));
+    p.send_control('d').unwrap();
+    p.exp_eof().unwrap();
+
+    let history = std::fs::read_to_string(dir.path().join("data/vidtune/history.txt")).unwrap();
+    assert!(
+        history.contains("let x = 40;") && history.contains(":help load_video"),
+        "{history}"
+    );
+}
+
+#[test]
+fn tab_completes_functions_methods_and_variables() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = start(dir.path());
+    line(
+        &mut p,
+        "let my_clip = synthetic_clip(#{frames: 5, size: 32}).video;",
+    );
+    // A unique function prefix completes in place.
+    p.send("synthetic_cl").unwrap();
+    p.send("\t").unwrap();
+    p.send_line("(#{frames: 3}).video.len() * 7").unwrap();
+    let out = finish(&mut p);
+    assert!(
+        out.contains("synthetic_clip") && out.contains("21"),
+        "{out}"
+    );
+    // Variables complete, and methods after a dot.
+    p.send("my_cl").unwrap();
+    p.send("\t").unwrap();
+    p.send(".sli").unwrap();
+    p.send("\t").unwrap();
+    p.send_line("(0, 3)").unwrap();
+    let out = finish(&mut p);
+    assert!(out.contains("Video(3 frames, 32x32"), "{out}");
+    p.send_line(":quit").unwrap();
+    p.exp_eof().unwrap();
+}
+
+#[test]
+fn ctrl_c_cancels_a_running_loop_and_keeps_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = start(dir.path());
+    line(&mut p, "let kept = 7;");
+    p.send_line("let n = 0; loop { n += 1; }").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    p.send_control('c').unwrap();
+    let out = finish(&mut p);
+    assert!(
+        out.contains("cancelled") && out.contains("the session keeps its state"),
+        "{out}"
+    );
+    assert!(line(&mut p, "kept + 1").contains('8'));
+    let out = line(&mut p, "n > 0");
+    assert!(out.contains("true"), "{out}");
+    p.send_line(":quit").unwrap();
+    p.exp_eof().unwrap();
+}
+
+#[test]
+fn load_runs_a_file_into_the_session() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("lib.rhai"),
+        "let loaded = 5;\nfn triple(a) { a * 3 }\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("broken.rhai"), "let y = 1;\nlet z = y +;\n").unwrap();
+    let mut p = start(dir.path());
+    line(&mut p, ":load lib.rhai");
+    assert!(line(&mut p, "triple(loaded)").contains("15"));
+    let out = line(&mut p, ":load broken.rhai");
+    assert!(out.contains("broken.rhai:2:12: syntax error"), "{out}");
+    assert!(line(&mut p, "loaded - 1").contains('4'));
+    p.send_line(":quit").unwrap();
+    p.exp_eof().unwrap();
+}
