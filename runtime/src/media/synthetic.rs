@@ -203,6 +203,7 @@ pub fn synthetic_clip(spec: &SyntheticSpec) -> Result<SyntheticClip> {
     let phase = rng.uniform();
     let mut frames = Vec::with_capacity(n as usize);
     let mut masks = Vec::with_capacity(n as usize);
+    let mut progress = crate::progress::Progress::new("synthetic clip", n as u64);
     for f in 0..n {
         let t = if n > 1 {
             f as f64 / (n - 1) as f64
@@ -231,7 +232,9 @@ pub fn synthetic_clip(spec: &SyntheticSpec) -> Result<SyntheticClip> {
         // Quantised to 8-bit levels, so a clip saved losslessly (PNG) reads back identical.
         frames.push((frame.clamp(0.0, 1.0) * 255.0).round() / 127.5 - 1.0);
         masks.push(visible.to_kind(Kind::Float).unsqueeze(0));
+        progress.step()?;
     }
+    progress.finish();
     let caption = caption(shape, &color, motion, background, &bg_color);
     let video = Video::new(Tensor::stack(&frames, 0), spec.fps)?;
     let masks = Masks::new(Tensor::stack(&masks, 0))?;
