@@ -5,6 +5,7 @@
 //! numbers) and returns tensors, so each can be tested against a naive reference or a Python output in
 //! isolation. Random draws are inputs (the caller owns the generator).
 
+pub mod attention;
 pub mod error;
 pub mod image;
 pub mod schedulers;

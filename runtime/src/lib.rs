@@ -1,22 +1,30 @@
 //! # vidtune-runtime
 //!
 //! The plain Rust API of vidtune: media values and video files, synthetic clips, masks, progress with
-//! cooperative cancellation, and (as they land) models with weights and the editing pipelines. The
-//! `vidtune` binary and evcxr notebooks both call this crate directly.
+//! cooperative cancellation, Stable Diffusion 1.x models with their weight loading, and the pipelines.
+//! The `vidtune` binary and evcxr notebooks both call this crate directly.
 //!
 //! **Architecture invariant:** nothing here knows about Rhai, the REPL or the terminal; errors are typed
-//! ([`Error`]) and name the input they are about.
+//! ([`Error`]) and name the input they are about; models do no I/O (loading lives in `weights` and `sd`).
 
+pub mod config;
+pub mod device;
 pub mod env;
 pub mod error;
 pub mod fsutil;
 pub mod masks;
 pub mod media;
+pub mod models;
+pub mod pipelines;
 pub mod progress;
+pub mod rng;
+pub mod sd;
+pub mod weights;
 
 pub use error::{Error, Result};
 pub use masks::Masks;
 pub use media::{load_video, save_video, Image, LoadOptions, Video};
+pub use sd::{load_sd, SdLoadOptions, StableDiffusion};
 pub use vidtune_kernels::image::Fit;
 
 /// The vidtune version, recorded in saved files.

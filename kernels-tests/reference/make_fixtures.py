@@ -1,0 +1,607 @@
+#!/usr/bin/env python3
+"""Reference fixtures for vidtune's parity tests, computed by diffusers and transformers.
+
+    python kernels-tests/reference/make_fixtures.py OUT_DIR
+
+Builds tiny random Stable Diffusion components (several configurations), saves them the way users'
+checkpoints are saved (`save_pretrained(safe_serialization=True)`, a single-file LDM checkpoint, a
+Hugging Face cache layout), runs reference forwards, scheduler steps, a DDIM loop, DDIM inversion and a
+whole txt2img pipeline, and writes inputs and outputs as safetensors. The Rust tests load the same files
+through vidtune's real loading code and compare.
+
+Everything is seeded; the output depends only on this script and the pinned package versions
+(requirements/test.txt). `OUT_DIR/STAMP` records both, so the test command regenerates when either changes.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+torch.set_grad_enabled(False)
+torch.use_deterministic_algorithms(True)
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+SD14_CONFIGS = ROOT / "runtime" / "configs" / "sd-v1-4"
+
+PROMPTS = [
+    "a red circle moving right on a blue striped background",
+    "A photo of an astronaut riding a horse on Mars!",
+    "jeep car, 4k, highly detailed   --  (masterpiece)",
+    "numbers 12345 and 3.14, sizes 512x512",
+    "Ünïcödé café naïve résumé — “quotes” and emoji 🚗🐎",
+    "it's what we'll do, they've said, I'd've",
+    "",
+    "   leading and trailing spaces   ",
+    "very long prompt " + " ".join(f"word{i}" for i in range(120)),
+    "<|startoftext|> special tokens in text <|endoftext|>",
+]
+
+
+def save(path, tensors):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path))
+
+
+# --------------------------------------------------------------------------------------------------
+# Tokenizer: a small CLIP-format BPE (vocab.json + merges.txt) learned on a few sentences.
+# --------------------------------------------------------------------------------------------------
+
+
+def bytes_to_unicode():
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, [chr(c) for c in cs]))
+
+
+def train_bpe(corpus, num_merges):
+    """Plain BPE on byte-level words with CLIP's `</w>` end-of-word marker."""
+    import regex as re
+
+    pat = re.compile(r"""'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""", re.IGNORECASE)
+    b2u = bytes_to_unicode()
+    words = {}
+    for text in corpus:
+        for w in pat.findall(text.lower()):
+            symbols = [b2u[b] for b in w.encode("utf-8")]
+            symbols[-1] += "</w>"
+            words[tuple(symbols)] = words.get(tuple(symbols), 0) + 1
+    merges = []
+    for _ in range(num_merges):
+        pairs = {}
+        for w, c in words.items():
+            for a, b in zip(w, w[1:]):
+                pairs[(a, b)] = pairs.get((a, b), 0) + c
+        if not pairs:
+            break
+        best = max(sorted(pairs), key=lambda p: pairs[p])
+        merges.append(best)
+        new_words = {}
+        for w, c in words.items():
+            out, i = [], 0
+            while i < len(w):
+                if i + 1 < len(w) and (w[i], w[i + 1]) == best:
+                    out.append(w[i] + w[i + 1])
+                    i += 2
+                else:
+                    out.append(w[i])
+                    i += 1
+            new_words[tuple(out)] = new_words.get(tuple(out), 0) + c
+        words = new_words
+    alphabet = list(bytes_to_unicode().values())
+    vocab_list = alphabet + [a + "</w>" for a in alphabet] + ["".join(m) for m in merges]
+    vocab_list += ["<|startoftext|>", "<|endoftext|>"]
+    vocab = {}
+    for tok in vocab_list:
+        vocab.setdefault(tok, len(vocab))
+    return vocab, merges
+
+
+def write_tokenizer(out, pad_token="<|endoftext|>"):
+    corpus = PROMPTS[:6] + [
+        "a photo of a cat sitting on a chair",
+        "a man is skiing down a snowy mountain, high quality",
+        "the quick brown fox jumps over the lazy dog",
+        "a green square bouncing on a yellow gradient background",
+    ]
+    vocab, merges = train_bpe(corpus, 300)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
+    (out / "merges.txt").write_text("#version: 0.2\n" + "\n".join(f"{a} {b}" for a, b in merges) + "\n")
+    (out / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "tokenizer_class": "CLIPTokenizer",
+                "model_max_length": 77,
+                "do_lower_case": True,
+                "bos_token": {"__type": "AddedToken", "content": "<|startoftext|>", "lstrip": False, "normalized": True, "rstrip": False, "single_word": False},
+                "eos_token": {"__type": "AddedToken", "content": "<|endoftext|>", "lstrip": False, "normalized": True, "rstrip": False, "single_word": False},
+                "unk_token": "<|endoftext|>",
+                "pad_token": pad_token,
+            },
+            indent=2,
+        )
+    )
+    return vocab
+
+
+def tokenizer_fixture(out):
+    """Ids from transformers' CLIPTokenizer for the prompt list, with two pad tokens."""
+    from transformers import CLIPTokenizer
+
+    cases = {}
+    for name, pad in [("pad_eos", "<|endoftext|>"), ("pad_bang", "!")]:
+        d = out / "tokenizers" / name
+        write_tokenizer(d, pad)
+        tok = CLIPTokenizer.from_pretrained(str(d))
+        ids = tok(PROMPTS, padding="max_length", max_length=tok.model_max_length, truncation=True).input_ids
+        unpadded = tok(PROMPTS).input_ids
+        cases[name] = {"padded": ids, "unpadded": unpadded, "pad_token_id": tok.pad_token_id}
+    (out / "tokenizers" / "ids.json").write_text(json.dumps({"prompts": PROMPTS, "cases": cases}, ensure_ascii=False, indent=1))
+
+
+# --------------------------------------------------------------------------------------------------
+# Tiny Stable Diffusion components.
+# --------------------------------------------------------------------------------------------------
+
+CONFIGS = {
+    # conv projection, 1 layer per block, 2 heads, cross-attention width 16
+    "tiny-conv": dict(
+        unet=dict(
+            block_out_channels=(8, 16),
+            layers_per_block=1,
+            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+            attention_head_dim=2,
+            cross_attention_dim=16,
+            norm_num_groups=4,
+            sample_size=8,
+            use_linear_projection=False,
+        ),
+        text=dict(hidden_size=16, intermediate_size=24, num_hidden_layers=2, num_attention_heads=2),
+        vae=dict(block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=4),
+    ),
+    # linear projection, 2 layers per block, 3 levels, 4 heads, width 24, groups of 2
+    "tiny-linear": dict(
+        unet=dict(
+            block_out_channels=(8, 16, 16),
+            layers_per_block=2,
+            down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+            attention_head_dim=4,
+            cross_attention_dim=24,
+            norm_num_groups=2,
+            sample_size=8,
+            use_linear_projection=True,
+            flip_sin_to_cos=False,
+            freq_shift=1,
+        ),
+        text=dict(hidden_size=24, intermediate_size=40, num_hidden_layers=1, num_attention_heads=4),
+        vae=dict(block_out_channels=(8, 8, 16), layers_per_block=2, norm_num_groups=2, latent_channels=4),
+    ),
+}
+
+
+def build_components(name, cfg, vocab):
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(**cfg["unet"]).eval()
+    torch.manual_seed(1)
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * len(cfg["vae"]["block_out_channels"]),
+        up_block_types=("UpDecoderBlock2D",) * len(cfg["vae"]["block_out_channels"]),
+        **cfg["vae"],
+    ).eval()
+    torch.manual_seed(2)
+    text_config = CLIPTextConfig(
+        vocab_size=len(vocab),
+        max_position_embeddings=77,
+        bos_token_id=vocab["<|startoftext|>"],
+        eos_token_id=vocab["<|endoftext|>"],
+        pad_token_id=vocab["<|endoftext|>"],
+        hidden_act="quick_gelu",
+        **cfg["text"],
+    )
+    text_encoder = CLIPTextModel(text_config).eval()
+    # Random weights so that no path is trivially zero (diffusers zero-inits some output layers).
+    for seed, model in enumerate((unet, vae, text_encoder)):
+        g = torch.Generator().manual_seed(1234 + seed)
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.3 / max(1.0, p[0].numel() ** 0.25))
+    # Keep the predicted noise near unit scale, as a trained model's is, so DDIM loops stay bounded.
+    unet.conv_out.weight.mul_(0.1)
+    unet.conv_out.bias.mul_(0.1)
+    scheduler = DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+    return unet, vae, text_encoder, scheduler
+
+
+def save_pipeline(out, unet, vae, text_encoder, tokenizer_dir, scheduler):
+    from diffusers import StableDiffusionPipeline
+    from transformers import CLIPTokenizer
+
+    tokenizer = CLIPTokenizer.from_pretrained(str(tokenizer_dir))
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(str(out), safe_serialization=True)
+    return pipe
+
+
+def model_fixtures(out, name, pipe):
+    unet, vae, text_encoder, tokenizer = pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer
+    g = torch.Generator().manual_seed(42)
+
+    ids = tokenizer(PROMPTS[:3], padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+    text_out = text_encoder(ids)
+    save(out / "clip_text.safetensors", {"input_ids": ids, "last_hidden_state": text_out.last_hidden_state, "pooler_output": text_out.pooler_output})
+
+    image = torch.rand(2, 3, 32, 24, generator=g) * 2 - 1
+    dist = vae.encode(image).latent_dist
+    sample = dist.sample(generator=torch.Generator().manual_seed(7))
+    z = torch.randn(2, vae.config.latent_channels, 4, 3, generator=g)
+    decoded = vae.decode(z).sample
+    save(out / "vae.safetensors", {"image": image, "mean": dist.mean, "std": dist.std, "sample_seed7": sample, "z": z, "decoded": decoded})
+
+    cross = unet.config.cross_attention_dim
+    x = torch.randn(2, 4, 8, 8, generator=g)
+    ctx = torch.randn(2, 77, cross, generator=g)
+    t = torch.tensor([10, 537])
+    out_t = unet(x, t, encoder_hidden_states=ctx).sample
+    x_odd = torch.randn(1, 4, 6, 10, generator=g)  # sizes not multiples of the downsampling factor
+    out_odd = unet(x_odd, 999, encoder_hidden_states=ctx[:1]).sample
+    save(out / "unet.safetensors", {"sample": x, "timesteps": t, "encoder_hidden_states": ctx, "out": out_t, "sample_odd": x_odd, "out_odd": out_odd})
+
+
+def ddim_loop_fixture(out, pipe):
+    """A 10-step DDIM loop with CFG from fixed latents, DDIM inversion, and whole pipeline runs by seed."""
+    from diffusers import DDIMScheduler
+
+    unet, vae, text_encoder, tokenizer = pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer
+
+    def embed(texts):
+        ids = tokenizer(texts, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+        return text_encoder(ids)[0]
+
+    cond, uncond = embed([PROMPTS[0]]), embed([""])
+    scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    scheduler.set_timesteps(10)
+    latents0 = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(3))
+    latents = latents0.clone()
+    for t in scheduler.timesteps:
+        eps = unet(torch.cat([latents] * 2), t, encoder_hidden_states=torch.cat([uncond, cond])).sample
+        eu, ec = eps.chunk(2)
+        latents = scheduler.step(eu + 7.5 * (ec - eu), t, latents).prev_sample
+    image = vae.decode(latents / vae.config.scaling_factor).sample
+
+    # DDIM inversion (Tune-A-Video, tuneavideo/util.py): null-text embedding, no CFG, timesteps upwards.
+    inv = DDIMScheduler.from_config(pipe.scheduler.config)
+    inv.set_timesteps(10)
+    ratio = inv.config.num_train_timesteps // inv.num_inference_steps
+    x = latents0.clone()
+    inverted = []
+    for i in range(10):
+        t = int(inv.timesteps[len(inv.timesteps) - i - 1])
+        eps = unet(x, t, encoder_hidden_states=uncond).sample
+        cur, nxt = min(t - ratio, 999), t
+        a_t = inv.alphas_cumprod[cur] if cur >= 0 else inv.final_alpha_cumprod
+        a_n = inv.alphas_cumprod[nxt]
+        x0 = (x - (1 - a_t) ** 0.5 * eps) / a_t**0.5
+        x = a_n**0.5 * x0 + (1 - a_n) ** 0.5 * eps
+        inverted.append(x)
+    # Sampling back from the inverted latents with the null prompt and guidance 1 reconstructs.
+    back = x.clone()
+    for t in inv.timesteps:
+        eps = unet(back, t, encoder_hidden_states=uncond).sample
+        back = inv.step(eps, t, back).prev_sample
+
+    tensors = {
+        "latents0": latents0,
+        "cond": cond,
+        "uncond": uncond,
+        "latents": latents,
+        "image": image,
+        "inverted": torch.stack(inverted),
+        "reconstructed": back,
+    }
+    # The whole pipeline, seeded like users do (CPU generator), with and without a negative prompt.
+    for tag, kwargs in [("plain", {}), ("negative", {"negative_prompt": PROMPTS[2]}), ("eta", {"eta": 0.5})]:
+        common = dict(prompt=PROMPTS[1], num_inference_steps=10, guidance_scale=7.5, height=64, width=48, **kwargs)
+        tensors[f"pipe_{tag}_latents"] = pipe(generator=torch.Generator("cpu").manual_seed(1234), output_type="latent", **common).images
+        tensors[f"pipe_{tag}_image"] = pipe(generator=torch.Generator("cpu").manual_seed(1234), output_type="pt", **common).images
+    save(out / "ddim_loop.safetensors", tensors)
+
+
+def scheduler_fixtures(out):
+    """Single scheduler steps for several configs, with given model outputs and variance noise."""
+    from diffusers import DDIMScheduler, DDPMScheduler
+
+    g = torch.Generator().manual_seed(11)
+    variants = {
+        "sd": dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False, set_alpha_to_one=False, steps_offset=1),
+        "vpred_trailing": dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, prediction_type="v_prediction", timestep_spacing="trailing", clip_sample=False, set_alpha_to_one=False, rescale_betas_zero_snr=True),
+        "linear_clip": dict(beta_schedule="linear", clip_sample=True, set_alpha_to_one=True, timestep_spacing="linspace"),
+        "cosine_sample": dict(beta_schedule="squaredcos_cap_v2", prediction_type="sample", clip_sample=True, clip_sample_range=0.5),
+        "thresholding": dict(beta_schedule="linear", thresholding=True, dynamic_thresholding_ratio=0.9, sample_max_value=1.5, clip_sample=False),
+    }
+    meta = {}
+    tensors = {}
+    for name, cfg in variants.items():
+        s = DDIMScheduler(**cfg)
+        s.set_timesteps(25)
+        meta[name] = {"config": dict(s.config), "timesteps": [int(t) for t in s.timesteps]}
+        tensors[f"{name}.alphas_cumprod"] = s.alphas_cumprod
+        for k, t in enumerate([int(s.timesteps[0]), int(s.timesteps[12]), int(s.timesteps[-1])]):
+            sample = torch.randn(2, 4, 5, 6, generator=g) * 1.5
+            model_output = torch.randn(2, 4, 5, 6, generator=g)
+            noise = torch.randn(2, 4, 5, 6, generator=g)
+            tensors[f"{name}.{k}.sample"] = sample
+            tensors[f"{name}.{k}.model_output"] = model_output
+            tensors[f"{name}.{k}.noise"] = noise
+            tensors[f"{name}.{k}.t"] = torch.tensor(t)
+            tensors[f"{name}.{k}.eta0"] = s.step(model_output, t, sample, eta=0.0).prev_sample
+            tensors[f"{name}.{k}.eta0.x0"] = s.step(model_output, t, sample, eta=0.0).pred_original_sample
+            tensors[f"{name}.{k}.eta07"] = s.step(model_output, t, sample, eta=0.7, variance_noise=noise).prev_sample
+            tensors[f"{name}.{k}.eta07_clipped"] = s.step(model_output, t, sample, eta=0.7, variance_noise=noise, use_clipped_model_output=True).prev_sample
+    ddpm = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
+    x0 = torch.randn(3, 4, 2, 5, 6, generator=g)
+    noise = torch.randn(3, 4, 2, 5, 6, generator=g)
+    ts = torch.tensor([0, 500, 999])
+    tensors["ddpm.x0"], tensors["ddpm.noise"], tensors["ddpm.t"] = x0, noise, ts
+    tensors["ddpm.noisy"] = ddpm.add_noise(x0, noise, ts)
+    tensors["ddpm.velocity"] = ddpm.get_velocity(x0, noise, ts)
+    save(out / "schedulers.safetensors", tensors)
+    (out / "schedulers.json").write_text(json.dumps(meta, indent=1, default=str))
+
+
+# --------------------------------------------------------------------------------------------------
+# Checkpoint layouts users bring: single-file LDM, fp16 variant, sharded, old VAE attention names,
+# Hugging Face cache.
+# --------------------------------------------------------------------------------------------------
+
+
+def diffusers_to_ldm_unet(sd, layers_per_block):
+    """diffusers UNet keys -> original LDM keys (the inverse of diffusers' convert_ldm_unet_checkpoint)."""
+    out = {}
+    resnet = [("norm1", "in_layers.0"), ("conv1", "in_layers.2"), ("norm2", "out_layers.0"), ("conv2", "out_layers.3"), ("time_emb_proj", "emb_layers.1"), ("conv_shortcut", "skip_connection")]
+    fixed = {
+        "time_embedding.linear_1": "time_embed.0",
+        "time_embedding.linear_2": "time_embed.2",
+        "conv_in": "input_blocks.0.0",
+        "conv_norm_out": "out.0",
+        "conv_out": "out.2",
+    }
+    n = layers_per_block
+    for k, v in sd.items():
+        parts = k.split(".")
+        head, leaf = ".".join(parts[:-1]), parts[-1]
+        if head in fixed:
+            out[f"{fixed[head]}.{leaf}"] = v
+            continue
+        if parts[0] == "down_blocks":
+            b = int(parts[1])
+            if parts[2] == "resnets":
+                j = int(parts[3])
+                rest = ".".join(parts[4:])
+                for d, l in resnet:
+                    rest = rest.replace(d, l) if rest.startswith(d + ".") else rest
+                out[f"input_blocks.{1 + b * (n + 1) + j}.0.{rest}"] = v
+            elif parts[2] == "attentions":
+                j = int(parts[3])
+                out[f"input_blocks.{1 + b * (n + 1) + j}.1." + ".".join(parts[4:])] = v
+            elif parts[2] == "downsamplers":
+                out[f"input_blocks.{(b + 1) * (n + 1)}.0.op.{leaf}"] = v
+            continue
+        if parts[0] == "mid_block":
+            j = int(parts[2])
+            idx = 2 * j if parts[1] == "resnets" else 1
+            rest = ".".join(parts[3:])
+            if parts[1] == "resnets":
+                for d, l in resnet:
+                    rest = rest.replace(d, l) if rest.startswith(d + ".") else rest
+            out[f"middle_block.{idx}.{rest}"] = v
+            continue
+        if parts[0] == "up_blocks":
+            b = int(parts[1])
+            if parts[2] == "resnets":
+                j = int(parts[3])
+                rest = ".".join(parts[4:])
+                for d, l in resnet:
+                    rest = rest.replace(d, l) if rest.startswith(d + ".") else rest
+                out[f"output_blocks.{b * (n + 1) + j}.0.{rest}"] = v
+            elif parts[2] == "attentions":
+                j = int(parts[3])
+                out[f"output_blocks.{b * (n + 1) + j}.1." + ".".join(parts[4:])] = v
+            elif parts[2] == "upsamplers":
+                has_attn = any(x.startswith(f"up_blocks.{b}.attentions.") for x in sd)
+                out[f"output_blocks.{b * (n + 1) + n}.{2 if has_attn else 1}.conv.{leaf}"] = v
+            continue
+        raise KeyError(k)
+    return out
+
+
+def diffusers_to_ldm_vae(sd, num_blocks):
+    out = {}
+    for k, v in sd.items():
+        nk = k
+        for side in ("encoder", "decoder"):
+            nk = nk.replace(f"{side}.conv_norm_out", f"{side}.norm_out")
+            nk = nk.replace(f"{side}.mid_block.resnets.0", f"{side}.mid.block_1").replace(f"{side}.mid_block.resnets.1", f"{side}.mid.block_2")
+            nk = nk.replace(f"{side}.mid_block.attentions.0", f"{side}.mid.attn_1")
+        parts = nk.split(".")
+        if parts[1] == "down_blocks":
+            i = parts[2]
+            if parts[3] == "resnets":
+                nk = f"encoder.down.{i}.block.{parts[4]}." + ".".join(parts[5:])
+            else:
+                nk = f"encoder.down.{i}.downsample.conv.{parts[-1]}"
+        elif parts[1] == "up_blocks":
+            i = num_blocks - 1 - int(parts[2])
+            if parts[3] == "resnets":
+                nk = f"decoder.up.{i}.block.{parts[4]}." + ".".join(parts[5:])
+            else:
+                nk = f"decoder.up.{i}.upsample.conv.{parts[-1]}"
+        nk = nk.replace("conv_shortcut", "nin_shortcut")
+        if ".mid.attn_1." in nk:
+            nk = nk.replace("group_norm", "norm").replace("to_q", "q").replace("to_k", "k").replace("to_v", "v").replace("to_out.0", "proj_out")
+            if v.ndim == 2:  # the original stores these as 1x1 convolutions
+                v = v[:, :, None, None]
+        out[nk] = v
+    return out
+
+
+def checkpoint_layouts(out, src, pipe):
+    """The same tiny pipeline in the other layouts a loader must read."""
+    unet_sd, vae_sd, text_sd = pipe.unet.state_dict(), pipe.vae.state_dict(), pipe.text_encoder.state_dict()
+
+    # 1. Single file, LDM keys (as most fine-tunes and DreamBooth models are shared).
+    single = {}
+    single.update({"model.diffusion_model." + k: v for k, v in diffusers_to_ldm_unet(unet_sd, pipe.unet.config.layers_per_block).items()})
+    single.update({"first_stage_model." + k: v for k, v in diffusers_to_ldm_vae(vae_sd, len(pipe.vae.config.block_out_channels)).items()})
+    # Real SD1.x checkpoints name the text encoder `text_model.*` (transformers 5 saves it without).
+    single.update({"cond_stage_model.transformer." + ("" if k.startswith("text_model.") else "text_model.") + k: v for k, v in text_sd.items()})
+    single["model_ema.decay"] = torch.tensor(0.9999)  # unused keys a real checkpoint carries
+    save(out / "single_file.safetensors", single)
+
+    # 2. fp16 variant files beside fp32 ones, 3. sharded UNet, 4. old VAE attention names.
+    variant = out / "variants"
+    shutil.copytree(src, variant)
+    for comp, sd, fname in [("unet", unet_sd, "diffusion_pytorch_model"), ("vae", vae_sd, "diffusion_pytorch_model"), ("text_encoder", text_sd, "model")]:
+        save(variant / comp / f"{fname}.fp16.safetensors", {k: v.half() for k, v in sd.items()})
+    sharded = out / "sharded"
+    shutil.copytree(src, sharded)
+    (sharded / "unet" / "diffusion_pytorch_model.safetensors").unlink()
+    keys = sorted(unet_sd)
+    halves = [keys[: len(keys) // 2], keys[len(keys) // 2 :]]
+    weight_map = {}
+    for i, part in enumerate(halves):
+        fname = f"diffusion_pytorch_model-0000{i + 1}-of-00002.safetensors"
+        save(sharded / "unet" / fname, {k: unet_sd[k] for k in part})
+        weight_map.update({k: fname for k in part})
+    (sharded / "unet" / "diffusion_pytorch_model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}, indent=1))
+    legacy = {}
+    for k, v in vae_sd.items():
+        for new, old in [("to_q", "query"), ("to_k", "key"), ("to_v", "value"), ("to_out.0", "proj_attn")]:
+            k = k.replace(f"attentions.0.{new}.", f"attentions.0.{old}.")
+        legacy[k] = v
+    old = out / "legacy_vae"
+    shutil.copytree(src, old)
+    save(old / "vae" / "diffusion_pytorch_model.safetensors", legacy)
+
+    # 5. Hugging Face cache layout: models--org--name/{refs/main, snapshots/<hash>/...}, files as symlinks.
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = out / "hf_home" / "hub" / "models--vidtune--tiny-sd"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    for f in sorted(src.rglob("*")):
+        if f.is_file():
+            rel = f.relative_to(src)
+            blob = repo / "blobs" / hashlib.sha256(f.read_bytes()).hexdigest()
+            blob.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(f, blob)
+            link = repo / "snapshots" / commit / rel
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(os.path.relpath(blob, link.parent))
+
+    # The single file must load in diffusers into the same weights (checks the inverse mapping above).
+    try:
+        from diffusers import StableDiffusionPipeline
+
+        back = StableDiffusionPipeline.from_single_file(str(out / "single_file.safetensors"), config=str(src), local_files_only=True, safety_checker=None)
+        for name, a, b in [("unet", back.unet, pipe.unet), ("vae", back.vae, pipe.vae), ("text_encoder", back.text_encoder, pipe.text_encoder)]:
+            sa, sb = a.state_dict(), b.state_dict()
+            bad = [k for k in sb if k not in sa or not torch.equal(sa[k], sb[k])]
+            assert not bad, f"single-file round trip differs in {name}: {bad[:5]}"
+        print("single-file layout verified with diffusers.from_single_file")
+    except ImportError as e:  # pragma: no cover
+        print(f"warning: could not verify the single-file layout with diffusers: {e}")
+
+
+# --------------------------------------------------------------------------------------------------
+# The real SD1.4 architecture: parameter names and shapes from the committed configs.
+# --------------------------------------------------------------------------------------------------
+
+
+def sd14_architecture(out):
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    result = {}
+    with torch.device("meta"):
+        unet = UNet2DConditionModel.from_config(json.loads((SD14_CONFIGS / "unet" / "config.json").read_text()))
+        vae = AutoencoderKL.from_config(json.loads((SD14_CONFIGS / "vae" / "config.json").read_text()))
+        text = CLIPTextModel(CLIPTextConfig(**json.loads((SD14_CONFIGS / "text_encoder" / "config.json").read_text())))
+    for name, model in [("unet", unet), ("vae", vae), ("text_encoder", text)]:
+        result[name] = {k: list(v.shape) for k, v in model.state_dict().items()}
+    (out / "sd14_parameters.json").write_text(json.dumps(result, indent=0))
+
+
+def main():
+    out = Path(sys.argv[1] if len(sys.argv) > 1 else HERE.parent / "fixtures" / "generated").resolve()
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+
+    import diffusers
+    import transformers
+
+    tokenizer_fixture(tmp)
+    vocab = json.loads((tmp / "tokenizers" / "pad_eos" / "vocab.json").read_text())
+    scheduler_fixtures(tmp)
+    for name, cfg in CONFIGS.items():
+        d = tmp / name
+        unet, vae, text_encoder, scheduler = build_components(name, cfg, vocab)
+        pipe = save_pipeline(d / "pipeline", unet, vae, text_encoder, tmp / "tokenizers" / "pad_eos", scheduler)
+        model_fixtures(d, name, pipe)
+        ddim_loop_fixture(d, pipe)
+        checkpoint_layouts(d, d / "pipeline", pipe)
+    sd14_architecture(tmp)
+
+    (tmp / "STAMP").write_text(stamp() + "\n" + f"diffusers {diffusers.__version__}, transformers {transformers.__version__}, torch {torch.__version__}\n")
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    print(f"fixtures written to {out}")
+
+
+def stamp():
+    h = hashlib.sha256(Path(__file__).read_bytes())
+    h.update((ROOT / "requirements" / "test.txt").read_bytes())
+    for f in sorted(SD14_CONFIGS.rglob("*.json")):
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--stamp":
+        print(stamp())
+    else:
+        main()

@@ -1,0 +1,116 @@
+//! `text_encoder/config.json` of a transformers `CLIPTextModel` (and the text part of a `CLIPModel`).
+
+use super::ExtraFields;
+use crate::error::{Error, Result};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+fn d_vocab() -> i64 {
+    49408
+}
+fn d_512() -> i64 {
+    512
+}
+fn d_2048() -> i64 {
+    2048
+}
+fn d_12() -> i64 {
+    12
+}
+fn d_8() -> i64 {
+    8
+}
+fn d_77() -> i64 {
+    77
+}
+fn d_act() -> String {
+    "quick_gelu".into()
+}
+fn d_eps() -> f64 {
+    1e-5
+}
+fn d_pad() -> i64 {
+    1
+}
+fn d_bos() -> i64 {
+    49406
+}
+fn d_eos() -> i64 {
+    49407
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ClipTextConfig {
+    #[serde(default)]
+    pub model_type: Option<String>,
+    #[serde(default)]
+    pub architectures: Option<Vec<String>>,
+    #[serde(default = "d_vocab")]
+    pub vocab_size: i64,
+    #[serde(default = "d_512")]
+    pub hidden_size: i64,
+    #[serde(default = "d_2048")]
+    pub intermediate_size: i64,
+    #[serde(default = "d_512")]
+    pub projection_dim: i64,
+    #[serde(default = "d_12")]
+    pub num_hidden_layers: i64,
+    #[serde(default = "d_8")]
+    pub num_attention_heads: i64,
+    #[serde(default = "d_77")]
+    pub max_position_embeddings: i64,
+    #[serde(default = "d_act")]
+    pub hidden_act: String,
+    #[serde(default = "d_eps")]
+    pub layer_norm_eps: f64,
+    #[serde(default = "d_pad")]
+    pub pad_token_id: i64,
+    #[serde(default = "d_bos")]
+    pub bos_token_id: i64,
+    #[serde(default = "d_eos")]
+    pub eos_token_id: i64,
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+impl ExtraFields for ClipTextConfig {
+    fn extra(&self) -> &BTreeMap<String, serde_json::Value> {
+        &self.extra
+    }
+}
+
+/// The activations CLIP text towers use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    QuickGelu,
+    Gelu,
+}
+
+impl ClipTextConfig {
+    pub fn activation(&self) -> Result<Activation> {
+        match self.hidden_act.as_str() {
+            "quick_gelu" => Ok(Activation::QuickGelu),
+            "gelu" => Ok(Activation::Gelu),
+            other => Err(Error::Invalid(format!(
+                "text_encoder/config.json: hidden_act {other:?} is not supported (quick_gelu or gelu)"
+            ))),
+        }
+    }
+
+    pub fn check_supported(&self) -> Result<()> {
+        if let Some(t) = &self.model_type {
+            if t != "clip_text_model" && t != "clip" {
+                return Err(Error::Invalid(format!(
+                    "text_encoder/config.json: model_type {t:?} is not a CLIP text model (SD1.x uses CLIPTextModel)"
+                )));
+            }
+        }
+        if self.hidden_size % self.num_attention_heads != 0 {
+            return Err(Error::Invalid(format!(
+                "text_encoder/config.json: hidden_size {} is not divisible by num_attention_heads {}",
+                self.hidden_size, self.num_attention_heads
+            )));
+        }
+        self.activation().map(|_| ())
+    }
+}

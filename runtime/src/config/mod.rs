@@ -1,0 +1,80 @@
+//! Configuration files of diffusers and transformers, deserialized with their exact field names and the
+//! Python defaults. Unknown fields are tolerated (and listed at debug level); configs describing a model
+//! that vidtune cannot run (e.g. an SDXL UNet) are refused with the reason.
+
+pub mod clip;
+pub mod pipeline;
+pub mod scheduler;
+pub mod unet;
+pub mod vae;
+
+pub use clip::ClipTextConfig;
+pub use pipeline::{ModelIndex, TokenizerConfig};
+pub use scheduler::SchedulerConfig;
+pub use unet::UNet2DConditionConfig;
+pub use vae::AutoencoderKLConfig;
+
+use crate::error::{Error, Result};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// A field that diffusers accepts as one value or one value per block.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany<T> {
+    One(T),
+    Many(Vec<T>),
+}
+
+impl<T: Clone> OneOrMany<T> {
+    /// The value for block `i` (the single value for every block).
+    pub fn get(&self, i: usize) -> Option<T> {
+        match self {
+            OneOrMany::One(v) => Some(v.clone()),
+            OneOrMany::Many(v) => v.get(i).cloned(),
+        }
+    }
+
+    /// Every value as a list of `n` (the single value repeated).
+    pub fn expand(&self, n: usize) -> Vec<T> {
+        match self {
+            OneOrMany::One(v) => vec![v.clone(); n],
+            OneOrMany::Many(v) => v.clone(),
+        }
+    }
+
+    pub fn is_many(&self) -> bool {
+        matches!(self, OneOrMany::Many(_))
+    }
+}
+
+/// Implemented by configs that keep the fields they do not know.
+pub trait ExtraFields {
+    fn extra(&self) -> &BTreeMap<String, serde_json::Value>;
+}
+
+/// Reads and parses a JSON config; logs unknown fields at debug level.
+pub fn read_config<T: DeserializeOwned + ExtraFields>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    parse_config(&text, path)
+}
+
+/// Parses a JSON config named `path` in errors.
+pub fn parse_config<T: DeserializeOwned + ExtraFields>(text: &str, path: &Path) -> Result<T> {
+    let config: T = serde_json::from_str(text)
+        .map_err(|e| Error::bad_file(path, format!("invalid config: {e}")))?;
+    let unknown: Vec<&String> = config
+        .extra()
+        .keys()
+        .filter(|k| !k.starts_with('_'))
+        .collect();
+    if !unknown.is_empty() {
+        log::debug!(
+            "{}: fields not used by vidtune: {unknown:?}",
+            path.display()
+        );
+    }
+    Ok(config)
+}

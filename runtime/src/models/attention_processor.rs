@@ -1,0 +1,189 @@
+//! The attention layer and its pluggable processors (diffusers `attention_processor.py`).
+//!
+//! The [`Attention`] layer owns the weights (`to_q`, `to_k`, `to_v`, `to_out.0`, and for the VAE a
+//! `group_norm`); a per-layer [`AttnProcessor`] owns the algorithm. Processors are chosen by layer name
+//! (`down_blocks.0.attentions.0.transformer_blocks.0.attn1`), so video modules (sparse-causal, fine-coarse,
+//! temporal, mask-guided, …) plug in without touching the UNet. Per-call data travels in [`AttnContext`];
+//! the kernel (fused SDPA or explicit math) is a separate switch in the context.
+
+use super::nn::{Builder, GroupNorm, Linear};
+use crate::error::Result;
+use std::cell::RefCell;
+use tch::Tensor;
+use vidtune_kernels::attention::{self as katt, Backend};
+
+/// Data of one forward call that processors may use.
+#[derive(Debug, Clone)]
+pub struct AttnContext {
+    /// Frames per clip: hidden states are `[B·F, L, C]`; 1 for images.
+    pub frames: i64,
+    /// The diffusion timestep of this call, when known.
+    pub timestep: Option<f64>,
+    /// Per-frame masks at this layer's resolution `[B·F, 1, H, W]`, for mask-aware modules.
+    pub masks: Option<std::rc::Rc<Tensor>>,
+    /// Spatial size `(H, W)` of the tokens of this call (set by the transformer before its blocks).
+    pub spatial: Option<(i64, i64)>,
+    /// The attention kernel.
+    pub backend: Backend,
+}
+
+impl Default for AttnContext {
+    fn default() -> Self {
+        AttnContext {
+            frames: 1,
+            timestep: None,
+            masks: None,
+            spatial: None,
+            backend: Backend::Sdpa,
+        }
+    }
+}
+
+/// An attention algorithm for one layer. `hidden` is `[N, L, C]`; `context` (`[N, Lk, Ck]`) is the text
+/// for cross-attention and `None` for self-attention.
+pub trait AttnProcessor: std::fmt::Debug + Send {
+    /// The module name shown in summaries and saved in tuned files (`"self"`, `"sparse_causal"`, …).
+    fn name(&self) -> String;
+
+    fn forward(
+        &self,
+        attn: &Attention,
+        hidden: &Tensor,
+        context: Option<&Tensor>,
+        ctx: &AttnContext,
+    ) -> Result<Tensor>;
+}
+
+/// Plain scaled dot-product attention (diffusers `AttnProcessor2_0`): each sample attends to itself (or
+/// to its context). For video this is per-frame self-attention, "self" in the module library.
+#[derive(Debug, Default, Clone)]
+pub struct PlainAttention;
+
+impl AttnProcessor for PlainAttention {
+    fn name(&self) -> String {
+        "self".into()
+    }
+
+    fn forward(
+        &self,
+        attn: &Attention,
+        hidden: &Tensor,
+        context: Option<&Tensor>,
+        ctx: &AttnContext,
+    ) -> Result<Tensor> {
+        let source = context.unwrap_or(hidden);
+        let (q, k, v) = (
+            attn.to_q.forward(hidden),
+            attn.to_k.forward(source),
+            attn.to_v.forward(source),
+        );
+        Ok(attn.attend(&q, &k, &v, None, ctx.backend))
+    }
+}
+
+/// `Attention`: projections, heads, and the processor that combines them.
+#[derive(Debug)]
+pub struct Attention {
+    pub to_q: Linear,
+    pub to_k: Linear,
+    pub to_v: Linear,
+    pub to_out: Linear,
+    /// The VAE's attention normalises its input (`group_norm`) and adds a residual.
+    pub group_norm: Option<GroupNorm>,
+    pub heads: i64,
+    processor: RefCell<Box<dyn AttnProcessor>>,
+}
+
+impl Attention {
+    /// `query_dim` wide, attending to `context_dim` (itself when `None`), `heads × dim_head` inner width.
+    pub fn new(
+        b: &Builder,
+        query_dim: i64,
+        context_dim: Option<i64>,
+        heads: i64,
+        dim_head: i64,
+        qkv_bias: bool,
+    ) -> Self {
+        let inner = heads * dim_head;
+        let kv_in = context_dim.unwrap_or(query_dim);
+        Attention {
+            to_q: Linear::new(&b.sub("to_q"), query_dim, inner, qkv_bias),
+            to_k: Linear::new(&b.sub("to_k"), kv_in, inner, qkv_bias),
+            to_v: Linear::new(&b.sub("to_v"), kv_in, inner, qkv_bias),
+            to_out: Linear::new(&b.sub("to_out").sub(0), inner, query_dim, true),
+            group_norm: None,
+            heads,
+            processor: RefCell::new(Box::new(PlainAttention)),
+        }
+    }
+
+    /// The VAE mid-block attention: one head, biases, a GroupNorm on its input, and a residual.
+    pub fn new_vae(b: &Builder, channels: i64, groups: i64, eps: f64) -> Self {
+        let mut a = Attention::new(b, channels, None, 1, channels, true);
+        a.group_norm = Some(GroupNorm::new(&b.sub("group_norm"), groups, channels, eps));
+        a
+    }
+
+    pub fn dim_head(&self) -> i64 {
+        self.to_q.out_dim() / self.heads
+    }
+
+    /// Multi-head attention of projected `q` `[N, Lq, inner]`, `k`, `v` `[N, Lk, inner]`, then `to_out`.
+    pub fn attend(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        mask: Option<&Tensor>,
+        backend: Backend,
+    ) -> Tensor {
+        let (q, k, v) = (
+            katt::split_heads(q, self.heads),
+            katt::split_heads(k, self.heads),
+            katt::split_heads(v, self.heads),
+        );
+        let out = katt::attention(
+            &q.contiguous(),
+            &k.contiguous(),
+            &v.contiguous(),
+            mask,
+            false,
+            None,
+            backend,
+        );
+        self.to_out.forward(&katt::merge_heads(&out))
+    }
+
+    /// Runs the layer's processor.
+    pub fn forward(
+        &self,
+        hidden: &Tensor,
+        context: Option<&Tensor>,
+        ctx: &AttnContext,
+    ) -> Result<Tensor> {
+        self.processor.borrow().forward(self, hidden, context, ctx)
+    }
+
+    /// The VAE form: `[B, C, H, W]` in and out, normalised, attended, residual added.
+    pub fn forward_image(&self, x: &Tensor, ctx: &AttnContext) -> Result<Tensor> {
+        let s = x.size();
+        let (b, c, h, w) = (s[0], s[1], s[2], s[3]);
+        let normed = match &self.group_norm {
+            Some(gn) => gn.forward(x),
+            None => x.shallow_clone(),
+        };
+        let tokens = normed.view([b, c, h * w]).transpose(1, 2);
+        let out = self.forward(&tokens, None, ctx)?;
+        Ok(out.transpose(1, 2).reshape([b, c, h, w]) + x)
+    }
+
+    /// Replaces the processor; returns the previous one.
+    pub fn set_processor(&self, processor: Box<dyn AttnProcessor>) -> Box<dyn AttnProcessor> {
+        self.processor.replace(processor)
+    }
+
+    /// The current processor's name.
+    pub fn processor_name(&self) -> String {
+        self.processor.borrow().name()
+    }
+}

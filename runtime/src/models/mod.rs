@@ -1,0 +1,21 @@
+//! Models with weights, one file per diffusers / transformers module type.
+
+pub mod attention;
+pub mod attention_processor;
+pub mod autoencoder_kl;
+pub mod clip_text;
+pub mod embeddings;
+pub mod nn;
+pub mod resnet;
+pub mod temporal;
+pub mod tokenizer;
+pub mod transformer_2d;
+pub mod unet_2d_blocks;
+pub mod unet_2d_condition;
+pub mod vae;
+
+pub use attention_processor::{Attention, AttnContext, AttnProcessor};
+pub use autoencoder_kl::AutoencoderKL;
+pub use clip_text::ClipTextTransformer;
+pub use tokenizer::ClipTokenizer;
+pub use unet_2d_condition::UNet2DConditionModel;

@@ -1,0 +1,209 @@
+//! The UNet's down, mid and up blocks (diffusers `unet_2d_blocks.py`): `CrossAttnDownBlock2D` /
+//! `DownBlock2D`, `UNetMidBlock2DCrossAttn`, `CrossAttnUpBlock2D` / `UpBlock2D` (and Tune-A-Video's 3-D
+//! forms, which differ only in running frames as a batch).
+
+use super::attention_processor::AttnContext;
+use super::nn::Builder;
+use super::resnet::{Downsample2D, ResnetBlock2D, Upsample2D};
+use super::transformer_2d::{Transformer2DModel, TransformerSpec};
+use crate::error::Result;
+use tch::Tensor;
+
+/// What every ResNet of the UNet shares.
+#[derive(Debug, Clone, Copy)]
+pub struct ResnetSpec {
+    pub temb: i64,
+    pub groups: i64,
+    pub eps: f64,
+    pub output_scale: f64,
+}
+
+/// A down block: `layers` × (ResNet [+ transformer]), then an optional stride-2 conv.
+#[derive(Debug)]
+pub struct DownBlock {
+    pub resnets: Vec<ResnetBlock2D>,
+    pub attentions: Vec<Transformer2DModel>,
+    downsampler: Option<Downsample2D>,
+}
+
+impl DownBlock {
+    pub fn new(
+        b: &Builder,
+        in_c: i64,
+        out_c: i64,
+        layers: i64,
+        rs: ResnetSpec,
+        attn: Option<&TransformerSpec>,
+        downsample: Option<i64>,
+    ) -> Self {
+        let resnets = (0..layers)
+            .map(|j| {
+                ResnetBlock2D::new(
+                    &b.sub("resnets").sub(j),
+                    if j == 0 { in_c } else { out_c },
+                    out_c,
+                    Some(rs.temb),
+                    rs.groups,
+                    rs.eps,
+                    rs.output_scale,
+                )
+            })
+            .collect();
+        let attentions = match attn {
+            Some(spec) => (0..layers)
+                .map(|j| Transformer2DModel::new(&b.sub("attentions").sub(j), spec))
+                .collect(),
+            None => vec![],
+        };
+        let downsampler = downsample
+            .map(|padding| Downsample2D::new(&b.sub("downsamplers").sub(0), out_c, padding));
+        DownBlock {
+            resnets,
+            attentions,
+            downsampler,
+        }
+    }
+
+    /// Returns the output and the skip connections it contributes.
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        temb: &Tensor,
+        context: &Tensor,
+        ctx: &AttnContext,
+    ) -> Result<(Tensor, Vec<Tensor>)> {
+        let mut h = x.shallow_clone();
+        let mut skips = Vec::with_capacity(self.resnets.len() + 1);
+        for (j, resnet) in self.resnets.iter().enumerate() {
+            h = resnet.forward(&h, Some(temb), ctx.frames);
+            if let Some(attn) = self.attentions.get(j) {
+                h = attn.forward(&h, context, ctx)?;
+            }
+            skips.push(h.shallow_clone());
+        }
+        if let Some(down) = &self.downsampler {
+            h = down.forward(&h);
+            skips.push(h.shallow_clone());
+        }
+        Ok((h, skips))
+    }
+}
+
+/// `UNetMidBlock2DCrossAttn`: ResNet, transformer, ResNet.
+#[derive(Debug)]
+pub struct MidBlock {
+    pub resnets: Vec<ResnetBlock2D>,
+    pub attentions: Vec<Transformer2DModel>,
+}
+
+impl MidBlock {
+    pub fn new(b: &Builder, c: i64, rs: ResnetSpec, attn: &TransformerSpec) -> Self {
+        MidBlock {
+            resnets: (0..2)
+                .map(|j| {
+                    ResnetBlock2D::new(
+                        &b.sub("resnets").sub(j),
+                        c,
+                        c,
+                        Some(rs.temb),
+                        rs.groups,
+                        rs.eps,
+                        rs.output_scale,
+                    )
+                })
+                .collect(),
+            attentions: vec![Transformer2DModel::new(&b.sub("attentions").sub(0), attn)],
+        }
+    }
+
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        temb: &Tensor,
+        context: &Tensor,
+        ctx: &AttnContext,
+    ) -> Result<Tensor> {
+        let mut h = self.resnets[0].forward(x, Some(temb), ctx.frames);
+        h = self.attentions[0].forward(&h, context, ctx)?;
+        Ok(self.resnets[1].forward(&h, Some(temb), ctx.frames))
+    }
+}
+
+/// An up block: `layers` × (concat skip, ResNet [+ transformer]), then an optional upsampler.
+#[derive(Debug)]
+pub struct UpBlock {
+    pub resnets: Vec<ResnetBlock2D>,
+    pub attentions: Vec<Transformer2DModel>,
+    upsampler: Option<Upsample2D>,
+}
+
+/// Channel widths of one up block.
+#[derive(Debug, Clone, Copy)]
+pub struct UpChannels {
+    pub in_c: i64,
+    pub prev_out: i64,
+    pub out_c: i64,
+}
+
+impl UpBlock {
+    pub fn new(
+        b: &Builder,
+        ch: UpChannels,
+        layers: i64,
+        rs: ResnetSpec,
+        attn: Option<&TransformerSpec>,
+        upsample: bool,
+    ) -> Self {
+        let resnets = (0..layers)
+            .map(|j| {
+                let skip = if j == layers - 1 { ch.in_c } else { ch.out_c };
+                let input = if j == 0 { ch.prev_out } else { ch.out_c };
+                ResnetBlock2D::new(
+                    &b.sub("resnets").sub(j),
+                    input + skip,
+                    ch.out_c,
+                    Some(rs.temb),
+                    rs.groups,
+                    rs.eps,
+                    rs.output_scale,
+                )
+            })
+            .collect();
+        let attentions = match attn {
+            Some(spec) => (0..layers)
+                .map(|j| Transformer2DModel::new(&b.sub("attentions").sub(j), spec))
+                .collect(),
+            None => vec![],
+        };
+        let upsampler = upsample.then(|| Upsample2D::new(&b.sub("upsamplers").sub(0), ch.out_c));
+        UpBlock {
+            resnets,
+            attentions,
+            upsampler,
+        }
+    }
+
+    /// Consumes one skip connection per ResNet from the end of `skips`; upsamples to `size`.
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        skips: &mut Vec<Tensor>,
+        temb: &Tensor,
+        context: &Tensor,
+        ctx: &AttnContext,
+        size: Option<[i64; 2]>,
+    ) -> Result<Tensor> {
+        let mut h = x.shallow_clone();
+        for (j, resnet) in self.resnets.iter().enumerate() {
+            let skip = skips.pop().expect("a skip connection per up-block ResNet");
+            h = resnet.forward(&Tensor::cat(&[h, skip], 1), Some(temb), ctx.frames);
+            if let Some(attn) = self.attentions.get(j) {
+                h = attn.forward(&h, context, ctx)?;
+            }
+        }
+        if let Some(up) = &self.upsampler {
+            h = up.forward(&h, size);
+        }
+        Ok(h)
+    }
+}

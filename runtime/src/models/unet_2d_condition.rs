@@ -1,0 +1,248 @@
+//! `UNet2DConditionModel` (diffusers `unet_2d_condition.py`) for Stable Diffusion 1.x, and the same
+//! network inflated to video: with `frames > 1` in the context, tensors are `[B·F, C, H, W]`, convolutions
+//! run per frame, ResNet GroupNorms (and `conv_norm_out`) take statistics over all frames, and each
+//! transformer block may carry a temporal stage — Tune-A-Video's `UNet3DConditionModel`, from the same code.
+
+use super::attention_processor::{Attention, AttnContext};
+use super::embeddings::{timestep_embedding, TimestepEmbedding};
+use super::nn::{silu, Builder, Conv2d, GroupNorm};
+use super::resnet::group_norm_frames;
+use super::temporal::TemporalKind;
+use super::transformer_2d::TransformerSpec;
+use super::unet_2d_blocks::{DownBlock, MidBlock, ResnetSpec, UpBlock, UpChannels};
+use crate::config::unet::{block_kind, BlockKind, UNet2DConditionConfig};
+use crate::error::{Error, Result};
+use tch::{Kind, Tensor};
+
+#[derive(Debug)]
+pub struct UNet2DConditionModel {
+    pub config: UNet2DConditionConfig,
+    conv_in: Conv2d,
+    time_embedding: TimestepEmbedding,
+    pub down_blocks: Vec<DownBlock>,
+    pub mid_block: MidBlock,
+    pub up_blocks: Vec<UpBlock>,
+    conv_norm_out: GroupNorm,
+    conv_out: Conv2d,
+    /// The temporal module of every transformer block, if inflated.
+    pub temporal: Option<TemporalKind>,
+}
+
+impl UNet2DConditionModel {
+    /// Builds the network of `config` under `b` (the `unet` root); `temporal` adds a temporal stage to every
+    /// transformer block.
+    pub fn new(
+        b: &Builder,
+        config: &UNet2DConditionConfig,
+        temporal: Option<TemporalKind>,
+    ) -> Result<Self> {
+        config.check_supported()?;
+        let ch = &config.block_out_channels;
+        let n = ch.len();
+        let temb_dim = ch[0] * 4;
+        let groups = config.groups();
+        let rs = ResnetSpec {
+            temb: temb_dim,
+            groups,
+            eps: config.norm_eps,
+            output_scale: config.resnet_out_scale_factor,
+        };
+        let spec = |channels: i64, block: usize| TransformerSpec {
+            channels,
+            heads: config.heads(block),
+            cross_dim: config.cross_dim(),
+            groups,
+            linear_projection: config.use_linear_projection,
+            temporal: temporal.clone(),
+        };
+        for (i, &c) in ch.iter().enumerate() {
+            if c % groups != 0 || c % config.heads(i) != 0 {
+                return Err(Error::Invalid(format!(
+                    "unet/config.json: block {i} has {c} channels, not divisible by norm_num_groups {groups} and {} heads",
+                    config.heads(i)
+                )));
+            }
+        }
+        let mut down_blocks = Vec::with_capacity(n);
+        let mut out_c = ch[0];
+        for (i, kind) in config.down_block_types.iter().enumerate() {
+            let in_c = out_c;
+            out_c = ch[i];
+            let attn = (block_kind(kind)? == BlockKind::CrossAttn).then(|| spec(out_c, i));
+            let down = (i + 1 < n).then_some(config.downsample_padding);
+            down_blocks.push(DownBlock::new(
+                &b.sub("down_blocks").sub(i),
+                in_c,
+                out_c,
+                config.layers(i),
+                rs,
+                attn.as_ref(),
+                down,
+            ));
+        }
+        let mid_rs = ResnetSpec {
+            output_scale: config.mid_block_scale_factor,
+            ..rs
+        };
+        let mid_block = MidBlock::new(
+            &b.sub("mid_block"),
+            ch[n - 1],
+            mid_rs,
+            &spec(ch[n - 1], n - 1),
+        );
+        let rev: Vec<i64> = ch.iter().rev().copied().collect();
+        let mut up_blocks = Vec::with_capacity(n);
+        let mut out_c = rev[0];
+        for (i, kind) in config.up_block_types.iter().enumerate() {
+            let prev_out = out_c;
+            out_c = rev[i];
+            let in_c = rev[(i + 1).min(n - 1)];
+            let heads_block = n - 1 - i;
+            let attn =
+                (block_kind(kind)? == BlockKind::CrossAttn).then(|| spec(out_c, heads_block));
+            let layers = config.layers(heads_block) + 1;
+            up_blocks.push(UpBlock::new(
+                &b.sub("up_blocks").sub(i),
+                UpChannels {
+                    in_c,
+                    prev_out,
+                    out_c,
+                },
+                layers,
+                rs,
+                attn.as_ref(),
+                i + 1 < n,
+            ));
+        }
+        Ok(UNet2DConditionModel {
+            config: config.clone(),
+            conv_in: Conv2d::new(&b.sub("conv_in"), config.in_channels, ch[0], 3, 1, 1),
+            time_embedding: TimestepEmbedding::new(&b.sub("time_embedding"), ch[0], temb_dim),
+            down_blocks,
+            mid_block,
+            up_blocks,
+            conv_norm_out: GroupNorm::new(&b.sub("conv_norm_out"), groups, ch[0], config.norm_eps),
+            conv_out: Conv2d::new(&b.sub("conv_out"), ch[0], config.out_channels, 3, 1, 1),
+            temporal,
+        })
+    }
+
+    /// Predicts noise for `sample` `[N, C, H, W]` (`N = B·F` in video) at `timesteps` (`[N]`, or one value
+    /// for all), conditioned on `context` `[N, L, cross_attention_dim]`.
+    pub fn forward(
+        &self,
+        sample: &Tensor,
+        timesteps: &Tensor,
+        context: &Tensor,
+        ctx: &AttnContext,
+    ) -> Result<Tensor> {
+        self.check_inputs(sample, context, ctx)?;
+        let n = sample.size()[0];
+        let t = if timesteps.numel() == 1 {
+            timesteps.reshape([1]).expand([n], false)
+        } else {
+            timesteps.shallow_clone()
+        };
+        if t.size() != [n] {
+            return Err(Error::Invalid(format!(
+                "timesteps: expected one per sample ({n}), got shape {:?}",
+                timesteps.size()
+            )));
+        }
+        let t_emb = timestep_embedding(
+            &t,
+            self.config.block_out_channels[0],
+            self.config.flip_sin_to_cos,
+            self.config.freq_shift as f64,
+        );
+        let temb = self.time_embedding.forward(&t_emb.to_kind(sample.kind()));
+        let mut x = if self.config.center_input_sample {
+            sample * 2.0 - 1.0
+        } else {
+            sample.shallow_clone()
+        };
+        x = self.conv_in.forward(&x);
+        let mut skips = vec![x.shallow_clone()];
+        for block in &self.down_blocks {
+            let (h, s) = block.forward(&x, &temb, context, ctx)?;
+            x = h;
+            skips.extend(s);
+        }
+        x = self.mid_block.forward(&x, &temb, context, ctx)?;
+        for block in &self.up_blocks {
+            let mut own: Vec<Tensor> = skips.split_off(skips.len() - block.resnets.len());
+            // Upsample to the size of the next skip connection, so odd latent sizes line up.
+            let size = skips.last().map(|s| [s.size()[2], s.size()[3]]);
+            x = block.forward(&x, &mut own, &temb, context, ctx, size)?;
+        }
+        x = silu(&group_norm_frames(&self.conv_norm_out, &x, ctx.frames));
+        Ok(self.conv_out.forward(&x))
+    }
+
+    fn check_inputs(&self, sample: &Tensor, context: &Tensor, ctx: &AttnContext) -> Result<()> {
+        let s = sample.size();
+        if s.len() != 4 || s[1] != self.config.in_channels {
+            return Err(Error::Invalid(format!(
+                "UNet input: expected [N, {}, H, W], got {s:?}",
+                self.config.in_channels
+            )));
+        }
+        let c = context.size();
+        if c.len() != 3 || c[0] != s[0] || c[2] != self.config.cross_dim() {
+            return Err(Error::Invalid(format!(
+                "UNet text context: expected [{}, L, {}], got {c:?}",
+                s[0],
+                self.config.cross_dim()
+            )));
+        }
+        if ctx.frames < 1 || s[0] % ctx.frames != 0 {
+            return Err(Error::Invalid(format!(
+                "UNet input: batch {} is not a multiple of {} frames",
+                s[0], ctx.frames
+            )));
+        }
+        if sample.kind() != self.conv_in.weight.kind() {
+            return Err(Error::Invalid(format!(
+                "UNet input is {:?} but the UNet is {:?}",
+                sample.kind(),
+                self.conv_in.weight.kind()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Every attention layer with its name (`down_blocks.0.attentions.0.transformer_blocks.0.attn1`), in
+    /// the order diffusers' `attn_processors` lists them.
+    pub fn attention_layers(&self) -> Vec<(String, &Attention)> {
+        fn visit<'a>(
+            out: &mut Vec<(String, &'a Attention)>,
+            prefix: String,
+            ts: &'a [super::transformer_2d::Transformer2DModel],
+        ) {
+            for (j, t) in ts.iter().enumerate() {
+                for (k, block) in t.transformer_blocks.iter().enumerate() {
+                    let p = format!("{prefix}.attentions.{j}.transformer_blocks.{k}");
+                    out.push((format!("{p}.attn1"), &block.attn1));
+                    out.push((format!("{p}.attn2"), &block.attn2));
+                    if let Some(temp) = &block.temporal {
+                        out.push((format!("{p}.attn_temp"), &temp.attn_temp));
+                    }
+                }
+            }
+        }
+        let mut out = vec![];
+        for (i, b) in self.down_blocks.iter().enumerate() {
+            visit(&mut out, format!("down_blocks.{i}"), &b.attentions);
+        }
+        for (i, b) in self.up_blocks.iter().enumerate() {
+            visit(&mut out, format!("up_blocks.{i}"), &b.attentions);
+        }
+        visit(&mut out, "mid_block".into(), &self.mid_block.attentions);
+        out
+    }
+
+    /// The dtype of the weights.
+    pub fn kind(&self) -> Kind {
+        self.conv_in.weight.kind()
+    }
+}

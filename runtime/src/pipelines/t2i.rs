@@ -1,0 +1,134 @@
+//! Text-to-image, as diffusers' `StableDiffusionPipeline` with a DDIM scheduler: the same seeded initial
+//! noise, classifier-free guidance batched in one UNet call, DDIM steps, VAE decode.
+
+use crate::error::{Error, Result};
+use crate::media::{check_model_size, Image};
+use crate::models::AttnContext;
+use crate::progress::Progress;
+use crate::rng::Noise;
+use crate::sd::StableDiffusion;
+use tch::Tensor;
+
+/// Options of [`t2i`]; `None` sizes take the model's default.
+#[derive(Debug, Clone)]
+pub struct T2iOptions {
+    pub steps: i64,
+    pub guidance: f64,
+    pub seed: Option<u64>,
+    pub negative: String,
+    pub width: Option<i64>,
+    pub height: Option<i64>,
+    pub eta: f64,
+}
+
+impl Default for T2iOptions {
+    fn default() -> Self {
+        T2iOptions {
+            steps: 50,
+            guidance: 7.5,
+            seed: None,
+            negative: String::new(),
+            width: None,
+            height: None,
+            eta: 0.0,
+        }
+    }
+}
+
+/// The result of [`t2i`].
+#[derive(Debug)]
+pub struct T2iOutput {
+    pub image: Image,
+    /// The final latents (before VAE scaling), `[1, 4, h, w]`.
+    pub latents: Tensor,
+    pub seed: u64,
+}
+
+/// Denoises `latents` with CFG from `t = timesteps[0]` down, drawing variance noise from `noise` when
+/// `eta > 0`.
+pub fn denoise(
+    sd: &StableDiffusion,
+    mut latents: Tensor,
+    cond: &Tensor,
+    uncond: Option<&Tensor>,
+    opts: &T2iOptions,
+    noise: &mut Noise,
+) -> Result<Tensor> {
+    let mut scheduler = sd.scheduler.ddim()?;
+    scheduler.set_timesteps(opts.steps)?;
+    let ctx = AttnContext::default();
+    let context = match uncond {
+        Some(u) => Tensor::cat(&[u, cond], 0),
+        None => cond.shallow_clone(),
+    };
+    let mut progress = Progress::new("t2i", opts.steps as u64);
+    for &t in scheduler.timesteps() {
+        let input = if uncond.is_some() {
+            Tensor::cat(&[&latents, &latents], 0)
+        } else {
+            latents.shallow_clone()
+        };
+        let ts = Tensor::from(t).to_device(sd.device);
+        let eps = tch::no_grad(|| sd.unet.model.forward(&input, &ts, &context, &ctx))?;
+        let eps = if uncond.is_some() {
+            let parts = eps.chunk(2, 0);
+            &parts[0] + (&parts[1] - &parts[0]) * opts.guidance
+        } else {
+            eps
+        };
+        let variance = (opts.eta > 0.0).then(|| noise.randn(&eps.size(), eps.kind(), sd.device));
+        latents = scheduler
+            .step(&eps, t, &latents, opts.eta, variance.as_ref(), false)?
+            .prev_sample;
+        progress.step()?;
+    }
+    progress.finish();
+    Ok(latents)
+}
+
+/// Decodes latents `[B, 4, h, w]` to images in [−1, 1] (CPU, f32).
+pub fn decode_latents(sd: &StableDiffusion, latents: &Tensor) -> Result<Tensor> {
+    let vae = &sd.vae.model;
+    let z = (latents / vae.scaling_factor())
+        .to_kind(vae.kind())
+        .to_device(vae.device());
+    let x = tch::no_grad(|| vae.decode(&z))?;
+    Ok(x.to_kind(tch::Kind::Float)
+        .to_device(tch::Device::Cpu)
+        .clamp(-1.0, 1.0))
+}
+
+/// Generates one image for `prompt`.
+pub fn t2i(sd: &StableDiffusion, prompt: &str, opts: &T2iOptions) -> Result<T2iOutput> {
+    let size = sd.default_size();
+    let (w, h) = (opts.width.unwrap_or(size), opts.height.unwrap_or(size));
+    check_model_size(w, h)?;
+    if opts.steps < 1 {
+        return Err(Error::Invalid(format!(
+            "steps must be at least 1, got {}",
+            opts.steps
+        )));
+    }
+    let cond = sd.encode_prompt(prompt)?;
+    let uncond = if opts.guidance > 1.0 {
+        Some(sd.encode_prompt(&opts.negative)?)
+    } else {
+        None
+    };
+    let seed = opts.seed.unwrap_or_else(Noise::fresh_seed);
+    let mut noise = Noise::new(seed);
+    let f = sd.vae_scale_factor();
+    let channels = sd.unet.model.config.in_channels;
+    let latents = noise.randn(
+        &[1, channels, h / f, w / f],
+        sd.unet.model.kind(),
+        sd.device,
+    );
+    let latents = denoise(sd, latents, &cond, uncond.as_ref(), opts, &mut noise)?;
+    let image = Image::new(decode_latents(sd, &latents)?.squeeze_dim(0))?;
+    Ok(T2iOutput {
+        image,
+        latents,
+        seed,
+    })
+}
