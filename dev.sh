@@ -92,6 +92,18 @@ setup() {
   cargo_env
 }
 
+# The parity fixtures (kernels-tests/fixtures/generated), regenerated when the script, the pinned
+# reference packages or the bundled configs change.
+fixtures() {
+  local want have
+  want=$("$VENV/bin/python" kernels-tests/reference/make_fixtures.py --stamp)
+  have=$(head -n1 kernels-tests/fixtures/generated/STAMP 2>/dev/null || true)
+  if [ "$want" != "$have" ]; then
+    say "generating reference fixtures with diffusers and transformers"
+    "$VENV/bin/python" kernels-tests/reference/make_fixtures.py >/dev/null
+  fi
+}
+
 case "${1:-help}" in
   demo)
     setup
@@ -101,7 +113,8 @@ case "${1:-help}" in
     exec target/debug/vidtune run scripts/demo.rhai "${@:2}"
     ;;
   test)
-    setup
+    setup requirements/test.txt
+    fixtures
     say "cargo build (all targets)"
     cargo build -q --workspace --all-targets
     say "cargo test"

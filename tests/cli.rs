@@ -200,3 +200,58 @@ fn help_everywhere() {
         .unwrap();
     assert!(stdout(&out).contains("--set <NAME=VALUE>"));
 }
+
+#[test]
+fn stable_diffusion_from_a_script() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = r#"
+let sd = load_sd("random:tiny", #{seed: 1, device: "cpu"});
+print(sd.info().source);
+let e = encode_prompt(sd, "a red circle");
+print(e.shape());
+let img = t2i(sd, "a red circle", #{steps: 2, seed: 9});
+img.save("out.png");
+save_tensors(#{emb: e}, "emb.safetensors");
+print(load_tensors("emb.safetensors").emb.dtype());
+"#;
+    let out = run_script(dir.path(), "sd.rhai", script, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("random weights"), "{text}");
+    assert!(
+        text.contains("random:tiny") && text.contains("[1, 77, 32]") && text.contains("fp32"),
+        "{text}"
+    );
+    assert_eq!(image::open(dir.path().join("out.png")).unwrap().width(), 64);
+
+    for (code, expected) in [
+        (
+            "load_sd(\"random:tiny\", #{dtype: \"int8\"});",
+            "unknown dtype \"int8\"",
+        ),
+        (
+            "load_sd(\"random:tiny\", #{steps: 3});",
+            "load_sd: unknown option \"steps\"",
+        ),
+        (
+            "t2i(load_sd(\"random:tiny\"), \"x\", #{width: 60, steps: 1});",
+            "60x64 is not a multiple of 8",
+        ),
+        (
+            "load_sd(\"nowhere/model\");",
+            "nowhere/model is not in the Hugging Face cache",
+        ),
+        (
+            "load_sd(\"weights.ckpt\");",
+            "no such file or directory: weights.ckpt",
+        ),
+    ] {
+        let out = run_script(dir.path(), "bad.rhai", code, &[]);
+        assert_eq!(out.status.code(), Some(1), "{code}");
+        assert!(
+            stderr(&out).contains(expected),
+            "{code}: expected {expected:?} in\n{}",
+            stderr(&out)
+        );
+    }
+}

@@ -130,7 +130,7 @@ impl Session {
             .filter(|(name, ..)| seen.insert(name.to_string()))
             .map(|(name, constant, value)| VarInfo {
                 name: name.to_string(),
-                type_name: engine::type_label(value),
+                type_name: engine::type_label(&self.engine, value),
                 value: engine::describe(value),
                 constant,
             })

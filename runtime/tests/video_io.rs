@@ -282,7 +282,7 @@ fn model_sizes_must_be_multiples_of_8() {
         .unwrap_err()
         .to_string();
     assert!(
-        msg.contains("100x64") && msg.contains("multiple of 8") && msg.contains("[104, 64]"),
+        msg.contains("100x64") && msg.contains("multiple of 8") && msg.contains("nearest: 104x64"),
         "{msg}"
     );
     assert!(vidtune_runtime::media::check_model_size(512, 256).is_ok());

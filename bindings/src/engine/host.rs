@@ -26,9 +26,10 @@ pub fn preview_image(value: &Dynamic) -> RhaiResult<Option<(Image, &'static str)
 /// Previews `value` (video, image or masks); an error for other values.
 pub fn preview(host: &Host, value: &Dynamic) -> RhaiResult<()> {
     let Some((image, label)) = preview_image(value)? else {
+        let name = value.type_name();
         return Err(script_error(format!(
             "preview: cannot show a value of type {}; expected Video, Image or Masks",
-            super::type_label(value)
+            name.rsplit("::").next().unwrap_or(name)
         )));
     };
     rt(host.previewer.borrow_mut().show(&image, label))?;

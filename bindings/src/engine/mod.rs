@@ -6,6 +6,7 @@
 
 pub mod host;
 pub mod media;
+pub mod models;
 
 use crate::help::{FnDoc, TypeDoc};
 use crate::preview::Previewer;
@@ -16,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 /// Every area's documentation table, in the order `:help` lists them.
-pub const DOC_TABLES: &[&[FnDoc]] = &[media::DOCS, host::DOCS];
+pub const DOC_TABLES: &[&[FnDoc]] = &[media::DOCS, models::DOCS, host::DOCS];
 
 /// The script types.
 pub const TYPE_DOCS: &[TypeDoc] = &[
@@ -31,6 +32,14 @@ pub const TYPE_DOCS: &[TypeDoc] = &[
     TypeDoc {
         name: "Masks",
         summary: "One mask per frame, [F, 1, H, W] in [0, 1].",
+    },
+    TypeDoc {
+        name: "StableDiffusion",
+        summary: "A loaded SD1.x model: UNet, VAE, CLIP text encoder, tokenizer, scheduler.",
+    },
+    TypeDoc {
+        name: "Tensor",
+        summary: "A tensor (shape, dtype, device): embeddings, latents.",
     },
 ];
 
@@ -87,6 +96,7 @@ pub fn build_engine(host: &Rc<Host>) -> Engine {
     resolver.enable_cache(false); // watch mode must see edited modules
     engine.set_module_resolver(resolver);
     media::register(&mut engine, host);
+    models::register(&mut engine, host);
     host::register(&mut engine, host);
     engine
 }
@@ -100,6 +110,12 @@ pub fn describe(value: &Dynamic) -> String {
         return v.to_string();
     }
     if let Some(v) = value.read_lock::<vidtune_runtime::Masks>() {
+        return v.to_string();
+    }
+    if let Some(v) = value.read_lock::<models::SdModel>() {
+        return v.0.summary();
+    }
+    if let Some(v) = value.read_lock::<models::ScriptTensor>() {
         return v.to_string();
     }
     if value.is_string() {
@@ -124,9 +140,9 @@ pub fn describe(value: &Dynamic) -> String {
     value.to_string()
 }
 
-/// The script type name of a value, for `:vars`.
-pub fn type_label(value: &Dynamic) -> String {
-    let name = value.type_name();
+/// The script type name of a value (`Video`, `StableDiffusion`, `i64`, …), for `:vars` and errors.
+pub fn type_label(engine: &Engine, value: &Dynamic) -> String {
+    let name = engine.map_type_name(value.type_name());
     name.rsplit("::").next().unwrap_or(name).to_string()
 }
 

@@ -129,7 +129,7 @@ pub fn check_model_size(width: i64, height: i64) -> Result<()> {
     if width <= 0 || height <= 0 || width % 8 != 0 || height % 8 != 0 {
         let round = |x: i64| ((x.max(8) + 4) / 8) * 8;
         return Err(Error::Invalid(format!(
-            "size {width}x{height} is not a multiple of 8, which the models need; load with size: [{}, {}]",
+            "size {width}x{height} is not a multiple of 8, which the models need (nearest: {}x{})",
             round(width),
             round(height)
         )));

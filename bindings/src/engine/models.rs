@@ -1,0 +1,374 @@
+//! Model functions: `load_sd`, `t2i`, `encode_prompt`, and the `Tensor` type with `save_tensors` /
+//! `load_tensors`.
+
+use super::Host;
+use crate::help::FnDoc;
+use crate::opts::{rt, script_error, Opts, RhaiResult};
+use rhai::{Array, Dynamic, Engine, Map};
+use std::cell::RefCell;
+use std::path::PathBuf;
+use std::rc::Rc;
+use tch::Tensor;
+use vidtune_runtime::device::{device_name, dtype_name};
+use vidtune_runtime::pipelines::t2i::{t2i, T2iOptions};
+use vidtune_runtime::sd::{load_sd, SdLoadOptions, StableDiffusion};
+use vidtune_runtime::Image;
+
+/// A loaded model in scripts (shared, immutable).
+#[derive(Clone)]
+pub struct SdModel(pub Rc<StableDiffusion>);
+
+/// A tensor in scripts (shares storage; never modified in place).
+#[derive(Debug)]
+pub struct ScriptTensor(pub Tensor);
+
+impl Clone for ScriptTensor {
+    fn clone(&self) -> Self {
+        ScriptTensor(self.0.shallow_clone())
+    }
+}
+
+impl std::fmt::Display for ScriptTensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Tensor({:?}, {}, {})",
+            self.0.size(),
+            dtype_name(self.0.kind()),
+            device_name(self.0.device())
+        )
+    }
+}
+
+const LOAD_OPTIONS: &[&str] = &[
+    "device",
+    "dtype",
+    "vae_dtype",
+    "variant",
+    "revision",
+    "config",
+    "tokenizer",
+    "seed",
+];
+const T2I_OPTIONS: &[&str] = &[
+    "steps", "guidance", "seed", "negative", "width", "height", "eta",
+];
+
+thread_local! {
+    /// Loaded models, reused by later sessions in this process (watch-mode reruns load nothing twice).
+    static LOADED: RefCell<Vec<(String, SdModel)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// How many loaded models the process keeps for reuse.
+const KEEP_MODELS: usize = 2;
+
+fn load(host: &Host, spec: &str, opts: Opts) -> RhaiResult<SdModel> {
+    let o = SdLoadOptions {
+        device: opts.string("device")?.unwrap_or_else(|| "auto".into()),
+        dtype: opts.string("dtype")?,
+        vae_dtype: opts.string("vae_dtype")?,
+        variant: opts.string("variant")?,
+        revision: opts.string("revision")?.unwrap_or_else(|| "main".into()),
+        config: opts.string("config")?.map(PathBuf::from),
+        tokenizer: opts.string("tokenizer")?.map(PathBuf::from),
+        seed: opts.int("seed")?.unwrap_or(0) as u64,
+    };
+    let key = format!("{spec}|{o:?}");
+    if let Some(m) = LOADED.with(|l| {
+        l.borrow()
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, m)| m.clone())
+    }) {
+        return Ok(m);
+    }
+    let path = std::path::Path::new(spec);
+    if path.exists() {
+        host.record_read(path);
+    }
+    let model = SdModel(Rc::new(rt(load_sd(spec, &o))?));
+    if model.0.random {
+        println!("note: {spec} has random weights: its images are noise, useful to try the workflow only");
+    }
+    LOADED.with(|l| {
+        let mut l = l.borrow_mut();
+        l.push((key, model.clone()));
+        if l.len() > KEEP_MODELS {
+            l.remove(0);
+        }
+    });
+    Ok(model)
+}
+
+fn info(m: &SdModel) -> Map {
+    let sd = &m.0;
+    let [u, v, t] = sd.parameter_counts();
+    let mut map = Map::new();
+    let mut put = |k: &str, v: Dynamic| {
+        map.insert(k.into(), v);
+    };
+    put("source", sd.source.clone().into());
+    put("random", sd.random.into());
+    put("identity", sd.identity.clone().into());
+    put("device", device_name(sd.device).into());
+    put("dtype", dtype_name(sd.dtype).into());
+    put("vae_dtype", dtype_name(sd.vae.model.kind()).into());
+    put("unet_params", u.into());
+    put("vae_params", v.into());
+    put("text_encoder_params", t.into());
+    put(
+        "block_out_channels",
+        sd.unet
+            .model
+            .config
+            .block_out_channels
+            .iter()
+            .map(|&c| Dynamic::from(c))
+            .collect::<Array>()
+            .into(),
+    );
+    put(
+        "cross_attention_dim",
+        sd.unet.model.config.cross_dim().into(),
+    );
+    put("default_size", sd.default_size().into());
+    put("vocab_size", (sd.tokenizer.vocab_size() as i64).into());
+    put(
+        "prediction_type",
+        sd.scheduler.prediction_type.clone().into(),
+    );
+    map
+}
+
+fn generate(m: &SdModel, prompt: &str, opts: Opts) -> RhaiResult<Image> {
+    let d = T2iOptions::default();
+    let o = T2iOptions {
+        steps: opts.int("steps")?.unwrap_or(d.steps),
+        guidance: opts.float("guidance")?.unwrap_or(d.guidance),
+        seed: opts.int("seed")?.map(|s| s as u64),
+        negative: opts.string("negative")?.unwrap_or_default(),
+        width: opts.int("width")?,
+        height: opts.int("height")?,
+        eta: opts.float("eta")?.unwrap_or(0.0),
+    };
+    let out = rt(t2i(&m.0, prompt, &o))?;
+    if o.seed.is_none() {
+        println!("seed: {}", out.seed);
+    }
+    Ok(out.image)
+}
+
+fn to_image(t: &ScriptTensor) -> RhaiResult<Image> {
+    let x = if t.0.dim() == 4 && t.0.size()[0] == 1 {
+        t.0.squeeze_dim(0)
+    } else {
+        t.0.shallow_clone()
+    };
+    rt(Image::new(x.to_kind(tch::Kind::Float).clamp(-1.0, 1.0)))
+}
+
+fn stat(t: &ScriptTensor, f: impl Fn(&Tensor) -> Tensor) -> f64 {
+    f(&t.0.to_kind(tch::Kind::Double)).double_value(&[])
+}
+
+fn save_tensors(host: &Host, map: Map, path: &str) -> RhaiResult<String> {
+    let mut named = Vec::with_capacity(map.len());
+    for (k, v) in map {
+        let t = v
+            .try_cast::<ScriptTensor>()
+            .ok_or_else(|| script_error(format!("save_tensors: value {k:?} is not a Tensor")))?;
+        named.push((k.to_string(), t.0.to_device(tch::Device::Cpu).contiguous()));
+    }
+    let p = std::path::Path::new(path);
+    rt(vidtune_runtime::fsutil::write_atomic(p, |tmp| {
+        Tensor::write_safetensors(&named, tmp)
+            .map_err(|e| vidtune_runtime::Error::bad_file(p, format!("cannot write: {e}")))
+    }))?;
+    host.record_write(p);
+    Ok(path.to_string())
+}
+
+fn load_tensors(host: &Host, path: &str) -> RhaiResult<Map> {
+    host.record_read(std::path::Path::new(path));
+    let tensors = rt(vidtune_runtime::weights::read_safetensors(
+        std::path::Path::new(path),
+    ))?;
+    Ok(tensors
+        .into_iter()
+        .map(|(k, v)| (k.into(), Dynamic::from(ScriptTensor(v))))
+        .collect())
+}
+
+pub fn register(engine: &mut Engine, host: &Rc<Host>) {
+    engine.register_type_with_name::<SdModel>("StableDiffusion");
+    engine.register_type_with_name::<ScriptTensor>("Tensor");
+    let h = host.clone();
+    engine.register_fn("load_sd", move |spec: &str| {
+        load(&h, spec, Opts::empty("load_sd"))
+    });
+    let h = host.clone();
+    engine.register_fn("load_sd", move |spec: &str, opts: Map| {
+        load(&h, spec, Opts::new("load_sd", opts, LOAD_OPTIONS)?)
+    });
+    engine.register_fn("info", |m: &mut SdModel| info(m));
+    engine.register_fn("to_string", |m: &mut SdModel| m.0.summary());
+    engine.register_fn("to_debug", |m: &mut SdModel| m.0.summary());
+    engine.register_fn("encode_prompt", |m: SdModel, text: &str| {
+        rt(m.0.encode_prompt(text)).map(ScriptTensor)
+    });
+    engine.register_fn("t2i", |m: SdModel, prompt: &str| {
+        generate(&m, prompt, Opts::empty("t2i"))
+    });
+    engine.register_fn("t2i", |m: SdModel, prompt: &str, opts: Map| {
+        generate(&m, prompt, Opts::new("t2i", opts, T2I_OPTIONS)?)
+    });
+
+    engine.register_fn("shape", |t: &mut ScriptTensor| {
+        t.0.size().into_iter().map(Dynamic::from).collect::<Array>()
+    });
+    engine.register_fn("dtype", |t: &mut ScriptTensor| {
+        dtype_name(t.0.kind()).to_string()
+    });
+    engine.register_fn("device", |t: &mut ScriptTensor| device_name(t.0.device()));
+    engine.register_fn("mean", |t: &mut ScriptTensor| {
+        stat(t, |x| x.mean(tch::Kind::Double))
+    });
+    engine.register_fn("std", |t: &mut ScriptTensor| stat(t, |x| x.std(true)));
+    engine.register_fn("min", |t: &mut ScriptTensor| stat(t, |x| x.min()));
+    engine.register_fn("max", |t: &mut ScriptTensor| stat(t, |x| x.max()));
+    engine.register_fn("to_image", |t: &mut ScriptTensor| to_image(t));
+    engine.register_fn("to_string", |t: &mut ScriptTensor| t.to_string());
+    engine.register_fn("to_debug", |t: &mut ScriptTensor| t.to_string());
+    let h = host.clone();
+    engine.register_fn("save_tensors", move |map: Map, path: &str| {
+        save_tensors(&h, map, path)
+    });
+    let h = host.clone();
+    engine.register_fn("load_tensors", move |path: &str| load_tensors(&h, path));
+}
+
+pub const DOCS: &[FnDoc] = &[
+    FnDoc {
+        name: "load_sd",
+        signatures: &["load_sd(path_or_repo_id: string) -> StableDiffusion", "load_sd(path_or_repo_id: string, options: map) -> StableDiffusion"],
+        summary: "Loads a Stable Diffusion 1.x model: a diffusers folder, a repo id in the Hugging Face cache \
+                  (CompVis/stable-diffusion-v1-4; never downloaded), a single-file .safetensors checkpoint, or \
+                  \"random:tiny\" (tiny random weights, to try the workflow). Pickle files (.bin, .ckpt) are refused.",
+        details: "options:
+  device     \"auto\" (default: first CUDA device, else CPU) | \"cpu\" | \"cuda\" | \"cuda:N\"
+  dtype      \"fp32\" | \"fp16\" | \"bf16\" (default: fp32 on CPU, bf16 or fp16 on CUDA)
+  vae_dtype  the VAE's dtype (e.g. \"fp32\" beside a half-precision UNet)
+  variant    \"fp16\": read *.fp16.safetensors
+  revision   branch or commit of a cached repo (default \"main\")
+  config     for single files: a diffusers folder (or repo id) with the matching configs
+  tokenizer  for single files: a tokenizer folder
+  seed       for random:tiny",
+        example: r#"let sd = load_sd("CompVis/stable-diffusion-v1-4", #{dtype: "fp16"});
+let tiny = load_sd("random:tiny", #{seed: 1});
+print(tiny.info());"#,
+    },
+    FnDoc {
+        name: "StableDiffusion.info",
+        signatures: &["sd.info() -> map"],
+        summary: "What was loaded: source, random or not, device, dtypes, parameter counts, widths, default size.",
+        details: "",
+        example: r#"print(load_sd("random:tiny").info().unet_params);"#,
+    },
+    FnDoc {
+        name: "encode_prompt",
+        signatures: &["encode_prompt(sd: StableDiffusion, text: string) -> Tensor"],
+        summary: "The CLIP text embeddings SD conditions on, [1, 77, width]; cached per prompt. Prompts longer than \
+                  77 tokens are truncated with a warning, as transformers does.",
+        details: "",
+        example: r#"let sd = load_sd("random:tiny");
+let e = encode_prompt(sd, "a red car");
+print(e.shape());"#,
+    },
+    FnDoc {
+        name: "t2i",
+        signatures: &["t2i(sd: StableDiffusion, prompt: string) -> Image", "t2i(sd: StableDiffusion, prompt: string, options: map) -> Image"],
+        summary: "Text to image with DDIM and classifier-free guidance. The same seed, prompt and settings give the \
+                  same image as diffusers' StableDiffusionPipeline with torch.Generator(\"cpu\").manual_seed(seed).",
+        details: "options:
+  steps     integer (default 50)        guidance  number (default 7.5; 1 turns guidance off)
+  seed      integer (default: random, printed)
+  negative  string (default \"\")        eta       number (default 0)
+  width, height   multiples of 8 (default: the model's size, 512 for SD1.x)",
+        example: r#"let sd = load_sd("random:tiny");
+let img = t2i(sd, "a red circle on a blue background", #{steps: 20, seed: 42});
+img.save("t2i.png");"#,
+    },
+    FnDoc {
+        name: "Tensor.shape",
+        signatures: &["tensor.shape() -> array"],
+        summary: "The tensor's dimensions.",
+        details: "",
+        example: r#"print(encode_prompt(load_sd("random:tiny"), "x").shape());"#,
+    },
+    FnDoc {
+        name: "Tensor.dtype",
+        signatures: &["tensor.dtype() -> string"],
+        summary: "\"fp32\", \"fp16\", \"bf16\", …",
+        details: "",
+        example: r#"print(encode_prompt(load_sd("random:tiny"), "x").dtype());"#,
+    },
+    FnDoc {
+        name: "Tensor.device",
+        signatures: &["tensor.device() -> string"],
+        summary: "\"cpu\" or \"cuda:N\".",
+        details: "",
+        example: r#"print(encode_prompt(load_sd("random:tiny"), "x").device());"#,
+    },
+    FnDoc {
+        name: "Tensor.mean",
+        signatures: &["tensor.mean() -> float"],
+        summary: "Mean of all elements.",
+        details: "",
+        example: r#"print(encode_prompt(load_sd("random:tiny"), "x").mean());"#,
+    },
+    FnDoc {
+        name: "Tensor.std",
+        signatures: &["tensor.std() -> float"],
+        summary: "Standard deviation of all elements (unbiased).",
+        details: "",
+        example: r#"print(encode_prompt(load_sd("random:tiny"), "x").std());"#,
+    },
+    FnDoc {
+        name: "Tensor.min",
+        signatures: &["tensor.min() -> float"],
+        summary: "Smallest element.",
+        details: "",
+        example: r#"print(encode_prompt(load_sd("random:tiny"), "x").min());"#,
+    },
+    FnDoc {
+        name: "Tensor.max",
+        signatures: &["tensor.max() -> float"],
+        summary: "Largest element.",
+        details: "",
+        example: r#"print(encode_prompt(load_sd("random:tiny"), "x").max());"#,
+    },
+    FnDoc {
+        name: "Tensor.to_image",
+        signatures: &["tensor.to_image() -> Image"],
+        summary: "A [3, H, W] (or [1, 3, H, W]) tensor with values in [-1, 1] as an image.",
+        details: "",
+        example: r#"let t = load_tensors("decoded.safetensors");
+t.image.to_image().save("decoded.png");"#,
+    },
+    FnDoc {
+        name: "save_tensors",
+        signatures: &["save_tensors(tensors: map, path: string) -> string"],
+        summary: "Writes named tensors to a .safetensors file, atomically; returns the path.",
+        details: "",
+        example: r#"let sd = load_sd("random:tiny");
+save_tensors(#{prompt: encode_prompt(sd, "a cat")}, "emb.safetensors");"#,
+    },
+    FnDoc {
+        name: "load_tensors",
+        signatures: &["load_tensors(path: string) -> map"],
+        summary: "Reads every tensor of a .safetensors file into a map by name.",
+        details: "",
+        example: r#"let t = load_tensors("emb.safetensors");
+print(t.prompt.shape());"#,
+    },
+];
