@@ -16,20 +16,10 @@ print(`steps=${steps} type=${type_of(steps)} prompt=${prompt} scale=${scale}`);
         dir.path(),
         "p.rhai",
         script,
-        &[
-            "--set",
-            "steps=10",
-            "--set",
-            "prompt=\"a red car\"",
-            "--set",
-            "scale=3",
-        ],
+        &["--set", "steps=10", "--set", "prompt=\"a red car\"", "--set", "scale=3"],
     );
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(
-        stdout(&out).trim(),
-        "steps=10 type=i64 prompt=a red car scale=3.0"
-    );
+    assert_eq!(stdout(&out).trim(), "steps=10 type=i64 prompt=a red car scale=3.0");
 
     let out = run_script(dir.path(), "p.rhai", script, &["--set", "stpes=10"]);
     assert!(out.status.success());
@@ -41,11 +31,7 @@ print(`steps=${steps} type=${type_of(steps)} prompt=${prompt} scale=${scale}`);
 
     let out = run_script(dir.path(), "p.rhai", script, &["--set", "steps=many"]);
     assert!(!out.status.success());
-    assert!(
-        stderr(&out).contains("--set steps=many: expected an integer (the default is 500)"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("--set steps=many: expected an integer (the default is 500)"), "{}", stderr(&out));
 }
 
 #[test]
@@ -68,18 +54,9 @@ fn runtime_error_points_into_the_function() {
     let out = run_script(dir.path(), "f.rhai", script, &[]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
-    assert!(
-        err.starts_with("f.rhai:2:5: no such file or directory: missing.mp4"),
-        "{err}"
-    );
-    assert!(
-        err.contains("2 |     load_video(p)") && err.contains("  |     ^"),
-        "{err}"
-    );
-    assert!(
-        err.contains("note: in call to function 'open' at f.rhai:4:9"),
-        "{err}"
-    );
+    assert!(err.starts_with("f.rhai:2:5: no such file or directory: missing.mp4"), "{err}");
+    assert!(err.contains("2 |     load_video(p)") && err.contains("  |     ^"), "{err}");
+    assert!(err.contains("note: in call to function 'open' at f.rhai:4:9"), "{err}");
 }
 
 #[test]
@@ -87,8 +64,14 @@ fn bad_script_arguments_are_explained() {
     let dir = tempfile::tempdir().unwrap();
     let cases: &[(&str, &str)] = &[
         ("load_video(42);", "wrong arguments for load_video: called as load_video (i64); usage:"),
-        ("load_video(\"x.mp4\", #{frame: 2});", "load_video: unknown option \"frame\"; allowed options: every, fit, frames, size, start"),
-        ("load_video(\"x.mp4\", #{fit: \"stretch\"});", "unknown fit \"stretch\"; expected one of \"resize\", \"crop\", \"pad\""),
+        (
+            "load_video(\"x.mp4\", #{frame: 2});",
+            "load_video: unknown option \"frame\"; allowed options: every, fit, frames, size, start",
+        ),
+        (
+            "load_video(\"x.mp4\", #{fit: \"stretch\"});",
+            "unknown fit \"stretch\"; expected one of \"resize\", \"crop\", \"pad\"",
+        ),
         ("load_video(\"x.mp4\", #{size: 0});", "size must be positive, got 0x0"),
         ("load_video(\"x.mp4\", #{frames: \"all\"});", "option \"frames\" must be an integer, got string all"),
         ("synthetic_clip(#{kind: \"hexagon\"});", "unknown kind \"hexagon\""),
@@ -103,10 +86,7 @@ fn bad_script_arguments_are_explained() {
         assert_eq!(out.status.code(), Some(1), "{code}");
         let err = stderr(&out);
         assert!(err.starts_with("b.rhai:1:"), "{code}: {err}");
-        assert!(
-            err.contains(expected),
-            "{code}: expected {expected:?} in\n{err}"
-        );
+        assert!(err.contains(expected), "{code}: expected {expected:?} in\n{err}");
     }
     // A load with size not a multiple of 8 works but warns that the models will refuse it.
     let out = run_script(
@@ -116,26 +96,15 @@ fn bad_script_arguments_are_explained() {
         &[],
     );
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("size 30x30 is not a multiple of 8"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("size 30x30 is not a multiple of 8"), "{}", stderr(&out));
 }
 
 #[test]
 fn missing_script_is_named() {
     let dir = tempfile::tempdir().unwrap();
-    let out = vidtune(dir.path())
-        .args(["run", "nowhere.rhai"])
-        .output()
-        .unwrap();
+    let out = vidtune(dir.path()).args(["run", "nowhere.rhai"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("nowhere.rhai: cannot read script: no such file"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("nowhere.rhai: cannot read script: no such file"), "{}", stderr(&out));
 }
 
 #[test]
@@ -149,12 +118,7 @@ fn previews_go_to_files_without_a_terminal() {
     );
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
-    assert!(
-        text.contains("preview: ")
-            && text.contains("001-video.png")
-            && text.contains("002-masks.png"),
-        "{text}"
-    );
+    assert!(text.contains("preview: ") && text.contains("001-video.png") && text.contains("002-masks.png"), "{text}");
     let png = image::open(dir.path().join("previews/001-video.png")).unwrap();
     assert!(png.width() > 64 && png.height() > 32);
 }
@@ -165,18 +129,8 @@ fn doctor_reports_the_machine() {
     let out = vidtune(dir.path()).arg("doctor").output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
-    for row in [
-        "libtorch",
-        "CUDA",
-        "FFmpeg",
-        "ONNX Runtime",
-        "weights",
-        "cache",
-    ] {
-        assert!(
-            text.lines().any(|l| l.starts_with(row)),
-            "no {row} row in\n{text}"
-        );
+    for row in ["libtorch", "CUDA", "FFmpeg", "ONNX Runtime", "weights", "cache"] {
+        assert!(text.lines().any(|l| l.starts_with(row)), "no {row} row in\n{text}");
     }
     assert!(text.contains("2.11"), "{text}");
 }
@@ -184,20 +138,12 @@ fn doctor_reports_the_machine() {
 #[test]
 fn help_everywhere() {
     let dir = tempfile::tempdir().unwrap();
-    for args in [
-        &["--help"][..],
-        &["run", "--help"],
-        &["watch", "--help"],
-        &["doctor", "--help"],
-    ] {
+    for args in [&["--help"][..], &["run", "--help"], &["watch", "--help"], &["doctor", "--help"]] {
         let out = vidtune(dir.path()).args(args).output().unwrap();
         assert!(out.status.success(), "{args:?}");
         assert!(stdout(&out).contains("Usage: vidtune"), "{args:?}");
     }
-    let out = vidtune(dir.path())
-        .args(["run", "--help"])
-        .output()
-        .unwrap();
+    let out = vidtune(dir.path()).args(["run", "--help"]).output().unwrap();
     assert!(stdout(&out).contains("--set <NAME=VALUE>"));
 }
 
@@ -218,40 +164,18 @@ print(load_tensors("emb.safetensors").emb.dtype());
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(text.contains("random weights"), "{text}");
-    assert!(
-        text.contains("random:tiny") && text.contains("[1, 77, 32]") && text.contains("fp32"),
-        "{text}"
-    );
+    assert!(text.contains("random:tiny") && text.contains("[1, 77, 32]") && text.contains("fp32"), "{text}");
     assert_eq!(image::open(dir.path().join("out.png")).unwrap().width(), 64);
 
     for (code, expected) in [
-        (
-            "load_sd(\"random:tiny\", #{dtype: \"int8\"});",
-            "unknown dtype \"int8\"",
-        ),
-        (
-            "load_sd(\"random:tiny\", #{steps: 3});",
-            "load_sd: unknown option \"steps\"",
-        ),
-        (
-            "t2i(load_sd(\"random:tiny\"), \"x\", #{width: 60, steps: 1});",
-            "60x64 is not a multiple of 8",
-        ),
-        (
-            "load_sd(\"nowhere/model\");",
-            "nowhere/model is not in the Hugging Face cache",
-        ),
-        (
-            "load_sd(\"weights.ckpt\");",
-            "no such file or directory: weights.ckpt",
-        ),
+        ("load_sd(\"random:tiny\", #{dtype: \"int8\"});", "unknown dtype \"int8\""),
+        ("load_sd(\"random:tiny\", #{steps: 3});", "load_sd: unknown option \"steps\""),
+        ("t2i(load_sd(\"random:tiny\"), \"x\", #{width: 60, steps: 1});", "60x64 is not a multiple of 8"),
+        ("load_sd(\"nowhere/model\");", "nowhere/model is not in the Hugging Face cache"),
+        ("load_sd(\"weights.ckpt\");", "no such file or directory: weights.ckpt"),
     ] {
         let out = run_script(dir.path(), "bad.rhai", code, &[]);
         assert_eq!(out.status.code(), Some(1), "{code}");
-        assert!(
-            stderr(&out).contains(expected),
-            "{code}: expected {expected:?} in\n{}",
-            stderr(&out)
-        );
+        assert!(stderr(&out).contains(expected), "{code}: expected {expected:?} in\n{}", stderr(&out));
     }
 }

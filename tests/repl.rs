@@ -39,10 +39,7 @@ fn state_errors_help_and_history() {
 
     // An error prints with its position and the session keeps its state.
     let out = line(&mut p, "let v = load_video(\"missing.mp4\");");
-    assert!(
-        out.contains("<cell:3>:1:9: no such file or directory: missing.mp4"),
-        "{out}"
-    );
+    assert!(out.contains("<cell:3>:1:9: no such file or directory: missing.mp4"), "{out}");
     assert!(out.contains("^"), "{out}");
     assert!(line(&mut p, "x * 1").contains("40"));
 
@@ -53,34 +50,19 @@ fn state_errors_help_and_history() {
     assert!(line(&mut p, "add(x, 3)").contains("43"));
 
     // Values of vidtune types print as summaries.
-    let out = line(
-        &mut p,
-        "let c = synthetic_clip(#{frames: 3, size: 32}); c.video",
-    );
+    let out = line(&mut p, "let c = synthetic_clip(#{frames: 3, size: 32}); c.video");
     assert!(out.contains("Video(3 frames, 32x32, 8 fps)"), "{out}");
 
     let out = line(&mut p, ":help load_video");
-    assert!(
-        out.contains("load_video(path: string, options: map) -> Video"),
-        "{out}"
-    );
-    assert!(
-        out.contains("example:") && out.contains("#{frames: 8, every: 2, size: 512}"),
-        "{out}"
-    );
+    assert!(out.contains("load_video(path: string, options: map) -> Video"), "{out}");
+    assert!(out.contains("example:") && out.contains("#{frames: 8, every: 2, size: 512}"), "{out}");
     let out = line(&mut p, ":help Video");
     assert!(out.contains(".grid") && out.contains(".slice"), "{out}");
     let out = line(&mut p, ":help");
-    assert!(
-        out.contains("synthetic_clip") && out.contains(":autopreview"),
-        "{out}"
-    );
+    assert!(out.contains("synthetic_clip") && out.contains(":autopreview"), "{out}");
 
     let out = line(&mut p, ":vars");
-    assert!(
-        out.contains("x") && out.contains("i64") && out.contains("map"),
-        "{out}"
-    );
+    assert!(out.contains("x") && out.contains("i64") && out.contains("map"), "{out}");
 
     line(&mut p, ":reset");
     let out = line(&mut p, "x");
@@ -94,29 +76,20 @@ fn state_errors_help_and_history() {
     p.exp_eof().unwrap();
 
     let history = std::fs::read_to_string(dir.path().join("data/vidtune/history.txt")).unwrap();
-    assert!(
-        history.contains("let x = 40;") && history.contains(":help load_video"),
-        "{history}"
-    );
+    assert!(history.contains("let x = 40;") && history.contains(":help load_video"), "{history}");
 }
 
 #[test]
 fn tab_completes_functions_methods_and_variables() {
     let dir = tempfile::tempdir().unwrap();
     let mut p = start(dir.path());
-    line(
-        &mut p,
-        "let my_clip = synthetic_clip(#{frames: 5, size: 32}).video;",
-    );
+    line(&mut p, "let my_clip = synthetic_clip(#{frames: 5, size: 32}).video;");
     // A unique function prefix completes in place.
     p.send("synthetic_cl").unwrap();
     p.send("\t").unwrap();
     p.send_line("(#{frames: 3}).video.len() * 7").unwrap();
     let out = finish(&mut p);
-    assert!(
-        out.contains("synthetic_clip") && out.contains("21"),
-        "{out}"
-    );
+    assert!(out.contains("synthetic_clip") && out.contains("21"), "{out}");
     // Variables complete, and methods after a dot.
     p.send("my_cl").unwrap();
     p.send("\t").unwrap();
@@ -138,10 +111,7 @@ fn ctrl_c_cancels_a_running_loop_and_keeps_state() {
     std::thread::sleep(std::time::Duration::from_millis(500));
     p.send_control('c').unwrap();
     let out = finish(&mut p);
-    assert!(
-        out.contains("cancelled") && out.contains("the session keeps its state"),
-        "{out}"
-    );
+    assert!(out.contains("cancelled") && out.contains("the session keeps its state"), "{out}");
     assert!(line(&mut p, "kept + 1").contains('8'));
     let out = line(&mut p, "n > 0");
     assert!(out.contains("true"), "{out}");
@@ -152,11 +122,7 @@ fn ctrl_c_cancels_a_running_loop_and_keeps_state() {
 #[test]
 fn load_runs_a_file_into_the_session() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("lib.rhai"),
-        "let loaded = 5;\nfn triple(a) { a * 3 }\n",
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("lib.rhai"), "let loaded = 5;\nfn triple(a) { a * 3 }\n").unwrap();
     std::fs::write(dir.path().join("broken.rhai"), "let y = 1;\nlet z = y +;\n").unwrap();
     let mut p = start(dir.path());
     line(&mut p, ":load lib.rhai");

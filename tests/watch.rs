@@ -16,12 +16,8 @@ struct Watch {
 
 impl Watch {
     fn start(dir: &std::path::Path, script: &str) -> Watch {
-        let mut child = vidtune(dir)
-            .args(["watch", script])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child =
+            vidtune(dir).args(["watch", script]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
         let (tx, rx) = mpsc::channel();
         for stream in [
             Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
@@ -34,11 +30,7 @@ impl Watch {
                 }
             });
         }
-        Watch {
-            child,
-            lines: rx,
-            seen: vec![],
-        }
+        Watch { child, lines: rx, seen: vec![] }
     }
 
     /// Waits for a line containing `needle`; returns the lines read up to it.
@@ -55,10 +47,7 @@ impl Watch {
                 }
             }
         }
-        panic!(
-            "no line with {needle:?}; output so far:\n{}",
-            self.seen.join("\n")
-        );
+        panic!("no line with {needle:?}; output so far:\n{}", self.seen.join("\n"));
     }
 
     /// Lines that arrive within `wait`.
@@ -93,10 +82,7 @@ fn reruns_on_saves_and_survives_failures() {
     // Save in place.
     std::fs::write(&script, "print(\"run B\");").unwrap();
     let lines = w.expect("run B");
-    assert!(
-        lines.iter().any(|l| l.contains("changed: w.rhai")),
-        "{lines:?}"
-    );
+    assert!(lines.iter().any(|l| l.contains("changed: w.rhai")), "{lines:?}");
     w.expect("ok in");
 
     // Save by rename, as many editors do.
@@ -124,10 +110,7 @@ fn follows_files_the_script_reads_but_not_those_it_writes() {
         .spawn()
         .and_then(|mut c| {
             use std::io::Write;
-            c.stdin
-                .take()
-                .unwrap()
-                .write_all(b"save_video(synthetic_clip(#{frames: 3}).video, \"in.gif\");")?;
+            c.stdin.take().unwrap().write_all(b"save_video(synthetic_clip(#{frames: 3}).video, \"in.gif\");")?;
             c.wait()
         })
         .unwrap();
@@ -139,10 +122,7 @@ fn follows_files_the_script_reads_but_not_those_it_writes() {
     w.expect("watching 2 file(s)");
     // Writing out.gif on every run must not trigger another run.
     let extra = w.quiet_for(Duration::from_millis(1500));
-    assert!(
-        !extra.iter().any(|l| l.contains("changed")),
-        "rerun on its own output: {extra:?}"
-    );
+    assert!(!extra.iter().any(|l| l.contains("changed")), "rerun on its own output: {extra:?}");
     // Changing the input does.
     let status = vidtune(dir.path())
         .args(["run", "/dev/stdin"])
@@ -150,17 +130,11 @@ fn follows_files_the_script_reads_but_not_those_it_writes() {
         .spawn()
         .and_then(|mut c| {
             use std::io::Write;
-            c.stdin
-                .take()
-                .unwrap()
-                .write_all(b"save_video(synthetic_clip(#{frames: 5}).video, \"in.gif\");")?;
+            c.stdin.take().unwrap().write_all(b"save_video(synthetic_clip(#{frames: 5}).video, \"in.gif\");")?;
             c.wait()
         })
         .unwrap();
     assert!(status.success());
     let lines = w.expect("frames: 5");
-    assert!(
-        lines.iter().any(|l| l.contains("changed: in.gif")),
-        "{lines:?}"
-    );
+    assert!(lines.iter().any(|l| l.contains("changed: in.gif")), "{lines:?}");
 }

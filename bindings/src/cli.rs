@@ -38,9 +38,7 @@ enum Command {
 
 /// Parses `name=value`: integers, floats and booleans keep their type, anything else is a string.
 pub fn parse_set(item: &str) -> Result<(String, Dynamic), String> {
-    let (name, value) = item
-        .split_once('=')
-        .ok_or_else(|| format!("--set {item}: expected NAME=VALUE"))?;
+    let (name, value) = item.split_once('=').ok_or_else(|| format!("--set {item}: expected NAME=VALUE"))?;
     let name = name.trim();
     if name.is_empty() || !name.chars().all(|c| c.is_alphanumeric() || c == '_') {
         return Err(format!("--set {item}: {name:?} is not a variable name"));
@@ -53,10 +51,7 @@ pub fn parse_set(item: &str) -> Result<(String, Dynamic), String> {
     } else if let Ok(b) = value.parse::<bool>() {
         Dynamic::from(b)
     } else {
-        let unquoted = value
-            .strip_prefix('"')
-            .and_then(|v| v.strip_suffix('"'))
-            .unwrap_or(value);
+        let unquoted = value.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(value);
         Dynamic::from(unquoted.to_string())
     };
     Ok((name.to_string(), dynamic))
@@ -94,9 +89,9 @@ pub fn main() -> ExitCode {
             Ok(params) => return run_script(&file, &params),
             Err(e) => Err(anyhow::anyhow!(e)),
         },
-        Some(Command::Watch { file, set }) => parse_sets(&set)
-            .map_err(|e| anyhow::anyhow!(e))
-            .and_then(|params| crate::watch::watch(&file, &params)),
+        Some(Command::Watch { file, set }) => {
+            parse_sets(&set).map_err(|e| anyhow::anyhow!(e)).and_then(|params| crate::watch::watch(&file, &params))
+        }
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -116,10 +111,7 @@ mod tests {
         assert!(parse_set("steps=10").unwrap().1.is_int());
         assert!(parse_set("lr=3e-5").unwrap().1.is_float());
         assert!(parse_set("half=true").unwrap().1.is_bool());
-        assert_eq!(
-            parse_set("prompt=\"a red car\"").unwrap().1.to_string(),
-            "a red car"
-        );
+        assert_eq!(parse_set("prompt=\"a red car\"").unwrap().1.to_string(), "a red car");
         assert!(parse_set("nonsense").is_err());
         assert!(parse_set("a b=1").is_err());
     }

@@ -40,23 +40,14 @@ impl ScriptError {
         let mut e = ScriptError::plain(source, message);
         e.line = pos.line();
         e.column = pos.position();
-        e.source_line = e.line.and_then(|l| {
-            sources
-                .get(source)
-                .and_then(|text| text.lines().nth(l - 1))
-                .map(str::to_string)
-        });
+        e.source_line =
+            e.line.and_then(|l| sources.get(source).and_then(|text| text.lines().nth(l - 1)).map(str::to_string));
         e
     }
 
     /// From a parse error in `source`.
     pub fn from_parse(err: &ParseError, source: &str, sources: &HashMap<String, String>) -> Self {
-        ScriptError::at(
-            source,
-            err.position(),
-            format!("syntax error: {}", err.err_type()),
-            sources,
-        )
+        ScriptError::at(source, err.position(), format!("syntax error: {}", err.err_type()), sources)
     }
 
     /// From a run-time error of the top-level code of `source`, following calls to the innermost error.
@@ -66,20 +57,14 @@ impl ScriptError {
         loop {
             match err {
                 EvalAltResult::ErrorInFunctionCall(name, src, inner, pos) => {
-                    notes.push(format!(
-                        "in call to function '{name}' at {}",
-                        locate(&source, *pos)
-                    ));
+                    notes.push(format!("in call to function '{name}' at {}", locate(&source, *pos)));
                     if !src.is_empty() {
                         source = src.clone();
                     }
                     err = inner;
                 }
                 EvalAltResult::ErrorInModule(name, inner, pos) => {
-                    notes.push(format!(
-                        "in module '{name}' imported at {}",
-                        locate(&source, *pos)
-                    ));
+                    notes.push(format!("in module '{name}' imported at {}", locate(&source, *pos)));
                     source = name.clone();
                     err = inner;
                 }
@@ -121,31 +106,21 @@ fn message(err: &EvalAltResult) -> String {
             let text = other.to_string();
             let pos = other.position();
             let suffix = format!(" ({pos})");
-            text.strip_suffix(&suffix)
-                .map(str::to_string)
-                .unwrap_or(text)
+            text.strip_suffix(&suffix).map(str::to_string).unwrap_or(text)
         }
     }
 }
 
 impl fmt::Display for ScriptError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}: {}",
-            locate_lc(&self.source, self.line, self.column),
-            self.message
-        )?;
+        write!(f, "{}: {}", locate_lc(&self.source, self.line, self.column), self.message)?;
         if let (Some(line), Some(text)) = (self.line, &self.source_line) {
             let gutter = line.to_string().len();
             write!(f, "\n{line} | {text}")?;
             if let Some(col) = self.column {
                 // The caret sits under the column, counting characters (tabs kept as tabs).
-                let pad: String = text
-                    .chars()
-                    .take(col.saturating_sub(1))
-                    .map(|c| if c == '\t' { '\t' } else { ' ' })
-                    .collect();
+                let pad: String =
+                    text.chars().take(col.saturating_sub(1)).map(|c| if c == '\t' { '\t' } else { ' ' }).collect();
                 write!(f, "\n{} | {pad}^", " ".repeat(gutter))?;
             }
         }

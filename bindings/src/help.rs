@@ -68,10 +68,7 @@ pub struct TypeDoc {
 
 /// Every documented function, in the order `:help` lists them.
 pub fn functions() -> Vec<&'static FnDoc> {
-    crate::engine::DOC_TABLES
-        .iter()
-        .flat_map(|t| t.iter())
-        .collect()
+    crate::engine::DOC_TABLES.iter().flat_map(|t| t.iter()).collect()
 }
 
 /// Every documented type.
@@ -83,36 +80,18 @@ pub fn types() -> &'static [TypeDoc] {
 pub fn lookup(name: &str) -> Option<String> {
     let name = name.trim().trim_end_matches("()");
     if let Some(t) = types().iter().find(|t| t.name.eq_ignore_ascii_case(name)) {
-        let mut out = format!(
-            "{}\n\n  {}\n\n  methods and properties:\n",
-            t.name, t.summary
-        );
-        for f in functions()
-            .into_iter()
-            .filter(|f| f.owner() == Some(t.name))
-        {
-            out.push_str(&format!(
-                "    .{:<14} {}\n",
-                f.call_name(),
-                first_sentence(f.summary)
-            ));
+        let mut out = format!("{}\n\n  {}\n\n  methods and properties:\n", t.name, t.summary);
+        for f in functions().into_iter().filter(|f| f.owner() == Some(t.name)) {
+            out.push_str(&format!("    .{:<14} {}\n", f.call_name(), first_sentence(f.summary)));
         }
         return Some(out);
     }
-    let matches: Vec<_> = functions()
-        .into_iter()
-        .filter(|f| f.name == name || (f.owner().is_some() && f.call_name() == name))
-        .collect();
+    let matches: Vec<_> =
+        functions().into_iter().filter(|f| f.name == name || (f.owner().is_some() && f.call_name() == name)).collect();
     if matches.is_empty() {
         return None;
     }
-    Some(
-        matches
-            .iter()
-            .map(|f| f.render())
-            .collect::<Vec<_>>()
-            .join("\n"),
-    )
+    Some(matches.iter().map(|f| f.render()).collect::<Vec<_>>().join("\n"))
 }
 
 /// The overview printed by a bare `:help`.
@@ -144,10 +123,7 @@ fn first_sentence(s: &str) -> &str {
 
 /// Usage lines for a function name, used to explain a wrong-argument call.
 pub fn usage(name: &str) -> Option<String> {
-    let sigs: Vec<_> = functions()
-        .into_iter()
-        .filter(|f| f.call_name() == name)
-        .flat_map(|f| f.signatures.iter().copied())
-        .collect();
+    let sigs: Vec<_> =
+        functions().into_iter().filter(|f| f.call_name() == name).flat_map(|f| f.signatures.iter().copied()).collect();
     (!sigs.is_empty()).then(|| sigs.join("\n  "))
 }

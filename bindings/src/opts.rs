@@ -7,19 +7,15 @@ pub type RhaiResult<T> = Result<T, Box<EvalAltResult>>;
 
 /// A script-facing error at the call site (Rhai fills in the position).
 pub fn script_error(message: impl Into<String>) -> Box<EvalAltResult> {
-    Box::new(EvalAltResult::ErrorRuntime(
-        Dynamic::from(message.into()),
-        Position::NONE,
-    ))
+    Box::new(EvalAltResult::ErrorRuntime(Dynamic::from(message.into()), Position::NONE))
 }
 
 /// Maps a runtime result into a script result; a cancel becomes Rhai's "terminated" error.
 pub fn rt<T>(r: vidtune_runtime::Result<T>) -> RhaiResult<T> {
     r.map_err(|e| match e {
-        vidtune_runtime::Error::Cancelled => Box::new(EvalAltResult::ErrorTerminated(
-            Dynamic::from("cancelled"),
-            Position::NONE,
-        )),
+        vidtune_runtime::Error::Cancelled => {
+            Box::new(EvalAltResult::ErrorTerminated(Dynamic::from("cancelled"), Position::NONE))
+        }
         other => script_error(other.to_string()),
     })
 }
@@ -60,19 +56,11 @@ impl<'a> Opts<'a> {
 
     /// No options.
     pub fn empty(func: &'a str) -> Self {
-        Opts {
-            func,
-            map: Map::new(),
-        }
+        Opts { func, map: Map::new() }
     }
 
     fn wrong(&self, key: &str, expected: &str, got: &Dynamic) -> Box<EvalAltResult> {
-        script_error(format!(
-            "{}: option {key:?} must be {expected}, got {} {}",
-            self.func,
-            type_name(got),
-            got
-        ))
+        script_error(format!("{}: option {key:?} must be {expected}, got {} {}", self.func, type_name(got), got))
     }
 
     pub fn get(&self, key: &str) -> Option<&Dynamic> {
@@ -80,46 +68,29 @@ impl<'a> Opts<'a> {
     }
 
     pub fn int(&self, key: &str) -> RhaiResult<Option<i64>> {
-        self.get(key)
-            .map(|v| v.as_int().map_err(|_| self.wrong(key, "an integer", v)))
-            .transpose()
+        self.get(key).map(|v| v.as_int().map_err(|_| self.wrong(key, "an integer", v))).transpose()
     }
 
     /// A non-negative integer, as a count or index.
     pub fn count(&self, key: &str) -> RhaiResult<Option<usize>> {
         match self.int(key)? {
-            Some(n) if n < 0 => Err(script_error(format!(
-                "{}: option {key:?} must be >= 0, got {n}",
-                self.func
-            ))),
+            Some(n) if n < 0 => Err(script_error(format!("{}: option {key:?} must be >= 0, got {n}", self.func))),
             other => Ok(other.map(|n| n as usize)),
         }
     }
 
     pub fn float(&self, key: &str) -> RhaiResult<Option<f64>> {
         self.get(key)
-            .map(|v| {
-                v.as_float()
-                    .or_else(|_| v.as_int().map(|i| i as f64))
-                    .map_err(|_| self.wrong(key, "a number", v))
-            })
+            .map(|v| v.as_float().or_else(|_| v.as_int().map(|i| i as f64)).map_err(|_| self.wrong(key, "a number", v)))
             .transpose()
     }
 
     pub fn bool(&self, key: &str) -> RhaiResult<Option<bool>> {
-        self.get(key)
-            .map(|v| v.as_bool().map_err(|_| self.wrong(key, "true or false", v)))
-            .transpose()
+        self.get(key).map(|v| v.as_bool().map_err(|_| self.wrong(key, "true or false", v))).transpose()
     }
 
     pub fn string(&self, key: &str) -> RhaiResult<Option<String>> {
-        self.get(key)
-            .map(|v| {
-                v.clone()
-                    .into_string()
-                    .map_err(|_| self.wrong(key, "a string", v))
-            })
-            .transpose()
+        self.get(key).map(|v| v.clone().into_string().map_err(|_| self.wrong(key, "a string", v))).transpose()
     }
 
     /// A size: one integer (square) or `[width, height]`.
@@ -142,13 +113,7 @@ impl<'a> Opts<'a> {
 
     /// A value of a registered custom type.
     pub fn custom<T: Clone + 'static>(&self, key: &str, type_label: &str) -> RhaiResult<Option<T>> {
-        self.get(key)
-            .map(|v| {
-                v.clone()
-                    .try_cast::<T>()
-                    .ok_or_else(|| self.wrong(key, type_label, v))
-            })
-            .transpose()
+        self.get(key).map(|v| v.clone().try_cast::<T>().ok_or_else(|| self.wrong(key, type_label, v))).transpose()
     }
 }
 
@@ -157,42 +122,26 @@ mod tests {
     use super::*;
 
     fn map(pairs: &[(&str, Dynamic)]) -> Map {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).into(), v.clone()))
-            .collect()
+        pairs.iter().map(|(k, v)| ((*k).into(), v.clone())).collect()
     }
 
     #[test]
     fn unknown_keys_list_the_allowed_ones() {
-        let err = Opts::new(
-            "load_video",
-            map(&[("frame", Dynamic::from(3_i64))]),
-            &["frames", "start"],
-        )
-        .err()
-        .unwrap()
-        .to_string();
-        assert!(
-            err.contains("unknown option \"frame\"") && err.contains("frames, start"),
-            "{err}"
-        );
+        let err = Opts::new("load_video", map(&[("frame", Dynamic::from(3_i64))]), &["frames", "start"])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("unknown option \"frame\"") && err.contains("frames, start"), "{err}");
     }
 
     #[test]
     fn wrong_types_are_named() {
         let o = Opts::new("f", map(&[("size", Dynamic::from("big"))]), &["size"]).unwrap();
         let err = o.size("size").unwrap_err().to_string();
-        assert!(
-            err.contains("\"size\" must be an integer or [width, height], got string big"),
-            "{err}"
-        );
+        assert!(err.contains("\"size\" must be an integer or [width, height], got string big"), "{err}");
         let o = Opts::new(
             "f",
-            map(&[(
-                "size",
-                Dynamic::from(vec![Dynamic::from(4_i64), Dynamic::from(2_i64)]),
-            )]),
+            map(&[("size", Dynamic::from(vec![Dynamic::from(4_i64), Dynamic::from(2_i64)]))]),
             &["size"],
         )
         .unwrap();

@@ -20,10 +20,7 @@ pub enum PreviewMode {
 impl PreviewMode {
     /// The mode from `VIDTUNE_PREVIEW`, else inline on a terminal and files otherwise.
     pub fn from_env() -> Self {
-        match std::env::var("VIDTUNE_PREVIEW")
-            .unwrap_or_default()
-            .as_str()
-        {
+        match std::env::var("VIDTUNE_PREVIEW").unwrap_or_default().as_str() {
             "inline" | "sixel" => PreviewMode::Inline,
             "file" => PreviewMode::File,
             "off" => PreviewMode::Off,
@@ -54,14 +51,8 @@ impl Default for Previewer {
 
 impl Previewer {
     pub fn from_env() -> Self {
-        let dir = std::env::var_os("VIDTUNE_PREVIEW_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| "previews".into());
-        Previewer {
-            mode: PreviewMode::from_env(),
-            dir,
-            count: 0,
-        }
+        let dir = std::env::var_os("VIDTUNE_PREVIEW_DIR").map(PathBuf::from).unwrap_or_else(|| "previews".into());
+        Previewer { mode: PreviewMode::from_env(), dir, count: 0 }
     }
 
     /// Shows `image`; in file mode writes `previews/NNN-label.png` and returns its path.
@@ -72,13 +63,7 @@ impl Previewer {
                 self.count += 1;
                 let safe: String = label
                     .chars()
-                    .map(|c| {
-                        if c.is_ascii_alphanumeric() {
-                            c.to_ascii_lowercase()
-                        } else {
-                            '-'
-                        }
-                    })
+                    .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
                     .collect();
                 let path = self.dir.join(format!("{:03}-{safe}.png", self.count));
                 image.save(&path)?;
@@ -89,9 +74,7 @@ impl Previewer {
                 let rgb = image.to_rgb8()?;
                 let config = inline_config(rgb.width());
                 if let Err(e) = viuer::print(&image::DynamicImage::ImageRgb8(rgb), &config) {
-                    eprintln!(
-                        "preview failed ({e}); set VIDTUNE_PREVIEW=file to write PNGs instead"
-                    );
+                    eprintln!("preview failed ({e}); set VIDTUNE_PREVIEW=file to write PNGs instead");
                 }
                 Ok(None)
             }
@@ -104,14 +87,9 @@ impl Previewer {
 fn inline_config(pixel_width: u32) -> viuer::Config {
     let env = |k: &str| std::env::var(k).unwrap_or_default();
     let (term, program) = (env("TERM"), env("TERM_PROGRAM"));
-    let kitty = std::env::var_os("KITTY_WINDOW_ID").is_some()
-        || term.contains("kitty")
-        || program == "ghostty";
+    let kitty = std::env::var_os("KITTY_WINDOW_ID").is_some() || term.contains("kitty") || program == "ghostty";
     let iterm = matches!(program.as_str(), "iTerm.app" | "WezTerm");
-    let sixel = env("VIDTUNE_PREVIEW") == "sixel"
-        || term.contains("sixel")
-        || term == "foot"
-        || term == "mlterm";
+    let sixel = env("VIDTUNE_PREVIEW") == "sixel" || term.contains("sixel") || term == "foot" || term == "mlterm";
     let (cols, _) = viuer::terminal_size();
     // Half-blocks show 1x2 pixels per cell: keep small images small, large ones within the terminal.
     let width = (pixel_width.div_ceil(4)).clamp(16, (cols as u32).clamp(20, 100));

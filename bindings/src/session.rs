@@ -38,14 +38,7 @@ impl Session {
     pub fn new() -> Self {
         let host = Rc::new(Host::default());
         let engine = engine::build_engine(&host);
-        Session {
-            engine,
-            scope: Scope::new(),
-            functions: AST::empty(),
-            host,
-            sources: HashMap::new(),
-            counter: 0,
-        }
+        Session { engine, scope: Scope::new(), functions: AST::empty(), host, sources: HashMap::new(), counter: 0 }
     }
 
     /// Evaluates code typed by a user (named `<cell:N>` in errors).
@@ -66,9 +59,7 @@ impl Session {
             .map_err(|e| ScriptError::from_parse(&e, name, &self.sources))?;
         ast.set_source(name);
         let program = self.functions.merge(&ast);
-        let result = self
-            .engine
-            .eval_ast_with_scope::<Dynamic>(&mut self.scope, &program);
+        let result = self.engine.eval_ast_with_scope::<Dynamic>(&mut self.scope, &program);
         self.functions = program.clone_functions_only();
         result.map_err(|e| ScriptError::from_eval(&e, name, &self.sources))
     }
@@ -77,11 +68,7 @@ impl Session {
     pub fn run_file(&mut self, path: &Path) -> Result<Dynamic, ScriptError> {
         let name = path.display().to_string();
         let code = std::fs::read_to_string(path).map_err(|e| {
-            let why = if e.kind() == std::io::ErrorKind::NotFound {
-                "no such file".to_string()
-            } else {
-                e.to_string()
-            };
+            let why = if e.kind() == std::io::ErrorKind::NotFound { "no such file".to_string() } else { e.to_string() };
             ScriptError::plain(&name, format!("cannot read script: {why}"))
         })?;
         self.host.record_read(path);
@@ -90,23 +77,14 @@ impl Session {
 
     /// Makes `value` available to `param(name, default)` and as a variable `name`.
     pub fn set_param(&mut self, name: &str, value: Dynamic) {
-        self.host
-            .params
-            .borrow_mut()
-            .insert(name.to_string(), value.clone());
+        self.host.params.borrow_mut().insert(name.to_string(), value.clone());
         self.scope.set_or_push(name.to_string(), value);
     }
 
     /// Parameters given with `set_param` that the script never asked for with `param`.
     pub fn unused_params(&self) -> Vec<String> {
         let used = self.host.params_used.borrow();
-        self.host
-            .params
-            .borrow()
-            .keys()
-            .filter(|k| !used.contains(*k))
-            .cloned()
-            .collect()
+        self.host.params.borrow().keys().filter(|k| !used.contains(*k)).cloned().collect()
     }
 
     /// The value of a variable, if it holds a `T`.
@@ -116,8 +94,7 @@ impl Session {
 
     /// Sets (or creates) a variable.
     pub fn set<T: Clone + 'static>(&mut self, name: &str, value: T) {
-        self.scope
-            .set_or_push(name.to_string(), Dynamic::from(value));
+        self.scope.set_or_push(name.to_string(), Dynamic::from(value));
     }
 
     /// Every variable, newest last.
@@ -141,10 +118,7 @@ impl Session {
 
     /// Names of the script functions defined so far.
     pub fn function_names(&self) -> Vec<String> {
-        self.functions
-            .iter_functions()
-            .map(|f| f.name.to_string())
-            .collect()
+        self.functions.iter_functions().map(|f| f.name.to_string()).collect()
     }
 
     /// Forgets every variable and function.
@@ -175,19 +149,14 @@ mod tests {
     #[test]
     fn state_persists_across_evals_and_errors() {
         let mut s = Session::new();
-        let _ = s
-            .eval("let clip = synthetic_clip(#{frames: 3, size: 32}).video; fn twice(x) { x * 2 }")
-            .unwrap();
+        let _ = s.eval("let clip = synthetic_clip(#{frames: 3, size: 32}).video; fn twice(x) { x * 2 }").unwrap();
         assert_eq!(s.eval("twice(clip.len())").unwrap().as_int().unwrap(), 6);
         let err = s.eval("let bad = load_video(\"nope.gif\");").unwrap_err();
         assert!(err.to_string().contains("nope.gif"));
         assert_eq!(s.eval("clip.len()").unwrap().as_int().unwrap(), 3);
         let v: vidtune_runtime::Video = s.get("clip").unwrap();
         assert_eq!(v.width(), 32);
-        assert!(s
-            .vars()
-            .iter()
-            .any(|v| v.name == "clip" && v.type_name == "Video"));
+        assert!(s.vars().iter().any(|v| v.name == "clip" && v.type_name == "Video"));
         s.reset();
         assert!(s.eval("clip").is_err());
         assert!(s.eval("twice(1)").is_err());
@@ -199,14 +168,8 @@ mod tests {
         s.set("n", 5_i64);
         assert_eq!(s.eval("n + 1").unwrap().as_int().unwrap(), 6);
         s.set_param("steps", Dynamic::from(3_i64));
-        assert_eq!(
-            s.eval("param(\"steps\", 100)").unwrap().as_int().unwrap(),
-            3
-        );
-        assert_eq!(
-            s.eval("param(\"other\", 100)").unwrap().as_int().unwrap(),
-            100
-        );
+        assert_eq!(s.eval("param(\"steps\", 100)").unwrap().as_int().unwrap(), 3);
+        assert_eq!(s.eval("param(\"other\", 100)").unwrap().as_int().unwrap(), 100);
         assert!(s.unused_params().is_empty());
     }
 }

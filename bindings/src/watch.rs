@@ -19,23 +19,13 @@ use std::time::{Duration, Instant};
 const DEBOUNCE: Duration = Duration::from_millis(200);
 
 fn is_editor_dropping(path: &Path) -> bool {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    name.ends_with('~')
-        || name.ends_with(".swp")
-        || name.ends_with(".swx")
-        || name == "4913"
-        || name.starts_with(".#")
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    name.ends_with('~') || name.ends_with(".swp") || name.ends_with(".swx") || name == "4913" || name.starts_with(".#")
 }
 
 /// Local wall-clock time as `HH:MM:SS`.
 fn clock() -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let t = now as libc::time_t;
     // SAFETY: localtime_r writes into the zeroed struct we own and reads only `t`.
     let tm = unsafe {
@@ -87,10 +77,7 @@ pub fn watch(script: &Path, params: &[(String, Dynamic)]) -> anyhow::Result<()> 
     loop {
         println!("── {} · {reason} · running {}", clock(), script.display());
         let files = run_once(&script, params);
-        let dirs: BTreeSet<PathBuf> = files
-            .iter()
-            .filter_map(|f| f.parent().map(Path::to_path_buf))
-            .collect();
+        let dirs: BTreeSet<PathBuf> = files.iter().filter_map(|f| f.parent().map(Path::to_path_buf)).collect();
         for gone in watched_dirs.difference(&dirs) {
             let _ = debouncer.unwatch(gone);
         }
@@ -104,11 +91,7 @@ pub fn watch(script: &Path, params: &[(String, Dynamic)]) -> anyhow::Result<()> 
         let changed = wait_for_change(&rx, &files)?;
         reason = format!(
             "changed: {}",
-            changed
-                .iter()
-                .map(|p| p.file_name().unwrap_or_default().to_string_lossy())
-                .collect::<Vec<_>>()
-                .join(", ")
+            changed.iter().map(|p| p.file_name().unwrap_or_default().to_string_lossy()).collect::<Vec<_>>().join(", ")
         );
     }
 }

@@ -565,6 +565,128 @@ def sd14_architecture(out):
     (out / "sd14_parameters.json").write_text(json.dumps(result, indent=0))
 
 
+# --------------------------------------------------------------------------------------------------
+# Tune-A-Video's inflated UNet, implemented independently by patching diffusers' modules, and saved in
+# Tune-A-Video's folder layout (3-D block types, attn_temp / norm_temp tensors).
+# --------------------------------------------------------------------------------------------------
+
+
+def tav_fixtures(out, src, pipe):
+    import copy
+    import types
+
+    import torch.nn.functional as F
+    from diffusers.models.attention import BasicTransformerBlock
+    from diffusers.models.attention_processor import Attention
+    from diffusers.models.resnet import ResnetBlock2D
+
+    frames = 3
+    unet = copy.deepcopy(pipe.unet)
+    g = torch.Generator().manual_seed(77)
+    blocks = [m for m in unet.modules() if isinstance(m, BasicTransformerBlock)]
+    for block in blocks:
+        dim = block.norm1.normalized_shape[0]
+        heads = block.attn1.heads
+        block.attn_temp = Attention(query_dim=dim, heads=heads, dim_head=dim // heads, bias=False)
+        block.norm_temp = torch.nn.LayerNorm(dim)
+        # Values as if tuned, so that no path is trivially zero.
+        for p in list(block.attn_temp.parameters()) + list(block.norm_temp.parameters()):
+            p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+    state = {k: v.clone() for k, v in unet.state_dict().items()}
+
+    def attend(attn, q, k, v):
+        b, lq, inner = q.shape
+        h = attn.heads
+        q = q.view(b, lq, h, -1).transpose(1, 2)
+        k = k.view(b, k.shape[1], h, -1).transpose(1, 2)
+        v = v.view(b, v.shape[1], h, -1).transpose(1, 2)
+        w = (q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5).softmax(-1)
+        return attn.to_out[0]((w @ v).transpose(1, 2).reshape(b, lq, inner))
+
+    def sparse_causal(attn, x):
+        bf, l, c = x.shape
+        b = bf // frames
+        q, k, v = attn.to_q(x), attn.to_k(x), attn.to_v(x)
+
+        def gather(t):
+            t = t.view(b, frames, l, -1)
+            prev = [max(i - 1, 0) for i in range(frames)]
+            return torch.cat([t[:, [0] * frames], t[:, prev]], dim=2).reshape(bf, 2 * l, -1)
+
+        return attend(attn, q, gather(k), gather(v))
+
+    def block_forward(self, hidden_states, attention_mask=None, encoder_hidden_states=None, **kwargs):
+        h = sparse_causal(self.attn1, self.norm1(hidden_states)) + hidden_states
+        n = self.norm2(h)
+        h = attend(self.attn2, self.attn2.to_q(n), self.attn2.to_k(encoder_hidden_states), self.attn2.to_v(encoder_hidden_states)) + h
+        h = self.ff(self.norm3(h)) + h
+        bf, d, c = h.shape
+        t = h.view(bf // frames, frames, d, c).permute(0, 2, 1, 3).reshape(-1, frames, c)
+        n = self.norm_temp(t)
+        t = attend(self.attn_temp, self.attn_temp.to_q(n), self.attn_temp.to_k(n), self.attn_temp.to_v(n)) + t
+        return t.view(bf // frames, d, frames, c).permute(0, 2, 1, 3).reshape(bf, d, c)
+
+    class FrameGroupNorm(torch.nn.Module):
+        """GroupNorm with statistics over all frames of a clip (Tune-A-Video's ResnetBlock3D)."""
+
+        def __init__(self, gn):
+            super().__init__()
+            self.gn = gn
+
+        def forward(self, x):
+            bf, c, h, w = x.shape
+            y = x.view(bf // frames, frames, c, h, w).permute(0, 2, 1, 3, 4)
+            y = F.group_norm(y, self.gn.num_groups, self.gn.weight, self.gn.bias, self.gn.eps)
+            return y.permute(0, 2, 1, 3, 4).reshape(bf, c, h, w)
+
+    for block in blocks:
+        block.forward = types.MethodType(block_forward, block)
+    for r in [m for m in unet.modules() if isinstance(m, ResnetBlock2D)]:
+        r.norm1, r.norm2 = FrameGroupNorm(r.norm1), FrameGroupNorm(r.norm2)
+    unet.conv_norm_out = FrameGroupNorm(unet.conv_norm_out)
+
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(1, 4, frames, 8, 8, generator=gen)
+    ctx = torch.randn(1, 77, unet.config.cross_attention_dim, generator=gen)
+    t = 321
+    flat = x.permute(0, 2, 1, 3, 4).reshape(frames, 4, 8, 8)
+    y = unet(flat, torch.tensor([t] * frames), encoder_hidden_states=ctx.repeat_interleave(frames, 0)).sample
+    y = y.reshape(1, frames, 4, 8, 8).permute(0, 2, 1, 3, 4)
+    save(out / "tav.safetensors", {"sample": x, "encoder_hidden_states": ctx, "timestep": torch.tensor(t), "out": y})
+
+    folder = out / "tav_pipeline"
+    shutil.copytree(src, folder)
+    cfg = json.loads((folder / "unet" / "config.json").read_text())
+    cfg["_class_name"] = "UNet3DConditionModel"
+    cfg["down_block_types"] = [b.replace("2D", "3D") for b in cfg["down_block_types"]]
+    cfg["up_block_types"] = [b.replace("2D", "3D") for b in cfg["up_block_types"]]
+    cfg["mid_block_type"] = "UNetMidBlock3DCrossAttn"
+    cfg["use_first_frame"] = False  # extra fields of Tune-A-Video's config, ignored by vidtune
+    (folder / "unet" / "config.json").write_text(json.dumps(cfg, indent=2))
+    save(folder / "unet" / "diffusion_pytorch_model.safetensors", state)
+
+
+def optimizer_fixtures(out):
+    """torch.optim.AdamW and clip_grad_norm_ on random parameters and gradients."""
+    g = torch.Generator().manual_seed(21)
+    p = torch.nn.Parameter(torch.randn(5, 7, generator=g))
+    tensors = {"p0": p.detach().clone()}
+    opt = torch.optim.AdamW([p], lr=1e-2, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2)
+    for i in range(3):
+        grad = torch.randn(5, 7, generator=g)
+        tensors[f"grad{i}"] = grad
+        p.grad = grad.clone()
+        opt.step()
+        tensors[f"p{i + 1}"] = p.detach().clone()
+    grads = [torch.randn(3, 4, generator=g) * 2, torch.randn(6, generator=g)]
+    params = [torch.nn.Parameter(torch.zeros_like(x)) for x in grads]
+    for prm, gr in zip(params, grads):
+        prm.grad = gr.clone()
+    norm = torch.nn.utils.clip_grad_norm_(params, 1.0)
+    tensors.update({"clip.g0": grads[0], "clip.g1": grads[1], "clip.out0": params[0].grad, "clip.out1": params[1].grad, "clip.norm": norm})
+    save(out / "optim.safetensors", tensors)
+
+
 def main():
     out = Path(sys.argv[1] if len(sys.argv) > 1 else HERE.parent / "fixtures" / "generated").resolve()
     tmp = out.with_name(out.name + ".tmp")
@@ -577,6 +699,7 @@ def main():
     tokenizer_fixture(tmp)
     vocab = json.loads((tmp / "tokenizers" / "pad_eos" / "vocab.json").read_text())
     scheduler_fixtures(tmp)
+    optimizer_fixtures(tmp)
     for name, cfg in CONFIGS.items():
         d = tmp / name
         unet, vae, text_encoder, scheduler = build_components(name, cfg, vocab)
@@ -584,6 +707,7 @@ def main():
         model_fixtures(d, name, pipe)
         ddim_loop_fixture(d, pipe)
         checkpoint_layouts(d, d / "pipeline", pipe)
+        tav_fixtures(d, d / "pipeline", pipe)
     sd14_architecture(tmp)
 
     (tmp / "STAMP").write_text(stamp() + "\n" + f"diffusers {diffusers.__version__}, transformers {transformers.__version__}, torch {torch.__version__}\n")

@@ -6,10 +6,7 @@ use tch::{Kind, Tensor};
 /// Largest absolute difference between two tensors (as f64).
 pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
     assert_eq!(a.size(), b.size(), "shapes differ");
-    (a.to_kind(Kind::Double) - b.to_kind(Kind::Double))
-        .abs()
-        .max()
-        .double_value(&[])
+    (a.to_kind(Kind::Double) - b.to_kind(Kind::Double)).abs().max().double_value(&[])
 }
 
 /// Asserts `max |a − b| <= tol`, naming `what`.
@@ -23,11 +20,7 @@ pub fn assert_close(a: &Tensor, b: &Tensor, tol: f64, what: &str) {
 pub fn fixtures_dir() -> std::path::PathBuf {
     let dir = std::env::var_os("VIDTUNE_FIXTURES")
         .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("fixtures")
-                .join("generated")
-        });
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join("generated"));
     assert!(
         dir.join("STAMP").exists(),
         "reference fixtures missing at {}: run ./dev.sh test, or the virtualenv's python on \
@@ -50,8 +43,5 @@ pub fn load_fixture(rel: &str) -> std::collections::HashMap<String, Tensor> {
 pub fn assert_close_rel(a: &Tensor, b: &Tensor, tol: f64, what: &str) {
     let d = max_abs_diff(a, b);
     let scale = b.to_kind(Kind::Double).abs().max().double_value(&[]);
-    assert!(
-        d <= tol,
-        "{what}: max abs error {d:e} > {tol:e} (reference max |x| = {scale:.3})"
-    );
+    assert!(d <= tol, "{what}: max abs error {d:e} > {tol:e} (reference max |x| = {scale:.3})");
 }

@@ -15,10 +15,8 @@ fn every_byte_value_round_trips_exactly() {
 
 #[test]
 fn grid_places_each_frame_at_its_cell() {
-    let frames = Tensor::arange(5, (Kind::Float, tch::Device::Cpu))
-        .view([5, 1, 1, 1])
-        .expand([5, 3, 4, 6], true)
-        / 10.0;
+    let frames =
+        Tensor::arange(5, (Kind::Float, tch::Device::Cpu)).view([5, 1, 1, 1]).expand([5, 3, 4, 6], true) / 10.0;
     let sheet = grid(&frames, 2, 1, -1.0).unwrap();
     assert_eq!(sheet.size(), vec![3, 3 * 4 + 4, 2 * 6 + 3]);
     for i in 0..5i64 {
@@ -27,14 +25,7 @@ fn grid_places_each_frame_at_its_cell() {
         assert_close(&cell, &frames.get(i), 0.0, "cell");
     }
     // The unused sixth cell and the borders keep the fill value.
-    assert_eq!(
-        sheet
-            .narrow(1, 11, 4)
-            .narrow(2, 8, 6)
-            .max()
-            .double_value(&[]),
-        -1.0
-    );
+    assert_eq!(sheet.narrow(1, 11, 4).narrow(2, 8, 6).max().double_value(&[]), -1.0);
 }
 
 #[test]
@@ -64,32 +55,14 @@ fn resize_keeps_constants_and_averages_when_shrinking() {
 #[test]
 fn crop_and_pad_geometry() {
     // A wide frame whose columns hold their index: crop keeps the centre columns, pad adds bars.
-    let cols = Tensor::arange(40, (Kind::Float, tch::Device::Cpu))
-        .view([1, 1, 1, 40])
-        .expand([1, 1, 20, 40], true);
+    let cols = Tensor::arange(40, (Kind::Float, tch::Device::Cpu)).view([1, 1, 1, 40]).expand([1, 1, 20, 40], true);
     let cropped = fit(&cols, 20, 20, Fit::Crop, -1.0).unwrap();
-    assert_close(
-        &cropped,
-        &cols.narrow(3, 10, 20),
-        1e-5,
-        "centre crop at scale 1",
-    );
+    assert_close(&cropped, &cols.narrow(3, 10, 20), 1e-5, "centre crop at scale 1");
     let padded = fit(&cols, 40, 40, Fit::Pad, -1.0).unwrap();
     assert_eq!(padded.size(), vec![1, 1, 40, 40]);
-    assert_eq!(
-        padded.narrow(2, 0, 10).max().double_value(&[]),
-        -1.0,
-        "top bar"
-    );
-    assert_eq!(
-        padded.narrow(2, 30, 10).max().double_value(&[]),
-        -1.0,
-        "bottom bar"
-    );
-    assert!(
-        padded.narrow(2, 10, 20).min().double_value(&[]) >= 0.0,
-        "content band"
-    );
+    assert_eq!(padded.narrow(2, 0, 10).max().double_value(&[]), -1.0, "top bar");
+    assert_eq!(padded.narrow(2, 30, 10).max().double_value(&[]), -1.0, "bottom bar");
+    assert!(padded.narrow(2, 10, 20).min().double_value(&[]) >= 0.0, "content band");
 }
 
 #[test]

@@ -37,10 +37,8 @@ fn ddim_from(config: &Value) -> Ddim {
 
 #[test]
 fn ddim_matches_diffusers_for_every_config() {
-    let meta: Value = serde_json::from_str(
-        &std::fs::read_to_string(fixtures_dir().join("schedulers.json")).unwrap(),
-    )
-    .unwrap();
+    let meta: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures_dir().join("schedulers.json")).unwrap()).unwrap();
     let t = load_fixture("schedulers.safetensors");
     let variants = meta.as_object().unwrap();
     assert!(variants.len() >= 5);
@@ -53,42 +51,18 @@ fn ddim_matches_diffusers_for_every_config() {
             &format!("{name}: alphas_cumprod"),
         );
         ddim.set_timesteps(25).unwrap();
-        let want: Vec<i64> = v["timesteps"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_i64().unwrap())
-            .collect();
+        let want: Vec<i64> = v["timesteps"].as_array().unwrap().iter().map(|x| x.as_i64().unwrap()).collect();
         assert_eq!(ddim.timesteps(), want.as_slice(), "{name}: timesteps");
         for k in 0..3 {
             let get = |s: &str| &t[&format!("{name}.{k}.{s}")];
             let step = get("t").int64_value(&[]);
             let (sample, out, noise) = (get("sample"), get("model_output"), get("noise"));
             let r = ddim.step(out, step, sample, 0.0, None, false).unwrap();
-            assert_close_rel(
-                &r.prev_sample,
-                get("eta0"),
-                1e-5,
-                &format!("{name} t={step} eta 0"),
-            );
-            assert_close_rel(
-                &r.pred_original_sample,
-                get("eta0.x0"),
-                1e-5,
-                &format!("{name} t={step} x0"),
-            );
-            let r = ddim
-                .step(out, step, sample, 0.7, Some(noise), false)
-                .unwrap();
-            assert_close_rel(
-                &r.prev_sample,
-                get("eta07"),
-                1e-5,
-                &format!("{name} t={step} eta 0.7"),
-            );
-            let r = ddim
-                .step(out, step, sample, 0.7, Some(noise), true)
-                .unwrap();
+            assert_close_rel(&r.prev_sample, get("eta0"), 1e-5, &format!("{name} t={step} eta 0"));
+            assert_close_rel(&r.pred_original_sample, get("eta0.x0"), 1e-5, &format!("{name} t={step} x0"));
+            let r = ddim.step(out, step, sample, 0.7, Some(noise), false).unwrap();
+            assert_close_rel(&r.prev_sample, get("eta07"), 1e-5, &format!("{name} t={step} eta 0.7"));
+            let r = ddim.step(out, step, sample, 0.7, Some(noise), true).unwrap();
             assert_close_rel(
                 &r.prev_sample,
                 get("eta07_clipped"),
@@ -102,50 +76,19 @@ fn ddim_matches_diffusers_for_every_config() {
 #[test]
 fn ddpm_noise_and_velocity_match_diffusers() {
     let t = load_fixture("schedulers.safetensors");
-    let schedule = NoiseSchedule::new(
-        1000,
-        0.00085,
-        0.012,
-        BetaSchedule::ScaledLinear,
-        None,
-        false,
-    )
-    .unwrap();
+    let schedule = NoiseSchedule::new(1000, 0.00085, 0.012, BetaSchedule::ScaledLinear, None, false).unwrap();
     let (x0, noise, ts) = (&t["ddpm.x0"], &t["ddpm.noise"], &t["ddpm.t"]);
-    assert_close_rel(
-        &ddpm::add_noise(&schedule, x0, noise, ts).unwrap(),
-        &t["ddpm.noisy"],
-        1e-6,
-        "add_noise",
-    );
-    assert_close_rel(
-        &ddpm::get_velocity(&schedule, x0, noise, ts).unwrap(),
-        &t["ddpm.velocity"],
-        1e-6,
-        "get_velocity",
-    );
+    assert_close_rel(&ddpm::add_noise(&schedule, x0, noise, ts).unwrap(), &t["ddpm.noisy"], 1e-6, "add_noise");
+    assert_close_rel(&ddpm::get_velocity(&schedule, x0, noise, ts).unwrap(), &t["ddpm.velocity"], 1e-6, "get_velocity");
 }
 
 #[test]
 fn bad_scheduler_inputs_are_named() {
-    let schedule = NoiseSchedule::new(
-        1000,
-        0.00085,
-        0.012,
-        BetaSchedule::ScaledLinear,
-        None,
-        false,
-    )
-    .unwrap();
+    let schedule = NoiseSchedule::new(1000, 0.00085, 0.012, BetaSchedule::ScaledLinear, None, false).unwrap();
     let x = Tensor::zeros([1, 4, 2, 2], (tch::Kind::Float, tch::Device::Cpu));
-    let e = ddpm::add_noise(&schedule, &x, &x, &Tensor::from_slice(&[1000i64]))
-        .unwrap_err()
-        .to_string();
+    let e = ddpm::add_noise(&schedule, &x, &x, &Tensor::from_slice(&[1000i64])).unwrap_err().to_string();
     assert!(e.contains("timesteps must lie in 0..1000"), "{e}");
-    assert!(BetaSchedule::parse("cosine")
-        .unwrap_err()
-        .to_string()
-        .contains("\"squaredcos_cap_v2\""));
+    assert!(BetaSchedule::parse("cosine").unwrap_err().to_string().contains("\"squaredcos_cap_v2\""));
     let mut d = Ddim::new(
         schedule,
         DdimParams {
@@ -160,20 +103,8 @@ fn bad_scheduler_inputs_are_named() {
             spacing: Spacing::Leading,
         },
     );
-    assert!(d
-        .step(&x, 1, &x, 0.0, None, false)
-        .unwrap_err()
-        .to_string()
-        .contains("set_timesteps"));
-    assert!(d
-        .set_timesteps(0)
-        .unwrap_err()
-        .to_string()
-        .contains("steps must be in 1..=1000"));
+    assert!(d.step(&x, 1, &x, 0.0, None, false).unwrap_err().to_string().contains("set_timesteps"));
+    assert!(d.set_timesteps(0).unwrap_err().to_string().contains("steps must be in 1..=1000"));
     d.set_timesteps(10).unwrap();
-    assert!(d
-        .step(&x, 1, &x, 0.5, None, false)
-        .unwrap_err()
-        .to_string()
-        .contains("variance noise"));
+    assert!(d.step(&x, 1, &x, 0.5, None, false).unwrap_err().to_string().contains("variance noise"));
 }

@@ -38,16 +38,9 @@ pub fn attention(
     backend: Backend,
 ) -> Tensor {
     match backend {
-        Backend::Sdpa => Tensor::scaled_dot_product_attention(
-            q,
-            k,
-            v,
-            mask,
-            0.0,
-            causal && mask.is_none(),
-            scale,
-            false,
-        ),
+        Backend::Sdpa => {
+            Tensor::scaled_dot_product_attention(q, k, v, mask, 0.0, causal && mask.is_none(), scale, false)
+        }
         Backend::Math => {
             let d = *q.size().last().unwrap_or(&1);
             let scale = scale.unwrap_or(1.0 / (d as f64).sqrt());
@@ -74,4 +67,75 @@ pub fn causal_mask(len: i64, kind: Kind, device: tch::Device) -> Tensor {
         _ => f32::MIN as f64,
     };
     Tensor::full([len, len], lowest, (kind, device)).triu(1)
+}
+
+/// `[B·F, L, C]` → `[B, F, L, C]`.
+fn frames_view(x: &Tensor, frames: i64) -> Tensor {
+    let s = x.size();
+    x.view([s[0] / frames, frames, s[1], s[2]])
+}
+
+/// Keys / values of sparse-causal attention (Tune-A-Video): for frame `i`, the tokens of frame 0 and of
+/// frame `i − 1` (frame 0 uses itself twice). `[B·F, L, C]` → `[B·F, 2L, C]`.
+pub fn gather_sparse_causal(kv: &Tensor, frames: i64) -> Tensor {
+    let v = frames_view(kv, frames);
+    let first = v.narrow(1, 0, 1).expand([-1, frames, -1, -1], false);
+    let prev_idx: Vec<i64> = (0..frames).map(|i| (i - 1).max(0)).collect();
+    let prev = v.index_select(1, &Tensor::from_slice(&prev_idx).to_device(kv.device()));
+    let s = kv.size();
+    Tensor::cat(&[first, prev], 2).reshape([s[0], 2 * s[1], s[2]])
+}
+
+/// Keys / values from the first frame only (LAMP). `[B·F, L, C]` → `[B·F, L, C]`.
+pub fn gather_first_frame(kv: &Tensor, frames: i64) -> Tensor {
+    let v = frames_view(kv, frames);
+    v.narrow(1, 0, 1).expand([-1, frames, -1, -1], false).reshape(kv.size().as_slice())
+}
+
+/// Keys / values of every frame of the clip, for every frame. `[B·F, L, C]` → `[B·F, F·L, C]`.
+pub fn gather_all_frames(kv: &Tensor, frames: i64) -> Tensor {
+    let v = frames_view(kv, frames);
+    let s = kv.size();
+    let all = v.reshape([s[0] / frames, 1, frames * s[1], s[2]]);
+    all.expand([-1, frames, -1, -1], false).reshape([s[0], frames * s[1], s[2]])
+}
+
+/// Average-pools each frame's tokens `[N, H·W, C]` on its `h × w` grid by `r` per side (a last partial
+/// window averages what it covers). Returns `[N, ⌈h/r⌉·⌈w/r⌉, C]`.
+pub fn pool_tokens(x: &Tensor, h: i64, w: i64, r: i64) -> Tensor {
+    if r <= 1 {
+        return x.shallow_clone();
+    }
+    let s = x.size();
+    let grid = x.transpose(1, 2).reshape([s[0], s[2], h, w]);
+    let pooled = grid.avg_pool2d([r, r], [r, r], [0, 0], true, false, None::<i64>);
+    let ps = pooled.size();
+    pooled.reshape([s[0], s[2], ps[2] * ps[3]]).transpose(1, 2)
+}
+
+/// Keys / values of fine-coarse frame attention (EI² FFAM): for frame `i`, its own tokens at full
+/// resolution followed by every other frame's tokens pooled by `r` per side. `full` is `[B·F, L, C]`,
+/// `coarse` its pooled form `[B·F, L', C]`; returns `[B·F, L + (F − 1)·L', C]`.
+pub fn gather_fine_coarse(full: &Tensor, coarse: &Tensor, frames: i64) -> Tensor {
+    let s = full.size();
+    if frames == 1 {
+        return full.shallow_clone();
+    }
+    let c = frames_view(coarse, frames);
+    let cs = coarse.size();
+    // others[i] = [j for j in 0..F if j != i]
+    let idx: Vec<i64> = (0..frames).flat_map(|i| (0..frames).filter(move |&j| j != i)).collect();
+    let others = c.index_select(1, &Tensor::from_slice(&idx).to_device(full.device()));
+    let others = others.reshape([s[0] / frames, frames, (frames - 1) * cs[1], cs[2]]).reshape([
+        s[0],
+        (frames - 1) * cs[1],
+        cs[2],
+    ]);
+    Tensor::cat(&[full.shallow_clone(), others], 1)
+}
+
+/// Instance Centering (EI²): subtracts each sequence's mean over time. `x` is `[N, F, C]` (N = spatial
+/// positions × clips); no rescaling, so the temporal variance is kept.
+pub fn instance_center(x: &Tensor) -> Tensor {
+    x - x.mean_dim(1, true, x.kind())
 }

@@ -40,21 +40,14 @@ impl Fit {
 pub fn resize(x: &Tensor, height: i64, width: i64) -> Result<Tensor> {
     expect_dims(x, 4, "resize input", "[N, C, H, W]")?;
     if height <= 0 || width <= 0 {
-        return Err(KernelError::Invalid(format!(
-            "resize to {width}x{height}: sizes must be positive"
-        )));
+        return Err(KernelError::Invalid(format!("resize to {width}x{height}: sizes must be positive")));
     }
     let (h, w) = (x.size()[2], x.size()[3]);
     if h == height && w == width {
         return Ok(x.shallow_clone());
     }
     let kind = x.kind();
-    let y = x.to_kind(Kind::Float).f_internal_upsample_bilinear2d_aa(
-        [height, width],
-        false,
-        None,
-        None,
-    )?;
+    let y = x.to_kind(Kind::Float).f_internal_upsample_bilinear2d_aa([height, width], false, None, None)?;
     Ok(y.to_kind(kind))
 }
 
@@ -67,28 +60,19 @@ pub fn fit(x: &Tensor, height: i64, width: i64, fit: Fit, pad_value: f64) -> Res
         Fit::Resize => resize(x, height, width),
         Fit::Crop => {
             let scale = (height as f64 / h).max(width as f64 / w);
-            let (sh, sw) = (
-                ((h * scale).round() as i64).max(height),
-                ((w * scale).round() as i64).max(width),
-            );
+            let (sh, sw) = (((h * scale).round() as i64).max(height), ((w * scale).round() as i64).max(width));
             let y = resize(x, sh, sw)?;
             let (top, left) = ((sh - height) / 2, (sw - width) / 2);
             Ok(y.narrow(2, top, height).narrow(3, left, width))
         }
         Fit::Pad => {
             let scale = (height as f64 / h).min(width as f64 / w);
-            let (sh, sw) = (
-                ((h * scale).round() as i64).clamp(1, height),
-                ((w * scale).round() as i64).clamp(1, width),
-            );
+            let (sh, sw) =
+                (((h * scale).round() as i64).clamp(1, height), ((w * scale).round() as i64).clamp(1, width));
             let y = resize(x, sh, sw)?;
             let (top, left) = ((height - sh) / 2, (width - sw) / 2);
             let size = x.size();
-            let out = Tensor::full(
-                [size[0], size[1], height, width],
-                pad_value,
-                (x.kind(), x.device()),
-            );
+            let out = Tensor::full([size[0], size[1], height, width], pad_value, (x.kind(), x.device()));
             out.narrow(2, top, sh).narrow(3, left, sw).copy_(&y);
             Ok(out)
         }
@@ -104,12 +88,7 @@ pub fn from_rgb8(pixels: &[u8], height: i64, width: i64) -> Result<Tensor> {
             pixels.len()
         )));
     }
-    Ok(Tensor::from_slice(pixels)
-        .view([height, width, 3])
-        .permute([2, 0, 1])
-        .to_kind(Kind::Float)
-        / 127.5
-        - 1.0)
+    Ok(Tensor::from_slice(pixels).view([height, width, 3]).permute([2, 0, 1]).to_kind(Kind::Float) / 127.5 - 1.0)
 }
 
 /// Quantises a `[3, H, W]` (or `[N, 3, H, W]`) float image in [−1, 1] to 8-bit, `[.., H, W, 3]` layout.
@@ -123,14 +102,12 @@ pub fn to_rgb8_tensor(x: &Tensor) -> Result<Tensor> {
         });
     }
     let perm: &[i64] = if dims == 3 { &[1, 2, 0] } else { &[0, 2, 3, 1] };
-    Ok(
-        ((x.to_kind(Kind::Float).to_device(tch::Device::Cpu) + 1.0) * 127.5)
-            .round()
-            .clamp(0.0, 255.0)
-            .to_kind(Kind::Uint8)
-            .permute(perm)
-            .contiguous(),
-    )
+    Ok(((x.to_kind(Kind::Float).to_device(tch::Device::Cpu) + 1.0) * 127.5)
+        .round()
+        .clamp(0.0, 255.0)
+        .to_kind(Kind::Uint8)
+        .permute(perm)
+        .contiguous())
 }
 
 /// Quantises a `[3, H, W]` float image in [−1, 1] to interleaved 8-bit RGB bytes.
@@ -150,22 +127,14 @@ pub fn grid(x: &Tensor, cols: i64, gap: i64, fill: f64) -> Result<Tensor> {
         return Err(KernelError::Invalid("grid of zero images".into()));
     }
     if cols <= 0 {
-        return Err(KernelError::Invalid(format!(
-            "grid columns must be positive, got {cols}"
-        )));
+        return Err(KernelError::Invalid(format!("grid columns must be positive, got {cols}")));
     }
     let cols = cols.min(n);
     let rows = (n + cols - 1) / cols;
-    let out = Tensor::full(
-        [c, rows * h + (rows + 1) * gap, cols * w + (cols + 1) * gap],
-        fill,
-        (x.kind(), x.device()),
-    );
+    let out = Tensor::full([c, rows * h + (rows + 1) * gap, cols * w + (cols + 1) * gap], fill, (x.kind(), x.device()));
     for i in 0..n {
         let (r, col) = (i / cols, i % cols);
-        out.narrow(1, gap + r * (h + gap), h)
-            .narrow(2, gap + col * (w + gap), w)
-            .copy_(&x.get(i));
+        out.narrow(1, gap + r * (h + gap), h).narrow(2, gap + col * (w + gap), w).copy_(&x.get(i));
     }
     Ok(out)
 }
@@ -173,19 +142,8 @@ pub fn grid(x: &Tensor, cols: i64, gap: i64, fill: f64) -> Result<Tensor> {
 /// Peak signal-to-noise ratio in dB between two images in [−1, 1] (peak-to-peak range 2).
 pub fn psnr(a: &Tensor, b: &Tensor) -> Result<f64> {
     if a.size() != b.size() {
-        return Err(KernelError::Invalid(format!(
-            "psnr of shapes {:?} and {:?}",
-            a.size(),
-            b.size()
-        )));
+        return Err(KernelError::Invalid(format!("psnr of shapes {:?} and {:?}", a.size(), b.size())));
     }
-    let mse = (a.to_kind(Kind::Double) - b.to_kind(Kind::Double))
-        .square()
-        .mean(Kind::Double)
-        .double_value(&[]);
-    Ok(if mse == 0.0 {
-        f64::INFINITY
-    } else {
-        10.0 * (4.0 / mse).log10()
-    })
+    let mse = (a.to_kind(Kind::Double) - b.to_kind(Kind::Double)).square().mean(Kind::Double).double_value(&[]);
+    Ok(if mse == 0.0 { f64::INFINITY } else { 10.0 * (4.0 / mse).log10() })
 }

@@ -8,6 +8,7 @@
 pub mod attention;
 pub mod error;
 pub mod image;
+pub mod optim;
 pub mod schedulers;
 
 pub use error::{KernelError, Result};

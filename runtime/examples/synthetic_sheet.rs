@@ -5,11 +5,7 @@
 use vidtune_runtime::media::synthetic::{synthetic_clip, Motion, Shape, SyntheticSpec, Texture};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let out = std::path::PathBuf::from(
-        std::env::args()
-            .nth(1)
-            .unwrap_or_else(|| "synthetic".into()),
-    );
+    let out = std::path::PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "synthetic".into()));
     let cases = [
         (Shape::Circle, Texture::Stripes, Motion::Right, false),
         (Shape::Triangle, Texture::Noise, Motion::Bounce, true),
@@ -31,10 +27,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let clip = synthetic_clip(&spec)?;
         println!("{i}: {}", clip.caption);
         clip.video.grid(4)?.save(out.join(format!("clip{i}.png")))?;
-        clip.masks
-            .overlay(&clip.video)?
-            .grid(4)?
-            .save(out.join(format!("clip{i}-mask.png")))?;
+        clip.masks.overlay(&clip.video)?.grid(4)?.save(out.join(format!("clip{i}-mask.png")))?;
         vidtune_runtime::save_video(&clip.video, out.join(format!("clip{i}.mp4")))?;
         vidtune_runtime::save_video(&clip.video, out.join(format!("clip{i}.gif")))?;
     }

@@ -6,17 +6,10 @@ use tch::{Device, Kind};
 /// Parses a device name; `auto` is the first CUDA device when there is one, else the CPU.
 pub fn parse_device(name: &str) -> Result<Device> {
     match name.trim() {
-        "auto" | "" => Ok(if tch::Cuda::is_available() {
-            Device::Cuda(0)
-        } else {
-            Device::Cpu
-        }),
+        "auto" | "" => Ok(if tch::Cuda::is_available() { Device::Cuda(0) } else { Device::Cpu }),
         "cpu" => Ok(Device::Cpu),
         "cuda" | "gpu" => cuda(0),
-        other => match other
-            .strip_prefix("cuda:")
-            .and_then(|n| n.parse::<usize>().ok())
-        {
+        other => match other.strip_prefix("cuda:").and_then(|n| n.parse::<usize>().ok()) {
             Some(n) => cuda(n),
             None => Err(Error::Invalid(format!(
                 "unknown device {other:?}; expected \"auto\", \"cpu\", \"cuda\" or \"cuda:N\""
@@ -26,11 +19,7 @@ pub fn parse_device(name: &str) -> Result<Device> {
 }
 
 fn cuda(n: usize) -> Result<Device> {
-    let count = if tch::Cuda::is_available() {
-        tch::Cuda::device_count() as usize
-    } else {
-        0
-    };
+    let count = if tch::Cuda::is_available() { tch::Cuda::device_count() as usize } else { 0 };
     if n >= count {
         return Err(Error::Invalid(format!(
             "device cuda:{n} is not available (this machine has {count} CUDA device(s)); use \"cpu\" or \"auto\""
@@ -45,9 +34,7 @@ pub fn parse_dtype(name: &str) -> Result<Kind> {
         "fp32" | "float32" | "float" => Ok(Kind::Float),
         "fp16" | "float16" | "half" => Ok(Kind::Half),
         "bf16" | "bfloat16" => Ok(Kind::BFloat16),
-        other => Err(Error::Invalid(format!(
-            "unknown dtype {other:?}; expected \"fp32\", \"fp16\" or \"bf16\""
-        ))),
+        other => Err(Error::Invalid(format!("unknown dtype {other:?}; expected \"fp32\", \"fp16\" or \"bf16\""))),
     }
 }
 

@@ -15,17 +15,11 @@ pub fn libtorch_version() -> Option<String> {
     if let Ok(text) = std::fs::read_to_string(torch.join("version.py")) {
         for line in text.lines() {
             if let Some(rest) = line.strip_prefix("__version__") {
-                return Some(
-                    rest.trim_start_matches([' ', '=', ':'])
-                        .trim_matches([' ', '\'', '"'])
-                        .to_string(),
-                );
+                return Some(rest.trim_start_matches([' ', '=', ':']).trim_matches([' ', '\'', '"']).to_string());
             }
         }
     }
-    std::fs::read_to_string(torch.join("build-version"))
-        .ok()
-        .map(|s| s.trim().to_string())
+    std::fs::read_to_string(torch.join("build-version")).ok().map(|s| s.trim().to_string())
 }
 
 /// The ONNX Runtime shared library: `ORT_DYLIB_PATH`, else the `onnxruntime` wheel installed beside
@@ -42,10 +36,7 @@ fn find_versioned(dir: &Path, stem: &str) -> Option<PathBuf> {
     let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
         .ok()?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with(stem))
-        })
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(stem)))
         .collect();
     found.sort();
     found.pop()
@@ -59,11 +50,7 @@ pub fn hf_hub_cache() -> PathBuf {
     if let Some(home) = std::env::var_os("HF_HOME") {
         return PathBuf::from(home).join("hub");
     }
-    dirs::home_dir()
-        .unwrap_or_default()
-        .join(".cache")
-        .join("huggingface")
-        .join("hub")
+    dirs::home_dir().unwrap_or_default().join(".cache").join("huggingface").join("hub")
 }
 
 /// vidtune's own cache: `VIDTUNE_CACHE`, else the user cache dir (`~/.cache/vidtune`).
@@ -71,7 +58,5 @@ pub fn cache_dir() -> PathBuf {
     if let Some(p) = std::env::var_os("VIDTUNE_CACHE") {
         return PathBuf::from(p);
     }
-    dirs::cache_dir()
-        .unwrap_or_else(std::env::temp_dir)
-        .join("vidtune")
+    dirs::cache_dir().unwrap_or_else(std::env::temp_dir).join("vidtune")
 }

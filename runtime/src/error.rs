@@ -10,10 +10,7 @@ pub enum Error {
     NotFound(PathBuf),
     /// Reading or writing a path failed.
     #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     /// A file exists but is not what the caller needs (not a video, a corrupt image, …).
     #[error("{}: {message}", path.display())]
     BadFile { path: PathBuf, message: String },
@@ -47,10 +44,7 @@ impl Error {
 
     /// A file that exists but cannot be used, with the reason.
     pub fn bad_file(path: impl Into<PathBuf>, message: impl std::fmt::Display) -> Self {
-        Error::BadFile {
-            path: path.into(),
-            message: message.to_string(),
-        }
+        Error::BadFile { path: path.into(), message: message.to_string() }
     }
 }
 

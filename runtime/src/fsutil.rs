@@ -13,15 +13,8 @@ fn sibling(path: &Path, tag: &str) -> Result<PathBuf> {
         .file_name()
         .ok_or_else(|| Error::Invalid(format!("{}: not a file name", path.display())))?
         .to_string_lossy();
-    let unique = format!(
-        "{}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    );
-    let ext = path
-        .extension()
-        .map(|e| format!(".{}", e.to_string_lossy()))
-        .unwrap_or_default();
+    let unique = format!("{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
+    let ext = path.extension().map(|e| format!(".{}", e.to_string_lossy())).unwrap_or_default();
     Ok(path.with_file_name(format!(".{name}.{tag}-{unique}{ext}")))
 }
 
@@ -56,19 +49,14 @@ pub fn write_atomic<T>(path: &Path, write: impl FnOnce(&Path) -> Result<T>) -> R
 
 /// Writes `bytes` to `path` atomically.
 pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    write_atomic(path, |tmp| {
-        std::fs::write(tmp, bytes).map_err(|e| Error::io(tmp, e))
-    })
+    write_atomic(path, |tmp| std::fs::write(tmp, bytes).map_err(|e| Error::io(tmp, e)))
 }
 
 /// Fills a fresh temporary directory with `write`, then swaps it in for the directory `path` (a previous
 /// directory there is replaced whole; a file there is an error).
 pub fn write_dir_atomic<T>(path: &Path, write: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
     if path.is_file() {
-        return Err(Error::Invalid(format!(
-            "{}: is a file, expected a directory",
-            path.display()
-        )));
+        return Err(Error::Invalid(format!("{}: is a file, expected a directory", path.display())));
     }
     ensure_parent(path)?;
     let tmp = sibling(path, "tmp")?;
@@ -115,11 +103,7 @@ mod tests {
         });
         assert!(r.is_err());
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "old");
-        assert_eq!(
-            std::fs::read_dir(dir.path()).unwrap().count(),
-            1,
-            "temporary file left behind"
-        );
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "temporary file left behind");
     }
 
     #[test]
@@ -128,14 +112,9 @@ mod tests {
         let target = dir.path().join("frames");
         std::fs::create_dir(&target).unwrap();
         std::fs::write(target.join("stale.png"), "x").unwrap();
-        write_dir_atomic(&target, |tmp| {
-            std::fs::write(tmp.join("00000.png"), "y").map_err(|e| Error::io(tmp, e))
-        })
-        .unwrap();
-        let names: Vec<_> = std::fs::read_dir(&target)
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
+        write_dir_atomic(&target, |tmp| std::fs::write(tmp.join("00000.png"), "y").map_err(|e| Error::io(tmp, e)))
+            .unwrap();
+        let names: Vec<_> = std::fs::read_dir(&target).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, vec![std::ffi::OsString::from("00000.png")]);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }

@@ -7,6 +7,7 @@
 //! **Architecture invariant:** nothing here knows about Rhai, the REPL or the terminal; errors are typed
 //! ([`Error`]) and name the input they are about; models do no I/O (loading lives in `weights` and `sd`).
 
+pub mod cache;
 pub mod config;
 pub mod device;
 pub mod env;
@@ -19,6 +20,7 @@ pub mod pipelines;
 pub mod progress;
 pub mod rng;
 pub mod sd;
+pub mod video;
 pub mod weights;
 
 pub use error::{Error, Result};

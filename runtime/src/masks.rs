@@ -13,9 +13,7 @@ pub struct Masks {
 
 impl Clone for Masks {
     fn clone(&self) -> Self {
-        Masks {
-            data: self.data.shallow_clone(),
-        }
+        Masks { data: self.data.shallow_clone() }
     }
 }
 
@@ -24,16 +22,9 @@ impl Masks {
     pub fn new(data: Tensor) -> Result<Self> {
         let size = data.size();
         if size.len() != 4 || size[1] != 1 || size[0] == 0 || size[2] == 0 || size[3] == 0 {
-            return Err(Error::Invalid(format!(
-                "masks are [F, 1, H, W] with F, H, W > 0, got {size:?}"
-            )));
+            return Err(Error::Invalid(format!("masks are [F, 1, H, W] with F, H, W > 0, got {size:?}")));
         }
-        Ok(Masks {
-            data: data
-                .to_device(tch::Device::Cpu)
-                .to_kind(Kind::Float)
-                .clamp(0.0, 1.0),
-        })
+        Ok(Masks { data: data.to_device(tch::Device::Cpu).to_kind(Kind::Float).clamp(0.0, 1.0) })
     }
 
     /// The values, `[F, 1, H, W]`.
@@ -59,19 +50,12 @@ impl Masks {
 
     /// Fraction of each frame covered, `[F]`.
     pub fn area(&self) -> Vec<f64> {
-        Vec::<f64>::try_from(
-            self.data
-                .mean_dim([1i64, 2, 3].as_slice(), false, Kind::Double),
-        )
-        .unwrap_or_default()
+        Vec::<f64>::try_from(self.data.mean_dim([1i64, 2, 3].as_slice(), false, Kind::Double)).unwrap_or_default()
     }
 
     /// Errors unless `video` has as many frames as the masks, at the same size.
     pub fn check_matches(&self, video: &Video) -> Result<()> {
-        if self.len() != video.len()
-            || self.width() != video.width()
-            || self.height() != video.height()
-        {
+        if self.len() != video.len() || self.width() != video.width() || self.height() != video.height() {
             return Err(Error::Invalid(format!(
                 "masks ({} frames, {}x{}) do not match the video ({} frames, {}x{})",
                 self.len(),
@@ -100,12 +84,6 @@ impl std::fmt::Display for Masks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let area = self.area();
         let mean = 100.0 * area.iter().sum::<f64>() / area.len().max(1) as f64;
-        write!(
-            f,
-            "Masks({} frames, {}x{}, mean area {mean:.1}%)",
-            self.len(),
-            self.width(),
-            self.height()
-        )
+        write!(f, "Masks({} frames, {}x{}, mean area {mean:.1}%)", self.len(), self.width(), self.height())
     }
 }

@@ -93,11 +93,9 @@ impl Progress {
         let mode = mode();
         let bar = (mode == Mode::Bars).then(|| {
             let bar = ProgressBar::new(total);
-            let style = ProgressStyle::with_template(
-                "{prefix:>10} [{bar:30}] {pos}/{len} {per_sec} eta {eta} {msg}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> ");
+            let style = ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} {per_sec} eta {eta} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> ");
             bar.set_style(style);
             bar.set_prefix(label.clone());
             bar
@@ -163,16 +161,8 @@ impl Progress {
         self.last_line = Some(Instant::now());
         let secs = self.elapsed().max(1e-9);
         let rate = self.done as f64 / secs;
-        let eta = if rate > 0.0 {
-            (self.total.saturating_sub(self.done)) as f64 / rate
-        } else {
-            f64::NAN
-        };
-        let pct = if self.total > 0 {
-            100.0 * self.done as f64 / self.total as f64
-        } else {
-            100.0
-        };
+        let eta = if rate > 0.0 { (self.total.saturating_sub(self.done)) as f64 / rate } else { f64::NAN };
+        let pct = if self.total > 0 { 100.0 * self.done as f64 / self.total as f64 } else { 100.0 };
         let mut line = format!(
             "[{}] {}/{} {:.0}% · {} · eta {}",
             self.label,

@@ -23,15 +23,20 @@ impl Noise {
 
     /// A seed from the clock, for calls without one (the caller reports it).
     pub fn fresh_seed() -> u64 {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
         (nanos as u64 ^ (nanos >> 64) as u64) % (1 << 31)
     }
 
     /// The next `shape` of noise in `kind`, on `device`.
     pub fn randn(&mut self, shape: &[i64], kind: Kind, device: Device) -> Tensor {
         Tensor::randn(shape, (kind, Device::Cpu)).to_device(device)
+    }
+}
+
+impl Noise {
+    /// One integer uniformly in `0..high`, as `torch.randint(0, high, (1,))`, on `device`.
+    pub fn randint(&mut self, high: i64, device: Device) -> Tensor {
+        Tensor::randint(high, [1], (Kind::Int64, Device::Cpu)).to_device(device)
     }
 }

@@ -2,9 +2,7 @@
 //! a diffusers folder, a Hugging Face cache repo id, a single-file checkpoint, or built tiny and random
 //! (`random:tiny`) for trying things without weights.
 
-use crate::config::{
-    read_config, AutoencoderKLConfig, ClipTextConfig, SchedulerConfig, UNet2DConditionConfig,
-};
+use crate::config::{read_config, AutoencoderKLConfig, ClipTextConfig, SchedulerConfig, UNet2DConditionConfig};
 use crate::device::{default_dtype, device_name, dtype_name, parse_device, parse_dtype};
 use crate::error::{Error, Result};
 use crate::models::nn::{Builder, InitMode};
@@ -91,11 +89,7 @@ struct Configs {
     text: ClipTextConfig,
 }
 
-fn build<M>(
-    device: Device,
-    mode: InitMode,
-    f: impl FnOnce(&Builder) -> Result<M>,
-) -> Result<(M, VarStore)> {
+fn build<M>(device: Device, mode: InitMode, f: impl FnOnce(&Builder) -> Result<M>) -> Result<(M, VarStore)> {
     let vars = VarStore::new(device);
     let model = f(&Builder::new(vars.root(), mode))?;
     Ok((model, vars))
@@ -159,11 +153,7 @@ fn from_folder(
         text: read_component_config(dir, "text_encoder", "config.json")?,
     };
     let scheduler_path = dir.join("scheduler").join("scheduler_config.json");
-    let scheduler = if scheduler_path.exists() {
-        read_config(&scheduler_path)?
-    } else {
-        SchedulerConfig::sd_default()
-    };
+    let scheduler = if scheduler_path.exists() { read_config(&scheduler_path)? } else { SchedulerConfig::sd_default() };
     let variant = opts.variant.as_deref();
     let files = [
         weights::component_files(&dir.join("unet"), "diffusion_pytorch_model", variant)?,
@@ -172,14 +162,8 @@ fn from_folder(
     ];
     let identity = weights::files_identity(&files.concat());
     let tokenizer = ClipTokenizer::from_dir(&dir.join("tokenizer"))?;
-    let tensors = [
-        weights::read_all(&files[0])?,
-        weights::read_all(&files[1])?,
-        weights::read_all(&files[2])?,
-    ];
-    assemble(
-        configs, tensors, tokenizer, scheduler, source, identity, device, dtype, vae_dtype,
-    )
+    let tensors = [weights::read_all(&files[0])?, weights::read_all(&files[1])?, weights::read_all(&files[2])?];
+    assemble(configs, tensors, tokenizer, scheduler, source, identity, device, dtype, vae_dtype)
 }
 
 fn from_single_file(
@@ -199,22 +183,16 @@ fn from_single_file(
     }
     let (mut configs, scheduler, folder_tokenizer) = match &opts.config {
         Some(dir) => {
-            let dir = if dir.is_dir() {
-                dir.clone()
-            } else {
-                hub::snapshot_dir(&dir.to_string_lossy(), &opts.revision)?
-            };
+            let dir =
+                if dir.is_dir() { dir.clone() } else { hub::snapshot_dir(&dir.to_string_lossy(), &opts.revision)? };
             let scheduler_path = dir.join("scheduler").join("scheduler_config.json");
             let configs = Configs {
                 unet: read_component_config(&dir, "unet", "config.json")?,
                 vae: read_component_config(&dir, "vae", "config.json")?,
                 text: read_component_config(&dir, "text_encoder", "config.json")?,
             };
-            let scheduler = if scheduler_path.exists() {
-                read_config(&scheduler_path)?
-            } else {
-                SchedulerConfig::sd_default()
-            };
+            let scheduler =
+                if scheduler_path.exists() { read_config(&scheduler_path)? } else { SchedulerConfig::sd_default() };
             let tok = dir.join("tokenizer");
             (configs, scheduler, tok.is_dir().then_some(tok))
         }
@@ -222,12 +200,9 @@ fn from_single_file(
             Configs {
                 unet: serde_json::from_str(include_str!("../configs/sd-v1-4/unet/config.json"))
                     .expect("bundled config"),
-                vae: serde_json::from_str(include_str!("../configs/sd-v1-4/vae/config.json"))
+                vae: serde_json::from_str(include_str!("../configs/sd-v1-4/vae/config.json")).expect("bundled config"),
+                text: serde_json::from_str(include_str!("../configs/sd-v1-4/text_encoder/config.json"))
                     .expect("bundled config"),
-                text: serde_json::from_str(include_str!(
-                    "../configs/sd-v1-4/text_encoder/config.json"
-                ))
-                .expect("bundled config"),
             },
             SchedulerConfig::sd_default(),
             None,
@@ -248,11 +223,7 @@ fn from_single_file(
         })?,
     };
     let tokenizer = ClipTokenizer::from_dir(&tokenizer_dir)?;
-    let converted = single_file::convert(
-        tensors,
-        configs.unet.layers(0),
-        configs.vae.block_out_channels.len() as i64,
-    )?;
+    let converted = single_file::convert(tensors, configs.unet.layers(0), configs.vae.block_out_channels.len() as i64)?;
     if !converted.unused.is_empty() {
         log::info!(
             "{}: {} tensors outside the UNet, VAE and text encoder ignored",
@@ -276,11 +247,7 @@ fn from_single_file(
 
 /// A tokenizer folder of CLIP ViT-L/14 in the Hugging Face cache, if one is there.
 fn find_clip_tokenizer() -> Option<PathBuf> {
-    for repo in [
-        "openai/clip-vit-large-patch14",
-        "CompVis/stable-diffusion-v1-4",
-        "runwayml/stable-diffusion-v1-5",
-    ] {
+    for repo in ["openai/clip-vit-large-patch14", "CompVis/stable-diffusion-v1-4", "runwayml/stable-diffusion-v1-5"] {
         if let Ok(snap) = hub::snapshot_dir(repo, "main") {
             for sub in ["tokenizer", ""] {
                 let d = snap.join(sub);
@@ -307,25 +274,13 @@ fn assemble(
 ) -> Result<StableDiffusion> {
     let [unet_t, vae_t, text_t] = tensors;
     let temporal = configs.unet.is_3d().then_some(TemporalKind::Temporal);
-    let (unet, mut unet_vars) = build(device, InitMode::Empty, |b| {
-        UNet2DConditionModel::new(b, &configs.unet, temporal)
-    })?;
+    let (unet, mut unet_vars) =
+        build(device, InitMode::Empty, |b| UNet2DConditionModel::new(b, &configs.unet, temporal))?;
     let unet_report = apply_weights(&mut unet_vars, unet_t, "unet", dtype, &|_| false, source)?;
-    let (vae, mut vae_vars) = build(device, InitMode::Empty, |b| {
-        AutoencoderKL::new(b, &configs.vae)
-    })?;
+    let (vae, mut vae_vars) = build(device, InitMode::Empty, |b| AutoencoderKL::new(b, &configs.vae))?;
     let vae_report = apply_weights(&mut vae_vars, vae_t, "vae", vae_dtype, &|_| false, source)?;
-    let (text, mut text_vars) = build(device, InitMode::Empty, |b| {
-        ClipTextTransformer::new(b, &configs.text)
-    })?;
-    let text_report = apply_weights(
-        &mut text_vars,
-        text_t,
-        "text_encoder",
-        dtype,
-        &|_| false,
-        source,
-    )?;
+    let (text, mut text_vars) = build(device, InitMode::Empty, |b| ClipTextTransformer::new(b, &configs.text))?;
+    let text_report = apply_weights(&mut text_vars, text_t, "text_encoder", dtype, &|_| false, source)?;
     if tokenizer.vocab_size() as i64 > configs.text.vocab_size {
         return Err(Error::Invalid(format!(
             "{source}: the tokenizer has {} tokens but the text encoder only {}",
@@ -334,21 +289,9 @@ fn assemble(
         )));
     }
     Ok(StableDiffusion {
-        unet: Component {
-            model: unet,
-            vars: unet_vars,
-            report: unet_report,
-        },
-        vae: Component {
-            model: vae,
-            vars: vae_vars,
-            report: vae_report,
-        },
-        text_encoder: Component {
-            model: text,
-            vars: text_vars,
-            report: text_report,
-        },
+        unet: Component { model: unet, vars: unet_vars, report: unet_report },
+        vae: Component { model: vae, vars: vae_vars, report: vae_report },
+        text_encoder: Component { model: text, vars: text_vars, report: text_report },
         tokenizer,
         scheduler,
         device,
@@ -362,9 +305,7 @@ fn assemble(
 
 /// Configs of the tiny random model: SD1.x's architecture, narrow (UNet 32/64 channels, VAE with four levels
 /// so latents are 1/8 of the image as in SD, a 2-layer text encoder over a byte-level vocabulary).
-pub fn tiny_configs(
-    vocab_size: i64,
-) -> (UNet2DConditionConfig, AutoencoderKLConfig, ClipTextConfig) {
+pub fn tiny_configs(vocab_size: i64) -> (UNet2DConditionConfig, AutoencoderKLConfig, ClipTextConfig) {
     let unet = serde_json::from_value(serde_json::json!({
         "block_out_channels": [32, 64],
         "layers_per_block": 1,
@@ -401,33 +342,17 @@ pub fn tiny_configs(
     (unet, vae, text)
 }
 
-fn random(
-    kind: &str,
-    seed: u64,
-    device: Device,
-    dtype: Kind,
-    vae_dtype: Kind,
-) -> Result<StableDiffusion> {
+fn random(kind: &str, seed: u64, device: Device, dtype: Kind, vae_dtype: Kind) -> Result<StableDiffusion> {
     if kind != "tiny" {
-        return Err(Error::Invalid(format!(
-            "unknown random model \"random:{kind}\"; expected \"random:tiny\""
-        )));
+        return Err(Error::Invalid(format!("unknown random model \"random:{kind}\"; expected \"random:tiny\"")));
     }
     let tokenizer = ClipTokenizer::bytes_only();
     let (unet_c, vae_c, text_c) = tiny_configs(tokenizer.vocab_size() as i64);
     tch::manual_seed(seed as i64);
-    let (unet, mut unet_vars) = build(device, InitMode::Random, |b| {
-        UNet2DConditionModel::new(b, &unet_c, None)
-    })?;
+    let (unet, mut unet_vars) = build(device, InitMode::Random, |b| UNet2DConditionModel::new(b, &unet_c, None))?;
     let (vae, mut vae_vars) = build(device, InitMode::Random, |b| AutoencoderKL::new(b, &vae_c))?;
-    let (text, mut text_vars) = build(device, InitMode::Random, |b| {
-        ClipTextTransformer::new(b, &text_c)
-    })?;
-    for (vars, kind) in [
-        (&mut unet_vars, dtype),
-        (&mut vae_vars, vae_dtype),
-        (&mut text_vars, dtype),
-    ] {
+    let (text, mut text_vars) = build(device, InitMode::Random, |b| ClipTextTransformer::new(b, &text_c))?;
+    for (vars, kind) in [(&mut unet_vars, dtype), (&mut vae_vars, vae_dtype), (&mut text_vars, dtype)] {
         vars.set_kind(kind);
         vars.freeze();
     }
@@ -437,21 +362,9 @@ fn random(
         ..Default::default()
     };
     Ok(StableDiffusion {
-        unet: Component {
-            report: report("unet", &unet_vars),
-            model: unet,
-            vars: unet_vars,
-        },
-        vae: Component {
-            report: report("vae", &vae_vars),
-            model: vae,
-            vars: vae_vars,
-        },
-        text_encoder: Component {
-            report: report("text_encoder", &text_vars),
-            model: text,
-            vars: text_vars,
-        },
+        unet: Component { report: report("unet", &unet_vars), model: unet, vars: unet_vars },
+        vae: Component { report: report("vae", &vae_vars), model: vae, vars: vae_vars },
+        text_encoder: Component { report: report("text_encoder", &text_vars), model: text, vars: text_vars },
         tokenizer,
         scheduler: SchedulerConfig::sd_default(),
         device,
@@ -502,30 +415,16 @@ impl StableDiffusion {
                 self.tokenizer.max_length, enc.full_len
             );
         }
-        let ids = Tensor::from_slice(&enc.ids)
-            .view([1, -1])
-            .to_device(self.device);
-        let emb =
-            tch::no_grad(|| self.text_encoder.model.forward(&ids))?.to_kind(self.unet.model.kind());
-        self.prompt_cache
-            .borrow_mut()
-            .insert(prompt.to_string(), emb.shallow_clone());
+        let ids = Tensor::from_slice(&enc.ids).view([1, -1]).to_device(self.device);
+        let emb = tch::no_grad(|| self.text_encoder.model.forward(&ids))?.to_kind(self.unet.model.kind());
+        self.prompt_cache.borrow_mut().insert(prompt.to_string(), emb.shallow_clone());
         Ok(emb)
     }
 
     /// Parameter counts of the UNet, VAE and text encoder.
     pub fn parameter_counts(&self) -> [i64; 3] {
-        let count = |vs: &VarStore| {
-            vs.variables()
-                .values()
-                .map(|t| t.numel() as i64)
-                .sum::<i64>()
-        };
-        [
-            count(&self.unet.vars),
-            count(&self.vae.vars),
-            count(&self.text_encoder.vars),
-        ]
+        let count = |vs: &VarStore| vs.variables().values().map(|t| t.numel() as i64).sum::<i64>();
+        [count(&self.unet.vars), count(&self.vae.vars), count(&self.text_encoder.vars)]
     }
 
     /// A one-paragraph description.

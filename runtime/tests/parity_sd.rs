@@ -13,11 +13,7 @@ const CONFIGS: [&str; 2] = ["tiny-conv", "tiny-linear"];
 const TOL: f64 = 1e-4;
 
 fn cpu() -> SdLoadOptions {
-    SdLoadOptions {
-        device: "cpu".into(),
-        dtype: Some("fp32".into()),
-        ..Default::default()
-    }
+    SdLoadOptions { device: "cpu".into(), dtype: Some("fp32".into()), ..Default::default() }
 }
 
 fn dir(config: &str, sub: &str) -> PathBuf {
@@ -30,16 +26,9 @@ fn load(config: &str) -> StableDiffusion {
 }
 
 fn prompts() -> Vec<String> {
-    let ids: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(fixtures_dir().join("tokenizers/ids.json")).unwrap(),
-    )
-    .unwrap();
-    ids["prompts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p.as_str().unwrap().to_string())
-        .collect()
+    let ids: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures_dir().join("tokenizers/ids.json")).unwrap()).unwrap();
+    ids["prompts"].as_array().unwrap().iter().map(|p| p.as_str().unwrap().to_string()).collect()
 }
 
 #[test]
@@ -49,18 +38,8 @@ fn clip_text_encoder_matches_transformers() {
         let f = load_fixture(&format!("{config}/clip_text.safetensors"));
         let text = &sd.text_encoder.model;
         let out = tch::no_grad(|| text.forward(&f["input_ids"])).unwrap();
-        assert_close_rel(
-            &out,
-            &f["last_hidden_state"],
-            TOL,
-            &format!("{config}: last hidden state"),
-        );
-        assert_close_rel(
-            &text.pooled(&out, &f["input_ids"]),
-            &f["pooler_output"],
-            TOL,
-            &format!("{config}: pooled"),
-        );
+        assert_close_rel(&out, &f["last_hidden_state"], TOL, &format!("{config}: last hidden state"));
+        assert_close_rel(&text.pooled(&out, &f["input_ids"]), &f["pooler_output"], TOL, &format!("{config}: pooled"));
     }
 }
 
@@ -71,26 +50,11 @@ fn vae_matches_diffusers() {
         let f = load_fixture(&format!("{config}/vae.safetensors"));
         let vae = &sd.vae.model;
         let dist = tch::no_grad(|| vae.encode(&f["image"])).unwrap();
-        assert_close_rel(
-            &dist.mean,
-            &f["mean"],
-            TOL,
-            &format!("{config}: latent mean"),
-        );
-        assert_close_rel(
-            &dist.std(),
-            &f["std"],
-            TOL,
-            &format!("{config}: latent std"),
-        );
+        assert_close_rel(&dist.mean, &f["mean"], TOL, &format!("{config}: latent mean"));
+        assert_close_rel(&dist.std(), &f["std"], TOL, &format!("{config}: latent std"));
         let mut noise = Noise::new(7);
         let eps = noise.randn(&dist.mean.size(), Kind::Float, tch::Device::Cpu);
-        assert_close_rel(
-            &dist.sample_with(&eps),
-            &f["sample_seed7"],
-            TOL,
-            &format!("{config}: seeded sample"),
-        );
+        assert_close_rel(&dist.sample_with(&eps), &f["sample_seed7"], TOL, &format!("{config}: seeded sample"));
         let decoded = tch::no_grad(|| vae.decode(&f["z"])).unwrap();
         assert_close_rel(&decoded, &f["decoded"], TOL, &format!("{config}: decode"));
     }
@@ -103,46 +67,17 @@ fn unet_matches_diffusers() {
         let f = load_fixture(&format!("{config}/unet.safetensors"));
         let unet = &sd.unet.model;
         let ctx = AttnContext::default();
-        let out = tch::no_grad(|| {
-            unet.forward(
-                &f["sample"],
-                &f["timesteps"],
-                &f["encoder_hidden_states"],
-                &ctx,
-            )
-        })
-        .unwrap();
+        let out =
+            tch::no_grad(|| unet.forward(&f["sample"], &f["timesteps"], &f["encoder_hidden_states"], &ctx)).unwrap();
         assert_close_rel(&out, &f["out"], TOL, &format!("{config}: UNet"));
         let context = f["encoder_hidden_states"].narrow(0, 0, 1);
-        let odd =
-            tch::no_grad(|| unet.forward(&f["sample_odd"], &Tensor::from(999i64), &context, &ctx))
-                .unwrap();
-        assert_close_rel(
-            &odd,
-            &f["out_odd"],
-            TOL,
-            &format!("{config}: UNet at odd latent sizes"),
-        );
+        let odd = tch::no_grad(|| unet.forward(&f["sample_odd"], &Tensor::from(999i64), &context, &ctx)).unwrap();
+        assert_close_rel(&odd, &f["out_odd"], TOL, &format!("{config}: UNet at odd latent sizes"));
         // The math backend (explicit softmax) agrees with the fused kernel.
-        let math = AttnContext {
-            backend: vidtune_kernels::attention::Backend::Math,
-            ..Default::default()
-        };
-        let out_math = tch::no_grad(|| {
-            unet.forward(
-                &f["sample"],
-                &f["timesteps"],
-                &f["encoder_hidden_states"],
-                &math,
-            )
-        })
-        .unwrap();
-        assert_close_rel(
-            &out_math,
-            &f["out"],
-            TOL,
-            &format!("{config}: UNet, math attention"),
-        );
+        let math = AttnContext { backend: vidtune_kernels::attention::Backend::Math, ..Default::default() };
+        let out_math =
+            tch::no_grad(|| unet.forward(&f["sample"], &f["timesteps"], &f["encoder_hidden_states"], &math)).unwrap();
+        assert_close_rel(&out_math, &f["out"], TOL, &format!("{config}: UNet, math attention"));
     }
 }
 
@@ -154,46 +89,14 @@ fn ddim_loop_and_inversion_match_diffusers() {
         let f = load_fixture(&format!("{config}/ddim_loop.safetensors"));
         let cond = sd.encode_prompt(&prompts[0]).unwrap();
         let uncond = sd.encode_prompt("").unwrap();
-        assert_close_rel(
-            &cond,
-            &f["cond"],
-            TOL,
-            &format!("{config}: prompt embedding"),
-        );
-        assert_close_rel(
-            &uncond,
-            &f["uncond"],
-            TOL,
-            &format!("{config}: empty-prompt embedding"),
-        );
-        let opts = T2iOptions {
-            steps: 10,
-            guidance: 7.5,
-            ..Default::default()
-        };
+        assert_close_rel(&cond, &f["cond"], TOL, &format!("{config}: prompt embedding"));
+        assert_close_rel(&uncond, &f["uncond"], TOL, &format!("{config}: empty-prompt embedding"));
+        let opts = T2iOptions { steps: 10, guidance: 7.5, ..Default::default() };
         let mut noise = Noise::new(0);
-        let latents = denoise(
-            &sd,
-            f["latents0"].shallow_clone(),
-            &cond,
-            Some(&uncond),
-            &opts,
-            &mut noise,
-        )
-        .unwrap();
-        assert_close_rel(
-            &latents,
-            &f["latents"],
-            TOL,
-            &format!("{config}: 10-step DDIM latents"),
-        );
+        let latents = denoise(&sd, f["latents0"].shallow_clone(), &cond, Some(&uncond), &opts, &mut noise).unwrap();
+        assert_close_rel(&latents, &f["latents"], TOL, &format!("{config}: 10-step DDIM latents"));
         let image = decode_latents(&sd, &latents).unwrap();
-        assert_close_rel(
-            &image,
-            &f["image"].clamp(-1.0, 1.0),
-            TOL,
-            &format!("{config}: 10-step DDIM image"),
-        );
+        assert_close_rel(&image, &f["image"].clamp(-1.0, 1.0), TOL, &format!("{config}: 10-step DDIM image"));
 
         // DDIM inversion (Tune-A-Video): null prompt, no guidance, timesteps upwards.
         let mut ddim = sd.scheduler.ddim().unwrap();
@@ -202,36 +105,15 @@ fn ddim_loop_and_inversion_match_diffusers() {
         let mut x = f["latents0"].shallow_clone();
         let mut steps = vec![];
         for &t in ddim.timesteps().iter().rev() {
-            let eps = tch::no_grad(|| sd.unet.model.forward(&x, &Tensor::from(t), &uncond, &ctx))
-                .unwrap();
+            let eps = tch::no_grad(|| sd.unet.model.forward(&x, &Tensor::from(t), &uncond, &ctx)).unwrap();
             x = ddim.inversion_step(&eps, t, &x).unwrap();
             steps.push(x.shallow_clone());
         }
-        assert_close_rel(
-            &Tensor::stack(&steps, 0),
-            &f["inverted"],
-            TOL,
-            &format!("{config}: DDIM inversion"),
-        );
-        let back = denoise(
-            &sd,
-            x,
-            &uncond,
-            None,
-            &T2iOptions {
-                steps: 10,
-                guidance: 1.0,
-                ..Default::default()
-            },
-            &mut noise,
-        )
-        .unwrap();
-        assert_close_rel(
-            &back,
-            &f["reconstructed"],
-            TOL,
-            &format!("{config}: sampling back from the inversion"),
-        );
+        assert_close_rel(&Tensor::stack(&steps, 0), &f["inverted"], TOL, &format!("{config}: DDIM inversion"));
+        let back =
+            denoise(&sd, x, &uncond, None, &T2iOptions { steps: 10, guidance: 1.0, ..Default::default() }, &mut noise)
+                .unwrap();
+        assert_close_rel(&back, &f["reconstructed"], TOL, &format!("{config}: sampling back from the inversion"));
     }
 }
 
@@ -241,11 +123,7 @@ fn seeded_txt2img_equals_the_diffusers_pipeline() {
     for config in CONFIGS {
         let sd = load(config);
         let f = load_fixture(&format!("{config}/ddim_loop.safetensors"));
-        for (tag, negative, eta) in [
-            ("plain", "", 0.0),
-            ("negative", prompts[2].as_str(), 0.0),
-            ("eta", "", 0.5),
-        ] {
+        for (tag, negative, eta) in [("plain", "", 0.0), ("negative", prompts[2].as_str(), 0.0), ("eta", "", 0.5)] {
             let opts = T2iOptions {
                 steps: 10,
                 guidance: 7.5,
@@ -274,27 +152,16 @@ fn seeded_txt2img_equals_the_diffusers_pipeline() {
 }
 
 fn ids_case(case: &str) -> (Vec<Vec<i64>>, Vec<Vec<i64>>) {
-    let v: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(fixtures_dir().join("tokenizers/ids.json")).unwrap(),
-    )
-    .unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures_dir().join("tokenizers/ids.json")).unwrap()).unwrap();
     let to = |x: &serde_json::Value| -> Vec<Vec<i64>> {
         x.as_array()
             .unwrap()
             .iter()
-            .map(|r| {
-                r.as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|i| i.as_i64().unwrap())
-                    .collect()
-            })
+            .map(|r| r.as_array().unwrap().iter().map(|i| i.as_i64().unwrap()).collect())
             .collect()
     };
-    (
-        to(&v["cases"][case]["padded"]),
-        to(&v["cases"][case]["unpadded"]),
-    )
+    (to(&v["cases"][case]["padded"]), to(&v["cases"][case]["unpadded"]))
 }
 
 #[test]
@@ -309,11 +176,7 @@ fn tokenizer_ids_equal_transformers() {
         let tok = ClipTokenizer::from_dir(&fixtures_dir().join(folder)).unwrap();
         let (padded, unpadded) = ids_case(case);
         for (i, p) in prompts.iter().enumerate() {
-            assert_eq!(
-                tok.encode_unpadded(p).unwrap(),
-                unpadded[i],
-                "{folder}: {p:?}"
-            );
+            assert_eq!(tok.encode_unpadded(p).unwrap(), unpadded[i], "{folder}: {p:?}");
             let enc = tok.encode(p).unwrap();
             assert_eq!(enc.ids, padded[i], "{folder} padded: {p:?}");
             assert_eq!(enc.truncated(), unpadded[i].len() > 77);
@@ -329,12 +192,7 @@ fn outputs(sd: &StableDiffusion, config: &str) -> (Tensor, Tensor, Tensor) {
         (
             sd.unet
                 .model
-                .forward(
-                    &fu["sample"],
-                    &fu["timesteps"],
-                    &fu["encoder_hidden_states"],
-                    &AttnContext::default(),
-                )
+                .forward(&fu["sample"], &fu["timesteps"], &fu["encoder_hidden_states"], &AttnContext::default())
                 .unwrap(),
             sd.vae.model.decode(&fv["z"]).unwrap(),
             sd.text_encoder.model.forward(&fc["input_ids"]).unwrap(),
@@ -350,46 +208,23 @@ fn every_checkpoint_layout_loads_to_the_same_model() {
             let (u, v, t) = outputs(sd, config);
             assert_close_rel(&u, &reference.0, tol, &format!("{config} {what}: UNet"));
             assert_close_rel(&v, &reference.1, tol, &format!("{config} {what}: VAE"));
-            assert_close_rel(
-                &t,
-                &reference.2,
-                tol,
-                &format!("{config} {what}: text encoder"),
-            );
+            assert_close_rel(&t, &reference.2, tol, &format!("{config} {what}: text encoder"));
         };
         for layout in ["sharded", "legacy_vae"] {
-            check(
-                &load_sd(dir(config, layout).to_str().unwrap(), &cpu()).unwrap(),
-                layout,
-                0.0,
-            );
+            check(&load_sd(dir(config, layout).to_str().unwrap(), &cpu()).unwrap(), layout, 0.0);
         }
         // The plain file wins when both exist; the fp16 variant on request (fp16 rounding only).
         let variants = dir(config, "variants");
-        check(
-            &load_sd(variants.to_str().unwrap(), &cpu()).unwrap(),
-            "plain file beside a variant",
-            0.0,
-        );
-        let fp16 = load_sd(
-            variants.to_str().unwrap(),
-            &SdLoadOptions {
-                variant: Some("fp16".into()),
-                ..cpu()
-            },
-        )
-        .unwrap();
+        check(&load_sd(variants.to_str().unwrap(), &cpu()).unwrap(), "plain file beside a variant", 0.0);
+        let fp16 =
+            load_sd(variants.to_str().unwrap(), &SdLoadOptions { variant: Some("fp16".into()), ..cpu() }).unwrap();
         check(&fp16, "fp16 variant", 5e-2);
         // A single-file LDM checkpoint: its architecture from a diffusers folder's configs (as diffusers'
         // `from_single_file(config=...)`), or the tokenizer given on its own.
         let single = fixtures_dir().join(config).join("single_file.safetensors");
-        let opts = SdLoadOptions {
-            config: Some(dir(config, "pipeline")),
-            ..cpu()
-        };
+        let opts = SdLoadOptions { config: Some(dir(config, "pipeline")), ..cpu() };
         check(
-            &load_sd(single.to_str().unwrap(), &opts)
-                .unwrap_or_else(|e| panic!("{config} single file: {e}")),
+            &load_sd(single.to_str().unwrap(), &opts).unwrap_or_else(|e| panic!("{config} single file: {e}")),
             "single file",
             0.0,
         );
@@ -402,28 +237,12 @@ fn hugging_face_cache_repo_ids_resolve() {
     std::env::set_var("HF_HUB_CACHE", fixtures_dir().join("tiny-conv/hf_home/hub"));
     let sd = load_sd("vidtune/tiny-sd", &cpu()).unwrap();
     let reference = outputs(&load("tiny-conv"), "tiny-conv");
-    assert_close_rel(
-        &outputs(&sd, "tiny-conv").0,
-        &reference.0,
-        0.0,
-        "UNet from the cache",
-    );
-    let err = load_sd("vidtune/not-there", &cpu())
-        .unwrap_err()
-        .to_string();
+    assert_close_rel(&outputs(&sd, "tiny-conv").0, &reference.0, 0.0, "UNet from the cache");
+    let err = load_sd("vidtune/not-there", &cpu()).unwrap_err().to_string();
     assert!(
-        err.contains("vidtune/not-there is not in the Hugging Face cache")
-            && err.contains("does not download"),
+        err.contains("vidtune/not-there is not in the Hugging Face cache") && err.contains("does not download"),
         "{err}"
     );
-    let err = load_sd(
-        "vidtune/tiny-sd",
-        &SdLoadOptions {
-            revision: "v2".into(),
-            ..cpu()
-        },
-    )
-    .unwrap_err()
-    .to_string();
+    let err = load_sd("vidtune/tiny-sd", &SdLoadOptions { revision: "v2".into(), ..cpu() }).unwrap_err().to_string();
     assert!(err.contains("revision \"v2\" has no snapshot"), "{err}");
 }

@@ -5,110 +5,59 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use tch::nn::VarStore;
 use vidtune_kernels_tests::fixtures_dir;
-use vidtune_runtime::config::{
-    parse_config, AutoencoderKLConfig, ClipTextConfig, UNet2DConditionConfig,
-};
+use vidtune_runtime::config::{parse_config, AutoencoderKLConfig, ClipTextConfig, UNet2DConditionConfig};
 use vidtune_runtime::models::nn::{Builder, InitMode};
 use vidtune_runtime::models::{AutoencoderKL, ClipTextTransformer, UNet2DConditionModel};
 use vidtune_runtime::pipelines::t2i::{t2i, T2iOptions};
 use vidtune_runtime::sd::{load_sd, SdLoadOptions};
 
 fn cpu() -> SdLoadOptions {
-    SdLoadOptions {
-        device: "cpu".into(),
-        dtype: Some("fp32".into()),
-        ..Default::default()
-    }
+    SdLoadOptions { device: "cpu".into(), dtype: Some("fp32".into()), ..Default::default() }
 }
 
 fn bundled(component: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("configs/sd-v1-4")
-        .join(component)
-        .join("config.json");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/sd-v1-4").join(component).join("config.json");
     std::fs::read_to_string(path).unwrap()
 }
 
 fn shapes(vs: &VarStore, strip: &str) -> BTreeMap<String, Vec<i64>> {
-    vs.variables()
-        .into_iter()
-        .map(|(k, v)| (k.strip_prefix(strip).unwrap_or(&k).to_string(), v.size()))
-        .collect()
+    vs.variables().into_iter().map(|(k, v)| (k.strip_prefix(strip).unwrap_or(&k).to_string(), v.size())).collect()
 }
 
 fn expected(component: &str) -> BTreeMap<String, Vec<i64>> {
-    let all: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(fixtures_dir().join("sd14_parameters.json")).unwrap(),
-    )
-    .unwrap();
+    let all: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures_dir().join("sd14_parameters.json")).unwrap()).unwrap();
     all[component]
         .as_object()
         .unwrap()
         .iter()
-        .map(|(k, v)| {
-            (
-                k.clone(),
-                v.as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|d| d.as_i64().unwrap())
-                    .collect(),
-            )
-        })
+        .map(|(k, v)| (k.clone(), v.as_array().unwrap().iter().map(|d| d.as_i64().unwrap()).collect()))
         .collect()
 }
 
 #[test]
 fn sd14_architecture_names_and_shapes_equal_diffusers() {
     // Built without initialising (no memory is touched), from the committed SD1.4 configs.
-    let unet_c: UNet2DConditionConfig =
-        parse_config(&bundled("unet"), Path::new("unet/config.json")).unwrap();
-    let vae_c: AutoencoderKLConfig =
-        parse_config(&bundled("vae"), Path::new("vae/config.json")).unwrap();
-    let text_c: ClipTextConfig = parse_config(
-        &bundled("text_encoder"),
-        Path::new("text_encoder/config.json"),
-    )
-    .unwrap();
+    let unet_c: UNet2DConditionConfig = parse_config(&bundled("unet"), Path::new("unet/config.json")).unwrap();
+    let vae_c: AutoencoderKLConfig = parse_config(&bundled("vae"), Path::new("vae/config.json")).unwrap();
+    let text_c: ClipTextConfig = parse_config(&bundled("text_encoder"), Path::new("text_encoder/config.json")).unwrap();
     let vs = VarStore::new(tch::Device::Cpu);
-    let _unet = UNet2DConditionModel::new(&Builder::new(vs.root(), InitMode::Empty), &unet_c, None)
-        .unwrap();
+    let _unet = UNet2DConditionModel::new(&Builder::new(vs.root(), InitMode::Empty), &unet_c, None).unwrap();
     let got = shapes(&vs, "");
-    assert_eq!(
-        got,
-        expected("unet"),
-        "UNet parameters differ from diffusers'"
-    );
-    assert_eq!(
-        got.values().map(|s| s.iter().product::<i64>()).sum::<i64>(),
-        859_520_964,
-        "SD1.4 UNet parameter count"
-    );
+    assert_eq!(got, expected("unet"), "UNet parameters differ from diffusers'");
+    assert_eq!(got.values().map(|s| s.iter().product::<i64>()).sum::<i64>(), 859_520_964, "SD1.4 UNet parameter count");
 
     let vs = VarStore::new(tch::Device::Cpu);
     let _vae = AutoencoderKL::new(&Builder::new(vs.root(), InitMode::Empty), &vae_c).unwrap();
     let got = shapes(&vs, "");
-    assert_eq!(
-        got,
-        expected("vae"),
-        "VAE parameters differ from diffusers'"
-    );
-    assert_eq!(
-        got.values().map(|s| s.iter().product::<i64>()).sum::<i64>(),
-        83_653_863,
-        "SD1.4 VAE parameter count"
-    );
+    assert_eq!(got, expected("vae"), "VAE parameters differ from diffusers'");
+    assert_eq!(got.values().map(|s| s.iter().product::<i64>()).sum::<i64>(), 83_653_863, "SD1.4 VAE parameter count");
 
     let vs = VarStore::new(tch::Device::Cpu);
-    let _text =
-        ClipTextTransformer::new(&Builder::new(vs.root(), InitMode::Empty), &text_c).unwrap();
+    let _text = ClipTextTransformer::new(&Builder::new(vs.root(), InitMode::Empty), &text_c).unwrap();
     // transformers 5 names CLIPTextModel's tensors without `text_model.`; checkpoints on disk carry it.
     let got = shapes(&vs, "text_model.");
-    assert_eq!(
-        got,
-        expected("text_encoder"),
-        "text encoder parameters differ from transformers'"
-    );
+    assert_eq!(got, expected("text_encoder"), "text encoder parameters differ from transformers'");
     assert_eq!(
         got.values().map(|s| s.iter().product::<i64>()).sum::<i64>(),
         123_060_480,
@@ -119,51 +68,14 @@ fn sd14_architecture_names_and_shapes_equal_diffusers() {
 #[test]
 fn random_tiny_model_generates_an_image() {
     let sd = load_sd("random:tiny", &SdLoadOptions { seed: 3, ..cpu() }).unwrap();
-    assert!(
-        sd.random && sd.summary().contains("RANDOM WEIGHTS"),
-        "{}",
-        sd.summary()
-    );
+    assert!(sd.random && sd.summary().contains("RANDOM WEIGHTS"), "{}", sd.summary());
     assert_eq!(sd.default_size(), 64);
-    let out = t2i(
-        &sd,
-        "a red circle",
-        &T2iOptions {
-            steps: 3,
-            seed: Some(5),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let out = t2i(&sd, "a red circle", &T2iOptions { steps: 3, seed: Some(5), ..Default::default() }).unwrap();
     assert_eq!((out.image.width(), out.image.height()), (64, 64));
-    let again = t2i(
-        &sd,
-        "a red circle",
-        &T2iOptions {
-            steps: 3,
-            seed: Some(5),
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    assert!(
-        out.image.tensor().equal(again.image.tensor()),
-        "same seed, same image"
-    );
-    let other = t2i(
-        &sd,
-        "a red circle",
-        &T2iOptions {
-            steps: 3,
-            seed: Some(6),
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    assert!(
-        !out.image.tensor().equal(other.image.tensor()),
-        "another seed, another image"
-    );
+    let again = t2i(&sd, "a red circle", &T2iOptions { steps: 3, seed: Some(5), ..Default::default() }).unwrap();
+    assert!(out.image.tensor().equal(again.image.tensor()), "same seed, same image");
+    let other = t2i(&sd, "a red circle", &T2iOptions { steps: 3, seed: Some(6), ..Default::default() }).unwrap();
+    assert!(!out.image.tensor().equal(other.image.tensor()), "another seed, another image");
     let err = load_sd("random:huge", &cpu()).unwrap_err().to_string();
     assert!(err.contains("expected \"random:tiny\""), "{err}");
 }
@@ -215,15 +127,11 @@ fn bad_checkpoints_are_named() {
     // An SDXL UNet config.
     let pipe = copy_pipeline(tmp.path());
     let cfg = pipe.join("unet/config.json");
-    let mut v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
     v["addition_embed_type"] = "text_time".into();
     std::fs::write(&cfg, v.to_string()).unwrap();
     let e = load_err(&pipe, &cpu());
-    assert!(
-        e.contains("SDXL UNet") && e.contains("addition_embed_type"),
-        "{e}"
-    );
+    assert!(e.contains("SDXL UNet") && e.contains("addition_embed_type"), "{e}");
     std::fs::remove_dir_all(&pipe).unwrap();
 
     // A missing and a wrongly shaped tensor.
@@ -232,16 +140,10 @@ fn bad_checkpoints_are_named() {
     let e = load_err(&pipe, &cpu());
     assert!(e.contains("1 missing tensor(s): conv_in.weight"), "{e}");
     rewrite_unet(&pipe, |t| {
-        t.push((
-            "conv_in.weight".into(),
-            tch::Tensor::zeros([8, 4, 5, 5], (tch::Kind::Float, tch::Device::Cpu)),
-        ))
+        t.push(("conv_in.weight".into(), tch::Tensor::zeros([8, 4, 5, 5], (tch::Kind::Float, tch::Device::Cpu))))
     });
     let e = load_err(&pipe, &cpu());
-    assert!(
-        e.contains("wrong shape: conv_in.weight: file [8, 4, 5, 5] vs model [8, 4, 3, 3]"),
-        "{e}"
-    );
+    assert!(e.contains("wrong shape: conv_in.weight: file [8, 4, 5, 5] vs model [8, 4, 3, 3]"), "{e}");
     std::fs::remove_dir_all(&pipe).unwrap();
 
     // Pickles are refused, in folders and as single files.
@@ -252,85 +154,41 @@ fn bad_checkpoints_are_named() {
     )
     .unwrap();
     let e = load_err(&pipe, &cpu());
-    assert!(
-        e.contains("diffusion_pytorch_model.bin")
-            && e.contains("pickle")
-            && e.contains("safetensors"),
-        "{e}"
-    );
+    assert!(e.contains("diffusion_pytorch_model.bin") && e.contains("pickle") && e.contains("safetensors"), "{e}");
     let ckpt = tmp.path().join("model.ckpt");
     std::fs::write(&ckpt, b"not really").unwrap();
     let e = load_err(&ckpt, &cpu());
-    assert!(
-        e.contains("model.ckpt") && e.contains("pickle checkpoint"),
-        "{e}"
-    );
+    assert!(e.contains("model.ckpt") && e.contains("pickle checkpoint"), "{e}");
 
     // A component folder missing, no weights at all, not a pipeline, not a checkpoint.
     std::fs::remove_dir_all(pipe.join("vae")).unwrap();
     let e = load_err(&pipe, &cpu());
     assert!(e.contains("vae/config.json is missing"), "{e}");
     let e = load_err(tmp.path(), &cpu());
-    assert!(
-        e.contains("is not a diffusers Stable Diffusion folder"),
-        "{e}"
-    );
+    assert!(e.contains("is not a diffusers Stable Diffusion folder"), "{e}");
     let junk = tmp.path().join("junk.safetensors");
     std::fs::write(&junk, b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ").unwrap();
     let e = load_err(&junk, &cpu());
     assert!(e.contains("junk.safetensors"), "{e}");
     let e = load_err(&tmp.path().join("nowhere"), &cpu());
-    assert!(
-        e.contains("no such file or directory") && e.contains("nowhere"),
-        "{e}"
-    );
+    assert!(e.contains("no such file or directory") && e.contains("nowhere"), "{e}");
 }
 
 #[test]
 fn bad_options_are_named() {
     let pipe = fixtures_dir().join("tiny-conv/pipeline");
-    let e = load_err(
-        &pipe,
-        &SdLoadOptions {
-            dtype: Some("fp8".into()),
-            ..cpu()
-        },
-    );
-    assert!(
-        e.contains("unknown dtype \"fp8\"") && e.contains("\"bf16\""),
-        "{e}"
-    );
-    let e = load_err(
-        &pipe,
-        &SdLoadOptions {
-            device: "tpu".into(),
-            ..cpu()
-        },
-    );
+    let e = load_err(&pipe, &SdLoadOptions { dtype: Some("fp8".into()), ..cpu() });
+    assert!(e.contains("unknown dtype \"fp8\"") && e.contains("\"bf16\""), "{e}");
+    let e = load_err(&pipe, &SdLoadOptions { device: "tpu".into(), ..cpu() });
     assert!(e.contains("unknown device \"tpu\""), "{e}");
     if !tch::Cuda::is_available() {
-        let e = load_err(
-            &pipe,
-            &SdLoadOptions {
-                device: "cuda:0".into(),
-                ..cpu()
-            },
-        );
+        let e = load_err(&pipe, &SdLoadOptions { device: "cuda:0".into(), ..cpu() });
         assert!(e.contains("cuda:0 is not available"), "{e}");
     }
     let sd = load_sd(pipe.to_str().unwrap(), &cpu()).unwrap();
-    let e = t2i(
-        &sd,
-        "x",
-        &T2iOptions {
-            width: Some(100),
-            height: Some(64),
-            steps: 1,
-            ..Default::default()
-        },
-    )
-    .unwrap_err()
-    .to_string();
+    let e = t2i(&sd, "x", &T2iOptions { width: Some(100), height: Some(64), steps: 1, ..Default::default() })
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("100x64 is not a multiple of 8"), "{e}");
     let long = "word ".repeat(100);
     let enc = sd.tokenizer.encode(&long).unwrap();
@@ -341,24 +199,14 @@ fn bad_options_are_named() {
 fn fp32_vae_with_a_half_precision_model() {
     // bf16 matmuls run on the CPU too: the UNet and text encoder in bf16, the VAE kept in fp32.
     let pipe = fixtures_dir().join("tiny-conv/pipeline");
-    let opts = SdLoadOptions {
-        dtype: Some("bf16".into()),
-        vae_dtype: Some("fp32".into()),
-        ..cpu()
-    };
+    let opts = SdLoadOptions { dtype: Some("bf16".into()), vae_dtype: Some("fp32".into()), ..cpu() };
     let sd = load_sd(pipe.to_str().unwrap(), &opts).unwrap();
     assert_eq!(sd.unet.model.kind(), tch::Kind::BFloat16);
     assert_eq!(sd.vae.model.kind(), tch::Kind::Float);
     let out = t2i(
         &sd,
         "a photo",
-        &T2iOptions {
-            steps: 2,
-            seed: Some(1),
-            width: Some(32),
-            height: Some(32),
-            ..Default::default()
-        },
+        &T2iOptions { steps: 2, seed: Some(1), width: Some(32), height: Some(32), ..Default::default() },
     )
     .unwrap();
     assert_eq!(out.image.tensor().kind(), tch::Kind::Float);
@@ -369,26 +217,12 @@ fn fp32_vae_with_a_half_precision_model() {
     let ctx = vidtune_runtime::models::AttnContext::default();
     let bf = |t: &tch::Tensor| t.to_kind(tch::Kind::BFloat16);
     let half = tch::no_grad(|| {
-        sd.unet.model.forward(
-            &bf(&f["sample"]),
-            &f["timesteps"],
-            &bf(&f["encoder_hidden_states"]),
-            &ctx,
-        )
+        sd.unet.model.forward(&bf(&f["sample"]), &f["timesteps"], &bf(&f["encoder_hidden_states"]), &ctx)
     })
     .unwrap();
-    let full = tch::no_grad(|| {
-        reference.unet.model.forward(
-            &f["sample"],
-            &f["timesteps"],
-            &f["encoder_hidden_states"],
-            &ctx,
-        )
-    })
-    .unwrap();
-    let rel = (half.to_kind(tch::Kind::Float) - &full)
-        .norm()
-        .double_value(&[])
-        / full.norm().double_value(&[]);
+    let full =
+        tch::no_grad(|| reference.unet.model.forward(&f["sample"], &f["timesteps"], &f["encoder_hidden_states"], &ctx))
+            .unwrap();
+    let rel = (half.to_kind(tch::Kind::Float) - &full).norm().double_value(&[]) / full.norm().double_value(&[]);
     assert!(rel < 0.03, "bf16 UNet relative error {rel}");
 }

@@ -23,12 +23,7 @@ pub fn vidtune(dir: &Path) -> Command {
 /// Runs `vidtune run` on `script` written to `dir/name`.
 pub fn run_script(dir: &Path, name: &str, script: &str, args: &[&str]) -> Output {
     std::fs::write(dir.join(name), script).unwrap();
-    vidtune(dir)
-        .arg("run")
-        .arg(name)
-        .args(args)
-        .output()
-        .unwrap()
+    vidtune(dir).arg("run").arg(name).args(args).output().unwrap()
 }
 
 pub fn stdout(o: &Output) -> String {

@@ -42,19 +42,13 @@ fn param(host: &Host, name: &str, default: Dynamic) -> RhaiResult<Dynamic> {
         return Ok(default);
     };
     // Follow the default's type, so `--set steps=10` gives an integer where the script expects one.
-    let convert_err = |want: &str| {
-        script_error(format!(
-            "--set {name}={given}: expected {want} (the default is {default})"
-        ))
-    };
+    let convert_err =
+        |want: &str| script_error(format!("--set {name}={given}: expected {want} (the default is {default})"));
     Ok(if default.is_int() {
         Dynamic::from(given.as_int().map_err(|_| convert_err("an integer"))?)
     } else if default.is_float() {
         Dynamic::from(
-            given
-                .as_float()
-                .or_else(|_| given.as_int().map(|i| i as f64))
-                .map_err(|_| convert_err("a number"))?,
+            given.as_float().or_else(|_| given.as_int().map(|i| i as f64)).map_err(|_| convert_err("a number"))?,
         )
     } else if default.is_bool() {
         Dynamic::from(given.as_bool().map_err(|_| convert_err("true or false"))?)
@@ -69,12 +63,9 @@ pub fn register(engine: &mut Engine, host: &Rc<Host>) {
     let h = host.clone();
     engine.register_fn("preview", move |value: Dynamic| preview(&h, &value));
     let h = host.clone();
-    engine.register_fn("param", move |name: &str, default: Dynamic| {
-        param(&h, name, default)
-    });
+    engine.register_fn("param", move |name: &str, default: Dynamic| param(&h, name, default));
     engine.register_fn("help", |name: &str| {
-        help::lookup(name)
-            .ok_or_else(|| script_error(format!("help: no function or type named {name:?}")))
+        help::lookup(name).ok_or_else(|| script_error(format!("help: no function or type named {name:?}")))
     });
 }
 

@@ -11,18 +11,8 @@ use vidtune_runtime::media::synthetic::{self, Motion, Shape, SyntheticSpec, Text
 use vidtune_runtime::{Fit, Image, LoadOptions, Masks, Video};
 
 const LOAD_OPTIONS: &[&str] = &["frames", "start", "every", "size", "fit"];
-const SYNTHETIC_OPTIONS: &[&str] = &[
-    "kind",
-    "frames",
-    "size",
-    "seed",
-    "color",
-    "background",
-    "background_color",
-    "motion",
-    "occluder",
-    "fps",
-];
+const SYNTHETIC_OPTIONS: &[&str] =
+    &["kind", "frames", "size", "seed", "color", "background", "background_color", "motion", "occluder", "fps"];
 
 fn load_options(opts: &Opts) -> RhaiResult<LoadOptions> {
     let fit = match opts.string("fit")? {
@@ -32,25 +22,15 @@ fn load_options(opts: &Opts) -> RhaiResult<LoadOptions> {
     let size = opts.size("size")?;
     if let Some((w, h)) = size {
         if w <= 0 || h <= 0 {
-            return Err(script_error(format!(
-                "load_video: size must be positive, got {w}x{h}"
-            )));
+            return Err(script_error(format!("load_video: size must be positive, got {w}x{h}")));
         }
         if w % 8 != 0 || h % 8 != 0 {
-            eprintln!(
-                "warning: size {w}x{h} is not a multiple of 8; the models will refuse these frames"
-            );
+            eprintln!("warning: size {w}x{h} is not a multiple of 8; the models will refuse these frames");
         }
     }
     let every = opts.count("every")?.unwrap_or(1);
     let frames = opts.count("frames")?;
-    let o = LoadOptions {
-        frames,
-        start: opts.count("start")?.unwrap_or(0),
-        every,
-        size,
-        fit,
-    };
+    let o = LoadOptions { frames, start: opts.count("start")?.unwrap_or(0), every, size, fit };
     rt(o.validate())?;
     Ok(o)
 }
@@ -90,10 +70,7 @@ fn synthetic(opts: Opts) -> RhaiResult<Map> {
     if let Some(b) = opts.string("background")? {
         spec.background = Some(named(Texture::parse(&b))?);
     }
-    for (key, slot) in [
-        ("color", &mut spec.color),
-        ("background_color", &mut spec.background_color),
-    ] {
+    for (key, slot) in [("color", &mut spec.color), ("background_color", &mut spec.background_color)] {
         if let Some(c) = opts.string(key)? {
             named(synthetic::color_rgb(&c))?;
             *slot = Some(c);
@@ -117,9 +94,7 @@ fn synthetic(opts: Opts) -> RhaiResult<Map> {
 fn resize(video: &Video, size: Dynamic, fit: &str) -> RhaiResult<Video> {
     let mut m = Map::new();
     m.insert("size".into(), size);
-    let (w, h) = Opts::new("resize", m, &["size"])?
-        .size("size")?
-        .unwrap_or((video.width(), video.height()));
+    let (w, h) = Opts::new("resize", m, &["size"])?.size("size")?.unwrap_or((video.width(), video.height()));
     let fit = Fit::parse(fit).map_err(|e| script_error(format!("resize: {e}")))?;
     rt(video.resize(w, h, fit))
 }
@@ -130,21 +105,15 @@ pub fn register(engine: &mut Engine, host: &Rc<Host>) {
     engine.register_type_with_name::<Masks>("Masks");
 
     let h = host.clone();
-    engine.register_fn("load_video", move |path: &str| {
-        load_video(&h, path, Opts::empty("load_video"))
-    });
+    engine.register_fn("load_video", move |path: &str| load_video(&h, path, Opts::empty("load_video")));
     let h = host.clone();
     engine.register_fn("load_video", move |path: &str, opts: Map| {
         load_video(&h, path, Opts::new("load_video", opts, LOAD_OPTIONS)?)
     });
     let h = host.clone();
-    engine.register_fn("save_video", move |v: Video, path: &str| {
-        save_video(&h, &v, path)
-    });
+    engine.register_fn("save_video", move |v: Video, path: &str| save_video(&h, &v, path));
     let h = host.clone();
-    engine.register_fn("save", move |v: &mut Video, path: &str| {
-        save_video(&h, v, path)
-    });
+    engine.register_fn("save", move |v: &mut Video, path: &str| save_video(&h, v, path));
 
     let h = host.clone();
     engine.register_fn("load_image", move |path: &str| {
@@ -159,16 +128,10 @@ pub fn register(engine: &mut Engine, host: &Rc<Host>) {
     };
     let s = save_image.clone();
     engine.register_fn("save_image", move |img: Image, path: &str| s(&img, path));
-    engine.register_fn("save", move |img: &mut Image, path: &str| {
-        save_image(img, path)
-    });
+    engine.register_fn("save", move |img: &mut Image, path: &str| save_image(img, path));
 
-    engine.register_fn("synthetic_clip", || {
-        synthetic(Opts::empty("synthetic_clip"))
-    });
-    engine.register_fn("synthetic_clip", |opts: Map| {
-        synthetic(Opts::new("synthetic_clip", opts, SYNTHETIC_OPTIONS)?)
-    });
+    engine.register_fn("synthetic_clip", || synthetic(Opts::empty("synthetic_clip")));
+    engine.register_fn("synthetic_clip", |opts: Map| synthetic(Opts::new("synthetic_clip", opts, SYNTHETIC_OPTIONS)?));
 
     // Video
     engine.register_fn("len", |v: &mut Video| v.len() as i64);
@@ -182,12 +145,8 @@ pub fn register(engine: &mut Engine, host: &Rc<Host>) {
     engine.register_fn("slice", |v: &mut Video, a: i64, b: i64| rt(v.slice(a, b)));
     engine.register_fn("grid", |v: &mut Video| rt(v.contact_sheet()));
     engine.register_fn("grid", |v: &mut Video, cols: i64| rt(v.grid(cols)));
-    engine.register_fn("resize", |v: &mut Video, size: Dynamic| {
-        resize(v, size, "resize")
-    });
-    engine.register_fn("resize", |v: &mut Video, size: Dynamic, fit: &str| {
-        resize(v, size, fit)
-    });
+    engine.register_fn("resize", |v: &mut Video, size: Dynamic| resize(v, size, "resize"));
+    engine.register_fn("resize", |v: &mut Video, size: Dynamic, fit: &str| resize(v, size, fit));
     engine.register_fn("with_fps", |v: &mut Video, fps: f64| rt(v.with_fps(fps)));
     engine.register_fn("to_string", |v: &mut Video| v.to_string());
     engine.register_fn("to_debug", |v: &mut Video| v.to_string());
@@ -206,9 +165,7 @@ pub fn register(engine: &mut Engine, host: &Rc<Host>) {
     engine.register_get("height", |m: &mut Masks| m.height());
     engine.register_fn("width", |m: &mut Masks| m.width());
     engine.register_fn("height", |m: &mut Masks| m.height());
-    engine.register_fn("area", |m: &mut Masks| {
-        m.area().into_iter().map(Dynamic::from).collect::<Array>()
-    });
+    engine.register_fn("area", |m: &mut Masks| m.area().into_iter().map(Dynamic::from).collect::<Array>());
     engine.register_fn("overlay", |m: &mut Masks, v: Video| rt(m.overlay(&v)));
     engine.register_fn("to_string", |m: &mut Masks| m.to_string());
     engine.register_fn("to_debug", |m: &mut Masks| m.to_string());

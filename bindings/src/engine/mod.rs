@@ -21,26 +21,14 @@ pub const DOC_TABLES: &[&[FnDoc]] = &[media::DOCS, models::DOCS, host::DOCS];
 
 /// The script types.
 pub const TYPE_DOCS: &[TypeDoc] = &[
-    TypeDoc {
-        name: "Video",
-        summary: "A clip: frames [F, 3, H, W] in [-1, 1] and a frame rate. Cheap to copy.",
-    },
-    TypeDoc {
-        name: "Image",
-        summary: "One RGB image [3, H, W] in [-1, 1].",
-    },
-    TypeDoc {
-        name: "Masks",
-        summary: "One mask per frame, [F, 1, H, W] in [0, 1].",
-    },
+    TypeDoc { name: "Video", summary: "A clip: frames [F, 3, H, W] in [-1, 1] and a frame rate. Cheap to copy." },
+    TypeDoc { name: "Image", summary: "One RGB image [3, H, W] in [-1, 1]." },
+    TypeDoc { name: "Masks", summary: "One mask per frame, [F, 1, H, W] in [0, 1]." },
     TypeDoc {
         name: "StableDiffusion",
         summary: "A loaded SD1.x model: UNet, VAE, CLIP text encoder, tokenizer, scheduler.",
     },
-    TypeDoc {
-        name: "Tensor",
-        summary: "A tensor (shape, dtype, device): embeddings, latents.",
-    },
+    TypeDoc { name: "Tensor", summary: "A tensor (shape, dtype, device): embeddings, latents." },
 ];
 
 /// State shared by the registered functions of one session.
@@ -71,12 +59,7 @@ impl Host {
     /// Files read and not written by the script since the last [`Host::clear_files`].
     pub fn dependencies(&self) -> Vec<PathBuf> {
         let writes = self.writes.borrow();
-        self.reads
-            .borrow()
-            .iter()
-            .filter(|p| !writes.contains(*p))
-            .cloned()
-            .collect()
+        self.reads.borrow().iter().filter(|p| !writes.contains(*p)).cloned().collect()
     }
 
     pub fn clear_files(&self) {
@@ -89,9 +72,7 @@ impl Host {
 pub fn build_engine(host: &Rc<Host>) -> Engine {
     let mut engine = Engine::new();
     engine.set_max_expr_depths(256, 256);
-    engine.on_progress(|_| {
-        vidtune_runtime::progress::cancel_requested().then(|| Dynamic::from("cancelled"))
-    });
+    engine.on_progress(|_| vidtune_runtime::progress::cancel_requested().then(|| Dynamic::from("cancelled")));
     let mut resolver = rhai::module_resolvers::FileModuleResolver::new();
     resolver.enable_cache(false); // watch mode must see edited modules
     engine.set_module_resolver(resolver);
@@ -122,19 +103,12 @@ pub fn describe(value: &Dynamic) -> String {
         return format!("{:?}", value.to_string());
     }
     if let Some(map) = value.read_lock::<rhai::Map>() {
-        let items: Vec<String> = map
-            .iter()
-            .map(|(k, v)| format!("{k}: {}", describe(v)))
-            .collect();
+        let items: Vec<String> = map.iter().map(|(k, v)| format!("{k}: {}", describe(v))).collect();
         return format!("#{{{}}}", items.join(", "));
     }
     if let Some(arr) = value.read_lock::<rhai::Array>() {
         let items: Vec<String> = arr.iter().take(16).map(describe).collect();
-        let more = if arr.len() > 16 {
-            format!(", … ({} items)", arr.len())
-        } else {
-            String::new()
-        };
+        let more = if arr.len() > 16 { format!(", … ({} items)", arr.len()) } else { String::new() };
         return format!("[{}{more}]", items.join(", "));
     }
     value.to_string()
@@ -157,12 +131,7 @@ mod tests {
             .gen_fn_signatures(false)
             .iter()
             .map(|s| s.split('(').next().unwrap_or(s).trim().to_string())
-            .filter(|n| {
-                !n.starts_with("get$")
-                    && !n.starts_with("set$")
-                    && n != "to_string"
-                    && n != "to_debug"
-            })
+            .filter(|n| !n.starts_with("get$") && !n.starts_with("set$") && n != "to_string" && n != "to_debug")
             .collect()
     }
 
@@ -170,20 +139,11 @@ mod tests {
     fn every_script_function_is_documented_and_every_doc_registered() {
         let engine = build_engine(&Rc::new(Host::default()));
         let registered = registered_names(&engine);
-        let documented: BTreeSet<String> = help::functions()
-            .iter()
-            .map(|f| f.call_name().to_string())
-            .collect();
+        let documented: BTreeSet<String> = help::functions().iter().map(|f| f.call_name().to_string()).collect();
         let undocumented: Vec<_> = registered.difference(&documented).collect();
         let unregistered: Vec<_> = documented.difference(&registered).collect();
-        assert!(
-            undocumented.is_empty(),
-            "script functions without a FnDoc: {undocumented:?}"
-        );
-        assert!(
-            unregistered.is_empty(),
-            "FnDocs of functions that do not exist: {unregistered:?}"
-        );
+        assert!(undocumented.is_empty(), "script functions without a FnDoc: {undocumented:?}");
+        assert!(unregistered.is_empty(), "FnDocs of functions that do not exist: {unregistered:?}");
     }
 
     #[test]
@@ -193,11 +153,7 @@ mod tests {
             if let Err(e) = engine.compile(f.example) {
                 panic!("example of {} does not parse: {e}\n{}", f.name, f.example);
             }
-            assert!(
-                !f.signatures.is_empty() && !f.summary.is_empty(),
-                "{} lacks a signature or summary",
-                f.name
-            );
+            assert!(!f.signatures.is_empty() && !f.summary.is_empty(), "{} lacks a signature or summary", f.name);
         }
     }
 
@@ -205,11 +161,7 @@ mod tests {
     fn methods_belong_to_documented_types() {
         for f in help::functions() {
             if let Some(owner) = f.owner() {
-                assert!(
-                    TYPE_DOCS.iter().any(|t| t.name == owner),
-                    "{} belongs to an undocumented type",
-                    f.name
-                );
+                assert!(TYPE_DOCS.iter().any(|t| t.name == owner), "{} belongs to an undocumented type", f.name);
             }
         }
     }

@@ -30,29 +30,12 @@ impl Clone for ScriptTensor {
 
 impl std::fmt::Display for ScriptTensor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "Tensor({:?}, {}, {})",
-            self.0.size(),
-            dtype_name(self.0.kind()),
-            device_name(self.0.device())
-        )
+        write!(f, "Tensor({:?}, {}, {})", self.0.size(), dtype_name(self.0.kind()), device_name(self.0.device()))
     }
 }
 
-const LOAD_OPTIONS: &[&str] = &[
-    "device",
-    "dtype",
-    "vae_dtype",
-    "variant",
-    "revision",
-    "config",
-    "tokenizer",
-    "seed",
-];
-const T2I_OPTIONS: &[&str] = &[
-    "steps", "guidance", "seed", "negative", "width", "height", "eta",
-];
+const LOAD_OPTIONS: &[&str] = &["device", "dtype", "vae_dtype", "variant", "revision", "config", "tokenizer", "seed"];
+const T2I_OPTIONS: &[&str] = &["steps", "guidance", "seed", "negative", "width", "height", "eta"];
 
 thread_local! {
     /// Loaded models, reused by later sessions in this process (watch-mode reruns load nothing twice).
@@ -74,12 +57,7 @@ fn load(host: &Host, spec: &str, opts: Opts) -> RhaiResult<SdModel> {
         seed: opts.int("seed")?.unwrap_or(0) as u64,
     };
     let key = format!("{spec}|{o:?}");
-    if let Some(m) = LOADED.with(|l| {
-        l.borrow()
-            .iter()
-            .find(|(k, _)| *k == key)
-            .map(|(_, m)| m.clone())
-    }) {
+    if let Some(m) = LOADED.with(|l| l.borrow().iter().find(|(k, _)| *k == key).map(|(_, m)| m.clone())) {
         return Ok(m);
     }
     let path = std::path::Path::new(spec);
@@ -118,25 +96,12 @@ fn info(m: &SdModel) -> Map {
     put("text_encoder_params", t.into());
     put(
         "block_out_channels",
-        sd.unet
-            .model
-            .config
-            .block_out_channels
-            .iter()
-            .map(|&c| Dynamic::from(c))
-            .collect::<Array>()
-            .into(),
+        sd.unet.model.config.block_out_channels.iter().map(|&c| Dynamic::from(c)).collect::<Array>().into(),
     );
-    put(
-        "cross_attention_dim",
-        sd.unet.model.config.cross_dim().into(),
-    );
+    put("cross_attention_dim", sd.unet.model.config.cross_dim().into());
     put("default_size", sd.default_size().into());
     put("vocab_size", (sd.tokenizer.vocab_size() as i64).into());
-    put(
-        "prediction_type",
-        sd.scheduler.prediction_type.clone().into(),
-    );
+    put("prediction_type", sd.scheduler.prediction_type.clone().into());
     map
 }
 
@@ -159,11 +124,7 @@ fn generate(m: &SdModel, prompt: &str, opts: Opts) -> RhaiResult<Image> {
 }
 
 fn to_image(t: &ScriptTensor) -> RhaiResult<Image> {
-    let x = if t.0.dim() == 4 && t.0.size()[0] == 1 {
-        t.0.squeeze_dim(0)
-    } else {
-        t.0.shallow_clone()
-    };
+    let x = if t.0.dim() == 4 && t.0.size()[0] == 1 { t.0.squeeze_dim(0) } else { t.0.shallow_clone() };
     rt(Image::new(x.to_kind(tch::Kind::Float).clamp(-1.0, 1.0)))
 }
 
@@ -190,49 +151,31 @@ fn save_tensors(host: &Host, map: Map, path: &str) -> RhaiResult<String> {
 
 fn load_tensors(host: &Host, path: &str) -> RhaiResult<Map> {
     host.record_read(std::path::Path::new(path));
-    let tensors = rt(vidtune_runtime::weights::read_safetensors(
-        std::path::Path::new(path),
-    ))?;
-    Ok(tensors
-        .into_iter()
-        .map(|(k, v)| (k.into(), Dynamic::from(ScriptTensor(v))))
-        .collect())
+    let tensors = rt(vidtune_runtime::weights::read_safetensors(std::path::Path::new(path)))?;
+    Ok(tensors.into_iter().map(|(k, v)| (k.into(), Dynamic::from(ScriptTensor(v)))).collect())
 }
 
 pub fn register(engine: &mut Engine, host: &Rc<Host>) {
     engine.register_type_with_name::<SdModel>("StableDiffusion");
     engine.register_type_with_name::<ScriptTensor>("Tensor");
     let h = host.clone();
-    engine.register_fn("load_sd", move |spec: &str| {
-        load(&h, spec, Opts::empty("load_sd"))
-    });
+    engine.register_fn("load_sd", move |spec: &str| load(&h, spec, Opts::empty("load_sd")));
     let h = host.clone();
-    engine.register_fn("load_sd", move |spec: &str, opts: Map| {
-        load(&h, spec, Opts::new("load_sd", opts, LOAD_OPTIONS)?)
-    });
+    engine
+        .register_fn("load_sd", move |spec: &str, opts: Map| load(&h, spec, Opts::new("load_sd", opts, LOAD_OPTIONS)?));
     engine.register_fn("info", |m: &mut SdModel| info(m));
     engine.register_fn("to_string", |m: &mut SdModel| m.0.summary());
     engine.register_fn("to_debug", |m: &mut SdModel| m.0.summary());
-    engine.register_fn("encode_prompt", |m: SdModel, text: &str| {
-        rt(m.0.encode_prompt(text)).map(ScriptTensor)
-    });
-    engine.register_fn("t2i", |m: SdModel, prompt: &str| {
-        generate(&m, prompt, Opts::empty("t2i"))
-    });
+    engine.register_fn("encode_prompt", |m: SdModel, text: &str| rt(m.0.encode_prompt(text)).map(ScriptTensor));
+    engine.register_fn("t2i", |m: SdModel, prompt: &str| generate(&m, prompt, Opts::empty("t2i")));
     engine.register_fn("t2i", |m: SdModel, prompt: &str, opts: Map| {
         generate(&m, prompt, Opts::new("t2i", opts, T2I_OPTIONS)?)
     });
 
-    engine.register_fn("shape", |t: &mut ScriptTensor| {
-        t.0.size().into_iter().map(Dynamic::from).collect::<Array>()
-    });
-    engine.register_fn("dtype", |t: &mut ScriptTensor| {
-        dtype_name(t.0.kind()).to_string()
-    });
+    engine.register_fn("shape", |t: &mut ScriptTensor| t.0.size().into_iter().map(Dynamic::from).collect::<Array>());
+    engine.register_fn("dtype", |t: &mut ScriptTensor| dtype_name(t.0.kind()).to_string());
     engine.register_fn("device", |t: &mut ScriptTensor| device_name(t.0.device()));
-    engine.register_fn("mean", |t: &mut ScriptTensor| {
-        stat(t, |x| x.mean(tch::Kind::Double))
-    });
+    engine.register_fn("mean", |t: &mut ScriptTensor| stat(t, |x| x.mean(tch::Kind::Double)));
     engine.register_fn("std", |t: &mut ScriptTensor| stat(t, |x| x.std(true)));
     engine.register_fn("min", |t: &mut ScriptTensor| stat(t, |x| x.min()));
     engine.register_fn("max", |t: &mut ScriptTensor| stat(t, |x| x.max()));
@@ -240,9 +183,7 @@ pub fn register(engine: &mut Engine, host: &Rc<Host>) {
     engine.register_fn("to_string", |t: &mut ScriptTensor| t.to_string());
     engine.register_fn("to_debug", |t: &mut ScriptTensor| t.to_string());
     let h = host.clone();
-    engine.register_fn("save_tensors", move |map: Map, path: &str| {
-        save_tensors(&h, map, path)
-    });
+    engine.register_fn("save_tensors", move |map: Map, path: &str| save_tensors(&h, map, path));
     let h = host.clone();
     engine.register_fn("load_tensors", move |path: &str| load_tensors(&h, path));
 }
@@ -250,7 +191,10 @@ pub fn register(engine: &mut Engine, host: &Rc<Host>) {
 pub const DOCS: &[FnDoc] = &[
     FnDoc {
         name: "load_sd",
-        signatures: &["load_sd(path_or_repo_id: string) -> StableDiffusion", "load_sd(path_or_repo_id: string, options: map) -> StableDiffusion"],
+        signatures: &[
+            "load_sd(path_or_repo_id: string) -> StableDiffusion",
+            "load_sd(path_or_repo_id: string, options: map) -> StableDiffusion",
+        ],
         summary: "Loads a Stable Diffusion 1.x model: a diffusers folder, a repo id in the Hugging Face cache \
                   (CompVis/stable-diffusion-v1-4; never downloaded), a single-file .safetensors checkpoint, or \
                   \"random:tiny\" (tiny random weights, to try the workflow). Pickle files (.bin, .ckpt) are refused.",
@@ -286,7 +230,10 @@ print(e.shape());"#,
     },
     FnDoc {
         name: "t2i",
-        signatures: &["t2i(sd: StableDiffusion, prompt: string) -> Image", "t2i(sd: StableDiffusion, prompt: string, options: map) -> Image"],
+        signatures: &[
+            "t2i(sd: StableDiffusion, prompt: string) -> Image",
+            "t2i(sd: StableDiffusion, prompt: string, options: map) -> Image",
+        ],
         summary: "Text to image with DDIM and classifier-free guidance. The same seed, prompt and settings give the \
                   same image as diffusers' StableDiffusionPipeline with torch.Generator(\"cpu\").manual_seed(seed).",
         details: "options:

@@ -7,20 +7,11 @@ use std::path::Path;
 
 /// Every command with what it does (for `:help` and completion).
 pub const COMMANDS: &[(&str, &str)] = &[
-    (
-        ":help [name]",
-        "list functions, or show one function's or type's documentation",
-    ),
+    (":help [name]", "list functions, or show one function's or type's documentation"),
     (":vars", "list the session's variables"),
     (":reset", "forget every variable and function"),
-    (
-        ":load FILE",
-        "run a script file in this session (its variables stay)",
-    ),
-    (
-        ":autopreview on|off",
-        "preview every video, image or masks result",
-    ),
+    (":load FILE", "run a script file in this session (its variables stay)"),
+    (":autopreview on|off", "preview every video, image or masks result"),
     (":quit", "leave (also :q, :exit, Ctrl-D)"),
 ];
 
@@ -30,10 +21,7 @@ pub enum Outcome {
 }
 
 pub fn run(line: &str, session: &mut Session, state: &mut ReplState) -> Outcome {
-    let (cmd, arg) = line
-        .split_once(char::is_whitespace)
-        .map(|(c, a)| (c, a.trim()))
-        .unwrap_or((line, ""));
+    let (cmd, arg) = line.split_once(char::is_whitespace).map(|(c, a)| (c, a.trim())).unwrap_or((line, ""));
     match cmd {
         ":quit" | ":q" | ":exit" => return Outcome::Quit,
         ":help" | ":h" | ":?" => {
@@ -73,10 +61,7 @@ pub fn run(line: &str, session: &mut Session, state: &mut ReplState) -> Outcome 
         ":autopreview" => match arg {
             "on" => state.autopreview = true,
             "off" => state.autopreview = false,
-            "" => println!(
-                "autopreview is {}",
-                if state.autopreview { "on" } else { "off" }
-            ),
+            "" => println!("autopreview is {}", if state.autopreview { "on" } else { "off" }),
             other => eprintln!(":autopreview takes on or off, not {other:?}"),
         },
         other => eprintln!("unknown command {other}; :help lists the commands"),

@@ -11,9 +11,8 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 const KEYWORDS: &[&str] = &[
-    "let", "const", "fn", "if", "else", "for", "in", "while", "loop", "do", "until", "break",
-    "continue", "return", "true", "false", "switch", "throw", "try", "catch", "import", "export",
-    "as", "print", "debug", "type_of",
+    "let", "const", "fn", "if", "else", "for", "in", "while", "loop", "do", "until", "break", "continue", "return",
+    "true", "false", "switch", "throw", "try", "catch", "import", "export", "as", "print", "debug", "type_of",
 ];
 
 /// Names that change as the session runs (variables and script functions).
@@ -116,19 +115,9 @@ impl ReplHelper {
             out.extend(help::functions().iter().map(|f| f.call_name().to_string()));
             out.extend(help::types().iter().map(|t| t.name.to_string()));
         } else if before[..before.len() - word.len()].ends_with('.') {
-            out.extend(
-                help::functions()
-                    .iter()
-                    .filter(|f| f.owner().is_some())
-                    .map(|f| f.call_name().to_string()),
-            );
+            out.extend(help::functions().iter().filter(|f| f.owner().is_some()).map(|f| f.call_name().to_string()));
         } else {
-            out.extend(
-                help::functions()
-                    .iter()
-                    .filter(|f| f.owner().is_none())
-                    .map(|f| f.name.to_string()),
-            );
+            out.extend(help::functions().iter().filter(|f| f.owner().is_none()).map(|f| f.name.to_string()));
             let names = self.names.borrow();
             out.extend(names.variables.iter().cloned());
             out.extend(names.functions.iter().cloned());
@@ -144,12 +133,7 @@ impl ReplHelper {
 impl Completer for ReplHelper {
     type Candidate = Pair;
 
-    fn complete(
-        &self,
-        line: &str,
-        pos: usize,
-        _ctx: &Context<'_>,
-    ) -> rustyline::Result<(usize, Vec<Pair>)> {
+    fn complete(&self, line: &str, pos: usize, _ctx: &Context<'_>) -> rustyline::Result<(usize, Vec<Pair>)> {
         let before = &line[..pos];
         let start = before
             .char_indices()
@@ -158,14 +142,8 @@ impl Completer for ReplHelper {
             .map(|(i, c)| i + c.len_utf8())
             .unwrap_or(0);
         let word = &before[start..];
-        let pairs = self
-            .candidates(before, word)
-            .into_iter()
-            .map(|c| Pair {
-                display: c.clone(),
-                replacement: c,
-            })
-            .collect();
+        let pairs =
+            self.candidates(before, word).into_iter().map(|c| Pair { display: c.clone(), replacement: c }).collect();
         Ok((start, pairs))
     }
 }

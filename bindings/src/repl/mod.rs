@@ -56,10 +56,7 @@ pub fn run() -> anyhow::Result<()> {
     let mut editor: Editor<ReplHelper, FileHistory> = Editor::with_config(config)?;
     editor.set_helper(Some(ReplHelper {
         names: names.clone(),
-        commands: commands::COMMANDS
-            .iter()
-            .map(|(c, _)| c.split(' ').next().unwrap_or(c))
-            .collect(),
+        commands: commands::COMMANDS.iter().map(|(c, _)| c.split(' ').next().unwrap_or(c)).collect(),
     }));
     let history = history_path();
     if let Some(path) = &history {
@@ -67,13 +64,8 @@ pub fn run() -> anyhow::Result<()> {
     }
     // Ctrl-C while a primitive runs only raises the cancel flag; the loops stop at their next step.
     let _ = ctrlc::set_handler(vidtune_runtime::progress::request_cancel);
-    let mut state = ReplState {
-        autopreview: session.host().previewer.borrow().mode == PreviewMode::Inline,
-    };
-    println!(
-        "vidtune {} — :help lists functions, Tab completes, :quit or Ctrl-D leaves",
-        vidtune_runtime::VERSION
-    );
+    let mut state = ReplState { autopreview: session.host().previewer.borrow().mode == PreviewMode::Inline };
+    println!("vidtune {} — :help lists functions, Tab completes, :quit or Ctrl-D leaves", vidtune_runtime::VERSION);
     loop {
         match editor.readline("vidtune> ") {
             Ok(line) => {
@@ -82,9 +74,7 @@ pub fn run() -> anyhow::Result<()> {
                 }
                 let _ = editor.add_history_entry(line.as_str());
                 if line.trim_start().starts_with(':') {
-                    if let commands::Outcome::Quit =
-                        commands::run(line.trim(), &mut session, &mut state)
-                    {
+                    if let commands::Outcome::Quit = commands::run(line.trim(), &mut session, &mut state) {
                         break;
                     }
                 } else {

@@ -50,35 +50,21 @@ impl Clone for Ddim {
 
 impl Ddim {
     pub fn new(schedule: NoiseSchedule, params: DdimParams) -> Self {
-        let final_alpha_cumprod = if params.set_alpha_to_one {
-            Tensor::from(1.0f32)
-        } else {
-            schedule.alpha_cumprod(0).copy()
-        };
-        Ddim {
-            schedule,
-            params,
-            final_alpha_cumprod,
-            timesteps: vec![],
-            num_inference_steps: 0,
-        }
+        let final_alpha_cumprod =
+            if params.set_alpha_to_one { Tensor::from(1.0f32) } else { schedule.alpha_cumprod(0).copy() };
+        Ddim { schedule, params, final_alpha_cumprod, timesteps: vec![], num_inference_steps: 0 }
     }
 
     /// Chooses `n` inference timesteps (descending), following `timestep_spacing` and `steps_offset`.
     pub fn set_timesteps(&mut self, n: i64) -> Result<()> {
         let train = self.schedule.num_train_timesteps();
         if n <= 0 || n > train {
-            return Err(KernelError::Invalid(format!(
-                "steps must be in 1..={train}, got {n}"
-            )));
+            return Err(KernelError::Invalid(format!("steps must be in 1..={train}, got {n}")));
         }
         self.timesteps = match self.params.spacing {
             Spacing::Leading => {
                 let ratio = train / n;
-                (0..n)
-                    .rev()
-                    .map(|i| i * ratio + self.params.steps_offset)
-                    .collect()
+                (0..n).rev().map(|i| i * ratio + self.params.steps_offset).collect()
             }
             Spacing::Trailing => {
                 let ratio = train as f64 / n as f64;
@@ -96,11 +82,7 @@ impl Ddim {
             Spacing::Linspace => (0..n)
                 .rev()
                 .map(|i| {
-                    let x = if n == 1 {
-                        0.0
-                    } else {
-                        i as f64 * (train - 1) as f64 / (n - 1) as f64
-                    };
+                    let x = if n == 1 { 0.0 } else { i as f64 * (train - 1) as f64 / (n - 1) as f64 };
                     round_half_even(x) as i64
                 })
                 .collect(),
@@ -120,9 +102,7 @@ impl Ddim {
 
     fn step_ratio(&self) -> Result<i64> {
         if self.num_inference_steps == 0 {
-            return Err(KernelError::Invalid(
-                "set_timesteps must be called before step".into(),
-            ));
+            return Err(KernelError::Invalid("set_timesteps must be called before step".into()));
         }
         Ok(self.schedule.num_train_timesteps() / self.num_inference_steps)
     }
@@ -144,30 +124,16 @@ impl Ddim {
     }
 
     /// `x0` and `ε` predicted from the model output at timestep alpha `alpha_t`.
-    fn predictions(
-        &self,
-        model_output: &Tensor,
-        sample: &Tensor,
-        alpha_t: &Tensor,
-    ) -> (Tensor, Tensor) {
+    fn predictions(&self, model_output: &Tensor, sample: &Tensor, alpha_t: &Tensor) -> (Tensor, Tensor) {
         let beta_t = alpha_t.ones_like() - alpha_t;
-        let (sa, sb) = (
-            alpha_t.pow_tensor_scalar(0.5),
-            beta_t.pow_tensor_scalar(0.5),
-        );
+        let (sa, sb) = (alpha_t.pow_tensor_scalar(0.5), beta_t.pow_tensor_scalar(0.5));
         match self.params.prediction {
-            Prediction::Epsilon => (
-                (sample - &sb * model_output) / &sa,
-                model_output.shallow_clone(),
-            ),
+            Prediction::Epsilon => ((sample - &sb * model_output) / &sa, model_output.shallow_clone()),
             Prediction::Sample => {
                 let eps = (sample - &sa * model_output) / &sb;
                 (model_output.shallow_clone(), eps)
             }
-            Prediction::VPrediction => (
-                &sa * sample - &sb * model_output,
-                &sa * model_output + &sb * sample,
-            ),
+            Prediction::VPrediction => (&sa * sample - &sb * model_output, &sa * model_output + &sb * sample),
         }
     }
 
@@ -200,14 +166,12 @@ impl Ddim {
         if use_clipped_model_output {
             eps = (sample - alpha_t.pow_tensor_scalar(0.5) * &x0) / beta_t.pow_tensor_scalar(0.5);
         }
-        let direction = (alpha_prev.ones_like() - &alpha_prev - std_dev.pow_tensor_scalar(2))
-            .pow_tensor_scalar(0.5)
-            * &eps;
+        let direction =
+            (alpha_prev.ones_like() - &alpha_prev - std_dev.pow_tensor_scalar(2)).pow_tensor_scalar(0.5) * &eps;
         let mut prev = alpha_prev.pow_tensor_scalar(0.5) * &x0 + direction;
         if eta > 0.0 {
-            let noise = variance_noise.ok_or_else(|| {
-                KernelError::Invalid("DDIM with eta > 0 needs variance noise".into())
-            })?;
+            let noise =
+                variance_noise.ok_or_else(|| KernelError::Invalid("DDIM with eta > 0 needs variance noise".into()))?;
             if noise.size() != model_output.size() {
                 return Err(KernelError::Shape {
                     what: "variance noise".into(),
@@ -217,10 +181,7 @@ impl Ddim {
             }
             prev = prev + std_dev * noise;
         }
-        Ok(DdimStep {
-            prev_sample: prev,
-            pred_original_sample: x0,
-        })
+        Ok(DdimStep { prev_sample: prev, pred_original_sample: x0 })
     }
 
     /// Tune-A-Video's DDIM inversion step: from the sample at noise level `t − train/steps` (the final
@@ -231,10 +192,8 @@ impl Ddim {
         let alpha_t = self.alpha_at(current);
         let alpha_next = self.schedule.alpha_cumprod(t);
         let beta_t = alpha_t.ones_like() - &alpha_t;
-        let x0 = (sample - beta_t.pow_tensor_scalar(0.5) * model_output)
-            / alpha_t.pow_tensor_scalar(0.5);
-        let direction =
-            (alpha_next.ones_like() - &alpha_next).pow_tensor_scalar(0.5) * model_output;
+        let x0 = (sample - beta_t.pow_tensor_scalar(0.5) * model_output) / alpha_t.pow_tensor_scalar(0.5);
+        let direction = (alpha_next.ones_like() - &alpha_next).pow_tensor_scalar(0.5) * model_output;
         Ok(alpha_next.pow_tensor_scalar(0.5) * x0 + direction)
     }
 
@@ -245,19 +204,11 @@ impl Ddim {
         let flat = sample.to_kind(Kind::Float).reshape([size[0], -1]);
         let s = flat
             .abs()
-            .quantile_scalar(
-                self.params.dynamic_thresholding_ratio,
-                Some(1),
-                false,
-                "linear",
-            )
+            .quantile_scalar(self.params.dynamic_thresholding_ratio, Some(1), false, "linear")
             .clamp(1.0, self.params.sample_max_value)
             .unsqueeze(1);
         let neg = -&s;
-        flat.clamp_tensor(Some(&neg), Some(&s))
-            .divide(&s)
-            .reshape(size.as_slice())
-            .to_kind(kind)
+        flat.clamp_tensor(Some(&neg), Some(&s)).divide(&s).reshape(size.as_slice()).to_kind(kind)
     }
 }
 
@@ -277,15 +228,7 @@ mod tests {
     use crate::schedulers::BetaSchedule;
 
     fn sd_ddim(spacing: Spacing) -> Ddim {
-        let schedule = NoiseSchedule::new(
-            1000,
-            0.00085,
-            0.012,
-            BetaSchedule::ScaledLinear,
-            None,
-            false,
-        )
-        .unwrap();
+        let schedule = NoiseSchedule::new(1000, 0.00085, 0.012, BetaSchedule::ScaledLinear, None, false).unwrap();
         Ddim::new(
             schedule,
             DdimParams {

@@ -81,10 +81,7 @@ pub struct NoiseSchedule {
 
 impl Clone for NoiseSchedule {
     fn clone(&self) -> Self {
-        NoiseSchedule {
-            betas: self.betas.shallow_clone(),
-            alphas_cumprod: self.alphas_cumprod.shallow_clone(),
-        }
+        NoiseSchedule { betas: self.betas.shallow_clone(), alphas_cumprod: self.alphas_cumprod.shallow_clone() }
     }
 }
 
@@ -106,16 +103,10 @@ impl NoiseSchedule {
         let opts = (Kind::Float, tch::Device::Cpu);
         let mut betas = match (trained_betas, schedule) {
             (Some(b), _) => Tensor::from_slice(b).to_kind(Kind::Float),
-            (None, BetaSchedule::Linear) => {
-                Tensor::linspace(beta_start, beta_end, num_train_timesteps, opts)
+            (None, BetaSchedule::Linear) => Tensor::linspace(beta_start, beta_end, num_train_timesteps, opts),
+            (None, BetaSchedule::ScaledLinear) => {
+                Tensor::linspace(beta_start.sqrt(), beta_end.sqrt(), num_train_timesteps, opts).pow_tensor_scalar(2)
             }
-            (None, BetaSchedule::ScaledLinear) => Tensor::linspace(
-                beta_start.sqrt(),
-                beta_end.sqrt(),
-                num_train_timesteps,
-                opts,
-            )
-            .pow_tensor_scalar(2),
             (None, BetaSchedule::SquaredCosCapV2) => cosine_betas(num_train_timesteps, 0.999),
         };
         if rescale_zero_snr {
@@ -123,10 +114,7 @@ impl NoiseSchedule {
         }
         let alphas = betas.ones_like() - &betas;
         let alphas_cumprod = alphas.cumprod(0, Kind::Float);
-        Ok(NoiseSchedule {
-            betas,
-            alphas_cumprod,
-        })
+        Ok(NoiseSchedule { betas, alphas_cumprod })
     }
 
     pub fn num_train_timesteps(&self) -> i64 {
@@ -141,11 +129,7 @@ impl NoiseSchedule {
 
 /// The cosine schedule (`betas_for_alpha_bar`), in f64 then cast to float32 as diffusers does.
 fn cosine_betas(n: i64, max_beta: f64) -> Tensor {
-    let alpha_bar = |t: f64| {
-        ((t + 0.008) / 1.008 * std::f64::consts::PI / 2.0)
-            .cos()
-            .powi(2)
-    };
+    let alpha_bar = |t: f64| ((t + 0.008) / 1.008 * std::f64::consts::PI / 2.0).cos().powi(2);
     let betas: Vec<f64> = (0..n)
         .map(|i| {
             let (t1, t2) = (i as f64 / n as f64, (i + 1) as f64 / n as f64);

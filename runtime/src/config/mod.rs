@@ -63,18 +63,10 @@ pub fn read_config<T: DeserializeOwned + ExtraFields>(path: &Path) -> Result<T> 
 
 /// Parses a JSON config named `path` in errors.
 pub fn parse_config<T: DeserializeOwned + ExtraFields>(text: &str, path: &Path) -> Result<T> {
-    let config: T = serde_json::from_str(text)
-        .map_err(|e| Error::bad_file(path, format!("invalid config: {e}")))?;
-    let unknown: Vec<&String> = config
-        .extra()
-        .keys()
-        .filter(|k| !k.starts_with('_'))
-        .collect();
+    let config: T = serde_json::from_str(text).map_err(|e| Error::bad_file(path, format!("invalid config: {e}")))?;
+    let unknown: Vec<&String> = config.extra().keys().filter(|k| !k.starts_with('_')).collect();
     if !unknown.is_empty() {
-        log::debug!(
-            "{}: fields not used by vidtune: {unknown:?}",
-            path.display()
-        );
+        log::debug!("{}: fields not used by vidtune: {unknown:?}", path.display());
     }
     Ok(config)
 }

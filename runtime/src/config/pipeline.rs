@@ -81,9 +81,7 @@ impl TokenizerConfig {
     }
 
     fn token(spec: &Option<TokenSpec>, default: &str) -> String {
-        spec.as_ref()
-            .map(|t| t.content().to_string())
-            .unwrap_or_else(|| default.to_string())
+        spec.as_ref().map(|t| t.content().to_string()).unwrap_or_else(|| default.to_string())
     }
 
     pub fn bos(&self) -> String {

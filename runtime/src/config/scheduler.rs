@@ -84,10 +84,8 @@ impl ExtraFields for SchedulerConfig {
 impl SchedulerConfig {
     /// Stable Diffusion 1.x's scheduler settings.
     pub fn sd_default() -> Self {
-        serde_json::from_str(include_str!(
-            "../../configs/sd-v1-4/scheduler/scheduler_config.json"
-        ))
-        .expect("bundled config")
+        serde_json::from_str(include_str!("../../configs/sd-v1-4/scheduler/scheduler_config.json"))
+            .expect("bundled config")
     }
 
     pub fn prediction(&self) -> Result<Prediction> {

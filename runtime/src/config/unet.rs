@@ -13,24 +13,10 @@ fn d_true() -> bool {
     true
 }
 fn d_down() -> Vec<String> {
-    [
-        "CrossAttnDownBlock2D",
-        "CrossAttnDownBlock2D",
-        "CrossAttnDownBlock2D",
-        "DownBlock2D",
-    ]
-    .map(String::from)
-    .to_vec()
+    ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"].map(String::from).to_vec()
 }
 fn d_up() -> Vec<String> {
-    [
-        "UpBlock2D",
-        "CrossAttnUpBlock2D",
-        "CrossAttnUpBlock2D",
-        "CrossAttnUpBlock2D",
-    ]
-    .map(String::from)
-    .to_vec()
+    ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"].map(String::from).to_vec()
 }
 fn d_mid() -> Option<String> {
     Some("UNetMidBlock2DCrossAttn".into())
@@ -204,57 +190,29 @@ impl UNet2DConditionConfig {
     /// Refuses configurations outside the SD1.x family, naming the field.
     pub fn check_supported(&self) -> Result<()> {
         if let Some(kind) = &self.addition_embed_type {
-            let family = if kind == "text_time" {
-                " (an SDXL UNet)"
-            } else {
-                ""
-            };
+            let family = if kind == "text_time" { " (an SDXL UNet)" } else { "" };
             return Err(self.refuse(format!("addition_embed_type is {kind:?}{family}")));
         }
         if let Some(kind) = &self.class_embed_type {
             return Err(self.refuse(format!("class_embed_type is {kind:?}")));
         }
-        if self
-            .transformer_layers_per_block
-            .expand(1)
-            .iter()
-            .any(|v| v.as_i64() != Some(1))
-        {
-            return Err(
-                self.refuse("transformer_layers_per_block is not 1 (an SDXL-style UNet)".into())
-            );
+        if self.transformer_layers_per_block.expand(1).iter().any(|v| v.as_i64() != Some(1)) {
+            return Err(self.refuse("transformer_layers_per_block is not 1 (an SDXL-style UNet)".into()));
         }
         if self.cross_attention_dim.is_many() {
             return Err(self.refuse("cross_attention_dim differs per block".into()));
         }
         let checks: [(bool, &str); 10] = [
             (self.encoder_hid_dim.is_some(), "encoder_hid_dim is set"),
-            (
-                self.time_cond_proj_dim.is_some(),
-                "time_cond_proj_dim is set (an LCM-distilled UNet)",
-            ),
+            (self.time_cond_proj_dim.is_some(), "time_cond_proj_dim is set (an LCM-distilled UNet)"),
             (self.dual_cross_attention, "dual_cross_attention is on"),
-            (
-                self.attention_type != "default",
-                "attention_type is not \"default\"",
-            ),
-            (
-                self.resnet_time_scale_shift != "default",
-                "resnet_time_scale_shift is not \"default\"",
-            ),
-            (
-                self.time_embedding_type != "positional",
-                "time_embedding_type is not \"positional\"",
-            ),
-            (
-                self.conv_in_kernel != 3 || self.conv_out_kernel != 3,
-                "conv kernels are not 3x3",
-            ),
+            (self.attention_type != "default", "attention_type is not \"default\""),
+            (self.resnet_time_scale_shift != "default", "resnet_time_scale_shift is not \"default\""),
+            (self.time_embedding_type != "positional", "time_embedding_type is not \"positional\""),
+            (self.conv_in_kernel != 3 || self.conv_out_kernel != 3, "conv kernels are not 3x3"),
             (self.act_fn != "silu", "act_fn is not \"silu\""),
             (
-                self.mid_block_type
-                    .as_deref()
-                    .is_none_or(|m| !m.starts_with("UNetMidBlock")),
+                self.mid_block_type.as_deref().is_none_or(|m| !m.starts_with("UNetMidBlock")),
                 "it has no cross-attention mid block",
             ),
             (
@@ -267,12 +225,7 @@ impl UNet2DConditionConfig {
         if let Some((_, why)) = checks.iter().find(|(bad, _)| *bad) {
             return Err(self.refuse(why.to_string()));
         }
-        if self
-            .only_cross_attention
-            .expand(self.down_block_types.len())
-            .iter()
-            .any(|b| *b)
-        {
+        if self.only_cross_attention.expand(self.down_block_types.len()).iter().any(|b| *b) {
             return Err(self.refuse("only_cross_attention is on".into()));
         }
         let n = self.block_out_channels.len();

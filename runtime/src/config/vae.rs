@@ -96,21 +96,14 @@ impl AutoencoderKLConfig {
             .down_block_types
             .iter()
             .find(|t| *t != "DownEncoderBlock2D")
-            .or_else(|| {
-                self.up_block_types
-                    .iter()
-                    .find(|t| *t != "UpDecoderBlock2D")
-            })
+            .or_else(|| self.up_block_types.iter().find(|t| *t != "UpDecoderBlock2D"))
         {
             return Err(Error::Invalid(format!(
                 "vae/config.json: block type {t:?} is not an AutoencoderKL block vidtune supports"
             )));
         }
         if self.act_fn != "silu" {
-            return Err(Error::Invalid(format!(
-                "vae/config.json: act_fn {:?} is not supported (silu)",
-                self.act_fn
-            )));
+            return Err(Error::Invalid(format!("vae/config.json: act_fn {:?} is not supported (silu)", self.act_fn)));
         }
         Ok(())
     }

@@ -20,9 +20,7 @@ fn init() -> Result<()> {
         ff::log::set_level(ff::log::Level::Fatal);
     });
     match failed {
-        Some(e) => Err(Error::Unsupported(format!(
-            "FFmpeg failed to initialise: {e}"
-        ))),
+        Some(e) => Err(Error::Unsupported(format!("FFmpeg failed to initialise: {e}"))),
         None => Ok(()),
     }
 }
@@ -41,8 +39,7 @@ pub fn has_encoder(name: &str) -> bool {
 /// Decodes the frames `collector` asks for, in presentation order.
 pub(crate) fn read(path: &Path, collector: &mut Collector) -> Result<f64> {
     init()?;
-    let not_video =
-        |e: &dyn std::fmt::Display| Error::bad_file(path, format!("not a readable video ({e})"));
+    let not_video = |e: &dyn std::fmt::Display| Error::bad_file(path, format!("not a readable video ({e})"));
     let mut ictx = ff::format::input(&path).map_err(|e| not_video(&e))?;
     let stream = ictx
         .streams()
@@ -55,10 +52,7 @@ pub(crate) fn read(path: &Path, collector: &mut Collector) -> Result<f64> {
         .map_err(|e| not_video(&e))?;
     let (w, h) = (decoder.width(), decoder.height());
     if w == 0 || h == 0 {
-        return Err(Error::bad_file(
-            path,
-            "not a video: the stream has no frame size",
-        ));
+        return Err(Error::bad_file(path, "not a video: the stream has no frame size"));
     }
     let mut scaler = ff::software::scaling::Context::get(
         decoder.format(),
@@ -102,10 +96,7 @@ pub(crate) fn read(path: &Path, collector: &mut Collector) -> Result<f64> {
         }
     }
     if !sent_any && collector.seen() == 0 {
-        return Err(Error::bad_file(
-            path,
-            "not a video: no decodable video packets",
-        ));
+        return Err(Error::bad_file(path, "not a video: no decodable video packets"));
     }
     if !collector.full() {
         let _ = decoder.send_eof();
@@ -129,11 +120,7 @@ fn frame_rate(base: ff::Rational, avg: ff::Rational) -> f64 {
 
 /// Copies an RGB24 frame into a packed buffer, dropping the line padding.
 fn packed_rgb(frame: &ff::frame::Video, out: &mut Vec<u8>) {
-    let (w, h, stride) = (
-        frame.width() as usize,
-        frame.height() as usize,
-        frame.stride(0),
-    );
+    let (w, h, stride) = (frame.width() as usize, frame.height() as usize, frame.stride(0));
     let data = frame.data(0);
     out.clear();
     for y in 0..h {
@@ -144,14 +131,8 @@ fn packed_rgb(frame: &ff::frame::Video, out: &mut Vec<u8>) {
 /// The encoders tried for a container, best first.
 fn encoders_for(ext: &str) -> &'static [(&'static str, &'static [(&'static str, &'static str)])] {
     match ext {
-        "webm" => &[
-            ("libvpx-vp9", &[("crf", "30"), ("b", "0")]),
-            ("libvpx", &[("crf", "10"), ("b", "1M")]),
-        ],
-        _ => &[
-            ("libx264", &[("crf", "18"), ("preset", "medium")]),
-            ("mpeg4", &[("qscale", "2")]),
-        ],
+        "webm" => &[("libvpx-vp9", &[("crf", "30"), ("b", "0")]), ("libvpx", &[("crf", "10"), ("b", "1M")])],
+        _ => &[("libx264", &[("crf", "18"), ("preset", "medium")]), ("mpeg4", &[("qscale", "2")])],
     }
 }
 
@@ -165,25 +146,19 @@ pub(crate) fn write(video: &Video, path: &Path, ext: &str, progress: &mut Progre
         "webm" => "webm",
         other => return Err(Error::Invalid(format!("no FFmpeg container for .{other}"))),
     };
-    let fail =
-        |what: &str, e: &dyn std::fmt::Display| Error::bad_file(path, format!("{what}: {e}"));
+    let fail = |what: &str, e: &dyn std::fmt::Display| Error::bad_file(path, format!("{what}: {e}"));
     let (codec, opts) = encoders_for(ext)
         .iter()
         .find_map(|(name, opts)| ff::encoder::find_by_name(name).map(|c| (c, *opts)))
         .ok_or_else(|| Error::Unsupported(format!("FFmpeg has no encoder for .{ext} here")))?;
     let mut octx = ff::format::output_as(&path, format).map_err(|e| fail("cannot create", &e))?;
-    let global_header = octx
-        .format()
-        .flags()
-        .contains(ff::format::Flags::GLOBAL_HEADER);
+    let global_header = octx.format().flags().contains(ff::format::Flags::GLOBAL_HEADER);
     // yuv420p needs even sides: round up (the encoder sees a 1-pixel edge stretch at most).
     let (w, h) = (video.width() as u32, video.height() as u32);
     let (ew, eh) = (w + (w & 1), h + (h & 1));
     let rate = ff::Rational::from(video.fps().max(0.1)).reduce();
     let time_base = rate.invert();
-    let mut ost = octx
-        .add_stream(codec)
-        .map_err(|e| fail("cannot add stream", &e))?;
+    let mut ost = octx.add_stream(codec).map_err(|e| fail("cannot add stream", &e))?;
     let mut enc = ff::codec::context::Context::new_with_codec(codec)
         .encoder()
         .video()
@@ -200,13 +175,10 @@ pub(crate) fn write(video: &Video, path: &Path, ext: &str, progress: &mut Progre
     for (k, v) in opts {
         dict.set(k, v);
     }
-    let mut encoder = enc
-        .open_with(dict)
-        .map_err(|e| fail("cannot open encoder", &e))?;
+    let mut encoder = enc.open_with(dict).map_err(|e| fail("cannot open encoder", &e))?;
     ost.set_parameters(&encoder);
     ost.set_time_base(time_base);
-    octx.write_header()
-        .map_err(|e| fail("cannot write header", &e))?;
+    octx.write_header().map_err(|e| fail("cannot write header", &e))?;
     let ost_tb = octx.stream(0).map(|s| s.time_base()).unwrap_or(time_base);
     let mut scaler = ff::software::scaling::Context::get(
         ff::format::Pixel::RGB24,
@@ -218,22 +190,19 @@ pub(crate) fn write(video: &Video, path: &Path, ext: &str, progress: &mut Progre
         ff::software::scaling::Flags::BICUBIC | ff::software::scaling::Flags::ACCURATE_RND,
     )
     .map_err(|e| fail("cannot convert pixels", &e))?;
-    let drain =
-        |encoder: &mut ff::encoder::Video, octx: &mut ff::format::context::Output| -> Result<()> {
-            let mut packet = ff::Packet::empty();
-            while encoder.receive_packet(&mut packet).is_ok() {
-                packet.set_stream(0);
-                if packet.duration() <= 0 {
-                    // Without a duration the mp4 muxer gives the last frame none, and demuxers drop it.
-                    packet.set_duration(1);
-                }
-                packet.rescale_ts(time_base, ost_tb);
-                packet
-                    .write_interleaved(octx)
-                    .map_err(|e| fail("cannot write packet", &e))?;
+    let drain = |encoder: &mut ff::encoder::Video, octx: &mut ff::format::context::Output| -> Result<()> {
+        let mut packet = ff::Packet::empty();
+        while encoder.receive_packet(&mut packet).is_ok() {
+            packet.set_stream(0);
+            if packet.duration() <= 0 {
+                // Without a duration the mp4 muxer gives the last frame none, and demuxers drop it.
+                packet.set_duration(1);
             }
-            Ok(())
-        };
+            packet.rescale_ts(time_base, ost_tb);
+            packet.write_interleaved(octx).map_err(|e| fail("cannot write packet", &e))?;
+        }
+        Ok(())
+    };
     let frames = kimage::to_rgb8_tensor(video.frames())?;
     let mut rgb = ff::frame::Video::new(ff::format::Pixel::RGB24, w, h);
     let mut yuv = ff::frame::Video::empty();
@@ -245,21 +214,14 @@ pub(crate) fn write(video: &Video, path: &Path, ext: &str, progress: &mut Progre
             let row = &bytes[y * 3 * w as usize..(y + 1) * 3 * w as usize];
             data[y * stride..y * stride + row.len()].copy_from_slice(row);
         }
-        scaler
-            .run(&rgb, &mut yuv)
-            .map_err(|e| fail("cannot convert pixels", &e))?;
+        scaler.run(&rgb, &mut yuv).map_err(|e| fail("cannot convert pixels", &e))?;
         yuv.set_pts(Some(i as i64));
-        encoder
-            .send_frame(&yuv)
-            .map_err(|e| fail("cannot encode", &e))?;
+        encoder.send_frame(&yuv).map_err(|e| fail("cannot encode", &e))?;
         drain(&mut encoder, &mut octx)?;
         progress.step()?;
     }
-    encoder
-        .send_eof()
-        .map_err(|e| fail("cannot finish encoding", &e))?;
+    encoder.send_eof().map_err(|e| fail("cannot finish encoding", &e))?;
     drain(&mut encoder, &mut octx)?;
-    octx.write_trailer()
-        .map_err(|e| fail("cannot finish file", &e))?;
+    octx.write_trailer().map_err(|e| fail("cannot finish file", &e))?;
     Ok(())
 }

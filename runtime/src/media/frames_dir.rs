@@ -19,13 +19,8 @@ pub fn list_frames(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for entry in entries {
         let path = entry.map_err(|e| Error::io(dir, e))?.path();
-        let ext = path
-            .extension()
-            .map(|e| e.to_string_lossy().to_lowercase())
-            .unwrap_or_default();
-        let hidden = path
-            .file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with('.'));
+        let ext = path.extension().map(|e| e.to_string_lossy().to_lowercase()).unwrap_or_default();
+        let hidden = path.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'));
         if path.is_file() && !hidden && EXTENSIONS.contains(&ext.as_str()) {
             files.push(path);
         }
@@ -38,10 +33,7 @@ pub fn list_frames(dir: &Path) -> Result<Vec<PathBuf>> {
 pub(crate) fn read(dir: &Path, opts: &LoadOptions, collector: &mut Collector) -> Result<f64> {
     let files = list_frames(dir)?;
     if files.is_empty() {
-        return Err(Error::bad_file(
-            dir,
-            "contains no .png, .jpg or .jpeg frames",
-        ));
+        return Err(Error::bad_file(dir, "contains no .png, .jpg or .jpeg frames"));
     }
     let wanted = opts.indices(files.len());
     for (i, file) in files.iter().enumerate() {
@@ -64,8 +56,7 @@ pub(crate) fn write(video: &Video, dir: &Path, progress: &mut Progress) -> Resul
     let (w, h) = (video.width() as u32, video.height() as u32);
     for i in 0..video.len() {
         let rgb = Vec::<u8>::try_from(frames.get(i as i64).flatten(0, -1))?;
-        let img = image::RgbImage::from_raw(w, h, rgb)
-            .ok_or_else(|| Error::Invalid("frame size mismatch".into()))?;
+        let img = image::RgbImage::from_raw(w, h, rgb).ok_or_else(|| Error::Invalid("frame size mismatch".into()))?;
         let path = dir.join(format!("{i:05}.png"));
         img.save_with_format(&path, image::ImageFormat::Png)
             .map_err(|e| Error::bad_file(&path, format!("cannot write frame: {e}")))?;
@@ -93,11 +84,7 @@ fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
                 };
                 let (da, db) = (take(&mut a), take(&mut b));
                 let (ta, tb) = (da.trim_start_matches('0'), db.trim_start_matches('0'));
-                let ord = ta
-                    .len()
-                    .cmp(&tb.len())
-                    .then_with(|| ta.cmp(tb))
-                    .then_with(|| da.len().cmp(&db.len()));
+                let ord = ta.len().cmp(&tb.len()).then_with(|| ta.cmp(tb)).then_with(|| da.len().cmp(&db.len()));
                 if ord != std::cmp::Ordering::Equal {
                     return ord;
                 }

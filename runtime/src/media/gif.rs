@@ -22,12 +22,8 @@ pub(crate) fn read(path: &Path, collector: &mut Collector) -> Result<f64> {
         if collector.full() {
             break;
         }
-        let frame = frame.map_err(|e| {
-            Error::bad_file(
-                path,
-                format!("corrupt GIF frame {} ({e})", collector.seen()),
-            )
-        })?;
+        let frame =
+            frame.map_err(|e| Error::bad_file(path, format!("corrupt GIF frame {} ({e})", collector.seen())))?;
         let (num, den) = frame.delay().numer_denom_ms();
         delays_ms.push(num as f64 / den.max(1) as f64);
         if collector.wants_next() {
@@ -40,11 +36,7 @@ pub(crate) fn read(path: &Path, collector: &mut Collector) -> Result<f64> {
         }
     }
     let mean = delays_ms.iter().sum::<f64>() / delays_ms.len().max(1) as f64;
-    Ok(if mean > 0.0 {
-        1000.0 / mean
-    } else {
-        DEFAULT_FPS
-    })
+    Ok(if mean > 0.0 { 1000.0 / mean } else { DEFAULT_FPS })
 }
 
 /// Writes `video` as a looping GIF at `path` (a temporary sibling of the destination).
@@ -60,15 +52,9 @@ pub(crate) fn write(video: &Video, path: &Path, progress: &mut Progress) -> Resu
     let (w, h) = (video.width() as u32, video.height() as u32);
     for i in 0..video.len() {
         let rgb = Vec::<u8>::try_from(frames.get(i as i64).flatten(0, -1))?;
-        let rgba: Vec<u8> = rgb
-            .chunks_exact(3)
-            .flat_map(|p| [p[0], p[1], p[2], 255])
-            .collect();
-        let buffer = RgbaImage::from_raw(w, h, rgba)
-            .ok_or_else(|| Error::Invalid("GIF frame size mismatch".into()))?;
-        encoder
-            .encode_frame(Frame::from_parts(buffer, 0, 0, delay))
-            .map_err(fail)?;
+        let rgba: Vec<u8> = rgb.chunks_exact(3).flat_map(|p| [p[0], p[1], p[2], 255]).collect();
+        let buffer = RgbaImage::from_raw(w, h, rgba).ok_or_else(|| Error::Invalid("GIF frame size mismatch".into()))?;
+        encoder.encode_frame(Frame::from_parts(buffer, 0, 0, delay)).map_err(fail)?;
         progress.step()?;
     }
     Ok(())

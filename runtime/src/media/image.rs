@@ -14,9 +14,7 @@ pub struct Image {
 
 impl Clone for Image {
     fn clone(&self) -> Self {
-        Image {
-            data: self.data.shallow_clone(),
-        }
+        Image { data: self.data.shallow_clone() }
     }
 }
 
@@ -25,13 +23,9 @@ impl Image {
     pub fn new(data: Tensor) -> Result<Self> {
         let size = data.size();
         if size.len() != 3 || size[0] != 3 || size[1] == 0 || size[2] == 0 {
-            return Err(Error::Invalid(format!(
-                "an image is [3, H, W], got {size:?}"
-            )));
+            return Err(Error::Invalid(format!("an image is [3, H, W], got {size:?}")));
         }
-        Ok(Image {
-            data: data.to_device(tch::Device::Cpu).to_kind(tch::Kind::Float),
-        })
+        Ok(Image { data: data.to_device(tch::Device::Cpu).to_kind(tch::Kind::Float) })
     }
 
     /// Builds an image from interleaved 8-bit RGB.
@@ -81,8 +75,7 @@ impl Image {
         let format = image_format_for(path)?;
         let rgb = self.to_rgb8()?;
         write_atomic(path, |tmp| {
-            rgb.save_with_format(tmp, format)
-                .map_err(|e| Error::bad_file(path, format!("cannot write image: {e}")))
+            rgb.save_with_format(tmp, format).map_err(|e| Error::bad_file(path, format!("cannot write image: {e}")))
         })
     }
 
@@ -94,10 +87,7 @@ impl Image {
 
 /// The still-image format written for `path`'s extension.
 pub fn image_format_for(path: &Path) -> Result<image::ImageFormat> {
-    let ext = path
-        .extension()
-        .map(|e| e.to_string_lossy().to_lowercase())
-        .unwrap_or_default();
+    let ext = path.extension().map(|e| e.to_string_lossy().to_lowercase()).unwrap_or_default();
     match ext.as_str() {
         "png" => Ok(image::ImageFormat::Png),
         "jpg" | "jpeg" => Ok(image::ImageFormat::Jpeg),
@@ -117,9 +107,7 @@ pub(crate) fn read_rgb8(path: &Path) -> Result<image::RgbImage> {
         .map_err(|e| Error::io(path, e))?
         .with_guessed_format()
         .map_err(|e| Error::io(path, e))?;
-    let img = reader
-        .decode()
-        .map_err(|e| Error::bad_file(path, format!("not a readable image ({e})")))?;
+    let img = reader.decode().map_err(|e| Error::bad_file(path, format!("not a readable image ({e})")))?;
     Ok(img.to_rgb8())
 }
 

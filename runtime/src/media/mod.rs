@@ -39,9 +39,7 @@ enum Container {
 }
 
 fn extension(path: &Path) -> String {
-    path.extension()
-        .map(|e| e.to_string_lossy().to_lowercase())
-        .unwrap_or_default()
+    path.extension().map(|e| e.to_string_lossy().to_lowercase()).unwrap_or_default()
 }
 
 fn container_for_write(path: &Path) -> Result<Container> {
@@ -67,10 +65,7 @@ pub fn load_video(path: impl AsRef<Path>, opts: &LoadOptions) -> Result<Video> {
     if !path.exists() {
         return Err(Error::NotFound(path.to_path_buf()));
     }
-    let label = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "video".into());
+    let label = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "video".into());
     let mut collector = Collector::new(opts, &label);
     let fps = if path.is_dir() {
         frames_dir::read(path, opts, &mut collector)?
@@ -102,9 +97,7 @@ pub fn save_video(video: &Video, path: impl AsRef<Path>) -> Result<PathBuf> {
     let container = container_for_write(path)?;
     let mut progress = Progress::new(format!("save {}", path.display()), video.len() as u64);
     match container {
-        Container::Frames => {
-            write_dir_atomic(path, |tmp| frames_dir::write(video, tmp, &mut progress))?
-        }
+        Container::Frames => write_dir_atomic(path, |tmp| frames_dir::write(video, tmp, &mut progress))?,
         Container::Gif => write_atomic(path, |tmp| gif::write(video, tmp, &mut progress))?,
         Container::Ffmpeg(ext) => write_ffmpeg(video, path, &ext, &mut progress)?,
     }

@@ -25,13 +25,7 @@ pub struct LoadOptions {
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        LoadOptions {
-            frames: None,
-            start: 0,
-            every: 1,
-            size: None,
-            fit: Fit::Resize,
-        }
+        LoadOptions { frames: None, start: 0, every: 1, size: None, fit: Fit::Resize }
     }
 }
 
@@ -46,9 +40,7 @@ impl LoadOptions {
         }
         if let Some((w, h)) = self.size {
             if w <= 0 || h <= 0 {
-                return Err(Error::Invalid(format!(
-                    "size must be positive, got {w}x{h}"
-                )));
+                return Err(Error::Invalid(format!("size must be positive, got {w}x{h}")));
             }
         }
         Ok(())
@@ -56,10 +48,7 @@ impl LoadOptions {
 
     /// The source frame indices kept from a clip of `total` frames.
     pub fn indices(&self, total: usize) -> Vec<usize> {
-        (self.start..total)
-            .step_by(self.every.max(1))
-            .take(self.frames.unwrap_or(usize::MAX))
-            .collect()
+        (self.start..total).step_by(self.every.max(1)).take(self.frames.unwrap_or(usize::MAX)).collect()
     }
 }
 
@@ -74,12 +63,7 @@ pub(crate) struct Collector<'a> {
 impl<'a> Collector<'a> {
     pub fn new(opts: &'a LoadOptions, label: &str) -> Self {
         let total = opts.frames.unwrap_or(0) as u64;
-        Collector {
-            opts,
-            seen: 0,
-            frames: Vec::new(),
-            progress: Progress::new(label, total),
-        }
+        Collector { opts, seen: 0, frames: Vec::new(), progress: Progress::new(label, total) }
     }
 
     /// Number of source frames seen so far (kept or skipped).
@@ -112,9 +96,7 @@ impl<'a> Collector<'a> {
     /// Keeps the next source frame, given as `[3, H, W]` in [−1, 1].
     pub fn push(&mut self, frame: Tensor) -> Result<()> {
         let frame = match self.opts.size {
-            Some((w, h)) => {
-                kimage::fit(&frame.unsqueeze(0), h, w, self.opts.fit, -1.0)?.squeeze_dim(0)
-            }
+            Some((w, h)) => kimage::fit(&frame.unsqueeze(0), h, w, self.opts.fit, -1.0)?.squeeze_dim(0),
             None => frame,
         };
         if let Some(first) = self.frames.first() {
@@ -148,10 +130,7 @@ impl<'a> Collector<'a> {
                     available - 1
                 )));
             }
-            return Err(Error::Invalid(format!(
-                "zero frames after sampling {}",
-                path.display()
-            )));
+            return Err(Error::Invalid(format!("zero frames after sampling {}", path.display())));
         }
         if let Some(n) = o.frames {
             if self.frames.len() < n {
@@ -175,12 +154,7 @@ mod tests {
 
     #[test]
     fn indices_follow_start_every_frames() {
-        let o = LoadOptions {
-            frames: Some(3),
-            start: 2,
-            every: 3,
-            ..Default::default()
-        };
+        let o = LoadOptions { frames: Some(3), start: 2, every: 3, ..Default::default() };
         assert_eq!(o.indices(20), vec![2, 5, 8]);
         assert_eq!(o.indices(7), vec![2, 5]);
         let all = LoadOptions::default();
@@ -190,20 +164,8 @@ mod tests {
     #[test]
     fn bad_options_are_named() {
         let msg = |o: LoadOptions| o.validate().unwrap_err().to_string();
-        assert!(msg(LoadOptions {
-            every: 0,
-            ..Default::default()
-        })
-        .contains("every"));
-        assert!(msg(LoadOptions {
-            frames: Some(0),
-            ..Default::default()
-        })
-        .contains("frames"));
-        assert!(msg(LoadOptions {
-            size: Some((0, 8)),
-            ..Default::default()
-        })
-        .contains("size"));
+        assert!(msg(LoadOptions { every: 0, ..Default::default() }).contains("every"));
+        assert!(msg(LoadOptions { frames: Some(0), ..Default::default() }).contains("frames"));
+        assert!(msg(LoadOptions { size: Some((0, 8)), ..Default::default() }).contains("size"));
     }
 }

@@ -129,20 +129,12 @@ pub struct SyntheticClip {
 
 /// Looks up a named colour.
 pub fn color_rgb(name: &str) -> Result<[u8; 3]> {
-    COLORS
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, c)| *c)
-        .ok_or_else(|| {
-            Error::Invalid(format!(
-                "unknown color {name:?}; expected one of {}",
-                COLORS
-                    .iter()
-                    .map(|(n, _)| format!("{n:?}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))
-        })
+    COLORS.iter().find(|(n, _)| *n == name).map(|(_, c)| *c).ok_or_else(|| {
+        Error::Invalid(format!(
+            "unknown color {name:?}; expected one of {}",
+            COLORS.iter().map(|(n, _)| format!("{n:?}")).collect::<Vec<_>>().join(", ")
+        ))
+    })
 }
 
 /// SplitMix64: small, seedable, and the same everywhere.
@@ -170,21 +162,13 @@ pub fn synthetic_clip(spec: &SyntheticSpec) -> Result<SyntheticClip> {
         return Err(Error::Invalid("frames must be at least 1 (got 0)".into()));
     }
     if spec.width < 16 || spec.height < 16 {
-        return Err(Error::Invalid(format!(
-            "size must be at least 16x16, got {}x{}",
-            spec.width, spec.height
-        )));
+        return Err(Error::Invalid(format!("size must be at least 16x16, got {}x{}", spec.width, spec.height)));
     }
     let mut rng = Rng(spec.seed ^ 0x5EED_C11F);
     let mut spec = spec.clone();
     let shape = *spec.shape.get_or_insert_with(|| rng.pick(Shape::ALL));
-    let color = spec
-        .color
-        .get_or_insert_with(|| rng.pick(&COLORS).0.to_string())
-        .clone();
-    let background = *spec
-        .background
-        .get_or_insert_with(|| rng.pick(Texture::ALL));
+    let color = spec.color.get_or_insert_with(|| rng.pick(&COLORS).0.to_string()).clone();
+    let background = *spec.background.get_or_insert_with(|| rng.pick(Texture::ALL));
     let bg_color = spec
         .background_color
         .get_or_insert_with(|| loop {
@@ -205,11 +189,7 @@ pub fn synthetic_clip(spec: &SyntheticSpec) -> Result<SyntheticClip> {
     let mut masks = Vec::with_capacity(n as usize);
     let mut progress = crate::progress::Progress::new("synthetic clip", n as u64);
     for f in 0..n {
-        let t = if n > 1 {
-            f as f64 / (n - 1) as f64
-        } else {
-            0.0
-        };
+        let t = if n > 1 { f as f64 / (n - 1) as f64 } else { 0.0 };
         let (cx, cy, r) = trajectory(motion, t, phase, w as f64, h as f64);
         let inside = shape_mask(shape, &xs, &ys, cx, cy, r);
         // Gentle shading across the subject so it is not a flat decal.
@@ -219,10 +199,7 @@ pub fn synthetic_clip(spec: &SyntheticSpec) -> Result<SyntheticClip> {
         let mut visible = inside.shallow_clone();
         if spec.occluder {
             let occ = occluder_mask(&xs, t, w as f64);
-            frame = frame.where_self(
-                &occ.logical_not().unsqueeze(0),
-                &rgb_tensor([128, 128, 128]),
-            );
+            frame = frame.where_self(&occ.logical_not().unsqueeze(0), &rgb_tensor([128, 128, 128]));
             visible = visible.logical_and(&occ.logical_not());
         }
         if spec.counter {
@@ -238,22 +215,11 @@ pub fn synthetic_clip(spec: &SyntheticSpec) -> Result<SyntheticClip> {
     let caption = caption(shape, &color, motion, background, &bg_color);
     let video = Video::new(Tensor::stack(&frames, 0), spec.fps)?;
     let masks = Masks::new(Tensor::stack(&masks, 0))?;
-    Ok(SyntheticClip {
-        video,
-        masks,
-        caption,
-        spec,
-    })
+    Ok(SyntheticClip { video, masks, caption, spec })
 }
 
 /// The caption of a clip, in the world's one grammar.
-pub fn caption(
-    shape: Shape,
-    color: &str,
-    motion: Motion,
-    background: Texture,
-    bg_color: &str,
-) -> String {
+pub fn caption(shape: Shape, color: &str, motion: Motion, background: Texture, bg_color: &str) -> String {
     let moving = match motion {
         Motion::Right => "moving right",
         Motion::Left => "moving left",
@@ -267,19 +233,11 @@ pub fn caption(
         Texture::Gradient => "gradient",
         Texture::Noise => "textured",
     };
-    format!(
-        "a {color} {} {moving} on a {bg_color} {texture} background",
-        shape.name()
-    )
+    format!("a {color} {} {moving} on a {bg_color} {texture} background", shape.name())
 }
 
 fn rgb_tensor(c: [u8; 3]) -> Tensor {
-    Tensor::from_slice(&[
-        c[0] as f32 / 255.0,
-        c[1] as f32 / 255.0,
-        c[2] as f32 / 255.0,
-    ])
-    .view([3, 1, 1])
+    Tensor::from_slice(&[c[0] as f32 / 255.0, c[1] as f32 / 255.0, c[2] as f32 / 255.0]).view([3, 1, 1])
 }
 
 /// Centre and radius of the subject at time `t` in [0, 1].
@@ -287,21 +245,9 @@ fn trajectory(motion: Motion, t: f64, phase: f64, w: f64, h: f64) -> (f64, f64, 
     let r = 0.16 * w.min(h);
     let tau = std::f64::consts::TAU;
     match motion {
-        Motion::Right => (
-            w * (0.22 + 0.56 * t),
-            h * (0.55 + 0.05 * (tau * (t + phase)).sin()),
-            r,
-        ),
-        Motion::Left => (
-            w * (0.78 - 0.56 * t),
-            h * (0.55 + 0.05 * (tau * (t + phase)).sin()),
-            r,
-        ),
-        Motion::Bounce => (
-            w * (0.25 + 0.5 * t),
-            h * (0.75 - 0.45 * (tau * t).sin().abs()),
-            r,
-        ),
+        Motion::Right => (w * (0.22 + 0.56 * t), h * (0.55 + 0.05 * (tau * (t + phase)).sin()), r),
+        Motion::Left => (w * (0.78 - 0.56 * t), h * (0.55 + 0.05 * (tau * (t + phase)).sin()), r),
+        Motion::Bounce => (w * (0.25 + 0.5 * t), h * (0.75 - 0.45 * (tau * t).sin().abs()), r),
         Motion::Circle => {
             let a = tau * (t * 0.9 + phase);
             (w * (0.5 + 0.25 * a.cos()), h * (0.55 + 0.22 * a.sin()), r)
@@ -336,13 +282,7 @@ fn occluder_mask(xs: &Tensor, t: f64, w: f64) -> Tensor {
     (xs - centre).abs().le(w * 0.06).expand([-1, -1], false)
 }
 
-fn render_background(
-    texture: Texture,
-    c: [u8; 3],
-    xs: &Tensor,
-    ys: &Tensor,
-    rng: &mut Rng,
-) -> Tensor {
+fn render_background(texture: Texture, c: [u8; 3], xs: &Tensor, ys: &Tensor, rng: &mut Rng) -> Tensor {
     let (h, w) = (ys.size()[0], xs.size()[1]);
     let base = rgb_tensor(c);
     let light: Tensor = match texture {
@@ -351,12 +291,7 @@ fn render_background(
             let period = (w.min(h) as f64 / 6.0).max(4.0);
             let angle = rng.uniform() * std::f64::consts::PI;
             let u = xs * angle.cos() + ys * angle.sin();
-            (u / period * std::f64::consts::TAU)
-                .sin()
-                .ge(0.0)
-                .to_kind(Kind::Float)
-                * 0.45
-                + 0.75
+            (u / period * std::f64::consts::TAU).sin().ge(0.0).to_kind(Kind::Float) * 0.45 + 0.75
         }
         Texture::Gradient => {
             let v = ys / h as f64;
@@ -366,9 +301,7 @@ fn render_background(
             let cells = 6i64;
             let values: Vec<f32> = (0..cells * cells).map(|_| rng.uniform() as f32).collect();
             let grid = Tensor::from_slice(&values).view([1, 1, cells, cells]);
-            let smooth = grid
-                .upsample_bicubic2d([h, w], false, None, None)
-                .view([h, w]);
+            let smooth = grid.upsample_bicubic2d([h, w], false, None, None).view([h, w]);
             smooth * 0.6 + 0.7
         }
     };
@@ -383,10 +316,7 @@ fn draw_counter(frame: &Tensor, index: i64, w: i64, h: i64) -> Tensor {
     let block = w / 8;
     for bit in 0..8 {
         if (index >> (7 - bit)) & 1 == 1 {
-            let _ = out
-                .narrow(1, 1, band - 2)
-                .narrow(2, bit * block + 1, block - 2)
-                .fill_(1.0);
+            let _ = out.narrow(1, 1, band - 2).narrow(2, bit * block + 1, block - 2).fill_(1.0);
         }
     }
     out
@@ -398,9 +328,7 @@ pub fn read_counter(frame: &Tensor) -> i64 {
     let band = (h / 8).max(2);
     let block = w / 8;
     (0..8).fold(0, |acc, bit| {
-        let cell = frame
-            .narrow(1, 1, band - 2)
-            .narrow(2, bit * block + 2, block - 4);
+        let cell = frame.narrow(1, 1, band - 2).narrow(2, bit * block + 2, block - 4);
         let on = cell.mean(Kind::Float).double_value(&[]) > 0.0;
         (acc << 1) | on as i64
     })
@@ -412,13 +340,7 @@ mod tests {
 
     #[test]
     fn deterministic_and_masks_exact() {
-        let spec = SyntheticSpec {
-            frames: 4,
-            width: 48,
-            height: 32,
-            seed: 7,
-            ..Default::default()
-        };
+        let spec = SyntheticSpec { frames: 4, width: 48, height: 32, seed: 7, ..Default::default() };
         let a = synthetic_clip(&spec).unwrap();
         let b = synthetic_clip(&spec).unwrap();
         assert!(a.video.frames().equal(b.video.frames()));
@@ -431,13 +353,7 @@ mod tests {
 
     #[test]
     fn counter_reads_back() {
-        let spec = SyntheticSpec {
-            frames: 12,
-            width: 64,
-            height: 64,
-            counter: true,
-            ..Default::default()
-        };
+        let spec = SyntheticSpec { frames: 12, width: 64, height: 64, counter: true, ..Default::default() };
         let clip = synthetic_clip(&spec).unwrap();
         for i in 0..12 {
             assert_eq!(read_counter(&clip.video.frames().get(i)), i);
@@ -448,9 +364,6 @@ mod tests {
     fn unknown_names_list_choices() {
         let e = Shape::parse("hexagon").unwrap_err().to_string();
         assert!(e.contains("\"circle\"") && e.contains("hexagon"), "{e}");
-        assert!(color_rgb("mauve")
-            .unwrap_err()
-            .to_string()
-            .contains("\"red\""));
+        assert!(color_rgb("mauve").unwrap_err().to_string().contains("\"red\""));
     }
 }

@@ -14,10 +14,7 @@ pub struct Video {
 
 impl Clone for Video {
     fn clone(&self) -> Self {
-        Video {
-            frames: self.frames.shallow_clone(),
-            fps: self.fps,
-        }
+        Video { frames: self.frames.shallow_clone(), fps: self.fps }
     }
 }
 
@@ -26,22 +23,15 @@ impl Video {
     pub fn new(frames: Tensor, fps: f64) -> Result<Self> {
         let size = frames.size();
         if size.len() != 4 || size[1] != 3 {
-            return Err(Error::Invalid(format!(
-                "a video's frames are [F, 3, H, W], got {size:?}"
-            )));
+            return Err(Error::Invalid(format!("a video's frames are [F, 3, H, W], got {size:?}")));
         }
         if size[0] == 0 || size[2] == 0 || size[3] == 0 {
-            return Err(Error::Invalid(format!(
-                "a video needs at least one non-empty frame, got {size:?}"
-            )));
+            return Err(Error::Invalid(format!("a video needs at least one non-empty frame, got {size:?}")));
         }
         if !(fps.is_finite() && fps > 0.0) {
             return Err(Error::Invalid(format!("fps must be positive, got {fps}")));
         }
-        Ok(Video {
-            frames: frames.to_device(tch::Device::Cpu).to_kind(Kind::Float),
-            fps,
-        })
+        Ok(Video { frames: frames.to_device(tch::Device::Cpu).to_kind(Kind::Float), fps })
     }
 
     /// The frames, `[F, 3, H, W]` in [−1, 1].
@@ -112,10 +102,7 @@ impl Video {
 
     /// Brings every frame to `width × height` following `fit`.
     pub fn resize(&self, width: i64, height: i64, fit: Fit) -> Result<Video> {
-        Video::new(
-            kimage::fit(&self.frames, height, width, fit, -1.0)?,
-            self.fps,
-        )
+        Video::new(kimage::fit(&self.frames, height, width, fit, -1.0)?, self.fps)
     }
 
     /// Errors unless both sides are multiples of 8, as the VAE and UNet need.
@@ -139,14 +126,7 @@ pub fn check_model_size(width: i64, height: i64) -> Result<()> {
 
 impl std::fmt::Display for Video {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "Video({} frames, {}x{}, {} fps)",
-            self.len(),
-            self.width(),
-            self.height(),
-            trim_float(self.fps)
-        )
+        write!(f, "Video({} frames, {}x{}, {} fps)", self.len(), self.width(), self.height(), trim_float(self.fps))
     }
 }
 

@@ -58,26 +58,18 @@ impl BasicTransformerBlock {
             norm1: LayerNorm::new(&b.sub("norm1"), dim, eps),
             attn1: Attention::new(&b.sub("attn1"), dim, None, heads, dim_head, false),
             norm2: LayerNorm::new(&b.sub("norm2"), dim, eps),
-            attn2: Attention::new(
-                &b.sub("attn2"),
-                dim,
-                Some(cross_dim),
-                heads,
-                dim_head,
-                false,
-            ),
+            attn2: Attention::new(&b.sub("attn2"), dim, Some(cross_dim), heads, dim_head, false),
             norm3: LayerNorm::new(&b.sub("norm3"), dim, eps),
             ff: FeedForward::new(&b.sub("ff"), dim, 4),
-            temporal: temporal.map(|kind| TemporalStage::new(b, dim, heads, dim_head, eps, kind)),
+            temporal: temporal.map(|kind| {
+                TemporalStage::new(&b.with_mode(super::nn::InitMode::Random), dim, heads, dim_head, eps, kind)
+            }),
         }
     }
 
     pub fn forward(&self, x: &Tensor, context: &Tensor, ctx: &AttnContext) -> Result<Tensor> {
         let mut h = self.attn1.forward(&self.norm1.forward(x), None, ctx)? + x;
-        h = self
-            .attn2
-            .forward(&self.norm2.forward(&h), Some(context), ctx)?
-            + &h;
+        h = self.attn2.forward(&self.norm2.forward(&h), Some(context), ctx)? + &h;
         h = self.ff.forward(&self.norm3.forward(&h)) + &h;
         if let Some(t) = &self.temporal {
             h = t.forward(&h, ctx)?;

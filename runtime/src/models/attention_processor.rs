@@ -25,17 +25,13 @@ pub struct AttnContext {
     pub spatial: Option<(i64, i64)>,
     /// The attention kernel.
     pub backend: Backend,
+    /// A training step (processors with running state, like spectral normalisation, update it).
+    pub training: bool,
 }
 
 impl Default for AttnContext {
     fn default() -> Self {
-        AttnContext {
-            frames: 1,
-            timestep: None,
-            masks: None,
-            spatial: None,
-            backend: Backend::Sdpa,
-        }
+        AttnContext { frames: 1, timestep: None, masks: None, spatial: None, backend: Backend::Sdpa, training: false }
     }
 }
 
@@ -45,13 +41,21 @@ pub trait AttnProcessor: std::fmt::Debug + Send {
     /// The module name shown in summaries and saved in tuned files (`"self"`, `"sparse_causal"`, …).
     fn name(&self) -> String;
 
-    fn forward(
-        &self,
-        attn: &Attention,
-        hidden: &Tensor,
-        context: Option<&Tensor>,
-        ctx: &AttnContext,
-    ) -> Result<Tensor>;
+    fn forward(&self, attn: &Attention, hidden: &Tensor, context: Option<&Tensor>, ctx: &AttnContext)
+        -> Result<Tensor>;
+
+    /// Sets up state the processor keeps for `attn` (called once when the processor is installed).
+    fn prepare(&self, _attn: &Attention) {}
+
+    /// Persistent state to save with tuned weights (e.g. spectral-norm singular vectors), by short name.
+    fn state(&self) -> Vec<(String, Tensor)> {
+        vec![]
+    }
+
+    /// Restores state saved by [`AttnProcessor::state`].
+    fn load_state(&self, _state: &[(String, Tensor)]) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Plain scaled dot-product attention (diffusers `AttnProcessor2_0`): each sample attends to itself (or
@@ -72,11 +76,7 @@ impl AttnProcessor for PlainAttention {
         ctx: &AttnContext,
     ) -> Result<Tensor> {
         let source = context.unwrap_or(hidden);
-        let (q, k, v) = (
-            attn.to_q.forward(hidden),
-            attn.to_k.forward(source),
-            attn.to_v.forward(source),
-        );
+        let (q, k, v) = (attn.to_q.forward(hidden), attn.to_k.forward(source), attn.to_v.forward(source));
         Ok(attn.attend(&q, &k, &v, None, ctx.backend))
     }
 }
@@ -129,38 +129,15 @@ impl Attention {
     }
 
     /// Multi-head attention of projected `q` `[N, Lq, inner]`, `k`, `v` `[N, Lk, inner]`, then `to_out`.
-    pub fn attend(
-        &self,
-        q: &Tensor,
-        k: &Tensor,
-        v: &Tensor,
-        mask: Option<&Tensor>,
-        backend: Backend,
-    ) -> Tensor {
-        let (q, k, v) = (
-            katt::split_heads(q, self.heads),
-            katt::split_heads(k, self.heads),
-            katt::split_heads(v, self.heads),
-        );
-        let out = katt::attention(
-            &q.contiguous(),
-            &k.contiguous(),
-            &v.contiguous(),
-            mask,
-            false,
-            None,
-            backend,
-        );
+    pub fn attend(&self, q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, backend: Backend) -> Tensor {
+        let (q, k, v) =
+            (katt::split_heads(q, self.heads), katt::split_heads(k, self.heads), katt::split_heads(v, self.heads));
+        let out = katt::attention(&q.contiguous(), &k.contiguous(), &v.contiguous(), mask, false, None, backend);
         self.to_out.forward(&katt::merge_heads(&out))
     }
 
     /// Runs the layer's processor.
-    pub fn forward(
-        &self,
-        hidden: &Tensor,
-        context: Option<&Tensor>,
-        ctx: &AttnContext,
-    ) -> Result<Tensor> {
+    pub fn forward(&self, hidden: &Tensor, context: Option<&Tensor>, ctx: &AttnContext) -> Result<Tensor> {
         self.processor.borrow().forward(self, hidden, context, ctx)
     }
 
@@ -177,13 +154,24 @@ impl Attention {
         Ok(out.transpose(1, 2).reshape([b, c, h, w]) + x)
     }
 
-    /// Replaces the processor; returns the previous one.
+    /// Replaces the processor (and lets it prepare its state); returns the previous one.
     pub fn set_processor(&self, processor: Box<dyn AttnProcessor>) -> Box<dyn AttnProcessor> {
+        processor.prepare(self);
         self.processor.replace(processor)
     }
 
     /// The current processor's name.
     pub fn processor_name(&self) -> String {
         self.processor.borrow().name()
+    }
+
+    /// The current processor's persistent state.
+    pub fn processor_state(&self) -> Vec<(String, Tensor)> {
+        self.processor.borrow().state()
+    }
+
+    /// Restores the current processor's persistent state.
+    pub fn load_processor_state(&self, state: &[(String, Tensor)]) -> Result<()> {
+        self.processor.borrow().load_state(state)
     }
 }

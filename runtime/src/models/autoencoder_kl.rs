@@ -46,18 +46,9 @@ impl AutoencoderKL {
             probe,
             encoder,
             decoder: Decoder::new(&b.sub("decoder"), config),
-            quant_conv: config
-                .use_quant_conv
-                .then(|| Conv2d::new(&b.sub("quant_conv"), l2, l2, 1, 1, 0)),
+            quant_conv: config.use_quant_conv.then(|| Conv2d::new(&b.sub("quant_conv"), l2, l2, 1, 1, 0)),
             post_quant_conv: config.use_post_quant_conv.then(|| {
-                Conv2d::new(
-                    &b.sub("post_quant_conv"),
-                    config.latent_channels,
-                    config.latent_channels,
-                    1,
-                    1,
-                    0,
-                )
+                Conv2d::new(&b.sub("post_quant_conv"), config.latent_channels, config.latent_channels, 1, 1, 0)
             }),
         })
     }
@@ -65,9 +56,7 @@ impl AutoencoderKL {
     fn check(&self, x: &Tensor, channels: i64, what: &str) -> Result<()> {
         let s = x.size();
         if s.len() != 4 || s[1] != channels {
-            return Err(Error::Invalid(format!(
-                "VAE {what}: expected [B, {channels}, H, W], got {s:?}"
-            )));
+            return Err(Error::Invalid(format!("VAE {what}: expected [B, {channels}, H, W], got {s:?}")));
         }
         if x.kind() != self.kind() || x.device() != self.device() {
             return Err(Error::Invalid(format!(
@@ -90,10 +79,7 @@ impl AutoencoderKL {
             None => h,
         };
         let parts = moments.chunk(2, 1);
-        Ok(LatentDist {
-            mean: parts[0].shallow_clone(),
-            logvar: parts[1].clamp(-30.0, 20.0),
-        })
+        Ok(LatentDist { mean: parts[0].shallow_clone(), logvar: parts[1].clamp(-30.0, 20.0) })
     }
 
     /// Latents `[B, latent, h, w]` (unscaled) → images in about [−1, 1].

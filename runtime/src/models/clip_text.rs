@@ -23,15 +23,7 @@ impl ClipAttention {
         let q = katt::split_heads(&self.q_proj.forward(x), self.heads);
         let k = katt::split_heads(&self.k_proj.forward(x), self.heads);
         let v = katt::split_heads(&self.v_proj.forward(x), self.heads);
-        let out = katt::attention(
-            &q.contiguous(),
-            &k.contiguous(),
-            &v.contiguous(),
-            None,
-            causal,
-            None,
-            backend,
-        );
+        let out = katt::attention(&q.contiguous(), &k.contiguous(), &v.contiguous(), None, causal, None, backend);
         self.out_proj.forward(&katt::merge_heads(&out))
     }
 }
@@ -48,14 +40,7 @@ pub struct ClipEncoderLayer {
 }
 
 impl ClipEncoderLayer {
-    pub fn new(
-        b: &Builder,
-        hidden: i64,
-        intermediate: i64,
-        heads: i64,
-        eps: f64,
-        act: Activation,
-    ) -> Self {
+    pub fn new(b: &Builder, hidden: i64, intermediate: i64, heads: i64, eps: f64, act: Activation) -> Self {
         let a = b.sub("self_attn");
         ClipEncoderLayer {
             layer_norm1: LayerNorm::new(&b.sub("layer_norm1"), hidden, eps),
@@ -74,10 +59,7 @@ impl ClipEncoderLayer {
     }
 
     pub fn forward(&self, x: &Tensor, causal: bool, backend: Backend) -> Tensor {
-        let h = self
-            .self_attn
-            .forward(&self.layer_norm1.forward(x), causal, backend)
-            + x;
+        let h = self.self_attn.forward(&self.layer_norm1.forward(x), causal, backend) + x;
         let m = self.fc1.forward(&self.layer_norm2.forward(&h));
         let m = match self.act {
             Activation::QuickGelu => &m * (&m * 1.702).sigmoid(),
@@ -106,11 +88,7 @@ impl ClipTextTransformer {
         let act = config.activation()?;
         Ok(ClipTextTransformer {
             config: config.clone(),
-            token_embedding: Embedding::new(
-                &e.sub("token_embedding"),
-                config.vocab_size,
-                config.hidden_size,
-            ),
+            token_embedding: Embedding::new(&e.sub("token_embedding"), config.vocab_size, config.hidden_size),
             position_embedding: Embedding::new(
                 &e.sub("position_embedding"),
                 config.max_position_embeddings,
@@ -128,11 +106,7 @@ impl ClipTextTransformer {
                     )
                 })
                 .collect(),
-            final_layer_norm: LayerNorm::new(
-                &t.sub("final_layer_norm"),
-                config.hidden_size,
-                config.layer_norm_eps,
-            ),
+            final_layer_norm: LayerNorm::new(&t.sub("final_layer_norm"), config.hidden_size, config.layer_norm_eps),
         })
     }
 
@@ -146,20 +120,14 @@ impl ClipTextTransformer {
             )));
         }
         let vocab = self.config.vocab_size;
-        let (lo, hi) = (
-            input_ids.min().int64_value(&[]),
-            input_ids.max().int64_value(&[]),
-        );
+        let (lo, hi) = (input_ids.min().int64_value(&[]), input_ids.max().int64_value(&[]));
         if lo < 0 || hi >= vocab {
-            return Err(Error::Invalid(format!(
-                "token ids must lie in 0..{vocab}, got {lo}..={hi}"
-            )));
+            return Err(Error::Invalid(format!("token ids must lie in 0..{vocab}, got {lo}..={hi}")));
         }
         let device = self.token_embedding.weight.device();
         let ids = input_ids.to_device(device).to_kind(Kind::Int64);
         let positions = Tensor::arange(s[1], (Kind::Int64, device)).unsqueeze(0);
-        let mut h =
-            self.token_embedding.forward(&ids) + self.position_embedding.forward(&positions);
+        let mut h = self.token_embedding.forward(&ids) + self.position_embedding.forward(&positions);
         for layer in &self.layers {
             h = layer.forward(&h, true, Backend::Sdpa);
         }
@@ -173,9 +141,7 @@ impl ClipTextTransformer {
         let positions = if self.config.eos_token_id == 2 {
             ids.argmax(-1, false)
         } else {
-            ids.eq(self.config.eos_token_id)
-                .to_kind(Kind::Int)
-                .argmax(-1, false)
+            ids.eq(self.config.eos_token_id).to_kind(Kind::Int).argmax(-1, false)
         };
         let batch = Tensor::arange(ids.size()[0], (Kind::Int64, ids.device()));
         last_hidden.index(&[Some(batch), Some(positions)])

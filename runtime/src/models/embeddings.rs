@@ -5,12 +5,7 @@ use tch::{Kind, Tensor};
 
 /// Sinusoidal embedding of `timesteps` `[B]` into `[B, dim]` (DDPM / "Attention is all you need"),
 /// following diffusers' `get_timestep_embedding` operation for operation.
-pub fn timestep_embedding(
-    timesteps: &Tensor,
-    dim: i64,
-    flip_sin_to_cos: bool,
-    downscale_freq_shift: f64,
-) -> Tensor {
+pub fn timestep_embedding(timesteps: &Tensor, dim: i64, flip_sin_to_cos: bool, downscale_freq_shift: f64) -> Tensor {
     let half = dim / 2;
     let device = timesteps.device();
     let exponent = Tensor::arange(half, (Kind::Float, device)) * (-(10000f64).ln());

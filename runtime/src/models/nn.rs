@@ -31,14 +31,17 @@ impl<'a> Builder<'a> {
 
     /// The builder for a child module (`b.sub("resnets").sub(0)`).
     pub fn sub<T: ToString>(&self, name: T) -> Builder<'a> {
-        Builder {
-            path: self.path.sub(name.to_string()),
-            mode: self.mode,
-        }
+        Builder { path: self.path.sub(name.to_string()), mode: self.mode }
     }
 
     pub fn mode(&self) -> InitMode {
         self.mode
+    }
+
+    /// The same path with another initialisation mode (new layers of an inflated model are always
+    /// initialised, even where the rest will be filled from a checkpoint).
+    pub fn with_mode(&self, mode: InitMode) -> Builder<'a> {
+        Builder { path: self.path.clone(), mode }
     }
 
     pub fn device(&self) -> tch::Device {
@@ -49,11 +52,7 @@ impl<'a> Builder<'a> {
     pub fn param(&self, name: &str, dims: &[i64], init: Init) -> Tensor {
         match self.mode {
             InitMode::Random => self.path.var(name, dims, init),
-            InitMode::Empty => self.path.add(
-                name,
-                Tensor::empty(dims, (Kind::Float, self.path.device())),
-                true,
-            ),
+            InitMode::Empty => self.path.add(name, Tensor::empty(dims, (Kind::Float, self.path.device())), true),
         }
     }
 
@@ -110,23 +109,11 @@ impl Conv2d {
         let init = uniform_bound(in_c * kernel * kernel);
         let weight = b.param("weight", &[out_c, in_c, kernel, kernel], init);
         let bias = Some(b.param("bias", &[out_c], init));
-        Conv2d {
-            weight,
-            bias,
-            stride,
-            padding,
-        }
+        Conv2d { weight, bias, stride, padding }
     }
 
     pub fn forward(&self, x: &Tensor) -> Tensor {
-        x.conv2d(
-            &self.weight,
-            self.bias.as_ref(),
-            [self.stride; 2],
-            [self.padding; 2],
-            [1, 1],
-            1,
-        )
+        x.conv2d(&self.weight, self.bias.as_ref(), [self.stride; 2], [self.padding; 2], [1, 1], 1)
     }
 
     pub fn out_channels(&self) -> i64 {
@@ -156,13 +143,7 @@ impl GroupNorm {
     /// Normalises `[N, C, *]`: statistics per sample and group, over every trailing dimension (so a
     /// `[B, C, F, H, W]` input is normalised over all frames at once).
     pub fn forward(&self, x: &Tensor) -> Tensor {
-        x.group_norm(
-            self.groups,
-            Some(&self.weight),
-            Some(&self.bias),
-            self.eps,
-            true,
-        )
+        x.group_norm(self.groups, Some(&self.weight), Some(&self.bias), self.eps, true)
     }
 }
 
@@ -197,16 +178,7 @@ pub struct Embedding {
 
 impl Embedding {
     pub fn new(b: &Builder, count: i64, dim: i64) -> Self {
-        Embedding {
-            weight: b.param(
-                "weight",
-                &[count, dim],
-                Init::Randn {
-                    mean: 0.0,
-                    stdev: 1.0,
-                },
-            ),
-        }
+        Embedding { weight: b.param("weight", &[count, dim], Init::Randn { mean: 0.0, stdev: 1.0 }) }
     }
 
     pub fn forward(&self, ids: &Tensor) -> Tensor {

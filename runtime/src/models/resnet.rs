@@ -14,12 +14,8 @@ pub fn group_norm_frames(norm: &GroupNorm, x: &Tensor, frames: i64) -> Tensor {
     }
     let s = x.size();
     let (bf, c, h, w) = (s[0], s[1], s[2], s[3]);
-    let clip = x
-        .view([bf / frames, frames, c, h, w])
-        .permute([0, 2, 1, 3, 4]);
-    norm.forward(&clip)
-        .permute([0, 2, 1, 3, 4])
-        .reshape([bf, c, h, w])
+    let clip = x.view([bf / frames, frames, c, h, w]).permute([0, 2, 1, 3, 4]);
+    norm.forward(&clip).permute([0, 2, 1, 3, 4]).reshape([bf, c, h, w])
 }
 
 /// `ResnetBlock2D` with `time_embedding_norm="default"`.
@@ -50,8 +46,7 @@ impl ResnetBlock2D {
             time_emb_proj: temb.map(|t| Linear::new(&b.sub("time_emb_proj"), t, out_c, true)),
             norm2: GroupNorm::new(&b.sub("norm2"), groups, out_c, eps),
             conv2: Conv2d::new(&b.sub("conv2"), out_c, out_c, 3, 1, 1),
-            conv_shortcut: (in_c != out_c)
-                .then(|| Conv2d::new(&b.sub("conv_shortcut"), in_c, out_c, 1, 1, 0)),
+            conv_shortcut: (in_c != out_c).then(|| Conv2d::new(&b.sub("conv_shortcut"), in_c, out_c, 1, 1, 0)),
             output_scale_factor,
         }
     }
@@ -111,9 +106,7 @@ pub struct Upsample2D {
 
 impl Upsample2D {
     pub fn new(b: &Builder, channels: i64) -> Self {
-        Upsample2D {
-            conv: Conv2d::new(&b.sub("conv"), channels, channels, 3, 1, 1),
-        }
+        Upsample2D { conv: Conv2d::new(&b.sub("conv"), channels, channels, 3, 1, 1) }
     }
 
     /// `size`: the output `[H, W]`; the skip connection's size keeps odd sizes aligned.

@@ -43,10 +43,7 @@ pub struct ClipTokenizer {
 
 /// The 256 printable stand-ins of bytes that byte-level BPE works on (GPT-2 / CLIP `bytes_to_unicode`).
 pub fn byte_alphabet() -> Vec<char> {
-    let mut bs: Vec<u32> = (b'!' as u32..=b'~' as u32)
-        .chain(0xA1..=0xAC)
-        .chain(0xAE..=0xFF)
-        .collect();
+    let mut bs: Vec<u32> = (b'!' as u32..=b'~' as u32).chain(0xA1..=0xAC).chain(0xAE..=0xFF).collect();
     let mut cs = bs.clone();
     let mut n = 0;
     for b in 0..256u32 {
@@ -58,10 +55,7 @@ pub fn byte_alphabet() -> Vec<char> {
     }
     let mut pairs: Vec<(u32, u32)> = bs.into_iter().zip(cs).collect();
     pairs.sort();
-    pairs
-        .into_iter()
-        .map(|(_, c)| char::from_u32(c).unwrap_or('?'))
-        .collect()
+    pairs.into_iter().map(|(_, c)| char::from_u32(c).unwrap_or('?')).collect()
 }
 
 impl ClipTokenizer {
@@ -70,10 +64,7 @@ impl ClipTokenizer {
     pub fn from_dir(dir: &Path) -> Result<Self> {
         let cfg_path = dir.join("tokenizer_config.json");
         let config: TokenizerConfig = if cfg_path.exists() {
-            parse_config(
-                &std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?,
-                &cfg_path,
-            )?
+            parse_config(&std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?, &cfg_path)?
         } else {
             serde_json::from_str("{}").expect("empty tokenizer config")
         };
@@ -84,12 +75,10 @@ impl ClipTokenizer {
             serde_json::from_str(&text)
                 .map_err(|e| Error::bad_file(&json_path, format!("invalid tokenizer.json: {e}")))?
         } else if vocab_path.exists() && merges_path.exists() {
-            let vocab_text =
-                std::fs::read_to_string(&vocab_path).map_err(|e| Error::io(&vocab_path, e))?;
+            let vocab_text = std::fs::read_to_string(&vocab_path).map_err(|e| Error::io(&vocab_path, e))?;
             let vocab: Value = serde_json::from_str(&vocab_text)
                 .map_err(|e| Error::bad_file(&vocab_path, format!("invalid vocab: {e}")))?;
-            let merges_text =
-                std::fs::read_to_string(&merges_path).map_err(|e| Error::io(&merges_path, e))?;
+            let merges_text = std::fs::read_to_string(&merges_path).map_err(|e| Error::io(&merges_path, e))?;
             clip_spec(vocab, &merges_text, &config)
         } else {
             return Err(Error::bad_file(
@@ -102,11 +91,7 @@ impl ClipTokenizer {
 
     /// A tokenizer from a vocabulary map and merge list in CLIP's format.
     pub fn from_vocab_merges(vocab: Value, merges: &str, config: &TokenizerConfig) -> Result<Self> {
-        Self::from_spec(
-            clip_spec(vocab, merges, config),
-            config,
-            Path::new("<memory>"),
-        )
+        Self::from_spec(clip_spec(vocab, merges, config), config, Path::new("<memory>"))
     }
 
     /// A byte-level tokenizer without merges (every byte is a token): real CLIP tokenization, no training.
@@ -123,32 +108,26 @@ impl ClipTokenizer {
             vocab.insert(special.to_string(), json!(vocab.len()));
         }
         let config: TokenizerConfig = serde_json::from_str("{}").expect("empty tokenizer config");
-        Self::from_vocab_merges(Value::Object(vocab), "#version: 0.2\n", &config)
-            .expect("the byte tokenizer builds")
+        Self::from_vocab_merges(Value::Object(vocab), "#version: 0.2\n", &config).expect("the byte tokenizer builds")
     }
 
     fn from_spec(spec: Value, config: &TokenizerConfig, source: &Path) -> Result<Self> {
         let text = spec.to_string();
-        let mut inner: Tokenizer = text
-            .parse()
-            .map_err(|e| Error::bad_file(source, format!("cannot build the tokenizer: {e}")))?;
+        let mut inner: Tokenizer =
+            text.parse().map_err(|e| Error::bad_file(source, format!("cannot build the tokenizer: {e}")))?;
         let _ = inner.with_truncation(None);
         inner.with_padding(None);
         let id = |token: String| -> Result<i64> {
-            inner.token_to_id(&token).map(i64::from).ok_or_else(|| {
-                Error::bad_file(source, format!("the vocabulary has no {token:?} token"))
-            })
+            inner
+                .token_to_id(&token)
+                .map(i64::from)
+                .ok_or_else(|| Error::bad_file(source, format!("the vocabulary has no {token:?} token")))
         };
         let (bos_id, eos_id) = (id(config.bos())?, id(config.eos())?);
         let pad = config.pad();
         let pad_id = match inner.token_to_id(&pad) {
             Some(i) => i as i64,
-            None => {
-                return Err(Error::bad_file(
-                    source,
-                    format!("the vocabulary has no pad token {pad:?}"),
-                ))
-            }
+            None => return Err(Error::bad_file(source, format!("the vocabulary has no pad token {pad:?}"))),
         };
         // transformers registers the special tokens (pad included) as added tokens, matched before BPE.
         let specials: Vec<tokenizers::AddedToken> = [config.bos(), config.eos(), config.unk(), pad]
@@ -158,21 +137,13 @@ impl ClipTokenizer {
         inner
             .add_special_tokens(specials)
             .map_err(|e| Error::bad_file(source, format!("cannot add special tokens: {e}")))?;
-        Ok(ClipTokenizer {
-            inner,
-            max_length: config.max_length(),
-            pad_id,
-            bos_id,
-            eos_id,
-        })
+        Ok(ClipTokenizer { inner, max_length: config.max_length(), pad_id, bos_id, eos_id })
     }
 
     /// Ids of `text` with `<|startoftext|>` and `<|endoftext|>`, not truncated.
     pub fn encode_unpadded(&self, text: &str) -> Result<Vec<i64>> {
-        let enc = self
-            .inner
-            .encode(text, true)
-            .map_err(|e| Error::Invalid(format!("cannot tokenize {text:?}: {e}")))?;
+        let enc =
+            self.inner.encode(text, true).map_err(|e| Error::Invalid(format!("cannot tokenize {text:?}: {e}")))?;
         Ok(enc.get_ids().iter().map(|&i| i as i64).collect())
     }
 
@@ -196,10 +167,7 @@ impl ClipTokenizer {
 
 /// The tokenizer.json of transformers' `CLIPTokenizer` for a vocabulary and merges.
 fn clip_spec(vocab: Value, merges: &str, config: &TokenizerConfig) -> Value {
-    let merges: Vec<&str> = merges
-        .lines()
-        .filter(|l| !l.starts_with("#version") && !l.trim().is_empty())
-        .collect();
+    let merges: Vec<&str> = merges.lines().filter(|l| !l.starts_with("#version") && !l.trim().is_empty()).collect();
     json!({
         "version": "1.0",
         "truncation": null,

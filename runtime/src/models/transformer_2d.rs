@@ -83,16 +83,8 @@ impl Transformer2DModel {
         }
         let inner = hs.size()[2];
         let out = match &self.proj_out {
-            Proj::Conv(c) => c.forward(
-                &hs.reshape([n, h, w, inner])
-                    .permute([0, 3, 1, 2])
-                    .contiguous(),
-            ),
-            Proj::Linear(l) => l
-                .forward(&hs)
-                .reshape([n, h, w, -1])
-                .permute([0, 3, 1, 2])
-                .contiguous(),
+            Proj::Conv(c) => c.forward(&hs.reshape([n, h, w, inner]).permute([0, 3, 1, 2]).contiguous()),
+            Proj::Linear(l) => l.forward(&hs).reshape([n, h, w, -1]).permute([0, 3, 1, 2]).contiguous(),
         };
         Ok(out + x)
     }

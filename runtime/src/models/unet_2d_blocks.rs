@@ -50,18 +50,11 @@ impl DownBlock {
             })
             .collect();
         let attentions = match attn {
-            Some(spec) => (0..layers)
-                .map(|j| Transformer2DModel::new(&b.sub("attentions").sub(j), spec))
-                .collect(),
+            Some(spec) => (0..layers).map(|j| Transformer2DModel::new(&b.sub("attentions").sub(j), spec)).collect(),
             None => vec![],
         };
-        let downsampler = downsample
-            .map(|padding| Downsample2D::new(&b.sub("downsamplers").sub(0), out_c, padding));
-        DownBlock {
-            resnets,
-            attentions,
-            downsampler,
-        }
+        let downsampler = downsample.map(|padding| Downsample2D::new(&b.sub("downsamplers").sub(0), out_c, padding));
+        DownBlock { resnets, attentions, downsampler }
     }
 
     /// Returns the output and the skip connections it contributes.
@@ -116,13 +109,7 @@ impl MidBlock {
         }
     }
 
-    pub fn forward(
-        &self,
-        x: &Tensor,
-        temb: &Tensor,
-        context: &Tensor,
-        ctx: &AttnContext,
-    ) -> Result<Tensor> {
+    pub fn forward(&self, x: &Tensor, temb: &Tensor, context: &Tensor, ctx: &AttnContext) -> Result<Tensor> {
         let mut h = self.resnets[0].forward(x, Some(temb), ctx.frames);
         h = self.attentions[0].forward(&h, context, ctx)?;
         Ok(self.resnets[1].forward(&h, Some(temb), ctx.frames))
@@ -170,17 +157,11 @@ impl UpBlock {
             })
             .collect();
         let attentions = match attn {
-            Some(spec) => (0..layers)
-                .map(|j| Transformer2DModel::new(&b.sub("attentions").sub(j), spec))
-                .collect(),
+            Some(spec) => (0..layers).map(|j| Transformer2DModel::new(&b.sub("attentions").sub(j), spec)).collect(),
             None => vec![],
         };
         let upsampler = upsample.then(|| Upsample2D::new(&b.sub("upsamplers").sub(0), ch.out_c));
-        UpBlock {
-            resnets,
-            attentions,
-            upsampler,
-        }
+        UpBlock { resnets, attentions, upsampler }
     }
 
     /// Consumes one skip connection per ResNet from the end of `skips`; upsamples to `size`.

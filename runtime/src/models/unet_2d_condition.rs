@@ -31,22 +31,14 @@ pub struct UNet2DConditionModel {
 impl UNet2DConditionModel {
     /// Builds the network of `config` under `b` (the `unet` root); `temporal` adds a temporal stage to every
     /// transformer block.
-    pub fn new(
-        b: &Builder,
-        config: &UNet2DConditionConfig,
-        temporal: Option<TemporalKind>,
-    ) -> Result<Self> {
+    pub fn new(b: &Builder, config: &UNet2DConditionConfig, temporal: Option<TemporalKind>) -> Result<Self> {
         config.check_supported()?;
         let ch = &config.block_out_channels;
         let n = ch.len();
         let temb_dim = ch[0] * 4;
         let groups = config.groups();
-        let rs = ResnetSpec {
-            temb: temb_dim,
-            groups,
-            eps: config.norm_eps,
-            output_scale: config.resnet_out_scale_factor,
-        };
+        let rs =
+            ResnetSpec { temb: temb_dim, groups, eps: config.norm_eps, output_scale: config.resnet_out_scale_factor };
         let spec = |channels: i64, block: usize| TransformerSpec {
             channels,
             heads: config.heads(block),
@@ -80,16 +72,8 @@ impl UNet2DConditionModel {
                 down,
             ));
         }
-        let mid_rs = ResnetSpec {
-            output_scale: config.mid_block_scale_factor,
-            ..rs
-        };
-        let mid_block = MidBlock::new(
-            &b.sub("mid_block"),
-            ch[n - 1],
-            mid_rs,
-            &spec(ch[n - 1], n - 1),
-        );
+        let mid_rs = ResnetSpec { output_scale: config.mid_block_scale_factor, ..rs };
+        let mid_block = MidBlock::new(&b.sub("mid_block"), ch[n - 1], mid_rs, &spec(ch[n - 1], n - 1));
         let rev: Vec<i64> = ch.iter().rev().copied().collect();
         let mut up_blocks = Vec::with_capacity(n);
         let mut out_c = rev[0];
@@ -98,16 +82,11 @@ impl UNet2DConditionModel {
             out_c = rev[i];
             let in_c = rev[(i + 1).min(n - 1)];
             let heads_block = n - 1 - i;
-            let attn =
-                (block_kind(kind)? == BlockKind::CrossAttn).then(|| spec(out_c, heads_block));
+            let attn = (block_kind(kind)? == BlockKind::CrossAttn).then(|| spec(out_c, heads_block));
             let layers = config.layers(heads_block) + 1;
             up_blocks.push(UpBlock::new(
                 &b.sub("up_blocks").sub(i),
-                UpChannels {
-                    in_c,
-                    prev_out,
-                    out_c,
-                },
+                UpChannels { in_c, prev_out, out_c },
                 layers,
                 rs,
                 attn.as_ref(),
@@ -129,20 +108,11 @@ impl UNet2DConditionModel {
 
     /// Predicts noise for `sample` `[N, C, H, W]` (`N = B·F` in video) at `timesteps` (`[N]`, or one value
     /// for all), conditioned on `context` `[N, L, cross_attention_dim]`.
-    pub fn forward(
-        &self,
-        sample: &Tensor,
-        timesteps: &Tensor,
-        context: &Tensor,
-        ctx: &AttnContext,
-    ) -> Result<Tensor> {
+    pub fn forward(&self, sample: &Tensor, timesteps: &Tensor, context: &Tensor, ctx: &AttnContext) -> Result<Tensor> {
         self.check_inputs(sample, context, ctx)?;
         let n = sample.size()[0];
-        let t = if timesteps.numel() == 1 {
-            timesteps.reshape([1]).expand([n], false)
-        } else {
-            timesteps.shallow_clone()
-        };
+        let t =
+            if timesteps.numel() == 1 { timesteps.reshape([1]).expand([n], false) } else { timesteps.shallow_clone() };
         if t.size() != [n] {
             return Err(Error::Invalid(format!(
                 "timesteps: expected one per sample ({n}), got shape {:?}",
@@ -156,11 +126,7 @@ impl UNet2DConditionModel {
             self.config.freq_shift as f64,
         );
         let temb = self.time_embedding.forward(&t_emb.to_kind(sample.kind()));
-        let mut x = if self.config.center_input_sample {
-            sample * 2.0 - 1.0
-        } else {
-            sample.shallow_clone()
-        };
+        let mut x = if self.config.center_input_sample { sample * 2.0 - 1.0 } else { sample.shallow_clone() };
         x = self.conv_in.forward(&x);
         let mut skips = vec![x.shallow_clone()];
         for block in &self.down_blocks {

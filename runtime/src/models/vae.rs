@@ -23,8 +23,7 @@ impl VaeMidBlock {
             resnets: (0..2)
                 .map(|j| ResnetBlock2D::new(&b.sub("resnets").sub(j), c, c, None, groups, EPS, 1.0))
                 .collect(),
-            attention: attention
-                .then(|| Attention::new_vae(&b.sub("attentions").sub(0), c, groups, EPS)),
+            attention: attention.then(|| Attention::new_vae(&b.sub("attentions").sub(0), c, groups, EPS)),
         }
     }
 
@@ -77,8 +76,7 @@ impl Encoder {
                             )
                         })
                         .collect(),
-                    sampler: (i + 1 < ch.len())
-                        .then(|| Downsample2D::new(&bb.sub("downsamplers").sub(0), out_c, 0)),
+                    sampler: (i + 1 < ch.len()).then(|| Downsample2D::new(&bb.sub("downsamplers").sub(0), out_c, 0)),
                 }
             })
             .collect();
@@ -103,9 +101,7 @@ impl Encoder {
             }
         }
         h = self.mid_block.forward(&h)?;
-        Ok(self
-            .conv_out
-            .forward(&silu(&self.conv_norm_out.forward(&h))))
+        Ok(self.conv_out.forward(&silu(&self.conv_norm_out.forward(&h))))
     }
 }
 
@@ -143,8 +139,7 @@ impl Decoder {
                             )
                         })
                         .collect(),
-                    sampler: (i + 1 < rev.len())
-                        .then(|| Upsample2D::new(&bb.sub("upsamplers").sub(0), out_c)),
+                    sampler: (i + 1 < rev.len()).then(|| Upsample2D::new(&bb.sub("upsamplers").sub(0), out_c)),
                 }
             })
             .collect();
@@ -169,8 +164,6 @@ impl Decoder {
                 h = u.forward(&h, None);
             }
         }
-        Ok(self
-            .conv_out
-            .forward(&silu(&self.conv_norm_out.forward(&h))))
+        Ok(self.conv_out.forward(&silu(&self.conv_norm_out.forward(&h))))
     }
 }

@@ -1,4 +1,86 @@
-//! The unrolled loops (text-to-image now; tune, invert, sample as they land), each reporting progress and
-//! honouring cancellation at every step.
+//! The unrolled loops — text-to-image, tuning, DDIM inversion, video sampling — each reporting progress,
+//! honouring cancellation at every step, and counting its steps (so tests can tell work from a cache hit).
 
+pub mod cached;
+pub mod invert;
+pub mod sample;
 pub mod t2i;
+pub mod tune;
+
+use crate::error::Result;
+use crate::media::Video;
+use crate::models::autoencoder_kl::LatentDist;
+use crate::sd::StableDiffusion;
+use std::cell::Cell;
+use tch::{Kind, Tensor};
+
+thread_local! {
+    static COUNTS: Cell<Stats> = const { Cell::new(Stats { tune_steps: 0, invert_steps: 0, sample_steps: 0 }) };
+}
+
+/// Which loop a step belongs to.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Loop {
+    Tune,
+    Invert,
+    Sample,
+}
+
+/// Steps run by the pipelines on this thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Stats {
+    pub tune_steps: u64,
+    pub invert_steps: u64,
+    pub sample_steps: u64,
+}
+
+/// The step counters of this thread so far.
+pub fn stats() -> Stats {
+    COUNTS.with(|c| c.get())
+}
+
+pub(crate) fn count(which: Loop) {
+    COUNTS.with(|c| {
+        let mut s = c.get();
+        match which {
+            Loop::Tune => s.tune_steps += 1,
+            Loop::Invert => s.invert_steps += 1,
+            Loop::Sample => s.sample_steps += 1,
+        }
+        c.set(s);
+    });
+}
+
+/// Frames encoded per VAE call.
+pub const VAE_CHUNK: i64 = 8;
+
+/// The VAE posterior of every frame of `video` (`[F, latent, h, w]` mean and log-variance), encoded in
+/// chunks of [`VAE_CHUNK`] frames.
+pub fn encode_video(sd: &StableDiffusion, video: &Video) -> Result<LatentDist> {
+    video.check_model_size()?;
+    let vae = &sd.vae.model;
+    let frames = video.frames().to_device(sd.device).to_kind(vae.kind());
+    let mut means = vec![];
+    let mut logvars = vec![];
+    for chunk in frames.split(VAE_CHUNK, 0) {
+        let d = tch::no_grad(|| vae.encode(&chunk))?;
+        means.push(d.mean);
+        logvars.push(d.logvar);
+    }
+    Ok(LatentDist { mean: Tensor::cat(&means, 0), logvar: Tensor::cat(&logvars, 0) })
+}
+
+/// `[F, C, h, w]` → `[1, C, F, h, w]`.
+pub fn to_video_latents(x: &Tensor) -> Tensor {
+    x.permute([1, 0, 2, 3]).unsqueeze(0)
+}
+
+/// Decodes video latents `[1, C, F, h, w]` to a clip at `fps`, [`VAE_CHUNK`] frames at a time.
+pub fn decode_video(sd: &StableDiffusion, latents: &Tensor, fps: f64) -> Result<Video> {
+    let frames = latents.squeeze_dim(0).permute([1, 0, 2, 3]);
+    let mut out = vec![];
+    for chunk in frames.split(VAE_CHUNK, 0) {
+        out.push(t2i::decode_latents(sd, &chunk)?);
+    }
+    Video::new(Tensor::cat(&out, 0).to_kind(Kind::Float), fps)
+}

@@ -63,11 +63,7 @@ pub fn denoise(
     };
     let mut progress = Progress::new("t2i", opts.steps as u64);
     for &t in scheduler.timesteps() {
-        let input = if uncond.is_some() {
-            Tensor::cat(&[&latents, &latents], 0)
-        } else {
-            latents.shallow_clone()
-        };
+        let input = if uncond.is_some() { Tensor::cat(&[&latents, &latents], 0) } else { latents.shallow_clone() };
         let ts = Tensor::from(t).to_device(sd.device);
         let eps = tch::no_grad(|| sd.unet.model.forward(&input, &ts, &context, &ctx))?;
         let eps = if uncond.is_some() {
@@ -77,9 +73,7 @@ pub fn denoise(
             eps
         };
         let variance = (opts.eta > 0.0).then(|| noise.randn(&eps.size(), eps.kind(), sd.device));
-        latents = scheduler
-            .step(&eps, t, &latents, opts.eta, variance.as_ref(), false)?
-            .prev_sample;
+        latents = scheduler.step(&eps, t, &latents, opts.eta, variance.as_ref(), false)?.prev_sample;
         progress.step()?;
     }
     progress.finish();
@@ -89,13 +83,9 @@ pub fn denoise(
 /// Decodes latents `[B, 4, h, w]` to images in [−1, 1] (CPU, f32).
 pub fn decode_latents(sd: &StableDiffusion, latents: &Tensor) -> Result<Tensor> {
     let vae = &sd.vae.model;
-    let z = (latents / vae.scaling_factor())
-        .to_kind(vae.kind())
-        .to_device(vae.device());
+    let z = (latents / vae.scaling_factor()).to_kind(vae.kind()).to_device(vae.device());
     let x = tch::no_grad(|| vae.decode(&z))?;
-    Ok(x.to_kind(tch::Kind::Float)
-        .to_device(tch::Device::Cpu)
-        .clamp(-1.0, 1.0))
+    Ok(x.to_kind(tch::Kind::Float).to_device(tch::Device::Cpu).clamp(-1.0, 1.0))
 }
 
 /// Generates one image for `prompt`.
@@ -104,31 +94,16 @@ pub fn t2i(sd: &StableDiffusion, prompt: &str, opts: &T2iOptions) -> Result<T2iO
     let (w, h) = (opts.width.unwrap_or(size), opts.height.unwrap_or(size));
     check_model_size(w, h)?;
     if opts.steps < 1 {
-        return Err(Error::Invalid(format!(
-            "steps must be at least 1, got {}",
-            opts.steps
-        )));
+        return Err(Error::Invalid(format!("steps must be at least 1, got {}", opts.steps)));
     }
     let cond = sd.encode_prompt(prompt)?;
-    let uncond = if opts.guidance > 1.0 {
-        Some(sd.encode_prompt(&opts.negative)?)
-    } else {
-        None
-    };
+    let uncond = if opts.guidance > 1.0 { Some(sd.encode_prompt(&opts.negative)?) } else { None };
     let seed = opts.seed.unwrap_or_else(Noise::fresh_seed);
     let mut noise = Noise::new(seed);
     let f = sd.vae_scale_factor();
     let channels = sd.unet.model.config.in_channels;
-    let latents = noise.randn(
-        &[1, channels, h / f, w / f],
-        sd.unet.model.kind(),
-        sd.device,
-    );
+    let latents = noise.randn(&[1, channels, h / f, w / f], sd.unet.model.kind(), sd.device);
     let latents = denoise(sd, latents, &cond, uncond.as_ref(), opts, &mut noise)?;
     let image = Image::new(decode_latents(sd, &latents)?.squeeze_dim(0))?;
-    Ok(T2iOutput {
-        image,
-        latents,
-        seed,
-    })
+    Ok(T2iOutput { image, latents, seed })
 }

@@ -9,11 +9,7 @@ use std::path::PathBuf;
 pub fn is_repo_id(s: &str) -> bool {
     let parts: Vec<&str> = s.split('/').collect();
     parts.len() == 2
-        && parts.iter().all(|p| {
-            !p.is_empty()
-                && p.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        })
+        && parts.iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)))
         && !s.starts_with('.')
 }
 
@@ -30,10 +26,7 @@ pub fn snapshot_dir(repo_id: &str, revision: &str) -> Result<PathBuf> {
     }
     let ref_file = repo.join("refs").join(revision);
     let commit = if ref_file.is_file() {
-        std::fs::read_to_string(&ref_file)
-            .map_err(|e| Error::io(&ref_file, e))?
-            .trim()
-            .to_string()
+        std::fs::read_to_string(&ref_file).map_err(|e| Error::io(&ref_file, e))?.trim().to_string()
     } else {
         revision.to_string()
     };

@@ -7,6 +7,7 @@
 
 pub mod hub;
 pub mod report;
+pub mod safetensors_io;
 pub mod single_file;
 
 pub use report::{apply_weights, LoadReport};
@@ -34,10 +35,7 @@ pub fn refuse_pickle(path: &Path) -> Error {
 
 /// Reads every tensor of a `.safetensors` file.
 pub fn read_safetensors(path: &Path) -> Result<TensorMap> {
-    let ext = path
-        .extension()
-        .map(|e| e.to_string_lossy().to_lowercase())
-        .unwrap_or_default();
+    let ext = path.extension().map(|e| e.to_string_lossy().to_lowercase()).unwrap_or_default();
     if PICKLE_EXTENSIONS.contains(&ext.as_str()) {
         return Err(refuse_pickle(path));
     }
@@ -90,32 +88,21 @@ pub fn component_files(dir: &Path, stem: &str, variant: Option<&str>) -> Result<
     let looked: Vec<String> = candidates
         .iter()
         .flat_map(|(f, i)| [f, i])
-        .map(|p| {
-            p.file_name()
-                .unwrap_or_default()
-                .to_string_lossy()
-                .into_owned()
-        })
+        .map(|p| p.file_name().unwrap_or_default().to_string_lossy().into_owned())
         .collect();
-    Err(Error::bad_file(
-        dir,
-        format!("no weights found; looked for {}", looked.join(", ")),
-    ))
+    Err(Error::bad_file(dir, format!("no weights found; looked for {}", looked.join(", "))))
 }
 
 /// The shard files an `*.safetensors.index.json` names.
 fn shard_files(index: &Path) -> Result<Vec<PathBuf>> {
     let text = std::fs::read_to_string(index).map_err(|e| Error::io(index, e))?;
-    let v: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| Error::bad_file(index, format!("invalid index: {e}")))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| Error::bad_file(index, format!("invalid index: {e}")))?;
     let map = v
         .get("weight_map")
         .and_then(|m| m.as_object())
         .ok_or_else(|| Error::bad_file(index, "invalid index: no weight_map"))?;
-    let mut files: Vec<String> = map
-        .values()
-        .filter_map(|f| f.as_str().map(str::to_string))
-        .collect();
+    let mut files: Vec<String> = map.values().filter_map(|f| f.as_str().map(str::to_string)).collect();
     files.sort();
     files.dedup();
     let dir = index.parent().unwrap_or(Path::new("."));

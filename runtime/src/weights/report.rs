@@ -24,11 +24,7 @@ pub struct LoadReport {
 
 fn list(names: &[String]) -> String {
     let shown: Vec<&str> = names.iter().take(8).map(String::as_str).collect();
-    let more = if names.len() > 8 {
-        format!(" … and {} more", names.len() - 8)
-    } else {
-        String::new()
-    };
+    let more = if names.len() > 8 { format!(" … and {} more", names.len() - 8) } else { String::new() };
     format!("{}{more}", shown.join(", "))
 }
 
@@ -37,11 +33,7 @@ impl LoadReport {
     pub fn check(&self, source: &str) -> Result<()> {
         let mut problems = vec![];
         if !self.missing.is_empty() {
-            problems.push(format!(
-                "{} missing tensor(s): {}",
-                self.missing.len(),
-                list(&self.missing)
-            ));
+            problems.push(format!("{} missing tensor(s): {}", self.missing.len(), list(&self.missing)));
         }
         if !self.mismatched.is_empty() {
             problems.push(format!(
@@ -68,9 +60,7 @@ fn normalize(component: &str, tensors: TensorMap) -> TensorMap {
         let (k, v) = match component {
             "vae" => legacy_vae_attention(k, v),
             "text_encoder"
-                if !k.starts_with("text_model.")
-                    && !k.starts_with("vision_model.")
-                    && !k.contains("projection") =>
+                if !k.starts_with("text_model.") && !k.starts_with("vision_model.") && !k.contains("projection") =>
             {
                 (format!("text_model.{k}"), v)
             }
@@ -88,18 +78,12 @@ fn legacy_vae_attention(k: String, v: Tensor) -> (String, Tensor) {
         return (k, v);
     }
     let mut name = k;
-    for (old, new) in [
-        (".query.", ".to_q."),
-        (".key.", ".to_k."),
-        (".value.", ".to_v."),
-        (".proj_attn.", ".to_out.0."),
-    ] {
+    for (old, new) in [(".query.", ".to_q."), (".key.", ".to_k."), (".value.", ".to_v."), (".proj_attn.", ".to_out.0.")]
+    {
         name = name.replace(old, new);
     }
     let v = if name.ends_with(".weight")
-        && ["to_q", "to_k", "to_v", "to_out.0"]
-            .iter()
-            .any(|p| name.contains(&format!(".{p}.")))
+        && ["to_q", "to_k", "to_v", "to_out.0"].iter().any(|p| name.contains(&format!(".{p}.")))
         && v.dim() > 2
     {
         v.flatten(1, -1)
@@ -125,10 +109,7 @@ pub fn apply_weights(
     source: &str,
 ) -> Result<LoadReport> {
     let mut tensors = normalize(component, tensors);
-    let mut report = LoadReport {
-        component: component.to_string(),
-        ..Default::default()
-    };
+    let mut report = LoadReport { component: component.to_string(), ..Default::default() };
     let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
     vars.sort_by(|a, b| a.0.cmp(&b.0));
     tch::no_grad(|| {
@@ -138,11 +119,7 @@ pub fn apply_weights(
                     var.set_data(&src.to_device(var.device()).to_kind(kind));
                     report.loaded += 1;
                 }
-                Some(src) => report.mismatched.push(format!(
-                    "{name}: file {:?} vs model {:?}",
-                    src.size(),
-                    var.size()
-                )),
+                Some(src) => report.mismatched.push(format!("{name}: file {:?} vs model {:?}", src.size(), var.size())),
                 None if allow_missing(&name) => {
                     var.set_data(&var.to_kind(kind));
                     report.new_params.push(name);

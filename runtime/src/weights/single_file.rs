@@ -7,10 +7,7 @@ use crate::error::{Error, Result};
 
 const UNET_PREFIX: &str = "model.diffusion_model.";
 const VAE_PREFIXES: [&str; 2] = ["first_stage_model.", "vae."];
-const CLIP_PREFIXES: [&str; 2] = [
-    "cond_stage_model.transformer.",
-    "conditioner.embedders.0.transformer.",
-];
+const CLIP_PREFIXES: [&str; 2] = ["cond_stage_model.transformer.", "conditioner.embedders.0.transformer."];
 
 /// The three components of a single-file checkpoint, in diffusers names.
 #[derive(Debug, Default)]
@@ -29,18 +26,12 @@ pub fn is_single_file(tensors: &TensorMap) -> bool {
 
 /// Refuses checkpoints of other families, by their telltale keys.
 pub fn check_family(tensors: &TensorMap) -> Result<()> {
-    if tensors
-        .keys()
-        .any(|k| k.starts_with("conditioner.embedders.1."))
-    {
+    if tensors.keys().any(|k| k.starts_with("conditioner.embedders.1.")) {
         return Err(Error::Invalid(
             "this single-file checkpoint is SDXL (two text encoders); vidtune runs SD1.x".into(),
         ));
     }
-    if tensors
-        .keys()
-        .any(|k| k.starts_with("cond_stage_model.model."))
-    {
+    if tensors.keys().any(|k| k.starts_with("cond_stage_model.model.")) {
         return Err(Error::Invalid(
             "this single-file checkpoint uses an OpenCLIP text encoder (SD 2.x); convert it to a diffusers folder \
              (diffusers' StableDiffusionPipeline.from_single_file(...).save_pretrained(DIR)) and load that"
@@ -114,10 +105,7 @@ pub fn unet_key(key: &str, layers_per_block: i64) -> Option<String> {
     if let Some((i, j, rest)) = indexed(key, "output_blocks") {
         let (block, layer) = (i / per, i % per);
         return match (j, rest.strip_prefix("conv.")) {
-            (0, _) => Some(format!(
-                "up_blocks.{block}.resnets.{layer}.{}",
-                resnet_rest(rest)
-            )),
+            (0, _) => Some(format!("up_blocks.{block}.resnets.{layer}.{}", resnet_rest(rest))),
             (1 | 2, Some(tail)) => Some(format!("up_blocks.{block}.upsamplers.0.conv.{tail}")),
             (1, None) => Some(format!("up_blocks.{block}.attentions.{layer}.{rest}")),
             _ => None,
@@ -137,15 +125,9 @@ pub fn vae_key(key: &str, blocks: i64) -> Option<String> {
         } else if rest.starts_with("conv_in.") || rest.starts_with("conv_out.") {
             rest.to_string()
         } else if let Some(tail) = rest.strip_prefix("mid.block_1.") {
-            format!(
-                "mid_block.resnets.0.{}",
-                tail.replace("nin_shortcut", "conv_shortcut")
-            )
+            format!("mid_block.resnets.0.{}", tail.replace("nin_shortcut", "conv_shortcut"))
         } else if let Some(tail) = rest.strip_prefix("mid.block_2.") {
-            format!(
-                "mid_block.resnets.1.{}",
-                tail.replace("nin_shortcut", "conv_shortcut")
-            )
+            format!("mid_block.resnets.1.{}", tail.replace("nin_shortcut", "conv_shortcut"))
         } else if let Some(tail) = rest.strip_prefix("mid.attn_1.") {
             let (layer, leaf) = tail.split_once('.')?;
             let layer = match layer {
@@ -158,11 +140,7 @@ pub fn vae_key(key: &str, blocks: i64) -> Option<String> {
             };
             format!("mid_block.attentions.0.{layer}.{leaf}")
         } else {
-            let (level_key, kind) = if side == "encoder" {
-                ("down.", "down_blocks")
-            } else {
-                ("up.", "up_blocks")
-            };
+            let (level_key, kind) = if side == "encoder" { ("down.", "down_blocks") } else { ("up.", "up_blocks") };
             let tail = rest.strip_prefix(level_key)?;
             let (level, tail) = tail.split_once('.')?;
             let mut level: i64 = level.parse().ok()?;
@@ -170,19 +148,11 @@ pub fn vae_key(key: &str, blocks: i64) -> Option<String> {
                 level = blocks - 1 - level;
             }
             if let Some(t) = tail.strip_prefix("block.") {
-                format!(
-                    "{kind}.{level}.resnets.{}",
-                    t.replace("nin_shortcut", "conv_shortcut")
-                )
-            } else if let Some(t) = tail
-                .strip_prefix("downsample.conv.")
-                .or_else(|| tail.strip_prefix("upsample.conv."))
+                format!("{kind}.{level}.resnets.{}", t.replace("nin_shortcut", "conv_shortcut"))
+            } else if let Some(t) =
+                tail.strip_prefix("downsample.conv.").or_else(|| tail.strip_prefix("upsample.conv."))
             {
-                let sampler = if side == "encoder" {
-                    "downsamplers"
-                } else {
-                    "upsamplers"
-                };
+                let sampler = if side == "encoder" { "downsamplers" } else { "upsamplers" };
                 format!("{kind}.{level}.{sampler}.0.conv.{t}")
             } else {
                 return None;
@@ -231,9 +201,7 @@ pub fn convert(tensors: TensorMap, layers_per_block: i64, vae_blocks: i64) -> Re
         }
     }
     if out.unet.is_empty() {
-        return Err(Error::Invalid(
-            "not a single-file SD checkpoint: no model.diffusion_model.* tensors".into(),
-        ));
+        return Err(Error::Invalid("not a single-file SD checkpoint: no model.diffusion_model.* tensors".into()));
     }
     out.unused.sort();
     Ok(out)
@@ -248,50 +216,20 @@ mod tests {
         let cases = [
             ("time_embed.2.bias", "time_embedding.linear_2.bias"),
             ("input_blocks.0.0.weight", "conv_in.weight"),
-            (
-                "input_blocks.1.0.in_layers.0.weight",
-                "down_blocks.0.resnets.0.norm1.weight",
-            ),
+            ("input_blocks.1.0.in_layers.0.weight", "down_blocks.0.resnets.0.norm1.weight"),
             (
                 "input_blocks.2.1.transformer_blocks.0.attn2.to_k.weight",
                 "down_blocks.0.attentions.1.transformer_blocks.0.attn2.to_k.weight",
             ),
-            (
-                "input_blocks.3.0.op.weight",
-                "down_blocks.0.downsamplers.0.conv.weight",
-            ),
-            (
-                "input_blocks.4.0.skip_connection.bias",
-                "down_blocks.1.resnets.0.conv_shortcut.bias",
-            ),
-            (
-                "middle_block.0.emb_layers.1.weight",
-                "mid_block.resnets.0.time_emb_proj.weight",
-            ),
-            (
-                "middle_block.1.proj_out.weight",
-                "mid_block.attentions.0.proj_out.weight",
-            ),
-            (
-                "middle_block.2.out_layers.3.bias",
-                "mid_block.resnets.1.conv2.bias",
-            ),
-            (
-                "output_blocks.2.1.conv.weight",
-                "up_blocks.0.upsamplers.0.conv.weight",
-            ),
-            (
-                "output_blocks.5.2.conv.bias",
-                "up_blocks.1.upsamplers.0.conv.bias",
-            ),
-            (
-                "output_blocks.5.1.norm.weight",
-                "up_blocks.1.attentions.2.norm.weight",
-            ),
-            (
-                "output_blocks.11.0.out_layers.0.weight",
-                "up_blocks.3.resnets.2.norm2.weight",
-            ),
+            ("input_blocks.3.0.op.weight", "down_blocks.0.downsamplers.0.conv.weight"),
+            ("input_blocks.4.0.skip_connection.bias", "down_blocks.1.resnets.0.conv_shortcut.bias"),
+            ("middle_block.0.emb_layers.1.weight", "mid_block.resnets.0.time_emb_proj.weight"),
+            ("middle_block.1.proj_out.weight", "mid_block.attentions.0.proj_out.weight"),
+            ("middle_block.2.out_layers.3.bias", "mid_block.resnets.1.conv2.bias"),
+            ("output_blocks.2.1.conv.weight", "up_blocks.0.upsamplers.0.conv.weight"),
+            ("output_blocks.5.2.conv.bias", "up_blocks.1.upsamplers.0.conv.bias"),
+            ("output_blocks.5.1.norm.weight", "up_blocks.1.attentions.2.norm.weight"),
+            ("output_blocks.11.0.out_layers.0.weight", "up_blocks.3.resnets.2.norm2.weight"),
             ("out.2.weight", "conv_out.weight"),
         ];
         for (ldm, want) in cases {
@@ -302,34 +240,13 @@ mod tests {
     #[test]
     fn vae_keys_map_like_diffusers() {
         let cases = [
-            (
-                "encoder.down.0.block.1.nin_shortcut.weight",
-                "encoder.down_blocks.0.resnets.1.conv_shortcut.weight",
-            ),
-            (
-                "encoder.down.2.downsample.conv.bias",
-                "encoder.down_blocks.2.downsamplers.0.conv.bias",
-            ),
-            (
-                "decoder.up.3.block.0.conv1.weight",
-                "decoder.up_blocks.0.resnets.0.conv1.weight",
-            ),
-            (
-                "decoder.up.1.upsample.conv.weight",
-                "decoder.up_blocks.2.upsamplers.0.conv.weight",
-            ),
-            (
-                "decoder.mid.attn_1.proj_out.weight",
-                "decoder.mid_block.attentions.0.to_out.0.weight",
-            ),
-            (
-                "encoder.mid.attn_1.norm.bias",
-                "encoder.mid_block.attentions.0.group_norm.bias",
-            ),
-            (
-                "encoder.mid.block_2.norm1.weight",
-                "encoder.mid_block.resnets.1.norm1.weight",
-            ),
+            ("encoder.down.0.block.1.nin_shortcut.weight", "encoder.down_blocks.0.resnets.1.conv_shortcut.weight"),
+            ("encoder.down.2.downsample.conv.bias", "encoder.down_blocks.2.downsamplers.0.conv.bias"),
+            ("decoder.up.3.block.0.conv1.weight", "decoder.up_blocks.0.resnets.0.conv1.weight"),
+            ("decoder.up.1.upsample.conv.weight", "decoder.up_blocks.2.upsamplers.0.conv.weight"),
+            ("decoder.mid.attn_1.proj_out.weight", "decoder.mid_block.attentions.0.to_out.0.weight"),
+            ("encoder.mid.attn_1.norm.bias", "encoder.mid_block.attentions.0.group_norm.bias"),
+            ("encoder.mid.block_2.norm1.weight", "encoder.mid_block.resnets.1.norm1.weight"),
             ("encoder.norm_out.weight", "encoder.conv_norm_out.weight"),
             ("post_quant_conv.weight", "post_quant_conv.weight"),
         ];

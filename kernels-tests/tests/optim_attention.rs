@@ -1,0 +1,103 @@
+//! Optimiser arithmetic against PyTorch, and the key/value gathers of the video attention modules against
+//! naive loops.
+
+use tch::{Kind, Tensor};
+use vidtune_kernels::attention::{
+    gather_all_frames, gather_fine_coarse, gather_first_frame, gather_sparse_causal, instance_center, pool_tokens,
+};
+use vidtune_kernels::optim::{clip_grad_norm, AdamW, PowerIteration};
+use vidtune_kernels_tests::{assert_close, assert_close_rel, load_fixture};
+
+#[test]
+fn adamw_matches_torch() {
+    let f = load_fixture("optim.safetensors");
+    let adam = AdamW { lr: 1e-2, ..Default::default() };
+    let mut p = f["p0"].copy();
+    let mut m = p.zeros_like();
+    let mut v = p.zeros_like();
+    for i in 0..3 {
+        adam.step(&mut p, &f[&format!("grad{i}")], &mut m, &mut v, i + 1);
+        assert_close_rel(&p, &f[&format!("p{}", i + 1)], 1e-6, &format!("AdamW step {}", i + 1));
+    }
+}
+
+#[test]
+fn grad_clipping_matches_torch() {
+    let f = load_fixture("optim.safetensors");
+    let mut grads = vec![f["clip.g0"].copy(), f["clip.g1"].copy()];
+    let norm = clip_grad_norm(&mut grads, 1.0);
+    assert!((norm - f["clip.norm"].double_value(&[])).abs() < 1e-5);
+    assert_close_rel(&grads[0], &f["clip.out0"], 1e-6, "clipped grad 0");
+    assert_close_rel(&grads[1], &f["clip.out1"], 1e-6, "clipped grad 1");
+}
+
+#[test]
+fn spectral_normalisation_gives_unit_largest_singular_value() {
+    tch::manual_seed(3);
+    let w = Tensor::randn([12, 20], (Kind::Float, tch::Device::Cpu)) * 3.0;
+    let state = PowerIteration::new(
+        &w,
+        &Tensor::randn([12], (Kind::Float, tch::Device::Cpu)),
+        &Tensor::randn([20], (Kind::Float, tch::Device::Cpu)),
+        50,
+    );
+    let (normed, sigma) = state.normalized(&w);
+    // σ_max = sqrt(largest eigenvalue of WᵀW).
+    let top_singular = |m: &Tensor| {
+        Tensor::linalg_eigvalsh(&m.transpose(0, 1).matmul(m).to_kind(Kind::Double), "L").max().sqrt().double_value(&[])
+    };
+    let svals = Tensor::from(top_singular(&w));
+    assert!((sigma.double_value(&[]) - svals.double_value(&[])).abs() / svals.double_value(&[]) < 1e-3);
+    let top = top_singular(&normed);
+    assert!((top - 1.0).abs() < 1e-3, "largest singular value {top}");
+}
+
+fn frames_of(x: &Tensor, f: i64) -> Vec<Tensor> {
+    (0..f).map(|i| x.get(i)).collect()
+}
+
+#[test]
+fn gathers_equal_naive_loops() {
+    tch::manual_seed(1);
+    let (f, l, c) = (4, 6, 3);
+    let x = Tensor::randn([f, l, c], (Kind::Float, tch::Device::Cpu));
+    let fr = frames_of(&x, f);
+    let sc = gather_sparse_causal(&x, f);
+    let fc = gather_first_frame(&x, f);
+    let all = gather_all_frames(&x, f);
+    for i in 0..f as usize {
+        let prev = if i == 0 { 0 } else { i - 1 };
+        assert_close(&sc.get(i as i64), &Tensor::cat(&[&fr[0], &fr[prev]], 0), 0.0, "sparse causal");
+        assert_close(&fc.get(i as i64), &fr[0], 0.0, "first frame");
+        assert_close(&all.get(i as i64), &Tensor::cat(&fr, 0), 0.0, "all frames");
+    }
+    // Fine-coarse: own tokens, then every other frame pooled by 2 on a 2x3 grid (a 1x2 coarse grid).
+    let coarse = pool_tokens(&x, 2, 3, 2);
+    assert_eq!(coarse.size(), vec![f, 2, c]);
+    let naive_pool = |t: &Tensor| {
+        let g = t.view([2, 3, c]);
+        Tensor::stack(
+            &[
+                g.narrow(0, 0, 2).narrow(1, 0, 2).mean_dim([0i64, 1].as_slice(), false, Kind::Float),
+                g.narrow(0, 0, 2).narrow(1, 2, 1).mean_dim([0i64, 1].as_slice(), false, Kind::Float),
+            ],
+            0,
+        )
+    };
+    let fcg = gather_fine_coarse(&x, &coarse, f);
+    for i in 0..f as usize {
+        let mut parts = vec![fr[i].shallow_clone()];
+        parts.extend((0..f as usize).filter(|&j| j != i).map(|j| naive_pool(&fr[j])));
+        assert_close(&fcg.get(i as i64), &Tensor::cat(&parts, 0), 1e-6, "fine-coarse");
+    }
+    // Instance centering removes the temporal mean and keeps deviations.
+    let seq = Tensor::randn([5, f, c], (Kind::Float, tch::Device::Cpu)) + 3.0;
+    let centred = instance_center(&seq);
+    assert!(centred.mean_dim(1, false, Kind::Float).abs().max().double_value(&[]) < 1e-6);
+    assert_close(
+        &(&seq - &centred).std_dim(1, false, false),
+        &Tensor::zeros([5, c], (Kind::Float, tch::Device::Cpu)),
+        1e-5,
+        "only the mean is removed",
+    );
+}

@@ -1,0 +1,104 @@
+//! Optimisation arithmetic: AdamW (PyTorch's `torch.optim.AdamW`, step for step), gradient-norm
+//! clipping (`clip_grad_norm_`), spectral normalisation by power iteration (Miyato et al. 2018, as
+//! `torch.nn.utils.spectral_norm`), and the float32 MSE loss.
+
+use tch::{Kind, Tensor};
+
+/// AdamW hyper-parameters (defaults: Tune-A-Video's).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamW {
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+}
+
+impl Default for AdamW {
+    fn default() -> Self {
+        AdamW { lr: 3e-5, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 1e-2 }
+    }
+}
+
+impl AdamW {
+    /// One step (1-based `step`): updates `param` and its moments `m`, `v` (zero-initialised, same shape) in
+    /// place. Decoupled weight decay, bias-corrected moments, as `torch.optim.AdamW`.
+    pub fn step(&self, param: &mut Tensor, grad: &Tensor, m: &mut Tensor, v: &mut Tensor, step: i64) {
+        tch::no_grad(|| {
+            let decayed = &*param * (1.0 - self.lr * self.weight_decay);
+            let m_new = m.lerp(grad, 1.0 - self.beta1);
+            let v_new = &*v * self.beta2 + grad * (1.0 - self.beta2) * grad;
+            let bias1 = 1.0 - self.beta1.powi(step as i32);
+            let bias2_sqrt = (1.0 - self.beta2.powi(step as i32)).sqrt();
+            let denom = v_new.sqrt() / bias2_sqrt + self.eps;
+            let p_new = decayed + &m_new * (-self.lr / bias1) / denom;
+            param.copy_(&p_new);
+            m.copy_(&m_new);
+            v.copy_(&v_new);
+        });
+    }
+}
+
+/// Scales `grads` in place so that their joint L2 norm is at most `max_norm`; returns the norm before
+/// clipping (`torch.nn.utils.clip_grad_norm_`).
+pub fn clip_grad_norm(grads: &mut [Tensor], max_norm: f64) -> f64 {
+    if grads.is_empty() {
+        return 0.0;
+    }
+    let norms: Vec<Tensor> = grads.iter().map(|g| g.to_kind(Kind::Float).norm()).collect();
+    let total = Tensor::stack(&norms, 0).norm().double_value(&[]);
+    let coef = max_norm / (total + 1e-6);
+    if coef < 1.0 {
+        tch::no_grad(|| {
+            for g in grads.iter_mut() {
+                let scaled = &*g * coef;
+                g.copy_(&scaled);
+            }
+        });
+    }
+    total
+}
+
+fn normalize(x: &Tensor) -> Tensor {
+    x / x.norm().clamp_min(1e-12)
+}
+
+/// Spectral normalisation state of one weight: the left and right singular-vector estimates.
+#[derive(Debug)]
+pub struct PowerIteration {
+    pub u: Tensor,
+    pub v: Tensor,
+}
+
+impl PowerIteration {
+    /// Fresh estimates for `weight` (`[out, …]`), refined by `warmup` iterations (PyTorch's
+    /// parametrization does 15), from standard-normal draws `u0` `[out]`, `v0` `[in]`.
+    pub fn new(weight: &Tensor, u0: &Tensor, v0: &Tensor, warmup: usize) -> Self {
+        let mut state = PowerIteration { u: normalize(u0), v: normalize(v0) };
+        state.iterate(weight, warmup);
+        state
+    }
+
+    /// `n` power iterations (no gradient).
+    pub fn iterate(&mut self, weight: &Tensor, n: usize) {
+        tch::no_grad(|| {
+            let w = weight.reshape([weight.size()[0], -1]).detach();
+            for _ in 0..n {
+                self.v = normalize(&w.transpose(0, 1).mv(&self.u));
+                self.u = normalize(&w.mv(&self.v));
+            }
+        });
+    }
+
+    /// `σ = uᵀ W v` (differentiable in `W`) and `W / σ`.
+    pub fn normalized(&self, weight: &Tensor) -> (Tensor, Tensor) {
+        let w = weight.reshape([weight.size()[0], -1]);
+        let sigma = self.u.to_kind(w.kind()).dot(&w.mv(&self.v.to_kind(w.kind())));
+        (weight / &sigma, sigma)
+    }
+}
+
+/// Mean squared error in float32 (the loss of every tuning step).
+pub fn mse(a: &Tensor, b: &Tensor) -> Tensor {
+    (a.to_kind(Kind::Float) - b.to_kind(Kind::Float)).square().mean(Kind::Float)
+}

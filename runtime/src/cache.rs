@@ -1,0 +1,268 @@
+//! Memoisation of the expensive steps (tuning, inversion), by content: the key hashes everything the
+//! result depends on (base weights identity, modules, clip frames, prompt, options, seed, format version).
+//! Results live in memory for the process and on disk under the user cache dir (`VIDTUNE_CACHE`,
+//! default `~/.cache/vidtune/memo`), bounded in size (`VIDTUNE_CACHE_MAX_GB`, default 20) with
+//! least-recently-used eviction; each disk entry is verified against the SHA-256 recorded beside it.
+//!
+//! Rerunning a script whose edit prompt changed therefore reuses tuning and inversion.
+
+use crate::error::{Error, Result};
+use crate::fsutil::write_bytes_atomic;
+use crate::media::Video;
+use sha2::{Digest, Sha256};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use tch::Tensor;
+
+/// Bump when what a cached entry contains changes meaning.
+pub const FORMAT_VERSION: &str = "memo/1";
+
+/// Builds a content key from parts.
+#[derive(Debug, Default)]
+pub struct KeyBuilder(Sha256);
+
+impl KeyBuilder {
+    pub fn new(kind: &str) -> Self {
+        let mut h = Sha256::new();
+        h.update(FORMAT_VERSION.as_bytes());
+        h.update([0]);
+        h.update(kind.as_bytes());
+        KeyBuilder(h)
+    }
+
+    pub fn text(mut self, s: &str) -> Self {
+        self.0.update((s.len() as u64).to_le_bytes());
+        self.0.update(s.as_bytes());
+        self
+    }
+
+    /// Adds a tensor's dtype, shape and bytes.
+    pub fn tensor(mut self, t: &Tensor) -> Self {
+        let t = t.detach().to_device(tch::Device::Cpu).contiguous();
+        self.0.update(format!("{:?}{:?}", t.kind(), t.size()).as_bytes());
+        let numel = t.numel();
+        let mut bytes = vec![0u8; numel * t.kind().elt_size_in_bytes()];
+        if t.f_copy_data_u8(&mut bytes, numel).is_ok() {
+            self.0.update(&bytes);
+        }
+        self
+    }
+
+    pub fn video(self, v: &Video) -> Self {
+        self.text(&format!("fps {}", v.fps())).tensor(v.frames())
+    }
+
+    pub fn finish(self) -> String {
+        format!("{:x}", self.0.finalize())[..32].to_string()
+    }
+}
+
+fn sha256_file(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    Ok(format!("{:x}", Sha256::digest(&bytes)))
+}
+
+/// Hits and misses of this process, for `:cache`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheCounters {
+    pub memory_hits: u64,
+    pub disk_hits: u64,
+    pub misses: u64,
+}
+
+/// What the disk cache holds.
+#[derive(Debug, Clone, Default)]
+pub struct DiskUsage {
+    pub dir: PathBuf,
+    pub entries: usize,
+    pub bytes: u64,
+    pub max_bytes: u64,
+}
+
+/// The on-disk part of the memo: files `<key>.<ext>` with a `<key>.<ext>.sha256` beside.
+#[derive(Debug)]
+pub struct DiskCache {
+    pub dir: PathBuf,
+    pub max_bytes: u64,
+}
+
+impl DiskCache {
+    /// The user's cache (honours `VIDTUNE_CACHE` and `VIDTUNE_CACHE_MAX_GB`).
+    pub fn from_env() -> Self {
+        let gb = std::env::var("VIDTUNE_CACHE_MAX_GB").ok().and_then(|v| v.parse::<f64>().ok()).unwrap_or(20.0);
+        DiskCache { dir: crate::env::cache_dir().join("memo"), max_bytes: (gb * 1e9) as u64 }
+    }
+
+    /// The path of an entry (whether or not it exists).
+    pub fn path(&self, key: &str, ext: &str) -> PathBuf {
+        self.dir.join(format!("{key}.{ext}"))
+    }
+
+    /// The entry's path if present and intact (a corrupt entry is removed); marks it recently used.
+    pub fn get(&self, key: &str, ext: &str) -> Option<PathBuf> {
+        let path = self.path(key, ext);
+        let sum = path.with_extension(format!("{ext}.sha256"));
+        if !path.exists() {
+            return None;
+        }
+        let recorded = std::fs::read_to_string(&sum).ok();
+        match (recorded, sha256_file(&path)) {
+            (Some(r), Ok(actual)) if r.trim() == actual => {
+                if let Ok(f) = std::fs::File::options().append(true).open(&path) {
+                    let _ = f.set_modified(std::time::SystemTime::now());
+                }
+                Some(path)
+            }
+            _ => {
+                log::warn!("cache entry {} failed verification; recomputing", path.display());
+                let _ = std::fs::remove_file(&path);
+                let _ = std::fs::remove_file(&sum);
+                None
+            }
+        }
+    }
+
+    /// Records an entry written at `path` (by the caller, atomically): its checksum, then eviction.
+    pub fn commit(&self, path: &Path) -> Result<()> {
+        let sum = sha256_file(path)?;
+        let ext = path.extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default();
+        write_bytes_atomic(&path.with_extension(format!("{ext}.sha256")), sum.as_bytes())?;
+        self.evict()
+    }
+
+    fn entries(&self) -> Vec<(PathBuf, u64, std::time::SystemTime)> {
+        let Ok(rd) = std::fs::read_dir(&self.dir) else { return vec![] };
+        rd.filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| {
+                p.is_file()
+                    && !p.to_string_lossy().ends_with(".sha256")
+                    && !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'))
+            })
+            .filter_map(|p| {
+                let m = std::fs::metadata(&p).ok()?;
+                Some((p, m.len(), m.modified().ok()?))
+            })
+            .collect()
+    }
+
+    /// Removes least-recently-used entries until the cache fits.
+    pub fn evict(&self) -> Result<()> {
+        let mut entries = self.entries();
+        let mut total: u64 = entries.iter().map(|e| e.1).sum();
+        entries.sort_by_key(|e| e.2);
+        for (path, size, _) in entries {
+            if total <= self.max_bytes {
+                break;
+            }
+            let ext = path.extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default();
+            let _ = std::fs::remove_file(path.with_extension(format!("{ext}.sha256")));
+            std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+            total -= size;
+        }
+        Ok(())
+    }
+
+    pub fn usage(&self) -> DiskUsage {
+        let entries = self.entries();
+        DiskUsage {
+            dir: self.dir.clone(),
+            entries: entries.len(),
+            bytes: entries.iter().map(|e| e.1).sum(),
+            max_bytes: self.max_bytes,
+        }
+    }
+
+    /// Deletes every entry.
+    pub fn clear(&self) -> Result<usize> {
+        let Ok(rd) = std::fs::read_dir(&self.dir) else { return Ok(0) };
+        let mut n = 0;
+        for e in rd.filter_map(|e| e.ok()) {
+            let p = e.path();
+            if p.is_file() {
+                std::fs::remove_file(&p).map_err(|e| Error::io(&p, e))?;
+                if !p.to_string_lossy().ends_with(".sha256") {
+                    n += 1;
+                }
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// An in-process memo of values of type `V` by key.
+#[derive(Debug)]
+pub struct MemoryCache<V> {
+    entries: RefCell<HashMap<String, V>>,
+}
+
+impl<V: Clone> Default for MemoryCache<V> {
+    fn default() -> Self {
+        MemoryCache { entries: RefCell::new(HashMap::new()) }
+    }
+}
+
+impl<V: Clone> MemoryCache<V> {
+    pub fn get(&self, key: &str) -> Option<V> {
+        self.entries.borrow().get(key).cloned()
+    }
+
+    pub fn insert(&self, key: &str, value: V) {
+        self.entries.borrow_mut().insert(key.to_string(), value);
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.borrow().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn clear(&self) {
+        self.entries.borrow_mut().clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_change_with_every_part() {
+        let t = Tensor::from_slice(&[1.0f32, 2.0]);
+        let a = KeyBuilder::new("tune").text("a").tensor(&t).finish();
+        assert_eq!(a, KeyBuilder::new("tune").text("a").tensor(&t).finish());
+        assert_ne!(a, KeyBuilder::new("tune").text("b").tensor(&t).finish());
+        assert_ne!(a, KeyBuilder::new("invert").text("a").tensor(&t).finish());
+        assert_ne!(a, KeyBuilder::new("tune").text("a").tensor(&Tensor::from_slice(&[1.0f32, 2.5])).finish());
+        // Text boundaries are part of the key.
+        assert_ne!(
+            KeyBuilder::new("k").text("ab").text("c").finish(),
+            KeyBuilder::new("k").text("a").text("bc").finish()
+        );
+    }
+
+    #[test]
+    fn disk_entries_verify_and_evict() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = DiskCache { dir: dir.path().to_path_buf(), max_bytes: 25 };
+        std::fs::create_dir_all(&cache.dir).unwrap();
+        for (i, key) in ["a", "b", "c"].iter().enumerate() {
+            let p = cache.path(key, "bin");
+            write_bytes_atomic(&p, &[i as u8; 10]).unwrap();
+            let t = std::time::SystemTime::now() - std::time::Duration::from_secs(100 - i as u64);
+            std::fs::File::options().append(true).open(&p).unwrap().set_modified(t).unwrap();
+            cache.commit(&p).unwrap();
+        }
+        // 30 bytes > 25: the oldest ("a") went.
+        assert!(cache.get("a", "bin").is_none());
+        assert!(cache.get("b", "bin").is_some() && cache.get("c", "bin").is_some());
+        // A corrupted entry is detected and dropped.
+        std::fs::write(cache.path("c", "bin"), [9u8; 10]).unwrap();
+        assert!(cache.get("c", "bin").is_none());
+        assert!(!cache.path("c", "bin").exists());
+        assert_eq!(cache.clear().unwrap(), 1);
+    }
+}

@@ -1,0 +1,249 @@
+//! Video models: the SD1.x UNet inflated to video (Tune-A-Video's pseudo-3-D UNet, from the same UNet
+//! code), with attention modules chosen per layer from [`processors`], and the small files that hold
+//! what tuning changed ([`tuned`]).
+//!
+//! **Invariant:** an inflated model shares the storage of every frozen tensor with its base model; only
+//! new (temporal) and trained tensors have storage of their own, so inflating costs no copy of the UNet
+//! and frozen weights stay bit-identical to the base.
+
+pub mod processors;
+pub mod tuned;
+
+use crate::error::{Error, Result};
+use crate::models::attention_processor::AttnContext;
+use crate::models::nn::{Builder, InitMode};
+use crate::models::temporal::TemporalKind;
+use crate::models::UNet2DConditionModel;
+use crate::sd::StableDiffusion;
+use processors::{stam::Stam, ModuleSpec};
+use std::rc::Rc;
+use tch::nn::VarStore;
+use tch::{Kind, Tensor};
+
+/// Which modules an inflated model uses.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VideoSpec {
+    /// The spatial module of every `attn1` layer, unless overridden.
+    pub spatial: ModuleSpec,
+    /// The temporal module of every transformer block (`None`: no temporal layers).
+    pub temporal: Option<TemporalKind>,
+    /// Overrides: `(pattern, module)`; a pattern matches `attn1` layer names (`*` wildcards; without one,
+    /// a prefix). Later entries win.
+    pub layers: Vec<(String, ModuleSpec)>,
+}
+
+impl Default for VideoSpec {
+    /// Tune-A-Video: sparse-causal spatial attention and temporal attention.
+    fn default() -> Self {
+        VideoSpec {
+            spatial: ModuleSpec { name: "sparse_causal".into(), ratio: None },
+            temporal: Some(TemporalKind::Temporal),
+            layers: vec![],
+        }
+    }
+}
+
+impl VideoSpec {
+    /// The spatial module for an `attn1` layer.
+    pub fn module_for(&self, layer: &str) -> &ModuleSpec {
+        self.layers.iter().rev().find(|(p, _)| glob_match(p, layer)).map(|(_, m)| m).unwrap_or(&self.spatial)
+    }
+
+    /// A one-line description (`sparse_causal + temporal`, with overrides).
+    pub fn describe(&self) -> String {
+        let temporal = self.temporal.as_ref().map(|t| t.name()).unwrap_or("none");
+        let mut s = format!("{} + {temporal}", self.spatial);
+        for (p, m) in &self.layers {
+            s.push_str(&format!(", {p} → {m}"));
+        }
+        s
+    }
+}
+
+/// `*` matches any run of characters; a pattern without `*` matches names it prefixes.
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    if !pattern.contains('*') {
+        return name.starts_with(pattern);
+    }
+    let parts: Vec<&str> = pattern.split('*').collect();
+    let mut rest = name;
+    for (i, part) in parts.iter().enumerate() {
+        if i == 0 {
+            match rest.strip_prefix(part) {
+                Some(r) => rest = r,
+                None => return false,
+            }
+        } else if i == parts.len() - 1 {
+            return rest.ends_with(part);
+        } else {
+            match rest.find(part) {
+                Some(pos) => rest = &rest[pos + part.len()..],
+                None => return false,
+            }
+        }
+    }
+    true
+}
+
+/// An inflated (and possibly tuned) video model over a base Stable Diffusion model.
+pub struct VideoModel {
+    pub base: Rc<StableDiffusion>,
+    pub unet: UNet2DConditionModel,
+    pub vars: VarStore,
+    pub spec: VideoSpec,
+    /// Parameters changed by tuning (names), empty before.
+    pub trained: Vec<String>,
+    /// What tuning did, for tuned files and summaries.
+    pub record: Option<tuned::TuneRecord>,
+    /// A content hash of what this model computes (base weights, modules, tuning), for memoisation.
+    pub identity: String,
+}
+
+impl std::fmt::Debug for VideoModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.summary())
+    }
+}
+
+/// Inflates `base` to video with the modules of `spec`. New temporal layers get their documented
+/// initialisation (seeded by `seed`); every other tensor is shared with `base`.
+pub fn inflate(base: Rc<StableDiffusion>, spec: &VideoSpec, seed: u64) -> Result<VideoModel> {
+    let vars = VarStore::new(base.device);
+    tch::manual_seed(seed as i64);
+    let unet = UNet2DConditionModel::new(
+        &Builder::new(vars.root(), InitMode::Empty),
+        &base.unet.model.config,
+        spec.temporal.clone(),
+    )?;
+    let base_vars = base.unet.vars.variables();
+    let kind = base.unet.model.kind();
+    tch::no_grad(|| {
+        for (name, mut var) in vars.variables() {
+            match base_vars.get(&name) {
+                Some(shared) => var.set_data(shared),
+                None => var.set_data(&var.to_kind(kind)),
+            }
+            let _ = var.set_requires_grad(false);
+        }
+    });
+    let identity = crate::cache::KeyBuilder::new("inflate").text(&base.identity).text(&spec.describe()).finish();
+    let model = VideoModel { base, unet, vars, spec: spec.clone(), trained: vec![], record: None, identity };
+    model.install_processors()?;
+    Ok(model)
+}
+
+impl VideoModel {
+    /// The video model of a base that already has temporal layers (a Tune-A-Video pipeline folder): its
+    /// modules (sparse-causal + its temporal kind), every tensor shared. Errors for an image model.
+    pub fn from_video_base(base: Rc<StableDiffusion>) -> Result<VideoModel> {
+        let Some(kind) = base.unet.model.temporal.clone() else {
+            return Err(Error::Invalid(format!(
+                "{} is an image model; inflate it to video first: inflate(sd, #{{spatial: \"sparse_causal\", temporal: \"temporal\"}})",
+                base.source
+            )));
+        };
+        inflate(base, &VideoSpec { temporal: Some(kind), ..VideoSpec::default() }, 0)
+    }
+
+    /// Sets every attention layer's processor from the spec.
+    pub fn install_processors(&self) -> Result<()> {
+        for (name, attn) in self.unet.attention_layers() {
+            if name.ends_with(".attn1") {
+                attn.set_processor(processors::make(self.spec.module_for(&name))?);
+            } else if name.ends_with(".attn_temp") && self.spec.temporal == Some(TemporalKind::Stam) {
+                attn.set_processor(Box::new(Stam::default()));
+            }
+        }
+        Ok(())
+    }
+
+    /// An independent copy: shares the frozen base tensors, copies the new and trained ones and the
+    /// modules' state.
+    pub fn fork(&self) -> Result<VideoModel> {
+        let copy = inflate(self.base.clone(), &self.spec, 0)?;
+        let mine = self.vars.variables();
+        let theirs = copy.vars.variables();
+        let mut own = self.new_parameters();
+        own.extend(self.trained.iter().cloned());
+        tch::no_grad(|| {
+            for name in &own {
+                if let (Some(src), Some(dst)) = (mine.get(name), theirs.get(name)) {
+                    let mut dst = dst.shallow_clone();
+                    dst.set_data(&src.detach().copy());
+                }
+            }
+        });
+        for ((_, a), (_, b)) in self.unet.attention_layers().into_iter().zip(copy.unet.attention_layers()) {
+            let state: Vec<(String, Tensor)> = a.processor_state().into_iter().map(|(k, t)| (k, t.copy())).collect();
+            if !state.is_empty() {
+                b.load_processor_state(&state)?;
+            }
+        }
+        Ok(VideoModel {
+            trained: self.trained.clone(),
+            record: self.record.clone(),
+            identity: self.identity.clone(),
+            ..copy
+        })
+    }
+
+    /// Names of the parameters the inflation added (none of them in the base model).
+    pub fn new_parameters(&self) -> Vec<String> {
+        let base = self.base.unet.vars.variables();
+        let mut names: Vec<String> = self.vars.variables().into_keys().filter(|n| !base.contains_key(n)).collect();
+        names.sort();
+        names
+    }
+
+    /// Predicts noise for video latents `[B, C, F, h, w]` at one timestep per clip (`[B]` or one value),
+    /// conditioned on `[B, L, D]` text embeddings. Returns `[B, C, F, h, w]`.
+    pub fn forward(&self, latents: &Tensor, timesteps: &Tensor, context: &Tensor, training: bool) -> Result<Tensor> {
+        let s = latents.size();
+        if s.len() != 5 {
+            return Err(Error::Invalid(format!("video latents are [B, C, F, h, w], got {s:?}")));
+        }
+        let (b, c, f, h, w) = (s[0], s[1], s[2], s[3], s[4]);
+        let flat = latents.permute([0, 2, 1, 3, 4]).reshape([b * f, c, h, w]);
+        let t =
+            if timesteps.numel() == 1 { timesteps.reshape([1]).expand([b], false) } else { timesteps.shallow_clone() };
+        let t = t.repeat_interleave_self_int(f, 0, None);
+        let ctx_frames = context.repeat_interleave_self_int(f, 0, None);
+        let ctx = AttnContext { frames: f, training, ..Default::default() };
+        let out = self.unet.forward(&flat, &t, &ctx_frames, &ctx)?;
+        Ok(out.reshape([b, f, c, h, w]).permute([0, 2, 1, 3, 4]))
+    }
+
+    /// The processor name of every attention layer.
+    pub fn modules(&self) -> Vec<(String, String)> {
+        self.unet.attention_layers().into_iter().map(|(n, a)| (n, a.processor_name())).collect()
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.unet.kind()
+    }
+
+    pub fn summary(&self) -> String {
+        let tuned = match &self.record {
+            Some(r) => format!(", tuned {} steps on {:?}", r.steps_done, r.prompt),
+            None => String::new(),
+        };
+        format!("VideoModel({}; {}{tuned})", self.base.source, self.spec.describe())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob_match;
+
+    #[test]
+    fn globs() {
+        let n = "up_blocks.1.attentions.0.transformer_blocks.0.attn1";
+        assert!(glob_match("up_blocks", n));
+        assert!(glob_match("up_blocks.*", n));
+        assert!(glob_match("*.attn1", n));
+        assert!(glob_match("up_blocks.*.attn1", n));
+        assert!(!glob_match("down_blocks.*", n));
+        assert!(!glob_match("*.attn2", n));
+        assert!(glob_match("*attentions.0*", n));
+    }
+}
