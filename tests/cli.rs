@@ -179,3 +179,72 @@ print(load_tensors("emb.safetensors").emb.dtype());
         assert!(stderr(&out).contains(expected), "{code}: expected {expected:?} in\n{}", stderr(&out));
     }
 }
+
+fn smoke_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "--set",
+        "model=random:tiny",
+        "--set",
+        "video=synthetic",
+        "--set",
+        "frames=3",
+        "--set",
+        "size=64",
+        "--set",
+        "steps=2",
+        "--set",
+        "inv_steps=2",
+        "--set",
+        "sample_steps=2",
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+#[test]
+fn paper_scripts_run_end_to_end_on_a_tiny_random_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts");
+    for (script, modules) in [("tune-a-video.rhai", "sparse_causal"), ("ei2.rhai", "ffam:2")] {
+        let out = vidtune(dir.path())
+            .arg("run")
+            .arg(root.join(script))
+            .args(smoke_args(&["--set", "out=o"]))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{script}: {}", stderr(&out));
+        let tuned = std::fs::read(dir.path().join("o/tuned.vidtune.safetensors")).unwrap();
+        assert!(
+            String::from_utf8_lossy(&tuned[..4096.min(tuned.len())]).contains(modules),
+            "{script}: modules in metadata"
+        );
+        assert!(dir.path().join("o/edit.mp4").exists());
+    }
+}
+
+#[test]
+fn a_new_edit_prompt_reuses_tuning_and_inversion_across_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = r#"
+let sd = load_sd("random:tiny");
+let clip = synthetic_clip(#{frames: 3, size: 32, seed: 2}).video;
+let tuned = tune(inflate(sd), clip, "a circle", #{steps: param("steps", 3)});
+let inv = invert(tuned, clip, #{steps: 3});
+let v = sample(tuned, param("edit", "a red circle"), #{latents: inv, steps: 2});
+let s = pipeline_stats();
+print(`tune ${s.tune_steps} invert ${s.invert_steps} sample ${s.sample_steps}`);
+"#;
+    let run = |args: &[&str]| {
+        let out = run_script(dir.path(), "memo.rhai", script, args);
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out)
+    };
+    assert!(run(&[]).contains("tune 3 invert 3 sample 2"));
+    // Another process, another edit prompt: tuning and inversion come from the disk cache.
+    assert!(run(&["--set", "edit=\"a blue circle\""]).contains("tune 0 invert 0 sample 2"));
+    // Another option: tuning runs again (and so does the inversion of the new model).
+    assert!(run(&["--set", "steps=4"]).contains("tune 4 invert 3 sample 2"));
+    // The cache is visible in the REPL's terms, and clearable.
+    let out = run_script(dir.path(), "info.rhai", "let c = cache_info(); print(`entries ${c.disk_entries}`);", &[]);
+    assert!(stdout(&out).contains("entries 4"), "{}", stdout(&out));
+}

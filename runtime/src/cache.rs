@@ -58,6 +58,13 @@ impl KeyBuilder {
     }
 }
 
+/// `entry.ext` → `entry.ext.sha256`.
+fn checksum_path(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(".sha256");
+    PathBuf::from(s)
+}
+
 fn sha256_file(path: &Path) -> Result<String> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     Ok(format!("{:x}", Sha256::digest(&bytes)))
@@ -102,7 +109,7 @@ impl DiskCache {
     /// The entry's path if present and intact (a corrupt entry is removed); marks it recently used.
     pub fn get(&self, key: &str, ext: &str) -> Option<PathBuf> {
         let path = self.path(key, ext);
-        let sum = path.with_extension(format!("{ext}.sha256"));
+        let sum = checksum_path(&path);
         if !path.exists() {
             return None;
         }
@@ -126,8 +133,7 @@ impl DiskCache {
     /// Records an entry written at `path` (by the caller, atomically): its checksum, then eviction.
     pub fn commit(&self, path: &Path) -> Result<()> {
         let sum = sha256_file(path)?;
-        let ext = path.extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default();
-        write_bytes_atomic(&path.with_extension(format!("{ext}.sha256")), sum.as_bytes())?;
+        write_bytes_atomic(&checksum_path(path), sum.as_bytes())?;
         self.evict()
     }
 
@@ -156,8 +162,7 @@ impl DiskCache {
             if total <= self.max_bytes {
                 break;
             }
-            let ext = path.extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default();
-            let _ = std::fs::remove_file(path.with_extension(format!("{ext}.sha256")));
+            let _ = std::fs::remove_file(checksum_path(&path));
             std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
             total -= size;
         }

@@ -7,6 +7,7 @@
 pub mod host;
 pub mod media;
 pub mod models;
+pub mod video;
 
 use crate::help::{FnDoc, TypeDoc};
 use crate::preview::Previewer;
@@ -17,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 /// Every area's documentation table, in the order `:help` lists them.
-pub const DOC_TABLES: &[&[FnDoc]] = &[media::DOCS, models::DOCS, host::DOCS];
+pub const DOC_TABLES: &[&[FnDoc]] = &[media::DOCS, models::DOCS, video::DOCS, host::DOCS];
 
 /// The script types.
 pub const TYPE_DOCS: &[TypeDoc] = &[
@@ -78,6 +79,7 @@ pub fn build_engine(host: &Rc<Host>) -> Engine {
     engine.set_module_resolver(resolver);
     media::register(&mut engine, host);
     models::register(&mut engine, host);
+    video::register(&mut engine, host);
     host::register(&mut engine, host);
     engine
 }
@@ -98,6 +100,12 @@ pub fn describe(value: &Dynamic) -> String {
     }
     if let Some(v) = value.read_lock::<models::ScriptTensor>() {
         return v.to_string();
+    }
+    if let Some(v) = value.read_lock::<video::ScriptVideoModel>() {
+        return v.0.summary();
+    }
+    if let Some(v) = value.read_lock::<video::ScriptLatents>() {
+        return v.0.to_string();
     }
     if value.is_string() {
         return format!("{:?}", value.to_string());

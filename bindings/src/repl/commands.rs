@@ -12,6 +12,7 @@ pub const COMMANDS: &[(&str, &str)] = &[
     (":reset", "forget every variable and function"),
     (":load FILE", "run a script file in this session (its variables stay)"),
     (":autopreview on|off", "preview every video, image or masks result"),
+    (":cache [clear]", "show the memo of tune / invert (hits, entries, disk use), or empty it"),
     (":quit", "leave (also :q, :exit, Ctrl-D)"),
 ];
 
@@ -63,6 +64,27 @@ pub fn run(line: &str, session: &mut Session, state: &mut ReplState) -> Outcome 
             "off" => state.autopreview = false,
             "" => println!("autopreview is {}", if state.autopreview { "on" } else { "off" }),
             other => eprintln!(":autopreview takes on or off, not {other:?}"),
+        },
+        ":cache" => match arg {
+            "" => {
+                let (c, in_memory, disk) = vidtune_runtime::pipelines::cached::memo_status();
+                println!(
+                    "memo: {} memory hits, {} disk hits, {} misses; {in_memory} entries in memory",
+                    c.memory_hits, c.disk_hits, c.misses
+                );
+                println!(
+                    "disk: {} entries, {:.1} MB of {:.1} GB in {}",
+                    disk.entries,
+                    disk.bytes as f64 / 1e6,
+                    disk.max_bytes as f64 / 1e9,
+                    disk.dir.display()
+                );
+            }
+            "clear" => match vidtune_runtime::pipelines::cached::memo_clear() {
+                Ok(n) => println!("cache cleared ({n} disk entries removed)"),
+                Err(e) => eprintln!("cannot clear the cache: {e}"),
+            },
+            other => eprintln!(":cache takes nothing or `clear`, not {other:?}"),
         },
         other => eprintln!("unknown command {other}; :help lists the commands"),
     }

@@ -59,7 +59,14 @@ pub fn write(path: &Path, tensors: &[(String, Tensor)], metadata: HashMap<String
     let views: Vec<(String, Owned)> = tensors.iter().map(|(n, t)| Ok((n.clone(), owned(t)?))).collect::<Result<_>>()?;
     write_atomic(path, |tmp| {
         safetensors::serialize_to_file(views.iter().map(|(n, o)| (n.as_str(), o)), Some(metadata), tmp)
-            .map_err(|e| Error::bad_file(path, format!("cannot write safetensors: {e}")))
+            .map_err(|e| Error::bad_file(path, format!("cannot write safetensors: {e}")))?;
+        // The serializer creates the file owner-only; give it the usual permissions.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(tmp, std::fs::Permissions::from_mode(0o644));
+        }
+        Ok(())
     })
 }
 
