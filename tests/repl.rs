@@ -61,6 +61,8 @@ fn state_errors_help_and_history() {
     let out = line(&mut p, ":help");
     assert!(out.contains("synthetic_clip") && out.contains(":autopreview"), "{out}");
 
+    let out = line(&mut p, ":cache");
+    assert!(out.contains("memo:") && out.contains("disk:"), "{out}");
     let out = line(&mut p, ":vars");
     assert!(out.contains("x") && out.contains("i64") && out.contains("map"), "{out}");
 

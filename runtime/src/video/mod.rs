@@ -208,7 +208,8 @@ impl VideoModel {
             if timesteps.numel() == 1 { timesteps.reshape([1]).expand([b], false) } else { timesteps.shallow_clone() };
         let t = t.repeat_interleave_self_int(f, 0, None);
         let ctx_frames = context.repeat_interleave_self_int(f, 0, None);
-        let ctx = AttnContext { frames: f, training, ..Default::default() };
+        let timestep = Some(t.double_value(&[0]));
+        let ctx = AttnContext { frames: f, training, timestep, ..Default::default() };
         let out = self.unet.forward(&flat, &t, &ctx_frames, &ctx)?;
         Ok(out.reshape([b, f, c, h, w]).permute([0, 2, 1, 3, 4]))
     }
