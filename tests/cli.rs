@@ -248,3 +248,46 @@ print(`tune ${s.tune_steps} invert ${s.invert_steps} sample ${s.sample_steps}`);
     let out = run_script(dir.path(), "info.rhai", "let c = cache_info(); print(`entries ${c.disk_entries}`);", &[]);
     assert!(stdout(&out).contains("entries 4"), "{}", stdout(&out));
 }
+
+#[test]
+fn scoring_from_a_script_with_tables_and_sidecars() {
+    let dir = tempfile::tempdir().unwrap();
+    let clip_dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../kernels-tests/fixtures/generated/clip/model");
+    assert!(clip_dir.exists(), "run the fixture script first (./dev.sh test does)");
+    let script = format!(
+        r#"
+let clip = load_clip("{}", #{{device: "cpu"}});
+let a = synthetic_clip(#{{kind: "circle", frames: 4, size: 48, seed: 1}});
+let b = synthetic_clip(#{{kind: "square", frames: 4, size: 48, seed: 2}});
+let s = score(a.video, a.caption, #{{clip: clip}});
+print(`alignment ${{s.text_alignment}} consistency ${{s.frame_consistency}} frames ${{s.per_frame_alignment.len()}}`);
+let t = compare([#{{name: "circle", video: a.video, prompt: a.caption}}, #{{name: "square", video: b.video, prompt: b.caption}}], #{{clip: clip, pairs: "adjacent"}});
+print(t);
+t.save("scores.csv");
+t.save("scores.md");
+save_video(a.video, "out/a.gif", #{{sidecar: #{{score: s, prompt: a.caption}}}});
+"#,
+        clip_dir.display()
+    );
+    let out = run_script(dir.path(), "score.rhai", &script, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("frames 4") && text.contains("│ circle") && text.contains("frame consistency"), "{text}");
+    let csv = std::fs::read_to_string(dir.path().join("scores.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 3);
+    assert!(std::fs::read_to_string(dir.path().join("scores.md")).unwrap().contains("| square |"));
+    let sidecar: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("out/a.json")).unwrap()).unwrap();
+    assert_eq!(sidecar["video"]["frames"], 4);
+    assert!(sidecar["score"]["text_alignment"].is_number());
+    for (code, expected) in [
+        ("score(synthetic_clip().video, \"x\", #{});", "score: needs #{clip: load_clip"),
+        ("load_clip(\"nowhere/clip\");", "nowhere/clip is not in the Hugging Face cache"),
+        ("compare([], #{clip: ()});", "compare: needs #{clip"),
+    ] {
+        let out = run_script(dir.path(), "bad.rhai", code, &[]);
+        assert_eq!(out.status.code(), Some(1), "{code}");
+        assert!(stderr(&out).contains(expected), "{code}: {}", stderr(&out));
+    }
+}

@@ -54,6 +54,11 @@ impl<'a> Opts<'a> {
         Ok(Opts { func, map })
     }
 
+    /// The function these options belong to.
+    pub fn func(&self) -> &str {
+        self.func
+    }
+
     /// No options.
     pub fn empty(func: &'a str) -> Self {
         Opts { func, map: Map::new() }
@@ -114,6 +119,27 @@ impl<'a> Opts<'a> {
     /// A value of a registered custom type.
     pub fn custom<T: Clone + 'static>(&self, key: &str, type_label: &str) -> RhaiResult<Option<T>> {
         self.get(key).map(|v| v.clone().try_cast::<T>().ok_or_else(|| self.wrong(key, type_label, v))).transpose()
+    }
+}
+
+/// A script value as JSON (maps, arrays, numbers, strings, booleans; other values by their text).
+pub fn to_json(v: &Dynamic) -> serde_json::Value {
+    if v.is_unit() {
+        serde_json::Value::Null
+    } else if let Ok(b) = v.as_bool() {
+        b.into()
+    } else if let Ok(i) = v.as_int() {
+        i.into()
+    } else if let Ok(f) = v.as_float() {
+        serde_json::Number::from_f64(f).map(serde_json::Value::Number).unwrap_or(serde_json::Value::Null)
+    } else if v.is_string() {
+        v.to_string().into()
+    } else if let Some(arr) = v.read_lock::<rhai::Array>() {
+        arr.iter().map(to_json).collect::<Vec<_>>().into()
+    } else if let Some(map) = v.read_lock::<Map>() {
+        map.iter().map(|(k, v)| (k.to_string(), to_json(v))).collect::<serde_json::Map<_, _>>().into()
+    } else {
+        crate::engine::describe(v).into()
     }
 }
 

@@ -687,6 +687,98 @@ def optimizer_fixtures(out):
     save(out / "optim.safetensors", tensors)
 
 
+# --------------------------------------------------------------------------------------------------
+# CLIP scoring: a tiny random CLIPModel, CLIPImageProcessor's preprocessing, the metrics in numpy.
+# --------------------------------------------------------------------------------------------------
+
+
+def clip_fixtures(out, vocab):
+    import numpy as np
+    from PIL import Image
+    from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPTokenizer
+
+    d = out / "clip"
+    torch.manual_seed(3)
+    config = CLIPConfig(
+        text_config=dict(
+            vocab_size=len(vocab), hidden_size=24, intermediate_size=40, num_hidden_layers=2, num_attention_heads=4,
+            max_position_embeddings=77, bos_token_id=vocab["<|startoftext|>"], eos_token_id=vocab["<|endoftext|>"],
+            pad_token_id=vocab["<|endoftext|>"],
+        ),
+        vision_config=dict(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8),
+        projection_dim=16,
+    )
+    model = CLIPModel(config).eval()
+    g = torch.Generator().manual_seed(99)
+    for p in model.parameters():
+        p.copy_(torch.randn(p.shape, generator=g) * 0.3 / max(1.0, p.reshape(p.shape[0], -1)[0].numel() ** 0.25) if p.ndim else p)
+    model.save_pretrained(str(d / "model"), safe_serialization=True)
+    CLIPTokenizer.from_pretrained(str(out / "tokenizers" / "pad_eos")).save_pretrained(str(d / "model"))
+    tiny_processor = CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    tiny_processor.save_pretrained(str(d / "model"))
+    # A folder whose config is not a CLIPModel.
+    (d / "not_clip").mkdir(parents=True)
+    (d / "not_clip" / "config.json").write_text(json.dumps({"model_type": "bert", "architectures": ["BertModel"]}))
+
+    rng = np.random.default_rng(5)
+    tensors = {}
+    sizes = [(32, 32), (64, 40), (40, 64), (33, 50), (100, 70)]
+    pixel_values = []
+    for i, (w, h) in enumerate(sizes):
+        img = rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+        tensors[f"tiny_image{i}"] = torch.from_numpy(img)
+        pixel_values.append(torch.from_numpy(np.asarray(tiny_processor(Image.fromarray(img))["pixel_values"][0])))
+    pv = torch.stack(pixel_values)
+    tensors["tiny_pixel_values"] = pv
+
+    def features(x):
+        return x if isinstance(x, torch.Tensor) else x.pooler_output
+
+    tensors["image_embeds"] = features(model.get_image_features(pixel_values=pv))
+    tok = CLIPTokenizer.from_pretrained(str(d / "model"))
+    ids = tok(PROMPTS[:4], padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+    tensors["input_ids"] = ids
+    tensors["text_embeds"] = features(model.get_text_features(input_ids=ids))
+
+    # The default processor (224, OpenAI mean/std) on several sizes and aspect ratios.
+    default = CLIPImageProcessorPil()
+    for i, (w, h) in enumerate([(224, 224), (300, 200), (200, 300), (50, 80), (640, 360), (37, 500)]):
+        img = rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+        # Smooth content as well as noise, so the filter's weights matter.
+        yy, xx = np.mgrid[0:h, 0:w]
+        img[..., 1] = ((np.sin(xx / 7.0) + np.cos(yy / 5.0)) * 60 + 128).astype(np.uint8)
+        tensors[f"pp_image{i}"] = torch.from_numpy(img)
+        tensors[f"pp_pixels{i}"] = torch.from_numpy(np.asarray(default(Image.fromarray(img))["pixel_values"][0]))
+
+    # Metrics on given embeddings, computed directly in numpy.
+    e = rng.normal(size=(6, 16))
+    t = rng.normal(size=(16,))
+    tensors["metric_image_embeds"] = torch.from_numpy(e).float()
+    tensors["metric_text_embed"] = torch.from_numpy(t).float()
+    u = e / np.linalg.norm(e, axis=1, keepdims=True)
+    sim = u @ u.T
+    all_pairs = [sim[i, j] for i in range(6) for j in range(i + 1, 6)]
+    adjacent = [sim[i, i + 1] for i in range(5)]
+    align = 100 * (u @ (t / np.linalg.norm(t)))
+    video = rng.integers(0, 256, size=(5, 3, 8, 9)).astype(np.float64)
+    tensors["flicker_video"] = torch.from_numpy(video / 127.5 - 1.0).float()
+    mae = np.mean([np.mean(np.abs(video[i + 1] - video[i])) for i in range(4)])
+    metrics = {
+        "frame_consistency_all": 100 * float(np.mean(all_pairs)),
+        "frame_consistency_adjacent": 100 * float(np.mean(adjacent)),
+        "text_alignment": float(np.mean(align)),
+        "text_alignment_clamped": float(np.mean(np.maximum(align, 0))),
+        "temporal_flickering": float((255.0 - mae) / 255.0),
+    }
+    (d / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    save(d / "clip.safetensors", tensors)
+
+    # ViT-L/14: parameter names and shapes transformers builds from its config.
+    with torch.device("meta"):
+        big = CLIPModel(CLIPConfig(**json.loads((ROOT / "runtime" / "configs" / "clip-vit-large-patch14" / "config.json").read_text())))
+    (d / "vit_l14_parameters.json").write_text(json.dumps({k: list(v.shape) for k, v in big.state_dict().items()}, indent=0))
+
+
 def main():
     out = Path(sys.argv[1] if len(sys.argv) > 1 else HERE.parent / "fixtures" / "generated").resolve()
     tmp = out.with_name(out.name + ".tmp")
@@ -709,6 +801,7 @@ def main():
         checkpoint_layouts(d, d / "pipeline", pipe)
         tav_fixtures(d, d / "pipeline", pipe)
     sd14_architecture(tmp)
+    clip_fixtures(tmp, vocab)
 
     (tmp / "STAMP").write_text(stamp() + "\n" + f"diffusers {diffusers.__version__}, transformers {transformers.__version__}, torch {torch.__version__}\n")
     shutil.rmtree(out, ignore_errors=True)
@@ -719,7 +812,7 @@ def main():
 def stamp():
     h = hashlib.sha256(Path(__file__).read_bytes())
     h.update((ROOT / "requirements" / "test.txt").read_bytes())
-    for f in sorted(SD14_CONFIGS.rglob("*.json")):
+    for f in sorted(SD14_CONFIGS.rglob("*.json")) + sorted((ROOT / "runtime" / "configs" / "clip-vit-large-patch14").rglob("*.json")):
         h.update(f.read_bytes())
     return h.hexdigest()[:16]
 

@@ -8,7 +8,9 @@
 pub mod attention;
 pub mod error;
 pub mod image;
+pub mod metrics;
 pub mod optim;
+pub mod pil;
 pub mod schedulers;
 
 pub use error::{KernelError, Result};

@@ -19,6 +19,7 @@ pub mod models;
 pub mod pipelines;
 pub mod progress;
 pub mod rng;
+pub mod score;
 pub mod sd;
 pub mod video;
 pub mod weights;

@@ -47,6 +47,38 @@ fn save_video(host: &Host, video: &Video, path: &str) -> RhaiResult<String> {
     Ok(out.display().to_string())
 }
 
+/// Saves a video and, with `sidecar`, a JSON file beside it (`clip.mp4` → `clip.json`) holding the video's
+/// facts and the given map (scores, prompts, settings).
+fn save_video_with(host: &Host, video: &Video, path: &str, opts: Opts) -> RhaiResult<String> {
+    let out = save_video(host, video, path)?;
+    if let Some(extra) = opts.get("sidecar") {
+        let mut json = serde_json::json!({
+            "video": {"path": out, "frames": video.len(), "width": video.width(), "height": video.height(), "fps": video.fps()},
+            "vidtune_version": vidtune_runtime::VERSION,
+        });
+        match crate::opts::to_json(extra) {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m {
+                    json[k] = v;
+                }
+            }
+            other => json["data"] = other,
+        }
+        let p = Path::new(path);
+        let sidecar = if p.extension().is_some() {
+            p.with_extension("json")
+        } else {
+            p.with_file_name(format!("{}.json", p.file_name().unwrap_or_default().to_string_lossy()))
+        };
+        rt(vidtune_runtime::fsutil::write_bytes_atomic(
+            &sidecar,
+            serde_json::to_string_pretty(&json).unwrap_or_default().as_bytes(),
+        ))?;
+        host.record_write(&sidecar);
+    }
+    Ok(out)
+}
+
 fn synthetic(opts: Opts) -> RhaiResult<Map> {
     let mut spec = SyntheticSpec::default();
     match opts.string("kind")?.as_deref() {
@@ -112,6 +144,10 @@ pub fn register(engine: &mut Engine, host: &Rc<Host>) {
     });
     let h = host.clone();
     engine.register_fn("save_video", move |v: Video, path: &str| save_video(&h, &v, path));
+    let h = host.clone();
+    engine.register_fn("save_video", move |v: Video, path: &str, opts: Map| {
+        save_video_with(&h, &v, path, Opts::new("save_video", opts, &["sidecar"])?)
+    });
     let h = host.clone();
     engine.register_fn("save", move |v: &mut Video, path: &str| save_video(&h, v, path));
 
@@ -189,10 +225,15 @@ print(clip);   // Video(8 frames, 512x512, 5 fps)"#,
     },
     FnDoc {
         name: "save_video",
-        signatures: &["save_video(video: Video, path: string) -> string", "video.save(path: string) -> string"],
+        signatures: &[
+            "save_video(video: Video, path: string) -> string",
+            "save_video(video: Video, path: string, options: map) -> string",
+            "video.save(path: string) -> string",
+        ],
         summary: "Saves a clip by extension: .mp4 (H.264, else MPEG-4), .mov, .mkv, .webm, .gif, or a path without \
                   extension as a directory of numbered PNGs. Written atomically; returns the path.",
-        details: "",
+        details: "options:
+  sidecar   a map (scores, prompt, settings) written as JSON beside the video: out/edit.mp4 → out/edit.json",
         example: r#"let c = synthetic_clip(#{frames: 8, size: 64});
 save_video(c.video, "out/clip.mp4");
 c.video.save("out/clip.gif");"#,

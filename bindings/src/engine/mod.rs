@@ -7,6 +7,7 @@
 pub mod host;
 pub mod media;
 pub mod models;
+pub mod score;
 pub mod video;
 
 use crate::help::{FnDoc, TypeDoc};
@@ -18,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 /// Every area's documentation table, in the order `:help` lists them.
-pub const DOC_TABLES: &[&[FnDoc]] = &[media::DOCS, models::DOCS, video::DOCS, host::DOCS];
+pub const DOC_TABLES: &[&[FnDoc]] = &[media::DOCS, models::DOCS, video::DOCS, score::DOCS, host::DOCS];
 
 /// The script types.
 pub const TYPE_DOCS: &[TypeDoc] = &[
@@ -29,6 +30,10 @@ pub const TYPE_DOCS: &[TypeDoc] = &[
         name: "StableDiffusion",
         summary: "A loaded SD1.x model: UNet, VAE, CLIP text encoder, tokenizer, scheduler.",
     },
+    TypeDoc { name: "VideoModel", summary: "An SD1.x model inflated to video with chosen attention modules; tuned or not." },
+    TypeDoc { name: "Latents", summary: "Inverted latents of a clip, the starting noise of an edit." },
+    TypeDoc { name: "Clip", summary: "A CLIP model (vision and text towers) for scoring edits." },
+    TypeDoc { name: "Table", summary: "Scores of several results side by side; saves as md / csv / html / json." },
     TypeDoc { name: "Tensor", summary: "A tensor (shape, dtype, device): embeddings, latents." },
 ];
 
@@ -80,6 +85,7 @@ pub fn build_engine(host: &Rc<Host>) -> Engine {
     media::register(&mut engine, host);
     models::register(&mut engine, host);
     video::register(&mut engine, host);
+    score::register(&mut engine, host);
     host::register(&mut engine, host);
     engine
 }
@@ -100,6 +106,12 @@ pub fn describe(value: &Dynamic) -> String {
     }
     if let Some(v) = value.read_lock::<models::ScriptTensor>() {
         return v.to_string();
+    }
+    if let Some(v) = value.read_lock::<score::Table>() {
+        return v.0.to_pretty();
+    }
+    if let Some(v) = value.read_lock::<score::ScriptClip>() {
+        return v.0.summary();
     }
     if let Some(v) = value.read_lock::<video::ScriptVideoModel>() {
         return v.0.summary();

@@ -114,3 +114,100 @@ impl ClipTextConfig {
         self.activation().map(|_| ())
     }
 }
+
+fn d_768() -> i64 {
+    768
+}
+fn d_3072() -> i64 {
+    3072
+}
+fn d_224() -> i64 {
+    224
+}
+fn d_32() -> i64 {
+    32
+}
+fn d_3() -> i64 {
+    3
+}
+
+/// `vision_config` of a transformers `CLIPConfig`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ClipVisionConfig {
+    #[serde(default = "d_768")]
+    pub hidden_size: i64,
+    #[serde(default = "d_3072")]
+    pub intermediate_size: i64,
+    #[serde(default = "d_12")]
+    pub num_hidden_layers: i64,
+    #[serde(default = "d_12")]
+    pub num_attention_heads: i64,
+    #[serde(default = "d_3")]
+    pub num_channels: i64,
+    #[serde(default = "d_224")]
+    pub image_size: i64,
+    #[serde(default = "d_32")]
+    pub patch_size: i64,
+    #[serde(default = "d_act")]
+    pub hidden_act: String,
+    #[serde(default = "d_eps")]
+    pub layer_norm_eps: f64,
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+impl ClipVisionConfig {
+    pub fn activation(&self) -> Result<Activation> {
+        match self.hidden_act.as_str() {
+            "quick_gelu" => Ok(Activation::QuickGelu),
+            "gelu" => Ok(Activation::Gelu),
+            other => Err(Error::Invalid(format!("config.json: vision hidden_act {other:?} is not supported"))),
+        }
+    }
+}
+
+fn d_proj() -> i64 {
+    512
+}
+
+fn empty_object<T: serde::de::DeserializeOwned>() -> T {
+    serde_json::from_str("{}").expect("defaults parse")
+}
+
+/// `config.json` of a transformers `CLIPModel`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ClipConfig {
+    #[serde(default)]
+    pub model_type: Option<String>,
+    #[serde(default = "empty_object")]
+    pub text_config: ClipTextConfig,
+    #[serde(default = "empty_object")]
+    pub vision_config: ClipVisionConfig,
+    #[serde(default = "d_proj")]
+    pub projection_dim: i64,
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+impl ExtraFields for ClipConfig {
+    fn extra(&self) -> &BTreeMap<String, serde_json::Value> {
+        &self.extra
+    }
+}
+
+impl ClipConfig {
+    pub fn check_supported(&self) -> Result<()> {
+        match self.model_type.as_deref() {
+            Some("clip") => {}
+            other => {
+                return Err(Error::Invalid(format!(
+                    "config.json: model_type {other:?} is not a CLIPModel (\"clip\"); score needs a transformers CLIPModel folder \
+                     such as openai/clip-vit-large-patch14"
+                )))
+            }
+        }
+        self.vision_config.activation()?;
+        self.text_config.activation()?;
+        Ok(())
+    }
+}

@@ -3,7 +3,9 @@
 pub mod attention;
 pub mod attention_processor;
 pub mod autoencoder_kl;
+pub mod clip;
 pub mod clip_text;
+pub mod clip_vision;
 pub mod embeddings;
 pub mod nn;
 pub mod resnet;

@@ -112,6 +112,12 @@ impl Conv2d {
         Conv2d { weight, bias, stride, padding }
     }
 
+    /// A convolution without bias (CLIP's patch embedding).
+    pub fn new_no_bias(b: &Builder, in_c: i64, out_c: i64, kernel: i64, stride: i64, padding: i64) -> Self {
+        let weight = b.param("weight", &[out_c, in_c, kernel, kernel], uniform_bound(in_c * kernel * kernel));
+        Conv2d { weight, bias: None, stride, padding }
+    }
+
     pub fn forward(&self, x: &Tensor) -> Tensor {
         x.conv2d(&self.weight, self.bias.as_ref(), [self.stride; 2], [self.padding; 2], [1, 1], 1)
     }

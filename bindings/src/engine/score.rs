@@ -1,0 +1,175 @@
+//! Scoring functions: `load_clip`, `score`, `compare` and the `Table` type.
+
+use super::Host;
+use crate::help::FnDoc;
+use crate::opts::{rt, script_error, Opts, RhaiResult};
+use rhai::{Array, Dynamic, Engine, Map};
+use std::path::Path;
+use std::rc::Rc;
+use vidtune_kernels::metrics::Pairs;
+use vidtune_runtime::models::clip::ClipModel;
+use vidtune_runtime::score::{score, Comparison, Score, ScoreOptions};
+use vidtune_runtime::Video;
+
+/// A loaded CLIP model in scripts.
+#[derive(Clone)]
+pub struct ScriptClip(pub Rc<ClipModel>);
+
+/// A comparison table in scripts.
+#[derive(Clone)]
+pub struct Table(pub Rc<Comparison>);
+
+const SCORE_OPTIONS: &[&str] = &["clip", "pairs", "clamp"];
+
+fn score_options(opts: &Opts) -> RhaiResult<(ScriptClip, ScoreOptions)> {
+    let clip = opts.custom::<ScriptClip>("clip", "a Clip (from load_clip)")?.ok_or_else(|| {
+        script_error(format!("{}: needs #{{clip: load_clip(\"openai/clip-vit-large-patch14\")}}", opts.func()))
+    })?;
+    let pairs = match opts.string("pairs")? {
+        Some(p) => rt(Pairs::parse(&p).map_err(Into::into))?,
+        None => Pairs::All,
+    };
+    Ok((clip, ScoreOptions { pairs, clamp: opts.bool("clamp")?.unwrap_or(false), ..Default::default() }))
+}
+
+fn floats(v: &[f64]) -> Dynamic {
+    v.iter().map(|&x| Dynamic::from(x)).collect::<Array>().into()
+}
+
+/// The script map of a score.
+pub fn score_map(s: &Score) -> Map {
+    let mut m = Map::new();
+    m.insert("prompt".into(), s.prompt.clone().into());
+    m.insert("frames".into(), (s.frames as i64).into());
+    m.insert("text_alignment".into(), s.text_alignment.into());
+    m.insert("frame_consistency".into(), s.frame_consistency.into());
+    m.insert("temporal_flickering".into(), s.flicker.into());
+    m.insert("pairs".into(), (if s.pairs == Pairs::All { "all" } else { "adjacent" }).into());
+    m.insert("per_frame_alignment".into(), floats(&s.per_frame_alignment));
+    m.insert("pair_similarity".into(), floats(&s.pair_similarity));
+    m
+}
+
+fn do_score(video: &Video, prompt: &str, opts: Opts) -> RhaiResult<Map> {
+    let (clip, o) = score_options(&opts)?;
+    Ok(score_map(&rt(score(&clip.0, video, prompt, &o))?))
+}
+
+fn do_compare(rows: Array, opts: Opts) -> RhaiResult<Table> {
+    let (clip, o) = score_options(&opts)?;
+    if rows.is_empty() {
+        return Err(script_error("compare: give at least one #{name, video, prompt}"));
+    }
+    let mut out = Comparison::default();
+    for (i, row) in rows.into_iter().enumerate() {
+        let map = row
+            .try_cast::<Map>()
+            .ok_or_else(|| script_error(format!("compare: row {i} must be #{{name, video, prompt}}")))?;
+        let r = Opts::new("compare", map, &["name", "video", "prompt"])?;
+        let name = r.string("name")?.unwrap_or_else(|| format!("#{i}"));
+        let video = r
+            .custom::<Video>("video", "a Video")?
+            .ok_or_else(|| script_error(format!("compare: row {name:?} has no video")))?;
+        let prompt = r.string("prompt")?.ok_or_else(|| script_error(format!("compare: row {name:?} has no prompt")))?;
+        out.rows.push((name, rt(score(&clip.0, &video, &prompt, &o))?));
+    }
+    Ok(Table(Rc::new(out)))
+}
+
+pub fn register(engine: &mut Engine, host: &Rc<Host>) {
+    engine.register_type_with_name::<ScriptClip>("Clip");
+    engine.register_type_with_name::<Table>("Table");
+    let h = host.clone();
+    let load = move |spec: &str, opts: Opts| -> RhaiResult<ScriptClip> {
+        if Path::new(spec).exists() {
+            h.record_read(Path::new(spec));
+        }
+        let device = opts.string("device")?.unwrap_or_else(|| "auto".into());
+        let dtype = opts.string("dtype")?;
+        Ok(ScriptClip(Rc::new(rt(ClipModel::load(spec, &device, dtype.as_deref()))?)))
+    };
+    let l = load.clone();
+    engine.register_fn("load_clip", move |spec: &str| l(spec, Opts::empty("load_clip")));
+    engine.register_fn("load_clip", move |spec: &str, opts: Map| {
+        load(spec, Opts::new("load_clip", opts, &["device", "dtype"])?)
+    });
+    engine.register_fn("score", |v: Video, prompt: &str, opts: Map| {
+        do_score(&v, prompt, Opts::new("score", opts, SCORE_OPTIONS)?)
+    });
+    engine
+        .register_fn("compare", |rows: Array, opts: Map| do_compare(rows, Opts::new("compare", opts, SCORE_OPTIONS)?));
+    engine.register_fn("to_string", |c: &mut ScriptClip| c.0.summary());
+    engine.register_fn("to_debug", |c: &mut ScriptClip| c.0.summary());
+    engine.register_fn("to_string", |t: &mut Table| t.0.to_pretty());
+    engine.register_fn("to_debug", |t: &mut Table| t.0.to_pretty());
+    engine.register_fn("markdown", |t: &mut Table| t.0.to_markdown());
+    engine.register_fn("csv", |t: &mut Table| t.0.to_csv());
+    let h = host.clone();
+    engine.register_fn("save", move |t: &mut Table, path: &str| {
+        rt(t.0.save(Path::new(path)))?;
+        h.record_write(Path::new(path));
+        Ok::<_, Box<rhai::EvalAltResult>>(path.to_string())
+    });
+}
+
+pub const DOCS: &[FnDoc] = &[
+    FnDoc {
+        name: "load_clip",
+        signatures: &[
+            "load_clip(path_or_repo_id: string) -> Clip",
+            "load_clip(path_or_repo_id: string, options: map) -> Clip",
+        ],
+        summary:
+            "Loads a transformers CLIPModel (folder or Hugging Face cache id, safetensors only) with its tokenizer \
+                  and image preprocessing, for scoring.",
+        details: "options:  device (\"auto\"), dtype (\"fp32\")",
+        example: r#"let clip = load_clip("openai/clip-vit-large-patch14");"#,
+    },
+    FnDoc {
+        name: "score",
+        signatures: &["score(video: Video, prompt: string, options: map) -> map"],
+        summary: "CLIP scores of a clip, as the papers report them: text_alignment (mean over frames of 100 × cosine \
+                  with the prompt), frame_consistency (100 × mean cosine over all pairs of frames), VBench's \
+                  temporal_flickering, and the per-frame / per-pair values.",
+        details: "options:
+  clip    a Clip from load_clip (required)
+  pairs   \"all\" (default) | \"adjacent\"
+  clamp   true: clamp per-frame alignment at 0 (torchmetrics' CLIPScore)",
+        example: r#"let s = score(edit, "a jeep car is moving on the beach", #{clip: clip});
+print(`${s.text_alignment} ${s.frame_consistency}`);"#,
+    },
+    FnDoc {
+        name: "compare",
+        signatures: &["compare(rows: array, options: map) -> Table"],
+        summary: "Scores several results (#{name, video, prompt} each) into one table, like the papers' ablations. \
+                  Prints as a table; table.save(\"x.md\" | \"x.csv\" | \"x.html\" | \"x.json\").",
+        details: "options: as score (clip, pairs, clamp)",
+        example: r#"let t = compare([
+    #{name: "sparse_causal", video: a, prompt: p},
+    #{name: "ffam:2", video: b, prompt: p},
+], #{clip: clip});
+print(t);
+t.save("out/ablation.md");"#,
+    },
+    FnDoc {
+        name: "Table.save",
+        signatures: &["table.save(path: string) -> string"],
+        summary: "Writes the table as Markdown (.md), CSV (.csv), HTML (.html) or JSON (.json), atomically.",
+        details: "",
+        example: r#"t.save("out/scores.csv");"#,
+    },
+    FnDoc {
+        name: "Table.markdown",
+        signatures: &["table.markdown() -> string"],
+        summary: "The table as Markdown.",
+        details: "",
+        example: r#"print(t.markdown());"#,
+    },
+    FnDoc {
+        name: "Table.csv",
+        signatures: &["table.csv() -> string"],
+        summary: "The table as CSV.",
+        details: "",
+        example: r#"print(t.csv());"#,
+    },
+];

@@ -1,0 +1,105 @@
+//! The metrics the papers report (EI² Table 1, dynamic mask guidance Tables I–II): CLIP frame
+//! consistency and text alignment on given embeddings, mask IoU, and VBench's temporal flickering.
+
+use crate::error::{expect_dims, KernelError, Result};
+use tch::{Kind, Tensor};
+
+/// Which frame pairs frame consistency averages over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pairs {
+    /// Every pair of distinct frames (Tune-A-Video, EI², LOVEU-TGVE).
+    All,
+    /// Consecutive frames only.
+    Adjacent,
+}
+
+impl Pairs {
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "all" => Ok(Pairs::All),
+            "adjacent" => Ok(Pairs::Adjacent),
+            other => Err(KernelError::Invalid(format!("unknown pairs {other:?}; expected \"all\" or \"adjacent\""))),
+        }
+    }
+}
+
+fn unit(x: &Tensor) -> Tensor {
+    let x = x.to_kind(Kind::Double);
+    &x / x.norm_scalaropt_dim(2, [-1i64].as_slice(), true).clamp_min(1e-12)
+}
+
+/// Frame consistency of image embeddings `[F, D]`: 100 × the mean cosine similarity over the chosen
+/// pairs. Returns the score and each pair's similarity (×100), in order (i < j).
+pub fn frame_consistency(embeds: &Tensor, pairs: Pairs) -> Result<(f64, Vec<f64>)> {
+    expect_dims(embeds, 2, "image embeddings", "[F, D]")?;
+    let f = embeds.size()[0];
+    if f < 2 {
+        return Err(KernelError::Invalid(format!("frame consistency needs at least 2 frames, got {f}")));
+    }
+    let u = unit(embeds);
+    let sim = u.matmul(&u.transpose(0, 1));
+    let mut values = vec![];
+    for i in 0..f {
+        let js: Vec<i64> = match pairs {
+            Pairs::All => ((i + 1)..f).collect(),
+            Pairs::Adjacent => ((i + 1)..(i + 2).min(f)).collect(),
+        };
+        for j in js {
+            values.push(100.0 * sim.double_value(&[i, j]));
+        }
+    }
+    Ok((values.iter().sum::<f64>() / values.len() as f64, values))
+}
+
+/// Text alignment: 100 × cos(image, text) per frame (`[F, D]` against `[D]`), optionally clamped at 0 as
+/// torchmetrics' CLIPScore does. Returns the mean and the per-frame values.
+pub fn text_alignment(image_embeds: &Tensor, text_embed: &Tensor, clamp_at_zero: bool) -> Result<(f64, Vec<f64>)> {
+    expect_dims(image_embeds, 2, "image embeddings", "[F, D]")?;
+    let t = if text_embed.dim() == 2 { text_embed.squeeze_dim(0) } else { text_embed.shallow_clone() };
+    expect_dims(&t, 1, "text embedding", "[D] or [1, D]")?;
+    if t.size()[0] != image_embeds.size()[1] {
+        return Err(KernelError::Invalid(format!(
+            "text embedding width {} differs from image embedding width {}",
+            t.size()[0],
+            image_embeds.size()[1]
+        )));
+    }
+    let cos = unit(image_embeds).matmul(&unit(&t));
+    let mut per: Vec<f64> = Vec::<f64>::try_from(cos * 100.0)?;
+    if clamp_at_zero {
+        per.iter_mut().for_each(|v| *v = v.max(0.0));
+    }
+    Ok((per.iter().sum::<f64>() / per.len().max(1) as f64, per))
+}
+
+/// IoU per frame of two mask sequences `[F, 1, H, W]` (thresholded at 0.5); two empty masks count as 1.
+/// Returns the mean and the per-frame values.
+pub fn mask_iou(a: &Tensor, b: &Tensor) -> Result<(f64, Vec<f64>)> {
+    if a.size() != b.size() {
+        return Err(KernelError::Invalid(format!("mask IoU of shapes {:?} and {:?}", a.size(), b.size())));
+    }
+    expect_dims(a, 4, "masks", "[F, 1, H, W]")?;
+    let (a, b) = (a.gt(0.5), b.gt(0.5));
+    let dims = [1i64, 2, 3];
+    let inter = a.logical_and(&b).sum_dim_intlist(dims.as_slice(), false, Kind::Double);
+    let union = a.logical_or(&b).sum_dim_intlist(dims.as_slice(), false, Kind::Double);
+    let ratio = &inter / union.clamp_min(1.0);
+    let iou = ratio.where_self(&union.gt(0.0), &ratio.ones_like());
+    let per: Vec<f64> = Vec::<f64>::try_from(iou)?;
+    Ok((per.iter().sum::<f64>() / per.len().max(1) as f64, per))
+}
+
+/// VBench temporal flickering: `(255 − mean over consecutive frames of the mean absolute pixel difference)
+/// / 255`, on 8-bit frames. `frames` is `[F, 3, H, W]` in [−1, 1]; higher is steadier (1 = static).
+pub fn temporal_flickering(frames: &Tensor) -> Result<f64> {
+    expect_dims(frames, 4, "frames", "[F, 3, H, W]")?;
+    let f = frames.size()[0];
+    if f < 2 {
+        return Err(KernelError::Invalid(format!("temporal flickering needs at least 2 frames, got {f}")));
+    }
+    let px = ((frames.to_kind(Kind::Double) + 1.0) * 127.5).round().clamp(0.0, 255.0);
+    let diffs = (px.narrow(0, 1, f - 1) - px.narrow(0, 0, f - 1)).abs();
+    let per_pair = diffs.mean_dim([1i64, 2, 3].as_slice(), false, Kind::Double);
+    let mae = per_pair.mean(Kind::Double).double_value(&[]);
+    Ok((255.0 - mae) / 255.0)
+}

@@ -1,0 +1,269 @@
+//! A CLIP model (transformers `CLIPModel`): the text and vision towers with their projections, the
+//! tokenizer, and the image preprocessing of `CLIPImageProcessor`. Loaded from a transformers folder or a
+//! Hugging Face cache id; used to score edits.
+
+use super::clip_text::ClipTextTransformer;
+use super::clip_vision::ClipVisionTransformer;
+use super::nn::{Builder, InitMode, Linear};
+use super::tokenizer::ClipTokenizer;
+use crate::config::clip::ClipConfig;
+use crate::config::{read_config, ExtraFields};
+use crate::device::{parse_device, parse_dtype};
+use crate::error::{Error, Result};
+use crate::weights::{self, apply_weights, hub};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+use tch::nn::VarStore;
+use tch::{Device, Kind, Tensor};
+use vidtune_kernels::pil::{resize_u8, Filter};
+
+fn d_mean() -> Vec<f64> {
+    vec![0.48145466, 0.4578275, 0.40821073]
+}
+fn d_std() -> Vec<f64> {
+    vec![0.26862954, 0.26130258, 0.27577711]
+}
+fn d_true() -> bool {
+    true
+}
+fn d_rescale() -> f64 {
+    1.0 / 255.0
+}
+
+/// `preprocessor_config.json` of a `CLIPImageProcessor` (defaults: OpenAI CLIP's).
+#[derive(Debug, Clone, Deserialize)]
+pub struct ClipImageProcessorConfig {
+    #[serde(default)]
+    pub size: Option<serde_json::Value>,
+    #[serde(default)]
+    pub crop_size: Option<serde_json::Value>,
+    #[serde(default = "d_mean")]
+    pub image_mean: Vec<f64>,
+    #[serde(default = "d_std")]
+    pub image_std: Vec<f64>,
+    #[serde(default = "d_true")]
+    pub do_center_crop: bool,
+    #[serde(default = "d_true")]
+    pub do_resize: bool,
+    #[serde(default = "d_rescale")]
+    pub rescale_factor: f64,
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+impl ExtraFields for ClipImageProcessorConfig {
+    fn extra(&self) -> &BTreeMap<String, serde_json::Value> {
+        &self.extra
+    }
+}
+
+impl ClipImageProcessorConfig {
+    fn default_for(image_size: i64) -> Self {
+        let mut c: Self = serde_json::from_str("{}").expect("defaults parse");
+        c.size = Some(serde_json::json!({"shortest_edge": image_size}));
+        c.crop_size = Some(serde_json::json!({"height": image_size, "width": image_size}));
+        c
+    }
+
+    fn shortest_edge(&self, fallback: i64) -> i64 {
+        match &self.size {
+            Some(serde_json::Value::Number(n)) => n.as_i64().unwrap_or(fallback),
+            Some(v) => v.get("shortest_edge").and_then(|x| x.as_i64()).unwrap_or(fallback),
+            None => fallback,
+        }
+    }
+
+    fn crop(&self, fallback: i64) -> (i64, i64) {
+        match &self.crop_size {
+            Some(serde_json::Value::Number(n)) => {
+                let s = n.as_i64().unwrap_or(fallback);
+                (s, s)
+            }
+            Some(v) => (
+                v.get("height").and_then(|x| x.as_i64()).unwrap_or(fallback),
+                v.get("width").and_then(|x| x.as_i64()).unwrap_or(fallback),
+            ),
+            None => (fallback, fallback),
+        }
+    }
+
+    /// One 8-bit RGB image (`h × w × 3`) → pixel values `[3, S, S]` as `CLIPImageProcessor` (PIL backend)
+    /// computes them: shortest side to `size` with Pillow's bicubic, centre crop, rescale, normalise.
+    pub fn preprocess(&self, rgb: &[u8], width: usize, height: usize, image_size: i64) -> Result<Tensor> {
+        let (mut w, mut h, mut px) = (width, height, rgb.to_vec());
+        if self.do_resize {
+            let edge = self.shortest_edge(image_size) as usize;
+            let (short, long) = if w <= h { (w, h) } else { (h, w) };
+            let new_long = (edge as f64 * long as f64 / short as f64) as usize;
+            let (nw, nh) = if w <= h { (edge, new_long) } else { (new_long, edge) };
+            if (nw, nh) != (w, h) {
+                px = resize_u8(&px, w, h, 3, nw, nh, Filter::Bicubic);
+                (w, h) = (nw, nh);
+            }
+        }
+        let mut img = Tensor::from_slice(&px).view([h as i64, w as i64, 3]).permute([2, 0, 1]);
+        if self.do_center_crop {
+            let (ch, cw) = self.crop(image_size);
+            if ch > h as i64 || cw > w as i64 {
+                return Err(Error::Invalid(format!("image {w}x{h} is smaller than the CLIP crop {cw}x{ch}")));
+            }
+            let (top, left) = ((h as i64 - ch) / 2, (w as i64 - cw) / 2);
+            img = img.narrow(1, top, ch).narrow(2, left, cw);
+        }
+        let scaled = (img.to_kind(Kind::Double) * self.rescale_factor).to_kind(Kind::Float);
+        let mean = Tensor::from_slice(&self.image_mean).to_kind(Kind::Float).view([3, 1, 1]);
+        let std = Tensor::from_slice(&self.image_std).to_kind(Kind::Float).view([3, 1, 1]);
+        Ok((scaled - mean) / std)
+    }
+}
+
+/// A CLIP model with its tokenizer and preprocessing.
+pub struct ClipModel {
+    pub config: ClipConfig,
+    pub text: ClipTextTransformer,
+    pub vision: ClipVisionTransformer,
+    visual_projection: Linear,
+    text_projection: Linear,
+    pub tokenizer: ClipTokenizer,
+    pub processor: ClipImageProcessorConfig,
+    pub vars: VarStore,
+    pub device: Device,
+    pub source: String,
+    pub identity: String,
+}
+
+impl std::fmt::Debug for ClipModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.summary())
+    }
+}
+
+impl ClipModel {
+    /// Builds the network of `config` under `b` (random in `Random` mode).
+    fn build(b: &Builder, config: &ClipConfig) -> Result<(ClipTextTransformer, ClipVisionTransformer, Linear, Linear)> {
+        config.check_supported()?;
+        let p = config.projection_dim;
+        let text = ClipTextTransformer::new(b, &config.text_config)?;
+        let vision = ClipVisionTransformer::new(b, &config.vision_config)?;
+        let visual_projection = Linear::new(&b.sub("visual_projection"), config.vision_config.hidden_size, p, false);
+        let text_projection = Linear::new(&b.sub("text_projection"), config.text_config.hidden_size, p, false);
+        let _ = b.param("logit_scale", &[], tch::nn::Init::Const(2.6592));
+        Ok((text, vision, visual_projection, text_projection))
+    }
+
+    /// Loads a transformers `CLIPModel` folder or a Hugging Face cache id (safetensors only).
+    pub fn load(spec: &str, device: &str, dtype: Option<&str>) -> Result<ClipModel> {
+        let device = parse_device(device)?;
+        let kind = match dtype {
+            Some(d) => parse_dtype(d)?,
+            None => Kind::Float,
+        };
+        let path = Path::new(spec);
+        let dir = if path.is_dir() {
+            path.to_path_buf()
+        } else if hub::is_repo_id(spec) && !path.exists() {
+            hub::snapshot_dir(spec, "main")?
+        } else if path.exists() {
+            return Err(Error::bad_file(path, "is not a folder; load_clip needs a transformers CLIPModel folder (config.json, model.safetensors, tokenizer)"));
+        } else {
+            return Err(Error::NotFound(path.to_path_buf()));
+        };
+        let cfg_path = dir.join("config.json");
+        if !cfg_path.exists() {
+            return Err(Error::bad_file(&dir, "is not a transformers model folder: config.json is missing"));
+        }
+        let config: ClipConfig = read_config(&cfg_path)?;
+        config.check_supported().map_err(|e| Error::bad_file(&dir, e))?;
+        let files = weights::component_files(&dir, "model", None)?;
+        let tensors = weights::read_all(&files)?;
+        let mut vars = VarStore::new(device);
+        let (text, vision, visual_projection, text_projection) =
+            Self::build(&Builder::new(vars.root(), InitMode::Empty), &config)?;
+        apply_weights(&mut vars, tensors, "clip", kind, &|_| false, spec)?;
+        let tokenizer = ClipTokenizer::from_dir(&dir)?;
+        let pp = dir.join("preprocessor_config.json");
+        let processor = if pp.exists() {
+            read_config(&pp)?
+        } else {
+            ClipImageProcessorConfig::default_for(config.vision_config.image_size)
+        };
+        Ok(ClipModel {
+            identity: weights::files_identity(&files),
+            config,
+            text,
+            vision,
+            visual_projection,
+            text_projection,
+            tokenizer,
+            processor,
+            vars,
+            device,
+            source: spec.to_string(),
+        })
+    }
+
+    /// A CLIP architecture with random weights (for tests and trying the workflow).
+    pub fn random(config: &ClipConfig, tokenizer: ClipTokenizer, seed: u64) -> Result<ClipModel> {
+        tch::manual_seed(seed as i64);
+        let mut vars = VarStore::new(Device::Cpu);
+        let (text, vision, visual_projection, text_projection) =
+            Self::build(&Builder::new(vars.root(), InitMode::Random), config)?;
+        vars.freeze();
+        Ok(ClipModel {
+            config: config.clone(),
+            text,
+            vision,
+            visual_projection,
+            text_projection,
+            tokenizer,
+            processor: ClipImageProcessorConfig::default_for(config.vision_config.image_size),
+            vars,
+            device: Device::Cpu,
+            source: format!("random:{seed}"),
+            identity: format!("random-clip-{seed}"),
+        })
+    }
+
+    /// Image embeddings `[N, projection]` of preprocessed pixels `[N, 3, S, S]` (`get_image_features`).
+    pub fn image_embeds(&self, pixels: &Tensor) -> Result<Tensor> {
+        let pooled = tch::no_grad(|| self.vision.forward(&pixels.to_device(self.device)))?;
+        Ok(tch::no_grad(|| self.visual_projection.forward(&pooled)))
+    }
+
+    /// Text embeddings `[N, projection]` of token ids `[N, L]` (`get_text_features`).
+    pub fn text_embeds(&self, ids: &Tensor) -> Result<Tensor> {
+        let ids = ids.to_device(self.device);
+        let hidden = tch::no_grad(|| self.text.forward(&ids))?;
+        let pooled = self.text.pooled(&hidden, &ids);
+        Ok(tch::no_grad(|| self.text_projection.forward(&pooled)))
+    }
+
+    /// The embedding of a prompt (truncated to 77 tokens with a warning, as transformers does).
+    pub fn prompt_embed(&self, prompt: &str) -> Result<Tensor> {
+        let enc = self.tokenizer.encode(prompt)?;
+        if enc.truncated() {
+            eprintln!(
+                "warning: prompt truncated to {} tokens (it has {}): {prompt:?}",
+                self.tokenizer.max_length, enc.full_len
+            );
+        }
+        // CLIP's text model reads up to max_position_embeddings; SD-style padding to 77 is fine for it.
+        let ids = Tensor::from_slice(&enc.ids).view([1, -1]);
+        Ok(self.text_embeds(&ids)?.squeeze_dim(0))
+    }
+
+    pub fn summary(&self) -> String {
+        let v = &self.config.vision_config;
+        format!(
+            "ClipModel({}; vision {}x{} patches of {}, width {}; text width {}; projection {})",
+            self.source,
+            v.image_size / v.patch_size,
+            v.image_size / v.patch_size,
+            v.patch_size,
+            v.hidden_size,
+            self.config.text_config.hidden_size,
+            self.config.projection_dim
+        )
+    }
+}

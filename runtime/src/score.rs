@@ -1,0 +1,241 @@
+//! Scoring edits with CLIP, as the papers do: text alignment (100 × cosine of each frame with the prompt,
+//! averaged), frame consistency (100 × mean cosine over all pairs of frames, or adjacent ones), plus
+//! VBench's temporal flickering (no model). Comparisons of several results render as tables (terminal,
+//! Markdown, CSV, HTML).
+
+use crate::cache::{KeyBuilder, MemoryCache};
+use crate::error::{Error, Result};
+use crate::fsutil::write_bytes_atomic;
+use crate::media::Video;
+use crate::models::clip::ClipModel;
+use std::path::Path;
+use tch::Tensor;
+use vidtune_kernels::image as kimage;
+use vidtune_kernels::metrics::{self, Pairs};
+
+/// How to score.
+#[derive(Debug, Clone)]
+pub struct ScoreOptions {
+    pub pairs: Pairs,
+    /// Clamp per-frame alignment at 0 (torchmetrics' CLIPScore convention).
+    pub clamp: bool,
+    /// Frames per CLIP forward.
+    pub batch: i64,
+}
+
+impl Default for ScoreOptions {
+    fn default() -> Self {
+        ScoreOptions { pairs: Pairs::All, clamp: false, batch: 16 }
+    }
+}
+
+/// The scores of one clip.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Score {
+    pub prompt: String,
+    pub frames: usize,
+    pub text_alignment: f64,
+    pub per_frame_alignment: Vec<f64>,
+    pub frame_consistency: f64,
+    pub pair_similarity: Vec<f64>,
+    pub pairs: Pairs,
+    pub flicker: f64,
+}
+
+impl Score {
+    /// The scores as JSON (for sidecars).
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "prompt": self.prompt,
+            "frames": self.frames,
+            "text_alignment": self.text_alignment,
+            "frame_consistency": self.frame_consistency,
+            "pairs": match self.pairs { Pairs::All => "all", Pairs::Adjacent => "adjacent" },
+            "temporal_flickering": self.flicker,
+            "per_frame_alignment": self.per_frame_alignment,
+            "pair_similarity": self.pair_similarity,
+        })
+    }
+}
+
+/// CLIP pixel values of every frame, `[F, 3, S, S]`.
+pub fn preprocess_video(clip: &ClipModel, video: &Video) -> Result<Tensor> {
+    let bytes = kimage::to_rgb8_tensor(video.frames())?;
+    let (w, h) = (video.width() as usize, video.height() as usize);
+    let size = clip.config.vision_config.image_size;
+    let frames = (0..video.len() as i64)
+        .map(|i| {
+            let px = Vec::<u8>::try_from(bytes.get(i).flatten(0, -1))?;
+            clip.processor.preprocess(&px, w, h, size)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Tensor::stack(&frames, 0))
+}
+
+/// CLIP image embeddings of every frame, `[F, projection]`, in batches.
+pub fn frame_embeddings(clip: &ClipModel, video: &Video, batch: i64) -> Result<Tensor> {
+    let pixels = preprocess_video(clip, video)?;
+    let chunks = pixels.split(batch.max(1), 0);
+    let embeds = chunks.iter().map(|c| clip.image_embeds(c)).collect::<Result<Vec<_>>>()?;
+    Ok(Tensor::cat(&embeds, 0).to_device(tch::Device::Cpu))
+}
+
+thread_local! {
+    static SCORES: MemoryCache<Score> = MemoryCache::default();
+}
+
+/// Scores `video` against `prompt` (memoised in this process).
+pub fn score(clip: &ClipModel, video: &Video, prompt: &str, opts: &ScoreOptions) -> Result<Score> {
+    if video.len() < 2 {
+        return Err(Error::Invalid(format!("scoring needs a clip of at least 2 frames, got {}", video.len())));
+    }
+    let key = KeyBuilder::new("score")
+        .text(&clip.identity)
+        .video(video)
+        .text(prompt)
+        .text(&format!("{:?}{}", opts.pairs, opts.clamp))
+        .finish();
+    if let Some(s) = SCORES.with(|c| c.get(&key)) {
+        return Ok(s);
+    }
+    let images = frame_embeddings(clip, video, opts.batch)?;
+    let text = clip.prompt_embed(prompt)?.to_device(tch::Device::Cpu);
+    let (text_alignment, per_frame_alignment) = metrics::text_alignment(&images, &text, opts.clamp)?;
+    let (frame_consistency, pair_similarity) = metrics::frame_consistency(&images, opts.pairs)?;
+    let flicker = metrics::temporal_flickering(video.frames())?;
+    let s = Score {
+        prompt: prompt.to_string(),
+        frames: video.len(),
+        text_alignment,
+        per_frame_alignment,
+        frame_consistency,
+        pair_similarity,
+        pairs: opts.pairs,
+        flicker,
+    };
+    SCORES.with(|c| c.insert(&key, s.clone()));
+    Ok(s)
+}
+
+/// A comparison of several scored results, one row each.
+#[derive(Debug, Clone, Default)]
+pub struct Comparison {
+    pub rows: Vec<(String, Score)>,
+}
+
+const HEADERS: [&str; 6] = ["name", "text alignment", "frame consistency", "temporal flickering", "frames", "prompt"];
+
+impl Comparison {
+    fn cells(&self) -> Vec<[String; 6]> {
+        self.rows
+            .iter()
+            .map(|(name, s)| {
+                [
+                    name.clone(),
+                    format!("{:.2}", s.text_alignment),
+                    format!("{:.2}", s.frame_consistency),
+                    format!("{:.4}", s.flicker),
+                    s.frames.to_string(),
+                    s.prompt.clone(),
+                ]
+            })
+            .collect()
+    }
+
+    /// A boxed table for terminals.
+    pub fn to_pretty(&self) -> String {
+        let cells = self.cells();
+        let widths: Vec<usize> = (0..6)
+            .map(|i| cells.iter().map(|r| r[i].chars().count()).chain([HEADERS[i].len()]).max().unwrap_or(0))
+            .collect();
+        let line = |l: &str, m: &str, r: &str| {
+            format!("{l}{}{r}\n", widths.iter().map(|w| "─".repeat(w + 2)).collect::<Vec<_>>().join(m))
+        };
+        let row = |r: &[String]| {
+            let parts: Vec<String> = r
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    if (1..5).contains(&i) {
+                        format!(" {c:>w$} ", w = widths[i])
+                    } else {
+                        format!(" {c:<w$} ", w = widths[i])
+                    }
+                })
+                .collect();
+            format!("│{}│\n", parts.join("│"))
+        };
+        let mut out = line("┌", "┬", "┐");
+        out.push_str(&row(&HEADERS.map(String::from)));
+        out.push_str(&line("├", "┼", "┤"));
+        for r in &cells {
+            out.push_str(&row(r));
+        }
+        out.push_str(&line("└", "┴", "┘"));
+        out
+    }
+
+    pub fn to_markdown(&self) -> String {
+        let mut out =
+            format!("| {} |\n|{}|\n", HEADERS.join(" | "), ["---", "---:", "---:", "---:", "---:", "---"].join("|"));
+        for r in self.cells() {
+            out.push_str(&format!("| {} |\n", r.map(|c| c.replace('|', "\\|")).join(" | ")));
+        }
+        out
+    }
+
+    pub fn to_csv(&self) -> String {
+        let quote = |c: &str| {
+            if c.contains([',', '"', '\n']) {
+                format!("\"{}\"", c.replace('"', "\"\""))
+            } else {
+                c.to_string()
+            }
+        };
+        let mut out = HEADERS.map(quote).join(",") + "\n";
+        for r in self.cells() {
+            out.push_str(&(r.iter().map(|c| quote(c)).collect::<Vec<_>>().join(",") + "\n"));
+        }
+        out
+    }
+
+    pub fn to_html(&self) -> String {
+        let esc = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+        let mut out = String::from("<table class=\"vidtune-scores\"><thead><tr>");
+        for h in HEADERS {
+            out.push_str(&format!("<th>{}</th>", esc(h)));
+        }
+        out.push_str("</tr></thead><tbody>");
+        for r in self.cells() {
+            out.push_str("<tr>");
+            for c in &r {
+                out.push_str(&format!("<td>{}</td>", esc(c)));
+            }
+            out.push_str("</tr>");
+        }
+        out.push_str("</tbody></table>");
+        out
+    }
+
+    /// Saves as `.md`, `.csv`, `.html` or `.json` by extension, atomically.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let ext = path.extension().map(|e| e.to_string_lossy().to_lowercase()).unwrap_or_default();
+        let text = match ext.as_str() {
+            "md" | "markdown" => self.to_markdown(),
+            "csv" => self.to_csv(),
+            "html" => self.to_html(),
+            "json" => {
+                let rows: Vec<serde_json::Value> =
+                    self.rows.iter().map(|(n, s)| serde_json::json!({"name": n, "score": s.to_json()})).collect();
+                serde_json::to_string_pretty(&rows).unwrap_or_default()
+            }
+            other => {
+                return Err(Error::Invalid(format!(
+                    "{}: cannot save a table as .{other}; use .md, .csv, .html or .json",
+                    path.display()
+                )))
+            }
+        };
+        write_bytes_atomic(path, text.as_bytes())
+    }
+}
