@@ -8,6 +8,7 @@
 pub mod attention;
 pub mod error;
 pub mod image;
+pub mod masks;
 pub mod metrics;
 pub mod optim;
 pub mod pil;

@@ -1,19 +1,37 @@
 //! The `Masks` value: one mask per frame, `[F, 1, H, W]` float with values in [0, 1] (binary masks hold
-//! exactly 0 and 1) on the CPU.
+//! exactly 0 and 1) on the CPU, optionally remembering the clip it was made for (so previews overlay it).
 
 use crate::error::{Error, Result};
-use crate::media::Video;
+use crate::media::{load_video, save_video, LoadOptions, Video};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use tch::{Kind, Tensor};
+use vidtune_kernels::masks as kmasks;
+
+/// How a mask sequence was made, when a segmenter made it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Provenance {
+    /// Which segmenter ran.
+    pub method: String,
+    /// Per frame: how sure the segmenter was (0 for frames it did not segment).
+    pub confidence: Vec<f64>,
+    /// Frames whose sanity check failed: worth a look, or another click.
+    pub flagged: Vec<usize>,
+}
 
 /// A mask sequence. Cloning is cheap (shared storage; never modified in place).
 #[derive(Debug)]
 pub struct Masks {
     data: Tensor,
+    /// The clip these masks were segmented from, if known.
+    pub source: Option<Video>,
+    /// The segmentation that made these masks (kept by clones, dropped by every operation).
+    pub provenance: Option<Arc<Provenance>>,
 }
 
 impl Clone for Masks {
     fn clone(&self) -> Self {
-        Masks { data: self.data.shallow_clone() }
+        Masks { data: self.data.shallow_clone(), source: self.source.clone(), provenance: self.provenance.clone() }
     }
 }
 
@@ -24,7 +42,26 @@ impl Masks {
         if size.len() != 4 || size[1] != 1 || size[0] == 0 || size[2] == 0 || size[3] == 0 {
             return Err(Error::Invalid(format!("masks are [F, 1, H, W] with F, H, W > 0, got {size:?}")));
         }
-        Ok(Masks { data: data.to_device(tch::Device::Cpu).to_kind(Kind::Float).clamp(0.0, 1.0) })
+        Ok(Masks {
+            data: data.to_device(tch::Device::Cpu).to_kind(Kind::Float).clamp(0.0, 1.0),
+            source: None,
+            provenance: None,
+        })
+    }
+
+    /// The same masks remembering `video` (checked to match).
+    pub fn with_source(mut self, video: &Video) -> Result<Self> {
+        self.check_matches(video)?;
+        self.source = Some(video.clone());
+        Ok(self)
+    }
+
+    fn derived(&self, data: Tensor) -> Result<Masks> {
+        let mut m = Masks::new(data)?;
+        if m.width() == self.width() && m.height() == self.height() {
+            m.source = self.source.clone();
+        }
+        Ok(m)
     }
 
     /// The values, `[F, 1, H, W]`.
@@ -53,6 +90,59 @@ impl Masks {
         Vec::<f64>::try_from(self.data.mean_dim([1i64, 2, 3].as_slice(), false, Kind::Double)).unwrap_or_default()
     }
 
+    fn check_same(&self, other: &Masks, what: &str) -> Result<()> {
+        if self.data.size() != other.data.size() {
+            return Err(Error::Invalid(format!(
+                "{what}: masks of {} frames at {}x{} and {} frames at {}x{} do not match",
+                self.len(),
+                self.width(),
+                self.height(),
+                other.len(),
+                other.width(),
+                other.height()
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn dilate(&self, r: i64) -> Result<Masks> {
+        self.derived(kmasks::dilate(&self.data, r)?)
+    }
+
+    pub fn erode(&self, r: i64) -> Result<Masks> {
+        self.derived(kmasks::erode(&self.data, r)?)
+    }
+
+    pub fn union(&self, other: &Masks) -> Result<Masks> {
+        self.check_same(other, "union")?;
+        self.derived(self.data.maximum(&other.data))
+    }
+
+    pub fn intersect(&self, other: &Masks) -> Result<Masks> {
+        self.check_same(other, "intersect")?;
+        self.derived(self.data.minimum(&other.data))
+    }
+
+    pub fn invert(&self) -> Result<Masks> {
+        self.derived(self.data.neg() + 1.0)
+    }
+
+    /// Per-frame boxes `[x0, y0, x1, y1]`, `None` for empty frames.
+    pub fn bboxes(&self) -> Result<Vec<Option<[i64; 4]>>> {
+        Ok(kmasks::bboxes(&self.data)?)
+    }
+
+    /// Mean and per-frame IoU with `other`.
+    pub fn iou(&self, other: &Masks) -> Result<(f64, Vec<f64>)> {
+        self.check_same(other, "iou")?;
+        Ok(vidtune_kernels::metrics::mask_iou(&self.data, &other.data)?)
+    }
+
+    /// Resized to `width × height`, area-averaged when shrinking (latent-resolution masks for the models).
+    pub fn resize(&self, width: i64, height: i64) -> Result<Masks> {
+        Masks::new(kmasks::resize(&self.data, height, width)?)
+    }
+
     /// Errors unless `video` has as many frames as the masks, at the same size.
     pub fn check_matches(&self, video: &Video) -> Result<()> {
         if self.len() != video.len() || self.width() != video.width() || self.height() != video.height() {
@@ -69,14 +159,37 @@ impl Masks {
         Ok(())
     }
 
+    /// The overlay on the clip these masks were made from, if known.
+    pub fn overlay_source(&self) -> Option<Result<Video>> {
+        self.source.as_ref().map(|v| self.overlay(v))
+    }
+
     /// A preview: the video with the masked region tinted (and the rest dimmed).
     pub fn overlay(&self, video: &Video) -> Result<Video> {
         self.check_matches(video)?;
         let m = self.data.gt(0.5).to_kind(Kind::Float);
-        let tint = Tensor::from_slice(&[0.2f32, 1.0, 0.3]).view([1, 3, 1, 1]);
-        let lit = video.frames() * 0.55 + tint * 0.45;
-        let dim = video.frames() * 0.7 - 0.3;
+        let tint = Tensor::from_slice(&[0.1f32, 1.0, 0.2]).view([1, 3, 1, 1]);
+        let lit = video.frames() * 0.5 + tint * 0.5;
+        let dim = video.frames() * 0.6 - 0.4;
         Video::new(&lit * &m + dim * (1.0 - &m), video.fps())
+    }
+
+    /// The masks as a grey clip (white = masked) in [−1, 1].
+    pub fn as_video(&self, fps: f64) -> Result<Video> {
+        Video::new(self.data.expand([-1, 3, -1, -1], false) * 2.0 - 1.0, fps)
+    }
+
+    /// Saves as a directory of PNGs (lossless; a path without extension) or as a video / GIF.
+    pub fn save(&self, path: &Path) -> Result<PathBuf> {
+        let fps = self.source.as_ref().map(|v| v.fps()).unwrap_or(8.0);
+        save_video(&self.as_video(fps)?, path)
+    }
+
+    /// Loads masks drawn elsewhere: a directory of PNGs (or a video), white-ish meaning masked (the mean of
+    /// the channels above mid-grey).
+    pub fn load(path: &Path, opts: &LoadOptions) -> Result<Masks> {
+        let v = load_video(path, opts)?;
+        Masks::new(v.frames().mean_dim(1, true, Kind::Float).gt(0.0).to_kind(Kind::Float))
     }
 }
 
@@ -84,6 +197,13 @@ impl std::fmt::Display for Masks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let area = self.area();
         let mean = 100.0 * area.iter().sum::<f64>() / area.len().max(1) as f64;
-        write!(f, "Masks({} frames, {}x{}, mean area {mean:.1}%)", self.len(), self.width(), self.height())
+        write!(f, "Masks({} frames, {}x{}, mean area {mean:.1}%", self.len(), self.width(), self.height())?;
+        if let Some(p) = &self.provenance {
+            write!(f, ", by {}", p.method)?;
+            if !p.flagged.is_empty() {
+                write!(f, ", frames to check: {:?}", p.flagged)?;
+            }
+        }
+        write!(f, ")")
     }
 }
