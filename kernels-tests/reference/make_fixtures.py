@@ -779,6 +779,195 @@ def clip_fixtures(out, vocab):
     (d / "vit_l14_parameters.json").write_text(json.dumps({k: list(v.shape) for k, v in big.state_dict().items()}, indent=0))
 
 
+# --------------------------------------------------------------------------------------------------
+# Segment Anything: tiny ONNX models with the official export signature whose outputs are known
+# functions of their inputs, and SAM's own preprocessing and prompt transforms for reference.
+# --------------------------------------------------------------------------------------------------
+
+
+def sam_fixtures(out):
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+    from PIL import Image
+
+    d = out / "sam"
+    d.mkdir(parents=True)
+    f32 = TensorProto.FLOAT
+
+    # Encoder: 16x16 average pooling of the preprocessed image, then a fixed 1x1 convolution to 256 channels.
+    w = np.array([[((c * 3 + k) % 7 - 3) / 10.0 for k in range(3)] for c in range(256)], dtype=np.float32).reshape(256, 3, 1, 1)
+    enc = helper.make_graph(
+        [
+            helper.make_node("AveragePool", ["input_image"], ["pooled"], kernel_shape=[16, 16], strides=[16, 16]),
+            helper.make_node("Conv", ["pooled", "w"], ["image_embeddings"]),
+        ],
+        "sam_encoder",
+        [helper.make_tensor_value_info("input_image", f32, [1, 3, 1024, 1024])],
+        [helper.make_tensor_value_info("image_embeddings", f32, [1, 256, 64, 64])],
+        [numpy_helper.from_array(w, "w")],
+    )
+    onnx.save(helper.make_model(enc, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), str(d / "encoder.onnx"))
+
+    # Decoder: a disk of radius 6 around the first point (mapped back to the original frame) as mask logits,
+    # the same disk on the 256 grid as low-res logits, and an IoU that counts the padding points and the
+    # positive pixels of the mask input.
+    c = lambda name, value: numpy_helper.from_array(np.array(value, dtype=np.float32), name)
+    ci = lambda name, value: numpy_helper.from_array(np.array(value, dtype=np.int64), name)
+    nodes = [
+        helper.make_node("Gather", ["orig_im_size", "i0"], ["H"], axis=0),
+        helper.make_node("Gather", ["orig_im_size", "i1"], ["W"], axis=0),
+        helper.make_node("Max", ["H", "W"], ["maxside"]),
+        helper.make_node("Div", ["c1024", "maxside"], ["scale"]),
+        helper.make_node("Gather", ["point_coords", "i0s"], ["p0"], axis=1),  # [1, 2]
+        helper.make_node("Gather", ["p0", "i0s"], ["x0"], axis=1),  # [1]
+        helper.make_node("Gather", ["p0", "i1s"], ["y0"], axis=1),
+        helper.make_node("Div", ["x0", "scale"], ["X0"]),
+        helper.make_node("Div", ["y0", "scale"], ["Y0"]),
+        helper.make_node("Cast", ["H"], ["Hi"], to=TensorProto.INT64),
+        helper.make_node("Cast", ["W"], ["Wi"], to=TensorProto.INT64),
+        helper.make_node("Squeeze", ["Hi"], ["Hs"]),
+        helper.make_node("Squeeze", ["Wi"], ["Ws"]),
+        helper.make_node("Range", ["zero", "Hs", "one"], ["yr"]),
+        helper.make_node("Range", ["zero", "Ws", "one"], ["xr"]),
+        helper.make_node("Cast", ["yr"], ["yf"], to=f32),
+        helper.make_node("Cast", ["xr"], ["xf"], to=f32),
+        helper.make_node("Add", ["yf", "half"], ["yc"]),
+        helper.make_node("Add", ["xf", "half"], ["xc"]),
+        helper.make_node("Unsqueeze", ["yc", "ax1"], ["ycol"]),
+        helper.make_node("Sub", ["ycol", "Y0"], ["dy"]),
+        helper.make_node("Sub", ["xc", "X0"], ["dx"]),
+        helper.make_node("Mul", ["dy", "dy"], ["dy2"]),
+        helper.make_node("Mul", ["dx", "dx"], ["dx2"]),
+        helper.make_node("Add", ["dy2", "dx2"], ["d2"]),
+        helper.make_node("Sub", ["r2", "d2"], ["logits"]),
+        helper.make_node("Unsqueeze", ["logits", "ax01"], ["masks"]),
+        # Low-res: centre (x0 / 4, y0 / 4) in the padded 1024 frame, radius 6 · scale / 4.
+        helper.make_node("Div", ["x0", "four"], ["lx"]),
+        helper.make_node("Div", ["y0", "four"], ["ly"]),
+        helper.make_node("Sub", ["grid_col", "ly"], ["ldy"]),
+        helper.make_node("Sub", ["grid_row", "lx"], ["ldx"]),
+        helper.make_node("Mul", ["ldy", "ldy"], ["ldy2"]),
+        helper.make_node("Mul", ["ldx", "ldx"], ["ldx2"]),
+        helper.make_node("Add", ["ldy2", "ldx2"], ["ld2"]),
+        helper.make_node("Mul", ["scale", "c1_5"], ["lr"]),
+        helper.make_node("Mul", ["lr", "lr"], ["lr2"]),
+        helper.make_node("Sub", ["lr2", "ld2"], ["llogits"]),
+        helper.make_node("Unsqueeze", ["llogits", "ax01"], ["low_res_masks"]),
+        # IoU = 0.5 + 0.25 · has_mask_input + 1e-3 · #(label = -1) + 1e-6 · #(mask_input > 0)
+        helper.make_node("Equal", ["point_labels", "minus1"], ["pad"]),
+        helper.make_node("Cast", ["pad"], ["padf"], to=f32),
+        helper.make_node("ReduceSum", ["padf"], ["npad"], keepdims=0),
+        helper.make_node("Greater", ["mask_input", "zerof"], ["pos"]),
+        helper.make_node("Cast", ["pos"], ["posf"], to=f32),
+        helper.make_node("ReduceSum", ["posf"], ["npos"], keepdims=0),
+        helper.make_node("Mul", ["has_mask_input", "quarter"], ["a"]),
+        helper.make_node("Mul", ["npad", "milli"], ["b"]),
+        helper.make_node("Mul", ["npos", "micro"], ["cc"]),
+        helper.make_node("Add", ["a", "b"], ["ab"]),
+        helper.make_node("Add", ["ab", "cc"], ["abc"]),
+        helper.make_node("Add", ["abc", "half"], ["iou1"]),
+        helper.make_node("Reshape", ["iou1", "shape11"], ["iou_predictions"]),
+    ]
+    grid = np.arange(256, dtype=np.float32) + 0.5
+    init = [
+        ci("i0", [0]), ci("i1", [1]), ci("i0s", 0), ci("i1s", 1), c("c1024", [1024.0]), ci("zero", 0), ci("one", 1),
+        c("half", 0.5), ci("ax1", [1]), ci("ax01", [0, 1]), c("r2", 36.0), c("four", 4.0), c("c1_5", 1.5),
+        numpy_helper.from_array(grid.reshape(256, 1), "grid_col"), numpy_helper.from_array(grid.reshape(1, 256), "grid_row"),
+        c("minus1", -1.0), c("zerof", 0.0), c("quarter", 0.25), c("milli", 1e-3), c("micro", 1e-6), ci("shape11", [1, 1]),
+    ]
+    dec = helper.make_graph(
+        nodes,
+        "sam_decoder",
+        [
+            helper.make_tensor_value_info("image_embeddings", f32, [1, 256, 64, 64]),
+            helper.make_tensor_value_info("point_coords", f32, [1, "num_points", 2]),
+            helper.make_tensor_value_info("point_labels", f32, [1, "num_points"]),
+            helper.make_tensor_value_info("mask_input", f32, [1, 1, 256, 256]),
+            helper.make_tensor_value_info("has_mask_input", f32, [1]),
+            helper.make_tensor_value_info("orig_im_size", f32, [2]),
+        ],
+        [
+            helper.make_tensor_value_info("masks", f32, [1, 1, "H", "W"]),
+            helper.make_tensor_value_info("iou_predictions", f32, [1, 1]),
+            helper.make_tensor_value_info("low_res_masks", f32, [1, 1, 256, 256]),
+        ],
+        init,
+    )
+    onnx.save(helper.make_model(dec, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), str(d / "decoder.onnx"))
+
+    # A decoder with the wrong signature, for the error message.
+    bad = d / "bad"
+    bad.mkdir()
+    shutil.copy(d / "encoder.onnx", bad / "encoder.onnx")
+    g = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "bad", [helper.make_tensor_value_info("x", f32, [1])], [helper.make_tensor_value_info("y", f32, [1])])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), str(bad / "decoder.onnx"))
+
+    # Reference: SAM's preprocessing (segment_anything.utils.transforms.ResizeLongestSide + Sam.preprocess)
+    # and prompt transform, run through the same models with onnxruntime.
+    def preprocess_shape(h, w, long=1024):
+        scale = long * 1.0 / max(h, w)
+        return int(h * scale + 0.5), int(w * scale + 0.5)
+
+    def sam_preprocess(img):
+        h, w = img.shape[:2]
+        nh, nw = preprocess_shape(h, w)
+        resized = np.array(Image.fromarray(img).resize((nw, nh), Image.BILINEAR))
+        x = torch.as_tensor(resized).permute(2, 0, 1).contiguous()[None]
+        x = (x - torch.tensor([123.675, 116.28, 103.53]).view(-1, 1, 1)) / torch.tensor([58.395, 57.12, 57.375]).view(-1, 1, 1)
+        return torch.nn.functional.pad(x, (0, 1024 - nw, 0, 1024 - nh)).numpy().astype(np.float32)
+
+    def apply_coords(coords, size):
+        h, w = size
+        nh, nw = preprocess_shape(h, w)
+        coords = coords.astype(float).copy()
+        coords[..., 0] = coords[..., 0] * (nw / w)
+        coords[..., 1] = coords[..., 1] * (nh / h)
+        return coords
+
+    so = ort.SessionOptions()
+    enc_s = ort.InferenceSession(str(d / "encoder.onnx"), so, providers=["CPUExecutionProvider"])
+    dec_s = ort.InferenceSession(str(d / "decoder.onnx"), so, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(8)
+    tensors = {}
+    for i, (w, h) in enumerate([(120, 90), (64, 100), (1024, 512)]):
+        img = rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+        yy, xx = np.mgrid[0:h, 0:w]
+        img[..., 0] = ((np.sin(xx / 9.0) * np.cos(yy / 11.0)) * 100 + 128).astype(np.uint8)
+        pre = sam_preprocess(img)
+        emb = enc_s.run(None, {"input_image": pre})[0]
+        tensors[f"image{i}"] = torch.from_numpy(img)
+        tensors[f"preprocessed{i}"] = torch.from_numpy(pre)
+        tensors[f"embedding{i}"] = torch.from_numpy(emb)
+        prompts = {
+            "point": (np.array([[w * 0.31 + 0.3, h * 0.57 + 0.2]]), np.array([1]), None),
+            "points": (np.array([[w * 0.5 + 0.1, h * 0.4 + 0.3], [w * 0.2 + 0.3, h * 0.8 + 0.1]]), np.array([1, 0]), None),
+            "box": (np.array([[w * 0.45 + 0.2, h * 0.5 + 0.4]]), np.array([1]), np.array([w * 0.2, h * 0.25, w * 0.7, h * 0.9])),
+        }
+        for name, (pts, labels, box) in prompts.items():
+            if box is None:
+                coord = np.concatenate([pts, np.array([[0.0, 0.0]])], axis=0)[None]
+                label = np.concatenate([labels, np.array([-1])], axis=0)[None].astype(np.float32)
+            else:
+                coord = np.concatenate([pts, box.reshape(2, 2)], axis=0)[None]
+                label = np.concatenate([labels, np.array([2, 3])], axis=0)[None].astype(np.float32)
+            coord = apply_coords(coord, (h, w)).astype(np.float32)
+            outs = dec_s.run(None, {
+                "image_embeddings": emb, "point_coords": coord, "point_labels": label,
+                "mask_input": np.zeros((1, 1, 256, 256), dtype=np.float32), "has_mask_input": np.zeros(1, dtype=np.float32),
+                "orig_im_size": np.array([h, w], dtype=np.float32),
+            })
+            tensors[f"{name}{i}.coords"] = torch.from_numpy(coord)
+            tensors[f"{name}{i}.clicks"] = torch.from_numpy(np.concatenate([pts, labels[:, None]], axis=1).astype(np.float32))
+            if box is not None:
+                tensors[f"{name}{i}.box"] = torch.from_numpy(box.astype(np.float32))
+            tensors[f"{name}{i}.masks"] = torch.from_numpy(outs[0] > 0.0)
+            tensors[f"{name}{i}.iou"] = torch.from_numpy(outs[1])
+            tensors[f"{name}{i}.low_res"] = torch.from_numpy(outs[2])
+    save(d / "sam.safetensors", tensors)
+
+
 def main():
     out = Path(sys.argv[1] if len(sys.argv) > 1 else HERE.parent / "fixtures" / "generated").resolve()
     tmp = out.with_name(out.name + ".tmp")
@@ -802,6 +991,7 @@ def main():
         tav_fixtures(d, d / "pipeline", pipe)
     sd14_architecture(tmp)
     clip_fixtures(tmp, vocab)
+    sam_fixtures(tmp)
 
     (tmp / "STAMP").write_text(stamp() + "\n" + f"diffusers {diffusers.__version__}, transformers {transformers.__version__}, torch {torch.__version__}\n")
     shutil.rmtree(out, ignore_errors=True)

@@ -21,6 +21,7 @@ pub mod progress;
 pub mod rng;
 pub mod score;
 pub mod sd;
+pub mod segment;
 pub mod video;
 pub mod weights;
 
