@@ -291,3 +291,68 @@ save_video(a.video, "out/a.gif", #{{sidecar: #{{score: s, prompt: a.caption}}}})
         assert!(stderr(&out).contains(expected), "{code}: {}", stderr(&out));
     }
 }
+
+#[test]
+fn segmenting_from_a_script_with_clicks_masks_and_previews() {
+    let dir = tempfile::tempdir().unwrap();
+    let sam_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../kernels-tests/fixtures/generated/sam");
+    assert!(sam_dir.exists(), "run the fixture script first (./dev.sh test does)");
+    let script = format!(
+        r#"
+let c = synthetic_clip(#{{kind: "square", frames: 6, size: [96, 80], seed: 4, motion: "right"}});
+let b = c.masks.bbox()[0];
+let m = segment(c.video, [click((b[0] + b[2]) / 2, (b[1] + b[3]) / 2)]);
+print(`iou ${{m.iou(c.masks)}} frames ${{m.len()}} confidence ${{m.confidence().len()}} flagged ${{m.flagged().len()}}`);
+preview(m);
+let latent = m.resize([12, 10]);
+print(latent);
+m.dilate(2).union(m).intersect(m.invert().invert()).save("out/masks");
+print(load_masks("out/masks").iou(m));
+let sam = load_sam("{sam}");
+print(sam);
+let s = segment(c.video, [click(30, 40), box(10, 10, 60, 60, #{{frame: 3}})], #{{model: sam, propagate: false}});
+print(`sam ${{s}}`);
+"#,
+        sam = sam_dir.display()
+    );
+    let out = run_script(dir.path(), "seg.rhai", &script, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("iou 1.0 frames 6 confidence 6 flagged 0"), "{text}");
+    assert!(text.contains("Masks(6 frames, 12x10"), "{text}");
+    assert!(text.contains("\n1.0\n"), "{text}");
+    assert!(text.contains("Sam(") && text.contains("CPU execution provider"), "{text}");
+    assert!(text.contains("sam Masks(6 frames, 96x80") && text.contains("Segment Anything"), "{text}");
+    // The preview is the overlay on the clip: a contact sheet of the clip's size, in colour.
+    let previews: Vec<_> = std::fs::read_dir(dir.path().join("previews")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(previews.len(), 1);
+    let sheet = image::open(&previews[0]).unwrap().to_rgb8();
+    assert!(sheet.pixels().any(|p| p.0[0] != p.0[1]), "the masks preview is the tinted clip, not a grey mask");
+    // The workflow script, on its synthetic default.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts");
+    let out = vidtune(dir.path())
+        .arg("run")
+        .arg(root.join("segment.rhai"))
+        .args(["--set", "frames=6", "--set", "out=seg"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("mean IoU with the exact masks: 0.9"), "{}", stdout(&out));
+    assert!(dir.path().join("seg/overlay.png").exists() && dir.path().join("seg/masks/00005.png").exists());
+    for (code, expected) in [
+        ("segment(synthetic_clip().video, []);", "segment needs at least one click"),
+        ("segment(synthetic_clip().video, [click(500, 3)]);", "click(500, 3) is outside the 64x64 frame"),
+        ("segment(synthetic_clip().video, [click(5, 3, #{frame: 20})]);", "is on frame 20, but the clip has 8 frames"),
+        ("segment(synthetic_clip().video, [1, 2]);", "clicks[0] is 1, not a click(x, y)"),
+        ("segment(synthetic_clip().video, click(5, 5), #{model: 3});", "option \"model\" must be a Sam"),
+        ("click(\"a\", 3);", "click: x must be a number"),
+        ("load_sam(\"nowhere\");", "nowhere"),
+        ("synthetic_clip().masks.union(synthetic_clip(#{frames: 3}).masks);", "union: masks of 8 frames"),
+        ("load_masks(\"none/\");", "none"),
+        ("synthetic_clip().masks.resize(0);", "positive"),
+    ] {
+        let out = run_script(dir.path(), "bad.rhai", code, &[]);
+        assert_eq!(out.status.code(), Some(1), "{code}");
+        assert!(stderr(&out).contains(expected), "{code}: {}", stderr(&out));
+    }
+}

@@ -56,6 +56,14 @@ fn state_errors_help_and_history() {
     let out = line(&mut p, ":help load_video");
     assert!(out.contains("load_video(path: string, options: map) -> Video"), "{out}");
     assert!(out.contains("example:") && out.contains("#{frames: 8, every: 2, size: 512}"), "{out}");
+    // `:help segment` says which segmenter would run, then which one ran.
+    let out = line(&mut p, ":help segment");
+    assert!(out.contains("segment has not run yet") && out.contains("built-in graph cut"), "{out}");
+    line(&mut p, "let sq = synthetic_clip(#{kind: \"square\", frames: 3, size: 48, seed: 1});");
+    let out = line(&mut p, "segment(sq.video, [click(24, 24)], #{propagate: false})");
+    assert!(out.contains("Masks(3 frames, 48x48"), "{out}");
+    let out = line(&mut p, ":help segment");
+    assert!(out.contains("segment last ran: built-in graph cut (no SAM files given) on 3 frames"), "{out}");
     let out = line(&mut p, ":help Video");
     assert!(out.contains(".grid") && out.contains(".slice"), "{out}");
     let out = line(&mut p, ":help");

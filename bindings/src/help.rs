@@ -94,6 +94,15 @@ pub fn lookup(name: &str) -> Option<String> {
     Some(matches.iter().map(|f| f.render()).collect::<Vec<_>>().join("\n"))
 }
 
+/// [`lookup`], with what the session knows added (`segment`: which segmenter ran last).
+pub fn lookup_in(name: &str, host: &crate::engine::Host) -> Option<String> {
+    let mut text = lookup(name)?;
+    if name.trim().trim_end_matches("()") == "segment" {
+        text.push_str(&crate::engine::segment::session_note(host));
+    }
+    Some(text)
+}
+
 /// The overview printed by a bare `:help`.
 pub fn overview(commands: &[(&str, &str)]) -> String {
     let mut out = String::from("Script functions (`:help NAME` for details and an example):\n");

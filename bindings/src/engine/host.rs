@@ -7,7 +7,8 @@ use rhai::{Dynamic, Engine};
 use std::rc::Rc;
 use vidtune_runtime::{Image, Masks, Video};
 
-/// The image a value previews as: a contact sheet for videos, the image itself, white-on-black masks.
+/// The image a value previews as: a contact sheet for videos, the image itself, masks tinted over their
+/// clip (white on black when the clip is unknown).
 pub fn preview_image(value: &Dynamic) -> RhaiResult<Option<(Image, &'static str)>> {
     if let Some(v) = value.read_lock::<Video>() {
         return Ok(Some((rt(v.contact_sheet())?, "video")));
@@ -16,9 +17,11 @@ pub fn preview_image(value: &Dynamic) -> RhaiResult<Option<(Image, &'static str)
         return Ok(Some((i.clone(), "image")));
     }
     if let Some(m) = value.read_lock::<Masks>() {
-        let frames = m.tensor().expand([-1, 3, -1, -1], false) * 2.0 - 1.0;
-        let as_video = rt(Video::new(frames, 8.0))?;
-        return Ok(Some((rt(as_video.contact_sheet())?, "masks")));
+        // On their clip when they know it, else white on black.
+        if let Some(overlay) = m.overlay_source() {
+            return Ok(Some((rt(rt(overlay)?.contact_sheet())?, "masks")));
+        }
+        return Ok(Some((rt(rt(m.as_video(8.0))?.contact_sheet())?, "masks")));
     }
     Ok(None)
 }
@@ -64,8 +67,9 @@ pub fn register(engine: &mut Engine, host: &Rc<Host>) {
     engine.register_fn("preview", move |value: Dynamic| preview(&h, &value));
     let h = host.clone();
     engine.register_fn("param", move |name: &str, default: Dynamic| param(&h, name, default));
-    engine.register_fn("help", |name: &str| {
-        help::lookup(name).ok_or_else(|| script_error(format!("help: no function or type named {name:?}")))
+    let h = host.clone();
+    engine.register_fn("help", move |name: &str| {
+        help::lookup_in(name, &h).ok_or_else(|| script_error(format!("help: no function or type named {name:?}")))
     });
 }
 

@@ -1,20 +1,20 @@
-//! Media functions: load and save videos and images, synthetic clips, and the methods of `Video`,
-//! `Image` and `Masks`.
+//! Media functions: load and save videos and images, synthetic clips, and the methods of `Video` and
+//! `Image`.
 
 use super::Host;
 use crate::help::FnDoc;
 use crate::opts::{rt, script_error, Opts, RhaiResult};
-use rhai::{Array, Dynamic, Engine, Map};
+use rhai::{Dynamic, Engine, Map};
 use std::path::Path;
 use std::rc::Rc;
 use vidtune_runtime::media::synthetic::{self, Motion, Shape, SyntheticSpec, Texture};
-use vidtune_runtime::{Fit, Image, LoadOptions, Masks, Video};
+use vidtune_runtime::{Fit, Image, LoadOptions, Video};
 
 const LOAD_OPTIONS: &[&str] = &["frames", "start", "every", "size", "fit"];
 const SYNTHETIC_OPTIONS: &[&str] =
     &["kind", "frames", "size", "seed", "color", "background", "background_color", "motion", "occluder", "fps"];
 
-fn load_options(opts: &Opts) -> RhaiResult<LoadOptions> {
+pub(crate) fn load_options(opts: &Opts) -> RhaiResult<LoadOptions> {
     let fit = match opts.string("fit")? {
         Some(name) => Fit::parse(&name).map_err(|e| script_error(format!("load_video: {e}")))?,
         None => Fit::Resize,
@@ -134,7 +134,6 @@ fn resize(video: &Video, size: Dynamic, fit: &str) -> RhaiResult<Video> {
 pub fn register(engine: &mut Engine, host: &Rc<Host>) {
     engine.register_type_with_name::<Video>("Video");
     engine.register_type_with_name::<Image>("Image");
-    engine.register_type_with_name::<Masks>("Masks");
 
     let h = host.clone();
     engine.register_fn("load_video", move |path: &str| load_video(&h, path, Opts::empty("load_video")));
@@ -194,17 +193,6 @@ pub fn register(engine: &mut Engine, host: &Rc<Host>) {
     engine.register_fn("height", |i: &mut Image| i.height());
     engine.register_fn("to_string", |i: &mut Image| i.to_string());
     engine.register_fn("to_debug", |i: &mut Image| i.to_string());
-
-    // Masks
-    engine.register_fn("len", |m: &mut Masks| m.len() as i64);
-    engine.register_get("width", |m: &mut Masks| m.width());
-    engine.register_get("height", |m: &mut Masks| m.height());
-    engine.register_fn("width", |m: &mut Masks| m.width());
-    engine.register_fn("height", |m: &mut Masks| m.height());
-    engine.register_fn("area", |m: &mut Masks| m.area().into_iter().map(Dynamic::from).collect::<Array>());
-    engine.register_fn("overlay", |m: &mut Masks, v: Video| rt(m.overlay(&v)));
-    engine.register_fn("to_string", |m: &mut Masks| m.to_string());
-    engine.register_fn("to_debug", |m: &mut Masks| m.to_string());
 }
 
 pub const DOCS: &[FnDoc] = &[
@@ -367,41 +355,5 @@ let square = v.resize(64, "crop");"#,
         summary: "Image height in pixels.",
         details: "",
         example: r#"print(synthetic_clip().video.frame(0).height);"#,
-    },
-    FnDoc {
-        name: "Masks.len",
-        signatures: &["masks.len() -> int"],
-        summary: "Number of frames.",
-        details: "",
-        example: r#"print(synthetic_clip().masks.len());"#,
-    },
-    FnDoc {
-        name: "Masks.width",
-        signatures: &["masks.width -> int", "masks.width() -> int"],
-        summary: "Mask width in pixels.",
-        details: "",
-        example: r#"print(synthetic_clip().masks.width);"#,
-    },
-    FnDoc {
-        name: "Masks.height",
-        signatures: &["masks.height -> int", "masks.height() -> int"],
-        summary: "Mask height in pixels.",
-        details: "",
-        example: r#"print(synthetic_clip().masks.height);"#,
-    },
-    FnDoc {
-        name: "Masks.area",
-        signatures: &["masks.area() -> array"],
-        summary: "Fraction of each frame covered by the mask.",
-        details: "",
-        example: r#"print(synthetic_clip().masks.area());"#,
-    },
-    FnDoc {
-        name: "Masks.overlay",
-        signatures: &["masks.overlay(video: Video) -> Video"],
-        summary: "The video with the masked region tinted green and the rest dimmed, to check a mask by eye.",
-        details: "",
-        example: r#"let c = synthetic_clip(#{occluder: true});
-preview(c.masks.overlay(c.video));"#,
     },
 ];

@@ -8,6 +8,7 @@ pub mod host;
 pub mod media;
 pub mod models;
 pub mod score;
+pub mod segment;
 pub mod video;
 
 use crate::help::{FnDoc, TypeDoc};
@@ -19,18 +20,26 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 /// Every area's documentation table, in the order `:help` lists them.
-pub const DOC_TABLES: &[&[FnDoc]] = &[media::DOCS, models::DOCS, video::DOCS, score::DOCS, host::DOCS];
+pub const DOC_TABLES: &[&[FnDoc]] = &[media::DOCS, segment::DOCS, models::DOCS, video::DOCS, score::DOCS, host::DOCS];
 
 /// The script types.
 pub const TYPE_DOCS: &[TypeDoc] = &[
     TypeDoc { name: "Video", summary: "A clip: frames [F, 3, H, W] in [-1, 1] and a frame rate. Cheap to copy." },
     TypeDoc { name: "Image", summary: "One RGB image [3, H, W] in [-1, 1]." },
-    TypeDoc { name: "Masks", summary: "One mask per frame, [F, 1, H, W] in [0, 1]." },
+    TypeDoc {
+        name: "Masks",
+        summary: "One mask per frame, [F, 1, H, W] in [0, 1]; remembers the clip it was segmented from.",
+    },
+    TypeDoc { name: "Click", summary: "A click (positive or negative) or a box on a frame, for segment." },
+    TypeDoc { name: "Sam", summary: "Segment Anything loaded from ONNX files, with memoised frame embeddings." },
     TypeDoc {
         name: "StableDiffusion",
         summary: "A loaded SD1.x model: UNet, VAE, CLIP text encoder, tokenizer, scheduler.",
     },
-    TypeDoc { name: "VideoModel", summary: "An SD1.x model inflated to video with chosen attention modules; tuned or not." },
+    TypeDoc {
+        name: "VideoModel",
+        summary: "An SD1.x model inflated to video with chosen attention modules; tuned or not.",
+    },
     TypeDoc { name: "Latents", summary: "Inverted latents of a clip, the starting noise of an edit." },
     TypeDoc { name: "Clip", summary: "A CLIP model (vision and text towers) for scoring edits." },
     TypeDoc { name: "Table", summary: "Scores of several results side by side; saves as md / csv / html / json." },
@@ -45,6 +54,8 @@ pub struct Host {
     pub previewer: RefCell<Previewer>,
     pub params: RefCell<BTreeMap<String, Dynamic>>,
     pub params_used: RefCell<BTreeSet<String>>,
+    /// Which segmenter `segment` ran last, on how many frames, and what it flagged.
+    pub last_segment: RefCell<Option<String>>,
 }
 
 fn absolute(p: &Path) -> PathBuf {
@@ -83,6 +94,7 @@ pub fn build_engine(host: &Rc<Host>) -> Engine {
     resolver.enable_cache(false); // watch mode must see edited modules
     engine.set_module_resolver(resolver);
     media::register(&mut engine, host);
+    segment::register(&mut engine, host);
     models::register(&mut engine, host);
     video::register(&mut engine, host);
     score::register(&mut engine, host);
@@ -100,6 +112,9 @@ pub fn describe(value: &Dynamic) -> String {
     }
     if let Some(v) = value.read_lock::<vidtune_runtime::Masks>() {
         return v.to_string();
+    }
+    if let Some(v) = value.read_lock::<vidtune_runtime::segment::Click>() {
+        return segment::describe_click(&v);
     }
     if let Some(v) = value.read_lock::<models::SdModel>() {
         return v.0.summary();

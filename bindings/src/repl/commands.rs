@@ -29,7 +29,7 @@ pub fn run(line: &str, session: &mut Session, state: &mut ReplState) -> Outcome 
             if arg.is_empty() {
                 print!("{}", help::overview(COMMANDS));
             } else {
-                match help::lookup(arg) {
+                match help::lookup_in(arg, session.host()) {
                     Some(text) => print!("{text}"),
                     None => {
                         eprintln!("no function, method or type named {arg:?}; :help lists them")
