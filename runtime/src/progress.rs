@@ -62,7 +62,8 @@ fn mode() -> Mode {
         2 => Mode::Lines,
         3 => Mode::Silent,
         _ => {
-            if std::io::stderr().is_terminal() {
+            // evcxr's cell process (notebooks stream lines, not `\r` redraws).
+            if std::env::var_os("EVCXR_IS_RUNTIME").is_none() && std::io::stderr().is_terminal() {
                 Mode::Bars
             } else {
                 Mode::Lines

@@ -42,8 +42,22 @@ pub(crate) fn read(path: &Path, collector: &mut Collector) -> Result<f64> {
 /// Writes `video` as a looping GIF at `path` (a temporary sibling of the destination).
 pub(crate) fn write(video: &Video, path: &Path, progress: &mut Progress) -> Result<()> {
     let file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
-    let mut encoder = GifEncoder::new_with_speed(std::io::BufWriter::new(file), 10);
-    let fail = |e: image::ImageError| Error::bad_file(path, format!("cannot write GIF: {e}"));
+    encode(video, std::io::BufWriter::new(file), progress)
+        .map_err(|e| Error::bad_file(path, format!("cannot write GIF: {e}")))
+}
+
+/// `video` as a looping GIF, in memory (notebook displays).
+pub(crate) fn to_bytes(video: &Video) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut progress = Progress::new("encode GIF", video.len() as u64);
+    encode(video, &mut out, &mut progress).map_err(|e| Error::Invalid(format!("cannot encode GIF: {e}")))?;
+    progress.finish();
+    Ok(out)
+}
+
+fn encode<W: std::io::Write>(video: &Video, out: W, progress: &mut Progress) -> Result<()> {
+    let mut encoder = GifEncoder::new_with_speed(out, 10);
+    let fail = |e: image::ImageError| Error::Invalid(e.to_string());
     encoder.set_repeat(Repeat::Infinite).map_err(fail)?;
     // GIF delays are whole centiseconds.
     let delay_cs = (100.0 / video.fps().max(0.1)).round().max(1.0) as u32;

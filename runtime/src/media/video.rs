@@ -94,6 +94,20 @@ impl Video {
         Image::new(kimage::grid(&self.frames, cols, 2, -1.0)?)
     }
 
+    /// The clip as a looping animated GIF, in memory.
+    pub fn to_gif(&self) -> Result<Vec<u8>> {
+        super::gif::to_bytes(self)
+    }
+
+    /// The clip as an MP4 (H.264 where the encoder exists), in memory.
+    #[cfg(feature = "ffmpeg")]
+    pub fn to_mp4(&self) -> Result<Vec<u8>> {
+        let dir = tempfile::tempdir().map_err(|e| crate::Error::io(std::env::temp_dir().as_path(), e))?;
+        let path = dir.path().join("clip.mp4");
+        super::save_video(self, &path)?;
+        std::fs::read(&path).map_err(|e| crate::Error::io(&path, e))
+    }
+
     /// A contact sheet with a roughly square layout.
     pub fn contact_sheet(&self) -> Result<Image> {
         let cols = (self.len() as f64).sqrt().ceil().max(1.0) as i64;

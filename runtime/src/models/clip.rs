@@ -159,6 +159,9 @@ impl ClipModel {
             Some(d) => parse_dtype(d)?,
             None => Kind::Float,
         };
+        if let Some(kind) = spec.strip_prefix("random:") {
+            return Self::random_named(kind);
+        }
         let path = Path::new(spec);
         let dir = if path.is_dir() {
             path.to_path_buf()
@@ -201,6 +204,40 @@ impl ClipModel {
             device,
             source: spec.to_string(),
         })
+    }
+
+    /// `random:tiny`: a narrow CLIP (2 layers, 32 wide, 32-pixel images) over a byte-level vocabulary, with
+    /// random weights — for trying the scoring workflow without weights; its scores mean nothing.
+    fn random_named(kind: &str) -> Result<ClipModel> {
+        if kind != "tiny" {
+            return Err(Error::Invalid(format!("unknown random model \"random:{kind}\"; expected \"random:tiny\"")));
+        }
+        let tokenizer = ClipTokenizer::bytes_only();
+        let v = tokenizer.vocab_size() as i64;
+        let layers = serde_json::json!({"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2});
+        let mut text = layers.clone();
+        text.as_object_mut().expect("object").extend(
+            serde_json::json!({
+                "vocab_size": v, "max_position_embeddings": 77,
+                "bos_token_id": v - 2, "eos_token_id": v - 1, "pad_token_id": v - 1
+            })
+            .as_object()
+            .expect("object")
+            .clone(),
+        );
+        let mut vision = layers;
+        vision
+            .as_object_mut()
+            .expect("object")
+            .extend(serde_json::json!({"image_size": 32, "patch_size": 8}).as_object().expect("object").clone());
+        let config: ClipConfig = serde_json::from_value(serde_json::json!({
+            "model_type": "clip", "projection_dim": 16, "text_config": text, "vision_config": vision
+        }))
+        .map_err(|e| Error::Invalid(format!("tiny CLIP config: {e}")))?;
+        let mut m = Self::random(&config, tokenizer, 0)?;
+        m.source = "random:tiny".into();
+        m.identity = "random-clip-tiny".into();
+        Ok(m)
     }
 
     /// A CLIP architecture with random weights (for tests and trying the workflow).
