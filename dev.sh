@@ -5,6 +5,8 @@
 #   ./dev.sh demo     the main job: the demo script on built-in synthetic data (no download)
 #   ./dev.sh test     the whole test suite
 #   ./dev.sh build    set up and build only          ./dev.sh lint   cargo fmt --check + clippy
+#   ./dev.sh notebook JupyterLab on examples/notebooks with the Rust kernel (evcxr) set up for vidtune
+#   ./dev.sh kernel   set up that kernel only, and print the JUPYTER_PATH that finds it
 #   ./dev.sh env      print the exports that make plain `cargo` use the same libtorch
 #
 # Set-up: Debian packages when missing (FFmpeg -dev libraries, clang/libclang, pkg-config, a C++
@@ -92,6 +94,56 @@ setup() {
   cargo_env
 }
 
+EVCXR_VERSION=0.22.0
+
+# The Rust kernel for notebooks: evcxr_jupyter (built once into the shared cache dir) and a kernelspec
+# named `rust` in $CACHE/jupyter (put first on JUPYTER_PATH) whose environment finds libtorch and ONNX
+# Runtime, so notebooks need no exports. Rust's own shared libraries are on the library path too: evcxr's
+# cell libraries find libstd through a relative rpath that is wrong when its build folder sits under the
+# home folder. EVCXR_CONFIG_DIR is ours, with no init.evcxr: evcxr's `:cache` must stay off (its rustc
+# wrapper answers autocfg's probes from the cache without looking at the probed code, and smartstring then
+# fails to build), whatever the user's own evcxr configuration says.
+notebook_setup() {
+  local root="$CACHE/evcxr-$EVCXR_VERSION" site kdir
+  EVCXR="$root/bin/evcxr_jupyter"
+  if [ ! -x "$EVCXR" ]; then
+    exec 8>"$CACHE/.evcxr.lock"
+    flock 8
+    if [ ! -x "$EVCXR" ]; then
+      say "cargo install evcxr_jupyter@$EVCXR_VERSION (about 5 minutes, once per machine)"
+      cargo install -q --locked "evcxr_jupyter@$EVCXR_VERSION" --root "$root"
+    fi
+    flock -u 8
+  fi
+  site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+  kdir="$CACHE/jupyter/kernels/rust"
+  # evcxr's own files first (logos, version.txt: with it, evcxr_jupyter does not rewrite kernel.json at
+  # start-up), then our kernel.json with the environment.
+  [ -f "$kdir/version.txt" ] || JUPYTER_PATH="$CACHE/jupyter" "$EVCXR" --install >/dev/null
+  mkdir -p "$CACHE/evcxr-config"
+  rm -f "$CACHE/evcxr-config/init.evcxr"
+  printf '# evcxr configuration of the Rust (vidtune) kernel, written by dev.sh\n[evcxr]\n' >"$CACHE/evcxr-config/evcxr.toml"
+  "$VENV/bin/python" - "$kdir/kernel.json" <<PY
+import json, sys
+spec = {
+    "argv": ["$EVCXR", "--control_file", "{connection_file}"],
+    "display_name": "Rust (vidtune)",
+    "language": "rust",
+    "interrupt_mode": "message",
+    "env": {
+        "LIBTORCH": "$LIBTORCH",
+        "LD_LIBRARY_PATH": "$LIBTORCH/lib:$(rustc --print target-libdir)",
+        "ORT_DYLIB_PATH": "$(ls "$site"/onnxruntime/capi/libonnxruntime.so* 2>/dev/null | head -n1)",
+        "PATH": "$VENV/bin:$(dirname "$(command -v cargo)"):/usr/local/bin:/usr/bin:/bin",
+        "EVCXR_CONFIG_DIR": "$CACHE/evcxr-config",
+    },
+}
+json.dump(spec, open(sys.argv[1], "w"), indent=1)
+PY
+  export JUPYTER_PATH="$CACHE/jupyter${JUPYTER_PATH:+:$JUPYTER_PATH}"
+  export VIDTUNE_VENV="$VENV"
+}
+
 # The parity fixtures (kernels-tests/fixtures/generated), regenerated when the script, the pinned
 # reference packages or the bundled configs change.
 fixtures() {
@@ -113,7 +165,8 @@ case "${1:-help}" in
     exec target/debug/vidtune run scripts/demo.rhai "${@:2}"
     ;;
   test)
-    setup requirements/test.txt
+    setup requirements/test.txt requirements/notebook.txt
+    notebook_setup
     fixtures
     say "cargo build (all targets)"
     cargo build -q --workspace --all-targets
@@ -130,11 +183,23 @@ case "${1:-help}" in
     cargo fmt --all -- --check
     cargo clippy -q --workspace --all-targets -- -D warnings
     ;;
+  notebook)
+    setup requirements/notebook.txt
+    notebook_setup
+    "$VENV/bin/python" -m pip install -q jupyterlab==4.4.7
+    say "JupyterLab on examples/notebooks (kernel: Rust (vidtune))"
+    exec "$VENV/bin/jupyter" lab --notebook-dir=examples/notebooks "${@:2}"
+    ;;
+  kernel)
+    setup requirements/notebook.txt
+    notebook_setup
+    echo "export JUPYTER_PATH=$JUPYTER_PATH   # the Rust (vidtune) kernel, for a Jupyter of your own"
+    ;;
   env)
     setup >/dev/null
     echo "export LIBTORCH=$LIBTORCH"
     ;;
   *)
-    sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
     ;;
 esac

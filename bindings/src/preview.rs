@@ -2,7 +2,8 @@
 //! support them, coloured half-blocks otherwise), or a PNG under a previews folder when stdout is not a
 //! terminal. The terminal is never probed unless the environment says it will answer.
 //!
-//! `VIDTUNE_PREVIEW=auto|inline|file|off` overrides the choice, `VIDTUNE_PREVIEW_DIR` the folder
+//! In a notebook (evcxr) previews display in the cell. `VIDTUNE_PREVIEW=auto|inline|file|notebook|off`
+//! overrides the choice, `VIDTUNE_PREVIEW_DIR` the folder
 //! (default `./previews`).
 
 use std::io::IsTerminal;
@@ -14,6 +15,8 @@ use vidtune_runtime::{Image, Result};
 pub enum PreviewMode {
     Inline,
     File,
+    /// Displayed in the notebook cell (evcxr's display protocol; the cell shows the last one).
+    Notebook,
     Off,
 }
 
@@ -23,9 +26,12 @@ impl PreviewMode {
         match std::env::var("VIDTUNE_PREVIEW").unwrap_or_default().as_str() {
             "inline" | "sixel" => PreviewMode::Inline,
             "file" => PreviewMode::File,
+            "notebook" => PreviewMode::Notebook,
             "off" => PreviewMode::Off,
             _ => {
-                if std::io::stdout().is_terminal() {
+                if crate::notebook::in_notebook() {
+                    PreviewMode::Notebook
+                } else if std::io::stdout().is_terminal() {
                     PreviewMode::Inline
                 } else {
                     PreviewMode::File
@@ -69,6 +75,11 @@ impl Previewer {
                 image.save(&path)?;
                 println!("preview: {}", path.display());
                 Ok(Some(path))
+            }
+            PreviewMode::Notebook => {
+                use crate::notebook::{protocol, Show};
+                print!("{}", protocol(&image.outputs()));
+                Ok(None)
             }
             PreviewMode::Inline => {
                 let rgb = image.to_rgb8()?;

@@ -65,7 +65,8 @@ impl Session {
     }
 
     /// Runs a script file in this session.
-    pub fn run_file(&mut self, path: &Path) -> Result<Dynamic, ScriptError> {
+    pub fn run_file(&mut self, path: impl AsRef<Path>) -> Result<Dynamic, ScriptError> {
+        let path = path.as_ref();
         let name = path.display().to_string();
         let code = std::fs::read_to_string(path).map_err(|e| {
             let why = if e.kind() == std::io::ErrorKind::NotFound { "no such file".to_string() } else { e.to_string() };
@@ -76,7 +77,8 @@ impl Session {
     }
 
     /// Makes `value` available to `param(name, default)` and as a variable `name`.
-    pub fn set_param(&mut self, name: &str, value: Dynamic) {
+    pub fn set_param(&mut self, name: &str, value: impl Into<Dynamic>) {
+        let value = value.into();
         self.host.params.borrow_mut().insert(name.to_string(), value.clone());
         self.scope.set_or_push(name.to_string(), value);
     }

@@ -34,6 +34,18 @@ impl std::fmt::Display for ScriptTensor {
     }
 }
 
+/// Shape, dtype and device of a tensor, and for floating-point values their range and mean.
+pub fn tensor_summary(t: &Tensor) -> String {
+    let head = ScriptTensor(t.shallow_clone()).to_string();
+    if !t.is_floating_point() || t.numel() == 0 {
+        return head;
+    }
+    let d = t.detach().to_kind(tch::Kind::Double);
+    let (min, max, mean) =
+        (d.min().double_value(&[]), d.max().double_value(&[]), d.mean(tch::Kind::Double).double_value(&[]));
+    format!("{head}: min {min:.4}, max {max:.4}, mean {mean:.4}")
+}
+
 const LOAD_OPTIONS: &[&str] = &["device", "dtype", "vae_dtype", "variant", "revision", "config", "tokenizer", "seed"];
 const T2I_OPTIONS: &[&str] = &["steps", "guidance", "seed", "negative", "width", "height", "eta"];
 
