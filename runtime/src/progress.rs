@@ -56,7 +56,22 @@ pub fn set_mode(mode: Mode) {
     MODE.store(mode as u8, Ordering::SeqCst);
 }
 
+thread_local! {
+    static QUIET: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Runs `f` with the progress reports of the loops it starts silenced (inner loops of a bigger one).
+pub fn quietly<T>(f: impl FnOnce() -> T) -> T {
+    QUIET.with(|q| q.set(q.get() + 1));
+    let out = f();
+    QUIET.with(|q| q.set(q.get() - 1));
+    out
+}
+
 fn mode() -> Mode {
+    if QUIET.with(|q| q.get()) > 0 {
+        return Mode::Silent;
+    }
     match MODE.load(Ordering::SeqCst) {
         1 => Mode::Bars,
         2 => Mode::Lines,

@@ -8,7 +8,7 @@ use super::nn::{Builder, InitMode, Linear};
 use super::tokenizer::ClipTokenizer;
 use crate::config::clip::ClipConfig;
 use crate::config::{read_config, ExtraFields};
-use crate::device::{parse_device, parse_dtype};
+use crate::device::{device_name, parse_device, parse_dtype};
 use crate::error::{Error, Result};
 use crate::weights::{self, apply_weights, hub};
 use serde::Deserialize;
@@ -152,7 +152,8 @@ impl ClipModel {
         Ok((text, vision, visual_projection, text_projection))
     }
 
-    /// Loads a transformers `CLIPModel` folder or a Hugging Face cache id (safetensors only).
+    /// Loads a transformers `CLIPModel` folder, a Hugging Face cache id (safetensors only), or `toy` (the toy
+    /// world's CLIP, built in).
     pub fn load(spec: &str, device: &str, dtype: Option<&str>) -> Result<ClipModel> {
         let device = parse_device(device)?;
         let kind = match dtype {
@@ -161,6 +162,12 @@ impl ClipModel {
         };
         if let Some(kind) = spec.strip_prefix("random:") {
             return Self::random_named(kind);
+        }
+        if spec == crate::toy::NAME && !Path::new(spec).exists() {
+            let dir = crate::toy::toy_dir()?.join("clip");
+            let mut m = Self::load(&dir.to_string_lossy(), &device_name(device), dtype)?;
+            m.source = spec.to_string();
+            return Ok(m);
         }
         let path = Path::new(spec);
         let dir = if path.is_dir() {
@@ -260,6 +267,23 @@ impl ClipModel {
             source: format!("random:{seed}"),
             identity: format!("random-clip-{seed}"),
         })
+    }
+
+    /// CLIP's similarity logits `[N_images, N_texts]` (cosine similarity times `exp(logit_scale)`), with
+    /// gradients: what contrastive training differentiates.
+    pub fn logits(&self, pixels: &Tensor, ids: &Tensor) -> Result<Tensor> {
+        let img = self.visual_projection.forward(&self.vision.forward(&pixels.to_device(self.device))?);
+        let ids = ids.to_device(self.device);
+        let hidden = self.text.forward(&ids)?;
+        let txt = self.text_projection.forward(&self.text.pooled(&hidden, &ids));
+        let unit = |x: &Tensor| x / x.norm_scalaropt_dim(2.0, [-1], true).clamp_min(1e-12);
+        let scale = self
+            .vars
+            .variables()
+            .get("logit_scale")
+            .map(|t| t.exp())
+            .ok_or_else(|| Error::Invalid("this CLIP model has no logit_scale parameter".into()))?;
+        Ok(unit(&img).matmul(&unit(&txt).tr()) * scale)
     }
 
     /// Image embeddings `[N, projection]` of preprocessed pixels `[N, 3, S, S]` (`get_image_features`).

@@ -5,6 +5,7 @@ pub mod cached;
 pub mod invert;
 pub mod sample;
 pub mod t2i;
+pub mod train;
 pub mod tune;
 
 use crate::error::Result;

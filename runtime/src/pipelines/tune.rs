@@ -3,6 +3,7 @@
 //! only, gradient clipping, everything else frozen. The VAE posterior and the text embedding are computed
 //! once; each step draws a fresh latent sample from the posterior, as the reference does.
 
+use super::train::Trainer;
 use super::{count, encode_video, to_video_latents, Loop};
 use crate::error::{Error, Result};
 use crate::media::Video;
@@ -11,8 +12,8 @@ use crate::rng::Noise;
 use crate::video::tuned::{save_tuned, TuneRecord};
 use crate::video::{glob_match, VideoModel};
 use std::path::PathBuf;
-use tch::{Kind, Tensor};
-use vidtune_kernels::optim::{clip_grad_norm, mse, AdamW};
+use tch::Tensor;
+use vidtune_kernels::optim::{mse, AdamW};
 use vidtune_kernels::schedulers::{ddpm, Prediction};
 
 /// Tune-A-Video's trainable modules: the query projections of self- and cross-attention, and all of the
@@ -86,23 +87,10 @@ pub fn tune(model: &VideoModel, clip: &Video, prompt: &str, opts: &TuneOptions) 
     let names = trainable_names(&tuned, &opts.train)?;
     let kind = tuned.kind();
     let vars = tuned.vars.variables();
-    let mut params: Vec<Tensor> = names.iter().map(|n| vars[n].shallow_clone()).collect();
-    // Trained tensors get storage of their own (the base keeps its values), then require gradients.
-    tch::no_grad(|| {
-        for p in params.iter_mut() {
-            p.set_data(&p.copy());
-        }
-    });
-    for p in params.iter_mut() {
-        let _ = p.set_requires_grad(true);
-    }
-    // fp32 master copies when the model runs in half precision.
-    let mut master: Option<Vec<Tensor>> =
-        (kind != Kind::Float).then(|| params.iter().map(|p| p.detach().to_kind(Kind::Float)).collect());
-    let mut m: Vec<Tensor> = params.iter().map(|p| Tensor::zeros_like(p).to_kind(Kind::Float)).collect();
-    let mut v: Vec<Tensor> = m.iter().map(|t| t.zeros_like()).collect();
+    let params: Vec<(String, Tensor)> = names.iter().map(|n| (n.clone(), vars[n].shallow_clone())).collect();
     let adam =
         AdamW { lr: opts.lr, beta1: opts.betas.0, beta2: opts.betas.1, eps: opts.eps, weight_decay: opts.weight_decay };
+    let mut trainer = Trainer::new(params, adam, opts.max_grad_norm)?;
     let schedule = base.scheduler.noise_schedule()?;
     let prediction = base.scheduler.prediction()?;
     let n_train = schedule.num_train_timesteps();
@@ -122,21 +110,7 @@ pub fn tune(model: &VideoModel, clip: &Video, prompt: &str, opts: &TuneOptions) 
             _ => eps,
         };
         let pred = tuned.forward(&noisy, &t, &emb, true)?;
-        let loss = mse(&pred, &target);
-        loss.backward();
-        let mut grads: Vec<Tensor> = params.iter().map(|p| p.grad().to_kind(Kind::Float)).collect();
-        clip_grad_norm(&mut grads, opts.max_grad_norm);
-        for (i, g) in grads.iter().enumerate() {
-            match master.as_mut() {
-                Some(master) => {
-                    adam.step(&mut master[i], g, &mut m[i], &mut v[i], step);
-                    tch::no_grad(|| params[i].copy_(&master[i].to_kind(kind)));
-                }
-                None => adam.step(&mut params[i], g, &mut m[i], &mut v[i], step),
-            }
-            params[i].zero_grad();
-        }
-        let l = loss.double_value(&[]);
+        let (l, _) = trainer.step(&mse(&pred, &target))?;
         losses.push(l);
         count(Loop::Tune);
         progress.set_message(format!("loss {l:.4}"));
@@ -153,9 +127,7 @@ pub fn tune(model: &VideoModel, clip: &Video, prompt: &str, opts: &TuneOptions) 
         }
     }
     progress.finish();
-    for p in params.iter_mut() {
-        let _ = p.set_requires_grad(false);
-    }
+    let names = trainer.finish();
     let s = clip.frames().size();
     tuned.trained = names;
     tuned.record = Some(TuneRecord {
