@@ -34,6 +34,72 @@ enum Command {
     Repl,
     /// Show libtorch, CUDA, FFmpeg, ONNX Runtime and where model weights are looked for
     Doctor,
+    /// The toy world's models: train them from scratch, or measure a trained folder
+    Toy {
+        #[command(subcommand)]
+        action: ToyAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ToyAction {
+    /// Train the tiny SD1.x and CLIP models on synthetic clips and write a diffusers-layout folder
+    Train {
+        /// Where to write the folder (replaced whole when training succeeds)
+        #[arg(long, default_value = "toy-models")]
+        out: PathBuf,
+        /// A few steps of everything, to try the command (the models learn nothing)
+        #[arg(long)]
+        quick: bool,
+        /// cpu, cuda, cuda:N, auto
+        #[arg(long, default_value = "auto")]
+        device: String,
+    },
+    /// Measure a toy folder on held-out clips and compare with the metrics.json it carries
+    Eval {
+        /// The folder (default: the toy models built into this binary)
+        dir: Option<PathBuf>,
+        /// Evaluate with the quick recipe's held-out set (for folders made with --quick)
+        #[arg(long)]
+        quick: bool,
+    },
+}
+
+fn toy(action: ToyAction) -> anyhow::Result<()> {
+    use vidtune_runtime::toy;
+    match action {
+        ToyAction::Train { out, quick, device } => {
+            let recipe = if quick { toy::Recipe::quick() } else { toy::Recipe::standard() };
+            let device = vidtune_runtime::device::parse_device(&device)?;
+            let (metrics, logs) = toy::train(&recipe, &out, device)?;
+            for l in logs {
+                println!("{:>5}: loss {:.4} -> {:.4} in {:.0} s", l.name, l.first_loss, l.last_loss, l.seconds);
+            }
+            println!("{}", serde_json::to_string_pretty(&metrics.to_json())?);
+            println!("wrote {}", out.display());
+            Ok(())
+        }
+        ToyAction::Eval { dir, quick } => {
+            let recipe = if quick { toy::Recipe::quick() } else { toy::Recipe::standard() };
+            let dir = match dir {
+                Some(d) => d,
+                None => toy::toy_dir()?,
+            };
+            let measured = toy::evaluate(&dir, &recipe)?;
+            println!("{}", serde_json::to_string_pretty(&measured.to_json())?);
+            let path = dir.join("metrics.json");
+            if let Ok(text) = std::fs::read_to_string(&path) {
+                let recorded = toy::Metrics::from_json(&serde_json::from_str(&text)?)?;
+                let diffs = measured.differences(&recorded);
+                if diffs.is_empty() {
+                    println!("agrees with {} within the stated tolerances", path.display());
+                } else {
+                    anyhow::bail!("differs from {}: {}", path.display(), diffs.join("; "));
+                }
+            }
+            Ok(())
+        }
+    }
 }
 
 /// Parses `name=value`: integers, floats and booleans keep their type, anything else is a string.
@@ -85,6 +151,7 @@ pub fn main() -> ExitCode {
     let outcome = match cli.command {
         None | Some(Command::Repl) => crate::repl::run(),
         Some(Command::Doctor) => crate::doctor::run(),
+        Some(Command::Toy { action }) => toy(action),
         Some(Command::Run { file, set }) => match parse_sets(&set) {
             Ok(params) => return run_script(&file, &params),
             Err(e) => Err(anyhow::anyhow!(e)),

@@ -22,6 +22,7 @@ pub mod rng;
 pub mod score;
 pub mod sd;
 pub mod segment;
+pub mod toy;
 pub mod video;
 pub mod weights;
 

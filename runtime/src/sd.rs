@@ -95,7 +95,7 @@ fn build<M>(device: Device, mode: InitMode, f: impl FnOnce(&Builder) -> Result<M
     Ok((model, vars))
 }
 
-/// Loads `spec`: `random:tiny`, a diffusers folder, a `.safetensors` single-file checkpoint, or a repo id
+/// Loads `spec`: `toy` (the toy world's trained models, built in), `random:tiny`, a diffusers folder, a `.safetensors` single-file checkpoint, or a repo id
 /// in the Hugging Face cache.
 pub fn load_sd(spec: &str, opts: &SdLoadOptions) -> Result<StableDiffusion> {
     let device = parse_device(&opts.device)?;
@@ -109,6 +109,10 @@ pub fn load_sd(spec: &str, opts: &SdLoadOptions) -> Result<StableDiffusion> {
     };
     if let Some(kind) = spec.strip_prefix("random:") {
         return random(kind, opts.seed, device, dtype, vae_dtype);
+    }
+    if spec == crate::toy::NAME && !Path::new(spec).exists() {
+        let dir = crate::toy::toy_dir()?;
+        return from_folder(&dir, spec, opts, device, dtype, vae_dtype);
     }
     let path = Path::new(spec);
     if path.is_dir() {
