@@ -2,7 +2,7 @@
 # vidtune's one entry point for set-up, the demo and the tests. Every command sets up what it needs
 # (idempotently, and quickly the second time):
 #
-#   ./dev.sh demo     the main job: the demo script on built-in synthetic data (no download)
+#   ./dev.sh demo     the main job: a real edit of a toy-world clip with the built-in toy models (no download)
 #   ./dev.sh test     the whole test suite
 #   ./dev.sh build    set up and build only          ./dev.sh lint   cargo fmt --check + clippy
 #   ./dev.sh notebook JupyterLab on examples/notebooks with the Rust kernel (evcxr) set up for vidtune

@@ -356,3 +356,26 @@ print(`sam ${{s}}`);
         assert!(stderr(&out).contains(expected), "{code}: {}", stderr(&out));
     }
 }
+
+#[test]
+fn the_demo_edits_a_held_out_toy_clip_and_saves_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts");
+    let out = vidtune(dir.path()).arg("run").arg(root.join("demo.rhai")).args(["--set", "out=demo"]).output().unwrap();
+    let text = stdout(&out);
+    assert!(out.status.success(), "{}\n{text}", stderr(&out));
+    assert!(text.contains("a red triangle moving in a circle on a purple striped background"), "{text}");
+    assert!(text.contains("edit: \"a yellow triangle moving in a circle"), "{text}");
+    assert!(text.contains("StableDiffusion(toy;"), "{text}");
+    let d = dir.path().join("demo");
+    let video = if d.join("edit.mp4").exists() { "edit.mp4" } else { "edit.gif" };
+    for f in [video, "edit.json", "edit.gif", "source-sheet.png", "edit-sheet.png", "masks/00007.png", "scores.md"] {
+        assert!(d.join(f).is_file(), "{f} was not written");
+    }
+    let sidecar: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("edit.json")).unwrap()).unwrap();
+    assert!(sidecar["score"]["text_alignment"].as_f64().is_some(), "{sidecar}");
+    assert_eq!(sidecar["edit"], "a yellow triangle moving in a circle on a purple striped background");
+    // Previews: the clip, the masks and the edit.
+    assert!(std::fs::read_dir(dir.path().join("previews")).unwrap().count() >= 3);
+}
