@@ -4,11 +4,11 @@
 //!   cargo run --release -p vidtune-runtime --example toy_edit -- [MODEL_DIR] [steps lr guidance inv_steps sample_steps]
 
 use std::rc::Rc;
-use vidtune_runtime::media::synthetic::{synthetic_clip, Motion, Shape, SyntheticSpec, Texture};
+use vidtune_runtime::media::synthetic::{Motion, Shape};
 use vidtune_runtime::models::clip::ClipModel;
 use vidtune_runtime::score::{score, ScoreOptions};
 use vidtune_runtime::toy::probe::{check_edit, edit_clip, EditSettings};
-use vidtune_runtime::toy::world::is_held_out;
+use vidtune_runtime::toy::world::held_out_clip;
 use vidtune_runtime::video::processors::ModuleSpec;
 use vidtune_runtime::video::VideoSpec;
 use vidtune_runtime::{load_sd, SdLoadOptions};
@@ -36,17 +36,7 @@ fn main() -> vidtune_runtime::Result<()> {
     let scorer = ClipModel::load(&clip_dir, "cpu", None)?;
     println!("settings: {settings:?}");
     for (shape, color, motion, bg, to) in CASES {
-        assert!(is_held_out(shape, color, motion));
-        let clip = synthetic_clip(&SyntheticSpec {
-            shape: Some(shape),
-            color: Some(color.into()),
-            motion: Some(motion),
-            background: Some(Texture::Stripes),
-            background_color: Some(bg.into()),
-            frames: 8,
-            seed: 7,
-            ..Default::default()
-        })?;
+        let clip = held_out_clip(shape, color, motion, bg)?;
         let edit = clip.caption.replacen(color, to, 1);
         for (name, spatial, temporal) in [
             ("tav", "sparse_causal", Some(vidtune_runtime::models::temporal::TemporalKind::Temporal)),

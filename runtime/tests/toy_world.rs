@@ -4,12 +4,12 @@
 //! and keep the rest. Thresholds are measured figures with a margin (see the toy models' README).
 
 use std::rc::Rc;
-use vidtune_runtime::media::synthetic::{synthetic_clip, Motion, Shape, SyntheticClip, SyntheticSpec, Texture};
+use vidtune_runtime::media::synthetic::{Motion, Shape, SyntheticClip};
 use vidtune_runtime::models::clip::ClipModel;
 use vidtune_runtime::models::temporal::TemporalKind;
 use vidtune_runtime::score::{score, ScoreOptions};
 use vidtune_runtime::toy::probe::{check_edit, edit_clip, EditSettings};
-use vidtune_runtime::toy::world::is_held_out;
+use vidtune_runtime::toy::world::held_out_clip;
 use vidtune_runtime::toy::{self, Recipe};
 use vidtune_runtime::video::processors::ModuleSpec;
 use vidtune_runtime::video::VideoSpec;
@@ -32,18 +32,7 @@ fn toy_sd() -> Rc<StableDiffusion> {
 }
 
 fn held_out(shape: Shape, color: &str, motion: Motion, bg: &str) -> SyntheticClip {
-    assert!(is_held_out(shape, color, motion), "{color} {shape:?} {motion:?} is in the training split");
-    synthetic_clip(&SyntheticSpec {
-        shape: Some(shape),
-        color: Some(color.into()),
-        motion: Some(motion),
-        background: Some(Texture::Stripes),
-        background_color: Some(bg.into()),
-        frames: 8,
-        seed: 7,
-        ..Default::default()
-    })
-    .unwrap()
+    held_out_clip(shape, color, motion, bg).unwrap()
 }
 
 fn tav() -> VideoSpec {
