@@ -208,7 +208,8 @@ pub const DOCS: &[FnDoc] = &[
             "load_sd(path_or_repo_id: string, options: map) -> StableDiffusion",
         ],
         summary: "Loads a Stable Diffusion 1.x model: a diffusers folder, a repo id in the Hugging Face cache \
-                  (CompVis/stable-diffusion-v1-4; never downloaded), a single-file .safetensors checkpoint, or \
+                  (CompVis/stable-diffusion-v1-4; never downloaded), a single-file .safetensors checkpoint, \
+                  \"toy\" (the built-in toy-world models vidtune trained itself: real edits of synthetic clips), or \
                   \"random:tiny\" (tiny random weights, to try the workflow). Pickle files (.bin, .ckpt) are refused.",
         details: "options:
   device     \"auto\" (default: first CUDA device, else CPU) | \"cpu\" | \"cuda\" | \"cuda:N\"

@@ -121,7 +121,7 @@ pub const DOCS: &[FnDoc] = &[
         ],
         summary:
             "Loads a transformers CLIPModel (folder or Hugging Face cache id, safetensors only) with its tokenizer \
-                  and image preprocessing, for scoring. \"random:tiny\" is a tiny CLIP with random weights, to \
+                  and image preprocessing, for scoring. \"toy\" is the built-in toy-world CLIP; \"random:tiny\" is a tiny CLIP with random weights, to \
                   try the workflow without weights (its scores mean nothing).",
         details: "options:  device (\"auto\"), dtype (\"fp32\")",
         example: r#"let clip = load_clip("openai/clip-vit-large-patch14");"#,
