@@ -127,7 +127,22 @@ fn parse_sets(items: &[String]) -> Result<Vec<(String, Dynamic)>, String> {
     items.iter().map(|s| parse_set(s)).collect()
 }
 
+/// Ctrl-C in `vidtune run`: the first cancels the running primitive (the loops stop at their next step,
+/// files already written stay, temporaries are removed, the exit status is 130); a second quits at once.
+fn install_run_interrupt() {
+    static PRESSES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let _ = ctrlc::set_handler(|| {
+        if PRESSES.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+            vidtune_runtime::progress::request_cancel();
+            eprintln!("\ncancelling at the next step (Ctrl-C again quits at once)");
+        } else {
+            std::process::exit(130);
+        }
+    });
+}
+
 fn run_script(file: &std::path::Path, params: &[(String, Dynamic)]) -> ExitCode {
+    install_run_interrupt();
     let mut session = crate::Session::new();
     for (k, v) in params {
         session.set_param(k, v.clone());

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod diagnostics;
 pub mod doctor;
 pub mod engine;
+pub mod guard;
 pub mod help;
 pub mod notebook;
 pub mod opts;

@@ -59,9 +59,14 @@ impl Session {
             .map_err(|e| ScriptError::from_parse(&e, name, &self.sources))?;
         ast.set_source(name);
         let program = self.functions.merge(&ast);
-        let result = self.engine.eval_ast_with_scope::<Dynamic>(&mut self.scope, &program);
+        // The second panic boundary (each native function has its own, see `guard`): whatever panics
+        // outside them leaves the session with its variables.
+        let result = crate::guard::contain(|| self.engine.eval_ast_with_scope::<Dynamic>(&mut self.scope, &program));
         self.functions = program.clone_functions_only();
-        result.map_err(|e| ScriptError::from_eval(&e, name, &self.sources))
+        match result {
+            Ok(result) => result.map_err(|e| ScriptError::from_eval(&e, name, &self.sources)),
+            Err(message) => Err(ScriptError::plain(name, format!("internal error: {message}"))),
+        }
     }
 
     /// Runs a script file in this session.

@@ -54,6 +54,7 @@ fn run_once(script: &Path, params: &[(String, Dynamic)]) -> BTreeSet<PathBuf> {
     let secs = start.elapsed().as_secs_f64();
     match result {
         Ok(_) => println!("── ok in {secs:.2} s"),
+        Err(e) if e.cancelled => println!("── cancelled after {secs:.2} s; still watching"),
         Err(e) => {
             print_error(&e);
             println!("── failed after {secs:.2} s");
@@ -64,12 +65,32 @@ fn run_once(script: &Path, params: &[(String, Dynamic)]) -> BTreeSet<PathBuf> {
     deps
 }
 
-/// Watches until interrupted (Ctrl-C ends the process).
+/// How close two Ctrl-C must be to quit watch mode.
+const QUIT_WINDOW: Duration = Duration::from_secs(2);
+
+/// Ctrl-C in watch mode cancels the current run (the watch goes on); a second one within
+/// [`QUIT_WINDOW`] quits.
+fn install_interrupt() {
+    static LAST: std::sync::Mutex<Option<Instant>> = std::sync::Mutex::new(None);
+    let _ = ctrlc::set_handler(|| {
+        let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|t| t.elapsed() < QUIT_WINDOW) {
+            println!("── quit");
+            std::process::exit(130);
+        }
+        *last = Some(Instant::now());
+        vidtune_runtime::progress::request_cancel();
+        println!("── Ctrl-C: the current run (if any) is cancelled; Ctrl-C again within 2 s quits");
+    });
+}
+
+/// Watches until interrupted (a double Ctrl-C ends the process).
 pub fn watch(script: &Path, params: &[(String, Dynamic)]) -> anyhow::Result<()> {
     let script = std::path::absolute(script)?;
     if !script.is_file() {
         anyhow::bail!("{}: no such script", script.display());
     }
+    install_interrupt();
     let (tx, rx) = mpsc::channel::<DebounceEventResult>();
     let mut debouncer = new_debouncer(DEBOUNCE, None, tx)?;
     let mut watched_dirs: BTreeSet<PathBuf> = BTreeSet::new();
@@ -87,7 +108,7 @@ pub fn watch(script: &Path, params: &[(String, Dynamic)]) -> anyhow::Result<()> 
             }
         }
         watched_dirs = dirs;
-        println!("── watching {} file(s); Ctrl-C stops", files.len());
+        println!("── watching {} file(s); Ctrl-C cancels a run, twice quits", files.len());
         let changed = wait_for_change(&rx, &files)?;
         reason = format!(
             "changed: {}",

@@ -103,6 +103,8 @@ pub fn gather_all_frames(kv: &Tensor, frames: i64) -> Tensor {
 /// Average-pools each frame's tokens `[N, H·W, C]` on its `h × w` grid by `r` per side (a last partial
 /// window averages what it covers). Returns `[N, ⌈h/r⌉·⌈w/r⌉, C]`.
 pub fn pool_tokens(x: &Tensor, h: i64, w: i64, r: i64) -> Tensor {
+    // A ratio beyond the frame pools the whole side into one token.
+    let r = r.min(h.min(w)).max(1);
     if r <= 1 {
         return x.shallow_clone();
     }

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use tch::Tensor;
 
 /// Bump when what a cached entry contains changes meaning.
-pub const FORMAT_VERSION: &str = "memo/1";
+pub const FORMAT_VERSION: &str = "memo/2";
 
 /// Builds a content key from parts.
 #[derive(Debug, Default)]
@@ -56,6 +56,13 @@ impl KeyBuilder {
     pub fn finish(self) -> String {
         format!("{:x}", self.0.finalize())[..32].to_string()
     }
+}
+
+/// Whether a file name is one of the memo's: `<32 hex digits>.<ext>` (and its `.sha256`). Eviction and
+/// `clear` touch nothing else, whatever else the folder holds.
+fn is_entry_name(name: &str) -> bool {
+    let (key, rest) = name.split_at(name.len().min(32));
+    key.len() == 32 && key.bytes().all(|b| b.is_ascii_hexdigit()) && rest.starts_with('.') && rest.len() > 1
 }
 
 /// `entry.ext` → `entry.ext.sha256`.
@@ -144,7 +151,7 @@ impl DiskCache {
             .filter(|p| {
                 p.is_file()
                     && !p.to_string_lossy().ends_with(".sha256")
-                    && !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'))
+                    && p.file_name().is_some_and(|n| is_entry_name(&n.to_string_lossy()))
             })
             .filter_map(|p| {
                 let m = std::fs::metadata(&p).ok()?;
@@ -185,7 +192,7 @@ impl DiskCache {
         let mut n = 0;
         for e in rd.filter_map(|e| e.ok()) {
             let p = e.path();
-            if p.is_file() {
+            if p.is_file() && is_entry_name(&e.file_name().to_string_lossy()) {
                 std::fs::remove_file(&p).map_err(|e| Error::io(&p, e))?;
                 if !p.to_string_lossy().ends_with(".sha256") {
                     n += 1;
@@ -254,7 +261,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cache = DiskCache { dir: dir.path().to_path_buf(), max_bytes: 25 };
         std::fs::create_dir_all(&cache.dir).unwrap();
-        for (i, key) in ["a", "b", "c"].iter().enumerate() {
+        let [a, b, c] = ["a", "b", "c"].map(|k| k.repeat(32));
+        std::fs::write(dir.path().join("notes.txt"), "not an entry").unwrap();
+        for (i, key) in [&a, &b, &c].iter().enumerate() {
             let p = cache.path(key, "bin");
             write_bytes_atomic(&p, &[i as u8; 10]).unwrap();
             let t = std::time::SystemTime::now() - std::time::Duration::from_secs(100 - i as u64);
@@ -262,12 +271,13 @@ mod tests {
             cache.commit(&p).unwrap();
         }
         // 30 bytes > 25: the oldest ("a") went.
-        assert!(cache.get("a", "bin").is_none());
-        assert!(cache.get("b", "bin").is_some() && cache.get("c", "bin").is_some());
+        assert!(cache.get(&a, "bin").is_none());
+        assert!(cache.get(&b, "bin").is_some() && cache.get(&c, "bin").is_some());
         // A corrupted entry is detected and dropped.
-        std::fs::write(cache.path("c", "bin"), [9u8; 10]).unwrap();
-        assert!(cache.get("c", "bin").is_none());
-        assert!(!cache.path("c", "bin").exists());
+        std::fs::write(cache.path(&c, "bin"), [9u8; 10]).unwrap();
+        assert!(cache.get(&c, "bin").is_none());
+        assert!(!cache.path(&c, "bin").exists());
         assert_eq!(cache.clear().unwrap(), 1);
+        assert!(dir.path().join("notes.txt").exists(), "a file the memo did not write is never removed");
     }
 }

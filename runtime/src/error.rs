@@ -23,10 +23,28 @@ pub enum Error {
     /// The user interrupted a long operation.
     #[error("cancelled")]
     Cancelled,
-    #[error(transparent)]
+    #[error("{}", trim_torch_message(&.0.to_string()))]
     Kernel(#[from] vidtune_kernels::KernelError),
-    #[error(transparent)]
+    #[error("{}", trim_torch_message(&.0.to_string()))]
     Torch(#[from] tch::TchError),
+}
+
+/// libtorch's messages carry a C++ stack trace ("Exception raised from … frame #0: …"): keep the first
+/// line, unless `RUST_BACKTRACE` asks for everything.
+pub fn trim_torch_message(message: &str) -> String {
+    if std::env::var("RUST_BACKTRACE").is_ok_and(|v| !v.is_empty() && v != "0") {
+        return message.to_string();
+    }
+    // A panic of tch's `unwrap` shows the error in Debug form: escaped line breaks on one line.
+    let message = message.replace("\\n", "\n");
+    let message = message.as_str();
+    let first = message.lines().map(str::trim_end).find(|l| !l.trim().is_empty()).unwrap_or(message);
+    let first = first.split(" Exception raised from ").next().unwrap_or(first);
+    if message.lines().filter(|l| !l.trim().is_empty()).count() > 1 {
+        format!("{first} (libtorch's C++ trace hidden; RUST_BACKTRACE=1 shows it)")
+    } else {
+        first.to_string()
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -54,4 +72,21 @@ macro_rules! invalid {
     ($($arg:tt)*) => {
         Err($crate::error::Error::Invalid(format!($($arg)*)))
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::trim_torch_message;
+
+    #[test]
+    fn cpp_traces_are_cut_to_their_first_line() {
+        let raw = "shape '[2, 3]' is invalid for input of size 5\nException raised from infer_size_impl at \
+                   /pytorch/aten/src/ATen/InferSize.h:90 (most recent call first):\nframe #0: c10::Error::Error() + 0x9\n";
+        if std::env::var_os("RUST_BACKTRACE").is_none() {
+            let t = trim_torch_message(raw);
+            assert!(t.starts_with("shape '[2, 3]' is invalid for input of size 5 ("), "{t}");
+            assert!(!t.contains("frame #0"), "{t}");
+        }
+        assert_eq!(trim_torch_message("one line"), "one line");
+    }
 }

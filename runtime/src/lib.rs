@@ -15,6 +15,7 @@ pub mod error;
 pub mod fsutil;
 pub mod masks;
 pub mod media;
+pub mod memory;
 pub mod models;
 pub mod pipelines;
 pub mod progress;

@@ -2,7 +2,7 @@
 //! exactly 0 and 1) on the CPU, optionally remembering the clip it was made for (so previews overlay it).
 
 use crate::error::{Error, Result};
-use crate::media::{load_video, save_video, LoadOptions, Video};
+use crate::media::{load_video, save_video_with, LoadOptions, SaveOptions, Video};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tch::{Kind, Tensor};
@@ -105,12 +105,20 @@ impl Masks {
         Ok(())
     }
 
+    /// A radius for dilate / erode: at least 0, and no more than the frame (which a larger one equals).
+    fn radius(&self, what: &str, r: i64) -> Result<i64> {
+        if r < 0 {
+            return Err(Error::Invalid(format!("{what}: the radius must be 0 or more pixels, got {r}")));
+        }
+        Ok(r.min(self.width().max(self.height())))
+    }
+
     pub fn dilate(&self, r: i64) -> Result<Masks> {
-        self.derived(kmasks::dilate(&self.data, r)?)
+        self.derived(kmasks::dilate(&self.data, self.radius("dilate", r)?)?)
     }
 
     pub fn erode(&self, r: i64) -> Result<Masks> {
-        self.derived(kmasks::erode(&self.data, r)?)
+        self.derived(kmasks::erode(&self.data, self.radius("erode", r)?)?)
     }
 
     pub fn union(&self, other: &Masks) -> Result<Masks> {
@@ -140,6 +148,14 @@ impl Masks {
 
     /// Resized to `width × height`, area-averaged when shrinking (latent-resolution masks for the models).
     pub fn resize(&self, width: i64, height: i64) -> Result<Masks> {
+        if width <= 0 || height <= 0 {
+            return Err(Error::Invalid(format!("resize: size must be positive, got {width}x{height}")));
+        }
+        crate::memory::ensure_fits(
+            &format!("resizing {} masks to {width}x{height}", self.len()),
+            crate::memory::bytes_of(&[self.len() as i64, width, height], 4.0 * 3.0),
+            tch::Device::Cpu,
+        )?;
         Masks::new(kmasks::resize(&self.data, height, width)?)
     }
 
@@ -181,8 +197,13 @@ impl Masks {
 
     /// Saves as a directory of PNGs (lossless; a path without extension) or as a video / GIF.
     pub fn save(&self, path: &Path) -> Result<PathBuf> {
+        self.save_with(path, &SaveOptions::default())
+    }
+
+    /// [`Masks::save`] with options (`overwrite`: write into a folder holding other files, keeping them).
+    pub fn save_with(&self, path: &Path, opts: &SaveOptions) -> Result<PathBuf> {
         let fps = self.source.as_ref().map(|v| v.fps()).unwrap_or(8.0);
-        save_video(&self.as_video(fps)?, path)
+        save_video_with(&self.as_video(fps)?, path, opts)
     }
 
     /// Loads masks drawn elsewhere: a directory of PNGs (or a video), white-ish meaning masked (the mean of

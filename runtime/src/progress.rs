@@ -37,6 +37,11 @@ pub fn check_cancel() -> Result<()> {
     }
 }
 
+/// Prints a warning the user should see (on standard error, `warning: …`), whatever the progress mode.
+pub fn warn(message: impl std::fmt::Display) {
+    eprintln!("warning: {message}");
+}
+
 /// How progress is shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]

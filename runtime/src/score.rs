@@ -117,6 +117,37 @@ pub fn score(clip: &ClipModel, video: &Video, prompt: &str, opts: &ScoreOptions)
     Ok(s)
 }
 
+/// A table cell for Markdown: prompts and names are text, never markup — HTML is escaped as entities,
+/// Markdown's inline syntax and the cell separator with backslashes, line breaks become spaces.
+pub fn markdown_cell(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for ch in text.chars() {
+        match ch {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '\n' | '\r' => out.push(' '),
+            '\\' | '|' | '`' | '*' | '_' | '[' | ']' | '#' | '!' => {
+                out.push('\\');
+                out.push(ch);
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A CSV cell that spreadsheets will not run as a formula: text starting with `=`, `+`, `-`, `@`, a tab or
+/// a carriage return gets a leading `'` (numbers are left as they are).
+pub fn csv_safe(text: &str) -> String {
+    let risky = text.starts_with(['=', '+', '-', '@', '\t', '\r']);
+    if risky && text.trim().parse::<f64>().is_err() {
+        format!("'{text}")
+    } else {
+        text.to_string()
+    }
+}
+
 /// A comparison of several scored results, one row each.
 #[derive(Debug, Clone, Default)]
 pub struct Comparison {
@@ -179,17 +210,18 @@ impl Comparison {
         let mut out =
             format!("| {} |\n|{}|\n", HEADERS.join(" | "), ["---", "---:", "---:", "---:", "---:", "---"].join("|"));
         for r in self.cells() {
-            out.push_str(&format!("| {} |\n", r.map(|c| c.replace('|', "\\|")).join(" | ")));
+            out.push_str(&format!("| {} |\n", r.map(|c| markdown_cell(&c)).join(" | ")));
         }
         out
     }
 
     pub fn to_csv(&self) -> String {
         let quote = |c: &str| {
-            if c.contains([',', '"', '\n']) {
+            let c = csv_safe(c);
+            if c.contains([',', '"', '\n', '\r']) {
                 format!("\"{}\"", c.replace('"', "\"\""))
             } else {
-                c.to_string()
+                c
             }
         };
         let mut out = HEADERS.map(quote).join(",") + "\n";
@@ -237,5 +269,20 @@ impl Comparison {
             }
         };
         write_bytes_atomic(path, text.as_bytes())
+    }
+}
+
+#[cfg(test)]
+mod export_tests {
+    use super::{csv_safe, markdown_cell};
+
+    #[test]
+    fn prompts_cannot_inject_markup_or_formulas() {
+        assert_eq!(markdown_cell("<img src=x onerror=alert(1)> a|b"), "&lt;img src=x onerror=alert(1)&gt; a\\|b");
+        assert_eq!(markdown_cell("**bold** [link](u)"), "\\*\\*bold\\*\\* \\[link\\](u)");
+        assert_eq!(csv_safe("=HYPERLINK(\"http://x\")"), "'=HYPERLINK(\"http://x\")");
+        assert_eq!(csv_safe("@SUM(A1)"), "'@SUM(A1)");
+        assert_eq!(csv_safe("-0.25"), "-0.25");
+        assert_eq!(csv_safe("a red car"), "a red car");
     }
 }

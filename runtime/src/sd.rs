@@ -8,6 +8,7 @@ use crate::error::{Error, Result};
 use crate::models::nn::{Builder, InitMode};
 use crate::models::temporal::TemporalKind;
 use crate::models::{AutoencoderKL, ClipTextTransformer, ClipTokenizer, UNet2DConditionModel};
+use crate::weights::identity::Identity;
 use crate::weights::{self, apply_weights, hub, single_file, LoadReport, TensorMap};
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -70,7 +71,9 @@ pub struct StableDiffusion {
     pub dtype: Kind,
     /// Where it came from, as the user gave it.
     pub source: String,
-    /// A short hash identifying the weights (file names, sizes, times; or the random seed).
+    /// What the model computes, by content: configs, tokenizer, scheduler config and weights (or the
+    /// random seed); see [`crate::weights::identity`]. Tuned files record it. Memo keys add the dtype
+    /// and device ([`StableDiffusion::memo_identity`]).
     pub identity: String,
     /// Built with random weights (say so in outputs).
     pub random: bool,
@@ -110,8 +113,7 @@ pub fn load_sd(spec: &str, opts: &SdLoadOptions) -> Result<StableDiffusion> {
     if let Some(kind) = spec.strip_prefix("random:") {
         return random(kind, opts.seed, device, dtype, vae_dtype);
     }
-    if spec == crate::toy::NAME && !Path::new(spec).exists() {
-        let dir = crate::toy::toy_dir()?;
+    if let Some(dir) = weights::builtin::resolve(spec)? {
         return from_folder(&dir, spec, opts, device, dtype, vae_dtype);
     }
     let path = Path::new(spec);
@@ -164,7 +166,15 @@ fn from_folder(
         weights::component_files(&dir.join("vae"), "diffusion_pytorch_model", variant)?,
         weights::component_files(&dir.join("text_encoder"), "model", variant)?,
     ];
-    let identity = weights::files_identity(&files.concat());
+    let mut id = Identity::new("sd-folder");
+    for component in ["unet", "vae", "text_encoder"] {
+        id = id.file(&dir.join(component).join("config.json"))?;
+    }
+    id = id.optional_file("scheduler", &scheduler_path)?.folder(&dir.join("tokenizer"))?;
+    for f in files.concat() {
+        id = id.file(&f)?;
+    }
+    let identity = id.finish();
     let tokenizer = ClipTokenizer::from_dir(&dir.join("tokenizer"))?;
     let tensors = [weights::read_all(&files[0])?, weights::read_all(&files[1])?, weights::read_all(&files[2])?];
     assemble(configs, tensors, tokenizer, scheduler, source, identity, device, dtype, vae_dtype)
@@ -185,11 +195,16 @@ fn from_single_file(
             "is not a single-file Stable Diffusion checkpoint (no model.diffusion_model.* tensors); give a diffusers folder for separate component files",
         ));
     }
+    let mut id = Identity::new("sd-single-file").file(path)?;
     let (mut configs, scheduler, folder_tokenizer) = match &opts.config {
         Some(dir) => {
             let dir =
                 if dir.is_dir() { dir.clone() } else { hub::snapshot_dir(&dir.to_string_lossy(), &opts.revision)? };
             let scheduler_path = dir.join("scheduler").join("scheduler_config.json");
+            for component in ["unet", "vae", "text_encoder"] {
+                id = id.optional_file(component, &dir.join(component).join("config.json"))?;
+            }
+            id = id.optional_file("scheduler", &scheduler_path)?;
             let configs = Configs {
                 unet: read_component_config(&dir, "unet", "config.json")?,
                 vae: read_component_config(&dir, "vae", "config.json")?,
@@ -227,6 +242,8 @@ fn from_single_file(
         })?,
     };
     let tokenizer = ClipTokenizer::from_dir(&tokenizer_dir)?;
+    let id =
+        id.text("configs", if opts.config.is_some() { "folder" } else { "bundled sd-v1-4" }).folder(&tokenizer_dir)?;
     let converted = single_file::convert(tensors, configs.unet.layers(0), configs.vae.block_out_channels.len() as i64)?;
     if !converted.unused.is_empty() {
         log::info!(
@@ -235,7 +252,7 @@ fn from_single_file(
             converted.unused.len()
         );
     }
-    let identity = weights::files_identity(&[path.to_path_buf()]);
+    let identity = id.text("in_channels", &configs.unet.in_channels.to_string()).finish();
     assemble(
         configs,
         [converted.unet, converted.vae, converted.text_encoder],
@@ -285,6 +302,13 @@ fn assemble(
     let vae_report = apply_weights(&mut vae_vars, vae_t, "vae", vae_dtype, &|_| false, source)?;
     let (text, mut text_vars) = build(device, InitMode::Empty, |b| ClipTextTransformer::new(b, &configs.text))?;
     let text_report = apply_weights(&mut text_vars, text_t, "text_encoder", dtype, &|_| false, source)?;
+    if tokenizer.max_length as i64 > configs.text.max_position_embeddings {
+        return Err(Error::Invalid(format!(
+            "{source}: the tokenizer makes sequences of {} tokens but the text encoder has only {} positions \
+             (max_position_embeddings)",
+            tokenizer.max_length, configs.text.max_position_embeddings
+        )));
+    }
     if tokenizer.vocab_size() as i64 > configs.text.vocab_size {
         return Err(Error::Invalid(format!(
             "{source}: the tokenizer has {} tokens but the text encoder only {}",
@@ -381,6 +405,18 @@ fn random(kind: &str, seed: u64, device: Device, dtype: Kind, vae_dtype: Kind) -
 }
 
 impl StableDiffusion {
+    /// The identity plus everything else that changes results: the dtypes and the device.
+    pub fn memo_identity(&self) -> String {
+        format!(
+            "{} {} vae {} text {} on {}",
+            self.identity,
+            dtype_name(self.dtype),
+            dtype_name(self.vae.model.kind()),
+            dtype_name(self.text_encoder.model.kind()),
+            device_name(self.device)
+        )
+    }
+
     /// Latent size factor (8 for SD1.x).
     pub fn vae_scale_factor(&self) -> i64 {
         1 << (self.vae.model.config.block_out_channels.len() as i64 - 1)

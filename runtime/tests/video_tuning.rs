@@ -302,8 +302,8 @@ fn memoised_tuning_and_inversion_skip_work_for_a_new_edit_prompt() {
     let opts = TuneOptions { steps: 3, ..Default::default() };
     let inv_opts = InvertOptions { steps: 4, ..Default::default() };
     let edit = |prompt: &str, clip: &Video, opts: &TuneOptions| {
-        let tuned = tune_cached(&model, clip, "a circle moving", opts, true).unwrap();
-        let inv = invert_cached(&tuned, clip, &inv_opts, true).unwrap();
+        let tuned = tune_cached(&model, clip, "a circle moving", opts, true).unwrap().value;
+        let inv = invert_cached(&tuned, clip, &inv_opts, true).unwrap().value;
         sample(&tuned, prompt, Some(&inv), &SampleOptions { steps: 2, seed: Some(1), ..Default::default() }).unwrap()
     };
     let s0 = stats();

@@ -1,9 +1,10 @@
 //! Host functions: previews, script parameters (`--set`), and help from inside scripts.
 
 use super::Host;
+use crate::guard::Registrar;
 use crate::help::{self, FnDoc};
 use crate::opts::{rt, script_error, RhaiResult};
-use rhai::{Dynamic, Engine};
+use rhai::Dynamic;
 use std::rc::Rc;
 use vidtune_runtime::{Image, Masks, Video};
 
@@ -62,7 +63,7 @@ fn param(host: &Host, name: &str, default: Dynamic) -> RhaiResult<Dynamic> {
     })
 }
 
-pub fn register(engine: &mut Engine, host: &Rc<Host>) {
+pub fn register(engine: &mut Registrar, host: &Rc<Host>) {
     let h = host.clone();
     engine.register_fn("preview", move |value: Dynamic| preview(&h, &value));
     let h = host.clone();

@@ -2,12 +2,14 @@
 //! `Image`.
 
 use super::Host;
+use crate::guard::Registrar;
 use crate::help::FnDoc;
 use crate::opts::{rt, script_error, Opts, RhaiResult};
-use rhai::{Dynamic, Engine, Map};
+use rhai::{Dynamic, Map};
 use std::path::Path;
 use std::rc::Rc;
 use vidtune_runtime::media::synthetic::{self, Motion, Shape, SyntheticSpec, Texture};
+use vidtune_runtime::media::SaveOptions;
 use vidtune_runtime::{Fit, Image, LoadOptions, Video};
 
 const LOAD_OPTIONS: &[&str] = &["frames", "start", "every", "size", "fit"];
@@ -20,6 +22,12 @@ pub(crate) fn load_options(opts: &Opts) -> RhaiResult<LoadOptions> {
         None => Fit::Resize,
     };
     let size = opts.size("size")?;
+    if opts.get("fit").is_some() && size.is_none() {
+        return Err(script_error(format!(
+            "{}: option \"fit\" would be ignored without \"size\" (it says how frames reach that size)",
+            opts.func()
+        )));
+    }
     if let Some((w, h)) = size {
         if w <= 0 || h <= 0 {
             return Err(script_error(format!("load_video: size must be positive, got {w}x{h}")));
@@ -42,16 +50,47 @@ fn load_video(host: &Host, path: &str, opts: Opts) -> RhaiResult<Video> {
 }
 
 fn save_video(host: &Host, video: &Video, path: &str) -> RhaiResult<String> {
-    let out = rt(vidtune_runtime::save_video(video, path))?;
+    save_video_opts(host, video, path, &SaveOptions::default())
+}
+
+fn save_video_opts(host: &Host, video: &Video, path: &str, o: &SaveOptions) -> RhaiResult<String> {
+    let out = rt(vidtune_runtime::media::save_video_with(video, path, o))?;
     host.record_write(&out);
     Ok(out.display().to_string())
 }
 
+/// Whether `path` holds a sidecar vidtune wrote (a JSON object with its `vidtune_version`).
+fn is_our_sidecar(path: &Path) -> bool {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .is_some_and(|v| v.get("vidtune_version").is_some())
+}
+
 /// Saves a video and, with `sidecar`, a JSON file beside it (`clip.mp4` → `clip.json`) holding the video's
-/// facts and the given map (scores, prompts, settings).
+/// facts and the given map (scores, prompts, settings). `overwrite` writes a folder of frames into a folder
+/// that holds other files (keeping them) and replaces a JSON file there that vidtune did not write.
 fn save_video_with(host: &Host, video: &Video, path: &str, opts: Opts) -> RhaiResult<String> {
-    let out = save_video(host, video, path)?;
-    if let Some(extra) = opts.get("sidecar") {
+    let o = SaveOptions { overwrite: opts.bool("overwrite")?.unwrap_or(false) };
+    let sidecar_path = opts.get("sidecar").map(|_| {
+        let p = Path::new(path);
+        if p.extension().is_some() {
+            p.with_extension("json")
+        } else {
+            p.with_file_name(format!("{}.json", p.file_name().unwrap_or_default().to_string_lossy()))
+        }
+    });
+    if let Some(sidecar) = &sidecar_path {
+        if sidecar.exists() && !o.overwrite && !is_our_sidecar(sidecar) {
+            return Err(script_error(format!(
+                "save_video: the sidecar {} exists and vidtune did not write it; remove it, choose another path, or \
+                 pass #{{overwrite: true}}",
+                sidecar.display()
+            )));
+        }
+    }
+    let out = save_video_opts(host, video, path, &o)?;
+    if let (Some(extra), Some(sidecar)) = (opts.get("sidecar"), sidecar_path) {
         let mut json = serde_json::json!({
             "video": {"path": out, "frames": video.len(), "width": video.width(), "height": video.height(), "fps": video.fps()},
             "vidtune_version": vidtune_runtime::VERSION,
@@ -64,12 +103,6 @@ fn save_video_with(host: &Host, video: &Video, path: &str, opts: Opts) -> RhaiRe
             }
             other => json["data"] = other,
         }
-        let p = Path::new(path);
-        let sidecar = if p.extension().is_some() {
-            p.with_extension("json")
-        } else {
-            p.with_file_name(format!("{}.json", p.file_name().unwrap_or_default().to_string_lossy()))
-        };
         rt(vidtune_runtime::fsutil::write_bytes_atomic(
             &sidecar,
             serde_json::to_string_pretty(&json).unwrap_or_default().as_bytes(),
@@ -131,7 +164,7 @@ fn resize(video: &Video, size: Dynamic, fit: &str) -> RhaiResult<Video> {
     rt(video.resize(w, h, fit))
 }
 
-pub fn register(engine: &mut Engine, host: &Rc<Host>) {
+pub fn register(engine: &mut Registrar, host: &Rc<Host>) {
     engine.register_type_with_name::<Video>("Video");
     engine.register_type_with_name::<Image>("Image");
 
@@ -145,7 +178,7 @@ pub fn register(engine: &mut Engine, host: &Rc<Host>) {
     engine.register_fn("save_video", move |v: Video, path: &str| save_video(&h, &v, path));
     let h = host.clone();
     engine.register_fn("save_video", move |v: Video, path: &str, opts: Map| {
-        save_video_with(&h, &v, path, Opts::new("save_video", opts, &["sidecar"])?)
+        save_video_with(&h, &v, path, Opts::new("save_video", opts, &["sidecar", "overwrite"])?)
     });
     let h = host.clone();
     engine.register_fn("save", move |v: &mut Video, path: &str| save_video(&h, v, path));
@@ -170,9 +203,9 @@ pub fn register(engine: &mut Engine, host: &Rc<Host>) {
 
     // Video
     engine.register_fn("len", |v: &mut Video| v.len() as i64);
-    engine.register_get("width", |v: &mut Video| v.width());
-    engine.register_get("height", |v: &mut Video| v.height());
-    engine.register_get("fps", |v: &mut Video| v.fps());
+    engine.engine().register_get("width", |v: &mut Video| v.width());
+    engine.engine().register_get("height", |v: &mut Video| v.height());
+    engine.engine().register_get("fps", |v: &mut Video| v.fps());
     engine.register_fn("width", |v: &mut Video| v.width());
     engine.register_fn("height", |v: &mut Video| v.height());
     engine.register_fn("fps", |v: &mut Video| v.fps());
@@ -187,8 +220,8 @@ pub fn register(engine: &mut Engine, host: &Rc<Host>) {
     engine.register_fn("to_debug", |v: &mut Video| v.to_string());
 
     // Image
-    engine.register_get("width", |i: &mut Image| i.width());
-    engine.register_get("height", |i: &mut Image| i.height());
+    engine.engine().register_get("width", |i: &mut Image| i.width());
+    engine.engine().register_get("height", |i: &mut Image| i.height());
     engine.register_fn("width", |i: &mut Image| i.width());
     engine.register_fn("height", |i: &mut Image| i.height());
     engine.register_fn("to_string", |i: &mut Image| i.to_string());
@@ -221,7 +254,10 @@ print(clip);   // Video(8 frames, 512x512, 5 fps)"#,
         summary: "Saves a clip by extension: .mp4 (H.264, else MPEG-4), .mov, .mkv, .webm, .gif, or a path without \
                   extension as a directory of numbered PNGs. Written atomically; returns the path.",
         details: "options:
-  sidecar   a map (scores, prompt, settings) written as JSON beside the video: out/edit.mp4 → out/edit.json",
+  sidecar    a map (scores, prompt, settings) written as JSON beside the video: out/edit.mp4 → out/edit.json
+  overwrite  true: write a folder of frames into a folder that holds files vidtune did not write (they are
+             kept), and replace such a sidecar. Without it those are refused: vidtune never deletes a file it
+             did not write. A folder vidtune wrote itself is always replaced whole.",
         example: r#"let c = synthetic_clip(#{frames: 8, size: 64});
 save_video(c.video, "out/clip.mp4");
 c.video.save("out/clip.gif");"#,

@@ -11,6 +11,7 @@ pub mod score;
 pub mod segment;
 pub mod video;
 
+use crate::guard::Registrar;
 use crate::help::{FnDoc, TypeDoc};
 use crate::preview::Previewer;
 use rhai::{Dynamic, Engine};
@@ -93,12 +94,14 @@ pub fn build_engine(host: &Rc<Host>) -> Engine {
     let mut resolver = rhai::module_resolvers::FileModuleResolver::new();
     resolver.enable_cache(false); // watch mode must see edited modules
     engine.set_module_resolver(resolver);
-    media::register(&mut engine, host);
-    segment::register(&mut engine, host);
-    models::register(&mut engine, host);
-    video::register(&mut engine, host);
-    score::register(&mut engine, host);
-    host::register(&mut engine, host);
+    let mut functions = Registrar::new(&mut engine);
+    media::register(&mut functions, host);
+    segment::register(&mut functions, host);
+    models::register(&mut functions, host);
+    video::register(&mut functions, host);
+    score::register(&mut functions, host);
+    host::register(&mut functions, host);
+    functions.finish();
     engine
 }
 
@@ -160,11 +163,14 @@ mod tests {
     use super::*;
     use crate::help;
 
-    /// The names scripts can call, from the engine itself (operators and accessors left out).
+    /// The names scripts can call, from the engine itself (the standard library, operators and accessors
+    /// left out).
     fn registered_names(engine: &Engine) -> BTreeSet<String> {
+        let standard: BTreeSet<String> = Engine::new().gen_fn_signatures(true).into_iter().collect();
         engine
-            .gen_fn_signatures(false)
+            .gen_fn_signatures(true)
             .iter()
+            .filter(|s| !standard.contains(*s))
             .map(|s| s.split('(').next().unwrap_or(s).trim().to_string())
             .filter(|n| !n.starts_with("get$") && !n.starts_with("set$") && n != "to_string" && n != "to_debug")
             .collect()

@@ -2,9 +2,10 @@
 //! `load_tensors`.
 
 use super::Host;
+use crate::guard::Registrar;
 use crate::help::FnDoc;
 use crate::opts::{rt, script_error, Opts, RhaiResult};
-use rhai::{Array, Dynamic, Engine, Map};
+use rhai::{Array, Dynamic, Map};
 use std::cell::RefCell;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -57,7 +58,29 @@ thread_local! {
 /// How many loaded models the process keeps for reuse.
 const KEEP_MODELS: usize = 2;
 
+/// Options of `load_sd` that only some sources read: given for another source they would be ignored.
+fn check_load_options(spec: &str, opts: &Opts) -> RhaiResult<()> {
+    let random = spec.starts_with("random:");
+    let file = !random && std::path::Path::new(spec).is_file();
+    let repo = !random && !std::path::Path::new(spec).exists() && vidtune_runtime::weights::hub::is_repo_id(spec);
+    let rules: [(&str, bool, &str); 4] = [
+        ("seed", random, "random:tiny models"),
+        ("config", file, "single-file checkpoints"),
+        ("tokenizer", file, "single-file checkpoints"),
+        ("revision", repo || (file && opts.get("config").is_some()), "repo ids of the Hugging Face cache"),
+    ];
+    for (name, applies, what) in rules {
+        if opts.get(name).is_some() && !applies {
+            return Err(script_error(format!(
+                "load_sd: option {name:?} would be ignored: it applies to {what}, and {spec:?} is not one"
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn load(host: &Host, spec: &str, opts: Opts) -> RhaiResult<SdModel> {
+    check_load_options(spec, &opts)?;
     let o = SdLoadOptions {
         device: opts.string("device")?.unwrap_or_else(|| "auto".into()),
         dtype: opts.string("dtype")?,
@@ -68,7 +91,16 @@ fn load(host: &Host, spec: &str, opts: Opts) -> RhaiResult<SdModel> {
         tokenizer: opts.string("tokenizer")?.map(PathBuf::from),
         seed: opts.int("seed")?.unwrap_or(0) as u64,
     };
-    let key = format!("{spec}|{o:?}");
+    // Reused only while the files behind it are unchanged (an edited config reloads).
+    let source = std::path::Path::new(spec);
+    let fingerprint = if source.exists() {
+        vidtune_runtime::weights::identity::fingerprint(source)
+    } else {
+        vidtune_runtime::weights::hub::snapshot_dir(spec, &o.revision)
+            .map(|d| vidtune_runtime::weights::identity::fingerprint(&d))
+            .unwrap_or_default()
+    };
+    let key = format!("{spec}|{o:?}|{fingerprint}");
     if let Some(m) = LOADED.with(|l| l.borrow().iter().find(|(k, _)| *k == key).map(|(_, m)| m.clone())) {
         return Ok(m);
     }
@@ -140,8 +172,11 @@ fn to_image(t: &ScriptTensor) -> RhaiResult<Image> {
     rt(Image::new(x.to_kind(tch::Kind::Float).clamp(-1.0, 1.0)))
 }
 
-fn stat(t: &ScriptTensor, f: impl Fn(&Tensor) -> Tensor) -> f64 {
-    f(&t.0.to_kind(tch::Kind::Double)).double_value(&[])
+fn stat(t: &ScriptTensor, name: &str, f: impl Fn(&Tensor) -> Tensor) -> RhaiResult<f64> {
+    if t.0.numel() == 0 {
+        return Err(script_error(format!("Tensor.{name}: the tensor {t} has no elements")));
+    }
+    Ok(f(&t.0.to_kind(tch::Kind::Double)).double_value(&[]))
 }
 
 fn save_tensors(host: &Host, map: Map, path: &str) -> RhaiResult<String> {
@@ -167,7 +202,7 @@ fn load_tensors(host: &Host, path: &str) -> RhaiResult<Map> {
     Ok(tensors.into_iter().map(|(k, v)| (k.into(), Dynamic::from(ScriptTensor(v)))).collect())
 }
 
-pub fn register(engine: &mut Engine, host: &Rc<Host>) {
+pub fn register(engine: &mut Registrar, host: &Rc<Host>) {
     engine.register_type_with_name::<SdModel>("StableDiffusion");
     engine.register_type_with_name::<ScriptTensor>("Tensor");
     let h = host.clone();
@@ -187,10 +222,10 @@ pub fn register(engine: &mut Engine, host: &Rc<Host>) {
     engine.register_fn("shape", |t: &mut ScriptTensor| t.0.size().into_iter().map(Dynamic::from).collect::<Array>());
     engine.register_fn("dtype", |t: &mut ScriptTensor| dtype_name(t.0.kind()).to_string());
     engine.register_fn("device", |t: &mut ScriptTensor| device_name(t.0.device()));
-    engine.register_fn("mean", |t: &mut ScriptTensor| stat(t, |x| x.mean(tch::Kind::Double)));
-    engine.register_fn("std", |t: &mut ScriptTensor| stat(t, |x| x.std(true)));
-    engine.register_fn("min", |t: &mut ScriptTensor| stat(t, |x| x.min()));
-    engine.register_fn("max", |t: &mut ScriptTensor| stat(t, |x| x.max()));
+    engine.register_fn("mean", |t: &mut ScriptTensor| stat(t, "mean", |x| x.mean(tch::Kind::Double)));
+    engine.register_fn("std", |t: &mut ScriptTensor| stat(t, "std", |x| x.std(true)));
+    engine.register_fn("min", |t: &mut ScriptTensor| stat(t, "min", |x| x.min()));
+    engine.register_fn("max", |t: &mut ScriptTensor| stat(t, "max", |x| x.max()));
     engine.register_fn("to_image", |t: &mut ScriptTensor| to_image(t));
     engine.register_fn("to_string", |t: &mut ScriptTensor| t.to_string());
     engine.register_fn("to_debug", |t: &mut ScriptTensor| t.to_string());

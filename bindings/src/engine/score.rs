@@ -1,9 +1,10 @@
 //! Scoring functions: `load_clip`, `score`, `compare` and the `Table` type.
 
 use super::Host;
+use crate::guard::Registrar;
 use crate::help::FnDoc;
 use crate::opts::{rt, script_error, Opts, RhaiResult};
-use rhai::{Array, Dynamic, Engine, Map};
+use rhai::{Array, Dynamic, Map};
 use std::path::Path;
 use std::rc::Rc;
 use vidtune_kernels::metrics::Pairs;
@@ -76,7 +77,7 @@ fn do_compare(rows: Array, opts: Opts) -> RhaiResult<Table> {
     Ok(Table(Rc::new(out)))
 }
 
-pub fn register(engine: &mut Engine, host: &Rc<Host>) {
+pub fn register(engine: &mut Registrar, host: &Rc<Host>) {
     engine.register_type_with_name::<ScriptClip>("Clip");
     engine.register_type_with_name::<Table>("Table");
     let h = host.clone();

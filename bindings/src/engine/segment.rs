@@ -2,9 +2,10 @@
 //! methods of `Masks` (morphology, set operations, boxes, IoU, latent-resolution resizing, overlays, save).
 
 use super::Host;
+use crate::guard::Registrar;
 use crate::help::FnDoc;
 use crate::opts::{rt, script_error, Opts, RhaiResult};
-use rhai::{Array, Dynamic, Engine, Map};
+use rhai::{Array, Dynamic, Map};
 use std::cell::RefCell;
 use std::path::Path;
 use std::rc::Rc;
@@ -146,7 +147,7 @@ fn floats(v: Vec<f64>) -> Array {
     v.into_iter().map(Dynamic::from).collect()
 }
 
-pub fn register(engine: &mut Engine, host: &Rc<Host>) {
+pub fn register(engine: &mut Registrar, host: &Rc<Host>) {
     engine.register_type_with_name::<Masks>("Masks");
     engine.register_type_with_name::<Click>("Click");
     engine.register_type_with_name::<ScriptSam>("Sam");
@@ -201,8 +202,8 @@ pub fn register(engine: &mut Engine, host: &Rc<Host>) {
 
     // Masks
     engine.register_fn("len", |m: &mut Masks| m.len() as i64);
-    engine.register_get("width", |m: &mut Masks| m.width());
-    engine.register_get("height", |m: &mut Masks| m.height());
+    engine.engine().register_get("width", |m: &mut Masks| m.width());
+    engine.engine().register_get("height", |m: &mut Masks| m.height());
     engine.register_fn("width", |m: &mut Masks| m.width());
     engine.register_fn("height", |m: &mut Masks| m.height());
     engine.register_fn("area", |m: &mut Masks| floats(m.area()));
@@ -245,6 +246,14 @@ pub fn register(engine: &mut Engine, host: &Rc<Host>) {
     let h = host.clone();
     engine.register_fn("save", move |m: &mut Masks, path: &str| -> RhaiResult<String> {
         let out = rt(m.save(Path::new(path)))?;
+        h.record_write(&out);
+        Ok(out.display().to_string())
+    });
+    let h = host.clone();
+    engine.register_fn("save", move |m: &mut Masks, path: &str, opts: Map| -> RhaiResult<String> {
+        let opts = Opts::new("Masks.save", opts, &["overwrite"])?;
+        let o = vidtune_runtime::media::SaveOptions { overwrite: opts.bool("overwrite")?.unwrap_or(false) };
+        let out = rt(m.save_with(Path::new(path), &o))?;
         h.record_write(&out);
         Ok(out.display().to_string())
     });
@@ -453,10 +462,12 @@ print(segment(c.video, click(30, 30)).flagged());"#,
     },
     FnDoc {
         name: "Masks.save",
-        signatures: &["masks.save(path: string) -> string"],
+        signatures: &["masks.save(path: string) -> string", "masks.save(path: string, options: map) -> string"],
         summary: "Saves the masks as white-on-black frames: a path without extension is a directory of PNGs \
                   (lossless), else a video or GIF by extension. Written atomically; returns the path.",
-        details: "",
+        details: "options:
+  overwrite  true: write into a folder that holds files vidtune did not write (they are kept); without it
+             such a folder is refused. A folder of masks vidtune wrote is replaced whole.",
         example: r#"synthetic_clip().masks.save("out/masks");"#,
     },
 ];

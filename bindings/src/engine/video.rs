@@ -3,13 +3,14 @@
 
 use super::models::{ScriptTensor, SdModel};
 use super::Host;
+use crate::guard::Registrar;
 use crate::help::FnDoc;
 use crate::opts::{rt, script_error, Opts, RhaiResult};
-use rhai::{Array, Dynamic, Engine, Map};
+use rhai::{Array, Dynamic, Map};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use vidtune_runtime::models::temporal::TemporalKind;
-use vidtune_runtime::pipelines::cached::{invert_cached, memo_status, tune_cached};
+use vidtune_runtime::pipelines::cached::{invert_cached, memo_status, tune_cached, Memoised};
 use vidtune_runtime::pipelines::invert::{InvertOptions, Latents};
 use vidtune_runtime::pipelines::sample::{sample, SampleOptions};
 use vidtune_runtime::pipelines::tune::{TuneOptions, TAV_TRAIN};
@@ -120,10 +121,16 @@ fn do_tune(model: &Dynamic, clip: &Video, prompt: &str, opts: Opts) -> RhaiResul
     };
     let betas = match opts.get("betas") {
         None => d.betas,
-        Some(v) => match v.clone().try_cast::<Array>().as_deref() {
-            Some([a, b]) => (a.as_float().unwrap_or(d.betas.0), b.as_float().unwrap_or(d.betas.1)),
-            _ => return Err(script_error("tune: option \"betas\" must be [beta1, beta2]")),
-        },
+        Some(v) => {
+            let number = |x: &Dynamic| x.as_float().ok().or_else(|| x.as_int().ok().map(|i| i as f64));
+            match v.clone().try_cast::<Array>().as_deref() {
+                Some([a, b]) => match (number(a), number(b)) {
+                    (Some(a), Some(b)) => (a, b),
+                    _ => return Err(script_error(format!("tune: option \"betas\" must be two numbers, got {v}"))),
+                },
+                _ => return Err(script_error("tune: option \"betas\" must be [beta1, beta2]")),
+            }
+        }
     };
     let o = TuneOptions {
         steps: opts.int("steps")?.unwrap_or(d.steps),
@@ -143,14 +150,29 @@ fn do_tune(model: &Dynamic, clip: &Video, prompt: &str, opts: Opts) -> RhaiResul
         ));
     }
     let use_cache = opts.bool("cache")?.unwrap_or(true);
-    Ok(ScriptVideoModel(rt(tune_cached(&model, clip, prompt, &o, use_cache))?))
+    let out = rt(tune_cached(&model, clip, prompt, &o, use_cache))?;
+    report_memo(&out, "tune");
+    Ok(ScriptVideoModel(out.value))
+}
+
+/// Says where a memoised result came from (a hit is otherwise invisible) and warns when it could not be
+/// stored.
+fn report_memo<T>(out: &Memoised<T>, what: &str) {
+    if let Some(note) = out.hit_note(what) {
+        println!("{note}");
+    }
+    if let Some(w) = &out.store_warning {
+        eprintln!("warning: {w}");
+    }
 }
 
 fn do_invert(model: &Dynamic, clip: &Video, opts: Opts) -> RhaiResult<ScriptLatents> {
     let model = video_model("invert", model)?;
     let o =
         InvertOptions { steps: opts.int("steps")?.unwrap_or(50), prompt: opts.string("prompt")?.unwrap_or_default() };
-    Ok(ScriptLatents(rt(invert_cached(&model, clip, &o, opts.bool("cache")?.unwrap_or(true)))?))
+    let out = rt(invert_cached(&model, clip, &o, opts.bool("cache")?.unwrap_or(true)))?;
+    report_memo(&out, "invert");
+    Ok(ScriptLatents(out.value))
 }
 
 fn do_sample(model: &Dynamic, prompt: &str, opts: Opts) -> RhaiResult<Video> {
@@ -220,7 +242,7 @@ fn cache_info() -> Map {
     m
 }
 
-pub fn register(engine: &mut Engine, host: &Rc<Host>) {
+pub fn register(engine: &mut Registrar, host: &Rc<Host>) {
     engine.register_type_with_name::<ScriptVideoModel>("VideoModel");
     engine.register_type_with_name::<ScriptLatents>("Latents");
     engine.register_fn("inflate", |sd: SdModel| do_inflate(&sd, Opts::empty("inflate")));

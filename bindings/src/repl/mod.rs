@@ -73,12 +73,19 @@ pub fn run() -> anyhow::Result<()> {
                     continue;
                 }
                 let _ = editor.add_history_entry(line.as_str());
-                if line.trim_start().starts_with(':') {
-                    if let commands::Outcome::Quit = commands::run(line.trim(), &mut session, &mut state) {
-                        break;
+                // Whatever panics in a command or a preview ends that line, not the session.
+                let outcome = crate::guard::contain(|| {
+                    if line.trim_start().starts_with(':') {
+                        commands::run(line.trim(), &mut session, &mut state)
+                    } else {
+                        eval_and_print(&mut session, &state, &line);
+                        commands::Outcome::Continue
                     }
-                } else {
-                    eval_and_print(&mut session, &state, &line);
+                });
+                match outcome {
+                    Ok(commands::Outcome::Quit) => break,
+                    Ok(commands::Outcome::Continue) => {}
+                    Err(message) => eprintln!("internal error: {message}; the session keeps its state"),
                 }
                 let mut n = names.borrow_mut();
                 n.variables = session.vars().into_iter().map(|v| v.name).collect();

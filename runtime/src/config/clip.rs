@@ -77,6 +77,34 @@ impl ExtraFields for ClipTextConfig {
     fn extra(&self) -> &BTreeMap<String, serde_json::Value> {
         &self.extra
     }
+
+    fn validate(&self) -> std::result::Result<(), String> {
+        use super::{check_count, check_positive_float, MAX_WIDTH};
+        check_count("vocab_size", self.vocab_size, 10_000_000)?;
+        check_count("hidden_size", self.hidden_size, MAX_WIDTH)?;
+        check_count("intermediate_size", self.intermediate_size, 4 * MAX_WIDTH)?;
+        check_count("projection_dim", self.projection_dim, MAX_WIDTH)?;
+        check_count("num_hidden_layers", self.num_hidden_layers, 256)?;
+        check_count("num_attention_heads", self.num_attention_heads, 1024)?;
+        check_count("max_position_embeddings", self.max_position_embeddings, 65536)?;
+        check_positive_float("layer_norm_eps", self.layer_norm_eps)?;
+        if self.hidden_size % self.num_attention_heads != 0 {
+            return Err(format!(
+                "hidden_size {} is not divisible by num_attention_heads {}",
+                self.hidden_size, self.num_attention_heads
+            ));
+        }
+        for (field, id) in [
+            ("bos_token_id", self.bos_token_id),
+            ("eos_token_id", self.eos_token_id),
+            ("pad_token_id", self.pad_token_id),
+        ] {
+            if id < 0 || id >= self.vocab_size {
+                return Err(format!("{field} {id} is outside the vocabulary (0..{})", self.vocab_size));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The activations CLIP text towers use.
@@ -192,6 +220,33 @@ pub struct ClipConfig {
 impl ExtraFields for ClipConfig {
     fn extra(&self) -> &BTreeMap<String, serde_json::Value> {
         &self.extra
+    }
+
+    fn validate(&self) -> std::result::Result<(), String> {
+        use super::{check_count, check_positive_float, MAX_WIDTH};
+        self.text_config.validate().map_err(|e| format!("text_config: {e}"))?;
+        let v = &self.vision_config;
+        let vision = |e: String| format!("vision_config: {e}");
+        check_count("hidden_size", v.hidden_size, MAX_WIDTH).map_err(vision)?;
+        check_count("intermediate_size", v.intermediate_size, 4 * MAX_WIDTH).map_err(vision)?;
+        check_count("num_hidden_layers", v.num_hidden_layers, 256).map_err(vision)?;
+        check_count("num_attention_heads", v.num_attention_heads, 1024).map_err(vision)?;
+        check_count("patch_size", v.patch_size, 1024).map_err(vision)?;
+        check_count("image_size", v.image_size, 4096).map_err(vision)?;
+        check_positive_float("layer_norm_eps", v.layer_norm_eps).map_err(vision)?;
+        if v.num_channels != 3 {
+            return Err(vision(format!("num_channels must be 3 (RGB), got {}", v.num_channels)));
+        }
+        if v.hidden_size % v.num_attention_heads != 0 {
+            return Err(vision(format!(
+                "hidden_size {} is not divisible by num_attention_heads {}",
+                v.hidden_size, v.num_attention_heads
+            )));
+        }
+        if v.patch_size > v.image_size {
+            return Err(vision(format!("patch_size {} is larger than image_size {}", v.patch_size, v.image_size)));
+        }
+        check_count("projection_dim", self.projection_dim, MAX_WIDTH)
     }
 }
 

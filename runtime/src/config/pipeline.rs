@@ -75,7 +75,7 @@ impl ExtraFields for TokenizerConfig {
 impl TokenizerConfig {
     pub fn max_length(&self) -> usize {
         match self.model_max_length {
-            Some(n) if n > 0.0 && n < 1e6 => n as usize,
+            Some(n) if (2.0..1e6).contains(&n) => n as usize,
             _ => 77,
         }
     }

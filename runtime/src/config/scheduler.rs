@@ -79,6 +79,30 @@ impl ExtraFields for SchedulerConfig {
     fn extra(&self) -> &BTreeMap<String, serde_json::Value> {
         &self.extra
     }
+
+    fn validate(&self) -> std::result::Result<(), String> {
+        super::check_count("num_train_timesteps", self.num_train_timesteps, 100_000)?;
+        let (a, b) = (self.beta_start, self.beta_end);
+        if !(a.is_finite() && b.is_finite() && a > 0.0 && a <= b && b < 1.0) {
+            return Err(format!("beta_start {a} and beta_end {b} must satisfy 0 < beta_start <= beta_end < 1"));
+        }
+        if let Some(betas) = &self.trained_betas {
+            if betas.iter().any(|b| !(b.is_finite() && *b > 0.0 && *b < 1.0)) {
+                return Err("trained_betas must all lie strictly between 0 and 1".into());
+            }
+            if betas.len() as i64 != self.num_train_timesteps {
+                return Err(format!(
+                    "trained_betas has {} values for {} num_train_timesteps",
+                    betas.len(),
+                    self.num_train_timesteps
+                ));
+            }
+        }
+        if self.steps_offset < 0 || self.steps_offset >= self.num_train_timesteps {
+            return Err(format!("steps_offset must be in 0..{}, got {}", self.num_train_timesteps, self.steps_offset));
+        }
+        Ok(())
+    }
 }
 
 impl SchedulerConfig {

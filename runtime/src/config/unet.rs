@@ -163,6 +163,49 @@ impl ExtraFields for UNet2DConditionConfig {
     fn extra(&self) -> &BTreeMap<String, serde_json::Value> {
         &self.extra
     }
+
+    fn validate(&self) -> std::result::Result<(), String> {
+        use super::{check_count, check_counts, check_groups, check_positive_float, MAX_WIDTH};
+        let ch = &self.block_out_channels;
+        check_counts("block_out_channels", ch, MAX_WIDTH)?;
+        let n = ch.len();
+        check_counts("layers_per_block", &self.layers_per_block.expand(n), 16)?;
+        check_count("in_channels", self.in_channels, 64)?;
+        check_count("out_channels", self.out_channels, 64)?;
+        check_counts("cross_attention_dim", &self.cross_attention_dim.expand(1), MAX_WIDTH)?;
+        if let Some(g) = self.norm_num_groups {
+            check_groups(g, "block_out_channels", ch)?;
+        }
+        check_positive_float("norm_eps", self.norm_eps)?;
+        if !(0..=8).contains(&self.downsample_padding) {
+            return Err(format!("downsample_padding must be between 0 and 8, got {}", self.downsample_padding));
+        }
+        let (field, heads) = match &self.num_attention_heads {
+            Some(h) => ("num_attention_heads", h),
+            None => ("attention_head_dim", &self.attention_head_dim),
+        };
+        if let OneOrMany::Many(v) = heads {
+            if v.len() != n {
+                return Err(format!("{field} has {} values for {n} blocks", v.len()));
+            }
+        }
+        let heads = heads.expand(n);
+        check_counts(field, &heads, 1024)?;
+        if let Some(i) = (0..n).find(|&i| ch[i] % heads[i] != 0) {
+            return Err(format!(
+                "block_out_channels[{i}] = {} is not divisible by {field}[{i}] = {} (heads must split the width evenly)",
+                ch[i], heads[i]
+            ));
+        }
+        if let Some(size) = &self.sample_size {
+            let sizes: Vec<i64> = match size {
+                serde_json::Value::Array(a) => a.iter().map(|v| v.as_i64().unwrap_or(0)).collect(),
+                v => vec![v.as_i64().unwrap_or(0)],
+            };
+            check_counts("sample_size", &sizes, 4096)?;
+        }
+        Ok(())
+    }
 }
 
 /// The kind of one UNet block.

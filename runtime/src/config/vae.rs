@@ -80,6 +80,26 @@ impl ExtraFields for AutoencoderKLConfig {
     fn extra(&self) -> &BTreeMap<String, serde_json::Value> {
         &self.extra
     }
+
+    fn validate(&self) -> std::result::Result<(), String> {
+        use super::{check_count, check_counts, check_groups, check_positive_float, MAX_WIDTH};
+        check_counts("block_out_channels", &self.block_out_channels, MAX_WIDTH)?;
+        if self.block_out_channels.len() > 8 {
+            return Err(format!("block_out_channels has {} levels; at most 8", self.block_out_channels.len()));
+        }
+        check_count("layers_per_block", self.layers_per_block, 16)?;
+        check_count("in_channels", self.in_channels, 64)?;
+        check_count("out_channels", self.out_channels, 64)?;
+        check_count("latent_channels", self.latent_channels, 64)?;
+        check_groups(self.norm_num_groups, "block_out_channels", &self.block_out_channels)?;
+        check_positive_float("scaling_factor", self.scaling_factor)?;
+        if let Some(s) = self.shift_factor {
+            if !s.is_finite() {
+                return Err(format!("shift_factor must be finite, got {s}"));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl AutoencoderKLConfig {

@@ -46,6 +46,7 @@ pub(crate) fn read(path: &Path, collector: &mut Collector) -> Result<f64> {
         .best(ff::media::Type::Video)
         .ok_or_else(|| Error::bad_file(path, "not a video: it has no video stream"))?;
     let index = stream.index();
+    let declared = stream.frames();
     let fps = frame_rate(stream.rate(), stream.avg_frame_rate());
     let mut decoder = ff::codec::context::Context::from_parameters(stream.parameters())
         .and_then(|c| c.decoder().video())
@@ -54,26 +55,45 @@ pub(crate) fn read(path: &Path, collector: &mut Collector) -> Result<f64> {
     if w == 0 || h == 0 {
         return Err(Error::bad_file(path, "not a video: the stream has no frame size"));
     }
-    let mut scaler = ff::software::scaling::Context::get(
-        decoder.format(),
-        w,
-        h,
-        ff::format::Pixel::RGB24,
-        w,
-        h,
-        ff::software::scaling::Flags::BICUBIC | ff::software::scaling::Flags::ACCURATE_RND,
-    )
-    .map_err(|e| not_video(&e))?;
+    crate::memory::ensure_fits(
+        &format!("{}: decoding frames of {w}x{h}", path.display()),
+        crate::memory::bytes_of(&[w as i64, h as i64, 3], 4.0),
+        tch::Device::Cpu,
+    )?;
+    // The converter to RGB follows each frame's own format and size (a damaged stream can change them,
+    // or hand out a frame without a format, which swscale would abort on).
+    let mut scaler: Option<(ff::format::Pixel, u32, u32, ff::software::scaling::Context)> = None;
     let mut decoded = ff::frame::Video::empty();
     let mut rgb = ff::frame::Video::empty();
-    let mut pixels = Vec::with_capacity((w * h * 3) as usize);
+    let mut pixels = Vec::new();
     let mut take = |decoder: &mut ff::decoder::Video, collector: &mut Collector| -> Result<()> {
         while decoder.receive_frame(&mut decoded).is_ok() {
             if collector.full() {
                 continue;
             }
             if collector.wants_next() {
-                scaler.run(&decoded, &mut rgb).map_err(|e| not_video(&e))?;
+                let (format, fw, fh) = (decoded.format(), decoded.width(), decoded.height());
+                if format == ff::format::Pixel::None || fw == 0 || fh == 0 {
+                    return Err(Error::bad_file(
+                        path,
+                        format!("frame {} could not be decoded (the file is damaged)", collector.seen()),
+                    ));
+                }
+                if !scaler.as_ref().is_some_and(|(f, sw, sh, _)| (*f, *sw, *sh) == (format, fw, fh)) {
+                    let ctx = ff::software::scaling::Context::get(
+                        format,
+                        fw,
+                        fh,
+                        ff::format::Pixel::RGB24,
+                        fw,
+                        fh,
+                        ff::software::scaling::Flags::BICUBIC | ff::software::scaling::Flags::ACCURATE_RND,
+                    )
+                    .map_err(|e| not_video(&e))?;
+                    scaler = Some((format, fw, fh, ctx));
+                }
+                let (.., ctx) = scaler.as_mut().expect("set above");
+                ctx.run(&decoded, &mut rgb).map_err(|e| not_video(&e))?;
                 packed_rgb(&rgb, &mut pixels);
                 collector.push_rgb8(&pixels, rgb.width(), rgb.height())?;
             } else {
@@ -101,6 +121,15 @@ pub(crate) fn read(path: &Path, collector: &mut Collector) -> Result<f64> {
     if !collector.full() {
         let _ = decoder.send_eof();
         take(&mut decoder, collector)?;
+        // Read to the end: a container that promised more frames than decoded is damaged or truncated.
+        let decoded = collector.seen() as i64;
+        if declared > 0 && decoded < declared {
+            crate::progress::warn(format!(
+                "{}: the container declares {declared} frames but only {decoded} could be decoded; the file may be \
+                 truncated or damaged",
+                path.display()
+            ));
+        }
     }
     Ok(fps)
 }
@@ -156,6 +185,7 @@ pub(crate) fn write(video: &Video, path: &Path, ext: &str, progress: &mut Progre
     // yuv420p needs even sides: round up (the encoder sees a 1-pixel edge stretch at most).
     let (w, h) = (video.width() as u32, video.height() as u32);
     let (ew, eh) = (w + (w & 1), h + (h & 1));
+
     let rate = ff::Rational::from(video.fps().max(0.1)).reduce();
     let time_base = rate.invert();
     let mut ost = octx.add_stream(codec).map_err(|e| fail("cannot add stream", &e))?;
@@ -178,7 +208,13 @@ pub(crate) fn write(video: &Video, path: &Path, ext: &str, progress: &mut Progre
     let mut encoder = enc.open_with(dict).map_err(|e| fail("cannot open encoder", &e))?;
     ost.set_parameters(&encoder);
     ost.set_time_base(time_base);
-    octx.write_header().map_err(|e| fail("cannot write header", &e))?;
+    // The index (moov) at the front: players start at once, and a file cut short still says how many
+    // frames it had.
+    let mut muxer_opts = ff::Dictionary::new();
+    if matches!(ext, "mp4" | "mov") {
+        muxer_opts.set("movflags", "+faststart");
+    }
+    octx.write_header_with(muxer_opts).map_err(|e| fail("cannot write header", &e))?;
     let ost_tb = octx.stream(0).map(|s| s.time_base()).unwrap_or(time_base);
     let mut scaler = ff::software::scaling::Context::get(
         ff::format::Pixel::RGB24,

@@ -45,6 +45,14 @@ fn extension(path: &Path) -> String {
 fn container_for_write(path: &Path) -> Result<Container> {
     let ext = extension(path);
     let text = path.to_string_lossy();
+    let video_ext = ext == "gif" || FFMPEG_EXTENSIONS.contains(&ext.as_str());
+    if path.is_dir() && video_ext {
+        return Err(Error::Invalid(format!(
+            "{}: is a folder, but the .{ext} extension asks for a video file; choose another name (a name without \
+             extension saves a folder of PNG frames)",
+            path.display()
+        )));
+    }
     if path.is_dir() || ext.is_empty() || text.ends_with('/') {
         return Ok(Container::Frames);
     }
@@ -90,14 +98,29 @@ fn read_with_ffmpeg(path: &Path, _collector: &mut Collector) -> Result<f64> {
     )))
 }
 
+/// How [`save_video_with`] treats what is already at the path.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SaveOptions {
+    /// Write a folder of frames into an existing folder that holds files vidtune did not write (they are
+    /// kept; see [`crate::fsutil`]). Without it such a folder is refused.
+    pub overwrite: bool,
+}
+
 /// Saves `video` by extension (`.mp4` H.264 when the encoder exists, else MPEG-4; `.mov`, `.mkv`,
 /// `.webm`; `.gif`; a path without extension is a directory of numbered PNGs). Atomic. Returns the path.
 pub fn save_video(video: &Video, path: impl AsRef<Path>) -> Result<PathBuf> {
+    save_video_with(video, path, &SaveOptions::default())
+}
+
+/// [`save_video`] with options.
+pub fn save_video_with(video: &Video, path: impl AsRef<Path>, opts: &SaveOptions) -> Result<PathBuf> {
     let path = path.as_ref();
     let container = container_for_write(path)?;
     let mut progress = Progress::new(format!("save {}", path.display()), video.len() as u64);
     match container {
-        Container::Frames => write_dir_atomic(path, |tmp| frames_dir::write(video, tmp, &mut progress))?,
+        Container::Frames => {
+            write_dir_atomic(path, opts.overwrite, |tmp| frames_dir::write(video, tmp, &mut progress))?
+        }
         Container::Gif => write_atomic(path, |tmp| gif::write(video, tmp, &mut progress))?,
         Container::Ffmpeg(ext) => write_ffmpeg(video, path, &ext, &mut progress)?,
     }
@@ -107,6 +130,15 @@ pub fn save_video(video: &Video, path: impl AsRef<Path>) -> Result<PathBuf> {
 
 #[cfg(feature = "ffmpeg")]
 fn write_ffmpeg(video: &Video, path: &Path, ext: &str, progress: &mut Progress) -> Result<()> {
+    let (w, h) = (video.width(), video.height());
+    let (ew, eh) = (w + (w & 1), h + (h & 1));
+    if (ew, eh) != (w, h) {
+        crate::progress::warn(format!(
+            "{}: {w}x{h} frames are saved as {ew}x{eh} (.{ext} stores even sides), so the clip loads back at \
+             {ew}x{eh}; save as .gif or a folder of PNGs to keep the size exactly",
+            path.display()
+        ));
+    }
     write_atomic(path, |tmp| ffmpeg::write(video, tmp, ext, progress))
 }
 

@@ -95,6 +95,15 @@ impl<'a> Collector<'a> {
 
     /// Keeps the next source frame, given as `[3, H, W]` in [−1, 1].
     pub fn push(&mut self, frame: Tensor) -> Result<()> {
+        if let Some((w, h)) = self.opts.size {
+            // The resized frame, its resampling workspace, and the frames kept so far.
+            let n = self.frames.len() as i64 + 3;
+            crate::memory::ensure_fits(
+                &format!("resizing frames to {w}x{h}"),
+                crate::memory::bytes_of(&[n, 3, w, h], 4.0),
+                tch::Device::Cpu,
+            )?;
+        }
         let frame = match self.opts.size {
             Some((w, h)) => kimage::fit(&frame.unsqueeze(0), h, w, self.opts.fit, -1.0)?.squeeze_dim(0),
             None => frame,
@@ -109,6 +118,13 @@ impl<'a> Collector<'a> {
                 )));
             }
         }
+        // The frames kept so far, and the stacked copy `finish` makes of them.
+        let bytes = (self.frames.len() + 1) as f64 * frame.numel() as f64 * 4.0 * 2.0;
+        crate::memory::ensure_fits(
+            &format!("keeping {} frames of {:?}", self.frames.len() + 1, &frame.size()[1..]),
+            bytes,
+            tch::Device::Cpu,
+        )?;
         self.frames.push(frame);
         self.seen += 1;
         self.progress.step()

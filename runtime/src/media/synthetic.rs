@@ -164,6 +164,12 @@ pub fn synthetic_clip(spec: &SyntheticSpec) -> Result<SyntheticClip> {
     if spec.width < 16 || spec.height < 16 {
         return Err(Error::Invalid(format!("size must be at least 16x16, got {}x{}", spec.width, spec.height)));
     }
+    // Frames and masks in f32, plus the per-frame working tensors.
+    crate::memory::ensure_fits(
+        &format!("a synthetic clip of {} frames at {}x{}", spec.frames, spec.width, spec.height),
+        crate::memory::bytes_of(&[spec.frames as i64 + 4, 4, spec.width, spec.height], 4.0),
+        tch::Device::Cpu,
+    )?;
     let mut rng = Rng(spec.seed ^ 0x5EED_C11F);
     let mut spec = spec.clone();
     let shape = *spec.shape.get_or_insert_with(|| rng.pick(Shape::ALL));
@@ -185,8 +191,8 @@ pub fn synthetic_clip(spec: &SyntheticSpec) -> Result<SyntheticClip> {
     let xs = (Tensor::arange(w, (Kind::Float, tch::Device::Cpu)) + 0.5).view([1, w]);
     let background_img = render_background(background, bg, &xs, &ys, &mut rng);
     let phase = rng.uniform();
-    let mut frames = Vec::with_capacity(n as usize);
-    let mut masks = Vec::with_capacity(n as usize);
+    let mut frames = Vec::new();
+    let mut masks = Vec::new();
     let mut progress = crate::progress::Progress::new("synthetic clip", n as u64);
     for f in 0..n {
         let t = if n > 1 { f as f64 / (n - 1) as f64 } else { 0.0 };

@@ -116,6 +116,14 @@ impl Video {
 
     /// Brings every frame to `width × height` following `fit`.
     pub fn resize(&self, width: i64, height: i64, fit: Fit) -> Result<Video> {
+        if width <= 0 || height <= 0 {
+            return Err(Error::Invalid(format!("resize: size must be positive, got {width}x{height}")));
+        }
+        crate::memory::ensure_fits(
+            &format!("resizing {} frames to {width}x{height}", self.len()),
+            crate::memory::bytes_of(&[self.len() as i64, 3, width, height], 4.0 * 3.0),
+            tch::Device::Cpu,
+        )?;
         Video::new(kimage::fit(&self.frames, height, width, fit, -1.0)?, self.fps)
     }
 

@@ -163,8 +163,8 @@ impl ClipModel {
         if let Some(kind) = spec.strip_prefix("random:") {
             return Self::random_named(kind);
         }
-        if spec == crate::toy::NAME && !Path::new(spec).exists() {
-            let dir = crate::toy::toy_dir()?.join("clip");
+        if let Some(dir) = crate::weights::builtin::resolve(spec)? {
+            let dir = dir.join("clip");
             let mut m = Self::load(&dir.to_string_lossy(), &device_name(device), dtype)?;
             m.source = spec.to_string();
             return Ok(m);
@@ -199,7 +199,22 @@ impl ClipModel {
             ClipImageProcessorConfig::default_for(config.vision_config.image_size)
         };
         Ok(ClipModel {
-            identity: weights::files_identity(&files),
+            identity: {
+                let mut id = crate::weights::identity::Identity::new("clip")
+                    .file(&cfg_path)?
+                    .optional_file("preprocessor", &pp)?
+                    .folder(&dir.join("tokenizer"))?
+                    .text("dtype", &format!("{kind:?} on {device:?}"));
+                for f in &files {
+                    id = id.file(f)?;
+                }
+                for f in
+                    ["vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]
+                {
+                    id = id.optional_file(f, &dir.join(f))?;
+                }
+                id.finish()
+            },
             config,
             text,
             vision,

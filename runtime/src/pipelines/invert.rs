@@ -3,7 +3,7 @@
 //! of edits that keep the clip's structure.
 
 use super::{count, encode_video, to_video_latents, Loop};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::media::Video;
 use crate::progress::Progress;
 use crate::video::VideoModel;
@@ -47,10 +47,9 @@ impl std::fmt::Display for Latents {
 
 /// Inverts `clip` with `model`.
 pub fn invert(model: &VideoModel, clip: &Video, opts: &InvertOptions) -> Result<Latents> {
-    if opts.steps < 1 {
-        return Err(Error::Invalid(format!("steps must be at least 1, got {}", opts.steps)));
-    }
+    super::tune::check_range("steps", opts.steps as f64, 1.0, 100_000.0, "an integer")?;
     let base = &model.base;
+    super::ensure_clip_fits(base, clip, "inverting", false)?;
     let dist = encode_video(base, clip)?;
     let mut x = to_video_latents(&(dist.mean * base.vae.model.scaling_factor())).to_kind(model.kind());
     let emb = base.encode_prompt(&opts.prompt)?;

@@ -52,6 +52,20 @@ pub(crate) fn count(which: Loop) {
     });
 }
 
+/// Refuses tuning (`training`) or inverting `video` when a lower bound of the UNet's activations over all
+/// its frames exceeds the memory available.
+pub fn ensure_clip_fits(sd: &StableDiffusion, video: &Video, what: &str, training: bool) -> Result<()> {
+    let f = sd.vae_scale_factor();
+    let c0 = sd.unet.model.config.block_out_channels[0];
+    let per_value = if training { 4.0 * 24.0 } else { 4.0 * 4.0 };
+    let bytes = crate::memory::bytes_of(&[video.len() as i64, c0, video.width() / f, video.height() / f], per_value);
+    crate::memory::ensure_fits(
+        &format!("{what} {} frames at {}x{}", video.len(), video.width(), video.height()),
+        bytes,
+        sd.device,
+    )
+}
+
 /// Frames encoded per VAE call.
 pub const VAE_CHUNK: i64 = 8;
 

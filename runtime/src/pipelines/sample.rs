@@ -2,6 +2,7 @@
 //! noise, then the VAE decode in chunks of frames.
 
 use super::invert::Latents;
+use super::tune::check_range;
 use super::{count, decode_video, Loop};
 use crate::error::{Error, Result};
 use crate::media::{check_model_size, Video};
@@ -40,6 +41,62 @@ impl Default for SampleOptions {
     }
 }
 
+/// The most frames one `sample` call makes without latents.
+pub const MAX_FRAMES: i64 = 100_000;
+
+impl SampleOptions {
+    /// Refuses out-of-range values and options the call would ignore (`with_latents`: sampling from
+    /// inverted latents, which fix the frames and size).
+    pub fn validate(&self, with_latents: bool) -> Result<()> {
+        check_denoise_options(self.steps, self.guidance, self.eta, &self.negative)?;
+        if with_latents {
+            let ignored: Vec<&str> =
+                [("frames", self.frames.is_some()), ("size", self.width.is_some() || self.height.is_some())]
+                    .iter()
+                    .filter(|(_, set)| *set)
+                    .map(|(n, _)| *n)
+                    .collect();
+            if !ignored.is_empty() {
+                return Err(Error::Invalid(format!(
+                    "{} would be ignored: the latents fix the frames and size of the clip; drop {} or sample without latents",
+                    ignored.join(" and "),
+                    if ignored.len() == 1 { "it" } else { "them" }
+                )));
+            }
+        }
+        if let Some(f) = self.frames {
+            check_range("frames", f as f64, 1.0, MAX_FRAMES as f64, "an integer")?;
+        }
+        if let Some(fps) = self.fps {
+            check_range("fps", fps, f64::MIN_POSITIVE, 1000.0, "a number")?;
+        }
+        Ok(())
+    }
+}
+
+/// The checks `t2i`, `sample` and `invert` share: steps (the scheduler checks its own upper bound),
+/// guidance, eta, and a negative prompt that only guidance reads.
+pub fn check_denoise_options(steps: i64, guidance: f64, eta: f64, negative: &str) -> Result<()> {
+    check_range("steps", steps as f64, 1.0, 100_000.0, "an integer")?;
+    check_range("guidance", guidance, 0.0, 100.0, "a number")?;
+    check_range("eta", eta, 0.0, 1.0, "a number")?;
+    if !negative.is_empty() && guidance <= 1.0 {
+        return Err(Error::Invalid(format!(
+            "negative would be ignored: guidance {guidance} turns classifier-free guidance off (it needs guidance > 1)"
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses a clip whose latents, decoded frames and first-layer activations alone exceed the memory.
+fn ensure_sample_fits(model: &VideoModel, frames: i64, w: i64, h: i64) -> Result<()> {
+    let f = model.base.vae_scale_factor();
+    let c0 = model.base.unet.model.config.block_out_channels[0];
+    let bytes = crate::memory::bytes_of(&[frames, 3, w, h], 4.0)
+        + crate::memory::bytes_of(&[frames, 2 * c0, w / f, h / f], 4.0 * 4.0);
+    crate::memory::ensure_fits(&format!("sampling {frames} frames at {w}x{h}"), bytes, model.base.device)
+}
+
 /// Samples a clip for `prompt`; returns it with the seed used.
 pub fn sample(
     model: &VideoModel,
@@ -47,9 +104,7 @@ pub fn sample(
     latents: Option<&Latents>,
     opts: &SampleOptions,
 ) -> Result<(Video, u64)> {
-    if opts.steps < 1 {
-        return Err(Error::Invalid(format!("steps must be at least 1, got {}", opts.steps)));
-    }
+    opts.validate(latents.is_some())?;
     let base = &model.base;
     let kind = model.kind();
     let seed = opts.seed.unwrap_or_else(Noise::fresh_seed);
@@ -62,9 +117,7 @@ pub fn sample(
             check_model_size(w, h)?;
             let f = base.vae_scale_factor();
             let frames = opts.frames.unwrap_or(8);
-            if frames < 1 {
-                return Err(Error::Invalid(format!("frames must be at least 1, got {frames}")));
-            }
+            ensure_sample_fits(model, frames, w, h)?;
             noise.randn(&[1, base.unet.model.config.in_channels, frames, h / f, w / f], kind, base.device)
         }
     };

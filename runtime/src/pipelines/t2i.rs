@@ -1,7 +1,7 @@
 //! Text-to-image, as diffusers' `StableDiffusionPipeline` with a DDIM scheduler: the same seeded initial
 //! noise, classifier-free guidance batched in one UNet call, DDIM steps, VAE decode.
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::media::{check_model_size, Image};
 use crate::models::AttnContext;
 use crate::progress::Progress;
@@ -93,9 +93,14 @@ pub fn t2i(sd: &StableDiffusion, prompt: &str, opts: &T2iOptions) -> Result<T2iO
     let size = sd.default_size();
     let (w, h) = (opts.width.unwrap_or(size), opts.height.unwrap_or(size));
     check_model_size(w, h)?;
-    if opts.steps < 1 {
-        return Err(Error::Invalid(format!("steps must be at least 1, got {}", opts.steps)));
-    }
+    super::sample::check_denoise_options(opts.steps, opts.guidance, opts.eta, &opts.negative)?;
+    let c0 = sd.unet.model.config.block_out_channels[0];
+    let f = sd.vae_scale_factor();
+    crate::memory::ensure_fits(
+        &format!("an image of {w}x{h}"),
+        crate::memory::bytes_of(&[3, w, h], 4.0) + crate::memory::bytes_of(&[2 * c0, w / f, h / f], 16.0),
+        sd.device,
+    )?;
     let cond = sd.encode_prompt(prompt)?;
     let uncond = if opts.guidance > 1.0 { Some(sd.encode_prompt(&opts.negative)?) } else { None };
     let seed = opts.seed.unwrap_or_else(Noise::fresh_seed);

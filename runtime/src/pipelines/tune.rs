@@ -53,6 +53,40 @@ impl Default for TuneOptions {
     }
 }
 
+/// The most tuning steps one call takes (Tune-A-Video uses 300–500; the toy world 40).
+pub const MAX_TUNE_STEPS: i64 = 1_000_000;
+
+impl TuneOptions {
+    /// Refuses values outside their ranges, naming the option and the range.
+    pub fn validate(&self) -> Result<()> {
+        check_range("steps", self.steps as f64, 1.0, MAX_TUNE_STEPS as f64, "an integer")?;
+        check_range("lr", self.lr, f64::MIN_POSITIVE, 1.0, "a number")?;
+        check_range("max_grad_norm", self.max_grad_norm, f64::MIN_POSITIVE, 1e6, "a number")?;
+        check_range("weight_decay", self.weight_decay, 0.0, 1.0, "a number")?;
+        check_range("betas[0]", self.betas.0, 0.0, 0.999_999, "a number")?;
+        check_range("betas[1]", self.betas.1, 0.0, 0.999_999_999, "a number")?;
+        check_range("eps", self.eps, f64::MIN_POSITIVE, 1.0, "a number")?;
+        if let Some(every) = self.checkpoint_every {
+            check_range("checkpoint_every", every as f64, 1.0, MAX_TUNE_STEPS as f64, "an integer")?;
+        }
+        Ok(())
+    }
+}
+
+/// `name` must be a finite `what` in `lo..=hi` (`lo` = `f64::MIN_POSITIVE` reads "above 0").
+pub fn check_range(name: &str, value: f64, lo: f64, hi: f64, what: &str) -> Result<()> {
+    if value.is_finite() && value >= lo && value <= hi {
+        return Ok(());
+    }
+    let fmt = |x: f64| if x.fract() == 0.0 && x.abs() < 1e15 { format!("{x:.0}") } else { format!("{x}") };
+    let range = if lo == f64::MIN_POSITIVE {
+        format!("above 0 and at most {}", fmt(hi))
+    } else {
+        format!("between {} and {}", fmt(lo), fmt(hi))
+    };
+    Err(Error::Invalid(format!("{name} must be {what} {range}, got {value}")))
+}
+
 /// Whether parameter `name` is selected by `pattern`.
 pub fn matches(pattern: &str, name: &str) -> bool {
     if pattern.contains('*') {
@@ -77,10 +111,9 @@ pub fn trainable_names(model: &VideoModel, patterns: &[String]) -> Result<Vec<St
 /// Tunes a copy of `model` on `clip` described by `prompt`; returns it (the input model is unchanged).
 /// A cancel (Ctrl-C) stops after the current step and returns the model tuned so far.
 pub fn tune(model: &VideoModel, clip: &Video, prompt: &str, opts: &TuneOptions) -> Result<VideoModel> {
-    if opts.steps < 1 {
-        return Err(Error::Invalid(format!("steps must be at least 1, got {}", opts.steps)));
-    }
+    opts.validate()?;
     let base = model.base.clone();
+    super::ensure_clip_fits(&base, clip, "tuning on", true)?;
     let dist = encode_video(&base, clip)?;
     let emb = base.encode_prompt(prompt)?;
     let mut tuned = model.fork()?;
@@ -97,7 +130,7 @@ pub fn tune(model: &VideoModel, clip: &Video, prompt: &str, opts: &TuneOptions) 
     let sf = base.vae.model.scaling_factor();
     let mut noise = Noise::new(opts.seed);
     let mut progress = Progress::new("tune", opts.steps as u64);
-    let mut losses = Vec::with_capacity(opts.steps as usize);
+    let mut losses = Vec::new();
     let mut interrupted = false;
     for step in 1..=opts.steps {
         let sample = dist.sample_with(&noise.randn(&dist.mean.size(), dist.mean.kind(), base.device));

@@ -49,9 +49,13 @@ impl Click {
     }
 
     fn describe(&self) -> String {
+        // Coordinates as typed (12, 12.5), huge or odd ones in scientific form.
+        let n = |v: &f64| if v.abs() < 1e9 { format!("{v}") } else { format!("{v:e}") };
         match self {
-            Click::Point { x, y, positive, .. } => format!("click({x}, {y}{})", if *positive { "" } else { ", false" }),
-            Click::Box { x0, y0, x1, y1, .. } => format!("box({x0}, {y0}, {x1}, {y1})"),
+            Click::Point { x, y, positive, .. } => {
+                format!("click({}, {}{})", n(x), n(y), if *positive { "" } else { ", false" })
+            }
+            Click::Box { x0, y0, x1, y1, .. } => format!("box({}, {}, {}, {})", n(x0), n(y0), n(x1), n(y1)),
         }
     }
 }

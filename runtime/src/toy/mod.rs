@@ -31,7 +31,7 @@ use crate::rng::Noise;
 use crate::weights::safetensors_io;
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 use vidtune_kernels::optim::{mse, AdamW};
@@ -303,12 +303,13 @@ fn run_stage(
 /// Returns the metrics of the saved folder.
 pub fn train(recipe: &Recipe, out: &Path, device: Device) -> Result<(Metrics, Vec<StageLog>)> {
     let bank = frame_bank(recipe.train_clips, recipe.frames, recipe.size, recipe.seed, false)?;
-    let logs = write_dir_atomic(out, |dir| train_into(recipe, &bank, dir, device))?;
+    let logs = write_dir_atomic(out, false, |dir| train_into(recipe, &bank, dir, device))?;
     let metrics = evaluate(out, recipe)?;
     write_json(&out.join("metrics.json"), &metrics.to_json())?;
     write_atomic(&out.join("README.md"), |tmp| {
         std::fs::write(tmp, model_card(recipe, &metrics, &logs)).map_err(|e| Error::io(tmp, e))
     })?;
+    crate::fsutil::record_owned(out, &["metrics.json", "README.md"])?;
     Ok((metrics, logs))
 }
 
@@ -482,54 +483,7 @@ fn model_card(recipe: &Recipe, m: &Metrics, logs: &[StageLog]) -> String {
     s
 }
 
-/// The name that loads the built-in toy models (`load_sd("toy")`, `load_clip("toy")`).
-pub const NAME: &str = "toy";
-
-/// The committed toy folder, compiled in: (path inside the folder, bytes).
-const EMBEDDED: &[(&str, &[u8])] = include!(concat!(env!("OUT_DIR"), "/toy_files.rs"));
-
-/// Whether this build carries the toy models.
-pub fn embedded() -> bool {
-    !EMBEDDED.is_empty()
-}
-
-/// The toy models' folder: written once from the copy compiled into the binary into
-/// `<cache>/toy-<hash>/`, then reused.
-pub fn toy_dir() -> Result<PathBuf> {
-    if EMBEDDED.is_empty() {
-        return Err(Error::Invalid(
-            "this build carries no toy models (runtime/models/toy was missing when it was compiled); train them \
-             with `vidtune toy train --out runtime/models/toy` and rebuild, or pass the folder's path"
-                .into(),
-        ));
-    }
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    for (name, bytes) in EMBEDDED {
-        h.update(name.as_bytes());
-        h.update((bytes.len() as u64).to_le_bytes());
-        h.update(bytes);
-    }
-    let hash: String = h.finalize().iter().take(6).map(|b| format!("{b:02x}")).collect();
-    let dir = crate::env::cache_dir().join(format!("toy-{hash}"));
-    // One writer per process; another process writing the same bytes at once is harmless (atomic swap).
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    if dir.join("model_index.json").exists() {
-        return Ok(dir);
-    }
-    write_dir_atomic(&dir, |tmp| {
-        for (name, bytes) in EMBEDDED {
-            let path = tmp.join(name);
-            if let Some(parent) = path.parent() {
-                mkdir(parent)?;
-            }
-            std::fs::write(&path, bytes).map_err(|e| Error::io(&path, e))?;
-        }
-        Ok(())
-    })?;
-    Ok(dir)
-}
+pub use crate::weights::builtin::{embedded, toy_dir, NAME};
 
 /// The recipe and metrics recorded with the committed toy models.
 pub fn committed_metrics() -> Result<Metrics> {

@@ -126,8 +126,13 @@ pub fn inflate(base: Rc<StableDiffusion>, spec: &VideoSpec, seed: u64) -> Result
             let _ = var.set_requires_grad(false);
         }
     });
-    let identity = crate::cache::KeyBuilder::new("inflate").text(&base.identity).text(&spec.describe()).finish();
+    let identity = crate::cache::KeyBuilder::new("inflate")
+        .text(&base.identity)
+        .text(&spec.describe())
+        .text(&format!("seed {seed}"))
+        .finish();
     let model = VideoModel { base, unet, vars, spec: spec.clone(), trained: vec![], record: None, identity };
+    model.check_layer_patterns()?;
     model.install_processors()?;
     Ok(model)
 }
@@ -143,6 +148,23 @@ impl VideoModel {
             )));
         };
         inflate(base, &VideoSpec { temporal: Some(kind), ..VideoSpec::default() }, 0)
+    }
+
+    /// Refuses `layers` patterns that select no `attn1` layer (a typo would silently change nothing).
+    fn check_layer_patterns(&self) -> Result<()> {
+        let names: Vec<String> =
+            self.unet.attention_layers().into_iter().map(|(n, _)| n).filter(|n| n.ends_with(".attn1")).collect();
+        for (pattern, module) in &self.spec.layers {
+            if !names.iter().any(|n| glob_match(pattern, n)) {
+                let examples: Vec<&str> = names.iter().take(2).map(String::as_str).collect();
+                return Err(Error::Invalid(format!(
+                    "layers: the pattern {pattern:?} (for {module}) matches no attention layer of this model; layer \
+                     names look like {}, and patterns may use * (\"up_blocks.*\", \"*.attentions.0.*\")",
+                    examples.join(", ")
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Sets every attention layer's processor from the spec.

@@ -5,7 +5,9 @@
 //! **Invariant:** pickle formats (`.bin`, `.ckpt`, `.pt`, `.pth`) are never opened: unpickling can run
 //! arbitrary code. They are refused with instructions to convert.
 
+pub mod builtin;
 pub mod hub;
+pub mod identity;
 pub mod report;
 pub mod safetensors_io;
 pub mod single_file;
@@ -64,6 +66,22 @@ pub fn component_files(dir: &Path, stem: &str, variant: Option<&str>) -> Result<
             dir.join(format!("{stem}.safetensors.index.{v}.json")),
         ));
     }
+    if let Some(v) = variant {
+        let (file, idx) = &candidates[0];
+        if !file.exists() && !idx.exists() {
+            let has_plain = plain.exists() || index.exists();
+            return Err(Error::bad_file(
+                dir,
+                format!(
+                    "has no {} weights (variant {v:?}: {} or {}){}",
+                    v,
+                    file.file_name().unwrap_or_default().to_string_lossy(),
+                    idx.file_name().unwrap_or_default().to_string_lossy(),
+                    if has_plain { "; it has the plain files: drop the variant option" } else { "" }
+                ),
+            ));
+        }
+    }
     candidates.push((plain.clone(), index.clone()));
     if variant.is_none() {
         candidates.push((
@@ -116,23 +134,4 @@ pub fn read_all(files: &[PathBuf]) -> Result<TensorMap> {
         out.extend(read_safetensors(f)?);
     }
     Ok(out)
-}
-
-/// A stable identity of weight files (names, sizes, modification times) for caches and tuned files.
-pub fn files_identity(files: &[PathBuf]) -> String {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    for f in files {
-        let canonical = std::fs::canonicalize(f).unwrap_or_else(|_| f.clone());
-        h.update(canonical.to_string_lossy().as_bytes());
-        if let Ok(m) = std::fs::metadata(&canonical) {
-            h.update(m.len().to_le_bytes());
-            if let Ok(t) = m.modified() {
-                if let Ok(d) = t.duration_since(std::time::UNIX_EPOCH) {
-                    h.update(d.as_nanos().to_le_bytes());
-                }
-            }
-        }
-    }
-    format!("{:x}", h.finalize())[..16].to_string()
 }

@@ -13,6 +13,9 @@ pub mod stam;
 use crate::error::{Error, Result};
 use crate::models::attention_processor::{AttnProcessor, PlainAttention};
 
+/// The largest pooling ratio of `ffam:R` (beyond the latent frame's side it changes nothing).
+pub const MAX_RATIO: i64 = 64;
+
 /// A module choice: its name and optional parameters (`ffam:2` → name `ffam`, ratio 2).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModuleSpec {
@@ -28,8 +31,10 @@ impl ModuleSpec {
             None => (text.trim(), None),
         };
         let ratio = match arg {
-            Some(a) => Some(a.parse::<i64>().ok().filter(|r| *r >= 1).ok_or_else(|| {
-                Error::Invalid(format!("module {text:?}: the ratio after ':' must be a positive integer"))
+            Some(a) => Some(a.parse::<i64>().ok().filter(|r| (1..=MAX_RATIO).contains(r)).ok_or_else(|| {
+                Error::Invalid(format!(
+                    "module {text:?}: the ratio after ':' must be a positive integer, at most {MAX_RATIO}"
+                ))
             })?),
             None => None,
         };

@@ -1,0 +1,78 @@
+//! Refusing requests that cannot fit before allocating them. A failed allocation of Rust memory aborts
+//! the process (no panic boundary can catch it), and a large libtorch allocation on Linux may succeed
+//! and then get the process killed when it is touched. So every entry point whose size the user chooses
+//! (frames, sizes, steps) first checks a lower bound of what it will hold against the memory available,
+//! and refuses with both figures: "sample: 1000000000 frames at 512x512 would need 4.1 TB; this machine
+//! has 21.3 GB available".
+
+use crate::error::{Error, Result};
+use tch::Device;
+
+/// Bytes in a human unit: `1.0 TB`, `512.0 MB`.
+pub fn human_bytes(bytes: f64) -> String {
+    let units = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
+    let mut v = bytes.max(0.0);
+    let mut u = 0;
+    while v >= 1000.0 && u + 1 < units.len() {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{v:.0} B")
+    } else {
+        format!("{v:.1} {}", units[u])
+    }
+}
+
+/// Memory the host can still give this process: `MemAvailable` plus free swap (Linux), else `None`.
+pub fn host_available() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let field = |name: &str| -> Option<u64> {
+        let line = text.lines().find(|l| l.starts_with(name))?;
+        let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kb * 1024)
+    };
+    Some(field("MemAvailable:")? + field("SwapFree:").unwrap_or(0))
+}
+
+/// Errors unless `bytes` (a lower bound of what `what` will allocate on `device`) fits in the memory
+/// available. On CUDA devices only absurd requests (over 1 PB) are refused here; libtorch reports the
+/// rest as an error of its own.
+pub fn ensure_fits(what: &str, bytes: f64, device: Device) -> Result<()> {
+    let limit = match device {
+        Device::Cpu => host_available().map(|b| b as f64),
+        _ => Some(1e15),
+    };
+    match limit {
+        Some(available) if bytes > available => Err(Error::Invalid(format!(
+            "{what} would need at least {}; this machine has {} available",
+            human_bytes(bytes),
+            human_bytes(available)
+        ))),
+        // Without /proc/meminfo, still refuse what no machine has.
+        None if bytes > 1e15 => Err(Error::Invalid(format!("{what} would need at least {}", human_bytes(bytes)))),
+        _ => Ok(()),
+    }
+}
+
+/// Bytes of `elements` values of `bytes_per` bytes each, in f64 (products of user numbers can overflow
+/// integers).
+pub fn bytes_of(elements: &[i64], bytes_per: f64) -> f64 {
+    elements.iter().map(|&e| e.max(0) as f64).product::<f64>() * bytes_per
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn absurd_requests_are_refused_with_the_figure() {
+        let err = ensure_fits("sample: 1000000000 frames", bytes_of(&[1_000_000_000, 4, 64, 64], 4.0), Device::Cpu)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("would need at least 65.5 TB"), "{err}");
+        assert!(ensure_fits("a small tensor", 1e3, Device::Cpu).is_ok());
+        assert_eq!(human_bytes(1.5e9), "1.5 GB");
+        assert_eq!(human_bytes(12.0), "12 B");
+    }
+}

@@ -1,0 +1,89 @@
+//! The memo's keys cover every input that changes a result: an edited config misses, a copied folder
+//! hits, and a cache that cannot be written returns the result with a warning.
+
+use std::path::Path;
+use std::rc::Rc;
+use vidtune_runtime::cache::DiskCache;
+use vidtune_runtime::media::synthetic::{synthetic_clip, SyntheticSpec};
+use vidtune_runtime::pipelines::cached::{invert_cached, set_disk_cache, tune_cached, Source};
+use vidtune_runtime::pipelines::invert::InvertOptions;
+use vidtune_runtime::pipelines::tune::TuneOptions;
+use vidtune_runtime::video::{inflate, VideoSpec};
+use vidtune_runtime::{load_sd, SdLoadOptions};
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.path().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+fn set_scaling_factor(dir: &Path, value: f64) {
+    let p = dir.join("vae").join("config.json");
+    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    v["scaling_factor"] = value.into();
+    std::fs::write(&p, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+}
+
+#[test]
+fn an_edited_config_misses_and_a_copied_folder_hits() {
+    let tmp = tempfile::tempdir().unwrap();
+    set_disk_cache(DiskCache { dir: tmp.path().join("memo"), max_bytes: 1 << 30 });
+    let folder = tmp.path().join("model");
+    copy_dir(&vidtune_runtime::toy::toy_dir().unwrap(), &folder);
+    let cpu = SdLoadOptions { device: "cpu".into(), ..Default::default() };
+    let clip = synthetic_clip(&SyntheticSpec { frames: 2, width: 32, height: 32, seed: 3, ..Default::default() })
+        .unwrap()
+        .video;
+    let opts = InvertOptions { steps: 2, ..Default::default() };
+    let invert_with = |dir: &Path| {
+        let sd = Rc::new(load_sd(&dir.to_string_lossy(), &cpu).unwrap());
+        let model = inflate(sd, &VideoSpec::default(), 0).unwrap();
+        invert_cached(&model, &clip, &opts, true).unwrap()
+    };
+    let first = invert_with(&folder);
+    assert_eq!(first.source, Source::Computed);
+    assert_eq!(invert_with(&folder).source, Source::Memory, "the same model and clip hit");
+
+    // The same bytes in another folder are the same model.
+    let copy = tmp.path().join("copy");
+    copy_dir(&folder, &copy);
+    assert_eq!(invert_with(&copy).source, Source::Memory);
+
+    // A changed scaling_factor changes the latents: the memo must miss, and the result differs.
+    set_scaling_factor(&folder, 0.5);
+    let edited = invert_with(&folder);
+    assert_eq!(edited.source, Source::Computed, "an edited vae/config.json returned the stale memo");
+    assert_ne!(edited.key, first.key);
+    assert!(!edited.value.latents.allclose(&first.value.latents, 1e-6, 1e-6, false));
+
+    // The inflation seed changes the new layers: another key.
+    let sd = Rc::new(load_sd(&copy.to_string_lossy(), &cpu).unwrap());
+    let (a, b) =
+        (inflate(sd.clone(), &VideoSpec::default(), 0).unwrap(), inflate(sd, &VideoSpec::default(), 1).unwrap());
+    assert_ne!(a.identity, b.identity);
+}
+
+#[test]
+fn an_unwritable_cache_returns_the_result_with_a_warning() {
+    let tmp = tempfile::tempdir().unwrap();
+    let not_a_folder = tmp.path().join("memo");
+    std::fs::write(&not_a_folder, "a file where the cache folder should be").unwrap();
+    set_disk_cache(DiskCache { dir: not_a_folder.clone(), max_bytes: 1 << 30 });
+    let sd = Rc::new(load_sd("random:tiny", &SdLoadOptions { device: "cpu".into(), ..Default::default() }).unwrap());
+    let model = inflate(sd, &VideoSpec::default(), 0).unwrap();
+    let clip = synthetic_clip(&SyntheticSpec { frames: 2, width: 32, height: 32, ..Default::default() }).unwrap().video;
+    let out = tune_cached(&model, &clip, "a circle", &TuneOptions { steps: 1, ..Default::default() }, true).unwrap();
+    assert_eq!(out.source, Source::Computed);
+    let warning = out.store_warning.expect("a warning that the result was not stored");
+    assert!(warning.contains("could not be stored") && warning.contains("VIDTUNE_CACHE"), "{warning}");
+    assert_eq!(std::fs::read_to_string(&not_a_folder).unwrap(), "a file where the cache folder should be");
+    // In this process the result is still memoised.
+    let again = tune_cached(&model, &clip, "a circle", &TuneOptions { steps: 1, ..Default::default() }, true).unwrap();
+    assert_eq!(again.source, Source::Memory);
+}
