@@ -379,3 +379,80 @@ fn the_demo_edits_a_held_out_toy_clip_and_saves_everything() {
     // Previews: the clip, the masks and the edit.
     assert!(std::fs::read_dir(dir.path().join("previews")).unwrap().count() >= 3);
 }
+
+fn signal(child: &std::process::Child, sig: i32) {
+    // SAFETY: kill(2) on the pid of a child we spawned and still own.
+    unsafe {
+        libc::kill(child.id() as i32, sig);
+    }
+}
+
+/// Waits until `dir` holds an entry whose name starts with `prefix`.
+fn wait_for_entry(dir: &std::path::Path, prefix: &str, child: &mut std::process::Child) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::time::Instant::now() < deadline {
+        if std::fs::read_dir(dir).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().starts_with(prefix)) {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("exited ({status}) before {prefix}… appeared");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    panic!("no {prefix}… in {}", dir.display());
+}
+
+fn entries(dir: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    v.sort();
+    v
+}
+
+/// A long save: 400 frames of 96² as PNGs.
+const LONG_SAVE: &str = "save_video(synthetic_clip(#{frames: 400, size: 96, seed: 1}).video, \"frames\");";
+
+#[test]
+fn a_save_killed_half_way_leaves_the_old_folder_and_its_leftovers_go_next_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_script(
+        dir.path(),
+        "old.rhai",
+        "save_video(synthetic_clip(#{frames: 2, size: 16}).video, \"frames\");",
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    std::fs::write(dir.path().join("long.rhai"), LONG_SAVE).unwrap();
+    let mut child = vidtune(dir.path()).args(["run", "long.rhai"]).spawn().unwrap();
+    wait_for_entry(dir.path(), ".frames.tmp-", &mut child);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    signal(&child, libc::SIGKILL);
+    let _ = child.wait();
+    // The folder is the old one, whole; the dead process's temporary folder is beside it.
+    assert_eq!(entries(&dir.path().join("frames")), [".vidtune-manifest.json", "00000.png", "00001.png"]);
+    assert!(entries(dir.path()).iter().any(|n| n.starts_with(".frames.tmp-")), "{:?}", entries(dir.path()));
+    // The next save of that path removes the leftovers of the dead process.
+    let out = run_script(
+        dir.path(),
+        "again.rhai",
+        "save_video(synthetic_clip(#{frames: 3, size: 16}).video, \"frames\");",
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!entries(dir.path()).iter().any(|n| n.starts_with(".frames.")), "{:?}", entries(dir.path()));
+    assert_eq!(entries(&dir.path().join("frames")).len(), 4);
+}
+
+#[test]
+fn ctrl_c_in_run_keeps_finished_files_removes_temporaries_and_exits_130() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = format!("save_video(synthetic_clip(#{{frames: 2, size: 16}}).video, \"first.gif\");\n{LONG_SAVE}\n");
+    std::fs::write(dir.path().join("s.rhai"), script).unwrap();
+    let mut child = vidtune(dir.path()).args(["run", "s.rhai"]).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    wait_for_entry(dir.path(), ".frames.tmp-", &mut child);
+    signal(&child, libc::SIGINT);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    assert!(stderr(&out).contains("cancelling at the next step"), "{}", stderr(&out));
+    assert_eq!(entries(dir.path()), ["first.gif", "s.rhai"], "finished files stay, temporaries go");
+}

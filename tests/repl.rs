@@ -143,3 +143,47 @@ fn load_runs_a_file_into_the_session() {
     p.send_line(":quit").unwrap();
     p.exp_eof().unwrap();
 }
+
+/// Every input of the bad-input corpus that once crashed the process (tagged `@repl`), typed into one
+/// session: each ends with an error, and the session's variables survive all of them.
+#[test]
+fn inputs_that_used_to_crash_keep_the_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: Vec<_> = common::corpus::load().into_iter().filter(|c| c.has("repl")).collect();
+    assert!(cases.len() >= 8, "{} @repl cases", cases.len());
+    let toy = vidtune_runtime::toy::toy_dir().unwrap();
+    for (i, case) in cases.iter().enumerate() {
+        // Each case's files in its own folder, which the typed input reaches by name.
+        let sub = dir.path().join(format!("case{i}"));
+        std::fs::create_dir_all(&sub).unwrap();
+        common::corpus::prepare(case, &sub, &toy, &mut |setup| {
+            let out = run_script(&sub, "setup.rhai", setup, &[]);
+            out.status.success().then_some(()).ok_or_else(|| stderr(&out))
+        })
+        .unwrap();
+    }
+    let mut p = start(dir.path());
+    line(&mut p, "let keep = 42;");
+    for (i, case) in cases.iter().enumerate() {
+        let mut code = case.script.lines().map(str::trim).collect::<Vec<_>>().join(" ");
+        let (kind, expected) = &case.expect[0];
+        assert_eq!(kind, "error", "{}", case.name);
+        let mut expected = expected.clone();
+        // String literals naming files of the case's folder are made relative to the session's folder.
+        let sub = dir.path().join(format!("case{i}"));
+        let literals: Vec<String> = code.split('"').skip(1).step_by(2).map(str::to_string).collect();
+        for lit in literals {
+            let first = lit.split('/').next().unwrap_or("");
+            if !first.is_empty() && sub.join(first).exists() {
+                code = code.replace(&format!("\"{lit}\""), &format!("\"case{i}/{lit}\""));
+                expected = expected.replace(&format!("{first}/"), &format!("case{i}/{first}/"));
+            }
+        }
+        let out = line(&mut p, &code);
+        assert!(!out.contains("internal error") && !out.contains("panicked"), "{}: {out}", case.name);
+        assert!(out.contains(&expected), "{}: expected {expected:?} in:\n{out}", case.name);
+        assert!(line(&mut p, "keep").contains("42"), "the session lost its state after {}", case.name);
+    }
+    p.send_line(":quit").unwrap();
+    p.exp_eof().unwrap();
+}

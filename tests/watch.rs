@@ -138,3 +138,34 @@ fn follows_files_the_script_reads_but_not_those_it_writes() {
     let lines = w.expect("frames: 5");
     assert!(lines.iter().any(|l| l.contains("changed: in.gif")), "{lines:?}");
 }
+
+#[test]
+fn ctrl_c_cancels_the_run_and_a_second_within_two_seconds_quits() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("w.rhai");
+    std::fs::write(&script, "print(\"run A\"); let n = 0; loop { n += 1; }").unwrap();
+    let mut w = Watch::start(dir.path(), "w.rhai");
+    w.expect("run A");
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(w.child.id() as i32, libc::SIGINT) };
+    w.expect("cancelled after");
+    w.expect("watching 1 file(s)");
+    std::thread::sleep(Duration::from_millis(2200));
+    std::fs::write(&script, "print(\"run B\");").unwrap();
+    w.expect("run B");
+    w.expect("ok in");
+    for _ in 0..2 {
+        unsafe { libc::kill(w.child.id() as i32, libc::SIGINT) };
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = w.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "watch mode did not quit on a double Ctrl-C");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(130));
+}

@@ -1,0 +1,142 @@
+//! A property test of the scripting layer: random option maps — every allowed key and a few unknown
+//! ones, with values of every type, including NaN, infinities and huge integers — for `load_video`,
+//! `tune`, `invert` and `sample` on a tiny random model. Whatever the map, the call returns a value or a
+//! clear error; it never panics (an "internal error") and never aborts the process.
+
+use vidtune::Session;
+
+/// SplitMix64: a seeded generator of our own, so the test draws the same maps every run.
+struct Draw(u64);
+
+impl Draw {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+        items[(self.next() % items.len() as u64) as usize]
+    }
+}
+
+/// Values as Rhai source: small and huge integers, odd floats, strings, booleans, arrays, maps, unit and
+/// values of vidtune types.
+const VALUES: &[&str] = &[
+    "0",
+    "1",
+    "2",
+    "3",
+    "-1",
+    "-7",
+    "1000000000000",
+    "9223372036854775807",
+    "-9223372036854775808",
+    "0.0",
+    "0.5",
+    "1.5",
+    "-2.5",
+    "1e30",
+    "-1e-30",
+    "(0.0 / 0.0)",
+    "(1.0 / 0.0)",
+    "(-1.0 / 0.0)",
+    "\"\"",
+    "\"x\"",
+    "\"crop\"",
+    "\"resize\"",
+    "\"tav\"",
+    "\"all\"",
+    "\"sparse_causal\"",
+    "true",
+    "false",
+    "()",
+    "[]",
+    "[1]",
+    "[8, 8]",
+    "[16, 8]",
+    "[0.5, 0.9]",
+    "[\"a\", \"b\"]",
+    "[1, 2, 3]",
+    "#{}",
+    "#{a: 1}",
+    "clip",
+    "inv",
+    "model",
+];
+
+fn options(d: &mut Draw, keys: &[&str]) -> String {
+    let n = d.next() % 4;
+    let mut parts = vec![];
+    for _ in 0..n {
+        let key = d.pick(keys);
+        parts.push(format!("{key}: {}", d.pick(VALUES)));
+    }
+    format!("#{{{}}}", parts.join(", "))
+}
+
+#[test]
+fn random_option_maps_never_panic() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::env::set_var("VIDTUNE_CACHE", tmp.path().join("cache"));
+    vidtune_runtime::progress::set_mode(vidtune_runtime::progress::Mode::Silent);
+    let mut s = Session::new();
+    let setup = format!(
+        r#"let sd = load_sd("random:tiny");
+           let model = inflate(sd);
+           let clip = synthetic_clip(#{{frames: 2, size: 16, seed: 1}}).video;
+           save_video(clip, "{gif}");
+           let inv = invert(model, clip, #{{steps: 2}});"#,
+        gif = tmp.path().join("clip.gif").display()
+    );
+    let _ = s.eval(&setup).expect("set-up");
+    let calls: [(&str, &[&str]); 4] = [
+        ("load_video(\"CLIP\", OPTS)", &["frames", "start", "every", "size", "fit", "fps", "frame"]),
+        (
+            "tune(model, clip, \"a circle\", OPTS)",
+            &[
+                "steps",
+                "lr",
+                "train",
+                "seed",
+                "max_grad_norm",
+                "weight_decay",
+                "betas",
+                "cache",
+                "checkpoint_every",
+                "step",
+                "learning_rate",
+            ],
+        ),
+        ("invert(model, clip, OPTS)", &["steps", "prompt", "cache", "guidance"]),
+        (
+            "sample(model, \"a red circle\", OPTS)",
+            &["latents", "steps", "guidance", "seed", "negative", "eta", "frames", "size", "fps", "width"],
+        ),
+    ];
+    let mut d = Draw(2024);
+    let (mut ok, mut refused) = (0, 0);
+    for round in 0..70 {
+        for (call, keys) in calls {
+            let mut opts = options(&mut d, keys);
+            // Keep successful calls short: tuning and sampling take at most a few steps.
+            if !opts.contains("steps:") && (call.starts_with("tune") || call.starts_with("sample")) {
+                opts = opts.replacen("#{", "#{steps: 1, ", 1).replace(", }", "}");
+            }
+            let code = call.replace("CLIP", &tmp.path().join("clip.gif").display().to_string()).replace("OPTS", &opts);
+            match s.eval(&code) {
+                Ok(_) => ok += 1,
+                Err(e) => {
+                    let text = e.to_string();
+                    assert!(!text.contains("internal error"), "round {round}: {code}\n{text}");
+                    refused += 1;
+                }
+            }
+            assert!(s.eval("clip.len()").is_ok(), "round {round}: the session lost its state after {code}");
+        }
+    }
+    println!("{ok} succeeded, {refused} refused");
+    assert!(ok > 20 && refused > 100, "{ok} calls succeeded and {refused} were refused: the maps are too tame");
+}
