@@ -409,8 +409,8 @@ fn entries(dir: &std::path::Path) -> Vec<String> {
     v
 }
 
-/// A long save: 400 frames of 96² as PNGs.
-const LONG_SAVE: &str = "save_video(synthetic_clip(#{frames: 400, size: 96, seed: 1}).video, \"frames\");";
+/// A long save: 1500 frames of 128² as PNGs (seconds of encoding).
+const LONG_SAVE: &str = "save_video(synthetic_clip(#{frames: 1500, size: 128, seed: 1}).video, \"frames\");";
 
 #[test]
 fn a_save_killed_half_way_leaves_the_old_folder_and_its_leftovers_go_next_time() {
@@ -425,7 +425,7 @@ fn a_save_killed_half_way_leaves_the_old_folder_and_its_leftovers_go_next_time()
     std::fs::write(dir.path().join("long.rhai"), LONG_SAVE).unwrap();
     let mut child = vidtune(dir.path()).args(["run", "long.rhai"]).spawn().unwrap();
     wait_for_entry(dir.path(), ".frames.tmp-", &mut child);
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    std::thread::sleep(std::time::Duration::from_millis(50));
     signal(&child, libc::SIGKILL);
     let _ = child.wait();
     // The folder is the old one, whole; the dead process's temporary folder is beside it.

@@ -50,6 +50,20 @@ impl Watch {
         panic!("no line with {needle:?}; output so far:\n{}", self.seen.join("\n"));
     }
 
+    /// Waits for lines containing each of `needles`, in any order (standard output and standard error
+    /// arrive through separate pipes, so their relative order is not kept).
+    fn expect_all(&mut self, needles: &[&str]) {
+        let mut missing: Vec<&str> = needles.to_vec();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !missing.is_empty() && Instant::now() < deadline {
+            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(100)) {
+                self.seen.push(line.clone());
+                missing.retain(|n| !line.contains(n));
+            }
+        }
+        assert!(missing.is_empty(), "no line with {missing:?}; output so far:\n{}", self.seen.join("\n"));
+    }
+
     /// Lines that arrive within `wait`.
     fn quiet_for(&mut self, wait: Duration) -> Vec<String> {
         let deadline = Instant::now() + wait;
@@ -94,9 +108,7 @@ fn reruns_on_saves_and_survives_failures() {
 
     // A failing run prints the error with its position and keeps watching.
     std::fs::write(&script, "let x = ;").unwrap();
-    w.expect("w.rhai:1:9: syntax error");
-    w.expect("failed after");
-    w.expect("watching");
+    w.expect_all(&["w.rhai:1:9: syntax error", "failed after", "watching"]);
     std::fs::write(&script, "print(\"run D\");").unwrap();
     w.expect("run D");
 }

@@ -2,6 +2,23 @@
 //! its options and a Rhai example. `:help`, tab completion and the notebook helpers read this table; a test
 //! checks that it and the engine's registered functions agree.
 
+/// One key of a script function's options map: its name, what it takes, and what it does.
+#[derive(Debug, Clone, Copy)]
+pub struct OptDoc {
+    pub name: &'static str,
+    /// What it takes, with the default (`integer (default 500)`, `"resize" | "crop" | "pad"`).
+    pub takes: &'static str,
+    pub doc: &'static str,
+}
+
+/// A function without an options map.
+pub const NO_OPTIONS: &[OptDoc] = &[];
+
+/// The names of an options table.
+pub fn option_names(options: &[OptDoc]) -> Vec<&'static str> {
+    options.iter().map(|o| o.name).collect()
+}
+
 /// Documentation of one script function or method.
 #[derive(Debug, Clone, Copy)]
 pub struct FnDoc {
@@ -11,8 +28,10 @@ pub struct FnDoc {
     pub signatures: &'static [&'static str],
     /// What it does, in a sentence or two.
     pub summary: &'static str,
-    /// Options and notes, one per line (may be empty).
+    /// Notes, one per line (may be empty).
     pub details: &'static str,
+    /// The keys of its options map, declared once: the map's checks, `:help` and completion read them.
+    pub options: &'static [OptDoc],
     /// A runnable Rhai example.
     pub example: &'static str,
 }
@@ -40,6 +59,17 @@ impl FnDoc {
             out.push_str("  ");
             out.push_str(line.trim());
             out.push('\n');
+        }
+        if !self.options.is_empty() {
+            out.push_str("\n  options:\n");
+            let width = self.options.iter().map(|o| o.name.len()).max().unwrap_or(0);
+            for o in self.options {
+                out.push_str(&format!("    {:<width$}  {}", o.name, o.takes));
+                if !o.doc.is_empty() {
+                    out.push_str(&format!(": {}", o.doc));
+                }
+                out.push('\n');
+            }
         }
         if !self.details.trim().is_empty() {
             out.push('\n');

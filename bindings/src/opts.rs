@@ -54,6 +54,11 @@ impl<'a> Opts<'a> {
         Ok(Opts { func, map })
     }
 
+    /// Checks that every key of `map` is declared in `options` (the function's documented table).
+    pub fn declared(func: &'a str, map: Map, options: &[crate::help::OptDoc]) -> RhaiResult<Self> {
+        Opts::new(func, map, &crate::help::option_names(options))
+    }
+
     /// The function these options belong to.
     pub fn func(&self) -> &str {
         self.func

@@ -92,6 +92,31 @@ pub fn gather_first_frame(kv: &Tensor, frames: i64) -> Tensor {
     v.narrow(1, 0, 1).expand([-1, frames, -1, -1], false).reshape(kv.size().as_slice())
 }
 
+/// The additive score bias of mask-aware first-frame attention: for frame `i`'s query token `q` and the
+/// first frame's key token `k`, `−strength · |m[i, q] − m[0, k]|`, where `m` `[B·F, L]` is each token's
+/// share inside the subject. Returns `[B·F, 1, L, L]` (broadcast over heads).
+pub fn first_frame_mask_bias(m: &Tensor, frames: i64, strength: f64) -> Tensor {
+    let s = m.size();
+    let (bf, l) = (s[0], s[1]);
+    let first = m.view([bf / frames, frames, l]).narrow(1, 0, 1).expand([-1, frames, -1], false).reshape([bf, l]);
+    let diff = (m.unsqueeze(2) - first.unsqueeze(1)).abs();
+    (diff * -strength).unsqueeze(1)
+}
+
+/// DenseDiffusion's modulation of cross-attention scores, the mask cross-attention of dynamic mask
+/// guidance. `scores` `[N, heads, Lq, Lk]` (pre-softmax), `region` `[N, Lq]` each query token's share
+/// inside the subject's masks, `tokens` `[N, Lk]` 1 at the subject's text tokens, `weight` the strength.
+/// For subject tokens: inside the region the score moves towards its row's maximum, outside towards its
+/// row's minimum, `s + w·(m·(max − s) − (1 − m)·(s − min))`; other tokens keep their scores.
+pub fn modulate_scores(scores: &Tensor, region: &Tensor, tokens: &Tensor, weight: f64) -> Tensor {
+    let (max, _) = scores.max_dim(-1, true);
+    let (min, _) = scores.min_dim(-1, true);
+    let m = region.unsqueeze(1).unsqueeze(-1).to_kind(scores.kind());
+    let sel = tokens.unsqueeze(1).unsqueeze(1).to_kind(scores.kind());
+    let delta = (&m * (&max - scores) - (m.ones_like() - &m) * (scores - &min)) * weight;
+    scores + sel * delta
+}
+
 /// Keys / values of every frame of the clip, for every frame. `[B·F, L, C]` → `[B·F, F·L, C]`.
 pub fn gather_all_frames(kv: &Tensor, frames: i64) -> Tensor {
     let v = frames_view(kv, frames);

@@ -9,7 +9,6 @@ use vidtune_runtime::models::clip::ClipModel;
 use vidtune_runtime::score::{score, ScoreOptions};
 use vidtune_runtime::toy::probe::{check_edit, edit_clip, EditSettings};
 use vidtune_runtime::toy::world::held_out_clip;
-use vidtune_runtime::video::processors::ModuleSpec;
 use vidtune_runtime::video::VideoSpec;
 use vidtune_runtime::{load_sd, SdLoadOptions};
 
@@ -38,11 +37,8 @@ fn main() -> vidtune_runtime::Result<()> {
     for (shape, color, motion, bg, to) in CASES {
         let clip = held_out_clip(shape, color, motion, bg)?;
         let edit = clip.caption.replacen(color, to, 1);
-        for (name, spatial, temporal) in [
-            ("tav", "sparse_causal", Some(vidtune_runtime::models::temporal::TemporalKind::Temporal)),
-            ("self", "self", None),
-        ] {
-            let spec = VideoSpec { spatial: ModuleSpec::parse(spatial)?, temporal, layers: vec![] };
+        for (name, spatial, temporal) in [("tav", "sparse_causal", "temporal"), ("self", "self", "none")] {
+            let spec = VideoSpec::with(spatial, temporal)?;
             let t = std::time::Instant::now();
             let out = edit_clip(sd.clone(), &clip.video, &clip.caption, &edit, &spec, &settings)?;
             let secs = t.elapsed().as_secs_f64();

@@ -6,15 +6,15 @@
 use tch::nn::VarStore;
 use vidtune_runtime::config::UNet2DConditionConfig;
 use vidtune_runtime::models::nn::{Builder, InitMode};
-use vidtune_runtime::models::temporal::TemporalKind;
 use vidtune_runtime::models::UNet2DConditionModel;
 use vidtune_runtime::pipelines::tune::{matches, TAV_TRAIN};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let config: UNet2DConditionConfig = serde_json::from_str(include_str!("../configs/sd-v1-4/unet/config.json"))?;
-    for kind in [TemporalKind::Temporal, TemporalKind::Stam] {
+    for kind in ["temporal", "stam"] {
         let vs = VarStore::new(tch::Device::Cpu);
-        let _unet = UNet2DConditionModel::new(&Builder::new(vs.root(), InitMode::Empty), &config, Some(kind.clone()))?;
+        let stages = vidtune_runtime::video::stages_named(Some(kind))?;
+        let _unet = UNet2DConditionModel::new(&Builder::new(vs.root(), InitMode::Empty), &config, stages)?;
         let vars = vs.variables();
         let count = |f: &dyn Fn(&str) -> bool| vars.iter().filter(|(n, _)| f(n)).map(|(_, t)| t.numel()).sum::<usize>();
         let total = count(&|_| true);
@@ -23,7 +23,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!(
             "{}: UNet {:.1} M parameters ({:.1} M new temporal); tuned file {:.1} M parameters = {:.0} MB fp32, {:.0} MB fp16 \
              (the whole pipeline Tune-A-Video saves: ~{:.1} GB fp32)",
-            kind.name(),
+            kind,
             total as f64 / 1e6,
             new as f64 / 1e6,
             saved as f64 / 1e6,

@@ -146,6 +146,17 @@ impl Masks {
         Ok(vidtune_kernels::metrics::mask_iou(&self.data, &other.data)?)
     }
 
+    /// Masks `a..a + n` (frames), remembering the matching frames of the clip.
+    pub fn slice_frames(&self, a: i64, n: i64) -> Result<Masks> {
+        let len = self.len() as i64;
+        if a < 0 || n < 1 || a + n > len {
+            return Err(Error::Invalid(format!("frames {a}..{} are not inside the masks' {len} frames", a + n)));
+        }
+        let mut m = Masks::new(self.data.narrow(0, a, n))?;
+        m.source = self.source.as_ref().and_then(|v| v.slice(a, a + n).ok());
+        Ok(m)
+    }
+
     /// Resized to `width × height`, area-averaged when shrinking (latent-resolution masks for the models).
     pub fn resize(&self, width: i64, height: i64) -> Result<Masks> {
         if width <= 0 || height <= 0 {

@@ -6,7 +6,6 @@ use crate::config::{read_config, AutoencoderKLConfig, ClipTextConfig, SchedulerC
 use crate::device::{default_dtype, device_name, dtype_name, parse_device, parse_dtype};
 use crate::error::{Error, Result};
 use crate::models::nn::{Builder, InitMode};
-use crate::models::temporal::TemporalKind;
 use crate::models::{AutoencoderKL, ClipTextTransformer, ClipTokenizer, UNet2DConditionModel};
 use crate::weights::identity::Identity;
 use crate::weights::{self, apply_weights, hub, single_file, LoadReport, TensorMap};
@@ -294,9 +293,10 @@ fn assemble(
     vae_dtype: Kind,
 ) -> Result<StableDiffusion> {
     let [unet_t, vae_t, text_t] = tensors;
-    let temporal = configs.unet.is_3d().then_some(TemporalKind::Temporal);
+    // Tune-A-Video's 3-D folders carry temporal layers.
+    let stages = crate::video::stages_named(configs.unet.is_3d().then_some("temporal"))?;
     let (unet, mut unet_vars) =
-        build(device, InitMode::Empty, |b| UNet2DConditionModel::new(b, &configs.unet, temporal))?;
+        build(device, InitMode::Empty, |b| UNet2DConditionModel::new(b, &configs.unet, stages))?;
     let unet_report = apply_weights(&mut unet_vars, unet_t, "unet", dtype, &|_| false, source)?;
     let (vae, mut vae_vars) = build(device, InitMode::Empty, |b| AutoencoderKL::new(b, &configs.vae))?;
     let vae_report = apply_weights(&mut vae_vars, vae_t, "vae", vae_dtype, &|_| false, source)?;

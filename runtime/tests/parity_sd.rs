@@ -5,9 +5,12 @@ use std::path::PathBuf;
 use tch::{Kind, Tensor};
 use vidtune_kernels_tests::{assert_close_rel, fixtures_dir, load_fixture};
 use vidtune_runtime::models::AttnContext;
+use vidtune_runtime::pipelines::denoise::{denoise as denoise_loop, DenoiseSpec, NoHooks, Walk};
 use vidtune_runtime::pipelines::t2i::{decode_latents, denoise, t2i, T2iOptions};
+use vidtune_runtime::pipelines::Loop;
 use vidtune_runtime::rng::Noise;
 use vidtune_runtime::sd::{load_sd, SdLoadOptions, StableDiffusion};
+use vidtune_runtime::video::Conditioning;
 
 const CONFIGS: [&str; 2] = ["tiny-conv", "tiny-linear"];
 const TOL: f64 = 1e-4;
@@ -98,18 +101,24 @@ fn ddim_loop_and_inversion_match_diffusers() {
         let image = decode_latents(&sd, &latents).unwrap();
         assert_close_rel(&image, &f["image"].clamp(-1.0, 1.0), TOL, &format!("{config}: 10-step DDIM image"));
 
-        // DDIM inversion (Tune-A-Video): null prompt, no guidance, timesteps upwards.
-        let mut ddim = sd.scheduler.ddim().unwrap();
-        ddim.set_timesteps(10).unwrap();
-        let ctx = AttnContext::default();
-        let mut x = f["latents0"].shallow_clone();
-        let mut steps = vec![];
-        for &t in ddim.timesteps().iter().rev() {
-            let eps = tch::no_grad(|| sd.unet.model.forward(&x, &Tensor::from(t), &uncond, &ctx)).unwrap();
-            x = ddim.inversion_step(&eps, t, &x).unwrap();
-            steps.push(x.shallow_clone());
-        }
+        // DDIM inversion (Tune-A-Video): null prompt, no guidance, timesteps upwards — the shared loop,
+        // walking up and recording the trajectory.
+        let spec = DenoiseSpec {
+            label: "invert".into(),
+            steps: 10,
+            walk: Walk::Up,
+            guidance: 1.0,
+            uncond: None,
+            eta: 0.0,
+            record: true,
+            counter: Loop::Invert,
+        };
+        let up =
+            denoise_loop(&sd, f["latents0"].shallow_clone(), &Conditioning::text(&uncond), &spec, None, &mut NoHooks)
+                .unwrap();
+        let steps: Vec<Tensor> = up.trajectory[1..].iter().map(Tensor::shallow_clone).collect();
         assert_close_rel(&Tensor::stack(&steps, 0), &f["inverted"], TOL, &format!("{config}: DDIM inversion"));
+        let x = up.latents;
         let back =
             denoise(&sd, x, &uncond, None, &T2iOptions { steps: 10, guidance: 1.0, ..Default::default() }, &mut noise)
                 .unwrap();

@@ -6,12 +6,10 @@
 use std::rc::Rc;
 use vidtune_runtime::media::synthetic::{Motion, Shape, SyntheticClip};
 use vidtune_runtime::models::clip::ClipModel;
-use vidtune_runtime::models::temporal::TemporalKind;
 use vidtune_runtime::score::{score, ScoreOptions};
 use vidtune_runtime::toy::probe::{check_edit, edit_clip, EditSettings};
 use vidtune_runtime::toy::world::held_out_clip;
 use vidtune_runtime::toy::{self, Recipe};
-use vidtune_runtime::video::processors::ModuleSpec;
 use vidtune_runtime::video::VideoSpec;
 use vidtune_runtime::{load_sd, SdLoadOptions, StableDiffusion};
 
@@ -36,15 +34,11 @@ fn held_out(shape: Shape, color: &str, motion: Motion, bg: &str) -> SyntheticCli
 }
 
 fn tav() -> VideoSpec {
-    VideoSpec {
-        spatial: ModuleSpec::parse("sparse_causal").unwrap(),
-        temporal: Some(TemporalKind::Temporal),
-        layers: vec![],
-    }
+    VideoSpec::with("sparse_causal", "temporal").unwrap()
 }
 
 fn per_frame() -> VideoSpec {
-    VideoSpec { spatial: ModuleSpec::parse("self").unwrap(), temporal: None, layers: vec![] }
+    VideoSpec::with("self", "none").unwrap()
 }
 
 #[test]

@@ -8,7 +8,6 @@ use vidtune_kernels_tests::{assert_close_rel, fixtures_dir, load_fixture};
 use vidtune_runtime::media::synthetic::{synthetic_clip, Shape, SyntheticSpec};
 use vidtune_runtime::models::attention_processor::{Attention, AttnContext, AttnProcessor};
 use vidtune_runtime::models::nn::{Builder, InitMode};
-use vidtune_runtime::models::temporal::TemporalKind;
 use vidtune_runtime::pipelines::cached::{invert_cached, set_disk_cache, tune_cached};
 use vidtune_runtime::pipelines::invert::{invert, InvertOptions};
 use vidtune_runtime::pipelines::sample::{sample, SampleOptions};
@@ -17,7 +16,7 @@ use vidtune_runtime::pipelines::tune::{tune, TuneOptions};
 use vidtune_runtime::sd::{load_sd, SdLoadOptions, StableDiffusion};
 use vidtune_runtime::video::processors::{self, ModuleSpec};
 use vidtune_runtime::video::tuned::{load_tuned, save_tuned};
-use vidtune_runtime::video::{inflate, VideoModel, VideoSpec};
+use vidtune_runtime::video::{inflate, Conditioning, VideoModel, VideoSpec};
 use vidtune_runtime::Video;
 
 fn cpu() -> SdLoadOptions {
@@ -28,8 +27,8 @@ fn fixture_model() -> Rc<StableDiffusion> {
     Rc::new(load_sd(fixtures_dir().join("tiny-conv/pipeline").to_str().unwrap(), &cpu()).unwrap())
 }
 
-fn spec(spatial: &str, temporal: Option<TemporalKind>) -> VideoSpec {
-    VideoSpec { spatial: ModuleSpec::parse(spatial).unwrap(), temporal, layers: vec![] }
+fn spec(spatial: &str, temporal: Option<&str>) -> VideoSpec {
+    VideoSpec::with(spatial, temporal.unwrap_or("none")).unwrap()
 }
 
 #[test]
@@ -39,7 +38,10 @@ fn one_frame_inflated_unet_equals_the_image_unet() {
     let f = load_fixture("tiny-conv/unet.safetensors");
     // The fixture's 2 samples as 2 one-frame clips.
     let latents = f["sample"].unsqueeze(2);
-    let out = tch::no_grad(|| video.forward(&latents, &f["timesteps"], &f["encoder_hidden_states"], false)).unwrap();
+    let out = tch::no_grad(|| {
+        video.forward(&latents, &f["timesteps"], &Conditioning::text(&f["encoder_hidden_states"]), false)
+    })
+    .unwrap();
     assert_close_rel(&out.squeeze_dim(2), &f["out"], 1e-4, "F = 1 inflated UNet");
     // Inflating shares the base's storage: nothing was copied.
     let base_vars = video.base.unet.vars.variables();
@@ -62,7 +64,7 @@ fn frame_mixing_modules_reduce_to_self_attention_on_identical_frames() {
     let t = Tensor::from(400i64);
     let run = |m: &str| {
         let v = inflate(base.clone(), &spec(m, None), 0).unwrap();
-        tch::no_grad(|| v.forward(&clip, &t, &ctx, false)).unwrap()
+        tch::no_grad(|| v.forward(&clip, &t, &Conditioning::text(&ctx), false)).unwrap()
     };
     let reference = run("self");
     for m in ["sparse_causal", "first_frame", "full", "ffam:2"] {
@@ -72,7 +74,7 @@ fn frame_mixing_modules_reduce_to_self_attention_on_identical_frames() {
     let moving = Tensor::randn([1, 4, 3, 8, 8], (Kind::Float, tch::Device::Cpu));
     let run2 = |m: &str| {
         let v = inflate(base.clone(), &spec(m, None), 0).unwrap();
-        tch::no_grad(|| v.forward(&moving, &t, &ctx, false)).unwrap()
+        tch::no_grad(|| v.forward(&moving, &t, &Conditioning::text(&ctx), false)).unwrap()
     };
     assert_close_rel(&run2("ffam:1"), &run2("full"), 1e-5, "ffam r=1 vs full");
     let d = (run2("sparse_causal") - run2("self")).abs().max().double_value(&[]);
@@ -177,7 +179,10 @@ fn tune_a_video_folder_equals_an_independent_python_implementation() {
     let sd = Rc::new(load_sd(fixtures_dir().join("tiny-conv/tav_pipeline").to_str().unwrap(), &cpu()).unwrap());
     let model = VideoModel::from_video_base(sd).unwrap();
     assert!(model.modules().iter().any(|(n, m)| n.ends_with("attn1") && m == "sparse_causal"));
-    let out = tch::no_grad(|| model.forward(&f["sample"], &f["timestep"], &f["encoder_hidden_states"], false)).unwrap();
+    let out = tch::no_grad(|| {
+        model.forward(&f["sample"], &f["timestep"], &Conditioning::text(&f["encoder_hidden_states"]), false)
+    })
+    .unwrap();
     assert_close_rel(&out, &f["out"], 1e-4, "Tune-A-Video inflated UNet");
     let image_model = fixture_model();
     let e = VideoModel::from_video_base(image_model).unwrap_err().to_string();
@@ -200,7 +205,7 @@ fn inversion_then_sampling_reconstructs_the_clip_latents() {
     let base = fixture_model();
     let model = inflate(base.clone(), &VideoSpec::default(), 0).unwrap();
     let clip = tiny_clip(4, 1);
-    let inv = invert(&model, &clip, &InvertOptions { steps: 50, prompt: String::new() }).unwrap();
+    let inv = invert(&model, &clip, &InvertOptions::steps(50)).unwrap();
     assert_eq!(inv.latents.size(), vec![1, 4, 4, 16, 16]);
     // Sample back with the null prompt and no guidance; compare in latent space.
     let mut ddim = base.scheduler.ddim().unwrap();
@@ -208,7 +213,7 @@ fn inversion_then_sampling_reconstructs_the_clip_latents() {
     let mut x = inv.latents.shallow_clone();
     let emb = base.encode_prompt("").unwrap();
     for &t in ddim.timesteps() {
-        let eps = tch::no_grad(|| model.forward(&x, &Tensor::from(t), &emb, false)).unwrap();
+        let eps = tch::no_grad(|| model.forward(&x, &Tensor::from(t), &Conditioning::text(&emb), false)).unwrap();
         x = ddim.step(&eps, t, &x, 0.0, None, false).unwrap().prev_sample;
     }
     let dist = vidtune_runtime::pipelines::encode_video(&base, &clip).unwrap();
@@ -259,8 +264,8 @@ fn tuning_lowers_the_loss_and_keeps_frozen_tensors() {
     let x = Tensor::randn([1, 4, 4, 4, 4], (Kind::Float, tch::Device::Cpu));
     let emb = base.encode_prompt("a circle").unwrap();
     let t = Tensor::from(500i64);
-    let a = tch::no_grad(|| tuned.forward(&x, &t, &emb, false)).unwrap();
-    let b = tch::no_grad(|| back.forward(&x, &t, &emb, false)).unwrap();
+    let a = tch::no_grad(|| tuned.forward(&x, &t, &Conditioning::text(&emb), false)).unwrap();
+    let b = tch::no_grad(|| back.forward(&x, &t, &Conditioning::text(&emb), false)).unwrap();
     assert!(a.equal(&b), "reloaded tuned model differs");
     let total_bytes: i64 = base.unet.vars.variables().values().map(|v| v.numel() as i64 * 4).sum();
     assert!((bytes as i64) < total_bytes / 2, "tuned file {bytes} B vs UNet {total_bytes} B");
@@ -275,7 +280,7 @@ fn tuning_lowers_the_loss_and_keeps_frozen_tensors() {
 #[test]
 fn stam_and_ffam_tune_and_reload() {
     let base = random_tiny();
-    let model = inflate(base.clone(), &spec("ffam:2", Some(TemporalKind::Stam)), 0).unwrap();
+    let model = inflate(base.clone(), &spec("ffam:2", Some("stam")), 0).unwrap();
     assert!(model.new_parameters().iter().all(|n| n.contains("attn_temp")), "STAM adds no norm_temp");
     let clip = tiny_clip(3, 4);
     let tuned = tune(&model, &clip, "a circle", &TuneOptions { steps: 3, lr: 1e-3, ..Default::default() }).unwrap();
@@ -287,8 +292,8 @@ fn stam_and_ffam_tune_and_reload() {
     let x = Tensor::randn([1, 4, 3, 4, 4], (Kind::Float, tch::Device::Cpu));
     let emb = base.encode_prompt("a circle").unwrap();
     let t = Tensor::from(100i64);
-    let a = tch::no_grad(|| tuned.forward(&x, &t, &emb, false)).unwrap();
-    let b = tch::no_grad(|| back.forward(&x, &t, &emb, false)).unwrap();
+    let a = tch::no_grad(|| tuned.forward(&x, &t, &Conditioning::text(&emb), false)).unwrap();
+    let b = tch::no_grad(|| back.forward(&x, &t, &Conditioning::text(&emb), false)).unwrap();
     assert!(a.equal(&b), "STAM state did not round-trip");
 }
 
@@ -335,7 +340,8 @@ fn bad_video_inputs_are_named() {
     let e = ModuleSpec::parse("causal").unwrap_err().to_string();
     assert!(e.contains("unknown spatial attention module \"causal\"") && e.contains("\"sparse_causal\""), "{e}");
     assert!(ModuleSpec::parse("ffam:0").unwrap_err().to_string().contains("positive integer"));
-    assert!(TemporalKind::parse("lstm").unwrap_err().to_string().contains("\"stam\""));
+    let e = VideoSpec::with("self", "lstm").unwrap_err().to_string();
+    assert!(e.contains("unknown temporal module \"lstm\"") && e.contains("\"stam\""), "{e}");
     let model = inflate(base.clone(), &VideoSpec::default(), 0).unwrap();
     let e = tune(
         &model,

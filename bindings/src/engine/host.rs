@@ -2,7 +2,7 @@
 
 use super::Host;
 use crate::guard::Registrar;
-use crate::help::{self, FnDoc};
+use crate::help::{self, FnDoc, NO_OPTIONS};
 use crate::opts::{rt, script_error, RhaiResult};
 use rhai::Dynamic;
 use std::rc::Rc;
@@ -81,6 +81,7 @@ pub const DOCS: &[FnDoc] = &[
         summary: "Shows a video (as a contact sheet), an image or masks: inline on a terminal (Kitty, iTerm, sixel \
                   or coloured half-blocks), else as a PNG under ./previews whose path is printed.",
         details: "VIDTUNE_PREVIEW=auto|inline|file|off chooses; VIDTUNE_PREVIEW_DIR sets the folder.",
+        options: NO_OPTIONS,
         example: r#"let c = synthetic_clip(#{frames: 8, size: 96});
 preview(c.video);
 preview(c.masks.overlay(c.video));"#,
@@ -91,6 +92,7 @@ preview(c.masks.overlay(c.video));"#,
         summary: "A script parameter: the value given with `vidtune run FILE --set name=value`, converted to the \
                   default's type, else the default.",
         details: "",
+        options: NO_OPTIONS,
         example: r#"let steps = param("steps", 500);
 let prompt = param("prompt", "a red circle");"#,
     },
@@ -99,6 +101,7 @@ let prompt = param("prompt", "a red circle");"#,
         signatures: &["help(name: string) -> string"],
         summary: "The documentation of a function or type, as `:help name` prints it.",
         details: "",
+        options: NO_OPTIONS,
         example: r#"print(help("load_video"));"#,
     },
 ];

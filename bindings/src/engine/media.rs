@@ -3,7 +3,7 @@
 
 use super::Host;
 use crate::guard::Registrar;
-use crate::help::FnDoc;
+use crate::help::{FnDoc, OptDoc, NO_OPTIONS};
 use crate::opts::{rt, script_error, Opts, RhaiResult};
 use rhai::{Dynamic, Map};
 use std::path::Path;
@@ -12,9 +12,61 @@ use vidtune_runtime::media::synthetic::{self, Motion, Shape, SyntheticSpec, Text
 use vidtune_runtime::media::SaveOptions;
 use vidtune_runtime::{Fit, Image, LoadOptions, Video};
 
-const LOAD_OPTIONS: &[&str] = &["frames", "start", "every", "size", "fit"];
-const SYNTHETIC_OPTIONS: &[&str] =
-    &["kind", "frames", "size", "seed", "color", "background", "background_color", "motion", "occluder", "fps"];
+/// `load_video`'s (and `load_masks`') options.
+pub const LOAD_VIDEO_OPTIONS: &[OptDoc] = &[
+    OptDoc { name: "frames", takes: "integer", doc: "frames to keep (default: all that remain)" },
+    OptDoc { name: "start", takes: "integer (default 0)", doc: "first source frame, 0-based" },
+    OptDoc { name: "every", takes: "integer (default 1)", doc: "keep one source frame in `every`" },
+    OptDoc { name: "size", takes: "integer | [w, h]", doc: "output size; models need multiples of 8" },
+    OptDoc {
+        name: "fit",
+        takes: "\"resize\" (default) | \"crop\" | \"pad\"",
+        doc: "how frames reach `size` (resize as Tune-A-Video)",
+    },
+];
+
+/// `save_video`'s options.
+pub const SAVE_VIDEO_OPTIONS: &[OptDoc] = &[
+    OptDoc {
+        name: "sidecar",
+        takes: "map",
+        doc: "scores, prompt, settings written as JSON beside the video: out/edit.mp4 → out/edit.json",
+    },
+    OptDoc {
+        name: "overwrite",
+        takes: "true | false (default)",
+        doc:
+            "true: write a folder of frames into a folder that holds files vidtune did not write (they are kept), and \
+              replace such a sidecar; without it those are refused (vidtune never deletes a file it did not write). A \
+              folder vidtune wrote itself is always replaced whole",
+    },
+];
+
+/// `synthetic_clip`'s options.
+pub const SYNTHETIC_OPTIONS: &[OptDoc] = &[
+    OptDoc {
+        name: "kind",
+        takes: "\"random\" (default) | \"counter\" | \"circle\" | \"square\" | \"triangle\" | \"diamond\"",
+        doc: "counter draws the frame index as binary blocks",
+    },
+    OptDoc { name: "frames", takes: "integer (default 8)", doc: "" },
+    OptDoc { name: "size", takes: "integer | [w, h] (default 64)", doc: "" },
+    OptDoc { name: "seed", takes: "integer (default 0)", doc: "" },
+    OptDoc {
+        name: "color",
+        takes: "\"red\" | \"green\" | \"blue\" | \"yellow\" | \"purple\" | \"orange\" | \"white\" | \"pink\"",
+        doc: "the subject's",
+    },
+    OptDoc { name: "background_color", takes: "a colour, as color", doc: "" },
+    OptDoc { name: "background", takes: "\"plain\" | \"stripes\" | \"gradient\" | \"noise\"", doc: "" },
+    OptDoc { name: "motion", takes: "\"right\" | \"left\" | \"bounce\" | \"circle\" | \"grow\"", doc: "" },
+    OptDoc {
+        name: "occluder",
+        takes: "true | false (default)",
+        doc: "a grey bar passes in front (the masks keep the visible part)",
+    },
+    OptDoc { name: "fps", takes: "number (default 8)", doc: "" },
+];
 
 pub(crate) fn load_options(opts: &Opts) -> RhaiResult<LoadOptions> {
     let fit = match opts.string("fit")? {
@@ -172,13 +224,13 @@ pub fn register(engine: &mut Registrar, host: &Rc<Host>) {
     engine.register_fn("load_video", move |path: &str| load_video(&h, path, Opts::empty("load_video")));
     let h = host.clone();
     engine.register_fn("load_video", move |path: &str, opts: Map| {
-        load_video(&h, path, Opts::new("load_video", opts, LOAD_OPTIONS)?)
+        load_video(&h, path, Opts::declared("load_video", opts, LOAD_VIDEO_OPTIONS)?)
     });
     let h = host.clone();
     engine.register_fn("save_video", move |v: Video, path: &str| save_video(&h, &v, path));
     let h = host.clone();
     engine.register_fn("save_video", move |v: Video, path: &str, opts: Map| {
-        save_video_with(&h, &v, path, Opts::new("save_video", opts, &["sidecar", "overwrite"])?)
+        save_video_with(&h, &v, path, Opts::declared("save_video", opts, SAVE_VIDEO_OPTIONS)?)
     });
     let h = host.clone();
     engine.register_fn("save", move |v: &mut Video, path: &str| save_video(&h, v, path));
@@ -199,7 +251,9 @@ pub fn register(engine: &mut Registrar, host: &Rc<Host>) {
     engine.register_fn("save", move |img: &mut Image, path: &str| save_image(img, path));
 
     engine.register_fn("synthetic_clip", || synthetic(Opts::empty("synthetic_clip")));
-    engine.register_fn("synthetic_clip", |opts: Map| synthetic(Opts::new("synthetic_clip", opts, SYNTHETIC_OPTIONS)?));
+    engine.register_fn("synthetic_clip", |opts: Map| {
+        synthetic(Opts::declared("synthetic_clip", opts, SYNTHETIC_OPTIONS)?)
+    });
 
     // Video
     engine.register_fn("len", |v: &mut Video| v.len() as i64);
@@ -235,12 +289,8 @@ pub const DOCS: &[FnDoc] = &[
         summary: "Loads a clip: mp4 / mov / webm / mkv (FFmpeg), an animated GIF, or a directory of png / jpg frames \
                   (natural order). Frames are sampled exactly: source frame start, start + every, … The frame \
                   rate becomes the source's divided by `every`, so the clip keeps its real-time speed.",
-        details: "options:
-  frames  integer              frames to keep (default: all that remain)
-  start   integer              first source frame, 0-based (default 0)
-  every   integer              keep one source frame in `every` (default 1)
-  size    integer | [w, h]     output size; models need multiples of 8
-  fit     \"resize\" | \"crop\" | \"pad\"   how frames reach `size` (default \"resize\", as Tune-A-Video)",
+        details: "",
+        options: LOAD_VIDEO_OPTIONS,
         example: r#"let clip = load_video("car-turn.mp4", #{frames: 8, every: 2, size: 512});
 print(clip);   // Video(8 frames, 512x512, 5 fps)"#,
     },
@@ -253,11 +303,8 @@ print(clip);   // Video(8 frames, 512x512, 5 fps)"#,
         ],
         summary: "Saves a clip by extension: .mp4 (H.264, else MPEG-4), .mov, .mkv, .webm, .gif, or a path without \
                   extension as a directory of numbered PNGs. Written atomically; returns the path.",
-        details: "options:
-  sidecar    a map (scores, prompt, settings) written as JSON beside the video: out/edit.mp4 → out/edit.json
-  overwrite  true: write a folder of frames into a folder that holds files vidtune did not write (they are
-             kept), and replace such a sidecar. Without it those are refused: vidtune never deletes a file it
-             did not write. A folder vidtune wrote itself is always replaced whole.",
+        details: "",
+        options: SAVE_VIDEO_OPTIONS,
         example: r#"let c = synthetic_clip(#{frames: 8, size: 64});
 save_video(c.video, "out/clip.mp4");
 c.video.save("out/clip.gif");"#,
@@ -267,6 +314,7 @@ c.video.save("out/clip.gif");"#,
         signatures: &["load_image(path: string) -> Image"],
         summary: "Loads a PNG, JPEG or GIF (first frame) as an RGB image.",
         details: "",
+        options: NO_OPTIONS,
         example: r#"let img = load_image("sheet.png");
 print(img.width);"#,
     },
@@ -275,6 +323,7 @@ print(img.width);"#,
         signatures: &["save_image(image: Image, path: string) -> string", "image.save(path: string) -> string"],
         summary: "Saves an image as .png or .jpg, atomically; returns the path.",
         details: "",
+        options: NO_OPTIONS,
         example: r#"let c = synthetic_clip();
 save_image(c.video.grid(4), "sheet.png");"#,
     },
@@ -283,15 +332,8 @@ save_image(c.video.grid(4), "sheet.png");"#,
         signatures: &["synthetic_clip() -> map", "synthetic_clip(options: map) -> map"],
         summary: "Makes a deterministic clip of a coloured shape moving over a textured background. Returns \
                   #{video, masks, caption}: the clip, its exact ground-truth masks and a caption.",
-        details: "options:
-  kind              \"random\" (default), \"counter\" (frame index drawn as binary blocks), or a shape:
-                    \"circle\", \"square\", \"triangle\", \"diamond\"
-  frames            integer (default 8)        size   integer | [w, h] (default 64)
-  seed              integer (default 0)        fps    number (default 8)
-  color, background_color   \"red\", \"green\", \"blue\", \"yellow\", \"purple\", \"orange\", \"white\", \"pink\"
-  background        \"plain\", \"stripes\", \"gradient\", \"noise\"
-  motion            \"right\", \"left\", \"bounce\", \"circle\", \"grow\"
-  occluder          true: a grey bar passes in front (the masks keep the visible part)",
+        details: "",
+        options: SYNTHETIC_OPTIONS,
         example: r#"let c = synthetic_clip(#{kind: "circle", frames: 16, size: 128, motion: "bounce", seed: 1});
 print(c.caption);
 preview(c.video);"#,
@@ -301,6 +343,7 @@ preview(c.video);"#,
         signatures: &["video.len() -> int"],
         summary: "Number of frames.",
         details: "",
+        options: NO_OPTIONS,
         example: r#"let v = synthetic_clip(#{frames: 12}).video;
 print(v.len());   // 12"#,
     },
@@ -309,6 +352,7 @@ print(v.len());   // 12"#,
         signatures: &["video.width -> int", "video.width() -> int"],
         summary: "Frame width in pixels.",
         details: "",
+        options: NO_OPTIONS,
         example: r#"print(synthetic_clip().video.width);"#,
     },
     FnDoc {
@@ -316,6 +360,7 @@ print(v.len());   // 12"#,
         signatures: &["video.height -> int", "video.height() -> int"],
         summary: "Frame height in pixels.",
         details: "",
+        options: NO_OPTIONS,
         example: r#"print(synthetic_clip().video.height);"#,
     },
     FnDoc {
@@ -323,6 +368,7 @@ print(v.len());   // 12"#,
         signatures: &["video.fps -> float", "video.fps() -> float"],
         summary: "Frames per second used when the clip is played or saved.",
         details: "",
+        options: NO_OPTIONS,
         example: r#"print(synthetic_clip(#{fps: 12}).video.fps);"#,
     },
     FnDoc {
@@ -330,6 +376,7 @@ print(v.len());   // 12"#,
         signatures: &["video.frame(i: int) -> Image"],
         summary: "Frame i (0-based) as an image.",
         details: "",
+        options: NO_OPTIONS,
         example: r#"let first = synthetic_clip().video.frame(0);
 first.save("first.png");"#,
     },
@@ -338,6 +385,7 @@ first.save("first.png");"#,
         signatures: &["video.slice(a: int, b: int) -> Video"],
         summary: "Frames a..b (b excluded), at the same frame rate.",
         details: "",
+        options: NO_OPTIONS,
         example: r#"let v = synthetic_clip(#{frames: 16}).video;
 let head = v.slice(0, 8);"#,
     },
@@ -346,6 +394,7 @@ let head = v.slice(0, 8);"#,
         signatures: &["video.grid() -> Image", "video.grid(cols: int) -> Image"],
         summary: "A contact sheet of every frame, in `cols` columns (about square by default).",
         details: "",
+        options: NO_OPTIONS,
         example: r#"let v = synthetic_clip(#{frames: 8}).video;
 v.grid(4).save("sheet.png");"#,
     },
@@ -354,6 +403,7 @@ v.grid(4).save("sheet.png");"#,
         signatures: &["video.resize(size: int | [w, h]) -> Video", "video.resize(size, fit: string) -> Video"],
         summary: "Brings every frame to a size; fit is \"resize\" (stretch, default), \"crop\" or \"pad\".",
         details: "",
+        options: NO_OPTIONS,
         example: r#"let v = synthetic_clip(#{size: [96, 64]}).video;
 let square = v.resize(64, "crop");"#,
     },
@@ -362,6 +412,7 @@ let square = v.resize(64, "crop");"#,
         signatures: &["video.with_fps(fps: float) -> Video"],
         summary: "The same frames at another frame rate.",
         details: "",
+        options: NO_OPTIONS,
         example: r#"let slow = synthetic_clip().video.with_fps(4.0);"#,
     },
     FnDoc {
@@ -369,6 +420,7 @@ let square = v.resize(64, "crop");"#,
         signatures: &["video.save(path: string) -> string"],
         summary: "Saves the clip by extension, as save_video does; returns the path.",
         details: "",
+        options: NO_OPTIONS,
         example: r#"synthetic_clip().video.save("clip.gif");"#,
     },
     FnDoc {
@@ -376,6 +428,7 @@ let square = v.resize(64, "crop");"#,
         signatures: &["image.save(path: string) -> string"],
         summary: "Saves the image as .png or .jpg, as save_image does; returns the path.",
         details: "",
+        options: NO_OPTIONS,
         example: r#"synthetic_clip().video.grid(4).save("sheet.png");"#,
     },
     FnDoc {
@@ -383,6 +436,7 @@ let square = v.resize(64, "crop");"#,
         signatures: &["image.width -> int", "image.width() -> int"],
         summary: "Image width in pixels.",
         details: "",
+        options: NO_OPTIONS,
         example: r#"print(synthetic_clip().video.frame(0).width);"#,
     },
     FnDoc {
@@ -390,6 +444,7 @@ let square = v.resize(64, "crop");"#,
         signatures: &["image.height -> int", "image.height() -> int"],
         summary: "Image height in pixels.",
         details: "",
+        options: NO_OPTIONS,
         example: r#"print(synthetic_clip().video.frame(0).height);"#,
     },
 ];

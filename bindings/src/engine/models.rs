@@ -3,7 +3,7 @@
 
 use super::Host;
 use crate::guard::Registrar;
-use crate::help::FnDoc;
+use crate::help::{FnDoc, OptDoc, NO_OPTIONS};
 use crate::opts::{rt, script_error, Opts, RhaiResult};
 use rhai::{Array, Dynamic, Map};
 use std::cell::RefCell;
@@ -47,8 +47,40 @@ pub fn tensor_summary(t: &Tensor) -> String {
     format!("{head}: min {min:.4}, max {max:.4}, mean {mean:.4}")
 }
 
-const LOAD_OPTIONS: &[&str] = &["device", "dtype", "vae_dtype", "variant", "revision", "config", "tokenizer", "seed"];
-const T2I_OPTIONS: &[&str] = &["steps", "guidance", "seed", "negative", "width", "height", "eta"];
+/// `load_sd`'s options.
+pub const LOAD_SD_OPTIONS: &[OptDoc] = &[
+    OptDoc {
+        name: "device",
+        takes: "\"auto\" (default: first CUDA device, else CPU) | \"cpu\" | \"cuda\" | \"cuda:N\"",
+        doc: "",
+    },
+    OptDoc {
+        name: "dtype",
+        takes: "\"fp32\" | \"fp16\" | \"bf16\"",
+        doc: "default: fp32 on CPU, bf16 or fp16 on CUDA",
+    },
+    OptDoc { name: "vae_dtype", takes: "a dtype", doc: "the VAE's (e.g. \"fp32\" beside a half-precision UNet)" },
+    OptDoc { name: "variant", takes: "\"fp16\"", doc: "read *.fp16.safetensors" },
+    OptDoc { name: "revision", takes: "string (default \"main\")", doc: "branch or commit of a cached repo" },
+    OptDoc {
+        name: "config",
+        takes: "path or repo id",
+        doc: "for single files: a diffusers folder with the matching configs",
+    },
+    OptDoc { name: "tokenizer", takes: "path", doc: "for single files: a tokenizer folder" },
+    OptDoc { name: "seed", takes: "integer (default 0)", doc: "for random:tiny" },
+];
+
+/// `t2i`'s options.
+pub const T2I_OPTIONS: &[OptDoc] = &[
+    OptDoc { name: "steps", takes: "integer (default 50)", doc: "" },
+    OptDoc { name: "guidance", takes: "number (default 7.5)", doc: "1 turns guidance off" },
+    OptDoc { name: "seed", takes: "integer (default: random, printed)", doc: "" },
+    OptDoc { name: "negative", takes: "string (default \"\")", doc: "" },
+    OptDoc { name: "eta", takes: "number (default 0)", doc: "" },
+    OptDoc { name: "width", takes: "integer", doc: "a multiple of 8 (default: the model's size, 512 for SD1.x)" },
+    OptDoc { name: "height", takes: "integer", doc: "as width" },
+];
 
 thread_local! {
     /// Loaded models, reused by later sessions in this process (watch-mode reruns load nothing twice).
@@ -208,15 +240,16 @@ pub fn register(engine: &mut Registrar, host: &Rc<Host>) {
     let h = host.clone();
     engine.register_fn("load_sd", move |spec: &str| load(&h, spec, Opts::empty("load_sd")));
     let h = host.clone();
-    engine
-        .register_fn("load_sd", move |spec: &str, opts: Map| load(&h, spec, Opts::new("load_sd", opts, LOAD_OPTIONS)?));
+    engine.register_fn("load_sd", move |spec: &str, opts: Map| {
+        load(&h, spec, Opts::declared("load_sd", opts, LOAD_SD_OPTIONS)?)
+    });
     engine.register_fn("info", |m: &mut SdModel| info(m));
     engine.register_fn("to_string", |m: &mut SdModel| m.0.summary());
     engine.register_fn("to_debug", |m: &mut SdModel| m.0.summary());
     engine.register_fn("encode_prompt", |m: SdModel, text: &str| rt(m.0.encode_prompt(text)).map(ScriptTensor));
     engine.register_fn("t2i", |m: SdModel, prompt: &str| generate(&m, prompt, Opts::empty("t2i")));
     engine.register_fn("t2i", |m: SdModel, prompt: &str, opts: Map| {
-        generate(&m, prompt, Opts::new("t2i", opts, T2I_OPTIONS)?)
+        generate(&m, prompt, Opts::declared("t2i", opts, T2I_OPTIONS)?)
     });
 
     engine.register_fn("shape", |t: &mut ScriptTensor| t.0.size().into_iter().map(Dynamic::from).collect::<Array>());
@@ -246,15 +279,8 @@ pub const DOCS: &[FnDoc] = &[
                   (CompVis/stable-diffusion-v1-4; never downloaded), a single-file .safetensors checkpoint, \
                   \"toy\" (the built-in toy-world models vidtune trained itself: real edits of synthetic clips), or \
                   \"random:tiny\" (tiny random weights, to try the workflow). Pickle files (.bin, .ckpt) are refused.",
-        details: "options:
-  device     \"auto\" (default: first CUDA device, else CPU) | \"cpu\" | \"cuda\" | \"cuda:N\"
-  dtype      \"fp32\" | \"fp16\" | \"bf16\" (default: fp32 on CPU, bf16 or fp16 on CUDA)
-  vae_dtype  the VAE's dtype (e.g. \"fp32\" beside a half-precision UNet)
-  variant    \"fp16\": read *.fp16.safetensors
-  revision   branch or commit of a cached repo (default \"main\")
-  config     for single files: a diffusers folder (or repo id) with the matching configs
-  tokenizer  for single files: a tokenizer folder
-  seed       for random:tiny",
+        details: "",
+        options: LOAD_SD_OPTIONS,
         example: r#"let sd = load_sd("CompVis/stable-diffusion-v1-4", #{dtype: "fp16"});
 let tiny = load_sd("random:tiny", #{seed: 1});
 print(tiny.info());"#,
@@ -264,6 +290,7 @@ print(tiny.info());"#,
         signatures: &["sd.info() -> map"],
         summary: "What was loaded: source, random or not, device, dtypes, parameter counts, widths, default size.",
         details: "",
+        options: NO_OPTIONS,
         example: r#"print(load_sd("random:tiny").info().unet_params);"#,
     },
     FnDoc {
@@ -272,6 +299,7 @@ print(tiny.info());"#,
         summary: "The CLIP text embeddings SD conditions on, [1, 77, width]; cached per prompt. Prompts longer than \
                   77 tokens are truncated with a warning, as transformers does.",
         details: "",
+        options: NO_OPTIONS,
         example: r#"let sd = load_sd("random:tiny");
 let e = encode_prompt(sd, "a red car");
 print(e.shape());"#,
@@ -284,11 +312,8 @@ print(e.shape());"#,
         ],
         summary: "Text to image with DDIM and classifier-free guidance. The same seed, prompt and settings give the \
                   same image as diffusers' StableDiffusionPipeline with torch.Generator(\"cpu\").manual_seed(seed).",
-        details: "options:
-  steps     integer (default 50)        guidance  number (default 7.5; 1 turns guidance off)
-  seed      integer (default: random, printed)
-  negative  string (default \"\")        eta       number (default 0)
-  width, height   multiples of 8 (default: the model's size, 512 for SD1.x)",
+        details: "",
+        options: T2I_OPTIONS,
         example: r#"let sd = load_sd("random:tiny");
 let img = t2i(sd, "a red circle on a blue background", #{steps: 20, seed: 42});
 img.save("t2i.png");"#,
@@ -298,6 +323,7 @@ img.save("t2i.png");"#,
         signatures: &["tensor.shape() -> array"],
         summary: "The tensor's dimensions.",
         details: "",
+        options: NO_OPTIONS,
         example: r#"print(encode_prompt(load_sd("random:tiny"), "x").shape());"#,
     },
     FnDoc {
@@ -305,6 +331,7 @@ img.save("t2i.png");"#,
         signatures: &["tensor.dtype() -> string"],
         summary: "\"fp32\", \"fp16\", \"bf16\", …",
         details: "",
+        options: NO_OPTIONS,
         example: r#"print(encode_prompt(load_sd("random:tiny"), "x").dtype());"#,
     },
     FnDoc {
@@ -312,6 +339,7 @@ img.save("t2i.png");"#,
         signatures: &["tensor.device() -> string"],
         summary: "\"cpu\" or \"cuda:N\".",
         details: "",
+        options: NO_OPTIONS,
         example: r#"print(encode_prompt(load_sd("random:tiny"), "x").device());"#,
     },
     FnDoc {
@@ -319,6 +347,7 @@ img.save("t2i.png");"#,
         signatures: &["tensor.mean() -> float"],
         summary: "Mean of all elements.",
         details: "",
+        options: NO_OPTIONS,
         example: r#"print(encode_prompt(load_sd("random:tiny"), "x").mean());"#,
     },
     FnDoc {
@@ -326,6 +355,7 @@ img.save("t2i.png");"#,
         signatures: &["tensor.std() -> float"],
         summary: "Standard deviation of all elements (unbiased).",
         details: "",
+        options: NO_OPTIONS,
         example: r#"print(encode_prompt(load_sd("random:tiny"), "x").std());"#,
     },
     FnDoc {
@@ -333,6 +363,7 @@ img.save("t2i.png");"#,
         signatures: &["tensor.min() -> float"],
         summary: "Smallest element.",
         details: "",
+        options: NO_OPTIONS,
         example: r#"print(encode_prompt(load_sd("random:tiny"), "x").min());"#,
     },
     FnDoc {
@@ -340,6 +371,7 @@ img.save("t2i.png");"#,
         signatures: &["tensor.max() -> float"],
         summary: "Largest element.",
         details: "",
+        options: NO_OPTIONS,
         example: r#"print(encode_prompt(load_sd("random:tiny"), "x").max());"#,
     },
     FnDoc {
@@ -347,6 +379,7 @@ img.save("t2i.png");"#,
         signatures: &["tensor.to_image() -> Image"],
         summary: "A [3, H, W] (or [1, 3, H, W]) tensor with values in [-1, 1] as an image.",
         details: "",
+        options: NO_OPTIONS,
         example: r#"let t = load_tensors("decoded.safetensors");
 t.image.to_image().save("decoded.png");"#,
     },
@@ -355,6 +388,7 @@ t.image.to_image().save("decoded.png");"#,
         signatures: &["save_tensors(tensors: map, path: string) -> string"],
         summary: "Writes named tensors to a .safetensors file, atomically; returns the path.",
         details: "",
+        options: NO_OPTIONS,
         example: r#"let sd = load_sd("random:tiny");
 save_tensors(#{prompt: encode_prompt(sd, "a cat")}, "emb.safetensors");"#,
     },
@@ -363,6 +397,7 @@ save_tensors(#{prompt: encode_prompt(sd, "a cat")}, "emb.safetensors");"#,
         signatures: &["load_tensors(path: string) -> map"],
         summary: "Reads every tensor of a .safetensors file into a map by name.",
         details: "",
+        options: NO_OPTIONS,
         example: r#"let t = load_tensors("emb.safetensors");
 print(t.prompt.shape());"#,
     },

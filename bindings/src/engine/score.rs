@@ -2,7 +2,7 @@
 
 use super::Host;
 use crate::guard::Registrar;
-use crate::help::FnDoc;
+use crate::help::{FnDoc, OptDoc, NO_OPTIONS};
 use crate::opts::{rt, script_error, Opts, RhaiResult};
 use rhai::{Array, Dynamic, Map};
 use std::path::Path;
@@ -20,7 +20,22 @@ pub struct ScriptClip(pub Rc<ClipModel>);
 #[derive(Clone)]
 pub struct Table(pub Rc<Comparison>);
 
-const SCORE_OPTIONS: &[&str] = &["clip", "pairs", "clamp"];
+/// `score`'s and `compare`'s options.
+pub const SCORE_OPTIONS: &[OptDoc] = &[
+    OptDoc { name: "clip", takes: "Clip (from load_clip)", doc: "the CLIP model that scores (required)" },
+    OptDoc { name: "pairs", takes: "\"all\" (default) | \"adjacent\"", doc: "frame pairs of frame consistency" },
+    OptDoc {
+        name: "clamp",
+        takes: "true | false (default)",
+        doc: "clamp per-frame alignment at 0 (torchmetrics' CLIPScore)",
+    },
+];
+
+/// `load_clip`'s options.
+pub const LOAD_CLIP_OPTIONS: &[OptDoc] = &[
+    OptDoc { name: "device", takes: "\"auto\" (default) | \"cpu\" | \"cuda\" | \"cuda:N\"", doc: "" },
+    OptDoc { name: "dtype", takes: "\"fp32\" (default) | \"fp16\" | \"bf16\"", doc: "" },
+];
 
 fn score_options(opts: &Opts) -> RhaiResult<(ScriptClip, ScoreOptions)> {
     let clip = opts.custom::<ScriptClip>("clip", "a Clip (from load_clip)")?.ok_or_else(|| {
@@ -92,13 +107,14 @@ pub fn register(engine: &mut Registrar, host: &Rc<Host>) {
     let l = load.clone();
     engine.register_fn("load_clip", move |spec: &str| l(spec, Opts::empty("load_clip")));
     engine.register_fn("load_clip", move |spec: &str, opts: Map| {
-        load(spec, Opts::new("load_clip", opts, &["device", "dtype"])?)
+        load(spec, Opts::declared("load_clip", opts, LOAD_CLIP_OPTIONS)?)
     });
     engine.register_fn("score", |v: Video, prompt: &str, opts: Map| {
-        do_score(&v, prompt, Opts::new("score", opts, SCORE_OPTIONS)?)
+        do_score(&v, prompt, Opts::declared("score", opts, SCORE_OPTIONS)?)
     });
-    engine
-        .register_fn("compare", |rows: Array, opts: Map| do_compare(rows, Opts::new("compare", opts, SCORE_OPTIONS)?));
+    engine.register_fn("compare", |rows: Array, opts: Map| {
+        do_compare(rows, Opts::declared("compare", opts, SCORE_OPTIONS)?)
+    });
     engine.register_fn("to_string", |c: &mut ScriptClip| c.0.summary());
     engine.register_fn("to_debug", |c: &mut ScriptClip| c.0.summary());
     engine.register_fn("to_string", |t: &mut Table| t.0.to_pretty());
@@ -124,7 +140,8 @@ pub const DOCS: &[FnDoc] = &[
             "Loads a transformers CLIPModel (folder or Hugging Face cache id, safetensors only) with its tokenizer \
                   and image preprocessing, for scoring. \"toy\" is the built-in toy-world CLIP; \"random:tiny\" is a tiny CLIP with random weights, to \
                   try the workflow without weights (its scores mean nothing).",
-        details: "options:  device (\"auto\"), dtype (\"fp32\")",
+        details: "",
+        options: LOAD_CLIP_OPTIONS,
         example: r#"let clip = load_clip("openai/clip-vit-large-patch14");"#,
     },
     FnDoc {
@@ -133,10 +150,8 @@ pub const DOCS: &[FnDoc] = &[
         summary: "CLIP scores of a clip, as the papers report them: text_alignment (mean over frames of 100 × cosine \
                   with the prompt), frame_consistency (100 × mean cosine over all pairs of frames), VBench's \
                   temporal_flickering, and the per-frame / per-pair values.",
-        details: "options:
-  clip    a Clip from load_clip (required)
-  pairs   \"all\" (default) | \"adjacent\"
-  clamp   true: clamp per-frame alignment at 0 (torchmetrics' CLIPScore)",
+        details: "",
+        options: SCORE_OPTIONS,
         example: r#"let s = score(edit, "a jeep car is moving on the beach", #{clip: clip});
 print(`${s.text_alignment} ${s.frame_consistency}`);"#,
     },
@@ -145,7 +160,8 @@ print(`${s.text_alignment} ${s.frame_consistency}`);"#,
         signatures: &["compare(rows: array, options: map) -> Table"],
         summary: "Scores several results (#{name, video, prompt} each) into one table, like the papers' ablations. \
                   Prints as a table; table.save(\"x.md\" | \"x.csv\" | \"x.html\" | \"x.json\").",
-        details: "options: as score (clip, pairs, clamp)",
+        details: "",
+        options: SCORE_OPTIONS,
         example: r#"let t = compare([
     #{name: "sparse_causal", video: a, prompt: p},
     #{name: "ffam:2", video: b, prompt: p},
@@ -158,6 +174,7 @@ t.save("out/ablation.md");"#,
         signatures: &["table.save(path: string) -> string"],
         summary: "Writes the table as Markdown (.md), CSV (.csv), HTML (.html) or JSON (.json), atomically.",
         details: "",
+        options: NO_OPTIONS,
         example: r#"t.save("out/scores.csv");"#,
     },
     FnDoc {
@@ -165,6 +182,7 @@ t.save("out/ablation.md");"#,
         signatures: &["table.markdown() -> string"],
         summary: "The table as Markdown.",
         details: "",
+        options: NO_OPTIONS,
         example: r#"print(t.markdown());"#,
     },
     FnDoc {
@@ -172,6 +190,7 @@ t.save("out/ablation.md");"#,
         signatures: &["table.csv() -> string"],
         summary: "The table as CSV.",
         details: "",
+        options: NO_OPTIONS,
         example: r#"print(t.csv());"#,
     },
 ];

@@ -3,7 +3,7 @@
 
 use super::Host;
 use crate::guard::Registrar;
-use crate::help::FnDoc;
+use crate::help::{FnDoc, OptDoc, NO_OPTIONS};
 use crate::opts::{rt, script_error, Opts, RhaiResult};
 use rhai::{Array, Dynamic, Map};
 use std::cell::RefCell;
@@ -29,8 +29,42 @@ impl ScriptSam {
     }
 }
 
-const LOAD_OPTIONS: &[&str] = &["frames", "start", "every", "size", "fit"];
-const SEGMENT_OPTIONS: &[&str] = &["model", "frame", "propagate"];
+/// `segment`'s options.
+pub const SEGMENT_OPTIONS: &[OptDoc] = &[
+    OptDoc {
+        name: "model",
+        takes: "Sam | folder | \"builtin\"",
+        doc: "a Sam (load_sam), a folder of SAM ONNX files, or the built-in segmenter (default without a model: a \
+              click-seeded graph cut on colour models, propagated by the moved previous mask; no weights)",
+    },
+    OptDoc { name: "frame", takes: "integer (default 0)", doc: "the frame of clicks that name none" },
+    OptDoc { name: "propagate", takes: "true (default) | false", doc: "false: only the clicked frames get masks" },
+];
+
+/// `click`'s options.
+pub const CLICK_OPTIONS: &[OptDoc] = &[
+    OptDoc { name: "frame", takes: "integer", doc: "the frame clicked (default: segment's `frame`, 0)" },
+    OptDoc { name: "positive", takes: "true (default) | false", doc: "false for a negative click" },
+];
+
+/// `box`'s options.
+pub const BOX_OPTIONS: &[OptDoc] =
+    &[OptDoc { name: "frame", takes: "integer", doc: "the frame of the box (default: segment's `frame`, 0)" }];
+
+/// `load_sam`'s options.
+pub const LOAD_SAM_OPTIONS: &[OptDoc] = &[OptDoc {
+    name: "device",
+    takes: "\"cpu\" (default) | \"cuda\"",
+    doc: "cuda opts into the CUDA execution provider",
+}];
+
+/// `masks.save`'s options.
+pub const MASKS_SAVE_OPTIONS: &[OptDoc] = &[OptDoc {
+    name: "overwrite",
+    takes: "true | false (default)",
+    doc: "write into a folder that holds files vidtune did not write (they are kept); without it such a folder is \
+          refused. A folder of masks vidtune wrote is replaced whole",
+}];
 
 fn number(v: &Dynamic, func: &str, what: &str) -> RhaiResult<f64> {
     v.as_float()
@@ -155,12 +189,12 @@ pub fn register(engine: &mut Registrar, host: &Rc<Host>) {
     engine.register_fn("click", |x: Dynamic, y: Dynamic| click(&x, &y, true, None));
     engine.register_fn("click", |x: Dynamic, y: Dynamic, positive: bool| click(&x, &y, positive, None));
     engine.register_fn("click", |x: Dynamic, y: Dynamic, opts: Map| {
-        click_with(&x, &y, Opts::new("click", opts, &["frame", "positive"])?)
+        click_with(&x, &y, Opts::declared("click", opts, CLICK_OPTIONS)?)
     });
     engine
         .register_fn("box", |x0: Dynamic, y0: Dynamic, x1: Dynamic, y1: Dynamic| make_box([&x0, &y0, &x1, &y1], None));
     engine.register_fn("box", |x0: Dynamic, y0: Dynamic, x1: Dynamic, y1: Dynamic, opts: Map| {
-        let frame = Opts::new("box", opts, &["frame"])?.count("frame")?;
+        let frame = Opts::declared("box", opts, BOX_OPTIONS)?.count("frame")?;
         make_box([&x0, &y0, &x1, &y1], frame)
     });
     engine.register_fn("to_string", |c: &mut Click| describe_click(c));
@@ -180,8 +214,9 @@ pub fn register(engine: &mut Registrar, host: &Rc<Host>) {
     };
     let l = load_sam.clone();
     engine.register_fn("load_sam", move |dir: &str| l(dir, Opts::empty("load_sam")));
-    engine
-        .register_fn("load_sam", move |dir: &str, opts: Map| load_sam(dir, Opts::new("load_sam", opts, &["device"])?));
+    engine.register_fn("load_sam", move |dir: &str, opts: Map| {
+        load_sam(dir, Opts::declared("load_sam", opts, LOAD_SAM_OPTIONS)?)
+    });
     engine.register_fn("to_string", |s: &mut ScriptSam| s.summary());
     engine.register_fn("to_debug", |s: &mut ScriptSam| s.summary());
 
@@ -190,14 +225,14 @@ pub fn register(engine: &mut Registrar, host: &Rc<Host>) {
         .register_fn("segment", move |v: Video, clicks: Dynamic| run_segment(&h, &v, &clicks, Opts::empty("segment")));
     let h = host.clone();
     engine.register_fn("segment", move |v: Video, clicks: Dynamic, opts: Map| {
-        run_segment(&h, &v, &clicks, Opts::new("segment", opts, SEGMENT_OPTIONS)?)
+        run_segment(&h, &v, &clicks, Opts::declared("segment", opts, SEGMENT_OPTIONS)?)
     });
 
     let h = host.clone();
     engine.register_fn("load_masks", move |path: &str| load_masks(&h, path, Opts::empty("load_masks")));
     let h = host.clone();
     engine.register_fn("load_masks", move |path: &str, opts: Map| {
-        load_masks(&h, path, Opts::new("load_masks", opts, LOAD_OPTIONS)?)
+        load_masks(&h, path, Opts::declared("load_masks", opts, super::media::LOAD_VIDEO_OPTIONS)?)
     });
 
     // Masks
@@ -251,7 +286,7 @@ pub fn register(engine: &mut Registrar, host: &Rc<Host>) {
     });
     let h = host.clone();
     engine.register_fn("save", move |m: &mut Masks, path: &str, opts: Map| -> RhaiResult<String> {
-        let opts = Opts::new("Masks.save", opts, &["overwrite"])?;
+        let opts = Opts::declared("Masks.save", opts, MASKS_SAVE_OPTIONS)?;
         let o = vidtune_runtime::media::SaveOptions { overwrite: opts.bool("overwrite")?.unwrap_or(false) };
         let out = rt(m.save_with(Path::new(path), &o))?;
         h.record_write(&out);
@@ -280,9 +315,8 @@ pub const DOCS: &[FnDoc] = &[
         ],
         summary: "A click on the subject (positive, the default) or on what is not the subject (false), in the \
                   clip's pixel coordinates (x right, y down, from the top-left corner).",
-        details: "options:
-  frame     integer   the frame clicked (default: segment's `frame`, 0)
-  positive  bool      false for a negative click (default true)",
+        details: "",
+        options: CLICK_OPTIONS,
         example: r#"let clicks = [click(120, 80), click(40, 90, false), click(130, 70, #{frame: 7})];"#,
     },
     FnDoc {
@@ -292,8 +326,8 @@ pub const DOCS: &[FnDoc] = &[
             "box(x0, y0, x1, y1, options: map) -> Click",
         ],
         summary: "A box around the subject (left, top, right, bottom in pixels); alone or with clicks.",
-        details: "options:
-  frame     integer   the frame of the box (default: segment's `frame`, 0)",
+        details: "",
+        options: BOX_OPTIONS,
         example: r#"let b = box(80, 40, 200, 150, #{frame: 0});"#,
     },
     FnDoc {
@@ -308,6 +342,7 @@ pub const DOCS: &[FnDoc] = &[
             *decoder*.onnx
 options:
   device    \"cpu\" (default) or \"cuda\": the CUDA execution provider; an error if it cannot be registered",
+        options: NO_OPTIONS,
         example: r#"let sam = load_sam("models/sam-vit-b");
 let m = segment(load_video("car-turn.mp4", #{frames: 8}), [click(300, 200)], #{model: sam});"#,
     },
@@ -318,13 +353,10 @@ let m = segment(load_video("car-turn.mp4", #{frames: 8}), [click(300, 200)], #{m
                   are segmented from their clicks, the others by propagation from the nearest clicked frame \
                   (each frame prompted with the previous mask), with a sanity check per frame. `clicks` is one \
                   click / box or an array of them.",
-        details: "options:
-  model      a Sam (load_sam), a folder of SAM ONNX files, or \"builtin\" (default when no model is given:
-             a click-seeded graph cut on colour models, propagated by the moved previous mask; no weights)
-  frame      integer   the frame of clicks that name none (default 0)
-  propagate  bool      false: only the clicked frames get masks (default true)
-results: masks.confidence() per frame, masks.flagged() frames that failed the check; `:help segment` says
-which segmenter ran last in the session.",
+        details:
+            "results: masks.confidence() per frame, masks.flagged() frames that failed the check; `:help segment` \
+                  says which segmenter ran last in the session.",
+        options: SEGMENT_OPTIONS,
         example: r#"let c = synthetic_clip(#{kind: "circle", frames: 8, size: 96, seed: 2});
 let m = segment(c.video, [click(48, 48)]);
 print(m.iou(c.masks));
@@ -335,7 +367,8 @@ preview(m);"#,
         signatures: &["load_masks(path: string) -> Masks", "load_masks(path: string, options: map) -> Masks"],
         summary: "Loads masks drawn elsewhere: a directory of PNGs (natural order) or a video; a pixel is masked \
                   where the mean of its channels is above mid-grey.",
-        details: "options: as load_video (frames, start, every, size, fit)",
+        details: "",
+        options: super::media::LOAD_VIDEO_OPTIONS,
         example: r#"let drawn = load_masks("masks/", #{size: 512});"#,
     },
     FnDoc {
@@ -343,6 +376,7 @@ preview(m);"#,
         signatures: &["masks.len() -> int"],
         summary: "Number of frames.",
         details: "",
+        options: NO_OPTIONS,
         example: r#"print(synthetic_clip().masks.len());"#,
     },
     FnDoc {
@@ -350,6 +384,7 @@ preview(m);"#,
         signatures: &["masks.width -> int", "masks.width() -> int"],
         summary: "Mask width in pixels.",
         details: "",
+        options: NO_OPTIONS,
         example: r#"print(synthetic_clip().masks.width);"#,
     },
     FnDoc {
@@ -357,6 +392,7 @@ preview(m);"#,
         signatures: &["masks.height -> int", "masks.height() -> int"],
         summary: "Mask height in pixels.",
         details: "",
+        options: NO_OPTIONS,
         example: r#"print(synthetic_clip().masks.height);"#,
     },
     FnDoc {
@@ -364,6 +400,7 @@ preview(m);"#,
         signatures: &["masks.area() -> array"],
         summary: "Fraction of each frame covered by the mask.",
         details: "",
+        options: NO_OPTIONS,
         example: r#"print(synthetic_clip().masks.area());"#,
     },
     FnDoc {
@@ -372,6 +409,7 @@ preview(m);"#,
         summary: "The video with the masked region tinted green and the rest dimmed, to check a mask by eye; \
                   without an argument, on the clip the masks were segmented from.",
         details: "",
+        options: NO_OPTIONS,
         example: r#"let c = synthetic_clip(#{occluder: true});
 preview(c.masks.overlay(c.video));"#,
     },
@@ -380,6 +418,7 @@ preview(c.masks.overlay(c.video));"#,
         signatures: &["masks.dilate(r: int) -> Masks"],
         summary: "Grows every mask by r pixels (square neighbourhood).",
         details: "",
+        options: NO_OPTIONS,
         example: r#"let m = synthetic_clip().masks.dilate(3);"#,
     },
     FnDoc {
@@ -387,6 +426,7 @@ preview(c.masks.overlay(c.video));"#,
         signatures: &["masks.erode(r: int) -> Masks"],
         summary: "Shrinks every mask by r pixels (the frame's edge does not erode).",
         details: "",
+        options: NO_OPTIONS,
         example: r#"let m = synthetic_clip().masks.erode(2);"#,
     },
     FnDoc {
@@ -394,6 +434,7 @@ preview(c.masks.overlay(c.video));"#,
         signatures: &["masks.union(other: Masks) -> Masks"],
         summary: "Pixels in either mask (same frame count and size).",
         details: "",
+        options: NO_OPTIONS,
         example: r#"let c = synthetic_clip();
 let m = c.masks.union(c.masks.dilate(1));"#,
     },
@@ -402,6 +443,7 @@ let m = c.masks.union(c.masks.dilate(1));"#,
         signatures: &["masks.intersect(other: Masks) -> Masks"],
         summary: "Pixels in both masks (same frame count and size).",
         details: "",
+        options: NO_OPTIONS,
         example: r#"let c = synthetic_clip();
 let ring = c.masks.dilate(3).intersect(c.masks.erode(1).invert());"#,
     },
@@ -410,6 +452,7 @@ let ring = c.masks.dilate(3).intersect(c.masks.erode(1).invert());"#,
         signatures: &["masks.invert() -> Masks"],
         summary: "Everything but the mask: the background.",
         details: "",
+        options: NO_OPTIONS,
         example: r#"let background = synthetic_clip().masks.invert();"#,
     },
     FnDoc {
@@ -417,6 +460,7 @@ let ring = c.masks.dilate(3).intersect(c.masks.erode(1).invert());"#,
         signatures: &["masks.bbox() -> array"],
         summary: "Per frame, the mask's box [x0, y0, x1, y1] in pixel edges, or () for an empty frame.",
         details: "",
+        options: NO_OPTIONS,
         example: r#"print(synthetic_clip().masks.bbox()[0]);"#,
     },
     FnDoc {
@@ -424,6 +468,7 @@ let ring = c.masks.dilate(3).intersect(c.masks.erode(1).invert());"#,
         signatures: &["masks.iou(other: Masks) -> float"],
         summary: "Intersection over union with other masks, averaged over frames (1 for two empty frames).",
         details: "",
+        options: NO_OPTIONS,
         example: r#"let c = synthetic_clip();
 print(c.masks.iou(c.masks.dilate(1)));"#,
     },
@@ -432,6 +477,7 @@ print(c.masks.iou(c.masks.dilate(1)));"#,
         signatures: &["masks.ious(other: Masks) -> array"],
         summary: "Per-frame intersection over union with other masks.",
         details: "",
+        options: NO_OPTIONS,
         example: r#"let c = synthetic_clip();
 print(c.masks.ious(c.masks.erode(1)));"#,
     },
@@ -441,6 +487,7 @@ print(c.masks.ious(c.masks.erode(1)));"#,
         summary: "Resized masks: area-averaged when shrinking (each value is the covered fraction, as the models \
                   take masks at latent resolution, 1/8 of the frame), bilinear when growing.",
         details: "",
+        options: NO_OPTIONS,
         example: r#"let latent = synthetic_clip(#{size: 512}).masks.resize(64);"#,
     },
     FnDoc {
@@ -449,6 +496,7 @@ print(c.masks.ious(c.masks.erode(1)));"#,
         summary: "Per frame, how sure the segmenter was (SAM: its predicted IoU; built-in: overlap with the moved \
                   previous mask); empty for masks not made by segment.",
         details: "",
+        options: NO_OPTIONS,
         example: r#"let c = synthetic_clip(#{kind: "square", size: 96});
 print(segment(c.video, click(30, 30)).confidence());"#,
     },
@@ -457,6 +505,7 @@ print(segment(c.video, click(30, 30)).confidence());"#,
         signatures: &["masks.flagged() -> array"],
         summary: "Frames whose sanity check failed (empty mask, area jump): look at them, or click on them too.",
         details: "",
+        options: NO_OPTIONS,
         example: r#"let c = synthetic_clip(#{kind: "square", size: 96});
 print(segment(c.video, click(30, 30)).flagged());"#,
     },
@@ -465,9 +514,8 @@ print(segment(c.video, click(30, 30)).flagged());"#,
         signatures: &["masks.save(path: string) -> string", "masks.save(path: string, options: map) -> string"],
         summary: "Saves the masks as white-on-black frames: a path without extension is a directory of PNGs \
                   (lossless), else a video or GIF by extension. Written atomically; returns the path.",
-        details: "options:
-  overwrite  true: write into a folder that holds files vidtune did not write (they are kept); without it
-             such a folder is refused. A folder of masks vidtune wrote is replaced whole.",
+        details: "",
+        options: MASKS_SAVE_OPTIONS,
         example: r#"synthetic_clip().masks.save("out/masks");"#,
     },
 ];

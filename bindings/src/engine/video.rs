@@ -4,20 +4,19 @@
 use super::models::{ScriptTensor, SdModel};
 use super::Host;
 use crate::guard::Registrar;
-use crate::help::FnDoc;
+use crate::help::{FnDoc, OptDoc, NO_OPTIONS};
 use crate::opts::{rt, script_error, Opts, RhaiResult};
 use rhai::{Array, Dynamic, Map};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use vidtune_runtime::models::temporal::TemporalKind;
-use vidtune_runtime::pipelines::cached::{invert_cached, memo_status, tune_cached, Memoised};
+use vidtune_runtime::pipelines::cached::{invert_cached, memo_status, tune_clips_cached, Memoised};
 use vidtune_runtime::pipelines::invert::{InvertOptions, Latents};
-use vidtune_runtime::pipelines::sample::{sample, SampleOptions};
-use vidtune_runtime::pipelines::tune::{TuneOptions, TAV_TRAIN};
-use vidtune_runtime::video::processors::ModuleSpec;
+use vidtune_runtime::pipelines::sample::{sample, FirstFrame, SampleOptions, SHARED_NOISE};
+use vidtune_runtime::pipelines::tune::{LossWeights, TuneClip, TuneOptions, TAV_TRAIN};
+use vidtune_runtime::video::processors::{ModuleSpec, Role};
 use vidtune_runtime::video::tuned::{load_tuned, save_tuned};
-use vidtune_runtime::video::{inflate, VideoModel, VideoSpec};
-use vidtune_runtime::Video;
+use vidtune_runtime::video::{inflate, parse_optional, VideoModel, VideoSpec};
+use vidtune_runtime::{Image, Masks, Video};
 
 /// A video model in scripts (shared, immutable: tuning returns a new one).
 #[derive(Clone)]
@@ -27,21 +26,138 @@ pub struct ScriptVideoModel(pub Rc<VideoModel>);
 #[derive(Clone)]
 pub struct ScriptLatents(pub Latents);
 
-const INFLATE_OPTIONS: &[&str] = &["spatial", "temporal", "layers", "seed"];
-const TUNE_OPTIONS: &[&str] = &[
-    "steps",
-    "lr",
-    "train",
-    "seed",
-    "max_grad_norm",
-    "weight_decay",
-    "betas",
-    "checkpoint_every",
-    "checkpoint",
-    "cache",
+/// `inflate`'s options.
+pub const INFLATE_OPTIONS: &[OptDoc] = &[
+    OptDoc {
+        name: "preset",
+        takes: "\"tune-a-video\" (default) | \"mask-guided\" | \"dynamic-mask\"",
+        doc: "a combination of modules; the options below override its parts. mask-guided = sparse_causal + \
+              temporal + mca + masked cross-attention (the project's recommendation for edits with masks); \
+              dynamic-mask = first_frame:mask=4 + temporal + masked cross-attention (generation from a mask motion)",
+    },
+    OptDoc {
+        name: "spatial",
+        takes: "\"sparse_causal\" (default) | \"self\" | \"first_frame\" | \"first_frame:mask=S\" | \"full\" | \"ffam:R\"",
+        doc: "the attn1 module: Tune-A-Video, per frame, LAMP (mask-aware with S > 0, dynamic mask guidance), all \
+              frames, EI²",
+    },
+    OptDoc { name: "temporal", takes: "\"temporal\" (default) | \"stam\" | \"none\"", doc: "Tune-A-Video, EI², no temporal layers" },
+    OptDoc {
+        name: "cross",
+        takes: "\"plain\" (default) | \"masked\" | \"masked:strength=S,start=A,end=B\"",
+        doc: "the attn2 module; masked = mask cross-attention (dynamic mask guidance, DenseDiffusion): the \
+              `subject` words attend inside the masks",
+    },
+    OptDoc { name: "mask", takes: "\"none\" (default) | \"mca\" | \"mca:width=F\"", doc: "mask-guided cross-attention (MCA): a mask encoder and an attention from mask features to video features in every block" },
+    OptDoc { name: "layers", takes: "#{pattern: module}", doc: "per-layer spatial modules; patterns match attn1 names with * wildcards" },
+    OptDoc { name: "seed", takes: "integer (default 0)", doc: "initialisation of the new layers" },
 ];
-const INVERT_OPTIONS: &[&str] = &["steps", "prompt", "cache"];
-const SAMPLE_OPTIONS: &[&str] = &["latents", "steps", "guidance", "seed", "negative", "eta", "frames", "size", "fps"];
+
+/// `tune`'s options.
+pub const TUNE_OPTIONS: &[OptDoc] = &[
+    OptDoc { name: "steps", takes: "integer (default 500)", doc: "" },
+    OptDoc { name: "lr", takes: "number (default 3e-5)", doc: "" },
+    OptDoc {
+        name: "train",
+        takes: "\"tav\" (default: attn1.to_q, attn2.to_q, attn_temp) | \"ei2\" | \"all\" | [patterns]",
+        doc: "what tuning changes; the layers mask modules add (mask encoder, MCA) train too",
+    },
+    OptDoc { name: "seed", takes: "integer (default 33)", doc: "" },
+    OptDoc { name: "max_grad_norm", takes: "number (default 1.0)", doc: "" },
+    OptDoc { name: "weight_decay", takes: "number (default 1e-2)", doc: "" },
+    OptDoc { name: "betas", takes: "[b1, b2] (default [0.9, 0.999])", doc: "" },
+    OptDoc {
+        name: "masks",
+        takes: "Masks | [Masks]",
+        doc: "the subject's masks of each clip: for mask modules and the fg / bg losses",
+    },
+    OptDoc {
+        name: "loss",
+        takes: "#{all: λ1, fg: λ2, bg: λ3} (default #{all: 1})",
+        doc: "λ1·L + λ2·L_fg + λ3·L_bg (long-video Eq. 20)",
+    },
+    OptDoc {
+        name: "first_frame",
+        takes: "true | false (default)",
+        doc: "keep the first latent clean and train on frames 2..N (LAMP)",
+    },
+    OptDoc {
+        name: "subject",
+        takes: "string",
+        doc: "the words of the prompt naming the subject, for mask cross-attention",
+    },
+    OptDoc { name: "checkpoint", takes: "path", doc: "a tuned file written every `checkpoint_every` steps" },
+    OptDoc { name: "checkpoint_every", takes: "integer", doc: "" },
+    OptDoc { name: "cache", takes: "true (default) | false", doc: "false: always recompute" },
+];
+
+/// `invert`'s options.
+pub const INVERT_OPTIONS: &[OptDoc] = &[
+    OptDoc { name: "steps", takes: "integer (default 50)", doc: "" },
+    OptDoc {
+        name: "prompt",
+        takes: "string (default \"\")",
+        doc: "the empty prompt is Tune-A-Video's null-text inversion",
+    },
+    OptDoc {
+        name: "masks",
+        takes: "Masks",
+        doc: "the subject's masks: needed by mask modules; the trajectory is kept for keep_background",
+    },
+    OptDoc { name: "cache", takes: "true (default) | false", doc: "false: always recompute" },
+];
+
+/// `sample`'s options.
+pub const SAMPLE_OPTIONS: &[OptDoc] = &[
+    OptDoc {
+        name: "latents",
+        takes: "Latents (from invert)",
+        doc: "the starting noise of an edit (default: seeded noise)",
+    },
+    OptDoc { name: "steps", takes: "integer (default 50)", doc: "" },
+    OptDoc { name: "guidance", takes: "number (default 7.5)", doc: "classifier-free guidance; 1 turns it off" },
+    OptDoc { name: "seed", takes: "integer (default: random, printed)", doc: "noise, eta" },
+    OptDoc { name: "negative", takes: "string", doc: "the negative prompt" },
+    OptDoc { name: "eta", takes: "number (default 0)", doc: "" },
+    OptDoc { name: "frames", takes: "integer (default 8)", doc: "without latents: the clip's length" },
+    OptDoc { name: "size", takes: "integer | [w, h]", doc: "without latents: the clip's size (default the model's)" },
+    OptDoc { name: "fps", takes: "number", doc: "" },
+    OptDoc {
+        name: "masks",
+        takes: "Masks",
+        doc: "the subject's masks, one per frame (from segment, load_masks or mask_sequence)",
+    },
+    OptDoc {
+        name: "subject",
+        takes: "string",
+        doc: "words of the prompt naming the subject, for mask cross-attention (\"yellow triangle\")",
+    },
+    OptDoc {
+        name: "keep_background",
+        takes: "true | false (default)",
+        doc: "outside the masks, the latents follow the inversion at every step",
+    },
+    OptDoc {
+        name: "feather",
+        takes: "integer (default 1)",
+        doc: "latent pixels the edit reaches beyond the masks under keep_background",
+    },
+    OptDoc {
+        name: "first_frame",
+        takes: "\"source\" | \"edit\" | Image | Video",
+        doc: "hold frame 0 at this first frame and denoise frames 2..N (edit: frame 0 is sampled first on its own)",
+    },
+    OptDoc {
+        name: "shared_noise",
+        takes: "true (α = 0.2) | number α",
+        doc: "mix the first frame's latent into the other frames' noise (dynamic mask guidance Eq. 8)",
+    },
+    OptDoc {
+        name: "variance_preserving",
+        takes: "true | false (default)",
+        doc: "shared noise rescaled to unit variance",
+    },
+];
 
 /// Trainable-parameter presets: Tune-A-Video's, and EI²'s (FFAM and cross-attention queries, all of STAM).
 fn train_preset(name: &str) -> Option<Vec<String>> {
@@ -52,17 +168,35 @@ fn train_preset(name: &str) -> Option<Vec<String>> {
     }
 }
 
+/// A module preset of `inflate`.
+fn preset(name: &str) -> RhaiResult<VideoSpec> {
+    match name {
+        "tune-a-video" | "tav" => Ok(VideoSpec::default()),
+        "mask-guided" => Ok(VideoSpec::mask_guided()),
+        "dynamic-mask" => Ok(VideoSpec::dynamic_mask()),
+        other => Err(script_error(format!(
+            "inflate: unknown preset {other:?}; expected \"tune-a-video\", \"mask-guided\" or \"dynamic-mask\""
+        ))),
+    }
+}
+
 fn video_spec(opts: &Opts) -> RhaiResult<VideoSpec> {
-    let d = VideoSpec::default();
-    let spatial = match opts.string("spatial")? {
-        Some(s) => rt(ModuleSpec::parse(&s))?,
-        None => d.spatial,
+    let mut spec = match opts.string("preset")? {
+        Some(p) => preset(&p)?,
+        None => VideoSpec::default(),
     };
-    let temporal = match opts.string("temporal")? {
-        Some(t) => rt(TemporalKind::parse(&t))?,
-        None => d.temporal,
-    };
-    let mut layers = vec![];
+    if let Some(s) = opts.string("spatial")? {
+        spec.spatial = rt(ModuleSpec::parse(&s))?;
+    }
+    if let Some(t) = opts.string("temporal")? {
+        spec.temporal = rt(parse_optional(Role::Temporal, &t))?;
+    }
+    if let Some(c) = opts.string("cross")? {
+        spec.cross = rt(ModuleSpec::parse_role(Role::Cross, &c))?;
+    }
+    if let Some(m) = opts.string("mask")? {
+        spec.mask = rt(parse_optional(Role::Mask, &m))?;
+    }
     if let Some(v) = opts.get("layers") {
         let map = v
             .clone()
@@ -72,10 +206,10 @@ fn video_spec(opts: &Opts) -> RhaiResult<VideoSpec> {
             let m = module
                 .into_string()
                 .map_err(|_| script_error(format!("inflate: layers[{pattern:?}] must be a module name")))?;
-            layers.push((pattern.to_string(), rt(ModuleSpec::parse(&m))?));
+            spec.layers.push((pattern.to_string(), rt(ModuleSpec::parse(&m))?));
         }
     }
-    Ok(VideoSpec { spatial, temporal, layers })
+    Ok(spec)
 }
 
 fn do_inflate(sd: &SdModel, opts: Opts) -> RhaiResult<ScriptVideoModel> {
@@ -98,8 +232,17 @@ fn video_model(func: &str, v: &Dynamic) -> RhaiResult<Rc<VideoModel>> {
     )))
 }
 
-fn do_tune(model: &Dynamic, clip: &Video, prompt: &str, opts: Opts) -> RhaiResult<ScriptVideoModel> {
-    let model = video_model("tune", model)?;
+/// One or several values of type `T` (a value, or an array of them) under `what`.
+fn one_or_many<T: Clone + 'static>(func: &str, what: &str, label: &str, v: &Dynamic) -> RhaiResult<Vec<T>> {
+    if let Some(x) = v.clone().try_cast::<T>() {
+        return Ok(vec![x]);
+    }
+    let wrong =
+        || script_error(format!("{func}: {what} must be {label} or an array of them, got {}", super::describe(v)));
+    v.clone().try_cast::<Array>().ok_or_else(wrong)?.into_iter().map(|x| x.try_cast::<T>().ok_or_else(wrong)).collect()
+}
+
+fn tune_options(opts: &Opts) -> RhaiResult<TuneOptions> {
     let d = TuneOptions::default();
     let train = match opts.get("train") {
         None => d.train.clone(),
@@ -119,16 +262,28 @@ fn do_tune(model: &Dynamic, clip: &Video, prompt: &str, opts: Opts) -> RhaiResul
             .map(|p| p.into_string().map_err(|_| script_error("tune: train patterns must be strings")))
             .collect::<RhaiResult<Vec<_>>>()?,
     };
+    let number = |x: &Dynamic| x.as_float().ok().or_else(|| x.as_int().ok().map(|i| i as f64));
     let betas = match opts.get("betas") {
         None => d.betas,
+        Some(v) => match v.clone().try_cast::<Array>().as_deref() {
+            Some([a, b]) => match (number(a), number(b)) {
+                (Some(a), Some(b)) => (a, b),
+                _ => return Err(script_error(format!("tune: option \"betas\" must be two numbers, got {v}"))),
+            },
+            _ => return Err(script_error("tune: option \"betas\" must be [beta1, beta2]")),
+        },
+    };
+    let loss = match opts.get("loss") {
+        None => LossWeights::default(),
         Some(v) => {
-            let number = |x: &Dynamic| x.as_float().ok().or_else(|| x.as_int().ok().map(|i| i as f64));
-            match v.clone().try_cast::<Array>().as_deref() {
-                Some([a, b]) => match (number(a), number(b)) {
-                    (Some(a), Some(b)) => (a, b),
-                    _ => return Err(script_error(format!("tune: option \"betas\" must be two numbers, got {v}"))),
-                },
-                _ => return Err(script_error("tune: option \"betas\" must be [beta1, beta2]")),
+            let map = v.clone().try_cast::<Map>().ok_or_else(|| {
+                script_error(format!("tune: option \"loss\" must be a map #{{all: λ1, fg: λ2, bg: λ3}}, got {v}"))
+            })?;
+            let l = Opts::new("tune: loss", map, &["all", "fg", "bg"])?;
+            LossWeights {
+                all: l.float("all")?.unwrap_or(if l.get("fg").is_some() || l.get("bg").is_some() { 0.0 } else { 1.0 }),
+                fg: l.float("fg")?.unwrap_or(0.0),
+                bg: l.float("bg")?.unwrap_or(0.0),
             }
         }
     };
@@ -143,14 +298,60 @@ fn do_tune(model: &Dynamic, clip: &Video, prompt: &str, opts: Opts) -> RhaiResul
         eps: d.eps,
         checkpoint_every: opts.int("checkpoint_every")?,
         checkpoint_path: opts.string("checkpoint")?.map(PathBuf::from),
+        first_frame: opts.bool("first_frame")?.unwrap_or(false),
+        loss,
+        subject: opts.string("subject")?,
     };
     if o.checkpoint_every.is_some() && o.checkpoint_path.is_none() {
         return Err(script_error(
             "tune: checkpoint_every needs a checkpoint path (checkpoint: \"out/ckpt.vidtune.safetensors\")",
         ));
     }
+    Ok(o)
+}
+
+/// `tune(model, clip | [clips], prompt | [prompts], options)`.
+fn do_tune(model: &Dynamic, clips: &Dynamic, prompts: &Dynamic, opts: Opts) -> RhaiResult<ScriptVideoModel> {
+    let model = video_model("tune", model)?;
+    let videos: Vec<Video> = one_or_many("tune", "the clips", "a Video", clips)?;
+    let texts: Vec<String> = if prompts.is_string() {
+        vec![prompts.to_string(); videos.len()]
+    } else {
+        one_or_many::<rhai::ImmutableString>("tune", "the prompts", "a string", prompts)?
+            .into_iter()
+            .map(|s| s.to_string())
+            .collect()
+    };
+    if texts.len() != videos.len() {
+        return Err(script_error(format!(
+            "tune: {} clips but {} prompts; give one prompt per clip (or one string for all)",
+            videos.len(),
+            texts.len()
+        )));
+    }
+    let masks: Vec<Option<Masks>> = match opts.get("masks") {
+        None => vec![None; videos.len()],
+        Some(v) => {
+            let m: Vec<Masks> = one_or_many("tune", "option \"masks\"", "Masks", v)?;
+            if m.len() != videos.len() {
+                return Err(script_error(format!(
+                    "tune: {} mask sequences for {} clips; give one per clip",
+                    m.len(),
+                    videos.len()
+                )));
+            }
+            m.into_iter().map(Some).collect()
+        }
+    };
+    let clips: Vec<TuneClip> = videos
+        .into_iter()
+        .zip(texts)
+        .zip(masks)
+        .map(|((video, prompt), masks)| TuneClip { video, prompt, masks })
+        .collect();
+    let o = tune_options(&opts)?;
     let use_cache = opts.bool("cache")?.unwrap_or(true);
-    let out = rt(tune_cached(&model, clip, prompt, &o, use_cache))?;
+    let out = rt(tune_clips_cached(&model, &clips, &o, use_cache))?;
     report_memo(&out, "tune");
     Ok(ScriptVideoModel(out.value))
 }
@@ -168,11 +369,32 @@ fn report_memo<T>(out: &Memoised<T>, what: &str) {
 
 fn do_invert(model: &Dynamic, clip: &Video, opts: Opts) -> RhaiResult<ScriptLatents> {
     let model = video_model("invert", model)?;
-    let o =
-        InvertOptions { steps: opts.int("steps")?.unwrap_or(50), prompt: opts.string("prompt")?.unwrap_or_default() };
+    let o = InvertOptions {
+        steps: opts.int("steps")?.unwrap_or(50),
+        prompt: opts.string("prompt")?.unwrap_or_default(),
+        masks: opts.custom::<Masks>("masks", "Masks")?,
+    };
     let out = rt(invert_cached(&model, clip, &o, opts.bool("cache")?.unwrap_or(true)))?;
     report_memo(&out, "invert");
     Ok(ScriptLatents(out.value))
+}
+
+fn first_frame(opts: &Opts) -> RhaiResult<Option<FirstFrame>> {
+    let Some(v) = opts.get("first_frame") else { return Ok(None) };
+    if let Some(img) = v.clone().try_cast::<Image>() {
+        return Ok(Some(FirstFrame::Image(img)));
+    }
+    if let Some(video) = v.clone().try_cast::<Video>() {
+        return Ok(Some(FirstFrame::Image(rt(video.frame(0))?)));
+    }
+    match v.clone().into_string().ok().as_deref() {
+        Some("source") => Ok(Some(FirstFrame::Source)),
+        Some("edit") => Ok(Some(FirstFrame::Edit)),
+        _ => Err(script_error(format!(
+            "sample: option \"first_frame\" must be \"source\", \"edit\", an Image or a Video, got {}",
+            super::describe(v)
+        ))),
+    }
 }
 
 fn do_sample(model: &Dynamic, prompt: &str, opts: Opts) -> RhaiResult<Video> {
@@ -180,6 +402,11 @@ fn do_sample(model: &Dynamic, prompt: &str, opts: Opts) -> RhaiResult<Video> {
     let latents = opts.custom::<ScriptLatents>("latents", "Latents (from invert)")?;
     let d = SampleOptions::default();
     let size = opts.size("size")?;
+    let shared_noise = match opts.get("shared_noise") {
+        None => None,
+        Some(v) if v.is_bool() => v.as_bool().ok().filter(|b| *b).map(|_| SHARED_NOISE),
+        Some(_) => opts.float("shared_noise")?,
+    };
     let o = SampleOptions {
         steps: opts.int("steps")?.unwrap_or(d.steps),
         guidance: opts.float("guidance")?.unwrap_or(d.guidance),
@@ -190,6 +417,13 @@ fn do_sample(model: &Dynamic, prompt: &str, opts: Opts) -> RhaiResult<Video> {
         width: size.map(|s| s.0),
         height: size.map(|s| s.1),
         fps: opts.float("fps")?,
+        masks: opts.custom::<Masks>("masks", "Masks")?,
+        subject: opts.string("subject")?,
+        keep_background: opts.bool("keep_background")?.unwrap_or(false),
+        feather: opts.int("feather")?.unwrap_or(d.feather),
+        first_frame: first_frame(&opts)?,
+        shared_noise,
+        variance_preserving: opts.bool("variance_preserving")?.unwrap_or(false),
     };
     let (video, seed) = rt(sample(&model, prompt, latents.as_ref().map(|l| &l.0), &o))?;
     if o.seed.is_none() && latents.is_none() {
@@ -246,19 +480,22 @@ pub fn register(engine: &mut Registrar, host: &Rc<Host>) {
     engine.register_type_with_name::<ScriptVideoModel>("VideoModel");
     engine.register_type_with_name::<ScriptLatents>("Latents");
     engine.register_fn("inflate", |sd: SdModel| do_inflate(&sd, Opts::empty("inflate")));
-    engine
-        .register_fn("inflate", |sd: SdModel, opts: Map| do_inflate(&sd, Opts::new("inflate", opts, INFLATE_OPTIONS)?));
-    engine.register_fn("tune", |m: Dynamic, clip: Video, prompt: &str| do_tune(&m, &clip, prompt, Opts::empty("tune")));
-    engine.register_fn("tune", |m: Dynamic, clip: Video, prompt: &str, opts: Map| {
-        do_tune(&m, &clip, prompt, Opts::new("tune", opts, TUNE_OPTIONS)?)
+    engine.register_fn("inflate", |sd: SdModel, opts: Map| {
+        do_inflate(&sd, Opts::declared("inflate", opts, INFLATE_OPTIONS)?)
+    });
+    engine.register_fn("tune", |m: Dynamic, clip: Dynamic, prompt: Dynamic| {
+        do_tune(&m, &clip, &prompt, Opts::empty("tune"))
+    });
+    engine.register_fn("tune", |m: Dynamic, clip: Dynamic, prompt: Dynamic, opts: Map| {
+        do_tune(&m, &clip, &prompt, Opts::declared("tune", opts, TUNE_OPTIONS)?)
     });
     engine.register_fn("invert", |m: Dynamic, clip: Video| do_invert(&m, &clip, Opts::empty("invert")));
     engine.register_fn("invert", |m: Dynamic, clip: Video, opts: Map| {
-        do_invert(&m, &clip, Opts::new("invert", opts, INVERT_OPTIONS)?)
+        do_invert(&m, &clip, Opts::declared("invert", opts, INVERT_OPTIONS)?)
     });
     engine.register_fn("sample", |m: Dynamic, prompt: &str| do_sample(&m, prompt, Opts::empty("sample")));
     engine.register_fn("sample", |m: Dynamic, prompt: &str, opts: Map| {
-        do_sample(&m, prompt, Opts::new("sample", opts, SAMPLE_OPTIONS)?)
+        do_sample(&m, prompt, Opts::declared("sample", opts, SAMPLE_OPTIONS)?)
     });
     let h = host.clone();
     engine.register_fn("load_tuned", move |sd: SdModel, path: &str| {
@@ -297,31 +534,26 @@ pub const DOCS: &[FnDoc] = &[
         summary: "Inflates an SD1.x model to video (Tune-A-Video's pseudo-3-D UNet): per-frame convolutions, \
                   frame-spanning GroupNorm, the chosen spatial attention module in every attn1 and a temporal \
                   module in every transformer block. Frozen weights are shared with sd, nothing is copied.",
-        details: "options:
-  spatial   \"sparse_causal\" (default, Tune-A-Video) | \"self\" | \"first_frame\" (LAMP) | \"full\" | \"ffam:R\" (EI²)
-  temporal  \"temporal\" (default, Tune-A-Video) | \"stam\" (EI²) | \"none\"
-  layers    #{pattern: module}: per-layer spatial modules; patterns match attn1 names with * wildcards
-  seed      initialisation of the new temporal layers (default 0)",
+        details: "",
+        options: INFLATE_OPTIONS,
         example: r#"let sd = load_sd("random:tiny");
 let tav = inflate(sd, #{spatial: "sparse_causal", temporal: "temporal"});
-let ei2 = inflate(sd, #{spatial: "ffam:2", temporal: "stam", layers: #{"up_blocks.*": "ffam:4"}});"#,
+let ei2 = inflate(sd, #{spatial: "ffam:2", temporal: "stam", layers: #{"up_blocks.*": "ffam:4"}});
+let guided = inflate(sd, #{preset: "mask-guided"});   // + MCA and mask cross-attention"#,
     },
     FnDoc {
         name: "tune",
         signatures: &[
             "tune(model: VideoModel, clip: Video, prompt: string) -> VideoModel",
             "tune(model, clip, prompt, options: map) -> VideoModel",
+            "tune(model, clips: [Video], prompts: [string] | string, options: map) -> VideoModel",
         ],
         summary: "One-shot tuning on a clip and its description. Returns the tuned model (the input is unchanged). \
                   Memoised: the same model, clip, prompt and options return the stored result without a step. \
                   Ctrl-C stops and returns the model tuned so far.",
-        details: "options:
-  steps          integer (default 500)          lr        number (default 3e-5)
-  train          \"tav\" (default: attn1.to_q, attn2.to_q, attn_temp) | \"ei2\" | \"all\" | [patterns]
-  seed           integer (default 33)           max_grad_norm   number (default 1.0)
-  weight_decay   number (default 1e-2)          betas     [b1, b2] (default [0.9, 0.999])
-  checkpoint     path of a tuned file written every `checkpoint_every` steps
-  cache          false: always recompute",
+        details: "With several clips (few-shot tuning, as LAMP and dynamic mask guidance do with 5–8 clips of one \
+                  motion) each step trains on one of them, drawn from the seed.",
+        options: TUNE_OPTIONS,
         example: r#"let clip = load_video("car-turn.mp4", #{frames: 8, every: 2, size: 512});
 let tuned = tune(model, clip, "a jeep car is moving on the road", #{steps: 300});"#,
     },
@@ -333,10 +565,8 @@ let tuned = tune(model, clip, "a jeep car is moving on the road", #{steps: 300})
         ],
         summary: "DDIM inversion of the clip (Tune-A-Video: null prompt, no guidance): the starting noise for edits \
                   that keep the clip's structure. Memoised like tune.",
-        details: "options:
-  steps   integer (default 50)
-  prompt  string (default \"\": null-text inversion)
-  cache   false: always recompute",
+        details: "",
+        options: INVERT_OPTIONS,
         example: r#"let inv = invert(tuned, clip, #{steps: 50});"#,
     },
     FnDoc {
@@ -347,13 +577,13 @@ let tuned = tune(model, clip, "a jeep car is moving on the road", #{steps: 300})
         ],
         summary: "Generates a clip with DDIM and classifier-free guidance, from inverted latents (an edit of the \
                   tuned clip) or from seeded noise.",
-        details: "options:
-  latents   Latents from invert (default: seeded noise)
-  steps     integer (default 50)      guidance  number (default 7.5)     eta  number (default 0)
-  seed      integer (noise and eta)   negative  string
-  frames, size, fps   without latents: clip length (default 8), size (default the model's), frame rate",
+        details: "A model with mask modules (mca, masked cross-attention) needs masks in every call. \
+                  keep_background needs latents inverted with the masks and the inversion's step count.",
+        options: SAMPLE_OPTIONS,
         example: r#"let edit = sample(tuned, "a Porsche car is moving on the beach", #{latents: inv, guidance: 12.5});
-save_video(edit, "out/edit.mp4");"#,
+save_video(edit, "out/edit.mp4");
+let kept = sample(guided, "a yellow car is moving on the road",
+                  #{latents: inv_masked, masks: m, subject: "yellow car", keep_background: true, steps: 50});"#,
     },
     FnDoc {
         name: "load_tuned",
@@ -361,6 +591,7 @@ save_video(edit, "out/edit.mp4");"#,
         summary:
             "Loads a tuned file (written by model.save) onto its base model; a file tuned on another base is refused.",
         details: "",
+        options: NO_OPTIONS,
         example: r#"let sd = load_sd("CompVis/stable-diffusion-v1-4");
 let tuned = load_tuned(sd, "out/car-turn.vidtune.safetensors");"#,
     },
@@ -370,6 +601,7 @@ let tuned = load_tuned(sd, "out/car-turn.vidtune.safetensors");"#,
         summary: "Writes only what tuning changed (trained and new tensors, module state) with metadata naming the \
                   base model, the modules, options and seed; atomic.",
         details: "",
+        options: NO_OPTIONS,
         example: r#"tuned.save("out/car-turn.vidtune.safetensors");"#,
     },
     FnDoc {
@@ -377,6 +609,7 @@ let tuned = load_tuned(sd, "out/car-turn.vidtune.safetensors");"#,
         signatures: &["model.info() -> map"],
         summary: "Base model, modules per layer, new and trained parameter counts, tuning record.",
         details: "",
+        options: NO_OPTIONS,
         example: r#"print(inflate(load_sd("random:tiny")).info().modules);"#,
     },
     FnDoc {
@@ -384,6 +617,7 @@ let tuned = load_tuned(sd, "out/car-turn.vidtune.safetensors");"#,
         signatures: &["model.losses() -> array"],
         summary: "The loss of every tuning step (empty before tuning).",
         details: "",
+        options: NO_OPTIONS,
         example: r#"print(tuned.losses());"#,
     },
     FnDoc {
@@ -391,6 +625,7 @@ let tuned = load_tuned(sd, "out/car-turn.vidtune.safetensors");"#,
         signatures: &["latents.tensor() -> Tensor"],
         summary: "The inverted latents [1, 4, F, h, w].",
         details: "",
+        options: NO_OPTIONS,
         example: r#"print(invert(tuned, clip).tensor().shape());"#,
     },
     FnDoc {
@@ -399,6 +634,7 @@ let tuned = load_tuned(sd, "out/car-turn.vidtune.safetensors");"#,
         summary: "The memo of tune and invert: hits, misses, entries in memory and on disk, its folder.",
         details:
             "VIDTUNE_CACHE sets the folder (default ~/.cache/vidtune), VIDTUNE_CACHE_MAX_GB its size (default 20).",
+        options: NO_OPTIONS,
         example: r#"print(cache_info());"#,
     },
     FnDoc {
@@ -406,6 +642,7 @@ let tuned = load_tuned(sd, "out/car-turn.vidtune.safetensors");"#,
         signatures: &["pipeline_stats() -> map"],
         summary: "Tuning, inversion and sampling steps run so far in this process (a cache hit runs none).",
         details: "",
+        options: NO_OPTIONS,
         example: r#"print(pipeline_stats().tune_steps);"#,
     },
 ];

@@ -7,10 +7,37 @@
 //! the kernel (fused SDPA or explicit math) is a separate switch in the context.
 
 use super::nn::{Builder, GroupNorm, Linear};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use std::cell::RefCell;
+use std::rc::Rc;
 use tch::Tensor;
 use vidtune_kernels::attention::{self as katt, Backend};
+
+/// Tensors `[N, C, h, w]` at every resolution a UNet call visits, looked up by their spatial size: the
+/// subject's masks (`C = 1`, area-averaged once per call) or the mask encoder's features.
+#[derive(Debug, Default)]
+pub struct Pyramid {
+    pub levels: Vec<Tensor>,
+}
+
+impl Pyramid {
+    /// The level of spatial size `h × w`.
+    pub fn at(&self, h: i64, w: i64) -> Option<&Tensor> {
+        self.levels.iter().find(|t| {
+            let s = t.size();
+            s[2] == h && s[3] == w
+        })
+    }
+
+    /// The level of the current tokens (`ctx.spatial`), as tokens `[N, h·w, C]`; an error naming `what`
+    /// when it is missing.
+    pub fn tokens(&self, ctx: &AttnContext, what: &str) -> Result<Tensor> {
+        let (h, w) = ctx.spatial.ok_or_else(|| Error::Invalid(format!("{what}: runs inside a spatial transformer")))?;
+        let t = self.at(h, w).ok_or_else(|| Error::Invalid(format!("{what}: nothing at {h}x{w}")))?;
+        let s = t.size();
+        Ok(t.view([s[0], s[1], h * w]).transpose(1, 2))
+    }
+}
 
 /// Data of one forward call that processors may use.
 #[derive(Debug, Clone)]
@@ -19,8 +46,14 @@ pub struct AttnContext {
     pub frames: i64,
     /// The diffusion timestep of this call, when known.
     pub timestep: Option<f64>,
-    /// Per-frame masks at this layer's resolution `[B·F, 1, H, W]`, for mask-aware modules.
-    pub masks: Option<std::rc::Rc<Tensor>>,
+    /// The subject's masks `[B·F, 1, h, w]` at every resolution of the call, for mask-aware modules.
+    pub masks: Option<Rc<Pyramid>>,
+    /// The mask encoder's features `[B·F, C, h, w]` at every resolution (mask-guided cross-attention).
+    pub mask_features: Option<Rc<Pyramid>>,
+    /// Per clip of the batch, the positions of the subject's tokens in its text (mask cross-attention).
+    pub subject_tokens: Option<Rc<Vec<Vec<i64>>>>,
+    /// Index of the first frame of this call in the whole clip (windows of a long clip).
+    pub frame_offset: i64,
     /// Spatial size `(H, W)` of the tokens of this call (set by the transformer before its blocks).
     pub spatial: Option<(i64, i64)>,
     /// The attention kernel.
@@ -31,7 +64,17 @@ pub struct AttnContext {
 
 impl Default for AttnContext {
     fn default() -> Self {
-        AttnContext { frames: 1, timestep: None, masks: None, spatial: None, backend: Backend::Sdpa, training: false }
+        AttnContext {
+            frames: 1,
+            timestep: None,
+            masks: None,
+            mask_features: None,
+            subject_tokens: None,
+            frame_offset: 0,
+            spatial: None,
+            backend: Backend::Sdpa,
+            training: false,
+        }
     }
 }
 
@@ -104,13 +147,27 @@ impl Attention {
         dim_head: i64,
         qkv_bias: bool,
     ) -> Self {
+        Attention::with_output(b, query_dim, context_dim, heads, dim_head, qkv_bias, query_dim)
+    }
+
+    /// An attention whose output projection maps to `out_dim` instead of back to `query_dim` (queries from
+    /// one feature space, the result added to another: mask-guided cross-attention).
+    pub fn with_output(
+        b: &Builder,
+        query_dim: i64,
+        context_dim: Option<i64>,
+        heads: i64,
+        dim_head: i64,
+        qkv_bias: bool,
+        out_dim: i64,
+    ) -> Self {
         let inner = heads * dim_head;
         let kv_in = context_dim.unwrap_or(query_dim);
         Attention {
             to_q: Linear::new(&b.sub("to_q"), query_dim, inner, qkv_bias),
             to_k: Linear::new(&b.sub("to_k"), kv_in, inner, qkv_bias),
             to_v: Linear::new(&b.sub("to_v"), kv_in, inner, qkv_bias),
-            to_out: Linear::new(&b.sub("to_out").sub(0), inner, query_dim, true),
+            to_out: Linear::new(&b.sub("to_out").sub(0), inner, out_dim, true),
             group_norm: None,
             heads,
             processor: RefCell::new(Box::new(PlainAttention)),

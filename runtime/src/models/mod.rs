@@ -9,7 +9,6 @@ pub mod clip_vision;
 pub mod embeddings;
 pub mod nn;
 pub mod resnet;
-pub mod temporal;
 pub mod tokenizer;
 pub mod transformer_2d;
 pub mod unet_2d_blocks;

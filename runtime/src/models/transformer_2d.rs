@@ -2,10 +2,9 @@
 //! (1×1 conv or linear), transformer blocks over the `H·W` tokens, projection out, residual. In video the
 //! GroupNorm is per frame, as in Tune-A-Video's `Transformer3DModel`.
 
-use super::attention::BasicTransformerBlock;
+use super::attention::{BasicTransformerBlock, BlockShape, Stages};
 use super::attention_processor::AttnContext;
 use super::nn::{Builder, Conv2d, GroupNorm, Linear};
-use super::temporal::TemporalKind;
 use crate::error::Result;
 use tch::Tensor;
 
@@ -31,11 +30,12 @@ pub struct TransformerSpec {
     pub cross_dim: i64,
     pub groups: i64,
     pub linear_projection: bool,
-    pub temporal: Option<TemporalKind>,
+    /// The stages video modules add to every block.
+    pub stages: Option<Stages>,
 }
 
 impl Transformer2DModel {
-    pub fn new(b: &Builder, spec: &TransformerSpec) -> Self {
+    pub fn new(b: &Builder, spec: &TransformerSpec) -> Result<Self> {
         let c = spec.channels;
         let dim_head = c / spec.heads;
         let inner = spec.heads * dim_head;
@@ -46,20 +46,17 @@ impl Transformer2DModel {
                 Proj::Conv(Conv2d::new(&b.sub(name), i, o, 1, 1, 0))
             }
         };
-        Transformer2DModel {
+        let shape = BlockShape { dim: inner, heads: spec.heads, dim_head, cross_dim: spec.cross_dim, eps: 1e-5 };
+        Ok(Transformer2DModel {
             norm: GroupNorm::new(&b.sub("norm"), spec.groups, c, 1e-6),
             proj_in: proj("proj_in", c, inner),
             transformer_blocks: vec![BasicTransformerBlock::new(
                 &b.sub("transformer_blocks").sub(0),
-                inner,
-                spec.heads,
-                dim_head,
-                spec.cross_dim,
-                1e-5,
-                spec.temporal.as_ref(),
-            )],
+                &shape,
+                spec.stages.as_ref(),
+            )?],
             proj_out: proj("proj_out", inner, c),
-        }
+        })
     }
 
     /// `x` `[N, C, H, W]`, `context` `[N, L, Ck]`.

@@ -35,7 +35,7 @@ impl DownBlock {
         rs: ResnetSpec,
         attn: Option<&TransformerSpec>,
         downsample: Option<i64>,
-    ) -> Self {
+    ) -> Result<Self> {
         let resnets = (0..layers)
             .map(|j| {
                 ResnetBlock2D::new(
@@ -50,11 +50,13 @@ impl DownBlock {
             })
             .collect();
         let attentions = match attn {
-            Some(spec) => (0..layers).map(|j| Transformer2DModel::new(&b.sub("attentions").sub(j), spec)).collect(),
+            Some(spec) => (0..layers)
+                .map(|j| Transformer2DModel::new(&b.sub("attentions").sub(j), spec))
+                .collect::<Result<Vec<_>>>()?,
             None => vec![],
         };
         let downsampler = downsample.map(|padding| Downsample2D::new(&b.sub("downsamplers").sub(0), out_c, padding));
-        DownBlock { resnets, attentions, downsampler }
+        Ok(DownBlock { resnets, attentions, downsampler })
     }
 
     /// Returns the output and the skip connections it contributes.
@@ -90,8 +92,8 @@ pub struct MidBlock {
 }
 
 impl MidBlock {
-    pub fn new(b: &Builder, c: i64, rs: ResnetSpec, attn: &TransformerSpec) -> Self {
-        MidBlock {
+    pub fn new(b: &Builder, c: i64, rs: ResnetSpec, attn: &TransformerSpec) -> Result<Self> {
+        Ok(MidBlock {
             resnets: (0..2)
                 .map(|j| {
                     ResnetBlock2D::new(
@@ -105,8 +107,8 @@ impl MidBlock {
                     )
                 })
                 .collect(),
-            attentions: vec![Transformer2DModel::new(&b.sub("attentions").sub(0), attn)],
-        }
+            attentions: vec![Transformer2DModel::new(&b.sub("attentions").sub(0), attn)?],
+        })
     }
 
     pub fn forward(&self, x: &Tensor, temb: &Tensor, context: &Tensor, ctx: &AttnContext) -> Result<Tensor> {
@@ -140,7 +142,7 @@ impl UpBlock {
         rs: ResnetSpec,
         attn: Option<&TransformerSpec>,
         upsample: bool,
-    ) -> Self {
+    ) -> Result<Self> {
         let resnets = (0..layers)
             .map(|j| {
                 let skip = if j == layers - 1 { ch.in_c } else { ch.out_c };
@@ -157,11 +159,13 @@ impl UpBlock {
             })
             .collect();
         let attentions = match attn {
-            Some(spec) => (0..layers).map(|j| Transformer2DModel::new(&b.sub("attentions").sub(j), spec)).collect(),
+            Some(spec) => (0..layers)
+                .map(|j| Transformer2DModel::new(&b.sub("attentions").sub(j), spec))
+                .collect::<Result<Vec<_>>>()?,
             None => vec![],
         };
         let upsampler = upsample.then(|| Upsample2D::new(&b.sub("upsamplers").sub(0), ch.out_c));
-        UpBlock { resnets, attentions, upsampler }
+        Ok(UpBlock { resnets, attentions, upsampler })
     }
 
     /// Consumes one skip connection per ResNet from the end of `skips`; upsamples to `size`.

@@ -3,11 +3,11 @@
 //! run per frame, ResNet GroupNorms (and `conv_norm_out`) take statistics over all frames, and each
 //! transformer block may carry a temporal stage — Tune-A-Video's `UNet3DConditionModel`, from the same code.
 
+use super::attention::Stages;
 use super::attention_processor::{Attention, AttnContext};
 use super::embeddings::{timestep_embedding, TimestepEmbedding};
 use super::nn::{silu, Builder, Conv2d, GroupNorm};
 use super::resnet::group_norm_frames;
-use super::temporal::TemporalKind;
 use super::transformer_2d::TransformerSpec;
 use super::unet_2d_blocks::{DownBlock, MidBlock, ResnetSpec, UpBlock, UpChannels};
 use crate::config::unet::{block_kind, BlockKind, UNet2DConditionConfig};
@@ -24,14 +24,15 @@ pub struct UNet2DConditionModel {
     pub up_blocks: Vec<UpBlock>,
     conv_norm_out: GroupNorm,
     conv_out: Conv2d,
-    /// The temporal module of every transformer block, if inflated.
-    pub temporal: Option<TemporalKind>,
+    /// The names of the stages video modules added to every transformer block (`["temporal"]` for a
+    /// Tune-A-Video UNet), empty for an image UNet.
+    pub stage_names: Vec<String>,
 }
 
 impl UNet2DConditionModel {
-    /// Builds the network of `config` under `b` (the `unet` root); `temporal` adds a temporal stage to every
-    /// transformer block.
-    pub fn new(b: &Builder, config: &UNet2DConditionConfig, temporal: Option<TemporalKind>) -> Result<Self> {
+    /// Builds the network of `config` under `b` (the `unet` root); `stages` adds the stages of video modules
+    /// (temporal, mask-guided attention) to every transformer block.
+    pub fn new(b: &Builder, config: &UNet2DConditionConfig, stages: Option<Stages>) -> Result<Self> {
         config.check_supported()?;
         let ch = &config.block_out_channels;
         let n = ch.len();
@@ -45,7 +46,7 @@ impl UNet2DConditionModel {
             cross_dim: config.cross_dim(),
             groups,
             linear_projection: config.use_linear_projection,
-            temporal: temporal.clone(),
+            stages: stages.clone(),
         };
         for (i, &c) in ch.iter().enumerate() {
             if c % groups != 0 || c % config.heads(i) != 0 {
@@ -70,10 +71,10 @@ impl UNet2DConditionModel {
                 rs,
                 attn.as_ref(),
                 down,
-            ));
+            )?);
         }
         let mid_rs = ResnetSpec { output_scale: config.mid_block_scale_factor, ..rs };
-        let mid_block = MidBlock::new(&b.sub("mid_block"), ch[n - 1], mid_rs, &spec(ch[n - 1], n - 1));
+        let mid_block = MidBlock::new(&b.sub("mid_block"), ch[n - 1], mid_rs, &spec(ch[n - 1], n - 1))?;
         let rev: Vec<i64> = ch.iter().rev().copied().collect();
         let mut up_blocks = Vec::with_capacity(n);
         let mut out_c = rev[0];
@@ -91,9 +92,11 @@ impl UNet2DConditionModel {
                 rs,
                 attn.as_ref(),
                 i + 1 < n,
-            ));
+            )?);
         }
+        let stage_names = mid_block.attentions[0].transformer_blocks[0].stages.iter().map(|s| s.name()).collect();
         Ok(UNet2DConditionModel {
+            stage_names,
             config: config.clone(),
             conv_in: Conv2d::new(&b.sub("conv_in"), config.in_channels, ch[0], 3, 1, 1),
             time_embedding: TimestepEmbedding::new(&b.sub("time_embedding"), ch[0], temb_dim),
@@ -102,7 +105,6 @@ impl UNet2DConditionModel {
             up_blocks,
             conv_norm_out: GroupNorm::new(&b.sub("conv_norm_out"), groups, ch[0], config.norm_eps),
             conv_out: Conv2d::new(&b.sub("conv_out"), ch[0], config.out_channels, 3, 1, 1),
-            temporal,
         })
     }
 
@@ -190,8 +192,10 @@ impl UNet2DConditionModel {
                     let p = format!("{prefix}.attentions.{j}.transformer_blocks.{k}");
                     out.push((format!("{p}.attn1"), &block.attn1));
                     out.push((format!("{p}.attn2"), &block.attn2));
-                    if let Some(temp) = &block.temporal {
-                        out.push((format!("{p}.attn_temp"), &temp.attn_temp));
+                    for stage in &block.stages {
+                        for (name, attn) in stage.attentions() {
+                            out.push((format!("{p}.{name}"), attn));
+                        }
                     }
                 }
             }

@@ -2,7 +2,7 @@
 //! give the stored result without a single step.
 
 use super::invert::{invert, InvertOptions, Latents};
-use super::tune::{tune, TuneOptions};
+use super::tune::{tune_clips, TuneClip, TuneOptions};
 use crate::cache::{CacheCounters, DiskCache, DiskUsage, KeyBuilder, MemoryCache};
 use crate::error::Result;
 use crate::media::Video;
@@ -12,6 +12,7 @@ use crate::weights::safetensors_io;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
+use tch::Tensor;
 
 struct Memo {
     tuned: MemoryCache<Rc<VideoModel>>,
@@ -37,26 +38,32 @@ fn bump(f: impl FnOnce(&mut CacheCounters)) {
     });
 }
 
-/// The key of a tuning run.
-pub fn tune_key(model: &VideoModel, clip: &Video, prompt: &str, opts: &TuneOptions) -> String {
+/// The key of a tuning run: the model, every clip (frames, prompt, masks by content) and the options.
+pub fn tune_key(model: &VideoModel, clips: &[TuneClip], opts: &TuneOptions) -> String {
     let o = TuneOptions { checkpoint_every: None, checkpoint_path: None, ..opts.clone() };
-    KeyBuilder::new("tune")
-        .text(&model.identity)
-        .text(&model.base.memo_identity())
-        .video(clip)
-        .text(prompt)
-        .text(&format!("{o:?}"))
-        .finish()
+    let mut k = KeyBuilder::new("tune").text(&model.identity).text(&model.base.memo_identity());
+    for c in clips {
+        k = k.video(&c.video).text(&c.prompt);
+        k = match &c.masks {
+            Some(m) => k.text("masks").tensor(m.tensor()),
+            None => k.text("no masks"),
+        };
+    }
+    k.text(&format!("{o:?}")).finish()
 }
 
-/// The key of an inversion.
+/// The key of an inversion: the model, the clip, the steps and prompt, and the masks by content.
 pub fn invert_key(model: &VideoModel, clip: &Video, opts: &InvertOptions) -> String {
-    KeyBuilder::new("invert")
+    let k = KeyBuilder::new("invert")
         .text(&model.identity)
         .text(&model.base.memo_identity())
         .video(clip)
-        .text(&format!("{opts:?}"))
-        .finish()
+        .text(&format!("steps {} prompt {:?}", opts.steps, opts.prompt));
+    match &opts.masks {
+        Some(m) => k.text("masks").tensor(m.tensor()),
+        None => k.text("no masks"),
+    }
+    .finish()
 }
 
 /// Where a memoised result came from.
@@ -110,7 +117,7 @@ fn store(what: &str, write: impl FnOnce(&DiskCache) -> Result<()>) -> Option<Str
     })
 }
 
-/// [`tune`], memoised in memory and on disk unless `use_cache` is false.
+/// [`tune_clips`] of one clip without masks (the common case), memoised.
 pub fn tune_cached(
     model: &VideoModel,
     clip: &Video,
@@ -118,11 +125,22 @@ pub fn tune_cached(
     opts: &TuneOptions,
     use_cache: bool,
 ) -> Result<Memoised<Rc<VideoModel>>> {
+    let clips = [TuneClip { video: clip.clone(), prompt: prompt.to_string(), masks: None }];
+    tune_clips_cached(model, &clips, opts, use_cache)
+}
+
+/// [`tune_clips`], memoised in memory and on disk unless `use_cache` is false.
+pub fn tune_clips_cached(
+    model: &VideoModel,
+    clips: &[TuneClip],
+    opts: &TuneOptions,
+    use_cache: bool,
+) -> Result<Memoised<Rc<VideoModel>>> {
     opts.validate()?;
     let start = std::time::Instant::now();
-    let key = tune_key(model, clip, prompt, opts);
+    let key = tune_key(model, clips, opts);
     if !use_cache {
-        return Ok(done(Rc::new(tune(model, clip, prompt, opts)?), Source::Computed, &key, start));
+        return Ok(done(Rc::new(tune_clips(model, clips, opts)?), Source::Computed, &key, start));
     }
     if let Some(hit) = MEMO.with(|m| m.tuned.get(&key)) {
         bump(|c| c.memory_hits += 1);
@@ -139,7 +157,7 @@ pub fn tune_cached(
         }
     }
     bump(|c| c.misses += 1);
-    let mut tuned = tune(model, clip, prompt, opts)?;
+    let mut tuned = tune_clips(model, clips, opts)?;
     tuned.identity = key.clone();
     let interrupted = tuned.record.as_ref().is_some_and(|r| r.interrupted);
     let tuned = Rc::new(tuned);
@@ -174,10 +192,14 @@ pub fn invert_cached(
     if let Some(path) = MEMO.with(|m| m.disk.borrow().get(&key, "latents.safetensors")) {
         let meta = safetensors_io::read_metadata(&path).unwrap_or_default();
         if let Ok(mut t) = crate::weights::read_safetensors(&path) {
-            if let Some(latents) = t.remove("latents") {
+            if let (Some(latents), Some(source)) = (t.remove("latents"), t.remove("source")) {
                 bump(|c| c.disk_hits += 1);
+                let here = |x: Tensor| x.to_device(model.base.device).to_kind(model.kind());
+                let trajectory = t.remove("trajectory").map(|tr| Rc::new(tr.unbind(0).into_iter().map(here).collect()));
                 let l = Latents {
-                    latents: latents.to_device(model.base.device).to_kind(model.kind()),
+                    latents: here(latents),
+                    source: here(source),
+                    trajectory,
                     steps: opts.steps,
                     prompt: opts.prompt.clone(),
                     fps: meta.get("fps").and_then(|f| f.parse().ok()).unwrap_or(clip.fps()),
@@ -194,7 +216,12 @@ pub fn invert_cached(
     out.store_warning = store("invert", |disk| {
         let path = disk.path(&key, "latents.safetensors");
         let meta = HashMap::from([("fps".to_string(), l.fps.to_string()), ("steps".to_string(), l.steps.to_string())]);
-        safetensors_io::write(&path, &[("latents".to_string(), l.latents.shallow_clone())], meta)?;
+        let mut tensors =
+            vec![("latents".to_string(), l.latents.shallow_clone()), ("source".to_string(), l.source.shallow_clone())];
+        if let Some(tr) = &l.trajectory {
+            tensors.push(("trajectory".to_string(), Tensor::stack(tr, 0)));
+        }
+        safetensors_io::write(&path, &tensors, meta)?;
         disk.commit(&path)
     });
     Ok(out)

@@ -1,12 +1,16 @@
 //! DDIM inversion of a clip (Tune-A-Video `ddim_inversion`): the clip's latents walked up the noise
 //! schedule with the null prompt (or a source prompt) and no guidance; the result is the starting noise
-//! of edits that keep the clip's structure.
+//! of edits that keep the clip's structure. Models with mask modules invert under the clip's masks, and
+//! then the trajectory is kept: `sample(…, #{keep_background: true})` puts the background back from it
+//! at every step.
 
-use super::{count, encode_video, to_video_latents, Loop};
-use crate::error::Result;
+use super::denoise::{denoise, DenoiseSpec, NoHooks, Walk};
+use super::{encode_video, to_video_latents, Loop};
+use crate::error::{Error, Result};
+use crate::masks::Masks;
 use crate::media::Video;
-use crate::progress::Progress;
-use crate::video::VideoModel;
+use crate::video::{Conditioning, VideoModel};
+use std::rc::Rc;
 use tch::Tensor;
 
 #[derive(Debug, Clone)]
@@ -14,19 +18,32 @@ pub struct InvertOptions {
     pub steps: i64,
     /// The prompt of inversion; empty is Tune-A-Video's null-text inversion.
     pub prompt: String,
+    /// The subject's masks: the conditioning of mask modules, and the reason to keep the trajectory.
+    pub masks: Option<Masks>,
 }
 
 impl Default for InvertOptions {
     fn default() -> Self {
-        InvertOptions { steps: 50, prompt: String::new() }
+        InvertOptions { steps: 50, prompt: String::new(), masks: None }
+    }
+}
+
+impl InvertOptions {
+    /// `steps` inversion steps with the null prompt.
+    pub fn steps(steps: i64) -> Self {
+        InvertOptions { steps, ..Default::default() }
     }
 }
 
 /// Inverted latents of a clip.
 #[derive(Debug)]
 pub struct Latents {
-    /// `[1, 4, F, h, w]`.
+    /// `[1, 4, F, h, w]`: the top of the trajectory, the starting noise of an edit.
     pub latents: Tensor,
+    /// The clip's clean latents `[1, 4, F, h, w]` (the bottom of the trajectory).
+    pub source: Tensor,
+    /// With masks: every level walked, ascending — `trajectory[0]` clean, `trajectory[k]` after step `k`.
+    pub trajectory: Option<Rc<Vec<Tensor>>>,
     pub steps: i64,
     pub prompt: String,
     pub fps: f64,
@@ -34,35 +51,66 @@ pub struct Latents {
 
 impl Clone for Latents {
     fn clone(&self) -> Self {
-        Latents { latents: self.latents.shallow_clone(), steps: self.steps, prompt: self.prompt.clone(), fps: self.fps }
+        Latents {
+            latents: self.latents.shallow_clone(),
+            source: self.source.shallow_clone(),
+            trajectory: self.trajectory.clone(),
+            steps: self.steps,
+            prompt: self.prompt.clone(),
+            fps: self.fps,
+        }
+    }
+}
+
+impl Latents {
+    /// Frames of the clip.
+    pub fn frames(&self) -> i64 {
+        self.latents.size()[2]
     }
 }
 
 impl std::fmt::Display for Latents {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let s = self.latents.size();
-        write!(f, "Latents({} frames, {}x{} latent, {} inversion steps)", s[2], s[4], s[3], self.steps)
+        let kept = if self.trajectory.is_some() { ", trajectory kept" } else { "" };
+        write!(f, "Latents({} frames, {}x{} latent, {} inversion steps{kept})", s[2], s[4], s[3], self.steps)
     }
+}
+
+/// Checks that masks fit the clip they condition.
+pub fn check_masks(masks: &Masks, clip: &Video, what: &str) -> Result<()> {
+    masks.check_matches(clip).map_err(|e| Error::Invalid(format!("{what}: {e}")))
 }
 
 /// Inverts `clip` with `model`.
 pub fn invert(model: &VideoModel, clip: &Video, opts: &InvertOptions) -> Result<Latents> {
     super::tune::check_range("steps", opts.steps as f64, 1.0, 100_000.0, "an integer")?;
+    if let Some(m) = &opts.masks {
+        check_masks(m, clip, "invert")?;
+    }
     let base = &model.base;
     super::ensure_clip_fits(base, clip, "inverting", false)?;
     let dist = encode_video(base, clip)?;
-    let mut x = to_video_latents(&(dist.mean * base.vae.model.scaling_factor())).to_kind(model.kind());
-    let emb = base.encode_prompt(&opts.prompt)?;
-    let mut ddim = base.scheduler.ddim()?;
-    ddim.set_timesteps(opts.steps)?;
-    let mut progress = Progress::new("invert", opts.steps as u64);
-    for &t in ddim.timesteps().iter().rev() {
-        let ts = Tensor::from(t).to_device(base.device);
-        let eps = tch::no_grad(|| model.forward(&x, &ts, &emb, false))?;
-        x = ddim.inversion_step(&eps, t, &x)?;
-        count(Loop::Invert);
-        progress.step()?;
-    }
-    progress.finish();
-    Ok(Latents { latents: x, steps: opts.steps, prompt: opts.prompt.clone(), fps: clip.fps() })
+    let source = to_video_latents(&(dist.mean * base.vae.model.scaling_factor())).to_kind(model.kind());
+    let cond =
+        Conditioning::text(&base.encode_prompt(&opts.prompt)?).with_masks(opts.masks.as_ref().map(|m| m.tensor()));
+    let spec = DenoiseSpec {
+        label: "invert".into(),
+        steps: opts.steps,
+        walk: Walk::Up,
+        guidance: 1.0,
+        uncond: None,
+        eta: 0.0,
+        record: opts.masks.is_some(),
+        counter: Loop::Invert,
+    };
+    let out = denoise(model, source.shallow_clone(), &cond, &spec, None, &mut NoHooks)?;
+    Ok(Latents {
+        latents: out.latents,
+        source,
+        trajectory: (!out.trajectory.is_empty()).then(|| Rc::new(out.trajectory)),
+        steps: opts.steps,
+        prompt: opts.prompt.clone(),
+        fps: clip.fps(),
+    })
 }

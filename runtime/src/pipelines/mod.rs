@@ -2,6 +2,7 @@
 //! honouring cancellation at every step, and counting its steps (so tests can tell work from a cache hit).
 
 pub mod cached;
+pub mod denoise;
 pub mod invert;
 pub mod sample;
 pub mod t2i;
@@ -16,15 +17,17 @@ use std::cell::Cell;
 use tch::{Kind, Tensor};
 
 thread_local! {
-    static COUNTS: Cell<Stats> = const { Cell::new(Stats { tune_steps: 0, invert_steps: 0, sample_steps: 0 }) };
+    static COUNTS: Cell<Stats> =
+        const { Cell::new(Stats { tune_steps: 0, invert_steps: 0, sample_steps: 0, t2i_steps: 0 }) };
 }
 
 /// Which loop a step belongs to.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Loop {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Loop {
     Tune,
     Invert,
     Sample,
+    T2i,
 }
 
 /// Steps run by the pipelines on this thread.
@@ -33,6 +36,7 @@ pub struct Stats {
     pub tune_steps: u64,
     pub invert_steps: u64,
     pub sample_steps: u64,
+    pub t2i_steps: u64,
 }
 
 /// The step counters of this thread so far.
@@ -47,6 +51,7 @@ pub(crate) fn count(which: Loop) {
             Loop::Tune => s.tune_steps += 1,
             Loop::Invert => s.invert_steps += 1,
             Loop::Sample => s.sample_steps += 1,
+            Loop::T2i => s.t2i_steps += 1,
         }
         c.set(s);
     });

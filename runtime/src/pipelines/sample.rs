@@ -1,15 +1,40 @@
 //! Sampling a clip: DDIM with classifier-free guidance from inverted latents (an edit) or from seeded
-//! noise, then the VAE decode in chunks of frames.
+//! noise, through the shared loop of [`super::denoise`], then the VAE decode in chunks of frames.
+//!
+//! With the subject's masks, three things can steer it:
+//! - the model's mask modules (`mca`, `masked` cross-attention) read the masks every step, and mask
+//!   cross-attention the `subject`'s tokens;
+//! - `keep_background`: after every step, outside the masks (dilated by `feather` latent pixels) the
+//!   latents are replaced by the inversion's latents at the same noise level — blended latent diffusion's
+//!   rule — so the background ends as the clip's own;
+//! - `first_frame` (LAMP, dynamic mask guidance Eq. 4): frame 0 is held clean at a given latent — the
+//!   clip's own (`source`), an image, or the edit of frame 0 made first on its own (`edit`) — and only
+//!   frames 1.. are denoised; `shared_noise: α` mixes its latent into the other frames' starting noise,
+//!   `noise[f] = α·z₀ + (1 − α)·noise[f]` (Eq. 8; `variance_preserving` divides by `√(α² + (1 − α)²)`).
 
+use super::denoise::{denoise, DenoiseSpec, StepHooks, Walk};
 use super::invert::Latents;
 use super::tune::check_range;
-use super::{count, decode_video, Loop};
+use super::{decode_video, encode_video, to_video_latents, Loop};
 use crate::error::{Error, Result};
-use crate::media::{check_model_size, Video};
-use crate::progress::Progress;
+use crate::masks::Masks;
+use crate::media::{check_model_size, Image, Video};
 use crate::rng::Noise;
-use crate::video::VideoModel;
-use tch::Tensor;
+use crate::video::conditioning::subject_token_positions;
+use crate::video::{Conditioning, VideoModel};
+use tch::{Kind, Tensor};
+use vidtune_kernels::masks as kmasks;
+
+/// Where frame 0 comes from under first-frame conditioning.
+#[derive(Debug, Clone)]
+pub enum FirstFrame {
+    /// The clip's own first frame (from the latents' clean source).
+    Source,
+    /// Frame 0 sampled first on its own with the same prompt and options, then held.
+    Edit,
+    /// A given image (resized to the clip's size).
+    Image(Image),
+}
 
 #[derive(Debug, Clone)]
 pub struct SampleOptions {
@@ -23,6 +48,19 @@ pub struct SampleOptions {
     pub width: Option<i64>,
     pub height: Option<i64>,
     pub fps: Option<f64>,
+    /// The subject's masks, one per frame of the clip.
+    pub masks: Option<Masks>,
+    /// Words of the prompt that name the subject (for mask cross-attention).
+    pub subject: Option<String>,
+    /// Put the background back from the inversion's trajectory at every step.
+    pub keep_background: bool,
+    /// How far (latent pixels) the edited region reaches beyond the masks under `keep_background`.
+    pub feather: i64,
+    pub first_frame: Option<FirstFrame>,
+    /// α of first-frame shared noise.
+    pub shared_noise: Option<f64>,
+    /// Shared noise with unit variance kept.
+    pub variance_preserving: bool,
 }
 
 impl Default for SampleOptions {
@@ -37,6 +75,13 @@ impl Default for SampleOptions {
             width: None,
             height: None,
             fps: None,
+            masks: None,
+            subject: None,
+            keep_background: false,
+            feather: 1,
+            first_frame: None,
+            shared_noise: None,
+            variance_preserving: false,
         }
     }
 }
@@ -44,12 +89,15 @@ impl Default for SampleOptions {
 /// The most frames one `sample` call makes without latents.
 pub const MAX_FRAMES: i64 = 100_000;
 
+/// The shared-noise ratio of dynamic mask guidance's best results.
+pub const SHARED_NOISE: f64 = 0.2;
+
 impl SampleOptions {
-    /// Refuses out-of-range values and options the call would ignore (`with_latents`: sampling from
-    /// inverted latents, which fix the frames and size).
-    pub fn validate(&self, with_latents: bool) -> Result<()> {
+    /// Refuses out-of-range values and options the call would ignore (`latents`: the inversion this call
+    /// starts from, which fixes the frames and size).
+    pub fn validate(&self, latents: Option<&Latents>) -> Result<()> {
         check_denoise_options(self.steps, self.guidance, self.eta, &self.negative)?;
-        if with_latents {
+        if latents.is_some() {
             let ignored: Vec<&str> =
                 [("frames", self.frames.is_some()), ("size", self.width.is_some() || self.height.is_some())]
                     .iter()
@@ -70,7 +118,58 @@ impl SampleOptions {
         if let Some(fps) = self.fps {
             check_range("fps", fps, f64::MIN_POSITIVE, 1000.0, "a number")?;
         }
-        Ok(())
+        check_range("feather", self.feather as f64, 0.0, 64.0, "an integer")?;
+        if let Some(a) = self.shared_noise {
+            check_range("shared_noise", a, 0.0, 1.0, "a number")?;
+            if self.first_frame.is_none() {
+                return Err(Error::Invalid(
+                    "shared_noise would be ignored: it mixes the first frame's latent into the other frames' noise, so \
+                     it needs first_frame (\"source\", \"edit\" or an Image)"
+                        .into(),
+                ));
+            }
+        }
+        if self.variance_preserving && self.shared_noise.is_none() {
+            return Err(Error::Invalid("variance_preserving would be ignored without shared_noise".into()));
+        }
+        if self.subject.is_some() && self.masks.is_none() {
+            return Err(Error::Invalid(
+                "subject would be ignored: it names the words that mask cross-attention ties to the masks; give masks too"
+                    .into(),
+            ));
+        }
+        if self.keep_background {
+            let Some(l) = latents else {
+                return Err(Error::Invalid(
+                    "keep_background takes the background from an inversion: pass latents from invert(…, #{masks})"
+                        .into(),
+                ));
+            };
+            if self.masks.is_none() {
+                return Err(Error::Invalid("keep_background needs the subject's masks: pass #{masks: …}".into()));
+            }
+            if l.trajectory.is_none() {
+                return Err(Error::Invalid(
+                    "keep_background needs latents that kept their trajectory: invert with the masks, invert(model, \
+                     clip, #{masks: m})"
+                        .into(),
+                ));
+            }
+            if l.steps != self.steps {
+                return Err(Error::Invalid(format!(
+                    "keep_background follows the inversion's {} steps: sample with steps: {} too (got {})",
+                    l.steps, l.steps, self.steps
+                )));
+            }
+        }
+        match (&self.first_frame, latents) {
+            (Some(FirstFrame::Source | FirstFrame::Edit), None) => Err(Error::Invalid(
+                "first_frame \"source\" and \"edit\" come from inverted latents: pass latents, or an Image as the first \
+                 frame"
+                    .into(),
+            )),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -97,6 +196,77 @@ fn ensure_sample_fits(model: &VideoModel, frames: i64, w: i64, h: i64) -> Result
     crate::memory::ensure_fits(&format!("sampling {frames} frames at {w}x{h}"), bytes, model.base.device)
 }
 
+/// Holds frame 0 at a clean latent: before the UNet sees the latents and after the scheduler moved them.
+struct HoldFirstFrame(Tensor);
+
+/// Replaces the latents outside the subject by the inversion's latents of the same noise level.
+struct KeepBackground {
+    trajectory: std::rc::Rc<Vec<Tensor>>,
+    /// 1 where the edit may change the latents (the dilated masks), `[1, 1, F, h, w]`.
+    edit: Tensor,
+}
+
+impl StepHooks for (Option<HoldFirstFrame>, Option<KeepBackground>) {
+    fn before(&mut self, _step: usize, _t: i64, x: &mut Tensor) -> Result<()> {
+        if let Some(HoldFirstFrame(z)) = &self.0 {
+            *x = hold_first(x, z);
+        }
+        Ok(())
+    }
+
+    fn after(&mut self, _step: usize, level: usize, x: &mut Tensor, _x0: Option<&Tensor>) -> Result<()> {
+        if let Some(k) = &self.1 {
+            let bg = &k.trajectory[level.min(k.trajectory.len() - 1)];
+            *x = &*x * &k.edit + bg * (k.edit.ones_like() - &k.edit);
+        }
+        if let Some(HoldFirstFrame(z)) = &self.0 {
+            *x = hold_first(x, z);
+        }
+        Ok(())
+    }
+}
+
+/// `x` `[B, C, F, h, w]` with frame 0 replaced by `z` `[1, C, 1, h, w]`.
+fn hold_first(x: &Tensor, z: &Tensor) -> Tensor {
+    let f = x.size()[2];
+    let b = x.size()[0];
+    let first = z.to_kind(x.kind()).expand([b, -1, 1, -1, -1], false);
+    if f == 1 {
+        return first.contiguous();
+    }
+    Tensor::cat(&[first, x.narrow(2, 1, f - 1)], 2)
+}
+
+/// The region the edit may change under `keep_background`: the masks at latent resolution, any
+/// coverage counted, dilated by `feather`; `[1, 1, F, h, w]`.
+pub fn edit_region(masks: &Masks, h: i64, w: i64, feather: i64) -> Result<Tensor> {
+    let m = kmasks::resize(masks.tensor(), h, w)?.gt(1e-3).to_kind(Kind::Float);
+    let m = kmasks::dilate(&m, feather)?;
+    Ok(to_video_latents(&m))
+}
+
+/// The latent `[1, C, 1, h, w]` of an image brought to `w × h`.
+fn encode_image(model: &VideoModel, image: &Image, w: i64, h: i64) -> Result<Tensor> {
+    let frame = image.tensor().unsqueeze(0);
+    let clip = Video::new(frame, 8.0)?.resize(w, h, vidtune_kernels::image::Fit::Resize)?;
+    let dist = encode_video(&model.base, &clip)?;
+    Ok(to_video_latents(&(dist.mean * model.base.vae.model.scaling_factor())).to_kind(model.kind()))
+}
+
+/// Mixes `z` `[1, C, 1, h, w]` into frames 1.. of `x`.
+fn share_noise(x: &Tensor, z: &Tensor, alpha: f64, variance_preserving: bool) -> Tensor {
+    let f = x.size()[2];
+    if f == 1 {
+        return x.shallow_clone();
+    }
+    let rest = x.narrow(2, 1, f - 1);
+    let mut mixed = z.to_kind(x.kind()) * alpha + rest * (1.0 - alpha);
+    if variance_preserving {
+        mixed = mixed / (alpha * alpha + (1.0 - alpha) * (1.0 - alpha)).sqrt();
+    }
+    Tensor::cat(&[x.narrow(2, 0, 1), mixed], 2)
+}
+
 /// Samples a clip for `prompt`; returns it with the seed used.
 pub fn sample(
     model: &VideoModel,
@@ -104,7 +274,19 @@ pub fn sample(
     latents: Option<&Latents>,
     opts: &SampleOptions,
 ) -> Result<(Video, u64)> {
-    opts.validate(latents.is_some())?;
+    let (x, seed) = sample_latents(model, prompt, latents, opts)?;
+    let fps = opts.fps.or(latents.map(|l| l.fps)).unwrap_or(8.0);
+    Ok((decode_video(&model.base, &x, fps)?, seed))
+}
+
+/// [`sample`] without the decode: the final latents `[1, C, F, h, w]` and the seed.
+pub fn sample_latents(
+    model: &VideoModel,
+    prompt: &str,
+    latents: Option<&Latents>,
+    opts: &SampleOptions,
+) -> Result<(Tensor, u64)> {
+    opts.validate(latents)?;
     let base = &model.base;
     let kind = model.kind();
     let seed = opts.seed.unwrap_or_else(Noise::fresh_seed);
@@ -121,28 +303,62 @@ pub fn sample(
             noise.randn(&[1, base.unet.model.config.in_channels, frames, h / f, w / f], kind, base.device)
         }
     };
-    let cond = base.encode_prompt(prompt)?;
-    let cfg = opts.guidance > 1.0;
-    let context = if cfg { Tensor::cat(&[base.encode_prompt(&opts.negative)?, cond], 0) } else { cond };
-    let mut ddim = base.scheduler.ddim()?;
-    ddim.set_timesteps(opts.steps)?;
-    let mut progress = Progress::new("sample", opts.steps as u64);
-    for &t in ddim.timesteps() {
-        let input = if cfg { Tensor::cat(&[&x, &x], 0) } else { x.shallow_clone() };
-        let ts = Tensor::from(t).to_device(base.device);
-        let eps = tch::no_grad(|| model.forward(&input, &ts, &context, false))?;
-        let eps = if cfg {
-            let p = eps.chunk(2, 0);
-            &p[0] + (&p[1] - &p[0]) * opts.guidance
-        } else {
-            eps
-        };
-        let variance = (opts.eta > 0.0).then(|| noise.randn(&eps.size(), eps.kind(), base.device));
-        x = ddim.step(&eps, t, &x, opts.eta, variance.as_ref(), false)?.prev_sample;
-        count(Loop::Sample);
-        progress.step()?;
+    let (frames, lh, lw) = (x.size()[2], x.size()[3], x.size()[4]);
+    if let Some(m) = &opts.masks {
+        if m.len() as i64 != frames {
+            return Err(Error::Invalid(format!("masks: {} masks for a clip of {frames} frames", m.len())));
+        }
     }
-    progress.finish();
-    let fps = opts.fps.or(latents.map(|l| l.fps)).unwrap_or(8.0);
-    Ok((decode_video(base, &x, fps)?, seed))
+    let f = base.vae_scale_factor();
+    let first = match &opts.first_frame {
+        None => None,
+        Some(FirstFrame::Source) => latents.map(|l| l.source.narrow(2, 0, 1).to_device(base.device)),
+        Some(FirstFrame::Image(img)) => Some(encode_image(model, img, lw * f, lh * f)?),
+        Some(FirstFrame::Edit) => {
+            let l = latents.expect("validated: edit needs latents");
+            Some(edit_first_frame(model, prompt, l, opts)?)
+        }
+    };
+    if let (Some(z), Some(alpha)) = (&first, opts.shared_noise) {
+        x = share_noise(&x, z, alpha, opts.variance_preserving);
+    }
+    let mut cond = Conditioning::text(&base.encode_prompt(prompt)?).with_masks(opts.masks.as_ref().map(|m| m.tensor()));
+    if let Some(subject) = &opts.subject {
+        cond.subject_tokens = vec![subject_token_positions(&base.tokenizer, prompt, subject)?];
+    }
+    cond.first_frame = first.as_ref().map(Tensor::shallow_clone);
+    let keep = match (opts.keep_background, latents.and_then(|l| l.trajectory.clone()), &opts.masks) {
+        (true, Some(trajectory), Some(m)) => {
+            Some(KeepBackground { trajectory, edit: edit_region(m, lh, lw, opts.feather)?.to_device(base.device) })
+        }
+        _ => None,
+    };
+    let spec = DenoiseSpec {
+        label: "sample".into(),
+        steps: opts.steps,
+        walk: Walk::Down,
+        guidance: opts.guidance,
+        uncond: Some(base.encode_prompt(&opts.negative)?),
+        eta: opts.eta,
+        record: false,
+        counter: Loop::Sample,
+    };
+    let mut hooks = (first.map(HoldFirstFrame), keep);
+    let out = denoise(model, x, &cond, &spec, Some(&mut noise), &mut hooks)?;
+    Ok((out.latents, seed))
+}
+
+/// Frame 0 of an edit, sampled on its own from the inversion's frame 0 with the same options: the latent
+/// the other frames are then conditioned on.
+fn edit_first_frame(model: &VideoModel, prompt: &str, l: &Latents, opts: &SampleOptions) -> Result<Tensor> {
+    let one = |t: &Tensor| t.narrow(2, 0, 1);
+    let first = Latents {
+        latents: one(&l.latents),
+        source: one(&l.source),
+        trajectory: l.trajectory.as_ref().map(|t| std::rc::Rc::new(t.iter().map(one).collect())),
+        ..l.clone()
+    };
+    let masks = opts.masks.as_ref().map(|m| m.slice_frames(0, 1)).transpose()?;
+    let o = SampleOptions { first_frame: None, shared_noise: None, variance_preserving: false, masks, ..opts.clone() };
+    Ok(sample_latents(model, prompt, Some(&first), &o)?.0)
 }

@@ -1,12 +1,13 @@
 //! Text-to-image, as diffusers' `StableDiffusionPipeline` with a DDIM scheduler: the same seeded initial
 //! noise, classifier-free guidance batched in one UNet call, DDIM steps, VAE decode.
 
+use super::denoise::{DenoiseSpec, NoHooks, Walk};
+use super::Loop;
 use crate::error::Result;
 use crate::media::{check_model_size, Image};
-use crate::models::AttnContext;
-use crate::progress::Progress;
 use crate::rng::Noise;
 use crate::sd::StableDiffusion;
+use crate::video::Conditioning;
 use tch::Tensor;
 
 /// Options of [`t2i`]; `None` sizes take the model's default.
@@ -44,40 +45,27 @@ pub struct T2iOutput {
     pub seed: u64,
 }
 
-/// Denoises `latents` with CFG from `t = timesteps[0]` down, drawing variance noise from `noise` when
-/// `eta > 0`.
+/// Denoises `latents` with CFG from `t = timesteps[0]` down (the shared loop of
+/// [`super::denoise`]), drawing variance noise from `noise` when `eta > 0`.
 pub fn denoise(
     sd: &StableDiffusion,
-    mut latents: Tensor,
+    latents: Tensor,
     cond: &Tensor,
     uncond: Option<&Tensor>,
     opts: &T2iOptions,
     noise: &mut Noise,
 ) -> Result<Tensor> {
-    let mut scheduler = sd.scheduler.ddim()?;
-    scheduler.set_timesteps(opts.steps)?;
-    let ctx = AttnContext::default();
-    let context = match uncond {
-        Some(u) => Tensor::cat(&[u, cond], 0),
-        None => cond.shallow_clone(),
+    let spec = DenoiseSpec {
+        label: "t2i".into(),
+        steps: opts.steps,
+        walk: Walk::Down,
+        guidance: if uncond.is_some() { opts.guidance } else { 1.0 },
+        uncond: uncond.map(Tensor::shallow_clone),
+        eta: opts.eta,
+        record: false,
+        counter: Loop::T2i,
     };
-    let mut progress = Progress::new("t2i", opts.steps as u64);
-    for &t in scheduler.timesteps() {
-        let input = if uncond.is_some() { Tensor::cat(&[&latents, &latents], 0) } else { latents.shallow_clone() };
-        let ts = Tensor::from(t).to_device(sd.device);
-        let eps = tch::no_grad(|| sd.unet.model.forward(&input, &ts, &context, &ctx))?;
-        let eps = if uncond.is_some() {
-            let parts = eps.chunk(2, 0);
-            &parts[0] + (&parts[1] - &parts[0]) * opts.guidance
-        } else {
-            eps
-        };
-        let variance = (opts.eta > 0.0).then(|| noise.randn(&eps.size(), eps.kind(), sd.device));
-        latents = scheduler.step(&eps, t, &latents, opts.eta, variance.as_ref(), false)?.prev_sample;
-        progress.step()?;
-    }
-    progress.finish();
-    Ok(latents)
+    Ok(super::denoise::denoise(sd, latents, &Conditioning::text(cond), &spec, Some(noise), &mut NoHooks)?.latents)
 }
 
 /// Decodes latents `[B, 4, h, w]` to images in [−1, 1] (CPU, f32).

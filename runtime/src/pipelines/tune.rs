@@ -6,13 +6,16 @@
 use super::train::Trainer;
 use super::{count, encode_video, to_video_latents, Loop};
 use crate::error::{Error, Result};
+use crate::masks::Masks;
 use crate::media::Video;
 use crate::progress::Progress;
 use crate::rng::Noise;
+use crate::video::conditioning::subject_token_positions;
 use crate::video::tuned::{save_tuned, TuneRecord};
-use crate::video::{glob_match, VideoModel};
+use crate::video::{glob_match, Conditioning, VideoModel};
 use std::path::PathBuf;
-use tch::Tensor;
+use tch::{Kind, Tensor};
+use vidtune_kernels::masks as kmasks;
 use vidtune_kernels::optim::{mse, AdamW};
 use vidtune_kernels::schedulers::{ddpm, Prediction};
 
@@ -20,11 +23,35 @@ use vidtune_kernels::schedulers::{ddpm, Prediction};
 /// temporal attention (its LayerNorm stays frozen).
 pub const TAV_TRAIN: [&str; 3] = ["attn1.to_q", "attn2.to_q", "attn_temp"];
 
+/// The weights of the loss terms (long-video-four-modules.txt Eq. 20): the plain noise-prediction loss
+/// over everything, and the same restricted to the subject's masks (Eq. 15) and to the rest (Eq. 16).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LossWeights {
+    pub all: f64,
+    pub fg: f64,
+    pub bg: f64,
+}
+
+impl Default for LossWeights {
+    fn default() -> Self {
+        LossWeights { all: 1.0, fg: 0.0, bg: 0.0 }
+    }
+}
+
+/// One clip of a tuning set: frames, description and (optionally) the subject's masks.
+#[derive(Debug, Clone)]
+pub struct TuneClip {
+    pub video: Video,
+    pub prompt: String,
+    pub masks: Option<Masks>,
+}
+
 #[derive(Debug, Clone)]
 pub struct TuneOptions {
     pub steps: i64,
     pub lr: f64,
-    /// Parameter patterns: a module path (`attn1.to_q` matches every `….attn1.to_q.weight`) or a glob.
+    /// Parameter patterns: a module path (`attn1.to_q` matches every `….attn1.to_q.weight`) or a glob. The
+    /// layers mask modules add (the mask encoder, MCA) are trained as well.
     pub train: Vec<String>,
     pub seed: u64,
     pub max_grad_norm: f64,
@@ -34,6 +61,12 @@ pub struct TuneOptions {
     /// Save a tuned file every N steps, to `checkpoint_path`.
     pub checkpoint_every: Option<i64>,
     pub checkpoint_path: Option<PathBuf>,
+    /// First-frame conditioning (LAMP, dynamic mask guidance Eq. 2): the first latent stays clean and the
+    /// loss covers frames 2..N only.
+    pub first_frame: bool,
+    pub loss: LossWeights,
+    /// Words of the prompts naming the subject, for mask cross-attention during tuning.
+    pub subject: Option<String>,
 }
 
 impl Default for TuneOptions {
@@ -49,6 +82,9 @@ impl Default for TuneOptions {
             eps: 1e-8,
             checkpoint_every: None,
             checkpoint_path: None,
+            first_frame: false,
+            loss: LossWeights::default(),
+            subject: None,
         }
     }
 }
@@ -68,6 +104,12 @@ impl TuneOptions {
         check_range("eps", self.eps, f64::MIN_POSITIVE, 1.0, "a number")?;
         if let Some(every) = self.checkpoint_every {
             check_range("checkpoint_every", every as f64, 1.0, MAX_TUNE_STEPS as f64, "an integer")?;
+        }
+        for (name, w) in [("loss.all", self.loss.all), ("loss.fg", self.loss.fg), ("loss.bg", self.loss.bg)] {
+            check_range(name, w, 0.0, 1000.0, "a number")?;
+        }
+        if self.loss.all + self.loss.fg + self.loss.bg <= 0.0 {
+            return Err(Error::Invalid("loss: at least one of all, fg and bg must be above 0".into()));
         }
         Ok(())
     }
@@ -111,13 +153,110 @@ pub fn trainable_names(model: &VideoModel, patterns: &[String]) -> Result<Vec<St
 /// Tunes a copy of `model` on `clip` described by `prompt`; returns it (the input model is unchanged).
 /// A cancel (Ctrl-C) stops after the current step and returns the model tuned so far.
 pub fn tune(model: &VideoModel, clip: &Video, prompt: &str, opts: &TuneOptions) -> Result<VideoModel> {
+    tune_clips(model, &[TuneClip { video: clip.clone(), prompt: prompt.to_string(), masks: None }], opts)
+}
+
+/// Checks a tuning set against the model and the options.
+fn check_clips(model: &VideoModel, clips: &[TuneClip], opts: &TuneOptions) -> Result<()> {
+    if clips.is_empty() {
+        return Err(Error::Invalid("tune: no clips to tune on".into()));
+    }
+    let needs = model.spec.needs_masks().map(|m| m.name.clone());
+    let why = if opts.loss.fg > 0.0 || opts.loss.bg > 0.0 {
+        Some("the fg / bg losses".to_string())
+    } else if opts.subject.is_some() {
+        Some("subject".to_string())
+    } else {
+        needs.map(|n| format!("this model's {n} module"))
+    };
+    for (i, c) in clips.iter().enumerate() {
+        match (&c.masks, &why) {
+            (Some(m), _) => super::invert::check_masks(m, &c.video, &format!("tune: clip {i}"))?,
+            (None, Some(why)) => {
+                return Err(Error::Invalid(format!(
+                    "tune: {why} need the subject's masks of every clip: pass #{{masks: …}} (clip {i} has none)"
+                )))
+            }
+            (None, None) => {}
+        }
+        if opts.first_frame && c.video.len() < 2 {
+            return Err(Error::Invalid(format!("tune: first_frame needs clips of 2 or more frames (clip {i} has 1)")));
+        }
+    }
+    Ok(())
+}
+
+/// What one clip contributes to every step: its posterior, text, masks and subject tokens.
+struct Prepared {
+    dist: crate::models::autoencoder_kl::LatentDist,
+    cond: Conditioning,
+    /// `[1, 1, F, h, w]` at latent resolution, for the fg / bg losses.
+    latent_masks: Option<Tensor>,
+}
+
+fn prepare(model: &VideoModel, clip: &TuneClip, opts: &TuneOptions) -> Result<Prepared> {
+    let base = &model.base;
+    super::ensure_clip_fits(base, &clip.video, "tuning on", true)?;
+    let dist = encode_video(base, &clip.video)?;
+    let mut cond =
+        Conditioning::text(&base.encode_prompt(&clip.prompt)?).with_masks(clip.masks.as_ref().map(|m| m.tensor()));
+    if let Some(subject) = &opts.subject {
+        cond.subject_tokens = vec![subject_token_positions(&base.tokenizer, &clip.prompt, subject)?];
+    }
+    let (h, w) = (dist.mean.size()[2], dist.mean.size()[3]);
+    let latent_masks = match &clip.masks {
+        Some(m) => Some(to_video_latents(&kmasks::resize(m.tensor(), h, w)?).to_device(base.device)),
+        None => None,
+    };
+    Ok(Prepared { dist, cond, latent_masks })
+}
+
+/// The step's clip when tuning on several (few-shot): a SplitMix64 draw of its own, so the noise draws
+/// of one-clip tuning stay those of the reference.
+fn pick(seed: u64, step: i64, n: usize) -> usize {
+    if n == 1 {
+        return 0;
+    }
+    let mut z = seed.wrapping_add((step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    ((z ^ (z >> 31)) % n as u64) as usize
+}
+
+/// The loss of one step: `all · MSE + fg · ‖M ⊗ Δ‖² + bg · ‖(1 − M) ⊗ Δ‖²` over the frames that count.
+fn step_loss(pred: &Tensor, target: &Tensor, masks: Option<&Tensor>, opts: &TuneOptions) -> Tensor {
+    let (pred, target, masks) = if opts.first_frame {
+        let f = pred.size()[2];
+        (pred.narrow(2, 1, f - 1), target.narrow(2, 1, f - 1), masks.map(|m| m.narrow(2, 1, f - 1)))
+    } else {
+        (pred.shallow_clone(), target.shallow_clone(), masks.map(Tensor::shallow_clone))
+    };
+    let w = opts.loss;
+    let mut loss = mse(&pred, &target) * w.all;
+    if let Some(m) = masks {
+        let diff = (pred.to_kind(Kind::Float) - target.to_kind(Kind::Float)).square();
+        let m = m.to_kind(Kind::Float);
+        if w.fg > 0.0 {
+            loss = loss + (&diff * &m).mean(Kind::Float) * w.fg;
+        }
+        if w.bg > 0.0 {
+            loss = loss + (&diff * (m.ones_like() - &m)).mean(Kind::Float) * w.bg;
+        }
+    }
+    loss
+}
+
+/// Tunes a copy of `model` on one clip or several (few-shot: each step draws one), each with its prompt
+/// and, for mask modules and the fg / bg losses, its masks.
+pub fn tune_clips(model: &VideoModel, clips: &[TuneClip], opts: &TuneOptions) -> Result<VideoModel> {
     opts.validate()?;
+    check_clips(model, clips, opts)?;
     let base = model.base.clone();
-    super::ensure_clip_fits(&base, clip, "tuning on", true)?;
-    let dist = encode_video(&base, clip)?;
-    let emb = base.encode_prompt(prompt)?;
+    let prepared: Vec<Prepared> = clips.iter().map(|c| prepare(model, c, opts)).collect::<Result<_>>()?;
     let mut tuned = model.fork()?;
-    let names = trainable_names(&tuned, &opts.train)?;
+    let mut patterns = opts.train.clone();
+    patterns.extend(model.module_trainables());
+    let names = trainable_names(&tuned, &patterns)?;
     let kind = tuned.kind();
     let vars = tuned.vars.variables();
     let params: Vec<(String, Tensor)> = names.iter().map(|n| (n.clone(), vars[n].shallow_clone())).collect();
@@ -133,17 +272,22 @@ pub fn tune(model: &VideoModel, clip: &Video, prompt: &str, opts: &TuneOptions) 
     let mut losses = Vec::new();
     let mut interrupted = false;
     for step in 1..=opts.steps {
-        let sample = dist.sample_with(&noise.randn(&dist.mean.size(), dist.mean.kind(), base.device));
+        let p = &prepared[pick(opts.seed, step, prepared.len())];
+        let sample = p.dist.sample_with(&noise.randn(&p.dist.mean.size(), p.dist.mean.kind(), base.device));
         let latents = to_video_latents(&(sample * sf)).to_kind(kind);
         let eps = noise.randn(&latents.size(), kind, base.device);
         let t = noise.randint(n_train, base.device);
-        let noisy = ddpm::add_noise(&schedule, &latents, &eps, &t)?;
+        let mut noisy = ddpm::add_noise(&schedule, &latents, &eps, &t)?;
+        if opts.first_frame {
+            let f = noisy.size()[2];
+            noisy = Tensor::cat(&[latents.narrow(2, 0, 1), noisy.narrow(2, 1, f - 1)], 2);
+        }
         let target = match prediction {
             Prediction::VPrediction => ddpm::get_velocity(&schedule, &latents, &eps, &t)?,
             _ => eps,
         };
-        let pred = tuned.forward(&noisy, &t, &emb, true)?;
-        let (l, _) = trainer.step(&mse(&pred, &target))?;
+        let pred = tuned.forward(&noisy, &t, &p.cond, true)?;
+        let (l, _) = trainer.step(&step_loss(&pred, &target, p.latent_masks.as_ref(), opts))?;
         losses.push(l);
         count(Loop::Tune);
         progress.set_message(format!("loss {l:.4}"));
@@ -161,20 +305,22 @@ pub fn tune(model: &VideoModel, clip: &Video, prompt: &str, opts: &TuneOptions) 
     }
     progress.finish();
     let names = trainer.finish();
-    let s = clip.frames().size();
+    let s = clips[0].video.frames().size();
     tuned.trained = names;
+    let prompts: Vec<&str> = clips.iter().map(|c| c.prompt.as_str()).collect();
     tuned.record = Some(TuneRecord {
-        prompt: prompt.to_string(),
+        prompt: prompts.join(" | "),
         steps: opts.steps,
         steps_done: losses.len() as i64,
         lr: opts.lr,
-        train: opts.train.clone(),
+        train: patterns,
         seed: opts.seed,
         frames: s[0],
         width: s[3],
         height: s[2],
         losses,
         interrupted,
+        clips: clips.len(),
     });
     Ok(tuned)
 }

@@ -136,7 +136,7 @@ pub fn edit_clip(
     let inv = crate::pipelines::invert::invert(
         &tuned,
         clip,
-        &crate::pipelines::invert::InvertOptions { steps: settings.invert_steps, prompt: String::new() },
+        &crate::pipelines::invert::InvertOptions::steps(settings.invert_steps),
     )?;
     Ok(crate::pipelines::sample::sample(&tuned, edit, Some(&inv), &settings.sample)?.0)
 }

@@ -6,16 +6,18 @@
 //! new (temporal) and trained tensors have storage of their own, so inflating costs no copy of the UNet
 //! and frozen weights stay bit-identical to the base.
 
+pub mod conditioning;
 pub mod processors;
 pub mod tuned;
 
 use crate::error::{Error, Result};
+use crate::models::attention::{BlockShape, BlockStage, Stages};
 use crate::models::attention_processor::AttnContext;
 use crate::models::nn::{Builder, InitMode};
-use crate::models::temporal::TemporalKind;
 use crate::models::UNet2DConditionModel;
 use crate::sd::StableDiffusion;
-use processors::{stam::Stam, ModuleSpec};
+pub use conditioning::Conditioning;
+use processors::{Build, ModelStage, ModuleSpec, Role};
 use std::rc::Rc;
 use tch::nn::VarStore;
 use tch::{Kind, Tensor};
@@ -25,8 +27,12 @@ use tch::{Kind, Tensor};
 pub struct VideoSpec {
     /// The spatial module of every `attn1` layer, unless overridden.
     pub spatial: ModuleSpec,
-    /// The temporal module of every transformer block (`None`: no temporal layers).
-    pub temporal: Option<TemporalKind>,
+    /// The module of every `attn2` layer (attention to the text).
+    pub cross: ModuleSpec,
+    /// The temporal stage of every transformer block (`None`: no temporal layers).
+    pub temporal: Option<ModuleSpec>,
+    /// The mask stage of every transformer block (`None`: no mask layers).
+    pub mask: Option<ModuleSpec>,
     /// Overrides: `(pattern, module)`; a pattern matches `attn1` layer names (`*` wildcards; without one,
     /// a prefix). Later entries win.
     pub layers: Vec<(String, ModuleSpec)>,
@@ -36,28 +42,115 @@ impl Default for VideoSpec {
     /// Tune-A-Video: sparse-causal spatial attention and temporal attention.
     fn default() -> Self {
         VideoSpec {
-            spatial: ModuleSpec { name: "sparse_causal".into(), ratio: None },
-            temporal: Some(TemporalKind::Temporal),
+            spatial: ModuleSpec::named(Role::Spatial, "sparse_causal").expect("registered"),
+            cross: ModuleSpec::named(Role::Cross, "plain").expect("registered"),
+            temporal: Some(ModuleSpec::named(Role::Temporal, "temporal").expect("registered")),
+            mask: None,
             layers: vec![],
         }
     }
 }
 
 impl VideoSpec {
+    /// Tune-A-Video's modules with the given spatial and temporal names (`"none"`: no temporal layers).
+    pub fn with(spatial: &str, temporal: &str) -> Result<VideoSpec> {
+        Ok(VideoSpec {
+            spatial: ModuleSpec::parse(spatial)?,
+            temporal: parse_optional(Role::Temporal, temporal)?,
+            ..VideoSpec::default()
+        })
+    }
+
+    /// The project's recommended combination for editing with masks (`inflate(sd, #{preset:
+    /// "mask-guided"})`): Tune-A-Video's sparse-causal and temporal attention, mask-guided cross-attention
+    /// (MCA) in every block, and mask cross-attention on the text.
+    pub fn mask_guided() -> VideoSpec {
+        VideoSpec {
+            mask: Some(ModuleSpec::named(Role::Mask, "mca").expect("registered")),
+            cross: ModuleSpec::named(Role::Cross, "masked").expect("registered"),
+            ..VideoSpec::default()
+        }
+    }
+
+    /// Dynamic mask guidance's modules: mask-aware first-frame attention, temporal attention, mask
+    /// cross-attention (`inflate(sd, #{preset: "dynamic-mask"})`), for generation from a mask motion with
+    /// first-frame conditioning.
+    pub fn dynamic_mask() -> VideoSpec {
+        VideoSpec {
+            spatial: ModuleSpec::parse("first_frame:mask=4").expect("registered"),
+            cross: ModuleSpec::named(Role::Cross, "masked").expect("registered"),
+            ..VideoSpec::default()
+        }
+    }
+
     /// The spatial module for an `attn1` layer.
     pub fn module_for(&self, layer: &str) -> &ModuleSpec {
         self.layers.iter().rev().find(|(p, _)| glob_match(p, layer)).map(|(_, m)| m).unwrap_or(&self.spatial)
     }
 
-    /// A one-line description (`sparse_causal + temporal`, with overrides).
+    /// A one-line description (`sparse_causal + temporal`, with the other roles and overrides).
     pub fn describe(&self) -> String {
-        let temporal = self.temporal.as_ref().map(|t| t.name()).unwrap_or("none");
+        let temporal = self.temporal.as_ref().map(|t| t.to_string()).unwrap_or_else(|| "none".into());
         let mut s = format!("{} + {temporal}", self.spatial);
+        if self.cross.name != "plain" {
+            s.push_str(&format!(" + cross {}", self.cross));
+        }
+        if let Some(m) = &self.mask {
+            s.push_str(&format!(" + mask {m}"));
+        }
         for (p, m) in &self.layers {
             s.push_str(&format!(", {p} → {m}"));
         }
         s
     }
+
+    /// Every module of the spec.
+    pub fn modules(&self) -> Vec<&ModuleSpec> {
+        let mut all = vec![&self.spatial, &self.cross];
+        all.extend(self.temporal.iter());
+        all.extend(self.mask.iter());
+        all.extend(self.layers.iter().map(|(_, m)| m));
+        all
+    }
+
+    /// Whether a module of the spec needs the subject's masks in every call.
+    pub fn needs_masks(&self) -> Option<&ModuleSpec> {
+        self.modules().into_iter().find(|m| m.entry().needs_masks)
+    }
+
+    /// The stages (temporal, mask) every transformer block gets.
+    fn stages(&self) -> Option<Stages> {
+        let specs: Vec<ModuleSpec> = self.mask.iter().chain(self.temporal.iter()).cloned().collect();
+        if specs.is_empty() {
+            return None;
+        }
+        Some(Stages(Rc::new(move |b: &Builder, shape: &BlockShape| {
+            specs
+                .iter()
+                .filter_map(|spec| match &spec.entry().build {
+                    Build::Stage { block, .. } => Some(block(b, shape, spec)),
+                    Build::Processor(_) => None,
+                })
+                .collect::<Result<Vec<Box<dyn BlockStage>>>>()
+        })))
+    }
+}
+
+/// `"none"` is `None`.
+pub fn parse_optional(role: Role, text: &str) -> Result<Option<ModuleSpec>> {
+    if text.trim() == "none" {
+        return Ok(None);
+    }
+    ModuleSpec::parse_role(role, text).map(Some)
+}
+
+/// The stages of a model given by name, for loaders (`["temporal"]` builds a Tune-A-Video UNet).
+pub fn stages_named(temporal: Option<&str>) -> Result<Option<Stages>> {
+    let spec = VideoSpec {
+        temporal: temporal.map(|t| ModuleSpec::named(Role::Temporal, t)).transpose()?,
+        ..VideoSpec::default()
+    };
+    Ok(spec.stages())
 }
 
 /// `*` matches any run of characters; a pattern without `*` matches names it prefixes.
@@ -91,6 +184,8 @@ pub struct VideoModel {
     pub unet: UNet2DConditionModel,
     pub vars: VarStore,
     pub spec: VideoSpec,
+    /// Model-level parts of the modules (the mask encoder of `mca`), run before the UNet.
+    pub model_stages: Vec<Box<dyn ModelStage>>,
     /// Parameters changed by tuning (names), empty before.
     pub trained: Vec<String>,
     /// What tuning did, for tuned files and summaries.
@@ -105,16 +200,19 @@ impl std::fmt::Debug for VideoModel {
     }
 }
 
-/// Inflates `base` to video with the modules of `spec`. New temporal layers get their documented
-/// initialisation (seeded by `seed`); every other tensor is shared with `base`.
+/// Inflates `base` to video with the modules of `spec`. New layers get their documented initialisation
+/// (seeded by `seed`); every other tensor is shared with `base`.
 pub fn inflate(base: Rc<StableDiffusion>, spec: &VideoSpec, seed: u64) -> Result<VideoModel> {
     let vars = VarStore::new(base.device);
     tch::manual_seed(seed as i64);
-    let unet = UNet2DConditionModel::new(
-        &Builder::new(vars.root(), InitMode::Empty),
-        &base.unet.model.config,
-        spec.temporal.clone(),
-    )?;
+    let builder = Builder::new(vars.root(), InitMode::Empty);
+    let unet = UNet2DConditionModel::new(&builder, &base.unet.model.config, spec.stages())?;
+    let mut model_stages = vec![];
+    for m in spec.modules() {
+        if let Build::Stage { model: Some(build), .. } = &m.entry().build {
+            model_stages.push(build(&builder, &base.unet.model.config, m)?);
+        }
+    }
     let base_vars = base.unet.vars.variables();
     let kind = base.unet.model.kind();
     tch::no_grad(|| {
@@ -131,7 +229,8 @@ pub fn inflate(base: Rc<StableDiffusion>, spec: &VideoSpec, seed: u64) -> Result
         .text(&spec.describe())
         .text(&format!("seed {seed}"))
         .finish();
-    let model = VideoModel { base, unet, vars, spec: spec.clone(), trained: vec![], record: None, identity };
+    let model =
+        VideoModel { base, unet, vars, spec: spec.clone(), model_stages, trained: vec![], record: None, identity };
     model.check_layer_patterns()?;
     model.install_processors()?;
     Ok(model)
@@ -141,13 +240,14 @@ impl VideoModel {
     /// The video model of a base that already has temporal layers (a Tune-A-Video pipeline folder): its
     /// modules (sparse-causal + its temporal kind), every tensor shared. Errors for an image model.
     pub fn from_video_base(base: Rc<StableDiffusion>) -> Result<VideoModel> {
-        let Some(kind) = base.unet.model.temporal.clone() else {
+        let Some(kind) = base.unet.model.stage_names.first().cloned() else {
             return Err(Error::Invalid(format!(
                 "{} is an image model; inflate it to video first: inflate(sd, #{{spatial: \"sparse_causal\", temporal: \"temporal\"}})",
                 base.source
             )));
         };
-        inflate(base, &VideoSpec { temporal: Some(kind), ..VideoSpec::default() }, 0)
+        let spec = VideoSpec { temporal: Some(ModuleSpec::named(Role::Temporal, &kind)?), ..VideoSpec::default() };
+        inflate(base, &spec, 0)
     }
 
     /// Refuses `layers` patterns that select no `attn1` layer (a typo would silently change nothing).
@@ -167,16 +267,22 @@ impl VideoModel {
         Ok(())
     }
 
-    /// Sets every attention layer's processor from the spec.
+    /// Sets the processor of every `attn1` and `attn2` from the spec (stages set their own).
     pub fn install_processors(&self) -> Result<()> {
         for (name, attn) in self.unet.attention_layers() {
             if name.ends_with(".attn1") {
                 attn.set_processor(processors::make(self.spec.module_for(&name))?);
-            } else if name.ends_with(".attn_temp") && self.spec.temporal == Some(TemporalKind::Stam) {
-                attn.set_processor(Box::new(Stam::default()));
+            } else if name.ends_with(".attn2") {
+                attn.set_processor(processors::make(&self.spec.cross)?);
             }
         }
         Ok(())
+    }
+
+    /// The parameter patterns tuning trains besides the chosen preset: what the modules add and declare
+    /// trained (the mask encoder and the MCA layers).
+    pub fn module_trainables(&self) -> Vec<String> {
+        self.spec.modules().iter().flat_map(|m| m.entry().trains.iter().map(|t| t.to_string())).collect()
     }
 
     /// An independent copy: shares the frozen base tensors, copies the new and trained ones and the
@@ -218,20 +324,43 @@ impl VideoModel {
     }
 
     /// Predicts noise for video latents `[B, C, F, h, w]` at one timestep per clip (`[B]` or one value),
-    /// conditioned on `[B, L, D]` text embeddings. Returns `[B, C, F, h, w]`.
-    pub fn forward(&self, latents: &Tensor, timesteps: &Tensor, context: &Tensor, training: bool) -> Result<Tensor> {
+    /// under `cond` (text `[B, L, D]`, masks, subject tokens). Returns `[B, C, F, h, w]`.
+    pub fn forward(&self, latents: &Tensor, timesteps: &Tensor, cond: &Conditioning, training: bool) -> Result<Tensor> {
         let s = latents.size();
         if s.len() != 5 {
             return Err(Error::Invalid(format!("video latents are [B, C, F, h, w], got {s:?}")));
         }
         let (b, c, f, h, w) = (s[0], s[1], s[2], s[3], s[4]);
+        if cond.batch() != b {
+            return Err(Error::Invalid(format!("{} text embeddings for a batch of {b} clips", cond.batch())));
+        }
+        if let (Some(module), None) = (self.spec.needs_masks(), &cond.masks) {
+            return Err(Error::Invalid(format!(
+                "this model uses {} ({} module), which needs the subject's masks: pass #{{masks: …}} (from segment, \
+                 load_masks or mask_sequence)",
+                module.name,
+                module.role.name()
+            )));
+        }
         let flat = latents.permute([0, 2, 1, 3, 4]).reshape([b * f, c, h, w]);
         let t =
             if timesteps.numel() == 1 { timesteps.reshape([1]).expand([b], false) } else { timesteps.shallow_clone() };
         let t = t.repeat_interleave_self_int(f, 0, None);
-        let ctx_frames = context.repeat_interleave_self_int(f, 0, None);
+        let ctx_frames = cond.text.repeat_interleave_self_int(f, 0, None);
         let timestep = Some(t.double_value(&[0]));
-        let ctx = AttnContext { frames: f, training, timestep, ..Default::default() };
+        let levels = self.unet.config.block_out_channels.len();
+        let mut ctx = AttnContext {
+            frames: f,
+            training,
+            timestep,
+            masks: cond.mask_pyramid(b, f, h, w, levels)?.map(Rc::new),
+            subject_tokens: conditioning::shared_tokens(&cond.subject_tokens),
+            frame_offset: cond.frame_offset,
+            ..Default::default()
+        };
+        for stage in &self.model_stages {
+            stage.prepare(&mut ctx)?;
+        }
         let out = self.unet.forward(&flat, &t, &ctx_frames, &ctx)?;
         Ok(out.reshape([b, f, c, h, w]).permute([0, 2, 1, 3, 4]))
     }

@@ -4,9 +4,8 @@
 
 use super::{inflate, VideoModel, VideoSpec};
 use crate::error::{Error, Result};
-use crate::models::temporal::TemporalKind;
 use crate::sd::StableDiffusion;
-use crate::video::processors::ModuleSpec;
+use crate::video::processors::{ModuleSpec, Role};
 use crate::weights::safetensors_io;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -32,12 +31,22 @@ pub struct TuneRecord {
     pub height: i64,
     pub losses: Vec<f64>,
     pub interrupted: bool,
+    /// Clips tuned on (few-shot tuning has several).
+    #[serde(default = "one")]
+    pub clips: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 fn spec_json(spec: &VideoSpec) -> serde_json::Value {
+    let optional = |m: &Option<ModuleSpec>| m.as_ref().map(|m| m.to_string()).unwrap_or_else(|| "none".into());
     serde_json::json!({
         "spatial": spec.spatial.to_string(),
-        "temporal": spec.temporal.as_ref().map(|t| t.name()).unwrap_or("none"),
+        "cross": spec.cross.to_string(),
+        "temporal": optional(&spec.temporal),
+        "mask": optional(&spec.mask),
         "layers": spec.layers.iter().map(|(p, m)| serde_json::json!([p, m.to_string()])).collect::<Vec<_>>(),
     })
 }
@@ -60,7 +69,15 @@ fn spec_from_json(v: &serde_json::Value) -> Result<VideoSpec> {
         })
         .transpose()?
         .unwrap_or_default();
-    Ok(VideoSpec { spatial: ModuleSpec::parse(s("spatial")?)?, temporal: TemporalKind::parse(s("temporal")?)?, layers })
+    // Files written before the cross and mask roles existed have neither.
+    let or = |k: &str, d: &'static str| v.get(k).and_then(|x| x.as_str()).unwrap_or(d);
+    Ok(VideoSpec {
+        spatial: ModuleSpec::parse(s("spatial")?)?,
+        cross: ModuleSpec::parse_role(Role::Cross, or("cross", "plain"))?,
+        temporal: super::parse_optional(Role::Temporal, s("temporal")?)?,
+        mask: super::parse_optional(Role::Mask, or("mask", "none"))?,
+        layers,
+    })
 }
 
 /// The tensors a tuned file holds for `model`.

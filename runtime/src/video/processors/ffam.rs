@@ -8,6 +8,10 @@ use crate::models::attention_processor::{Attention, AttnContext, AttnProcessor};
 use tch::Tensor;
 use vidtune_kernels::attention::{gather_fine_coarse, pool_tokens};
 
+/// `ffam:R`: the pooling ratio per side.
+pub const PARAMS: &[super::Param] =
+    &[super::Param { name: "ratio", default: 2.0, doc: "other frames are average-pooled by this factor per side" }];
+
 #[derive(Debug, Clone)]
 pub struct FineCoarse {
     pub ratio: i64,

@@ -1,77 +1,339 @@
-//! The library of attention modules, one file each. A module is chosen per layer by name; adding one is a
-//! file plus a line in [`REGISTRY`].
+//! The library of video modules, one file each, chosen by name for each role of a transformer block:
 //!
-//! Spatial modules replace `attn1` (self-attention within a frame): `self`, `sparse_causal`,
-//! `first_frame`, `full`, `ffam`. The temporal module `stam` runs on `attn_temp`.
+//! | role | where it acts | modules |
+//! |---|---|---|
+//! | spatial | every `attn1` (self-attention of a frame) | `self`, `sparse_causal`, `first_frame`, `full`, `ffam` |
+//! | cross | every `attn2` (attention to the text) | `plain`, `masked` |
+//! | temporal | a stage after the feed-forward | `temporal`, `stam` |
+//! | mask | a stage after the cross-attention, with a model-level mask encoder | `mca` |
+//!
+//! A module is a file plus a line in [`REGISTRY`]. Its entry names the role, documents its parameters
+//! (`ffam:4`, `masked:strength=2,end=0.6`) and builds either a **processor**, which swaps the algorithm of
+//! an attention the block already has, or a **stage**, which adds layers to every block — created under
+//! the block's path with their documented initialisation — and optionally a model-level part (the mask
+//! encoder) that prepares per-call data before the UNet runs.
 
 pub mod ffam;
 pub mod first_frame;
 pub mod full;
+pub mod masked_cross;
+pub mod mca;
 pub mod sparse_causal;
 pub mod stam;
+pub mod temporal;
 
+use crate::config::UNet2DConditionConfig;
 use crate::error::{Error, Result};
-use crate::models::attention_processor::{AttnProcessor, PlainAttention};
+use crate::models::attention::{BlockShape, BlockStage};
+use crate::models::attention_processor::{AttnContext, AttnProcessor, PlainAttention};
+use crate::models::nn::Builder;
 
-/// The largest pooling ratio of `ffam:R` (beyond the latent frame's side it changes nothing).
-pub const MAX_RATIO: i64 = 64;
-
-/// A module choice: its name and optional parameters (`ffam:2` → name `ffam`, ratio 2).
-#[derive(Debug, Clone, PartialEq)]
-pub struct ModuleSpec {
-    pub name: String,
-    pub ratio: Option<i64>,
+/// Where a module acts in a transformer block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Spatial,
+    Cross,
+    Temporal,
+    Mask,
 }
 
-impl ModuleSpec {
-    /// Parses `name` or `name:ratio`.
-    pub fn parse(text: &str) -> Result<Self> {
-        let (name, arg) = match text.split_once(':') {
-            Some((n, a)) => (n.trim(), Some(a.trim())),
-            None => (text.trim(), None),
-        };
-        let ratio = match arg {
-            Some(a) => Some(a.parse::<i64>().ok().filter(|r| (1..=MAX_RATIO).contains(r)).ok_or_else(|| {
-                Error::Invalid(format!(
-                    "module {text:?}: the ratio after ':' must be a positive integer, at most {MAX_RATIO}"
-                ))
-            })?),
-            None => None,
-        };
-        let spec = ModuleSpec { name: name.to_string(), ratio };
-        make(&spec)?;
-        Ok(spec)
-    }
-}
-
-impl std::fmt::Display for ModuleSpec {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.ratio {
-            Some(r) => write!(f, "{}:{r}", self.name),
-            None => write!(f, "{}", self.name),
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Spatial => "spatial",
+            Role::Cross => "cross",
+            Role::Temporal => "temporal",
+            Role::Mask => "mask",
         }
     }
 }
 
-type Maker = fn(&ModuleSpec) -> Result<Box<dyn AttnProcessor>>;
+/// A documented parameter of a module.
+#[derive(Debug)]
+pub struct Param {
+    pub name: &'static str,
+    pub default: f64,
+    pub doc: &'static str,
+}
 
-/// Spatial modules by name.
-pub const REGISTRY: &[(&str, Maker)] = &[
-    ("self", |_| Ok(Box::new(PlainAttention))),
-    ("sparse_causal", |_| Ok(Box::new(sparse_causal::SparseCausal))),
-    ("first_frame", |_| Ok(Box::new(first_frame::FirstFrame))),
-    ("full", |_| Ok(Box::new(full::FullFrames))),
-    ("ffam", |s| Ok(Box::new(ffam::FineCoarse::new(s.ratio.unwrap_or(2))))),
+/// A model-level part of a module, run once per UNet call before the blocks (the mask encoder of `mca`
+/// turns the call's mask pyramid into features).
+pub trait ModelStage: std::fmt::Debug {
+    fn prepare(&self, ctx: &mut AttnContext) -> Result<()>;
+}
+
+type ProcessorFn = fn(&ModuleSpec) -> Box<dyn AttnProcessor>;
+type StageFn = fn(&Builder, &BlockShape, &ModuleSpec) -> Result<Box<dyn BlockStage>>;
+type ModelFn = fn(&Builder, &UNet2DConditionConfig, &ModuleSpec) -> Result<Box<dyn ModelStage>>;
+
+/// How a module is built.
+pub enum Build {
+    /// Swaps the algorithm of the block's existing attention (`attn1` or `attn2`).
+    Processor(ProcessorFn),
+    /// Adds a stage to every block, and optionally a model-level part.
+    Stage { block: StageFn, model: Option<ModelFn> },
+}
+
+/// One module of the library.
+pub struct Entry {
+    pub role: Role,
+    pub name: &'static str,
+    pub summary: &'static str,
+    pub params: &'static [Param],
+    /// Needs the subject's masks in every call (a model using it refuses to run without them).
+    pub needs_masks: bool,
+    /// Parameters it adds that tuning trains by default (their names contain one of these).
+    pub trains: &'static [&'static str],
+    pub build: Build,
+}
+
+const NO_PARAMS: &[Param] = &[];
+
+/// Every module, by role.
+pub const REGISTRY: &[Entry] = &[
+    Entry {
+        role: Role::Spatial,
+        name: "self",
+        summary: "per-frame self-attention (the image model's)",
+        params: NO_PARAMS,
+        needs_masks: false,
+        trains: &[],
+        build: Build::Processor(|_| Box::new(PlainAttention)),
+    },
+    Entry {
+        role: Role::Spatial,
+        name: "sparse_causal",
+        summary: "keys and values of the first and the previous frame (Tune-A-Video)",
+        params: NO_PARAMS,
+        needs_masks: false,
+        trains: &[],
+        build: Build::Processor(|_| Box::new(sparse_causal::SparseCausal)),
+    },
+    Entry {
+        role: Role::Spatial,
+        name: "first_frame",
+        summary: "keys and values of the first frame (LAMP); with mask > 0, mask-aware (dynamic mask guidance)",
+        params: first_frame::PARAMS,
+        needs_masks: false,
+        trains: &[],
+        build: Build::Processor(|s| Box::new(first_frame::FirstFrame::new(s))),
+    },
+    Entry {
+        role: Role::Spatial,
+        name: "full",
+        summary: "keys and values of every frame",
+        params: NO_PARAMS,
+        needs_masks: false,
+        trains: &[],
+        build: Build::Processor(|_| Box::new(full::FullFrames)),
+    },
+    Entry {
+        role: Role::Spatial,
+        name: "ffam",
+        summary: "fine-coarse frame attention: the own frame in full, the others pooled by ratio (EI²)",
+        params: ffam::PARAMS,
+        needs_masks: false,
+        trains: &[],
+        build: Build::Processor(|s| Box::new(ffam::FineCoarse::new(s.get("ratio") as i64))),
+    },
+    Entry {
+        role: Role::Cross,
+        name: "plain",
+        summary: "attention to the text (the image model's)",
+        params: NO_PARAMS,
+        needs_masks: false,
+        trains: &[],
+        build: Build::Processor(|_| Box::new(PlainAttention)),
+    },
+    Entry {
+        role: Role::Cross,
+        name: "masked",
+        summary: "mask cross-attention: the subject's tokens attend inside its masks (dynamic mask guidance, \
+                  DenseDiffusion)",
+        params: masked_cross::PARAMS,
+        needs_masks: true,
+        trains: &[],
+        build: Build::Processor(|s| Box::new(masked_cross::MaskedCross::new(s))),
+    },
+    Entry {
+        role: Role::Temporal,
+        name: "temporal",
+        summary: "attention over frames at each position (Tune-A-Video)",
+        params: NO_PARAMS,
+        needs_masks: false,
+        trains: &[],
+        build: Build::Stage { block: temporal::build, model: None },
+    },
+    Entry {
+        role: Role::Temporal,
+        name: "stam",
+        summary: "shift-restricted temporal attention: instance centering, spectral norms (EI²)",
+        params: NO_PARAMS,
+        needs_masks: false,
+        trains: &[],
+        build: Build::Stage { block: stam::build, model: None },
+    },
+    Entry {
+        role: Role::Mask,
+        name: "mca",
+        summary: "mask-guided cross-attention: mask features query the frame's video features (MCA)",
+        params: mca::PARAMS,
+        needs_masks: true,
+        trains: &["attn_mask", "mask_encoder"],
+        build: Build::Stage { block: mca::build, model: Some(mca::build_encoder) },
+    },
 ];
 
-/// Builds the processor of a spatial module.
+/// The entry of `name` in `role`.
+pub fn entry(role: Role, name: &str) -> Result<&'static Entry> {
+    REGISTRY.iter().find(|e| e.role == role && e.name == name).ok_or_else(|| {
+        let names: Vec<String> = REGISTRY.iter().filter(|e| e.role == role).map(|e| format!("{:?}", e.name)).collect();
+        let what = if role == Role::Spatial { "spatial attention".to_string() } else { role.name().to_string() };
+        Error::Invalid(format!("unknown {what} module {name:?}; expected one of {}", names.join(", ")))
+    })
+}
+
+/// A module choice: its name and the parameters given (`ffam:4`, `masked:strength=2,end=0.6`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModuleSpec {
+    pub role: Role,
+    pub name: String,
+    /// Parameters given, in the order given; the rest take their defaults.
+    pub params: Vec<(String, f64)>,
+}
+
+/// The largest pooling ratio of `ffam:R` (beyond the latent frame's side it changes nothing).
+pub const MAX_RATIO: i64 = 64;
+
+impl ModuleSpec {
+    /// Parses `name`, `name:value` (the first parameter) or `name:key=value,key=value` for `role`.
+    pub fn parse_role(role: Role, text: &str) -> Result<Self> {
+        let (name, args) = match text.split_once(':') {
+            Some((n, a)) => (n.trim(), Some(a.trim())),
+            None => (text.trim(), None),
+        };
+        let e = entry(role, name)?;
+        let mut params = vec![];
+        if let Some(args) = args {
+            for (i, part) in args.split(',').enumerate() {
+                let (key, value) = match part.split_once('=') {
+                    Some((k, v)) => (k.trim().to_string(), v.trim()),
+                    None if i == 0 && !e.params.is_empty() => (e.params[0].name.to_string(), part.trim()),
+                    None => {
+                        return Err(Error::Invalid(format!(
+                            "module {text:?}: expected key=value after ':' ({})",
+                            describe_params(e)
+                        )))
+                    }
+                };
+                let Some(p) = e.params.iter().find(|p| p.name == key) else {
+                    return Err(Error::Invalid(format!(
+                        "module {text:?}: {name} has no parameter {key:?} ({})",
+                        describe_params(e)
+                    )));
+                };
+                let v: f64 =
+                    value.parse().ok().filter(|v: &f64| v.is_finite()).ok_or_else(|| {
+                        Error::Invalid(format!("module {text:?}: {key} must be a number, got {value:?}"))
+                    })?;
+                check_param(e, p, v).map_err(|why| Error::Invalid(format!("module {text:?}: {why}")))?;
+                params.push((p.name.to_string(), v));
+            }
+        }
+        Ok(ModuleSpec { role, name: name.to_string(), params })
+    }
+
+    /// A spatial module (`attn1`), the common case.
+    pub fn parse(text: &str) -> Result<Self> {
+        ModuleSpec::parse_role(Role::Spatial, text)
+    }
+
+    /// A module with its defaults.
+    pub fn named(role: Role, name: &str) -> Result<Self> {
+        entry(role, name)?;
+        Ok(ModuleSpec { role, name: name.to_string(), params: vec![] })
+    }
+
+    pub fn entry(&self) -> &'static Entry {
+        entry(self.role, &self.name).expect("a parsed module is registered")
+    }
+
+    /// A parameter's value: given, else its default.
+    pub fn get(&self, name: &str) -> f64 {
+        self.params
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| *v)
+            .unwrap_or_else(|| self.entry().params.iter().find(|p| p.name == name).map(|p| p.default).unwrap_or(0.0))
+    }
+}
+
+fn describe_params(e: &Entry) -> String {
+    if e.params.is_empty() {
+        return format!("{} takes no parameters", e.name);
+    }
+    let names: Vec<String> = e.params.iter().map(|p| format!("{} (default {})", p.name, p.default)).collect();
+    format!("parameters: {}", names.join(", "))
+}
+
+/// Range checks of the parameters that have them.
+fn check_param(e: &Entry, p: &Param, v: f64) -> std::result::Result<(), String> {
+    let ok = match (e.name, p.name) {
+        ("ffam", "ratio") => v.fract() == 0.0 && (1.0..=MAX_RATIO as f64).contains(&v),
+        (_, "start" | "end") => (0.0..=1.0).contains(&v),
+        _ => (0.0..=100.0).contains(&v),
+    };
+    if ok {
+        return Ok(());
+    }
+    Err(match (e.name, p.name) {
+        ("ffam", "ratio") => format!("the ratio after ':' must be a positive integer, at most {MAX_RATIO}"),
+        (_, "start" | "end") => format!("{} must be between 0 and 1 (a fraction of the denoising), got {v}", p.name),
+        _ => format!("{} must be between 0 and 100, got {v}", p.name),
+    })
+}
+
+impl std::fmt::Display for ModuleSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.name)?;
+        let e = self.entry();
+        match self.params.as_slice() {
+            [] => Ok(()),
+            [(k, v)] if e.params.first().is_some_and(|p| p.name == k) => write!(f, ":{v}"),
+            ps => {
+                let parts: Vec<String> = ps.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                write!(f, ":{}", parts.join(","))
+            }
+        }
+    }
+}
+
+/// Builds the processor of a spatial or cross module.
 pub fn make(spec: &ModuleSpec) -> Result<Box<dyn AttnProcessor>> {
-    match REGISTRY.iter().find(|(n, _)| *n == spec.name) {
-        Some((_, f)) => f(spec),
-        None => Err(Error::Invalid(format!(
-            "unknown spatial attention module {:?}; expected one of {}",
-            spec.name,
-            REGISTRY.iter().map(|(n, _)| format!("{n:?}")).collect::<Vec<_>>().join(", ")
-        ))),
+    match &spec.entry().build {
+        Build::Processor(f) => Ok(f(spec)),
+        Build::Stage { .. } => {
+            Err(Error::Invalid(format!("{} is a {} module, not an attention processor", spec.name, spec.role.name())))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_parse_document_and_round_trip() {
+        assert_eq!(ModuleSpec::parse("ffam:4").unwrap().get("ratio"), 4.0);
+        assert_eq!(ModuleSpec::parse("ffam").unwrap().get("ratio"), 2.0);
+        assert_eq!(ModuleSpec::parse("ffam:4").unwrap().to_string(), "ffam:4");
+        let m = ModuleSpec::parse_role(Role::Cross, "masked:strength=2,end=0.6").unwrap();
+        assert_eq!((m.get("strength"), m.get("end")), (2.0, 0.6));
+        assert_eq!(ModuleSpec::parse_role(Role::Cross, &m.to_string()).unwrap(), m);
+        let e = ModuleSpec::parse("ffam:bogus=1").unwrap_err().to_string();
+        assert!(e.contains("no parameter \"bogus\"") && e.contains("ratio (default 2)"), "{e}");
+        let e = ModuleSpec::parse_role(Role::Mask, "mcaa").unwrap_err().to_string();
+        assert!(e.contains("unknown mask module \"mcaa\"") && e.contains("\"mca\""), "{e}");
+        assert!(ModuleSpec::parse("first_frame:mask=-1").is_err());
     }
 }

@@ -1,10 +1,15 @@
-//! The attention of STAM (EI², §4.3, Eqs. 8–9) on `attn_temp`: queries and keys as usual, the value and
-//! output projections spectrally normalised (`W̄ = W / σ_max(W)`), σ estimated by persistent power
-//! iteration — one iteration per training step, as `torch.nn.utils.spectral_norm` does, none at inference.
-//! The input is already instance-centred by the temporal stage.
+//! STAM, EI²'s Shift-restricted Temporal Attention (§4.3, Eqs. 8–9): the temporal stage with Instance
+//! Centering over time instead of the LayerNorm (no rescaling) and an output bias starting at zero, and on
+//! its `attn_temp` this processor: queries and keys as usual, the value and output projections spectrally
+//! normalised (`W̄ = W / σ_max(W)`), σ estimated by persistent power iteration — one iteration per
+//! training step, as `torch.nn.utils.spectral_norm` does, none at inference.
 
+use super::temporal::TemporalStage;
+use super::ModuleSpec;
 use crate::error::{Error, Result};
+use crate::models::attention::{BlockShape, BlockStage};
 use crate::models::attention_processor::{Attention, AttnContext, AttnProcessor};
+use crate::models::nn::Builder;
 use std::cell::RefCell;
 use tch::Tensor;
 use vidtune_kernels::attention as katt;
@@ -96,4 +101,11 @@ impl AttnProcessor for Stam {
         ]);
         Ok(())
     }
+}
+
+/// The `stam` module's stage: the temporal stage, instance-centred, with this processor.
+pub fn build(b: &Builder, shape: &BlockShape, _spec: &ModuleSpec) -> Result<Box<dyn BlockStage>> {
+    let stage = TemporalStage::new(b, shape, true);
+    stage.attn_temp.set_processor(Box::new(Stam::default()));
+    Ok(Box::new(stage))
 }

@@ -1,0 +1,167 @@
+//! The one denoising loop: DDIM down the schedule (text-to-image, sampling a clip) or up it (inversion),
+//! with classifier-free guidance as one batch, progress, cancellation and step counters — shared by
+//! `t2i`, `sample`, `invert` (and, window by window, by co-denoising).
+//!
+//! What differs between the callers is the noise predictor (the image UNet or a video model), the
+//! [`Conditioning`], and what happens around each step: [`StepHooks`] can fix latents before the UNet
+//! sees them (first-frame conditioning keeps frame 0 clean) and after the scheduler moved them (keeping
+//! the background, resetting frame 0), and the loop can record the trajectory it walks (inversion keeps
+//! it for `keep_background`).
+
+use super::{count, Loop};
+use crate::error::Result;
+use crate::models::AttnContext;
+use crate::progress::Progress;
+use crate::rng::Noise;
+use crate::sd::StableDiffusion;
+use crate::video::{Conditioning, VideoModel};
+use tch::{Device, Tensor};
+
+/// What predicts noise for latents at a timestep under a conditioning.
+pub trait NoisePredictor {
+    fn predict(&self, x: &Tensor, t: &Tensor, cond: &Conditioning) -> Result<Tensor>;
+    fn device(&self) -> Device;
+    fn sd(&self) -> &StableDiffusion;
+}
+
+/// The image UNet on `[B, C, h, w]` (the text of the conditioning only).
+impl NoisePredictor for StableDiffusion {
+    fn predict(&self, x: &Tensor, t: &Tensor, cond: &Conditioning) -> Result<Tensor> {
+        self.unet.model.forward(x, t, &cond.text, &AttnContext::default())
+    }
+
+    fn device(&self) -> Device {
+        self.device
+    }
+
+    fn sd(&self) -> &StableDiffusion {
+        self
+    }
+}
+
+/// A video model on `[B, C, F, h, w]`.
+impl NoisePredictor for VideoModel {
+    fn predict(&self, x: &Tensor, t: &Tensor, cond: &Conditioning) -> Result<Tensor> {
+        self.forward(x, t, cond, false)
+    }
+
+    fn device(&self) -> Device {
+        self.base.device
+    }
+
+    fn sd(&self) -> &StableDiffusion {
+        &self.base
+    }
+}
+
+/// Which way the loop walks the schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Walk {
+    /// From noise to a sample (DDIM steps).
+    Down,
+    /// From a sample to noise (Tune-A-Video's DDIM inversion).
+    Up,
+}
+
+/// One loop's settings.
+#[derive(Debug)]
+pub struct DenoiseSpec {
+    /// The progress label (`"sample"`, `"invert"`, `"t2i"`).
+    pub label: String,
+    pub steps: i64,
+    pub walk: Walk,
+    /// Classifier-free guidance scale; `<= 1` (or no `uncond`) runs the conditional prediction alone.
+    pub guidance: f64,
+    /// The unconditional (negative prompt) text `[1, L, D]` for guidance.
+    pub uncond: Option<Tensor>,
+    /// DDIM's η (down only); its noise comes from the loop's generator.
+    pub eta: f64,
+    /// Keep the latent after every step (and the start) as the trajectory.
+    pub record: bool,
+    pub counter: Loop,
+}
+
+/// What to do around each step. `step` counts from 0; `level` is the index of the noise level the
+/// latents are at after the step in the ascending trajectory of the same schedule (0: clean).
+pub trait StepHooks {
+    /// Before the UNet sees `x` at timestep `t`.
+    fn before(&mut self, _step: usize, _t: i64, _x: &mut Tensor) -> Result<()> {
+        Ok(())
+    }
+    /// After the scheduler moved `x`; `x0` is the step's prediction of the clean sample (down only).
+    fn after(&mut self, _step: usize, _level: usize, _x: &mut Tensor, _x0: Option<&Tensor>) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// No hooks.
+pub struct NoHooks;
+impl StepHooks for NoHooks {}
+
+/// The result of a loop.
+#[derive(Debug)]
+pub struct Denoised {
+    pub latents: Tensor,
+    /// The start and the latent after every step (with `record`), in the order walked.
+    pub trajectory: Vec<Tensor>,
+}
+
+/// Runs the loop from `x` under `cond`.
+pub fn denoise(
+    model: &dyn NoisePredictor,
+    mut x: Tensor,
+    cond: &Conditioning,
+    spec: &DenoiseSpec,
+    mut noise: Option<&mut Noise>,
+    hooks: &mut dyn StepHooks,
+) -> Result<Denoised> {
+    if spec.eta > 0.0 && noise.is_none() {
+        return Err(crate::error::Error::Invalid("eta > 0 draws noise: the loop needs a seeded generator".into()));
+    }
+    let mut ddim = model.sd().scheduler.ddim()?;
+    ddim.set_timesteps(spec.steps)?;
+    let timesteps: Vec<i64> = match spec.walk {
+        Walk::Down => ddim.timesteps().to_vec(),
+        Walk::Up => ddim.timesteps().iter().rev().copied().collect(),
+    };
+    let cfg = spec.guidance > 1.0 && spec.uncond.is_some();
+    let batch_cond = match (&spec.uncond, cfg) {
+        (Some(u), true) => cond.with_unconditional(u),
+        _ => cond.clone(),
+    };
+    let n = timesteps.len();
+    let mut trajectory = if spec.record { vec![x.shallow_clone()] } else { vec![] };
+    let mut progress = Progress::new(spec.label.clone(), n as u64);
+    for (i, &t) in timesteps.iter().enumerate() {
+        hooks.before(i, t, &mut x)?;
+        let input = if cfg { Tensor::cat(&[&x, &x], 0) } else { x.shallow_clone() };
+        let ts = Tensor::from(t).to_device(model.device());
+        let eps = tch::no_grad(|| model.predict(&input, &ts, &batch_cond))?;
+        let eps = if cfg {
+            let parts = eps.chunk(2, 0);
+            &parts[0] + (&parts[1] - &parts[0]) * spec.guidance
+        } else {
+            eps
+        };
+        let (next, x0, level) = match spec.walk {
+            Walk::Down => {
+                let variance = match (&mut noise, spec.eta > 0.0) {
+                    (Some(n), true) => Some(n.randn(&eps.size(), eps.kind(), model.device())),
+                    _ => None,
+                };
+                let out = ddim.step(&eps, t, &x, spec.eta, variance.as_ref(), false)?;
+                (out.prev_sample, Some(out.pred_original_sample), n - 1 - i)
+            }
+            Walk::Up => (ddim.inversion_step(&eps, t, &x)?, None, i + 1),
+        };
+        x = next;
+        hooks.after(i, level, &mut x, x0.as_ref())?;
+        if spec.record {
+            trajectory.push(x.shallow_clone());
+        }
+        count(spec.counter);
+        progress.step()?;
+    }
+    progress.finish();
+    Ok(Denoised { latents: x, trajectory })
+}

@@ -1,0 +1,129 @@
+//! What one call of the video UNet is conditioned on: the text, the subject's masks (turned into a pyramid
+//! at every UNet resolution once per call), the subject's tokens, the first frame, and where a window of a
+//! long clip starts. Pipelines build one per step (or once per loop) and hand it to
+//! [`VideoModel::forward`](super::VideoModel::forward).
+
+use crate::error::{Error, Result};
+use crate::models::attention_processor::Pyramid;
+use crate::models::ClipTokenizer;
+use std::rc::Rc;
+use tch::{Kind, Tensor};
+use vidtune_kernels::masks as kmasks;
+
+/// The conditioning of one UNet call (or one denoising loop).
+#[derive(Debug)]
+pub struct Conditioning {
+    /// Text embeddings, one per clip of the batch: `[B, L, D]`.
+    pub text: Tensor,
+    /// The subject's masks, one per frame, `[F, 1, H, W]` in [0, 1] at any resolution (pixels, usually);
+    /// shared by every clip of the batch.
+    pub masks: Option<Tensor>,
+    /// Per clip of the batch, the positions of the subject's tokens in its text (empty: none).
+    pub subject_tokens: Vec<Vec<i64>>,
+    /// The clean latent of the first frame, `[1, C, 1, h, w]` (first-frame conditioning).
+    pub first_frame: Option<Tensor>,
+    /// Index of the first frame of this call in the whole clip.
+    pub frame_offset: i64,
+}
+
+impl Clone for Conditioning {
+    fn clone(&self) -> Self {
+        Conditioning {
+            text: self.text.shallow_clone(),
+            masks: self.masks.as_ref().map(Tensor::shallow_clone),
+            subject_tokens: self.subject_tokens.clone(),
+            first_frame: self.first_frame.as_ref().map(Tensor::shallow_clone),
+            frame_offset: self.frame_offset,
+        }
+    }
+}
+
+impl Conditioning {
+    /// Text alone.
+    pub fn text(text: &Tensor) -> Self {
+        Conditioning {
+            text: text.shallow_clone(),
+            masks: None,
+            subject_tokens: vec![],
+            first_frame: None,
+            frame_offset: 0,
+        }
+    }
+
+    /// The same with masks `[F, 1, H, W]`.
+    pub fn with_masks(mut self, masks: Option<&Tensor>) -> Self {
+        self.masks = masks.map(Tensor::shallow_clone);
+        self
+    }
+
+    /// Classifier-free guidance as one batch: `uncond` then `self`, each `[1, L, D]`; the subject's tokens
+    /// belong to the conditional half only.
+    pub fn with_unconditional(&self, uncond: &Tensor) -> Self {
+        let mut out = self.clone();
+        out.text = Tensor::cat(&[uncond, &self.text], 0);
+        let cond_tokens = self.subject_tokens.first().cloned().unwrap_or_default();
+        out.subject_tokens = vec![vec![], cond_tokens];
+        out
+    }
+
+    /// Clips in the batch.
+    pub fn batch(&self) -> i64 {
+        self.text.size()[0]
+    }
+
+    /// The masks of frames `start..start + len` (a window of a long clip).
+    pub fn window(&self, start: i64, len: i64) -> Self {
+        let mut out = self.clone();
+        out.masks = self.masks.as_ref().map(|m| m.narrow(0, start, len));
+        out.frame_offset = self.frame_offset + start;
+        out
+    }
+
+    /// The mask pyramid of a call on latents `[B, C, F, h, w]`: the masks area-averaged to `h × w` and
+    /// to every smaller size the UNet's stride-2 convolutions make (`⌈h/2⌉`, …), repeated for the `B`
+    /// clips: `[B·F, 1, h_l, w_l]` each.
+    pub fn mask_pyramid(&self, batch: i64, frames: i64, h: i64, w: i64, levels: usize) -> Result<Option<Pyramid>> {
+        let Some(m) = &self.masks else { return Ok(None) };
+        if m.size()[0] != frames {
+            return Err(Error::Invalid(format!(
+                "masks: {} masks for a clip of {frames} frames; give one mask per frame",
+                m.size()[0]
+            )));
+        }
+        let m = m.to_kind(Kind::Float);
+        let (mut hh, mut ww) = (h, w);
+        let mut out = vec![];
+        for _ in 0..levels.max(1) {
+            let level = kmasks::resize(&m.to_device(self.text.device()), hh, ww)?;
+            out.push(level.repeat([batch, 1, 1, 1]));
+            (hh, ww) = ((hh + 1) / 2, (ww + 1) / 2);
+        }
+        Ok(Some(Pyramid { levels: out }))
+    }
+}
+
+/// The positions (in the padded ids the text encoder reads) of `subject`'s tokens inside `prompt`'s:
+/// the first run of ids equal to the subject's. An error that names both when the prompt lacks it.
+pub fn subject_token_positions(tokenizer: &ClipTokenizer, prompt: &str, subject: &str) -> Result<Vec<i64>> {
+    let ids = tokenizer.encode_unpadded(prompt)?;
+    let sub = tokenizer.encode_unpadded(subject)?;
+    // Without the start and end tokens.
+    let inner: Vec<i64> = sub.iter().copied().skip(1).take(sub.len().saturating_sub(2)).collect();
+    if inner.is_empty() {
+        return Err(Error::Invalid(format!("subject {subject:?} has no words")));
+    }
+    let limit = tokenizer.max_length.saturating_sub(1);
+    (0..ids.len().saturating_sub(inner.len()) + 1)
+        .find(|&i| ids[i..].starts_with(&inner) && i + inner.len() <= limit)
+        .map(|i| (i as i64..(i + inner.len()) as i64).collect())
+        .ok_or_else(|| {
+            Error::Invalid(format!(
+                "subject {subject:?} is not in the prompt {prompt:?}; name words of the prompt (\"red circle\")"
+            ))
+        })
+}
+
+/// Shared, for the attention context.
+pub fn shared_tokens(tokens: &[Vec<i64>]) -> Option<Rc<Vec<Vec<i64>>>> {
+    tokens.iter().any(|t| !t.is_empty()).then(|| Rc::new(tokens.to_vec()))
+}
