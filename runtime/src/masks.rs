@@ -146,6 +146,50 @@ impl Masks {
         Ok(vidtune_kernels::metrics::mask_iou(&self.data, &other.data)?)
     }
 
+    /// The masks moved by `dx`, `dy` pixels (right, down); what leaves the frame is dropped.
+    pub fn shift(&self, dx: i64, dy: i64) -> Result<Masks> {
+        let (h, w) = (self.height(), self.width());
+        let out = Tensor::zeros_like(&self.data);
+        let (sx, sy) = (dx.clamp(-w, w), dy.clamp(-h, h));
+        let (wlen, hlen) = (w - sx.abs(), h - sy.abs());
+        if wlen > 0 && hlen > 0 {
+            let src = self.data.narrow(3, (-sx).max(0), wlen).narrow(2, (-sy).max(0), hlen);
+            out.narrow(3, sx.max(0), wlen).narrow(2, sy.max(0), hlen).copy_(&src);
+        }
+        let mut m = Masks::new(out)?;
+        m.source = self.source.clone();
+        Ok(m)
+    }
+
+    /// Each frame's mask scaled by `s` about its own centre (the middle of its box); an empty frame stays
+    /// empty.
+    pub fn scale(&self, s: f64) -> Result<Masks> {
+        if !(s.is_finite() && s > 0.0 && s <= 100.0) {
+            return Err(Error::Invalid(format!("scale: the factor must be a number above 0 and at most 100, got {s}")));
+        }
+        let (h, w) = (self.height() as f64, self.width() as f64);
+        let boxes = self.bboxes()?;
+        let mut frames = vec![];
+        for (i, b) in boxes.iter().enumerate() {
+            let frame = self.data.get(i as i64).unsqueeze(0);
+            let Some([x0, y0, x1, y1]) = b else {
+                frames.push(frame);
+                continue;
+            };
+            // Output pixel p samples the input at c + (p − c) / s, in grid_sample's [-1, 1] coordinates.
+            let (cx, cy) = ((x0 + x1) as f64 / 2.0, (y0 + y1) as f64 / 2.0);
+            let (gx, gy) = (2.0 * cx / w - 1.0, 2.0 * cy / h - 1.0);
+            let theta = Tensor::from_slice(&[1.0 / s, 0.0, gx * (1.0 - 1.0 / s), 0.0, 1.0 / s, gy * (1.0 - 1.0 / s)])
+                .to_kind(Kind::Float)
+                .view([1, 2, 3]);
+            let grid = Tensor::affine_grid_generator(&theta, [1, 1, h as i64, w as i64], false);
+            frames.push(frame.grid_sampler(&grid, 0, 0, false).gt(0.5).to_kind(Kind::Float));
+        }
+        let mut m = Masks::new(Tensor::cat(&frames, 0))?;
+        m.source = self.source.clone();
+        Ok(m)
+    }
+
     /// Masks `a..a + n` (frames), remembering the matching frames of the clip.
     pub fn slice_frames(&self, a: i64, n: i64) -> Result<Masks> {
         let len = self.len() as i64;

@@ -148,27 +148,104 @@ pub fn csv_safe(text: &str) -> String {
     }
 }
 
-/// A comparison of several scored results, one row each.
+/// How an edit of a clip with a known subject came out, averaged over the clips of a row: the per-frame
+/// share of frames whose subject has the asked colour, the overlap of the edit's subject with the
+/// source's masks, and the background's PSNR against the source (see [`crate::toy::probe`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EditMetrics {
+    pub color_hit_rate: f64,
+    pub subject_iou: f64,
+    pub background_psnr: f64,
+}
+
+impl EditMetrics {
+    /// The mean of several.
+    pub fn mean(all: &[EditMetrics]) -> Option<EditMetrics> {
+        let n = all.len() as f64;
+        (!all.is_empty()).then(|| EditMetrics {
+            color_hit_rate: all.iter().map(|m| m.color_hit_rate).sum::<f64>() / n,
+            subject_iou: all.iter().map(|m| m.subject_iou).sum::<f64>() / n,
+            background_psnr: all.iter().map(|m| m.background_psnr).sum::<f64>() / n,
+        })
+    }
+}
+
+impl Score {
+    /// The mean scores of several clips (per-frame and per-pair values concatenated), for a row that
+    /// stands for a setting tried on several clips.
+    pub fn mean(all: &[Score]) -> Option<Score> {
+        let first = all.first()?;
+        let n = all.len() as f64;
+        Some(Score {
+            prompt: if all.iter().all(|s| s.prompt == first.prompt) {
+                first.prompt.clone()
+            } else {
+                format!("{} prompts", all.len())
+            },
+            frames: all.iter().map(|s| s.frames).sum(),
+            text_alignment: all.iter().map(|s| s.text_alignment).sum::<f64>() / n,
+            per_frame_alignment: all.iter().flat_map(|s| s.per_frame_alignment.iter().copied()).collect(),
+            frame_consistency: all.iter().map(|s| s.frame_consistency).sum::<f64>() / n,
+            pair_similarity: all.iter().flat_map(|s| s.pair_similarity.iter().copied()).collect(),
+            pairs: first.pairs,
+            flicker: all.iter().map(|s| s.flicker).sum::<f64>() / n,
+        })
+    }
+}
+
+/// A comparison of several scored results, one row each; rows of edits with a known subject also carry
+/// [`EditMetrics`].
 #[derive(Debug, Clone, Default)]
 pub struct Comparison {
     pub rows: Vec<(String, Score)>,
+    /// Per row (by index), the edit metrics, where known.
+    pub edits: Vec<Option<EditMetrics>>,
 }
 
-const HEADERS: [&str; 6] = ["name", "text alignment", "frame consistency", "temporal flickering", "frames", "prompt"];
-
 impl Comparison {
-    fn cells(&self) -> Vec<[String; 6]> {
+    fn has_edits(&self) -> bool {
+        self.edits.iter().any(Option::is_some)
+    }
+
+    fn headers(&self) -> Vec<&'static str> {
+        let mut h = vec!["name"];
+        if self.has_edits() {
+            h.extend(["colour hit rate", "subject IoU", "background PSNR"]);
+        }
+        h.extend(["text alignment", "frame consistency", "temporal flickering", "frames", "prompt"]);
+        h
+    }
+
+    /// Whether column `i` holds numbers (right-aligned).
+    fn numeric(&self, i: usize) -> bool {
+        i > 0 && i + 1 < self.headers().len()
+    }
+
+    fn cells(&self) -> Vec<Vec<String>> {
+        let edits = self.has_edits();
         self.rows
             .iter()
-            .map(|(name, s)| {
-                [
-                    name.clone(),
+            .enumerate()
+            .map(|(i, (name, s))| {
+                let mut r = vec![name.clone()];
+                if edits {
+                    match self.edits.get(i).copied().flatten() {
+                        Some(e) => r.extend([
+                            format!("{:.0} %", 100.0 * e.color_hit_rate),
+                            format!("{:.2}", e.subject_iou),
+                            format!("{:.1} dB", e.background_psnr),
+                        ]),
+                        None => r.extend(["–".to_string(), "–".to_string(), "–".to_string()]),
+                    }
+                }
+                r.extend([
                     format!("{:.2}", s.text_alignment),
                     format!("{:.2}", s.frame_consistency),
                     format!("{:.4}", s.flicker),
                     s.frames.to_string(),
                     s.prompt.clone(),
-                ]
+                ]);
+                r
             })
             .collect()
     }
@@ -176,8 +253,9 @@ impl Comparison {
     /// A boxed table for terminals.
     pub fn to_pretty(&self) -> String {
         let cells = self.cells();
-        let widths: Vec<usize> = (0..6)
-            .map(|i| cells.iter().map(|r| r[i].chars().count()).chain([HEADERS[i].len()]).max().unwrap_or(0))
+        let headers = self.headers();
+        let widths: Vec<usize> = (0..headers.len())
+            .map(|i| cells.iter().map(|r| r[i].chars().count()).chain([headers[i].len()]).max().unwrap_or(0))
             .collect();
         let line = |l: &str, m: &str, r: &str| {
             format!("{l}{}{r}\n", widths.iter().map(|w| "─".repeat(w + 2)).collect::<Vec<_>>().join(m))
@@ -187,7 +265,7 @@ impl Comparison {
                 .iter()
                 .enumerate()
                 .map(|(i, c)| {
-                    if (1..5).contains(&i) {
+                    if self.numeric(i) {
                         format!(" {c:>w$} ", w = widths[i])
                     } else {
                         format!(" {c:<w$} ", w = widths[i])
@@ -197,7 +275,7 @@ impl Comparison {
             format!("│{}│\n", parts.join("│"))
         };
         let mut out = line("┌", "┬", "┐");
-        out.push_str(&row(&HEADERS.map(String::from)));
+        out.push_str(&row(&headers.iter().map(|h| h.to_string()).collect::<Vec<_>>()));
         out.push_str(&line("├", "┼", "┤"));
         for r in &cells {
             out.push_str(&row(r));
@@ -207,10 +285,11 @@ impl Comparison {
     }
 
     pub fn to_markdown(&self) -> String {
-        let mut out =
-            format!("| {} |\n|{}|\n", HEADERS.join(" | "), ["---", "---:", "---:", "---:", "---:", "---"].join("|"));
+        let headers = self.headers();
+        let align: Vec<&str> = (0..headers.len()).map(|i| if self.numeric(i) { "---:" } else { "---" }).collect();
+        let mut out = format!("| {} |\n|{}|\n", headers.join(" | "), align.join("|"));
         for r in self.cells() {
-            out.push_str(&format!("| {} |\n", r.map(|c| markdown_cell(&c)).join(" | ")));
+            out.push_str(&format!("| {} |\n", r.iter().map(|c| markdown_cell(c)).collect::<Vec<_>>().join(" | ")));
         }
         out
     }
@@ -224,7 +303,7 @@ impl Comparison {
                 c
             }
         };
-        let mut out = HEADERS.map(quote).join(",") + "\n";
+        let mut out = self.headers().iter().map(|h| quote(h)).collect::<Vec<_>>().join(",") + "\n";
         for r in self.cells() {
             out.push_str(&(r.iter().map(|c| quote(c)).collect::<Vec<_>>().join(",") + "\n"));
         }
@@ -234,7 +313,7 @@ impl Comparison {
     pub fn to_html(&self) -> String {
         let esc = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
         let mut out = String::from("<table class=\"vidtune-scores\"><thead><tr>");
-        for h in HEADERS {
+        for h in self.headers() {
             out.push_str(&format!("<th>{}</th>", esc(h)));
         }
         out.push_str("</tr></thead><tbody>");
@@ -257,8 +336,22 @@ impl Comparison {
             "csv" => self.to_csv(),
             "html" => self.to_html(),
             "json" => {
-                let rows: Vec<serde_json::Value> =
-                    self.rows.iter().map(|(n, s)| serde_json::json!({"name": n, "score": s.to_json()})).collect();
+                let rows: Vec<serde_json::Value> = self
+                    .rows
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (n, s))| {
+                        let mut row = serde_json::json!({"name": n, "score": s.to_json()});
+                        if let Some(e) = self.edits.get(i).copied().flatten() {
+                            row["edit"] = serde_json::json!({
+                                "color_hit_rate": e.color_hit_rate,
+                                "subject_iou": e.subject_iou,
+                                "background_psnr": e.background_psnr,
+                            });
+                        }
+                        row
+                    })
+                    .collect();
                 serde_json::to_string_pretty(&rows).unwrap_or_default()
             }
             other => {

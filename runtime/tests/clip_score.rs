@@ -132,7 +132,7 @@ fn scoring_a_clip_and_comparing() {
         score(&clip, &v, "a red circle moving right", &ScoreOptions { pairs: Pairs::Adjacent, ..Default::default() })
             .unwrap();
     assert_eq!(adj.pair_similarity.len(), 3);
-    let table = Comparison { rows: vec![("all".into(), s.clone()), ("adjacent".into(), adj)] };
+    let table = Comparison { rows: vec![("all".into(), s.clone()), ("adjacent".into(), adj)], edits: vec![] };
     assert!(table.to_pretty().contains("frame consistency") && table.to_pretty().lines().count() == 6);
     assert!(table.to_markdown().starts_with("| name | text alignment"));
     let csv = table.to_csv();

@@ -111,6 +111,7 @@ fn ddim_loop_and_inversion_match_diffusers() {
             uncond: None,
             eta: 0.0,
             record: true,
+            skip: 0,
             counter: Loop::Invert,
         };
         let up =

@@ -9,8 +9,9 @@ use std::path::Path;
 use std::rc::Rc;
 use vidtune_kernels::metrics::Pairs;
 use vidtune_runtime::models::clip::ClipModel;
-use vidtune_runtime::score::{score, Comparison, Score, ScoreOptions};
-use vidtune_runtime::Video;
+use vidtune_runtime::score::{score, Comparison, EditMetrics, Score, ScoreOptions};
+use vidtune_runtime::toy::probe::check_frames_of;
+use vidtune_runtime::{Masks, Video};
 
 /// A loaded CLIP model in scripts.
 #[derive(Clone)]
@@ -71,6 +72,18 @@ fn do_score(video: &Video, prompt: &str, opts: Opts) -> RhaiResult<Map> {
     Ok(score_map(&rt(score(&clip.0, video, prompt, &o))?))
 }
 
+/// One value or an array of them, as a list (`what` names it in errors).
+fn many<T: Clone + 'static>(row: &str, what: &str, label: &str, v: &Dynamic) -> RhaiResult<Vec<T>> {
+    if let Some(x) = v.clone().try_cast::<T>() {
+        return Ok(vec![x]);
+    }
+    let wrong = || script_error(format!("compare: row {row:?}: {what} must be {label} or an array of them"));
+    v.clone().try_cast::<Array>().ok_or_else(wrong)?.into_iter().map(|x| x.try_cast::<T>().ok_or_else(wrong)).collect()
+}
+
+/// The keys of a `compare` row.
+const ROW_KEYS: &[&str] = &["name", "video", "prompt", "source", "masks", "color"];
+
 fn do_compare(rows: Array, opts: Opts) -> RhaiResult<Table> {
     let (clip, o) = score_options(&opts)?;
     if rows.is_empty() {
@@ -81,15 +94,69 @@ fn do_compare(rows: Array, opts: Opts) -> RhaiResult<Table> {
         let map = row
             .try_cast::<Map>()
             .ok_or_else(|| script_error(format!("compare: row {i} must be #{{name, video, prompt}}")))?;
-        let r = Opts::new("compare", map, &["name", "video", "prompt"])?;
+        let r = Opts::new("compare", map, ROW_KEYS)?;
         let name = r.string("name")?.unwrap_or_else(|| format!("#{i}"));
-        let video = r
-            .custom::<Video>("video", "a Video")?
-            .ok_or_else(|| script_error(format!("compare: row {name:?} has no video")))?;
-        let prompt = r.string("prompt")?.ok_or_else(|| script_error(format!("compare: row {name:?} has no prompt")))?;
-        out.rows.push((name, rt(score(&clip.0, &video, &prompt, &o))?));
+        let videos: Vec<Video> = match r.get("video") {
+            Some(v) => many(&name, "video", "a Video", v)?,
+            None => return Err(script_error(format!("compare: row {name:?} has no video"))),
+        };
+        let prompts: Vec<String> = match r.get("prompt") {
+            Some(p) if p.is_string() => vec![p.to_string(); videos.len()],
+            Some(p) => many::<rhai::ImmutableString>(&name, "prompt", "a string", p)?.iter().map(|s| s.to_string()).collect(),
+            None => return Err(script_error(format!("compare: row {name:?} has no prompt"))),
+        };
+        if prompts.len() != videos.len() {
+            return Err(script_error(format!(
+                "compare: row {name:?} has {} videos but {} prompts",
+                videos.len(),
+                prompts.len()
+            )));
+        }
+        let scores = videos
+            .iter()
+            .zip(&prompts)
+            .map(|(v, p)| rt(score(&clip.0, v, p, &o)))
+            .collect::<RhaiResult<Vec<Score>>>()?;
+        out.rows.push((name.clone(), Score::mean(&scores).expect("at least one video")));
+        out.edits.push(edit_metrics(&name, &r, &videos)?);
     }
     Ok(Table(Rc::new(out)))
+}
+
+/// With `source`, `masks` and `color`, how each edit came out against its source (toy-world probes).
+fn edit_metrics(name: &str, r: &Opts, edits: &[Video]) -> RhaiResult<Option<EditMetrics>> {
+    let given = ["source", "masks", "color"].map(|k| r.get(k).is_some());
+    if given == [false; 3] {
+        return Ok(None);
+    }
+    if given != [true; 3] {
+        return Err(script_error(format!(
+            "compare: row {name:?}: the edit metrics need source, masks and color together (the source clip, its \
+             subject's masks, and the colour the edit asked for)"
+        )));
+    }
+    let sources: Vec<Video> = many(name, "source", "a Video", r.get("source").expect("given"))?;
+    let masks: Vec<Masks> = many(name, "masks", "Masks", r.get("masks").expect("given"))?;
+    let colors: Vec<String> = match r.get("color") {
+        Some(c) if c.is_string() => vec![c.to_string(); edits.len()],
+        Some(c) => many::<rhai::ImmutableString>(name, "color", "a string", c)?.iter().map(|s| s.to_string()).collect(),
+        None => unreachable!(),
+    };
+    if sources.len() != edits.len() || masks.len() != edits.len() || colors.len() != edits.len() {
+        return Err(script_error(format!(
+            "compare: row {name:?}: {} videos, {} sources, {} masks and {} colours; give one of each per video",
+            edits.len(),
+            sources.len(),
+            masks.len(),
+            colors.len()
+        )));
+    }
+    let mut all = vec![];
+    for (((e, src), m), c) in edits.iter().zip(&sources).zip(&masks).zip(&colors) {
+        let f = rt(check_frames_of(src, m, e, c, 3)).map_err(|err| script_error(format!("compare: row {name:?}: {err}")))?;
+        all.push(EditMetrics { color_hit_rate: f.hit_rate, subject_iou: f.iou, background_psnr: f.background_psnr });
+    }
+    Ok(EditMetrics::mean(&all))
 }
 
 pub fn register(engine: &mut Registrar, host: &Rc<Host>) {
@@ -158,9 +225,12 @@ print(`${s.text_alignment} ${s.frame_consistency}`);"#,
     FnDoc {
         name: "compare",
         signatures: &["compare(rows: array, options: map) -> Table"],
-        summary: "Scores several results (#{name, video, prompt} each) into one table, like the papers' ablations. \
-                  Prints as a table; table.save(\"x.md\" | \"x.csv\" | \"x.html\" | \"x.json\").",
-        details: "",
+        summary: "Scores several results into one table, like the papers' ablations: a row is #{name, video, prompt}, \
+                  or a setting tried on several clips (video and prompt arrays; the row shows the means). Prints as a \
+                  table; table.save(\"x.md\" | \"x.csv\" | \"x.html\" | \"x.json\").",
+        details: "Rows of edits whose subject is known add source (the clip edited), masks (its subject's) and color \
+                  (the colour asked for), one per video: the table then shows the per-frame colour hit rate of the \
+                  subject found in the edit, its IoU with the source masks, and the background PSNR.",
         options: SCORE_OPTIONS,
         example: r#"let t = compare([
     #{name: "sparse_causal", video: a, prompt: p},

@@ -41,6 +41,40 @@ pub const SEGMENT_OPTIONS: &[OptDoc] = &[
     OptDoc { name: "propagate", takes: "true (default) | false", doc: "false: only the clicked frames get masks" },
 ];
 
+/// `mask_sequence`'s options.
+pub const MASK_SEQUENCE_OPTIONS: &[OptDoc] = &[
+    OptDoc { name: "shape", takes: "\"circle\" (default) | \"square\" | \"triangle\" | \"diamond\"", doc: "" },
+    OptDoc { name: "motion", takes: "\"right\" (default) | \"left\" | \"bounce\" | \"circle\" | \"grow\"", doc: "" },
+    OptDoc { name: "frames", takes: "integer (default 8)", doc: "" },
+    OptDoc { name: "size", takes: "integer | [w, h] (default 64)", doc: "" },
+    OptDoc { name: "seed", takes: "integer (default 0)", doc: "where the motion starts" },
+];
+
+fn mask_sequence(opts: Opts) -> RhaiResult<Masks> {
+    use vidtune_runtime::media::synthetic::{self as syn, MaskSequenceSpec, Motion, Shape};
+    fn named<T>(r: vidtune_runtime::Result<T>) -> RhaiResult<T> {
+        r.map_err(|e| script_error(format!("mask_sequence: {e}")))
+    }
+    let shape = match opts.string("shape")? {
+        Some(s) => named(Shape::parse(&s))?,
+        None => Shape::Circle,
+    };
+    let motion = match opts.string("motion")? {
+        Some(m) => named(Motion::parse(&m))?,
+        None => Motion::Right,
+    };
+    let (width, height) = opts.size("size")?.unwrap_or((64, 64));
+    let spec = MaskSequenceSpec {
+        shape,
+        motion,
+        frames: opts.count("frames")?.unwrap_or(8),
+        width,
+        height,
+        seed: opts.int("seed")?.unwrap_or(0) as u64,
+    };
+    named(syn::mask_sequence(&spec))
+}
+
 /// `click`'s options.
 pub const CLICK_OPTIONS: &[OptDoc] = &[
     OptDoc { name: "frame", takes: "integer", doc: "the frame clicked (default: segment's `frame`, 0)" },
@@ -269,6 +303,14 @@ pub fn register(engine: &mut Registrar, host: &Rc<Host>) {
         let (w, h) = size_arg("resize", size)?;
         rt(m.resize(w, h))
     });
+    engine.register_fn("shift", |m: &mut Masks, dx: i64, dy: i64| rt(m.shift(dx, dy)));
+    engine.register_fn("scale", |m: &mut Masks, s: Dynamic| {
+        let s = s.as_float().or_else(|_| s.as_int().map(|i| i as f64)).map_err(|_| {
+            script_error(format!("Masks.scale: the factor must be a number, got {}", crate::engine::describe(&s)))
+        })?;
+        rt(m.scale(s))
+    });
+    engine.register_fn("mask_sequence", |opts: Map| mask_sequence(Opts::declared("mask_sequence", opts, MASK_SEQUENCE_OPTIONS)?));
     engine.register_fn("confidence", |m: &mut Masks| {
         m.provenance.as_ref().map(|p| floats(p.confidence.clone())).unwrap_or_default()
     });
@@ -480,6 +522,32 @@ print(c.masks.iou(c.masks.dilate(1)));"#,
         options: NO_OPTIONS,
         example: r#"let c = synthetic_clip();
 print(c.masks.ious(c.masks.erode(1)));"#,
+    },
+    FnDoc {
+        name: "mask_sequence",
+        signatures: &["mask_sequence(options: map) -> Masks"],
+        summary: "A drawn mask motion sequence: a shape moving along a motion, one mask per frame — what dynamic mask \
+                  guidance generates a clip from (sample(model, prompt, #{masks: seq, first_frame: img})).",
+        details: "",
+        options: MASK_SEQUENCE_OPTIONS,
+        example: r#"let seq = mask_sequence(#{shape: "circle", motion: "bounce", frames: 8, size: 64});
+let right = seq.shift(8, 0).scale(1.5);"#,
+    },
+    FnDoc {
+        name: "Masks.shift",
+        signatures: &["masks.shift(dx: int, dy: int) -> Masks"],
+        summary: "The masks moved by dx, dy pixels (right, down); what leaves the frame is dropped.",
+        details: "",
+        options: NO_OPTIONS,
+        example: r#"let m = mask_sequence(#{frames: 4}).shift(10, -4);"#,
+    },
+    FnDoc {
+        name: "Masks.scale",
+        signatures: &["masks.scale(s: number) -> Masks"],
+        summary: "Each frame's mask scaled by s about the centre of its box (a bigger or smaller subject).",
+        details: "",
+        options: NO_OPTIONS,
+        example: r#"let m = mask_sequence(#{frames: 4}).scale(1.5);"#,
     },
     FnDoc {
         name: "Masks.resize",

@@ -157,6 +157,18 @@ pub const SAMPLE_OPTIONS: &[OptDoc] = &[
         takes: "true | false (default)",
         doc: "shared noise rescaled to unit variance",
     },
+    OptDoc {
+        name: "strength",
+        takes: "number in (0, 1] (default 1)",
+        doc: "with latents: run this share of the schedule, starting part-way up the inversion (img2img's \
+              strength); lower keeps more of the clip",
+    },
+    OptDoc {
+        name: "renoise",
+        takes: "number in [0, 1] (default 0)",
+        doc: "with latents and masks: inside the masks, this share of the starting latents is fresh noise, so the \
+              subject is drawn anew where the clip's own was",
+    },
 ];
 
 /// Trainable-parameter presets: Tune-A-Video's, and EI²'s (FFAM and cross-attention queries, all of STAM).
@@ -424,6 +436,8 @@ fn do_sample(model: &Dynamic, prompt: &str, opts: Opts) -> RhaiResult<Video> {
         first_frame: first_frame(&opts)?,
         shared_noise,
         variance_preserving: opts.bool("variance_preserving")?.unwrap_or(false),
+        strength: opts.float("strength")?.unwrap_or(1.0),
+        renoise: opts.float("renoise")?.unwrap_or(0.0),
     };
     let (video, seed) = rt(sample(&model, prompt, latents.as_ref().map(|l| &l.0), &o))?;
     if o.seed.is_none() && latents.is_none() {

@@ -373,3 +373,29 @@ mod tests {
         assert!(color_rgb("mauve").unwrap_err().to_string().contains("\"red\""));
     }
 }
+
+/// What a mask motion sequence is made of: a shape moving along one of the synthetic clips' motions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MaskSequenceSpec {
+    pub shape: Shape,
+    pub motion: Motion,
+    pub frames: usize,
+    pub width: i64,
+    pub height: i64,
+    pub seed: u64,
+}
+
+/// A drawn mask motion sequence (dynamic mask guidance generates from these): the masks of the synthetic
+/// clip with that shape, motion and seed.
+pub fn mask_sequence(spec: &MaskSequenceSpec) -> Result<Masks> {
+    let clip = synthetic_clip(&SyntheticSpec {
+        shape: Some(spec.shape),
+        motion: Some(spec.motion),
+        frames: spec.frames,
+        width: spec.width,
+        height: spec.height,
+        seed: spec.seed,
+        ..Default::default()
+    })?;
+    Masks::new(clip.masks.tensor().shallow_clone())
+}

@@ -44,6 +44,11 @@ impl<'a> Builder<'a> {
         Builder { path: self.path.clone(), mode }
     }
 
+    /// The dotted path of this builder (`down_blocks.0.attentions.0.transformer_blocks.0`).
+    pub fn path_name(&self) -> String {
+        self.path.components().collect::<Vec<_>>().join(".")
+    }
+
     pub fn device(&self) -> tch::Device {
         self.path.device()
     }

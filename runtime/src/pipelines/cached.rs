@@ -200,6 +200,7 @@ pub fn invert_cached(
                     latents: here(latents),
                     source: here(source),
                     trajectory,
+                    clip: Some(clip.clone()),
                     steps: opts.steps,
                     prompt: opts.prompt.clone(),
                     fps: meta.get("fps").and_then(|f| f.parse().ok()).unwrap_or(clip.fps()),

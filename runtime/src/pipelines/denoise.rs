@@ -78,6 +78,9 @@ pub struct DenoiseSpec {
     pub eta: f64,
     /// Keep the latent after every step (and the start) as the trajectory.
     pub record: bool,
+    /// Steps of the schedule to skip at its start (down: start part-way, at a lower noise level, as
+    /// img2img's `strength` does).
+    pub skip: usize,
     pub counter: Loop,
 }
 
@@ -120,19 +123,20 @@ pub fn denoise(
     }
     let mut ddim = model.sd().scheduler.ddim()?;
     ddim.set_timesteps(spec.steps)?;
-    let timesteps: Vec<i64> = match spec.walk {
+    let all: Vec<i64> = match spec.walk {
         Walk::Down => ddim.timesteps().to_vec(),
         Walk::Up => ddim.timesteps().iter().rev().copied().collect(),
     };
+    let n = all.len();
+    let skip = spec.skip.min(n);
     let cfg = spec.guidance > 1.0 && spec.uncond.is_some();
     let batch_cond = match (&spec.uncond, cfg) {
         (Some(u), true) => cond.with_unconditional(u),
         _ => cond.clone(),
     };
-    let n = timesteps.len();
     let mut trajectory = if spec.record { vec![x.shallow_clone()] } else { vec![] };
-    let mut progress = Progress::new(spec.label.clone(), n as u64);
-    for (i, &t) in timesteps.iter().enumerate() {
+    let mut progress = Progress::new(spec.label.clone(), (n - skip) as u64);
+    for (i, &t) in all.iter().enumerate().skip(skip) {
         hooks.before(i, t, &mut x)?;
         let input = if cfg { Tensor::cat(&[&x, &x], 0) } else { x.shallow_clone() };
         let ts = Tensor::from(t).to_device(model.device());

@@ -1,8 +1,8 @@
 //! DDIM inversion of a clip (Tune-A-Video `ddim_inversion`): the clip's latents walked up the noise
 //! schedule with the null prompt (or a source prompt) and no guidance; the result is the starting noise
-//! of edits that keep the clip's structure. Models with mask modules invert under the clip's masks, and
-//! then the trajectory is kept: `sample(…, #{keep_background: true})` puts the background back from it
-//! at every step.
+//! of edits that keep the clip's structure. Models with mask modules invert under the clip's masks. The
+//! trajectory is kept: `sample(…, #{keep_background: true})` puts the background back from it at every
+//! step, and `strength` starts an edit part-way up it.
 
 use super::denoise::{denoise, DenoiseSpec, NoHooks, Walk};
 use super::{encode_video, to_video_latents, Loop};
@@ -42,8 +42,11 @@ pub struct Latents {
     pub latents: Tensor,
     /// The clip's clean latents `[1, 4, F, h, w]` (the bottom of the trajectory).
     pub source: Tensor,
-    /// With masks: every level walked, ascending — `trajectory[0]` clean, `trajectory[k]` after step `k`.
+    /// Every level walked, ascending — `trajectory[0]` clean, `trajectory[k]` after step `k` (latents
+    /// loaded from elsewhere may lack it).
     pub trajectory: Option<Rc<Vec<Tensor>>>,
+    /// The clip that was inverted (its pixels are the background `keep_background` restores).
+    pub clip: Option<Video>,
     pub steps: i64,
     pub prompt: String,
     pub fps: f64,
@@ -55,6 +58,7 @@ impl Clone for Latents {
             latents: self.latents.shallow_clone(),
             source: self.source.shallow_clone(),
             trajectory: self.trajectory.clone(),
+            clip: self.clip.clone(),
             steps: self.steps,
             prompt: self.prompt.clone(),
             fps: self.fps,
@@ -72,8 +76,7 @@ impl Latents {
 impl std::fmt::Display for Latents {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let s = self.latents.size();
-        let kept = if self.trajectory.is_some() { ", trajectory kept" } else { "" };
-        write!(f, "Latents({} frames, {}x{} latent, {} inversion steps{kept})", s[2], s[4], s[3], self.steps)
+        write!(f, "Latents({} frames, {}x{} latent, {} inversion steps)", s[2], s[4], s[3], self.steps)
     }
 }
 
@@ -101,7 +104,8 @@ pub fn invert(model: &VideoModel, clip: &Video, opts: &InvertOptions) -> Result<
         guidance: 1.0,
         uncond: None,
         eta: 0.0,
-        record: opts.masks.is_some(),
+        record: true,
+        skip: 0,
         counter: Loop::Invert,
     };
     let out = denoise(model, source.shallow_clone(), &cond, &spec, None, &mut NoHooks)?;
@@ -109,6 +113,7 @@ pub fn invert(model: &VideoModel, clip: &Video, opts: &InvertOptions) -> Result<
         latents: out.latents,
         source,
         trajectory: (!out.trajectory.is_empty()).then(|| Rc::new(out.trajectory)),
+        clip: Some(clip.clone()),
         steps: opts.steps,
         prompt: opts.prompt.clone(),
         fps: clip.fps(),

@@ -6,7 +6,8 @@
 //!   cross-attention the `subject`'s tokens;
 //! - `keep_background`: after every step, outside the masks (dilated by `feather` latent pixels) the
 //!   latents are replaced by the inversion's latents at the same noise level — blended latent diffusion's
-//!   rule — so the background ends as the clip's own;
+//!   rule — and the decoded frames take the clip's own pixels there, so the background ends as the clip's
+//!   own, VAE reconstruction error included;
 //! - `first_frame` (LAMP, dynamic mask guidance Eq. 4): frame 0 is held clean at a given latent — the
 //!   clip's own (`source`), an image, or the edit of frame 0 made first on its own (`edit`) — and only
 //!   frames 1.. are denoised; `shared_noise: α` mixes its latent into the other frames' starting noise,
@@ -59,8 +60,15 @@ pub struct SampleOptions {
     pub first_frame: Option<FirstFrame>,
     /// α of first-frame shared noise.
     pub shared_noise: Option<f64>,
+    /// From inverted latents: how much of the schedule to run, from the top (1, the default) down to
+    /// `strength` of it — the edit starts from the inversion's latents at that noise level (img2img's
+    /// `strength`): lower keeps more of the clip.
+    pub strength: f64,
     /// Shared noise with unit variance kept.
     pub variance_preserving: bool,
+    /// Inside the masks, replace this share of the starting latents by fresh noise (variance kept), so the
+    /// subject is drawn anew where the clip's own was (blended latent diffusion's inpainting start).
+    pub renoise: f64,
 }
 
 impl Default for SampleOptions {
@@ -82,6 +90,8 @@ impl Default for SampleOptions {
             first_frame: None,
             shared_noise: None,
             variance_preserving: false,
+            strength: 1.0,
+            renoise: 0.0,
         }
     }
 }
@@ -138,29 +148,33 @@ impl SampleOptions {
                     .into(),
             ));
         }
-        if self.keep_background {
+        check_range("strength", self.strength, f64::MIN_POSITIVE, 1.0, "a number")?;
+        check_range("renoise", self.renoise, 0.0, 1.0, "a number")?;
+        if self.renoise > 0.0 && (self.masks.is_none() || latents.is_none()) {
+            return Err(Error::Invalid(
+                "renoise would be ignored: it redraws the inverted latents inside the masks, so it needs latents and masks"
+                    .into(),
+            ));
+        }
+        let follows = [("keep_background", self.keep_background), ("strength", self.strength < 1.0)];
+        for (name, _) in follows.iter().filter(|(_, on)| *on) {
             let Some(l) = latents else {
-                return Err(Error::Invalid(
-                    "keep_background takes the background from an inversion: pass latents from invert(…, #{masks})"
-                        .into(),
-                ));
+                return Err(Error::Invalid(format!("{name} follows an inversion's trajectory: pass latents from invert")));
             };
-            if self.masks.is_none() {
-                return Err(Error::Invalid("keep_background needs the subject's masks: pass #{masks: …}".into()));
-            }
             if l.trajectory.is_none() {
-                return Err(Error::Invalid(
-                    "keep_background needs latents that kept their trajectory: invert with the masks, invert(model, \
-                     clip, #{masks: m})"
-                        .into(),
-                ));
+                return Err(Error::Invalid(format!(
+                    "{name} needs the inversion's trajectory, which these latents lack (they were not made by invert)"
+                )));
             }
             if l.steps != self.steps {
                 return Err(Error::Invalid(format!(
-                    "keep_background follows the inversion's {} steps: sample with steps: {} too (got {})",
+                    "{name} follows the inversion's {} steps: sample with steps: {} too (got {})",
                     l.steps, l.steps, self.steps
                 )));
             }
+        }
+        if self.keep_background && self.masks.is_none() {
+            return Err(Error::Invalid("keep_background needs the subject's masks: pass #{masks: …}".into()));
         }
         match (&self.first_frame, latents) {
             (Some(FirstFrame::Source | FirstFrame::Edit), None) => Err(Error::Invalid(
@@ -253,8 +267,8 @@ fn encode_image(model: &VideoModel, image: &Image, w: i64, h: i64) -> Result<Ten
     Ok(to_video_latents(&(dist.mean * model.base.vae.model.scaling_factor())).to_kind(model.kind()))
 }
 
-/// Mixes `z` `[1, C, 1, h, w]` into frames 1.. of `x`.
-fn share_noise(x: &Tensor, z: &Tensor, alpha: f64, variance_preserving: bool) -> Tensor {
+/// Mixes `z` `[1, C, 1, h, w]` into frames 1.. of `x` (dynamic mask guidance Eq. 8).
+pub fn share_noise(x: &Tensor, z: &Tensor, alpha: f64, variance_preserving: bool) -> Tensor {
     let f = x.size()[2];
     if f == 1 {
         return x.shallow_clone();
@@ -276,7 +290,28 @@ pub fn sample(
 ) -> Result<(Video, u64)> {
     let (x, seed) = sample_latents(model, prompt, latents, opts)?;
     let fps = opts.fps.or(latents.map(|l| l.fps)).unwrap_or(8.0);
-    Ok((decode_video(&model.base, &x, fps)?, seed))
+    let video = decode_video(&model.base, &x, fps)?;
+    match (opts.keep_background, latents.and_then(|l| l.clip.as_ref()), &opts.masks) {
+        (true, Some(clip), Some(m)) => Ok((paste_background(&video, clip, m, model, opts.feather)?, seed)),
+        _ => Ok((video, seed)),
+    }
+}
+
+/// Blended latent diffusion's last step: outside the region the edit could change (the masks' latent
+/// pixels dilated by `feather`, softened by one latent pixel), the frames are the clip's own pixels, so the
+/// VAE's reconstruction error does not touch the background.
+fn paste_background(video: &Video, clip: &Video, masks: &Masks, model: &VideoModel, feather: i64) -> Result<Video> {
+    if clip.frames().size() != video.frames().size() {
+        return Ok(video.clone());
+    }
+    let f = model.base.vae_scale_factor();
+    let (h, w) = (video.height(), video.width());
+    let region = edit_region(masks, h / f, w / f, feather)?.squeeze_dim(0).permute([1, 0, 2, 3]);
+    let region = region.upsample_nearest2d([h, w], None, None);
+    let k = 2 * f + 1;
+    let alpha = region.avg_pool2d([k, k], [1, 1], [f, f], false, false, None::<i64>).clamp(0.0, 1.0);
+    let alpha = alpha.maximum(&region);
+    Video::new(video.frames() * &alpha + clip.frames() * (alpha.ones_like() - &alpha), video.fps())
 }
 
 /// [`sample`] without the decode: the final latents `[1, C, F, h, w]` and the seed.
@@ -291,8 +326,12 @@ pub fn sample_latents(
     let kind = model.kind();
     let seed = opts.seed.unwrap_or_else(Noise::fresh_seed);
     let mut noise = Noise::new(seed);
+    let run = ((opts.steps as f64 * opts.strength).round() as i64).clamp(1, opts.steps);
     let mut x = match latents {
-        Some(l) => l.latents.to_device(base.device).to_kind(kind),
+        Some(l) => match (&l.trajectory, run < opts.steps) {
+            (Some(tr), true) => tr[run as usize].to_device(base.device).to_kind(kind),
+            _ => l.latents.to_device(base.device).to_kind(kind),
+        },
         None => {
             let size = base.default_size();
             let (w, h) = (opts.width.unwrap_or(size), opts.height.unwrap_or(size));
@@ -319,6 +358,13 @@ pub fn sample_latents(
             Some(edit_first_frame(model, prompt, l, opts)?)
         }
     };
+    if let (true, Some(m)) = (opts.renoise > 0.0, &opts.masks) {
+        let region = edit_region(m, lh, lw, opts.feather)?.to_device(base.device).to_kind(kind);
+        let fresh = noise.randn(&[1, x.size()[1], 1, lh, lw], kind, base.device).expand_as(&x);
+        let r = opts.renoise;
+        let mixed = &x * (1.0 - r).sqrt() + fresh * r.sqrt();
+        x = &mixed * &region + &x * (region.ones_like() - &region);
+    }
     if let (Some(z), Some(alpha)) = (&first, opts.shared_noise) {
         x = share_noise(&x, z, alpha, opts.variance_preserving);
     }
@@ -341,6 +387,7 @@ pub fn sample_latents(
         uncond: Some(base.encode_prompt(&opts.negative)?),
         eta: opts.eta,
         record: false,
+        skip: (opts.steps - run) as usize,
         counter: Loop::Sample,
     };
     let mut hooks = (first.map(HoldFirstFrame), keep);

@@ -63,6 +63,7 @@ pub fn denoise(
         uncond: uncond.map(Tensor::shallow_clone),
         eta: opts.eta,
         record: false,
+        skip: 0,
         counter: Loop::T2i,
     };
     Ok(super::denoise::denoise(sd, latents, &Conditioning::text(cond), &spec, Some(noise), &mut NoHooks)?.latents)

@@ -66,6 +66,12 @@ pub fn trajectory_correlation(a: &[(f64, f64)], b: &[(f64, f64)]) -> f64 {
 
 /// Measures `edited` against the synthetic `source` it was made from.
 pub fn check_edit(source: &SyntheticClip, edited: &Video, margin: i64) -> Result<EditCheck> {
+    check_edit_of(&source.video, &source.masks, edited, margin)
+}
+
+/// [`check_edit`] of a source clip and its subject's masks, from anywhere.
+pub fn check_edit_of(video: &Video, masks: &Masks, edited: &Video, margin: i64) -> Result<EditCheck> {
+    let source = SourceRef { video, masks };
     let (src, out) = (source.video.frames(), edited.frames());
     if src.size() != out.size() {
         return Err(Error::Invalid(format!(
@@ -95,6 +101,83 @@ pub fn check_edit(source: &SyntheticClip, edited: &Video, margin: i64) -> Result
     let count = outside.sum(Kind::Float).double_value(&[]) * 3.0;
     let background_psnr = 10.0 * (255.0f64.powi(2) / (se / count.max(1.0)).max(1e-10)).log10();
     Ok(EditCheck { color: COLORS[best].0.to_string(), mean_rgb, distances, trajectory_corr, background_psnr, masks })
+}
+
+/// Frame by frame, did an edit give the subject the asked colour where the source had it?
+#[derive(Debug, Clone)]
+pub struct FrameCheck {
+    /// Per frame: the named colour nearest the subject found there (`"missing"` where the segmenter found
+    /// under a fifth of the source subject's area: the subject vanished).
+    pub colors: Vec<String>,
+    /// Share of frames whose subject has the asked colour.
+    pub hit_rate: f64,
+    /// Mean IoU of the subject found in the edit with the source masks.
+    pub iou: f64,
+    /// PSNR (dB) of the background (outside the source masks dilated by the margin) against the source.
+    pub background_psnr: f64,
+    /// The subject found in the edit.
+    pub masks: Masks,
+}
+
+/// The named colour nearest `rgb` (0–255).
+pub fn nearest_color(rgb: [f64; 3]) -> &'static str {
+    COLORS
+        .iter()
+        .min_by(|a, b| {
+            let d = |c: &[u8; 3]| (0..3).map(|i| (rgb[i] - c[i] as f64).powi(2)).sum::<f64>();
+            d(&a.1).total_cmp(&d(&b.1))
+        })
+        .map(|(n, _)| *n)
+        .unwrap_or("?")
+}
+
+/// Measures `edited` frame by frame against its synthetic `source`, for an edit to colour `to`: in every
+/// frame on its own, the built-in segmenter is clicked where the source subject's centre was, and the
+/// subject it finds there is judged by its colour and its overlap with the source's.
+pub fn check_frames(source: &SyntheticClip, edited: &Video, to: &str, margin: i64) -> Result<FrameCheck> {
+    check_frames_of(&source.video, &source.masks, edited, to, margin)
+}
+
+/// [`check_frames`] of a source clip and its subject's masks, from anywhere (`compare` rows).
+pub fn check_frames_of(video: &Video, masks: &Masks, edited: &Video, to: &str, margin: i64) -> Result<FrameCheck> {
+    crate::media::synthetic::color_rgb(to)?;
+    let source = SourceRef { video, masks };
+    let whole = check_edit_of(video, masks, edited, margin)?;
+    let clicks: Vec<Click> = centroids(&source.masks)
+        .into_iter()
+        .enumerate()
+        .filter(|(_, (x, _))| x.is_finite())
+        .map(|(f, (x, y))| Click::Point { x, y, positive: true, frame: Some(f) })
+        .collect();
+    let opts = SegmentOptions { propagate: false, ..SegmentOptions::default() };
+    let found = crate::progress::quietly(|| segment(edited, &clicks, &mut Builtin::default(), &opts))?;
+    let m = found.tensor().to_kind(Kind::Float);
+    let src_area = source.masks.area();
+    let rgb = (edited.frames() + 1.0) * 127.5;
+    let mut colors = vec![];
+    for f in 0..edited.len() as i64 {
+        let mf = m.get(f);
+        let area = mf.mean(Kind::Float).double_value(&[]);
+        // Under a fifth of the source's area, or over three times it (the background was taken): missing.
+        let src = src_area[f as usize];
+        if area <= 0.0 || area < 0.2 * src || area > 3.0 * src {
+            colors.push("missing".to_string());
+            continue;
+        }
+        let n = mf.sum(Kind::Float).double_value(&[]);
+        let frame = rgb.get(f);
+        let mean: Vec<f64> = (0..3).map(|c| (frame.get(c) * mf.get(0)).sum(Kind::Float).double_value(&[]) / n).collect();
+        colors.push(nearest_color([mean[0], mean[1], mean[2]]).to_string());
+    }
+    let hit_rate = colors.iter().filter(|c| *c == to).count() as f64 / colors.len().max(1) as f64;
+    let iou = found.iou(&source.masks)?.0;
+    Ok(FrameCheck { colors, hit_rate, iou, background_psnr: whole.background_psnr, masks: found })
+}
+
+/// The source an edit is measured against.
+struct SourceRef<'a> {
+    video: &'a Video,
+    masks: &'a Masks,
 }
 
 /// Settings of one tune → invert → sample edit.

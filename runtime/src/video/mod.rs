@@ -118,8 +118,10 @@ impl VideoSpec {
         self.modules().into_iter().find(|m| m.entry().needs_masks)
     }
 
-    /// The stages (temporal, mask) every transformer block gets.
-    fn stages(&self) -> Option<Stages> {
+    /// The stages (temporal, mask) every transformer block gets. Each stage's new layers are drawn from a
+    /// generator seeded by `seed`, the block and the module, so adding a module never changes another's
+    /// initialisation.
+    fn stages(&self, seed: u64) -> Option<Stages> {
         let specs: Vec<ModuleSpec> = self.mask.iter().chain(self.temporal.iter()).cloned().collect();
         if specs.is_empty() {
             return None;
@@ -128,12 +130,22 @@ impl VideoSpec {
             specs
                 .iter()
                 .filter_map(|spec| match &spec.entry().build {
-                    Build::Stage { block, .. } => Some(block(b, shape, spec)),
+                    Build::Stage { block, .. } => {
+                        tch::manual_seed(init_seed(seed, &b.path_name(), &spec.name));
+                        Some(block(b, shape, spec))
+                    }
                     Build::Processor(_) => None,
                 })
                 .collect::<Result<Vec<Box<dyn BlockStage>>>>()
         })))
     }
+}
+
+/// The seed of one module's new layers at one place of the model.
+pub fn init_seed(seed: u64, place: &str, module: &str) -> i64 {
+    use sha2::{Digest, Sha256};
+    let h = Sha256::digest(format!("{seed}|{place}|{module}").as_bytes());
+    (u64::from_le_bytes(h[..8].try_into().expect("8 bytes")) >> 1) as i64
 }
 
 /// `"none"` is `None`.
@@ -150,7 +162,7 @@ pub fn stages_named(temporal: Option<&str>) -> Result<Option<Stages>> {
         temporal: temporal.map(|t| ModuleSpec::named(Role::Temporal, t)).transpose()?,
         ..VideoSpec::default()
     };
-    Ok(spec.stages())
+    Ok(spec.stages(0))
 }
 
 /// `*` matches any run of characters; a pattern without `*` matches names it prefixes.
@@ -206,10 +218,11 @@ pub fn inflate(base: Rc<StableDiffusion>, spec: &VideoSpec, seed: u64) -> Result
     let vars = VarStore::new(base.device);
     tch::manual_seed(seed as i64);
     let builder = Builder::new(vars.root(), InitMode::Empty);
-    let unet = UNet2DConditionModel::new(&builder, &base.unet.model.config, spec.stages())?;
+    let unet = UNet2DConditionModel::new(&builder, &base.unet.model.config, spec.stages(seed))?;
     let mut model_stages = vec![];
     for m in spec.modules() {
         if let Build::Stage { model: Some(build), .. } = &m.entry().build {
+            tch::manual_seed(init_seed(seed, "model", &m.name));
             model_stages.push(build(&builder, &base.unet.model.config, m)?);
         }
     }

@@ -1,0 +1,334 @@
+//! The mask modules and mask-guided sampling: zero-initialised modules leave the model unchanged, every
+//! new processor equals a naive reference, models with mask modules refuse to run without masks, and
+//! `keep_background`, `strength`, first-frame conditioning and shared noise do what they say.
+
+use std::rc::Rc;
+use tch::{Kind, Tensor};
+use vidtune_kernels_tests::assert_close_rel;
+use vidtune_runtime::masks::Masks;
+use vidtune_runtime::media::synthetic::{synthetic_clip, Shape, SyntheticSpec};
+use vidtune_runtime::models::attention_processor::{Attention, AttnContext, AttnProcessor, Pyramid};
+use vidtune_runtime::models::nn::{Builder, InitMode};
+use vidtune_runtime::pipelines::invert::{invert, InvertOptions};
+use vidtune_runtime::pipelines::sample::{sample_latents, FirstFrame, SampleOptions};
+use vidtune_runtime::pipelines::stats;
+use vidtune_runtime::pipelines::tune::{tune_clips, LossWeights, TuneClip, TuneOptions};
+use vidtune_runtime::sd::{load_sd, SdLoadOptions, StableDiffusion};
+use vidtune_runtime::video::conditioning::subject_token_positions;
+use vidtune_runtime::video::processors::first_frame::FirstFrame as FirstFrameAttention;
+use vidtune_runtime::video::processors::masked_cross::MaskedCross;
+use vidtune_runtime::video::processors::{ModuleSpec, Role};
+use vidtune_runtime::video::{inflate, Conditioning, VideoSpec};
+use vidtune_runtime::Video;
+
+fn random_tiny() -> Rc<StableDiffusion> {
+    Rc::new(load_sd("random:tiny", &SdLoadOptions { device: "cpu".into(), ..Default::default() }).unwrap())
+}
+
+fn clip(frames: usize) -> (Video, Masks) {
+    let c = synthetic_clip(&SyntheticSpec {
+        frames,
+        width: 64,
+        height: 64,
+        shape: Some(Shape::Square),
+        seed: 5,
+        ..Default::default()
+    })
+    .unwrap();
+    (c.video, c.masks)
+}
+
+fn cpu() -> (Kind, tch::Device) {
+    (Kind::Float, tch::Device::Cpu)
+}
+
+#[test]
+fn untuned_mask_modules_leave_the_model_unchanged() {
+    let sd = random_tiny();
+    let (video, masks) = clip(3);
+    let x = Tensor::randn([1, 4, 3, 8, 8], cpu());
+    let t = Tensor::from(500i64);
+    let text = sd.encode_prompt("a red square").unwrap();
+    let plain = inflate(sd.clone(), &VideoSpec::default(), 7).unwrap();
+    let cond = Conditioning::text(&text);
+    let reference = tch::no_grad(|| plain.forward(&x, &t, &cond, false)).unwrap();
+    let mca = VideoSpec { mask: Some(ModuleSpec::named(Role::Mask, "mca").unwrap()), ..VideoSpec::default() };
+    let with_mca = inflate(sd.clone(), &mca, 7).unwrap();
+    let masked_cond = Conditioning::text(&text).with_masks(Some(masks.tensor()));
+    let out = tch::no_grad(|| with_mca.forward(&x, &t, &masked_cond, false)).unwrap();
+    let d = (&out - &reference).abs().max().double_value(&[]);
+    assert!(d < 1e-6, "an untuned MCA changed the output by {d}");
+    // The new layers exist and are what tuned files carry.
+    assert!(with_mca.new_parameters().iter().any(|n| n.starts_with("mask_encoder.")));
+    assert!(with_mca.new_parameters().iter().any(|n| n.contains(".attn_mask.")));
+    // Masked cross-attention without subject tokens is plain cross-attention.
+    let masked = VideoSpec { cross: ModuleSpec::named(Role::Cross, "masked").unwrap(), ..VideoSpec::default() };
+    let with_masked = inflate(sd.clone(), &masked, 7).unwrap();
+    let out = tch::no_grad(|| with_masked.forward(&x, &t, &masked_cond, false)).unwrap();
+    assert!((&out - &reference).abs().max().double_value(&[]) < 1e-6);
+    // With a subject it changes the output.
+    let mut subject = Conditioning::text(&text).with_masks(Some(masks.tensor()));
+    subject.subject_tokens = vec![subject_token_positions(&sd.tokenizer, "a red square", "red square").unwrap()];
+    let out = tch::no_grad(|| with_masked.forward(&x, &t, &subject, false)).unwrap();
+    assert!((&out - &reference).abs().max().double_value(&[]) > 1e-6);
+    drop(video);
+}
+
+#[test]
+fn models_with_mask_modules_refuse_to_run_without_masks() {
+    let sd = random_tiny();
+    let model = inflate(sd.clone(), &VideoSpec::mask_guided(), 0).unwrap();
+    let x = Tensor::randn([1, 4, 2, 8, 8], cpu());
+    let text = sd.encode_prompt("x").unwrap();
+    let e = model.forward(&x, &Tensor::from(10i64), &Conditioning::text(&text), false).unwrap_err().to_string();
+    assert!(e.contains("needs the subject's masks") && e.contains("masks: …"), "{e}");
+    let (video, _) = clip(2);
+    let e = invert(&model, &video, &InvertOptions::steps(2)).unwrap_err().to_string();
+    assert!(e.contains("needs the subject's masks"), "{e}");
+}
+
+fn layer(dim: i64, heads: i64, context: Option<i64>) -> (tch::nn::VarStore, Attention) {
+    tch::manual_seed(4);
+    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let a = Attention::new(&Builder::new(vs.root(), InitMode::Random), dim, context, heads, dim / heads, false);
+    (vs, a)
+}
+
+/// Explicit multi-head attention of one query set over one key/value set with an additive bias per
+/// (query, key): `[Lq, C]`, `[Lk, C]`, `[Lq, Lk]`.
+fn naive_attention(a: &Attention, q_in: &Tensor, kv_in: &Tensor, bias: &Tensor) -> Tensor {
+    let q = a.to_q.forward(q_in);
+    let (k, v) = (a.to_k.forward(kv_in), a.to_v.forward(kv_in));
+    let d = q.size()[1] / a.heads;
+    let heads: Vec<Tensor> = (0..a.heads)
+        .map(|h| {
+            let (qh, kh, vh) = (q.narrow(1, h * d, d), k.narrow(1, h * d, d), v.narrow(1, h * d, d));
+            let s = qh.matmul(&kh.transpose(0, 1)) / (d as f64).sqrt() + bias;
+            s.softmax(-1, Kind::Float).matmul(&vh)
+        })
+        .collect();
+    a.to_out.forward(&Tensor::cat(&heads, 1))
+}
+
+#[test]
+fn mask_aware_first_frame_attention_equals_a_naive_reference() {
+    let (_vs, a) = layer(8, 2, None);
+    let (f, h, w) = (3, 2, 3);
+    let x = Tensor::randn([f, h * w, 8], cpu());
+    let m = Tensor::rand([f, 1, h, w], cpu());
+    let strength = 3.0;
+    let spec = ModuleSpec::parse(&format!("first_frame:mask={strength}")).unwrap();
+    let p = FirstFrameAttention::new(&spec);
+    let ctx = AttnContext {
+        frames: f,
+        spatial: Some((h, w)),
+        masks: Some(Rc::new(Pyramid { levels: vec![m.shallow_clone()] })),
+        ..Default::default()
+    };
+    let got = tch::no_grad(|| p.forward(&a, &x, None, &ctx)).unwrap();
+    let tokens = m.view([f, h * w]);
+    for i in 0..f {
+        let bias = (tokens.get(i).unsqueeze(1) - tokens.get(0).unsqueeze(0)).abs() * -strength;
+        let want = tch::no_grad(|| naive_attention(&a, &x.get(i), &x.get(0), &bias));
+        assert_close_rel(&got.get(i), &want, 1e-5, &format!("mask-aware first-frame attention, frame {i}"));
+    }
+}
+
+#[test]
+fn mask_cross_attention_equals_a_naive_reference() {
+    let (_vs, a) = layer(8, 2, Some(6));
+    let (f, h, w, lk) = (2, 2, 2, 5);
+    let x = Tensor::randn([f, h * w, 8], cpu());
+    let text = Tensor::randn([f, lk, 6], cpu());
+    let m = Tensor::rand([f, 1, h, w], cpu());
+    let spec = ModuleSpec::parse_role(Role::Cross, "masked:strength=0.8").unwrap();
+    let p = MaskedCross::new(&spec);
+    let subject = vec![1i64, 2];
+    let ctx = AttnContext {
+        frames: f,
+        spatial: Some((h, w)),
+        timestep: Some(500.0),
+        masks: Some(Rc::new(Pyramid { levels: vec![m.shallow_clone()] })),
+        subject_tokens: Some(Rc::new(vec![subject.clone()])),
+        ..Default::default()
+    };
+    let got = tch::no_grad(|| p.forward(&a, &x, Some(&text), &ctx)).unwrap();
+    let region = m.view([f, h * w]);
+    for i in 0..f {
+        // Per head the modulation depends on the head's scores: recompute them head by head.
+        let q = a.to_q.forward(&x.get(i));
+        let (k, v) = (a.to_k.forward(&text.get(i)), a.to_v.forward(&text.get(i)));
+        let d = 4;
+        let heads: Vec<Tensor> = (0..2)
+            .map(|hd| {
+                let (qh, kh, vh) = (q.narrow(1, hd * d, d), k.narrow(1, hd * d, d), v.narrow(1, hd * d, d));
+                let s = qh.matmul(&kh.transpose(0, 1)) / (d as f64).sqrt();
+                let mut rows = vec![];
+                for qi in 0..h * w {
+                    let row: Vec<f64> = (0..lk).map(|j| s.double_value(&[qi, j])).collect();
+                    let (max, min) = row.iter().fold((f64::MIN, f64::MAX), |(x, y), &z| (x.max(z), y.min(z)));
+                    let mq = region.double_value(&[i, qi]);
+                    let modulated: Vec<f32> = row
+                        .iter()
+                        .enumerate()
+                        .map(|(j, &sv)| {
+                            let sv2 = if subject.contains(&(j as i64)) {
+                                sv + 0.8 * (mq * (max - sv) - (1.0 - mq) * (sv - min))
+                            } else {
+                                sv
+                            };
+                            sv2 as f32
+                        })
+                        .collect();
+                    rows.push(Tensor::from_slice(&modulated));
+                }
+                Tensor::stack(&rows, 0).softmax(-1, Kind::Float).matmul(&vh)
+            })
+            .collect();
+        let want = tch::no_grad(|| a.to_out.forward(&Tensor::cat(&heads, 1)));
+        assert_close_rel(&got.get(i), &want, 1e-5, &format!("mask cross-attention, frame {i}"));
+    }
+    // Outside its timestep range it is plain cross-attention.
+    let late = MaskedCross::new(&ModuleSpec::parse_role(Role::Cross, "masked:end=0.2").unwrap());
+    let plain = vidtune_runtime::models::attention_processor::PlainAttention;
+    let (a1, a2) = tch::no_grad(|| (late.forward(&a, &x, Some(&text), &ctx).unwrap(), plain.forward(&a, &x, Some(&text), &ctx).unwrap()));
+    assert_close_rel(&a1, &a2, 1e-6, "masked cross-attention outside its range");
+}
+
+#[test]
+fn the_mca_stage_equals_a_naive_reference_once_trained() {
+    let sd = random_tiny();
+    let spec = VideoSpec { mask: Some(ModuleSpec::named(Role::Mask, "mca").unwrap()), ..VideoSpec::default() };
+    let model = inflate(sd.clone(), &spec, 3).unwrap();
+    // Give every output projection weights, as tuning would.
+    tch::no_grad(|| {
+        for (name, mut v) in model.vars.variables() {
+            if name.contains("attn_mask.to_out") {
+                v.copy_(&(Tensor::randn(v.size(), cpu()) * 0.1));
+            }
+        }
+    });
+    let block = &model.unet.down_blocks[0].attentions[0].transformer_blocks[0];
+    let stage = &block.stages[0];
+    assert_eq!(stage.name(), "mca");
+    let (f, h, w) = (2, 4, 4);
+    let dim = block.attn1.to_q.weight.size()[0];
+    let hidden = Tensor::randn([f, h * w, dim], cpu());
+    let width = vidtune_runtime::video::processors::mca::feature_width(dim, 0.25);
+    let features = Tensor::randn([f, width, h, w], cpu());
+    let ctx = AttnContext {
+        frames: f,
+        spatial: Some((h, w)),
+        mask_features: Some(Rc::new(Pyramid { levels: vec![features.shallow_clone()] })),
+        ..Default::default()
+    };
+    let got = tch::no_grad(|| stage.forward(&hidden, &ctx)).unwrap();
+    let (_, attn) = stage.attentions()[0];
+    let vars = model.vars.variables();
+    let norm_w = &vars["down_blocks.0.attentions.0.transformer_blocks.0.norm_mask.weight"];
+    let norm_b = &vars["down_blocks.0.attentions.0.transformer_blocks.0.norm_mask.bias"];
+    for i in 0..f {
+        let q_in = features.get(i).view([width, h * w]).transpose(0, 1);
+        let v_in = hidden.get(i).layer_norm([dim], Some(norm_w), Some(norm_b), 1e-5, false);
+        let zero = Tensor::zeros([h * w, h * w], cpu());
+        let want = tch::no_grad(|| naive_attention(attn, &q_in, &v_in, &zero) + hidden.get(i));
+        assert_close_rel(&got.get(i), &want, 1e-5, &format!("MCA, frame {i}"));
+    }
+}
+
+#[test]
+fn keep_background_ends_on_the_clips_own_latents_outside_the_masks() {
+    let sd = random_tiny();
+    let model = inflate(sd, &VideoSpec::default(), 0).unwrap();
+    let (video, masks) = clip(3);
+    let inv = invert(&model, &video, &InvertOptions::steps(4)).unwrap();
+    let o = SampleOptions {
+        steps: 4,
+        seed: Some(1),
+        guidance: 3.0,
+        masks: Some(masks.clone()),
+        keep_background: true,
+        feather: 0,
+        ..Default::default()
+    };
+    let (x, _) = sample_latents(&model, "a blue square", Some(&inv), &o).unwrap();
+    let region = vidtune_runtime::pipelines::sample::edit_region(&masks, 8, 8, 0).unwrap();
+    let outside = region.ones_like() - &region;
+    let d = ((&x - &inv.source) * &outside).abs().max().double_value(&[]);
+    assert_eq!(d, 0.0, "the background must be the clip's own latents");
+    let inside = ((&x - &inv.source) * &region).abs().max().double_value(&[]);
+    assert!(inside > 1e-3, "the subject was not edited");
+    // Without masks it is refused; with other steps than the inversion's too.
+    let e = sample_latents(&model, "x", Some(&inv), &SampleOptions { masks: None, ..o.clone() }).unwrap_err();
+    assert!(e.to_string().contains("needs the subject's masks"), "{e}");
+    let e = sample_latents(&model, "x", Some(&inv), &SampleOptions { steps: 5, ..o.clone() }).unwrap_err();
+    assert!(e.to_string().contains("follows the inversion's 4 steps"), "{e}");
+}
+
+#[test]
+fn strength_runs_part_of_the_schedule_from_the_inversion() {
+    let sd = random_tiny();
+    let model = inflate(sd, &VideoSpec::default(), 0).unwrap();
+    let (video, _) = clip(2);
+    let inv = invert(&model, &video, &InvertOptions::steps(10)).unwrap();
+    let before = stats().sample_steps;
+    let o = SampleOptions { steps: 10, strength: 0.3, seed: Some(1), guidance: 1.0, ..Default::default() };
+    let (x, _) = sample_latents(&model, "", Some(&inv), &o).unwrap();
+    assert_eq!(stats().sample_steps - before, 3);
+    // With the inversion's prompt and no guidance, fewer steps from lower down stray less from the clip.
+    let (full, _) = sample_latents(&model, "", Some(&inv), &SampleOptions { strength: 1.0, ..o.clone() }).unwrap();
+    let err = |y: &Tensor| (y - &inv.source).abs().mean(Kind::Float).double_value(&[]);
+    assert!(err(&x) < err(&full), "strength 0.3 {} vs 1.0 {}", err(&x), err(&full));
+}
+
+#[test]
+fn first_frame_is_held_and_shared_noise_mixes_it_in() {
+    let sd = random_tiny();
+    let model = inflate(sd, &VideoSpec::default(), 0).unwrap();
+    let (video, _) = clip(3);
+    let inv = invert(&model, &video, &InvertOptions::steps(3)).unwrap();
+    let o = SampleOptions {
+        steps: 3,
+        seed: Some(2),
+        first_frame: Some(FirstFrame::Source),
+        ..Default::default()
+    };
+    let (x, _) = sample_latents(&model, "a square", Some(&inv), &o).unwrap();
+    assert!(x.narrow(2, 0, 1).allclose(&inv.source.narrow(2, 0, 1), 0.0, 0.0, false), "frame 0 must stay the source's");
+    // Shared noise: frames 1.. of the starting latents are α·z₀ + (1 − α)·noise.
+    let z = Tensor::randn([1, 4, 1, 2, 2], cpu());
+    let x0 = Tensor::randn([1, 4, 3, 2, 2], cpu());
+    let mixed = vidtune_runtime::pipelines::sample::share_noise(&x0, &z, 0.2, false);
+    assert_close_rel(&mixed.narrow(2, 1, 2), &(&z * 0.2 + x0.narrow(2, 1, 2) * 0.8), 1e-6, "shared noise");
+    assert!(mixed.narrow(2, 0, 1).equal(&x0.narrow(2, 0, 1)));
+    let vp = vidtune_runtime::pipelines::sample::share_noise(&x0, &z, 0.2, true);
+    let scale = (0.2f64 * 0.2 + 0.8 * 0.8).sqrt();
+    assert_close_rel(&(vp.narrow(2, 1, 2) * scale), &mixed.narrow(2, 1, 2), 1e-6, "variance-preserving shared noise");
+}
+
+#[test]
+fn few_shot_tuning_with_masks_losses_and_first_frame_runs_and_is_refused_without_masks() {
+    let sd = random_tiny();
+    let model = inflate(sd, &VideoSpec::mask_guided(), 0).unwrap();
+    let (a, ma) = clip(2);
+    let (b, mb) = clip(3);
+    let clips = vec![
+        TuneClip { video: a.clone(), prompt: "a red square".into(), masks: Some(ma) },
+        TuneClip { video: b, prompt: "a blue square".into(), masks: Some(mb) },
+    ];
+    let o = TuneOptions {
+        steps: 3,
+        lr: 1e-3,
+        first_frame: true,
+        loss: LossWeights { all: 1.0, fg: 2.0, bg: 0.5 },
+        subject: Some("square".into()),
+        ..Default::default()
+    };
+    let tuned = tune_clips(&model, &clips, &o).unwrap();
+    let record = tuned.record.as_ref().unwrap();
+    assert_eq!((record.clips, record.losses.len()), (2, 3));
+    assert!(tuned.trained.iter().any(|n| n.starts_with("mask_encoder.")), "the mask encoder trains");
+    assert!(tuned.trained.iter().any(|n| n.contains(".attn_mask.")), "MCA trains");
+    let e = tune_clips(&model, &[TuneClip { video: a, prompt: "x".into(), masks: None }], &o).unwrap_err().to_string();
+    assert!(e.contains("need the subject's masks of every clip"), "{e}");
+}
