@@ -220,6 +220,30 @@ fn paper_scripts_run_end_to_end_on_a_tiny_random_model() {
         );
         assert!(dir.path().join("o/edit.mp4").exists());
     }
+    // The mask papers' workflows, on the same tiny random model.
+    let quick = ["--set", "model=random:tiny", "--set", "frames=3", "--set", "steps=2", "--set", "out=m"];
+    let out = vidtune(dir.path())
+        .arg("run")
+        .arg(root.join("mask-guided.rhai"))
+        .args(quick)
+        .args(["--set", "inv_steps=2"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "mask-guided.rhai: {}", stderr(&out));
+    assert!(stdout(&out).contains("cross masked + mask mca"), "{}", stdout(&out));
+    for f in ["m/edit.gif", "m/edit-sheet.png", "m/masks/00002.png"] {
+        assert!(dir.path().join(f).is_file(), "mask-guided.rhai: {f}");
+    }
+    let out = vidtune(dir.path())
+        .arg("run")
+        .arg(root.join("dynamic-mask.rhai"))
+        .args(quick)
+        .args(["--set", "clips=2", "--set", "sample_steps=2", "--set", "out=d"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "dynamic-mask.rhai: {}", stderr(&out));
+    assert!(stdout(&out).contains("tuning on 2 clips"), "{}", stdout(&out));
+    assert!(dir.path().join("d/generated.gif").is_file());
 }
 
 #[test]
@@ -378,6 +402,14 @@ fn the_demo_edits_a_held_out_toy_clip_and_saves_everything() {
     assert_eq!(sidecar["edit"], "a yellow triangle moving in a circle on a purple striped background");
     // Previews: the clip, the masks and the edit.
     assert!(std::fs::read_dir(dir.path().join("previews")).unwrap().count() >= 3);
+    // The edit keeps its subject: the asked colour in every frame, where the source's was, and the
+    // background (the demo's score table measures them).
+    let scores = std::fs::read_to_string(d.join("scores.md")).unwrap();
+    let row = scores.lines().find(|l| l.starts_with("| edit |")).unwrap_or_else(|| panic!("{scores}"));
+    let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+    assert_eq!(cells[2], "100 %", "colour hit rate: {row}");
+    let psnr: f64 = cells[4].trim_end_matches(" dB").parse().unwrap();
+    assert!(psnr >= 25.0, "background PSNR: {row}");
 }
 
 fn signal(child: &std::process::Child, sig: i32) {

@@ -120,9 +120,13 @@ fn tune_a_video_notebook_runs_on_the_tiny_random_model() {
     let out = dir.path().join("tav");
     let outs = execute("tune-a-video.ipynb", &[("VIDTUNE_OUT", &out)]);
     let gifs = outs.iter().filter(|(_, o)| !join(&o["data"]["image/gif"]).is_empty()).count();
-    assert!(gifs >= 2, "the clip and the edit display as GIFs");
+    assert!(gifs >= 3, "the clip, the edit and the mask-guided edit display as GIFs");
     assert!(outs.iter().any(|(_, o)| join(&o["data"]["text/html"]).contains("<table")), "the score table");
     let all: String = outs.iter().map(|(_, o)| text(o)).collect();
     assert!(all.contains("tuned 2 steps") && all.contains("Latents(4 frames"), "{all}");
+    assert!(
+        all.contains("mask-guided: VideoModel(random:tiny; sparse_causal + temporal + cross masked + mask mca"),
+        "{all}"
+    );
     assert!(out.join("tuned.vidtune.safetensors").exists() && out.join("edit.gif").exists());
 }

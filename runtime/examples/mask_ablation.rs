@@ -48,12 +48,33 @@ fn base_sample() -> SampleOptions {
 }
 
 fn rows() -> Vec<Row> {
-    let mca = VideoSpec { mask: Some(vidtune_runtime::video::processors::ModuleSpec::named(
-        vidtune_runtime::video::processors::Role::Mask, "mca").unwrap()), ..VideoSpec::default() };
-    let masked = VideoSpec { cross: vidtune_runtime::video::processors::ModuleSpec::named(
-        vidtune_runtime::video::processors::Role::Cross, "masked").unwrap(), ..VideoSpec::default() };
+    let mca = VideoSpec {
+        mask: Some(
+            vidtune_runtime::video::processors::ModuleSpec::named(
+                vidtune_runtime::video::processors::Role::Mask,
+                "mca",
+            )
+            .unwrap(),
+        ),
+        ..VideoSpec::default()
+    };
+    let masked = VideoSpec {
+        cross: vidtune_runtime::video::processors::ModuleSpec::named(
+            vidtune_runtime::video::processors::Role::Cross,
+            "masked",
+        )
+        .unwrap(),
+        ..VideoSpec::default()
+    };
     vec![
-        Row { name: "tav", steps: 40, spec: VideoSpec::default(), masks: false, invert_prompt: false, sample: Box::new(|_, _, _| base_sample()) },
+        Row {
+            name: "tav",
+            steps: 40,
+            spec: VideoSpec::default(),
+            masks: false,
+            invert_prompt: false,
+            sample: Box::new(|_, _, _| base_sample()),
+        },
         Row {
             name: "+mca",
             steps: 40,
@@ -68,7 +89,11 @@ fn rows() -> Vec<Row> {
             spec: masked,
             masks: true,
             invert_prompt: false,
-            sample: Box::new(|m, s, _| SampleOptions { masks: Some(m.clone()), subject: Some(s.into()), ..base_sample() }),
+            sample: Box::new(|m, s, _| SampleOptions {
+                masks: Some(m.clone()),
+                subject: Some(s.into()),
+                ..base_sample()
+            }),
         },
         Row {
             name: "+first-frame",
@@ -88,7 +113,11 @@ fn rows() -> Vec<Row> {
             spec: VideoSpec::default(),
             masks: true,
             invert_prompt: false,
-            sample: Box::new(|m, _, _| SampleOptions { masks: Some(m.clone()), keep_background: true, ..base_sample() }),
+            sample: Box::new(|m, _, _| SampleOptions {
+                masks: Some(m.clone()),
+                keep_background: true,
+                ..base_sample()
+            }),
         },
         Row {
             name: "mask-guided",
@@ -157,14 +186,30 @@ fn experiments() -> Vec<Row> {
 
 fn segmented(clip: &SyntheticClip) -> vidtune_runtime::Result<Masks> {
     let (x, y) = centroids(&clip.masks)[0];
-    segment(&clip.video, &[Click::Point { x, y, positive: true, frame: Some(0) }], &mut Builtin::default(), &SegmentOptions::default())
+    segment(
+        &clip.video,
+        &[Click::Point { x, y, positive: true, frame: Some(0) }],
+        &mut Builtin::default(),
+        &SegmentOptions::default(),
+    )
 }
 
-fn edit(sd: Rc<StableDiffusion>, row: &Row, clip: &SyntheticClip, masks: &Masks, prompt: &str, to: &str) -> vidtune_runtime::Result<Video> {
+fn edit(
+    sd: Rc<StableDiffusion>,
+    row: &Row,
+    clip: &SyntheticClip,
+    masks: &Masks,
+    prompt: &str,
+    to: &str,
+) -> vidtune_runtime::Result<Video> {
     let model = inflate(sd, &row.spec, 33)?;
     let m = row.masks.then(|| masks.clone());
     let opts = TuneOptions { steps: row.steps, lr: 1e-3, ..Default::default() };
-    let tuned = tune_clips(&model, &[TuneClip { video: clip.video.clone(), prompt: clip.caption.clone(), masks: m.clone() }], &opts)?;
+    let tuned = tune_clips(
+        &model,
+        &[TuneClip { video: clip.video.clone(), prompt: clip.caption.clone(), masks: m.clone() }],
+        &opts,
+    )?;
     let prompt_inv = if row.invert_prompt { clip.caption.clone() } else { String::new() };
     let inv = invert(&tuned, &clip.video, &InvertOptions { steps: 20, masks: m, prompt: prompt_inv })?;
     let subject = format!("{to} {}", clip.spec.shape.map(|s| s.name()).unwrap_or("circle"));
@@ -195,7 +240,11 @@ fn main() -> vidtune_runtime::Result<()> {
                     tch::Tensor::cat(&[clip.video.frames(), out.frames(), c.masks.overlay(&out)?.frames()], 0),
                     8.0,
                 )?;
-                let name = format!("{dir}/{}-{}-{to}.png", row.name, clip.caption.split(' ').take(3).collect::<Vec<_>>().join("-"));
+                let name = format!(
+                    "{dir}/{}-{}-{to}.png",
+                    row.name,
+                    clip.caption.split(' ').take(3).collect::<Vec<_>>().join("-")
+                );
                 sheet.grid(8)?.save(&name)?;
             }
             let s = score(&scorer, &out, &prompt, &ScoreOptions::default())?;
@@ -205,7 +254,10 @@ fn main() -> vidtune_runtime::Result<()> {
             cons += s.frame_consistency;
             align += s.text_alignment;
             per.push(format!("{:.0}%", 100.0 * c.hit_rate));
-            eprintln!("{:<14} {:<60} → {to:<6} {:?} iou {:.2} bg {:.1}", row.name, clip.caption, c.colors, c.iou, c.background_psnr);
+            eprintln!(
+                "{:<14} {:<60} → {to:<6} {:?} iou {:.2} bg {:.1}",
+                row.name, clip.caption, c.colors, c.iou, c.background_psnr
+            );
         }
         let k = n as f64;
         println!(

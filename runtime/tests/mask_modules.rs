@@ -191,7 +191,9 @@ fn mask_cross_attention_equals_a_naive_reference() {
     // Outside its timestep range it is plain cross-attention.
     let late = MaskedCross::new(&ModuleSpec::parse_role(Role::Cross, "masked:end=0.2").unwrap());
     let plain = vidtune_runtime::models::attention_processor::PlainAttention;
-    let (a1, a2) = tch::no_grad(|| (late.forward(&a, &x, Some(&text), &ctx).unwrap(), plain.forward(&a, &x, Some(&text), &ctx).unwrap()));
+    let (a1, a2) = tch::no_grad(|| {
+        (late.forward(&a, &x, Some(&text), &ctx).unwrap(), plain.forward(&a, &x, Some(&text), &ctx).unwrap())
+    });
     assert_close_rel(&a1, &a2, 1e-6, "masked cross-attention outside its range");
 }
 
@@ -258,6 +260,19 @@ fn keep_background_ends_on_the_clips_own_latents_outside_the_masks() {
     assert_eq!(d, 0.0, "the background must be the clip's own latents");
     let inside = ((&x - &inv.source) * &region).abs().max().double_value(&[]);
     assert!(inside > 1e-3, "the subject was not edited");
+    // renoise redraws the subject from fresh noise; the background stays the clip's.
+    let (y, _) =
+        sample_latents(&model, "a blue square", Some(&inv), &SampleOptions { renoise: 1.0, ..o.clone() }).unwrap();
+    assert_eq!(((&y - &inv.source) * &outside).abs().max().double_value(&[]), 0.0);
+    assert!(((&y - &x) * &region).abs().max().double_value(&[]) > 1e-3);
+    let e = sample_latents(
+        &model,
+        "x",
+        Some(&inv),
+        &SampleOptions { renoise: 0.5, masks: None, keep_background: false, ..o.clone() },
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("renoise would be ignored"), "{e}");
     // Without masks it is refused; with other steps than the inversion's too.
     let e = sample_latents(&model, "x", Some(&inv), &SampleOptions { masks: None, ..o.clone() }).unwrap_err();
     assert!(e.to_string().contains("needs the subject's masks"), "{e}");
@@ -287,12 +302,7 @@ fn first_frame_is_held_and_shared_noise_mixes_it_in() {
     let model = inflate(sd, &VideoSpec::default(), 0).unwrap();
     let (video, _) = clip(3);
     let inv = invert(&model, &video, &InvertOptions::steps(3)).unwrap();
-    let o = SampleOptions {
-        steps: 3,
-        seed: Some(2),
-        first_frame: Some(FirstFrame::Source),
-        ..Default::default()
-    };
+    let o = SampleOptions { steps: 3, seed: Some(2), first_frame: Some(FirstFrame::Source), ..Default::default() };
     let (x, _) = sample_latents(&model, "a square", Some(&inv), &o).unwrap();
     assert!(x.narrow(2, 0, 1).allclose(&inv.source.narrow(2, 0, 1), 0.0, 0.0, false), "frame 0 must stay the source's");
     // Shared noise: frames 1.. of the starting latents are α·z₀ + (1 − α)·noise.

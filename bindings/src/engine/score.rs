@@ -102,7 +102,9 @@ fn do_compare(rows: Array, opts: Opts) -> RhaiResult<Table> {
         };
         let prompts: Vec<String> = match r.get("prompt") {
             Some(p) if p.is_string() => vec![p.to_string(); videos.len()],
-            Some(p) => many::<rhai::ImmutableString>(&name, "prompt", "a string", p)?.iter().map(|s| s.to_string()).collect(),
+            Some(p) => {
+                many::<rhai::ImmutableString>(&name, "prompt", "a string", p)?.iter().map(|s| s.to_string()).collect()
+            }
             None => return Err(script_error(format!("compare: row {name:?} has no prompt"))),
         };
         if prompts.len() != videos.len() {
@@ -153,7 +155,8 @@ fn edit_metrics(name: &str, r: &Opts, edits: &[Video]) -> RhaiResult<Option<Edit
     }
     let mut all = vec![];
     for (((e, src), m), c) in edits.iter().zip(&sources).zip(&masks).zip(&colors) {
-        let f = rt(check_frames_of(src, m, e, c, 3)).map_err(|err| script_error(format!("compare: row {name:?}: {err}")))?;
+        let f = rt(check_frames_of(src, m, e, c, 3))
+            .map_err(|err| script_error(format!("compare: row {name:?}: {err}")))?;
         all.push(EditMetrics { color_hit_rate: f.hit_rate, subject_iou: f.iou, background_psnr: f.background_psnr });
     }
     Ok(EditMetrics::mean(&all))

@@ -310,7 +310,9 @@ pub fn register(engine: &mut Registrar, host: &Rc<Host>) {
         })?;
         rt(m.scale(s))
     });
-    engine.register_fn("mask_sequence", |opts: Map| mask_sequence(Opts::declared("mask_sequence", opts, MASK_SEQUENCE_OPTIONS)?));
+    engine.register_fn("mask_sequence", |opts: Map| {
+        mask_sequence(Opts::declared("mask_sequence", opts, MASK_SEQUENCE_OPTIONS)?)
+    });
     engine.register_fn("confidence", |m: &mut Masks| {
         m.provenance.as_ref().map(|p| floats(p.confidence.clone())).unwrap_or_default()
     });

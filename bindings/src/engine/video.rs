@@ -119,7 +119,11 @@ pub const SAMPLE_OPTIONS: &[OptDoc] = &[
     OptDoc { name: "seed", takes: "integer (default: random, printed)", doc: "noise, eta" },
     OptDoc { name: "negative", takes: "string", doc: "the negative prompt" },
     OptDoc { name: "eta", takes: "number (default 0)", doc: "" },
-    OptDoc { name: "frames", takes: "integer (default 8)", doc: "without latents: the clip's length" },
+    OptDoc {
+        name: "frames",
+        takes: "integer (default: the masks' count, else 8)",
+        doc: "without latents: the clip's length",
+    },
     OptDoc { name: "size", takes: "integer | [w, h]", doc: "without latents: the clip's size (default the model's)" },
     OptDoc { name: "fps", takes: "number", doc: "" },
     OptDoc {
@@ -139,8 +143,8 @@ pub const SAMPLE_OPTIONS: &[OptDoc] = &[
     },
     OptDoc {
         name: "feather",
-        takes: "integer (default 1)",
-        doc: "latent pixels the edit reaches beyond the masks under keep_background",
+        takes: "integer (default 0)",
+        doc: "latent pixels the edit reaches beyond the masks (any latent pixel they touch) under keep_background",
     },
     OptDoc {
         name: "first_frame",

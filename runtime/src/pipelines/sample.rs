@@ -44,7 +44,8 @@ pub struct SampleOptions {
     pub seed: Option<u64>,
     pub negative: String,
     pub eta: f64,
-    /// Without latents: frames and size of the clip (default 8 frames at the model's size).
+    /// Without latents: frames and size of the clip (default: one frame per mask when masks are given, else 8,
+    /// at the model's size).
     pub frames: Option<i64>,
     pub width: Option<i64>,
     pub height: Option<i64>,
@@ -86,7 +87,7 @@ impl Default for SampleOptions {
             masks: None,
             subject: None,
             keep_background: false,
-            feather: 1,
+            feather: 0,
             first_frame: None,
             shared_noise: None,
             variance_preserving: false,
@@ -159,7 +160,9 @@ impl SampleOptions {
         let follows = [("keep_background", self.keep_background), ("strength", self.strength < 1.0)];
         for (name, _) in follows.iter().filter(|(_, on)| *on) {
             let Some(l) = latents else {
-                return Err(Error::Invalid(format!("{name} follows an inversion's trajectory: pass latents from invert")));
+                return Err(Error::Invalid(format!(
+                    "{name} follows an inversion's trajectory: pass latents from invert"
+                )));
             };
             if l.trajectory.is_none() {
                 return Err(Error::Invalid(format!(
@@ -337,7 +340,7 @@ pub fn sample_latents(
             let (w, h) = (opts.width.unwrap_or(size), opts.height.unwrap_or(size));
             check_model_size(w, h)?;
             let f = base.vae_scale_factor();
-            let frames = opts.frames.unwrap_or(8);
+            let frames = opts.frames.or(opts.masks.as_ref().map(|m| m.len() as i64)).unwrap_or(8);
             ensure_sample_fits(model, frames, w, h)?;
             noise.randn(&[1, base.unet.model.config.in_channels, frames, h / f, w / f], kind, base.device)
         }

@@ -80,7 +80,7 @@ pub fn check_edit_of(video: &Video, masks: &Masks, edited: &Video, margin: i64) 
             src.size()
         )));
     }
-    let truth = centroids(&source.masks);
+    let truth = centroids(source.masks);
     let (x, y) = truth[0];
     let click = Click::Point { x, y, positive: true, frame: Some(0) };
     let masks =
@@ -143,7 +143,7 @@ pub fn check_frames_of(video: &Video, masks: &Masks, edited: &Video, to: &str, m
     crate::media::synthetic::color_rgb(to)?;
     let source = SourceRef { video, masks };
     let whole = check_edit_of(video, masks, edited, margin)?;
-    let clicks: Vec<Click> = centroids(&source.masks)
+    let clicks: Vec<Click> = centroids(source.masks)
         .into_iter()
         .enumerate()
         .filter(|(_, (x, _))| x.is_finite())
@@ -166,11 +166,12 @@ pub fn check_frames_of(video: &Video, masks: &Masks, edited: &Video, to: &str, m
         }
         let n = mf.sum(Kind::Float).double_value(&[]);
         let frame = rgb.get(f);
-        let mean: Vec<f64> = (0..3).map(|c| (frame.get(c) * mf.get(0)).sum(Kind::Float).double_value(&[]) / n).collect();
+        let mean: Vec<f64> =
+            (0..3).map(|c| (frame.get(c) * mf.get(0)).sum(Kind::Float).double_value(&[]) / n).collect();
         colors.push(nearest_color([mean[0], mean[1], mean[2]]).to_string());
     }
     let hit_rate = colors.iter().filter(|c| *c == to).count() as f64 / colors.len().max(1) as f64;
-    let iou = found.iou(&source.masks)?.0;
+    let iou = found.iou(source.masks)?.0;
     Ok(FrameCheck { colors, hit_rate, iou, background_psnr: whole.background_psnr, masks: found })
 }
 
@@ -222,6 +223,63 @@ pub fn edit_clip(
         &crate::pipelines::invert::InvertOptions::steps(settings.invert_steps),
     )?;
     Ok(crate::pipelines::sample::sample(&tuned, edit, Some(&inv), &settings.sample)?.0)
+}
+
+/// The mask-guided workflow's settings for the toy models (the demo's and `scripts/mask-guided.rhai`'s).
+#[derive(Debug, Clone)]
+pub struct MaskedSettings {
+    pub tune_steps: i64,
+    pub lr: f64,
+    pub steps: i64,
+    pub guidance: f64,
+    pub strength: f64,
+    pub seed: u64,
+}
+
+impl Default for MaskedSettings {
+    fn default() -> Self {
+        MaskedSettings { tune_steps: 150, lr: 1e-3, steps: 20, guidance: 8.0, strength: 0.9, seed: 33 }
+    }
+}
+
+/// The mask-guided edit of `clip` (the `mask-guided` preset): the subject segmented from one click at its
+/// centre on frame 0, tuning with the masks, inversion with the clip's description under the masks, and
+/// a sample with the masks, the subject's words, the background kept and the description as the
+/// negative prompt. Returns the edit and the masks used.
+pub fn mask_guided_edit(
+    sd: std::rc::Rc<crate::sd::StableDiffusion>,
+    clip: &SyntheticClip,
+    edit: &str,
+    subject: &str,
+    settings: &MaskedSettings,
+) -> Result<(Video, Masks)> {
+    use crate::pipelines::{invert, sample, tune};
+    let (x, y) = centroids(&clip.masks)[0];
+    let click = Click::Point { x, y, positive: true, frame: Some(0) };
+    let masks = crate::progress::quietly(|| {
+        segment(&clip.video, &[click], &mut Builtin::default(), &SegmentOptions::default())
+    })?;
+    let model = crate::video::inflate(sd, &crate::video::VideoSpec::mask_guided(), settings.seed)?;
+    let tune_opts =
+        tune::TuneOptions { steps: settings.tune_steps, lr: settings.lr, seed: settings.seed, ..Default::default() };
+    let clips =
+        [tune::TuneClip { video: clip.video.clone(), prompt: clip.caption.clone(), masks: Some(masks.clone()) }];
+    let tuned = tune::tune_clips(&model, &clips, &tune_opts)?;
+    let inv_opts =
+        invert::InvertOptions { steps: settings.steps, prompt: clip.caption.clone(), masks: Some(masks.clone()) };
+    let inv = invert::invert(&tuned, &clip.video, &inv_opts)?;
+    let o = sample::SampleOptions {
+        steps: settings.steps,
+        guidance: settings.guidance,
+        seed: Some(settings.seed),
+        negative: clip.caption.clone(),
+        masks: Some(masks.clone()),
+        subject: Some(subject.to_string()),
+        keep_background: true,
+        strength: settings.strength,
+        ..Default::default()
+    };
+    Ok((sample::sample(&tuned, edit, Some(&inv), &o)?.0, masks))
 }
 
 #[cfg(test)]
