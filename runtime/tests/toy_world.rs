@@ -189,3 +189,64 @@ fn the_mask_guided_preset_keeps_the_subject_its_colour_and_the_background() {
         assert!(mine >= theirs, "frame consistency {mine:.2} below Tune-A-Video's {theirs:.2}: {what}");
     }
 }
+
+#[test]
+fn co_denoising_a_long_held_out_clip_leaves_no_seams_where_independent_windows_do() {
+    use vidtune_kernels::codenoise::{plan, Weighting};
+    use vidtune_runtime::media::synthetic::{synthetic_clip, SyntheticSpec, Texture};
+    use vidtune_runtime::pipelines::codenoise::{PromptSchedule, WindowOptions};
+    use vidtune_runtime::pipelines::invert::{invert, InvertOptions};
+    use vidtune_runtime::pipelines::sample::{co_denoise, SampleOptions};
+    use vidtune_runtime::pipelines::tune::{tune_clips, TuneClip, TuneOptions};
+    use vidtune_runtime::toy::probe::{frame_changes, seam_ratio};
+    use vidtune_runtime::video::inflate;
+    let _serial = serial();
+    let sd = toy_sd();
+    // 48 frames of a held-out combination; the toy models saw 8-frame clips.
+    let clip = synthetic_clip(&SyntheticSpec {
+        shape: Some(Shape::Circle),
+        color: Some("purple".into()),
+        motion: Some(Motion::Left),
+        background: Some(Texture::Stripes),
+        background_color: Some("yellow".into()),
+        frames: 48,
+        seed: 7,
+        ..Default::default()
+    })
+    .unwrap();
+    let edit = clip.caption.replace("purple", "green");
+    let model = inflate(sd, &VideoSpec::mask_guided(), 0).unwrap();
+    let clips = [TuneClip { video: clip.video.clone(), prompt: clip.caption.clone(), masks: Some(clip.masks.clone()) }];
+    let tuned = tune_clips(&model, &clips, &TuneOptions { steps: 60, lr: 1e-3, window: Some(8), ..Default::default() })
+        .unwrap();
+    let mut ratios = vec![];
+    for stride in [8, 4] {
+        let windows = Some(WindowOptions { window: 8, stride, weights: Weighting::Uniform, batch: 1 });
+        let masks = Some(clip.masks.clone());
+        let io = InvertOptions { steps: 10, prompt: clip.caption.clone(), masks: masks.clone(), windows };
+        let inv = invert(&tuned, &clip.video, &io).unwrap();
+        let o = SampleOptions {
+            steps: 10,
+            guidance: 8.0,
+            seed: Some(33),
+            negative: clip.caption.clone(),
+            masks,
+            subject: Some("green circle".into()),
+            keep_background: true,
+            strength: 0.9,
+            windows,
+            ..Default::default()
+        };
+        let (out, _) = co_denoise(&tuned, &PromptSchedule::single(&edit), Some(&inv), &o).unwrap();
+        assert_eq!(out.len(), 48);
+        let energy = out.frames().abs().sum_dim_intlist(&[1i64, 2, 3][..], false, tch::Kind::Float);
+        assert!(energy.min().double_value(&[]) > 0.0, "stride {stride}: a frame was left at zero");
+        // The seams of the independent plan (every 8 frames) are where both are judged.
+        ratios.push(seam_ratio(&frame_changes(&out), &plan(48, 8, 8).unwrap()));
+    }
+    let source = seam_ratio(&frame_changes(&clip.video), &plan(48, 8, 8).unwrap());
+    let (independent, co) = (ratios[0], ratios[1]);
+    eprintln!("seam ratio: independent windows {independent:.2}, co-denoised {co:.2}, source {source:.2}");
+    assert!(co <= 1.3, "co-denoised seams: {co:.2} times the change inside windows");
+    assert!(co < independent, "co-denoising ({co:.2}) did not beat independent windows ({independent:.2})");
+}

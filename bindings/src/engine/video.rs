@@ -9,9 +9,11 @@ use crate::opts::{rt, script_error, Opts, RhaiResult};
 use rhai::{Array, Dynamic, Map};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use vidtune_kernels::codenoise::Weighting;
 use vidtune_runtime::pipelines::cached::{invert_cached, memo_status, tune_clips_cached, Memoised};
+use vidtune_runtime::pipelines::codenoise::{PromptSchedule, PromptSpan, WindowOptions};
 use vidtune_runtime::pipelines::invert::{InvertOptions, Latents};
-use vidtune_runtime::pipelines::sample::{sample, FirstFrame, SampleOptions, SHARED_NOISE};
+use vidtune_runtime::pipelines::sample::{co_denoise, sample, FirstFrame, SampleOptions, SHARED_NOISE};
 use vidtune_runtime::pipelines::tune::{LossWeights, TuneClip, TuneOptions, TAV_TRAIN};
 use vidtune_runtime::video::processors::{ModuleSpec, Role};
 use vidtune_runtime::video::tuned::{load_tuned, save_tuned};
@@ -56,6 +58,11 @@ pub const INFLATE_OPTIONS: &[OptDoc] = &[
 /// `tune`'s options.
 pub const TUNE_OPTIONS: &[OptDoc] = &[
     OptDoc { name: "steps", takes: "integer (default 500)", doc: "" },
+    OptDoc {
+        name: "window",
+        takes: "integer (default: the whole clip)",
+        doc: "long clips: each step trains on a random window of this many frames (memory follows the window)",
+    },
     OptDoc { name: "lr", takes: "number (default 3e-5)", doc: "" },
     OptDoc {
         name: "train",
@@ -105,75 +112,109 @@ pub const INVERT_OPTIONS: &[OptDoc] = &[
         doc: "the subject's masks: needed by mask modules; the trajectory is kept for keep_background",
     },
     OptDoc { name: "cache", takes: "true (default) | false", doc: "false: always recompute" },
+    WINDOW,
+    STRIDE,
+    WEIGHTS,
+    BATCH,
 ];
 
+/// `sample`'s options, followed by `$extra` ones (co_denoise adds its windows).
+macro_rules! sample_options {
+    ($($extra:expr),*) => {
+        &[
+            OptDoc {
+                name: "latents",
+                takes: "Latents (from invert)",
+                doc: "the starting noise of an edit (default: seeded noise)",
+            },
+            OptDoc { name: "steps", takes: "integer (default 50)", doc: "" },
+            OptDoc { name: "guidance", takes: "number (default 7.5)", doc: "classifier-free guidance; 1 turns it off" },
+            OptDoc { name: "seed", takes: "integer (default: random, printed)", doc: "noise, eta" },
+            OptDoc { name: "negative", takes: "string", doc: "the negative prompt" },
+            OptDoc { name: "eta", takes: "number (default 0)", doc: "" },
+            OptDoc {
+                name: "frames",
+                takes: "integer (default: the masks' count, else 8)",
+                doc: "without latents: the clip's length",
+            },
+            OptDoc { name: "size", takes: "integer | [w, h]", doc: "without latents: the clip's size (default the model's)" },
+            OptDoc { name: "fps", takes: "number", doc: "" },
+            OptDoc {
+                name: "masks",
+                takes: "Masks",
+                doc: "the subject's masks, one per frame (from segment, load_masks or mask_sequence)",
+            },
+            OptDoc {
+                name: "subject",
+                takes: "string",
+                doc: "words of the prompt naming the subject, for mask cross-attention (\"yellow triangle\")",
+            },
+            OptDoc {
+                name: "keep_background",
+                takes: "true | false (default)",
+                doc: "outside the masks, the latents follow the inversion at every step",
+            },
+            OptDoc {
+                name: "feather",
+                takes: "integer (default 0)",
+                doc: "latent pixels the edit reaches beyond the masks (any latent pixel they touch) under keep_background",
+            },
+            OptDoc {
+                name: "first_frame",
+                takes: "\"source\" | \"edit\" | Image | Video",
+                doc: "hold frame 0 at this first frame and denoise frames 2..N (edit: frame 0 is sampled first on its own)",
+            },
+            OptDoc {
+                name: "shared_noise",
+                takes: "true (α = 0.2) | number α",
+                doc: "mix the first frame's latent into the other frames' noise (dynamic mask guidance Eq. 8)",
+            },
+            OptDoc {
+                name: "variance_preserving",
+                takes: "true | false (default)",
+                doc: "shared noise rescaled to unit variance",
+            },
+            OptDoc {
+                name: "strength",
+                takes: "number in (0, 1] (default 1)",
+                doc: "with latents: run this share of the schedule, starting part-way up the inversion (img2img's \
+                      strength); lower keeps more of the clip",
+            },
+            OptDoc {
+                name: "renoise",
+                takes: "number in [0, 1] (default 0)",
+                doc: "with latents and masks: inside the masks, this share of the starting latents is fresh noise, so the \
+                      subject is drawn anew where the clip's own was",
+            },
+            $($extra),*
+        ]
+    };
+}
+
 /// `sample`'s options.
-pub const SAMPLE_OPTIONS: &[OptDoc] = &[
-    OptDoc {
-        name: "latents",
-        takes: "Latents (from invert)",
-        doc: "the starting noise of an edit (default: seeded noise)",
-    },
-    OptDoc { name: "steps", takes: "integer (default 50)", doc: "" },
-    OptDoc { name: "guidance", takes: "number (default 7.5)", doc: "classifier-free guidance; 1 turns it off" },
-    OptDoc { name: "seed", takes: "integer (default: random, printed)", doc: "noise, eta" },
-    OptDoc { name: "negative", takes: "string", doc: "the negative prompt" },
-    OptDoc { name: "eta", takes: "number (default 0)", doc: "" },
-    OptDoc {
-        name: "frames",
-        takes: "integer (default: the masks' count, else 8)",
-        doc: "without latents: the clip's length",
-    },
-    OptDoc { name: "size", takes: "integer | [w, h]", doc: "without latents: the clip's size (default the model's)" },
-    OptDoc { name: "fps", takes: "number", doc: "" },
-    OptDoc {
-        name: "masks",
-        takes: "Masks",
-        doc: "the subject's masks, one per frame (from segment, load_masks or mask_sequence)",
-    },
-    OptDoc {
-        name: "subject",
-        takes: "string",
-        doc: "words of the prompt naming the subject, for mask cross-attention (\"yellow triangle\")",
-    },
-    OptDoc {
-        name: "keep_background",
-        takes: "true | false (default)",
-        doc: "outside the masks, the latents follow the inversion at every step",
-    },
-    OptDoc {
-        name: "feather",
-        takes: "integer (default 0)",
-        doc: "latent pixels the edit reaches beyond the masks (any latent pixel they touch) under keep_background",
-    },
-    OptDoc {
-        name: "first_frame",
-        takes: "\"source\" | \"edit\" | Image | Video",
-        doc: "hold frame 0 at this first frame and denoise frames 2..N (edit: frame 0 is sampled first on its own)",
-    },
-    OptDoc {
-        name: "shared_noise",
-        takes: "true (α = 0.2) | number α",
-        doc: "mix the first frame's latent into the other frames' noise (dynamic mask guidance Eq. 8)",
-    },
-    OptDoc {
-        name: "variance_preserving",
-        takes: "true | false (default)",
-        doc: "shared noise rescaled to unit variance",
-    },
-    OptDoc {
-        name: "strength",
-        takes: "number in (0, 1] (default 1)",
-        doc: "with latents: run this share of the schedule, starting part-way up the inversion (img2img's \
-              strength); lower keeps more of the clip",
-    },
-    OptDoc {
-        name: "renoise",
-        takes: "number in [0, 1] (default 0)",
-        doc: "with latents and masks: inside the masks, this share of the starting latents is fresh noise, so the \
-              subject is drawn anew where the clip's own was",
-    },
-];
+pub const SAMPLE_OPTIONS: &[OptDoc] = sample_options!();
+
+const WINDOW: OptDoc = OptDoc {
+    name: "window",
+    takes: "integer",
+    doc: "co-denoise in windows of this many frames, so memory follows the window, not the clip (co_denoise: \
+          default 16; invert: the whole clip at once)",
+};
+const STRIDE: OptDoc = OptDoc {
+    name: "stride",
+    takes: "integer (default window / 2)",
+    doc: "frames between window starts; the last window is flush with the clip's end",
+};
+const WEIGHTS: OptDoc = OptDoc {
+    name: "weights",
+    takes: "\"uniform\" (default) | \"triangular\" | \"gaussian\" | \"gaussian:S\"",
+    doc: "how windows weigh their frames in the per-frame merge (uniform: Gen-L-Video's mean; the others soften seams)",
+};
+const BATCH: OptDoc =
+    OptDoc { name: "batch", takes: "integer (default 1)", doc: "windows per UNet call (without masks)" };
+
+/// `co_denoise`'s options: `sample`'s and the windows'.
+pub const CO_DENOISE_OPTIONS: &[OptDoc] = sample_options!(WINDOW, STRIDE, WEIGHTS, BATCH);
 
 /// Trainable-parameter presets: Tune-A-Video's, and EI²'s (FFAM and cross-attention queries, all of STAM).
 fn train_preset(name: &str) -> Option<Vec<String>> {
@@ -317,6 +358,7 @@ fn tune_options(opts: &Opts) -> RhaiResult<TuneOptions> {
         first_frame: opts.bool("first_frame")?.unwrap_or(false),
         loss,
         subject: opts.string("subject")?,
+        window: opts.int("window")?,
     };
     if o.checkpoint_every.is_some() && o.checkpoint_path.is_none() {
         return Err(script_error(
@@ -389,6 +431,7 @@ fn do_invert(model: &Dynamic, clip: &Video, opts: Opts) -> RhaiResult<ScriptLate
         steps: opts.int("steps")?.unwrap_or(50),
         prompt: opts.string("prompt")?.unwrap_or_default(),
         masks: opts.custom::<Masks>("masks", "Masks")?,
+        windows: window_options(&opts, None)?,
     };
     let out = rt(invert_cached(&model, clip, &o, opts.bool("cache")?.unwrap_or(true)))?;
     report_memo(&out, "invert");
@@ -413,9 +456,114 @@ fn first_frame(opts: &Opts) -> RhaiResult<Option<FirstFrame>> {
     }
 }
 
+/// The windows of a co-denoised call: `None` without a `window` option unless `default` gives one.
+fn window_options(opts: &Opts, default: Option<i64>) -> RhaiResult<Option<WindowOptions>> {
+    let Some(window) = opts.int("window")?.or(default) else {
+        for key in ["stride", "weights", "batch"] {
+            if opts.get(key).is_some() {
+                return Err(script_error(format!(
+                    "{}: option {key:?} would be ignored without \"window\"; give #{{window: frames}}",
+                    opts.func()
+                )));
+            }
+        }
+        return Ok(None);
+    };
+    let mut w = WindowOptions::new(window);
+    w.stride = opts.int("stride")?.unwrap_or(w.stride);
+    w.weights = match opts.string("weights")? {
+        None => Weighting::Uniform,
+        Some(s) => Weighting::parse(&s).map_err(|e| script_error(format!("{}: {e}", opts.func())))?,
+    };
+    w.batch = opts.int("batch")?.unwrap_or(1);
+    w.validate().map_err(|e| script_error(format!("{}: {e}", opts.func())))?;
+    Ok(Some(w))
+}
+
 fn do_sample(model: &Dynamic, prompt: &str, opts: Opts) -> RhaiResult<Video> {
     let model = video_model("sample", model)?;
     let latents = opts.custom::<ScriptLatents>("latents", "Latents (from invert)")?;
+    let o = sample_options(&opts, None)?;
+    let (video, seed) = rt(sample(&model, prompt, latents.as_ref().map(|l| &l.0), &o))?;
+    if o.seed.is_none() && latents.is_none() {
+        println!("seed: {seed}");
+    }
+    Ok(video)
+}
+
+/// Prompts along a clip of `frames`: one string; one string per window of `windows`; or maps
+/// `#{frames: [first, last], prompt}`.
+fn prompt_schedule(prompts: &Dynamic, windows: &WindowOptions, frames: i64) -> RhaiResult<PromptSchedule> {
+    if prompts.is_string() {
+        return Ok(PromptSchedule::single(&prompts.to_string()));
+    }
+    let items: Array = prompts.clone().try_cast::<Array>().ok_or_else(|| {
+        script_error(format!(
+            "co_denoise: the prompts must be a string, an array of strings or #{{frames, prompt}} maps, got {}",
+            super::describe(prompts)
+        ))
+    })?;
+    if items.is_empty() {
+        return Err(script_error("co_denoise: the prompt list is empty; give a string or at least one prompt"));
+    }
+    if items.iter().all(|d| d.is_string()) {
+        let plan = rt(windows.plan(frames))?;
+        if plan.len() != items.len() {
+            return Err(script_error(format!(
+                "co_denoise: {} prompts for {} windows ({frames} frames, window {}, stride {}); give one per window \
+                 or #{{frames: [first, last], prompt}} maps",
+                items.len(),
+                plan.len(),
+                windows.window,
+                windows.stride
+            )));
+        }
+        let spans = plan
+            .iter()
+            .zip(&items)
+            .map(|(w, p)| PromptSpan { first: w.start, last: w.start + w.len - 1, prompt: p.to_string() })
+            .collect();
+        return Ok(PromptSchedule(spans));
+    }
+    let mut spans = vec![];
+    for (i, item) in items.into_iter().enumerate() {
+        let what = format!("co_denoise: prompt {i}");
+        let map = item
+            .try_cast::<Map>()
+            .ok_or_else(|| script_error(format!("{what} must be a string or #{{frames: [first, last], prompt}}")))?;
+        let o = Opts::new("co_denoise", map, &["frames", "prompt"])?;
+        let prompt = o.string("prompt")?.ok_or_else(|| script_error(format!("{what} has no \"prompt\"")))?;
+        let range: Vec<i64> = match o.get("frames") {
+            Some(v) => one_or_many("co_denoise", "option \"frames\" of a prompt", "an integer", v)?,
+            None => return Err(script_error(format!("{what} has no \"frames\": [first, last]"))),
+        };
+        let [first, last] = range[..] else {
+            return Err(script_error(format!("{what}: \"frames\" must be [first, last], got {} numbers", range.len())));
+        };
+        spans.push(PromptSpan { first, last, prompt });
+    }
+    Ok(PromptSchedule(spans))
+}
+
+fn do_co_denoise(model: &Dynamic, prompts: &Dynamic, opts: Opts) -> RhaiResult<Video> {
+    let model = video_model("co_denoise", model)?;
+    let latents = opts.custom::<ScriptLatents>("latents", "Latents (from invert)")?;
+    let o = sample_options(&opts, Some(16))?;
+    let windows = o.windows.expect("co_denoise always has windows");
+    let frames = match &latents {
+        Some(l) => l.0.frames(),
+        None => o.frames.or(o.masks.as_ref().map(|m| m.len() as i64)).unwrap_or(8),
+    };
+    let schedule = prompt_schedule(prompts, &windows, frames)?;
+    let (video, seed) = rt(co_denoise(&model, &schedule, latents.as_ref().map(|l| &l.0), &o))?;
+    if o.seed.is_none() && latents.is_none() {
+        println!("seed: {seed}");
+    }
+    Ok(video)
+}
+
+/// The options of `sample` (and `co_denoise`, whose windows default to `window` frames).
+fn sample_options(opts: &Opts, window: Option<i64>) -> RhaiResult<SampleOptions> {
     let d = SampleOptions::default();
     let size = opts.size("size")?;
     let shared_noise = match opts.get("shared_noise") {
@@ -423,7 +571,7 @@ fn do_sample(model: &Dynamic, prompt: &str, opts: Opts) -> RhaiResult<Video> {
         Some(v) if v.is_bool() => v.as_bool().ok().filter(|b| *b).map(|_| SHARED_NOISE),
         Some(_) => opts.float("shared_noise")?,
     };
-    let o = SampleOptions {
+    Ok(SampleOptions {
         steps: opts.int("steps")?.unwrap_or(d.steps),
         guidance: opts.float("guidance")?.unwrap_or(d.guidance),
         seed: opts.int("seed")?.map(|s| s as u64),
@@ -437,17 +585,16 @@ fn do_sample(model: &Dynamic, prompt: &str, opts: Opts) -> RhaiResult<Video> {
         subject: opts.string("subject")?,
         keep_background: opts.bool("keep_background")?.unwrap_or(false),
         feather: opts.int("feather")?.unwrap_or(d.feather),
-        first_frame: first_frame(&opts)?,
+        first_frame: first_frame(opts)?,
         shared_noise,
         variance_preserving: opts.bool("variance_preserving")?.unwrap_or(false),
         strength: opts.float("strength")?.unwrap_or(1.0),
         renoise: opts.float("renoise")?.unwrap_or(0.0),
-    };
-    let (video, seed) = rt(sample(&model, prompt, latents.as_ref().map(|l| &l.0), &o))?;
-    if o.seed.is_none() && latents.is_none() {
-        println!("seed: {seed}");
-    }
-    Ok(video)
+        windows: match window {
+            Some(_) => window_options(opts, window)?,
+            None => None,
+        },
+    })
 }
 
 fn model_info(m: &ScriptVideoModel) -> Map {
@@ -514,6 +661,12 @@ pub fn register(engine: &mut Registrar, host: &Rc<Host>) {
     engine.register_fn("sample", |m: Dynamic, prompt: &str| do_sample(&m, prompt, Opts::empty("sample")));
     engine.register_fn("sample", |m: Dynamic, prompt: &str, opts: Map| {
         do_sample(&m, prompt, Opts::declared("sample", opts, SAMPLE_OPTIONS)?)
+    });
+    engine.register_fn("co_denoise", |m: Dynamic, prompts: Dynamic| {
+        do_co_denoise(&m, &prompts, Opts::empty("co_denoise"))
+    });
+    engine.register_fn("co_denoise", |m: Dynamic, prompts: Dynamic, opts: Map| {
+        do_co_denoise(&m, &prompts, Opts::declared("co_denoise", opts, CO_DENOISE_OPTIONS)?)
     });
     let h = host.clone();
     engine.register_fn("load_tuned", move |sd: SdModel, path: &str| {
@@ -602,6 +755,26 @@ let tuned = tune(model, clip, "a jeep car is moving on the road", #{steps: 300})
 save_video(edit, "out/edit.mp4");
 let kept = sample(guided, "a yellow car is moving on the road",
                   #{latents: inv_masked, masks: m, subject: "yellow car", keep_background: true, steps: 50});"#,
+    },
+    FnDoc {
+        name: "co_denoise",
+        signatures: &[
+            "co_denoise(model: VideoModel, prompt: string) -> Video",
+            "co_denoise(model, prompt | [prompt per window] | [#{frames: [first, last], prompt}], options: map) -> Video",
+        ],
+        summary: "Temporal co-denoising of a long clip (Gen-L-Video): every DDIM step denoises overlapping windows of \
+                  the clip, with guidance, and merges them per frame by weights that sum to 1. Memory follows the \
+                  window, not the clip; every frame is covered (the last window is flush with the end).",
+        details: "Prompts may change along the clip: one per window, or over frame ranges that may overlap (their text \
+                  embeddings cross-fade there). With window at least the clip's length it is sample. Windows with \
+                  masks run one per UNet call; without, `batch` of them share one. Invert long clips with \
+                  invert(model, clip, #{window, stride}).",
+        options: CO_DENOISE_OPTIONS,
+        example: r#"let inv = invert(tuned, long_clip, #{steps: 50, window: 16, stride: 8});
+let edit = co_denoise(tuned, "a red jeep car is moving on the road", #{latents: inv, window: 16, stride: 8,
+                      weights: "triangular", steps: 50, guidance: 7.5});
+let story = co_denoise(tuned, [#{frames: [0, 47], prompt: "a car on the road"},
+                               #{frames: [40, 95], prompt: "a car on the beach"}], #{frames: 96, window: 16});"#,
     },
     FnDoc {
         name: "load_tuned",

@@ -58,7 +58,11 @@ pub fn invert_key(model: &VideoModel, clip: &Video, opts: &InvertOptions) -> Str
         .text(&model.identity)
         .text(&model.base.memo_identity())
         .video(clip)
-        .text(&format!("steps {} prompt {:?}", opts.steps, opts.prompt));
+        .text(&format!("steps {} prompt {:?}", opts.steps, opts.prompt))
+        .text(&match &opts.windows {
+            Some(w) => format!("windows {w:?}"),
+            None => "whole clip".into(),
+        });
     match &opts.masks {
         Some(m) => k.text("masks").tensor(m.tensor()),
         None => k.text("no masks"),

@@ -2,8 +2,10 @@
 //! schedule with the null prompt (or a source prompt) and no guidance; the result is the starting noise
 //! of edits that keep the clip's structure. Models with mask modules invert under the clip's masks. The
 //! trajectory is kept: `sample(…, #{keep_background: true})` puts the background back from it at every
-//! step, and `strength` starts an edit part-way up it.
+//! step, and `strength` starts an edit part-way up it. With `windows`, a long clip is inverted window by
+//! window, the windows' predictions merged per frame at every step (co-denoising walking upwards).
 
+use super::codenoise::{WindowOptions, Windowed};
 use super::denoise::{denoise, DenoiseSpec, NoHooks, Walk};
 use super::{encode_video, to_video_latents, Loop};
 use crate::error::{Error, Result};
@@ -20,11 +22,13 @@ pub struct InvertOptions {
     pub prompt: String,
     /// The subject's masks: the conditioning of mask modules, and the reason to keep the trajectory.
     pub masks: Option<Masks>,
+    /// Co-denoised inversion of a long clip: the windows' predictions merged per frame at every step.
+    pub windows: Option<WindowOptions>,
 }
 
 impl Default for InvertOptions {
     fn default() -> Self {
-        InvertOptions { steps: 50, prompt: String::new(), masks: None }
+        InvertOptions { steps: 50, prompt: String::new(), masks: None, windows: None }
     }
 }
 
@@ -91,8 +95,12 @@ pub fn invert(model: &VideoModel, clip: &Video, opts: &InvertOptions) -> Result<
     if let Some(m) = &opts.masks {
         check_masks(m, clip, "invert")?;
     }
+    if let Some(w) = &opts.windows {
+        w.validate()?;
+    }
     let base = &model.base;
-    super::ensure_clip_fits(base, clip, "inverting", false)?;
+    let frames = opts.windows.map_or(clip.len() as i64, |w| (w.window * w.batch).min(clip.len() as i64));
+    super::ensure_frames_fit(base, frames, clip.width(), clip.height(), "inverting", false)?;
     let dist = encode_video(base, clip)?;
     let source = to_video_latents(&(dist.mean * base.vae.model.scaling_factor())).to_kind(model.kind());
     let cond =
@@ -108,7 +116,13 @@ pub fn invert(model: &VideoModel, clip: &Video, opts: &InvertOptions) -> Result<
         skip: 0,
         counter: Loop::Invert,
     };
-    let out = denoise(model, source.shallow_clone(), &cond, &spec, None, &mut NoHooks)?;
+    let out = match &opts.windows {
+        None => denoise(model, source.shallow_clone(), &cond, &spec, None, &mut NoHooks)?,
+        Some(w) => {
+            let windowed = Windowed { model, options: *w, texts: None };
+            denoise(&windowed, source.shallow_clone(), &cond, &spec, None, &mut NoHooks)?
+        }
+    };
     Ok(Latents {
         latents: out.latents,
         source,

@@ -2,6 +2,7 @@
 //! honouring cancellation at every step, and counting its steps (so tests can tell work from a cache hit).
 
 pub mod cached;
+pub mod codenoise;
 pub mod denoise;
 pub mod invert;
 pub mod sample;
@@ -60,15 +61,16 @@ pub(crate) fn count(which: Loop) {
 /// Refuses tuning (`training`) or inverting `video` when a lower bound of the UNet's activations over all
 /// its frames exceeds the memory available.
 pub fn ensure_clip_fits(sd: &StableDiffusion, video: &Video, what: &str, training: bool) -> Result<()> {
+    ensure_frames_fit(sd, video.len() as i64, video.width(), video.height(), what, training)
+}
+
+/// [`ensure_clip_fits`] for `frames` frames of `w × h` (what one UNet call sees).
+pub fn ensure_frames_fit(sd: &StableDiffusion, frames: i64, w: i64, h: i64, what: &str, training: bool) -> Result<()> {
     let f = sd.vae_scale_factor();
     let c0 = sd.unet.model.config.block_out_channels[0];
     let per_value = if training { 4.0 * 24.0 } else { 4.0 * 4.0 };
-    let bytes = crate::memory::bytes_of(&[video.len() as i64, c0, video.width() / f, video.height() / f], per_value);
-    crate::memory::ensure_fits(
-        &format!("{what} {} frames at {}x{}", video.len(), video.width(), video.height()),
-        bytes,
-        sd.device,
-    )
+    let bytes = crate::memory::bytes_of(&[frames, c0, w / f, h / f], per_value);
+    crate::memory::ensure_fits(&format!("{what} {frames} frames at {w}x{h}"), bytes, sd.device)
 }
 
 /// Frames encoded per VAE call.

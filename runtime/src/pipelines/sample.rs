@@ -13,6 +13,7 @@
 //!   frames 1.. are denoised; `shared_noise: α` mixes its latent into the other frames' starting noise,
 //!   `noise[f] = α·z₀ + (1 − α)·noise[f]` (Eq. 8; `variance_preserving` divides by `√(α² + (1 − α)²)`).
 
+use super::codenoise::{window_texts, PromptSchedule, WindowOptions, Windowed};
 use super::denoise::{denoise, DenoiseSpec, StepHooks, Walk};
 use super::invert::Latents;
 use super::tune::check_range;
@@ -70,6 +71,8 @@ pub struct SampleOptions {
     /// Inside the masks, replace this share of the starting latents by fresh noise (variance kept), so the
     /// subject is drawn anew where the clip's own was (blended latent diffusion's inpainting start).
     pub renoise: f64,
+    /// Co-denoise the clip in overlapping windows (long clips): memory follows the window.
+    pub windows: Option<WindowOptions>,
 }
 
 impl Default for SampleOptions {
@@ -93,6 +96,7 @@ impl Default for SampleOptions {
             variance_preserving: false,
             strength: 1.0,
             renoise: 0.0,
+            windows: None,
         }
     }
 }
@@ -205,11 +209,13 @@ pub fn check_denoise_options(steps: i64, guidance: f64, eta: f64, negative: &str
 }
 
 /// Refuses a clip whose latents, decoded frames and first-layer activations alone exceed the memory.
-fn ensure_sample_fits(model: &VideoModel, frames: i64, w: i64, h: i64) -> Result<()> {
+/// With windows, the activations are those of the frames one UNet call sees.
+fn ensure_sample_fits(model: &VideoModel, frames: i64, windows: Option<&WindowOptions>, w: i64, h: i64) -> Result<()> {
     let f = model.base.vae_scale_factor();
     let c0 = model.base.unet.model.config.block_out_channels[0];
+    let active = windows.map_or(frames, |o| (o.window * o.batch).min(frames));
     let bytes = crate::memory::bytes_of(&[frames, 3, w, h], 4.0)
-        + crate::memory::bytes_of(&[frames, 2 * c0, w / f, h / f], 4.0 * 4.0);
+        + crate::memory::bytes_of(&[active, 2 * c0, w / f, h / f], 4.0 * 4.0);
     crate::memory::ensure_fits(&format!("sampling {frames} frames at {w}x{h}"), bytes, model.base.device)
 }
 
@@ -292,6 +298,17 @@ pub fn sample(
     opts: &SampleOptions,
 ) -> Result<(Video, u64)> {
     let (x, seed) = sample_latents(model, prompt, latents, opts)?;
+    finish_sample(model, x, seed, latents, opts)
+}
+
+/// The decode (and the background paste) of sampled latents.
+fn finish_sample(
+    model: &VideoModel,
+    x: Tensor,
+    seed: u64,
+    latents: Option<&Latents>,
+    opts: &SampleOptions,
+) -> Result<(Video, u64)> {
     let fps = opts.fps.or(latents.map(|l| l.fps)).unwrap_or(8.0);
     let video = decode_video(&model.base, &x, fps)?;
     match (opts.keep_background, latents.and_then(|l| l.clip.as_ref()), &opts.masks) {
@@ -324,7 +341,42 @@ pub fn sample_latents(
     latents: Option<&Latents>,
     opts: &SampleOptions,
 ) -> Result<(Tensor, u64)> {
+    sample_schedule_latents(model, &PromptSchedule::single(prompt), latents, opts)
+}
+
+/// Co-denoises a clip (Gen-L-Video): [`sample`] with the model run on overlapping windows whose
+/// predictions are merged per frame every step, and prompts that may change along the clip. Without
+/// `opts.windows` the windows are 16 frames, moved by 8.
+pub fn co_denoise(
+    model: &VideoModel,
+    prompts: &PromptSchedule,
+    latents: Option<&Latents>,
+    opts: &SampleOptions,
+) -> Result<(Video, u64)> {
+    let mut o = opts.clone();
+    o.windows = Some(opts.windows.unwrap_or(WindowOptions::new(16)));
+    let (x, seed) = sample_schedule_latents(model, prompts, latents, &o)?;
+    finish_sample(model, x, seed, latents, &o)
+}
+
+/// [`sample_latents`] under a prompt schedule (several prompts need windows).
+pub fn sample_schedule_latents(
+    model: &VideoModel,
+    prompts: &PromptSchedule,
+    latents: Option<&Latents>,
+    opts: &SampleOptions,
+) -> Result<(Tensor, u64)> {
     opts.validate(latents)?;
+    if let Some(w) = &opts.windows {
+        w.validate()?;
+    }
+    if prompts.0.is_empty() {
+        return Err(Error::Invalid("prompts: the list is empty; give at least one prompt".into()));
+    }
+    if !prompts.is_single() && opts.windows.is_none() {
+        return Err(Error::Invalid("several prompts along a clip need windows (co_denoise)".into()));
+    }
+    let prompt = prompts.first();
     let base = &model.base;
     let kind = model.kind();
     let seed = opts.seed.unwrap_or_else(Noise::fresh_seed);
@@ -341,7 +393,7 @@ pub fn sample_latents(
             check_model_size(w, h)?;
             let f = base.vae_scale_factor();
             let frames = opts.frames.or(opts.masks.as_ref().map(|m| m.len() as i64)).unwrap_or(8);
-            ensure_sample_fits(model, frames, w, h)?;
+            ensure_sample_fits(model, frames, opts.windows.as_ref(), w, h)?;
             noise.randn(&[1, base.unet.model.config.in_channels, frames, h / f, w / f], kind, base.device)
         }
     };
@@ -394,7 +446,18 @@ pub fn sample_latents(
         counter: Loop::Sample,
     };
     let mut hooks = (first.map(HoldFirstFrame), keep);
-    let out = denoise(model, x, &cond, &spec, Some(&mut noise), &mut hooks)?;
+    let out = match &opts.windows {
+        None => denoise(model, x, &cond, &spec, Some(&mut noise), &mut hooks)?,
+        Some(w) => {
+            let texts = match prompts.is_single() {
+                true => None,
+                false => Some(window_texts(base, prompts, opts.subject.as_deref(), &w.plan(frames)?, frames)?),
+            };
+            let windowed = Windowed { model, options: *w, texts };
+            let spec = DenoiseSpec { label: "co-denoise".into(), ..spec };
+            denoise(&windowed, x, &cond, &spec, Some(&mut noise), &mut hooks)?
+        }
+    };
     Ok((out.latents, seed))
 }
 

@@ -67,6 +67,9 @@ pub struct TuneOptions {
     pub loss: LossWeights,
     /// Words of the prompts naming the subject, for mask cross-attention during tuning.
     pub subject: Option<String>,
+    /// Long clips: each step trains on a random window of this many frames, so memory does not depend on
+    /// the clip's length.
+    pub window: Option<i64>,
 }
 
 impl Default for TuneOptions {
@@ -85,6 +88,7 @@ impl Default for TuneOptions {
             first_frame: false,
             loss: LossWeights::default(),
             subject: None,
+            window: None,
         }
     }
 }
@@ -102,6 +106,9 @@ impl TuneOptions {
         check_range("betas[0]", self.betas.0, 0.0, 0.999_999, "a number")?;
         check_range("betas[1]", self.betas.1, 0.0, 0.999_999_999, "a number")?;
         check_range("eps", self.eps, f64::MIN_POSITIVE, 1.0, "a number")?;
+        if let Some(w) = self.window {
+            check_range("window", w as f64, 1.0, 100_000.0, "an integer")?;
+        }
         if let Some(every) = self.checkpoint_every {
             check_range("checkpoint_every", every as f64, 1.0, MAX_TUNE_STEPS as f64, "an integer")?;
         }
@@ -196,7 +203,9 @@ struct Prepared {
 
 fn prepare(model: &VideoModel, clip: &TuneClip, opts: &TuneOptions) -> Result<Prepared> {
     let base = &model.base;
-    super::ensure_clip_fits(base, &clip.video, "tuning on", true)?;
+    let frames = opts.window.map_or(clip.video.len() as i64, |w| w.min(clip.video.len() as i64));
+    let (w, h) = (clip.video.width(), clip.video.height());
+    super::ensure_frames_fit(base, frames, w, h, "tuning on", true)?;
     let dist = encode_video(base, &clip.video)?;
     let mut cond =
         Conditioning::text(&base.encode_prompt(&clip.prompt)?).with_masks(clip.masks.as_ref().map(|m| m.tensor()));
@@ -221,6 +230,16 @@ fn pick(seed: u64, step: i64, n: usize) -> usize {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     ((z ^ (z >> 31)) % n as u64) as usize
+}
+
+/// The window of a step when tuning on windows: a SplitMix64 draw of its own (another stream than
+/// [`pick`]'s), uniform over the starts that keep the window inside the clip.
+fn window_start(seed: u64, step: i64, frames: i64, window: i64) -> i64 {
+    if frames <= window {
+        return 0;
+    }
+    let draw = pick(seed ^ 0xA076_1D64_78BD_642F, step, (frames - window + 1) as usize);
+    draw as i64
 }
 
 /// The loss of one step: `all · MSE + fg · ‖M ⊗ Δ‖² + bg · ‖(1 − M) ⊗ Δ‖²` over the frames that count.
@@ -274,7 +293,16 @@ pub fn tune_clips(model: &VideoModel, clips: &[TuneClip], opts: &TuneOptions) ->
     for step in 1..=opts.steps {
         let p = &prepared[pick(opts.seed, step, prepared.len())];
         let sample = p.dist.sample_with(&noise.randn(&p.dist.mean.size(), p.dist.mean.kind(), base.device));
-        let latents = to_video_latents(&(sample * sf)).to_kind(kind);
+        let mut latents = to_video_latents(&(sample * sf)).to_kind(kind);
+        let (mut cond, mut latent_masks) = (p.cond.clone(), p.latent_masks.as_ref().map(Tensor::shallow_clone));
+        if let Some(w) = opts.window {
+            let frames = latents.size()[2];
+            let len = w.min(frames);
+            let start = window_start(opts.seed, step, frames, len);
+            latents = latents.narrow(2, start, len);
+            cond = cond.window(start, len);
+            latent_masks = latent_masks.map(|m| m.narrow(2, start, len));
+        }
         let eps = noise.randn(&latents.size(), kind, base.device);
         let t = noise.randint(n_train, base.device);
         let mut noisy = ddpm::add_noise(&schedule, &latents, &eps, &t)?;
@@ -286,8 +314,8 @@ pub fn tune_clips(model: &VideoModel, clips: &[TuneClip], opts: &TuneOptions) ->
             Prediction::VPrediction => ddpm::get_velocity(&schedule, &latents, &eps, &t)?,
             _ => eps,
         };
-        let pred = tuned.forward(&noisy, &t, &p.cond, true)?;
-        let (l, _) = trainer.step(&step_loss(&pred, &target, p.latent_masks.as_ref(), opts))?;
+        let pred = tuned.forward(&noisy, &t, &cond, true)?;
+        let (l, _) = trainer.step(&step_loss(&pred, &target, latent_masks.as_ref(), opts))?;
         losses.push(l);
         count(Loop::Tune);
         progress.set_message(format!("loss {l:.4}"));

@@ -26,6 +26,30 @@ pub struct EditCheck {
     pub masks: Masks,
 }
 
+/// Mean absolute change between frame `k` and `k + 1` of a clip, for every `k`.
+pub fn frame_changes(v: &Video) -> Vec<f64> {
+    let f = v.frames().to_kind(Kind::Float);
+    (0..v.len() as i64 - 1).map(|k| (f.get(k + 1) - f.get(k)).abs().mean(Kind::Float).double_value(&[])).collect()
+}
+
+/// Seams of long-clip processing: the mean frame-to-frame change (`changes`, from [`frame_changes`])
+/// between frames where a window of `windows` ends or starts, over the mean change elsewhere. About 1
+/// when windows leave no trace; the source clip's own ratio is the reference.
+pub fn seam_ratio(changes: &[f64], windows: &[vidtune_kernels::codenoise::Window]) -> f64 {
+    let end = windows.last().map_or(0, |w| w.start + w.len);
+    let (mut seam, mut inner) = (vec![], vec![]);
+    for (k, c) in changes.iter().enumerate() {
+        let edge = k as i64 + 1;
+        if edge < end && windows.iter().any(|w| w.start == edge || w.start + w.len == edge) {
+            seam.push(*c);
+        } else {
+            inner.push(*c);
+        }
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    mean(&seam) / mean(&inner)
+}
+
 /// Centroids `(x, y)` of every frame's mask (NaN for an empty mask).
 pub fn centroids(masks: &Masks) -> Vec<(f64, f64)> {
     let t = masks.tensor().to_kind(Kind::Float);
@@ -265,8 +289,12 @@ pub fn mask_guided_edit(
     let clips =
         [tune::TuneClip { video: clip.video.clone(), prompt: clip.caption.clone(), masks: Some(masks.clone()) }];
     let tuned = tune::tune_clips(&model, &clips, &tune_opts)?;
-    let inv_opts =
-        invert::InvertOptions { steps: settings.steps, prompt: clip.caption.clone(), masks: Some(masks.clone()) };
+    let inv_opts = invert::InvertOptions {
+        steps: settings.steps,
+        prompt: clip.caption.clone(),
+        masks: Some(masks.clone()),
+        ..Default::default()
+    };
     let inv = invert::invert(&tuned, &clip.video, &inv_opts)?;
     let o = sample::SampleOptions {
         steps: settings.steps,

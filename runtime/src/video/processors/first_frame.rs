@@ -3,8 +3,8 @@
 //!
 //! With `mask > 0` it is the mask-aware attention of dynamic mask guidance (§III-B, Eq. 5): the subject's
 //! masks bias the scores so that foreground queries attend to the first frame's foreground and background
-//! queries to its background. The paper's equation was lost in extraction; the design here is the
-//! simplest one its text describes: an additive score bias `−mask · |m_q − m₀,k|`, where `m_q` is the
+//! queries to its background. The design here is the simplest one the paper's text
+//! describes, not an equation of its own: an additive score bias `−mask · |m_q − m₀,k|`, where `m_q` is the
 //! share of query token `q` inside the subject (masks area-averaged to the layer's resolution) and
 //! `m₀,k` the same for key token `k` of the first frame. Tokens of the same region keep their scores,
 //! tokens across the boundary lose `mask` nats (`mask = 4` scales their weights by e⁻⁴). Without masks in

@@ -2,7 +2,7 @@
 //! the scores of the attention to the text, so the subject's words attend inside its masks and not
 //! outside.
 //!
-//! The paper's equations were lost in extraction; it cites DenseDiffusion, whose modulation this follows
+//! The design follows DenseDiffusion, which the paper cites, rather than equations of the paper's own
 //! (see [`vidtune_kernels::attention::modulate_scores`]): for the subject's tokens — named by the user,
 //! `subject: "red circle"`, and found in the prompt — a score inside the masks moves towards its row's
 //! maximum and outside towards its row's minimum, by `strength`. It acts while the denoising is between

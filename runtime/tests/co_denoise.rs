@@ -1,0 +1,206 @@
+//! Co-denoising: one window is the plain loop, windows are the model run on slices of the clip (masks
+//! and first frames included) merged per frame, batching windows changes nothing, and prompts can change
+//! along the clip.
+
+use std::rc::Rc;
+use tch::{Kind, Tensor};
+use vidtune_kernels::codenoise::Weighting;
+use vidtune_kernels_tests::assert_close;
+use vidtune_runtime::masks::Masks;
+use vidtune_runtime::media::synthetic::{synthetic_clip, Shape, SyntheticSpec};
+use vidtune_runtime::pipelines::codenoise::{PromptSchedule, PromptSpan, WindowOptions};
+use vidtune_runtime::pipelines::invert::{invert, InvertOptions, Latents};
+use vidtune_runtime::pipelines::sample::{co_denoise, sample_latents, sample_schedule_latents, SampleOptions};
+use vidtune_runtime::sd::{load_sd, SdLoadOptions, StableDiffusion};
+use vidtune_runtime::video::{inflate, VideoModel, VideoSpec};
+use vidtune_runtime::Video;
+
+/// Seeded draws come from libtorch's process-wide generator: tests that compare seeded runs take turns.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn random_tiny() -> Rc<StableDiffusion> {
+    Rc::new(load_sd("random:tiny", &SdLoadOptions { device: "cpu".into(), ..Default::default() }).unwrap())
+}
+
+fn clip(frames: usize) -> (Video, Masks) {
+    let c = synthetic_clip(&SyntheticSpec {
+        frames,
+        width: 32,
+        height: 32,
+        shape: Some(Shape::Circle),
+        seed: 3,
+        ..Default::default()
+    })
+    .unwrap();
+    (c.video, c.masks)
+}
+
+fn windows(window: i64, stride: i64, weights: Weighting, batch: i64) -> Option<WindowOptions> {
+    Some(WindowOptions { window, stride, weights, batch })
+}
+
+fn opts(seed: u64) -> SampleOptions {
+    SampleOptions { steps: 3, guidance: 4.0, seed: Some(seed), ..Default::default() }
+}
+
+/// Frames `start..start + len` of inverted latents (no trajectory).
+fn slice(l: &Latents, start: i64, len: i64) -> Latents {
+    Latents {
+        latents: l.latents.narrow(2, start, len),
+        source: l.source.narrow(2, start, len),
+        trajectory: None,
+        clip: None,
+        ..l.clone()
+    }
+}
+
+fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+    (a - b).abs().max().double_value(&[])
+}
+
+#[test]
+fn one_window_over_the_whole_clip_is_sample_and_invert() {
+    let _serial = serial();
+    let sd = random_tiny();
+    let model = inflate(sd, &VideoSpec::default(), 1).unwrap();
+    let (video, _) = clip(6);
+    let inv = invert(&model, &video, &InvertOptions { steps: 3, ..Default::default() }).unwrap();
+    for window in [6, 10] {
+        let o = InvertOptions { steps: 3, windows: windows(window, 2, Weighting::Triangular, 1), ..Default::default() };
+        let inv_w = invert(&model, &video, &o).unwrap();
+        assert!(max_diff(&inv_w.latents, &inv.latents) < 1e-6, "invert, window {window}");
+    }
+    let (plain, _) = sample_latents(&model, "a red circle", Some(&inv), &opts(1)).unwrap();
+    for weights in [Weighting::Uniform, Weighting::Triangular, Weighting::Gaussian { sigma: 0.25 }] {
+        let o = SampleOptions { windows: windows(6, 3, weights, 2), ..opts(1) };
+        let (co, _) = sample_schedule_latents(&model, &PromptSchedule::single("a red circle"), Some(&inv), &o).unwrap();
+        assert!(max_diff(&co, &plain) < 1e-6, "{weights}: {}", max_diff(&co, &plain));
+    }
+}
+
+#[test]
+fn side_by_side_windows_are_the_clip_halves_sampled_alone_masks_and_subject_included() {
+    let _serial = serial();
+    // Mask-guided cross-attention and mask cross-attention read each window's own masks; sparse-causal
+    // attention each window's own first frame. Windows that do not overlap are then the halves of the clip
+    // sampled on their own.
+    let sd = random_tiny();
+    let model = inflate(sd, &VideoSpec::mask_guided(), 2).unwrap();
+    let (video, masks) = clip(6);
+    let inv =
+        invert(&model, &video, &InvertOptions { steps: 3, masks: Some(masks.clone()), ..Default::default() }).unwrap();
+    let base = SampleOptions { masks: Some(masks.clone()), subject: Some("red circle".into()), ..opts(4) };
+    let o = SampleOptions { windows: windows(3, 3, Weighting::Uniform, 1), ..base.clone() };
+    let (co, _) = sample_schedule_latents(&model, &PromptSchedule::single("a red circle"), Some(&inv), &o).unwrap();
+    let halves: Vec<Tensor> = [0, 3]
+        .iter()
+        .map(|&start| {
+            let o = SampleOptions { masks: Some(masks.slice_frames(start, 3).unwrap()), ..base.clone() };
+            sample_latents(&model, "a red circle", Some(&slice(&inv, start, 3)), &o).unwrap().0
+        })
+        .collect();
+    let want = Tensor::cat(&halves, 2);
+    assert!(max_diff(&co, &want) < 1e-5, "{}", max_diff(&co, &want));
+    // Overlapping windows differ from the plain loop (the seams are merged), and every frame is denoised.
+    let o = SampleOptions { windows: windows(4, 2, Weighting::Triangular, 1), ..base.clone() };
+    let (overlap, _) =
+        sample_schedule_latents(&model, &PromptSchedule::single("a red circle"), Some(&inv), &o).unwrap();
+    let (plain, _) = sample_latents(&model, "a red circle", Some(&inv), &base).unwrap();
+    assert!(max_diff(&overlap, &plain) > 1e-4);
+    assert!(overlap.isfinite().all().int64_value(&[]) == 1);
+}
+
+#[test]
+fn batched_windows_equal_windows_one_by_one() {
+    let _serial = serial();
+    let sd = random_tiny();
+    let model = inflate(sd, &VideoSpec::default(), 3).unwrap();
+    let prompts = PromptSchedule::single("a blue square");
+    let one = SampleOptions { frames: Some(10), windows: windows(4, 2, Weighting::Triangular, 1), ..opts(7) };
+    let (a, _) = sample_schedule_latents(&model, &prompts, None, &one).unwrap();
+    for batch in [2, 3, 16] {
+        let o = SampleOptions { windows: windows(4, 2, Weighting::Triangular, batch), ..one.clone() };
+        let (b, _) = sample_schedule_latents(&model, &prompts, None, &o).unwrap();
+        assert_close(&b, &a, 1e-5, &format!("batch {batch}"));
+    }
+}
+
+fn model_with(sd: &Rc<StableDiffusion>) -> VideoModel {
+    inflate(sd.clone(), &VideoSpec::default(), 5).unwrap()
+}
+
+#[test]
+fn prompts_along_the_clip_condition_their_windows() {
+    let _serial = serial();
+    let sd = random_tiny();
+    let model = model_with(&sd);
+    let o = SampleOptions { frames: Some(8), windows: windows(4, 4, Weighting::Uniform, 1), ..opts(9) };
+    let red = PromptSchedule::single("a red circle");
+    let blue = PromptSchedule::single("a blue circle");
+    let story = PromptSchedule(vec![
+        PromptSpan { first: 0, last: 3, prompt: "a red circle".into() },
+        PromptSpan { first: 4, last: 7, prompt: "a blue circle".into() },
+    ]);
+    let (r, _) = sample_schedule_latents(&model, &red, None, &o).unwrap();
+    let (b, _) = sample_schedule_latents(&model, &blue, None, &o).unwrap();
+    let (s, _) = sample_schedule_latents(&model, &story, None, &o).unwrap();
+    // Side-by-side windows: the first half is the red clip's, the second the blue clip's.
+    assert!(max_diff(&s.narrow(2, 0, 4), &r.narrow(2, 0, 4)) < 1e-6);
+    assert!(max_diff(&s.narrow(2, 4, 4), &b.narrow(2, 4, 4)) < 1e-6);
+    assert!(max_diff(&r, &b) > 1e-4);
+    // A frame without a prompt is named; several prompts need windows.
+    let gap = PromptSchedule(vec![PromptSpan { first: 0, last: 5, prompt: "a red circle".into() }]);
+    let err = sample_schedule_latents(&model, &gap, None, &o).unwrap_err().to_string();
+    assert!(err.contains("frame 6 of 8 has no prompt"), "{err}");
+    let err = sample_schedule_latents(&model, &story, None, &opts(9)).unwrap_err().to_string();
+    assert!(err.contains("need windows"), "{err}");
+}
+
+#[test]
+fn co_denoise_decodes_every_frame_of_a_clip_longer_than_its_window() {
+    let _serial = serial();
+    let sd = random_tiny();
+    let model = model_with(&sd);
+    let (video, _) = clip(11);
+    let inv = invert(
+        &model,
+        &video,
+        &InvertOptions { steps: 2, windows: windows(4, 3, Weighting::Uniform, 1), ..Default::default() },
+    )
+    .unwrap();
+    let o = SampleOptions { steps: 2, windows: windows(4, 3, Weighting::Gaussian { sigma: 0.25 }, 2), ..opts(2) };
+    let (out, _) = co_denoise(&model, &PromptSchedule::single("a red circle"), Some(&inv), &o).unwrap();
+    assert_eq!(out.len(), 11);
+    assert_eq!((out.width(), out.height()), (32, 32));
+    let per_frame = out.frames().to_kind(Kind::Float).abs().sum_dim_intlist(&[1i64, 2, 3][..], false, Kind::Float);
+    assert!(per_frame.min().double_value(&[]) > 0.0, "a frame was left empty");
+}
+
+#[test]
+fn tuning_on_windows_trains_on_slices_and_a_window_over_the_clip_is_plain_tuning() {
+    let _serial = serial();
+    use vidtune_runtime::pipelines::tune::{tune_clips, TuneClip, TuneOptions};
+    let sd = random_tiny();
+    let model = inflate(sd, &VideoSpec::mask_guided(), 6).unwrap();
+    let (video, masks) = clip(6);
+    let clips = [TuneClip { video, prompt: "a red circle".into(), masks: Some(masks) }];
+    let o = TuneOptions { steps: 3, lr: 1e-3, ..Default::default() };
+    let plain = tune_clips(&model, &clips, &o).unwrap();
+    let whole = tune_clips(&model, &clips, &TuneOptions { window: Some(16), ..o.clone() }).unwrap();
+    let windowed = tune_clips(&model, &clips, &TuneOptions { window: Some(3), ..o.clone() }).unwrap();
+    // The same draws and the same frames: the same losses (Adam's first steps turn float noise in
+    // near-zero gradients into whole steps, so the weights are compared through the losses).
+    let losses = |m: &VideoModel| m.record.as_ref().unwrap().losses.clone();
+    for (a, b) in losses(&plain).iter().zip(losses(&whole)) {
+        assert!((a - b).abs() <= 1e-4 * a.abs().max(1e-3), "a window over the whole clip changed tuning: {a} vs {b}");
+    }
+    let first = (losses(&plain)[0] - losses(&windowed)[0]).abs();
+    assert!(first > 1e-6, "windows of 3 frames trained on the whole clip");
+    assert_eq!(windowed.record.as_ref().unwrap().steps_done, 3);
+    let err = tune_clips(&model, &clips, &TuneOptions { window: Some(0), ..o }).unwrap_err().to_string();
+    assert!(err.contains("window"), "{err}");
+}
