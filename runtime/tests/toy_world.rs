@@ -250,3 +250,54 @@ fn co_denoising_a_long_held_out_clip_leaves_no_seams_where_independent_windows_d
     assert!(co <= 1.3, "co-denoised seams: {co:.2} times the change inside windows");
     assert!(co < independent, "co-denoising ({co:.2}) did not beat independent windows ({independent:.2})");
 }
+
+#[test]
+fn extending_a_held_out_clip_continues_it_past_its_last_frame() {
+    use vidtune_runtime::media::synthetic::{synthetic_clip, SyntheticSpec, Texture};
+    use vidtune_runtime::pipelines::extend::extend;
+    use vidtune_runtime::pipelines::sample::SampleOptions;
+    use vidtune_runtime::pipelines::tune::{tune_clips, TuneClip, TuneOptions};
+    use vidtune_runtime::toy::probe::{check_frames_of, frame_changes};
+    use vidtune_runtime::video::inflate;
+    let _serial = serial();
+    let sd = toy_sd();
+    // 16 frames of a held-out combination: the first 8 are the clip, the last 8 the truth to continue to.
+    let whole = synthetic_clip(&SyntheticSpec {
+        shape: Some(Shape::Diamond),
+        color: Some("pink".into()),
+        motion: Some(Motion::Right),
+        background: Some(Texture::Stripes),
+        background_color: Some("green".into()),
+        frames: 16,
+        seed: 7,
+        ..Default::default()
+    })
+    .unwrap();
+    let (clip, truth) = (whole.video.slice(0, 8).unwrap(), whole.video.slice(8, 16).unwrap());
+    let (masks, next) = (whole.masks.slice_frames(0, 8).unwrap(), whole.masks.slice_frames(8, 8).unwrap());
+    let model = inflate(sd, &VideoSpec::dynamic_mask(), 0).unwrap();
+    let clips = [TuneClip { video: clip.clone(), prompt: whole.caption.clone(), masks: Some(masks) }];
+    let o = TuneOptions { steps: 80, lr: 1e-3, first_frame: true, ..Default::default() };
+    let tuned = tune_clips(&model, &clips, &o).unwrap();
+    let so = SampleOptions {
+        steps: 20,
+        guidance: 4.0,
+        seed: Some(3),
+        masks: Some(next.clone()),
+        subject: Some("pink diamond".into()),
+        ..Default::default()
+    };
+    let (out, _) = extend(&tuned, &clip, &whole.caption, 8, &so).unwrap();
+    assert_eq!(out.len(), 16);
+    assert!(out.slice(0, 8).unwrap().frames().equal(clip.frames()), "the clip itself is kept as it was");
+    let new = out.slice(8, 16).unwrap();
+    let c = check_frames_of(&truth, &next, &new, "pink", 3).unwrap();
+    let changes = frame_changes(&out);
+    let inside = changes[8..].iter().sum::<f64>() / 7.0;
+    let seam = changes[7] / inside;
+    let truth_seam = frame_changes(&whole.video)[7] / (frame_changes(&whole.video)[8..].iter().sum::<f64>() / 7.0);
+    eprintln!("extend: colours {:?}, IoU {:.2}, seam ratio {seam:.2} (truth {truth_seam:.2})", c.colors, c.iou);
+    assert!(c.hit_rate >= 0.75, "the new frames lost the subject's colour: {:?}", c.colors);
+    assert!(c.iou >= 0.45, "the new frames lost the subject where the masks put it: IoU {:.2}", c.iou);
+    assert!(seam <= 2.0, "a jump at the junction: {seam:.2} times the change between new frames");
+}

@@ -12,6 +12,7 @@ use std::rc::Rc;
 use vidtune_kernels::codenoise::Weighting;
 use vidtune_runtime::pipelines::cached::{invert_cached, memo_status, tune_clips_cached, Memoised};
 use vidtune_runtime::pipelines::codenoise::{PromptSchedule, PromptSpan, WindowOptions};
+use vidtune_runtime::pipelines::extend::extend;
 use vidtune_runtime::pipelines::invert::{InvertOptions, Latents};
 use vidtune_runtime::pipelines::sample::{co_denoise, sample, FirstFrame, SampleOptions, SHARED_NOISE};
 use vidtune_runtime::pipelines::tune::{LossWeights, TuneClip, TuneOptions, TAV_TRAIN};
@@ -212,6 +213,23 @@ const WEIGHTS: OptDoc = OptDoc {
 };
 const BATCH: OptDoc =
     OptDoc { name: "batch", takes: "integer (default 1)", doc: "windows per UNet call (without masks)" };
+
+/// `extend`'s options.
+pub const EXTEND_OPTIONS: &[OptDoc] = &[
+    OptDoc { name: "frames", takes: "integer (default 8)", doc: "how many frames to add" },
+    OptDoc {
+        name: "masks",
+        takes: "Masks",
+        doc: "the subject's masks of the new frames (one per new frame, or one more: the last frame's first)",
+    },
+    OptDoc { name: "subject", takes: "string", doc: "words of the prompt naming the subject (mask cross-attention)" },
+    OptDoc { name: "shared_noise", takes: "number α (default 0.2)", doc: "the last frame's latent in the new noise" },
+    OptDoc { name: "variance_preserving", takes: "true | false (default)", doc: "shared noise at unit variance" },
+    OptDoc { name: "steps", takes: "integer (default 50)", doc: "" },
+    OptDoc { name: "guidance", takes: "number (default 7.5)", doc: "" },
+    OptDoc { name: "negative", takes: "string", doc: "the negative prompt" },
+    OptDoc { name: "seed", takes: "integer (default: random, printed)", doc: "" },
+];
 
 /// `co_denoise`'s options: `sample`'s and the windows'.
 pub const CO_DENOISE_OPTIONS: &[OptDoc] = sample_options!(WINDOW, STRIDE, WEIGHTS, BATCH);
@@ -545,6 +563,17 @@ fn prompt_schedule(prompts: &Dynamic, windows: &WindowOptions, frames: i64) -> R
     Ok(PromptSchedule(spans))
 }
 
+fn do_extend(model: &Dynamic, video: &Video, prompt: &str, opts: Opts) -> RhaiResult<Video> {
+    let model = video_model("extend", model)?;
+    let frames = opts.int("frames")?.unwrap_or(8);
+    let o = SampleOptions { frames: None, ..sample_options(&opts, None)? };
+    let (out, seed) = rt(extend(&model, video, prompt, frames, &o))?;
+    if o.seed.is_none() {
+        println!("seed: {seed}");
+    }
+    Ok(out)
+}
+
 fn do_co_denoise(model: &Dynamic, prompts: &Dynamic, opts: Opts) -> RhaiResult<Video> {
     let model = video_model("co_denoise", model)?;
     let latents = opts.custom::<ScriptLatents>("latents", "Latents (from invert)")?;
@@ -662,6 +691,10 @@ pub fn register(engine: &mut Registrar, host: &Rc<Host>) {
     engine.register_fn("sample", |m: Dynamic, prompt: &str, opts: Map| {
         do_sample(&m, prompt, Opts::declared("sample", opts, SAMPLE_OPTIONS)?)
     });
+    engine.register_fn("extend", |m: Dynamic, v: Video, prompt: &str| do_extend(&m, &v, prompt, Opts::empty("extend")));
+    engine.register_fn("extend", |m: Dynamic, v: Video, prompt: &str, opts: Map| {
+        do_extend(&m, &v, prompt, Opts::declared("extend", opts, EXTEND_OPTIONS)?)
+    });
     engine.register_fn("co_denoise", |m: Dynamic, prompts: Dynamic| {
         do_co_denoise(&m, &prompts, Opts::empty("co_denoise"))
     });
@@ -775,6 +808,21 @@ let edit = co_denoise(tuned, "a red jeep car is moving on the road", #{latents: 
                       weights: "triangular", steps: 50, guidance: 7.5});
 let story = co_denoise(tuned, [#{frames: [0, 47], prompt: "a car on the road"},
                                #{frames: [40, 95], prompt: "a car on the beach"}], #{frames: 96, window: 16});"#,
+    },
+    FnDoc {
+        name: "extend",
+        signatures: &[
+            "extend(model: VideoModel, video: Video, prompt: string) -> Video",
+            "extend(model, video, prompt, options: map) -> Video",
+        ],
+        summary: "Autoregressive extension (dynamic mask guidance): the clip followed by `frames` new frames, generated \
+                  with its last frame held as the first frame and shared into their noise. Repeated calls make \
+                  clips of any length; memory follows `frames`.",
+        details: "Best with a model tuned with first_frame: true (the dynamic-mask preset). Masks of the new frames \
+                  steer them as in sample.",
+        options: EXTEND_OPTIONS,
+        example: r#"let longer = extend(tuned, clip, "a yellow circle bouncing", #{frames: 8, masks: next_masks, steps: 20});
+let longest = extend(tuned, longer, "a yellow circle bouncing", #{frames: 8, masks: later_masks, steps: 20});"#,
     },
     FnDoc {
         name: "load_tuned",
