@@ -244,6 +244,18 @@ fn paper_scripts_run_end_to_end_on_a_tiny_random_model() {
     assert!(out.status.success(), "dynamic-mask.rhai: {}", stderr(&out));
     assert!(stdout(&out).contains("tuning on 2 clips"), "{}", stdout(&out));
     assert!(dir.path().join("d/generated.gif").is_file());
+    // The long-video framework: separate tuning, fusion, combined tuning, co-denoising.
+    let out = vidtune(dir.path())
+        .arg("run")
+        .arg(root.join("long-video.rhai"))
+        .args(["--set", "model=random:tiny", "--set", "segments=2", "--set", "steps=2", "--set", "sample_steps=3"])
+        .args(["--set", "samples=2", "--set", "out=l"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "long-video.rhai: {}", stderr(&out));
+    assert!(stdout(&out).contains("segment 1: tuned and fused"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("edit: Video(16 frames"), "{}", stdout(&out));
+    assert!(dir.path().join("l/edit.gif").is_file());
 }
 
 #[test]

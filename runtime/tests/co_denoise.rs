@@ -204,3 +204,33 @@ fn tuning_on_windows_trains_on_slices_and_a_window_over_the_clip_is_plain_tuning
     let err = tune_clips(&model, &clips, &TuneOptions { window: Some(0), ..o }).unwrap_err().to_string();
     assert!(err.contains("window"), "{err}");
 }
+
+#[test]
+fn average_fusion_is_eq_11_and_one_sample_is_plain_sampling() {
+    use vidtune_runtime::pipelines::fuse::{fuse, fuse_latents, FuseOptions};
+    let _serial = serial();
+    // Eq. 11 element by element.
+    let samples: Vec<Tensor> =
+        (0..3).map(|i| Tensor::full([1, 2, 2, 1, 2], i as f64 + 1.0, (Kind::Float, tch::Device::Cpu))).collect();
+    let m = Tensor::from_slice(&[1.0f32, 0.0, 0.25, 0.5]).view([1, 1, 2, 1, 2]);
+    let got = fuse_latents(&samples, &m, 0.5, 2.0).unwrap();
+    let want: Vec<f32> = [1.0f32, 0.0, 0.25, 0.5].iter().map(|&mm| 0.5 * 2.0 * (1.0 - mm) + 2.0 * 1.0 * mm).collect();
+    let want = Tensor::from_slice(&want).view([1, 1, 2, 1, 2]).expand([1, 2, 2, 1, 2], false);
+    assert_close(&got, &want, 1e-6, "Eq. 11");
+
+    let sd = random_tiny();
+    let model = inflate(sd, &VideoSpec::default(), 8).unwrap();
+    let (_, masks) = clip(4);
+    let o = SampleOptions { masks: Some(masks), steps: 4, ..opts(5) };
+    let one = FuseOptions { samples: 1, at: 2, ..Default::default() };
+    let (fused, _) = fuse(&model, "a red circle", &o, &one).unwrap();
+    let (plain, _) = vidtune_runtime::pipelines::sample::sample(&model, "a red circle", None, &o).unwrap();
+    assert!(max_diff(fused.frames(), plain.frames()) < 1e-4, "{}", max_diff(fused.frames(), plain.frames()));
+    let (three, _) = fuse(&model, "a red circle", &o, &FuseOptions { samples: 3, ..one }).unwrap();
+    assert_eq!(three.len(), 4);
+    assert!(max_diff(three.frames(), plain.frames()) > 1e-3, "three samples fused like one");
+    let err = fuse(&model, "a red circle", &SampleOptions { masks: None, ..o.clone() }, &one).unwrap_err();
+    assert!(err.to_string().contains("needs the subject's masks"), "{err}");
+    let err = fuse(&model, "a red circle", &o, &FuseOptions { at: 4, ..one }).unwrap_err();
+    assert!(err.to_string().contains("at must be between 1 and steps − 1 (3)"), "{err}");
+}

@@ -112,6 +112,7 @@ fn ddim_loop_and_inversion_match_diffusers() {
             eta: 0.0,
             record: true,
             skip: 0,
+            until: None,
             counter: Loop::Invert,
         };
         let up =

@@ -271,6 +271,15 @@ pub fn register(engine: &mut Registrar, host: &Rc<Host>) {
 
     // Masks
     engine.register_fn("len", |m: &mut Masks| m.len() as i64);
+    engine.register_fn("slice", |m: &mut Masks, a: i64, b: i64| {
+        let n = m.len() as i64;
+        if a < 0 || b > n || a >= b {
+            return Err(crate::opts::script_error(format!(
+                "slice({a}, {b}) is not a non-empty range inside the masks' {n} frames (0 <= a < b <= {n})"
+            )));
+        }
+        rt(m.slice_frames(a, b - a))
+    });
     engine.engine().register_get("width", |m: &mut Masks| m.width());
     engine.engine().register_get("height", |m: &mut Masks| m.height());
     engine.register_fn("width", |m: &mut Masks| m.width());
@@ -422,6 +431,14 @@ preview(m);"#,
         details: "",
         options: NO_OPTIONS,
         example: r#"print(synthetic_clip().masks.len());"#,
+    },
+    FnDoc {
+        name: "Masks.slice",
+        signatures: &["masks.slice(a: int, b: int) -> Masks"],
+        summary: "The masks of frames a..b (b excluded), as Video.slice.",
+        details: "",
+        options: NO_OPTIONS,
+        example: r#"let head = synthetic_clip(#{frames: 16}).masks.slice(0, 8);"#,
     },
     FnDoc {
         name: "Masks.width",

@@ -13,6 +13,7 @@ use vidtune_kernels::codenoise::Weighting;
 use vidtune_runtime::pipelines::cached::{invert_cached, memo_status, tune_clips_cached, Memoised};
 use vidtune_runtime::pipelines::codenoise::{PromptSchedule, PromptSpan, WindowOptions};
 use vidtune_runtime::pipelines::extend::extend;
+use vidtune_runtime::pipelines::fuse::{fuse, FuseOptions};
 use vidtune_runtime::pipelines::invert::{InvertOptions, Latents};
 use vidtune_runtime::pipelines::sample::{co_denoise, sample, FirstFrame, SampleOptions, SHARED_NOISE};
 use vidtune_runtime::pipelines::tune::{LossWeights, TuneClip, TuneOptions, TAV_TRAIN};
@@ -229,6 +230,21 @@ pub const EXTEND_OPTIONS: &[OptDoc] = &[
     OptDoc { name: "guidance", takes: "number (default 7.5)", doc: "" },
     OptDoc { name: "negative", takes: "string", doc: "the negative prompt" },
     OptDoc { name: "seed", takes: "integer (default: random, printed)", doc: "" },
+];
+
+/// `fuse`'s options.
+pub const FUSE_OPTIONS: &[OptDoc] = &[
+    OptDoc { name: "masks", takes: "Masks (required)", doc: "the subject's masks: foreground and background" },
+    OptDoc { name: "samples", takes: "integer (default 5)", doc: "samples whose backgrounds are averaged (n)" },
+    OptDoc { name: "at", takes: "integer (default 1)", doc: "DDIM steps run before fusing (k)" },
+    OptDoc { name: "weights", takes: "[w1, w2] (default [1, 1])", doc: "background and foreground weights (Eq. 11)" },
+    OptDoc { name: "subject", takes: "string", doc: "words of the prompt naming the subject (mask cross-attention)" },
+    OptDoc { name: "frames", takes: "integer (default: the masks' count)", doc: "" },
+    OptDoc { name: "size", takes: "integer | [w, h]", doc: "the clip's size (default the model's)" },
+    OptDoc { name: "steps", takes: "integer (default 50)", doc: "" },
+    OptDoc { name: "guidance", takes: "number (default 7.5)", doc: "" },
+    OptDoc { name: "negative", takes: "string", doc: "the negative prompt" },
+    OptDoc { name: "seed", takes: "integer (default: random, printed)", doc: "sample i draws from seed + i" },
 ];
 
 /// `co_denoise`'s options: `sample`'s and the windows'.
@@ -574,6 +590,30 @@ fn do_extend(model: &Dynamic, video: &Video, prompt: &str, opts: Opts) -> RhaiRe
     Ok(out)
 }
 
+fn do_fuse(model: &Dynamic, prompt: &str, opts: Opts) -> RhaiResult<Video> {
+    let model = video_model("fuse", model)?;
+    let d = FuseOptions::default();
+    let (w_bg, w_fg) = match opts.get("weights") {
+        None => (d.w_bg, d.w_fg),
+        Some(v) => match one_or_many::<f64>("fuse", "option \"weights\"", "a number", v)?[..] {
+            [a, b] => (a, b),
+            _ => return Err(script_error(format!("fuse: option \"weights\" must be [w1, w2], got {v}"))),
+        },
+    };
+    let f = FuseOptions {
+        samples: opts.int("samples")?.unwrap_or(d.samples),
+        at: opts.int("at")?.unwrap_or(d.at),
+        w_bg,
+        w_fg,
+    };
+    let o = sample_options(&opts, None)?;
+    let (out, seed) = rt(fuse(&model, prompt, &o, &f))?;
+    if o.seed.is_none() {
+        println!("seed: {seed}");
+    }
+    Ok(out)
+}
+
 fn do_co_denoise(model: &Dynamic, prompts: &Dynamic, opts: Opts) -> RhaiResult<Video> {
     let model = video_model("co_denoise", model)?;
     let latents = opts.custom::<ScriptLatents>("latents", "Latents (from invert)")?;
@@ -623,6 +663,7 @@ fn sample_options(opts: &Opts, window: Option<i64>) -> RhaiResult<SampleOptions>
             Some(_) => window_options(opts, window)?,
             None => None,
         },
+        until: None,
     })
 }
 
@@ -694,6 +735,9 @@ pub fn register(engine: &mut Registrar, host: &Rc<Host>) {
     engine.register_fn("extend", |m: Dynamic, v: Video, prompt: &str| do_extend(&m, &v, prompt, Opts::empty("extend")));
     engine.register_fn("extend", |m: Dynamic, v: Video, prompt: &str, opts: Map| {
         do_extend(&m, &v, prompt, Opts::declared("extend", opts, EXTEND_OPTIONS)?)
+    });
+    engine.register_fn("fuse", |m: Dynamic, prompt: &str, opts: Map| {
+        do_fuse(&m, prompt, Opts::declared("fuse", opts, FUSE_OPTIONS)?)
     });
     engine.register_fn("co_denoise", |m: Dynamic, prompts: Dynamic| {
         do_co_denoise(&m, &prompts, Opts::empty("co_denoise"))
@@ -823,6 +867,17 @@ let story = co_denoise(tuned, [#{frames: [0, 47], prompt: "a car on the road"},
         options: EXTEND_OPTIONS,
         example: r#"let longer = extend(tuned, clip, "a yellow circle bouncing", #{frames: 8, masks: next_masks, steps: 20});
 let longest = extend(tuned, longer, "a yellow circle bouncing", #{frames: 8, masks: later_masks, steps: 20});"#,
+    },
+    FnDoc {
+        name: "fuse",
+        signatures: &["fuse(model: VideoModel, prompt: string, options: map) -> Video"],
+        summary: "Average fusion (long-video framework, Eq. 11): `samples` samples of the prompt denoised to step \
+                  `at`, their backgrounds averaged and the first one's foreground kept (by the masks), then \
+                  denoised to the end.",
+        details: "With one sample and weights [1, 1] it is sample. The fused clip is what combined tuning trains on \
+                  (tune with #{loss: #{all, fg, bg}}).",
+        options: FUSE_OPTIONS,
+        example: r#"let fused = fuse(tuned, "a red circle bouncing", #{masks: m, samples: 5, at: 1, steps: 20, seed: 1});"#,
     },
     FnDoc {
         name: "load_tuned",

@@ -81,6 +81,8 @@ pub struct DenoiseSpec {
     /// Steps of the schedule to skip at its start (down: start part-way, at a lower noise level, as
     /// img2img's `strength` does).
     pub skip: usize,
+    /// Stop after this many steps of the schedule (`None`: run to its end) — average fusion stops part-way.
+    pub until: Option<usize>,
     pub counter: Loop,
 }
 
@@ -129,14 +131,15 @@ pub fn denoise(
     };
     let n = all.len();
     let skip = spec.skip.min(n);
+    let end = spec.until.unwrap_or(n).clamp(skip, n);
     let cfg = spec.guidance > 1.0 && spec.uncond.is_some();
     let batch_cond = match (&spec.uncond, cfg) {
         (Some(u), true) => cond.with_unconditional(u),
         _ => cond.clone(),
     };
     let mut trajectory = if spec.record { vec![x.shallow_clone()] } else { vec![] };
-    let mut progress = Progress::new(spec.label.clone(), (n - skip) as u64);
-    for (i, &t) in all.iter().enumerate().skip(skip) {
+    let mut progress = Progress::new(spec.label.clone(), (end - skip) as u64);
+    for (i, &t) in all.iter().enumerate().take(end).skip(skip) {
         hooks.before(i, t, &mut x)?;
         let input = if cfg { Tensor::cat(&[&x, &x], 0) } else { x.shallow_clone() };
         let ts = Tensor::from(t).to_device(model.device());

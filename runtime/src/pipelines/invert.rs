@@ -114,6 +114,7 @@ pub fn invert(model: &VideoModel, clip: &Video, opts: &InvertOptions) -> Result<
         eta: 0.0,
         record: true,
         skip: 0,
+        until: None,
         counter: Loop::Invert,
     };
     let out = match &opts.windows {

@@ -5,6 +5,7 @@ pub mod cached;
 pub mod codenoise;
 pub mod denoise;
 pub mod extend;
+pub mod fuse;
 pub mod invert;
 pub mod sample;
 pub mod t2i;

@@ -73,6 +73,8 @@ pub struct SampleOptions {
     pub renoise: f64,
     /// Co-denoise the clip in overlapping windows (long clips): memory follows the window.
     pub windows: Option<WindowOptions>,
+    /// Stop after this many steps of the schedule and return the latents there (average fusion).
+    pub until: Option<i64>,
 }
 
 impl Default for SampleOptions {
@@ -97,6 +99,7 @@ impl Default for SampleOptions {
             strength: 1.0,
             renoise: 0.0,
             windows: None,
+            until: None,
         }
     }
 }
@@ -302,7 +305,7 @@ pub fn sample(
 }
 
 /// The decode (and the background paste) of sampled latents.
-fn finish_sample(
+pub(crate) fn finish_sample(
     model: &VideoModel,
     x: Tensor,
     seed: u64,
@@ -443,6 +446,7 @@ pub fn sample_schedule_latents(
         eta: opts.eta,
         record: false,
         skip: (opts.steps - run) as usize,
+        until: opts.until.map(|u| u as usize),
         counter: Loop::Sample,
     };
     let mut hooks = (first.map(HoldFirstFrame), keep);

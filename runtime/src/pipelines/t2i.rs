@@ -64,6 +64,7 @@ pub fn denoise(
         eta: opts.eta,
         record: false,
         skip: 0,
+        until: None,
         counter: Loop::T2i,
     };
     Ok(super::denoise::denoise(sd, latents, &Conditioning::text(cond), &spec, Some(noise), &mut NoHooks)?.latents)
