@@ -11,12 +11,13 @@
 use std::rc::Rc;
 use std::time::Instant;
 use vidtune_kernels::codenoise::{plan, Weighting};
-use vidtune_runtime::media::synthetic::{synthetic_clip, Motion, Shape, SyntheticSpec, Texture};
+use vidtune_runtime::media::synthetic::{Motion, Shape};
 use vidtune_runtime::pipelines::codenoise::{PromptSchedule, WindowOptions};
 use vidtune_runtime::pipelines::invert::{invert, InvertOptions};
 use vidtune_runtime::pipelines::sample::{co_denoise, SampleOptions};
 use vidtune_runtime::pipelines::tune::{tune_clips, TuneClip, TuneOptions};
 use vidtune_runtime::toy::probe::{check_frames_of, frame_changes, seam_ratio};
+use vidtune_runtime::toy::world::held_out_clip_of;
 use vidtune_runtime::video::{inflate, VideoSpec};
 use vidtune_runtime::{load_sd, SdLoadOptions};
 
@@ -25,16 +26,7 @@ fn main() -> vidtune_runtime::Result<()> {
     let frames: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(48);
     let tune_steps: i64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(150);
     let sd = Rc::new(load_sd("toy", &SdLoadOptions { device: "cpu".into(), ..Default::default() })?);
-    let clip = synthetic_clip(&SyntheticSpec {
-        shape: Some(Shape::Circle),
-        color: Some("purple".into()),
-        motion: Some(Motion::Left),
-        background: Some(Texture::Stripes),
-        background_color: Some("yellow".into()),
-        frames,
-        seed: 7,
-        ..Default::default()
-    })?;
+    let clip = held_out_clip_of(Shape::Circle, "purple", Motion::Left, "yellow", frames)?;
     let (prompt, to) = (clip.caption.clone(), "green");
     let edit = prompt.replace("purple", to);
     println!("{frames} frames: \"{prompt}\" → \"{edit}\"");

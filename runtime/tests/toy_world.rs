@@ -10,7 +10,7 @@ use vidtune_runtime::score::{score, ScoreOptions};
 use vidtune_runtime::toy::probe::{
     check_edit, check_frames, edit_clip, mask_guided_edit, EditSettings, MaskedSettings,
 };
-use vidtune_runtime::toy::world::held_out_clip;
+use vidtune_runtime::toy::world::{held_out_clip, held_out_clip_of};
 use vidtune_runtime::toy::{self, Recipe};
 use vidtune_runtime::video::VideoSpec;
 use vidtune_runtime::{load_sd, SdLoadOptions, StableDiffusion};
@@ -193,7 +193,6 @@ fn the_mask_guided_preset_keeps_the_subject_its_colour_and_the_background() {
 #[test]
 fn co_denoising_a_long_held_out_clip_leaves_no_seams_where_independent_windows_do() {
     use vidtune_kernels::codenoise::{plan, Weighting};
-    use vidtune_runtime::media::synthetic::{synthetic_clip, SyntheticSpec, Texture};
     use vidtune_runtime::pipelines::codenoise::{PromptSchedule, WindowOptions};
     use vidtune_runtime::pipelines::invert::{invert, InvertOptions};
     use vidtune_runtime::pipelines::sample::{co_denoise, SampleOptions};
@@ -203,17 +202,7 @@ fn co_denoising_a_long_held_out_clip_leaves_no_seams_where_independent_windows_d
     let _serial = serial();
     let sd = toy_sd();
     // 48 frames of a held-out combination; the toy models saw 8-frame clips.
-    let clip = synthetic_clip(&SyntheticSpec {
-        shape: Some(Shape::Circle),
-        color: Some("purple".into()),
-        motion: Some(Motion::Left),
-        background: Some(Texture::Stripes),
-        background_color: Some("yellow".into()),
-        frames: 48,
-        seed: 7,
-        ..Default::default()
-    })
-    .unwrap();
+    let clip = held_out_clip_of(Shape::Circle, "purple", Motion::Left, "yellow", 48).unwrap();
     let edit = clip.caption.replace("purple", "green");
     let model = inflate(sd, &VideoSpec::mask_guided(), 0).unwrap();
     let clips = [TuneClip { video: clip.video.clone(), prompt: clip.caption.clone(), masks: Some(clip.masks.clone()) }];
@@ -253,7 +242,6 @@ fn co_denoising_a_long_held_out_clip_leaves_no_seams_where_independent_windows_d
 
 #[test]
 fn extending_a_held_out_clip_continues_it_past_its_last_frame() {
-    use vidtune_runtime::media::synthetic::{synthetic_clip, SyntheticSpec, Texture};
     use vidtune_runtime::pipelines::extend::extend;
     use vidtune_runtime::pipelines::sample::SampleOptions;
     use vidtune_runtime::pipelines::tune::{tune_clips, TuneClip, TuneOptions};
@@ -262,17 +250,7 @@ fn extending_a_held_out_clip_continues_it_past_its_last_frame() {
     let _serial = serial();
     let sd = toy_sd();
     // 16 frames of a held-out combination: the first 8 are the clip, the last 8 the truth to continue to.
-    let whole = synthetic_clip(&SyntheticSpec {
-        shape: Some(Shape::Diamond),
-        color: Some("pink".into()),
-        motion: Some(Motion::Right),
-        background: Some(Texture::Stripes),
-        background_color: Some("green".into()),
-        frames: 16,
-        seed: 7,
-        ..Default::default()
-    })
-    .unwrap();
+    let whole = held_out_clip_of(Shape::Diamond, "pink", Motion::Right, "green", 16).unwrap();
     let (clip, truth) = (whole.video.slice(0, 8).unwrap(), whole.video.slice(8, 16).unwrap());
     let (masks, next) = (whole.masks.slice_frames(0, 8).unwrap(), whole.masks.slice_frames(8, 8).unwrap());
     let model = inflate(sd, &VideoSpec::dynamic_mask(), 0).unwrap();

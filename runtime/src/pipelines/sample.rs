@@ -457,8 +457,9 @@ pub fn sample_schedule_latents(
                 true => None,
                 false => Some(window_texts(base, prompts, opts.subject.as_deref(), &w.plan(frames)?, frames)?),
             };
+            let n = w.plan(frames)?.len();
             let windowed = Windowed { model, options: *w, texts };
-            let spec = DenoiseSpec { label: "co-denoise".into(), ..spec };
+            let spec = DenoiseSpec { label: format!("co-denoise ({n} windows)"), ..spec };
             denoise(&windowed, x, &cond, &spec, Some(&mut noise), &mut hooks)?
         }
     };

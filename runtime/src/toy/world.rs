@@ -33,6 +33,11 @@ pub fn held_out_combinations() -> Vec<(Shape, &'static str, Motion)> {
 /// A held-out clip as the demo and the end-to-end checks use it: the combination on a striped `bg`
 /// background, 8 frames at 64², seed 7. An error when the combination is in the training split.
 pub fn held_out_clip(shape: Shape, color: &str, motion: Motion, bg: &str) -> Result<SyntheticClip> {
+    held_out_clip_of(shape, color, motion, bg, 8)
+}
+
+/// [`held_out_clip`] with `frames` frames (long clips: the motion spans them all).
+pub fn held_out_clip_of(shape: Shape, color: &str, motion: Motion, bg: &str, frames: usize) -> Result<SyntheticClip> {
     if !is_held_out(shape, color, motion) {
         return Err(crate::error::Error::Invalid(format!(
             "a {color} {} {motion:?} is in the toy world's training split, not held out",
@@ -45,7 +50,7 @@ pub fn held_out_clip(shape: Shape, color: &str, motion: Motion, bg: &str) -> Res
         motion: Some(motion),
         background: Some(Texture::Stripes),
         background_color: Some(bg.into()),
-        frames: 8,
+        frames,
         seed: 7,
         ..Default::default()
     })
