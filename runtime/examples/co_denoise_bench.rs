@@ -5,7 +5,6 @@
 
 use std::rc::Rc;
 use std::time::Instant;
-use vidtune_kernels::codenoise::Weighting;
 use vidtune_runtime::pipelines::codenoise::{PromptSchedule, WindowOptions};
 use vidtune_runtime::pipelines::sample::{co_denoise, SampleOptions};
 use vidtune_runtime::video::{inflate, VideoSpec};
@@ -31,7 +30,7 @@ fn main() -> vidtune_runtime::Result<()> {
         guidance: 7.5,
         seed: Some(1),
         frames: Some(frames),
-        windows: Some(WindowOptions { window: 8, stride: 4, weights: Weighting::Uniform, batch: 1 }),
+        windows: Some(WindowOptions { stride: 4, ..WindowOptions::new(8) }),
         ..Default::default()
     };
     let t = Instant::now();

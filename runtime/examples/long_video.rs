@@ -6,13 +6,13 @@
 //! the mean change elsewhere; the source clip's own ratio is printed for reference), the per-frame colour
 //! hit rate of the edited subject, its IoU with the source masks, the background PSNR, and the time.
 //!
-//!   cargo run --release -p vidtune-runtime --example long_video -- [frames] [tune_steps]
+//!   cargo run --release -p vidtune-runtime --example long_video -- [frames] [tune_steps] [only rows naming this]
 
 use std::rc::Rc;
 use std::time::Instant;
 use vidtune_kernels::codenoise::{plan, Weighting};
 use vidtune_runtime::media::synthetic::{Motion, Shape};
-use vidtune_runtime::pipelines::codenoise::{PromptSchedule, WindowOptions};
+use vidtune_runtime::pipelines::codenoise::{Anchor, PromptSchedule, WindowOptions};
 use vidtune_runtime::pipelines::invert::{invert, InvertOptions};
 use vidtune_runtime::pipelines::sample::{co_denoise, SampleOptions};
 use vidtune_runtime::pipelines::tune::{tune_clips, TuneClip, TuneOptions};
@@ -42,14 +42,20 @@ fn main() -> vidtune_runtime::Result<()> {
     println!(
         "\n| setting | seam ratio (source's) | colour hit rate | subject IoU | background PSNR | time |\n|---|---|---|---|---|---|"
     );
-    for (name, stride, weights) in [
-        ("independent windows (stride 8)", 8, Weighting::Uniform),
-        ("co-denoise, uniform (stride 4)", 4, Weighting::Uniform),
-        ("co-denoise, triangular (stride 4)", 4, Weighting::Triangular),
-        ("co-denoise, gaussian (stride 4)", 4, Weighting::Gaussian { sigma: 0.25 }),
+    let only: Option<String> = args.get(3).cloned();
+    for (name, stride, weights, anchor) in [
+        ("independent windows (stride 8)", 8, Weighting::Uniform, Anchor::Window),
+        ("co-denoise, uniform (stride 4)", 4, Weighting::Uniform, Anchor::Window),
+        ("co-denoise, triangular (stride 4)", 4, Weighting::Triangular, Anchor::Window),
+        ("co-denoise, gaussian (stride 4)", 4, Weighting::Gaussian { sigma: 0.25 }, Anchor::Window),
+        ("independent windows, global anchor", 8, Weighting::Uniform, Anchor::Global),
+        ("co-denoise, uniform, global anchor", 4, Weighting::Uniform, Anchor::Global),
     ] {
+        if only.as_deref().is_some_and(|o| !name.contains(o)) {
+            continue;
+        }
         let t = Instant::now();
-        let windows = WindowOptions { window: 8, stride, weights, batch: 1 };
+        let windows = WindowOptions { window: 8, stride, weights, batch: 1, anchor };
         let inv = invert(
             &tuned,
             &clip.video,

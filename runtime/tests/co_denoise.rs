@@ -8,7 +8,7 @@ use vidtune_kernels::codenoise::Weighting;
 use vidtune_kernels_tests::assert_close;
 use vidtune_runtime::masks::Masks;
 use vidtune_runtime::media::synthetic::{synthetic_clip, Shape, SyntheticSpec};
-use vidtune_runtime::pipelines::codenoise::{PromptSchedule, PromptSpan, WindowOptions};
+use vidtune_runtime::pipelines::codenoise::{Anchor, PromptSchedule, PromptSpan, WindowOptions};
 use vidtune_runtime::pipelines::invert::{invert, InvertOptions, Latents};
 use vidtune_runtime::pipelines::sample::{co_denoise, sample_latents, sample_schedule_latents, SampleOptions};
 use vidtune_runtime::sd::{load_sd, SdLoadOptions, StableDiffusion};
@@ -40,7 +40,7 @@ fn clip(frames: usize) -> (Video, Masks) {
 }
 
 fn windows(window: i64, stride: i64, weights: Weighting, batch: i64) -> Option<WindowOptions> {
-    Some(WindowOptions { window, stride, weights, batch })
+    Some(WindowOptions { window, stride, weights, batch, anchor: Anchor::Window })
 }
 
 fn opts(seed: u64) -> SampleOptions {
@@ -233,4 +233,36 @@ fn average_fusion_is_eq_11_and_one_sample_is_plain_sampling() {
     assert!(err.to_string().contains("needs the subject's masks"), "{err}");
     let err = fuse(&model, "a red circle", &o, &FuseOptions { at: 4, ..one }).unwrap_err();
     assert!(err.to_string().contains("at must be between 1 and steps − 1 (3)"), "{err}");
+}
+
+#[test]
+fn a_global_anchor_puts_the_clips_first_frame_in_front_of_every_later_window() {
+    use vidtune_runtime::pipelines::codenoise::Windowed;
+    use vidtune_runtime::pipelines::denoise::NoisePredictor;
+    use vidtune_runtime::video::Conditioning;
+    let _serial = serial();
+    let sd = random_tiny();
+    let model = inflate(sd.clone(), &VideoSpec::mask_guided(), 9).unwrap();
+    let (_, masks) = clip(6);
+    tch::manual_seed(11);
+    let x = Tensor::randn([2, 4, 6, 4, 4], (Kind::Float, tch::Device::Cpu));
+    let t = Tensor::from(700i64);
+    let text = sd.encode_prompt("a red circle").unwrap();
+    let cond = Conditioning::text(&Tensor::cat(&[&text, &text], 0)).with_masks(Some(masks.tensor()));
+    let options = WindowOptions { window: 3, stride: 3, weights: Weighting::Uniform, batch: 1, anchor: Anchor::Global };
+    let windowed = Windowed { model: &model, options, texts: None };
+    let got = tch::no_grad(|| windowed.predict(&x, &t, &cond)).unwrap();
+    let m = masks.tensor();
+    let first = tch::no_grad(|| model.predict(&x.narrow(2, 0, 3), &t, &cond.window(0, 3))).unwrap();
+    let mut second_cond = cond.window(3, 3);
+    second_cond.masks = Some(Tensor::cat(&[m.narrow(0, 0, 1), m.narrow(0, 3, 3)], 0));
+    let anchored = Tensor::cat(&[x.narrow(2, 0, 1), x.narrow(2, 3, 3)], 2);
+    let second = tch::no_grad(|| model.predict(&anchored, &t, &second_cond)).unwrap().narrow(2, 1, 3);
+    let want = Tensor::cat(&[first, second], 2);
+    assert!(max_diff(&got, &want) < 1e-6, "{}", max_diff(&got, &want));
+    // Its own first frame for the second window gives another prediction there.
+    let own = Windowed { model: &model, options: WindowOptions { anchor: Anchor::Window, ..options }, texts: None };
+    let theirs = tch::no_grad(|| own.predict(&x, &t, &cond)).unwrap();
+    assert!(max_diff(&theirs.narrow(2, 3, 3), &got.narrow(2, 3, 3)) > 1e-6);
+    assert!(max_diff(&theirs.narrow(2, 0, 3), &got.narrow(2, 0, 3)) < 1e-6);
 }

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use vidtune_kernels::codenoise::Weighting;
 use vidtune_runtime::pipelines::cached::{invert_cached, memo_status, tune_clips_cached, Memoised};
-use vidtune_runtime::pipelines::codenoise::{PromptSchedule, PromptSpan, WindowOptions};
+use vidtune_runtime::pipelines::codenoise::{Anchor, PromptSchedule, PromptSpan, WindowOptions};
 use vidtune_runtime::pipelines::extend::extend;
 use vidtune_runtime::pipelines::fuse::{fuse, FuseOptions};
 use vidtune_runtime::pipelines::invert::{InvertOptions, Latents};
@@ -118,6 +118,7 @@ pub const INVERT_OPTIONS: &[OptDoc] = &[
     STRIDE,
     WEIGHTS,
     BATCH,
+    ANCHOR,
 ];
 
 /// `sample`'s options, followed by `$extra` ones (co_denoise adds its windows).
@@ -214,6 +215,12 @@ const WEIGHTS: OptDoc = OptDoc {
 };
 const BATCH: OptDoc =
     OptDoc { name: "batch", takes: "integer (default 1)", doc: "windows per UNet call (without masks)" };
+const ANCHOR: OptDoc = OptDoc {
+    name: "anchor",
+    takes: "\"global\" (default) | \"window\"",
+    doc: "the first frame a window's first-frame attention reads: the clip's (put in front of the window, one frame \
+          more per call), or the window's own",
+};
 
 /// `extend`'s options.
 pub const EXTEND_OPTIONS: &[OptDoc] = &[
@@ -248,7 +255,7 @@ pub const FUSE_OPTIONS: &[OptDoc] = &[
 ];
 
 /// `co_denoise`'s options: `sample`'s and the windows'.
-pub const CO_DENOISE_OPTIONS: &[OptDoc] = sample_options!(WINDOW, STRIDE, WEIGHTS, BATCH);
+pub const CO_DENOISE_OPTIONS: &[OptDoc] = sample_options!(WINDOW, STRIDE, WEIGHTS, BATCH, ANCHOR);
 
 /// Trainable-parameter presets: Tune-A-Video's, and EI²'s (FFAM and cross-attention queries, all of STAM).
 fn train_preset(name: &str) -> Option<Vec<String>> {
@@ -493,7 +500,7 @@ fn first_frame(opts: &Opts) -> RhaiResult<Option<FirstFrame>> {
 /// The windows of a co-denoised call: `None` without a `window` option unless `default` gives one.
 fn window_options(opts: &Opts, default: Option<i64>) -> RhaiResult<Option<WindowOptions>> {
     let Some(window) = opts.int("window")?.or(default) else {
-        for key in ["stride", "weights", "batch"] {
+        for key in ["stride", "weights", "batch", "anchor"] {
             if opts.get(key).is_some() {
                 return Err(script_error(format!(
                     "{}: option {key:?} would be ignored without \"window\"; give #{{window: frames}}",
@@ -510,6 +517,9 @@ fn window_options(opts: &Opts, default: Option<i64>) -> RhaiResult<Option<Window
         Some(s) => Weighting::parse(&s).map_err(|e| script_error(format!("{}: {e}", opts.func())))?,
     };
     w.batch = opts.int("batch")?.unwrap_or(1);
+    if let Some(a) = opts.string("anchor")? {
+        w.anchor = Anchor::parse(&a).map_err(|e| script_error(format!("{}: {e}", opts.func())))?;
+    }
     w.validate().map_err(|e| script_error(format!("{}: {e}", opts.func())))?;
     Ok(Some(w))
 }

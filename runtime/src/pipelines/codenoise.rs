@@ -12,7 +12,7 @@
 //!   mean over its frames. The subject's tokens are those of the prompt with the most weight in it.
 //! - With `window` at least the clip's length there is one window and the result is the plain loop's.
 //! - Attention that looks at a first frame (`sparse_causal`, `first_frame`) uses each window's own first
-//!   frame.
+//!   frame, or with `Anchor::Global` the clip's first frame, put in front of every window.
 
 use super::denoise::NoisePredictor;
 use crate::error::{Error, Result};
@@ -21,6 +21,30 @@ use crate::video::conditioning::subject_token_positions;
 use crate::video::{Conditioning, VideoModel};
 use tch::{Device, Tensor};
 use vidtune_kernels::codenoise::{merge, plan, Weighting, Window};
+
+/// Which first frame a window's first-frame attention (`sparse_causal`, `first_frame`) looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Anchor {
+    /// The window's own first frame.
+    Window,
+    /// The clip's first frame, for every window: it is put in front of each window that does not start
+    /// with it (so the window's first-frame attention reads its keys and values, and temporal attention
+    /// sees it too), and its prediction there is dropped. One frame more per UNet call. The default: on
+    /// the toy world's long clips its seams are closer to the source's own motion (README).
+    #[default]
+    Global,
+}
+
+impl Anchor {
+    /// `"window"` or `"global"`.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "window" => Ok(Anchor::Window),
+            "global" => Ok(Anchor::Global),
+            _ => Err(Error::Invalid(format!("anchor: unknown anchor {s:?}; use \"window\" or \"global\""))),
+        }
+    }
+}
 
 /// How a clip is cut into windows.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -32,12 +56,20 @@ pub struct WindowOptions {
     pub weights: Weighting,
     /// Windows per UNet call (without masks).
     pub batch: i64,
+    pub anchor: Anchor,
 }
 
 impl WindowOptions {
-    /// Windows of `window` frames, half-overlapping, triangular weights, one per call.
+    /// Windows of `window` frames, half-overlapping, uniform weights, one per call, anchored on the
+    /// clip's first frame.
     pub fn new(window: i64) -> Self {
-        WindowOptions { window, stride: (window / 2).max(1), weights: Weighting::Triangular, batch: 1 }
+        WindowOptions {
+            window,
+            stride: (window / 2).max(1),
+            weights: Weighting::Uniform,
+            batch: 1,
+            anchor: Anchor::Global,
+        }
     }
 
     /// Refuses sizes that make no plan.
@@ -204,24 +236,50 @@ impl NoisePredictor for Windowed<'_> {
                 )));
             }
         }
-        // Windows share one UNet call only when nothing per frame (masks) differs between them.
+        // Each window's input and conditioning; with a global anchor, the clip's first frame in front.
+        let calls: Vec<(Tensor, Conditioning, bool)> = windows
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                let c = self.window_cond(cond, i, w);
+                if self.options.anchor == Anchor::Global && w.start > 0 {
+                    let xs = Tensor::cat(&[x.narrow(2, 0, 1), x.narrow(2, w.start, w.len)], 2);
+                    let mut c = c;
+                    c.masks =
+                        cond.masks.as_ref().map(|m| Tensor::cat(&[m.narrow(0, 0, 1), m.narrow(0, w.start, w.len)], 0));
+                    (xs, c, true)
+                } else {
+                    (x.narrow(2, w.start, w.len), c, false)
+                }
+            })
+            .collect();
+        // Windows share one UNet call only when nothing per frame (masks) differs between them and they
+        // have as many frames.
         let group = if cond.masks.is_some() { 1 } else { self.options.batch.max(1) as usize };
+        let b = x.size()[0];
         let mut parts = Vec::with_capacity(windows.len());
-        let indexed: Vec<(usize, Window)> = windows.iter().copied().enumerate().collect();
-        for chunk in indexed.chunks(group) {
+        let mut k = 0;
+        while k < calls.len() {
             crate::progress::check_cancel()?;
-            let conds: Vec<Conditioning> = chunk.iter().map(|(i, w)| self.window_cond(cond, *i, w)).collect();
-            let xs: Vec<Tensor> = chunk.iter().map(|(_, w)| x.narrow(2, w.start, w.len)).collect();
-            let b = x.size()[0];
+            let len = calls[k].0.size()[2];
+            let mut end = k + 1;
+            while end < calls.len() && end - k < group && calls[end].0.size()[2] == len {
+                end += 1;
+            }
+            let chunk = &calls[k..end];
             let eps = if chunk.len() == 1 {
-                self.model.predict(&xs[0], t, &conds[0])?
+                self.model.predict(&chunk[0].0, t, &chunk[0].1)?
             } else {
-                let mut c = conds[0].clone();
-                c.text = Tensor::cat(&conds.iter().map(|c| c.text.shallow_clone()).collect::<Vec<_>>(), 0);
-                c.subject_tokens = conds.iter().flat_map(|c| pad_tokens(&c.subject_tokens, b)).collect();
+                let mut c = chunk[0].1.clone();
+                c.text = Tensor::cat(&chunk.iter().map(|(_, c, _)| c.text.shallow_clone()).collect::<Vec<_>>(), 0);
+                c.subject_tokens = chunk.iter().flat_map(|(_, c, _)| pad_tokens(&c.subject_tokens, b)).collect();
+                let xs: Vec<Tensor> = chunk.iter().map(|(x, _, _)| x.shallow_clone()).collect();
                 self.model.predict(&Tensor::cat(&xs, 0), t, &c)?
             };
-            parts.extend(eps.split(b, 0));
+            for (e, (_, _, anchored)) in eps.split(b, 0).into_iter().zip(chunk) {
+                parts.push(if *anchored { e.narrow(2, 1, len - 1) } else { e });
+            }
+            k = end;
         }
         Ok(merge(&parts, &windows, self.options.weights, frames)?)
     }
