@@ -113,6 +113,7 @@ fn ddim_loop_and_inversion_match_diffusers() {
             record: true,
             skip: 0,
             until: None,
+            units: 1,
             counter: Loop::Invert,
         };
         let up =

@@ -83,6 +83,8 @@ pub struct DenoiseSpec {
     pub skip: usize,
     /// Stop after this many steps of the schedule (`None`: run to its end) — average fusion stops part-way.
     pub until: Option<usize>,
+    /// Progress units per step (co-denoising counts windows × steps; 1 otherwise).
+    pub units: u64,
     pub counter: Loop,
 }
 
@@ -138,7 +140,8 @@ pub fn denoise(
         _ => cond.clone(),
     };
     let mut trajectory = if spec.record { vec![x.shallow_clone()] } else { vec![] };
-    let mut progress = Progress::new(spec.label.clone(), (end - skip) as u64);
+    let units = spec.units.max(1);
+    let mut progress = Progress::new(spec.label.clone(), (end - skip) as u64 * units);
     for (i, &t) in all.iter().enumerate().take(end).skip(skip) {
         hooks.before(i, t, &mut x)?;
         let input = if cfg { Tensor::cat(&[&x, &x], 0) } else { x.shallow_clone() };
@@ -167,6 +170,7 @@ pub fn denoise(
             trajectory.push(x.shallow_clone());
         }
         count(spec.counter);
+        progress.inc(units - 1);
         progress.step()?;
     }
     progress.finish();

@@ -115,12 +115,15 @@ pub fn invert(model: &VideoModel, clip: &Video, opts: &InvertOptions) -> Result<
         record: true,
         skip: 0,
         until: None,
+        units: 1,
         counter: Loop::Invert,
     };
     let out = match &opts.windows {
         None => denoise(model, source.shallow_clone(), &cond, &spec, None, &mut NoHooks)?,
         Some(w) => {
+            let units = w.plan(source.size()[2])?.len() as u64;
             let windowed = Windowed { model, options: *w, texts: None };
+            let spec = DenoiseSpec { units, ..spec };
             denoise(&windowed, source.shallow_clone(), &cond, &spec, None, &mut NoHooks)?
         }
     };

@@ -447,6 +447,7 @@ pub fn sample_schedule_latents(
         record: false,
         skip: (opts.steps - run) as usize,
         until: opts.until.map(|u| u as usize),
+        units: 1,
         counter: Loop::Sample,
     };
     let mut hooks = (first.map(HoldFirstFrame), keep);
@@ -459,7 +460,7 @@ pub fn sample_schedule_latents(
             };
             let n = w.plan(frames)?.len();
             let windowed = Windowed { model, options: *w, texts };
-            let spec = DenoiseSpec { label: format!("co-denoise ({n} windows)"), ..spec };
+            let spec = DenoiseSpec { label: format!("co-denoise ({n} windows)"), units: n as u64, ..spec };
             denoise(&windowed, x, &cond, &spec, Some(&mut noise), &mut hooks)?
         }
     };

@@ -65,6 +65,7 @@ pub fn denoise(
         record: false,
         skip: 0,
         until: None,
+        units: 1,
         counter: Loop::T2i,
     };
     Ok(super::denoise::denoise(sd, latents, &Conditioning::text(cond), &spec, Some(noise), &mut NoHooks)?.latents)
