@@ -5,6 +5,7 @@
 //! `DOCS` table (a test fails when the two disagree).
 
 pub mod host;
+pub mod long;
 pub mod media;
 pub mod models;
 pub mod score;
@@ -21,7 +22,8 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 /// Every area's documentation table, in the order `:help` lists them.
-pub const DOC_TABLES: &[&[FnDoc]] = &[media::DOCS, segment::DOCS, models::DOCS, video::DOCS, score::DOCS, host::DOCS];
+pub const DOC_TABLES: &[&[FnDoc]] =
+    &[media::DOCS, segment::DOCS, models::DOCS, video::DOCS, long::DOCS, score::DOCS, host::DOCS];
 
 /// The script types.
 pub const TYPE_DOCS: &[TypeDoc] = &[
@@ -99,6 +101,7 @@ pub fn build_engine(host: &Rc<Host>) -> Engine {
     segment::register(&mut functions, host);
     models::register(&mut functions, host);
     video::register(&mut functions, host);
+    long::register(&mut functions);
     score::register(&mut functions, host);
     host::register(&mut functions, host);
     functions.finish();
