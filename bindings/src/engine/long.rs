@@ -1,5 +1,5 @@
 //! Script functions for long clips: `co_denoise` (windows merged per frame, prompts along the clip),
-//! `extend` (autoregressive extension) and `fuse` (average fusion). Their windows options are parsed with
+//! `extend` (autoregressive extension) and `fuse` (average fusion). Their window options are parsed with
 //! `invert`'s and `sample`'s in [`super::video`].
 
 use super::video::{one_or_many, sample_options, video_model, ScriptLatents, CO_DENOISE_OPTIONS};
