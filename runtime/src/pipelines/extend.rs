@@ -22,8 +22,9 @@ pub fn extend(
     frames: i64,
     opts: &SampleOptions,
 ) -> Result<(Video, u64)> {
-    if !(1..=super::sample::MAX_FRAMES).contains(&frames) {
-        return Err(Error::Invalid(format!("extend: frames must be between 1 and 100000 new frames, got {frames}")));
+    let max = super::sample::MAX_FRAMES;
+    if !(1..=max).contains(&frames) {
+        return Err(Error::Invalid(format!("extend: frames must be between 1 and {max} new frames, got {frames}")));
     }
     for (set, name) in [
         (opts.first_frame.is_some(), "first_frame"),

@@ -454,11 +454,12 @@ pub fn sample_schedule_latents(
     let out = match &opts.windows {
         None => denoise(model, x, &cond, &spec, Some(&mut noise), &mut hooks)?,
         Some(w) => {
+            let plan = w.plan(frames)?;
             let texts = match prompts.is_single() {
                 true => None,
-                false => Some(window_texts(base, prompts, opts.subject.as_deref(), &w.plan(frames)?, frames)?),
+                false => Some(window_texts(base, prompts, opts.subject.as_deref(), &plan, frames)?),
             };
-            let n = w.plan(frames)?.len();
+            let n = plan.len();
             let windowed = Windowed { model, options: *w, texts };
             let spec = DenoiseSpec { label: format!("co-denoise ({n} windows)"), units: n as u64, ..spec };
             denoise(&windowed, x, &cond, &spec, Some(&mut noise), &mut hooks)?
