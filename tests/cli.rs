@@ -276,13 +276,16 @@ print(`tune ${s.tune_steps} invert ${s.invert_steps} sample ${s.sample_steps}`);
         stdout(&out)
     };
     assert!(run(&[]).contains("tune 3 invert 3 sample 2"));
+    // The same run again: the edit from inverted latents is reproducible, so it is memoised too.
+    assert!(run(&[]).contains("tune 0 invert 0 sample 0"));
     // Another process, another edit prompt: tuning and inversion come from the disk cache.
     assert!(run(&["--set", "edit=\"a blue circle\""]).contains("tune 0 invert 0 sample 2"));
     // Another option: tuning runs again (and so does the inversion of the new model).
     assert!(run(&["--set", "steps=4"]).contains("tune 4 invert 3 sample 2"));
     // The cache is visible in the REPL's terms, and clearable.
     let out = run_script(dir.path(), "info.rhai", "let c = cache_info(); print(`entries ${c.disk_entries}`);", &[]);
-    assert!(stdout(&out).contains("entries 4"), "{}", stdout(&out));
+    // Two tunings, two inversions, three edits.
+    assert!(stdout(&out).contains("entries 7"), "{}", stdout(&out));
 }
 
 #[test]

@@ -72,3 +72,23 @@ fn first_frame_mask_bias_equals_a_naive_loop() {
         }
     }
 }
+
+#[test]
+fn anchored_mask_bias_compares_with_the_given_first_frame() {
+    use vidtune_kernels::attention::{first_frame_mask_bias_from, first_frames};
+    tch::manual_seed(13);
+    let (b, f, l) = (2, 3, 4);
+    let m = Tensor::rand([b * f, l], opts());
+    let anchor = Tensor::rand([b, l], opts());
+    let got = first_frame_mask_bias_from(&m, f, &anchor, 1.5);
+    for row in 0..b * f {
+        for q in 0..l {
+            for k in 0..l {
+                let want = -1.5 * (m.double_value(&[row, q]) - anchor.double_value(&[row / f, k])).abs();
+                assert!((got.double_value(&[row, 0, q, k]) - want).abs() < 1e-6);
+            }
+        }
+    }
+    let own = first_frame_mask_bias_from(&m, f, &first_frames(&m, f), 1.5);
+    assert!(own.equal(&first_frame_mask_bias(&m, f, 1.5)));
+}

@@ -101,3 +101,30 @@ fn gathers_equal_naive_loops() {
         "only the mean is removed",
     );
 }
+
+#[test]
+fn anchored_gathers_put_the_given_first_frame_in_frame_zeros_place() {
+    use vidtune_kernels::attention::{first_frames, gather_first_frame_from, gather_sparse_causal_from};
+    tch::manual_seed(2);
+    let (b, f, l, c) = (2, 3, 5, 4);
+    let x = Tensor::randn([b * f, l, c], (Kind::Float, tch::Device::Cpu));
+    let anchor = Tensor::randn([b, l, c], (Kind::Float, tch::Device::Cpu));
+    let sc = gather_sparse_causal_from(&x, f, &anchor);
+    let fc = gather_first_frame_from(&anchor, f);
+    assert_eq!(sc.size(), [b * f, 2 * l, c]);
+    assert_eq!(fc.size(), [b * f, l, c]);
+    for clip in 0..b {
+        for i in 0..f {
+            let row = clip * f + i;
+            let prev = clip * f + (i - 1).max(0);
+            let want = Tensor::cat(&[anchor.get(clip), x.get(prev)], 0);
+            assert_close(&sc.get(row), &want, 0.0, "anchored sparse causal");
+            assert_close(&fc.get(row), &anchor.get(clip), 0.0, "anchored first frame");
+        }
+    }
+    // The clip's own first frame as the anchor is the plain gather.
+    let own = first_frames(&x, f);
+    assert_eq!(own.size(), [b, l, c]);
+    assert_close(&gather_sparse_causal_from(&x, f, &own), &gather_sparse_causal(&x, f), 0.0, "own anchor");
+    assert_close(&gather_first_frame_from(&own, f), &gather_first_frame(&x, f), 0.0, "own anchor");
+}

@@ -75,11 +75,26 @@ fn frames_view(x: &Tensor, frames: i64) -> Tensor {
     x.view([s[0] / frames, frames, s[1], s[2]])
 }
 
+/// The first frame of each clip: `[B·F, L, C]` → `[B, L, C]` (or `[B·F, L]` → `[B, L]`).
+pub fn first_frames(x: &Tensor, frames: i64) -> Tensor {
+    let s = x.size();
+    let mut shape = vec![s[0] / frames, frames];
+    shape.extend_from_slice(&s[1..]);
+    x.reshape(shape.as_slice()).select(1, 0)
+}
+
 /// Keys / values of sparse-causal attention (Tune-A-Video): for frame `i`, the tokens of frame 0 and of
 /// frame `i − 1` (frame 0 uses itself twice). `[B·F, L, C]` → `[B·F, 2L, C]`.
 pub fn gather_sparse_causal(kv: &Tensor, frames: i64) -> Tensor {
+    gather_sparse_causal_from(kv, frames, &first_frames(kv, frames))
+}
+
+/// Sparse-causal keys / values with another first frame: `first` `[B, L, C]` (an anchor frame outside the
+/// call, e.g. a long clip's first frame for every window) stands where frame 0's tokens stood; the
+/// previous frame is still the call's own. `[B·F, L, C]` → `[B·F, 2L, C]`.
+pub fn gather_sparse_causal_from(kv: &Tensor, frames: i64, first: &Tensor) -> Tensor {
     let v = frames_view(kv, frames);
-    let first = v.narrow(1, 0, 1).expand([-1, frames, -1, -1], false);
+    let first = first.unsqueeze(1).expand([-1, frames, -1, -1], false);
     let prev_idx: Vec<i64> = (0..frames).map(|i| (i - 1).max(0)).collect();
     let prev = v.index_select(1, &Tensor::from_slice(&prev_idx).to_device(kv.device()));
     let s = kv.size();
@@ -88,17 +103,28 @@ pub fn gather_sparse_causal(kv: &Tensor, frames: i64) -> Tensor {
 
 /// Keys / values from the first frame only (LAMP). `[B·F, L, C]` → `[B·F, L, C]`.
 pub fn gather_first_frame(kv: &Tensor, frames: i64) -> Tensor {
-    let v = frames_view(kv, frames);
-    v.narrow(1, 0, 1).expand([-1, frames, -1, -1], false).reshape(kv.size().as_slice())
+    gather_first_frame_from(&first_frames(kv, frames), frames)
+}
+
+/// Keys / values of first-frame attention from a given first frame `first` `[B, L, C]`, for every one of
+/// `frames` frames: `[B·F, L, C]`.
+pub fn gather_first_frame_from(first: &Tensor, frames: i64) -> Tensor {
+    let s = first.size();
+    first.unsqueeze(1).expand([-1, frames, -1, -1], false).reshape([s[0] * frames, s[1], s[2]])
 }
 
 /// The additive score bias of mask-aware first-frame attention: for frame `i`'s query token `q` and the
 /// first frame's key token `k`, `−strength · |m[i, q] − m[0, k]|`, where `m` `[B·F, L]` is each token's
 /// share inside the subject. Returns `[B·F, 1, L, L]` (broadcast over heads).
 pub fn first_frame_mask_bias(m: &Tensor, frames: i64, strength: f64) -> Tensor {
+    first_frame_mask_bias_from(m, frames, &first_frames(m, frames), strength)
+}
+
+/// [`first_frame_mask_bias`] against a given first frame's shares `first` `[B, L]`.
+pub fn first_frame_mask_bias_from(m: &Tensor, frames: i64, first: &Tensor, strength: f64) -> Tensor {
     let s = m.size();
     let (bf, l) = (s[0], s[1]);
-    let first = m.view([bf / frames, frames, l]).narrow(1, 0, 1).expand([-1, frames, -1], false).reshape([bf, l]);
+    let first = first.unsqueeze(1).expand([-1, frames, -1], false).reshape([bf, l]);
     let diff = (m.unsqueeze(2) - first.unsqueeze(1)).abs();
     (diff * -strength).unsqueeze(1)
 }

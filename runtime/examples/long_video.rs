@@ -55,7 +55,7 @@ fn main() -> vidtune_runtime::Result<()> {
             continue;
         }
         let t = Instant::now();
-        let windows = WindowOptions { window: 8, stride, weights, batch: 1, anchor };
+        let windows = WindowOptions { stride, weights, anchor, ..WindowOptions::new(8) };
         let inv = invert(
             &tuned,
             &clip.video,
@@ -63,7 +63,7 @@ fn main() -> vidtune_runtime::Result<()> {
                 steps: 20,
                 prompt: prompt.clone(),
                 masks: Some(clip.masks.clone()),
-                windows: Some(windows),
+                windows: Some(windows.clone()),
             },
         )?;
         let o = SampleOptions {

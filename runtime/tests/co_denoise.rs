@@ -40,7 +40,7 @@ fn clip(frames: usize) -> (Video, Masks) {
 }
 
 fn windows(window: i64, stride: i64, weights: Weighting, batch: i64) -> Option<WindowOptions> {
-    Some(WindowOptions { window, stride, weights, batch, anchor: Anchor::Window })
+    Some(WindowOptions { stride, weights, batch, anchor: Anchor::Window, ..WindowOptions::new(window) })
 }
 
 fn opts(seed: u64) -> SampleOptions {
@@ -236,33 +236,97 @@ fn average_fusion_is_eq_11_and_one_sample_is_plain_sampling() {
 }
 
 #[test]
-fn a_global_anchor_puts_the_clips_first_frame_in_front_of_every_later_window() {
+fn a_global_anchor_gives_every_window_the_clips_first_frame() {
     use vidtune_runtime::pipelines::codenoise::Windowed;
     use vidtune_runtime::pipelines::denoise::NoisePredictor;
     use vidtune_runtime::video::Conditioning;
     let _serial = serial();
     let sd = random_tiny();
-    let model = inflate(sd.clone(), &VideoSpec::mask_guided(), 9).unwrap();
-    let (_, masks) = clip(6);
-    tch::manual_seed(11);
-    let x = Tensor::randn([2, 4, 6, 4, 4], (Kind::Float, tch::Device::Cpu));
     let t = Tensor::from(700i64);
     let text = sd.encode_prompt("a red circle").unwrap();
-    let cond = Conditioning::text(&Tensor::cat(&[&text, &text], 0)).with_masks(Some(masks.tensor()));
-    let options = WindowOptions { window: 3, stride: 3, weights: Weighting::Uniform, batch: 1, anchor: Anchor::Global };
-    let windowed = Windowed { model: &model, options, texts: None };
-    let got = tch::no_grad(|| windowed.predict(&x, &t, &cond)).unwrap();
-    let m = masks.tensor();
-    let first = tch::no_grad(|| model.predict(&x.narrow(2, 0, 3), &t, &cond.window(0, 3))).unwrap();
-    let mut second_cond = cond.window(3, 3);
-    second_cond.masks = Some(Tensor::cat(&[m.narrow(0, 0, 1), m.narrow(0, 3, 3)], 0));
-    let anchored = Tensor::cat(&[x.narrow(2, 0, 1), x.narrow(2, 3, 3)], 2);
-    let second = tch::no_grad(|| model.predict(&anchored, &t, &second_cond)).unwrap().narrow(2, 1, 3);
-    let want = Tensor::cat(&[first, second], 2);
-    assert!(max_diff(&got, &want) < 1e-6, "{}", max_diff(&got, &want));
-    // Its own first frame for the second window gives another prediction there.
-    let own = Windowed { model: &model, options: WindowOptions { anchor: Anchor::Window, ..options }, texts: None };
-    let theirs = tch::no_grad(|| own.predict(&x, &t, &cond)).unwrap();
-    assert!(max_diff(&theirs.narrow(2, 3, 3), &got.narrow(2, 3, 3)) > 1e-6);
-    assert!(max_diff(&theirs.narrow(2, 0, 3), &got.narrow(2, 0, 3)) < 1e-6);
+    for spec in [VideoSpec::mask_guided(), VideoSpec::dynamic_mask()] {
+        let model = inflate(sd.clone(), &spec, 9).unwrap();
+        let (_, masks) = clip(6);
+        tch::manual_seed(11);
+        let x = Tensor::randn([2, 4, 6, 4, 4], (Kind::Float, tch::Device::Cpu));
+        let cond = Conditioning::text(&Tensor::cat(&[&text, &text], 0)).with_masks(Some(masks.tensor()));
+        let options = WindowOptions { stride: 3, anchor: Anchor::Global, ..WindowOptions::new(3) };
+        let global = |x: &Tensor, cond: &Conditioning, batch: i64| {
+            let w = Windowed::new(&model, WindowOptions { batch, ..options.clone() }, None).unwrap();
+            tch::no_grad(|| w.predict(x, &t, cond)).unwrap()
+        };
+        let own = |x: &Tensor, cond: &Conditioning| {
+            let w = Windowed::new(&model, WindowOptions { anchor: Anchor::Window, ..options.clone() }, None).unwrap();
+            tch::no_grad(|| w.predict(x, &t, cond)).unwrap()
+        };
+        let got = global(&x, &cond, 1);
+        let theirs = own(&x, &cond);
+        // The first window is the plain call either way; the second attends to another first frame.
+        let first = tch::no_grad(|| model.predict(&x.narrow(2, 0, 3), &t, &cond.window(0, 3))).unwrap();
+        assert!(max_diff(&got.narrow(2, 0, 3), &first) < 1e-6);
+        assert!(max_diff(&theirs.narrow(2, 0, 3), &first) < 1e-6);
+        assert!(max_diff(&theirs.narrow(2, 3, 3), &got.narrow(2, 3, 3)) > 1e-4, "{}", spec.describe());
+        // When the second window repeats the first (frames, masks), the clip's first frame is the
+        // window's own, and both anchors agree: the recorded keys, values and mask shares are the ones
+        // the window would compute.
+        let twice = Tensor::cat(&[x.narrow(2, 0, 3), x.narrow(2, 0, 3)], 2);
+        let m = masks.tensor().narrow(0, 0, 3);
+        let cond2 = Conditioning::text(&cond.text).with_masks(Some(&Tensor::cat(&[&m, &m], 0)));
+        let (a, b) = (global(&twice, &cond2, 1), own(&twice, &cond2));
+        assert!(max_diff(&a, &b) < 1e-5, "{}: {}", spec.describe(), max_diff(&a, &b));
+        assert!(max_diff(&a.narrow(2, 3, 3), &first) < 1e-5);
+    }
+    // Without masks windows batch; the recorded first frame is repeated over the batch.
+    let model = inflate(sd.clone(), &VideoSpec::default(), 9).unwrap();
+    tch::manual_seed(12);
+    let x = Tensor::randn([2, 4, 9, 4, 4], (Kind::Float, tch::Device::Cpu));
+    let cond = Conditioning::text(&Tensor::cat(&[&text, &text], 0));
+    let run = |batch: i64| {
+        let options = WindowOptions { stride: 3, batch, anchor: Anchor::Global, ..WindowOptions::new(3) };
+        let w = Windowed::new(&model, options, None).unwrap();
+        tch::no_grad(|| w.predict(&x, &t, &cond)).unwrap()
+    };
+    let (one, two) = (run(1), run(2));
+    assert!(max_diff(&one, &two) < 1e-5, "{}", max_diff(&one, &two));
+}
+
+#[test]
+fn windows_spread_over_a_device_list_and_replicas_predict_like_the_model() {
+    use vidtune_runtime::pipelines::denoise::NoisePredictor;
+    use vidtune_runtime::video::processors::{ModuleSpec, Role};
+    use vidtune_runtime::video::Conditioning;
+    let _serial = serial();
+    let sd = random_tiny();
+    let t = Tensor::from(500i64);
+    let text = sd.encode_prompt("a red circle").unwrap();
+    let stam = VideoSpec { temporal: Some(ModuleSpec::named(Role::Temporal, "stam").unwrap()), ..VideoSpec::default() };
+    // Every tensor, the mask encoder (mca) and the modules' state (stam's spectral norms) are carried over.
+    for spec in [VideoSpec::mask_guided(), stam] {
+        let model = inflate(sd.clone(), &spec, 4).unwrap();
+        let replica = model.replica(tch::Device::Cpu).unwrap();
+        let (ours, theirs) = (model.vars.variables(), replica.vars.variables());
+        assert_eq!(ours.len(), theirs.len());
+        for (name, t) in &ours {
+            assert!(t.equal(&theirs[name]), "{name}");
+        }
+        let (_, masks) = clip(4);
+        tch::manual_seed(3);
+        let x = Tensor::randn([2, 4, 4, 4, 4], (Kind::Float, tch::Device::Cpu));
+        let cond = Conditioning::text(&Tensor::cat(&[&text, &text], 0)).with_masks(Some(masks.tensor()));
+        let a = tch::no_grad(|| model.predict(&x, &t, &cond)).unwrap();
+        let b = tch::no_grad(|| replica.predict(&x, &t, &cond.to_device(tch::Device::Cpu))).unwrap();
+        assert!(max_diff(&a, &b) == 0.0, "{}: {}", spec.describe(), max_diff(&a, &b));
+    }
+    // The CPU device list of one (or the CPU named twice) is the plain windowed loop.
+    let model = model_with(&sd);
+    let prompts = PromptSchedule::single("a blue square");
+    let plain = SampleOptions { frames: Some(10), windows: windows(4, 2, Weighting::Uniform, 2), ..opts(8) };
+    let (want, _) = sample_schedule_latents(&model, &prompts, None, &plain).unwrap();
+    for devices in [vec![tch::Device::Cpu], vec![tch::Device::Cpu, tch::Device::Cpu]] {
+        let mut w = plain.windows.clone().unwrap();
+        w.devices = devices.clone();
+        let o = SampleOptions { windows: Some(w), ..plain.clone() };
+        let (got, _) = sample_schedule_latents(&model, &prompts, None, &o).unwrap();
+        assert!(max_diff(&got, &want) == 0.0, "{devices:?}");
+    }
 }

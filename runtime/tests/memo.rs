@@ -1,15 +1,25 @@
 //! The memo's keys cover every input that changes a result: an edited config misses, a copied folder
-//! hits, and a cache that cannot be written returns the result with a warning.
+//! hits, a reproducible sample (or co-denoised clip) is stored and an unseeded one is not, and a cache
+//! that cannot be written returns the result with a warning.
 
 use std::path::Path;
 use std::rc::Rc;
 use vidtune_runtime::cache::DiskCache;
 use vidtune_runtime::media::synthetic::{synthetic_clip, SyntheticSpec};
-use vidtune_runtime::pipelines::cached::{invert_cached, set_disk_cache, tune_cached, Source};
+use vidtune_runtime::pipelines::cached::{invert_cached, sample_cached, set_disk_cache, tune_cached, Source};
+use vidtune_runtime::pipelines::codenoise::{PromptSchedule, WindowOptions};
 use vidtune_runtime::pipelines::invert::InvertOptions;
+use vidtune_runtime::pipelines::sample::SampleOptions;
 use vidtune_runtime::pipelines::tune::TuneOptions;
 use vidtune_runtime::video::{inflate, VideoSpec};
 use vidtune_runtime::{load_sd, SdLoadOptions};
+
+/// Seeded draws come from libtorch's process-wide generator: these tests take turns.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
@@ -32,6 +42,7 @@ fn set_scaling_factor(dir: &Path, value: f64) {
 
 #[test]
 fn an_edited_config_misses_and_a_copied_folder_hits() {
+    let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
     set_disk_cache(DiskCache { dir: tmp.path().join("memo"), max_bytes: 1 << 30 });
     let folder = tmp.path().join("model");
@@ -71,6 +82,7 @@ fn an_edited_config_misses_and_a_copied_folder_hits() {
 
 #[test]
 fn an_unwritable_cache_returns_the_result_with_a_warning() {
+    let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
     let not_a_folder = tmp.path().join("memo");
     std::fs::write(&not_a_folder, "a file where the cache folder should be").unwrap();
@@ -86,4 +98,55 @@ fn an_unwritable_cache_returns_the_result_with_a_warning() {
     // In this process the result is still memoised.
     let again = tune_cached(&model, &clip, "a circle", &TuneOptions { steps: 1, ..Default::default() }, true).unwrap();
     assert_eq!(again.source, Source::Memory);
+}
+
+#[test]
+fn reproducible_samples_and_co_denoised_clips_are_memoised_and_unseeded_ones_are_not() {
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let memo = tmp.path().join("memo");
+    set_disk_cache(DiskCache { dir: memo.clone(), max_bytes: 1 << 30 });
+    let model = || {
+        let sd =
+            Rc::new(load_sd("random:tiny", &SdLoadOptions { device: "cpu".into(), ..Default::default() }).unwrap());
+        inflate(sd, &VideoSpec::default(), 0).unwrap()
+    };
+    let m = model();
+    let prompts = PromptSchedule::single("a red circle");
+    let windows = Some(WindowOptions { stride: 2, ..WindowOptions::new(3) });
+    let o = SampleOptions { steps: 2, guidance: 3.0, seed: Some(5), frames: Some(5), windows, ..Default::default() };
+    let first = sample_cached(&m, &prompts, None, &o, true).unwrap();
+    assert_eq!(first.source, Source::Computed);
+    let again = sample_cached(&m, &prompts, None, &o, true).unwrap();
+    assert_eq!(again.source, Source::Memory);
+    assert!(again.value.0.frames().equal(first.value.0.frames()));
+    assert_eq!(again.value.1, 5);
+    assert!(again.hit_note("co_denoise").unwrap().starts_with("co_denoise: from the memo (key "));
+    // Another seed, another window or `cache: false` computes.
+    let other = SampleOptions { seed: Some(6), ..o.clone() };
+    assert_eq!(sample_cached(&m, &prompts, None, &other, true).unwrap().source, Source::Computed);
+    let wider = SampleOptions { windows: Some(WindowOptions::new(4)), ..o.clone() };
+    assert_eq!(sample_cached(&m, &prompts, None, &wider, true).unwrap().source, Source::Computed);
+    assert_eq!(sample_cached(&m, &prompts, None, &o, false).unwrap().source, Source::Computed);
+    // Without a seed each call is a new sample: nothing is stored.
+    let unseeded = SampleOptions { seed: None, ..o.clone() };
+    let (a, b) = (
+        sample_cached(&m, &prompts, None, &unseeded, true).unwrap(),
+        sample_cached(&m, &prompts, None, &unseeded, true).unwrap(),
+    );
+    assert_eq!((a.source, b.source), (Source::Computed, Source::Computed));
+    assert!(!a.value.0.frames().equal(b.value.0.frames()));
+    // Another thread has an empty memory: the clip comes from disk, bit for bit.
+    let want = first.value.0.frames().copy();
+    let memo2 = memo.clone();
+    let from_disk = std::thread::spawn(move || {
+        set_disk_cache(DiskCache { dir: memo2, max_bytes: 1 << 30 });
+        let out = sample_cached(&model(), &prompts, None, &o, true).unwrap();
+        (out.source, out.value.0.frames().copy(), out.value.1)
+    })
+    .join()
+    .unwrap();
+    assert_eq!(from_disk.0, Source::Disk);
+    assert!(from_disk.1.equal(&want));
+    assert_eq!(from_disk.2, 5);
 }

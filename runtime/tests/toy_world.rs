@@ -214,7 +214,8 @@ fn co_denoising_a_long_held_out_clip_leaves_no_seams_where_independent_windows_d
         // out independent windows; the README has both).
         let windows = Some(WindowOptions { stride, anchor: Anchor::Window, ..WindowOptions::new(8) });
         let masks = Some(clip.masks.clone());
-        let io = InvertOptions { steps: 20, prompt: clip.caption.clone(), masks: masks.clone(), windows };
+        let io =
+            InvertOptions { steps: 20, prompt: clip.caption.clone(), masks: masks.clone(), windows: windows.clone() };
         let inv = invert(&tuned, &clip.video, &io).unwrap();
         let o = SampleOptions {
             steps: 20,

@@ -2,15 +2,16 @@
 //! `extend` (autoregressive extension) and `fuse` (average fusion). Their window options are parsed with
 //! `invert`'s and `sample`'s in [`super::video`].
 
-use super::video::{one_or_many, sample_options, video_model, ScriptLatents, CO_DENOISE_OPTIONS};
+use super::video::{one_or_many, report_memo, sample_options, video_model, ScriptLatents, CO_DENOISE_OPTIONS};
 use crate::guard::Registrar;
 use crate::help::{FnDoc, OptDoc};
 use crate::opts::{rt, script_error, Opts, RhaiResult};
 use rhai::{Array, Dynamic, Map};
+use vidtune_runtime::pipelines::cached::sample_cached;
 use vidtune_runtime::pipelines::codenoise::{PromptSchedule, PromptSpan, WindowOptions};
 use vidtune_runtime::pipelines::extend::extend;
 use vidtune_runtime::pipelines::fuse::{fuse, FuseOptions};
-use vidtune_runtime::pipelines::sample::{co_denoise, SampleOptions};
+use vidtune_runtime::pipelines::sample::SampleOptions;
 use vidtune_runtime::Video;
 
 /// `extend`'s options.
@@ -138,13 +139,16 @@ fn do_co_denoise(model: &Dynamic, prompts: &Dynamic, opts: Opts) -> RhaiResult<V
     let model = video_model("co_denoise", model)?;
     let latents = opts.custom::<ScriptLatents>("latents", "Latents (from invert)")?;
     let o = sample_options(&opts, Some(16))?;
-    let windows = o.windows.expect("co_denoise always has windows");
+    let windows = o.windows.clone().expect("co_denoise always has windows");
     let frames = match &latents {
         Some(l) => l.0.frames(),
         None => o.frames.or(o.masks.as_ref().map(|m| m.len() as i64)).unwrap_or(8),
     };
     let schedule = prompt_schedule(prompts, &windows, frames)?;
-    let (video, seed) = rt(co_denoise(&model, &schedule, latents.as_ref().map(|l| &l.0), &o))?;
+    let use_cache = opts.bool("cache")?.unwrap_or(true);
+    let out = rt(sample_cached(&model, &schedule, latents.as_ref().map(|l| &l.0), &o, use_cache))?;
+    report_memo(&out, "co_denoise");
+    let (video, seed) = out.value;
     if o.seed.is_none() && latents.is_none() {
         println!("seed: {seed}");
     }
@@ -180,7 +184,9 @@ pub const DOCS: &[FnDoc] = &[
         details: "Prompts may change along the clip: one per window, or over frame ranges that may overlap (their text \
                   embeddings cross-fade there). With window at least the clip's length it is sample. Windows with \
                   masks run one per UNet call; without, `batch` of them share one. Invert long clips with \
-                  invert(model, clip, #{window, stride}).",
+                  invert(model, clip, #{window, stride}). The anchor \"global\" (the default) lets every \
+                  window's first-frame attention read the clip's first frame, recorded once per step by the first \
+                  window. Memoised like sample.",
         options: CO_DENOISE_OPTIONS,
         example: r#"let inv = invert(tuned, long_clip, #{steps: 50, window: 16, stride: 8});
 let edit = co_denoise(tuned, "a red jeep car is moving on the road", #{latents: inv, window: 16, stride: 8,

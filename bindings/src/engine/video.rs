@@ -10,10 +10,11 @@ use rhai::{Array, Dynamic, Map};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use vidtune_kernels::codenoise::Weighting;
-use vidtune_runtime::pipelines::cached::{invert_cached, memo_status, tune_clips_cached, Memoised};
-use vidtune_runtime::pipelines::codenoise::{Anchor, WindowOptions};
+use vidtune_runtime::device::parse_device;
+use vidtune_runtime::pipelines::cached::{invert_cached, memo_status, sample_cached, tune_clips_cached, Memoised};
+use vidtune_runtime::pipelines::codenoise::{Anchor, PromptSchedule, WindowOptions};
 use vidtune_runtime::pipelines::invert::{InvertOptions, Latents};
-use vidtune_runtime::pipelines::sample::{sample, FirstFrame, SampleOptions, SHARED_NOISE};
+use vidtune_runtime::pipelines::sample::{FirstFrame, SampleOptions, SHARED_NOISE};
 use vidtune_runtime::pipelines::tune::{LossWeights, TuneClip, TuneOptions, TAV_TRAIN};
 use vidtune_runtime::video::processors::{ModuleSpec, Role};
 use vidtune_runtime::video::tuned::{load_tuned, save_tuned};
@@ -117,6 +118,7 @@ pub const INVERT_OPTIONS: &[OptDoc] = &[
     WEIGHTS,
     BATCH,
     ANCHOR,
+    DEVICES,
 ];
 
 /// `sample`'s options, followed by `$extra` ones (co_denoise adds its windows).
@@ -187,6 +189,11 @@ macro_rules! sample_options {
                 doc: "with latents and masks: inside the masks, this share of the starting latents is fresh noise, so the \
                       subject is drawn anew where the clip's own was",
             },
+            OptDoc {
+                name: "cache",
+                takes: "true (default) | false",
+                doc: "false: always recompute (results with a seed, or from latents without fresh noise, are memoised)",
+            },
             $($extra),*
         ]
     };
@@ -216,12 +223,18 @@ const BATCH: OptDoc =
 const ANCHOR: OptDoc = OptDoc {
     name: "anchor",
     takes: "\"global\" (default) | \"window\"",
-    doc: "the first frame a window's first-frame attention reads: the clip's (put in front of the window, one frame \
-          more per call), or the window's own",
+    doc: "the first frame a window's first-frame attention reads: the clip's (its keys and values recorded once \
+          per step by the first window), or the window's own",
 };
 
 /// `co_denoise`'s options: `sample`'s and the windows'.
-pub const CO_DENOISE_OPTIONS: &[OptDoc] = sample_options!(WINDOW, STRIDE, WEIGHTS, BATCH, ANCHOR);
+const DEVICES: OptDoc = OptDoc {
+    name: "devices",
+    takes: "device | [device, …] (default: the model's)",
+    doc: "spread the windows' UNet calls round-robin over these devices (\"cuda:0\", \"cuda:1\", …); each gets a \
+          replica of the video UNet",
+};
+pub const CO_DENOISE_OPTIONS: &[OptDoc] = sample_options!(WINDOW, STRIDE, WEIGHTS, BATCH, ANCHOR, DEVICES);
 
 /// Trainable-parameter presets: Tune-A-Video's, and EI²'s (FFAM and cross-attention queries, all of STAM).
 fn train_preset(name: &str) -> Option<Vec<String>> {
@@ -423,7 +436,7 @@ fn do_tune(model: &Dynamic, clips: &Dynamic, prompts: &Dynamic, opts: Opts) -> R
 
 /// Says where a memoised result came from (a hit is otherwise invisible) and warns when it could not be
 /// stored.
-fn report_memo<T>(out: &Memoised<T>, what: &str) {
+pub(super) fn report_memo<T>(out: &Memoised<T>, what: &str) {
     if let Some(note) = out.hit_note(what) {
         println!("{note}");
     }
@@ -466,7 +479,7 @@ fn first_frame(opts: &Opts) -> RhaiResult<Option<FirstFrame>> {
 /// The windows of a co-denoised call: `None` without a `window` option unless `default` gives one.
 fn window_options(opts: &Opts, default: Option<i64>) -> RhaiResult<Option<WindowOptions>> {
     let Some(window) = opts.int("window")?.or(default) else {
-        for key in ["stride", "weights", "batch", "anchor"] {
+        for key in ["stride", "weights", "batch", "anchor", "devices"] {
             if opts.get(key).is_some() {
                 return Err(script_error(format!(
                     "{}: option {key:?} would be ignored without \"window\"; give #{{window: frames}}",
@@ -486,6 +499,19 @@ fn window_options(opts: &Opts, default: Option<i64>) -> RhaiResult<Option<Window
     if let Some(a) = opts.string("anchor")? {
         w.anchor = Anchor::parse(&a).map_err(|e| script_error(format!("{}: {e}", opts.func())))?;
     }
+    if let Some(v) = opts.get("devices") {
+        let names: Vec<rhai::ImmutableString> = one_or_many(opts.func(), "option \"devices\"", "a device name", v)?;
+        if names.is_empty() {
+            return Err(script_error(format!(
+                "{}: option \"devices\" is empty; name at least one device",
+                opts.func()
+            )));
+        }
+        w.devices = names
+            .iter()
+            .map(|n| parse_device(n).map_err(|e| script_error(format!("{}: devices: {e}", opts.func()))))
+            .collect::<RhaiResult<_>>()?;
+    }
     w.validate().map_err(|e| script_error(format!("{}: {e}", opts.func())))?;
     Ok(Some(w))
 }
@@ -494,7 +520,11 @@ fn do_sample(model: &Dynamic, prompt: &str, opts: Opts) -> RhaiResult<Video> {
     let model = video_model("sample", model)?;
     let latents = opts.custom::<ScriptLatents>("latents", "Latents (from invert)")?;
     let o = sample_options(&opts, None)?;
-    let (video, seed) = rt(sample(&model, prompt, latents.as_ref().map(|l| &l.0), &o))?;
+    let schedule = PromptSchedule::single(prompt);
+    let use_cache = opts.bool("cache")?.unwrap_or(true);
+    let out = rt(sample_cached(&model, &schedule, latents.as_ref().map(|l| &l.0), &o, use_cache))?;
+    report_memo(&out, "sample");
+    let (video, seed) = out.value;
     if o.seed.is_none() && latents.is_none() {
         println!("seed: {seed}");
     }
@@ -683,7 +713,8 @@ let tuned = tune(model, clip, "a jeep car is moving on the road", #{steps: 300})
         summary: "Generates a clip with DDIM and classifier-free guidance, from inverted latents (an edit of the \
                   tuned clip) or from seeded noise.",
         details: "A model with mask modules (mca, masked cross-attention) needs masks in every call. \
-                  keep_background needs latents inverted with the masks and the inversion's step count.",
+                  keep_background needs latents inverted with the masks and the inversion's step count. Memoised \
+                  when reproducible (a seed, or latents without fresh noise): a rerun returns the stored clip.",
         options: SAMPLE_OPTIONS,
         example: r#"let edit = sample(tuned, "a Porsche car is moving on the beach", #{latents: inv, guidance: 12.5});
 save_video(edit, "out/edit.mp4");

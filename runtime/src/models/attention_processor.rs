@@ -8,7 +8,7 @@
 
 use super::nn::{Builder, GroupNorm, Linear};
 use crate::error::{Error, Result};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use tch::Tensor;
 use vidtune_kernels::attention::{self as katt, Backend};
@@ -39,6 +39,79 @@ impl Pyramid {
     }
 }
 
+/// What first-frame attention (`sparse_causal`, `first_frame`) reads of a clip's first frame, shared by
+/// the windows of a long clip so that every window attends to the clip's first frame without running it
+/// again: the call that holds the first frame **records**, attention layer by attention layer in call
+/// order, the tensors a processor takes from its first frame (keys, values, mask shares, each `[B, …]`);
+/// later calls **replay** them in place of their own first frame, repeated over a batch of several
+/// windows. Once per denoising step.
+#[derive(Debug, Default)]
+pub struct AnchorFrame {
+    recorded: RefCell<Vec<Vec<Tensor>>>,
+    replaying: Cell<bool>,
+    next: Cell<usize>,
+}
+
+impl AnchorFrame {
+    /// An empty store that records the next call.
+    pub fn recording() -> Self {
+        AnchorFrame::default()
+    }
+
+    /// Ends the recording (or rewinds a replay): the next call reads from the first layer on.
+    pub fn replay(&self) {
+        self.replaying.set(true);
+        self.next.set(0);
+    }
+
+    /// Layers recorded.
+    pub fn len(&self) -> usize {
+        self.recorded.borrow().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The first-frame tensors of the next layer: when recording, `own` (this call's first frame, kept);
+    /// when replaying, the recorded ones, repeated to `own`'s batch.
+    pub fn first_frame(&self, own: Vec<Tensor>) -> Result<Vec<Tensor>> {
+        if !self.replaying.get() {
+            self.recorded.borrow_mut().push(own.iter().map(Tensor::shallow_clone).collect());
+            return Ok(own);
+        }
+        let i = self.next.get();
+        self.next.set(i + 1);
+        let recorded = self.recorded.borrow();
+        let entry = recorded.get(i).filter(|e| e.len() == own.len()).ok_or_else(|| {
+            Error::Invalid(format!(
+                "anchor frame: layer {i} of this call has no recorded first frame ({} layers recorded); the anchor's \
+                 call and the window's must run the same modules",
+                recorded.len()
+            ))
+        })?;
+        entry
+            .iter()
+            .zip(&own)
+            .map(|(r, o)| {
+                let (rb, ob) = (r.size()[0], o.size()[0]);
+                if ob % rb != 0 || r.size()[1..] != o.size()[1..] {
+                    return Err(Error::Invalid(format!(
+                        "anchor frame: recorded {:?} does not fit a call of {:?}",
+                        r.size(),
+                        o.size()
+                    )));
+                }
+                let mut reps = vec![1i64; r.dim()];
+                reps[0] = ob / rb;
+                // A window on another device (a replica) reads a copy.
+                let r = r.to_device(o.device());
+                Ok(if ob == rb { r } else { r.repeat(reps.as_slice()) })
+            })
+            .collect()
+    }
+}
+
 /// Data of one forward call that processors may use.
 #[derive(Debug, Clone)]
 pub struct AttnContext {
@@ -56,6 +129,9 @@ pub struct AttnContext {
     pub frame_offset: i64,
     /// Spatial size `(H, W)` of the tokens of this call (set by the transformer before its blocks).
     pub spatial: Option<(i64, i64)>,
+    /// The first frame that first-frame attention reads, when it is not the call's own (windows of a
+    /// long clip anchored on the clip's first frame).
+    pub anchor: Option<Rc<AnchorFrame>>,
     /// The attention kernel.
     pub backend: Backend,
     /// A training step (processors with running state, like spectral normalisation, update it).
@@ -72,8 +148,20 @@ impl Default for AttnContext {
             subject_tokens: None,
             frame_offset: 0,
             spatial: None,
+            anchor: None,
             backend: Backend::Sdpa,
             training: false,
+        }
+    }
+}
+
+impl AttnContext {
+    /// The first frame's tensors a first-frame processor reads (`own`: this call's, `[B, …]` each): its
+    /// own, or the anchor's (see [`AnchorFrame`]).
+    pub fn first_frame(&self, own: Vec<Tensor>) -> Result<Vec<Tensor>> {
+        match &self.anchor {
+            Some(a) => a.first_frame(own),
+            None => Ok(own),
         }
     }
 }

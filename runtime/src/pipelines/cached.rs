@@ -1,7 +1,10 @@
-//! Tuning and inversion through the memo ([`crate::cache`]): the same model, clip, prompt and options
-//! give the stored result without a single step.
+//! Tuning, inversion and sampling (co-denoised or not) through the memo ([`crate::cache`]): the same
+//! model, clip, prompt and options give the stored result without a single step. A sample is memoised
+//! when it is reproducible: with a seed, or from inverted latents without fresh noise.
 
+use super::codenoise::PromptSchedule;
 use super::invert::{invert, InvertOptions, Latents};
+use super::sample::{sample_prompts, FirstFrame, SampleOptions};
 use super::tune::{tune_clips, TuneClip, TuneOptions};
 use crate::cache::{CacheCounters, DiskCache, DiskUsage, KeyBuilder, MemoryCache};
 use crate::error::Result;
@@ -17,6 +20,7 @@ use tch::Tensor;
 struct Memo {
     tuned: MemoryCache<Rc<VideoModel>>,
     latents: MemoryCache<Latents>,
+    videos: MemoryCache<(Video, u64)>,
     disk: RefCell<DiskCache>,
     counters: Cell<CacheCounters>,
 }
@@ -25,6 +29,7 @@ thread_local! {
     static MEMO: Memo = Memo {
         tuned: MemoryCache::default(),
         latents: MemoryCache::default(),
+        videos: MemoryCache::default(),
         disk: RefCell::new(DiskCache::from_env()),
         counters: Cell::new(CacheCounters::default()),
     };
@@ -68,6 +73,49 @@ pub fn invert_key(model: &VideoModel, clip: &Video, opts: &InvertOptions) -> Str
         None => k.text("no masks"),
     }
     .finish()
+}
+
+/// The key of a sample (one window or co-denoised): the model, the prompts, the starting latents (with
+/// their trajectory and clip) by content, the masks and a first-frame image by content, and every other
+/// option. `None` when the run draws noise without a seed: each such call is a new sample.
+pub fn sample_key(
+    model: &VideoModel,
+    prompts: &PromptSchedule,
+    latents: Option<&Latents>,
+    opts: &SampleOptions,
+) -> Option<String> {
+    let reproducible = opts.seed.is_some() || (latents.is_some() && opts.eta == 0.0 && opts.renoise == 0.0);
+    if !reproducible {
+        return None;
+    }
+    let plain = SampleOptions { masks: None, ..opts.clone() };
+    let mut k = KeyBuilder::new("sample")
+        .text(&model.identity)
+        .text(&model.base.memo_identity())
+        .text(&format!("{prompts:?}"))
+        .text(&format!("{plain:?}"));
+    k = match &opts.masks {
+        Some(m) => k.text("masks").tensor(m.tensor()),
+        None => k.text("no masks"),
+    };
+    if let Some(FirstFrame::Image(img)) = &opts.first_frame {
+        k = k.text("first frame").tensor(img.tensor());
+    }
+    match latents {
+        None => k = k.text("from noise"),
+        Some(l) => {
+            k = k.text(&format!("latents {} {:?}", l.steps, l.prompt)).tensor(&l.latents).tensor(&l.source);
+            if let Some(tr) = &l.trajectory {
+                for level in tr.iter() {
+                    k = k.tensor(level);
+                }
+            }
+            if let Some(clip) = &l.clip {
+                k = k.video(clip);
+            }
+        }
+    }
+    Some(k.finish())
 }
 
 /// Where a memoised result came from.
@@ -232,9 +280,53 @@ pub fn invert_cached(
     Ok(out)
 }
 
+/// [`sample_prompts`] (a sample, or a co-denoised clip with `opts.windows`), memoised in memory and on disk
+/// when reproducible ([`sample_key`]) and `use_cache`. Returns the video and the seed it used.
+pub fn sample_cached(
+    model: &VideoModel,
+    prompts: &PromptSchedule,
+    latents: Option<&Latents>,
+    opts: &SampleOptions,
+    use_cache: bool,
+) -> Result<Memoised<(Video, u64)>> {
+    let start = std::time::Instant::now();
+    let key = sample_key(model, prompts, latents, opts).filter(|_| use_cache);
+    let Some(key) = key else {
+        return Ok(done(sample_prompts(model, prompts, latents, opts)?, Source::Computed, "", start));
+    };
+    if let Some(hit) = MEMO.with(|m| m.videos.get(&key)) {
+        bump(|c| c.memory_hits += 1);
+        return Ok(done(hit, Source::Memory, &key, start));
+    }
+    if let Some(path) = MEMO.with(|m| m.disk.borrow().get(&key, "video.safetensors")) {
+        let meta = safetensors_io::read_metadata(&path).unwrap_or_default();
+        let seed = meta.get("seed").and_then(|s| s.parse().ok());
+        let fps = meta.get("fps").and_then(|s| s.parse().ok());
+        if let (Ok(mut t), Some(seed), Some(fps)) = (crate::weights::read_safetensors(&path), seed, fps) {
+            if let Some(video) = t.remove("frames").and_then(|f| Video::new(f, fps).ok()) {
+                bump(|c| c.disk_hits += 1);
+                MEMO.with(|m| m.videos.insert(&key, (video.clone(), seed)));
+                return Ok(done((video, seed), Source::Disk, &key, start));
+            }
+        }
+    }
+    bump(|c| c.misses += 1);
+    let (video, seed) = sample_prompts(model, prompts, latents, opts)?;
+    MEMO.with(|m| m.videos.insert(&key, (video.clone(), seed)));
+    let mut out = done((video.clone(), seed), Source::Computed, &key, start);
+    out.store_warning = store("sample", |disk| {
+        let path = disk.path(&key, "video.safetensors");
+        let meta =
+            HashMap::from([("fps".to_string(), video.fps().to_string()), ("seed".to_string(), seed.to_string())]);
+        safetensors_io::write(&path, &[("frames".to_string(), video.frames().shallow_clone())], meta)?;
+        disk.commit(&path)
+    });
+    Ok(out)
+}
+
 /// Hits and misses so far, entries in memory, and the disk cache's use.
 pub fn memo_status() -> (CacheCounters, usize, DiskUsage) {
-    MEMO.with(|m| (m.counters.get(), m.tuned.len() + m.latents.len(), m.disk.borrow().usage()))
+    MEMO.with(|m| (m.counters.get(), m.tuned.len() + m.latents.len() + m.videos.len(), m.disk.borrow().usage()))
 }
 
 /// Empties the memory and disk caches; returns the number of disk entries removed.
@@ -242,6 +334,7 @@ pub fn memo_clear() -> Result<usize> {
     MEMO.with(|m| {
         m.tuned.clear();
         m.latents.clear();
+        m.videos.clear();
         m.disk.borrow().clear()
     })
 }

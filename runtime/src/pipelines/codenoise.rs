@@ -12,13 +12,16 @@
 //!   mean over its frames. The subject's tokens are those of the prompt with the most weight in it.
 //! - With `window` at least the clip's length there is one window and the result is the plain loop's.
 //! - Attention that looks at a first frame (`sparse_causal`, `first_frame`) uses each window's own first
-//!   frame, or with `Anchor::Global` the clip's first frame, put in front of every window.
+//!   frame, or with `Anchor::Global` the clip's first frame, whose keys and values the first window records
+//!   once per step for the others.
 
 use super::denoise::NoisePredictor;
 use crate::error::{Error, Result};
+use crate::models::attention_processor::AnchorFrame;
 use crate::sd::StableDiffusion;
 use crate::video::conditioning::subject_token_positions;
 use crate::video::{Conditioning, VideoModel};
+use std::rc::Rc;
 use tch::{Device, Tensor};
 use vidtune_kernels::codenoise::{merge, plan, Weighting, Window};
 
@@ -27,10 +30,9 @@ use vidtune_kernels::codenoise::{merge, plan, Weighting, Window};
 pub enum Anchor {
     /// The window's own first frame.
     Window,
-    /// The clip's first frame, for every window: it is put in front of each window that does not start
-    /// with it (so the window's first-frame attention reads its keys and values, and temporal attention
-    /// sees it too), and its prediction there is dropped. One frame more per UNet call. The default: on
-    /// the toy world's long clips its seams are closer to the source's own motion (README).
+    /// The clip's first frame, for every window: the window that holds it records what first-frame
+    /// attention reads of it (keys, values, mask shares: [`AnchorFrame`]) once per step, and every other
+    /// window's first-frame attention reads those instead of its own first frame's.
     #[default]
     Global,
 }
@@ -46,8 +48,8 @@ impl Anchor {
     }
 }
 
-/// How a clip is cut into windows.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// How a clip is cut into windows, and where they run.
+#[derive(Debug, Clone, PartialEq)]
 pub struct WindowOptions {
     /// Frames per window.
     pub window: i64,
@@ -57,6 +59,10 @@ pub struct WindowOptions {
     /// Windows per UNet call (without masks).
     pub batch: i64,
     pub anchor: Anchor,
+    /// Devices the UNet calls of a step are spread over, round-robin by call (empty: the model's own).
+    /// Each device other than the model's gets a replica of the video UNet once per co-denoising call;
+    /// predictions come back to the model's device for the merge.
+    pub devices: Vec<Device>,
 }
 
 impl WindowOptions {
@@ -69,6 +75,7 @@ impl WindowOptions {
             weights: Weighting::Uniform,
             batch: 1,
             anchor: Anchor::Global,
+            devices: vec![],
         }
     }
 
@@ -77,6 +84,9 @@ impl WindowOptions {
         plan(self.window.max(1), self.window, self.stride)?;
         if !(1..=4096).contains(&self.batch) {
             return Err(Error::Invalid(format!("batch must be between 1 and 4096 windows, got {}", self.batch)));
+        }
+        if self.devices.len() > 1024 {
+            return Err(Error::Invalid(format!("devices: {} devices; give at most 1024", self.devices.len())));
         }
         Ok(())
     }
@@ -200,6 +210,33 @@ pub struct Windowed<'a> {
     pub options: WindowOptions,
     /// Per-window texts for a prompt schedule; `None`: every window gets the call's own text.
     pub texts: Option<WindowTexts>,
+    /// Replicas of the model on the other devices of `options.devices`.
+    replicas: Vec<VideoModel>,
+}
+
+impl<'a> Windowed<'a> {
+    /// `model` on windows; replicas made for the devices of `options` other than the model's.
+    pub fn new(model: &'a VideoModel, options: WindowOptions, texts: Option<WindowTexts>) -> Result<Self> {
+        options.validate()?;
+        let mut replicas: Vec<VideoModel> = vec![];
+        for &d in &options.devices {
+            if d != model.device() && !replicas.iter().any(|r| r.device() == d) {
+                replicas.push(model.replica(d)?);
+            }
+        }
+        Ok(Windowed { model, options, texts, replicas })
+    }
+
+    /// The model that runs UNet call `i` of a step (round-robin over the devices).
+    fn lane(&self, i: usize) -> &VideoModel {
+        match self.options.devices.len() {
+            0 => self.model,
+            n => {
+                let d = self.options.devices[i % n];
+                self.replicas.iter().find(|r| r.device() == d).unwrap_or(self.model)
+            }
+        }
+    }
 }
 
 impl Windowed<'_> {
@@ -236,21 +273,18 @@ impl NoisePredictor for Windowed<'_> {
                 )));
             }
         }
-        // Each window's input and conditioning; with a global anchor, the clip's first frame in front.
-        let calls: Vec<(Tensor, Conditioning, bool)> = windows
+        // Each window's input and conditioning. With a global anchor, the first window (which holds the
+        // clip's first frame) runs alone and records what first-frame attention reads of that frame; the
+        // other windows read it instead of their own first frame.
+        let anchor =
+            (self.options.anchor == Anchor::Global && windows.len() > 1).then(|| Rc::new(AnchorFrame::recording()));
+        let calls: Vec<(Tensor, Conditioning)> = windows
             .iter()
             .enumerate()
             .map(|(i, w)| {
-                let c = self.window_cond(cond, i, w);
-                if self.options.anchor == Anchor::Global && w.start > 0 {
-                    let xs = Tensor::cat(&[x.narrow(2, 0, 1), x.narrow(2, w.start, w.len)], 2);
-                    let mut c = c;
-                    c.masks =
-                        cond.masks.as_ref().map(|m| Tensor::cat(&[m.narrow(0, 0, 1), m.narrow(0, w.start, w.len)], 0));
-                    (xs, c, true)
-                } else {
-                    (x.narrow(2, w.start, w.len), c, false)
-                }
+                let mut c = self.window_cond(cond, i, w);
+                c.anchor = anchor.clone();
+                (x.narrow(2, w.start, w.len), c)
             })
             .collect();
         // Windows share one UNet call only when nothing per frame (masks) differs between them and they
@@ -258,34 +292,46 @@ impl NoisePredictor for Windowed<'_> {
         let group = if cond.masks.is_some() { 1 } else { self.options.batch.max(1) as usize };
         let b = x.size()[0];
         let mut parts = Vec::with_capacity(windows.len());
-        let mut k = 0;
+        let (mut k, mut call) = (0, 0);
         while k < calls.len() {
             crate::progress::check_cancel()?;
             let len = calls[k].0.size()[2];
             let mut end = k + 1;
-            while end < calls.len() && end - k < group && calls[end].0.size()[2] == len {
+            let limit = if anchor.is_some() && k == 0 { 1 } else { group };
+            while end < calls.len() && end - k < limit && calls[end].0.size()[2] == len {
                 end += 1;
             }
             let chunk = &calls[k..end];
-            let eps = if chunk.len() == 1 {
-                self.model.predict(&chunk[0].0, t, &chunk[0].1)?
+            let (xs, c) = if chunk.len() == 1 {
+                (chunk[0].0.shallow_clone(), chunk[0].1.clone())
             } else {
                 let mut c = chunk[0].1.clone();
-                c.text = Tensor::cat(&chunk.iter().map(|(_, c, _)| c.text.shallow_clone()).collect::<Vec<_>>(), 0);
-                c.subject_tokens = chunk.iter().flat_map(|(_, c, _)| pad_tokens(&c.subject_tokens, b)).collect();
-                let xs: Vec<Tensor> = chunk.iter().map(|(x, _, _)| x.shallow_clone()).collect();
-                self.model.predict(&Tensor::cat(&xs, 0), t, &c)?
+                c.text = Tensor::cat(&chunk.iter().map(|(_, c)| c.text.shallow_clone()).collect::<Vec<_>>(), 0);
+                c.subject_tokens = chunk.iter().flat_map(|(_, c)| pad_tokens(&c.subject_tokens, b)).collect();
+                let xs: Vec<Tensor> = chunk.iter().map(|(x, _)| x.shallow_clone()).collect();
+                (Tensor::cat(&xs, 0), c)
             };
-            for (e, (_, _, anchored)) in eps.split(b, 0).into_iter().zip(chunk) {
-                parts.push(if *anchored { e.narrow(2, 1, len - 1) } else { e });
+            let lane = self.lane(call);
+            call += 1;
+            let eps = match lane.device() == x.device() {
+                true => lane.predict(&xs, t, &c)?,
+                false => {
+                    let d = lane.device();
+                    lane.predict(&xs.to_device(d), &t.to_device(d), &c.to_device(d))?.to_device(x.device())
+                }
+            };
+            // After the first call the anchor is recorded; every later call reads it from its first layer.
+            if let Some(a) = &anchor {
+                a.replay();
             }
+            parts.extend(eps.split(b, 0));
             k = end;
         }
         Ok(merge(&parts, &windows, self.options.weights, frames)?)
     }
 
     fn device(&self) -> Device {
-        self.model.base.device
+        self.model.device()
     }
 
     fn sd(&self) -> &StableDiffusion {

@@ -46,7 +46,7 @@ impl NoisePredictor for VideoModel {
     }
 
     fn device(&self) -> Device {
-        self.base.device
+        VideoModel::device(self)
     }
 
     fn sd(&self) -> &StableDiffusion {

@@ -99,7 +99,7 @@ pub fn invert(model: &VideoModel, clip: &Video, opts: &InvertOptions) -> Result<
         w.validate()?;
     }
     let base = &model.base;
-    let frames = opts.windows.map_or(clip.len() as i64, |w| (w.window * w.batch).min(clip.len() as i64));
+    let frames = opts.windows.as_ref().map_or(clip.len() as i64, |w| (w.window * w.batch).min(clip.len() as i64));
     super::ensure_frames_fit(base, frames, clip.width(), clip.height(), "inverting", false)?;
     let dist = encode_video(base, clip)?;
     let source = to_video_latents(&(dist.mean * base.vae.model.scaling_factor())).to_kind(model.kind());
@@ -122,7 +122,7 @@ pub fn invert(model: &VideoModel, clip: &Video, opts: &InvertOptions) -> Result<
         None => denoise(model, source.shallow_clone(), &cond, &spec, None, &mut NoHooks)?,
         Some(w) => {
             let units = w.plan(source.size()[2])?.len() as u64;
-            let windowed = Windowed { model, options: *w, texts: None };
+            let windowed = Windowed::new(model, w.clone(), None)?;
             let spec = DenoiseSpec { units, ..spec };
             denoise(&windowed, source.shallow_clone(), &cond, &spec, None, &mut NoHooks)?
         }

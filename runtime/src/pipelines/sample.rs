@@ -304,6 +304,17 @@ pub fn sample(
     finish_sample(model, x, seed, latents, opts)
 }
 
+/// [`sample`] under a prompt schedule: one prompt, or several along a co-denoised clip (`opts.windows`).
+pub fn sample_prompts(
+    model: &VideoModel,
+    prompts: &PromptSchedule,
+    latents: Option<&Latents>,
+    opts: &SampleOptions,
+) -> Result<(Video, u64)> {
+    let (x, seed) = sample_schedule_latents(model, prompts, latents, opts)?;
+    finish_sample(model, x, seed, latents, opts)
+}
+
 /// The decode (and the background paste) of sampled latents.
 pub(crate) fn finish_sample(
     model: &VideoModel,
@@ -357,9 +368,8 @@ pub fn co_denoise(
     opts: &SampleOptions,
 ) -> Result<(Video, u64)> {
     let mut o = opts.clone();
-    o.windows = Some(opts.windows.unwrap_or(WindowOptions::new(16)));
-    let (x, seed) = sample_schedule_latents(model, prompts, latents, &o)?;
-    finish_sample(model, x, seed, latents, &o)
+    o.windows = Some(opts.windows.clone().unwrap_or(WindowOptions::new(16)));
+    sample_prompts(model, prompts, latents, &o)
 }
 
 /// [`sample_latents`] under a prompt schedule (several prompts need windows).
@@ -460,7 +470,7 @@ pub fn sample_schedule_latents(
                 false => Some(window_texts(base, prompts, opts.subject.as_deref(), &plan, frames)?),
             };
             let n = plan.len();
-            let windowed = Windowed { model, options: *w, texts };
+            let windowed = Windowed::new(model, w.clone(), texts)?;
             let spec = DenoiseSpec { label: format!("co-denoise ({n} windows)"), units: n as u64, ..spec };
             denoise(&windowed, x, &cond, &spec, Some(&mut noise), &mut hooks)?
         }

@@ -4,7 +4,7 @@
 //! [`VideoModel::forward`](super::VideoModel::forward).
 
 use crate::error::{Error, Result};
-use crate::models::attention_processor::Pyramid;
+use crate::models::attention_processor::{AnchorFrame, Pyramid};
 use crate::models::ClipTokenizer;
 use std::rc::Rc;
 use tch::{Kind, Tensor};
@@ -24,6 +24,9 @@ pub struct Conditioning {
     pub first_frame: Option<Tensor>,
     /// Index of the first frame of this call in the whole clip.
     pub frame_offset: i64,
+    /// The long clip's first frame as first-frame attention sees it, recorded by the window that holds
+    /// it and read by the others (co-denoising with a global anchor); `None`: each call's own.
+    pub anchor: Option<Rc<AnchorFrame>>,
 }
 
 impl Clone for Conditioning {
@@ -34,6 +37,7 @@ impl Clone for Conditioning {
             subject_tokens: self.subject_tokens.clone(),
             first_frame: self.first_frame.as_ref().map(Tensor::shallow_clone),
             frame_offset: self.frame_offset,
+            anchor: self.anchor.clone(),
         }
     }
 }
@@ -47,6 +51,7 @@ impl Conditioning {
             subject_tokens: vec![],
             first_frame: None,
             frame_offset: 0,
+            anchor: None,
         }
     }
 
@@ -63,6 +68,15 @@ impl Conditioning {
         out.text = Tensor::cat(&[uncond, &self.text], 0);
         let cond_tokens = self.subject_tokens.first().cloned().unwrap_or_default();
         out.subject_tokens = vec![vec![], cond_tokens];
+        out
+    }
+
+    /// The same on `device` (a replica's): text, masks and first frame moved.
+    pub fn to_device(&self, device: tch::Device) -> Self {
+        let mut out = self.clone();
+        out.text = self.text.to_device(device);
+        out.masks = self.masks.as_ref().map(|m| m.to_device(device));
+        out.first_frame = self.first_frame.as_ref().map(|f| f.to_device(device));
         out
     }
 

@@ -263,6 +263,66 @@ impl VideoModel {
         inflate(base, &spec, 0)
     }
 
+    /// The device the video UNet runs on.
+    pub fn device(&self) -> tch::Device {
+        self.vars.device()
+    }
+
+    /// A copy of this model's video UNet on `device` — every tensor, the mask encoder and the modules'
+    /// state (spectral norms) — to spread the windows of a long clip over several devices. Its `base`
+    /// (text encoder, VAE, scheduler) stays this model's: only [`VideoModel::forward`] is meant to run on
+    /// a replica, with its inputs on `device` ([`Conditioning::to_device`]). On the model's own device the
+    /// (read-only) tensors are shared rather than copied.
+    pub fn replica(&self, device: tch::Device) -> Result<VideoModel> {
+        let vars = VarStore::new(device);
+        let builder = Builder::new(vars.root(), InitMode::Empty);
+        let unet = UNet2DConditionModel::new(&builder, &self.unet.config, self.spec.stages(0))?;
+        let mut model_stages = vec![];
+        for m in self.spec.modules() {
+            if let Build::Stage { model: Some(build), .. } = &m.entry().build {
+                model_stages.push(build(&builder, &self.unet.config, m)?);
+            }
+        }
+        let source = self.vars.variables();
+        let copies = vars.variables();
+        if copies.len() != source.len() {
+            return Err(Error::Invalid(format!(
+                "replica on {device:?}: {} tensors, but the model has {}",
+                copies.len(),
+                source.len()
+            )));
+        }
+        tch::no_grad(|| {
+            for (name, mut var) in copies {
+                let from = source
+                    .get(&name)
+                    .ok_or_else(|| Error::Invalid(format!("replica on {device:?}: the model has no {name}")))?;
+                var.set_data(&from.to_device(device));
+                let _ = var.set_requires_grad(false);
+            }
+            Ok::<(), Error>(())
+        })?;
+        let model = VideoModel {
+            base: self.base.clone(),
+            unet,
+            vars,
+            spec: self.spec.clone(),
+            model_stages,
+            trained: self.trained.clone(),
+            record: self.record.clone(),
+            identity: self.identity.clone(),
+        };
+        model.install_processors()?;
+        for ((_, theirs), (_, ours)) in self.unet.attention_layers().into_iter().zip(model.unet.attention_layers()) {
+            let state: Vec<(String, Tensor)> =
+                theirs.processor_state().into_iter().map(|(k, t)| (k, t.to_device(device))).collect();
+            if !state.is_empty() {
+                ours.load_processor_state(&state)?;
+            }
+        }
+        Ok(model)
+    }
+
     /// Refuses `layers` patterns that select no `attn1` layer (a typo would silently change nothing).
     fn check_layer_patterns(&self) -> Result<()> {
         let names: Vec<String> =
@@ -369,6 +429,7 @@ impl VideoModel {
             masks: cond.mask_pyramid(b, f, h, w, levels)?.map(Rc::new),
             subject_tokens: conditioning::shared_tokens(&cond.subject_tokens),
             frame_offset: cond.frame_offset,
+            anchor: cond.anchor.clone(),
             ..Default::default()
         };
         for stage in &self.model_stages {

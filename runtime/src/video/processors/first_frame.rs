@@ -1,5 +1,6 @@
 //! First-frame attention (LAMP): every frame's queries attend to the keys and values of the first frame
-//! only, anchoring appearance to it.
+//! only, anchoring appearance to it (the call's own first frame, or a long clip's anchor:
+//! [`AttnContext::first_frame`]).
 //!
 //! With `mask > 0` it is the mask-aware attention of dynamic mask guidance (§III-B, Eq. 5): the subject's
 //! masks bias the scores so that foreground queries attend to the first frame's foreground and background
@@ -14,7 +15,7 @@ use super::{ModuleSpec, Param};
 use crate::error::Result;
 use crate::models::attention_processor::{Attention, AttnContext, AttnProcessor};
 use tch::Tensor;
-use vidtune_kernels::attention::{first_frame_mask_bias, gather_first_frame};
+use vidtune_kernels::attention::{first_frame_mask_bias_from, first_frames, gather_first_frame_from};
 
 pub const PARAMS: &[Param] = &[Param {
     name: "mask",
@@ -51,15 +52,22 @@ impl AttnProcessor for FirstFrame {
     ) -> Result<Tensor> {
         let source = context.unwrap_or(hidden);
         let q = attn.to_q.forward(hidden);
-        let k = gather_first_frame(&attn.to_k.forward(source), ctx.frames);
-        let v = gather_first_frame(&attn.to_v.forward(source), ctx.frames);
-        let bias = match (&ctx.masks, self.mask_strength > 0.0) {
+        let f = ctx.frames;
+        // Only the first frame's keys and values are needed.
+        let first_source = first_frames(source, f);
+        let mut own = vec![attn.to_k.forward(&first_source), attn.to_v.forward(&first_source)];
+        let m = match (&ctx.masks, self.mask_strength > 0.0) {
             (Some(masks), true) => {
                 let m = masks.tokens(ctx, "mask-aware first-frame attention")?.squeeze_dim(-1);
-                Some(first_frame_mask_bias(&m, ctx.frames, self.mask_strength).to_kind(q.kind()))
+                own.push(first_frames(&m, f));
+                Some(m)
             }
             _ => None,
         };
+        let first = ctx.first_frame(own)?;
+        let k = gather_first_frame_from(&first[0], f);
+        let v = gather_first_frame_from(&first[1], f);
+        let bias = m.map(|m| first_frame_mask_bias_from(&m, f, &first[2], self.mask_strength).to_kind(q.kind()));
         Ok(attn.attend(&q, &k, &v, bias.as_ref(), ctx.backend))
     }
 }

@@ -1,10 +1,11 @@
 //! Sparse-causal attention (Tune-A-Video, §4.1): each frame's queries attend to the keys and values of the
-//! first frame and of the previous frame (frame 0 uses itself twice), concatenated over tokens.
+//! first frame and of the previous frame (frame 0 uses itself twice), concatenated over tokens. The first
+//! frame is the call's own, or the long clip's anchor ([`AttnContext::first_frame`]).
 
 use crate::error::Result;
 use crate::models::attention_processor::{Attention, AttnContext, AttnProcessor};
 use tch::Tensor;
-use vidtune_kernels::attention::gather_sparse_causal;
+use vidtune_kernels::attention::{first_frames, gather_sparse_causal_from};
 
 #[derive(Debug, Clone, Default)]
 pub struct SparseCausal;
@@ -23,8 +24,10 @@ impl AttnProcessor for SparseCausal {
     ) -> Result<Tensor> {
         let source = context.unwrap_or(hidden);
         let q = attn.to_q.forward(hidden);
-        let k = gather_sparse_causal(&attn.to_k.forward(source), ctx.frames);
-        let v = gather_sparse_causal(&attn.to_v.forward(source), ctx.frames);
+        let (k, v) = (attn.to_k.forward(source), attn.to_v.forward(source));
+        let first = ctx.first_frame(vec![first_frames(&k, ctx.frames), first_frames(&v, ctx.frames)])?;
+        let k = gather_sparse_causal_from(&k, ctx.frames, &first[0]);
+        let v = gather_sparse_causal_from(&v, ctx.frames, &first[1]);
         Ok(attn.attend(&q, &k, &v, None, ctx.backend))
     }
 }
