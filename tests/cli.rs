@@ -66,14 +66,15 @@ fn bad_script_arguments_are_explained() {
         ("load_video(42);", "wrong arguments for load_video: called as load_video (i64); usage:"),
         (
             "load_video(\"x.mp4\", #{frame: 2});",
-            "load_video: unknown option \"frame\"; allowed options: every, fit, frames, size, start",
+            "load_video: unknown option \"frame\" (did you mean \"frames\"?); allowed options: every, fit, frames, size, \
+             start",
         ),
         (
             "load_video(\"x.mp4\", #{fit: \"stretch\"});",
             "unknown fit \"stretch\"; expected one of \"resize\", \"crop\", \"pad\"",
         ),
         ("load_video(\"x.mp4\", #{size: 0});", "size must be positive, got 0x0"),
-        ("load_video(\"x.mp4\", #{frames: \"all\"});", "option \"frames\" must be an integer, got string all"),
+        ("load_video(\"x.mp4\", #{frames: \"all\"});", "option \"frames\" must be an integer, got string \"all\""),
         ("synthetic_clip(#{kind: \"hexagon\"});", "unknown kind \"hexagon\""),
         ("synthetic_clip(#{motion: \"zigzag\"});", "unknown Motion \"zigzag\"; expected one of \"right\""),
         ("synthetic_clip().video.frame(99);", "frame index 99 out of range: the video has 8 frames"),
@@ -502,4 +503,43 @@ fn ctrl_c_in_run_keeps_finished_files_removes_temporaries_and_exits_130() {
     assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
     assert!(stderr(&out).contains("cancelling at the next step"), "{}", stderr(&out));
     assert_eq!(entries(dir.path()), ["first.gif", "s.rhai"], "finished files stay, temporaries go");
+}
+
+#[test]
+fn latents_given_as_a_tensor_sample_like_the_inversion_they_came_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = r#"
+let model = inflate(load_sd("random:tiny"));
+let clip = synthetic_clip(#{frames: 3, size: 32, seed: 2}).video;
+let inv = invert(model, clip, #{steps: 2});
+save_tensors(#{latents: inv.tensor()}, "inv.safetensors");
+let t = load_tensors("inv.safetensors").latents;
+save_video(sample(model, "a red circle", #{latents: inv, steps: 2, cache: false}), "a");
+save_video(sample(model, "a red circle", #{latents: t, steps: 2, cache: false}), "b");
+"#;
+    let out = run_script(dir.path(), "byo.rhai", script, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for i in 0..3 {
+        let name = format!("{i:05}.png");
+        let (a, b) = (dir.path().join("a").join(&name), dir.path().join("b").join(&name));
+        assert_eq!(std::fs::read(a).unwrap(), std::fs::read(b).unwrap(), "frame {i}");
+    }
+    // A tensor of the wrong shape is refused with the shape expected; a wrong type is named as scripts know it.
+    let cases: &[(&str, &str)] = &[
+        (
+            "sample(inflate(load_sd(\"random:tiny\")), \"x\", #{latents: encode_prompt(load_sd(\"random:tiny\"), \"x\")});",
+            "sample: latents must be a tensor [1, 4, F, h, w]",
+        ),
+        (
+            "co_denoise(inflate(load_sd(\"random:tiny\")), \"x\", #{latents: 3});",
+            "co_denoise: option \"latents\" must be Latents (from invert) or a Tensor [1, 4, F, h, w] (from load_tensors), \
+             got 3",
+        ),
+    ];
+    for (script, want) in cases {
+        let out = run_script(dir.path(), "bad.rhai", script, &[]);
+        assert!(!out.status.success());
+        assert!(stderr(&out).contains(want), "{script}: {}", stderr(&out));
+        assert!(!stderr(&out).contains("Script"), "{}", stderr(&out));
+    }
 }

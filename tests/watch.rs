@@ -1,5 +1,6 @@
 //! Watch mode: reruns on an in-place save, on a save by rename and when a file the script read changes;
-//! a failing run prints its error and the watch goes on; files the script writes do not trigger runs.
+//! a failing run prints its error and the watch goes on; files the script writes do not trigger runs;
+//! each run says what it computed and what came from the memo.
 
 mod common;
 use common::*;
@@ -91,7 +92,7 @@ fn reruns_on_saves_and_survives_failures() {
     std::fs::write(&script, "print(\"run A\");").unwrap();
     let mut w = Watch::start(dir.path(), "w.rhai");
     w.expect("run A");
-    w.expect("watching 1 file(s)");
+    w.expect("watching 1 file: w.rhai;");
 
     // Save in place.
     std::fs::write(&script, "print(\"run B\");").unwrap();
@@ -131,7 +132,7 @@ fn follows_files_the_script_reads_but_not_those_it_writes() {
     std::fs::write(dir.path().join("r.rhai"), script).unwrap();
     let mut w = Watch::start(dir.path(), "r.rhai");
     w.expect("frames: 3");
-    w.expect("watching 2 file(s)");
+    w.expect("watching 2 files: in.gif, r.rhai;");
     // Writing out.gif on every run must not trigger another run.
     let extra = w.quiet_for(Duration::from_millis(1500));
     assert!(!extra.iter().any(|l| l.contains("changed")), "rerun on its own output: {extra:?}");
@@ -162,7 +163,7 @@ fn ctrl_c_cancels_the_run_and_a_second_within_two_seconds_quits() {
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(w.child.id() as i32, libc::SIGINT) };
     w.expect("cancelled after");
-    w.expect("watching 1 file(s)");
+    w.expect("watching 1 file");
     std::thread::sleep(Duration::from_millis(2200));
     std::fs::write(&script, "print(\"run B\");").unwrap();
     w.expect("run B");
@@ -180,4 +181,29 @@ fn ctrl_c_cancels_the_run_and_a_second_within_two_seconds_quits() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert_eq!(status.code(), Some(130));
+}
+
+#[test]
+fn a_rerun_reports_its_memo_hits() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("m.rhai");
+    let body = r#"
+let model = inflate(load_sd("random:tiny"));
+let clip = synthetic_clip(#{frames: 2, size: 32, seed: 1}).video;
+let tuned = tune(model, clip, "a circle", #{steps: 2});
+let inv = invert(tuned, clip, #{steps: 2});
+let edit = sample(tuned, "a red circle", #{latents: inv, steps: 2});
+"#;
+    std::fs::write(&script, format!("{body}print(\"first\");")).unwrap();
+    let mut w = Watch::start(dir.path(), "m.rhai");
+    w.expect("first");
+    let lines = w.expect("ok in");
+    let done = lines.last().unwrap();
+    assert!(done.contains("tune 2, invert 2, sample 2 steps · memo 0 hits, 3 computed"), "{done}");
+    // Only the message changed: tuning, inversion and the edit come from the memo.
+    std::fs::write(&script, format!("{body}print(\"second\");")).unwrap();
+    w.expect_all(&["tune: from the memo", "invert: from the memo", "sample: from the memo", "second"]);
+    let lines = w.expect("ok in");
+    let done = lines.last().unwrap();
+    assert!(done.contains("memo 3 hits, 0 computed") && !done.contains("steps"), "{done}");
 }

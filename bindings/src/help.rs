@@ -70,6 +70,15 @@ impl FnDoc {
                 }
                 out.push('\n');
             }
+            let names = option_names(self.options);
+            let aliases: Vec<String> = crate::opts::ALIASES
+                .iter()
+                .filter(|(a, n)| names.contains(n) && !names.contains(a))
+                .map(|(a, n)| format!("{a} = {n}"))
+                .collect();
+            if !aliases.is_empty() {
+                out.push_str(&format!("    (also accepted: {})\n", aliases.join(", ")));
+            }
         }
         if !self.details.trim().is_empty() {
             out.push('\n');

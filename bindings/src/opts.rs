@@ -34,19 +34,87 @@ fn type_name(v: &Dynamic) -> String {
         "string" | "ImmutableString" => "string".into(),
         "array" => "array".into(),
         "map" => "map".into(),
-        other => other.rsplit("::").next().unwrap_or(other).to_string(),
+        other => match other.rsplit("::").next().unwrap_or(other) {
+            // The names scripts know these types by.
+            "ScriptTensor" => "Tensor".into(),
+            "ScriptLatents" => "Latents".into(),
+            "ScriptVideoModel" => "VideoModel".into(),
+            "SdModel" => "StableDiffusion".into(),
+            "ScriptClip" => "Clip".into(),
+            "ScriptSam" => "Sam".into(),
+            short => short.to_string(),
+        },
     }
 }
 
+/// Option names users know from diffusers and Tune-A-Video, and the name vidtune gives the same thing.
+/// An alias is accepted wherever its vidtune name is an option of the function.
+pub const ALIASES: &[(&str, &str)] = &[
+    ("guidance_scale", "guidance"),
+    ("num_inference_steps", "steps"),
+    ("num_inv_steps", "steps"),
+    ("max_train_steps", "steps"),
+    ("negative_prompt", "negative"),
+    ("learning_rate", "lr"),
+    ("generator", "seed"),
+    ("video_length", "frames"),
+    ("num_frames", "frames"),
+    ("image", "first_frame"),
+];
+
+/// Levenshtein distance between two names (ASCII-lowercased).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.to_lowercase().chars().collect(), b.to_lowercase().chars().collect());
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// The allowed name closest to `key`, when it is close enough to be a slip (a third of its letters, at
+/// least one) or `key` is a word of it (`inference_steps` → `steps`).
+pub fn did_you_mean<'n>(key: &str, allowed: &[&'n str]) -> Option<&'n str> {
+    let limit = (key.chars().count() / 3).max(1);
+    allowed.iter().map(|n| (edit_distance(key, n), *n)).filter(|(d, _)| *d <= limit).min().map(|(_, n)| n).or_else(
+        || {
+            let words: Vec<&str> = key.split('_').filter(|w| w.len() > 2).collect();
+            allowed.iter().copied().find(|n| words.contains(n))
+        },
+    )
+}
+
 impl<'a> Opts<'a> {
-    /// Checks that every key of `map` is one of `allowed`.
-    pub fn new(func: &'a str, map: Map, allowed: &[&str]) -> RhaiResult<Self> {
+    /// Checks that every key of `map` is one of `allowed`, after renaming the diffusers / Tune-A-Video
+    /// names of [`ALIASES`]; an unknown key gets a "did you mean" when one is close.
+    pub fn new(func: &'a str, mut map: Map, allowed: &[&str]) -> RhaiResult<Self> {
+        for (alias, name) in ALIASES {
+            if allowed.contains(alias) || !allowed.contains(name) {
+                continue;
+            }
+            if let Some(v) = map.remove(*alias) {
+                if map.contains_key(*name) {
+                    return Err(script_error(format!(
+                        "{func}: options {alias:?} and {name:?} are the same option; give one of them"
+                    )));
+                }
+                map.insert((*name).into(), v);
+            }
+        }
         for key in map.keys() {
             if !allowed.contains(&key.as_str()) {
                 let mut names: Vec<_> = allowed.to_vec();
                 names.sort_unstable();
+                let hint = match did_you_mean(key, allowed) {
+                    Some(n) => format!(" (did you mean {n:?}?)"),
+                    None => String::new(),
+                };
                 return Err(script_error(format!(
-                    "{func}: unknown option {key:?}; allowed options: {}",
+                    "{func}: unknown option {key:?}{hint}; allowed options: {}",
                     names.join(", ")
                 )));
             }
@@ -70,7 +138,12 @@ impl<'a> Opts<'a> {
     }
 
     fn wrong(&self, key: &str, expected: &str, got: &Dynamic) -> Box<EvalAltResult> {
-        script_error(format!("{}: option {key:?} must be {expected}, got {} {}", self.func, type_name(got), got))
+        script_error(format!(
+            "{}: option {key:?} must be {expected}, got {} {}",
+            self.func,
+            type_name(got),
+            crate::engine::describe(got)
+        ))
     }
 
     pub fn get(&self, key: &str) -> Option<&Dynamic> {
@@ -163,13 +236,47 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(err.contains("unknown option \"frame\"") && err.contains("frames, start"), "{err}");
+        assert!(err.contains("did you mean \"frames\"?"), "{err}");
+    }
+
+    #[test]
+    fn diffusers_names_are_aliases_and_slips_get_a_suggestion() {
+        let allowed = ["guidance", "steps", "negative", "seed", "lr"];
+        let o = Opts::new(
+            "sample",
+            map(&[
+                ("guidance_scale", Dynamic::from(7.5)),
+                ("num_inference_steps", Dynamic::from(20_i64)),
+                ("negative_prompt", Dynamic::from("blurry")),
+                ("generator", Dynamic::from(3_i64)),
+                ("learning_rate", Dynamic::from(1e-4)),
+            ]),
+            &allowed,
+        )
+        .unwrap();
+        assert_eq!(o.float("guidance").unwrap(), Some(7.5));
+        assert_eq!(o.int("steps").unwrap(), Some(20));
+        assert_eq!(o.string("negative").unwrap().as_deref(), Some("blurry"));
+        assert_eq!(o.int("seed").unwrap(), Some(3));
+        assert_eq!(o.float("lr").unwrap(), Some(1e-4));
+        // An alias of an option the function does not have stays unknown.
+        let err = Opts::new("load_video", map(&[("guidance_scale", Dynamic::from(7.5))]), &["frames"]).err().unwrap();
+        assert!(err.to_string().contains("unknown option \"guidance_scale\""), "{err}");
+        // Both names at once.
+        let both = map(&[("guidance_scale", Dynamic::from(7.5)), ("guidance", Dynamic::from(5.0))]);
+        let err = Opts::new("sample", both, &allowed).err().unwrap().to_string();
+        assert!(err.contains("the same option"), "{err}");
+        // Slips.
+        assert_eq!(did_you_mean("gudiance", &allowed), Some("guidance"));
+        assert_eq!(did_you_mean("inference_steps", &allowed), Some("steps"));
+        assert_eq!(did_you_mean("colour", &allowed), None);
     }
 
     #[test]
     fn wrong_types_are_named() {
         let o = Opts::new("f", map(&[("size", Dynamic::from("big"))]), &["size"]).unwrap();
         let err = o.size("size").unwrap_err().to_string();
-        assert!(err.contains("\"size\" must be an integer or [width, height], got string big"), "{err}");
+        assert!(err.contains("\"size\" must be an integer or [width, height], got string \"big\""), "{err}");
         let o = Opts::new(
             "f",
             map(&[("size", Dynamic::from(vec![Dynamic::from(4_i64), Dynamic::from(2_i64)]))]),

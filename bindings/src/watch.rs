@@ -14,6 +14,9 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+use vidtune_runtime::cache::CacheCounters;
+use vidtune_runtime::pipelines::cached::memo_status;
+use vidtune_runtime::pipelines::{stats, Stats};
 
 /// Debounce window: saves that come within it are one change.
 const DEBOUNCE: Duration = Duration::from_millis(200);
@@ -50,10 +53,12 @@ fn run_once(script: &Path, params: &[(String, Dynamic)]) -> BTreeSet<PathBuf> {
         session.set_param(k, v.clone());
     }
     let start = Instant::now();
+    let (steps_before, memo_before) = (stats(), memo_status().0);
     let result = session.run_file(script);
     let secs = start.elapsed().as_secs_f64();
+    let work = run_summary(steps_before, stats(), memo_before, memo_status().0);
     match result {
-        Ok(_) => println!("── ok in {secs:.2} s"),
+        Ok(_) => println!("── ok in {secs:.2} s{work}"),
         Err(e) if e.cancelled => println!("── cancelled after {secs:.2} s; still watching"),
         Err(e) => {
             print_error(&e);
@@ -63,6 +68,42 @@ fn run_once(script: &Path, params: &[(String, Dynamic)]) -> BTreeSet<PathBuf> {
     let mut deps: BTreeSet<PathBuf> = session.dependencies().into_iter().collect();
     deps.insert(script.to_path_buf());
     deps
+}
+
+/// What a run did: the steps each pipeline ran and the memo's hits, ` · tune 0, sample 20 steps · memo 2
+/// hits, 1 computed` (empty when it ran none).
+fn run_summary(before: Stats, after: Stats, memo_before: CacheCounters, memo_after: CacheCounters) -> String {
+    let steps: Vec<String> = [
+        ("tune", after.tune_steps - before.tune_steps),
+        ("invert", after.invert_steps - before.invert_steps),
+        ("sample", after.sample_steps - before.sample_steps),
+        ("t2i", after.t2i_steps - before.t2i_steps),
+    ]
+    .iter()
+    .filter(|(_, n)| *n > 0)
+    .map(|(name, n)| format!("{name} {n}"))
+    .collect();
+    let hits = (memo_after.memory_hits + memo_after.disk_hits) - (memo_before.memory_hits + memo_before.disk_hits);
+    let computed = memo_after.misses - memo_before.misses;
+    let mut out = String::new();
+    if !steps.is_empty() {
+        out.push_str(&format!(" · {} steps", steps.join(", ")));
+    }
+    if hits + computed > 0 {
+        out.push_str(&format!(" · memo {hits} hit{}, {computed} computed", if hits == 1 { "" } else { "s" }));
+    }
+    out
+}
+
+/// The watched files by name (relative to the script's folder where they are inside it), at most eight.
+fn file_list(script: &Path, files: &BTreeSet<PathBuf>) -> String {
+    let base = script.parent().unwrap_or(Path::new("/"));
+    let mut names: Vec<String> =
+        files.iter().map(|f| f.strip_prefix(base).unwrap_or(f).display().to_string()).take(8).collect();
+    if files.len() > 8 {
+        names.push(format!("+{} more", files.len() - 8));
+    }
+    names.join(", ")
 }
 
 /// How close two Ctrl-C must be to quit watch mode.
@@ -108,7 +149,12 @@ pub fn watch(script: &Path, params: &[(String, Dynamic)]) -> anyhow::Result<()> 
             }
         }
         watched_dirs = dirs;
-        println!("── watching {} file(s); Ctrl-C cancels a run, twice quits", files.len());
+        let n = files.len();
+        println!(
+            "── watching {n} file{}: {}; Ctrl-C cancels a run, twice quits",
+            if n == 1 { "" } else { "s" },
+            file_list(&script, &files)
+        );
         let changed = wait_for_change(&rx, &files)?;
         reason = format!(
             "changed: {}",

@@ -76,7 +76,14 @@ pub fn preprocess_video(clip: &ClipModel, video: &Video) -> Result<Tensor> {
 pub fn frame_embeddings(clip: &ClipModel, video: &Video, batch: i64) -> Result<Tensor> {
     let pixels = preprocess_video(clip, video)?;
     let chunks = pixels.split(batch.max(1), 0);
-    let embeds = chunks.iter().map(|c| clip.image_embeds(c)).collect::<Result<Vec<_>>>()?;
+    let mut progress = crate::progress::Progress::new("score", video.len() as u64).unit("frames");
+    let mut embeds = Vec::with_capacity(chunks.len());
+    for c in &chunks {
+        embeds.push(clip.image_embeds(c)?);
+        progress.inc(c.size()[0] as u64);
+        progress.check()?;
+    }
+    progress.finish();
     Ok(Tensor::cat(&embeds, 0).to_device(tch::Device::Cpu))
 }
 

@@ -2,7 +2,7 @@
 //! `extend` (autoregressive extension) and `fuse` (average fusion). Their window options are parsed with
 //! `invert`'s and `sample`'s in [`super::video`].
 
-use super::video::{one_or_many, report_memo, sample_options, video_model, ScriptLatents, CO_DENOISE_OPTIONS};
+use super::video::{latents_option, one_or_many, report_memo, sample_options, video_model, CO_DENOISE_OPTIONS};
 use crate::guard::Registrar;
 use crate::help::{FnDoc, OptDoc};
 use crate::opts::{rt, script_error, Opts, RhaiResult};
@@ -137,7 +137,7 @@ fn do_fuse(model: &Dynamic, prompt: &str, opts: Opts) -> RhaiResult<Video> {
 
 fn do_co_denoise(model: &Dynamic, prompts: &Dynamic, opts: Opts) -> RhaiResult<Video> {
     let model = video_model("co_denoise", model)?;
-    let latents = opts.custom::<ScriptLatents>("latents", "Latents (from invert)")?;
+    let latents = latents_option(&opts, &model)?;
     let o = sample_options(&opts, Some(16))?;
     let windows = o.windows.clone().expect("co_denoise always has windows");
     let frames = match &latents {

@@ -516,9 +516,29 @@ fn window_options(opts: &Opts, default: Option<i64>) -> RhaiResult<Option<Window
     Ok(Some(w))
 }
 
+/// The `latents` option of `sample` and `co_denoise`: `Latents` from invert, or a plain tensor
+/// `[1, C, F, h, w]` checked against the model.
+pub(super) fn latents_option(opts: &Opts, model: &VideoModel) -> RhaiResult<Option<ScriptLatents>> {
+    let Some(v) = opts.get("latents") else { return Ok(None) };
+    if let Some(l) = v.clone().try_cast::<ScriptLatents>() {
+        return Ok(Some(l));
+    }
+    if let Some(t) = v.clone().try_cast::<ScriptTensor>() {
+        let fps = opts.float("fps")?.unwrap_or(8.0);
+        return Latents::given(model, &t.0, fps)
+            .map(|l| Some(ScriptLatents(l)))
+            .map_err(|e| script_error(format!("{}: {e}", opts.func())));
+    }
+    Err(script_error(format!(
+        "{}: option \"latents\" must be Latents (from invert) or a Tensor [1, 4, F, h, w] (from load_tensors), got {}",
+        opts.func(),
+        super::describe(v)
+    )))
+}
+
 fn do_sample(model: &Dynamic, prompt: &str, opts: Opts) -> RhaiResult<Video> {
     let model = video_model("sample", model)?;
-    let latents = opts.custom::<ScriptLatents>("latents", "Latents (from invert)")?;
+    let latents = latents_option(&opts, &model)?;
     let o = sample_options(&opts, None)?;
     let schedule = PromptSchedule::single(prompt);
     let use_cache = opts.bool("cache")?.unwrap_or(true);

@@ -49,7 +49,7 @@ pub(crate) fn write(video: &Video, path: &Path, progress: &mut Progress) -> Resu
 /// `video` as a looping GIF, in memory (notebook displays).
 pub(crate) fn to_bytes(video: &Video) -> Result<Vec<u8>> {
     let mut out = Vec::new();
-    let mut progress = Progress::new("encode GIF", video.len() as u64);
+    let mut progress = Progress::new("encode GIF", video.len() as u64).unit("frames");
     encode(video, &mut out, &mut progress).map_err(|e| Error::Invalid(format!("cannot encode GIF: {e}")))?;
     progress.finish();
     Ok(out)

@@ -116,7 +116,7 @@ pub fn save_video(video: &Video, path: impl AsRef<Path>) -> Result<PathBuf> {
 pub fn save_video_with(video: &Video, path: impl AsRef<Path>, opts: &SaveOptions) -> Result<PathBuf> {
     let path = path.as_ref();
     let container = container_for_write(path)?;
-    let mut progress = Progress::new(format!("save {}", path.display()), video.len() as u64);
+    let mut progress = Progress::new(format!("save {}", path.display()), video.len() as u64).unit("frames");
     match container {
         Container::Frames => {
             write_dir_atomic(path, opts.overwrite, |tmp| frames_dir::write(video, tmp, &mut progress))?

@@ -63,7 +63,7 @@ pub(crate) struct Collector<'a> {
 impl<'a> Collector<'a> {
     pub fn new(opts: &'a LoadOptions, label: &str) -> Self {
         let total = opts.frames.unwrap_or(0) as u64;
-        Collector { opts, seen: 0, frames: Vec::new(), progress: Progress::new(label, total) }
+        Collector { opts, seen: 0, frames: Vec::new(), progress: Progress::new(label, total).unit("frames") }
     }
 
     /// Number of source frames seen so far (kept or skipped).

@@ -141,7 +141,11 @@ pub fn denoise(
     };
     let mut trajectory = if spec.record { vec![x.shallow_clone()] } else { vec![] };
     let units = spec.units.max(1);
-    let mut progress = Progress::new(spec.label.clone(), (end - skip) as u64 * units);
+    let mut progress = Progress::new(spec.label.clone(), (end - skip) as u64 * units).unit(if units > 1 {
+        "window steps"
+    } else {
+        "steps"
+    });
     for (i, &t) in all.iter().enumerate().take(end).skip(skip) {
         hooks.before(i, t, &mut x)?;
         let input = if cfg { Tensor::cat(&[&x, &x], 0) } else { x.shallow_clone() };

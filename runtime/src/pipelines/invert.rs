@@ -75,6 +75,36 @@ impl Latents {
     pub fn frames(&self) -> i64 {
         self.latents.size()[2]
     }
+
+    /// Starting latents given as a tensor `[1, C, F, h, w]` (inverted by another tool, read with
+    /// `load_tensors`), checked against `model`: its latent channels, and a size its VAE decodes. They
+    /// carry no trajectory and no clean source (`steps` is 0), so what follows an inversion
+    /// (`keep_background`, `strength`, first frame `"source"`) is refused with them.
+    pub fn given(model: &VideoModel, latents: &Tensor, fps: f64) -> Result<Latents> {
+        let s = latents.size();
+        let channels = model.base.unet.model.config.in_channels;
+        let f = model.base.vae_scale_factor();
+        let expected = format!(
+            "a tensor [1, {channels}, F, h, w] (this model's {channels} latent channels; h and w are the frame size / {f})"
+        );
+        if s.len() != 5 || s[0] != 1 || s[1] != channels || s[2..].iter().any(|&d| d < 1) {
+            return Err(Error::Invalid(format!("latents must be {expected}, got {s:?}")));
+        }
+        if !latents.is_floating_point() {
+            return Err(Error::Invalid(format!("latents must be floating-point, got {:?}", latents.kind())));
+        }
+        crate::media::video::check_model_size(s[4] * f, s[3] * f)?;
+        let x = latents.detach().to_device(model.base.device).to_kind(model.kind());
+        Ok(Latents {
+            latents: x.shallow_clone(),
+            source: x,
+            trajectory: None,
+            clip: None,
+            steps: 0,
+            prompt: String::new(),
+            fps,
+        })
+    }
 }
 
 impl std::fmt::Display for Latents {

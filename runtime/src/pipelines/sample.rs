@@ -187,6 +187,11 @@ impl SampleOptions {
             return Err(Error::Invalid("keep_background needs the subject's masks: pass #{masks: …}".into()));
         }
         match (&self.first_frame, latents) {
+            (Some(FirstFrame::Source), Some(l)) if l.steps == 0 => Err(Error::Invalid(
+                "first_frame \"source\" is the clip's clean first frame, which latents given as a tensor lack: use \
+                 latents from invert, \"edit\" or an Image"
+                    .into(),
+            )),
             (Some(FirstFrame::Source | FirstFrame::Edit), None) => Err(Error::Invalid(
                 "first_frame \"source\" and \"edit\" come from inverted latents: pass latents, or an Image as the first \
                  frame"

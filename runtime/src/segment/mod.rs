@@ -203,7 +203,7 @@ pub fn segment(
     let anchors = prompts(video, clicks, opts.frame)?;
     let n = video.len();
     let mut results: Vec<Option<FrameMask>> = vec![None; n];
-    let mut progress = Progress::new("segment", n as u64);
+    let mut progress = Progress::new("segment", n as u64).unit("frames");
     for (&f, p) in &anchors {
         results[f] = Some(segmenter.first(video, f, p)?);
         progress.step()?;

@@ -89,7 +89,8 @@ impl FrameBank {
 pub fn frame_bank(clips: usize, frames: usize, size: i64, seed: u64, held_out: bool) -> Result<FrameBank> {
     let mut all = vec![];
     let (mut captions, mut clip_of, mut clip_captions) = (vec![], vec![], vec![]);
-    let mut progress = Progress::new(if held_out { "held-out clips" } else { "training clips" }, clips as u64);
+    let mut progress =
+        Progress::new(if held_out { "held-out clips" } else { "training clips" }, clips as u64).unit("clips");
     let mut s = seed;
     while clip_captions.len() < clips {
         let spec = SyntheticSpec { frames, width: size, height: size, seed: s, ..Default::default() };
