@@ -8,7 +8,7 @@
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
-use vidtune_runtime::{Image, Result};
+use vidtune_runtime::{Image, Result, Video};
 
 /// Where previews go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,15 +63,67 @@ impl Previewer {
 
     /// Shows `image`; in file mode writes `previews/NNN-label.png` and returns its path.
     pub fn show(&mut self, image: &Image, label: &str) -> Result<Option<PathBuf>> {
+        self.show_sized(image, label, None)
+    }
+
+    /// The next preview file's path: `previews/NNN-label.EXT`.
+    fn next_path(&mut self, label: &str, ext: &str) -> PathBuf {
+        self.count += 1;
+        let safe: String = label
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+            .take(60)
+            .collect();
+        self.dir.join(format!("{:03}-{safe}.{ext}", self.count))
+    }
+
+    /// Animates `video` `loops` times: inline by drawing its frames over each other at the clip's frame
+    /// rate (any protocol, half-blocks included), ending on the last frame; a GIF file in file mode; the
+    /// clip's GIF in a notebook.
+    pub fn play(&mut self, video: &Video, label: &str, columns: Option<u32>, loops: u32) -> Result<Option<PathBuf>> {
         match self.mode {
             PreviewMode::Off => Ok(None),
             PreviewMode::File => {
-                self.count += 1;
-                let safe: String = label
-                    .chars()
-                    .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
-                    .collect();
-                let path = self.dir.join(format!("{:03}-{safe}.png", self.count));
+                let path = self.next_path(label, "gif");
+                vidtune_runtime::media::save_video(video, &path)?;
+                println!("preview: {}", path.display());
+                Ok(Some(path))
+            }
+            PreviewMode::Notebook => {
+                use crate::notebook::{protocol, Show};
+                print!("{}", protocol(&video.outputs()));
+                Ok(None)
+            }
+            PreviewMode::Inline => {
+                let frames = (0..video.len() as i64).map(|i| video.frame(i)).collect::<Result<Vec<_>>>()?;
+                let delay = std::time::Duration::from_secs_f64(1.0 / video.fps().clamp(1.0, 60.0));
+                let total = frames.len() * loops.max(1) as usize;
+                for (k, frame) in frames.iter().cycle().take(total).enumerate() {
+                    if vidtune_runtime::progress::cancel_requested() {
+                        break;
+                    }
+                    let rgb = frame.to_rgb8()?;
+                    let mut config = inline_config(rgb.width(), columns);
+                    config.restore_cursor = k + 1 < total;
+                    if let Err(e) = viuer::print(&image::DynamicImage::ImageRgb8(rgb), &config) {
+                        eprintln!("preview failed ({e}); set VIDTUNE_PREVIEW=file to write GIFs instead");
+                        break;
+                    }
+                    if k + 1 < total {
+                        std::thread::sleep(delay);
+                    }
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    /// Shows `image` at most `columns` terminal columns wide (default: the terminal's width).
+    pub fn show_sized(&mut self, image: &Image, label: &str, columns: Option<u32>) -> Result<Option<PathBuf>> {
+        match self.mode {
+            PreviewMode::Off => Ok(None),
+            PreviewMode::File => {
+                let path = self.next_path(label, "png");
                 image.save(&path)?;
                 println!("preview: {}", path.display());
                 Ok(Some(path))
@@ -83,7 +135,7 @@ impl Previewer {
             }
             PreviewMode::Inline => {
                 let rgb = image.to_rgb8()?;
-                let config = inline_config(rgb.width());
+                let config = inline_config(rgb.width(), columns);
                 if let Err(e) = viuer::print(&image::DynamicImage::ImageRgb8(rgb), &config) {
                     eprintln!("preview failed ({e}); set VIDTUNE_PREVIEW=file to write PNGs instead");
                 }
@@ -95,15 +147,18 @@ impl Previewer {
 
 /// viuer settings for printing below the cursor, with graphics protocols only where the terminal is
 /// known (from its environment) to support them, so that viuer's probes never wait on a silent terminal.
-fn inline_config(pixel_width: u32) -> viuer::Config {
+fn inline_config(pixel_width: u32, columns: Option<u32>) -> viuer::Config {
     let env = |k: &str| std::env::var(k).unwrap_or_default();
     let (term, program) = (env("TERM"), env("TERM_PROGRAM"));
     let kitty = std::env::var_os("KITTY_WINDOW_ID").is_some() || term.contains("kitty") || program == "ghostty";
     let iterm = matches!(program.as_str(), "iTerm.app" | "WezTerm");
     let sixel = env("VIDTUNE_PREVIEW") == "sixel" || term.contains("sixel") || term == "foot" || term == "mlterm";
-    let (cols, _) = viuer::terminal_size();
-    // Half-blocks show 1x2 pixels per cell: keep small images small, large ones within the terminal.
-    let width = (pixel_width.div_ceil(4)).clamp(16, (cols as u32).clamp(20, 100));
+    let limit = columns.unwrap_or_else(|| viuer::terminal_size().0 as u32).max(8);
+    // Half-blocks show 1×2 pixels per cell: a pixel a column, up to the terminal's width. Graphics
+    // protocols draw real pixels: a cell per 4 pixels (twice the size for small frames), up to the width.
+    let graphics = kitty || iterm || sixel;
+    let natural = if graphics { pixel_width.div_ceil(4).max(16) } else { pixel_width };
+    let width = natural.min(limit);
     viuer::Config {
         absolute_offset: false,
         restore_cursor: false,

@@ -330,3 +330,46 @@ fn windows_spread_over_a_device_list_and_replicas_predict_like_the_model() {
         assert!(max_diff(&got, &want) == 0.0, "{devices:?}");
     }
 }
+
+#[test]
+fn an_observer_sees_every_step_and_can_stop_the_loop() {
+    use vidtune_runtime::pipelines::denoise::{observed, Flow};
+    let _serial = serial();
+    let sd = random_tiny();
+    let model = model_with(&sd);
+    let prompts = PromptSchedule::single("a red circle");
+    let o = SampleOptions { steps: 4, frames: Some(6), windows: windows(4, 2, Weighting::Uniform, 1), ..opts(3) };
+    let mut seen = vec![];
+    let (full, _) = observed(
+        &mut |v| {
+            seen.push((v.step, v.steps, v.t, v.x.size(), v.x0.map(|x| x.size())));
+            Ok(Flow::Continue)
+        },
+        || sample_schedule_latents(&model, &prompts, None, &o),
+    )
+    .unwrap();
+    assert_eq!(seen.len(), 4);
+    for (i, (step, steps, t, x, x0)) in seen.iter().enumerate() {
+        assert_eq!((*step, *steps), (i + 1, 4));
+        assert_eq!(x, &full.size());
+        assert_eq!(x0.as_ref(), Some(&full.size()), "walking down, the step's x̂₀ is shown");
+        assert!(i == 0 || *t < seen[i - 1].2, "timesteps descend");
+    }
+    // Stopping after two steps returns the latents there: what `until: 2` gives.
+    let (stopped, _) = observed(&mut |v| Ok(if v.step == 2 { Flow::Stop } else { Flow::Continue }), || {
+        sample_schedule_latents(&model, &prompts, None, &o)
+    })
+    .unwrap();
+    let (until, _) =
+        sample_schedule_latents(&model, &prompts, None, &SampleOptions { until: Some(2), ..o.clone() }).unwrap();
+    assert!(max_diff(&stopped, &until) == 0.0);
+    assert!(max_diff(&stopped, &full) > 1e-4);
+    // Outside `observed` nothing is called; an error from the observer ends the loop with it.
+    let err = observed(&mut |_| Err(vidtune_runtime::Error::Invalid("on_step: boom".into())), || {
+        sample_schedule_latents(&model, &prompts, None, &o)
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("boom"));
+    let (again, _) = sample_schedule_latents(&model, &prompts, None, &o).unwrap();
+    assert!(max_diff(&again, &full) == 0.0);
+}

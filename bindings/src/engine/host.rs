@@ -2,10 +2,11 @@
 
 use super::Host;
 use crate::guard::Registrar;
-use crate::help::{self, FnDoc, NO_OPTIONS};
-use crate::opts::{rt, script_error, RhaiResult};
-use rhai::Dynamic;
+use crate::help::{self, FnDoc, OptDoc, NO_OPTIONS};
+use crate::opts::{rt, script_error, Opts, RhaiResult};
+use rhai::{Array, Dynamic, Map};
 use std::rc::Rc;
+use vidtune_runtime::media::compose;
 use vidtune_runtime::{Image, Masks, Video};
 
 /// The image a value previews as: a contact sheet for videos, the image itself, masks tinted over their
@@ -27,18 +28,224 @@ pub fn preview_image(value: &Dynamic) -> RhaiResult<Option<(Image, &'static str)
     Ok(None)
 }
 
-/// Previews `value` (video, image or masks); an error for other values.
-pub fn preview(host: &Host, value: &Dynamic) -> RhaiResult<()> {
-    let Some((image, label)) = preview_image(value)? else {
-        let name = value.type_name();
-        return Err(script_error(format!(
-            "preview: cannot show a value of type {}; expected Video, Image or Masks",
-            name.rsplit("::").next().unwrap_or(name)
-        )));
+/// `preview`'s options.
+pub const PREVIEW_OPTIONS: &[OptDoc] = &[
+    OptDoc { name: "labels", takes: "[string, …]", doc: "one label per value (default #1, #2, … for several)" },
+    OptDoc {
+        name: "width",
+        takes: "integer (default: the terminal's width)",
+        doc: "terminal columns the preview may take",
+    },
+    OptDoc {
+        name: "columns",
+        takes: "integer (default 8)",
+        doc: "frames per row of a comparison of clips (spread over the clip)",
+    },
+    OptDoc {
+        name: "play",
+        takes: "true | integer (loops)",
+        doc: "animate the clip(s): inline by cycling frames, a GIF in file mode and notebooks",
+    },
+];
+
+/// A value as something to look at: a clip (masks over their clip) or an image.
+enum Viewable {
+    Clip(Video),
+    Still(Image),
+}
+
+fn viewable(value: &Dynamic) -> RhaiResult<Viewable> {
+    if let Some(v) = value.read_lock::<Video>() {
+        return Ok(Viewable::Clip(v.clone()));
+    }
+    if let Some(i) = value.read_lock::<Image>() {
+        return Ok(Viewable::Still(i.clone()));
+    }
+    if let Some(m) = value.read_lock::<Masks>() {
+        return Ok(Viewable::Clip(match m.overlay_source() {
+            Some(overlay) => rt(overlay)?,
+            None => rt(m.as_video(8.0))?,
+        }));
+    }
+    Err(script_error(format!(
+        "preview: cannot show {}; expected Video, Image or Masks (or several, or an array of them)",
+        super::describe(value)
+    )))
+}
+
+/// The values of a `preview(a, b, …)` call: arrays are spread, a map at the end is the options.
+fn preview_args(args: Vec<Dynamic>) -> RhaiResult<(Vec<Dynamic>, Map)> {
+    let mut values = vec![];
+    let mut opts = Map::new();
+    let n = args.len();
+    for (i, a) in args.into_iter().enumerate() {
+        if i == n - 1 && a.is_map() && n > 1 {
+            opts = a.cast::<Map>();
+        } else if a.is_array() {
+            values.extend(a.cast::<Array>());
+        } else {
+            values.push(a);
+        }
+    }
+    if values.is_empty() {
+        return Err(script_error("preview: nothing to show; give a Video, Image or Masks"));
+    }
+    Ok((values, opts))
+}
+
+/// Previews one value or several side by side: clips as one comparison sheet (a labelled row each, frame
+/// numbers above the columns), images and mixed values stacked with their labels.
+pub fn preview_many(host: &Host, args: Vec<Dynamic>) -> RhaiResult<()> {
+    let (values, map) = preview_args(args)?;
+    let opts = Opts::declared("preview", map, PREVIEW_OPTIONS)?;
+    let views = values.iter().map(viewable).collect::<RhaiResult<Vec<_>>>()?;
+    let labels: Option<Vec<String>> = match opts.get("labels") {
+        Some(v) => {
+            let l: Vec<rhai::ImmutableString> =
+                super::video::one_or_many("preview", "option \"labels\"", "a string", v)?;
+            if l.len() != views.len() {
+                return Err(script_error(format!(
+                    "preview: {} labels for {} values; give one label each",
+                    l.len(),
+                    views.len()
+                )));
+            }
+            Some(l.iter().map(|s| s.to_string()).collect())
+        }
+        None if views.len() > 1 => Some((1..=views.len()).map(|i| format!("#{i}")).collect()),
+        None => None,
     };
-    rt(host.previewer.borrow_mut().show(&image, label))?;
+    let width = opts.int("width")?;
+    if let Some(w) = width {
+        if !(8..=1000).contains(&w) {
+            return Err(script_error(format!("preview: width must be between 8 and 1000 columns, got {w}")));
+        }
+    }
+    let columns = opts.int("columns")?.unwrap_or(8);
+    if !(1..=64).contains(&columns) {
+        return Err(script_error(format!("preview: columns must be between 1 and 64, got {columns}")));
+    }
+    let plays = match opts.get("play") {
+        None => 0,
+        Some(v) if v.is_bool() => u32::from(v.as_bool().unwrap_or(false)),
+        Some(_) => opts.int("play")?.map(|n| n.clamp(0, 100) as u32).unwrap_or(0),
+    };
+    let clips: Vec<&Video> = views
+        .iter()
+        .filter_map(|v| match v {
+            Viewable::Clip(c) => Some(c),
+            Viewable::Still(_) => None,
+        })
+        .collect();
+    let all_clips = clips.len() == views.len();
+    let label = labels.as_ref().map(|l| l.join(" vs ")).unwrap_or_else(|| {
+        let v = &values[0];
+        match () {
+            _ if v.is::<Masks>() => "masks".into(),
+            _ if v.is::<Image>() => "image".into(),
+            _ => "video".into(),
+        }
+    });
+    let width = width.map(|w| w as u32);
+    if plays > 0 {
+        if !all_clips {
+            return Err(script_error("preview: play animates clips; these values include an image"));
+        }
+        let clip = match (clips.len(), &labels) {
+            (1, None) => clips[0].clone(),
+            _ => rt(compose::stack_videos(&clips, labels.as_deref(), true))?,
+        };
+        rt(host.previewer.borrow_mut().play(&clip, &label, width, plays))?;
+        return Ok(());
+    }
+    let image = match (&views[..], all_clips) {
+        ([Viewable::Clip(c)], _) if labels.is_none() => rt(c.contact_sheet())?,
+        ([Viewable::Still(i)], _) if labels.is_none() => i.clone(),
+        (_, true) => rt(compose::comparison_sheet(&clips, labels.as_deref().unwrap_or(&[]), columns as usize))?,
+        _ => {
+            let images = views
+                .iter()
+                .map(|v| match v {
+                    Viewable::Clip(c) => rt(c.contact_sheet()),
+                    Viewable::Still(i) => Ok(i.clone()),
+                })
+                .collect::<RhaiResult<Vec<_>>>()?;
+            let refs: Vec<&Image> = images.iter().collect();
+            rt(compose::vstack_images(&refs, labels.as_deref()))?
+        }
+    };
+    rt(host.previewer.borrow_mut().show_sized(&image, &label, width))?;
     Ok(())
 }
+
+/// Previews `value` (video, image or masks); an error for other values.
+pub fn preview(host: &Host, value: &Dynamic) -> RhaiResult<()> {
+    preview_many(host, vec![value.clone()])
+}
+
+/// `hstack` / `vstack`: clips frame by frame, or images, with optional labels.
+fn stack(func: &str, items: Array, opts: Opts, horizontal: bool) -> RhaiResult<Dynamic> {
+    let labels: Option<Vec<String>> = match opts.get("labels") {
+        Some(v) => Some(
+            super::video::one_or_many::<rhai::ImmutableString>(func, "option \"labels\"", "a string", v)?
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        ),
+        None => None,
+    };
+    if items.is_empty() {
+        return Err(script_error(format!("{func}: the array is empty; give clips or images")));
+    }
+    if let Some(videos) = items.iter().map(|d| d.read_lock::<Video>().map(|v| v.clone())).collect::<Option<Vec<_>>>() {
+        let refs: Vec<&Video> = videos.iter().collect();
+        return rt(compose::stack_videos(&refs, labels.as_deref(), horizontal)).map(Dynamic::from);
+    }
+    if let Some(images) = items.iter().map(|d| d.read_lock::<Image>().map(|i| i.clone())).collect::<Option<Vec<_>>>() {
+        let refs: Vec<&Image> = images.iter().collect();
+        let t: Vec<tch::Tensor> = refs.iter().map(|i| i.tensor().shallow_clone()).collect();
+        return rt(compose::stack_images(&t, labels.as_deref(), horizontal))
+            .and_then(|t| rt(Image::new(t)))
+            .map(Dynamic::from);
+    }
+    let kinds: Vec<String> = items.iter().map(super::describe).collect();
+    Err(script_error(format!("{func}: give all clips or all images, got {}", kinds.join(", "))))
+}
+
+/// `sheet([a, b], #{labels, columns})`: the comparison sheet `preview` shows, as an Image to save.
+fn sheet(items: Array, opts: Opts) -> RhaiResult<Image> {
+    let views = items.iter().map(viewable).collect::<RhaiResult<Vec<_>>>()?;
+    let clips: Vec<Video> = views
+        .into_iter()
+        .map(|v| match v {
+            Viewable::Clip(c) => Ok(c),
+            Viewable::Still(_) => Err(script_error("sheet: compares clips (or masks); use vstack for images")),
+        })
+        .collect::<RhaiResult<_>>()?;
+    if clips.is_empty() {
+        return Err(script_error("sheet: the array is empty; give clips"));
+    }
+    let labels: Vec<String> = match opts.get("labels") {
+        Some(v) => super::video::one_or_many::<rhai::ImmutableString>("sheet", "option \"labels\"", "a string", v)?
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        None => (1..=clips.len()).map(|i| format!("#{i}")).collect(),
+    };
+    let columns = opts.int("columns")?.unwrap_or(8);
+    if !(1..=64).contains(&columns) {
+        return Err(script_error(format!("sheet: columns must be between 1 and 64, got {columns}")));
+    }
+    let refs: Vec<&Video> = clips.iter().collect();
+    rt(compose::comparison_sheet(&refs, &labels, columns as usize))
+}
+
+const STACK_OPTIONS: &[OptDoc] =
+    &[OptDoc { name: "labels", takes: "[string, …]", doc: "a label above each clip or image" }];
+const SHEET_OPTIONS: &[OptDoc] = &[
+    OptDoc { name: "labels", takes: "[string, …] (default #1, #2, …)", doc: "a label above each row" },
+    OptDoc { name: "columns", takes: "integer (default 8)", doc: "frames per row, spread over the longest clip" },
+];
 
 fn param(host: &Host, name: &str, default: Dynamic) -> RhaiResult<Dynamic> {
     host.params_used.borrow_mut().insert(name.to_string());
@@ -65,7 +272,29 @@ fn param(host: &Host, name: &str, default: Dynamic) -> RhaiResult<Dynamic> {
 
 pub fn register(engine: &mut Registrar, host: &Rc<Host>) {
     let h = host.clone();
-    engine.register_fn("preview", move |value: Dynamic| preview(&h, &value));
+    engine.register_fn("preview", move |a: Dynamic| preview_many(&h, vec![a]));
+    let h = host.clone();
+    engine.register_fn("preview", move |a: Dynamic, b: Dynamic| preview_many(&h, vec![a, b]));
+    let h = host.clone();
+    engine.register_fn("preview", move |a: Dynamic, b: Dynamic, c: Dynamic| preview_many(&h, vec![a, b, c]));
+    let h = host.clone();
+    engine.register_fn("preview", move |a: Dynamic, b: Dynamic, c: Dynamic, d: Dynamic| {
+        preview_many(&h, vec![a, b, c, d])
+    });
+    let h = host.clone();
+    engine.register_fn("preview", move |a: Dynamic, b: Dynamic, c: Dynamic, d: Dynamic, e: Dynamic| {
+        preview_many(&h, vec![a, b, c, d, e])
+    });
+    engine.register_fn("hstack", |items: Array| stack("hstack", items, Opts::empty("hstack"), true));
+    engine.register_fn("hstack", |items: Array, opts: Map| {
+        stack("hstack", items, Opts::declared("hstack", opts, STACK_OPTIONS)?, true)
+    });
+    engine.register_fn("vstack", |items: Array| stack("vstack", items, Opts::empty("vstack"), false));
+    engine.register_fn("vstack", |items: Array, opts: Map| {
+        stack("vstack", items, Opts::declared("vstack", opts, STACK_OPTIONS)?, false)
+    });
+    engine.register_fn("sheet", |items: Array| sheet(items, Opts::empty("sheet")));
+    engine.register_fn("sheet", |items: Array, opts: Map| sheet(items, Opts::declared("sheet", opts, SHEET_OPTIONS)?));
     let h = host.clone();
     engine.register_fn("param", move |name: &str, default: Dynamic| param(&h, name, default));
     let h = host.clone();
@@ -77,14 +306,47 @@ pub fn register(engine: &mut Registrar, host: &Rc<Host>) {
 pub const DOCS: &[FnDoc] = &[
     FnDoc {
         name: "preview",
-        signatures: &["preview(value: Video | Image | Masks)"],
-        summary: "Shows a video (as a contact sheet), an image or masks: inline on a terminal (Kitty, iTerm, sixel \
-                  or coloured half-blocks), else as a PNG under ./previews whose path is printed.",
-        details: "VIDTUNE_PREVIEW=auto|inline|file|off chooses; VIDTUNE_PREVIEW_DIR sets the folder.",
-        options: NO_OPTIONS,
+        signatures: &[
+            "preview(value: Video | Image | Masks)",
+            "preview(a, b, …, options: map)",
+            "preview([a, b, …], options: map)",
+        ],
+        summary: "Shows a video (a contact sheet with frame numbers), an image or masks — or several side by side: \
+                  clips as one comparison sheet, a labelled row each with the same frames in every column. Inline \
+                  on a terminal (Kitty, iTerm, sixel or coloured half-blocks), else as a PNG under ./previews \
+                  whose path is printed.",
+        details: "`play: true` animates (inline by cycling frames; a GIF in file mode and notebooks). \
+                  VIDTUNE_PREVIEW=auto|inline|file|off chooses; VIDTUNE_PREVIEW_DIR sets the folder.",
+        options: PREVIEW_OPTIONS,
         example: r#"let c = synthetic_clip(#{frames: 8, size: 96});
 preview(c.video);
-preview(c.masks.overlay(c.video));"#,
+preview(c.video, c.masks, #{labels: ["source", "masks"]});
+preview([src, edit], #{labels: ["source", "edit"], play: true});"#,
+    },
+    FnDoc {
+        name: "hstack",
+        signatures: &["hstack(items: array) -> Video | Image", "hstack(items, options: map) -> Video | Image"],
+        summary: "Clips side by side, frame by frame (a shorter clip holds its last frame), or images side by side.",
+        details: "",
+        options: STACK_OPTIONS,
+        example: r#"save_video(hstack([src, edit], #{labels: ["source", "edit"]}), "out/side-by-side.gif");"#,
+    },
+    FnDoc {
+        name: "vstack",
+        signatures: &["vstack(items: array) -> Video | Image", "vstack(items, options: map) -> Video | Image"],
+        summary: "Clips stacked top to bottom, frame by frame, or images stacked.",
+        details: "",
+        options: STACK_OPTIONS,
+        example: r#"let both = vstack([src.frame(0), edit.frame(0)], #{labels: ["source", "edit"]});"#,
+    },
+    FnDoc {
+        name: "sheet",
+        signatures: &["sheet(clips: array) -> Image", "sheet(clips, options: map) -> Image"],
+        summary: "A comparison sheet: one labelled row per clip (or masks), the same frames in every column, frame \
+                  numbers above — what preview(a, b) shows, as an Image to save.",
+        details: "",
+        options: SHEET_OPTIONS,
+        example: r#"save_image(sheet([src, edit], #{labels: ["source", "edit"]}), "out/compare.png");"#,
     },
     FnDoc {
         name: "param",

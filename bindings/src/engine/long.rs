@@ -2,11 +2,14 @@
 //! `extend` (autoregressive extension) and `fuse` (average fusion). Their window options are parsed with
 //! `invert`'s and `sample`'s in [`super::video`].
 
+use super::live::Live;
 use super::video::{latents_option, one_or_many, report_memo, sample_options, video_model, CO_DENOISE_OPTIONS};
+use super::Host;
 use crate::guard::Registrar;
 use crate::help::{FnDoc, OptDoc};
 use crate::opts::{rt, script_error, Opts, RhaiResult};
-use rhai::{Array, Dynamic, Map};
+use rhai::{Array, Dynamic, Map, NativeCallContext};
+use std::rc::Rc;
 use vidtune_runtime::pipelines::cached::sample_cached;
 use vidtune_runtime::pipelines::codenoise::{PromptSchedule, PromptSpan, WindowOptions};
 use vidtune_runtime::pipelines::extend::extend;
@@ -135,7 +138,13 @@ fn do_fuse(model: &Dynamic, prompt: &str, opts: Opts) -> RhaiResult<Video> {
     Ok(out)
 }
 
-fn do_co_denoise(model: &Dynamic, prompts: &Dynamic, opts: Opts) -> RhaiResult<Video> {
+fn do_co_denoise(
+    ctx: Option<&NativeCallContext>,
+    host: &Host,
+    model: &Dynamic,
+    prompts: &Dynamic,
+    opts: Opts,
+) -> RhaiResult<Video> {
     let model = video_model("co_denoise", model)?;
     let latents = latents_option(&opts, &model)?;
     let o = sample_options(&opts, Some(16))?;
@@ -145,8 +154,12 @@ fn do_co_denoise(model: &Dynamic, prompts: &Dynamic, opts: Opts) -> RhaiResult<V
         None => o.frames.or(o.masks.as_ref().map(|m| m.len() as i64)).unwrap_or(8),
     };
     let schedule = prompt_schedule(prompts, &windows, frames)?;
-    let use_cache = opts.bool("cache")?.unwrap_or(true);
-    let out = rt(sample_cached(&model, &schedule, latents.as_ref().map(|l| &l.0), &o, use_cache))?;
+    let live = Live::from(&opts)?;
+    let use_cache = opts.bool("cache")?.unwrap_or(true) && !live.active();
+    let fps = o.fps.or(latents.as_ref().map(|l| l.0.fps)).unwrap_or(8.0);
+    let out = live.run(ctx, host, &model.base, fps, || {
+        rt(sample_cached(&model, &schedule, latents.as_ref().map(|l| &l.0), &o, use_cache))
+    })?;
     report_memo(&out, "co_denoise");
     let (video, seed) = out.value;
     if o.seed.is_none() && latents.is_none() {
@@ -155,7 +168,7 @@ fn do_co_denoise(model: &Dynamic, prompts: &Dynamic, opts: Opts) -> RhaiResult<V
     Ok(video)
 }
 
-pub fn register(engine: &mut Registrar) {
+pub fn register(engine: &mut Registrar, host: &Rc<Host>) {
     engine.register_fn("extend", |m: Dynamic, v: Video, prompt: &str| do_extend(&m, &v, prompt, Opts::empty("extend")));
     engine.register_fn("extend", |m: Dynamic, v: Video, prompt: &str, opts: Map| {
         do_extend(&m, &v, prompt, Opts::declared("extend", opts, EXTEND_OPTIONS)?)
@@ -163,11 +176,13 @@ pub fn register(engine: &mut Registrar) {
     engine.register_fn("fuse", |m: Dynamic, prompt: &str, opts: Map| {
         do_fuse(&m, prompt, Opts::declared("fuse", opts, FUSE_OPTIONS)?)
     });
-    engine.register_fn("co_denoise", |m: Dynamic, prompts: Dynamic| {
-        do_co_denoise(&m, &prompts, Opts::empty("co_denoise"))
+    let h = host.clone();
+    engine.register_fn("co_denoise", move |m: Dynamic, prompts: Dynamic| {
+        do_co_denoise(None, &h, &m, &prompts, Opts::empty("co_denoise"))
     });
-    engine.register_fn("co_denoise", |m: Dynamic, prompts: Dynamic, opts: Map| {
-        do_co_denoise(&m, &prompts, Opts::declared("co_denoise", opts, CO_DENOISE_OPTIONS)?)
+    let h = host.clone();
+    engine.register_fn("co_denoise", move |ctx: NativeCallContext, m: Dynamic, prompts: Dynamic, opts: Map| {
+        do_co_denoise(Some(&ctx), &h, &m, &prompts, Opts::declared("co_denoise", opts, CO_DENOISE_OPTIONS)?)
     });
 }
 

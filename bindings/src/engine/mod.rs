@@ -5,6 +5,7 @@
 //! `DOCS` table (a test fails when the two disagree).
 
 pub mod host;
+pub mod live;
 pub mod long;
 pub mod media;
 pub mod models;
@@ -101,7 +102,7 @@ pub fn build_engine(host: &Rc<Host>) -> Engine {
     segment::register(&mut functions, host);
     models::register(&mut functions, host);
     video::register(&mut functions, host);
-    long::register(&mut functions);
+    long::register(&mut functions, host);
     score::register(&mut functions, host);
     host::register(&mut functions, host);
     functions.finish();

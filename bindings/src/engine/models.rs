@@ -5,7 +5,7 @@ use super::Host;
 use crate::guard::Registrar;
 use crate::help::{FnDoc, OptDoc, NO_OPTIONS};
 use crate::opts::{rt, script_error, Opts, RhaiResult};
-use rhai::{Array, Dynamic, Map};
+use rhai::{Array, Dynamic, Map, NativeCallContext};
 use std::cell::RefCell;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -80,6 +80,8 @@ pub const T2I_OPTIONS: &[OptDoc] = &[
     OptDoc { name: "eta", takes: "number (default 0)", doc: "" },
     OptDoc { name: "width", takes: "integer", doc: "a multiple of 8 (default: the model's size, 512 for SD1.x)" },
     OptDoc { name: "height", takes: "integer", doc: "as width" },
+    super::live::PREVIEW_EVERY,
+    super::live::ON_STEP,
 ];
 
 thread_local! {
@@ -181,7 +183,7 @@ fn info(m: &SdModel) -> Map {
     map
 }
 
-fn generate(m: &SdModel, prompt: &str, opts: Opts) -> RhaiResult<Image> {
+fn generate(ctx: Option<&NativeCallContext>, host: &Host, m: &SdModel, prompt: &str, opts: Opts) -> RhaiResult<Image> {
     let d = T2iOptions::default();
     let o = T2iOptions {
         steps: opts.int("steps")?.unwrap_or(d.steps),
@@ -192,7 +194,8 @@ fn generate(m: &SdModel, prompt: &str, opts: Opts) -> RhaiResult<Image> {
         height: opts.int("height")?,
         eta: opts.float("eta")?.unwrap_or(0.0),
     };
-    let out = rt(t2i(&m.0, prompt, &o))?;
+    let live = super::live::Live::from(&opts)?;
+    let out = live.run(ctx, host, &m.0, 8.0, || rt(t2i(&m.0, prompt, &o)))?;
     if o.seed.is_none() {
         println!("seed: {}", out.seed);
     }
@@ -247,9 +250,11 @@ pub fn register(engine: &mut Registrar, host: &Rc<Host>) {
     engine.register_fn("to_string", |m: &mut SdModel| m.0.summary());
     engine.register_fn("to_debug", |m: &mut SdModel| m.0.summary());
     engine.register_fn("encode_prompt", |m: SdModel, text: &str| rt(m.0.encode_prompt(text)).map(ScriptTensor));
-    engine.register_fn("t2i", |m: SdModel, prompt: &str| generate(&m, prompt, Opts::empty("t2i")));
-    engine.register_fn("t2i", |m: SdModel, prompt: &str, opts: Map| {
-        generate(&m, prompt, Opts::declared("t2i", opts, T2I_OPTIONS)?)
+    let h = host.clone();
+    engine.register_fn("t2i", move |m: SdModel, prompt: &str| generate(None, &h, &m, prompt, Opts::empty("t2i")));
+    let h = host.clone();
+    engine.register_fn("t2i", move |ctx: NativeCallContext, m: SdModel, prompt: &str, opts: Map| {
+        generate(Some(&ctx), &h, &m, prompt, Opts::declared("t2i", opts, T2I_OPTIONS)?)
     });
 
     engine.register_fn("shape", |t: &mut ScriptTensor| t.0.size().into_iter().map(Dynamic::from).collect::<Array>());

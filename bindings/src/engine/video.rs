@@ -1,12 +1,13 @@
 //! Video-model functions: `inflate`, `tune`, `invert`, `sample`, `load_tuned`, the `VideoModel` and
 //! `Latents` types, and the memo's `cache_info` / `pipeline_stats`.
 
+use super::live::Live;
 use super::models::{ScriptTensor, SdModel};
 use super::Host;
 use crate::guard::Registrar;
 use crate::help::{FnDoc, OptDoc, NO_OPTIONS};
 use crate::opts::{rt, script_error, Opts, RhaiResult};
-use rhai::{Array, Dynamic, Map};
+use rhai::{Array, Dynamic, Map, NativeCallContext};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use vidtune_kernels::codenoise::Weighting;
@@ -113,6 +114,8 @@ pub const INVERT_OPTIONS: &[OptDoc] = &[
         doc: "the subject's masks: needed by mask modules; the trajectory is kept for keep_background",
     },
     OptDoc { name: "cache", takes: "true (default) | false", doc: "false: always recompute" },
+    super::live::PREVIEW_EVERY,
+    super::live::ON_STEP,
     WINDOW,
     STRIDE,
     WEIGHTS,
@@ -194,6 +197,8 @@ macro_rules! sample_options {
                 takes: "true (default) | false",
                 doc: "false: always recompute (results with a seed, or from latents without fresh noise, are memoised)",
             },
+            super::live::PREVIEW_EVERY,
+            super::live::ON_STEP,
             $($extra),*
         ]
     };
@@ -445,7 +450,13 @@ pub(super) fn report_memo<T>(out: &Memoised<T>, what: &str) {
     }
 }
 
-fn do_invert(model: &Dynamic, clip: &Video, opts: Opts) -> RhaiResult<ScriptLatents> {
+fn do_invert(
+    ctx: Option<&NativeCallContext>,
+    host: &Host,
+    model: &Dynamic,
+    clip: &Video,
+    opts: Opts,
+) -> RhaiResult<ScriptLatents> {
     let model = video_model("invert", model)?;
     let o = InvertOptions {
         steps: opts.int("steps")?.unwrap_or(50),
@@ -453,7 +464,9 @@ fn do_invert(model: &Dynamic, clip: &Video, opts: Opts) -> RhaiResult<ScriptLate
         masks: opts.custom::<Masks>("masks", "Masks")?,
         windows: window_options(&opts, None)?,
     };
-    let out = rt(invert_cached(&model, clip, &o, opts.bool("cache")?.unwrap_or(true)))?;
+    let live = Live::from(&opts)?;
+    let use_cache = opts.bool("cache")?.unwrap_or(true) && !live.active();
+    let out = live.run(ctx, host, &model.base, clip.fps(), || rt(invert_cached(&model, clip, &o, use_cache)))?;
     report_memo(&out, "invert");
     Ok(ScriptLatents(out.value))
 }
@@ -536,13 +549,23 @@ pub(super) fn latents_option(opts: &Opts, model: &VideoModel) -> RhaiResult<Opti
     )))
 }
 
-fn do_sample(model: &Dynamic, prompt: &str, opts: Opts) -> RhaiResult<Video> {
+fn do_sample(
+    ctx: Option<&NativeCallContext>,
+    host: &Host,
+    model: &Dynamic,
+    prompt: &str,
+    opts: Opts,
+) -> RhaiResult<Video> {
     let model = video_model("sample", model)?;
     let latents = latents_option(&opts, &model)?;
     let o = sample_options(&opts, None)?;
     let schedule = PromptSchedule::single(prompt);
-    let use_cache = opts.bool("cache")?.unwrap_or(true);
-    let out = rt(sample_cached(&model, &schedule, latents.as_ref().map(|l| &l.0), &o, use_cache))?;
+    let live = Live::from(&opts)?;
+    let use_cache = opts.bool("cache")?.unwrap_or(true) && !live.active();
+    let fps = o.fps.or(latents.as_ref().map(|l| l.0.fps)).unwrap_or(8.0);
+    let out = live.run(ctx, host, &model.base, fps, || {
+        rt(sample_cached(&model, &schedule, latents.as_ref().map(|l| &l.0), &o, use_cache))
+    })?;
     report_memo(&out, "sample");
     let (video, seed) = out.value;
     if o.seed.is_none() && latents.is_none() {
@@ -644,13 +667,18 @@ pub fn register(engine: &mut Registrar, host: &Rc<Host>) {
     engine.register_fn("tune", |m: Dynamic, clip: Dynamic, prompt: Dynamic, opts: Map| {
         do_tune(&m, &clip, &prompt, Opts::declared("tune", opts, TUNE_OPTIONS)?)
     });
-    engine.register_fn("invert", |m: Dynamic, clip: Video| do_invert(&m, &clip, Opts::empty("invert")));
-    engine.register_fn("invert", |m: Dynamic, clip: Video, opts: Map| {
-        do_invert(&m, &clip, Opts::declared("invert", opts, INVERT_OPTIONS)?)
+    let h = host.clone();
+    engine.register_fn("invert", move |m: Dynamic, clip: Video| do_invert(None, &h, &m, &clip, Opts::empty("invert")));
+    let h = host.clone();
+    engine.register_fn("invert", move |ctx: NativeCallContext, m: Dynamic, clip: Video, opts: Map| {
+        do_invert(Some(&ctx), &h, &m, &clip, Opts::declared("invert", opts, INVERT_OPTIONS)?)
     });
-    engine.register_fn("sample", |m: Dynamic, prompt: &str| do_sample(&m, prompt, Opts::empty("sample")));
-    engine.register_fn("sample", |m: Dynamic, prompt: &str, opts: Map| {
-        do_sample(&m, prompt, Opts::declared("sample", opts, SAMPLE_OPTIONS)?)
+    let h = host.clone();
+    engine
+        .register_fn("sample", move |m: Dynamic, prompt: &str| do_sample(None, &h, &m, prompt, Opts::empty("sample")));
+    let h = host.clone();
+    engine.register_fn("sample", move |ctx: NativeCallContext, m: Dynamic, prompt: &str, opts: Map| {
+        do_sample(Some(&ctx), &h, &m, prompt, Opts::declared("sample", opts, SAMPLE_OPTIONS)?)
     });
     let h = host.clone();
     engine.register_fn("load_tuned", move |sd: SdModel, path: &str| {

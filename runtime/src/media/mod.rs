@@ -4,6 +4,7 @@
 //! crate, and `.mp4` / `.mov` / `.mkv` / `.webm` (and, for reading, anything FFmpeg opens) go through
 //! FFmpeg when the `ffmpeg` feature is on. **Invariant:** every write is atomic (`crate::fsutil`).
 
+pub mod compose;
 #[cfg(feature = "ffmpeg")]
 pub mod ffmpeg;
 pub mod frames_dir;

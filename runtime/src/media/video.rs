@@ -110,8 +110,18 @@ impl Video {
 
     /// A contact sheet with a roughly square layout.
     pub fn contact_sheet(&self) -> Result<Image> {
+        self.contact_sheet_cols(self.sheet_columns())
+    }
+
+    /// The contact sheet's columns: about square, at most 8 (fewer rows for long clips).
+    pub fn sheet_columns(&self) -> i64 {
         let cols = (self.len() as f64).sqrt().ceil().max(1.0) as i64;
-        self.grid(cols.max((self.len() as i64 + 3) / 4).min(8))
+        cols.max((self.len() as i64 + 3) / 4).min(8)
+    }
+
+    /// The frames in `cols` columns, each numbered in its corner.
+    pub fn contact_sheet_cols(&self, cols: i64) -> Result<Image> {
+        super::compose::numbered_sheet(self, cols)
     }
 
     /// Brings every frame to `width × height` following `fit`.

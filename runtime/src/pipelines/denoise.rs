@@ -101,6 +101,69 @@ pub trait StepHooks {
     }
 }
 
+/// What an observer of the loop sees after each step.
+pub struct StepView<'a> {
+    /// The loop's label (`"sample"`, `"invert"`, `"co-denoise (6 windows)"`, `"t2i"`).
+    pub label: &'a str,
+    /// Steps done in this loop (1 after the first) and its steps in all.
+    pub step: usize,
+    pub steps: usize,
+    /// The timestep just run.
+    pub t: i64,
+    /// The latents after the step.
+    pub x: &'a Tensor,
+    /// The step's prediction of the clean latents (walking down; `None` for inversion).
+    pub x0: Option<&'a Tensor>,
+}
+
+/// Whether an observed loop goes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    /// End the loop here and return the latents reached so far (as diffusers' interrupt does).
+    Stop,
+}
+
+type Observer = dyn FnMut(&StepView) -> Result<Flow>;
+
+thread_local! {
+    static OBSERVER: std::cell::Cell<Option<*mut Observer>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs `run` with `observer` called after every step of every denoising loop it starts (live
+/// previews, script callbacks). While the observer runs it is not installed, so loops it starts itself
+/// are not observed.
+pub fn observed<T>(observer: &mut dyn FnMut(&StepView) -> Result<Flow>, run: impl FnOnce() -> T) -> T {
+    struct Restore(Option<*mut Observer>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            OBSERVER.with(|o| o.set(self.0));
+        }
+    }
+    // SAFETY: the pointer is installed only for the duration of `run` (the guard puts the previous one
+    // back, also on unwinding), while `observer` is mutably borrowed by this frame; `notify` takes it
+    // out while calling it, so it is never called re-entrantly.
+    let ptr: *mut Observer =
+        unsafe { std::mem::transmute::<*mut (dyn FnMut(&StepView) -> Result<Flow> + '_), *mut Observer>(observer) };
+    let _restore = Restore(OBSERVER.with(|o| o.replace(Some(ptr))));
+    run()
+}
+
+/// Calls the installed observer, if any.
+fn notify(view: &StepView) -> Result<Flow> {
+    let Some(ptr) = OBSERVER.with(|o| o.take()) else { return Ok(Flow::Continue) };
+    struct Reinstall(*mut Observer);
+    impl Drop for Reinstall {
+        fn drop(&mut self) {
+            OBSERVER.with(|o| o.set(Some(self.0)));
+        }
+    }
+    let _back = Reinstall(ptr);
+    // SAFETY: see `observed`: the observer outlives the scope that installed it, and it was taken out of
+    // the slot, so this is the only live reference to it.
+    unsafe { (*ptr)(view) }
+}
+
 /// No hooks.
 pub struct NoHooks;
 impl StepHooks for NoHooks {}
@@ -176,6 +239,11 @@ pub fn denoise(
         count(spec.counter);
         progress.inc(units - 1);
         progress.step()?;
+        let view = StepView { label: &spec.label, step: i + 1 - skip, steps: end - skip, t, x: &x, x0: x0.as_ref() };
+        if notify(&view)? == Flow::Stop {
+            progress.set_message("stopped by on_step");
+            break;
+        }
     }
     progress.finish();
     Ok(Denoised { latents: x, trajectory })
