@@ -636,3 +636,49 @@ print(`frames ${stopped.len()}`);
         run_script(dir.path(), "slip.rhai", "sample(inflate(load_sd(\"random:tiny\")), \"x\", #{guidence: 3});", &[]);
     assert!(stderr(&out).contains("unknown option \"guidence\" (did you mean \"guidance\"?)"), "{}", stderr(&out));
 }
+
+#[test]
+fn a_sidecar_records_the_run_and_run_from_reproduces_it_bit_for_bit() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = r#"
+let model = inflate(load_sd("random:tiny"));
+let clip = synthetic_clip(#{frames: 2, size: 32, seed: 4}).video;
+let tuned = tune(model, clip, "a circle", #{steps: param("steps", 2), learning_rate: 1e-4});
+let edit = sample(tuned, param("edit", "a red circle"), #{frames: 2, steps: 2});
+save_video(edit, "out/edit.gif", #{sidecar: #{note: "first"}});
+"#;
+    let out = run_script(dir.path(), "make.rhai", script, &["--set", "edit=\"a blue circle\""]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let first = std::fs::read(dir.path().join("out/edit.gif")).unwrap();
+    let sidecar: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("out/edit.json")).unwrap()).unwrap();
+    let record = &sidecar["record"];
+    assert_eq!(sidecar["note"], "first");
+    assert_eq!(record["script"]["text"].as_str().unwrap(), script);
+    assert_eq!(record["params"]["edit"], "a blue circle");
+    assert_eq!(record["vidtune_version"], env!("CARGO_PKG_VERSION"));
+    assert!(record["libtorch_version"].as_str().unwrap().starts_with("2."), "{record}");
+    let calls = record["calls"].as_array().unwrap();
+    let names: Vec<&str> = calls.iter().map(|c| c["function"].as_str().unwrap()).collect();
+    assert_eq!(names, ["tune", "sample"]);
+    let (tune, sample) = (&calls[0], &calls[1]);
+    assert_eq!(tune["options"]["lr"], 1e-4, "the alias is recorded under its vidtune name");
+    assert!(tune["resolved"].as_str().unwrap().contains("steps: 2"), "{tune}");
+    assert!(tune["model"]["identity"].as_str().unwrap().len() >= 32);
+    assert_eq!(tune["model"]["modules"], sample["model"]["modules"]);
+    assert_ne!(tune["model"]["identity"], sample["model"]["identity"], "the tuned model is another model");
+    assert_eq!(sample["seed_given"], false);
+    assert!(sample["seed"].as_u64().is_some());
+    assert!(sample["resolved"].as_str().unwrap().contains("guidance: 7.5"), "{sample}");
+    // Rerun from the sidecar: same script, parameters and drawn seed — the same bytes.
+    std::fs::write(dir.path().join("make.rhai"), "print(\"the script on disk changed\");").unwrap();
+    let again = vidtune(dir.path()).args(["run", "--from", "out/edit.json"]).output().unwrap();
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(stdout(&again).contains("rerunning make.rhai from out/edit.json"), "{}", stdout(&again));
+    assert_eq!(std::fs::read(dir.path().join("out/edit.gif")).unwrap(), first);
+    // A file without a record is named.
+    std::fs::write(dir.path().join("plain.json"), "{}").unwrap();
+    let out = vidtune(dir.path()).args(["run", "--from", "plain.json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("plain.json: no run record"), "{}", stderr(&out));
+}

@@ -17,10 +17,15 @@ enum Command {
     /// Run a .rhai script
     Run {
         /// The script
-        file: PathBuf,
+        #[arg(required_unless_present = "from")]
+        file: Option<PathBuf>,
         /// Script parameters, read with param("name", default): --set steps=10 --set prompt="a red car"
         #[arg(long = "set", value_name = "NAME=VALUE")]
         set: Vec<String>,
+        /// Rerun a saved result from its sidecar (out/edit.json): the recorded script, parameters and seeds;
+        /// --set changes parameters
+        #[arg(long, value_name = "SIDECAR.json", conflicts_with = "file")]
+        from: Option<PathBuf>,
     },
     /// Run a script and rerun it whenever it, or a file it reads, is saved
     Watch {
@@ -160,6 +165,95 @@ fn run_script(file: &std::path::Path, params: &[(String, Dynamic)]) -> ExitCode 
     }
 }
 
+/// What `run --from` reads from a sidecar: the script's name and text, its parameters and the seeds its
+/// calls drew (in order).
+pub fn read_run_record(path: &std::path::Path) -> anyhow::Result<(String, String, Vec<(String, Dynamic)>, Vec<u64>)> {
+    let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", path.display()))?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: not JSON: {e}", path.display()))?;
+    let record = json.get("record").ok_or_else(|| {
+        anyhow::anyhow!(
+            "{}: no run record (save with #{{sidecar: true}} to record how a result was made)",
+            path.display()
+        )
+    })?;
+    let script = record.get("script").filter(|s| !s.is_null()).ok_or_else(|| {
+        anyhow::anyhow!(
+            "{}: the result was made in an interactive session, not by a script; nothing to rerun",
+            path.display()
+        )
+    })?;
+    let name = script.get("path").and_then(|p| p.as_str()).unwrap_or("script").to_string();
+    let code = script
+        .get("text")
+        .and_then(|t| t.as_str())
+        .ok_or_else(|| anyhow::anyhow!("{}: the run record has no script text", path.display()))?
+        .to_string();
+    let params = record
+        .get("params")
+        .and_then(|p| p.as_object())
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), json_to_dynamic(v))).collect())
+        .unwrap_or_default();
+    let seeds = record
+        .get("calls")
+        .and_then(|c| c.as_array())
+        .map(|calls| {
+            calls
+                .iter()
+                .filter(|c| c.get("seed_given").and_then(|g| g.as_bool()) == Some(false))
+                .filter_map(|c| c.get("seed").and_then(|s| s.as_u64()))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok((name, code, params, seeds))
+}
+
+fn json_to_dynamic(v: &serde_json::Value) -> Dynamic {
+    match v {
+        serde_json::Value::Bool(b) => Dynamic::from(*b),
+        serde_json::Value::Number(n) => match n.as_i64() {
+            Some(i) => Dynamic::from(i),
+            None => Dynamic::from(n.as_f64().unwrap_or(0.0)),
+        },
+        serde_json::Value::String(s) => Dynamic::from(s.clone()),
+        serde_json::Value::Array(a) => Dynamic::from(a.iter().map(json_to_dynamic).collect::<rhai::Array>()),
+        serde_json::Value::Object(m) => {
+            Dynamic::from(m.iter().map(|(k, v)| (k.as_str().into(), json_to_dynamic(v))).collect::<rhai::Map>())
+        }
+        serde_json::Value::Null => Dynamic::UNIT,
+    }
+}
+
+/// `vidtune run --from SIDECAR.json`: the recorded script with its parameters (overridden by `--set`) and,
+/// where its calls drew random seeds, the same seeds.
+fn rerun(from: &std::path::Path, overrides: &[(String, Dynamic)]) -> ExitCode {
+    let (name, code, mut params, seeds) = match read_run_record(from) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    for (k, v) in overrides {
+        params.retain(|(name, _)| name != k);
+        params.push((k.clone(), v.clone()));
+    }
+    install_run_interrupt();
+    let mut session = crate::Session::new();
+    for (k, v) in &params {
+        session.set_param(k, v.clone());
+    }
+    session.host().replay_seeds.borrow_mut().extend(seeds);
+    println!("rerunning {name} from {} ({} parameters)", from.display(), params.len());
+    match session.run_source(&code, &name) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            crate::repl::print_error(&e);
+            ExitCode::from(if e.cancelled { 130 } else { 1 })
+        }
+    }
+}
+
 /// The whole program; `main` only calls this.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -167,9 +261,11 @@ pub fn main() -> ExitCode {
         None | Some(Command::Repl) => crate::repl::run(),
         Some(Command::Doctor) => crate::doctor::run(),
         Some(Command::Toy { action }) => toy(action),
-        Some(Command::Run { file, set }) => match parse_sets(&set) {
-            Ok(params) => return run_script(&file, &params),
-            Err(e) => Err(anyhow::anyhow!(e)),
+        Some(Command::Run { file, set, from }) => match (parse_sets(&set), file, from) {
+            (Ok(params), Some(file), _) => return run_script(&file, &params),
+            (Ok(params), None, Some(from)) => return rerun(&from, &params),
+            (Ok(_), None, None) => Err(anyhow::anyhow!("run: give a script, or --from a sidecar")),
+            (Err(e), ..) => Err(anyhow::anyhow!(e)),
         },
         Some(Command::Watch { file, set }) => {
             parse_sets(&set).map_err(|e| anyhow::anyhow!(e)).and_then(|params| crate::watch::watch(&file, &params))

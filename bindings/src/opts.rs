@@ -146,6 +146,11 @@ impl<'a> Opts<'a> {
         ))
     }
 
+    /// The options as given (after renaming aliases).
+    pub fn map(&self) -> &Map {
+        &self.map
+    }
+
     pub fn get(&self, key: &str) -> Option<&Dynamic> {
         self.map.get(key).filter(|v| !v.is_unit())
     }

@@ -78,7 +78,14 @@ impl Session {
             ScriptError::plain(&name, format!("cannot read script: {why}"))
         })?;
         self.host.record_read(path);
-        self.eval_source(&code, &name)
+        self.run_source(&code, &name)
+    }
+
+    /// Runs a whole script (a file's text): its run record starts afresh.
+    pub fn run_source(&mut self, code: &str, name: &str) -> Result<Dynamic, ScriptError> {
+        *self.host.script.borrow_mut() = Some((name.to_string(), code.to_string()));
+        self.host.calls.borrow_mut().clear();
+        self.eval_source(code, name)
     }
 
     /// Makes `value` available to `param(name, default)` and as a variable `name`.

@@ -3,7 +3,9 @@
 //! `invert`'s and `sample`'s in [`super::video`].
 
 use super::live::Live;
-use super::video::{latents_option, one_or_many, report_memo, sample_options, video_model, CO_DENOISE_OPTIONS};
+use super::video::{
+    latents_option, note_call, one_or_many, report_memo, sample_options, video_model, CO_DENOISE_OPTIONS,
+};
 use super::Host;
 use crate::guard::Registrar;
 use crate::help::{FnDoc, OptDoc};
@@ -147,7 +149,9 @@ fn do_co_denoise(
 ) -> RhaiResult<Video> {
     let model = video_model("co_denoise", model)?;
     let latents = latents_option(&opts, &model)?;
-    let o = sample_options(&opts, Some(16))?;
+    let mut o = sample_options(&opts, Some(16))?;
+    let seed_given = o.seed.is_some();
+    o.seed = o.seed.or_else(|| host.replay_seed());
     let windows = o.windows.clone().expect("co_denoise always has windows");
     let frames = match &latents {
         Some(l) => l.0.frames(),
@@ -161,6 +165,7 @@ fn do_co_denoise(
         rt(sample_cached(&model, &schedule, latents.as_ref().map(|l| &l.0), &o, use_cache))
     })?;
     report_memo(&out, "co_denoise");
+    note_call(host, "co_denoise", &opts, format!("{o:?} {schedule:?}"), Some((out.value.1, seed_given)), &model, &out);
     let (video, seed) = out.value;
     if o.seed.is_none() && latents.is_none() {
         println!("seed: {seed}");

@@ -29,8 +29,10 @@ pub const LOAD_VIDEO_OPTIONS: &[OptDoc] = &[
 pub const SAVE_VIDEO_OPTIONS: &[OptDoc] = &[
     OptDoc {
         name: "sidecar",
-        takes: "map",
-        doc: "scores, prompt, settings written as JSON beside the video: out/edit.mp4 → out/edit.json",
+        takes: "map | true",
+        doc: "a JSON file beside the video (out/edit.mp4 → out/edit.json) with this map (scores, notes) and the run \
+              record: the script and its parameters, every pipeline call with its options after defaults, seeds, \
+              models by content hash and timings, the versions. `vidtune run --from out/edit.json` reruns it",
     },
     OptDoc {
         name: "overwrite",
@@ -153,8 +155,11 @@ fn save_video_with(host: &Host, video: &Video, path: &str, opts: Opts) -> RhaiRe
                     json[k] = v;
                 }
             }
+            serde_json::Value::Bool(_) => {}
             other => json["data"] = other,
         }
+        // How to make it again: `vidtune run --from this.json`.
+        json["record"] = host.run_record();
         rt(vidtune_runtime::fsutil::write_bytes_atomic(
             &sidecar,
             serde_json::to_string_pretty(&json).unwrap_or_default().as_bytes(),

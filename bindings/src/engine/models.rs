@@ -188,14 +188,28 @@ fn generate(ctx: Option<&NativeCallContext>, host: &Host, m: &SdModel, prompt: &
     let o = T2iOptions {
         steps: opts.int("steps")?.unwrap_or(d.steps),
         guidance: opts.float("guidance")?.unwrap_or(d.guidance),
-        seed: opts.int("seed")?.map(|s| s as u64),
+        seed: opts.int("seed")?.map(|s| s as u64).or_else(|| host.replay_seed()),
         negative: opts.string("negative")?.unwrap_or_default(),
         width: opts.int("width")?,
         height: opts.int("height")?,
         eta: opts.float("eta")?.unwrap_or(0.0),
     };
     let live = super::live::Live::from(&opts)?;
+    let start = std::time::Instant::now();
     let out = live.run(ctx, host, &m.0, 8.0, || rt(t2i(&m.0, prompt, &o)))?;
+    host.record_call(super::CallRecord {
+        function: "t2i",
+        given: opts.map().clone(),
+        resolved: format!("{o:?} prompt {prompt:?}"),
+        seed: Some(out.seed),
+        seed_given: opts.get("seed").is_some(),
+        model: Some(
+            serde_json::json!({"source": m.0.source, "identity": m.0.identity, "dtype": format!("{:?}", m.0.dtype),
+                                       "device": format!("{:?}", m.0.device)}),
+        ),
+        source: Some("computed"),
+        seconds: start.elapsed().as_secs_f64(),
+    });
     if o.seed.is_none() {
         println!("seed: {}", out.seed);
     }

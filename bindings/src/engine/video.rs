@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use vidtune_kernels::codenoise::Weighting;
 use vidtune_runtime::device::parse_device;
-use vidtune_runtime::pipelines::cached::{invert_cached, memo_status, sample_cached, tune_clips_cached, Memoised};
+use vidtune_runtime::pipelines::cached::{
+    invert_cached, memo_status, sample_cached, tune_clips_cached, Memoised, Source,
+};
 use vidtune_runtime::pipelines::codenoise::{Anchor, PromptSchedule, WindowOptions};
 use vidtune_runtime::pipelines::invert::{InvertOptions, Latents};
 use vidtune_runtime::pipelines::sample::{FirstFrame, SampleOptions, SHARED_NOISE};
@@ -394,7 +396,13 @@ fn tune_options(opts: &Opts) -> RhaiResult<TuneOptions> {
 }
 
 /// `tune(model, clip | [clips], prompt | [prompts], options)`.
-fn do_tune(model: &Dynamic, clips: &Dynamic, prompts: &Dynamic, opts: Opts) -> RhaiResult<ScriptVideoModel> {
+fn do_tune(
+    host: &Host,
+    model: &Dynamic,
+    clips: &Dynamic,
+    prompts: &Dynamic,
+    opts: Opts,
+) -> RhaiResult<ScriptVideoModel> {
     let model = video_model("tune", model)?;
     let videos: Vec<Video> = one_or_many("tune", "the clips", "a Video", clips)?;
     let texts: Vec<String> = if prompts.is_string() {
@@ -436,7 +444,34 @@ fn do_tune(model: &Dynamic, clips: &Dynamic, prompts: &Dynamic, opts: Opts) -> R
     let use_cache = opts.bool("cache")?.unwrap_or(true);
     let out = rt(tune_clips_cached(&model, &clips, &o, use_cache))?;
     report_memo(&out, "tune");
+    note_call(host, "tune", &opts, format!("{o:?}"), None, &model, &out);
     Ok(ScriptVideoModel(out.value))
+}
+
+/// Notes a memoised pipeline call in the run record.
+pub(super) fn note_call<T>(
+    host: &Host,
+    function: &'static str,
+    opts: &Opts,
+    resolved: String,
+    seed: Option<(u64, bool)>,
+    model: &VideoModel,
+    out: &Memoised<T>,
+) {
+    host.record_call(super::CallRecord {
+        function,
+        given: opts.map().clone(),
+        resolved,
+        seed: seed.map(|s| s.0),
+        seed_given: seed.is_some_and(|s| s.1),
+        model: Some(super::model_record(model)),
+        source: Some(match out.source {
+            Source::Computed => "computed",
+            Source::Memory => "memo",
+            Source::Disk => "memo on disk",
+        }),
+        seconds: out.seconds,
+    });
 }
 
 /// Says where a memoised result came from (a hit is otherwise invisible) and warns when it could not be
@@ -468,6 +503,7 @@ fn do_invert(
     let use_cache = opts.bool("cache")?.unwrap_or(true) && !live.active();
     let out = live.run(ctx, host, &model.base, clip.fps(), || rt(invert_cached(&model, clip, &o, use_cache)))?;
     report_memo(&out, "invert");
+    note_call(host, "invert", &opts, format!("{o:?}"), None, &model, &out);
     Ok(ScriptLatents(out.value))
 }
 
@@ -558,7 +594,9 @@ fn do_sample(
 ) -> RhaiResult<Video> {
     let model = video_model("sample", model)?;
     let latents = latents_option(&opts, &model)?;
-    let o = sample_options(&opts, None)?;
+    let mut o = sample_options(&opts, None)?;
+    let seed_given = o.seed.is_some();
+    o.seed = o.seed.or_else(|| host.replay_seed());
     let schedule = PromptSchedule::single(prompt);
     let live = Live::from(&opts)?;
     let use_cache = opts.bool("cache")?.unwrap_or(true) && !live.active();
@@ -567,6 +605,7 @@ fn do_sample(
         rt(sample_cached(&model, &schedule, latents.as_ref().map(|l| &l.0), &o, use_cache))
     })?;
     report_memo(&out, "sample");
+    note_call(host, "sample", &opts, format!("{o:?} prompt {prompt:?}"), Some((out.value.1, seed_given)), &model, &out);
     let (video, seed) = out.value;
     if o.seed.is_none() && latents.is_none() {
         println!("seed: {seed}");
@@ -661,11 +700,13 @@ pub fn register(engine: &mut Registrar, host: &Rc<Host>) {
     engine.register_fn("inflate", |sd: SdModel, opts: Map| {
         do_inflate(&sd, Opts::declared("inflate", opts, INFLATE_OPTIONS)?)
     });
-    engine.register_fn("tune", |m: Dynamic, clip: Dynamic, prompt: Dynamic| {
-        do_tune(&m, &clip, &prompt, Opts::empty("tune"))
+    let h = host.clone();
+    engine.register_fn("tune", move |m: Dynamic, clip: Dynamic, prompt: Dynamic| {
+        do_tune(&h, &m, &clip, &prompt, Opts::empty("tune"))
     });
-    engine.register_fn("tune", |m: Dynamic, clip: Dynamic, prompt: Dynamic, opts: Map| {
-        do_tune(&m, &clip, &prompt, Opts::declared("tune", opts, TUNE_OPTIONS)?)
+    let h = host.clone();
+    engine.register_fn("tune", move |m: Dynamic, clip: Dynamic, prompt: Dynamic, opts: Map| {
+        do_tune(&h, &m, &clip, &prompt, Opts::declared("tune", opts, TUNE_OPTIONS)?)
     });
     let h = host.clone();
     engine.register_fn("invert", move |m: Dynamic, clip: Video| do_invert(None, &h, &m, &clip, Opts::empty("invert")));
