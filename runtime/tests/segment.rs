@@ -167,7 +167,7 @@ fn builtin_segmenter_follows_synthetic_subjects() {
     let shapes = [Shape::Circle, Shape::Square, Shape::Triangle, Shape::Diamond];
     let textures = [Texture::Stripes, Texture::Noise, Texture::Gradient, Texture::Plain];
     let motions = [Motion::Right, Motion::Bounce, Motion::Circle, Motion::Grow, Motion::Left];
-    let mut all = vec![];
+    let (mut all, mut clicked, mut rest) = (vec![], vec![], vec![]);
     for i in 0..16usize {
         let (width, height) = if i % 2 == 0 { (96, 80) } else { (160, 112) };
         let spec = SyntheticSpec {
@@ -191,12 +191,24 @@ fn builtin_segmenter_follows_synthetic_subjects() {
         )
         .unwrap();
         let (mean, per) = seg.iou(&clip.masks).unwrap();
-        eprintln!("{:<60} mean IoU {mean:.3} (min {:.3})", clip.caption, per.iter().cloned().fold(1.0, f64::min));
+        let others = per[1..].iter().sum::<f64>() / (per.len() - 1) as f64;
+        eprintln!(
+            "{:<60} mean IoU {mean:.3} (min {:.3}; clicked frame {:.3}, others {others:.3})",
+            clip.caption,
+            per.iter().cloned().fold(1.0, f64::min),
+            per[0]
+        );
         all.push(mean);
+        clicked.push(per[0]);
+        rest.push(others);
     }
     let overall = all.iter().sum::<f64>() / all.len() as f64;
     assert!(overall >= 0.95, "mean IoU {overall:.3} over {all:?}");
     assert!(all.iter().all(|&m| m >= 0.9), "a clip fell below 0.9: {all:?}");
+    // The clicked frame is segmented at least as well as the frames propagated from it.
+    let (c, r) = (clicked.iter().sum::<f64>() / 16.0, rest.iter().sum::<f64>() / 16.0);
+    eprintln!("clicked frames {c:.4}, propagated frames {r:.4}");
+    assert!(c >= r, "clicked frames {c:.4} < propagated {r:.4}: {clicked:?}");
 }
 
 /// A clip whose subject touches a patch of its own colour (shifted by `shift` in red, −`shift`/2 in green,

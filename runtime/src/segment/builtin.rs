@@ -538,10 +538,53 @@ pub fn segment_next(
     anchor: (&Frame, &FrameMask),
     anchor_offset: (i64, i64),
 ) -> Result<(FrameMask, (i64, i64))> {
+    segment_next_moved(frame, prev_frame, prev, anchor, anchor_offset).map(|(m, o, _)| (m, o))
+}
+
+/// Re-segments a clicked frame with what propagation learnt from its neighbour: the colour models of the
+/// neighbour's mask and the neighbour's shape moved back onto this frame — the same step that segments
+/// every propagated frame, run backwards. A first cut from clicks alone has only the clicks to go on
+/// (a box around a click on a large, evenly coloured subject cuts it short; a dark part unlike the
+/// clicked colour is left out); the neighbour's mask knows the whole subject.
+///
+/// The refined mask must keep the positive clicks and avoid the negative ones; of it and the first cut,
+/// the one that agrees better with the neighbour's moved shape is kept, and that agreement (IoU) is its
+/// confidence, measured as for every other frame.
+pub fn refine_clicked(
+    frame: &Frame,
+    clicked: &FrameMask,
+    near_frame: &Frame,
+    near: &FrameMask,
+    prompt: &Prompt,
+) -> Result<FrameMask> {
+    let (refined, _, moved) = segment_next_moved(frame, near_frame, near, (near_frame, near), (0, 0))?;
+    let at = |p: &Point| {
+        let (x, y) = (p.x.floor().max(0.0) as usize, p.y.floor().max(0.0) as usize);
+        y.min(frame.height - 1) * frame.width + x.min(frame.width - 1)
+    };
+    let pos: Vec<usize> = prompt.points.iter().filter(|p| p.positive).map(at).collect();
+    let neg: Vec<usize> = prompt.points.iter().filter(|p| !p.positive).map(at).collect();
+    let honours_clicks = pos.iter().all(|&i| refined.mask[i]) && neg.iter().all(|&i| !refined.mask[i]);
+    let (a, b) = (iou(&refined.mask, &moved), iou(&clicked.mask, &moved));
+    if honours_clicks && a > b {
+        Ok(FrameMask { confidence: a, flagged: refined.flagged, ..refined })
+    } else {
+        Ok(FrameMask { confidence: b, ..clicked.clone() })
+    }
+}
+
+/// [`segment_next`], also returning the previous mask moved onto this frame.
+fn segment_next_moved(
+    frame: &Frame,
+    prev_frame: &Frame,
+    prev: &FrameMask,
+    anchor: (&Frame, &FrameMask),
+    anchor_offset: (i64, i64),
+) -> Result<(FrameMask, (i64, i64), Vec<bool>)> {
     let n = frame.len();
     let prev_area = prev.mask.iter().filter(|&&m| m).count();
     if prev_area == 0 {
-        return Ok((FrameMask { confidence: 0.0, flagged: true, ..prev.clone() }, anchor_offset));
+        return Ok((FrameMask { confidence: 0.0, flagged: true, ..prev.clone() }, anchor_offset, prev.mask.clone()));
     }
     let (af, am) = anchor;
     let fg = Gmm::fit(&samples(&[(af, &|i| am.mask[i]), (prev_frame, &|i| prev.mask[i])]));
@@ -597,7 +640,11 @@ pub fn segment_next(
     let iou = if union > 0 { inter as f64 / union as f64 } else { 0.0 };
     let ratio = area as f64 / prev_area as f64;
     let flagged = area == 0 || !(0.4..=2.5).contains(&ratio);
-    Ok((FrameMask { width: frame.width, height: frame.height, mask, confidence: iou, flagged, low_res: None }, offset))
+    Ok((
+        FrameMask { width: frame.width, height: frame.height, mask, confidence: iou, flagged, low_res: None },
+        offset,
+        moved_prev,
+    ))
 }
 
 #[cfg(test)]

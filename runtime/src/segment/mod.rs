@@ -122,6 +122,19 @@ pub trait FrameSegmenter {
     fn first(&mut self, video: &Video, index: usize, prompt: &Prompt) -> Result<FrameMask>;
     /// Segments frame `step.index` from the mask of its already segmented neighbour and the anchor's.
     fn next(&mut self, video: &Video, step: &Step) -> Result<FrameMask>;
+    /// Revisits a clicked frame once its neighbour `near` (index `near_index`) has been propagated: a
+    /// better mask for it, with an honest confidence, or `None` to keep the first one.
+    fn refine(
+        &mut self,
+        _video: &Video,
+        _index: usize,
+        _prompt: &Prompt,
+        _clicked: &FrameMask,
+        _near_index: usize,
+        _near: &FrameMask,
+    ) -> Result<Option<FrameMask>> {
+        Ok(None)
+    }
 }
 
 /// One propagation step: the frame to segment, its segmented neighbour, and the clicked frame it
@@ -230,6 +243,15 @@ pub fn segment(
                 }
             }
         }
+        // Each clicked frame again, with what propagation learnt from its nearest propagated neighbour.
+        for (&a, p) in &anchors {
+            let near = [a + 1, a.wrapping_sub(1)].into_iter().find(|&i| i < n && !anchors.contains_key(&i));
+            let (Some(near), Some(clicked)) = (near, results[a].clone()) else { continue };
+            let Some(near_mask) = results[near].clone() else { continue };
+            if let Some(better) = segmenter.refine(video, a, p, &clicked, near, &near_mask)? {
+                results[a] = Some(better);
+            }
+        }
     }
     progress.finish();
     let (w, h) = (video.width(), video.height());
@@ -320,6 +342,24 @@ impl FrameSegmenter for Builtin {
         };
         self.offsets.insert(index, (0, 0));
         builtin::segment_clicked(&frame, &scaled)
+    }
+
+    fn refine(
+        &mut self,
+        video: &Video,
+        index: usize,
+        prompt: &Prompt,
+        clicked: &FrameMask,
+        near_index: usize,
+        near: &FrameMask,
+    ) -> Result<Option<FrameMask>> {
+        let (frame, s) = self.frame(video, index)?;
+        let (near_frame, _) = self.frame(video, near_index)?;
+        let scaled = Prompt {
+            points: prompt.points.iter().map(|p| Point { x: p.x * s, y: p.y * s, positive: p.positive }).collect(),
+            bbox: prompt.bbox.map(|b| b.map(|v| v * s)),
+        };
+        builtin::refine_clicked(&frame, clicked, &near_frame, near, &scaled).map(Some)
     }
 
     fn next(&mut self, video: &Video, step: &Step) -> Result<FrameMask> {
