@@ -130,9 +130,13 @@ fn doctor_reports_the_machine() {
     let out = vidtune(dir.path()).arg("doctor").output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
-    for row in ["libtorch", "CUDA", "FFmpeg", "ONNX Runtime", "weights", "cache"] {
-        assert!(text.lines().any(|l| l.starts_with(row)), "no {row} row in\n{text}");
+    for row in ["libtorch", "CUDA", "FFmpeg", "ONNX Runtime", "weights", "disk", "memory", "speed"] {
+        let line = text.lines().find(|l| l.starts_with(row)).unwrap_or_else(|| panic!("no {row} row in\n{text}"));
+        let verdict = line[14..].split_whitespace().next().unwrap_or_default();
+        assert!(["ok", "warn", "note"].contains(&verdict), "{row} has no verdict: {line}");
     }
+    assert!(text.contains("GFLOP/s") && text.contains("SD1.x at 8 × 512² ≈"), "{text}");
+    assert!(text.contains("next steps:") || text.contains("everything vidtune uses is here"), "{text}");
     assert!(text.contains("2.11"), "{text}");
 }
 

@@ -1,53 +1,230 @@
-//! `vidtune doctor`: what this build found on this machine.
+//! `vidtune doctor`: what this build found on this machine, a verdict on each (ok / warn / note), what to
+//! do next where something is missing, memory and disk figures, and a speed estimate for real SD1.x work
+//! from a short matrix-multiply benchmark.
 
+use std::time::{Duration, Instant};
 use vidtune_runtime::env;
 
-fn row(name: &str, value: impl std::fmt::Display) {
-    println!("{name:<14} {value}");
+#[derive(Clone, Copy, PartialEq)]
+enum Verdict {
+    Ok,
+    Warn,
+    Note,
+}
+
+struct Report {
+    next: Vec<String>,
+    warnings: usize,
+}
+
+impl Report {
+    fn row(&mut self, verdict: Verdict, name: &str, value: impl std::fmt::Display) {
+        let tag = match verdict {
+            Verdict::Ok => "ok  ",
+            Verdict::Warn => {
+                self.warnings += 1;
+                "warn"
+            }
+            Verdict::Note => "note",
+        };
+        println!("{name:<14} {tag}  {value}");
+    }
+
+    fn next(&mut self, what: impl Into<String>) {
+        self.next.push(what.into());
+    }
+}
+
+/// `MemTotal` and `MemAvailable` of /proc/meminfo, in bytes.
+fn memory() -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let field = |name: &str| -> Option<u64> {
+        let line = text.lines().find(|l| l.starts_with(name))?;
+        line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kb| kb * 1024)
+    };
+    Some((field("MemTotal:")?, field("MemAvailable:")?))
+}
+
+/// Free bytes on the file system holding `path` (or its nearest existing parent).
+fn disk_free(path: &std::path::Path) -> Option<u64> {
+    let mut p = path.to_path_buf();
+    while !p.exists() {
+        p = p.parent()?.to_path_buf();
+    }
+    let c = std::ffi::CString::new(p.to_string_lossy().as_bytes()).ok()?;
+    // SAFETY: statvfs writes into the zeroed struct we own; `c` is a valid NUL-terminated path.
+    let st = unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        if libc::statvfs(c.as_ptr(), &mut st) != 0 {
+            return None;
+        }
+        st
+    };
+    Some(st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+fn gib(bytes: u64) -> String {
+    format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)
+}
+
+/// Matrix-multiply throughput (GFLOP/s) on `device` in `kind`, over about a quarter of a second.
+fn matmul_gflops(device: tch::Device, kind: tch::Kind) -> Option<f64> {
+    let n = if device.is_cuda() { 4096 } else { 768 };
+    let a = tch::Tensor::randn([n, n], (kind, device));
+    let b = tch::Tensor::randn([n, n], (kind, device));
+    let sync = || {
+        if let tch::Device::Cuda(i) = device {
+            tch::Cuda::synchronize(i as i64);
+        }
+    };
+    let _ = a.matmul(&b);
+    sync();
+    let start = Instant::now();
+    let mut runs = 0u32;
+    while start.elapsed() < Duration::from_millis(250) || runs < 2 {
+        let _ = a.matmul(&b);
+        runs += 1;
+        if device.is_cuda() && runs % 8 == 0 {
+            sync();
+        }
+    }
+    sync();
+    let secs = start.elapsed().as_secs_f64();
+    Some(2.0 * (n as f64).powi(3) * runs as f64 / secs / 1e9)
+}
+
+/// GFLOP of one step of Tune-A-Video's job on SD1.x at 8 frames of 512²: a tuning step (forward and the
+/// backward of ~74 M trained parameters, about two forwards per frame) and a sampling step with
+/// guidance (two forwards per frame) both come to 2 × 8 × 803 GFLOP (the UNet's forward at 64×64 latents).
+const SD_STEP_GFLOP: f64 = 2.0 * 8.0 * 803.0;
+
+fn duration(secs: f64) -> String {
+    match secs {
+        s if s < 1.0 => format!("{:.0} ms", s * 1000.0),
+        s if s < 120.0 => format!("{s:.1} s"),
+        s if s < 7200.0 => format!("{:.0} min", s / 60.0),
+        s => format!("{:.1} h", s / 3600.0),
+    }
 }
 
 pub fn run() -> anyhow::Result<()> {
-    row("vidtune", vidtune_runtime::VERSION);
+    let mut r = Report { next: vec![], warnings: 0 };
+    r.row(Verdict::Ok, "vidtune", vidtune_runtime::VERSION);
     let lib = env::libtorch_lib_dir().map(|p| p.display().to_string()).unwrap_or_else(|| "unknown".into());
-    row("libtorch", format!("{} ({lib})", env::libtorch_version().unwrap_or_else(|| "version unknown".into())));
-    if tch::Cuda::is_available() {
+    match env::libtorch_version() {
+        Some(v) => r.row(Verdict::Ok, "libtorch", format!("{v} ({lib})")),
+        None => r.row(Verdict::Warn, "libtorch", format!("version unknown ({lib})")),
+    }
+    let cuda = tch::Cuda::is_available();
+    if cuda {
         let n = tch::Cuda::device_count();
         let cudnn = if tch::Cuda::cudnn_is_available() { "cuDNN available" } else { "no cuDNN" };
-        row(
-            "CUDA",
-            format!("{n} device(s): {}; {cudnn}", (0..n).map(|i| format!("cuda:{i}")).collect::<Vec<_>>().join(", ")),
-        );
+        let devices = (0..n).map(|i| format!("cuda:{i}")).collect::<Vec<_>>().join(", ");
+        r.row(Verdict::Ok, "CUDA", format!("{n} device(s): {devices}; {cudnn}"));
     } else {
-        row("CUDA", "not available (models run on the CPU)");
+        r.row(Verdict::Note, "CUDA", "not available (models run on the CPU)");
+        r.next("real SD1.x tuning needs a CUDA GPU (see the README's hardware table); the toy model and tiny configs run here");
     }
-    row("threads", format!("{} intra-op", tch::get_num_threads()));
-    ffmpeg_row();
+    r.row(Verdict::Ok, "threads", format!("{} intra-op", tch::get_num_threads()));
+    ffmpeg_row(&mut r);
     match env::onnxruntime_dylib() {
-        Some(p) if p.exists() => row("ONNX Runtime", p.display()),
-        Some(p) => row("ONNX Runtime", format!("missing: {} (set ORT_DYLIB_PATH)", p.display())),
-        None => row("ONNX Runtime", "not found (install the onnxruntime wheel or set ORT_DYLIB_PATH)"),
+        Some(p) if p.exists() => r.row(Verdict::Ok, "ONNX Runtime", p.display()),
+        Some(p) => {
+            r.row(Verdict::Warn, "ONNX Runtime", format!("missing: {}", p.display()));
+            r.next("SAM segmentation needs ONNX Runtime: pip install onnxruntime, or set ORT_DYLIB_PATH");
+        }
+        None => {
+            r.row(Verdict::Note, "ONNX Runtime", "not found (the built-in segmenter works without it)");
+            r.next(
+                "for SAM segmentation: pip install onnxruntime into the project's environment, or set ORT_DYLIB_PATH",
+            );
+        }
     }
     let hub = env::hf_hub_cache();
     let repos = std::fs::read_dir(&hub)
         .map(|d| d.filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().starts_with("models--")).count())
         .unwrap_or(0);
-    let state = if hub.is_dir() { format!("{repos} model repo(s)") } else { "does not exist".into() };
-    row("weights", format!("Hugging Face cache {} ({state}); or any diffusers folder path", hub.display()));
-    row("cache", env::cache_dir().display());
+    if repos > 0 {
+        r.row(Verdict::Ok, "weights", format!("{repos} model repo(s) in {}", hub.display()));
+    } else {
+        r.row(
+            Verdict::Note,
+            "weights",
+            format!("no Hugging Face cache at {} (the toy model is built in)", hub.display()),
+        );
+        r.next(
+            "to edit real clips, get SD1.x weights: huggingface-cli download CompVis/stable-diffusion-v1-4 --include \
+             \"*.json\" \"*.txt\" \"unet/*.safetensors\" \"vae/*.safetensors\" \"text_encoder/*.safetensors\"",
+        );
+    }
+    let cache = env::cache_dir();
+    match disk_free(&cache) {
+        Some(free) if free < 10 << 30 => {
+            r.row(Verdict::Warn, "disk", format!("{} free under {}", gib(free), cache.display()));
+            r.next(
+                "free disk space or set VIDTUNE_CACHE elsewhere: SD1.x weights take ~5 GB, tuned files ~150 MB each",
+            );
+        }
+        Some(free) => r.row(Verdict::Ok, "disk", format!("{} free under {}", gib(free), cache.display())),
+        None => r.row(Verdict::Note, "disk", format!("free space unknown under {}", cache.display())),
+    }
+    match memory() {
+        Some((total, avail)) if avail < 8 << 30 => {
+            r.row(Verdict::Warn, "memory", format!("{} available of {}", gib(avail), gib(total)));
+            r.next("SD1.x on the CPU needs about 8 GiB free (fp32 weights and activations at 8 × 512²)");
+        }
+        Some((total, avail)) => r.row(Verdict::Ok, "memory", format!("{} available of {}", gib(avail), gib(total))),
+        None => r.row(Verdict::Note, "memory", "unknown"),
+    }
+    let (device, kind) =
+        if cuda { (tch::Device::Cuda(0), tch::Kind::BFloat16) } else { (tch::Device::Cpu, tch::Kind::Float) };
+    match tch::no_grad(|| matmul_gflops(device, kind)) {
+        Some(g) => {
+            let step = SD_STEP_GFLOP / g;
+            // Inversion runs one forward per frame a step, without guidance: half a step.
+            let job = step * (500.0 + 50.0 + 25.0);
+            let verdict = if job > 3600.0 { Verdict::Warn } else { Verdict::Ok };
+            r.row(
+                verdict,
+                "speed",
+                format!(
+                    "{g:.0} GFLOP/s ({kind:?} matmul on {device:?}): SD1.x at 8 × 512² ≈ {} a step, Tune-A-Video's \
+                     job (tune 500, invert 50, sample 50) ≈ {} at best",
+                    duration(step),
+                    duration(job)
+                ),
+            );
+        }
+        None => r.row(Verdict::Note, "speed", "not measured"),
+    }
+    println!();
+    if r.next.is_empty() {
+        println!("everything vidtune uses is here.");
+    } else {
+        println!("next steps:");
+        for n in &r.next {
+            println!("  - {n}");
+        }
+    }
+    if r.warnings > 0 {
+        println!("{} warning(s) above.", r.warnings);
+    }
     Ok(())
 }
 
 #[cfg(feature = "ffmpeg")]
-fn ffmpeg_row() {
+fn ffmpeg_row(r: &mut Report) {
     use vidtune_runtime::media::ffmpeg;
     let encoders: Vec<String> = ["libx264", "mpeg4", "libvpx-vp9"]
         .iter()
         .map(|e| format!("{e} {}", if ffmpeg::has_encoder(e) { "yes" } else { "no" }))
         .collect();
-    row("FFmpeg", format!("{}; encoders: {}", ffmpeg::version(), encoders.join(", ")));
+    let verdict = if ffmpeg::has_encoder("libx264") { Verdict::Ok } else { Verdict::Note };
+    r.row(verdict, "FFmpeg", format!("{}; encoders: {}", ffmpeg::version(), encoders.join(", ")));
 }
 
 #[cfg(not(feature = "ffmpeg"))]
-fn ffmpeg_row() {
-    row("FFmpeg", "not built in (feature `ffmpeg` off): GIF and PNG directories only");
+fn ffmpeg_row(r: &mut Report) {
+    r.row(Verdict::Note, "FFmpeg", "not built in (feature `ffmpeg` off): GIF and PNG directories only");
+    r.next("to read and write mp4: build with the ffmpeg feature (./dev.sh does, with Debian's libav*-dev)");
 }
