@@ -108,6 +108,18 @@ fn tab_completes_functions_methods_and_variables() {
     p.send_line("(0, 3)").unwrap();
     let out = finish(&mut p);
     assert!(out.contains("Video(3 frames, 32x32"), "{out}");
+    // Inside an options map, the option names of the function it goes to complete (with `: `).
+    p.send("let short = synthetic_clip(#{fram").unwrap();
+    p.send("\t").unwrap();
+    p.send_line("4, si\t16}).video; short.len() * 10").unwrap();
+    let out = finish(&mut p);
+    assert!(out.contains("40"), "{out}");
+    // After a dot, the methods of the variable's type: `my_clip.wid` is a Video's width().
+    p.send("my_clip.wid").unwrap();
+    p.send("\t").unwrap();
+    p.send_line("() + 1").unwrap();
+    let out = finish(&mut p);
+    assert!(out.contains("33"), "{out}");
     p.send_line(":quit").unwrap();
     p.exp_eof().unwrap();
 }

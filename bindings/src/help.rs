@@ -71,9 +71,8 @@ impl FnDoc {
                 out.push('\n');
             }
             let names = option_names(self.options);
-            let aliases: Vec<String> = crate::opts::ALIASES
-                .iter()
-                .filter(|(a, n)| names.contains(n) && !names.contains(a))
+            let aliases: Vec<String> = crate::opts::aliases_for(self.call_name(), &names)
+                .into_iter()
                 .map(|(a, n)| format!("{a} = {n}"))
                 .collect();
             if !aliases.is_empty() {

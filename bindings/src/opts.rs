@@ -62,18 +62,40 @@ pub const ALIASES: &[(&str, &str)] = &[
     ("image", "first_frame"),
 ];
 
-/// Levenshtein distance between two names (ASCII-lowercased).
+/// Aliases that belong to one function only (the others apply wherever their vidtune name is an option).
+const ALIAS_ONLY: &[(&str, &str)] = &[("num_inv_steps", "invert"), ("max_train_steps", "tune")];
+
+/// The aliases `func` accepts, given its option names.
+pub fn aliases_for<'a>(func: &str, names: &[&str]) -> Vec<(&'a str, &'a str)> {
+    ALIASES
+        .iter()
+        .filter(|(a, n)| names.contains(n) && !names.contains(a))
+        .filter(|(a, _)| ALIAS_ONLY.iter().all(|(alias, f)| alias != a || *f == func))
+        .copied()
+        .collect()
+}
+
+/// Edit distance between two names (ASCII-lowercased): insertions, deletions, substitutions and swaps of
+/// neighbouring letters each count one (optimal string alignment).
 fn edit_distance(a: &str, b: &str) -> usize {
     let (a, b): (Vec<char>, Vec<char>) = (a.to_lowercase().chars().collect(), b.to_lowercase().chars().collect());
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.iter().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
     }
-    prev[b.len()]
+    for j in 0..=b.len() {
+        d[0][j] = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            d[i][j] = (d[i - 1][j - 1] + cost).min(d[i - 1][j] + 1).min(d[i][j - 1] + 1);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                d[i][j] = d[i][j].min(d[i - 2][j - 2] + 1);
+            }
+        }
+    }
+    d[a.len()][b.len()]
 }
 
 /// The allowed name closest to `key`, when it is close enough to be a slip (a third of its letters, at
@@ -92,17 +114,14 @@ impl<'a> Opts<'a> {
     /// Checks that every key of `map` is one of `allowed`, after renaming the diffusers / Tune-A-Video
     /// names of [`ALIASES`]; an unknown key gets a "did you mean" when one is close.
     pub fn new(func: &'a str, mut map: Map, allowed: &[&str]) -> RhaiResult<Self> {
-        for (alias, name) in ALIASES {
-            if allowed.contains(alias) || !allowed.contains(name) {
-                continue;
-            }
-            if let Some(v) = map.remove(*alias) {
-                if map.contains_key(*name) {
+        for (alias, name) in aliases_for(func, allowed) {
+            if let Some(v) = map.remove(alias) {
+                if map.contains_key(name) {
                     return Err(script_error(format!(
                         "{func}: options {alias:?} and {name:?} are the same option; give one of them"
                     )));
                 }
-                map.insert((*name).into(), v);
+                map.insert(name.into(), v);
             }
         }
         for key in map.keys() {
@@ -275,6 +294,7 @@ mod tests {
         assert_eq!(did_you_mean("gudiance", &allowed), Some("guidance"));
         assert_eq!(did_you_mean("inference_steps", &allowed), Some("steps"));
         assert_eq!(did_you_mean("colour", &allowed), None);
+        assert_eq!(did_you_mean("stpes", &allowed), Some("steps"), "a swap is one slip");
     }
 
     #[test]

@@ -15,11 +15,82 @@ const KEYWORDS: &[&str] = &[
     "true", "false", "switch", "throw", "try", "catch", "import", "export", "as", "print", "debug", "type_of",
 ];
 
-/// Names that change as the session runs (variables and script functions).
+/// Names that change as the session runs (variables with their types, and script functions).
 #[derive(Debug, Default)]
 pub struct SessionNames {
     pub variables: Vec<String>,
+    /// Each variable's type as scripts name it (`Video`, `Masks`, `VideoModel`, …).
+    pub types: std::collections::HashMap<String, String>,
     pub functions: Vec<String>,
+}
+
+/// When the cursor is at a key of an options map (`f(…, #{ke`), the function the map is given to.
+pub fn options_call(before: &str) -> Option<String> {
+    // The innermost `#{` still open before the cursor.
+    let bytes = before.as_bytes();
+    let (mut depth, mut open_at) = (0i32, None);
+    let mut in_str = false;
+    for (i, &c) in bytes.iter().enumerate().rev() {
+        match c {
+            b'"' | b'`' => in_str = !in_str,
+            _ if in_str => {}
+            b'}' => depth += 1,
+            b'{' if depth > 0 => depth -= 1,
+            b'{' if i > 0 && bytes[i - 1] == b'#' => {
+                open_at = Some(i - 1);
+                break;
+            }
+            b'{' => return None,
+            _ => {}
+        }
+    }
+    let open_at = open_at?;
+    // The key position: right after `#{` or a `,` at the map's own level (not after `key:`).
+    let inside = &before[open_at + 2..];
+    let (mut level, mut last) = (0i32, None::<char>);
+    for ch in inside.chars() {
+        match ch {
+            '[' | '(' | '{' => level += 1,
+            ']' | ')' | '}' => level -= 1,
+            ',' | ':' if level == 0 => last = Some(ch),
+            _ => {}
+        }
+    }
+    if last == Some(':') {
+        return None;
+    }
+    // The call the map is an argument of: the last `(` left open before it, and the name before that.
+    let head = &before[..open_at];
+    let mut level = 0i32;
+    let paren = head.char_indices().rev().find_map(|(i, ch)| match ch {
+        ')' | ']' | '}' => {
+            level += 1;
+            None
+        }
+        '(' | '[' | '{' if level > 0 => {
+            level -= 1;
+            None
+        }
+        '(' => Some(i),
+        _ => None,
+    })?;
+    let name: String = head[..paren]
+        .chars()
+        .rev()
+        .take_while(|c| c.is_alphanumeric() || *c == '_')
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    (!name.is_empty()).then_some(name)
+}
+
+/// The variable before a `.` at the end of `head` (`clip.` → `clip`).
+fn receiver(head: &str) -> Option<&str> {
+    let head = head.strip_suffix('.')?;
+    let start = head.rfind(|c: char| !(c.is_alphanumeric() || c == '_')).map(|i| i + 1).unwrap_or(0);
+    let name = &head[start..];
+    (!name.is_empty()).then_some(name)
 }
 
 pub struct ReplHelper {
@@ -106,7 +177,8 @@ pub fn needs_more(input: &str) -> bool {
 }
 
 impl ReplHelper {
-    fn candidates(&self, before: &str, word: &str) -> Vec<String> {
+    /// Everything that fits where the cursor is, before filtering by the word typed.
+    fn candidates_unfiltered(&self, before: &str, word: &str) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
         let trimmed = before.trim_start();
         if trimmed.starts_with(':') && !trimmed.contains(' ') {
@@ -114,8 +186,25 @@ impl ReplHelper {
         } else if trimmed.starts_with(":help ") || trimmed.starts_with(":h ") {
             out.extend(help::functions().iter().map(|f| f.call_name().to_string()));
             out.extend(help::types().iter().map(|t| t.name.to_string()));
+        } else if let Some(func) = options_call(&before[..before.len() - word.len()]) {
+            // Option names of the function the map goes to (and the aliases it accepts), as `key: `.
+            let docs: Vec<&help::FnDoc> =
+                help::functions().into_iter().filter(|f| f.call_name() == func && !f.options.is_empty()).collect();
+            for d in docs {
+                let names = help::option_names(d.options);
+                out.extend(names.iter().map(|n| format!("{n}: ")));
+                out.extend(crate::opts::aliases_for(&func, &names).into_iter().map(|(a, _)| format!("{a}: ")));
+            }
         } else if before[..before.len() - word.len()].ends_with('.') {
-            out.extend(help::functions().iter().filter(|f| f.owner().is_some()).map(|f| f.call_name().to_string()));
+            // Methods of the receiver's type when the receiver is a variable of a known type, else all.
+            let head = &before[..before.len() - word.len()];
+            let ty = receiver(head).and_then(|v| self.names.borrow().types.get(v).cloned());
+            let methods = help::functions().into_iter().filter(|f| match (&ty, f.owner()) {
+                (Some(t), Some(o)) => o == t,
+                (None, Some(_)) => true,
+                _ => false,
+            });
+            out.extend(methods.map(|f| f.call_name().to_string()));
         } else {
             out.extend(help::functions().iter().filter(|f| f.owner().is_none()).map(|f| f.name.to_string()));
             let names = self.names.borrow();
@@ -123,7 +212,22 @@ impl ReplHelper {
             out.extend(names.functions.iter().cloned());
             out.extend(KEYWORDS.iter().map(|k| k.to_string()));
         }
+        out
+    }
+
+    fn candidates(&self, before: &str, word: &str) -> Vec<String> {
+        let mut out = self.candidates_unfiltered(before, word);
         out.retain(|c| c.starts_with(word) && c != word || (c == word && !word.is_empty()));
+        if out.is_empty() && !word.is_empty() {
+            // Nothing starts so: a suggestion by edit distance, as unknown options get.
+            let all = self.candidates_unfiltered(before, word);
+            let refs: Vec<&str> = all.iter().map(|c| c.trim_end_matches(": ")).collect();
+            if let Some(best) = crate::opts::did_you_mean(word, &refs) {
+                if let Some(full) = all.iter().find(|c| c.trim_end_matches(": ") == best) {
+                    out.push(full.clone());
+                }
+            }
+        }
         out.sort();
         out.dedup();
         out
@@ -150,7 +254,43 @@ impl Completer for ReplHelper {
 
 #[cfg(test)]
 mod tests {
-    use super::needs_more;
+    use super::{needs_more, options_call, ReplHelper, SessionNames};
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    fn helper() -> ReplHelper {
+        let mut names = SessionNames::default();
+        names.variables = vec!["clip".into(), "m".into()];
+        names.types.insert("clip".into(), "Video".into());
+        names.types.insert("m".into(), "Masks".into());
+        ReplHelper { names: Rc::new(RefCell::new(names)), commands: vec![":help"] }
+    }
+
+    #[test]
+    fn the_call_an_options_map_belongs_to() {
+        assert_eq!(options_call("sample(tuned, \"a car\", #{").as_deref(), Some("sample"));
+        assert_eq!(options_call("let x = invert(t, clip, #{steps: 50, ").as_deref(), Some("invert"));
+        assert_eq!(options_call("sample(t, \"x\", #{masks: segment(clip, [click(1, 2)]), ").as_deref(), Some("sample"));
+        assert_eq!(options_call("sample(t, \"x\", #{steps: "), None, "a value, not a key");
+        assert_eq!(options_call("sample(t, \"x\", #{steps: 5}, "), None, "the map is closed");
+        assert_eq!(options_call("let a = #{"), None, "a map given to no call");
+    }
+
+    #[test]
+    fn completion_knows_options_and_the_receivers_type() {
+        let h = helper();
+        assert_eq!(h.candidates("sample(t, \"x\", #{gui", "gui"), ["guidance: ", "guidance_scale: "]);
+        assert_eq!(
+            h.candidates("sample(t, \"x\", #{steps: 3, num_", "num_"),
+            ["num_frames: ", "num_inference_steps: "]
+        );
+        // A slip still finds the option.
+        assert_eq!(h.candidates("invert(t, c, #{stpes", "stpes"), ["steps: "]);
+        let video = h.candidates("clip.", "");
+        assert!(video.contains(&"frame".to_string()) && !video.contains(&"dilate".to_string()), "{video:?}");
+        let masks = h.candidates("m.", "");
+        assert!(masks.contains(&"dilate".to_string()) && !masks.contains(&"frame".to_string()), "{masks:?}");
+    }
 
     #[test]
     fn open_brackets_continue() {

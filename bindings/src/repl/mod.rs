@@ -88,7 +88,9 @@ pub fn run() -> anyhow::Result<()> {
                     Err(message) => eprintln!("internal error: {message}; the session keeps its state"),
                 }
                 let mut n = names.borrow_mut();
-                n.variables = session.vars().into_iter().map(|v| v.name).collect();
+                let vars = session.vars();
+                n.types = vars.iter().map(|v| (v.name.clone(), v.type_name.clone())).collect();
+                n.variables = vars.into_iter().map(|v| v.name).collect();
                 n.functions = session.function_names();
             }
             Err(ReadlineError::Interrupted) => println!("(Ctrl-D or :quit to leave)"),
