@@ -259,10 +259,11 @@ mod tests {
     use std::rc::Rc;
 
     fn helper() -> ReplHelper {
-        let mut names = SessionNames::default();
-        names.variables = vec!["clip".into(), "m".into()];
-        names.types.insert("clip".into(), "Video".into());
-        names.types.insert("m".into(), "Masks".into());
+        let names = SessionNames {
+            variables: vec!["clip".into(), "m".into()],
+            types: [("clip".into(), "Video".into()), ("m".into(), "Masks".into())].into(),
+            ..Default::default()
+        };
         ReplHelper { names: Rc::new(RefCell::new(names)), commands: vec![":help"] }
     }
 
