@@ -73,3 +73,16 @@ fn psnr_matches_its_definition() {
     assert!((psnr(&a, &b).unwrap() - 26.0206).abs() < 1e-3);
     assert!(psnr(&a, &a).unwrap().is_infinite());
 }
+
+#[test]
+fn robust_outliers_name_the_frames_that_stand_out() {
+    use vidtune_kernels::metrics::robust_outliers;
+    let changes = [0.31, 0.30, 0.33, 0.02, 0.29, 0.32, 0.30, 0.31];
+    assert_eq!(robust_outliers(&changes, 3.0, 0.05, false), vec![3]);
+    // A steady series flags nothing, however tight; a value far above is flagged unless only lows count.
+    assert!(robust_outliers(&[0.3; 8], 3.0, 0.05, false).is_empty());
+    let high = [0.3, 0.3, 0.31, 0.9, 0.3];
+    assert_eq!(robust_outliers(&high, 3.0, 0.05, false), vec![3]);
+    assert!(robust_outliers(&high, 3.0, 0.05, true).is_empty());
+    assert!(robust_outliers(&[0.1, 0.9], 3.0, 0.05, false).is_empty(), "too few frames to tell");
+}

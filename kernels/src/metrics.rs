@@ -103,3 +103,30 @@ pub fn temporal_flickering(frames: &Tensor) -> Result<f64> {
     let mae = per_pair.mean(Kind::Double).double_value(&[]);
     Ok((255.0 - mae) / 255.0)
 }
+
+/// Indices of the values that stand out from the rest: farther than `k` robust standard deviations
+/// (1.4826 × the median absolute deviation) from the median, and by more than `min_gap` — so a uniform
+/// series (MAD 0) flags nothing unless a value really differs. `low_only` flags only values below.
+pub fn robust_outliers(values: &[f64], k: f64, min_gap: f64, low_only: bool) -> Vec<usize> {
+    if values.len() < 3 {
+        return vec![];
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        }
+    };
+    let m = median(&mut values.to_vec());
+    let mad = median(&mut values.iter().map(|v| (v - m).abs()).collect());
+    let spread = (1.4826 * mad * k).max(min_gap);
+    values
+        .iter()
+        .enumerate()
+        .filter(|(_, &v)| if low_only { m - v > spread } else { (v - m).abs() > spread })
+        .map(|(i, _)| i)
+        .collect()
+}

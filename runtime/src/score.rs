@@ -124,6 +124,72 @@ pub fn score(clip: &ClipModel, video: &Video, prompt: &str, opts: &ScoreOptions)
     Ok(s)
 }
 
+/// Frames of an edit that stand out from the others, and by what measure.
+#[derive(Debug, Clone)]
+pub struct FrameCheck {
+    /// The frames that stand out.
+    pub frames: Vec<usize>,
+    /// What was measured (`change inside the masks`, `CLIP alignment`).
+    pub measure: &'static str,
+    /// The measure per frame, and its median.
+    pub values: Vec<f64>,
+    pub median: f64,
+}
+
+impl FrameCheck {
+    fn of(measure: &'static str, values: Vec<f64>, frames: Vec<usize>) -> Option<FrameCheck> {
+        if frames.is_empty() {
+            return None;
+        }
+        let mut sorted = values.clone();
+        sorted.sort_by(f64::total_cmp);
+        let median = sorted[sorted.len() / 2];
+        Some(FrameCheck { frames, measure, values, median })
+    }
+
+    /// `frames 5, 6 stand out (change inside the masks 0.02, 0.03 against a median of 0.31)`.
+    pub fn describe(&self) -> String {
+        let list = |f: &dyn Fn(usize) -> String| self.frames.iter().map(|&i| f(i)).collect::<Vec<_>>().join(", ");
+        format!(
+            "frame{} {} stand{} out ({} {} against a median of {:.3})",
+            if self.frames.len() == 1 { "" } else { "s" },
+            list(&|i| i.to_string()),
+            if self.frames.len() == 1 { "s" } else { "" },
+            self.measure,
+            list(&|i| format!("{:.3}", self.values[i])),
+            self.median
+        )
+    }
+}
+
+/// How much each frame of `edit` changed from `source` inside the subject's masks (mean absolute pixel
+/// change over the mask, in [0, 2]), and the frames where that stands out — an edit that lost its subject
+/// in a frame changes it unlike its neighbours. `None` when no frame stands out.
+pub fn check_mask_change(source: &Video, edit: &Video, masks: &crate::masks::Masks) -> Result<Option<FrameCheck>> {
+    if source.len() != edit.len() || masks.len() != edit.len() {
+        return Ok(None);
+    }
+    let m = masks.resize(edit.width(), edit.height())?;
+    let m = m.tensor().to_kind(tch::Kind::Float);
+    let src = source.resize(edit.width(), edit.height(), kimage::Fit::Resize)?;
+    let diff = (edit.frames() - src.frames()).abs().mean_dim(&[1i64][..], true, tch::Kind::Float);
+    let area = m.sum_dim_intlist(&[1i64, 2, 3][..], false, tch::Kind::Float);
+    let change = (diff * &m).sum_dim_intlist(&[1i64, 2, 3][..], false, tch::Kind::Float) / area.clamp_min(1.0);
+    let values = Vec::<f64>::try_from(change.to_kind(tch::Kind::Double))?;
+    let frames = metrics::robust_outliers(&values, 3.0, 0.05, false);
+    Ok(FrameCheck::of("change inside the masks", values, frames))
+}
+
+/// Each frame's CLIP alignment with `prompt`, and the frames whose alignment falls well below the others'.
+pub fn check_alignment(clip: &ClipModel, edit: &Video, prompt: &str) -> Result<Option<FrameCheck>> {
+    if edit.len() < 3 {
+        return Ok(None);
+    }
+    let s = score(clip, edit, prompt, &ScoreOptions::default())?;
+    let frames = metrics::robust_outliers(&s.per_frame_alignment, 3.0, 0.02, true);
+    Ok(FrameCheck::of("CLIP alignment", s.per_frame_alignment, frames))
+}
+
 /// A table cell for Markdown: prompts and names are text, never markup — HTML is escaped as entities,
 /// Markdown's inline syntax and the cell separator with backslashes, line breaks become spaces.
 pub fn markdown_cell(text: &str) -> String {
@@ -384,5 +450,32 @@ mod export_tests {
         assert_eq!(csv_safe("@SUM(A1)"), "'@SUM(A1)");
         assert_eq!(csv_safe("-0.25"), "-0.25");
         assert_eq!(csv_safe("a red car"), "a red car");
+    }
+}
+
+#[cfg(test)]
+mod frame_check_tests {
+    use super::*;
+    use crate::media::synthetic::{synthetic_clip, SyntheticSpec};
+
+    #[test]
+    fn a_frame_whose_subject_did_not_change_like_the_others_is_named() {
+        let c =
+            synthetic_clip(&SyntheticSpec { frames: 8, width: 48, height: 48, seed: 5, ..Default::default() }).unwrap();
+        let m = c.masks.tensor().to_kind(tch::Kind::Float);
+        // Every frame's subject shifted in colour, except frame 5's, left as it was.
+        let mut change = m.repeat([1, 3, 1, 1]) * 0.6;
+        let _ = change.get(5).zero_();
+        let edit = Video::new((c.video.frames() + change).clamp(-1.0, 1.0), 8.0).unwrap();
+        let check = check_mask_change(&c.video, &edit, &c.masks).unwrap().expect("frame 5 stands out");
+        assert_eq!(check.frames, vec![5]);
+        assert!(
+            check.describe().starts_with("frame 5 stands out (change inside the masks 0.000"),
+            "{}",
+            check.describe()
+        );
+        // A uniform edit flags nothing.
+        let even = Video::new((c.video.frames() + m.repeat([1, 3, 1, 1]) * 0.6).clamp(-1.0, 1.0), 8.0).unwrap();
+        assert!(check_mask_change(&c.video, &even, &c.masks).unwrap().is_none());
     }
 }

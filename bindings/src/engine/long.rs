@@ -4,7 +4,7 @@
 
 use super::live::Live;
 use super::video::{
-    latents_option, note_call, one_or_many, report_memo, sample_options, video_model, CO_DENOISE_OPTIONS,
+    check_frames, latents_option, note_call, one_or_many, report_memo, sample_options, video_model, CO_DENOISE_OPTIONS,
 };
 use super::Host;
 use crate::guard::Registrar;
@@ -170,6 +170,7 @@ fn do_co_denoise(
     if o.seed.is_none() && latents.is_none() {
         println!("seed: {seed}");
     }
+    check_frames("co_denoise", &opts, &video, latents.as_ref().map(|l| &l.0), o.masks.as_ref(), schedule.first())?;
     Ok(video)
 }
 

@@ -201,6 +201,13 @@ macro_rules! sample_options {
             },
             super::live::PREVIEW_EVERY,
             super::live::ON_STEP,
+            OptDoc {
+                name: "scorer",
+                takes: "Clip (from load_clip)",
+                doc: "after sampling, warn about frames whose CLIP alignment with the prompt falls below the others' \
+                      (with masks and inverted latents, frames whose change inside the masks stands out are named \
+                      anyway)",
+            },
             $($extra),*
         ]
     };
@@ -448,6 +455,33 @@ fn do_tune(
     Ok(ScriptVideoModel(out.value))
 }
 
+/// The per-frame check after `sample` / `co_denoise`: frames whose change inside the masks (with masks
+/// and the inverted clip) or whose CLIP alignment (with a `scorer`) stands out are named in a warning.
+pub(super) fn check_frames(
+    func: &str,
+    opts: &Opts,
+    edit: &Video,
+    latents: Option<&Latents>,
+    masks: Option<&Masks>,
+    prompt: &str,
+) -> RhaiResult<()> {
+    let scorer = opts.custom::<super::score::ScriptClip>("scorer", "a Clip (from load_clip)")?;
+    let mut found = vec![];
+    if let (Some(source), Some(m)) = (latents.and_then(|l| l.clip.as_ref()), masks) {
+        found.extend(rt(vidtune_runtime::score::check_mask_change(source, edit, m))?);
+    }
+    if let Some(c) = scorer {
+        found.extend(rt(vidtune_runtime::score::check_alignment(&c.0, edit, prompt))?);
+    }
+    for check in found {
+        vidtune_runtime::progress::warn(format!(
+            "{func}: {}; the edit may have lost its subject there — look with preview(source, edit)",
+            check.describe()
+        ));
+    }
+    Ok(())
+}
+
 /// Notes a memoised pipeline call in the run record.
 pub(super) fn note_call<T>(
     host: &Host,
@@ -610,6 +644,7 @@ fn do_sample(
     if o.seed.is_none() && latents.is_none() {
         println!("seed: {seed}");
     }
+    check_frames("sample", &opts, &video, latents.as_ref().map(|l| &l.0), o.masks.as_ref(), prompt)?;
     Ok(video)
 }
 
