@@ -535,7 +535,8 @@ save_video(sample(model, "a red circle", #{latents: t, steps: 2, cache: false}),
     for i in 0..3 {
         let name = format!("{i:05}.png");
         let (a, b) = (dir.path().join("a").join(&name), dir.path().join("b").join(&name));
-        assert_eq!(std::fs::read(a).unwrap(), std::fs::read(b).unwrap(), "frame {i}");
+        let pixels = |p: std::path::PathBuf| image::open(p).unwrap().to_rgb8().into_raw();
+        assert!(pixels(a) == pixels(b), "frame {i}");
     }
     // A tensor of the wrong shape is refused with the shape expected; a wrong type is named as scripts know it.
     let cases: &[(&str, &str)] = &[
@@ -650,6 +651,8 @@ let clip = synthetic_clip(#{frames: 2, size: 32, seed: 4}).video;
 let tuned = tune(model, clip, "a circle", #{steps: param("steps", 2), learning_rate: 1e-4});
 let edit = sample(tuned, param("edit", "a red circle"), #{frames: 2, steps: 2});
 save_video(edit, "out/edit.gif", #{sidecar: #{note: "first"}});
+save_video(edit, "out/frames");
+save_video(edit, "out/edit.mp4");
 "#;
     let out = run_script(dir.path(), "make.rhai", script, &["--set", "edit=\"a blue circle\""]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -679,7 +682,30 @@ save_video(edit, "out/edit.gif", #{sidecar: #{note: "first"}});
     let again = vidtune(dir.path()).args(["run", "--from", "out/edit.json"]).output().unwrap();
     assert!(again.status.success(), "{}", stderr(&again));
     assert!(stdout(&again).contains("rerunning make.rhai from out/edit.json"), "{}", stdout(&again));
-    assert_eq!(std::fs::read(dir.path().join("out/edit.gif")).unwrap(), first);
+    assert!(std::fs::read(dir.path().join("out/edit.gif")).unwrap() == first, "the rerun made another GIF");
+    // The frames and the mp4 carry the same record inside (PNG text chunks, container metadata).
+    let from_png: serde_json::Value = serde_json::from_str(
+        &vidtune_runtime::media::image::png_text(dir.path().join("out/frames/00000.png"))
+            .unwrap()
+            .into_iter()
+            .find(|(k, _)| k == "vidtune")
+            .expect("a vidtune text chunk")
+            .1,
+    )
+    .unwrap();
+    // (The rerun above rewrote them: same script, parameters and seed, the tuning now from the memo.)
+    assert_eq!((&from_png["script"], &from_png["params"]), (&record["script"], &record["params"]));
+    assert_eq!(from_png["calls"][1]["seed"], record["calls"][1]["seed"]);
+    let from_mp4 = vidtune_runtime::media::ffmpeg::read_metadata(&dir.path().join("out/edit.mp4")).unwrap();
+    let from_mp4: serde_json::Value =
+        serde_json::from_str(&from_mp4.into_iter().find(|(k, _)| k == "vidtune").expect("mp4 metadata").1).unwrap();
+    assert_eq!(from_mp4["script"], record["script"]);
+    // From a frame: the same pixels (the record inside differs: timings, memo hits).
+    let pixels = || image::open(dir.path().join("out/frames/00001.png")).unwrap().to_rgb8().into_raw();
+    let frame = pixels();
+    let again = vidtune(dir.path()).args(["run", "--from", "out/frames/00000.png"]).output().unwrap();
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(pixels() == frame, "the rerun from a frame made other pixels");
     // A file without a record is named.
     std::fs::write(dir.path().join("plain.json"), "{}").unwrap();
     let out = vidtune(dir.path()).args(["run", "--from", "plain.json"]).output().unwrap();

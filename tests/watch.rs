@@ -200,6 +200,7 @@ let edit = sample(tuned, "a red circle", #{latents: inv, steps: 2});
     let lines = w.expect("ok in");
     let done = lines.last().unwrap();
     assert!(done.contains("tune 2, invert 2, sample 2 steps · memo 0 hits, 3 computed"), "{done}");
+    w.expect("watching 1 file: m.rhai;");
     // Only the message changed: tuning, inversion and the edit come from the memo.
     std::fs::write(&script, format!("{body}print(\"second\");")).unwrap();
     w.expect_all(&["tune: from the memo", "invert: from the memo", "sample: from the memo", "second"]);

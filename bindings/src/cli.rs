@@ -22,9 +22,9 @@ enum Command {
         /// Script parameters, read with param("name", default): --set steps=10 --set prompt="a red car"
         #[arg(long = "set", value_name = "NAME=VALUE")]
         set: Vec<String>,
-        /// Rerun a saved result from its sidecar (out/edit.json): the recorded script, parameters and seeds;
-        /// --set changes parameters
-        #[arg(long, value_name = "SIDECAR.json", conflicts_with = "file")]
+        /// Rerun a saved result from its run record: a sidecar (out/edit.json), a PNG frame or an mp4 that
+        /// vidtune saved; the recorded script, parameters and seeds (--set changes parameters)
+        #[arg(long, value_name = "RESULT", conflicts_with = "file")]
         from: Option<PathBuf>,
     },
     /// Run a script and rerun it whenever it, or a file it reads, is saved
@@ -168,15 +168,30 @@ fn run_script(file: &std::path::Path, params: &[(String, Dynamic)]) -> ExitCode 
 /// What `run --from` reads from a sidecar: the script's name and text, its parameters and the seeds its
 /// calls drew (in order).
 pub fn read_run_record(path: &std::path::Path) -> anyhow::Result<(String, String, Vec<(String, Dynamic)>, Vec<u64>)> {
-    let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", path.display()))?;
-    let json: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: not JSON: {e}", path.display()))?;
-    let record = json.get("record").ok_or_else(|| {
+    let no_record = || {
         anyhow::anyhow!(
-            "{}: no run record (save with #{{sidecar: true}} to record how a result was made)",
+            "{}: no run record (results saved by a script carry one; sidecars with #{{sidecar: true}})",
             path.display()
         )
-    })?;
+    };
+    let ext = path.extension().map(|e| e.to_string_lossy().to_lowercase()).unwrap_or_default();
+    let embedded = |pairs: Vec<(String, String)>| -> anyhow::Result<serde_json::Value> {
+        let text = pairs.into_iter().find(|(k, _)| k == "vidtune").map(|(_, v)| v).ok_or_else(no_record)?;
+        serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: the run record is not JSON: {e}", path.display()))
+    };
+    let json: serde_json::Value = match ext.as_str() {
+        "png" => embedded(vidtune_runtime::media::image::png_text(path)?)?,
+        #[cfg(feature = "ffmpeg")]
+        "mp4" | "mov" | "mkv" | "webm" => embedded(vidtune_runtime::media::ffmpeg::read_metadata(path)?)?,
+        _ => {
+            let text =
+                std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", path.display()))?;
+            let json: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: not JSON: {e}", path.display()))?;
+            json.get("record").cloned().ok_or_else(no_record)?
+        }
+    };
+    let record = &json;
     let script = record.get("script").filter(|s| !s.is_null()).ok_or_else(|| {
         anyhow::anyhow!(
             "{}: the result was made in an interactive session, not by a script; nothing to rerun",

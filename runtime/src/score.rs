@@ -464,7 +464,7 @@ mod frame_check_tests {
             synthetic_clip(&SyntheticSpec { frames: 8, width: 48, height: 48, seed: 5, ..Default::default() }).unwrap();
         let m = c.masks.tensor().to_kind(tch::Kind::Float);
         // Every frame's subject shifted in colour, except frame 5's, left as it was.
-        let mut change = m.repeat([1, 3, 1, 1]) * 0.6;
+        let change = m.repeat([1, 3, 1, 1]) * 0.6;
         let _ = change.get(5).zero_();
         let edit = Video::new((c.video.frames() + change).clamp(-1.0, 1.0), 8.0).unwrap();
         let check = check_mask_change(&c.video, &edit, &c.masks).unwrap().expect("frame 5 stands out");

@@ -104,7 +104,7 @@ fn load_video(host: &Host, path: &str, opts: Opts) -> RhaiResult<Video> {
 }
 
 fn save_video(host: &Host, video: &Video, path: &str) -> RhaiResult<String> {
-    save_video_opts(host, video, path, &SaveOptions::default())
+    save_video_opts(host, video, path, &SaveOptions { metadata: host.file_metadata(), ..Default::default() })
 }
 
 fn save_video_opts(host: &Host, video: &Video, path: &str, o: &SaveOptions) -> RhaiResult<String> {
@@ -125,7 +125,7 @@ fn is_our_sidecar(path: &Path) -> bool {
 /// facts and the given map (scores, prompts, settings). `overwrite` writes a folder of frames into a folder
 /// that holds other files (keeping them) and replaces a JSON file there that vidtune did not write.
 fn save_video_with(host: &Host, video: &Video, path: &str, opts: Opts) -> RhaiResult<String> {
-    let o = SaveOptions { overwrite: opts.bool("overwrite")?.unwrap_or(false) };
+    let o = SaveOptions { overwrite: opts.bool("overwrite")?.unwrap_or(false), metadata: host.file_metadata() };
     let sidecar_path = opts.get("sidecar").map(|_| {
         let p = Path::new(path);
         if p.extension().is_some() {
@@ -247,7 +247,7 @@ pub fn register(engine: &mut Registrar, host: &Rc<Host>) {
     });
     let h = host.clone();
     let save_image = move |img: &Image, path: &str| -> RhaiResult<String> {
-        rt(img.save(path))?;
+        rt(img.save_with_text(path, &h.file_metadata()))?;
         h.record_write(Path::new(path));
         Ok(path.to_string())
     };

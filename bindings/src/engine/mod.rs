@@ -162,6 +162,15 @@ impl Host {
         })
     }
 
+    /// What saved results carry in their files (PNG text chunks, container metadata): the run record,
+    /// once the run has made something with a pipeline.
+    pub fn file_metadata(&self) -> Vec<(String, String)> {
+        if self.calls.borrow().is_empty() {
+            return vec![];
+        }
+        vec![("vidtune".to_string(), self.run_record().to_string())]
+    }
+
     pub fn clear_files(&self) {
         self.reads.borrow_mut().clear();
         self.writes.borrow_mut().clear();

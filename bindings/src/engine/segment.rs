@@ -340,7 +340,10 @@ pub fn register(engine: &mut Registrar, host: &Rc<Host>) {
     let h = host.clone();
     engine.register_fn("save", move |m: &mut Masks, path: &str, opts: Map| -> RhaiResult<String> {
         let opts = Opts::declared("Masks.save", opts, MASKS_SAVE_OPTIONS)?;
-        let o = vidtune_runtime::media::SaveOptions { overwrite: opts.bool("overwrite")?.unwrap_or(false) };
+        let o = vidtune_runtime::media::SaveOptions {
+            overwrite: opts.bool("overwrite")?.unwrap_or(false),
+            ..Default::default()
+        };
         let out = rt(m.save_with(Path::new(path), &o))?;
         h.record_write(&out);
         Ok(out.display().to_string())

@@ -20,7 +20,7 @@ use vidtune_runtime::pipelines::invert::{InvertOptions, Latents};
 use vidtune_runtime::pipelines::sample::{FirstFrame, SampleOptions, SHARED_NOISE};
 use vidtune_runtime::pipelines::tune::{LossWeights, TuneClip, TuneOptions, TAV_TRAIN};
 use vidtune_runtime::video::processors::{ModuleSpec, Role};
-use vidtune_runtime::video::tuned::{load_tuned, save_tuned};
+use vidtune_runtime::video::tuned::{load_tuned, save_tuned_with};
 use vidtune_runtime::video::{inflate, parse_optional, VideoModel, VideoSpec};
 use vidtune_runtime::{Image, Masks, Video};
 
@@ -709,7 +709,7 @@ fn model_info(m: &ScriptVideoModel) -> Map {
 }
 
 fn save_model(host: &Host, m: &ScriptVideoModel, path: &str) -> RhaiResult<String> {
-    let bytes = rt(save_tuned(&m.0, Path::new(path)))?;
+    let bytes = rt(save_tuned_with(&m.0, Path::new(path), &host.file_metadata()))?;
     host.record_write(Path::new(path));
     println!("saved {path} ({:.1} MB)", bytes as f64 / 1e6);
     Ok(path.to_string())

@@ -166,7 +166,13 @@ fn encoders_for(ext: &str) -> &'static [(&'static str, &'static [(&'static str, 
 }
 
 /// Writes `video` to `path` (already a temporary sibling of the destination) in container `ext`.
-pub(crate) fn write(video: &Video, path: &Path, ext: &str, progress: &mut Progress) -> Result<()> {
+pub(crate) fn write(
+    video: &Video,
+    path: &Path,
+    ext: &str,
+    metadata: &[(String, String)],
+    progress: &mut Progress,
+) -> Result<()> {
     init()?;
     let format = match ext {
         "mp4" => "mp4",
@@ -212,7 +218,15 @@ pub(crate) fn write(video: &Video, path: &Path, ext: &str, progress: &mut Progre
     // frames it had.
     let mut muxer_opts = ff::Dictionary::new();
     if matches!(ext, "mp4" | "mov") {
-        muxer_opts.set("movflags", "+faststart");
+        // use_metadata_tags keeps keys of our own (the run record) in the file.
+        muxer_opts.set("movflags", if metadata.is_empty() { "+faststart" } else { "+faststart+use_metadata_tags" });
+    }
+    if !metadata.is_empty() {
+        let mut tags = ff::Dictionary::new();
+        for (k, v) in metadata {
+            tags.set(k, v);
+        }
+        octx.set_metadata(tags);
     }
     octx.write_header_with(muxer_opts).map_err(|e| fail("cannot write header", &e))?;
     let ost_tb = octx.stream(0).map(|s| s.time_base()).unwrap_or(time_base);
@@ -260,4 +274,11 @@ pub(crate) fn write(video: &Video, path: &Path, ext: &str, progress: &mut Progre
     drain(&mut encoder, &mut octx)?;
     octx.write_trailer().map_err(|e| fail("cannot finish file", &e))?;
     Ok(())
+}
+
+/// The container-level metadata of a video file (what [`write`] stores from `SaveOptions::metadata`).
+pub fn read_metadata(path: &Path) -> Result<Vec<(String, String)>> {
+    init()?;
+    let ictx = ff::format::input(&path).map_err(|e| Error::bad_file(path, format!("cannot open: {e}")))?;
+    Ok(ictx.metadata().iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
 }

@@ -51,15 +51,19 @@ pub(crate) fn read(dir: &Path, opts: &LoadOptions, collector: &mut Collector) ->
 }
 
 /// Writes `video` as `00000.png`, `00001.png`, … into `dir` (a fresh temporary directory).
-pub(crate) fn write(video: &Video, dir: &Path, progress: &mut Progress) -> Result<()> {
+pub(crate) fn write(video: &Video, dir: &Path, text: &[(String, String)], progress: &mut Progress) -> Result<()> {
     let frames = kimage::to_rgb8_tensor(video.frames())?;
     let (w, h) = (video.width() as u32, video.height() as u32);
     for i in 0..video.len() {
         let rgb = Vec::<u8>::try_from(frames.get(i as i64).flatten(0, -1))?;
         let img = image::RgbImage::from_raw(w, h, rgb).ok_or_else(|| Error::Invalid("frame size mismatch".into()))?;
         let path = dir.join(format!("{i:05}.png"));
-        img.save_with_format(&path, image::ImageFormat::Png)
-            .map_err(|e| Error::bad_file(&path, format!("cannot write frame: {e}")))?;
+        if text.is_empty() {
+            img.save_with_format(&path, image::ImageFormat::Png)
+                .map_err(|e| Error::bad_file(&path, format!("cannot write frame: {e}")))?;
+        } else {
+            super::image::write_png(&path, &img, text)?;
+        }
         progress.step()?;
     }
     Ok(())

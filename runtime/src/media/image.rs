@@ -79,6 +79,17 @@ impl Image {
         })
     }
 
+    /// Saves as PNG with text chunks (`key: value`, as ComfyUI stores a result's recipe): the provenance
+    /// of a result travels with the file. Other formats save without them. Written atomically.
+    pub fn save_with_text(&self, path: impl AsRef<Path>, text: &[(String, String)]) -> Result<()> {
+        let path = path.as_ref();
+        if text.is_empty() || image_format_for(path)? != image::ImageFormat::Png {
+            return self.save(path);
+        }
+        let rgb = self.to_rgb8()?;
+        write_atomic(path, |tmp| write_png(tmp, &rgb, text))
+    }
+
     /// Resizes to `height × width` (antialiased bilinear).
     pub fn resize(&self, height: i64, width: i64) -> Result<Image> {
         Image::new(kimage::resize(&self.data.unsqueeze(0), height, width)?.squeeze_dim(0))
@@ -115,4 +126,50 @@ impl std::fmt::Display for Image {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Image({}x{})", self.width(), self.height())
     }
+}
+
+/// Writes an RGB PNG with `text` as compressed text chunks (zTXt, or iTXt when not Latin-1).
+pub(crate) fn write_png(path: &Path, rgb: &image::RgbImage, text: &[(String, String)]) -> Result<()> {
+    let fail = |e: &dyn std::fmt::Display| Error::bad_file(path, format!("cannot write image: {e}"));
+    let file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
+    let mut enc = png::Encoder::new(std::io::BufWriter::new(file), rgb.width(), rgb.height());
+    enc.set_color(png::ColorType::Rgb);
+    enc.set_depth(png::BitDepth::Eight);
+    for (k, v) in text {
+        let r = if v.chars().all(|c| (c as u32) < 256) {
+            enc.add_ztxt_chunk(k.clone(), v.clone())
+        } else {
+            enc.add_itxt_chunk(k.clone(), v.clone())
+        };
+        r.map_err(|e| fail(&e))?;
+    }
+    let mut w = enc.write_header().map_err(|e| fail(&e))?;
+    w.write_image_data(rgb.as_raw()).map_err(|e| fail(&e))?;
+    w.finish().map_err(|e| fail(&e))
+}
+
+/// The text chunks of a PNG file (`tEXt`, `zTXt`, `iTXt`), by keyword.
+pub fn png_text(path: impl AsRef<Path>) -> Result<Vec<(String, String)>> {
+    let path = path.as_ref();
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut reader = png::Decoder::new(std::io::BufReader::new(file))
+        .read_info()
+        .map_err(|e| Error::bad_file(path, format!("not a PNG: {e}")))?;
+    // Text after the image data is only seen once the image is read.
+    let mut buf = vec![0; reader.output_buffer_size().unwrap_or(0)];
+    let _ = reader.next_frame(&mut buf);
+    let info = reader.info();
+    let mut out: Vec<(String, String)> =
+        info.uncompressed_latin1_text.iter().map(|t| (t.keyword.clone(), t.text.clone())).collect();
+    for t in &info.compressed_latin1_text {
+        if let Ok(text) = t.get_text() {
+            out.push((t.keyword.clone(), text));
+        }
+    }
+    for t in &info.utf8_text {
+        if let Ok(text) = t.get_text() {
+            out.push((t.keyword.clone(), text));
+        }
+    }
+    Ok(out)
 }

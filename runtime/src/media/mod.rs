@@ -99,12 +99,15 @@ fn read_with_ffmpeg(path: &Path, _collector: &mut Collector) -> Result<f64> {
     )))
 }
 
-/// How [`save_video_with`] treats what is already at the path.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// How [`save_video_with`] treats what is already at the path, and what it records in the file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SaveOptions {
     /// Write a folder of frames into an existing folder that holds files vidtune did not write (they are
     /// kept; see [`crate::fsutil`]). Without it such a folder is refused.
     pub overwrite: bool,
+    /// Text stored in the file: PNG text chunks in every frame of a folder, container metadata in
+    /// mp4 / mov / mkv / webm (GIF stores none). The provenance of a result.
+    pub metadata: Vec<(String, String)>,
 }
 
 /// Saves `video` by extension (`.mp4` H.264 when the encoder exists, else MPEG-4; `.mov`, `.mkv`,
@@ -120,17 +123,23 @@ pub fn save_video_with(video: &Video, path: impl AsRef<Path>, opts: &SaveOptions
     let mut progress = Progress::new(format!("save {}", path.display()), video.len() as u64).unit("frames");
     match container {
         Container::Frames => {
-            write_dir_atomic(path, opts.overwrite, |tmp| frames_dir::write(video, tmp, &mut progress))?
+            write_dir_atomic(path, opts.overwrite, |tmp| frames_dir::write(video, tmp, &opts.metadata, &mut progress))?
         }
         Container::Gif => write_atomic(path, |tmp| gif::write(video, tmp, &mut progress))?,
-        Container::Ffmpeg(ext) => write_ffmpeg(video, path, &ext, &mut progress)?,
+        Container::Ffmpeg(ext) => write_ffmpeg(video, path, &ext, &opts.metadata, &mut progress)?,
     }
     progress.finish();
     Ok(path.to_path_buf())
 }
 
 #[cfg(feature = "ffmpeg")]
-fn write_ffmpeg(video: &Video, path: &Path, ext: &str, progress: &mut Progress) -> Result<()> {
+fn write_ffmpeg(
+    video: &Video,
+    path: &Path,
+    ext: &str,
+    metadata: &[(String, String)],
+    progress: &mut Progress,
+) -> Result<()> {
     let (w, h) = (video.width(), video.height());
     let (ew, eh) = (w + (w & 1), h + (h & 1));
     if (ew, eh) != (w, h) {
@@ -140,11 +149,17 @@ fn write_ffmpeg(video: &Video, path: &Path, ext: &str, progress: &mut Progress) 
             path.display()
         ));
     }
-    write_atomic(path, |tmp| ffmpeg::write(video, tmp, ext, progress))
+    write_atomic(path, |tmp| ffmpeg::write(video, tmp, ext, metadata, progress))
 }
 
 #[cfg(not(feature = "ffmpeg"))]
-fn write_ffmpeg(_video: &Video, path: &Path, ext: &str, _progress: &mut Progress) -> Result<()> {
+fn write_ffmpeg(
+    _video: &Video,
+    path: &Path,
+    ext: &str,
+    _metadata: &[(String, String)],
+    _progress: &mut Progress,
+) -> Result<()> {
     Err(Error::Unsupported(format!(
         "{}: this build has no FFmpeg (feature `ffmpeg`), so it cannot write .{ext}; save as .gif or a directory",
         path.display()

@@ -99,6 +99,11 @@ pub fn tuned_tensors(model: &VideoModel) -> Vec<(String, Tensor)> {
 
 /// Writes the tuned file; returns its size in bytes.
 pub fn save_tuned(model: &VideoModel, path: &Path) -> Result<u64> {
+    save_tuned_with(model, path, &[])
+}
+
+/// [`save_tuned`] with more metadata (e.g. the run record of the script that tuned it).
+pub fn save_tuned_with(model: &VideoModel, path: &Path, extra: &[(String, String)]) -> Result<u64> {
     let tensors = tuned_tensors(model);
     let mut meta = HashMap::new();
     meta.insert("format".to_string(), FORMAT.to_string());
@@ -111,6 +116,9 @@ pub fn save_tuned(model: &VideoModel, path: &Path) -> Result<u64> {
     meta.insert("modules".to_string(), serde_json::to_string(&modules).unwrap_or_default());
     if let Some(r) = &model.record {
         meta.insert("record".to_string(), serde_json::to_string(r).unwrap_or_default());
+    }
+    for (k, v) in extra {
+        meta.entry(k.clone()).or_insert_with(|| v.clone());
     }
     safetensors_io::write(path, &tensors, meta)?;
     Ok(std::fs::metadata(path).map(|m| m.len()).unwrap_or(0))
