@@ -61,6 +61,20 @@ impl Previewer {
         Previewer { mode: PreviewMode::from_env(), dir, count: 0 }
     }
 
+    /// How many pixels wide a preview can usefully be: on a half-block terminal a pixel a column (so a
+    /// sheet is drawn at that size and its labels and frame numbers stay legible); `None` where previews
+    /// keep full resolution (files, notebooks, graphics protocols).
+    pub fn pixel_budget(&self, columns: Option<u32>) -> Option<u32> {
+        if self.mode != PreviewMode::Inline {
+            return None;
+        }
+        let config = inline_config(u32::MAX, columns);
+        if config.use_kitty || config.use_iterm || config.use_sixel {
+            return None;
+        }
+        config.width
+    }
+
     /// Shows `image`; in file mode writes `previews/NNN-label.png` and returns its path.
     pub fn show(&mut self, image: &Image, label: &str) -> Result<Option<PathBuf>> {
         self.show_sized(image, label, None)

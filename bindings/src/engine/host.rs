@@ -130,6 +130,34 @@ pub fn preview_many(host: &Host, args: Vec<Dynamic>) -> RhaiResult<()> {
         Some(v) if v.is_bool() => u32::from(v.as_bool().unwrap_or(false)),
         Some(_) => opts.int("play")?.map(|n| n.clamp(0, 100) as u32).unwrap_or(0),
     };
+    // On a half-block terminal, clips are drawn at the size the terminal shows them, so that labels and
+    // frame numbers stay legible.
+    let budget = host.previewer.borrow().pixel_budget(width.map(|w| w as u32));
+    let views: Vec<Viewable> = match budget {
+        None => views,
+        Some(px) => {
+            let count = views.len();
+            let per_row = |v: &Video| match count {
+                1 => v.sheet_columns(),
+                _ => (columns as usize).min(v.len()) as i64,
+            };
+            views
+                .into_iter()
+                .map(|v| match v {
+                    Viewable::Clip(c) => {
+                        let n = per_row(&c).max(1);
+                        let tile = ((px as i64 - (n + 1) * compose::GAP) / n).max(8);
+                        if tile >= c.width() {
+                            return Ok(Viewable::Clip(c));
+                        }
+                        let h = (c.height() * tile / c.width()).max(8);
+                        rt(c.resize(tile, h, vidtune_kernels::image::Fit::Resize)).map(Viewable::Clip)
+                    }
+                    still => Ok(still),
+                })
+                .collect::<RhaiResult<_>>()?
+        }
+    };
     let clips: Vec<&Video> = views
         .iter()
         .filter_map(|v| match v {
