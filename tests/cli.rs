@@ -712,3 +712,28 @@ save_video(edit, "out/edit.mp4");
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("plain.json: no run record"), "{}", stderr(&out));
 }
+
+#[test]
+fn bench_runs_the_job_on_the_tiny_shape_and_writes_its_figures() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = vidtune(dir.path())
+        .args(["bench", "--config", "tiny", "--frames", "2", "--size", "32", "--tune-steps", "2", "--steps", "2"])
+        .args(["--device", "cpu", "--json", "bench.json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("| stage | time | steps/s | peak RSS | GFLOP | GFLOP/s |"), "{}", stdout(&out));
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("bench.json")).unwrap()).unwrap();
+    let stages = json["stages"].as_array().unwrap();
+    let names: Vec<&str> = stages.iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["load", "inflate", "tune", "invert", "sample"]);
+    for s in &stages[2..] {
+        assert_eq!(s["steps"], 2);
+        assert!(s["seconds"].as_f64().unwrap() > 0.0 && s["gflop"].as_f64().unwrap() > 0.0, "{s}");
+        assert!(s["peak_rss_mb"].as_f64().unwrap() > 10.0, "{s}");
+    }
+    // Sampling with guidance runs the UNet twice a step; inversion once: about twice the work.
+    let (inv, smp) = (stages[3]["gflop"].as_f64().unwrap(), stages[4]["gflop"].as_f64().unwrap());
+    assert!(smp > 1.5 * inv && smp < 2.5 * inv, "invert {inv} GFLOP, sample {smp} GFLOP");
+}

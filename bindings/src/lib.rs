@@ -7,6 +7,7 @@
 //!
 //! **Architecture invariant:** this is the only crate that knows Rhai, rustyline, viuer, notify and clap.
 
+pub mod bench;
 pub mod cli;
 pub mod diagnostics;
 pub mod doctor;

@@ -12,6 +12,7 @@ pub mod config;
 pub mod device;
 pub mod env;
 pub mod error;
+pub mod flops;
 pub mod fsutil;
 pub mod masks;
 pub mod media;

@@ -277,6 +277,9 @@ impl Attention {
     pub fn attend(&self, q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, backend: Backend) -> Tensor {
         let (q, k, v) =
             (katt::split_heads(q, self.heads), katt::split_heads(k, self.heads), katt::split_heads(v, self.heads));
+        let (qs, ks) = (q.size(), k.size());
+        let (lq, d, lk) = (qs[qs.len() - 2], qs[qs.len() - 1], ks[ks.len() - 2]);
+        crate::flops::add(crate::flops::attention(q.numel() as i64 / (lq * d).max(1), lq, lk, d));
         let out = katt::attention(&q.contiguous(), &k.contiguous(), &v.contiguous(), mask, false, None, backend);
         self.to_out.forward(&katt::merge_heads(&out))
     }
