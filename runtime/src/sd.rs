@@ -435,10 +435,12 @@ fn random(kind: &str, seed: u64, device: Device, dtype: Kind, vae_dtype: Kind) -
         "tiny" => tiny_configs(vocab),
         "medium" => medium_configs(vocab),
         "sd14" => sd14_configs(vocab),
-        _ => return Err(Error::Invalid(format!(
+        _ => {
+            return Err(Error::Invalid(format!(
             "unknown random model \"random:{kind}\"; expected \"random:tiny\", \"random:medium\" or \"random:sd14\" \
                  (SD1.4's architecture)"
-        ))),
+        )))
+        }
     };
     tch::manual_seed(seed as i64);
     let (unet, mut unet_vars) = build(device, InitMode::Random, |b| UNet2DConditionModel::new(b, &unet_c, None))?;

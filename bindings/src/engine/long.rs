@@ -2,9 +2,8 @@
 //! `extend` (autoregressive extension) and `fuse` (average fusion). Their window options are parsed with
 //! `invert`'s and `sample`'s in [`super::video`].
 
-use super::live::Live;
 use super::video::{
-    check_frames, latents_option, note_call, one_or_many, report_memo, sample_options, video_model, CO_DENOISE_OPTIONS,
+    latents_option, one_or_many, run_sample, sample_options, video_model, SampleCall, CO_DENOISE_OPTIONS,
 };
 use super::Host;
 use crate::guard::Registrar;
@@ -12,7 +11,6 @@ use crate::help::{FnDoc, OptDoc};
 use crate::opts::{rt, script_error, Opts, RhaiResult};
 use rhai::{Array, Dynamic, Map, NativeCallContext};
 use std::rc::Rc;
-use vidtune_runtime::pipelines::cached::sample_cached;
 use vidtune_runtime::pipelines::codenoise::{PromptSchedule, PromptSpan, WindowOptions};
 use vidtune_runtime::pipelines::extend::extend;
 use vidtune_runtime::pipelines::fuse::{fuse, FuseOptions};
@@ -158,20 +156,8 @@ fn do_co_denoise(
         None => o.frames.or(o.masks.as_ref().map(|m| m.len() as i64)).unwrap_or(8),
     };
     let schedule = prompt_schedule(prompts, &windows, frames)?;
-    let live = Live::from(&opts)?;
-    let use_cache = opts.bool("cache")?.unwrap_or(true) && !live.active();
-    let fps = o.fps.or(latents.as_ref().map(|l| l.0.fps)).unwrap_or(8.0);
-    let out = live.run(ctx, host, &model.base, fps, || {
-        rt(sample_cached(&model, &schedule, latents.as_ref().map(|l| &l.0), &o, use_cache))
-    })?;
-    report_memo(&out, "co_denoise");
-    note_call(host, "co_denoise", &opts, format!("{o:?} {schedule:?}"), Some((out.value.1, seed_given)), &model, &out);
-    let (video, seed) = out.value;
-    if o.seed.is_none() && latents.is_none() {
-        println!("seed: {seed}");
-    }
-    check_frames("co_denoise", &opts, &video, latents.as_ref().map(|l| &l.0), o.masks.as_ref(), schedule.first())?;
-    Ok(video)
+    let call = SampleCall { func: "co_denoise", opts: &opts, model: &model, seed_given, schedule: &schedule };
+    run_sample(ctx, host, call, latents.as_ref().map(|l| &l.0), &o)
 }
 
 pub fn register(engine: &mut Registrar, host: &Rc<Host>) {

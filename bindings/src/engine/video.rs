@@ -632,19 +632,41 @@ fn do_sample(
     let seed_given = o.seed.is_some();
     o.seed = o.seed.or_else(|| host.replay_seed());
     let schedule = PromptSchedule::single(prompt);
-    let live = Live::from(&opts)?;
+    let call = SampleCall { func: "sample", opts: &opts, model: &model, seed_given, schedule: &schedule };
+    run_sample(ctx, host, call, latents.as_ref().map(|l| &l.0), &o)
+}
+
+/// What `sample` and `co_denoise` share after reading their options.
+pub(super) struct SampleCall<'a> {
+    pub func: &'static str,
+    pub opts: &'a Opts<'a>,
+    pub model: &'a VideoModel,
+    /// Whether the script gave the seed (else it was drawn, or replayed by `run --from`).
+    pub seed_given: bool,
+    pub schedule: &'a PromptSchedule,
+}
+
+/// Runs a sample or co-denoising call: live previews and `on_step`, the memo, the run record, the seed
+/// line and the per-frame check.
+pub(super) fn run_sample(
+    ctx: Option<&NativeCallContext>,
+    host: &Host,
+    call: SampleCall,
+    latents: Option<&Latents>,
+    o: &SampleOptions,
+) -> RhaiResult<Video> {
+    let SampleCall { func, opts, model, seed_given, schedule } = call;
+    let live = Live::from(opts)?;
     let use_cache = opts.bool("cache")?.unwrap_or(true) && !live.active();
-    let fps = o.fps.or(latents.as_ref().map(|l| l.0.fps)).unwrap_or(8.0);
-    let out = live.run(ctx, host, &model.base, fps, || {
-        rt(sample_cached(&model, &schedule, latents.as_ref().map(|l| &l.0), &o, use_cache))
-    })?;
-    report_memo(&out, "sample");
-    note_call(host, "sample", &opts, format!("{o:?} prompt {prompt:?}"), Some((out.value.1, seed_given)), &model, &out);
+    let fps = o.fps.or(latents.map(|l| l.fps)).unwrap_or(8.0);
+    let out = live.run(ctx, host, &model.base, fps, || rt(sample_cached(model, schedule, latents, o, use_cache)))?;
+    report_memo(&out, func);
+    note_call(host, func, opts, format!("{o:?} {schedule:?}"), Some((out.value.1, seed_given)), model, &out);
     let (video, seed) = out.value;
     if o.seed.is_none() && latents.is_none() {
         println!("seed: {seed}");
     }
-    check_frames("sample", &opts, &video, latents.as_ref().map(|l| &l.0), o.masks.as_ref(), prompt)?;
+    check_frames(func, opts, &video, latents, o.masks.as_ref(), schedule.first())?;
     Ok(video)
 }
 
