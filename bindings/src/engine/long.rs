@@ -11,10 +11,12 @@ use crate::help::{FnDoc, OptDoc};
 use crate::opts::{rt, script_error, Opts, RhaiResult};
 use rhai::{Array, Dynamic, Map, NativeCallContext};
 use std::rc::Rc;
+use std::time::Instant;
 use vidtune_runtime::pipelines::codenoise::{PromptSchedule, PromptSpan, WindowOptions};
 use vidtune_runtime::pipelines::extend::extend;
 use vidtune_runtime::pipelines::fuse::{fuse, FuseOptions};
 use vidtune_runtime::pipelines::sample::SampleOptions;
+use vidtune_runtime::video::VideoModel;
 use vidtune_runtime::Video;
 
 /// `extend`'s options.
@@ -103,18 +105,52 @@ fn prompt_schedule(prompts: &Dynamic, windows: &WindowOptions, frames: i64) -> R
     Ok(PromptSchedule(spans))
 }
 
-fn do_extend(model: &Dynamic, video: &Video, prompt: &str, opts: Opts) -> RhaiResult<Video> {
+/// Notes an `extend` or `fuse` call (not memoised) in the run record.
+fn record(
+    host: &Host,
+    function: &'static str,
+    opts: &Opts,
+    resolved: String,
+    seed: (u64, bool),
+    model: &VideoModel,
+    start: Instant,
+) {
+    host.record_call(super::CallRecord {
+        function,
+        given: opts.map().clone(),
+        resolved,
+        seed: Some(seed.0),
+        seed_given: seed.1,
+        model: Some(super::model_record(model)),
+        source: Some("computed"),
+        seconds: start.elapsed().as_secs_f64(),
+    });
+}
+
+fn do_extend(host: &Host, model: &Dynamic, video: &Video, prompt: &str, opts: Opts) -> RhaiResult<Video> {
     let model = video_model("extend", model)?;
     let frames = opts.int("frames")?.unwrap_or(8);
-    let o = SampleOptions { frames: None, ..sample_options(&opts, None)? };
+    let mut o = SampleOptions { frames: None, ..sample_options(&opts, None)? };
+    let seed_given = o.seed.is_some();
+    o.seed = o.seed.or_else(|| host.replay_seed());
+    let start = Instant::now();
     let (out, seed) = rt(extend(&model, video, prompt, frames, &o))?;
+    record(
+        host,
+        "extend",
+        &opts,
+        format!("{o:?} frames {frames} prompt {prompt:?}"),
+        (seed, seed_given),
+        &model,
+        start,
+    );
     if o.seed.is_none() {
         println!("seed: {seed}");
     }
     Ok(out)
 }
 
-fn do_fuse(model: &Dynamic, prompt: &str, opts: Opts) -> RhaiResult<Video> {
+fn do_fuse(host: &Host, model: &Dynamic, prompt: &str, opts: Opts) -> RhaiResult<Video> {
     let model = video_model("fuse", model)?;
     let d = FuseOptions::default();
     let (w_bg, w_fg) = match opts.get("weights") {
@@ -130,8 +166,12 @@ fn do_fuse(model: &Dynamic, prompt: &str, opts: Opts) -> RhaiResult<Video> {
         w_bg,
         w_fg,
     };
-    let o = sample_options(&opts, None)?;
+    let mut o = sample_options(&opts, None)?;
+    let seed_given = o.seed.is_some();
+    o.seed = o.seed.or_else(|| host.replay_seed());
+    let start = Instant::now();
     let (out, seed) = rt(fuse(&model, prompt, &o, &f))?;
+    record(host, "fuse", &opts, format!("{o:?} {f:?} prompt {prompt:?}"), (seed, seed_given), &model, start);
     if o.seed.is_none() {
         println!("seed: {seed}");
     }
@@ -161,12 +201,17 @@ fn do_co_denoise(
 }
 
 pub fn register(engine: &mut Registrar, host: &Rc<Host>) {
-    engine.register_fn("extend", |m: Dynamic, v: Video, prompt: &str| do_extend(&m, &v, prompt, Opts::empty("extend")));
-    engine.register_fn("extend", |m: Dynamic, v: Video, prompt: &str, opts: Map| {
-        do_extend(&m, &v, prompt, Opts::declared("extend", opts, EXTEND_OPTIONS)?)
+    let h = host.clone();
+    engine.register_fn("extend", move |m: Dynamic, v: Video, prompt: &str| {
+        do_extend(&h, &m, &v, prompt, Opts::empty("extend"))
     });
-    engine.register_fn("fuse", |m: Dynamic, prompt: &str, opts: Map| {
-        do_fuse(&m, prompt, Opts::declared("fuse", opts, FUSE_OPTIONS)?)
+    let h = host.clone();
+    engine.register_fn("extend", move |m: Dynamic, v: Video, prompt: &str, opts: Map| {
+        do_extend(&h, &m, &v, prompt, Opts::declared("extend", opts, EXTEND_OPTIONS)?)
+    });
+    let h = host.clone();
+    engine.register_fn("fuse", move |m: Dynamic, prompt: &str, opts: Map| {
+        do_fuse(&h, &m, prompt, Opts::declared("fuse", opts, FUSE_OPTIONS)?)
     });
     let h = host.clone();
     engine.register_fn("co_denoise", move |m: Dynamic, prompts: Dynamic| {
