@@ -1,7 +1,9 @@
 //! The training loop's optimiser state, shared by one-shot tuning and by the toy world's training from
 //! scratch: AdamW over a chosen set of parameters with float32 master copies (for half-precision models),
-//! joint gradient-norm clipping, and an optional linear warm-up. The caller computes the loss; [`Trainer`]
-//! does the backward pass and the update.
+//! joint gradient-norm clipping, an optional linear warm-up, and for float16 models dynamic loss scaling
+//! (as PyTorch's `GradScaler`: the loss is scaled up before the backward pass so small gradients survive
+//! float16, a step whose gradients overflow is skipped and the scale halved, and the scale doubles after a
+//! run of good steps). The caller computes the loss; [`Trainer`] does the backward pass and the update.
 
 use crate::error::{Error, Result};
 use tch::{Kind, Tensor};
@@ -19,6 +21,62 @@ pub struct Trainer {
     /// Steps of linear learning-rate warm-up (0: none).
     pub warmup: i64,
     step: i64,
+    /// Dynamic loss scaling (float16 parameters).
+    pub scaler: Option<LossScaler>,
+}
+
+/// Dynamic loss scaling, as PyTorch's `GradScaler` with its defaults.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LossScaler {
+    pub scale: f64,
+    pub growth_factor: f64,
+    pub backoff_factor: f64,
+    /// Good steps in a row before the scale grows.
+    pub growth_interval: i64,
+    good: i64,
+    /// Steps skipped because their gradients overflowed.
+    pub skipped: i64,
+}
+
+impl Default for LossScaler {
+    fn default() -> Self {
+        LossScaler {
+            scale: 65536.0,
+            growth_factor: 2.0,
+            backoff_factor: 0.5,
+            growth_interval: 2000,
+            good: 0,
+            skipped: 0,
+        }
+    }
+}
+
+impl LossScaler {
+    /// After a step's gradients were checked: backs off and counts a skip on overflow, else grows the
+    /// scale after `growth_interval` good steps. Returns whether the step may be applied.
+    fn update(&mut self, finite: bool) -> bool {
+        if !finite {
+            self.scale *= self.backoff_factor;
+            self.good = 0;
+            self.skipped += 1;
+            return false;
+        }
+        self.good += 1;
+        if self.good >= self.growth_interval {
+            self.scale *= self.growth_factor;
+            self.good = 0;
+        }
+        true
+    }
+}
+
+/// What one [`Trainer::step`] did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum StepOutcome {
+    /// The parameters were updated.
+    Applied,
+    /// The scaled gradients overflowed float16: nothing was updated and the loss scale backed off.
+    Skipped,
 }
 
 impl Trainer {
@@ -41,7 +99,8 @@ impl Trainer {
         let master = (kind != Kind::Float).then(|| params.iter().map(|p| p.detach().to_kind(Kind::Float)).collect());
         let m: Vec<Tensor> = params.iter().map(|p| Tensor::zeros_like(p).to_kind(Kind::Float)).collect();
         let v = m.iter().map(|t| t.zeros_like()).collect();
-        Ok(Trainer { names, params, master, m, v, adam, max_grad_norm, warmup: 0, step: 0 })
+        let scaler = (kind == Kind::Half).then(LossScaler::default);
+        Ok(Trainer { names, params, master, m, v, adam, max_grad_norm, warmup: 0, step: 0, scaler })
     }
 
     pub fn names(&self) -> &[String] {
@@ -56,6 +115,11 @@ impl Trainer {
     /// Back-propagates `loss`, clips the gradients, and updates every parameter. Returns the loss value and
     /// the gradient norm before clipping. A non-finite loss is an error (the parameters are left as they were).
     pub fn step(&mut self, loss: &Tensor) -> Result<(f64, f64)> {
+        self.step_scaled(loss).map(|(l, n, _)| (l, n))
+    }
+
+    /// [`Trainer::step`], also saying whether the update was applied or skipped (loss scaling).
+    pub fn step_scaled(&mut self, loss: &Tensor) -> Result<(f64, f64, StepOutcome)> {
         let value = loss.double_value(&[]);
         if !value.is_finite() {
             for p in self.params.iter_mut() {
@@ -63,20 +127,34 @@ impl Trainer {
             }
             return Err(Error::Invalid(format!("training diverged: the loss is {value} at step {}", self.step + 1)));
         }
-        loss.backward();
-        self.step += 1;
+        let scale = self.scaler.map(|s| s.scale).unwrap_or(1.0);
+        if scale != 1.0 {
+            (loss * scale).backward();
+        } else {
+            loss.backward();
+        }
         let mut grads: Vec<Tensor> = self
             .params
             .iter()
             .map(|p| {
                 let g = p.grad();
                 if g.defined() {
-                    g.to_kind(Kind::Float)
+                    g.to_kind(Kind::Float) / scale
                 } else {
                     Tensor::zeros_like(p).to_kind(Kind::Float)
                 }
             })
             .collect();
+        if let Some(scaler) = self.scaler.as_mut() {
+            let finite = grads.iter().all(|g| g.isfinite().all().int64_value(&[]) == 1);
+            if !scaler.update(finite) {
+                for p in self.params.iter_mut() {
+                    p.zero_grad();
+                }
+                return Ok((value, f64::INFINITY, StepOutcome::Skipped));
+            }
+        }
+        self.step += 1;
         let norm = clip_grad_norm(&mut grads, self.max_grad_norm);
         let mut adam = self.adam;
         if self.warmup > 0 && self.step <= self.warmup {
@@ -93,7 +171,7 @@ impl Trainer {
             }
             self.params[i].zero_grad();
         }
-        Ok((value, norm))
+        Ok((value, norm, StepOutcome::Applied))
     }
 
     /// Stops gradients on the trained parameters (they keep their values); returns their names.
@@ -102,5 +180,49 @@ impl Trainer {
             let _ = p.set_requires_grad(false);
         }
         self.names
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn half_trainer() -> Trainer {
+        let p = Tensor::full([4], 0.5, (Kind::Half, tch::Device::Cpu));
+        Trainer::new(vec![("p".into(), p)], AdamW { lr: 1e-2, ..AdamW::default() }, 1.0).unwrap()
+    }
+
+    #[test]
+    fn loss_scaling_skips_a_step_whose_gradients_overflow_and_backs_off() {
+        let mut t = half_trainer();
+        assert_eq!(t.scaler.unwrap().scale, 65536.0, "float16 parameters get a loss scaler");
+        let before = t.params[0].copy();
+        // d/dp of 1e3·p is 1e3; scaled by 65536 it is 6.6e7, beyond float16's 65504: an overflow.
+        let loss = (&t.params[0] * 1e3).sum(Kind::Float);
+        let (_, _, outcome) = t.step_scaled(&loss).unwrap();
+        assert_eq!(outcome, StepOutcome::Skipped);
+        assert!(t.params[0].equal(&before), "a skipped step leaves the parameters");
+        assert_eq!((t.scaler.unwrap().scale, t.scaler.unwrap().skipped, t.steps()), (32768.0, 1, 0));
+        // A loss whose scaled gradients fit is applied, and the gradients are unscaled first.
+        let loss = (&t.params[0] * 1e-3).sum(Kind::Float);
+        let (_, norm, outcome) = t.step_scaled(&loss).unwrap();
+        assert_eq!(outcome, StepOutcome::Applied);
+        assert!((norm - 2e-3).abs() < 1e-5, "unscaled gradient norm {norm}");
+        assert!(!t.params[0].equal(&before));
+        assert_eq!(t.steps(), 1);
+    }
+
+    #[test]
+    fn the_scale_grows_after_a_run_of_good_steps() {
+        let mut s = LossScaler { growth_interval: 3, ..LossScaler::default() };
+        for _ in 0..3 {
+            assert!(s.update(true));
+        }
+        assert_eq!(s.scale, 131072.0);
+        assert!(!s.update(false));
+        assert_eq!((s.scale, s.skipped), (65536.0, 1));
+        // Float32 parameters train without a scaler.
+        let p = Tensor::zeros([2], (Kind::Float, tch::Device::Cpu));
+        assert!(Trainer::new(vec![("p".into(), p)], AdamW::default(), 1.0).unwrap().scaler.is_none());
     }
 }

@@ -332,6 +332,15 @@ pub fn tune_clips(model: &VideoModel, clips: &[TuneClip], opts: &TuneOptions) ->
         }
     }
     progress.finish();
+    if let Some(scaler) = trainer.scaler.filter(|s| s.skipped > 0) {
+        crate::progress::warn(format!(
+            "tune: {} of {} steps skipped because their float16 gradients overflowed (loss scale now {}); \
+             bf16 or fp32 avoids it",
+            scaler.skipped,
+            losses.len(),
+            scaler.scale
+        ));
+    }
     let names = trainer.finish();
     let s = clips[0].video.frames().size();
     tuned.trained = names;
