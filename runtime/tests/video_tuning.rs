@@ -19,6 +19,13 @@ use vidtune_runtime::video::tuned::{load_tuned, save_tuned};
 use vidtune_runtime::video::{inflate, Conditioning, VideoModel, VideoSpec};
 use vidtune_runtime::Video;
 
+/// Seeded draws come from libtorch's process-wide generator: the tests of this file take turns.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn cpu() -> SdLoadOptions {
     SdLoadOptions { device: "cpu".into(), dtype: Some("fp32".into()), ..Default::default() }
 }
@@ -33,6 +40,7 @@ fn spec(spatial: &str, temporal: Option<&str>) -> VideoSpec {
 
 #[test]
 fn one_frame_inflated_unet_equals_the_image_unet() {
+    let _serial = serial();
     let base = fixture_model();
     let video = inflate(base, &spec("self", None), 0).unwrap();
     let f = load_fixture("tiny-conv/unet.safetensors");
@@ -56,6 +64,7 @@ fn one_frame_inflated_unet_equals_the_image_unet() {
 
 #[test]
 fn frame_mixing_modules_reduce_to_self_attention_on_identical_frames() {
+    let _serial = serial();
     let base = fixture_model();
     let f = load_fixture("tiny-conv/unet.safetensors");
     let frame = f["sample"].narrow(0, 0, 1).unsqueeze(2);
@@ -112,6 +121,7 @@ fn naive(a: &Attention, x: &Tensor, frames: i64, kv_frames: impl Fn(i64) -> Vec<
 
 #[test]
 fn each_spatial_module_equals_a_naive_reference() {
+    let _serial = serial();
     let (_vs, a) = layer(8, 2);
     let (f, h, w) = (4, 2, 4);
     let x = Tensor::randn([f, h * w, 8], (Kind::Float, tch::Device::Cpu));
@@ -141,6 +151,7 @@ fn each_spatial_module_equals_a_naive_reference() {
 
 #[test]
 fn stam_equals_its_definition() {
+    let _serial = serial();
     use vidtune_runtime::video::processors::stam::Stam;
     let (_vs, a) = layer(8, 2);
     let stam = Stam::default();
@@ -175,6 +186,7 @@ fn stam_equals_its_definition() {
 
 #[test]
 fn tune_a_video_folder_equals_an_independent_python_implementation() {
+    let _serial = serial();
     let f = load_fixture("tiny-conv/tav.safetensors");
     let sd = Rc::new(load_sd(fixtures_dir().join("tiny-conv/tav_pipeline").to_str().unwrap(), &cpu()).unwrap());
     let model = VideoModel::from_video_base(sd).unwrap();
@@ -200,6 +212,7 @@ fn random_tiny() -> Rc<StableDiffusion> {
 
 #[test]
 fn inversion_then_sampling_reconstructs_the_clip_latents() {
+    let _serial = serial();
     // The fixture model (a smooth random UNet whose noise predictions vary slowly, like a trained one's);
     // a raw random network's do not, and DDIM inversion assumes they do.
     let base = fixture_model();
@@ -230,6 +243,7 @@ fn inversion_then_sampling_reconstructs_the_clip_latents() {
 
 #[test]
 fn tuning_lowers_the_loss_and_keeps_frozen_tensors() {
+    let _serial = serial();
     let base = random_tiny();
     let model = inflate(base.clone(), &VideoSpec::default(), 0).unwrap();
     let clip = tiny_clip(4, 2);
@@ -279,6 +293,7 @@ fn tuning_lowers_the_loss_and_keeps_frozen_tensors() {
 
 #[test]
 fn stam_and_ffam_tune_and_reload() {
+    let _serial = serial();
     let base = random_tiny();
     let model = inflate(base.clone(), &spec("ffam:2", Some("stam")), 0).unwrap();
     assert!(model.new_parameters().iter().all(|n| n.contains("attn_temp")), "STAM adds no norm_temp");
@@ -299,6 +314,7 @@ fn stam_and_ffam_tune_and_reload() {
 
 #[test]
 fn memoised_tuning_and_inversion_skip_work_for_a_new_edit_prompt() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     set_disk_cache(vidtune_runtime::cache::DiskCache { dir: dir.path().to_path_buf(), max_bytes: 1 << 30 });
     let base = random_tiny();
@@ -336,6 +352,7 @@ fn memoised_tuning_and_inversion_skip_work_for_a_new_edit_prompt() {
 
 #[test]
 fn bad_video_inputs_are_named() {
+    let _serial = serial();
     let base = random_tiny();
     let e = ModuleSpec::parse("causal").unwrap_err().to_string();
     assert!(e.contains("unknown spatial attention module \"causal\"") && e.contains("\"sparse_causal\""), "{e}");
@@ -357,4 +374,56 @@ fn bad_video_inputs_are_named() {
     assert!(e.contains("36x32 is not a multiple of 8"), "{e}");
     let e = load_tuned(base, std::path::Path::new("/nonexistent/t.safetensors")).unwrap_err().to_string();
     assert!(e.contains("/nonexistent/t.safetensors"), "{e}");
+}
+
+#[test]
+fn bf16_tuning_reduces_the_loss_on_the_toy_world() {
+    let _serial = serial();
+    // bf16 weights train through fp32 master copies (and float16 ones through a loss scaler as well).
+    let sd = Rc::new(load_sd("toy", &SdLoadOptions { dtype: Some("bf16".into()), ..cpu() }).unwrap());
+    assert_eq!(sd.dtype, Kind::BFloat16);
+    let model = inflate(sd, &VideoSpec::default(), 0).unwrap();
+    let clip = synthetic_clip(&SyntheticSpec {
+        frames: 4,
+        width: 64,
+        height: 64,
+        shape: Some(Shape::Circle),
+        seed: 21,
+        ..Default::default()
+    })
+    .unwrap();
+    let opts = TuneOptions { steps: 60, lr: 3e-4, ..Default::default() };
+    let tuned = tune(&model, &clip.video, &clip.caption, &opts).unwrap();
+    assert_eq!(tuned.kind(), Kind::BFloat16);
+    let losses = &tuned.record.as_ref().unwrap().losses;
+    assert_eq!(losses.len(), 60);
+    assert!(losses.iter().all(|l| l.is_finite()));
+    // The denoising loss on the clip at fixed timesteps and noise, before and after: per-step losses
+    // swing with the random timestep, this does not.
+    let base = &model.base;
+    let latents = vidtune_runtime::pipelines::to_video_latents(
+        &(vidtune_runtime::pipelines::encode_video(base, &clip.video).unwrap().mean * base.vae.model.scaling_factor()),
+    )
+    .to_kind(Kind::BFloat16);
+    let schedule = base.scheduler.noise_schedule().unwrap();
+    let text = base.encode_prompt(&clip.caption).unwrap();
+    // The same noise for both models, drawn once.
+    tch::manual_seed(5);
+    let noises: Vec<Tensor> = (0..5)
+        .map(|_| Tensor::randn(latents.size(), (Kind::Float, tch::Device::Cpu)).to_kind(Kind::BFloat16))
+        .collect();
+    let eval = |m: &VideoModel| -> f64 {
+        let mut total = 0.0;
+        for (t, eps) in [100i64, 300, 500, 700, 900].into_iter().zip(&noises) {
+            let ts = Tensor::from_slice(&[t]);
+            let noisy = vidtune_kernels::schedulers::ddpm::add_noise(&schedule, &latents, eps, &ts).unwrap();
+            let pred = tch::no_grad(|| m.forward(&noisy, &ts, &Conditioning::text(&text), false)).unwrap();
+            total +=
+                (pred.to_kind(Kind::Float) - eps.to_kind(Kind::Float)).square().mean(Kind::Float).double_value(&[]);
+        }
+        total / 5.0
+    };
+    let (before, after) = (eval(&model), eval(&tuned));
+    eprintln!("bf16 tuning: fixed-noise loss {before:.4} before, {after:.4} after 60 steps");
+    assert!(after < 0.9 * before, "bf16 tuning did not reduce the loss: {before:.4} → {after:.4}");
 }
