@@ -9,23 +9,53 @@ use std::rc::Rc;
 use vidtune_runtime::media::compose;
 use vidtune_runtime::{Image, Masks, Video};
 
+/// What a value is called in preview labels and file names: `video`, `image`, `masks`.
+fn kind_label(value: &Dynamic) -> Option<&'static str> {
+    match () {
+        _ if value.is::<Masks>() => Some("masks"),
+        _ if value.is::<Image>() => Some("image"),
+        _ if value.is::<Video>() => Some("video"),
+        _ => None,
+    }
+}
+
 /// The image a value previews as: a contact sheet for videos, the image itself, masks tinted over their
 /// clip (white on black when the clip is unknown).
 pub fn preview_image(value: &Dynamic) -> RhaiResult<Option<(Image, &'static str)>> {
-    if let Some(v) = value.read_lock::<Video>() {
-        return Ok(Some((rt(v.contact_sheet())?, "video")));
+    let Some(label) = kind_label(value) else { return Ok(None) };
+    let image = match viewable(value)? {
+        Viewable::Clip(c) => rt(c.contact_sheet())?,
+        Viewable::Still(i) => i,
+    };
+    Ok(Some((image, label)))
+}
+
+/// The `labels` option: one string per item (`count` of them).
+fn labels(opts: &Opts, count: usize) -> RhaiResult<Option<Vec<String>>> {
+    let Some(v) = opts.get("labels") else { return Ok(None) };
+    let l: Vec<rhai::ImmutableString> = super::video::one_or_many(opts.func(), "option \"labels\"", "a string", v)?;
+    if l.len() != count {
+        return Err(script_error(format!(
+            "{}: {} labels for {count} values; give one label each",
+            opts.func(),
+            l.len()
+        )));
     }
-    if let Some(i) = value.read_lock::<Image>() {
-        return Ok(Some((i.clone(), "image")));
+    Ok(Some(l.iter().map(|s| s.to_string()).collect()))
+}
+
+/// `#1`, `#2`, … for `count` items.
+fn numbered(count: usize) -> Vec<String> {
+    (1..=count).map(|i| format!("#{i}")).collect()
+}
+
+/// The `columns` option of comparison sheets (default 8).
+fn columns(opts: &Opts) -> RhaiResult<usize> {
+    let columns = opts.int("columns")?.unwrap_or(8);
+    if !(1..=64).contains(&columns) {
+        return Err(script_error(format!("{}: columns must be between 1 and 64, got {columns}", opts.func())));
     }
-    if let Some(m) = value.read_lock::<Masks>() {
-        // On their clip when they know it, else white on black.
-        if let Some(overlay) = m.overlay_source() {
-            return Ok(Some((rt(rt(overlay)?.contact_sheet())?, "masks")));
-        }
-        return Ok(Some((rt(rt(m.as_video(8.0))?.contact_sheet())?, "masks")));
-    }
-    Ok(None)
+    Ok(columns as usize)
 }
 
 /// `preview`'s options.
@@ -99,21 +129,9 @@ pub fn preview_many(host: &Host, args: Vec<Dynamic>) -> RhaiResult<()> {
     let (values, map) = preview_args(args)?;
     let opts = Opts::declared("preview", map, PREVIEW_OPTIONS)?;
     let views = values.iter().map(viewable).collect::<RhaiResult<Vec<_>>>()?;
-    let labels: Option<Vec<String>> = match opts.get("labels") {
-        Some(v) => {
-            let l: Vec<rhai::ImmutableString> =
-                super::video::one_or_many("preview", "option \"labels\"", "a string", v)?;
-            if l.len() != views.len() {
-                return Err(script_error(format!(
-                    "preview: {} labels for {} values; give one label each",
-                    l.len(),
-                    views.len()
-                )));
-            }
-            Some(l.iter().map(|s| s.to_string()).collect())
-        }
-        None if views.len() > 1 => Some((1..=views.len()).map(|i| format!("#{i}")).collect()),
-        None => None,
+    let labels = match labels(&opts, views.len())? {
+        None if views.len() > 1 => Some(numbered(views.len())),
+        given => given,
     };
     let width = opts.int("width")?;
     if let Some(w) = width {
@@ -121,10 +139,7 @@ pub fn preview_many(host: &Host, args: Vec<Dynamic>) -> RhaiResult<()> {
             return Err(script_error(format!("preview: width must be between 8 and 1000 columns, got {w}")));
         }
     }
-    let columns = opts.int("columns")?.unwrap_or(8);
-    if !(1..=64).contains(&columns) {
-        return Err(script_error(format!("preview: columns must be between 1 and 64, got {columns}")));
-    }
+    let columns = columns(&opts)?;
     let plays = match opts.get("play") {
         None => 0,
         Some(v) if v.is_bool() => u32::from(v.as_bool().unwrap_or(false)),
@@ -139,7 +154,7 @@ pub fn preview_many(host: &Host, args: Vec<Dynamic>) -> RhaiResult<()> {
             let count = views.len();
             let per_row = |v: &Video| match count {
                 1 => v.sheet_columns(),
-                _ => (columns as usize).min(v.len()) as i64,
+                _ => columns.min(v.len()) as i64,
             };
             views
                 .into_iter()
@@ -166,14 +181,10 @@ pub fn preview_many(host: &Host, args: Vec<Dynamic>) -> RhaiResult<()> {
         })
         .collect();
     let all_clips = clips.len() == views.len();
-    let label = labels.as_ref().map(|l| l.join(" vs ")).unwrap_or_else(|| {
-        let v = &values[0];
-        match () {
-            _ if v.is::<Masks>() => "masks".into(),
-            _ if v.is::<Image>() => "image".into(),
-            _ => "video".into(),
-        }
-    });
+    let label = labels
+        .as_ref()
+        .map(|l| l.join(" vs "))
+        .unwrap_or_else(|| kind_label(&values[0]).unwrap_or("video").to_string());
     let width = width.map(|w| w as u32);
     if plays > 0 {
         if !all_clips {
@@ -189,7 +200,7 @@ pub fn preview_many(host: &Host, args: Vec<Dynamic>) -> RhaiResult<()> {
     let image = match (&views[..], all_clips) {
         ([Viewable::Clip(c)], _) if labels.is_none() => rt(c.contact_sheet())?,
         ([Viewable::Still(i)], _) if labels.is_none() => i.clone(),
-        (_, true) => rt(compose::comparison_sheet(&clips, labels.as_deref().unwrap_or(&[]), columns as usize))?,
+        (_, true) => rt(compose::comparison_sheet(&clips, labels.as_deref().unwrap_or(&[]), columns))?,
         _ => {
             let images = views
                 .iter()
@@ -213,15 +224,7 @@ pub fn preview(host: &Host, value: &Dynamic) -> RhaiResult<()> {
 
 /// `hstack` / `vstack`: clips frame by frame, or images, with optional labels.
 fn stack(func: &str, items: Array, opts: Opts, horizontal: bool) -> RhaiResult<Dynamic> {
-    let labels: Option<Vec<String>> = match opts.get("labels") {
-        Some(v) => Some(
-            super::video::one_or_many::<rhai::ImmutableString>(func, "option \"labels\"", "a string", v)?
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
-        ),
-        None => None,
-    };
+    let labels = labels(&opts, items.len())?;
     if items.is_empty() {
         return Err(script_error(format!("{func}: the array is empty; give clips or images")));
     }
@@ -231,10 +234,12 @@ fn stack(func: &str, items: Array, opts: Opts, horizontal: bool) -> RhaiResult<D
     }
     if let Some(images) = items.iter().map(|d| d.read_lock::<Image>().map(|i| i.clone())).collect::<Option<Vec<_>>>() {
         let refs: Vec<&Image> = images.iter().collect();
-        let t: Vec<tch::Tensor> = refs.iter().map(|i| i.tensor().shallow_clone()).collect();
-        return rt(compose::stack_images(&t, labels.as_deref(), horizontal))
-            .and_then(|t| rt(Image::new(t)))
-            .map(Dynamic::from);
+        let stacked = if horizontal {
+            compose::hstack_images(&refs, labels.as_deref())
+        } else {
+            compose::vstack_images(&refs, labels.as_deref())
+        };
+        return rt(stacked).map(Dynamic::from);
     }
     let kinds: Vec<String> = items.iter().map(super::describe).collect();
     Err(script_error(format!("{func}: give all clips or all images, got {}", kinds.join(", "))))
@@ -253,19 +258,9 @@ fn sheet(items: Array, opts: Opts) -> RhaiResult<Image> {
     if clips.is_empty() {
         return Err(script_error("sheet: the array is empty; give clips"));
     }
-    let labels: Vec<String> = match opts.get("labels") {
-        Some(v) => super::video::one_or_many::<rhai::ImmutableString>("sheet", "option \"labels\"", "a string", v)?
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
-        None => (1..=clips.len()).map(|i| format!("#{i}")).collect(),
-    };
-    let columns = opts.int("columns")?.unwrap_or(8);
-    if !(1..=64).contains(&columns) {
-        return Err(script_error(format!("sheet: columns must be between 1 and 64, got {columns}")));
-    }
+    let labels = labels(&opts, clips.len())?.unwrap_or_else(|| numbered(clips.len()));
     let refs: Vec<&Video> = clips.iter().collect();
-    rt(compose::comparison_sheet(&refs, &labels, columns as usize))
+    rt(compose::comparison_sheet(&refs, &labels, columns(&opts)?))
 }
 
 const STACK_OPTIONS: &[OptDoc] =
