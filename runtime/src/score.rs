@@ -176,8 +176,17 @@ pub fn check_mask_change(source: &Video, edit: &Video, masks: &crate::masks::Mas
     let area = m.sum_dim_intlist(&[1i64, 2, 3][..], false, tch::Kind::Float);
     let change = (diff * &m).sum_dim_intlist(&[1i64, 2, 3][..], false, tch::Kind::Float) / area.clamp_min(1.0);
     let values = Vec::<f64>::try_from(change.to_kind(tch::Kind::Double))?;
-    let frames = metrics::robust_outliers(&values, 3.0, 0.05, false);
-    Ok(FrameCheck::of("change inside the masks", values, frames))
+    // Only frames where the masks hold a subject (at least 16 pixels) are compared: a frame without one
+    // changes nothing inside its (empty) mask, which says nothing about the edit.
+    let areas = Vec::<f64>::try_from(area.to_kind(tch::Kind::Double))?;
+    let measured: Vec<usize> = (0..values.len()).filter(|&i| areas[i] >= 16.0).collect();
+    let picked: Vec<f64> = measured.iter().map(|&i| values[i]).collect();
+    let frames = metrics::robust_outliers(&picked, 3.0, 0.05, false).into_iter().map(|k| measured[k]).collect();
+    let mut check = FrameCheck::of("change inside the masks", picked, frames);
+    if let Some(c) = check.as_mut() {
+        c.values = values;
+    }
+    Ok(check)
 }
 
 /// Each frame's CLIP alignment with `prompt`, and the frames whose alignment falls well below the others'.
@@ -477,5 +486,12 @@ mod frame_check_tests {
         // A uniform edit flags nothing.
         let even = Video::new((c.video.frames() + m.repeat([1, 3, 1, 1]) * 0.6).clamp(-1.0, 1.0), 8.0).unwrap();
         assert!(check_mask_change(&c.video, &even, &c.masks).unwrap().is_none());
+        // Frames whose masks hold no subject are not compared: with only frame 0 masked, nothing stands out.
+        let only_first = m.zeros_like();
+        only_first.get(0).copy_(&m.get(0));
+        let masks = crate::masks::Masks::new(only_first.shallow_clone()).unwrap();
+        let edit =
+            Video::new((c.video.frames() + only_first.repeat([1, 3, 1, 1]) * 0.6).clamp(-1.0, 1.0), 8.0).unwrap();
+        assert!(check_mask_change(&c.video, &edit, &masks).unwrap().is_none());
     }
 }
