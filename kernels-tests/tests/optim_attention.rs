@@ -5,7 +5,7 @@ use tch::{Kind, Tensor};
 use vidtune_kernels::attention::{
     gather_all_frames, gather_fine_coarse, gather_first_frame, gather_sparse_causal, instance_center, pool_tokens,
 };
-use vidtune_kernels::optim::{clip_grad_norm, AdamW, PowerIteration};
+use vidtune_kernels::optim::{clip_grad_norm, clip_grad_norm_on_device, AdamW, PowerIteration};
 use vidtune_kernels_tests::{assert_close, assert_close_rel, load_fixture};
 
 #[test]
@@ -29,6 +29,25 @@ fn grad_clipping_matches_torch() {
     assert!((norm - f["clip.norm"].double_value(&[])).abs() < 1e-5);
     assert_close_rel(&grads[0], &f["clip.out0"], 1e-6, "clipped grad 0");
     assert_close_rel(&grads[1], &f["clip.out1"], 1e-6, "clipped grad 1");
+}
+
+#[test]
+fn clipping_on_the_device_gives_the_host_versions_bits() {
+    let f = load_fixture("optim.safetensors");
+    for max_norm in [1.0, 1e3] {
+        let mut host = vec![f["clip.g0"].copy(), f["clip.g1"].copy()];
+        let mut device = vec![f["clip.g0"].copy(), f["clip.g1"].copy()];
+        let n_host = clip_grad_norm(&mut host, max_norm);
+        let n_device = clip_grad_norm_on_device(&mut device, max_norm);
+        assert_eq!(n_host, n_device.double_value(&[]), "norm at max {max_norm}");
+        for (a, b) in host.iter().zip(&device) {
+            assert!(a.equal(b), "clipped gradients differ at max {max_norm}");
+        }
+    }
+    // Below the limit nothing changes.
+    let mut g = vec![f["clip.g0"].copy()];
+    clip_grad_norm_on_device(&mut g, 1e9);
+    assert!(g[0].equal(&f["clip.g0"]));
 }
 
 #[test]

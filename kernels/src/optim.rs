@@ -59,6 +59,26 @@ pub fn clip_grad_norm(grads: &mut [Tensor], max_norm: f64) -> f64 {
     total
 }
 
+/// [`clip_grad_norm`] without reading the norm back: the factor `min(1, max_norm / (norm + 1e-6))` is
+/// computed on the device (in float64, as the host version does) and every gradient multiplied by it, so
+/// the results are the same bits. Returns the norm before clipping, a 0-dim float32 tensor.
+pub fn clip_grad_norm_on_device(grads: &mut [Tensor], max_norm: f64) -> Tensor {
+    if grads.is_empty() {
+        return Tensor::zeros([], (Kind::Float, tch::Device::Cpu));
+    }
+    let norms: Vec<Tensor> = grads.iter().map(|g| g.to_kind(Kind::Float).norm()).collect();
+    let total = Tensor::stack(&norms, 0).norm();
+    let max = Tensor::full([], max_norm, (Kind::Double, total.device()));
+    let coef = (max / (total.to_kind(Kind::Double) + 1e-6)).clamp_max(1.0);
+    tch::no_grad(|| {
+        for g in grads.iter_mut() {
+            let scaled = &*g * &coef;
+            g.copy_(&scaled);
+        }
+    });
+    total
+}
+
 fn normalize(x: &Tensor) -> Tensor {
     x / x.norm().clamp_min(1e-12)
 }

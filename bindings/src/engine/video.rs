@@ -97,6 +97,16 @@ pub const TUNE_OPTIONS: &[OptDoc] = &[
         takes: "string",
         doc: "the words of the prompt naming the subject, for mask cross-attention",
     },
+    OptDoc {
+        name: "precision",
+        takes: "\"fp32\" | \"bf16\" | \"fp16\" (default: the model's)",
+        doc: "mixed precision: the forward and backward in this precision, float32 master weights (fp16 with loss scaling)",
+    },
+    OptDoc {
+        name: "checkpointing",
+        takes: "true | false (default: true on CUDA)",
+        doc: "gradient checkpointing: recompute each block in the backward (less memory, ~1/3 more compute)",
+    },
     OptDoc { name: "checkpoint", takes: "path", doc: "a tuned file written every `checkpoint_every` steps" },
     OptDoc { name: "checkpoint_every", takes: "integer", doc: "" },
     OptDoc { name: "cache", takes: "true (default) | false", doc: "false: always recompute" },
@@ -393,6 +403,13 @@ fn tune_options(opts: &Opts) -> RhaiResult<TuneOptions> {
         loss,
         subject: opts.string("subject")?,
         window: opts.int("window")?,
+        precision: opts
+            .string("precision")?
+            .map(|p| vidtune_runtime::device::parse_dtype(&p))
+            .transpose()
+            .map_err(|e| script_error(format!("tune: option \"precision\": {e}")))?,
+        checkpointing: opts.bool("checkpointing")?,
+        sync_every: None,
     };
     if o.checkpoint_every.is_some() && o.checkpoint_path.is_none() {
         return Err(script_error(

@@ -2,6 +2,7 @@
 
 pub mod attention;
 pub mod attention_processor;
+pub mod checkpoint;
 pub mod autoencoder_kl;
 pub mod clip;
 pub mod clip_text;

@@ -3,6 +3,7 @@
 //! forms, which differ only in running frames as a batch).
 
 use super::attention_processor::AttnContext;
+use super::checkpoint::Exec;
 use super::nn::Builder;
 use super::resnet::{Downsample2D, ResnetBlock2D, Upsample2D};
 use super::transformer_2d::{Transformer2DModel, TransformerSpec};
@@ -60,28 +61,72 @@ impl DownBlock {
     }
 
     /// Returns the output and the skip connections it contributes.
-    pub fn forward(
-        &self,
-        x: &Tensor,
+    pub fn forward<'a, E: Exec<'a>>(
+        &'a self,
+        e: &mut E,
+        x: &E::V,
         temb: &Tensor,
         context: &Tensor,
         ctx: &AttnContext,
-    ) -> Result<(Tensor, Vec<Tensor>)> {
-        let mut h = x.shallow_clone();
+    ) -> Result<(E::V, Vec<E::V>)> {
+        let mut h = E::dup(x);
         let mut skips = Vec::with_capacity(self.resnets.len() + 1);
         for (j, resnet) in self.resnets.iter().enumerate() {
-            h = resnet.forward(&h, Some(temb), ctx.frames);
+            h = resnet_segment(e, resnet, &[&h], temb, ctx.frames)?;
             if let Some(attn) = self.attentions.get(j) {
-                h = attn.forward(&h, context, ctx)?;
+                h = transformer_segment(e, attn, &h, context, ctx)?;
             }
-            skips.push(h.shallow_clone());
+            skips.push(E::dup(&h));
         }
         if let Some(down) = &self.downsampler {
-            h = down.forward(&h);
-            skips.push(h.shallow_clone());
+            h = e.run(&[&h], Box::new(move |xs, _| Ok(down.forward(&xs[0]))))?;
+            skips.push(E::dup(&h));
         }
         Ok((h, skips))
     }
+}
+
+/// A ResNet as one block of the executor; two inputs are concatenated on channels first (an up
+/// block's skip connection).
+pub fn resnet_segment<'a, E: Exec<'a>>(
+    e: &mut E,
+    resnet: &'a ResnetBlock2D,
+    inputs: &[&E::V],
+    temb: &Tensor,
+    frames: i64,
+) -> Result<E::V> {
+    let temb = temb.shallow_clone();
+    e.run(
+        inputs,
+        Box::new(move |xs, _| {
+            let x = if xs.len() == 1 { xs[0].shallow_clone() } else { Tensor::cat(xs, 1) };
+            Ok(resnet.forward(&x, Some(&temb), frames))
+        }),
+    )
+}
+
+/// A spatial transformer as one block of the executor.
+pub fn transformer_segment<'a, E: Exec<'a>>(
+    e: &mut E,
+    t: &'a Transformer2DModel,
+    x: &E::V,
+    context: &Tensor,
+    ctx: &AttnContext,
+) -> Result<E::V> {
+    let context = context.shallow_clone();
+    let ctx = ctx.clone();
+    e.run(
+        &[x],
+        Box::new(move |xs, recompute| {
+            if recompute && ctx.training {
+                // Running state (spectral normalisation) stepped in the forward already.
+                let ctx = AttnContext { training: false, ..ctx.clone() };
+                t.forward(&xs[0], &context, &ctx)
+            } else {
+                t.forward(&xs[0], &context, &ctx)
+            }
+        }),
+    )
 }
 
 /// `UNetMidBlock2DCrossAttn`: ResNet, transformer, ResNet.
@@ -111,10 +156,17 @@ impl MidBlock {
         })
     }
 
-    pub fn forward(&self, x: &Tensor, temb: &Tensor, context: &Tensor, ctx: &AttnContext) -> Result<Tensor> {
-        let mut h = self.resnets[0].forward(x, Some(temb), ctx.frames);
-        h = self.attentions[0].forward(&h, context, ctx)?;
-        Ok(self.resnets[1].forward(&h, Some(temb), ctx.frames))
+    pub fn forward<'a, E: Exec<'a>>(
+        &'a self,
+        e: &mut E,
+        x: &E::V,
+        temb: &Tensor,
+        context: &Tensor,
+        ctx: &AttnContext,
+    ) -> Result<E::V> {
+        let h = resnet_segment(e, &self.resnets[0], &[x], temb, ctx.frames)?;
+        let h = transformer_segment(e, &self.attentions[0], &h, context, ctx)?;
+        resnet_segment(e, &self.resnets[1], &[&h], temb, ctx.frames)
     }
 }
 
@@ -169,25 +221,27 @@ impl UpBlock {
     }
 
     /// Consumes one skip connection per ResNet from the end of `skips`; upsamples to `size`.
-    pub fn forward(
-        &self,
-        x: &Tensor,
-        skips: &mut Vec<Tensor>,
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward<'a, E: Exec<'a>>(
+        &'a self,
+        e: &mut E,
+        x: &E::V,
+        skips: &mut Vec<E::V>,
         temb: &Tensor,
         context: &Tensor,
         ctx: &AttnContext,
         size: Option<[i64; 2]>,
-    ) -> Result<Tensor> {
-        let mut h = x.shallow_clone();
+    ) -> Result<E::V> {
+        let mut h = E::dup(x);
         for (j, resnet) in self.resnets.iter().enumerate() {
             let skip = skips.pop().expect("a skip connection per up-block ResNet");
-            h = resnet.forward(&Tensor::cat(&[h, skip], 1), Some(temb), ctx.frames);
+            h = resnet_segment(e, resnet, &[&h, &skip], temb, ctx.frames)?;
             if let Some(attn) = self.attentions.get(j) {
-                h = attn.forward(&h, context, ctx)?;
+                h = transformer_segment(e, attn, &h, context, ctx)?;
             }
         }
         if let Some(up) = &self.upsampler {
-            h = up.forward(&h, size);
+            h = e.run(&[&h], Box::new(move |xs, _| Ok(up.forward(&xs[0], size))))?;
         }
         Ok(h)
     }

@@ -5,6 +5,7 @@
 
 use super::attention::Stages;
 use super::attention_processor::{Attention, AttnContext};
+use super::checkpoint::{Direct, Exec};
 use super::embeddings::{timestep_embedding, TimestepEmbedding};
 use super::nn::{silu, Builder, Conv2d, GroupNorm};
 use super::resnet::group_norm_frames;
@@ -111,6 +112,19 @@ impl UNet2DConditionModel {
     /// Predicts noise for `sample` `[N, C, H, W]` (`N = B·F` in video) at `timesteps` (`[N]`, or one value
     /// for all), conditioned on `context` `[N, L, cross_attention_dim]`.
     pub fn forward(&self, sample: &Tensor, timesteps: &Tensor, context: &Tensor, ctx: &AttnContext) -> Result<Tensor> {
+        self.forward_with(&mut Direct, sample, timesteps, context, ctx)
+    }
+
+    /// [`UNet2DConditionModel::forward`] over an executor: [`Direct`], or a checkpointing
+    /// [`Tape`](super::checkpoint::Tape) that records every ResNet, transformer and resampler as a block.
+    pub fn forward_with<'a, E: Exec<'a>>(
+        &'a self,
+        e: &mut E,
+        sample: &Tensor,
+        timesteps: &Tensor,
+        context: &Tensor,
+        ctx: &AttnContext,
+    ) -> Result<E::V> {
         self.check_inputs(sample, context, ctx)?;
         let n = sample.size()[0];
         let t =
@@ -128,23 +142,38 @@ impl UNet2DConditionModel {
             self.config.freq_shift as f64,
         );
         let temb = self.time_embedding.forward(&t_emb.to_kind(sample.kind()));
-        let mut x = if self.config.center_input_sample { sample * 2.0 - 1.0 } else { sample.shallow_clone() };
-        x = self.conv_in.forward(&x);
-        let mut skips = vec![x.shallow_clone()];
+        let center = self.config.center_input_sample;
+        let input = e.input(sample);
+        let mut x = e.run(
+            &[&input],
+            Box::new(move |xs, _| {
+                let x = if center { &xs[0] * 2.0 - 1.0 } else { xs[0].shallow_clone() };
+                Ok(self.conv_in.forward(&x))
+            }),
+        )?;
+        let mut skips = vec![E::dup(&x)];
         for block in &self.down_blocks {
-            let (h, s) = block.forward(&x, &temb, context, ctx)?;
+            let (h, s) = block.forward(e, &x, &temb, context, ctx)?;
             x = h;
             skips.extend(s);
         }
-        x = self.mid_block.forward(&x, &temb, context, ctx)?;
+        x = self.mid_block.forward(e, &x, &temb, context, ctx)?;
         for block in &self.up_blocks {
-            let mut own: Vec<Tensor> = skips.split_off(skips.len() - block.resnets.len());
+            let mut own = skips.split_off(skips.len() - block.resnets.len());
             // Upsample to the size of the next skip connection, so odd latent sizes line up.
-            let size = skips.last().map(|s| [s.size()[2], s.size()[3]]);
-            x = block.forward(&x, &mut own, &temb, context, ctx, size)?;
+            let size = skips.last().map(|s| {
+                let s = e.size(s);
+                [s[2], s[3]]
+            });
+            x = block.forward(e, &x, &mut own, &temb, context, ctx, size)?;
         }
-        x = silu(&group_norm_frames(&self.conv_norm_out, &x, ctx.frames));
-        Ok(self.conv_out.forward(&x))
+        let frames = ctx.frames;
+        e.run(
+            &[&x],
+            Box::new(move |xs, _| {
+                Ok(self.conv_out.forward(&silu(&group_norm_frames(&self.conv_norm_out, &xs[0], frames))))
+            }),
+        )
     }
 
     fn check_inputs(&self, sample: &Tensor, context: &Tensor, ctx: &AttnContext) -> Result<()> {

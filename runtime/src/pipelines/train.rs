@@ -7,7 +7,7 @@
 
 use crate::error::{Error, Result};
 use tch::{Kind, Tensor};
-use vidtune_kernels::optim::{clip_grad_norm, AdamW};
+use vidtune_kernels::optim::{clip_grad_norm_on_device, AdamW};
 
 /// AdamW on a set of parameters.
 pub struct Trainer {
@@ -23,6 +23,8 @@ pub struct Trainer {
     step: i64,
     /// Dynamic loss scaling (float16 parameters).
     pub scaler: Option<LossScaler>,
+    /// Losses of [`Trainer::step_deferred`] not read yet, with their step numbers.
+    pending: Vec<(i64, Tensor)>,
 }
 
 /// Dynamic loss scaling, as PyTorch's `GradScaler` with its defaults.
@@ -100,11 +102,36 @@ impl Trainer {
         let m: Vec<Tensor> = params.iter().map(|p| Tensor::zeros_like(p).to_kind(Kind::Float)).collect();
         let v = m.iter().map(|t| t.zeros_like()).collect();
         let scaler = (kind == Kind::Half).then(LossScaler::default);
-        Ok(Trainer { names, params, master, m, v, adam, max_grad_norm, warmup: 0, step: 0, scaler })
+        Ok(Trainer { names, params, master, m, v, adam, max_grad_norm, warmup: 0, step: 0, scaler, pending: vec![] })
     }
 
     pub fn names(&self) -> &[String] {
         &self.names
+    }
+
+    /// Starts the float32 master copies of a half-precision set from `values` (the same parameters at
+    /// full precision, when a half-precision copy of a float32 model trains), so the trained values
+    /// lose nothing to the copy's rounding.
+    pub fn load_masters(&mut self, values: &[Tensor]) -> Result<()> {
+        let Some(master) = self.master.as_mut() else { return Ok(()) };
+        if values.len() != master.len() {
+            return Err(Error::Invalid(format!("{} master values for {} parameters", values.len(), master.len())));
+        }
+        for (m, v) in master.iter_mut().zip(values) {
+            if m.size() != v.size() {
+                return Err(Error::Invalid(format!("master value of shape {:?} for {:?}", v.size(), m.size())));
+            }
+            *m = v.detach().to_kind(Kind::Float).copy();
+        }
+        Ok(())
+    }
+
+    /// The trained values, in float32 for a half-precision model (its master copies).
+    pub fn values(&self) -> Vec<Tensor> {
+        match &self.master {
+            Some(m) => m.iter().map(Tensor::detach).collect(),
+            None => self.params.iter().map(Tensor::detach).collect(),
+        }
     }
 
     /// Steps taken so far.
@@ -127,11 +154,56 @@ impl Trainer {
             }
             return Err(Error::Invalid(format!("training diverged: the loss is {value} at step {}", self.step + 1)));
         }
+        let (norm, outcome) = self.update(loss, |l, _| Ok(l.f_backward()?))?;
+        let norm = match norm {
+            Some(n) => n.double_value(&[]),
+            None => f64::INFINITY,
+        };
+        Ok((value, norm, outcome))
+    }
+
+    /// A step that reads nothing back from the device (unless float16 loss scaling must check the
+    /// gradients, as PyTorch's `GradScaler` does): `backward(scaled_loss, params)` leaves the gradients
+    /// of the parameters in their `.grad` (a plain `backward()`, or a checkpointed one), then the
+    /// gradients are clipped and the parameters updated on the device. The loss is kept; read it with
+    /// [`Trainer::flush`], which also reports a diverged (non-finite) loss.
+    pub fn step_deferred(
+        &mut self,
+        loss: &Tensor,
+        backward: impl FnOnce(&Tensor, &[Tensor]) -> Result<()>,
+    ) -> Result<StepOutcome> {
+        self.pending.push((self.step + 1, loss.detach()));
+        Ok(self.update(loss, backward)?.1)
+    }
+
+    /// The losses of the deferred steps since the last flush, read in one transfer. A non-finite one is
+    /// the error "training diverged" naming its step.
+    pub fn flush(&mut self) -> Result<Vec<f64>> {
+        if self.pending.is_empty() {
+            return Ok(vec![]);
+        }
+        let (steps, losses): (Vec<i64>, Vec<Tensor>) = self.pending.drain(..).unzip();
+        let all = Tensor::stack(&losses.iter().map(|l| l.to_kind(Kind::Double).reshape([1])).collect::<Vec<_>>(), 0)
+            .to_device(tch::Device::Cpu);
+        let values = Vec::<f64>::try_from(all.reshape([-1]))?;
+        if let Some((step, v)) = steps.iter().zip(&values).find(|(_, v)| !v.is_finite()) {
+            return Err(Error::Invalid(format!("training diverged: the loss is {v} at step {step}")));
+        }
+        Ok(values)
+    }
+
+    /// Backward, unscaling, the overflow check of loss scaling, clipping and the AdamW update. Returns
+    /// the gradient norm before clipping (on the device; none for a skipped step).
+    fn update(
+        &mut self,
+        loss: &Tensor,
+        backward: impl FnOnce(&Tensor, &[Tensor]) -> Result<()>,
+    ) -> Result<(Option<Tensor>, StepOutcome)> {
         let scale = self.scaler.map(|s| s.scale).unwrap_or(1.0);
         if scale != 1.0 {
-            (loss * scale).backward();
+            backward(&(loss * scale), &self.params)?;
         } else {
-            loss.backward();
+            backward(loss, &self.params)?;
         }
         let mut grads: Vec<Tensor> = self
             .params
@@ -151,11 +223,11 @@ impl Trainer {
                 for p in self.params.iter_mut() {
                     p.zero_grad();
                 }
-                return Ok((value, f64::INFINITY, StepOutcome::Skipped));
+                return Ok((None, StepOutcome::Skipped));
             }
         }
         self.step += 1;
-        let norm = clip_grad_norm(&mut grads, self.max_grad_norm);
+        let norm = clip_grad_norm_on_device(&mut grads, self.max_grad_norm);
         let mut adam = self.adam;
         if self.warmup > 0 && self.step <= self.warmup {
             adam.lr *= self.step as f64 / self.warmup as f64;
@@ -171,7 +243,7 @@ impl Trainer {
             }
             self.params[i].zero_grad();
         }
-        Ok((value, norm, StepOutcome::Applied))
+        Ok((Some(norm), StepOutcome::Applied))
     }
 
     /// Stops gradients on the trained parameters (they keep their values); returns their names.

@@ -7,6 +7,7 @@ use super::train::Trainer;
 use super::{count, encode_video, to_video_latents, Loop};
 use crate::error::{Error, Result};
 use crate::masks::Masks;
+use crate::models::checkpoint::Tape;
 use crate::media::Video;
 use crate::progress::Progress;
 use crate::rng::Noise;
@@ -70,6 +71,18 @@ pub struct TuneOptions {
     /// Long clips: each step trains on a random window of this many frames, so memory does not depend on
     /// the clip's length.
     pub window: Option<i64>,
+    /// The precision of the forward and backward (`None`: the model's). Trainable parameters always
+    /// keep float32 master copies; a precision other than the model's trains a copy of the UNet in that
+    /// precision (frozen weights in half precision) and writes the trained values back at the end.
+    /// float16 uses dynamic loss scaling.
+    pub precision: Option<Kind>,
+    /// Gradient checkpointing: keep only the inputs of every ResNet and transformer block and recompute
+    /// them in the backward pass (less memory, about a third more compute). `None`: on for CUDA, off on
+    /// the CPU.
+    pub checkpointing: Option<bool>,
+    /// Read the loss back from the device every this many steps (`None`: every step on the CPU, every
+    /// 25 on an accelerator, so that the device never waits for the host).
+    pub sync_every: Option<i64>,
 }
 
 impl Default for TuneOptions {
@@ -89,6 +102,9 @@ impl Default for TuneOptions {
             loss: LossWeights::default(),
             subject: None,
             window: None,
+            precision: None,
+            checkpointing: None,
+            sync_every: None,
         }
     }
 }
@@ -108,6 +124,14 @@ impl TuneOptions {
         check_range("eps", self.eps, f64::MIN_POSITIVE, 1.0, "a number")?;
         if let Some(w) = self.window {
             check_range("window", w as f64, 1.0, 100_000.0, "an integer")?;
+        }
+        if let Some(p) = self.precision {
+            if !matches!(p, Kind::Float | Kind::Half | Kind::BFloat16) {
+                return Err(Error::Invalid(format!("precision: expected \"fp32\", \"fp16\" or \"bf16\", got {p:?}")));
+            }
+        }
+        if let Some(n) = self.sync_every {
+            check_range("sync_every", n as f64, 1.0, MAX_TUNE_STEPS as f64, "an integer")?;
         }
         if let Some(every) = self.checkpoint_every {
             check_range("checkpoint_every", every as f64, 1.0, MAX_TUNE_STEPS as f64, "an integer")?;
@@ -265,6 +289,29 @@ fn step_loss(pred: &Tensor, target: &Tensor, masks: Option<&Tensor>, opts: &Tune
     loss
 }
 
+/// Puts the trained values of a mixed-precision run (the float32 masters) into `tuned`, in its own
+/// precision, with the modules' running state. Nothing to do when `tuned` itself trained.
+fn write_back(tuned: &VideoModel, replica: Option<&VideoModel>, names: &[String], trainer: &Trainer) -> Result<()> {
+    let Some(replica) = replica else { return Ok(()) };
+    let vars = tuned.vars.variables();
+    let kind = tuned.kind();
+    tch::no_grad(|| {
+        for (name, value) in names.iter().zip(trainer.values()) {
+            // `set_data`: the frozen base model may share this tensor; it must keep its values.
+            let mut var = vars[name].shallow_clone();
+            var.set_data(&value.to_kind(kind));
+        }
+    });
+    for ((_, theirs), (_, ours)) in replica.unet.attention_layers().into_iter().zip(tuned.unet.attention_layers()) {
+        let state: Vec<(String, Tensor)> =
+            theirs.processor_state().into_iter().map(|(k, t)| (k, t.to_kind(kind))).collect();
+        if !state.is_empty() {
+            ours.load_processor_state(&state)?;
+        }
+    }
+    Ok(())
+}
+
 /// Tunes a copy of `model` on one clip or several (few-shot: each step draws one), each with its prompt
 /// and, for mask modules and the fg / bg losses, its masks.
 pub fn tune_clips(model: &VideoModel, clips: &[TuneClip], opts: &TuneOptions) -> Result<VideoModel> {
@@ -276,12 +323,26 @@ pub fn tune_clips(model: &VideoModel, clips: &[TuneClip], opts: &TuneOptions) ->
     let mut patterns = opts.train.clone();
     patterns.extend(model.module_trainables());
     let names = trainable_names(&tuned, &patterns)?;
-    let kind = tuned.kind();
-    let vars = tuned.vars.variables();
+    // Known before training, for the tuned files written along the way.
+    tuned.trained = names.clone();
+    let device = tuned.device();
+    // Mixed precision: a copy of the UNet in the training precision; the trained values go back to
+    // `tuned` (in the model's precision) at the end.
+    let precision = opts.precision.unwrap_or(tuned.kind());
+    let replica = (precision != tuned.kind()).then(|| tuned.replica_as(device, Some(precision))).transpose()?;
+    let trainee = replica.as_ref().unwrap_or(&tuned);
+    let kind = trainee.kind();
+    let vars = trainee.vars.variables();
     let params: Vec<(String, Tensor)> = names.iter().map(|n| (n.clone(), vars[n].shallow_clone())).collect();
     let adam =
         AdamW { lr: opts.lr, beta1: opts.betas.0, beta2: opts.betas.1, eps: opts.eps, weight_decay: opts.weight_decay };
     let mut trainer = Trainer::new(params, adam, opts.max_grad_norm)?;
+    if replica.is_some() {
+        let full = tuned.vars.variables();
+        trainer.load_masters(&names.iter().map(|n| full[n].shallow_clone()).collect::<Vec<_>>())?;
+    }
+    let checkpointing = opts.checkpointing.unwrap_or(device.is_cuda());
+    let sync_every = opts.sync_every.unwrap_or(if device == tch::Device::Cpu { 1 } else { 25 });
     let schedule = base.scheduler.noise_schedule()?;
     let prediction = base.scheduler.prediction()?;
     let n_train = schedule.num_train_timesteps();
@@ -295,6 +356,9 @@ pub fn tune_clips(model: &VideoModel, clips: &[TuneClip], opts: &TuneOptions) ->
         let sample = p.dist.sample_with(&noise.randn(&p.dist.mean.size(), p.dist.mean.kind(), base.device));
         let mut latents = to_video_latents(&(sample * sf)).to_kind(kind);
         let (mut cond, mut latent_masks) = (p.cond.clone(), p.latent_masks.as_ref().map(Tensor::shallow_clone));
+        if replica.is_some() {
+            cond = cond.to_kind(kind);
+        }
         if let Some(w) = opts.window {
             let frames = latents.size()[2];
             let len = w.min(frames);
@@ -303,7 +367,8 @@ pub fn tune_clips(model: &VideoModel, clips: &[TuneClip], opts: &TuneOptions) ->
             cond = cond.window(start, len);
             latent_masks = latent_masks.map(|m| m.narrow(2, start, len));
         }
-        let eps = noise.randn(&latents.size(), kind, base.device);
+        // Drawn in float32 whatever the precision, so every precision sees the same noise.
+        let eps = noise.randn(&latents.size(), Kind::Float, base.device).to_kind(kind);
         let t = noise.randint(n_train, base.device);
         let mut noisy = ddpm::add_noise(&schedule, &latents, &eps, &t)?;
         if opts.first_frame {
@@ -314,14 +379,26 @@ pub fn tune_clips(model: &VideoModel, clips: &[TuneClip], opts: &TuneOptions) ->
             Prediction::VPrediction => ddpm::get_velocity(&schedule, &latents, &eps, &t)?,
             _ => eps,
         };
-        let pred = tuned.forward(&noisy, &t, &cond, true)?;
-        let (l, _) = trainer.step(&step_loss(&pred, &target, latent_masks.as_ref(), opts))?;
-        losses.push(l);
+        if checkpointing {
+            let mut tape = Tape::new();
+            let out = trainee.forward_checkpointed(&noisy, &t, &cond, &mut tape)?;
+            let loss = step_loss(&out.prediction, &target, latent_masks.as_ref(), opts);
+            trainer.step_deferred(&loss, |l, params| out.backward(tape, l, params))?;
+        } else {
+            let pred = trainee.forward(&noisy, &t, &cond, true)?;
+            let loss = step_loss(&pred, &target, latent_masks.as_ref(), opts);
+            trainer.step_deferred(&loss, |l, _| Ok(l.f_backward()?))?;
+        }
         count(Loop::Tune);
-        progress.set_message(format!("loss {l:.4}"));
+        if step % sync_every == 0 || step == opts.steps {
+            losses.extend(trainer.flush()?);
+            if let Some(l) = losses.last() {
+                progress.set_message(format!("loss {l:.4}"));
+            }
+        }
         if let (Some(every), Some(path)) = (opts.checkpoint_every, &opts.checkpoint_path) {
             if every > 0 && step % every == 0 && step < opts.steps {
-                tuned.trained = names.clone();
+                write_back(&tuned, replica.as_ref(), &names, &trainer)?;
                 save_tuned(&tuned, path)?;
             }
         }
@@ -331,6 +408,7 @@ pub fn tune_clips(model: &VideoModel, clips: &[TuneClip], opts: &TuneOptions) ->
             break;
         }
     }
+    losses.extend(trainer.flush()?);
     progress.finish();
     if let Some(scaler) = trainer.scaler.filter(|s| s.skipped > 0) {
         crate::progress::warn(format!(
@@ -341,6 +419,7 @@ pub fn tune_clips(model: &VideoModel, clips: &[TuneClip], opts: &TuneOptions) ->
             scaler.scale
         ));
     }
+    write_back(&tuned, replica.as_ref(), &names, &trainer)?;
     let names = trainer.finish();
     let s = clips[0].video.frames().size();
     tuned.trained = names;

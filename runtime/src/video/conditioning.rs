@@ -80,6 +80,14 @@ impl Conditioning {
         out
     }
 
+    /// The same with the text (and first frame) in `kind`, for a model of that precision.
+    pub fn to_kind(&self, kind: tch::Kind) -> Self {
+        let mut out = self.clone();
+        out.text = self.text.to_kind(kind);
+        out.first_frame = self.first_frame.as_ref().map(|f| f.to_kind(kind));
+        out
+    }
+
     /// Clips in the batch.
     pub fn batch(&self) -> i64 {
         self.text.size()[0]

@@ -13,6 +13,7 @@ pub mod tuned;
 use crate::error::{Error, Result};
 use crate::models::attention::{BlockShape, BlockStage, Stages};
 use crate::models::attention_processor::AttnContext;
+use crate::models::checkpoint::{Slot, Tape};
 use crate::models::nn::{Builder, InitMode};
 use crate::models::UNet2DConditionModel;
 use crate::sd::StableDiffusion;
@@ -274,6 +275,19 @@ impl VideoModel {
     /// a replica, with its inputs on `device` ([`Conditioning::to_device`]). On the model's own device the
     /// (read-only) tensors are shared rather than copied.
     pub fn replica(&self, device: tch::Device) -> Result<VideoModel> {
+        self.replica_as(device, None)
+    }
+
+    /// [`VideoModel::replica`] with its floating-point tensors (weights and modules' state) in `kind`:
+    /// mixed-precision tuning trains a half-precision copy of a float32 model.
+    pub fn replica_as(&self, device: tch::Device, kind: Option<Kind>) -> Result<VideoModel> {
+        let convert = |t: &Tensor| {
+            let t = t.to_device(device);
+            match kind {
+                Some(k) if t.is_floating_point() && t.kind() != k => t.to_kind(k),
+                _ => t,
+            }
+        };
         let vars = VarStore::new(device);
         let builder = Builder::new(vars.root(), InitMode::Empty);
         let unet = UNet2DConditionModel::new(&builder, &self.unet.config, self.spec.stages(0))?;
@@ -297,7 +311,7 @@ impl VideoModel {
                 let from = source
                     .get(&name)
                     .ok_or_else(|| Error::Invalid(format!("replica on {device:?}: the model has no {name}")))?;
-                var.set_data(&from.to_device(device));
+                var.set_data(&convert(from));
                 let _ = var.set_requires_grad(false);
             }
             Ok::<(), Error>(())
@@ -315,7 +329,7 @@ impl VideoModel {
         model.install_processors()?;
         for ((_, theirs), (_, ours)) in self.unet.attention_layers().into_iter().zip(model.unet.attention_layers()) {
             let state: Vec<(String, Tensor)> =
-                theirs.processor_state().into_iter().map(|(k, t)| (k, t.to_device(device))).collect();
+                theirs.processor_state().into_iter().map(|(k, t)| (k, convert(&t))).collect();
             if !state.is_empty() {
                 ours.load_processor_state(&state)?;
             }
@@ -399,6 +413,31 @@ impl VideoModel {
     /// Predicts noise for video latents `[B, C, F, h, w]` at one timestep per clip (`[B]` or one value),
     /// under `cond` (text `[B, L, D]`, masks, subject tokens). Returns `[B, C, F, h, w]`.
     pub fn forward(&self, latents: &Tensor, timesteps: &Tensor, cond: &Conditioning, training: bool) -> Result<Tensor> {
+        let call = self.unet_call(latents, timesteps, cond, training)?;
+        let out = self.unet.forward(&call.flat, &call.t, &call.text, &call.ctx)?;
+        Ok(call.unflatten(&out))
+    }
+
+    /// The training forward with gradient checkpointing: the UNet's blocks are recorded on `tape`, and
+    /// only their inputs and outputs kept. Returns the prediction `[B, C, F, h, w]` (a leaf that needs a
+    /// gradient when anything trainable made it) and the tape slot it came from; after the loss's
+    /// backward, `tape.backward(slot, &leaf.grad(), params)` finishes it (see [`Checkpointed`]).
+    pub fn forward_checkpointed<'a>(
+        &'a self,
+        latents: &Tensor,
+        timesteps: &Tensor,
+        cond: &Conditioning,
+        tape: &mut Tape<'a>,
+    ) -> Result<Checkpointed> {
+        let call = self.unet_call(latents, timesteps, cond, true)?;
+        let slot = self.unet.forward_with(tape, &call.flat, &call.t, &call.text, &call.ctx)?;
+        let leaf = tape.value(slot).detach().set_requires_grad(tape.requires_grad(slot));
+        Ok(Checkpointed { prediction: call.unflatten(&leaf), leaf, slot })
+    }
+
+    /// Checks a call and lays it out for the UNet: frames as a batch, timesteps and text per frame,
+    /// the attention context.
+    fn unet_call(&self, latents: &Tensor, timesteps: &Tensor, cond: &Conditioning, training: bool) -> Result<UNetCall> {
         let s = latents.size();
         if s.len() != 5 {
             return Err(Error::Invalid(format!("video latents are [B, C, F, h, w], got {s:?}")));
@@ -435,8 +474,7 @@ impl VideoModel {
         for stage in &self.model_stages {
             stage.prepare(&mut ctx)?;
         }
-        let out = self.unet.forward(&flat, &t, &ctx_frames, &ctx)?;
-        Ok(out.reshape([b, f, c, h, w]).permute([0, 2, 1, 3, 4]))
+        Ok(UNetCall { flat, t, text: ctx_frames, ctx, shape: [b, f, c, h, w] })
     }
 
     /// The processor name of every attention layer.
@@ -454,6 +492,46 @@ impl VideoModel {
             None => String::new(),
         };
         format!("VideoModel({}; {}{tuned})", self.base.source, self.spec.describe())
+    }
+}
+
+/// One UNet call of a video model, laid out.
+struct UNetCall {
+    flat: Tensor,
+    t: Tensor,
+    text: Tensor,
+    ctx: AttnContext,
+    shape: [i64; 5],
+}
+
+impl UNetCall {
+    /// `[B·F, C, h, w]` back to `[B, C, F, h, w]`.
+    fn unflatten(&self, out: &Tensor) -> Tensor {
+        let [b, f, c, h, w] = self.shape;
+        out.reshape([b, f, c, h, w]).permute([0, 2, 1, 3, 4])
+    }
+}
+
+/// What [`VideoModel::forward_checkpointed`] returns.
+pub struct Checkpointed {
+    /// The prediction `[B, C, F, h, w]`, for the loss.
+    pub prediction: Tensor,
+    /// The UNet output leaf the prediction is a view of: its `.grad()` after the loss's backward is
+    /// what the tape carries back.
+    pub leaf: Tensor,
+    pub slot: Slot,
+}
+
+impl Checkpointed {
+    /// Back-propagates `loss` through the prediction and then through the tape's blocks, leaving the
+    /// gradients of `params` in their `.grad`.
+    pub fn backward(&self, tape: Tape<'_>, loss: &Tensor, params: &[Tensor]) -> Result<()> {
+        loss.f_backward()?;
+        let grad = self.leaf.grad();
+        if !grad.defined() {
+            return Ok(());
+        }
+        tape.backward(self.slot, &grad, params)
     }
 }
 
