@@ -16,17 +16,49 @@ use vidtune_runtime::sd::{load_sd, SdLoadOptions};
 use vidtune_runtime::video::{inflate, VideoSpec};
 
 /// What `vidtune bench` runs.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct BenchOptions {
-    /// `tiny`, `medium`, `sd14` (random weights of that shape), or a model as `load_sd` takes it.
+    /// A random model of this shape (tiny, medium, sd14: SD1.4's architecture), or a model path / repo id
+    #[arg(long = "config", default_value = "medium")]
     pub model: String,
+    #[arg(long, default_value_t = 8)]
     pub frames: usize,
+    /// Frame size (square)
+    #[arg(long, default_value_t = 128)]
     pub size: i64,
+    /// Tuning steps
+    #[arg(long, default_value_t = 20)]
     pub tune_steps: i64,
+    /// Inversion and sampling steps
+    #[arg(long, default_value_t = 20)]
     pub steps: i64,
+    #[arg(long, default_value = "auto")]
     pub device: String,
+    /// The model's dtype: fp32, fp16 or bf16 (default: fp32 on the CPU, half on CUDA)
+    #[arg(long)]
     pub dtype: Option<String>,
+    /// Tuning precision: fp32, bf16 or fp16 (default: the model's dtype), float32 master weights
+    #[arg(long)]
+    pub precision: Option<String>,
+    /// Gradient checkpointing while tuning: true or false (default: true on CUDA)
+    #[arg(long)]
+    pub checkpointing: Option<bool>,
+    /// Also write the figures as JSON here
+    #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Compare with the official Tune-A-Video code: `official` runs the same job through it (see
+    /// --official-dir), or give the JSON an earlier run of examples/bench/official_tav.py wrote
+    #[arg(long)]
+    pub compare: Option<String>,
+    /// A checkout of showlab/Tune-A-Video (default: $TUNE_A_VIDEO_DIR)
+    #[arg(long)]
+    pub official_dir: Option<PathBuf>,
+    /// The Python with the official code's pins (default: $VIDTUNE_OFFICIAL_PYTHON, else python3)
+    #[arg(long)]
+    pub official_python: Option<PathBuf>,
+    /// Precision of the official run: fp32, or bf16 / fp16 autocast (its mixed_precision setting)
+    #[arg(long, default_value = "fp32")]
+    pub official_precision: String,
 }
 
 /// One stage's figures.
@@ -38,6 +70,10 @@ pub struct Stage {
     pub steps_per_second: Option<f64>,
     /// Peak resident memory of the process during the stage (the high-water mark is reset before it).
     pub peak_rss_mb: Option<f64>,
+    /// Peak GPU memory of the process during the stage, as the driver reports it (`nvidia-smi`, polled
+    /// every 50 ms: the caching allocator's reserved memory plus the CUDA context), on CUDA.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peak_gpu_mb: Option<f64>,
     pub gflop: f64,
     pub gflop_per_second: Option<f64>,
 }
@@ -53,15 +89,69 @@ fn peak_rss_mb(reset: bool) -> Option<f64> {
     line.split_whitespace().nth(1)?.parse::<f64>().ok().map(|kb| kb / 1024.0)
 }
 
+/// Polls the process's GPU memory (driver's figure) while a stage runs; the peak when stopped.
+struct GpuPoll {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    handle: std::thread::JoinHandle<Option<f64>>,
+}
+
+impl GpuPoll {
+    fn start(device: tch::Device) -> Option<GpuPoll> {
+        if !device.is_cuda() {
+            return None;
+        }
+        let query = || -> Option<f64> {
+            let out = std::process::Command::new("nvidia-smi")
+                .args(["--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"])
+                .output()
+                .ok()?;
+            let me = std::process::id().to_string();
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter_map(|l| l.split_once(','))
+                .filter(|(pid, _)| pid.trim() == me)
+                .map(|(_, mb)| mb.trim().parse::<f64>().ok())
+                .sum()
+        };
+        query()?;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let mut peak: Option<f64> = None;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Some(mb) = query() {
+                    peak = Some(peak.map_or(mb, |p: f64| p.max(mb)));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            peak
+        });
+        Some(GpuPoll { stop, handle })
+    }
+
+    fn finish(self) -> Option<f64> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.handle.join().ok().flatten()
+    }
+}
+
 fn stage<T>(
     name: &'static str,
     steps: i64,
     backward_factor: f64,
+    device: tch::Device,
     f: impl FnOnce() -> vidtune_runtime::Result<T>,
 ) -> anyhow::Result<(T, Stage)> {
     peak_rss_mb(true);
+    let gpu = GpuPoll::start(device);
     let start = Instant::now();
-    let (out, flop) = vidtune_runtime::flops::counting(f);
+    let (out, flop) = vidtune_runtime::flops::counting(|| {
+        let out = f();
+        if let tch::Device::Cuda(i) = device {
+            tch::Cuda::synchronize(i as i64);
+        }
+        out
+    });
     let seconds = start.elapsed().as_secs_f64();
     let gflop = flop as f64 * backward_factor / 1e9;
     let per_s = |x: f64| (seconds > 0.0 && x > 0.0).then(|| x / seconds);
@@ -71,6 +161,7 @@ fn stage<T>(
         steps,
         steps_per_second: per_s(steps as f64),
         peak_rss_mb: peak_rss_mb(false),
+        peak_gpu_mb: gpu.and_then(GpuPoll::finish),
         gflop,
         gflop_per_second: per_s(gflop),
     };
@@ -82,8 +173,10 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<Vec<Stage>> {
         "tiny" | "medium" | "sd14" => format!("random:{}", o.model),
         other => other.to_string(),
     };
+    let precision = o.precision.as_deref().map(vidtune_runtime::device::parse_dtype).transpose()?;
+    let device = vidtune_runtime::device::parse_device(&o.device)?;
     let load = SdLoadOptions { device: o.device.clone(), dtype: o.dtype.clone(), ..Default::default() };
-    let (sd, load_stage) = stage("load", 0, 1.0, || load_sd(&spec, &load))?;
+    let (sd, load_stage) = stage("load", 0, 1.0, device, || load_sd(&spec, &load))?;
     let sd = Rc::new(sd);
     let clip = synthetic_clip(&SyntheticSpec {
         frames: o.frames,
@@ -94,20 +187,42 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<Vec<Stage>> {
     })?
     .video;
     let prompt = "a red circle moving on a striped background";
-    let (model, inflate_stage) = stage("inflate", 0, 1.0, || inflate(sd.clone(), &VideoSpec::default(), 0))?;
+    let (model, inflate_stage) = stage("inflate", 0, 1.0, device, || inflate(sd.clone(), &VideoSpec::default(), 0))?;
     let clips = [TuneClip { video: clip.clone(), prompt: prompt.into(), masks: None }];
-    let tune_opts = TuneOptions { steps: o.tune_steps, ..Default::default() };
+    let tune_opts =
+        TuneOptions { steps: o.tune_steps, precision, checkpointing: o.checkpointing, ..Default::default() };
+    let checkpointing = o.checkpointing.unwrap_or(device.is_cuda());
     // A tuning step: the forward, and a backward of about the same cost (Tune-A-Video trains the
-    // attention queries and the temporal layers, so most weight gradients are never formed).
-    let (tuned, tune_stage) = stage("tune", o.tune_steps, 2.0, || tune_clips(&model, &clips, &tune_opts))?;
+    // attention queries and the temporal layers, so most weight gradients are never formed); with
+    // checkpointing the forward runs twice.
+    let factor = if checkpointing { 3.0 } else { 2.0 };
+    let (tuned, tune_stage) = stage("tune", o.tune_steps, factor, device, || tune_clips(&model, &clips, &tune_opts))?;
+    drop(model);
     let inv_opts = InvertOptions { steps: o.steps, prompt: String::new(), ..Default::default() };
-    let (latents, invert_stage) = stage("invert", o.steps, 1.0, || tch::no_grad(|| invert(&tuned, &clip, &inv_opts)))?;
+    let (latents, invert_stage) =
+        stage("invert", o.steps, 1.0, device, || tch::no_grad(|| invert(&tuned, &clip, &inv_opts)))?;
     let sample_opts = SampleOptions { steps: o.steps, guidance: 7.5, seed: Some(33), ..Default::default() };
-    let (_, sample_stage) = stage("sample", o.steps, 1.0, || {
+    let (_, sample_stage) = stage("sample", o.steps, 1.0, device, || {
         tch::no_grad(|| sample(&tuned, "a blue circle moving on a striped background", Some(&latents), &sample_opts))
     })?;
     let stages = vec![load_stage, inflate_stage, tune_stage, invert_stage, sample_stage];
-    print_table(o, &spec, &stages);
+    let attention = attention_backend(&sd);
+    let setup = Setup {
+        spec: &spec,
+        device: format!("{device:?}").to_lowercase(),
+        dtype: format!("{:?}", sd.dtype),
+        precision: format!("{:?}", precision.unwrap_or(sd.dtype)),
+        checkpointing,
+        attention: &attention,
+    };
+    print_table(o, &setup, &stages);
+    let official = match &o.compare {
+        None => None,
+        Some(which) => Some(official_figures(o, which)?),
+    };
+    if let Some(off) = &official {
+        print_comparison(&stages, off);
+    }
     if let Some(path) = &o.json {
         let json = serde_json::json!({
             "model": spec,
@@ -115,13 +230,17 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<Vec<Stage>> {
             "size": o.size,
             "tune_steps": o.tune_steps,
             "steps": o.steps,
-            "device": o.device,
-            "dtype": format!("{:?}", sd.dtype),
+            "device": format!("{device:?}"),
+            "dtype": setup.dtype,
+            "precision": setup.precision,
+            "checkpointing": checkpointing,
+            "attention_backend": attention,
             "threads": tch::get_num_threads(),
             "vidtune_version": vidtune_runtime::VERSION,
             "libtorch_version": vidtune_runtime::env::libtorch_version(),
             "stages": stages,
             "total_seconds": stages.iter().map(|s| s.seconds).sum::<f64>(),
+            "official": official,
         });
         vidtune_runtime::fsutil::write_bytes_atomic(path, serde_json::to_string_pretty(&json)?.as_bytes())?;
         println!("wrote {}", path.display());
@@ -129,27 +248,153 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<Vec<Stage>> {
     Ok(stages)
 }
 
-fn print_table(o: &BenchOptions, spec: &str, stages: &[Stage]) {
+/// How a run was set up, for the table's heading.
+struct Setup<'a> {
+    spec: &'a str,
+    device: String,
+    dtype: String,
+    precision: String,
+    checkpointing: bool,
+    attention: &'a str,
+}
+
+/// Which kernel libtorch picks for the UNet's self-attention (`scaled_dot_product_attention`'s own
+/// choice for a query of the model's dtype and device).
+fn attention_backend(sd: &vidtune_runtime::sd::StableDiffusion) -> String {
+    let q = tch::Tensor::zeros([2, 8, 64, 40], (sd.dtype, sd.device));
+    let choice = tch::Tensor::f_internal_fused_sdp_choice(&q, &q, &q, None::<tch::Tensor>, 0.0, false, None, false);
+    let name = match choice {
+        Ok(0) => "math (unfused)",
+        Ok(1) => "flash",
+        Ok(2) => "memory-efficient",
+        Ok(3) => "cuDNN",
+        Ok(4) => "overrideable",
+        _ => "unknown",
+    };
+    format!("{name} ({})", if sd.device.is_cuda() { "CUDA" } else { "CPU" })
+}
+
+/// The official code's figures: run now (`official`) or read from its JSON.
+fn official_figures(o: &BenchOptions, which: &str) -> anyhow::Result<serde_json::Value> {
+    if which != "official" {
+        let text = std::fs::read_to_string(which).map_err(|e| anyhow::anyhow!("--compare {which}: {e}"))?;
+        return serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("--compare {which}: not JSON: {e}"));
+    }
+    let dir = o.official_dir.clone().or_else(|| std::env::var_os("TUNE_A_VIDEO_DIR").map(PathBuf::from)).ok_or_else(
+        || {
+            anyhow::anyhow!(
+                "--compare official needs a checkout of showlab/Tune-A-Video: --official-dir DIR or TUNE_A_VIDEO_DIR \
+                 (set-up: examples/bench/official_tav.py)"
+            )
+        },
+    )?;
+    if !dir.join("tuneavideo").is_dir() {
+        anyhow::bail!("--official-dir {}: not a Tune-A-Video checkout (no tuneavideo/ folder)", dir.display());
+    }
+    if !matches!(o.model.as_str(), "medium" | "sd14") {
+        anyhow::bail!("--compare official runs the medium and sd14 configs (the official UNet has four levels)");
+    }
+    let python = o
+        .official_python
+        .clone()
+        .or_else(|| std::env::var_os("VIDTUNE_OFFICIAL_PYTHON").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("python3"));
+    // A folder of our own for the script and its JSON, removed afterwards.
+    let work = std::env::temp_dir().join(format!("vidtune-official-{}", std::process::id()));
+    std::fs::create_dir_all(&work)?;
+    let script = work.join("official_tav.py");
+    std::fs::write(&script, OFFICIAL_SCRIPT)?;
+    let out = work.join("official.json");
+    let device = match vidtune_runtime::device::parse_device(&o.device)? {
+        tch::Device::Cuda(i) => format!("cuda:{i}"),
+        _ => "cpu".into(),
+    };
+    println!("\nthe official code ({}):", python.display());
+    let status = std::process::Command::new(&python)
+        .arg(&script)
+        .args(["--tav", &dir.to_string_lossy(), "--config", &o.model, "--device", &device])
+        .args(["--frames", &o.frames.to_string(), "--size", &o.size.to_string()])
+        .args(["--tune-steps", &o.tune_steps.to_string(), "--steps", &o.steps.to_string()])
+        .args(["--precision", &o.official_precision, "--json", &out.to_string_lossy()])
+        .status()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", python.display()))?;
+    let figures = if status.success() {
+        std::fs::read_to_string(&out).map_err(anyhow::Error::from).and_then(|t| Ok(serde_json::from_str(&t)?))
+    } else {
+        Err(anyhow::anyhow!("the official code failed ({status}); its output is above"))
+    };
+    let _ = std::fs::remove_file(&script);
+    let _ = std::fs::remove_file(&out);
+    let _ = std::fs::remove_dir(&work);
+    figures
+}
+
+/// The official runner, carried in the binary so `--compare official` works from anywhere.
+const OFFICIAL_SCRIPT: &str = include_str!("../../examples/bench/official_tav.py");
+
+/// Seconds of the official run's stages by name (its `load` covers vidtune's load and inflate).
+fn official_seconds(off: &serde_json::Value, name: &str) -> Option<f64> {
+    off["stages"].as_array()?.iter().find(|s| s["name"] == name)?["seconds"].as_f64()
+}
+
+fn print_comparison(stages: &[Stage], off: &serde_json::Value) {
+    let ours = |names: &[&str]| stages.iter().filter(|s| names.contains(&s.name)).map(|s| s.seconds).sum::<f64>();
+    println!("\n| stage | official | vidtune | speed-up |\n|---|---|---|---|");
+    let mut total = (0.0, 0.0);
+    for (name, mine) in [
+        ("load", vec!["load", "inflate"]),
+        ("tune", vec!["tune"]),
+        ("invert", vec!["invert"]),
+        ("sample", vec!["sample"]),
+    ] {
+        let Some(theirs) = official_seconds(off, name) else { continue };
+        let v = ours(&mine);
+        total = (total.0 + theirs, total.1 + v);
+        println!("| {name} | {theirs:.2} s | {v:.2} s | {:.2}× |", theirs / v);
+    }
+    println!("| total | {:.2} s | {:.2} s | {:.2}× |", total.0, total.1, total.0 / total.1);
+    let peak = |xs: Vec<f64>| xs.into_iter().fold(0.0f64, f64::max);
+    let their_rss = peak(
+        off["stages"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|s| s["peak_rss_mb"].as_f64()).collect())
+            .unwrap_or_default(),
+    );
+    let our_rss = peak(stages.iter().filter_map(|s| s.peak_rss_mb).collect());
+    if their_rss > 0.0 && our_rss > 0.0 {
+        println!("peak RSS: official {their_rss:.0} MB, vidtune {our_rss:.0} MB ({:.2}×)", our_rss / their_rss);
+    }
+}
+
+fn print_table(o: &BenchOptions, setup: &Setup, stages: &[Stage]) {
     println!(
-        "\n{spec}: {} frames at {}², tune {}, invert {}, sample {} (guidance 7.5), {} on {}\n",
+        "\n{}: {} frames at {}², tune {}, invert {}, sample {} (guidance 7.5) on {}; weights {}, tuning in {}{}; \
+         attention {}; {} threads\n",
+        setup.spec,
         o.frames,
         o.size,
         o.tune_steps,
         o.steps,
         o.steps,
-        o.dtype.as_deref().unwrap_or("default dtype"),
-        o.device
+        setup.device,
+        setup.dtype,
+        setup.precision,
+        if setup.checkpointing { " with checkpointing" } else { "" },
+        setup.attention,
+        tch::get_num_threads()
     );
-    println!("| stage | time | steps/s | peak RSS | GFLOP | GFLOP/s |");
-    println!("|---|---|---|---|---|---|");
+    let gpu = stages.iter().any(|s| s.peak_gpu_mb.is_some());
+    println!("| stage | time | steps/s | peak RSS |{} GFLOP | GFLOP/s |", if gpu { " peak GPU |" } else { "" });
+    println!("|---|---|---|---|{}---|---|", if gpu { "---|" } else { "" });
     let opt = |v: Option<f64>, digits: usize| v.map(|x| format!("{x:.digits$}")).unwrap_or_else(|| "–".into());
     for s in stages {
         println!(
-            "| {} | {:.2} s | {} | {} MB | {:.1} | {} |",
+            "| {} | {:.2} s | {} | {} MB |{} {:.1} | {} |",
             s.name,
             s.seconds,
             opt(s.steps_per_second, 2),
             opt(s.peak_rss_mb, 0),
+            if gpu { format!(" {} MB |", opt(s.peak_gpu_mb, 0)) } else { String::new() },
             s.gflop,
             opt(s.gflop_per_second, 1)
         );

@@ -39,31 +39,9 @@ enum Command {
     Repl,
     /// Show libtorch, CUDA, FFmpeg, ONNX Runtime and where model weights are looked for
     Doctor,
-    /// Time Tune-A-Video's job (tune, invert, sample) stage by stage: speed, memory, GFLOP/s
-    Bench {
-        /// A random model of this shape (tiny, medium, sd14: SD1.4's architecture), or a model path / repo id
-        #[arg(long, default_value = "medium")]
-        config: String,
-        #[arg(long, default_value_t = 8)]
-        frames: usize,
-        /// Frame size (square)
-        #[arg(long, default_value_t = 128)]
-        size: i64,
-        /// Tuning steps
-        #[arg(long, default_value_t = 20)]
-        tune_steps: i64,
-        /// Inversion and sampling steps
-        #[arg(long, default_value_t = 20)]
-        steps: i64,
-        #[arg(long, default_value = "auto")]
-        device: String,
-        /// fp32, fp16 or bf16 (default: fp32 on the CPU, half on CUDA)
-        #[arg(long)]
-        dtype: Option<String>,
-        /// Also write the figures as JSON here
-        #[arg(long)]
-        json: Option<PathBuf>,
-    },
+    /// Time Tune-A-Video's job (tune, invert, sample) stage by stage: speed, memory, GFLOP/s; with
+    /// --compare official, the same job through the official Tune-A-Video code, and the ratios
+    Bench(crate::bench::BenchOptions),
     /// The toy world's models: train them from scratch, or measure a trained folder
     Toy {
         #[command(subcommand)]
@@ -296,14 +274,12 @@ fn rerun(from: &std::path::Path, overrides: &[(String, Dynamic)]) -> ExitCode {
 
 /// The whole program; `main` only calls this.
 pub fn main() -> ExitCode {
+    vidtune_runtime::memory::tune_allocator();
     let cli = Cli::parse();
     let outcome = match cli.command {
         None | Some(Command::Repl) => crate::repl::run(),
         Some(Command::Doctor) => crate::doctor::run(),
-        Some(Command::Bench { config, frames, size, tune_steps, steps, device, dtype, json }) => {
-            let o = crate::bench::BenchOptions { model: config, frames, size, tune_steps, steps, device, dtype, json };
-            crate::bench::run(&o).map(|_| ())
-        }
+        Some(Command::Bench(o)) => crate::bench::run(&o).map(|_| ()),
         Some(Command::Toy { action }) => toy(action),
         Some(Command::Run { file, set, from }) => match (parse_sets(&set), file, from) {
             (Ok(params), Some(file), _) => return run_script(&file, &params),

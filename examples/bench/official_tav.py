@@ -174,6 +174,10 @@ def main():
     p.add_argument("--guidance", type=float, default=7.5)
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-checkpointing", action="store_true", help="tune without gradient checkpointing")
+    p.add_argument(
+        "--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
+        help="the official mixed_precision setting: the UNet under autocast, VAE and text encoder in that dtype",
+    )
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--model-dir", default=None, help="keep the random model here (written when missing)")
     p.add_argument("--json", default=None)
@@ -219,6 +223,16 @@ def main():
     stages = []
     (tokenizer, text_encoder, vae, unet), s = stage("load", 0, a.device, load)
     stages.append(s)
+    # Mixed precision as `accelerate` sets it up for the official script: the UNet's forward under
+    # autocast (fp32 weights), the frozen VAE and text encoder cast to the weight dtype, a grad scaler for fp16.
+    weight_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[a.precision]
+    scaler = None
+    if a.precision != "fp32":
+        unet.forward = torch.autocast(dev.type, dtype=weight_dtype)(unet.forward)
+        text_encoder.to(dtype=weight_dtype)
+        vae.to(dtype=weight_dtype)
+        if a.precision == "fp16":
+            scaler = torch.amp.GradScaler(dev.type)
 
     # The clip: a smooth moving pattern in [-1, 1], `b f c h w` as the official dataset yields it.
     torch.manual_seed(33)
@@ -226,7 +240,7 @@ def main():
     yy = torch.linspace(-1, 1, a.size).view(1, 1, 1, a.size, 1)
     xx = torch.linspace(-1, 1, a.size).view(1, 1, 1, 1, a.size)
     c = torch.arange(3).view(1, 1, 3, 1, 1)
-    pixel_values = torch.sin(6 * xx + 4 * t + c) * torch.cos(5 * yy - 3 * t + c).to(dev)
+    pixel_values = (torch.sin(6 * xx + 4 * t + c) * torch.cos(5 * yy - 3 * t + c)).to(dev, dtype=weight_dtype)
     prompt = "a red circle moving on a striped background"
     prompt_ids = tokenizer(
         prompt, max_length=tokenizer.model_max_length, padding="max_length", truncation=True, return_tensors="pt"
@@ -261,9 +275,16 @@ def main():
             encoder_hidden_states = text_encoder(prompt_ids)[0]
             pred = unet(noisy, timesteps, encoder_hidden_states).sample
             loss = F.mse_loss(pred.float(), noise.float(), reduction="mean")
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-            optimizer.step()
+            if scaler is None:
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+                optimizer.step()
+            else:
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+                scaler.step(optimizer)
+                scaler.update()
             optimizer.zero_grad()
             loss.item()  # the official loop logs the step loss every step
         return latents
@@ -311,6 +332,7 @@ def main():
             "steps": a.steps,
             "device": a.device,
             "gradient_checkpointing": not a.no_checkpointing,
+            "precision": a.precision,
             "threads": torch.get_num_threads(),
             "torch_version": torch.__version__,
             "stages": stages,

@@ -100,6 +100,7 @@ fn build<M>(device: Device, mode: InitMode, f: impl FnOnce(&Builder) -> Result<M
 /// Loads `spec`: `toy` (the toy world's trained models, built in), `random:tiny`, a diffusers folder, a `.safetensors` single-file checkpoint, or a repo id
 /// in the Hugging Face cache.
 pub fn load_sd(spec: &str, opts: &SdLoadOptions) -> Result<StableDiffusion> {
+    crate::memory::tune_allocator();
     let device = parse_device(&opts.device)?;
     let dtype = match &opts.dtype {
         Some(d) => parse_dtype(d)?,

@@ -2,8 +2,8 @@
 
 pub mod attention;
 pub mod attention_processor;
-pub mod checkpoint;
 pub mod autoencoder_kl;
+pub mod checkpoint;
 pub mod clip;
 pub mod clip_text;
 pub mod clip_vision;
