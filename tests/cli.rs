@@ -736,4 +736,44 @@ fn bench_runs_the_job_on_the_tiny_shape_and_writes_its_figures() {
     // Sampling with guidance runs the UNet twice a step; inversion once: about twice the work.
     let (inv, smp) = (stages[3]["gflop"].as_f64().unwrap(), stages[4]["gflop"].as_f64().unwrap());
     assert!(smp > 1.5 * inv && smp < 2.5 * inv, "invert {inv} GFLOP, sample {smp} GFLOP");
+    assert_eq!(json["attention_backend"], "flash (CPU)", "{json}");
+    assert_eq!((json["precision"].as_str(), json["checkpointing"].as_bool()), (Some("Float"), Some(false)));
+    let plain_tune = stages[2]["gflop"].as_f64().unwrap();
+
+    // Mixed precision and checkpointing reach the tuning loop; a saved official run is compared stage by
+    // stage (its `load` against vidtune's load and inflate).
+    let official = serde_json::json!({"stages": [
+        {"name": "load", "seconds": 4.0, "peak_rss_mb": 900.0},
+        {"name": "tune", "seconds": 8.0, "peak_rss_mb": 1000.0},
+        {"name": "invert", "seconds": 2.0, "peak_rss_mb": 950.0},
+        {"name": "sample", "seconds": 4.0, "peak_rss_mb": 990.0}]});
+    std::fs::write(dir.path().join("official.json"), official.to_string()).unwrap();
+    let out = vidtune(dir.path())
+        .args(["bench", "--config", "tiny", "--frames", "2", "--size", "32", "--tune-steps", "2", "--steps", "2"])
+        .args(["--device", "cpu", "--precision", "bf16", "--checkpointing", "true", "--json", "bench2.json"])
+        .args(["--compare", "official.json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("tuning in BFloat16 with checkpointing"), "{text}");
+    assert!(text.contains("| stage | official | vidtune | speed-up |") && text.contains("| tune | 8.00 s |"), "{text}");
+    assert!(text.contains("peak RSS: official 1000 MB"), "{text}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("bench2.json")).unwrap()).unwrap();
+    assert_eq!((json["precision"].as_str(), json["checkpointing"].as_bool()), (Some("BFloat16"), Some(true)));
+    let tune = json["stages"][2]["gflop"].as_f64().unwrap();
+    // Checkpointing recomputes the blocks that need a gradient: more work, at most one forward more.
+    assert!(tune > plain_tune && tune <= 1.51 * plain_tune, "checkpointed work {tune} vs plain {plain_tune}");
+    assert_eq!(json["official"]["stages"][1]["seconds"], 8.0);
+
+    // Without a checkout, --compare official says what it needs.
+    let out = vidtune(dir.path())
+        .env_remove("TUNE_A_VIDEO_DIR")
+        .args(["bench", "--config", "tiny", "--frames", "2", "--size", "32", "--tune-steps", "1", "--steps", "1"])
+        .args(["--device", "cpu", "--compare", "official"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--official-dir"), "{}", stderr(&out));
 }

@@ -61,22 +61,6 @@ pub fn bytes_of(elements: &[i64], bytes_per: f64) -> f64 {
     elements.iter().map(|&e| e.max(0) as f64).product::<f64>() * bytes_per
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn absurd_requests_are_refused_with_the_figure() {
-        let err = ensure_fits("sample: 1000000000 frames", bytes_of(&[1_000_000_000, 4, 64, 64], 4.0), Device::Cpu)
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("would need at least 65.5 TB"), "{err}");
-        assert!(ensure_fits("a small tensor", 1e3, Device::Cpu).is_ok());
-        assert_eq!(human_bytes(1.5e9), "1.5 GB");
-        assert_eq!(human_bytes(12.0), "12 B");
-    }
-}
-
 /// Keeps freed tensor memory in the process instead of handing it back to the kernel after every
 /// operation. With glibc's defaults, buffers of a few MB are unmapped or trimmed when freed and the next
 /// operation faults the pages in again, each zeroed by the kernel: on SD1.4's shapes that was a sixth of
@@ -100,4 +84,20 @@ pub fn tune_allocator() {
             libc::mallopt(libc::M_TOP_PAD, 256 << 20);
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn absurd_requests_are_refused_with_the_figure() {
+        let err = ensure_fits("sample: 1000000000 frames", bytes_of(&[1_000_000_000, 4, 64, 64], 4.0), Device::Cpu)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("would need at least 65.5 TB"), "{err}");
+        assert!(ensure_fits("a small tensor", 1e3, Device::Cpu).is_ok());
+        assert_eq!(human_bytes(1.5e9), "1.5 GB");
+        assert_eq!(human_bytes(12.0), "12 B");
+    }
 }
