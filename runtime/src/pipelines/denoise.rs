@@ -213,7 +213,7 @@ pub fn denoise(
         hooks.before(i, t, &mut x)?;
         let input = if cfg { Tensor::cat(&[&x, &x], 0) } else { x.shallow_clone() };
         let ts = Tensor::from(t).to_device(model.device());
-        let eps = tch::no_grad(|| model.predict(&input, &ts, &batch_cond))?;
+        let eps = tch::no_grad(|| model.predict(&input, &ts, &batch_cond.at_timestep(t as f64)))?;
         let eps = if cfg {
             let parts = eps.chunk(2, 0);
             &parts[0] + (&parts[1] - &parts[0]) * spec.guidance

@@ -369,7 +369,10 @@ pub fn tune_clips(model: &VideoModel, clips: &[TuneClip], opts: &TuneOptions) ->
         }
         // Drawn in float32 whatever the precision, so every precision sees the same noise.
         let eps = noise.randn(&latents.size(), Kind::Float, base.device).to_kind(kind);
-        let t = noise.randint(n_train, base.device);
+        // Drawn on the host, which then knows the step's timestep without reading it back.
+        let t_host = noise.randint(n_train, tch::Device::Cpu);
+        cond = cond.at_timestep(t_host.int64_value(&[0]) as f64);
+        let t = t_host.to_device(base.device);
         let mut noisy = ddpm::add_noise(&schedule, &latents, &eps, &t)?;
         if opts.first_frame {
             let f = noisy.size()[2];

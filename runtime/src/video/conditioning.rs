@@ -27,6 +27,9 @@ pub struct Conditioning {
     /// The long clip's first frame as first-frame attention sees it, recorded by the window that holds
     /// it and read by the others (co-denoising with a global anchor); `None`: each call's own.
     pub anchor: Option<Rc<AnchorFrame>>,
+    /// The call's timestep as the host knows it (the loops set it), so that a model on an accelerator
+    /// need not read it back from the device; `None`: read from the timestep tensor.
+    pub timestep: Option<f64>,
 }
 
 impl Clone for Conditioning {
@@ -38,6 +41,7 @@ impl Clone for Conditioning {
             first_frame: self.first_frame.as_ref().map(Tensor::shallow_clone),
             frame_offset: self.frame_offset,
             anchor: self.anchor.clone(),
+            timestep: self.timestep,
         }
     }
 }
@@ -52,7 +56,15 @@ impl Conditioning {
             first_frame: None,
             frame_offset: 0,
             anchor: None,
+            timestep: None,
         }
+    }
+
+    /// The same, at timestep `t` (known to the host).
+    pub fn at_timestep(&self, t: f64) -> Self {
+        let mut out = self.clone();
+        out.timestep = Some(t);
+        out
     }
 
     /// The same with masks `[F, 1, H, W]`.

@@ -459,7 +459,7 @@ impl VideoModel {
             if timesteps.numel() == 1 { timesteps.reshape([1]).expand([b], false) } else { timesteps.shallow_clone() };
         let t = t.repeat_interleave_self_int(f, 0, None);
         let ctx_frames = cond.text.repeat_interleave_self_int(f, 0, None);
-        let timestep = Some(t.double_value(&[0]));
+        let timestep = Some(cond.timestep.unwrap_or_else(|| t.double_value(&[0])));
         let levels = self.unet.config.block_out_channels.len();
         let mut ctx = AttnContext {
             frames: f,
