@@ -427,3 +427,26 @@ fn bf16_tuning_reduces_the_loss_on_the_toy_world() {
     eprintln!("bf16 tuning: fixed-noise loss {before:.4} before, {after:.4} after 60 steps");
     assert!(after < 0.9 * before, "bf16 tuning did not reduce the loss: {before:.4} → {after:.4}");
 }
+
+#[test]
+fn the_text_projected_once_per_clip_is_the_text_projected_per_frame() {
+    let _serial = serial();
+    let video = inflate(fixture_model(), &spec("sparse_causal", Some("temporal")), 0).unwrap();
+    let attn = &video.unet.down_blocks[0].attentions[0].transformer_blocks[0].attn2;
+    tch::manual_seed(4);
+    let (clips, frames) = (2, 3);
+    let text = Tensor::randn([clips, 7, attn.to_k.in_dim()], (Kind::Float, tch::Device::Cpu));
+    let per_frame = text.repeat_interleave_self_int(frames, 0, None);
+    let hidden = Tensor::randn([clips * frames, 5, attn.to_q.in_dim()], (Kind::Float, tch::Device::Cpu));
+    let plain = AttnContext { frames, ..Default::default() };
+    let repeated = AttnContext { frames, context_repeats: frames, ..Default::default() };
+    let (k1, v1) = tch::no_grad(|| attn.key_value(&hidden, Some(&per_frame), &plain));
+    let (k2, v2) = tch::no_grad(|| attn.key_value(&hidden, Some(&per_frame), &repeated));
+    assert_eq!(k2.size(), [clips * frames, 7, attn.to_k.out_dim()]);
+    assert_close_rel(&k2, &k1, 1e-6, "keys");
+    assert_close_rel(&v2, &v1, 1e-6, "values");
+    // Self-attention ignores the promise: its source is the hidden states.
+    let attn1 = &video.unet.down_blocks[0].attentions[0].transformer_blocks[0].attn1;
+    let (ks, _) = tch::no_grad(|| attn1.key_value(&hidden, None, &repeated));
+    assert!(ks.equal(&tch::no_grad(|| attn1.to_k.forward(&hidden))));
+}

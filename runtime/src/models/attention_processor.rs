@@ -136,6 +136,9 @@ pub struct AttnContext {
     pub backend: Backend,
     /// A training step (processors with running state, like spectral normalisation, update it).
     pub training: bool,
+    /// How many consecutive rows of the cross-attention context are the same (a video call's text,
+    /// repeated for each frame of a clip); 1: no promise.
+    pub context_repeats: i64,
 }
 
 impl Default for AttnContext {
@@ -151,6 +154,7 @@ impl Default for AttnContext {
             anchor: None,
             backend: Backend::Sdpa,
             training: false,
+            context_repeats: 1,
         }
     }
 }
@@ -206,9 +210,8 @@ impl AttnProcessor for PlainAttention {
         context: Option<&Tensor>,
         ctx: &AttnContext,
     ) -> Result<Tensor> {
-        let source = context.unwrap_or(hidden);
-        let (q, k, v) = (attn.to_q.forward(hidden), attn.to_k.forward(source), attn.to_v.forward(source));
-        Ok(attn.attend(&q, &k, &v, None, ctx.backend))
+        let (k, v) = attn.key_value(hidden, context, ctx);
+        Ok(attn.attend(&attn.to_q.forward(hidden), &k, &v, None, ctx.backend))
     }
 }
 
@@ -226,6 +229,21 @@ pub struct Attention {
 }
 
 impl Attention {
+    /// Keys and values of `context` (cross-attention) or of `hidden` (self-attention). A video call's
+    /// text repeats each clip's rows once per frame ([`AttnContext::context_repeats`]): those are
+    /// projected once per clip and repeated, the same values for `1/F` of the work.
+    pub fn key_value(&self, hidden: &Tensor, context: Option<&Tensor>, ctx: &AttnContext) -> (Tensor, Tensor) {
+        let Some(source) = context else { return (self.to_k.forward(hidden), self.to_v.forward(hidden)) };
+        let r = ctx.context_repeats;
+        if r > 1 && source.size()[0] % r == 0 {
+            let unique = source.slice(0, 0, None, r);
+            let k = self.to_k.forward(&unique).repeat_interleave_self_int(r, 0, None);
+            let v = self.to_v.forward(&unique).repeat_interleave_self_int(r, 0, None);
+            return (k, v);
+        }
+        (self.to_k.forward(source), self.to_v.forward(source))
+    }
+
     /// `query_dim` wide, attending to `context_dim` (itself when `None`), `heads × dim_head` inner width.
     pub fn new(
         b: &Builder,

@@ -469,6 +469,7 @@ impl VideoModel {
             subject_tokens: conditioning::shared_tokens(&cond.subject_tokens),
             frame_offset: cond.frame_offset,
             anchor: cond.anchor.clone(),
+            context_repeats: f,
             ..Default::default()
         };
         for stage in &self.model_stages {

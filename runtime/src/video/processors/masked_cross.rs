@@ -64,8 +64,8 @@ impl AttnProcessor for MaskedCross {
         context: Option<&Tensor>,
         ctx: &AttnContext,
     ) -> Result<Tensor> {
-        let source = context.unwrap_or(hidden);
-        let (q, k, v) = (attn.to_q.forward(hidden), attn.to_k.forward(source), attn.to_v.forward(source));
+        let (k, v) = attn.key_value(hidden, context, ctx);
+        let q = attn.to_q.forward(hidden);
         let w = self.weight(ctx.timestep);
         let (Some(masks), Some(subject)) = (&ctx.masks, &ctx.subject_tokens) else {
             return Ok(attn.attend(&q, &k, &v, None, ctx.backend));
@@ -74,7 +74,7 @@ impl AttnProcessor for MaskedCross {
             return Ok(attn.attend(&q, &k, &v, None, ctx.backend));
         }
         let region = masks.tokens(ctx, "mask cross-attention")?.squeeze_dim(-1);
-        let (n, lk) = (hidden.size()[0], source.size()[1]);
+        let (n, lk) = (hidden.size()[0], k.size()[1]);
         let per_clip = n / subject.len().max(1) as i64;
         let mut sel = vec![0f32; (n * lk) as usize];
         for row in 0..n {
