@@ -302,14 +302,7 @@ fn write_back(tuned: &VideoModel, replica: Option<&VideoModel>, names: &[String]
             var.set_data(&value.to_kind(kind));
         }
     });
-    for ((_, theirs), (_, ours)) in replica.unet.attention_layers().into_iter().zip(tuned.unet.attention_layers()) {
-        let state: Vec<(String, Tensor)> =
-            theirs.processor_state().into_iter().map(|(k, t)| (k, t.to_kind(kind))).collect();
-        if !state.is_empty() {
-            ours.load_processor_state(&state)?;
-        }
-    }
-    Ok(())
+    tuned.load_processor_states(replica, |t| t.to_kind(kind))
 }
 
 /// Tunes a copy of `model` on one clip or several (few-shot: each step draws one), each with its prompt
@@ -341,6 +334,11 @@ pub fn tune_clips(model: &VideoModel, clips: &[TuneClip], opts: &TuneOptions) ->
         let full = tuned.vars.variables();
         trainer.load_masters(&names.iter().map(|n| full[n].shallow_clone()).collect::<Vec<_>>())?;
     }
+    // The text in the trainee's precision, once.
+    let prepared: Vec<Prepared> = match &replica {
+        Some(_) => prepared.into_iter().map(|p| Prepared { cond: p.cond.to_kind(kind), ..p }).collect(),
+        None => prepared,
+    };
     let checkpointing = opts.checkpointing.unwrap_or(device.is_cuda());
     let sync_every = opts.sync_every.unwrap_or(if device == tch::Device::Cpu { 1 } else { 25 });
     let schedule = base.scheduler.noise_schedule()?;
@@ -356,9 +354,6 @@ pub fn tune_clips(model: &VideoModel, clips: &[TuneClip], opts: &TuneOptions) ->
         let sample = p.dist.sample_with(&noise.randn(&p.dist.mean.size(), p.dist.mean.kind(), base.device));
         let mut latents = to_video_latents(&(sample * sf)).to_kind(kind);
         let (mut cond, mut latent_masks) = (p.cond.clone(), p.latent_masks.as_ref().map(Tensor::shallow_clone));
-        if replica.is_some() {
-            cond = cond.to_kind(kind);
-        }
         if let Some(w) = opts.window {
             let frames = latents.size()[2];
             let len = w.min(frames);

@@ -327,13 +327,7 @@ impl VideoModel {
             identity: self.identity.clone(),
         };
         model.install_processors()?;
-        for ((_, theirs), (_, ours)) in self.unet.attention_layers().into_iter().zip(model.unet.attention_layers()) {
-            let state: Vec<(String, Tensor)> =
-                theirs.processor_state().into_iter().map(|(k, t)| (k, convert(&t))).collect();
-            if !state.is_empty() {
-                ours.load_processor_state(&state)?;
-            }
-        }
+        model.load_processor_states(self, convert)?;
         Ok(model)
     }
 
@@ -388,18 +382,26 @@ impl VideoModel {
                 }
             }
         });
-        for ((_, a), (_, b)) in self.unet.attention_layers().into_iter().zip(copy.unet.attention_layers()) {
-            let state: Vec<(String, Tensor)> = a.processor_state().into_iter().map(|(k, t)| (k, t.copy())).collect();
-            if !state.is_empty() {
-                b.load_processor_state(&state)?;
-            }
-        }
+        copy.load_processor_states(self, Tensor::copy)?;
         Ok(VideoModel {
             trained: self.trained.clone(),
             record: self.record.clone(),
             identity: self.identity.clone(),
             ..copy
         })
+    }
+
+    /// Gives every attention layer's processor the running state (spectral norms) of `other`'s
+    /// layer at the same place, each tensor through `convert` (a copy, a move, a cast).
+    pub fn load_processor_states(&self, other: &VideoModel, convert: impl Fn(&Tensor) -> Tensor) -> Result<()> {
+        for ((_, theirs), (_, ours)) in other.unet.attention_layers().into_iter().zip(self.unet.attention_layers()) {
+            let state: Vec<(String, Tensor)> =
+                theirs.processor_state().into_iter().map(|(k, t)| (k, convert(&t))).collect();
+            if !state.is_empty() {
+                ours.load_processor_state(&state)?;
+            }
+        }
+        Ok(())
     }
 
     /// Names of the parameters the inflation added (none of them in the base model).
