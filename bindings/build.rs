@@ -2,4 +2,5 @@ include!("../build-support/link_torch.rs");
 
 fn main() {
     link_torch();
+    export_mkl_answer();
 }

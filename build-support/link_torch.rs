@@ -13,3 +13,15 @@ fn link_torch() -> Option<std::path::PathBuf> {
     }
     Some(dir)
 }
+
+// For the binaries and tests of crates that link vidtune-runtime: keep and export
+// `mkl_serv_intel_cpu_true` (defined in runtime/src/cpu.rs), so that libtorch's MKL finds the
+// executable's answer to its vendor check first (MKL's AVX-512 kernels on AMD CPUs that have them).
+#[allow(dead_code)]
+fn export_mkl_answer() {
+    if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux") {
+        println!(
+            "cargo:rustc-link-arg=-Wl,--undefined=mkl_serv_intel_cpu_true,--export-dynamic-symbol=mkl_serv_intel_cpu_true"
+        );
+    }
+}

@@ -39,5 +39,6 @@ fn main() {
     if let Some(dir) = link_torch() {
         println!("cargo:rustc-env=VIDTUNE_LIBTORCH_LIB={}", dir.display());
     }
+    export_mkl_answer();
     embed_toy_models();
 }

@@ -130,7 +130,7 @@ fn doctor_reports_the_machine() {
     let out = vidtune(dir.path()).arg("doctor").output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
-    for row in ["libtorch", "CUDA", "FFmpeg", "ONNX Runtime", "weights", "disk", "memory", "speed"] {
+    for row in ["libtorch", "CUDA", "CPU math", "FFmpeg", "ONNX Runtime", "weights", "disk", "memory", "speed"] {
         let line = text.lines().find(|l| l.starts_with(row)).unwrap_or_else(|| panic!("no {row} row in\n{text}"));
         let verdict = line[14..].split_whitespace().next().unwrap_or_default();
         assert!(["ok", "warn", "note"].contains(&verdict), "{row} has no verdict: {line}");
@@ -138,6 +138,13 @@ fn doctor_reports_the_machine() {
     assert!(text.contains("GFLOP/s") && text.contains("SD1.x at 8 × 512² ≈"), "{text}");
     assert!(text.contains("next steps:") || text.contains("everything vidtune uses is here"), "{text}");
     assert!(text.contains("2.11"), "{text}");
+    // The binary answers MKL's vendor check itself (runtime::cpu), and VIDTUNE_MKL=default leaves it to MKL.
+    let math = text.lines().find(|l| l.starts_with("CPU math")).unwrap();
+    if vidtune_runtime::cpu::mkl_dispatch() == vidtune_runtime::cpu::MklDispatch::AmdAvx512 {
+        assert!(math.contains("AVX-512 kernels"), "{math}");
+        let out = vidtune(dir.path()).arg("doctor").env("VIDTUNE_MKL", "default").output().unwrap();
+        assert!(stdout(&out).contains("generic AVX2 kernels (VIDTUNE_MKL=default)"), "{}", stdout(&out));
+    }
 }
 
 #[test]

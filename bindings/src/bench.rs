@@ -236,6 +236,7 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<Vec<Stage>> {
             "checkpointing": checkpointing,
             "attention_backend": attention,
             "threads": tch::get_num_threads(),
+            "cpu_math": vidtune_runtime::cpu::mkl_summary(),
             "vidtune_version": vidtune_runtime::VERSION,
             "libtorch_version": vidtune_runtime::env::libtorch_version(),
             "stages": stages,
@@ -369,7 +370,7 @@ fn print_comparison(stages: &[Stage], off: &serde_json::Value) {
 fn print_table(o: &BenchOptions, setup: &Setup, stages: &[Stage]) {
     println!(
         "\n{}: {} frames at {}², tune {}, invert {}, sample {} (guidance 7.5) on {}; weights {}, tuning in {}{}; \
-         attention {}; {} threads\n",
+         attention {}; {} threads; {}\n",
         setup.spec,
         o.frames,
         o.size,
@@ -381,7 +382,8 @@ fn print_table(o: &BenchOptions, setup: &Setup, stages: &[Stage]) {
         setup.precision,
         if setup.checkpointing { " with checkpointing" } else { "" },
         setup.attention,
-        tch::get_num_threads()
+        tch::get_num_threads(),
+        vidtune_runtime::cpu::mkl_summary()
     );
     let gpu = stages.iter().any(|s| s.peak_gpu_mb.is_some());
     println!("| stage | time | steps/s | peak RSS |{} GFLOP | GFLOP/s |", if gpu { " peak GPU |" } else { "" });

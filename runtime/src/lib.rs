@@ -9,6 +9,7 @@
 
 pub mod cache;
 pub mod config;
+pub mod cpu;
 pub mod device;
 pub mod env;
 pub mod error;
