@@ -259,8 +259,9 @@ struct Setup<'a> {
     attention: &'a str,
 }
 
-/// Which kernel libtorch picks for the UNet's self-attention (`scaled_dot_product_attention`'s own
-/// choice for a query of the model's dtype and device).
+/// Which kernels the UNet's attention runs: libtorch's own choice for `scaled_dot_product_attention`
+/// (a query of the model's dtype and device), and whether the explicit product takes the few-key
+/// attentions (`Backend::pick`).
 fn attention_backend(sd: &vidtune_runtime::sd::StableDiffusion) -> String {
     let q = tch::Tensor::zeros([2, 8, 64, 40], (sd.dtype, sd.device));
     let choice = tch::Tensor::f_internal_fused_sdp_choice(&q, &q, &q, None::<tch::Tensor>, 0.0, false, None, false);
@@ -272,7 +273,12 @@ fn attention_backend(sd: &vidtune_runtime::sd::StableDiffusion) -> String {
         Ok(4) => "overrideable",
         _ => "unknown",
     };
-    format!("{name} ({})", if sd.device.is_cuda() { "CUDA" } else { "CPU" })
+    let fused = format!("{name} ({})", if sd.device.is_cuda() { "CUDA" } else { "CPU" });
+    let cross = tch::Tensor::zeros([2, 8, 77, 40], (sd.dtype, sd.device));
+    match vidtune_kernels::attention::Backend::Auto.pick(&q, &cross) {
+        vidtune_kernels::attention::Backend::Math => format!("{fused}; explicit product where keys are few"),
+        _ => fused,
+    }
 }
 
 /// The official code's figures: run now (`official`) or read from its JSON.

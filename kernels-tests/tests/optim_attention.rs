@@ -147,3 +147,29 @@ fn anchored_gathers_put_the_given_first_frame_in_frame_zeros_place() {
     assert_close(&gather_sparse_causal_from(&x, f, &own), &gather_sparse_causal(&x, f), 0.0, "own anchor");
     assert_close(&gather_first_frame_from(&own, f), &gather_first_frame(&x, f), 0.0, "own anchor");
 }
+
+/// `Backend::Auto` takes the explicit product for many queries over few keys on the CPU in float32, the
+/// fused kernel elsewhere, and whichever it takes gives the naive softmax(q·kᵀ/√d)·v, forward and backward.
+#[test]
+fn automatic_attention_backend_picks_by_shape_and_keeps_the_values() {
+    use vidtune_kernels::attention::{attention, Backend};
+    tch::manual_seed(3);
+    let opts = (Kind::Float, tch::Device::Cpu);
+    let cases = [(256, 77, Backend::Math), (64, 128, Backend::Math), (256, 512, Backend::Sdpa), (8, 8, Backend::Sdpa)];
+    for (lq, lk, expected) in cases {
+        let q = Tensor::randn([2, 4, lq, 16], opts).set_requires_grad(true);
+        let k = Tensor::randn([2, 4, lk, 16], opts).set_requires_grad(true);
+        let v = Tensor::randn([2, 4, lk, 16], opts).set_requires_grad(true);
+        assert_eq!(Backend::Auto.pick(&q, &k), expected, "Lq {lq}, Lk {lk}");
+        let half = q.to_kind(Kind::BFloat16);
+        assert_eq!(Backend::Auto.pick(&half, &k), Backend::Sdpa, "other precisions keep the fused kernel");
+        let naive = (q.matmul(&k.transpose(-2, -1)) / 4.0).softmax(-1, Kind::Float).matmul(&v);
+        let out = attention(&q, &k, &v, None, false, None, Backend::Auto);
+        assert_close(&out, &naive, 1e-5, &format!("forward, Lq {lq}, Lk {lk}"));
+        let g = Tensor::randn_like(&out);
+        let grads = |y: &Tensor| Tensor::run_backward(&[y], &[&q, &k, &v], true, false);
+        for (a, b) in grads(&(&out * &g).sum(Kind::Float)).iter().zip(grads(&(&naive * &g).sum(Kind::Float))) {
+            assert_close(a, &b, 1e-4, &format!("backward, Lq {lq}, Lk {lk}"));
+        }
+    }
+}

@@ -164,9 +164,12 @@ fn tuning_with_checkpointing_and_mixed_precision() {
         assert!((a - b).abs() < 1e-6, "checkpointed tuning takes the same steps: {a} vs {b}");
     }
     let (pv, cv) = (plain.vars.variables(), checkpointed.vars.variables());
+    // AdamW divides each gradient by its own running magnitude, so where the gradients are tiny (the
+    // temporal layers, whose output weight starts at zero) the float32 rounding of two equal backward
+    // passes shows in the weights at about 1e-5; 3 steps at lr 1e-3 move them by up to 3e-3.
     for name in &plain.trained {
         let d = (&pv[name] - &cv[name]).abs().max().double_value(&[]);
-        assert!(d < 1e-5, "{name}: {d}");
+        assert!(d < 1e-4, "{name}: {d}");
     }
     // bf16 trains a half-precision copy; the float32 model gets the trained values, the base keeps its own.
     let bf16 = run(true, Some(Kind::BFloat16));

@@ -152,7 +152,7 @@ impl Default for AttnContext {
             frame_offset: 0,
             spatial: None,
             anchor: None,
-            backend: Backend::Sdpa,
+            backend: Backend::Auto,
             training: false,
             context_repeats: 1,
         }
