@@ -743,7 +743,9 @@ fn bench_runs_the_job_on_the_tiny_shape_and_writes_its_figures() {
     // Sampling with guidance runs the UNet twice a step; inversion once: about twice the work.
     let (inv, smp) = (stages[3]["gflop"].as_f64().unwrap(), stages[4]["gflop"].as_f64().unwrap());
     assert!(smp > 1.5 * inv && smp < 2.5 * inv, "invert {inv} GFLOP, sample {smp} GFLOP");
-    assert_eq!(json["attention_backend"], "flash (CPU)", "{json}");
+    assert_eq!(json["attention_backend"], "flash (CPU); explicit product where keys are few", "{json}");
+    let amd_avx512 = vidtune_runtime::cpu::mkl_dispatch() == vidtune_runtime::cpu::MklDispatch::AmdAvx512;
+    assert_eq!(json["cpu_math"].as_str().unwrap().contains("AVX-512 kernels"), amd_avx512, "{json}");
     assert_eq!((json["precision"].as_str(), json["checkpointing"].as_bool()), (Some("Float"), Some(false)));
     let plain_tune = stages[2]["gflop"].as_f64().unwrap();
 
