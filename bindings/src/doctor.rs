@@ -126,9 +126,6 @@ pub fn run() -> anyhow::Result<()> {
         r.next("real SD1.x tuning needs a CUDA GPU (see the README's hardware table); the toy model and tiny configs run here");
     }
     r.row(Verdict::Ok, "threads", format!("{} intra-op", tch::get_num_threads()));
-    // A tiny product makes MKL ask its vendor question before the row reports the answer.
-    let _ = tch::Tensor::ones([2, 2], (tch::Kind::Float, tch::Device::Cpu))
-        .mm(&tch::Tensor::ones([2, 2], (tch::Kind::Float, tch::Device::Cpu)));
     r.row(Verdict::Ok, "CPU math", vidtune_runtime::cpu::mkl_summary());
     ffmpeg_row(&mut r);
     match env::onnxruntime_dylib() {

@@ -72,8 +72,13 @@ pub fn mkl_dispatch() -> MklDispatch {
     })
 }
 
-/// One line for `bench` and `doctor`: which MKL kernels the float32 products run.
+/// One line for `bench` and `doctor`: which MKL kernels the float32 products run. MKL asks its question
+/// on its first product, so a process that has run none runs a 2 × 2 one first.
 pub fn mkl_summary() -> String {
+    if !ASKED.load(Ordering::Relaxed) {
+        let one = tch::Tensor::ones([2, 2], (tch::Kind::Float, tch::Device::Cpu));
+        let _ = one.mm(&one);
+    }
     let asked = ASKED.load(Ordering::Relaxed);
     match (mkl_dispatch(), asked) {
         (MklDispatch::Intel, _) => "MKL on an Intel CPU".into(),
