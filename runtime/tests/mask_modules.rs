@@ -197,12 +197,12 @@ fn mask_cross_attention_equals_a_naive_reference() {
     assert_close_rel(&a1, &a2, 1e-6, "masked cross-attention outside its range");
 }
 
-#[test]
-fn the_mca_stage_equals_a_naive_reference_once_trained() {
-    let sd = random_tiny();
+/// A model whose only mask module is `mca`, with every MCA output projection given weights, as tuning
+/// would (untuned, they are zero and MCA adds nothing).
+fn trained_mca_model(sd: &Rc<StableDiffusion>) -> vidtune_runtime::video::VideoModel {
     let spec = VideoSpec { mask: Some(ModuleSpec::named(Role::Mask, "mca").unwrap()), ..VideoSpec::default() };
     let model = inflate(sd.clone(), &spec, 3).unwrap();
-    // Give every output projection weights, as tuning would.
+    tch::manual_seed(11);
     tch::no_grad(|| {
         for (name, mut v) in model.vars.variables() {
             if name.contains("attn_mask.to_out") {
@@ -210,20 +210,38 @@ fn the_mca_stage_equals_a_naive_reference_once_trained() {
             }
         }
     });
+    model
+}
+
+/// Video latents `[1, 4, F, 8, 8]` whose frames differ, their masks, and the conditioning of a call.
+fn differing_call(sd: &StableDiffusion, frames: usize) -> (Tensor, Conditioning) {
+    let (_, masks) = clip(frames);
+    tch::manual_seed(12);
+    let x = Tensor::randn([1, 4, frames as i64, 8, 8], cpu());
+    let text = sd.encode_prompt("a red square").unwrap();
+    (x, Conditioning::text(&text).with_masks(Some(masks.tensor())))
+}
+
+#[test]
+fn the_mca_stage_equals_a_naive_reference_under_a_unet_calls_context() {
+    let sd = random_tiny();
+    let model = trained_mca_model(&sd);
+    let (x, cond) = differing_call(&sd, 3);
+    // The context exactly as `VideoModel::forward` builds it: the text repeated per frame and promised
+    // as such, the mask features of the call.
+    let call = model.unet_call(&x, &Tensor::from(500i64), &cond, false).unwrap();
+    assert!(call.ctx.repeated_text.is_some(), "a video call promises its repeated text");
     let block = &model.unet.down_blocks[0].attentions[0].transformer_blocks[0];
     let stage = &block.stages[0];
     assert_eq!(stage.name(), "mca");
-    let (f, h, w) = (2, 4, 4);
+    let f = 3;
+    let (h, w) = (8, 8);
     let dim = block.attn1.to_q.weight.size()[0];
     let hidden = Tensor::randn([f, h * w, dim], cpu());
     let width = vidtune_runtime::video::processors::mca::feature_width(dim, 0.25);
-    let features = Tensor::randn([f, width, h, w], cpu());
-    let ctx = AttnContext {
-        frames: f,
-        spatial: Some((h, w)),
-        mask_features: Some(Rc::new(Pyramid { levels: vec![features.shallow_clone()] })),
-        ..Default::default()
-    };
+    let ctx = AttnContext { spatial: Some((h, w)), ..call.ctx.clone() };
+    let features = ctx.mask_features.as_ref().unwrap().at(h, w).unwrap().shallow_clone();
+    assert_eq!(features.size(), [f, width, h, w]);
     let got = tch::no_grad(|| stage.forward(&hidden, &ctx)).unwrap();
     let (_, attn) = stage.attentions()[0];
     let vars = model.vars.variables();
@@ -235,6 +253,90 @@ fn the_mca_stage_equals_a_naive_reference_once_trained() {
         let zero = Tensor::zeros([h * w, h * w], cpu());
         let want = tch::no_grad(|| naive_attention(attn, &q_in, &v_in, &zero) + hidden.get(i));
         assert_close_rel(&got.get(i), &want, 1e-5, &format!("MCA, frame {i}"));
+    }
+}
+
+/// Attention of each frame's queries over the same frame's context, by an explicit loop: what MCA's
+/// attention means, with no layout shortcut.
+#[derive(Debug)]
+struct NaivePerFrame;
+
+impl AttnProcessor for NaivePerFrame {
+    fn name(&self) -> String {
+        "naive_per_frame".into()
+    }
+
+    fn forward(
+        &self,
+        a: &Attention,
+        hidden: &Tensor,
+        context: Option<&Tensor>,
+        _: &AttnContext,
+    ) -> vidtune_runtime::Result<Tensor> {
+        let source = context.expect("MCA attends to the video features");
+        let (n, lq, lk) = (hidden.size()[0], hidden.size()[1], source.size()[1]);
+        let zero = Tensor::zeros([lq, lk], cpu()).to_kind(hidden.kind());
+        let frames: Vec<Tensor> = (0..n).map(|i| naive_attention(a, &hidden.get(i), &source.get(i), &zero)).collect();
+        Ok(Tensor::stack(&frames, 0))
+    }
+}
+
+#[test]
+fn an_mca_model_gives_each_frame_attention_over_its_own_features_through_the_whole_unet() {
+    let sd = random_tiny();
+    let model = trained_mca_model(&sd);
+    let (x, cond) = differing_call(&sd, 3);
+    let t = Tensor::from(500i64);
+    let got = tch::no_grad(|| model.forward(&x, &t, &cond, false)).unwrap();
+    // The same model with every MCA attention computed frame by frame.
+    let mut swapped = 0;
+    for (name, attn) in model.unet.attention_layers() {
+        if name.ends_with(".attn_mask") {
+            attn.set_processor(Box::new(NaivePerFrame));
+            swapped += 1;
+        }
+    }
+    assert!(swapped >= 2, "the model has {swapped} MCA layers");
+    let want = tch::no_grad(|| model.forward(&x, &t, &cond, false)).unwrap();
+    let frames = got.size()[2];
+    for i in 0..frames {
+        let (g, w) = (got.select(2, i), want.select(2, i));
+        let d = (&g - &w).abs().max().double_value(&[]) / w.abs().max().double_value(&[]);
+        eprintln!("frame {i}: relative difference to the per-frame reference {d:.3e}");
+        assert_close_rel(&g, &w, 1e-5, &format!("the whole UNet with MCA, frame {i}"));
+    }
+}
+
+#[test]
+fn modules_that_read_a_context_compute_the_same_under_a_unet_calls_promise() {
+    // Each module that takes keys and values from something (masked cross-attention from the text,
+    // first-frame and fine-coarse attention from the hidden states) gives the same result under the
+    // context a UNet call builds as under one that promises nothing: the promise is only ever a
+    // shortcut for the text.
+    let sd = random_tiny();
+    let (x, cond) = differing_call(&sd, 3);
+    let mut subject = cond.clone();
+    subject.subject_tokens = vec![subject_token_positions(&sd.tokenizer, "a red square", "red square").unwrap()];
+    for (spatial, cross) in [("first_frame:mask=2", "masked:strength=0.8"), ("ffam:2", "plain")] {
+        let spec = VideoSpec {
+            spatial: ModuleSpec::parse(spatial).unwrap(),
+            cross: ModuleSpec::parse_role(Role::Cross, cross).unwrap(),
+            ..VideoSpec::default()
+        };
+        let model = inflate(sd.clone(), &spec, 3).unwrap();
+        let call = model.unet_call(&x, &Tensor::from(500i64), &subject, false).unwrap();
+        let block = &model.unet.down_blocks[0].attentions[0].transformer_blocks[0];
+        let dim = block.attn1.to_q.weight.size()[0];
+        let (h, w) = (8, 8);
+        let hidden = Tensor::randn([3, h * w, dim], cpu());
+        let promised = AttnContext { spatial: Some((h, w)), ..call.ctx.clone() };
+        let plain = AttnContext { repeated_text: None, ..promised.clone() };
+        for (layer, source) in [(&block.attn1, None), (&block.attn2, Some(&call.text))] {
+            let (a, b) = tch::no_grad(|| {
+                (layer.forward(&hidden, source, &promised).unwrap(), layer.forward(&hidden, source, &plain).unwrap())
+            });
+            assert_close_rel(&a, &b, 1e-6, &format!("{} under a UNet call's context", layer.processor_name()));
+        }
     }
 }
 

@@ -6,7 +6,7 @@ use std::rc::Rc;
 use tch::{Kind, Tensor};
 use vidtune_kernels_tests::{assert_close_rel, fixtures_dir, load_fixture};
 use vidtune_runtime::media::synthetic::{synthetic_clip, Shape, SyntheticSpec};
-use vidtune_runtime::models::attention_processor::{Attention, AttnContext, AttnProcessor};
+use vidtune_runtime::models::attention_processor::{Attention, AttnContext, AttnProcessor, RepeatedRows};
 use vidtune_runtime::models::nn::{Builder, InitMode};
 use vidtune_runtime::pipelines::cached::{invert_cached, set_disk_cache, tune_cached};
 use vidtune_runtime::pipelines::invert::{invert, InvertOptions};
@@ -439,12 +439,22 @@ fn the_text_projected_once_per_clip_is_the_text_projected_per_frame() {
     let per_frame = text.repeat_interleave_self_int(frames, 0, None);
     let hidden = Tensor::randn([clips * frames, 5, attn.to_q.in_dim()], (Kind::Float, tch::Device::Cpu));
     let plain = AttnContext { frames, ..Default::default() };
-    let repeated = AttnContext { frames, context_repeats: frames, ..Default::default() };
+    let repeated = AttnContext {
+        frames,
+        repeated_text: Some(Rc::new(RepeatedRows { tensor: per_frame.shallow_clone(), repeats: frames })),
+        ..Default::default()
+    };
     let (k1, v1) = tch::no_grad(|| attn.key_value(&hidden, Some(&per_frame), &plain));
     let (k2, v2) = tch::no_grad(|| attn.key_value(&hidden, Some(&per_frame), &repeated));
     assert_eq!(k2.size(), [clips * frames, 7, attn.to_k.out_dim()]);
     assert_close_rel(&k2, &k1, 1e-6, "keys");
     assert_close_rel(&v2, &v1, 1e-6, "values");
+    // Another source of the same shape whose rows differ frame by frame (a mask-guided stage's video
+    // features) is projected row by row under the same context: the promise is about the text alone.
+    let features = Tensor::randn(per_frame.size(), (Kind::Float, tch::Device::Cpu));
+    let (kf, vf) = tch::no_grad(|| attn.key_value(&hidden, Some(&features), &repeated));
+    assert!(kf.equal(&tch::no_grad(|| attn.to_k.forward(&features))), "features were read as repeated rows");
+    assert!(vf.equal(&tch::no_grad(|| attn.to_v.forward(&features))));
     // Self-attention ignores the promise: its source is the hidden states.
     let attn1 = &video.unet.down_blocks[0].attentions[0].transformer_blocks[0].attn1;
     let (ks, _) = tch::no_grad(|| attn1.key_value(&hidden, None, &repeated));

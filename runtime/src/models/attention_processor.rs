@@ -136,9 +136,30 @@ pub struct AttnContext {
     pub backend: Backend,
     /// A training step (processors with running state, like spectral normalisation, update it).
     pub training: bool,
-    /// How many consecutive rows of the cross-attention context are the same (a video call's text,
-    /// repeated for each frame of a clip); 1: no promise.
-    pub context_repeats: i64,
+    /// The text context of a video call, whose rows repeat each clip's text once per frame: cross-
+    /// attention projects it once per clip (see [`Attention::key_value`]). The promise is about this one
+    /// tensor; any other source of keys and values (a mask-guided stage's video features) is projected
+    /// row by row.
+    pub repeated_text: Option<Rc<RepeatedRows>>,
+}
+
+/// A tensor `[N·r, L, C]` whose rows come in runs of `repeats` equal rows: a video call's text, each
+/// clip's embedding repeated for each of its frames.
+#[derive(Debug)]
+pub struct RepeatedRows {
+    pub tensor: Tensor,
+    pub repeats: i64,
+}
+
+impl RepeatedRows {
+    /// Whether `source` is this tensor (the same storage, shape and strides), not merely one of its shape.
+    pub fn is(&self, source: &Tensor) -> bool {
+        source.data_ptr() == self.tensor.data_ptr()
+            && source.size() == self.tensor.size()
+            && source.stride() == self.tensor.stride()
+            && source.kind() == self.tensor.kind()
+            && source.device() == self.tensor.device()
+    }
 }
 
 impl Default for AttnContext {
@@ -154,7 +175,7 @@ impl Default for AttnContext {
             anchor: None,
             backend: Backend::Auto,
             training: false,
-            context_repeats: 1,
+            repeated_text: None,
         }
     }
 }
@@ -229,17 +250,20 @@ pub struct Attention {
 }
 
 impl Attention {
-    /// Keys and values of `context` (cross-attention) or of `hidden` (self-attention). A video call's
-    /// text repeats each clip's rows once per frame ([`AttnContext::context_repeats`]): those are
-    /// projected once per clip and repeated, the same values for `1/F` of the work.
+    /// Keys and values of `context` (cross-attention) or of `hidden` (self-attention). When `context`
+    /// is the call's repeated text ([`AttnContext::repeated_text`], each clip's rows once per frame),
+    /// each clip's rows are projected once and repeated: the same values for `1/F` of the work. Any other
+    /// context (video features, whose rows differ frame by frame) is projected row by row.
     pub fn key_value(&self, hidden: &Tensor, context: Option<&Tensor>, ctx: &AttnContext) -> (Tensor, Tensor) {
         let Some(source) = context else { return (self.to_k.forward(hidden), self.to_v.forward(hidden)) };
-        let r = ctx.context_repeats;
-        if r > 1 && source.size()[0] % r == 0 {
-            let unique = source.slice(0, 0, None, r);
-            let k = self.to_k.forward(&unique).repeat_interleave_self_int(r, 0, None);
-            let v = self.to_v.forward(&unique).repeat_interleave_self_int(r, 0, None);
-            return (k, v);
+        if let Some(text) = ctx.repeated_text.as_deref().filter(|t| t.repeats > 1 && t.is(source)) {
+            let r = text.repeats;
+            if source.size()[0] % r == 0 {
+                let unique = source.slice(0, 0, None, r);
+                let k = self.to_k.forward(&unique).repeat_interleave_self_int(r, 0, None);
+                let v = self.to_v.forward(&unique).repeat_interleave_self_int(r, 0, None);
+                return (k, v);
+            }
         }
         (self.to_k.forward(source), self.to_v.forward(source))
     }

@@ -12,7 +12,7 @@ pub mod tuned;
 
 use crate::error::{Error, Result};
 use crate::models::attention::{BlockShape, BlockStage, Stages};
-use crate::models::attention_processor::AttnContext;
+use crate::models::attention_processor::{AttnContext, RepeatedRows};
 use crate::models::checkpoint::{Slot, Tape};
 use crate::models::nn::{Builder, InitMode};
 use crate::models::UNet2DConditionModel;
@@ -438,8 +438,15 @@ impl VideoModel {
     }
 
     /// Checks a call and lays it out for the UNet: frames as a batch, timesteps and text per frame,
-    /// the attention context.
-    fn unet_call(&self, latents: &Tensor, timesteps: &Tensor, cond: &Conditioning, training: bool) -> Result<UNetCall> {
+    /// the attention context. [`VideoModel::forward`] runs exactly this; tests run single layers under
+    /// the same context.
+    pub fn unet_call(
+        &self,
+        latents: &Tensor,
+        timesteps: &Tensor,
+        cond: &Conditioning,
+        training: bool,
+    ) -> Result<UNetCall> {
         let s = latents.size();
         if s.len() != 5 {
             return Err(Error::Invalid(format!("video latents are [B, C, F, h, w], got {s:?}")));
@@ -471,7 +478,7 @@ impl VideoModel {
             subject_tokens: conditioning::shared_tokens(&cond.subject_tokens),
             frame_offset: cond.frame_offset,
             anchor: cond.anchor.clone(),
-            context_repeats: f,
+            repeated_text: Some(Rc::new(RepeatedRows { tensor: ctx_frames.shallow_clone(), repeats: f })),
             ..Default::default()
         };
         for stage in &self.model_stages {
@@ -499,11 +506,16 @@ impl VideoModel {
 }
 
 /// One UNet call of a video model, laid out.
-struct UNetCall {
-    flat: Tensor,
-    t: Tensor,
-    text: Tensor,
-    ctx: AttnContext,
+pub struct UNetCall {
+    /// The latents, frames as a batch: `[B·F, C, h, w]`.
+    pub flat: Tensor,
+    /// One timestep per frame.
+    pub t: Tensor,
+    /// The text per frame `[B·F, L, D]` (each clip's text repeated `F` times: the tensor
+    /// `ctx.repeated_text` names).
+    pub text: Tensor,
+    /// The attention context, with the model stages' per-call data (mask features) prepared.
+    pub ctx: AttnContext,
     shape: [i64; 5],
 }
 

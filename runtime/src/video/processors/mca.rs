@@ -11,9 +11,14 @@
 //! on the masks at latent resolution, then per UNet level a ResNet block (GroupNorm, SiLU, two 3×3
 //! convolutions, residual) and a stride-2 convolution to the next level, so level `l` matches the UNet's
 //! level `l` in size. Its width is `width` × the block's width (a quarter by default, at least 8),
-//! which keeps the encoder to a few percent of the UNet. The attention's output projection starts at
-//! zero (weight and bias), so an untuned model computes exactly what it would without MCA; tuning trains
-//! the encoder and every MCA layer (`trains` in the registry).
+//! which keeps the encoder to a few percent of the UNet. The paper says nothing of the layers' starting
+//! values; our choice is an output projection at zero (weight and bias), so an untuned model computes
+//! exactly what it would without MCA. Tuning trains the encoder and every MCA layer (`trains` in the
+//! registry).
+//!
+//! The keys and values are each frame's own features: the video features are never taken for the call's
+//! repeated text (see `Attention::key_value`), and a whole-UNet test checks every frame against a
+//! per-frame reference.
 
 use super::{ModelStage, ModuleSpec, Param};
 use crate::config::UNet2DConditionConfig;
