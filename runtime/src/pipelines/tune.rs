@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use tch::{Kind, Tensor};
 use vidtune_kernels::masks as kmasks;
 use vidtune_kernels::optim::{mse, AdamW};
-use vidtune_kernels::schedulers::{ddpm, Prediction};
+use vidtune_kernels::schedulers::{ddpm, NoiseSchedule, Prediction};
 
 /// Tune-A-Video's trainable modules: the query projections of self- and cross-attention, and all of the
 /// temporal attention (its LayerNorm stays frozen).
@@ -266,7 +266,16 @@ fn window_start(seed: u64, step: i64, frames: i64, window: i64) -> i64 {
     draw as i64
 }
 
-/// The loss of one step: `all · MSE + fg · ‖M ⊗ Δ‖² + bg · ‖(1 − M) ⊗ Δ‖²` over the frames that count.
+/// The loss of one step, long-video-four-modules.txt Eq. 20: `all · L + fg · L_fg + bg · L_bg` over the
+/// frames that count (all of them, or frames 2..N with `first_frame`). With `Δ = pred − target` and `N`
+/// the number of elements of `Δ` (clips × channels × frames × pixels):
+/// - `L = Σ Δ² / N`, the MSE;
+/// - `L_fg = Σ M ⊙ Δ² / N = ‖M ⊗ Δ‖² / N` for masks `M` in [0, 1] (Eq. 15), broadcast over channels;
+/// - `L_bg = Σ (1 − M) ⊙ Δ² / N = ‖(1 − M) ⊗ Δ‖² / N` (Eq. 16).
+///
+/// The paper writes the squared norms; here they are divided by `N`, the MSE's own normaliser, so the
+/// three terms share a scale (for binary masks `L_fg + L_bg = L`) and the weights keep their meaning
+/// whatever the clip's size.
 fn step_loss(pred: &Tensor, target: &Tensor, masks: Option<&Tensor>, opts: &TuneOptions) -> Tensor {
     let (pred, target, masks) = if opts.first_frame {
         let f = pred.size()[2];
@@ -287,6 +296,17 @@ fn step_loss(pred: &Tensor, target: &Tensor, masks: Option<&Tensor>, opts: &Tune
         }
     }
     loss
+}
+
+/// The noisy latents a tuning step denoises: `latents` `[B, C, F, h, w]` noised to `t` (DDPM), except
+/// with `first_frame` the first frame, which stays clean (the condition the others are denoised under).
+fn noised(schedule: &NoiseSchedule, latents: &Tensor, eps: &Tensor, t: &Tensor, first_frame: bool) -> Result<Tensor> {
+    let noisy = ddpm::add_noise(schedule, latents, eps, t)?;
+    if !first_frame {
+        return Ok(noisy);
+    }
+    let f = noisy.size()[2];
+    Ok(Tensor::cat(&[latents.narrow(2, 0, 1), noisy.narrow(2, 1, f - 1)], 2))
 }
 
 /// Puts the trained values of a mixed-precision run (the float32 masters) into `tuned`, in its own
@@ -368,11 +388,7 @@ pub fn tune_clips(model: &VideoModel, clips: &[TuneClip], opts: &TuneOptions) ->
         let t_host = noise.randint(n_train, tch::Device::Cpu);
         cond = cond.at_timestep(t_host.int64_value(&[0]) as f64);
         let t = t_host.to_device(base.device);
-        let mut noisy = ddpm::add_noise(&schedule, &latents, &eps, &t)?;
-        if opts.first_frame {
-            let f = noisy.size()[2];
-            noisy = Tensor::cat(&[latents.narrow(2, 0, 1), noisy.narrow(2, 1, f - 1)], 2);
-        }
+        let noisy = noised(&schedule, &latents, &eps, &t, opts.first_frame)?;
         let target = match prediction {
             Prediction::VPrediction => ddpm::get_velocity(&schedule, &latents, &eps, &t)?,
             _ => eps,
@@ -437,4 +453,83 @@ pub fn tune_clips(model: &VideoModel, clips: &[TuneClip], opts: &TuneOptions) ->
         clips: clips.len(),
     });
     Ok(tuned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cpu() -> (Kind, tch::Device) {
+        (Kind::Float, tch::Device::Cpu)
+    }
+
+    /// `[1, 1, 2, 1, 2]`: two frames of two pixels.
+    fn frames(values: [f32; 4]) -> Tensor {
+        Tensor::from_slice(&values).view([1, 1, 2, 1, 2])
+    }
+
+    fn opts(first_frame: bool) -> TuneOptions {
+        TuneOptions { first_frame, loss: LossWeights { all: 1.0, fg: 2.0, bg: 0.5 }, ..Default::default() }
+    }
+
+    #[test]
+    fn the_fg_bg_loss_equals_a_hand_computation() {
+        // Δ² = 1, 4, 9, 16; the mask holds pixels 0 of both frames: Σ M Δ² = 10, Σ (1 − M) Δ² = 20, N = 4.
+        let pred = frames([1.0, 2.0, 3.0, 4.0]);
+        let target = frames([0.0; 4]);
+        let masks = frames([1.0, 0.0, 1.0, 0.0]);
+        let loss = step_loss(&pred, &target, Some(&masks), &opts(false)).double_value(&[]);
+        // 1 · 30 / 4 + 2 · 10 / 4 + 0.5 · 20 / 4
+        assert!((loss - 15.0).abs() < 1e-6, "{loss}");
+        // A soft mask weighs each pixel by its share: M = 0.5 everywhere splits Δ² evenly.
+        let half = frames([0.5; 4]);
+        let loss = step_loss(&pred, &target, Some(&half), &opts(false)).double_value(&[]);
+        // 30 / 4 + 2 · 15 / 4 + 0.5 · 15 / 4
+        assert!((loss - 16.875).abs() < 1e-6, "{loss}");
+        // Over channels the mask is broadcast, and N counts the channels: two equal channels, same loss.
+        let two = |t: &Tensor| Tensor::cat(&[t, t], 1);
+        let loss = step_loss(&two(&pred), &two(&target), Some(&masks), &opts(false)).double_value(&[]);
+        assert!((loss - 15.0).abs() < 1e-6, "{loss}");
+        // Without masks only the MSE counts.
+        let loss = step_loss(&pred, &target, None, &opts(false)).double_value(&[]);
+        assert!((loss - 7.5).abs() < 1e-6, "{loss}");
+    }
+
+    #[test]
+    fn first_frame_tuning_leaves_frame_0_out_of_the_loss_and_its_gradient() {
+        let pred = frames([1.0, 2.0, 3.0, 4.0]).set_requires_grad(true);
+        let target = frames([0.0; 4]);
+        let masks = frames([1.0, 0.0, 1.0, 0.0]);
+        let loss = step_loss(&pred, &target, Some(&masks), &opts(true));
+        // Frame 1 alone: Δ² = 9, 16, M = 1, 0, N = 2: 25 / 2 + 2 · 9 / 2 + 0.5 · 16 / 2.
+        assert!((loss.double_value(&[]) - 25.5).abs() < 1e-6, "{}", loss.double_value(&[]));
+        loss.backward();
+        let g = pred.grad().view([4]);
+        let g: Vec<f64> = (0..4).map(|i| g.double_value(&[i])).collect();
+        // ∂/∂pred = 2Δ/N · (all + fg · M + bg · (1 − M)): frame 0 nothing, frame 1 3 · (1 + 2), 4 · (1 + 0.5).
+        assert_eq!(&g[..2], &[0.0, 0.0], "frame 0 contributed a gradient: {g:?}");
+        assert!((g[2] - 9.0).abs() < 1e-6 && (g[3] - 6.0).abs() < 1e-6, "{g:?}");
+    }
+
+    #[test]
+    fn first_frame_tuning_keeps_the_first_latent_clean() {
+        let schedule = NoiseSchedule::new(
+            1000,
+            0.00085,
+            0.012,
+            vidtune_kernels::schedulers::BetaSchedule::ScaledLinear,
+            None,
+            false,
+        )
+        .unwrap();
+        tch::manual_seed(3);
+        let latents = Tensor::randn([1, 4, 3, 2, 2], cpu());
+        let eps = Tensor::randn([1, 4, 3, 2, 2], cpu());
+        let t = Tensor::from_slice(&[700i64]);
+        let plain = noised(&schedule, &latents, &eps, &t, false).unwrap();
+        let held = noised(&schedule, &latents, &eps, &t, true).unwrap();
+        assert!(held.narrow(2, 0, 1).equal(&latents.narrow(2, 0, 1)), "frame 0 was noised");
+        assert!(held.narrow(2, 1, 2).equal(&plain.narrow(2, 1, 2)), "frames 1.. are noised as without it");
+        assert!((plain.narrow(2, 0, 1) - latents.narrow(2, 0, 1)).abs().max().double_value(&[]) > 0.1);
+    }
 }
