@@ -115,6 +115,13 @@ fn names(outlets: &[ort::value::Outlet]) -> Vec<String> {
     outlets.iter().map(|o| o.name().to_string()).collect()
 }
 
+/// Whether the ONNX Runtime library in use has the CUDA execution provider (a GPU build): without it,
+/// asking for CUDA is refused, never answered by the CPU.
+pub fn cuda_available() -> bool {
+    use ort::ep::ExecutionProvider;
+    environment().is_ok() && ort::ep::CUDA::is_available().unwrap_or(false)
+}
+
 impl Sam {
     /// Loads `dir`'s encoder and decoder. `cuda` asks for the CUDA execution provider; failing to register
     /// it is an error, never a silent fallback.
@@ -137,6 +144,13 @@ impl Sam {
             let fail = |e: &dyn std::fmt::Display| Error::bad_file(path, format!("cannot open with ONNX Runtime: {e}"));
             let builder = Session::builder(env).map_err(|e| fail(&e))?;
             let mut builder = if cuda {
+                if !cuda_available() {
+                    return Err(Error::Unsupported(format!(
+                        "the CUDA execution provider could not be registered for {}: this ONNX Runtime library has \
+                         none (a GPU build of onnxruntime, e.g. the onnxruntime-gpu wheel, has it)",
+                        path.display()
+                    )));
+                }
                 builder.with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()]).map_err(
                     |e| {
                         Error::Unsupported(format!(
