@@ -3,6 +3,15 @@
 mod common;
 use common::*;
 
+/// Runs `code` as `bad.rhai` and expects it to fail with `expected` in its error. An error quotes its
+/// source line and names its file, so `expected` must be neither: it would pass on any error at all.
+fn expect_error(dir: &std::path::Path, code: &str, expected: &str) {
+    assert!(!code.contains(expected) && !"bad.rhai".contains(expected), "{expected:?} is an echo of {code}");
+    let out = run_script(dir, "bad.rhai", code, &[]);
+    assert_eq!(out.status.code(), Some(1), "{code}");
+    assert!(stderr(&out).contains(expected), "{code}: expected {expected:?} in\n{}", stderr(&out));
+}
+
 #[test]
 fn run_prints_and_reads_parameters() {
     let dir = tempfile::tempdir().unwrap();
@@ -186,9 +195,7 @@ print(load_tensors("emb.safetensors").emb.dtype());
         ("load_sd(\"nowhere/model\");", "nowhere/model is not in the Hugging Face cache"),
         ("load_sd(\"weights.ckpt\");", "no such file or directory: weights.ckpt"),
     ] {
-        let out = run_script(dir.path(), "bad.rhai", code, &[]);
-        assert_eq!(out.status.code(), Some(1), "{code}");
-        assert!(stderr(&out).contains(expected), "{code}: expected {expected:?} in\n{}", stderr(&out));
+        expect_error(dir.path(), code, expected);
     }
 }
 
@@ -337,9 +344,7 @@ save_video(a.video, "out/a.gif", #{{sidecar: #{{score: s, prompt: a.caption}}}})
         ("load_clip(\"nowhere/clip\");", "nowhere/clip is not in the Hugging Face cache"),
         ("compare([], #{clip: ()});", "compare: needs #{clip"),
     ] {
-        let out = run_script(dir.path(), "bad.rhai", code, &[]);
-        assert_eq!(out.status.code(), Some(1), "{code}");
-        assert!(stderr(&out).contains(expected), "{code}: {}", stderr(&out));
+        expect_error(dir.path(), code, expected);
     }
 }
 
@@ -397,14 +402,12 @@ print(`sam ${{s}}`);
         ("segment(synthetic_clip().video, [1, 2]);", "clicks[0] is 1, not a click(x, y)"),
         ("segment(synthetic_clip().video, click(5, 5), #{model: 3});", "option \"model\" must be a Sam"),
         ("click(\"a\", 3);", "click: x must be a number"),
-        ("load_sam(\"nowhere\");", "nowhere"),
+        ("load_sam(\"nowhere\");", "no such file or directory: nowhere"),
         ("synthetic_clip().masks.union(synthetic_clip(#{frames: 3}).masks);", "union: masks of 8 frames"),
-        ("load_masks(\"none/\");", "none"),
+        ("load_masks(\"none/\");", "no such file or directory: none/"),
         ("synthetic_clip().masks.resize(0);", "positive"),
     ] {
-        let out = run_script(dir.path(), "bad.rhai", code, &[]);
-        assert_eq!(out.status.code(), Some(1), "{code}");
-        assert!(stderr(&out).contains(expected), "{code}: {}", stderr(&out));
+        expect_error(dir.path(), code, expected);
     }
 }
 

@@ -88,6 +88,38 @@ fn run_case(case: &Case, toy: &std::path::Path, cache: &std::path::Path) -> Resu
     Ok(shown)
 }
 
+/// The texts a case's output can echo without vidtune having checked anything: errors quote the
+/// failing source line and name the files involved, so an expectation found in the script, in a
+/// directive (file names, file contents, set-up code) or in the case's own file names passes on any
+/// error at all.
+fn echoes(case: &Case) -> Vec<&str> {
+    let mut out = vec![case.script.as_str(), "case.rhai", "setup.rhai"];
+    out.extend(case.directives.iter().map(|(_, arg)| arg.as_str()));
+    out
+}
+
+#[test]
+fn no_case_can_pass_on_an_echo_of_its_input() {
+    let mut bad = vec![];
+    for case in corpus::load() {
+        for (kind, text) in &case.expect {
+            if !matches!(kind.as_str(), "error" | "warning") {
+                continue;
+            }
+            if let Some(source) = echoes(&case).into_iter().find(|h| h.contains(text.as_str())) {
+                let source = if source == case.script { "its script" } else { source };
+                bad.push(format!("=== {} (line {}): --> {kind}: {text:?} occurs in {source:?}", case.name, case.line));
+            }
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "{} expectations would pass on any error that quotes the input; expect the rule the input breaks:\n{}",
+        bad.len(),
+        bad.join("\n")
+    );
+}
+
 #[test]
 fn every_bad_input_gets_its_expected_outcome_and_nothing_crashes() {
     let cases = corpus::load();
