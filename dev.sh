@@ -23,6 +23,28 @@ APT_PACKAGES=(pkg-config clang libclang-dev g++ libavcodec-dev libavformat-dev l
   libswresample-dev libavfilter-dev libavdevice-dev)
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+# Phases of a command, timed: `phase NAME` ends the previous phase and starts NAME; the times are printed
+# as each phase ends and once more, all together, when the command exits (even when it fails).
+PHASE="" PHASE_START=0 PHASE_TIMES=()
+phase() {
+  local now=$SECONDS
+  if [ -n "$PHASE" ]; then
+    PHASE_TIMES+=("$(printf '%6ds  %s' $((now - PHASE_START)) "$PHASE")")
+    printf '\033[2m    (%s: %d s)\033[0m\n' "$PHASE" $((now - PHASE_START)) >&2
+  fi
+  PHASE="$1" PHASE_START=$now
+  [ -z "$1" ] || say "$1"
+}
+phase_summary() {
+  local rc=$?
+  phase ""
+  if [ ${#PHASE_TIMES[@]} -gt 0 ]; then
+    printf '==> time per phase (exit status %d):\n' "$rc" >&2
+    printf '%s\n' "${PHASE_TIMES[@]}" >&2
+    printf '%6ds  total\n' "$SECONDS" >&2
+  fi
+}
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 apt_setup() {
@@ -144,6 +166,31 @@ PY
   export VIDTUNE_VENV="$VENV"
 }
 
+# Builds vidtune into the notebook kernel's build folder once, before the notebook tests: a one-cell
+# notebook that only `:dep`s the notebook crate runs in the folder the tests' kernels reuse
+# (tests/notebook.rs: evcxr-test-build in the cache, seeded with the workspace's Cargo.lock), so each
+# test's cells time only their own work. A no-op when nothing changed.
+notebook_warm() {
+  local build="$CACHE/evcxr-test-build" nb
+  mkdir -p "$build"
+  cp Cargo.lock "$build/Cargo.lock"
+  nb=$(mktemp -d)
+  "$VENV/bin/python" - "$nb/warm.ipynb" "$ROOT/notebook" <<'PY'
+import json, sys
+cell = {"cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [],
+        "source": f':dep vidtune-notebook = {{ path = "{sys.argv[2]}" }}\nuse vidtune_notebook::prelude::*;'}
+nb = {"cells": [cell], "metadata": {"kernelspec": {"name": "rust", "display_name": "Rust (vidtune)", "language": "rust"}},
+      "nbformat": 4, "nbformat_minor": 5}
+json.dump(nb, open(sys.argv[1], "w"))
+PY
+  (
+    flock 7
+    EVCXR_TMPDIR="$build" "$VENV/bin/jupyter" execute "$nb/warm.ipynb" --kernel_name=rust --timeout=7200 \
+      --startup_timeout=300 >/dev/null 2>"$nb/log" || { cat "$nb/log" >&2; exit 1; }
+  ) 7>"$CACHE/.evcxr-test.lock"
+  rm -rf "$nb"
+}
+
 # The parity fixtures (kernels-tests/fixtures/generated), regenerated when the script, the pinned
 # reference packages or the bundled configs change.
 fixtures() {
@@ -165,12 +212,18 @@ case "${1:-help}" in
     exec target/debug/vidtune run scripts/demo.rhai "${@:2}"
     ;;
   test)
+    trap phase_summary EXIT
+    phase "set-up: Debian packages and the torch virtualenv"
     setup requirements/test.txt requirements/notebook.txt
+    phase "set-up: the notebook kernel (evcxr)"
     notebook_setup
+    phase "reference fixtures"
     fixtures
-    say "cargo build (all targets)"
+    phase "cargo build (all targets)"
     cargo build -q --workspace --all-targets
-    say "cargo test"
+    phase "vidtune built into the notebook kernel's cache"
+    notebook_warm
+    phase "cargo test"
     cargo test -q --workspace "${@:2}"
     ;;
   build)

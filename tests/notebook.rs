@@ -61,19 +61,53 @@ fn evcxr_build_dir() -> (PathBuf, std::fs::File) {
     (dir, lock)
 }
 
-/// Executes `examples/notebooks/{name}` with the Rust kernel (and `envs`); every output of the run.
+/// How long one cell may take once vidtune is built into the kernel's folder.
+const CELL_TIMEOUT_S: u64 = 600;
+
+/// Builds the notebook's dependencies into the kernel's build folder (`build_dir`), with no limit but
+/// the test's own: a one-cell notebook with the notebook's `:dep` line (evcxr makes its path absolute,
+/// so the build is the notebook's). After `./dev.sh test`'s warm-up, or a previous test, a no-op.
+fn warm(notebook: &Path, build_dir: &Path) {
+    let nb: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(notebook).unwrap()).unwrap();
+    let first = nb["cells"].as_array().unwrap().iter().find(|c| c["cell_type"] == "code").unwrap();
+    let dep = ":dep vidtune-notebook = { path = \"../../notebook\" }";
+    assert!(join(&first["source"]).contains(dep), "the first code cell of {} is `{dep}`", notebook.display());
+    let krate = std::fs::canonicalize(Path::new(env!("CARGO_MANIFEST_DIR")).join("../notebook")).unwrap();
+    let mut warm = nb.clone();
+    let mut cell = first.clone();
+    cell["source"] =
+        format!(":dep vidtune-notebook = {{ path = {:?} }}\nuse vidtune_notebook::prelude::*;", krate).into();
+    warm["cells"] = serde_json::json!([cell]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("warm.ipynb");
+    std::fs::write(&path, serde_json::to_string(&warm).unwrap()).unwrap();
+    let start = Instant::now();
+    let run = std::process::Command::new(jupyter())
+        .env("EVCXR_TMPDIR", build_dir)
+        .arg("execute")
+        .arg(&path)
+        .args(["--kernel_name=rust", "--timeout=7200", "--startup_timeout=300"])
+        .output()
+        .unwrap();
+    eprintln!("vidtune built into the kernel in {:.0} s", start.elapsed().as_secs_f64());
+    assert!(run.status.success(), "building vidtune into the kernel failed:\n{}", String::from_utf8_lossy(&run.stderr));
+}
+
+/// Executes `examples/notebooks/{name}` with the Rust kernel (and `envs`); every output of the run. The
+/// kernel's build comes first, untimed; then every cell has [`CELL_TIMEOUT_S`].
 fn execute(name: &str, envs: &[(&str, &Path)]) -> Vec<(usize, serde_json::Value)> {
     let notebook = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/notebooks").join(name);
     let dir = tempfile::tempdir().unwrap();
     let executed = dir.path().join("executed.ipynb");
     let (build_dir, _lock) = evcxr_build_dir();
+    warm(&notebook, &build_dir);
     let start = Instant::now();
     let mut cmd = std::process::Command::new(jupyter());
     cmd.env("EVCXR_TMPDIR", &build_dir)
         .arg("execute")
         .arg(&notebook)
         .arg(format!("--output={}", executed.display()))
-        .args(["--kernel_name=rust", "--timeout=1500", "--startup_timeout=120"]);
+        .args(["--kernel_name=rust", &format!("--timeout={CELL_TIMEOUT_S}"), "--startup_timeout=120"]);
     // The notebooks' own settings come from the test alone.
     for k in ["VIDTUNE_MODEL", "VIDTUNE_VIDEO", "VIDTUNE_CLIP", "VIDTUNE_OUT", "VIDTUNE_QUICK_TOUR_OUT"] {
         cmd.env_remove(k);

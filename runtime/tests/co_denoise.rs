@@ -197,7 +197,6 @@ fn co_denoise_decodes_every_frame_of_a_clip_longer_than_its_window() {
     }
 }
 
-
 #[test]
 fn tuning_on_windows_trains_on_slices_and_a_window_over_the_clip_is_plain_tuning() {
     let _serial = serial();
