@@ -1,6 +1,8 @@
-//! Autoregressive extension (dynamic mask guidance, §III-C): the next frames of a clip, generated with
-//! its last frame held as the first frame of a new clip (first-frame conditioning) and its latent shared
-//! into the new frames' starting noise (Eq. 8, α = 0.2 unless given). Repeated calls make clips of any
+//! Autoregressive extension (dynamic mask guidance, end of §III-A and Fig. 4, which name the approach
+//! without equations of its own): the next frames of a clip, generated with its last frame held as the
+//! first frame of a new clip (the first-frame conditioning of §III-A, Eqs. 2–4) and its latent shared
+//! into the new frames' starting noise (§III-B's first-frame shared sampling, Eq. 8, α = 0.2 unless
+//! given). Repeated calls make clips of any
 //! length; each call sees `frames + 1` frames, so memory follows `frames`, not the clip.
 //!
 //! Masks steer the new frames as in `sample`: give one per new frame (the held frame takes the first of
