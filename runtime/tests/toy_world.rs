@@ -90,26 +90,61 @@ fn quick_recipe_trains_the_same_folder_twice_and_it_loads() {
 }
 
 #[test]
-fn built_in_toy_models_have_their_recorded_metrics() {
+fn built_in_toy_models_beat_chance_on_held_out_clips() {
     let _serial = serial();
     let dir = toy::toy_dir().unwrap();
-    let recorded = toy::committed_metrics().unwrap();
     let measured = toy::evaluate(&dir, &Recipe::standard()).unwrap();
-    assert!(measured.differences(&recorded).is_empty(), "{:?}", measured.differences(&recorded));
-    // What the models can do, on held-out clips.
+    // What the models can do on the 48 held-out clips, against floors set apart from the recorded
+    // figures: chance is 1/8 for the colour and 1/4 for the shape (12 ± 3 of 48 clips); the text must
+    // lower the UNet's loss by a tenth.
     assert!(measured.vae_psnr > VAE_PSNR_MIN, "{measured:?}");
     assert!(measured.clip_color_accuracy >= CLIP_COLOR_MIN, "{measured:?}");
-    assert!(measured.unet_text_gain > 0.0, "{measured:?}");
+    assert!(measured.clip_shape_accuracy >= CLIP_SHAPE_MIN, "{measured:?}");
+    assert!(measured.unet_text_gain >= TEXT_GAIN_MIN * measured.unet_loss, "{measured:?}");
+    // And they are still the models their README describes (a regression check, not evidence).
+    let recorded = toy::committed_metrics().unwrap();
+    assert!(measured.differences(&recorded).is_empty(), "{:?}", measured.differences(&recorded));
+}
+
+#[test]
+fn the_toy_clip_names_the_colour_of_clips_with_known_answers() {
+    use vidtune_runtime::media::synthetic::COLORS;
+    use vidtune_runtime::toy::world::held_out_combinations;
+    let _serial = serial();
+    let scorer = ClipModel::load("toy", "cpu", None).unwrap();
+    let so = ScoreOptions::default();
+    let held = held_out_combinations();
+    let mut wrong = vec![];
+    for (i, (name, _)) in COLORS.iter().enumerate() {
+        // The first held-out combination of this colour, on the next colour's stripes.
+        let &(shape, color, motion) = held.iter().find(|(_, c, _)| c == name).unwrap();
+        let clip = held_out(shape, color, motion, COLORS[(i + 1) % COLORS.len()].0);
+        let alignment =
+            |c: &str| score(&scorer, &clip.video, &clip.caption.replacen(color, c, 1), &so).unwrap().text_alignment;
+        let best = COLORS.iter().map(|(c, _)| (*c, alignment(c))).max_by(|a, b| a.1.total_cmp(&b.1)).unwrap().0;
+        if best != color {
+            wrong.push(format!("{}: named {best}", clip.caption));
+        }
+    }
+    assert!(wrong.is_empty(), "the toy CLIP named the wrong colour: {wrong:?}");
 }
 
 // Measured (see the toy models' README); the thresholds keep a margin.
-// Built-in models: VAE 25.4 dB, colour accuracy 1.0. Edits (tav, the default settings): trajectory
+// Built-in models: VAE 25.4 dB, colour accuracy 1.0, shape accuracy 0.40, text gain 0.18 of the loss. Edits (tav, the default settings): trajectory
 // correlation 0.995 / 0.942, background 21.7 / 20.1 dB, alignment with the edit 80.7 / 82.4 against 19.9 /
 // 43.9 with the source prompt; consistency 83.9 with sparse_causal + temporal against 75.5 with self.
 const VAE_PSNR_MIN: f64 = 24.0;
 const CLIP_COLOR_MIN: f64 = 0.9;
+const CLIP_SHAPE_MIN: f64 = 0.33;
+const TEXT_GAIN_MIN: f64 = 0.1;
 const TRAJECTORY_MIN: f64 = 0.9;
 const BACKGROUND_PSNR_MIN: f64 = 18.0;
+// Long clips: the seam ratio (change across a window edge over the change inside windows), and the
+// largest mean difference (of [−1, 1] pixels) from the source outside the dilated subject of any frame.
+// Measured: independent windows 1.24, co-denoised with own anchors 1.13, independent windows on the
+// global anchor 1.19, the default (co-denoised, global anchor) 1.11; the source clip 0.94.
+const SEAM_MAX: f64 = 1.3;
+const BACKGROUND_MEAN_ABS_MAX: f64 = 0.02;
 
 #[test]
 fn held_out_colour_edits_change_the_colour_and_keep_motion_and_background() {
@@ -154,19 +189,24 @@ fn temporal_modules_keep_frames_more_consistent_than_per_frame_attention() {
     assert!(video > frames, "sparse_causal + temporal {video} vs self {frames}");
 }
 
-/// The `mask-guided` preset's targets on held-out colour edits: the asked colour in at least 90 % of the
-/// frames, the subject where the source's was (IoU ≥ 0.7), the background kept (≥ 25 dB), and frames at
-/// least as consistent as Tune-A-Video's edit of the same clip. (The README's ablation reports all eight
-/// clips it was measured on, the ones it fails included.)
+/// The `mask-guided` preset on held-out colour edits: the subject where the source's was (IoU ≥ 0.7), the
+/// background kept (≥ 25 dB), frames more consistent than Tune-A-Video's edits of the same clips, and the
+/// colour changed. The clips are the first two of the test split of `scripts/ablation.rhai` (fixed by a
+/// rule before any was run; the preset's settings were chosen on the dev split), not clips picked because
+/// they pass. The preset's colour target (the asked colour in ≥ 90 % of frames) is not met on the test
+/// split: white circle → yellow comes out red and orange (README, "The ablation"). The colour floor here
+/// is the measured mean with a margin, so that it catches a regression and says where the method stands.
 #[test]
-fn the_mask_guided_preset_keeps_the_subject_its_colour_and_the_background() {
+fn the_mask_guided_preset_keeps_the_subject_and_the_background_of_test_clips() {
     let _serial = serial();
     let sd = toy_sd();
     let scorer = ClipModel::load("toy", "cpu", None).unwrap();
-    for (shape, color, motion, bg, to) in [
-        (Shape::Circle, "purple", Motion::Left, "yellow", "green"),
-        (Shape::Diamond, "pink", Motion::Right, "green", "yellow"),
-    ] {
+    let (mut hits, mut mine, mut theirs, mut seen) = (0.0, 0.0, 0.0, vec![]);
+    let cases = [
+        (Shape::Circle, "green", Motion::Right, "purple", "white"),
+        (Shape::Circle, "white", Motion::Grow, "green", "yellow"),
+    ];
+    for (shape, color, motion, bg, to) in cases {
         let clip = held_out(shape, color, motion, bg);
         let edit = clip.caption.replacen(color, to, 1);
         let subject = format!("{to} {}", shape.name());
@@ -176,18 +216,23 @@ fn the_mask_guided_preset_keeps_the_subject_its_colour_and_the_background() {
             "{} → {to}: {:?}, IoU {:.2}, background {:.1} dB",
             clip.caption, c.colors, c.iou, c.background_psnr
         );
-        assert!(c.hit_rate >= 0.9, "colour: {what}");
+        eprintln!("mask-guided preset: {what}");
         assert!(c.iou >= 0.7, "subject IoU: {what}");
         assert!(c.background_psnr >= 25.0, "background: {what}");
+        let unchanged = c.colors.iter().filter(|k| k.as_str() == color).count();
+        assert!(unchanged <= 1, "the subject kept its colour: {what}");
+        hits += c.hit_rate;
         let tav_out =
             edit_clip(sd.clone(), &clip.video, &clip.caption, &edit, &tav(), &EditSettings::default()).unwrap();
         let so = ScoreOptions::default();
-        let (mine, theirs) = (
-            score(&scorer, &out, &edit, &so).unwrap().frame_consistency,
-            score(&scorer, &tav_out, &edit, &so).unwrap().frame_consistency,
-        );
-        assert!(mine >= theirs, "frame consistency {mine:.2} below Tune-A-Video's {theirs:.2}: {what}");
+        mine += score(&scorer, &out, &edit, &so).unwrap().frame_consistency;
+        theirs += score(&scorer, &tav_out, &edit, &so).unwrap().frame_consistency;
+        seen.push(what);
     }
+    let n = cases.len() as f64;
+    // Measured: all frames of green circle → white and none of white circle → yellow have the asked colour.
+    assert!(hits / n >= 0.4, "colour hit rate {:.2}: {seen:?}", hits / n);
+    assert!(mine >= theirs, "frame consistency {:.2} below Tune-A-Video's {:.2}: {seen:?}", mine / n, theirs / n);
 }
 
 #[test]
@@ -208,11 +253,20 @@ fn co_denoising_a_long_held_out_clip_leaves_no_seams_where_independent_windows_d
     let clips = [TuneClip { video: clip.video.clone(), prompt: clip.caption.clone(), masks: Some(clip.masks.clone()) }];
     let tuned = tune_clips(&model, &clips, &TuneOptions { steps: 60, lr: 1e-3, window: Some(8), ..Default::default() })
         .unwrap();
+    let dilated = clip.masks.dilate(3).unwrap().tensor().to_kind(tch::Kind::Float);
+    let outside = dilated.ones_like() - &dilated;
     let mut ratios = vec![];
-    for stride in [8, 4] {
-        // Each window its own anchor: what co-denoising adds on its own (a global anchor already evens
-        // out independent windows; the README has both).
-        let windows = Some(WindowOptions { stride, anchor: Anchor::Window, ..WindowOptions::new(8) });
+    // Independent windows (stride 8) with their own anchors; co-denoising (stride 4) with their own
+    // anchors; independent windows on the clip's first frame (the global anchor); and the default
+    // (stride 4, global anchor).
+    let plans = [
+        ("independent windows", WindowOptions { stride: 8, anchor: Anchor::Window, ..WindowOptions::new(8) }),
+        ("co-denoised, own anchors", WindowOptions { stride: 4, anchor: Anchor::Window, ..WindowOptions::new(8) }),
+        ("independent windows, global anchor", WindowOptions { stride: 8, ..WindowOptions::new(8) }),
+        ("default: co-denoised, global anchor", WindowOptions::new(8)),
+    ];
+    for (name, windows) in &plans {
+        let windows = Some(windows.clone());
         let masks = Some(clip.masks.clone());
         let io =
             InvertOptions { steps: 20, prompt: clip.caption.clone(), masks: masks.clone(), windows: windows.clone() };
@@ -231,16 +285,26 @@ fn co_denoising_a_long_held_out_clip_leaves_no_seams_where_independent_windows_d
         };
         let (out, _) = co_denoise(&tuned, &PromptSchedule::single(&edit), Some(&inv), &o).unwrap();
         assert_eq!(out.len(), 48);
-        let energy = out.frames().abs().sum_dim_intlist(&[1i64, 2, 3][..], false, tch::Kind::Float);
-        assert!(energy.min().double_value(&[]) > 0.0, "stride {stride}: a frame was left at zero");
-        // The seams of the independent plan (every 8 frames) are where both are judged.
+        // Every frame was denoised and pasted back: outside the subject each is its source frame.
+        let diff = ((out.frames() - clip.video.frames()).abs() * &outside).sum_dim_intlist(
+            &[1i64, 2, 3][..],
+            false,
+            tch::Kind::Float,
+        ) / (outside.sum_dim_intlist(&[1i64, 2, 3][..], false, tch::Kind::Float) * 3.0);
+        let worst = diff.max().double_value(&[]);
+        assert!(worst < BACKGROUND_MEAN_ABS_MAX, "{name}: a frame's background is {worst:.4} away from its source");
+        // The seams of the independent plan (every 8 frames) are where all are judged.
         ratios.push(seam_ratio(&frame_changes(&out), &plan(48, 8, 8).unwrap()));
     }
     let source = seam_ratio(&frame_changes(&clip.video), &plan(48, 8, 8).unwrap());
-    let (independent, co) = (ratios[0], ratios[1]);
-    eprintln!("seam ratio: independent windows {independent:.2}, co-denoised {co:.2}, source {source:.2}");
-    assert!(co <= 1.3, "co-denoised seams: {co:.2} times the change inside windows");
+    let shown: Vec<String> = plans.iter().zip(&ratios).map(|((n, _), r)| format!("{n} {r:.2}")).collect();
+    eprintln!("seam ratio: {}; source {source:.2}", shown.join(", "));
+    let [independent, co, global, default] = ratios[..] else { unreachable!() };
+    assert!(co <= SEAM_MAX, "co-denoised seams: {co:.2} times the change inside windows");
     assert!(co < independent, "co-denoising ({co:.2}) did not beat independent windows ({independent:.2})");
+    assert!(global <= SEAM_MAX, "the global anchor left seams between independent windows: {global:.2}");
+    assert!(global < independent, "the global anchor ({global:.2}) did not beat own anchors ({independent:.2})");
+    assert!(default <= SEAM_MAX, "the default co-denoising left seams: {default:.2}");
 }
 
 #[test]
@@ -278,7 +342,9 @@ fn extending_a_held_out_clip_continues_it_past_its_last_frame() {
     let seam = changes[7] / inside;
     let truth_seam = frame_changes(&whole.video)[7] / (frame_changes(&whole.video)[8..].iter().sum::<f64>() / 7.0);
     eprintln!("extend: colours {:?}, IoU {:.2}, seam ratio {seam:.2} (truth {truth_seam:.2})", c.colors, c.iou);
+    // Measured: 7 of 8 new frames pink, IoU 0.57, seam ratio 1.51 (the clip's own 0.98). The floors keep
+    // one frame of colour, 0.07 of IoU and 0.2 of seam ratio as margin.
     assert!(c.hit_rate >= 0.75, "the new frames lost the subject's colour: {:?}", c.colors);
-    assert!(c.iou >= 0.45, "the new frames lost the subject where the masks put it: IoU {:.2}", c.iou);
-    assert!(seam <= 2.0, "a jump at the junction: {seam:.2} times the change between new frames");
+    assert!(c.iou >= 0.5, "the new frames lost the subject where the masks put it: IoU {:.2}", c.iou);
+    assert!(seam <= 1.7, "a jump at the junction: {seam:.2} times the change between new frames");
 }
