@@ -15,8 +15,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use tch::Tensor;
 
-/// Bump when what a cached entry contains changes meaning.
-pub const FORMAT_VERSION: &str = "memo/2";
+/// Bump when what a cached entry contains changes meaning, or when the same inputs now compute something
+/// else (memo/3: MCA reads each frame's own features; entries of MCA models made before are wrong).
+pub const FORMAT_VERSION: &str = "memo/3";
 
 /// Builds a content key from parts.
 #[derive(Debug, Default)]

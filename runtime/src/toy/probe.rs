@@ -249,7 +249,8 @@ pub fn edit_clip(
     Ok(crate::pipelines::sample::sample(&tuned, edit, Some(&inv), &settings.sample)?.0)
 }
 
-/// The mask-guided workflow's settings for the toy models (the demo's and `scripts/mask-guided.rhai`'s).
+/// The mask-guided workflow's settings for the toy models (`scripts/mask-guided.rhai`'s): guidance and
+/// strength chosen on the dev split of `scripts/ablation.rhai` (`--set split=dev --set rows=search`).
 #[derive(Debug, Clone)]
 pub struct MaskedSettings {
     pub tune_steps: i64,
@@ -262,7 +263,7 @@ pub struct MaskedSettings {
 
 impl Default for MaskedSettings {
     fn default() -> Self {
-        MaskedSettings { tune_steps: 150, lr: 1e-3, steps: 20, guidance: 8.0, strength: 0.9, seed: 33 }
+        MaskedSettings { tune_steps: 150, lr: 1e-3, steps: 20, guidance: 10.0, strength: 0.9, seed: 33 }
     }
 }
 
