@@ -166,31 +166,6 @@ PY
   export VIDTUNE_VENV="$VENV"
 }
 
-# Builds vidtune into the notebook kernel's build folder once, before the notebook tests: a one-cell
-# notebook that only `:dep`s the notebook crate runs in the folder the tests' kernels reuse
-# (tests/notebook.rs: evcxr-test-build in the cache, seeded with the workspace's Cargo.lock), so each
-# test's cells time only their own work. A no-op when nothing changed.
-notebook_warm() {
-  local build="$CACHE/evcxr-test-build" nb
-  mkdir -p "$build"
-  cp Cargo.lock "$build/Cargo.lock"
-  nb=$(mktemp -d)
-  "$VENV/bin/python" - "$nb/warm.ipynb" "$ROOT/notebook" <<'PY'
-import json, sys
-cell = {"cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [],
-        "source": f':dep vidtune-notebook = {{ path = "{sys.argv[2]}" }}\nuse vidtune_notebook::prelude::*;'}
-nb = {"cells": [cell], "metadata": {"kernelspec": {"name": "rust", "display_name": "Rust (vidtune)", "language": "rust"}},
-      "nbformat": 4, "nbformat_minor": 5}
-json.dump(nb, open(sys.argv[1], "w"))
-PY
-  (
-    flock 7
-    EVCXR_TMPDIR="$build" "$VENV/bin/jupyter" execute "$nb/warm.ipynb" --kernel_name=rust --timeout=7200 \
-      --startup_timeout=300 >/dev/null 2>"$nb/log" || { cat "$nb/log" >&2; exit 1; }
-  ) 7>"$CACHE/.evcxr-test.lock"
-  rm -rf "$nb"
-}
-
 # The parity fixtures (kernels-tests/fixtures/generated), regenerated when the script, the pinned
 # reference packages or the bundled configs change.
 fixtures() {
@@ -221,8 +196,10 @@ case "${1:-help}" in
     fixtures
     phase "cargo build (all targets)"
     cargo build -q --workspace --all-targets
+    # The notebook kernel's build of vidtune, once, before the suite (tests/notebook.rs: the same build
+    # folder and lock the notebook tests use), so that their cells time only their own work.
     phase "vidtune built into the notebook kernel's cache"
-    notebook_warm
+    cargo test -q -p vidtune --test notebook -- --ignored --exact the_kernel_builds_vidtune
     phase "cargo test"
     cargo test -q --workspace "${@:2}"
     ;;

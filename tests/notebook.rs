@@ -126,6 +126,15 @@ fn execute(name: &str, envs: &[(&str, &Path)]) -> Vec<(usize, serde_json::Value)
     outs
 }
 
+/// The kernel's build alone, for `./dev.sh test` to run before the suite (`--ignored`), so that its time
+/// is a phase of its own and no notebook test starts cold.
+#[test]
+#[ignore = "run by ./dev.sh test before the suite"]
+fn the_kernel_builds_vidtune() {
+    let (build_dir, _lock) = evcxr_build_dir();
+    warm(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/notebooks/quick-tour.ipynb"), &build_dir);
+}
+
 #[test]
 fn quick_tour_notebook_runs_with_the_rust_kernel() {
     let dir = tempfile::tempdir().unwrap();
