@@ -14,6 +14,14 @@ pub struct OptDoc {
 /// A function without an options map.
 pub const NO_OPTIONS: &[OptDoc] = &[];
 
+/// The options of every single-file save (`save_tensors`, `save_image`, `table.save`, `model.save`).
+pub const SAVE_FILE_OPTIONS: &[OptDoc] = &[OptDoc {
+    name: "overwrite",
+    takes: "true | false (default)",
+    doc: "replace a file of that name that vidtune did not write; without it such a file is refused (a file \
+          vidtune wrote is replaced freely, a script never)",
+}];
+
 /// The names of an options table.
 pub fn option_names(options: &[OptDoc]) -> Vec<&'static str> {
     options.iter().map(|o| o.name).collect()

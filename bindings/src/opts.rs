@@ -146,6 +146,13 @@ impl<'a> Opts<'a> {
         Opts::new(func, map, &crate::help::option_names(options))
     }
 
+    /// Runs a single-file save of `func` under its options' `overwrite` ([`crate::help::SAVE_FILE_OPTIONS`]).
+    pub fn saving<T>(func: &'a str, map: Map, save: impl FnOnce() -> RhaiResult<T>) -> RhaiResult<T> {
+        let o = Opts::declared(func, map, crate::help::SAVE_FILE_OPTIONS)?;
+        let yes = o.bool("overwrite")?.unwrap_or(false);
+        vidtune_runtime::fsutil::with_overwrite(yes, save)
+    }
+
     /// The function these options belong to.
     pub fn func(&self) -> &str {
         self.func

@@ -81,14 +81,21 @@ impl Previewer {
     }
 
     /// The next preview file's path: `previews/NNN-label.EXT`.
+    /// The next numbered preview file; a number whose file exists and is not vidtune's (a user's file in
+    /// the previews folder) is skipped, never written over.
     fn next_path(&mut self, label: &str, ext: &str) -> PathBuf {
-        self.count += 1;
         let safe: String = label
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
             .take(60)
             .collect();
-        self.dir.join(format!("{:03}-{safe}.{ext}", self.count))
+        loop {
+            self.count += 1;
+            let path = self.dir.join(format!("{:03}-{safe}.{ext}", self.count));
+            if !path.exists() || vidtune_runtime::fsutil::check_output(&path).is_ok() || self.count % 1000 == 0 {
+                return path;
+            }
+        }
     }
 
     /// Animates `video` `loops` times: inline by drawing its frames over each other at the clip's frame

@@ -59,6 +59,18 @@ impl KeyBuilder {
     }
 }
 
+/// The disk memo's size without `VIDTUNE_CACHE_MAX_GB`.
+pub const DEFAULT_MAX_GB: f64 = 20.0;
+
+/// `VIDTUNE_CACHE_MAX_GB`: a finite number of gigabytes ≥ 0 (0: no disk memo).
+pub fn parse_max_gb(text: &str) -> std::result::Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(gb) if gb.is_finite() && gb >= 0.0 => Ok(gb),
+        Ok(gb) => Err(format!("must be a number of gigabytes ≥ 0 (0 turns the disk memo off), got {gb}")),
+        Err(_) => Err("is not a number of gigabytes (0 turns the disk memo off)".to_string()),
+    }
+}
+
 /// Whether a file name is one of the memo's: `<32 hex digits>.<ext>` (and its `.sha256`). Eviction and
 /// `clear` touch nothing else, whatever else the folder holds.
 fn is_entry_name(name: &str) -> bool {
@@ -73,10 +85,7 @@ fn checksum_path(path: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
-fn sha256_file(path: &Path) -> Result<String> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    Ok(format!("{:x}", Sha256::digest(&bytes)))
-}
+use crate::fsutil::sha256_file;
 
 /// Hits and misses of this process, for `:cache`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -103,10 +112,26 @@ pub struct DiskCache {
 }
 
 impl DiskCache {
-    /// The user's cache (honours `VIDTUNE_CACHE` and `VIDTUNE_CACHE_MAX_GB`).
+    /// The user's cache (honours `VIDTUNE_CACHE` and `VIDTUNE_CACHE_MAX_GB`). A size that is not a
+    /// number ≥ 0 is reported and turns the disk memo off; 0 turns it off too. Off means nothing is stored
+    /// and nothing already there is deleted.
     pub fn from_env() -> Self {
-        let gb = std::env::var("VIDTUNE_CACHE_MAX_GB").ok().and_then(|v| v.parse::<f64>().ok()).unwrap_or(20.0);
-        DiskCache { dir: crate::env::cache_dir().join("memo"), max_bytes: (gb * 1e9) as u64 }
+        let dir = crate::env::cache_dir().join("memo");
+        match std::env::var("VIDTUNE_CACHE_MAX_GB") {
+            Err(_) => DiskCache { dir, max_bytes: (DEFAULT_MAX_GB * 1e9) as u64 },
+            Ok(text) => match parse_max_gb(&text) {
+                Ok(gb) => DiskCache { dir, max_bytes: (gb * 1e9) as u64 },
+                Err(why) => {
+                    crate::progress::warn(format!("VIDTUNE_CACHE_MAX_GB={text:?}: {why}; the disk memo is off"));
+                    DiskCache { dir, max_bytes: 0 }
+                }
+            },
+        }
+    }
+
+    /// Whether results are stored on disk (a size above 0).
+    pub fn enabled(&self) -> bool {
+        self.max_bytes > 0
     }
 
     /// The path of an entry (whether or not it exists).
@@ -118,7 +143,7 @@ impl DiskCache {
     pub fn get(&self, key: &str, ext: &str) -> Option<PathBuf> {
         let path = self.path(key, ext);
         let sum = checksum_path(&path);
-        if !path.exists() {
+        if !self.enabled() || !path.exists() {
             return None;
         }
         let recorded = std::fs::read_to_string(&sum).ok();
@@ -140,6 +165,9 @@ impl DiskCache {
 
     /// Records an entry written at `path` (by the caller, atomically): its checksum, then eviction.
     pub fn commit(&self, path: &Path) -> Result<()> {
+        if !self.enabled() {
+            return Ok(());
+        }
         let sum = sha256_file(path)?;
         write_bytes_atomic(&checksum_path(path), sum.as_bytes())?;
         self.evict()
@@ -161,8 +189,11 @@ impl DiskCache {
             .collect()
     }
 
-    /// Removes least-recently-used entries until the cache fits.
+    /// Removes least-recently-used entries until the cache fits (nothing when the memo is off).
     pub fn evict(&self) -> Result<()> {
+        if !self.enabled() {
+            return Ok(());
+        }
         let mut entries = self.entries();
         let mut total: u64 = entries.iter().map(|e| e.1).sum();
         entries.sort_by_key(|e| e.2);
@@ -280,5 +311,27 @@ mod tests {
         assert!(!cache.path(&c, "bin").exists());
         assert_eq!(cache.clear().unwrap(), 1);
         assert!(dir.path().join("notes.txt").exists(), "a file the memo did not write is never removed");
+    }
+
+    #[test]
+    fn a_memo_of_size_zero_stores_nothing_and_deletes_nothing() {
+        for (text, ok) in
+            [("20", true), ("0", true), ("0.5", true), ("-1", false), ("nan", false), ("inf", false), ("abc", false)]
+        {
+            assert_eq!(parse_max_gb(text).is_ok(), ok, "{text}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let full = DiskCache { dir: dir.path().to_path_buf(), max_bytes: 1000 };
+        let key = "d".repeat(32);
+        let p = full.path(&key, "bin");
+        write_bytes_atomic(&p, &[1u8; 10]).unwrap();
+        full.commit(&p).unwrap();
+        let off = DiskCache { dir: dir.path().to_path_buf(), max_bytes: 0 };
+        assert!(!off.enabled() && off.get(&key, "bin").is_none(), "off reads nothing");
+        off.evict().unwrap();
+        let other = off.path(&"e".repeat(32), "bin");
+        write_bytes_atomic(&other, &[2u8; 10]).unwrap();
+        off.commit(&other).unwrap();
+        assert!(p.exists() && full.get(&key, "bin").is_some(), "an earlier entry survives a memo that is off");
     }
 }

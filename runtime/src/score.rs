@@ -5,7 +5,7 @@
 
 use crate::cache::{KeyBuilder, MemoryCache};
 use crate::error::{Error, Result};
-use crate::fsutil::write_bytes_atomic;
+use crate::fsutil::write_output_bytes;
 use crate::media::Video;
 use crate::models::clip::ClipModel;
 use std::path::Path;
@@ -96,6 +96,7 @@ pub fn score(clip: &ClipModel, video: &Video, prompt: &str, opts: &ScoreOptions)
     if video.len() < 2 {
         return Err(Error::Invalid(format!("scoring needs a clip of at least 2 frames, got {}", video.len())));
     }
+    crate::error::ensure_finite("score: the clip's frames", video.frames())?;
     let key = KeyBuilder::new("score")
         .text(&clip.identity)
         .video(video)
@@ -443,7 +444,7 @@ impl Comparison {
                 )))
             }
         };
-        write_bytes_atomic(path, text.as_bytes())
+        write_output_bytes(path, text.as_bytes())
     }
 }
 

@@ -113,14 +113,6 @@ fn save_video_opts(host: &Host, video: &Video, path: &str, o: &SaveOptions) -> R
     Ok(out.display().to_string())
 }
 
-/// Whether `path` holds a sidecar vidtune wrote (a JSON object with its `vidtune_version`).
-fn is_our_sidecar(path: &Path) -> bool {
-    std::fs::read_to_string(path)
-        .ok()
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        .is_some_and(|v| v.get("vidtune_version").is_some())
-}
-
 /// Saves a video and, with `sidecar`, a JSON file beside it (`clip.mp4` → `clip.json`) holding the video's
 /// facts and the given map (scores, prompts, settings). `overwrite` writes a folder of frames into a folder
 /// that holds other files (keeping them) and replaces a JSON file there that vidtune did not write.
@@ -134,14 +126,10 @@ fn save_video_with(host: &Host, video: &Video, path: &str, opts: Opts) -> RhaiRe
             p.with_file_name(format!("{}.json", p.file_name().unwrap_or_default().to_string_lossy()))
         }
     });
+    use vidtune_runtime::fsutil::{check_output, with_overwrite, write_output_bytes};
     if let Some(sidecar) = &sidecar_path {
-        if sidecar.exists() && !o.overwrite && !is_our_sidecar(sidecar) {
-            return Err(script_error(format!(
-                "save_video: the sidecar {} exists and vidtune did not write it; remove it, choose another path, or \
-                 pass #{{overwrite: true}}",
-                sidecar.display()
-            )));
-        }
+        with_overwrite(o.overwrite, || check_output(sidecar))
+            .map_err(|e| script_error(format!("save_video: the sidecar: {e}")))?;
     }
     let out = save_video_opts(host, video, path, &o)?;
     if let (Some(extra), Some(sidecar)) = (opts.get("sidecar"), sidecar_path) {
@@ -160,10 +148,8 @@ fn save_video_with(host: &Host, video: &Video, path: &str, opts: Opts) -> RhaiRe
         }
         // How to make it again: `vidtune run --from this.json`.
         json["record"] = host.run_record();
-        rt(vidtune_runtime::fsutil::write_bytes_atomic(
-            &sidecar,
-            serde_json::to_string_pretty(&json).unwrap_or_default().as_bytes(),
-        ))?;
+        let text = serde_json::to_string_pretty(&json).unwrap_or_default();
+        rt(with_overwrite(o.overwrite, || write_output_bytes(&sidecar, text.as_bytes())))?;
         host.record_write(&sidecar);
     }
     Ok(out)
@@ -253,7 +239,15 @@ pub fn register(engine: &mut Registrar, host: &Rc<Host>) {
     };
     let s = save_image.clone();
     engine.register_fn("save_image", move |img: Image, path: &str| s(&img, path));
-    engine.register_fn("save", move |img: &mut Image, path: &str| save_image(img, path));
+    let s = save_image.clone();
+    engine.register_fn("save_image", move |img: Image, path: &str, opts: Map| {
+        Opts::saving("save_image", opts, || s(&img, path))
+    });
+    let s = save_image.clone();
+    engine.register_fn("save", move |img: &mut Image, path: &str| s(img, path));
+    engine.register_fn("save", move |img: &mut Image, path: &str, opts: Map| {
+        Opts::saving("Image.save", opts, || save_image(img, path))
+    });
 
     engine.register_fn("synthetic_clip", || synthetic(Opts::empty("synthetic_clip")));
     engine.register_fn("synthetic_clip", |opts: Map| {
@@ -325,10 +319,14 @@ print(img.width);"#,
     },
     FnDoc {
         name: "save_image",
-        signatures: &["save_image(image: Image, path: string) -> string", "image.save(path: string) -> string"],
+        signatures: &[
+            "save_image(image: Image, path: string) -> string",
+            "save_image(image: Image, path: string, options: map) -> string",
+            "image.save(path: string) -> string",
+        ],
         summary: "Saves an image as .png or .jpg, atomically; returns the path.",
         details: "",
-        options: NO_OPTIONS,
+        options: crate::help::SAVE_FILE_OPTIONS,
         example: r#"let c = synthetic_clip();
 save_image(c.video.grid(4), "sheet.png");"#,
     },
@@ -430,10 +428,10 @@ let square = v.resize(64, "crop");"#,
     },
     FnDoc {
         name: "Image.save",
-        signatures: &["image.save(path: string) -> string"],
+        signatures: &["image.save(path: string) -> string", "image.save(path: string, options: map) -> string"],
         summary: "Saves the image as .png or .jpg, as save_image does; returns the path.",
         details: "",
-        options: NO_OPTIONS,
+        options: crate::help::SAVE_FILE_OPTIONS,
         example: r#"synthetic_clip().video.grid(4).save("sheet.png");"#,
     },
     FnDoc {

@@ -237,7 +237,7 @@ fn save_tensors(host: &Host, map: Map, path: &str) -> RhaiResult<String> {
         named.push((k.to_string(), t.0.to_device(tch::Device::Cpu).contiguous()));
     }
     let p = std::path::Path::new(path);
-    rt(vidtune_runtime::fsutil::write_atomic(p, |tmp| {
+    rt(vidtune_runtime::fsutil::write_output(p, |tmp| {
         Tensor::write_safetensors(&named, tmp)
             .map_err(|e| vidtune_runtime::Error::bad_file(p, format!("cannot write: {e}")))
     }))?;
@@ -283,6 +283,10 @@ pub fn register(engine: &mut Registrar, host: &Rc<Host>) {
     engine.register_fn("to_debug", |t: &mut ScriptTensor| t.to_string());
     let h = host.clone();
     engine.register_fn("save_tensors", move |map: Map, path: &str| save_tensors(&h, map, path));
+    let h = host.clone();
+    engine.register_fn("save_tensors", move |map: Map, path: &str, opts: Map| {
+        Opts::saving("save_tensors", opts, || save_tensors(&h, map, path))
+    });
     let h = host.clone();
     engine.register_fn("load_tensors", move |path: &str| load_tensors(&h, path));
 }
@@ -404,10 +408,13 @@ t.image.to_image().save("decoded.png");"#,
     },
     FnDoc {
         name: "save_tensors",
-        signatures: &["save_tensors(tensors: map, path: string) -> string"],
+        signatures: &[
+            "save_tensors(tensors: map, path: string) -> string",
+            "save_tensors(tensors: map, path: string, options: map) -> string",
+        ],
         summary: "Writes named tensors to a .safetensors file, atomically; returns the path.",
         details: "",
-        options: NO_OPTIONS,
+        options: crate::help::SAVE_FILE_OPTIONS,
         example: r#"let sd = load_sd("random:tiny");
 save_tensors(#{prompt: encode_prompt(sd, "a cat")}, "emb.safetensors");"#,
     },

@@ -192,10 +192,15 @@ pub fn register(engine: &mut Registrar, host: &Rc<Host>) {
     engine.register_fn("markdown", |t: &mut Table| t.0.to_markdown());
     engine.register_fn("csv", |t: &mut Table| t.0.to_csv());
     let h = host.clone();
-    engine.register_fn("save", move |t: &mut Table, path: &str| {
+    let save = move |t: &Table, path: &str| {
         rt(t.0.save(Path::new(path)))?;
         h.record_write(Path::new(path));
         Ok::<_, Box<rhai::EvalAltResult>>(path.to_string())
+    };
+    let s = save.clone();
+    engine.register_fn("save", move |t: &mut Table, path: &str| s(t, path));
+    engine.register_fn("save", move |t: &mut Table, path: &str, opts: Map| {
+        crate::opts::Opts::saving("Table.save", opts, || save(t, path))
     });
 }
 
@@ -244,10 +249,10 @@ t.save("out/ablation.md");"#,
     },
     FnDoc {
         name: "Table.save",
-        signatures: &["table.save(path: string) -> string"],
+        signatures: &["table.save(path: string) -> string", "table.save(path: string, options: map) -> string"],
         summary: "Writes the table as Markdown (.md), CSV (.csv), HTML (.html) or JSON (.json), atomically.",
         details: "",
-        options: NO_OPTIONS,
+        options: crate::help::SAVE_FILE_OPTIONS,
         example: r#"t.save("out/scores.csv");"#,
     },
     FnDoc {

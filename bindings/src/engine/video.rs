@@ -416,6 +416,10 @@ fn tune_options(opts: &Opts) -> RhaiResult<TuneOptions> {
             "tune: checkpoint_every needs a checkpoint path (checkpoint: \"out/ckpt.vidtune.safetensors\")",
         ));
     }
+    if let Some(path) = &o.checkpoint_path {
+        vidtune_runtime::fsutil::check_output(path)
+            .map_err(|e| script_error(format!("tune: option \"checkpoint\": {e}")))?;
+    }
     Ok(o)
 }
 
@@ -802,6 +806,10 @@ pub fn register(engine: &mut Registrar, host: &Rc<Host>) {
     });
     let h = host.clone();
     engine.register_fn("save", move |m: &mut ScriptVideoModel, path: &str| save_model(&h, m, path));
+    let h = host.clone();
+    engine.register_fn("save", move |m: &mut ScriptVideoModel, path: &str, opts: Map| {
+        Opts::saving("VideoModel.save", opts, || save_model(&h, m, path))
+    });
     engine.register_fn("info", |m: &mut ScriptVideoModel| model_info(m));
     engine.register_fn("losses", |m: &mut ScriptVideoModel| {
         m.0.record.as_ref().map(|r| r.losses.iter().map(|&l| Dynamic::from(l)).collect::<Array>()).unwrap_or_default()
@@ -896,11 +904,11 @@ let tuned = load_tuned(sd, "out/car-turn.vidtune.safetensors");"#,
     },
     FnDoc {
         name: "VideoModel.save",
-        signatures: &["model.save(path: string) -> string"],
+        signatures: &["model.save(path: string) -> string", "model.save(path: string, options: map) -> string"],
         summary: "Writes only what tuning changed (trained and new tensors, module state) with metadata naming the \
                   base model, the modules, options and seed; atomic.",
         details: "",
-        options: NO_OPTIONS,
+        options: crate::help::SAVE_FILE_OPTIONS,
         example: r#"tuned.save("out/car-turn.vidtune.safetensors");"#,
     },
     FnDoc {

@@ -1,7 +1,7 @@
 //! A still image: `[3, H, W]` float in [−1, 1] on the CPU, loaded and saved through the `image` crate.
 
 use crate::error::{Error, Result};
-use crate::fsutil::write_atomic;
+use crate::fsutil::write_output;
 use std::path::Path;
 use tch::Tensor;
 use vidtune_kernels::image as kimage;
@@ -69,12 +69,13 @@ impl Image {
         Image::from_rgb8(img.as_raw(), img.width(), img.height())
     }
 
-    /// Saves the image; the format follows the extension (`.png`, `.jpg`/`.jpeg`). Written atomically.
+    /// Saves the image; the format follows the extension (`.png`, `.jpg`/`.jpeg`). Written atomically, and
+    /// never over a file vidtune did not write (see [`crate::fsutil::with_overwrite`]).
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
         let format = image_format_for(path)?;
         let rgb = self.to_rgb8()?;
-        write_atomic(path, |tmp| {
+        write_output(path, |tmp| {
             rgb.save_with_format(tmp, format).map_err(|e| Error::bad_file(path, format!("cannot write image: {e}")))
         })
     }
@@ -87,7 +88,7 @@ impl Image {
             return self.save(path);
         }
         let rgb = self.to_rgb8()?;
-        write_atomic(path, |tmp| write_png(tmp, &rgb, text))
+        write_output(path, |tmp| write_png(tmp, &rgb, text))
     }
 
     /// Resizes to `height × width` (antialiased bilinear).

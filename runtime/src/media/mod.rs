@@ -20,7 +20,7 @@ pub use synthetic::{synthetic_clip, SyntheticClip, SyntheticSpec};
 pub use video::{check_model_size, Video};
 
 use crate::error::{Error, Result};
-use crate::fsutil::{write_atomic, write_dir_atomic};
+use crate::fsutil::{with_overwrite, write_dir_atomic, write_output};
 use crate::progress::Progress;
 use sampling::Collector;
 use std::path::{Path, PathBuf};
@@ -47,6 +47,23 @@ fn container_for_write(path: &Path) -> Result<Container> {
     let ext = extension(path);
     let text = path.to_string_lossy();
     let video_ext = ext == "gif" || FFMPEG_EXTENSIONS.contains(&ext.as_str());
+    // A name that is only an extension (".gif") or ends in one and a slash ("dir.gif/") is a mistake, not
+    // a folder: a .gif / .mp4 name always means a file.
+    let name = path.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
+    let bare = name.strip_prefix('.').filter(|e| *e == "gif" || FFMPEG_EXTENSIONS.contains(e));
+    if let Some(e) = bare {
+        return Err(Error::Invalid(format!(
+            "{}: the name is only an extension; give the file a name (e.g. out.{e})",
+            path.display()
+        )));
+    }
+    if video_ext && text.ends_with('/') {
+        return Err(Error::Invalid(format!(
+            "{}: ends in / (a folder) but the .{ext} extension asks for a video file; drop the / to save a file, \
+             or give a name without extension to save a folder of PNG frames",
+            path.display()
+        )));
+    }
     if path.is_dir() && video_ext {
         return Err(Error::Invalid(format!(
             "{}: is a folder, but the .{ext} extension asks for a video file; choose another name (a name without \
@@ -71,8 +88,12 @@ fn container_for_write(path: &Path) -> Result<Container> {
 pub fn load_video(path: impl AsRef<Path>, opts: &LoadOptions) -> Result<Video> {
     let path = path.as_ref();
     opts.validate()?;
-    if !path.exists() {
-        return Err(Error::NotFound(path.to_path_buf()));
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if !meta.is_dir() && !meta.is_file() {
+        return Err(Error::bad_file(
+            path,
+            "is not a regular file or folder (a pipe, device or socket); save the clip to a file and load that",
+        ));
     }
     let label = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "video".into());
     let mut collector = Collector::new(opts, &label);
@@ -125,8 +146,12 @@ pub fn save_video_with(video: &Video, path: impl AsRef<Path>, opts: &SaveOptions
         Container::Frames => {
             write_dir_atomic(path, opts.overwrite, |tmp| frames_dir::write(video, tmp, &opts.metadata, &mut progress))?
         }
-        Container::Gif => write_atomic(path, |tmp| gif::write(video, tmp, &mut progress))?,
-        Container::Ffmpeg(ext) => write_ffmpeg(video, path, &ext, &opts.metadata, &mut progress)?,
+        Container::Gif => {
+            with_overwrite(opts.overwrite, || write_output(path, |tmp| gif::write(video, tmp, &mut progress)))?
+        }
+        Container::Ffmpeg(ext) => {
+            with_overwrite(opts.overwrite, || write_ffmpeg(video, path, &ext, &opts.metadata, &mut progress))?
+        }
     }
     progress.finish();
     Ok(path.to_path_buf())
@@ -149,7 +174,7 @@ fn write_ffmpeg(
             path.display()
         ));
     }
-    write_atomic(path, |tmp| ffmpeg::write(video, tmp, ext, metadata, progress))
+    write_output(path, |tmp| ffmpeg::write(video, tmp, ext, metadata, progress))
 }
 
 #[cfg(not(feature = "ffmpeg"))]

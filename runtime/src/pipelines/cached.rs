@@ -158,6 +158,9 @@ fn done<T>(value: T, source: Source, key: &str, start: std::time::Instant) -> Me
 
 /// Stores a computed result; a failure is a warning, never a lost result.
 fn store(what: &str, write: impl FnOnce(&DiskCache) -> Result<()>) -> Option<String> {
+    if !MEMO.with(|m| m.disk.borrow().enabled()) {
+        return None; // VIDTUNE_CACHE_MAX_GB=0: no disk memo
+    }
     let outcome = MEMO.with(|m| write(&m.disk.borrow()));
     outcome.err().map(|e| {
         let dir = MEMO.with(|m| m.disk.borrow().dir.clone());

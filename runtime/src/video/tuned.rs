@@ -120,7 +120,7 @@ pub fn save_tuned_with(model: &VideoModel, path: &Path, extra: &[(String, String
     for (k, v) in extra {
         meta.entry(k.clone()).or_insert_with(|| v.clone());
     }
-    safetensors_io::write(path, &tensors, meta)?;
+    safetensors_io::save(path, &tensors, meta)?;
     Ok(std::fs::metadata(path).map(|m| m.len()).unwrap_or(0))
 }
 

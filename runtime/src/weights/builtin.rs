@@ -4,7 +4,7 @@
 //! exactly as weights a user brings.
 
 use crate::error::{Error, Result};
-use crate::fsutil::write_dir_atomic;
+use crate::fsutil::replace_cache_dir;
 use std::path::{Path, PathBuf};
 
 /// The name that loads the built-in toy models (`load_sd("toy")`, `load_clip("toy")`).
@@ -39,21 +39,48 @@ pub fn toy_dir() -> Result<PathBuf> {
     let dir = crate::env::cache_dir().join(format!("toy-{hash}"));
     // One writer per process; another process writing the same bytes at once is harmless (atomic swap).
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    static CHECKED: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    if dir.join("model_index.json").exists() {
-        return Ok(dir);
+    if let Some(dir) = CHECKED.get() {
+        return Ok(dir.clone());
     }
-    write_dir_atomic(&dir, false, |tmp| {
-        for (name, bytes) in EMBEDDED {
-            let path = tmp.join(name);
-            if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-            }
-            std::fs::write(&path, bytes).map_err(|e| Error::io(&path, e))?;
+    if let Some(damage) = damaged(&dir) {
+        if dir.exists() {
+            crate::progress::warn(format!("{}: {damage}; writing the built-in toy models again", dir.display()));
         }
-        Ok(())
-    })?;
+        replace_cache_dir(&dir, |tmp| {
+            for (name, bytes) in EMBEDDED {
+                let path = tmp.join(name);
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+                }
+                std::fs::write(&path, bytes).map_err(|e| Error::io(&path, e))?;
+            }
+            Ok(())
+        })?;
+        if let Some(damage) = damaged(&dir) {
+            return Err(Error::Invalid(format!("{}: written, but {damage}", dir.display())));
+        }
+    }
+    let _ = CHECKED.set(dir.clone());
     Ok(dir)
+}
+
+/// What is wrong with the toy folder in the cache, if anything: every built-in file must be there with
+/// exactly the bytes compiled in (a bit flip or a truncated copy is found and repaired).
+fn damaged(dir: &Path) -> Option<String> {
+    for (name, bytes) in EMBEDDED {
+        let path = dir.join(name);
+        match std::fs::read(&path) {
+            Err(_) => return Some(format!("{name} is missing")),
+            Ok(found) if found.len() != bytes.len() => {
+                return Some(format!("{name} has {} bytes, expected {}", found.len(), bytes.len()))
+            }
+            Ok(found) if found != *bytes => return Some(format!("{name} differs from the built-in copy")),
+            Ok(_) => {}
+        }
+    }
+    None
 }
 
 /// The folder of a built-in model name (`"toy"`), unless a file or folder of that name exists (a path

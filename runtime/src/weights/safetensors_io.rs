@@ -54,10 +54,25 @@ fn owned(t: &Tensor) -> Result<Owned> {
     Ok(Owned { dtype, shape: t.size().iter().map(|&d| d as usize).collect(), bytes })
 }
 
-/// Writes `tensors` with `metadata` to `path`, atomically.
+/// Writes `tensors` with `metadata` to `path`, atomically: vidtune's own files (the memo, model caches).
 pub fn write(path: &Path, tensors: &[(String, Tensor)], metadata: HashMap<String, String>) -> Result<()> {
+    write_with(path, tensors, metadata, false)
+}
+
+/// Writes a file a user asked for (a tuned model, a checkpoint): as [`write`], but never over a file
+/// vidtune did not write ([`crate::fsutil::write_output`]).
+pub fn save(path: &Path, tensors: &[(String, Tensor)], metadata: HashMap<String, String>) -> Result<()> {
+    write_with(path, tensors, metadata, true)
+}
+
+fn write_with(
+    path: &Path,
+    tensors: &[(String, Tensor)],
+    metadata: HashMap<String, String>,
+    output: bool,
+) -> Result<()> {
     let views: Vec<(String, Owned)> = tensors.iter().map(|(n, t)| Ok((n.clone(), owned(t)?))).collect::<Result<_>>()?;
-    write_atomic(path, |tmp| {
+    let serialize = |tmp: &Path| {
         safetensors::serialize_to_file(views.iter().map(|(n, o)| (n.as_str(), o)), Some(metadata), tmp)
             .map_err(|e| Error::bad_file(path, format!("cannot write safetensors: {e}")))?;
         // The serializer creates the file owner-only; give it the usual permissions.
@@ -67,7 +82,12 @@ pub fn write(path: &Path, tensors: &[(String, Tensor)], metadata: HashMap<String
             let _ = std::fs::set_permissions(tmp, std::fs::Permissions::from_mode(0o644));
         }
         Ok(())
-    })
+    };
+    if output {
+        crate::fsutil::write_output(path, serialize)
+    } else {
+        write_atomic(path, serialize)
+    }
 }
 
 /// The `__metadata__` of a safetensors file (empty when it has none).
