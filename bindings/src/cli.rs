@@ -135,22 +135,11 @@ fn parse_sets(items: &[String]) -> Result<Vec<(String, Dynamic)>, String> {
     items.iter().map(|s| parse_set(s)).collect()
 }
 
-/// Ctrl-C in `vidtune run`: the first cancels the running primitive (the loops stop at their next step,
-/// files already written stay, temporaries are removed, the exit status is 130); a second quits at once.
-fn install_run_interrupt() {
-    static PRESSES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let _ = ctrlc::set_handler(|| {
-        if PRESSES.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
-            vidtune_runtime::progress::request_cancel();
-            eprintln!("\ncancelling at the next step (Ctrl-C again quits at once)");
-        } else {
-            std::process::exit(130);
-        }
-    });
-}
-
+/// `vidtune run`: Ctrl-C cancels the running primitive (the loops stop at their next step, files already
+/// written stay, temporaries are removed) and the run ends with 130; SIGTERM likewise with 143
+/// ([`crate::signals`]).
 fn run_script(file: &std::path::Path, params: &[(String, Dynamic)]) -> ExitCode {
-    install_run_interrupt();
+    crate::signals::install(crate::signals::Mode::Run);
     let mut session = crate::Session::new();
     for (k, v) in params {
         session.set_param(k, v.clone());
@@ -159,11 +148,19 @@ fn run_script(file: &std::path::Path, params: &[(String, Dynamic)]) -> ExitCode 
     for name in session.unused_params() {
         eprintln!("warning: --set {name} was given but the script never reads param({name:?}, …)");
     }
+    exit_status(result)
+}
+
+/// A script run's exit status: 0, 1 for an error, 130 / 143 when interrupted (even when the script
+/// caught the cancellation and went on).
+fn exit_status<T>(result: Result<T, crate::diagnostics::ScriptError>) -> ExitCode {
+    let interrupted = crate::signals::quit_requested() || vidtune_runtime::progress::cancel_requested();
     match result {
+        Ok(_) if interrupted => ExitCode::from(crate::signals::exit_status()),
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             crate::repl::print_error(&e);
-            ExitCode::from(if e.cancelled { 130 } else { 1 })
+            ExitCode::from(if e.cancelled || interrupted { crate::signals::exit_status() } else { 1 })
         }
     }
 }
@@ -187,8 +184,7 @@ pub fn read_run_record(path: &std::path::Path) -> anyhow::Result<(String, String
         #[cfg(feature = "ffmpeg")]
         "mp4" | "mov" | "mkv" | "webm" => embedded(vidtune_runtime::media::ffmpeg::read_metadata(path)?)?,
         _ => {
-            let text =
-                std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", path.display()))?;
+            let text = vidtune_runtime::fsutil::read_text(path, "sidecar")?;
             let json: serde_json::Value =
                 serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: not JSON: {e}", path.display()))?;
             json.get("record").cloned().ok_or_else(no_record)?
@@ -256,20 +252,14 @@ fn rerun(from: &std::path::Path, overrides: &[(String, Dynamic)]) -> ExitCode {
         params.retain(|(name, _)| name != k);
         params.push((k.clone(), v.clone()));
     }
-    install_run_interrupt();
+    crate::signals::install(crate::signals::Mode::Run);
     let mut session = crate::Session::new();
     for (k, v) in &params {
         session.set_param(k, v.clone());
     }
     session.host().replay_seeds.borrow_mut().extend(seeds);
     println!("rerunning {name} from {} ({} parameters)", from.display(), params.len());
-    match session.run_source(&code, &name) {
-        Ok(_) => ExitCode::SUCCESS,
-        Err(e) => {
-            crate::repl::print_error(&e);
-            ExitCode::from(if e.cancelled { 130 } else { 1 })
-        }
-    }
+    exit_status(session.run_source(&code, &name))
 }
 
 /// The whole program; `main` only calls this.
@@ -277,7 +267,10 @@ pub fn main() -> ExitCode {
     vidtune_runtime::memory::tune_allocator();
     let cli = Cli::parse();
     let outcome = match cli.command {
-        None | Some(Command::Repl) => crate::repl::run(),
+        None | Some(Command::Repl) => match crate::repl::run() {
+            Ok(()) if crate::signals::quit_requested() => return ExitCode::from(crate::signals::exit_status()),
+            other => other,
+        },
         Some(Command::Doctor) => crate::doctor::run(),
         Some(Command::Bench(o)) => crate::bench::run(&o).map(|_| ()),
         Some(Command::Toy { action }) => toy(action),
@@ -288,7 +281,13 @@ pub fn main() -> ExitCode {
             (Err(e), ..) => Err(anyhow::anyhow!(e)),
         },
         Some(Command::Watch { file, set }) => {
-            parse_sets(&set).map_err(|e| anyhow::anyhow!(e)).and_then(|params| crate::watch::watch(&file, &params))
+            match parse_sets(&set)
+                .map_err(|e| anyhow::anyhow!(e))
+                .and_then(|params| crate::watch::watch(&file, &params))
+            {
+                Ok(status) => return ExitCode::from(status),
+                Err(e) => Err(e),
+            }
         }
     };
     match outcome {

@@ -106,32 +106,14 @@ fn file_list(script: &Path, files: &BTreeSet<PathBuf>) -> String {
     names.join(", ")
 }
 
-/// How close two Ctrl-C must be to quit watch mode.
-const QUIT_WINDOW: Duration = Duration::from_secs(2);
-
-/// Ctrl-C in watch mode cancels the current run (the watch goes on); a second one within
-/// [`QUIT_WINDOW`] quits.
-fn install_interrupt() {
-    static LAST: std::sync::Mutex<Option<Instant>> = std::sync::Mutex::new(None);
-    let _ = ctrlc::set_handler(|| {
-        let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
-        if last.is_some_and(|t| t.elapsed() < QUIT_WINDOW) {
-            println!("── quit");
-            std::process::exit(130);
-        }
-        *last = Some(Instant::now());
-        vidtune_runtime::progress::request_cancel();
-        println!("── Ctrl-C: the current run (if any) is cancelled; Ctrl-C again within 2 s quits");
-    });
-}
-
-/// Watches until interrupted (a double Ctrl-C ends the process).
-pub fn watch(script: &Path, params: &[(String, Dynamic)]) -> anyhow::Result<()> {
+/// Watches until interrupted: a Ctrl-C cancels the current run, a second within
+/// [`crate::signals::QUIT_WINDOW`] (or SIGTERM) ends the watch, whose exit status it returns (130 / 143).
+pub fn watch(script: &Path, params: &[(String, Dynamic)]) -> anyhow::Result<u8> {
     let script = std::path::absolute(script)?;
     if !script.is_file() {
         anyhow::bail!("{}: no such script", script.display());
     }
-    install_interrupt();
+    crate::signals::install(crate::signals::Mode::Watch);
     let (tx, rx) = mpsc::channel::<DebounceEventResult>();
     let mut debouncer = new_debouncer(DEBOUNCE, None, tx)?;
     let mut watched_dirs: BTreeSet<PathBuf> = BTreeSet::new();
@@ -139,6 +121,9 @@ pub fn watch(script: &Path, params: &[(String, Dynamic)]) -> anyhow::Result<()> 
     loop {
         println!("── {} · {reason} · running {}", clock(), script.display());
         let files = run_once(&script, params);
+        if crate::signals::quit_requested() {
+            return Ok(crate::signals::exit_status());
+        }
         let dirs: BTreeSet<PathBuf> = files.iter().filter_map(|f| f.parent().map(Path::to_path_buf)).collect();
         for gone in watched_dirs.difference(&dirs) {
             let _ = debouncer.unwatch(gone);
@@ -155,7 +140,9 @@ pub fn watch(script: &Path, params: &[(String, Dynamic)]) -> anyhow::Result<()> 
             if n == 1 { "" } else { "s" },
             file_list(&script, &files)
         );
-        let changed = wait_for_change(&rx, &files)?;
+        let Some(changed) = wait_for_change(&rx, &files)? else {
+            return Ok(crate::signals::exit_status());
+        };
         reason = format!(
             "changed: {}",
             changed.iter().map(|p| p.file_name().unwrap_or_default().to_string_lossy()).collect::<Vec<_>>().join(", ")
@@ -163,12 +150,21 @@ pub fn watch(script: &Path, params: &[(String, Dynamic)]) -> anyhow::Result<()> 
     }
 }
 
+/// The watched files that changed; `None` when the watch was asked to quit meanwhile.
 fn wait_for_change(
     rx: &mpsc::Receiver<DebounceEventResult>,
     files: &BTreeSet<PathBuf>,
-) -> anyhow::Result<Vec<PathBuf>> {
+) -> anyhow::Result<Option<Vec<PathBuf>>> {
     loop {
-        let events = match rx.recv()? {
+        if crate::signals::quit_requested() {
+            return Ok(None);
+        }
+        let received = match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(r) => r,
+            Err(mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let events = match received {
             Ok(events) => events,
             Err(errors) => {
                 for e in errors {
@@ -189,7 +185,7 @@ fn wait_for_change(
             }
         }
         if !changed.is_empty() {
-            return Ok(changed.into_iter().collect());
+            return Ok(Some(changed.into_iter().collect()));
         }
     }
 }

@@ -12,8 +12,40 @@ use vidtune_kernels::image as kimage;
 /// Frame rate assumed when a GIF gives no delays.
 const DEFAULT_FPS: f64 = 10.0;
 
-/// Decodes the frames `collector` asks for; returns the GIF's frame rate (from its mean delay).
+/// The logical screen and the number of frames of a GIF, read without decompressing any frame.
+fn scan(path: &Path) -> Result<(u32, u32, usize)> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut options = ::gif::DecodeOptions::new();
+    options.skip_frame_decoding(true);
+    options.set_color_output(::gif::ColorOutput::Indexed);
+    let mut decoder = options
+        .read_info(std::io::BufReader::new(file))
+        .map_err(|e| Error::bad_file(path, format!("not a readable GIF ({e})")))?;
+    let (w, h) = (u32::from(decoder.width()), u32::from(decoder.height()));
+    let mut frames = 0usize;
+    loop {
+        match decoder.read_next_frame() {
+            Ok(Some(_)) => {}
+            Ok(None) => break,
+            Err(e) => return Err(Error::bad_file(path, format!("corrupt GIF frame {frames} ({e})"))),
+        }
+        frames += 1;
+        if frames % 4096 == 0 {
+            crate::progress::check_cancel()?;
+        }
+    }
+    Ok((w, h, frames))
+}
+
+/// Decodes the frames `collector` asks for; returns the GIF's frame rate (from its mean delay). The
+/// header and the frame count are checked against the memory first.
 pub(crate) fn read(path: &Path, collector: &mut Collector) -> Result<f64> {
+    let (w, h, total) = scan(path)?;
+    if w == 0 || h == 0 || total == 0 {
+        return Err(Error::bad_file(path, format!("not a readable GIF: a {w}x{h} screen with {total} frames")));
+    }
+    // The decoder composites every frame onto a canvas of the logical screen (RGBA, and the previous one).
+    collector.ensure_source_fits(path, total, w, h, crate::memory::bytes_of(&[w as i64, h as i64], 8.0))?;
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let decoder = GifDecoder::new(std::io::BufReader::new(file))
         .map_err(|e| Error::bad_file(path, format!("not a readable GIF ({e})")))?;
@@ -42,8 +74,10 @@ pub(crate) fn read(path: &Path, collector: &mut Collector) -> Result<f64> {
 /// Writes `video` as a looping GIF at `path` (a temporary sibling of the destination).
 pub(crate) fn write(video: &Video, path: &Path, progress: &mut Progress) -> Result<()> {
     let file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
-    encode(video, std::io::BufWriter::new(file), progress)
-        .map_err(|e| Error::bad_file(path, format!("cannot write GIF: {e}")))
+    encode(video, std::io::BufWriter::new(file), progress).map_err(|e| match e {
+        Error::Cancelled => Error::Cancelled,
+        e => Error::bad_file(path, format!("cannot write GIF: {e}")),
+    })
 }
 
 /// `video` as a looping GIF, in memory (notebook displays).
