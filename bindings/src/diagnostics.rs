@@ -102,12 +102,40 @@ fn message(err: &EvalAltResult) -> String {
             }
         }
         EvalAltResult::ErrorVariableNotFound(name, _) => format!("variable not found: {name}"),
+        EvalAltResult::ErrorDataTooLarge(what, _) => {
+            let lower = what.to_lowercase();
+            let kind = if lower.contains("string") {
+                "string"
+            } else if lower.contains("map") {
+                "map"
+            } else {
+                "array"
+            };
+            limit_message(kind, &format!("{what} would exceed"))
+        }
+        EvalAltResult::ErrorStackOverflow(_) => {
+            limit_message("call depth", "too deep recursion: the calls would exceed")
+        }
         other => {
             let text = other.to_string();
             let pos = other.position();
             let suffix = format!(" ({pos})");
             text.strip_suffix(&suffix).map(str::to_string).unwrap_or(text)
         }
+    }
+}
+
+/// "… would exceed the script limit of N units (VAR raises it)".
+fn limit_message(kind: &str, lead: &str) -> String {
+    match crate::engine::LIMITS.iter().find(|l| l.what == kind) {
+        Some(l) => format!(
+            "{lead} the script limit of {} {} (set {} to raise it); {}",
+            l.value(),
+            l.unit,
+            l.env,
+            if kind == "call depth" { "the call was not made" } else { "the value was not built" }
+        ),
+        None => lead.to_string(),
     }
 }
 

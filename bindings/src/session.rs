@@ -51,7 +51,9 @@ impl Session {
     /// Evaluates `code` under the source name `name` (used in error positions). Variables it defines and
     /// functions it declares stay in the session, also when it fails part-way.
     pub fn eval_source(&mut self, code: &str, name: &str) -> Result<Dynamic, ScriptError> {
-        vidtune_runtime::progress::clear_cancel();
+        if !crate::signals::quit_requested() {
+            vidtune_runtime::progress::clear_cancel();
+        }
         self.sources.insert(name.to_string(), code.to_string());
         let mut ast = self
             .engine
@@ -73,10 +75,23 @@ impl Session {
     pub fn run_file(&mut self, path: impl AsRef<Path>) -> Result<Dynamic, ScriptError> {
         let path = path.as_ref();
         let name = path.display().to_string();
-        let code = std::fs::read_to_string(path).map_err(|e| {
-            let why = if e.kind() == std::io::ErrorKind::NotFound { "no such file".to_string() } else { e.to_string() };
+        // A script piped in (`vidtune run -` or `/dev/stdin`) is read up to the same bound; any other
+        // path must be a regular file (a FIFO or a device is refused, never read).
+        let piped = path == Path::new("-") || path == Path::new("/dev/stdin");
+        let read = if piped {
+            vidtune_runtime::fsutil::read_text_from(std::io::stdin().lock(), path, "script")
+        } else {
+            vidtune_runtime::fsutil::read_text(path, "script")
+        };
+        let code = read.map_err(|e| {
+            let why = match e {
+                vidtune_runtime::Error::NotFound(_) => "no such file".to_string(),
+                vidtune_runtime::Error::BadFile { message, .. } => message,
+                other => other.to_string(),
+            };
             ScriptError::plain(&name, format!("cannot read script: {why}"))
         })?;
+        vidtune_runtime::fsutil::protect(path);
         self.host.record_read(path);
         self.run_source(&code, &name)
     }

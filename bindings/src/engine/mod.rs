@@ -177,14 +177,124 @@ impl Host {
     }
 }
 
+/// One size limit of scripts: far above what a workflow builds, so that a runaway `pad`, `blob` or doubling
+/// loop is refused before it allocates, with an error naming the limit, instead of aborting the session.
+pub struct ScriptLimit {
+    /// What Rhai's error names ("string", "array", …).
+    pub what: &'static str,
+    /// The variable that changes it.
+    pub env: &'static str,
+    pub default: u64,
+    pub unit: &'static str,
+    set: fn(&mut Engine, u64),
+}
+
+impl ScriptLimit {
+    /// The limit in force: the variable's value when it is a positive integer, else the default.
+    pub fn value(&self) -> u64 {
+        match std::env::var(self.env).ok().map(|v| v.trim().parse::<u64>()) {
+            Some(Ok(v)) if v > 0 => v,
+            Some(_) => {
+                eprintln!("warning: {} must be a positive integer; using {}", self.env, self.default);
+                self.default
+            }
+            None => self.default,
+        }
+    }
+}
+
+/// The limits every session's engine runs under (`Engine::set_max_*`).
+pub const LIMITS: [ScriptLimit; 4] = [
+    ScriptLimit {
+        what: "string",
+        env: "VIDTUNE_MAX_STRING",
+        default: 64 << 20,
+        unit: "characters",
+        set: |e, v| {
+            e.set_max_string_size(v as usize);
+        },
+    },
+    ScriptLimit {
+        what: "array",
+        env: "VIDTUNE_MAX_ARRAY",
+        default: 16 << 20,
+        unit: "elements (blobs: bytes)",
+        set: |e, v| {
+            e.set_max_array_size(v as usize);
+        },
+    },
+    ScriptLimit {
+        what: "map",
+        env: "VIDTUNE_MAX_MAP",
+        default: 1 << 20,
+        unit: "entries",
+        set: |e, v| {
+            e.set_max_map_size(v as usize);
+        },
+    },
+    ScriptLimit {
+        what: "call depth",
+        env: "VIDTUNE_MAX_CALL_DEPTH",
+        default: 64,
+        unit: "nested function calls",
+        set: |e, v| {
+            e.set_max_call_levels(v as usize);
+        },
+    },
+];
+
+/// Rhai's file resolver, reading a module only from a regular file of bounded size (an `import` of a FIFO
+/// or a device is refused, never read).
+struct CheckedResolver(rhai::module_resolvers::FileModuleResolver);
+
+impl CheckedResolver {
+    fn check(&self, source: Option<&str>, path: &str, pos: rhai::Position) -> Result<(), Box<rhai::EvalAltResult>> {
+        let file = self.0.get_file_path(path, source.and_then(|s| std::path::Path::new(s).parent()));
+        if !file.exists() {
+            return Ok(()); // Rhai's own "module not found"
+        }
+        vidtune_runtime::fsutil::check_readable(&file, vidtune_runtime::fsutil::TEXT_MAX_BYTES, "script module")
+            .map(|_| ())
+            .map_err(|e| Box::new(rhai::EvalAltResult::ErrorRuntime(format!("import {path:?}: {e}").into(), pos)))
+    }
+}
+
+impl rhai::ModuleResolver for CheckedResolver {
+    fn resolve(
+        &self,
+        engine: &Engine,
+        source: Option<&str>,
+        path: &str,
+        pos: rhai::Position,
+    ) -> Result<std::rc::Rc<rhai::Module>, Box<rhai::EvalAltResult>> {
+        self.check(source, path, pos)?;
+        self.0.resolve(engine, source, path, pos)
+    }
+
+    fn resolve_raw(
+        &self,
+        engine: &Engine,
+        global: &mut rhai::GlobalRuntimeState,
+        scope: &mut rhai::Scope,
+        path: &str,
+        pos: rhai::Position,
+    ) -> Result<std::rc::Rc<rhai::Module>, Box<rhai::EvalAltResult>> {
+        self.check(global.source(), path, pos)?;
+        self.0.resolve_raw(engine, global, scope, path, pos)
+    }
+}
+
 /// Builds the engine for a session: standard library, every vidtune package, cancellation on Ctrl-C.
 pub fn build_engine(host: &Rc<Host>) -> Engine {
     let mut engine = Engine::new();
     engine.set_max_expr_depths(256, 256);
+    for limit in LIMITS {
+        (limit.set)(&mut engine, limit.value());
+    }
     engine.on_progress(|_| vidtune_runtime::progress::cancel_requested().then(|| Dynamic::from("cancelled")));
     let mut resolver = rhai::module_resolvers::FileModuleResolver::new();
     resolver.enable_cache(false); // watch mode must see edited modules
-    engine.set_module_resolver(resolver);
+    engine.set_module_resolver(CheckedResolver(resolver));
     let mut functions = Registrar::new(&mut engine);
     media::register(&mut functions, host);
     segment::register(&mut functions, host);

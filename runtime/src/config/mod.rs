@@ -105,7 +105,7 @@ pub(crate) fn check_positive_float(field: &str, value: f64) -> std::result::Resu
 
 /// Reads and parses a JSON config; logs unknown fields at debug level.
 pub fn read_config<T: DeserializeOwned + ExtraFields>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let text = crate::fsutil::read_text(path, "config")?;
     parse_config(&text, path)
 }
 

@@ -60,6 +60,9 @@ pub(crate) fn read(path: &Path, collector: &mut Collector) -> Result<f64> {
         crate::memory::bytes_of(&[w as i64, h as i64, 3], 4.0),
         tch::Device::Cpu,
     )?;
+    if declared > 0 {
+        collector.ensure_source_fits(path, declared as usize, w, h, 0.0)?;
+    }
     // The converter to RGB follows each frame's own format and size (a damaged stream can change them,
     // or hand out a frame without a format, which swscale would abort on).
     let mut scaler: Option<(ff::format::Pixel, u32, u32, ff::software::scaling::Context)> = None;

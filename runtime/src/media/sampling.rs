@@ -66,6 +66,30 @@ impl<'a> Collector<'a> {
         Collector { opts, seen: 0, frames: Vec::new(), progress: Progress::new(label, total).unit("frames") }
     }
 
+    /// Refuses, before any frame is decoded, a source of `total` frames of `width × height` whose kept
+    /// frames (and a decoder canvas of `canvas_bytes`) would not fit in memory: a header that promises a
+    /// huge canvas or frame count ends in an error, not in an aborted allocation.
+    pub fn ensure_source_fits(
+        &self,
+        path: &Path,
+        total: usize,
+        width: u32,
+        height: u32,
+        canvas_bytes: f64,
+    ) -> Result<()> {
+        let kept = self.opts.indices(total).len() as i64;
+        let (w, h) = self.opts.size.unwrap_or((width as i64, height as i64));
+        // Kept frames in f32 and the stacked copy, plus one decoded source frame as RGB and in f32.
+        let bytes = crate::memory::bytes_of(&[kept, 3, w, h], 8.0)
+            + crate::memory::bytes_of(&[width as i64, height as i64, 3], 5.0)
+            + canvas_bytes;
+        crate::memory::ensure_fits(
+            &format!("{}: {kept} of its {total} frames at {w}x{h} (source frames {width}x{height})", path.display()),
+            bytes,
+            tch::Device::Cpu,
+        )
+    }
+
     /// Number of source frames seen so far (kept or skipped).
     pub fn seen(&self) -> usize {
         self.seen
@@ -160,7 +184,17 @@ impl<'a> Collector<'a> {
                 )));
             }
         }
-        Video::new(Tensor::stack(&self.frames, 0), fps / o.every as f64)
+        let mut fps = fps / o.every as f64;
+        if !(fps.is_finite() && fps > 0.0 && fps <= super::video::MAX_FPS) {
+            crate::progress::warn(format!(
+                "{}: declares {fps} frames per second, outside (0, {}]; using {}",
+                path.display(),
+                super::video::MAX_FPS,
+                super::video::FALLBACK_FPS
+            ));
+            fps = super::video::FALLBACK_FPS;
+        }
+        Video::new(Tensor::stack(&self.frames, 0), fps)
     }
 }
 

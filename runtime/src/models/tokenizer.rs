@@ -64,21 +64,21 @@ impl ClipTokenizer {
     pub fn from_dir(dir: &Path) -> Result<Self> {
         let cfg_path = dir.join("tokenizer_config.json");
         let config: TokenizerConfig = if cfg_path.exists() {
-            parse_config(&std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?, &cfg_path)?
+            parse_config(&crate::fsutil::read_text(&cfg_path, "tokenizer config")?, &cfg_path)?
         } else {
             serde_json::from_str("{}").expect("empty tokenizer config")
         };
         let json_path = dir.join("tokenizer.json");
         let (vocab_path, merges_path) = (dir.join("vocab.json"), dir.join("merges.txt"));
         let spec = if json_path.exists() {
-            let text = std::fs::read_to_string(&json_path).map_err(|e| Error::io(&json_path, e))?;
+            let text = crate::fsutil::read_text(&json_path, "tokenizer")?;
             serde_json::from_str(&text)
                 .map_err(|e| Error::bad_file(&json_path, format!("invalid tokenizer.json: {e}")))?
         } else if vocab_path.exists() && merges_path.exists() {
-            let vocab_text = std::fs::read_to_string(&vocab_path).map_err(|e| Error::io(&vocab_path, e))?;
+            let vocab_text = crate::fsutil::read_text(&vocab_path, "vocabulary")?;
             let vocab: Value = serde_json::from_str(&vocab_text)
                 .map_err(|e| Error::bad_file(&vocab_path, format!("invalid vocab: {e}")))?;
-            let merges_text = std::fs::read_to_string(&merges_path).map_err(|e| Error::io(&merges_path, e))?;
+            let merges_text = crate::fsutil::read_text(&merges_path, "merges")?;
             clip_spec(vocab, &merges_text, &config)
         } else {
             return Err(Error::bad_file(

@@ -489,6 +489,6 @@ pub use crate::weights::builtin::{embedded, toy_dir, NAME};
 pub fn committed_metrics() -> Result<Metrics> {
     let dir = toy_dir()?;
     let path = dir.join("metrics.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let text = crate::fsutil::read_text(&path, "JSON")?;
     Metrics::from_json(&serde_json::from_str(&text).map_err(|e| Error::bad_file(&path, e.to_string()))?)
 }

@@ -26,7 +26,7 @@ pub fn snapshot_dir(repo_id: &str, revision: &str) -> Result<PathBuf> {
     }
     let ref_file = repo.join("refs").join(revision);
     let commit = if ref_file.is_file() {
-        std::fs::read_to_string(&ref_file).map_err(|e| Error::io(&ref_file, e))?.trim().to_string()
+        crate::fsutil::read_text(&ref_file, "hub ref")?.trim().to_string()
     } else {
         revision.to_string()
     };
