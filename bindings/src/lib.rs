@@ -19,6 +19,7 @@ pub mod opts;
 pub mod preview;
 pub mod repl;
 pub mod session;
+pub mod signals;
 pub mod watch;
 
 pub use diagnostics::ScriptError;

@@ -49,6 +49,24 @@ pub fn trim_torch_message(message: &str) -> String {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Refuses a floating-point tensor holding NaN or an infinity, naming it (`what`) and saying how much of
+/// it is bad. One `isfinite().all()`, so cheap enough wherever data enters: loads, latents, outputs.
+pub fn ensure_finite(what: &str, t: &tch::Tensor) -> Result<()> {
+    if !t.is_floating_point() || t.numel() == 0 {
+        return Ok(());
+    }
+    if t.isfinite().all().int64_value(&[]) == 1 {
+        return Ok(());
+    }
+    let bad = t.isfinite().logical_not().sum(tch::Kind::Int64).int64_value(&[]);
+    let nan = t.isnan().sum(tch::Kind::Int64).int64_value(&[]);
+    Err(Error::Invalid(format!(
+        "{what} holds {bad} non-finite value(s) of {} ({nan} NaN, {} infinite)",
+        t.numel(),
+        bad - nan
+    )))
+}
+
 impl Error {
     /// Wraps an I/O error with the path it happened on.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {

@@ -123,6 +123,9 @@ pub fn load_sd(spec: &str, opts: &SdLoadOptions) -> Result<StableDiffusion> {
     if path.is_file() {
         return from_single_file(path, spec, opts, device, dtype, vae_dtype);
     }
+    if path.exists() {
+        crate::fsutil::check_readable(path, u64::MAX, "model")?;
+    }
     if hub::is_repo_id(spec) {
         let dir = hub::snapshot_dir(spec, &opts.revision)?;
         return from_folder(&dir, spec, opts, device, dtype, vae_dtype);

@@ -92,8 +92,16 @@ impl Live {
                 let x0 = ScriptTensor(shown.detach().copy());
                 let out: Dynamic =
                     fp.call_within_context(ctx, (v.step as i64, v.t, x0)).map_err(|e| fail(on_step_error(e)))?;
-                if out.as_bool() == Ok(false) {
-                    return Ok(Flow::Stop);
+                match out.as_bool() {
+                    Ok(false) => return Ok(Flow::Stop),
+                    Ok(true) => {}
+                    Err(_) if out.is_unit() => {}
+                    Err(_) => {
+                        return Err(fail(script_error(format!(
+                            "on_step: the closure must return true / false (false stops) or nothing, got {}",
+                            super::describe(&out)
+                        ))))
+                    }
                 }
             }
             Ok(Flow::Continue)

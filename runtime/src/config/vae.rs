@@ -93,6 +93,13 @@ impl ExtraFields for AutoencoderKLConfig {
         check_count("latent_channels", self.latent_channels, 64)?;
         check_groups(self.norm_num_groups, "block_out_channels", &self.block_out_channels)?;
         check_positive_float("scaling_factor", self.scaling_factor)?;
+        // SD1.x 0.18215, SDXL 0.13025, SD3 1.5305: a factor far outside turns latents into overflow.
+        if !(1e-3..=1e3).contains(&self.scaling_factor) {
+            return Err(format!(
+                "scaling_factor must lie in [0.001, 1000] (SD1.x uses 0.18215), got {}",
+                self.scaling_factor
+            ));
+        }
         if let Some(s) = self.shift_factor {
             if !s.is_finite() {
                 return Err(format!("shift_factor must be finite, got {s}"));

@@ -124,14 +124,30 @@ pub fn stack_images(images: &[Tensor], labels: Option<&[String]>, horizontal: bo
     Ok(out)
 }
 
+/// Warns that stacked items differ in size: nothing is resized, each keeps its own size, aligned to the
+/// top (side by side) or the left (stacked).
+fn warn_sizes(sizes: &[(i64, i64)], horizontal: bool) {
+    if sizes.windows(2).any(|p| p[0] != p[1]) {
+        let list: Vec<String> = sizes.iter().map(|(w, h)| format!("{w}x{h}")).collect();
+        crate::progress::warn(format!(
+            "{}: the items differ in size ({}); none is resized, each keeps its size, aligned to the {}",
+            if horizontal { "hstack" } else { "vstack" },
+            list.join(", "),
+            if horizontal { "top" } else { "left" }
+        ));
+    }
+}
+
 /// Images side by side, with optional labels.
 pub fn hstack_images(images: &[&Image], labels: Option<&[String]>) -> Result<Image> {
+    warn_sizes(&images.iter().map(|i| (i.width(), i.height())).collect::<Vec<_>>(), true);
     let t: Vec<Tensor> = images.iter().map(|i| i.tensor().shallow_clone()).collect();
     Image::new(stack_images(&t, labels, true)?)
 }
 
 /// Images stacked top to bottom, with optional labels.
 pub fn vstack_images(images: &[&Image], labels: Option<&[String]>) -> Result<Image> {
+    warn_sizes(&images.iter().map(|i| (i.width(), i.height())).collect::<Vec<_>>(), false);
     let t: Vec<Tensor> = images.iter().map(|i| i.tensor().shallow_clone()).collect();
     Image::new(stack_images(&t, labels, false)?)
 }
@@ -143,6 +159,23 @@ pub fn stack_videos(videos: &[&Video], labels: Option<&[String]>, horizontal: bo
         return Err(Error::Invalid("nothing to stack: give at least one image or clip".into()));
     };
     let n = videos.iter().map(|v| v.len()).max().unwrap_or(0) as i64;
+    warn_sizes(&videos.iter().map(|v| (v.width(), v.height())).collect::<Vec<_>>(), horizontal);
+    let name = if horizontal { "hstack" } else { "vstack" };
+    if videos.iter().any(|v| (v.fps() - first.fps()).abs() > 1e-6) {
+        let list: Vec<String> = videos.iter().map(|v| format!("{}", v.fps())).collect();
+        crate::progress::warn(format!(
+            "{name}: the clips differ in frame rate ({} fps); the result plays at {} fps, the first clip's, frame by \
+             frame (no clip is retimed)",
+            list.join(", "),
+            first.fps()
+        ));
+    }
+    if videos.iter().any(|v| v.len() as i64 != n) {
+        crate::progress::warn(format!(
+            "{name}: the clips differ in length ({} frames); shorter ones hold their last frame",
+            videos.iter().map(|v| v.len().to_string()).collect::<Vec<_>>().join(", ")
+        ));
+    }
     crate::memory::ensure_fits(
         "stacking clips",
         crate::memory::bytes_of(

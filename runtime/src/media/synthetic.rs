@@ -167,7 +167,10 @@ pub fn synthetic_clip(spec: &SyntheticSpec) -> Result<SyntheticClip> {
     // Frames and masks in f32, plus the per-frame working tensors.
     crate::memory::ensure_fits(
         &format!("a synthetic clip of {} frames at {}x{}", spec.frames, spec.width, spec.height),
-        crate::memory::bytes_of(&[spec.frames as i64 + 4, 4, spec.width, spec.height], 4.0),
+        crate::memory::bytes_of(
+            &[i64::try_from(spec.frames).unwrap_or(i64::MAX).saturating_add(4), 4, spec.width, spec.height],
+            4.0,
+        ),
         tch::Device::Cpu,
     )?;
     let mut rng = Rng(spec.seed ^ 0x5EED_C11F);

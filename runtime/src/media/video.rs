@@ -18,6 +18,13 @@ impl Clone for Video {
     }
 }
 
+/// The highest frame rate a clip may have (no camera or container goes near it; an absurd rate would
+/// only fail later, in the encoder).
+pub const MAX_FPS: f64 = 1000.0;
+
+/// The frame rate used for a source that declares an impossible one.
+pub const FALLBACK_FPS: f64 = 25.0;
+
 impl Video {
     /// Wraps `[F, 3, H, W]` frames (moved to the CPU as f32) played at `fps`.
     pub fn new(frames: Tensor, fps: f64) -> Result<Self> {
@@ -28,8 +35,8 @@ impl Video {
         if size[0] == 0 || size[2] == 0 || size[3] == 0 {
             return Err(Error::Invalid(format!("a video needs at least one non-empty frame, got {size:?}")));
         }
-        if !(fps.is_finite() && fps > 0.0) {
-            return Err(Error::Invalid(format!("fps must be positive, got {fps}")));
+        if !(fps.is_finite() && fps > 0.0 && fps <= MAX_FPS) {
+            return Err(Error::Invalid(format!("fps must be above 0 and at most {MAX_FPS}, got {fps}")));
         }
         Ok(Video { frames: frames.to_device(tch::Device::Cpu).to_kind(Kind::Float), fps })
     }

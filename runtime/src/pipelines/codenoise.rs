@@ -136,6 +136,15 @@ impl PromptSchedule {
                     s.first, s.last, s.prompt
                 )));
             }
+            if s.last >= frames {
+                return Err(Error::Invalid(format!(
+                    "prompts: frames [{}, {}] of {:?} reach past the clip, whose last frame is {}",
+                    s.first,
+                    s.last,
+                    s.prompt,
+                    frames - 1
+                )));
+            }
         }
         (0..frames)
             .map(|f| {

@@ -94,6 +94,14 @@ impl Latents {
             return Err(Error::Invalid(format!("latents must be floating-point, got {:?}", latents.kind())));
         }
         crate::media::video::check_model_size(s[4] * f, s[3] * f)?;
+        crate::error::ensure_finite("the latents", latents)?;
+        let peak = latents.abs().max().to_kind(tch::Kind::Double).double_value(&[]);
+        if peak > LATENT_MAX_ABS {
+            return Err(Error::Invalid(format!(
+                "the latents reach {peak:e}; latents from an inversion or from noise stay within ±{LATENT_MAX_ABS} \
+                 (these would overflow in sampling)"
+            )));
+        }
         let x = latents.detach().to_device(model.base.device).to_kind(model.kind());
         Ok(Latents {
             latents: x.shallow_clone(),
@@ -113,6 +121,10 @@ impl std::fmt::Display for Latents {
         write!(f, "Latents({} frames, {}x{} latent, {} inversion steps)", s[2], s[4], s[3], self.steps)
     }
 }
+
+/// The largest magnitude given latents may have: noise is N(0, 1) and inverted latents stay within a few
+/// units; far beyond, sampling overflows to NaN.
+pub const LATENT_MAX_ABS: f64 = 1e4;
 
 /// Checks that masks fit the clip they condition.
 pub fn check_masks(masks: &Masks, clip: &Video, what: &str) -> Result<()> {
@@ -157,6 +169,7 @@ pub fn invert(model: &VideoModel, clip: &Video, opts: &InvertOptions) -> Result<
             denoise(&windowed, source.shallow_clone(), &cond, &spec, None, &mut NoHooks)?
         }
     };
+    crate::error::ensure_finite("the inverted latents (check the model's weights for NaN)", &out.latents)?;
     Ok(Latents {
         latents: out.latents,
         source,

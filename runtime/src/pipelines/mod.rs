@@ -101,6 +101,10 @@ pub fn to_video_latents(x: &Tensor) -> Tensor {
 
 /// Decodes video latents `[1, C, F, h, w]` to a clip at `fps`, [`VAE_CHUNK`] frames at a time.
 pub fn decode_video(sd: &StableDiffusion, latents: &Tensor, fps: f64) -> Result<Video> {
+    crate::error::ensure_finite(
+        "the latents to decode (from the model's weights or the given latents: check both for NaN)",
+        latents,
+    )?;
     let frames = latents.squeeze_dim(0).permute([1, 0, 2, 3]);
     let mut out = vec![];
     for chunk in frames.split(VAE_CHUNK, 0) {

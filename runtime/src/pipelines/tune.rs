@@ -228,6 +228,12 @@ struct Prepared {
 fn prepare(model: &VideoModel, clip: &TuneClip, opts: &TuneOptions) -> Result<Prepared> {
     let base = &model.base;
     let frames = opts.window.map_or(clip.video.len() as i64, |w| w.min(clip.video.len() as i64));
+    if let Some(w) = opts.window.filter(|&w| w > clip.video.len() as i64) {
+        crate::progress::warn(format!(
+            "tune: the window of {w} frames is longer than the clip ({} frames); it trains on the whole clip",
+            clip.video.len()
+        ));
+    }
     let (w, h) = (clip.video.width(), clip.video.height());
     super::ensure_frames_fit(base, frames, w, h, "tuning on", true)?;
     let dist = encode_video(base, &clip.video)?;

@@ -44,8 +44,12 @@ pub fn read_safetensors(path: &Path) -> Result<TensorMap> {
     if !path.exists() {
         return Err(Error::NotFound(path.to_path_buf()));
     }
+    crate::fsutil::check_readable(path, u64::MAX, "safetensors")?;
     let named = Tensor::read_safetensors(path)
         .map_err(|e| Error::bad_file(path, format!("not a readable safetensors file ({e})")))?;
+    for (name, t) in &named {
+        crate::error::ensure_finite(&format!("{}: tensor {name:?}", path.display()), t)?;
+    }
     Ok(named.into_iter().collect())
 }
 
@@ -113,7 +117,7 @@ pub fn component_files(dir: &Path, stem: &str, variant: Option<&str>) -> Result<
 
 /// The shard files an `*.safetensors.index.json` names.
 fn shard_files(index: &Path) -> Result<Vec<PathBuf>> {
-    let text = std::fs::read_to_string(index).map_err(|e| Error::io(index, e))?;
+    let text = crate::fsutil::read_text(index, "shard index")?;
     let v: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| Error::bad_file(index, format!("invalid index: {e}")))?;
     let map = v
