@@ -380,7 +380,12 @@ print(`sam ${{s}}`);
     assert!(text.contains("Sam(") && text.contains("CPU execution provider"), "{text}");
     assert!(text.contains("sam Masks(6 frames, 96x80") && text.contains("Segment Anything"), "{text}");
     // The preview is the overlay on the clip: a contact sheet of the clip's size, in colour.
-    let previews: Vec<_> = std::fs::read_dir(dir.path().join("previews")).unwrap().map(|e| e.unwrap().path()).collect();
+    // (The folder's manifest, a dotfile, records the previews as vidtune's.)
+    let previews: Vec<_> = std::fs::read_dir(dir.path().join("previews"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+        .collect();
     assert_eq!(previews.len(), 1);
     let sheet = image::open(&previews[0]).unwrap().to_rgb8();
     assert!(sheet.pixels().any(|p| p.0[0] != p.0[1]), "the masks preview is the tinted clip, not a grey mask");
@@ -495,13 +500,13 @@ fn a_save_killed_half_way_leaves_the_old_folder_and_its_leftovers_go_next_time()
     assert!(out.status.success(), "{}", stderr(&out));
     std::fs::write(dir.path().join("long.rhai"), LONG_SAVE).unwrap();
     let mut child = vidtune(dir.path()).args(["run", "long.rhai"]).spawn().unwrap();
-    wait_for_entry(dir.path(), ".frames.tmp-", &mut child);
+    wait_for_entry(dir.path(), ".frames.vidtune-tmp-", &mut child);
     std::thread::sleep(std::time::Duration::from_millis(50));
     signal(&child, libc::SIGKILL);
     let _ = child.wait();
     // The folder is the old one, whole; the dead process's temporary folder is beside it.
     assert_eq!(entries(&dir.path().join("frames")), [".vidtune-manifest.json", "00000.png", "00001.png"]);
-    assert!(entries(dir.path()).iter().any(|n| n.starts_with(".frames.tmp-")), "{:?}", entries(dir.path()));
+    assert!(entries(dir.path()).iter().any(|n| n.starts_with(".frames.vidtune-tmp-")), "{:?}", entries(dir.path()));
     // The next save of that path removes the leftovers of the dead process.
     let out = run_script(
         dir.path(),
@@ -520,12 +525,141 @@ fn ctrl_c_in_run_keeps_finished_files_removes_temporaries_and_exits_130() {
     let script = format!("save_video(synthetic_clip(#{{frames: 2, size: 16}}).video, \"first.gif\");\n{LONG_SAVE}\n");
     std::fs::write(dir.path().join("s.rhai"), script).unwrap();
     let mut child = vidtune(dir.path()).args(["run", "s.rhai"]).stderr(std::process::Stdio::piped()).spawn().unwrap();
-    wait_for_entry(dir.path(), ".frames.tmp-", &mut child);
+    wait_for_entry(dir.path(), ".frames.vidtune-tmp-", &mut child);
     signal(&child, libc::SIGINT);
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
     assert!(stderr(&out).contains("cancelling at the next step"), "{}", stderr(&out));
-    assert_eq!(entries(dir.path()), ["first.gif", "s.rhai"], "finished files stay, temporaries go");
+    assert_eq!(
+        entries(dir.path()),
+        [".vidtune-manifest.json", "cache", "first.gif", "s.rhai"],
+        "finished files stay (recorded as vidtune's), temporaries go"
+    );
+}
+
+/// What a running `vidtune run` is doing when it is interrupted, and how to tell it has started.
+const INTERRUPTED: &[(&str, &str)] = &[
+    (
+        "tune",
+        "let m = inflate(load_sd(\"random:tiny\"));\nlet c = synthetic_clip(#{frames: 4, size: 32, seed: 1}).video;\n\
+         print(\"ready\");\ntune(m, c, \"a red circle\", #{steps: 100000, cache: false});",
+    ),
+    (
+        "invert",
+        "let m = inflate(load_sd(\"random:tiny\"));\nlet c = synthetic_clip(#{frames: 4, size: 32, seed: 1}).video;\n\
+         print(\"ready\");\ninvert(m, c, #{steps: 1000, cache: false});",
+    ),
+    ("frames", "print(\"ready\");\nsave_video(synthetic_clip(#{frames: 1500, size: 128, seed: 1}).video, \"frames\");"),
+    ("gif", "let v = synthetic_clip(#{frames: 600, size: 128, seed: 1}).video;\nprint(\"ready\");\nsave_video(v, \"clip.gif\");"),
+    ("mp4", "let v = synthetic_clip(#{frames: 900, size: 128, seed: 1}).video;\nprint(\"ready\");\nsave_video(v, \"clip.mp4\");"),
+];
+
+#[test]
+fn repeated_ctrl_c_during_tune_invert_and_saves_exits_130_without_a_crash_or_leftovers() {
+    use std::io::BufRead;
+    use std::os::unix::process::ExitStatusExt;
+    for round in 0..10 {
+        let (what, script) = INTERRUPTED[round % INTERRUPTED.len()];
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("s.rhai"), script).unwrap();
+        let mut child = vidtune(dir.path())
+            .args(["run", "s.rhai"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Wait for the script's "ready" (other lines may come first), then keep draining stdout.
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        while line.trim() != "ready" {
+            line.clear();
+            assert!(stdout.read_line(&mut line).unwrap() > 0, "{what}: the script ended before it was ready");
+        }
+        let drain = std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+        // Into the work, then two presses in quick succession (the second while the first is handled).
+        std::thread::sleep(std::time::Duration::from_millis(100 + 37 * round as u64));
+        signal(&child, libc::SIGINT);
+        std::thread::sleep(std::time::Duration::from_millis(5 * round as u64));
+        signal(&child, libc::SIGINT);
+        let out = child.wait_with_output().unwrap();
+        let _ = drain.join();
+        assert_eq!(out.status.signal(), None, "round {round} ({what}) died of a signal: {}", stderr(&out));
+        assert_eq!(out.status.code(), Some(130), "round {round} ({what}): {}", stderr(&out));
+        let left: Vec<String> = entries(dir.path()).into_iter().filter(|n| n.contains("vidtune-tmp")).collect();
+        assert!(left.is_empty(), "round {round} ({what}) left {left:?}");
+        let pending = dir.path().join("cache/vidtune/pending");
+        if pending.is_dir() {
+            assert_eq!(entries(&pending), Vec::<String>::new(), "round {round} ({what}): records left");
+        }
+    }
+}
+
+#[test]
+fn a_planted_manifest_and_lookalike_temporaries_never_cost_a_user_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("victim.txt"), "precious").unwrap();
+    std::fs::create_dir_all(d.join("out")).unwrap();
+    std::fs::write(d.join("out/notes.txt"), "mine").unwrap();
+    std::fs::write(d.join("out/.vidtune-manifest.json"), r#"{"files":["../victim.txt","notes.txt"]}"#).unwrap();
+    // Names a killed save of out.gif would have left, but the user's.
+    std::fs::create_dir_all(d.join(".out.gif.tmp-999999-backup")).unwrap();
+    std::fs::write(d.join(".out.gif.tmp-999999-backup/thesis.tex"), "years").unwrap();
+    std::fs::write(d.join(".out.gif.old-999999-notes"), "mine").unwrap();
+    std::fs::write(d.join(".out.gif.vidtune-tmp-999999-0.gif"), "mine too").unwrap();
+    let save = "save_video(synthetic_clip(#{frames: 2, size: 16}).video, \"out\", #{overwrite: true});\n\
+                save_video(synthetic_clip(#{frames: 2, size: 16}).video, \"out.gif\");";
+    let out = run_script(d, "s.rhai", save, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Without overwrite, the folder with a planted manifest is refused: its note is not vidtune's.
+    let out = run_script(d, "t.rhai", "save_video(synthetic_clip(#{frames: 2, size: 16}).video, \"out\");", &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("notes.txt") && stderr(&out).contains("did not write"), "{}", stderr(&out));
+    for (file, text) in [
+        ("victim.txt", "precious"),
+        ("out/notes.txt", "mine"),
+        (".out.gif.tmp-999999-backup/thesis.tex", "years"),
+        (".out.gif.old-999999-notes", "mine"),
+        (".out.gif.vidtune-tmp-999999-0.gif", "mine too"),
+    ] {
+        assert_eq!(std::fs::read_to_string(d.join(file)).unwrap(), text, "{file}");
+    }
+}
+
+#[test]
+fn saves_never_replace_a_users_file_or_a_script() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for (name, text) in [("mine.png", "notes"), ("holiday.gif", "GIF89a mine"), ("emb.safetensors", "mine")] {
+        std::fs::write(d.join(name), text).unwrap();
+    }
+    let tiny = "let sd = load_sd(\"random:tiny\");\nlet m = inflate(sd);\nlet c = synthetic_clip(#{frames: 2, size: 32}).video;\n";
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "case.rhai",
+            "tune(m, c, \"x\", #{steps: 2, checkpoint: \"case.rhai\", checkpoint_every: 1, cache: false});",
+            "never writes over a script",
+        ),
+        ("case.rhai", "save_tensors(#{a: encode_prompt(sd, \"x\")}, \"case.rhai\");", "never writes over a script"),
+        ("case.rhai", "c.grid(2).save(\"mine.png\");", "exists and vidtune did not write it"),
+        ("case.rhai", "save_video(c, \"holiday.gif\");", "exists and vidtune did not write it"),
+        ("case.rhai", "save_tensors(#{a: encode_prompt(sd, \"x\")}, \"emb.safetensors\");", "overwrite: true"),
+    ];
+    for (script, call, expected) in cases {
+        let code = format!("{tiny}{call}");
+        let out = run_script(d, script, &code, &[]);
+        assert_eq!(out.status.code(), Some(1), "{call}: {}", stderr(&out));
+        assert!(stderr(&out).contains(expected), "{call}: expected {expected:?} in {}", stderr(&out));
+        assert_eq!(std::fs::read_to_string(d.join(script)).unwrap(), code, "{call} changed the script");
+    }
+    assert_eq!(std::fs::read_to_string(d.join("mine.png")).unwrap(), "notes");
+    assert_eq!(std::fs::read_to_string(d.join("holiday.gif")).unwrap(), "GIF89a mine");
+    assert_eq!(std::fs::read_to_string(d.join("emb.safetensors")).unwrap(), "mine");
+    // With overwrite the user's file is replaced; from then on it is vidtune's, replaced freely.
+    let code = format!("{tiny}save_video(c, \"holiday.gif\", #{{overwrite: true}});\nsave_video(c, \"holiday.gif\");");
+    let out = run_script(d, "ok.rhai", &code, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(std::fs::read(d.join("holiday.gif")).unwrap().len() > 100);
 }
 
 #[test]
@@ -633,8 +767,11 @@ print(`frames ${stopped.len()}`);
     assert!(out.status.success(), "{}", stderr(&out));
     // Steps 2 and 4 of 4, each the decoded x̂₀ of the three frames as a numbered contact sheet (2 × 2 tiles).
     let previews = dir.path().join("previews");
-    let mut names: Vec<String> =
-        std::fs::read_dir(&previews).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let mut names: Vec<String> = std::fs::read_dir(&previews)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != ".vidtune-manifest.json")
+        .collect();
     names.sort();
     assert_eq!(names, ["001-sample-step-2-of-4.png", "002-sample-step-4-of-4.png"]);
     for n in &names {
@@ -788,4 +925,72 @@ fn bench_runs_the_job_on_the_tiny_shape_and_writes_its_figures() {
         .unwrap();
     assert!(!out.status.success());
     assert!(stderr(&out).contains("--official-dir"), "{}", stderr(&out));
+}
+
+#[test]
+fn piped_repl_input_with_bad_bytes_or_escapes_reports_them_and_goes_on() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = vidtune(dir.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let input: &[u8] = b"let keep = 5;\n\xff\xfe not text\n\x1b[31m colour\nprint(`keep ${keep}`);\nlet f = |x| {\n  x + 1\n};\nprint(f.call(keep));\n";
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("<stdin>:2: not UTF-8 text"), "{err}");
+    assert!(err.contains("<stdin>:3: a terminal escape sequence at column 1"), "{err}");
+    assert!(stdout(&out).contains("keep 5") && stdout(&out).contains("6"), "{}", stdout(&out));
+}
+
+#[test]
+fn damaged_toy_weights_in_the_cache_are_found_and_written_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let load = "let sd = load_sd(\"toy\");\nprint(`loaded ${sd}`);";
+    let out = run_script(d, "a.rhai", load, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let cache = d.join("cache/vidtune");
+    let toy = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("toy-"))
+        .expect("the toy folder in the cache");
+    let weights = toy.join("unet/diffusion_pytorch_model.safetensors");
+    let good = std::fs::read(&weights).unwrap();
+    // A flipped bit, then a truncated copy: each is found, reported and repaired.
+    let mut flipped = good.clone();
+    let mid = flipped.len() / 2;
+    flipped[mid] ^= 0x10;
+    for (damaged, expected) in
+        [(flipped, "differs from the built-in copy"), (good[..good.len() / 3].to_vec(), "bytes, expected")]
+    {
+        std::fs::write(&weights, &damaged).unwrap();
+        let out = run_script(d, "a.rhai", load, &[]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains(expected) && stderr(&out).contains("writing the built-in toy models again"),
+            "{}",
+            stderr(&out)
+        );
+        assert!(std::fs::read(&weights).unwrap() == good, "{expected}: not repaired");
+    }
+}
+
+#[test]
+fn scripts_and_modules_are_read_only_from_regular_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = vidtune(dir.path()).args(["run", "/dev/zero"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("/dev/zero: cannot read script: is not a regular file"), "{}", stderr(&out));
+    let fifo = std::ffi::CString::new(dir.path().join("m.rhai").to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo with a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    let out = run_script(dir.path(), "s.rhai", "import \"m\" as z;", &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("is not a regular file (a pipe, device or socket)"), "{}", stderr(&out));
 }

@@ -199,3 +199,30 @@ fn inputs_that_used_to_crash_keep_the_session() {
     p.send_line(":quit").unwrap();
     p.exp_eof().unwrap();
 }
+
+#[test]
+fn runaway_builtins_and_unreadable_files_end_in_errors_and_the_session_keeps_its_variables() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("clip.mp4");
+    let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo with a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o644) }, 0);
+    let mut p = start(dir.path());
+    line(&mut p, "let keep = 41;");
+    let cases: &[(&str, &str)] = &[
+        ("let a = []; a.pad(1 << 40, 0);", "script limit of 16777216 elements"),
+        ("let s = \"x\"; for i in 0..40 { s += s; }", "script limit of 67108864 characters"),
+        ("blob(1 << 40)", "VIDTUNE_MAX_ARRAY"),
+        ("let s = \"x\"; s.pad(100000000000, \"y\");", "VIDTUNE_MAX_STRING"),
+        ("fn f(x) { f(x) } f(1)", "too deep recursion"),
+        (":load /dev/zero", "not a regular file"),
+        ("load_video(\"clip.mp4\")", "not a regular file or folder"),
+    ];
+    for (input, expected) in cases {
+        let out = line(&mut p, input);
+        assert!(out.contains(expected), "{input}: expected {expected:?} in {out}");
+    }
+    assert!(line(&mut p, "keep + 1").contains("42"));
+    p.send_line(":quit").unwrap();
+    p.exp_eof().unwrap();
+}
