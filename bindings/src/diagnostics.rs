@@ -98,7 +98,13 @@ fn message(err: &EvalAltResult) -> String {
                 Some(usage) => {
                     format!("wrong arguments for {name}: called as {sig}; usage:\n  {usage}")
                 }
-                None => format!("function not found: {sig}"),
+                None => {
+                    let near = help::near_names(name);
+                    match near.as_slice() {
+                        [one] => format!("function not found: {sig} (did you mean {one:?}?)"),
+                        _ => format!("function not found: {sig}"),
+                    }
+                }
             }
         }
         EvalAltResult::ErrorVariableNotFound(name, _) => format!("variable not found: {name}"),

@@ -168,12 +168,34 @@ pub fn overview(commands: &[(&str, &str)]) -> String {
     out
 }
 
+/// The first sentence of a summary: up to the first ". " that ends a sentence, not an abbreviation
+/// ("Eq. 3", "e.g. a", "Fig. 4").
 fn first_sentence(s: &str) -> &str {
+    const ABBREVIATIONS: &[&str] = &["eq", "e.g", "i.e", "fig", "figs", "sec", "vs", "cf", "etc", "no", "approx"];
     let s = s.trim();
-    match s.find(". ") {
-        Some(i) => &s[..=i],
-        None => s,
+    let mut from = 0;
+    while let Some(i) = s[from..].find(". ").map(|i| i + from) {
+        let word = s[..i].rsplit(|c: char| c.is_whitespace() || c == '(').next().unwrap_or("");
+        if !ABBREVIATIONS.contains(&word.to_lowercase().as_str()) {
+            return &s[..=i];
+        }
+        from = i + 2;
     }
+    s
+}
+
+/// The documented names closest to `name` (a typo of a function, method or type, or the start of one),
+/// for "did you mean".
+pub fn near_names(name: &str) -> Vec<&'static str> {
+    let mut all: Vec<&'static str> = functions().iter().map(|f| f.call_name()).collect();
+    all.extend(types().iter().map(|t| t.name));
+    all.sort_unstable();
+    all.dedup();
+    let starting: Vec<&'static str> = all.iter().copied().filter(|n| name.len() >= 2 && n.starts_with(name)).collect();
+    if !starting.is_empty() {
+        return starting.into_iter().take(6).collect();
+    }
+    crate::opts::did_you_mean(name, &all).into_iter().collect()
 }
 
 /// Usage lines for a function name, used to explain a wrong-argument call.
@@ -181,4 +203,26 @@ pub fn usage(name: &str) -> Option<String> {
     let sigs: Vec<_> =
         functions().into_iter().filter(|f| f.call_name() == name).flat_map(|f| f.signatures.iter().copied()).collect();
     (!sigs.is_empty()).then(|| sigs.join("\n  "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{first_sentence, near_names};
+
+    #[test]
+    fn a_summary_is_cut_at_its_first_sentence_not_at_an_abbreviation() {
+        assert_eq!(
+            first_sentence("Fuses two models (Eq. 3 of the paper). Then more."),
+            "Fuses two models (Eq. 3 of the paper)."
+        );
+        assert_eq!(first_sentence("Keeps e.g. masks. Rest."), "Keeps e.g. masks.");
+        assert_eq!(first_sentence("One sentence only"), "One sentence only");
+    }
+
+    #[test]
+    fn typed_names_get_the_documented_names_near_them() {
+        assert!(near_names("samp").contains(&"sample"), "{:?}", near_names("samp"));
+        assert_eq!(near_names("frmae"), ["frame"]);
+        assert!(near_names("zzzzzz").is_empty());
+    }
 }

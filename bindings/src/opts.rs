@@ -65,6 +65,14 @@ pub const ALIASES: &[(&str, &str)] = &[
 /// Aliases that belong to one function only (the others apply wherever their vidtune name is an option).
 const ALIAS_ONLY: &[(&str, &str)] = &[("num_inv_steps", "invert"), ("max_train_steps", "tune")];
 
+/// Aliases that mean something else in a function: refused there with the name to use.
+const ALIAS_MISLEADS: &[(&str, &str, &str)] = &[(
+    "num_inference_steps",
+    "tune",
+    "is diffusers' number of sampling steps; tune's \"steps\" are training steps (Tune-A-Video's \
+     max_train_steps): give \"steps\" here, and num_inference_steps to sample or invert",
+)];
+
 /// The aliases `func` accepts, given its option names.
 pub fn aliases_for<'a>(func: &str, names: &[&str]) -> Vec<(&'a str, &'a str)> {
     ALIASES
@@ -114,6 +122,31 @@ impl<'a> Opts<'a> {
     /// Checks that every key of `map` is one of `allowed`, after renaming the diffusers / Tune-A-Video
     /// names of [`ALIASES`]; an unknown key gets a "did you mean" when one is close.
     pub fn new(func: &'a str, mut map: Map, allowed: &[&str]) -> RhaiResult<Self> {
+        for (alias, f, why) in ALIAS_MISLEADS {
+            if *f == func && map.contains_key(*alias) {
+                return Err(script_error(format!("{func}: option {alias:?} {why}")));
+            }
+        }
+        // diffusers' `height` / `width` for vidtune's `size: [w, h]`.
+        if allowed.contains(&"size") && !allowed.contains(&"width") {
+            match (map.remove("width"), map.remove("height")) {
+                (None, None) => {}
+                (Some(w), Some(h)) if !map.contains_key("size") => {
+                    map.insert("size".into(), Dynamic::from(vec![w, h]));
+                }
+                (w, _) => {
+                    let given = if map.contains_key("size") {
+                        "\"size\" and \"width\" / \"height\" are the same option; give one of them".to_string()
+                    } else {
+                        format!(
+                            "give both \"width\" and \"height\" (diffusers' names), or \"size\": [w, h]; got only {}",
+                            if w.is_some() { "width" } else { "height" }
+                        )
+                    };
+                    return Err(script_error(format!("{func}: {given}")));
+                }
+            }
+        }
         for (alias, name) in aliases_for(func, allowed) {
             if let Some(v) = map.remove(alias) {
                 if map.contains_key(name) {
@@ -128,8 +161,16 @@ impl<'a> Opts<'a> {
             if !allowed.contains(&key.as_str()) {
                 let mut names: Vec<_> = allowed.to_vec();
                 names.sort_unstable();
-                let hint = match did_you_mean(key, allowed) {
-                    Some(n) => format!(" (did you mean {n:?}?)"),
+                // The names users know count too: "guidence_scale" is near diffusers' "guidance_scale".
+                let aliases = aliases_for(func, allowed);
+                let mut known: Vec<&str> = allowed.to_vec();
+                known.extend(aliases.iter().map(|(a, _)| *a));
+                let hint = match did_you_mean(key, &known) {
+                    Some(n) if allowed.contains(&n) => format!(" (did you mean {n:?}?)"),
+                    Some(alias) => {
+                        let name = aliases.iter().find(|(a, _)| *a == alias).map_or(alias, |(_, n)| *n);
+                        format!(" (did you mean {alias:?}, vidtune's {name:?}?)")
+                    }
                     None => String::new(),
                 };
                 return Err(script_error(format!(

@@ -275,6 +275,10 @@ fn preset(name: &str) -> RhaiResult<VideoSpec> {
         "tune-a-video" | "tav" => Ok(VideoSpec::default()),
         "mask-guided" => Ok(VideoSpec::mask_guided()),
         "dynamic-mask" => Ok(VideoSpec::dynamic_mask()),
+        "ei2" | "ei²" => Err(script_error(
+            "inflate: EI² is not a preset: its modules are chosen by name, #{spatial: \"ffam:2\", temporal: \"stam\"}, \
+             and tuned with tune(…, #{train: \"ei2\"}); scripts/ei2.rhai runs the whole recipe",
+        )),
         other => Err(script_error(format!(
             "inflate: unknown preset {other:?}; expected \"tune-a-video\", \"mask-guided\" or \"dynamic-mask\""
         ))),
@@ -938,7 +942,7 @@ let tuned = load_tuned(sd, "out/car-turn.vidtune.safetensors");"#,
     FnDoc {
         name: "cache_info",
         signatures: &["cache_info() -> map"],
-        summary: "The memo of tune and invert: hits, misses, entries in memory and on disk, its folder.",
+        summary: "The memo of tune, invert and sample: hits, misses, entries in memory and on disk, its folder.",
         details:
             "VIDTUNE_CACHE sets the folder (default ~/.cache/vidtune), VIDTUNE_CACHE_MAX_GB its size (default 20).",
         options: NO_OPTIONS,

@@ -32,7 +32,13 @@ pub fn run(line: &str, session: &mut Session, state: &mut ReplState) -> Outcome 
                 match help::lookup_in(arg, session.host()) {
                     Some(text) => print!("{text}"),
                     None => {
-                        eprintln!("no function, method or type named {arg:?}; :help lists them")
+                        let near = help::near_names(arg);
+                        let hint = if near.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" (did you mean {}?)", near.join(", "))
+                        };
+                        eprintln!("no function, method or type named {arg:?}{hint}; :help lists them")
                     }
                 }
             }
