@@ -30,8 +30,21 @@ print(`steps=${steps} type=${type_of(steps)} prompt=${prompt} scale=${scale}`);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out).trim(), "steps=10 type=i64 prompt=a red car scale=3.0");
 
+    // A name the script never reads is refused before it runs, with the nearest one it reads.
     let out = run_script(dir.path(), "p.rhai", script, &["--set", "stpes=10"]);
-    assert!(out.status.success());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains(
+            "--set stpes: p.rhai never reads param(\"stpes\", …) (did you mean \"steps\"?); it reads prompt, scale, steps"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stdout(&out).is_empty(), "the script ran: {}", stdout(&out));
+    // A script that computes a name may read it: checked after the run, as a warning.
+    let open = "let n = \"st\" + \"eps\";\nprint(param(n, 1));";
+    let out = run_script(dir.path(), "q.rhai", open, &["--set", "stpes=10"]);
+    assert!(out.status.success(), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("--set stpes was given but the script never reads param(\"stpes\""),
         "{}",
@@ -131,6 +144,12 @@ fn previews_go_to_files_without_a_terminal() {
     assert!(text.contains("preview: ") && text.contains("001-video.png") && text.contains("002-masks.png"), "{text}");
     let png = image::open(dir.path().join("previews/001-video.png")).unwrap();
     assert!(png.width() > 64 && png.height() > 32);
+    // A second run's previews go beside the first run's, never over them.
+    let first = std::fs::read(dir.path().join("previews/001-video.png")).unwrap();
+    let out = vidtune(dir.path()).args(["run", "p.rhai"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("003-video.png") && stdout(&out).contains("004-masks.png"), "{}", stdout(&out));
+    assert!(std::fs::read(dir.path().join("previews/001-video.png")).unwrap() == first);
 }
 
 #[test]
@@ -939,13 +958,14 @@ fn piped_repl_input_with_bad_bytes_or_escapes_reports_them_and_goes_on() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let input: &[u8] = b"let keep = 5;\n\xff\xfe not text\n\x1b[31m colour\nprint(`keep ${keep}`);\nlet f = |x| {\n  x + 1\n};\nprint(f.call(keep));\n";
+    let input: &[u8] = b"let keep = 5;\n\xff\xfe not text\n\x1b[31m colour\nprint(`keep ${keep}`);\nlet f = |x| {\n  x + 1\n};\nprint(f.call(keep));\n:help samp\n";
     child.stdin.take().unwrap().write_all(input).unwrap();
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(err.contains("<stdin>:2: not UTF-8 text"), "{err}");
     assert!(err.contains("<stdin>:3: a terminal escape sequence at column 1"), "{err}");
+    assert!(err.contains("no function, method or type named \"samp\" (did you mean sample"), "{err}");
     assert!(stdout(&out).contains("keep 5") && stdout(&out).contains("6"), "{}", stdout(&out));
 }
 

@@ -138,8 +138,62 @@ fn parse_sets(items: &[String]) -> Result<Vec<(String, Dynamic)>, String> {
 /// `vidtune run`: Ctrl-C cancels the running primitive (the loops stop at their next step, files already
 /// written stay, temporaries are removed) and the run ends with 130; SIGTERM likewise with 143
 /// ([`crate::signals`]).
+/// The names a script reads with `param("name", …)`, and whether it may read others: a `param` call with
+/// a computed name, or an `import` (whose module may call `param`).
+pub fn declared_params(code: &str) -> (std::collections::BTreeSet<String>, bool) {
+    let mut names = std::collections::BTreeSet::new();
+    let mut open_ended = code.contains("import ");
+    let mut rest = code;
+    while let Some(i) = rest.find("param(") {
+        let before = rest[..i].chars().next_back();
+        rest = &rest[i + "param(".len()..];
+        if before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
+            continue; // another name ending in "param"
+        }
+        let arg = rest.trim_start();
+        match arg.strip_prefix('"').and_then(|a| a.find('"').map(|end| &a[..end])) {
+            Some(name) if !name.contains('\\') => {
+                names.insert(name.to_string());
+            }
+            _ => open_ended = true,
+        }
+    }
+    (names, open_ended)
+}
+
+/// Refuses `--set` names that `code` never reads, before it runs, with the nearest name it does read.
+/// A script that may read names it does not spell out is checked after the run instead (a warning).
+fn check_sets(code: &str, script: &str, sets: &[(String, Dynamic)]) -> Result<(), String> {
+    let (names, open_ended) = declared_params(code);
+    if open_ended {
+        return Ok(());
+    }
+    let known: Vec<&str> = names.iter().map(String::as_str).collect();
+    for (name, _) in sets {
+        if names.contains(name) {
+            continue;
+        }
+        let hint = match crate::opts::did_you_mean(name, &known) {
+            Some(n) => format!(" (did you mean {n:?}?)"),
+            None => String::new(),
+        };
+        let list =
+            if known.is_empty() { "it reads none".to_string() } else { format!("it reads {}", known.join(", ")) };
+        return Err(format!("--set {name}: {script} never reads param({name:?}, …){hint}; {list}"));
+    }
+    Ok(())
+}
+
 fn run_script(file: &std::path::Path, params: &[(String, Dynamic)]) -> ExitCode {
     crate::signals::install(crate::signals::Mode::Run);
+    if !params.is_empty() {
+        if let Ok(code) = vidtune_runtime::fsutil::read_text(file, "script") {
+            if let Err(e) = check_sets(&code, &file.display().to_string(), params) {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
     let mut session = crate::Session::new();
     for (k, v) in params {
         session.set_param(k, v.clone());
@@ -248,6 +302,10 @@ fn rerun(from: &std::path::Path, overrides: &[(String, Dynamic)]) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Err(e) = check_sets(&code, &name, overrides) {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     for (k, v) in overrides {
         params.retain(|(name, _)| name != k);
         params.push((k.clone(), v.clone()));

@@ -81,18 +81,31 @@ impl Previewer {
     }
 
     /// The next preview file's path: `previews/NNN-label.EXT`.
-    /// The next numbered preview file; a number whose file exists and is not vidtune's (a user's file in
-    /// the previews folder) is skipped, never written over.
+    /// The next numbered preview file. Numbers already taken (an earlier run's previews, or a user's file)
+    /// are skipped, so the previews of several runs coexist and nothing is written over.
     fn next_path(&mut self, label: &str, ext: &str) -> PathBuf {
         let safe: String = label
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
             .take(60)
             .collect();
+        if self.count == 0 {
+            // Continue after the highest number already in the folder (an earlier run's previews).
+            self.count = std::fs::read_dir(&self.dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    name.split_once('-').and_then(|(n, _)| n.parse::<usize>().ok())
+                })
+                .max()
+                .unwrap_or(0);
+        }
         loop {
             self.count += 1;
             let path = self.dir.join(format!("{:03}-{safe}.{ext}", self.count));
-            if !path.exists() || vidtune_runtime::fsutil::check_output(&path).is_ok() || self.count % 1000 == 0 {
+            if std::fs::symlink_metadata(&path).is_err() {
                 return path;
             }
         }

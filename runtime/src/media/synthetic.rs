@@ -196,7 +196,9 @@ pub fn synthetic_clip(spec: &SyntheticSpec) -> Result<SyntheticClip> {
     let phase = rng.uniform();
     let mut frames = Vec::new();
     let mut masks = Vec::new();
-    let mut progress = crate::progress::Progress::new("synthetic clip", n as u64).unit("frames");
+    // Quick even for long clips: no bar, but cancellable all the same.
+    let mut progress =
+        crate::progress::quietly(|| crate::progress::Progress::new("synthetic clip", n as u64).unit("frames"));
     for f in 0..n {
         let t = if n > 1 { f as f64 / (n - 1) as f64 } else { 0.0 };
         let (cx, cy, r) = trajectory(motion, t, phase, w as f64, h as f64);
