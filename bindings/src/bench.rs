@@ -8,12 +8,12 @@
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Instant;
-use vidtune_runtime::media::synthetic::{synthetic_clip, SyntheticSpec};
 use vidtune_runtime::pipelines::invert::{invert, InvertOptions};
 use vidtune_runtime::pipelines::sample::{sample, SampleOptions};
 use vidtune_runtime::pipelines::tune::{tune_clips, TuneClip, TuneOptions};
-use vidtune_runtime::sd::{load_sd, SdLoadOptions};
+use vidtune_runtime::synthetic::{synthetic_clip, SyntheticSpec};
 use vidtune_runtime::video::{inflate, VideoSpec};
+use vidtune_runtime::{load_sd, SdLoadOptions};
 
 /// What `vidtune bench` runs.
 #[derive(Debug, Clone, clap::Args)]

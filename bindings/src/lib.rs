@@ -31,8 +31,8 @@ pub use vidtune_runtime as runtime;
 pub mod prelude {
     pub use crate::notebook::{EvcxrDisplay, Output, Show};
     pub use crate::{ScriptError, Session};
-    pub use vidtune_runtime::media::synthetic::{synthetic_clip, SyntheticSpec};
     pub use vidtune_runtime::score::{score, Comparison, Score};
     pub use vidtune_runtime::segment::{segment, Builtin, Click, SegmentOptions};
+    pub use vidtune_runtime::synthetic::{synthetic_clip, SyntheticSpec};
     pub use vidtune_runtime::{load_sd, load_video, save_video, Fit, Image, LoadOptions, Masks, Video};
 }

@@ -368,12 +368,8 @@ mod tests {
     }
 
     fn synthetic_clip_for_test(frames: usize, size: i64) -> Video {
-        let spec = vidtune_runtime::media::synthetic::SyntheticSpec {
-            frames,
-            width: size,
-            height: size,
-            ..Default::default()
-        };
-        vidtune_runtime::media::synthetic::synthetic_clip(&spec).unwrap().video
+        let spec =
+            vidtune_runtime::synthetic::SyntheticSpec { frames, width: size, height: size, ..Default::default() };
+        vidtune_runtime::synthetic::synthetic_clip(&spec).unwrap().video
     }
 }

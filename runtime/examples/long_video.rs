@@ -11,11 +11,11 @@
 use std::rc::Rc;
 use std::time::Instant;
 use vidtune_kernels::codenoise::{plan, Weighting};
-use vidtune_runtime::media::synthetic::{Motion, Shape};
 use vidtune_runtime::pipelines::codenoise::{Anchor, PromptSchedule, WindowOptions};
 use vidtune_runtime::pipelines::invert::{invert, InvertOptions};
 use vidtune_runtime::pipelines::sample::{co_denoise, SampleOptions};
 use vidtune_runtime::pipelines::tune::{tune_clips, TuneClip, TuneOptions};
+use vidtune_runtime::synthetic::{Motion, Shape};
 use vidtune_runtime::toy::probe::{check_frames_of, frame_changes, seam_ratio};
 use vidtune_runtime::toy::world::held_out_clip_of;
 use vidtune_runtime::video::{inflate, VideoSpec};

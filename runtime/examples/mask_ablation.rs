@@ -5,13 +5,13 @@
 //!   cargo run --release -p vidtune-runtime --example mask_ablation -- [clips] [rows…]
 
 use std::rc::Rc;
-use vidtune_runtime::media::synthetic::{Motion, Shape, SyntheticClip};
 use vidtune_runtime::models::clip::ClipModel;
 use vidtune_runtime::pipelines::invert::{invert, InvertOptions};
 use vidtune_runtime::pipelines::sample::{sample, FirstFrame, SampleOptions};
 use vidtune_runtime::pipelines::tune::{tune_clips, TuneClip, TuneOptions};
 use vidtune_runtime::score::{score, ScoreOptions};
 use vidtune_runtime::segment::{segment, Builtin, Click, SegmentOptions};
+use vidtune_runtime::synthetic::{Motion, Shape, SyntheticClip};
 use vidtune_runtime::toy::probe::{centroids, check_frames};
 use vidtune_runtime::toy::world::held_out_clip;
 use vidtune_runtime::video::{inflate, VideoSpec};

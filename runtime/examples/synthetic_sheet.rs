@@ -2,7 +2,7 @@
 //!
 //! `cargo run -p vidtune-runtime --example synthetic_sheet -- OUT_DIR`
 
-use vidtune_runtime::media::synthetic::{synthetic_clip, Motion, Shape, SyntheticSpec, Texture};
+use vidtune_runtime::synthetic::{synthetic_clip, Motion, Shape, SyntheticSpec, Texture};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = std::path::PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "synthetic".into()));

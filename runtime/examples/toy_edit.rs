@@ -4,9 +4,9 @@
 //!   cargo run --release -p vidtune-runtime --example toy_edit -- [MODEL_DIR] [steps lr guidance inv_steps sample_steps]
 
 use std::rc::Rc;
-use vidtune_runtime::media::synthetic::{Motion, Shape};
 use vidtune_runtime::models::clip::ClipModel;
 use vidtune_runtime::score::{score, ScoreOptions};
+use vidtune_runtime::synthetic::{Motion, Shape};
 use vidtune_runtime::toy::probe::{check_edit, edit_clip, EditSettings};
 use vidtune_runtime::toy::world::held_out_clip;
 use vidtune_runtime::video::VideoSpec;
@@ -51,7 +51,7 @@ fn main() -> vidtune_runtime::Result<()> {
                  align edit {:.2} src {:.2} | consistency {:.2} (source {:.2}) | {secs:.1} s",
                 clip.caption,
                 c.color,
-                c.distances[vidtune_runtime::media::synthetic::COLORS.iter().position(|(n, _)| *n == to).unwrap()],
+                c.distances[vidtune_runtime::synthetic::COLORS.iter().position(|(n, _)| *n == to).unwrap()],
                 c.mean_rgb,
                 c.trajectory_corr,
                 c.background_psnr,

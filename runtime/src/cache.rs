@@ -8,7 +8,6 @@
 
 use crate::error::{Error, Result};
 use crate::fsutil::write_bytes_atomic;
-use crate::media::Video;
 use sha2::{Digest, Sha256};
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -48,10 +47,6 @@ impl KeyBuilder {
             self.0.update(&bytes);
         }
         self
-    }
-
-    pub fn video(self, v: &Video) -> Self {
-        self.text(&format!("fps {}", v.fps())).tensor(v.frames())
     }
 
     pub fn finish(self) -> String {

@@ -15,6 +15,7 @@ pub mod env;
 pub mod error;
 pub mod flops;
 pub mod fsutil;
+pub mod load;
 pub mod masks;
 pub mod media;
 pub mod memory;
@@ -25,14 +26,16 @@ pub mod rng;
 pub mod score;
 pub mod sd;
 pub mod segment;
+pub mod synthetic;
 pub mod toy;
 pub mod video;
 pub mod weights;
 
 pub use error::{Error, Result};
+pub use load::load_sd;
 pub use masks::Masks;
 pub use media::{load_video, save_video, Image, LoadOptions, Video};
-pub use sd::{load_sd, SdLoadOptions, StableDiffusion};
+pub use sd::{SdLoadOptions, StableDiffusion};
 pub use vidtune_kernels::image::Fit;
 
 /// The vidtune version, recorded in saved files.

@@ -466,7 +466,7 @@ mod export_tests {
 #[cfg(test)]
 mod frame_check_tests {
     use super::*;
-    use crate::media::synthetic::{synthetic_clip, SyntheticSpec};
+    use crate::synthetic::{synthetic_clip, SyntheticSpec};
 
     #[test]
     fn a_frame_whose_subject_did_not_change_like_the_others_is_named() {

@@ -1,17 +1,20 @@
-//! A Stable Diffusion 1.x model: UNet, VAE, CLIP text encoder, tokenizer and scheduler config, loaded from
-//! a diffusers folder, a Hugging Face cache repo id, a single-file checkpoint, or built tiny and random
-//! (`random:tiny`) for trying things without weights.
+//! A Stable Diffusion 1.x model: UNet, VAE, CLIP text encoder, tokenizer and scheduler config, built from
+//! the files `crate::weights` read (a diffusers folder, a Hugging Face cache repo id, a single-file
+//! checkpoint) or tiny and random (`random:tiny`) for trying things without weights; its prompt cache.
+//! Loading by name is `crate::load`'s.
 
-use crate::config::{read_config, AutoencoderKLConfig, ClipTextConfig, SchedulerConfig, UNet2DConditionConfig};
+use crate::config::SchedulerConfig;
 use crate::device::{default_dtype, device_name, dtype_name, parse_device, parse_dtype};
 use crate::error::{Error, Result};
+use crate::models::attention::Stages;
 use crate::models::nn::{Builder, InitMode};
 use crate::models::{AutoencoderKL, ClipTextTransformer, ClipTokenizer, UNet2DConditionModel};
-use crate::weights::identity::Identity;
-use crate::weights::{self, apply_weights, hub, single_file, LoadReport, TensorMap};
+use crate::weights::random::{medium_configs, sd14_configs, tiny_configs};
+use crate::weights::sd_files::{SdConfigs, SdFiles};
+use crate::weights::{apply_weights, LoadReport, TensorMap};
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
@@ -85,22 +88,14 @@ impl std::fmt::Debug for StableDiffusion {
     }
 }
 
-struct Configs {
-    unet: UNet2DConditionConfig,
-    vae: AutoencoderKLConfig,
-    text: ClipTextConfig,
-}
-
 fn build<M>(device: Device, mode: InitMode, f: impl FnOnce(&Builder) -> Result<M>) -> Result<(M, VarStore)> {
     let vars = VarStore::new(device);
     let model = f(&Builder::new(vars.root(), mode))?;
     Ok((model, vars))
 }
 
-/// Loads `spec`: `toy` (the toy world's trained models, built in), `random:tiny`, a diffusers folder, a `.safetensors` single-file checkpoint, or a repo id
-/// in the Hugging Face cache.
-pub fn load_sd(spec: &str, opts: &SdLoadOptions) -> Result<StableDiffusion> {
-    crate::memory::tune_allocator();
+/// The device and dtypes of `opts`, parsed.
+pub fn placement(opts: &SdLoadOptions) -> Result<(Device, Kind, Kind)> {
     let device = parse_device(&opts.device)?;
     let dtype = match &opts.dtype {
         Some(d) => parse_dtype(d)?,
@@ -110,195 +105,44 @@ pub fn load_sd(spec: &str, opts: &SdLoadOptions) -> Result<StableDiffusion> {
         Some(d) => parse_dtype(d)?,
         None => dtype,
     };
-    if let Some(kind) = spec.strip_prefix("random:") {
-        return random(kind, opts.seed, device, dtype, vae_dtype);
-    }
-    if let Some(dir) = weights::builtin::resolve(spec)? {
-        return from_folder(&dir, spec, opts, device, dtype, vae_dtype);
-    }
-    let path = Path::new(spec);
-    if path.is_dir() {
-        return from_folder(path, spec, opts, device, dtype, vae_dtype);
-    }
-    if path.is_file() {
-        return from_single_file(path, spec, opts, device, dtype, vae_dtype);
-    }
-    if path.exists() {
-        crate::fsutil::check_readable(path, u64::MAX, "model")?;
-    }
-    if hub::is_repo_id(spec) {
-        let dir = hub::snapshot_dir(spec, &opts.revision)?;
-        return from_folder(&dir, spec, opts, device, dtype, vae_dtype);
-    }
-    Err(Error::NotFound(path.to_path_buf()))
+    Ok((device, dtype, vae_dtype))
 }
 
-fn read_component_config<T: serde::de::DeserializeOwned + crate::config::ExtraFields>(
-    dir: &Path,
-    component: &str,
-    file: &str,
-) -> Result<T> {
-    let path = dir.join(component).join(file);
-    if !path.exists() {
-        return Err(Error::bad_file(
-            dir,
-            format!("is not a diffusers Stable Diffusion folder: {component}/{file} is missing (expected unet/, vae/, text_encoder/, tokenizer/, scheduler/)"),
-        ));
+impl StableDiffusion {
+    /// Builds the model from its files (`source`: where they came from, as the user gave it), on the device
+    /// and in the dtypes of `opts`. `temporal` builds the stages of a 3-D (Tune-A-Video) UNet's temporal
+    /// layers; it is called only when the UNet's config is 3-D.
+    pub fn from_files(
+        files: SdFiles,
+        source: &str,
+        opts: &SdLoadOptions,
+        temporal: impl FnOnce() -> Result<Option<Stages>>,
+    ) -> Result<StableDiffusion> {
+        let (device, dtype, vae_dtype) = placement(opts)?;
+        let SdFiles { configs, tensors, tokenizer, scheduler, identity } = files;
+        let stages = if configs.unet.is_3d() { temporal()? } else { None };
+        assemble(configs, tensors, tokenizer, scheduler, source, identity, (device, dtype, vae_dtype), stages)
     }
-    read_config(&path)
-}
 
-fn from_folder(
-    dir: &Path,
-    source: &str,
-    opts: &SdLoadOptions,
-    device: Device,
-    dtype: Kind,
-    vae_dtype: Kind,
-) -> Result<StableDiffusion> {
-    let configs = Configs {
-        unet: read_component_config(dir, "unet", "config.json")?,
-        vae: read_component_config(dir, "vae", "config.json")?,
-        text: read_component_config(dir, "text_encoder", "config.json")?,
-    };
-    let scheduler_path = dir.join("scheduler").join("scheduler_config.json");
-    let scheduler = if scheduler_path.exists() { read_config(&scheduler_path)? } else { SchedulerConfig::sd_default() };
-    let variant = opts.variant.as_deref();
-    let files = [
-        weights::component_files(&dir.join("unet"), "diffusion_pytorch_model", variant)?,
-        weights::component_files(&dir.join("vae"), "diffusion_pytorch_model", variant)?,
-        weights::component_files(&dir.join("text_encoder"), "model", variant)?,
-    ];
-    let mut id = Identity::new("sd-folder");
-    for component in ["unet", "vae", "text_encoder"] {
-        id = id.file(&dir.join(component).join("config.json"))?;
+    /// A model of `random:KIND` (`tiny`, `medium`, `sd14`) with random weights drawn from `opts.seed`.
+    pub fn random(kind: &str, opts: &SdLoadOptions) -> Result<StableDiffusion> {
+        let (device, dtype, vae_dtype) = placement(opts)?;
+        random(kind, opts.seed, device, dtype, vae_dtype)
     }
-    id = id.optional_file("scheduler", &scheduler_path)?.folder(&dir.join("tokenizer"))?;
-    for f in files.concat() {
-        id = id.file(&f)?;
-    }
-    let identity = id.finish();
-    let tokenizer = ClipTokenizer::from_dir(&dir.join("tokenizer"))?;
-    let tensors = [weights::read_all(&files[0])?, weights::read_all(&files[1])?, weights::read_all(&files[2])?];
-    assemble(configs, tensors, tokenizer, scheduler, source, identity, device, dtype, vae_dtype)
-}
-
-fn from_single_file(
-    path: &Path,
-    source: &str,
-    opts: &SdLoadOptions,
-    device: Device,
-    dtype: Kind,
-    vae_dtype: Kind,
-) -> Result<StableDiffusion> {
-    let tensors = weights::read_safetensors(path)?;
-    if !single_file::is_single_file(&tensors) {
-        return Err(Error::bad_file(
-            path,
-            "is not a single-file Stable Diffusion checkpoint (no model.diffusion_model.* tensors); give a diffusers folder for separate component files",
-        ));
-    }
-    let mut id = Identity::new("sd-single-file").file(path)?;
-    let (mut configs, scheduler, folder_tokenizer) = match &opts.config {
-        Some(dir) => {
-            let dir =
-                if dir.is_dir() { dir.clone() } else { hub::snapshot_dir(&dir.to_string_lossy(), &opts.revision)? };
-            let scheduler_path = dir.join("scheduler").join("scheduler_config.json");
-            for component in ["unet", "vae", "text_encoder"] {
-                id = id.optional_file(component, &dir.join(component).join("config.json"))?;
-            }
-            id = id.optional_file("scheduler", &scheduler_path)?;
-            let configs = Configs {
-                unet: read_component_config(&dir, "unet", "config.json")?,
-                vae: read_component_config(&dir, "vae", "config.json")?,
-                text: read_component_config(&dir, "text_encoder", "config.json")?,
-            };
-            let scheduler =
-                if scheduler_path.exists() { read_config(&scheduler_path)? } else { SchedulerConfig::sd_default() };
-            let tok = dir.join("tokenizer");
-            (configs, scheduler, tok.is_dir().then_some(tok))
-        }
-        None => (
-            Configs {
-                unet: serde_json::from_str(include_str!("../configs/sd-v1-4/unet/config.json"))
-                    .expect("bundled config"),
-                vae: serde_json::from_str(include_str!("../configs/sd-v1-4/vae/config.json")).expect("bundled config"),
-                text: serde_json::from_str(include_str!("../configs/sd-v1-4/text_encoder/config.json"))
-                    .expect("bundled config"),
-            },
-            SchedulerConfig::sd_default(),
-            None,
-        ),
-    };
-    // Variants of SD1.x (inpainting) change the input width; read it from the file.
-    if let Some(w) = tensors.get("model.diffusion_model.input_blocks.0.0.weight") {
-        configs.unet.in_channels = w.size()[1];
-    }
-    let tokenizer_dir = match opts.tokenizer.clone().or(folder_tokenizer) {
-        Some(d) => d,
-        None => find_clip_tokenizer().ok_or_else(|| {
-            Error::Invalid(format!(
-                "{}: single-file checkpoints carry no tokenizer; pass #{{tokenizer: \"path/to/tokenizer\"}} (a folder with \
-                 vocab.json and merges.txt, or tokenizer.json), or put openai/clip-vit-large-patch14 in the Hugging Face cache",
-                path.display()
-            ))
-        })?,
-    };
-    let tokenizer = ClipTokenizer::from_dir(&tokenizer_dir)?;
-    let id =
-        id.text("configs", if opts.config.is_some() { "folder" } else { "bundled sd-v1-4" }).folder(&tokenizer_dir)?;
-    let converted = single_file::convert(tensors, configs.unet.layers(0), configs.vae.block_out_channels.len() as i64)?;
-    if !converted.unused.is_empty() {
-        log::info!(
-            "{}: {} tensors outside the UNet, VAE and text encoder ignored",
-            path.display(),
-            converted.unused.len()
-        );
-    }
-    let identity = id.text("in_channels", &configs.unet.in_channels.to_string()).finish();
-    assemble(
-        configs,
-        [converted.unet, converted.vae, converted.text_encoder],
-        tokenizer,
-        scheduler,
-        source,
-        identity,
-        device,
-        dtype,
-        vae_dtype,
-    )
-}
-
-/// A tokenizer folder of CLIP ViT-L/14 in the Hugging Face cache, if one is there.
-fn find_clip_tokenizer() -> Option<PathBuf> {
-    for repo in ["openai/clip-vit-large-patch14", "CompVis/stable-diffusion-v1-4", "runwayml/stable-diffusion-v1-5"] {
-        if let Ok(snap) = hub::snapshot_dir(repo, "main") {
-            for sub in ["tokenizer", ""] {
-                let d = snap.join(sub);
-                if d.join("vocab.json").exists() || d.join("tokenizer.json").exists() {
-                    return Some(d);
-                }
-            }
-        }
-    }
-    None
 }
 
 #[allow(clippy::too_many_arguments)]
 fn assemble(
-    configs: Configs,
+    configs: SdConfigs,
     tensors: [TensorMap; 3],
     tokenizer: ClipTokenizer,
     scheduler: SchedulerConfig,
     source: &str,
     identity: String,
-    device: Device,
-    dtype: Kind,
-    vae_dtype: Kind,
+    (device, dtype, vae_dtype): (Device, Kind, Kind),
+    stages: Option<Stages>,
 ) -> Result<StableDiffusion> {
     let [unet_t, vae_t, text_t] = tensors;
-    // Tune-A-Video's 3-D folders carry temporal layers.
-    let stages = crate::video::stages_named(configs.unet.is_3d().then_some("temporal"))?;
     let (unet, mut unet_vars) =
         build(device, InitMode::Empty, |b| UNet2DConditionModel::new(b, &configs.unet, stages))?;
     let unet_report = apply_weights(&mut unet_vars, unet_t, "unet", dtype, &|_| false, source)?;
@@ -333,103 +177,6 @@ fn assemble(
         random: false,
         prompt_cache: RefCell::new(HashMap::new()),
     })
-}
-
-/// Configs of the tiny random model: SD1.x's architecture, narrow (UNet 32/64 channels, VAE with four levels
-/// so latents are 1/8 of the image as in SD, a 2-layer text encoder over a byte-level vocabulary).
-pub fn tiny_configs(vocab_size: i64) -> (UNet2DConditionConfig, AutoencoderKLConfig, ClipTextConfig) {
-    let unet = serde_json::from_value(serde_json::json!({
-        "block_out_channels": [32, 64],
-        "layers_per_block": 1,
-        "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
-        "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"],
-        "attention_head_dim": 4,
-        "cross_attention_dim": 32,
-        "norm_num_groups": 8,
-        "sample_size": 8
-    }))
-    .expect("tiny unet config");
-    let vae = serde_json::from_value(serde_json::json!({
-        "block_out_channels": [16, 16, 32, 32],
-        "down_block_types": ["DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D"],
-        "up_block_types": ["UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D"],
-        "layers_per_block": 1,
-        "latent_channels": 4,
-        "norm_num_groups": 8,
-        "sample_size": 64
-    }))
-    .expect("tiny vae config");
-    let text = serde_json::from_value(serde_json::json!({
-        "vocab_size": vocab_size,
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 2,
-        "max_position_embeddings": 77,
-        "bos_token_id": vocab_size - 2,
-        "eos_token_id": vocab_size - 1,
-        "pad_token_id": vocab_size - 1
-    }))
-    .expect("tiny text config");
-    (unet, vae, text)
-}
-
-/// Configs of a medium SD1.x shape (UNet 64-128-256-256, 2 layers a block, 8 heads, cross-attention 256;
-/// a 4-layer 256-wide text tower; VAE 32-64-64-64 with factor 8): benchmarks where compute and overhead
-/// both count.
-pub fn medium_configs(vocab_size: i64) -> (UNet2DConditionConfig, AutoencoderKLConfig, ClipTextConfig) {
-    sd_shaped([64, 128, 256, 256], 8, 256, [32, 64, 64, 64], (256, 1024, 4, 4), 16, vocab_size)
-}
-
-/// Configs of Stable Diffusion 1.4's exact architecture (UNet 320-640-1280-1280, 859,520,964 parameters;
-/// the 12-layer 768-wide text tower; the 128-256-512-512 VAE), for benchmarks with random weights.
-pub fn sd14_configs(vocab_size: i64) -> (UNet2DConditionConfig, AutoencoderKLConfig, ClipTextConfig) {
-    sd_shaped([320, 640, 1280, 1280], 8, 768, [128, 256, 512, 512], (768, 3072, 12, 12), 64, vocab_size)
-}
-
-fn sd_shaped(
-    unet_channels: [i64; 4],
-    heads: i64,
-    cross: i64,
-    vae_channels: [i64; 4],
-    (width, inner, layers, text_heads): (i64, i64, i64, i64),
-    sample: i64,
-    vocab_size: i64,
-) -> (UNet2DConditionConfig, AutoencoderKLConfig, ClipTextConfig) {
-    let unet = serde_json::from_value(serde_json::json!({
-        "block_out_channels": unet_channels,
-        "layers_per_block": 2,
-        "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
-        "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
-        "attention_head_dim": heads,
-        "cross_attention_dim": cross,
-        "norm_num_groups": 32,
-        "sample_size": sample
-    }))
-    .expect("SD-shaped unet config");
-    let vae = serde_json::from_value(serde_json::json!({
-        "block_out_channels": vae_channels,
-        "down_block_types": ["DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D"],
-        "up_block_types": ["UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D"],
-        "layers_per_block": 2,
-        "latent_channels": 4,
-        "norm_num_groups": 32,
-        "sample_size": sample * 8
-    }))
-    .expect("SD-shaped vae config");
-    let text = serde_json::from_value(serde_json::json!({
-        "vocab_size": vocab_size,
-        "hidden_size": width,
-        "intermediate_size": inner,
-        "num_hidden_layers": layers,
-        "num_attention_heads": text_heads,
-        "max_position_embeddings": 77,
-        "bos_token_id": vocab_size - 2,
-        "eos_token_id": vocab_size - 1,
-        "pad_token_id": vocab_size - 1
-    }))
-    .expect("SD-shaped text config");
-    (unet, vae, text)
 }
 
 fn random(kind: &str, seed: u64, device: Device, dtype: Kind, vae_dtype: Kind) -> Result<StableDiffusion> {

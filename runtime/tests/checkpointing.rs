@@ -6,13 +6,13 @@
 use std::rc::Rc;
 use tch::{Kind, Tensor};
 use vidtune_runtime::masks::Masks;
-use vidtune_runtime::media::synthetic::{synthetic_clip, Shape, SyntheticSpec};
 use vidtune_runtime::models::checkpoint::Tape;
 use vidtune_runtime::pipelines::tune::{trainable_names, tune_clips, TuneClip, TuneOptions, TAV_TRAIN};
-use vidtune_runtime::sd::{load_sd, SdLoadOptions, StableDiffusion};
+use vidtune_runtime::synthetic::{synthetic_clip, Shape, SyntheticSpec};
 use vidtune_runtime::video::processors::{ModuleSpec, Role};
 use vidtune_runtime::video::{inflate, Conditioning, VideoModel, VideoSpec};
 use vidtune_runtime::Video;
+use vidtune_runtime::{load_sd, SdLoadOptions, StableDiffusion};
 
 /// Seeded draws come from libtorch's process-wide generator: the tests of this file take turns.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());

@@ -6,9 +6,9 @@ use tch::{Kind, Tensor};
 use vidtune_kernels::metrics::{self, Pairs};
 use vidtune_kernels_tests::{assert_close_rel, fixtures_dir, load_fixture};
 use vidtune_runtime::config::clip::ClipConfig;
-use vidtune_runtime::media::synthetic::{synthetic_clip, SyntheticSpec};
 use vidtune_runtime::models::clip::ClipModel;
 use vidtune_runtime::score::{score, Comparison, ScoreOptions};
+use vidtune_runtime::synthetic::{synthetic_clip, SyntheticSpec};
 
 fn tiny_clip() -> ClipModel {
     ClipModel::load(fixtures_dir().join("clip/model").to_str().unwrap(), "cpu", None).unwrap()

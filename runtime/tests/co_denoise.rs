@@ -7,13 +7,13 @@ use tch::{Kind, Tensor};
 use vidtune_kernels::codenoise::Weighting;
 use vidtune_kernels_tests::assert_close;
 use vidtune_runtime::masks::Masks;
-use vidtune_runtime::media::synthetic::{synthetic_clip, Shape, SyntheticSpec};
 use vidtune_runtime::pipelines::codenoise::{Anchor, PromptSchedule, PromptSpan, WindowOptions};
 use vidtune_runtime::pipelines::invert::{invert, InvertOptions, Latents};
 use vidtune_runtime::pipelines::sample::{co_denoise, sample_latents, sample_schedule_latents, SampleOptions};
-use vidtune_runtime::sd::{load_sd, SdLoadOptions, StableDiffusion};
+use vidtune_runtime::synthetic::{synthetic_clip, Shape, SyntheticSpec};
 use vidtune_runtime::video::{inflate, VideoModel, VideoSpec};
 use vidtune_runtime::Video;
+use vidtune_runtime::{load_sd, SdLoadOptions, StableDiffusion};
 
 /// Seeded draws come from libtorch's process-wide generator: tests that compare seeded runs take turns.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());

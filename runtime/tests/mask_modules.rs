@@ -6,20 +6,20 @@ use std::rc::Rc;
 use tch::{Kind, Tensor};
 use vidtune_kernels_tests::assert_close_rel;
 use vidtune_runtime::masks::Masks;
-use vidtune_runtime::media::synthetic::{synthetic_clip, Shape, SyntheticSpec};
 use vidtune_runtime::models::attention_processor::{Attention, AttnContext, AttnProcessor, Pyramid};
 use vidtune_runtime::models::nn::{Builder, InitMode};
 use vidtune_runtime::pipelines::invert::{invert, InvertOptions};
 use vidtune_runtime::pipelines::sample::{sample_latents, FirstFrame, SampleOptions};
 use vidtune_runtime::pipelines::stats;
 use vidtune_runtime::pipelines::tune::{tune_clips, LossWeights, TuneClip, TuneOptions};
-use vidtune_runtime::sd::{load_sd, SdLoadOptions, StableDiffusion};
+use vidtune_runtime::synthetic::{synthetic_clip, Shape, SyntheticSpec};
 use vidtune_runtime::video::conditioning::subject_token_positions;
 use vidtune_runtime::video::processors::first_frame::FirstFrame as FirstFrameAttention;
 use vidtune_runtime::video::processors::masked_cross::MaskedCross;
 use vidtune_runtime::video::processors::{ModuleSpec, Role};
 use vidtune_runtime::video::{inflate, Conditioning, VideoSpec};
 use vidtune_runtime::Video;
+use vidtune_runtime::{load_sd, SdLoadOptions, StableDiffusion};
 
 fn random_tiny() -> Rc<StableDiffusion> {
     Rc::new(load_sd("random:tiny", &SdLoadOptions { device: "cpu".into(), ..Default::default() }).unwrap())

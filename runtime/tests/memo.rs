@@ -5,12 +5,12 @@
 use std::path::Path;
 use std::rc::Rc;
 use vidtune_runtime::cache::DiskCache;
-use vidtune_runtime::media::synthetic::{synthetic_clip, SyntheticSpec};
 use vidtune_runtime::pipelines::cached::{invert_cached, sample_cached, set_disk_cache, tune_cached, Source};
 use vidtune_runtime::pipelines::codenoise::{PromptSchedule, WindowOptions};
 use vidtune_runtime::pipelines::invert::InvertOptions;
 use vidtune_runtime::pipelines::sample::SampleOptions;
 use vidtune_runtime::pipelines::tune::TuneOptions;
+use vidtune_runtime::synthetic::{synthetic_clip, SyntheticSpec};
 use vidtune_runtime::video::{inflate, VideoSpec};
 use vidtune_runtime::{load_sd, SdLoadOptions};
 

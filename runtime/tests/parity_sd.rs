@@ -5,12 +5,13 @@ use std::path::PathBuf;
 use tch::{Kind, Tensor};
 use vidtune_kernels_tests::{assert_close_rel, fixtures_dir, load_fixture};
 use vidtune_runtime::models::AttnContext;
+use vidtune_runtime::pipelines::common::decode_latents;
 use vidtune_runtime::pipelines::denoise::{denoise as denoise_loop, DenoiseSpec, NoHooks, Walk};
-use vidtune_runtime::pipelines::t2i::{decode_latents, denoise, t2i, T2iOptions};
+use vidtune_runtime::pipelines::t2i::{denoise, t2i, T2iOptions};
 use vidtune_runtime::pipelines::Loop;
 use vidtune_runtime::rng::Noise;
-use vidtune_runtime::sd::{load_sd, SdLoadOptions, StableDiffusion};
 use vidtune_runtime::video::Conditioning;
+use vidtune_runtime::{load_sd, SdLoadOptions, StableDiffusion};
 
 const CONFIGS: [&str; 2] = ["tiny-conv", "tiny-linear"];
 const TOL: f64 = 1e-4;

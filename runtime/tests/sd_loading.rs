@@ -9,7 +9,7 @@ use vidtune_runtime::config::{parse_config, AutoencoderKLConfig, ClipTextConfig,
 use vidtune_runtime::models::nn::{Builder, InitMode};
 use vidtune_runtime::models::{AutoencoderKL, ClipTextTransformer, UNet2DConditionModel};
 use vidtune_runtime::pipelines::t2i::{t2i, T2iOptions};
-use vidtune_runtime::sd::{load_sd, SdLoadOptions};
+use vidtune_runtime::{load_sd, SdLoadOptions};
 
 fn cpu() -> SdLoadOptions {
     SdLoadOptions { device: "cpu".into(), dtype: Some("fp32".into()), ..Default::default() }

@@ -4,9 +4,9 @@
 //! and keep the rest. Thresholds are measured figures with a margin (see the toy models' README).
 
 use std::rc::Rc;
-use vidtune_runtime::media::synthetic::{Motion, Shape, SyntheticClip};
 use vidtune_runtime::models::clip::ClipModel;
 use vidtune_runtime::score::{score, ScoreOptions};
+use vidtune_runtime::synthetic::{Motion, Shape, SyntheticClip};
 use vidtune_runtime::toy::probe::{
     check_edit, check_frames, edit_clip, mask_guided_edit, EditSettings, MaskedSettings,
 };
@@ -108,7 +108,7 @@ fn built_in_toy_models_beat_chance_on_held_out_clips() {
 
 #[test]
 fn the_toy_clip_names_the_colour_of_clips_with_known_answers() {
-    use vidtune_runtime::media::synthetic::COLORS;
+    use vidtune_runtime::synthetic::COLORS;
     use vidtune_runtime::toy::world::held_out_combinations;
     let _serial = serial();
     let scorer = ClipModel::load("toy", "cpu", None).unwrap();

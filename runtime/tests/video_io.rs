@@ -1,7 +1,7 @@
 //! Video round trips through every container, frame-exact sampling, and the bad inputs of `load_video`.
 
 use vidtune_kernels::image::{psnr, Fit};
-use vidtune_runtime::media::synthetic::{read_counter, synthetic_clip, SyntheticSpec};
+use vidtune_runtime::synthetic::{read_counter, synthetic_clip, SyntheticSpec};
 use vidtune_runtime::{load_video, save_video, LoadOptions, Video};
 
 fn clip(frames: usize, counter: bool) -> Video {

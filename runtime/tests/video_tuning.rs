@@ -5,7 +5,6 @@
 use std::rc::Rc;
 use tch::{Kind, Tensor};
 use vidtune_kernels_tests::{assert_close_rel, fixtures_dir, load_fixture};
-use vidtune_runtime::media::synthetic::{synthetic_clip, Shape, SyntheticSpec};
 use vidtune_runtime::models::attention_processor::{Attention, AttnContext, AttnProcessor, RepeatedRows};
 use vidtune_runtime::models::nn::{Builder, InitMode};
 use vidtune_runtime::pipelines::cached::{invert_cached, set_disk_cache, tune_cached};
@@ -13,11 +12,12 @@ use vidtune_runtime::pipelines::invert::{invert, InvertOptions};
 use vidtune_runtime::pipelines::sample::{sample, SampleOptions};
 use vidtune_runtime::pipelines::stats;
 use vidtune_runtime::pipelines::tune::{tune, TuneOptions};
-use vidtune_runtime::sd::{load_sd, SdLoadOptions, StableDiffusion};
+use vidtune_runtime::synthetic::{synthetic_clip, Shape, SyntheticSpec};
 use vidtune_runtime::video::processors::{self, ModuleSpec};
 use vidtune_runtime::video::tuned::{load_tuned, save_tuned};
 use vidtune_runtime::video::{inflate, Conditioning, VideoModel, VideoSpec};
 use vidtune_runtime::Video;
+use vidtune_runtime::{load_sd, SdLoadOptions, StableDiffusion};
 
 /// Seeded draws come from libtorch's process-wide generator: the tests of this file take turns.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());

@@ -124,7 +124,7 @@ fn preview_of(base: &StableDiffusion, latents: &tch::Tensor, fps: f64) -> RhaiRe
     match x.dim() {
         5 => rt(rt(decode_video(base, &x, fps))?.contact_sheet()),
         4 => {
-            let px = rt(vidtune_runtime::pipelines::t2i::decode_latents(base, &x))?;
+            let px = rt(vidtune_runtime::pipelines::common::decode_latents(base, &x))?;
             rt(Image::new(px.get(0)))
         }
         _ => Err(script_error(format!("preview_every: cannot decode latents of shape {:?}", x.size()))),

@@ -8,8 +8,8 @@ use crate::opts::{rt, script_error, Opts, RhaiResult};
 use rhai::{Dynamic, Map};
 use std::path::Path;
 use std::rc::Rc;
-use vidtune_runtime::media::synthetic::{self, Motion, Shape, SyntheticSpec, Texture};
 use vidtune_runtime::media::SaveOptions;
+use vidtune_runtime::synthetic::{self, Motion, Shape, SyntheticSpec, Texture};
 use vidtune_runtime::{Fit, Image, LoadOptions, Video};
 
 /// `load_video`'s (and `load_masks`') options.

@@ -12,8 +12,8 @@ use std::rc::Rc;
 use tch::Tensor;
 use vidtune_runtime::device::{device_name, dtype_name};
 use vidtune_runtime::pipelines::t2i::{t2i, T2iOptions};
-use vidtune_runtime::sd::{load_sd, SdLoadOptions, StableDiffusion};
 use vidtune_runtime::Image;
+use vidtune_runtime::{load_sd, SdLoadOptions, StableDiffusion};
 
 /// A loaded model in scripts (shared, immutable).
 #[derive(Clone)]

@@ -51,7 +51,7 @@ pub const MASK_SEQUENCE_OPTIONS: &[OptDoc] = &[
 ];
 
 fn mask_sequence(opts: Opts) -> RhaiResult<Masks> {
-    use vidtune_runtime::media::synthetic::{self as syn, MaskSequenceSpec, Motion, Shape};
+    use vidtune_runtime::synthetic::{self as syn, MaskSequenceSpec, Motion, Shape};
     fn named<T>(r: vidtune_runtime::Result<T>) -> RhaiResult<T> {
         r.map_err(|e| script_error(format!("mask_sequence: {e}")))
     }

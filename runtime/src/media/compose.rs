@@ -255,6 +255,13 @@ pub fn numbered_sheet(video: &Video, cols: i64) -> Result<Image> {
     Image::new(grid)
 }
 
+impl Video {
+    /// The frames in `cols` columns, each numbered in its corner.
+    pub fn contact_sheet_cols(&self, cols: i64) -> Result<Image> {
+        numbered_sheet(self, cols)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

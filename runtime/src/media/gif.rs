@@ -107,3 +107,10 @@ fn encode<W: std::io::Write>(video: &Video, out: W, progress: &mut Progress) -> 
     }
     Ok(())
 }
+
+impl Video {
+    /// The clip as a looping animated GIF, in memory.
+    pub fn to_gif(&self) -> Result<Vec<u8>> {
+        to_bytes(self)
+    }
+}

@@ -1,4 +1,4 @@
-//! Media: the `Video` and `Image` values, video files in and out, and synthetic clips.
+//! Media: the `Video` and `Image` values and video files in and out.
 //!
 //! Containers are chosen by path: a directory holds numbered frames, `.gif` goes through the `image`
 //! crate, and `.mp4` / `.mov` / `.mkv` / `.webm` (and, for reading, anything FFmpeg opens) go through
@@ -11,12 +11,10 @@ pub mod frames_dir;
 mod gif;
 pub mod image;
 pub mod sampling;
-pub mod synthetic;
 pub mod video;
 
 pub use self::image::Image;
 pub use sampling::LoadOptions;
-pub use synthetic::{synthetic_clip, SyntheticClip, SyntheticSpec};
 pub use video::{check_model_size, Video};
 
 use crate::error::{Error, Result};
@@ -189,4 +187,15 @@ fn write_ffmpeg(
         "{}: this build has no FFmpeg (feature `ffmpeg`), so it cannot write .{ext}; save as .gif or a directory",
         path.display()
     )))
+}
+
+impl Video {
+    /// The clip as an MP4 (H.264 where the encoder exists), in memory.
+    #[cfg(feature = "ffmpeg")]
+    pub fn to_mp4(&self) -> Result<Vec<u8>> {
+        let dir = tempfile::tempdir().map_err(|e| crate::Error::io(std::env::temp_dir().as_path(), e))?;
+        let path = dir.path().join("clip.mp4");
+        save_video(self, &path)?;
+        std::fs::read(&path).map_err(|e| crate::Error::io(&path, e))
+    }
 }

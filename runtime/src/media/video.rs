@@ -101,20 +101,6 @@ impl Video {
         Image::new(kimage::grid(&self.frames, cols, 2, -1.0)?)
     }
 
-    /// The clip as a looping animated GIF, in memory.
-    pub fn to_gif(&self) -> Result<Vec<u8>> {
-        super::gif::to_bytes(self)
-    }
-
-    /// The clip as an MP4 (H.264 where the encoder exists), in memory.
-    #[cfg(feature = "ffmpeg")]
-    pub fn to_mp4(&self) -> Result<Vec<u8>> {
-        let dir = tempfile::tempdir().map_err(|e| crate::Error::io(std::env::temp_dir().as_path(), e))?;
-        let path = dir.path().join("clip.mp4");
-        super::save_video(self, &path)?;
-        std::fs::read(&path).map_err(|e| crate::Error::io(&path, e))
-    }
-
     /// A contact sheet with a roughly square layout.
     pub fn contact_sheet(&self) -> Result<Image> {
         self.contact_sheet_cols(self.sheet_columns())
@@ -124,11 +110,6 @@ impl Video {
     pub fn sheet_columns(&self) -> i64 {
         let cols = (self.len() as f64).sqrt().ceil().max(1.0) as i64;
         cols.max((self.len() as i64 + 3) / 4).min(8)
-    }
-
-    /// The frames in `cols` columns, each numbered in its corner.
-    pub fn contact_sheet_cols(&self, cols: i64) -> Result<Image> {
-        super::compose::numbered_sheet(self, cols)
     }
 
     /// Brings every frame to `width × height` following `fit`.
@@ -173,4 +154,11 @@ impl std::fmt::Display for Video {
 pub(crate) fn trim_float(x: f64) -> String {
     let s = format!("{x:.2}");
     s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+impl crate::cache::KeyBuilder {
+    /// Adds a clip: its frame rate and frames.
+    pub fn video(self, v: &Video) -> Self {
+        self.text(&format!("fps {}", v.fps())).tensor(v.frames())
+    }
 }

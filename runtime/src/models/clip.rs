@@ -1,19 +1,16 @@
 //! A CLIP model (transformers `CLIPModel`): the text and vision towers with their projections, the
-//! tokenizer, and the image preprocessing of `CLIPImageProcessor`. Loaded from a transformers folder or a
-//! Hugging Face cache id; used to score edits.
+//! tokenizer, and the image preprocessing of `CLIPImageProcessor`. Built from tensors (`crate::load` reads
+//! a transformers folder or a Hugging Face cache id); used to score edits.
 
 use super::clip_text::ClipTextTransformer;
 use super::clip_vision::ClipVisionTransformer;
 use super::nn::{Builder, InitMode, Linear};
 use super::tokenizer::ClipTokenizer;
 use crate::config::clip::ClipConfig;
-use crate::config::{read_config, ExtraFields};
-use crate::device::{device_name, parse_device, parse_dtype};
+use crate::config::ExtraFields;
 use crate::error::{Error, Result};
-use crate::weights::{self, apply_weights, hub};
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::path::Path;
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 use vidtune_kernels::pil::{resize_u8, Filter};
@@ -59,7 +56,7 @@ impl ExtraFields for ClipImageProcessorConfig {
 }
 
 impl ClipImageProcessorConfig {
-    fn default_for(image_size: i64) -> Self {
+    pub fn default_for(image_size: i64) -> Self {
         let mut c: Self = serde_json::from_str("{}").expect("defaults parse");
         c.size = Some(serde_json::json!({"shortest_edge": image_size}));
         c.crop_size = Some(serde_json::json!({"height": image_size, "width": image_size}));
@@ -152,69 +149,21 @@ impl ClipModel {
         Ok((text, vision, visual_projection, text_projection))
     }
 
-    /// Loads a transformers `CLIPModel` folder, a Hugging Face cache id (safetensors only), or `toy` (the toy
-    /// world's CLIP, built in).
-    pub fn load(spec: &str, device: &str, dtype: Option<&str>) -> Result<ClipModel> {
-        let device = parse_device(device)?;
-        let kind = match dtype {
-            Some(d) => parse_dtype(d)?,
-            None => Kind::Float,
-        };
-        if let Some(kind) = spec.strip_prefix("random:") {
-            return Self::random_named(kind);
-        }
-        if let Some(dir) = crate::weights::builtin::resolve(spec)? {
-            let dir = dir.join("clip");
-            let mut m = Self::load(&dir.to_string_lossy(), &device_name(device), dtype)?;
-            m.source = spec.to_string();
-            return Ok(m);
-        }
-        let path = Path::new(spec);
-        let dir = if path.is_dir() {
-            path.to_path_buf()
-        } else if hub::is_repo_id(spec) && !path.exists() {
-            hub::snapshot_dir(spec, "main")?
-        } else if path.exists() {
-            return Err(Error::bad_file(path, "is not a folder; load_clip needs a transformers CLIPModel folder (config.json, model.safetensors, tokenizer)"));
-        } else {
-            return Err(Error::NotFound(path.to_path_buf()));
-        };
-        let cfg_path = dir.join("config.json");
-        if !cfg_path.exists() {
-            return Err(Error::bad_file(&dir, "is not a transformers model folder: config.json is missing"));
-        }
-        let config: ClipConfig = read_config(&cfg_path)?;
-        config.check_supported().map_err(|e| Error::bad_file(&dir, e))?;
-        let files = weights::component_files(&dir, "model", None)?;
-        let tensors = weights::read_all(&files)?;
-        let mut vars = VarStore::new(device);
+    /// The network of `config` with empty parameters on `device`, to be filled from a weight file
+    /// (`source`: where they come from; `identity`: what they compute).
+    pub fn empty(
+        config: ClipConfig,
+        tokenizer: ClipTokenizer,
+        processor: ClipImageProcessorConfig,
+        device: Device,
+        source: &str,
+        identity: String,
+    ) -> Result<ClipModel> {
+        let vars = VarStore::new(device);
         let (text, vision, visual_projection, text_projection) =
             Self::build(&Builder::new(vars.root(), InitMode::Empty), &config)?;
-        apply_weights(&mut vars, tensors, "clip", kind, &|_| false, spec)?;
-        let tokenizer = ClipTokenizer::from_dir(&dir)?;
-        let pp = dir.join("preprocessor_config.json");
-        let processor = if pp.exists() {
-            read_config(&pp)?
-        } else {
-            ClipImageProcessorConfig::default_for(config.vision_config.image_size)
-        };
         Ok(ClipModel {
-            identity: {
-                let mut id = crate::weights::identity::Identity::new("clip")
-                    .file(&cfg_path)?
-                    .optional_file("preprocessor", &pp)?
-                    .folder(&dir.join("tokenizer"))?
-                    .text("dtype", &format!("{kind:?} on {device:?}"));
-                for f in &files {
-                    id = id.file(f)?;
-                }
-                for f in
-                    ["vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]
-                {
-                    id = id.optional_file(f, &dir.join(f))?;
-                }
-                id.finish()
-            },
+            identity,
             config,
             text,
             vision,
@@ -224,13 +173,13 @@ impl ClipModel {
             processor,
             vars,
             device,
-            source: spec.to_string(),
+            source: source.to_string(),
         })
     }
 
     /// `random:tiny`: a narrow CLIP (2 layers, 32 wide, 32-pixel images) over a byte-level vocabulary, with
     /// random weights — for trying the scoring workflow without weights; its scores mean nothing.
-    fn random_named(kind: &str) -> Result<ClipModel> {
+    pub fn random_named(kind: &str) -> Result<ClipModel> {
         if kind != "tiny" {
             return Err(Error::Invalid(format!("unknown random model \"random:{kind}\"; expected \"random:tiny\"")));
         }

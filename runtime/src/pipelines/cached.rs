@@ -3,7 +3,8 @@
 //! when it is reproducible: with a seed, or from inverted latents without fresh noise.
 
 use super::codenoise::PromptSchedule;
-use super::invert::{invert, InvertOptions, Latents};
+use super::common::Latents;
+use super::invert::{invert, InvertOptions};
 use super::sample::{sample_prompts, FirstFrame, SampleOptions};
 use super::tune::{tune_clips, TuneClip, TuneOptions};
 use crate::cache::{CacheCounters, DiskCache, DiskUsage, KeyBuilder, MemoryCache};

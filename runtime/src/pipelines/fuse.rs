@@ -8,9 +8,9 @@
 //! independent noises has `1/√n` of their spread: fusing early (small `k`) lets the remaining steps
 //! restore the detail, as the paper does.
 
-use super::invert::Latents;
+use super::common::Latents;
+use super::common::{check_range, to_video_latents};
 use super::sample::{finish_sample, sample_latents, SampleOptions};
-use super::to_video_latents;
 use crate::error::{Error, Result};
 use crate::media::Video;
 use crate::video::VideoModel;
@@ -51,7 +51,7 @@ pub fn fuse(model: &VideoModel, prompt: &str, opts: &SampleOptions, f: &FuseOpti
     let masks = opts.masks.as_ref().ok_or_else(|| {
         Error::Invalid("fuse: needs the subject's masks (#{masks: …}) to split foreground from background".into())
     })?;
-    super::tune::check_range("samples", f.samples as f64, 1.0, 64.0, "an integer")?;
+    check_range("samples", f.samples as f64, 1.0, 64.0, "an integer")?;
     if f.at < 1 || f.at >= opts.steps {
         return Err(Error::Invalid(format!(
             "fuse: at must be between 1 and steps − 1 ({}): the steps run before fusing, got {}",
@@ -60,7 +60,7 @@ pub fn fuse(model: &VideoModel, prompt: &str, opts: &SampleOptions, f: &FuseOpti
         )));
     }
     for (name, w) in [("weights[0]", f.w_bg), ("weights[1]", f.w_fg)] {
-        super::tune::check_range(name, w, 0.0, 10.0, "a number")?;
+        check_range(name, w, 0.0, 10.0, "a number")?;
     }
     if opts.until.is_some() || opts.strength < 1.0 || opts.keep_background {
         return Err(Error::Invalid(

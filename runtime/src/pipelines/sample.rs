@@ -14,10 +14,9 @@
 //!   `noise[f] = α·z₀ + (1 − α)·noise[f]` (Eq. 8; `variance_preserving` divides by `√(α² + (1 − α)²)`).
 
 use super::codenoise::{window_texts, PromptSchedule, WindowOptions, Windowed};
+use super::common::{check_denoise_options, check_range, decode_video, encode_video, to_video_latents, Latents};
 use super::denoise::{denoise, DenoiseSpec, StepHooks, Walk};
-use super::invert::Latents;
-use super::tune::check_range;
-use super::{decode_video, encode_video, to_video_latents, Loop};
+use super::Loop;
 use crate::error::{Error, Result};
 use crate::masks::Masks;
 use crate::media::{check_model_size, Image, Video};
@@ -200,20 +199,6 @@ impl SampleOptions {
             _ => Ok(()),
         }
     }
-}
-
-/// The checks `t2i`, `sample` and `invert` share: steps (the scheduler checks its own upper bound),
-/// guidance, eta, and a negative prompt that only guidance reads.
-pub fn check_denoise_options(steps: i64, guidance: f64, eta: f64, negative: &str) -> Result<()> {
-    check_range("steps", steps as f64, 1.0, 100_000.0, "an integer")?;
-    check_range("guidance", guidance, 0.0, 100.0, "a number")?;
-    check_range("eta", eta, 0.0, 1.0, "a number")?;
-    if !negative.is_empty() && guidance <= 1.0 {
-        return Err(Error::Invalid(format!(
-            "negative would be ignored: guidance {guidance} turns classifier-free guidance off (it needs guidance > 1)"
-        )));
-    }
-    Ok(())
 }
 
 /// Refuses a clip whose latents, decoded frames and first-layer activations alone exceed the memory.

@@ -1,6 +1,7 @@
 //! Text-to-image, as diffusers' `StableDiffusionPipeline` with a DDIM scheduler: the same seeded initial
 //! noise, classifier-free guidance batched in one UNet call, DDIM steps, VAE decode.
 
+use super::common::{check_denoise_options, decode_latents};
 use super::denoise::{DenoiseSpec, NoHooks, Walk};
 use super::Loop;
 use crate::error::Result;
@@ -71,20 +72,12 @@ pub fn denoise(
     Ok(super::denoise::denoise(sd, latents, &Conditioning::text(cond), &spec, Some(noise), &mut NoHooks)?.latents)
 }
 
-/// Decodes latents `[B, 4, h, w]` to images in [−1, 1] (CPU, f32).
-pub fn decode_latents(sd: &StableDiffusion, latents: &Tensor) -> Result<Tensor> {
-    let vae = &sd.vae.model;
-    let z = (latents / vae.scaling_factor()).to_kind(vae.kind()).to_device(vae.device());
-    let x = tch::no_grad(|| vae.decode(&z))?;
-    Ok(x.to_kind(tch::Kind::Float).to_device(tch::Device::Cpu).clamp(-1.0, 1.0))
-}
-
 /// Generates one image for `prompt`.
 pub fn t2i(sd: &StableDiffusion, prompt: &str, opts: &T2iOptions) -> Result<T2iOutput> {
     let size = sd.default_size();
     let (w, h) = (opts.width.unwrap_or(size), opts.height.unwrap_or(size));
     check_model_size(w, h)?;
-    super::sample::check_denoise_options(opts.steps, opts.guidance, opts.eta, &opts.negative)?;
+    check_denoise_options(opts.steps, opts.guidance, opts.eta, &opts.negative)?;
     let c0 = sd.unet.model.config.block_out_channels[0];
     let f = sd.vae_scale_factor();
     crate::memory::ensure_fits(

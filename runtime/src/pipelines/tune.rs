@@ -3,8 +3,9 @@
 //! only, gradient clipping, everything else frozen. The VAE posterior and the text embedding are computed
 //! once; each step draws a fresh latent sample from the posterior, as the reference does.
 
+use super::common::{check_masks, check_range, encode_video, ensure_frames_fit, to_video_latents};
 use super::train::Trainer;
-use super::{count, encode_video, to_video_latents, Loop};
+use super::{count, Loop};
 use crate::error::{Error, Result};
 use crate::masks::Masks;
 use crate::media::Video;
@@ -146,20 +147,6 @@ impl TuneOptions {
     }
 }
 
-/// `name` must be a finite `what` in `lo..=hi` (`lo` = `f64::MIN_POSITIVE` reads "above 0").
-pub fn check_range(name: &str, value: f64, lo: f64, hi: f64, what: &str) -> Result<()> {
-    if value.is_finite() && value >= lo && value <= hi {
-        return Ok(());
-    }
-    let fmt = |x: f64| if x.fract() == 0.0 && x.abs() < 1e15 { format!("{x:.0}") } else { format!("{x}") };
-    let range = if lo == f64::MIN_POSITIVE {
-        format!("above 0 and at most {}", fmt(hi))
-    } else {
-        format!("between {} and {}", fmt(lo), fmt(hi))
-    };
-    Err(Error::Invalid(format!("{name} must be {what} {range}, got {value}")))
-}
-
 /// Whether parameter `name` is selected by `pattern`.
 pub fn matches(pattern: &str, name: &str) -> bool {
     if pattern.contains('*') {
@@ -202,7 +189,7 @@ fn check_clips(model: &VideoModel, clips: &[TuneClip], opts: &TuneOptions) -> Re
     };
     for (i, c) in clips.iter().enumerate() {
         match (&c.masks, &why) {
-            (Some(m), _) => super::invert::check_masks(m, &c.video, &format!("tune: clip {i}"))?,
+            (Some(m), _) => check_masks(m, &c.video, &format!("tune: clip {i}"))?,
             (None, Some(why)) => {
                 return Err(Error::Invalid(format!(
                     "tune: {why} need the subject's masks of every clip: pass #{{masks: …}} (clip {i} has none)"
@@ -235,7 +222,7 @@ fn prepare(model: &VideoModel, clip: &TuneClip, opts: &TuneOptions) -> Result<Pr
         ));
     }
     let (w, h) = (clip.video.width(), clip.video.height());
-    super::ensure_frames_fit(base, frames, w, h, "tuning on", true)?;
+    ensure_frames_fit(base, frames, w, h, "tuning on", true)?;
     let dist = encode_video(base, &clip.video)?;
     let mut cond =
         Conditioning::text(&base.encode_prompt(&clip.prompt)?).with_masks(clip.masks.as_ref().map(|m| m.tensor()));

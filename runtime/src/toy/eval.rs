@@ -4,10 +4,11 @@
 use super::world::frame_bank;
 use super::{clip_pixels, round4, token_ids, Recipe};
 use crate::error::{Error, Result};
+use crate::load::load_sd;
 use crate::models::clip::ClipModel;
 use crate::progress::quietly;
 use crate::rng::Noise;
-use crate::sd::{load_sd, SdLoadOptions};
+use crate::sd::SdLoadOptions;
 use serde_json::{json, Value};
 use std::path::Path;
 use tch::{Device, Kind, Tensor};
@@ -115,8 +116,8 @@ pub fn evaluate(dir: &Path, recipe: &Recipe) -> Result<Metrics> {
         }
         Ok(right as f64 / bank.clip_captions.len() as f64)
     };
-    let colors: Vec<&str> = crate::media::synthetic::COLORS.iter().map(|(n, _)| *n).collect();
-    let shapes: Vec<&str> = crate::media::synthetic::Shape::ALL.iter().map(|s| s.name()).collect();
+    let colors: Vec<&str> = crate::synthetic::COLORS.iter().map(|(n, _)| *n).collect();
+    let shapes: Vec<&str> = crate::synthetic::Shape::ALL.iter().map(|s| s.name()).collect();
     // The subject's colour is the caption's second word; the shape its third.
     let clip_color_accuracy = accuracy(&colors, &|c: &str| c.split(' ').nth(1).map(String::from))?;
     let clip_shape_accuracy = accuracy(&shapes, &|c: &str| c.split(' ').nth(2).map(String::from))?;

@@ -4,9 +4,9 @@
 
 use crate::error::{Error, Result};
 use crate::masks::Masks;
-use crate::media::synthetic::{SyntheticClip, COLORS};
 use crate::media::Video;
 use crate::segment::{segment, Builtin, Click, SegmentOptions};
+use crate::synthetic::{SyntheticClip, COLORS};
 use tch::{Kind, Tensor};
 
 /// What an edit did to a synthetic clip.
@@ -164,7 +164,7 @@ pub fn check_frames(source: &SyntheticClip, edited: &Video, to: &str, margin: i6
 
 /// [`check_frames`] of a source clip and its subject's masks, from anywhere (`compare` rows).
 pub fn check_frames_of(video: &Video, masks: &Masks, edited: &Video, to: &str, margin: i64) -> Result<FrameCheck> {
-    crate::media::synthetic::color_rgb(to)?;
+    crate::synthetic::color_rgb(to)?;
     let source = SourceRef { video, masks };
     let whole = check_edit_of(video, masks, edited, margin)?;
     let clicks: Vec<Click> = centroids(source.masks)
@@ -314,7 +314,7 @@ pub fn mask_guided_edit(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::media::synthetic::{synthetic_clip, Motion, Shape, SyntheticSpec, Texture};
+    use crate::synthetic::{synthetic_clip, Motion, Shape, SyntheticSpec, Texture};
 
     #[test]
     fn a_recoloured_clip_reads_as_its_new_colour_with_the_same_motion() {

@@ -1,9 +1,9 @@
-//! The toy world's data: the synthetic clips of [`crate::media::synthetic`], split into training and
+//! The toy world's data: the synthetic clips of [`crate::synthetic`], split into training and
 //! held-out combinations of shape, colour and motion, rendered once into a frame bank with captions.
 
 use crate::error::Result;
-use crate::media::synthetic::{synthetic_clip, Motion, Shape, SyntheticClip, SyntheticSpec, Texture, COLORS};
 use crate::progress::Progress;
+use crate::synthetic::{synthetic_clip, Motion, Shape, SyntheticClip, SyntheticSpec, Texture, COLORS};
 use tch::{Kind, Tensor};
 
 /// Whether the (shape, colour, motion) combination is held out of training (about one in seven of the 160

@@ -8,9 +8,12 @@
 pub mod builtin;
 pub mod hub;
 pub mod identity;
+pub mod random;
 pub mod report;
 pub mod safetensors_io;
+pub mod sd_files;
 pub mod single_file;
+pub mod source;
 
 pub use report::{apply_weights, LoadReport};
 

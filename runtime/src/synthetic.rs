@@ -5,9 +5,9 @@
 //! Randomness comes from a seeded SplitMix64 of our own, never from libtorch's global generator, so
 //! making a clip does not disturb (and is not disturbed by) the seeds of models.
 
-use super::video::Video;
 use crate::error::{Error, Result};
 use crate::masks::Masks;
+use crate::media::Video;
 use tch::{Kind, Tensor};
 
 /// Subject shapes.

@@ -1,0 +1,192 @@
+//! What the pipelines share: range and mask checks, the `Latents` an inversion yields, memory checks
+//! before a clip enters the UNet, and the VAE's way in and out of latent space.
+
+use crate::error::{Error, Result};
+use crate::masks::Masks;
+use crate::media::Video;
+use crate::models::autoencoder_kl::LatentDist;
+use crate::sd::StableDiffusion;
+use crate::video::VideoModel;
+use std::rc::Rc;
+use tch::{Kind, Tensor};
+
+/// `name` must be a finite `what` in `lo..=hi` (`lo` = `f64::MIN_POSITIVE` reads "above 0").
+pub fn check_range(name: &str, value: f64, lo: f64, hi: f64, what: &str) -> Result<()> {
+    if value.is_finite() && value >= lo && value <= hi {
+        return Ok(());
+    }
+    let fmt = |x: f64| if x.fract() == 0.0 && x.abs() < 1e15 { format!("{x:.0}") } else { format!("{x}") };
+    let range = if lo == f64::MIN_POSITIVE {
+        format!("above 0 and at most {}", fmt(hi))
+    } else {
+        format!("between {} and {}", fmt(lo), fmt(hi))
+    };
+    Err(Error::Invalid(format!("{name} must be {what} {range}, got {value}")))
+}
+
+/// The checks `t2i`, `sample` and `invert` share: steps (the scheduler checks its own upper bound),
+/// guidance, eta, and a negative prompt that only guidance reads.
+pub fn check_denoise_options(steps: i64, guidance: f64, eta: f64, negative: &str) -> Result<()> {
+    check_range("steps", steps as f64, 1.0, 100_000.0, "an integer")?;
+    check_range("guidance", guidance, 0.0, 100.0, "a number")?;
+    check_range("eta", eta, 0.0, 1.0, "a number")?;
+    if !negative.is_empty() && guidance <= 1.0 {
+        return Err(Error::Invalid(format!(
+            "negative would be ignored: guidance {guidance} turns classifier-free guidance off (it needs guidance > 1)"
+        )));
+    }
+    Ok(())
+}
+
+/// Inverted latents of a clip.
+#[derive(Debug)]
+pub struct Latents {
+    /// `[1, 4, F, h, w]`: the top of the trajectory, the starting noise of an edit.
+    pub latents: Tensor,
+    /// The clip's clean latents `[1, 4, F, h, w]` (the bottom of the trajectory).
+    pub source: Tensor,
+    /// Every level walked, ascending — `trajectory[0]` clean, `trajectory[k]` after step `k` (latents
+    /// loaded from elsewhere may lack it).
+    pub trajectory: Option<Rc<Vec<Tensor>>>,
+    /// The clip that was inverted (its pixels are the background `keep_background` restores).
+    pub clip: Option<Video>,
+    pub steps: i64,
+    pub prompt: String,
+    pub fps: f64,
+}
+
+impl Clone for Latents {
+    fn clone(&self) -> Self {
+        Latents {
+            latents: self.latents.shallow_clone(),
+            source: self.source.shallow_clone(),
+            trajectory: self.trajectory.clone(),
+            clip: self.clip.clone(),
+            steps: self.steps,
+            prompt: self.prompt.clone(),
+            fps: self.fps,
+        }
+    }
+}
+
+impl Latents {
+    /// Frames of the clip.
+    pub fn frames(&self) -> i64 {
+        self.latents.size()[2]
+    }
+
+    /// Starting latents given as a tensor `[1, C, F, h, w]` (inverted by another tool, read with
+    /// `load_tensors`), checked against `model`: its latent channels, and a size its VAE decodes. They
+    /// carry no trajectory and no clean source (`steps` is 0), so what follows an inversion
+    /// (`keep_background`, `strength`, first frame `"source"`) is refused with them.
+    pub fn given(model: &VideoModel, latents: &Tensor, fps: f64) -> Result<Latents> {
+        let s = latents.size();
+        let channels = model.base.unet.model.config.in_channels;
+        let f = model.base.vae_scale_factor();
+        let expected = format!(
+            "a tensor [1, {channels}, F, h, w] (this model's {channels} latent channels; h and w are the frame size / {f})"
+        );
+        if s.len() != 5 || s[0] != 1 || s[1] != channels || s[2..].iter().any(|&d| d < 1) {
+            return Err(Error::Invalid(format!("latents must be {expected}, got {s:?}")));
+        }
+        if !latents.is_floating_point() {
+            return Err(Error::Invalid(format!("latents must be floating-point, got {:?}", latents.kind())));
+        }
+        crate::media::video::check_model_size(s[4] * f, s[3] * f)?;
+        crate::error::ensure_finite("the latents", latents)?;
+        let peak = latents.abs().max().to_kind(tch::Kind::Double).double_value(&[]);
+        if peak > LATENT_MAX_ABS {
+            return Err(Error::Invalid(format!(
+                "the latents reach {peak:e}; latents from an inversion or from noise stay within ±{LATENT_MAX_ABS} \
+                 (these would overflow in sampling)"
+            )));
+        }
+        let x = latents.detach().to_device(model.base.device).to_kind(model.kind());
+        Ok(Latents {
+            latents: x.shallow_clone(),
+            source: x,
+            trajectory: None,
+            clip: None,
+            steps: 0,
+            prompt: String::new(),
+            fps,
+        })
+    }
+}
+
+impl std::fmt::Display for Latents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = self.latents.size();
+        write!(f, "Latents({} frames, {}x{} latent, {} inversion steps)", s[2], s[4], s[3], self.steps)
+    }
+}
+
+/// The largest magnitude given latents may have: noise is N(0, 1) and inverted latents stay within a few
+/// units; far beyond, sampling overflows to NaN.
+pub const LATENT_MAX_ABS: f64 = 1e4;
+
+/// Checks that masks fit the clip they condition.
+pub fn check_masks(masks: &Masks, clip: &Video, what: &str) -> Result<()> {
+    masks.check_matches(clip).map_err(|e| Error::Invalid(format!("{what}: {e}")))
+}
+
+/// Decodes latents `[B, 4, h, w]` to images in [−1, 1] (CPU, f32).
+pub fn decode_latents(sd: &StableDiffusion, latents: &Tensor) -> Result<Tensor> {
+    let vae = &sd.vae.model;
+    let z = (latents / vae.scaling_factor()).to_kind(vae.kind()).to_device(vae.device());
+    let x = tch::no_grad(|| vae.decode(&z))?;
+    Ok(x.to_kind(tch::Kind::Float).to_device(tch::Device::Cpu).clamp(-1.0, 1.0))
+}
+
+/// Refuses tuning (`training`) or inverting `video` when a lower bound of the UNet's activations over all
+/// its frames exceeds the memory available.
+pub fn ensure_clip_fits(sd: &StableDiffusion, video: &Video, what: &str, training: bool) -> Result<()> {
+    ensure_frames_fit(sd, video.len() as i64, video.width(), video.height(), what, training)
+}
+
+/// [`ensure_clip_fits`] for `frames` frames of `w × h` (what one UNet call sees).
+pub fn ensure_frames_fit(sd: &StableDiffusion, frames: i64, w: i64, h: i64, what: &str, training: bool) -> Result<()> {
+    let f = sd.vae_scale_factor();
+    let c0 = sd.unet.model.config.block_out_channels[0];
+    let per_value = if training { 4.0 * 24.0 } else { 4.0 * 4.0 };
+    let bytes = crate::memory::bytes_of(&[frames, c0, w / f, h / f], per_value);
+    crate::memory::ensure_fits(&format!("{what} {frames} frames at {w}x{h}"), bytes, sd.device)
+}
+
+/// Frames encoded per VAE call.
+pub const VAE_CHUNK: i64 = 8;
+
+/// The VAE posterior of every frame of `video` (`[F, latent, h, w]` mean and log-variance), encoded in
+/// chunks of [`VAE_CHUNK`] frames.
+pub fn encode_video(sd: &StableDiffusion, video: &Video) -> Result<LatentDist> {
+    video.check_model_size()?;
+    let vae = &sd.vae.model;
+    let frames = video.frames().to_device(sd.device).to_kind(vae.kind());
+    let mut means = vec![];
+    let mut logvars = vec![];
+    for chunk in frames.split(VAE_CHUNK, 0) {
+        let d = tch::no_grad(|| vae.encode(&chunk))?;
+        means.push(d.mean);
+        logvars.push(d.logvar);
+    }
+    Ok(LatentDist { mean: Tensor::cat(&means, 0), logvar: Tensor::cat(&logvars, 0) })
+}
+
+/// `[F, C, h, w]` → `[1, C, F, h, w]`.
+pub fn to_video_latents(x: &Tensor) -> Tensor {
+    x.permute([1, 0, 2, 3]).unsqueeze(0)
+}
+
+/// Decodes video latents `[1, C, F, h, w]` to a clip at `fps`, [`VAE_CHUNK`] frames at a time.
+pub fn decode_video(sd: &StableDiffusion, latents: &Tensor, fps: f64) -> Result<Video> {
+    crate::error::ensure_finite(
+        "the latents to decode (from the model's weights or the given latents: check both for NaN)",
+        latents,
+    )?;
+    let frames = latents.squeeze_dim(0).permute([1, 0, 2, 3]);
+    let mut out = vec![];
+    for chunk in frames.split(VAE_CHUNK, 0) {
+        out.push(decode_latents(sd, &chunk)?);
+    }
+    Video::new(Tensor::cat(&out, 0).to_kind(Kind::Float), fps)
+}
