@@ -6,16 +6,18 @@ use std::rc::Rc;
 use tch::{Kind, Tensor};
 use vidtune_kernels_tests::assert_close_rel;
 use vidtune_runtime::masks::Masks;
-use vidtune_runtime::models::attention_processor::{Attention, AttnContext, AttnProcessor, Pyramid};
+use vidtune_runtime::models::attention_processor::{Attention, AttnContext, AttnProcessor};
 use vidtune_runtime::models::nn::{Builder, InitMode};
 use vidtune_runtime::pipelines::invert::{invert, InvertOptions};
 use vidtune_runtime::pipelines::sample::{sample_latents, FirstFrame, SampleOptions};
 use vidtune_runtime::pipelines::stats;
 use vidtune_runtime::pipelines::tune::{tune_clips, LossWeights, TuneClip, TuneOptions};
 use vidtune_runtime::synthetic::{synthetic_clip, Shape, SyntheticSpec};
+use vidtune_runtime::video::call::{Pyramid, VideoCall};
 use vidtune_runtime::video::conditioning::subject_token_positions;
 use vidtune_runtime::video::processors::first_frame::FirstFrame as FirstFrameAttention;
 use vidtune_runtime::video::processors::masked_cross::MaskedCross;
+use vidtune_runtime::video::processors::mca::MaskFeatures;
 use vidtune_runtime::video::processors::{ModuleSpec, Role};
 use vidtune_runtime::video::{inflate, Conditioning, VideoSpec};
 use vidtune_runtime::Video;
@@ -122,7 +124,11 @@ fn mask_aware_first_frame_attention_equals_a_naive_reference() {
     let ctx = AttnContext {
         frames: f,
         spatial: Some((h, w)),
-        masks: Some(Rc::new(Pyramid { levels: vec![m.shallow_clone()] })),
+        data: VideoCall {
+            masks: Some(Rc::new(Pyramid { levels: vec![m.shallow_clone()] })),
+            ..VideoCall::new(1, f, tch::Device::Cpu)
+        }
+        .into_data(),
         ..Default::default()
     };
     let got = tch::no_grad(|| p.forward(&a, &x, None, &ctx)).unwrap();
@@ -148,8 +154,12 @@ fn mask_cross_attention_equals_a_naive_reference() {
         frames: f,
         spatial: Some((h, w)),
         timestep: Some(500.0),
-        masks: Some(Rc::new(Pyramid { levels: vec![m.shallow_clone()] })),
-        subject_tokens: Some(Rc::new(vec![subject.clone()])),
+        data: VideoCall {
+            masks: Some(Rc::new(Pyramid { levels: vec![m.shallow_clone()] })),
+            subject_tokens: Some(Rc::new(vec![subject.clone()])),
+            ..VideoCall::new(1, f, tch::Device::Cpu)
+        }
+        .into_data(),
         ..Default::default()
     };
     let got = tch::no_grad(|| p.forward(&a, &x, Some(&text), &ctx)).unwrap();
@@ -240,7 +250,7 @@ fn the_mca_stage_equals_a_naive_reference_under_a_unet_calls_context() {
     let hidden = Tensor::randn([f, h * w, dim], cpu());
     let width = vidtune_runtime::video::processors::mca::feature_width(dim, 0.25);
     let ctx = AttnContext { spatial: Some((h, w)), ..call.ctx.clone() };
-    let features = ctx.mask_features.as_ref().unwrap().at(h, w).unwrap().shallow_clone();
+    let features = ctx.data.get::<MaskFeatures>().unwrap().0.at(h, w).unwrap().shallow_clone();
     assert_eq!(features.size(), [f, width, h, w]);
     let got = tch::no_grad(|| stage.forward(&hidden, &ctx)).unwrap();
     let (_, attn) = stage.attentions()[0];

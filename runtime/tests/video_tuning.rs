@@ -460,3 +460,50 @@ fn the_text_projected_once_per_clip_is_the_text_projected_per_frame() {
     let (ks, _) = tch::no_grad(|| attn1.key_value(&hidden, None, &repeated));
     assert!(ks.equal(&tch::no_grad(|| attn1.to_k.forward(&hidden))));
 }
+
+/// `gated` (a temporal attention with a learned gate per frame position) is a module whose processor needs
+/// data of its own in every call — the positions of the call's frames in the whole clip — and it lives in
+/// its own file plus one registry line: its hook prepares the positions from the call, and its stage
+/// reads them. Here, in a window starting at frame 1, frame `i` changes by `gate[1 + i]` times what
+/// Tune-A-Video's temporal attention changes it by.
+#[test]
+fn a_module_with_per_call_data_of_its_own_gates_each_frame_by_its_position_in_the_clip() {
+    let _g = serial();
+    let sd = Rc::new(load_sd("random:tiny", &cpu()).unwrap());
+    let model = inflate(sd.clone(), &spec("sparse_causal", Some("gated:positions=4")), 5).unwrap();
+    let gate_name = "down_blocks.0.attentions.0.transformer_blocks.0.gate_temp.weight";
+    let vars = model.vars.variables();
+    assert_eq!(vars[gate_name].size(), [4], "one gate per position");
+    tch::manual_seed(3);
+    tch::no_grad(|| {
+        for (name, mut v) in model.vars.variables() {
+            if name.contains("attn_temp.to_out") {
+                v.copy_(&(Tensor::randn(v.size(), (Kind::Float, tch::Device::Cpu)) * 0.1));
+            }
+        }
+    });
+    let (f, h, w) = (3i64, 8i64, 8i64);
+    let x = Tensor::randn([1, 4, 7, h, w], (Kind::Float, tch::Device::Cpu));
+    let text = sd.encode_prompt("a red square").unwrap();
+    let cond = Conditioning::text(&text).window(1, f);
+    let window = x.narrow(2, 1, f);
+    let call = model.unet_call(&window, &Tensor::from(500i64), &cond, false).unwrap();
+    let block = &model.unet.down_blocks[0].attentions[0].transformer_blocks[0];
+    let stage = &block.stages[0];
+    assert_eq!(stage.name(), "gated");
+    let dim = block.attn1.to_q.weight.size()[0];
+    let hidden = Tensor::randn([f, h * w, dim], (Kind::Float, tch::Device::Cpu));
+    let ungated = tch::no_grad(|| stage.forward(&hidden, &call.ctx)).unwrap() - &hidden;
+    assert!(ungated.abs().max().double_value(&[]) > 1e-3, "the temporal attention changes the frames");
+    let gates = [0.0f32, 1.0, 0.5, 2.0];
+    tch::no_grad(|| vars[gate_name].shallow_clone().copy_(&Tensor::from_slice(&gates)));
+    let got = tch::no_grad(|| stage.forward(&hidden, &call.ctx)).unwrap() - &hidden;
+    for i in 0..f {
+        let want = ungated.get(i) * gates[1 + i as usize] as f64;
+        assert_close_rel(&got.get(i), &want, 1e-5, &format!("frame {i} of the window (clip frame {})", 1 + i));
+    }
+    // Tuning trains the gates by default, and the whole model runs.
+    assert!(processors::entry(processors::Role::Temporal, "gated").unwrap().trains.contains(&"gate_temp"));
+    let out = tch::no_grad(|| model.forward(&window, &Tensor::from(500i64), &cond, false)).unwrap();
+    assert_eq!(out.size(), window.size());
+}

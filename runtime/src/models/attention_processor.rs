@@ -3,112 +3,43 @@
 //! The [`Attention`] layer owns the weights (`to_q`, `to_k`, `to_v`, `to_out.0`, and for the VAE a
 //! `group_norm`); a per-layer [`AttnProcessor`] owns the algorithm. Processors are chosen by layer name
 //! (`down_blocks.0.attentions.0.transformer_blocks.0.attn1`), so video modules (sparse-causal, fine-coarse,
-//! temporal, mask-guided, …) plug in without touching the UNet. Per-call data travels in [`AttnContext`];
-//! the kernel (fused SDPA or explicit math) is a separate switch in the context.
+//! temporal, mask-guided, …) plug in without touching the UNet. Per-call data travels in [`AttnContext`]:
+//! what an image UNet needs, and a [`CallData`] of values the modules' own hooks prepared; the kernel (fused SDPA or explicit math) is a separate switch in the context.
 
 use super::nn::{Builder, GroupNorm, Linear};
-use crate::error::{Error, Result};
-use std::cell::{Cell, RefCell};
+use crate::error::Result;
+use std::any::{Any, TypeId};
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::Rc;
 use tch::Tensor;
 use vidtune_kernels::attention::{self as katt, Backend};
 
-/// Tensors `[N, C, h, w]` at every resolution a UNet call visits, looked up by their spatial size: the
-/// subject's masks (`C = 1`, area-averaged once per call) or the mask encoder's features.
-#[derive(Debug, Default)]
-pub struct Pyramid {
-    pub levels: Vec<Tensor>,
-}
+/// Per-call data of modules the image model does not know, one value per type: each module's hook puts
+/// in what its processors and stages read (video modules: the clip's masks, the anchor frame, mask
+/// features, …), and they read it back by type. Cloning shares the values.
+#[derive(Clone, Default)]
+pub struct CallData(HashMap<TypeId, Rc<dyn Any>>);
 
-impl Pyramid {
-    /// The level of spatial size `h × w`.
-    pub fn at(&self, h: i64, w: i64) -> Option<&Tensor> {
-        self.levels.iter().find(|t| {
-            let s = t.size();
-            s[2] == h && s[3] == w
-        })
+impl CallData {
+    /// Puts in `value`, replacing the value of the same type.
+    pub fn insert<T: Any>(&mut self, value: T) {
+        self.0.insert(TypeId::of::<T>(), Rc::new(value));
     }
 
-    /// The level of the current tokens (`ctx.spatial`), as tokens `[N, h·w, C]`; an error naming `what`
-    /// when it is missing.
-    pub fn tokens(&self, ctx: &AttnContext, what: &str) -> Result<Tensor> {
-        let (h, w) = ctx.spatial.ok_or_else(|| Error::Invalid(format!("{what}: runs inside a spatial transformer")))?;
-        let t = self.at(h, w).ok_or_else(|| Error::Invalid(format!("{what}: nothing at {h}x{w}")))?;
-        let s = t.size();
-        Ok(t.view([s[0], s[1], h * w]).transpose(1, 2))
-    }
-}
-
-/// What first-frame attention (`sparse_causal`, `first_frame`) reads of a clip's first frame, shared by
-/// the windows of a long clip so that every window attends to the clip's first frame without running it
-/// again: the call that holds the first frame **records**, attention layer by attention layer in call
-/// order, the tensors a processor takes from its first frame (keys, values, mask shares, each `[B, …]`);
-/// later calls **replay** them in place of their own first frame, repeated over a batch of several
-/// windows. Once per denoising step.
-#[derive(Debug, Default)]
-pub struct AnchorFrame {
-    recorded: RefCell<Vec<Vec<Tensor>>>,
-    replaying: Cell<bool>,
-    next: Cell<usize>,
-}
-
-impl AnchorFrame {
-    /// An empty store that records the next call.
-    pub fn recording() -> Self {
-        AnchorFrame::default()
-    }
-
-    /// Ends the recording (or rewinds a replay): the next call reads from the first layer on.
-    pub fn replay(&self) {
-        self.replaying.set(true);
-        self.next.set(0);
-    }
-
-    /// Layers recorded.
-    pub fn len(&self) -> usize {
-        self.recorded.borrow().len()
+    /// The value of type `T`, if a hook put one in.
+    pub fn get<T: Any>(&self) -> Option<&T> {
+        self.0.get(&TypeId::of::<T>()).and_then(|v| v.downcast_ref::<T>())
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.0.is_empty()
     }
+}
 
-    /// The first-frame tensors of the next layer: when recording, `own` (this call's first frame, kept);
-    /// when replaying, the recorded ones, repeated to `own`'s batch.
-    pub fn first_frame(&self, own: Vec<Tensor>) -> Result<Vec<Tensor>> {
-        if !self.replaying.get() {
-            self.recorded.borrow_mut().push(own.iter().map(Tensor::shallow_clone).collect());
-            return Ok(own);
-        }
-        let i = self.next.get();
-        self.next.set(i + 1);
-        let recorded = self.recorded.borrow();
-        let entry = recorded.get(i).filter(|e| e.len() == own.len()).ok_or_else(|| {
-            Error::Invalid(format!(
-                "anchor frame: layer {i} of this call has no recorded first frame ({} layers recorded); the anchor's \
-                 call and the window's must run the same modules",
-                recorded.len()
-            ))
-        })?;
-        entry
-            .iter()
-            .zip(&own)
-            .map(|(r, o)| {
-                let (rb, ob) = (r.size()[0], o.size()[0]);
-                if ob % rb != 0 || r.size()[1..] != o.size()[1..] {
-                    return Err(Error::Invalid(format!(
-                        "anchor frame: recorded {:?} does not fit a call of {:?}",
-                        r.size(),
-                        o.size()
-                    )));
-                }
-                let mut reps = vec![1i64; r.dim()];
-                reps[0] = ob / rb;
-                // A window on another device (a replica) reads a copy.
-                let r = r.to_device(o.device());
-                Ok(if ob == rb { r } else { r.repeat(reps.as_slice()) })
-            })
-            .collect()
+impl std::fmt::Debug for CallData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CallData({} values)", self.0.len())
     }
 }
 
@@ -119,19 +50,8 @@ pub struct AttnContext {
     pub frames: i64,
     /// The diffusion timestep of this call, when known.
     pub timestep: Option<f64>,
-    /// The subject's masks `[B·F, 1, h, w]` at every resolution of the call, for mask-aware modules.
-    pub masks: Option<Rc<Pyramid>>,
-    /// The mask encoder's features `[B·F, C, h, w]` at every resolution (mask-guided cross-attention).
-    pub mask_features: Option<Rc<Pyramid>>,
-    /// Per clip of the batch, the positions of the subject's tokens in its text (mask cross-attention).
-    pub subject_tokens: Option<Rc<Vec<Vec<i64>>>>,
-    /// Index of the first frame of this call in the whole clip (windows of a long clip).
-    pub frame_offset: i64,
     /// Spatial size `(H, W)` of the tokens of this call (set by the transformer before its blocks).
     pub spatial: Option<(i64, i64)>,
-    /// The first frame that first-frame attention reads, when it is not the call's own (windows of a
-    /// long clip anchored on the clip's first frame).
-    pub anchor: Option<Rc<AnchorFrame>>,
     /// The attention kernel.
     pub backend: Backend,
     /// A training step (processors with running state, like spectral normalisation, update it).
@@ -141,6 +61,8 @@ pub struct AttnContext {
     /// tensor; any other source of keys and values (a mask-guided stage's video features) is projected
     /// row by row.
     pub repeated_text: Option<Rc<RepeatedRows>>,
+    /// What the modules' hooks prepared for this call ([`CallData`]).
+    pub data: CallData,
 }
 
 /// A tensor `[N·r, L, C]` whose rows come in runs of `repeats` equal rows: a video call's text, each
@@ -167,26 +89,11 @@ impl Default for AttnContext {
         AttnContext {
             frames: 1,
             timestep: None,
-            masks: None,
-            mask_features: None,
-            subject_tokens: None,
-            frame_offset: 0,
             spatial: None,
-            anchor: None,
             backend: Backend::Auto,
             training: false,
             repeated_text: None,
-        }
-    }
-}
-
-impl AttnContext {
-    /// The first frame's tensors a first-frame processor reads (`own`: this call's, `[B, …]` each): its
-    /// own, or the anchor's (see [`AnchorFrame`]).
-    pub fn first_frame(&self, own: Vec<Tensor>) -> Result<Vec<Tensor>> {
-        match &self.anchor {
-            Some(a) => a.first_frame(own),
-            None => Ok(own),
+            data: CallData::default(),
         }
     }
 }

@@ -17,8 +17,8 @@
 
 use super::denoise::NoisePredictor;
 use crate::error::{Error, Result};
-use crate::models::attention_processor::AnchorFrame;
 use crate::sd::StableDiffusion;
+use crate::video::call::AnchorFrame;
 use crate::video::conditioning::subject_token_positions;
 use crate::video::{Conditioning, VideoModel};
 use std::rc::Rc;

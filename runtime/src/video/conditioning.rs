@@ -3,8 +3,8 @@
 //! long clip starts. Pipelines build one per step (or once per loop) and hand it to
 //! [`VideoModel::forward`](super::VideoModel::forward).
 
+use super::call::{AnchorFrame, Pyramid, VideoCall};
 use crate::error::{Error, Result};
-use crate::models::attention_processor::{AnchorFrame, Pyramid};
 use crate::models::ClipTokenizer;
 use std::rc::Rc;
 use tch::{Kind, Tensor};
@@ -133,6 +133,28 @@ impl Conditioning {
             (hh, ww) = ((hh + 1) / 2, (ww + 1) / 2);
         }
         Ok(Some(Pyramid { levels: out }))
+    }
+}
+
+impl Conditioning {
+    /// The video data of a call on latents `[B, C, F, h, w]` with `levels` UNet resolutions, on `device`:
+    /// the mask pyramid, the subject's tokens, the window's offset and the anchor frame.
+    pub fn video_call(
+        &self,
+        batch: i64,
+        frames: i64,
+        h: i64,
+        w: i64,
+        levels: usize,
+        device: tch::Device,
+    ) -> Result<VideoCall> {
+        Ok(VideoCall {
+            masks: self.mask_pyramid(batch, frames, h, w, levels)?.map(Rc::new),
+            subject_tokens: shared_tokens(&self.subject_tokens),
+            frame_offset: self.frame_offset,
+            anchor: self.anchor.clone(),
+            ..VideoCall::new(batch, frames, device)
+        })
     }
 }
 

@@ -6,13 +6,14 @@
 //! new (temporal) and trained tensors have storage of their own, so inflating costs no copy of the UNet
 //! and frozen weights stay bit-identical to the base.
 
+pub mod call;
 pub mod conditioning;
 pub mod processors;
 pub mod tuned;
 
 use crate::error::{Error, Result};
 use crate::models::attention::{BlockShape, BlockStage, Stages};
-use crate::models::attention_processor::{AttnContext, RepeatedRows};
+use crate::models::attention_processor::{AttnContext, CallData, RepeatedRows};
 use crate::models::checkpoint::{Slot, Tape};
 use crate::models::nn::{Builder, InitMode};
 use crate::models::UNet2DConditionModel;
@@ -470,20 +471,25 @@ impl VideoModel {
         let ctx_frames = cond.text.repeat_interleave_self_int(f, 0, None);
         let timestep = Some(cond.timestep.unwrap_or_else(|| t.double_value(&[0])));
         let levels = self.unet.config.block_out_channels.len();
-        let mut ctx = AttnContext {
+        let video = cond.video_call(b, f, h, w, levels, latents.device())?;
+        let mut data = CallData::default();
+        for module in self.spec.modules() {
+            if let Some(prepare) = module.entry().prepare {
+                prepare(module, &video, &mut data)?;
+            }
+        }
+        for stage in &self.model_stages {
+            stage.prepare(&video, &mut data)?;
+        }
+        data.insert(video);
+        let ctx = AttnContext {
             frames: f,
             training,
             timestep,
-            masks: cond.mask_pyramid(b, f, h, w, levels)?.map(Rc::new),
-            subject_tokens: conditioning::shared_tokens(&cond.subject_tokens),
-            frame_offset: cond.frame_offset,
-            anchor: cond.anchor.clone(),
             repeated_text: Some(Rc::new(RepeatedRows { tensor: ctx_frames.shallow_clone(), repeats: f })),
+            data,
             ..Default::default()
         };
-        for stage in &self.model_stages {
-            stage.prepare(&mut ctx)?;
-        }
         Ok(UNetCall { flat, t, text: ctx_frames, ctx, shape: [b, f, c, h, w] })
     }
 
@@ -514,7 +520,8 @@ pub struct UNetCall {
     /// The text per frame `[B·F, L, D]` (each clip's text repeated `F` times: the tensor
     /// `ctx.repeated_text` names).
     pub text: Tensor,
-    /// The attention context, with the model stages' per-call data (mask features) prepared.
+    /// The attention context, with the call's [`call::VideoCall`] and the modules' per-call data (mask
+    /// features, …) prepared by their hooks.
     pub ctx: AttnContext,
     shape: [i64; 5],
 }

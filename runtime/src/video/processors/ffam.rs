@@ -3,6 +3,7 @@
 //! `1/r²` of the tokens). `r = 1` is full attention. Pooling commutes with the key / value projections
 //! (both linear), so frames are pooled before projecting, which saves work.
 
+use super::{Build, Entry, Role};
 use crate::error::{Error, Result};
 use crate::models::attention_processor::{Attention, AttnContext, AttnProcessor};
 use tch::Tensor;
@@ -46,3 +47,15 @@ impl AttnProcessor for FineCoarse {
         Ok(attn.attend(&q, &k, &v, None, ctx.backend))
     }
 }
+
+/// The `ffam` module's entry in the registry.
+pub const ENTRY: Entry = Entry {
+    role: Role::Spatial,
+    name: "ffam",
+    summary: "fine-coarse frame attention: the own frame in full, the others pooled by ratio (EI²)",
+    params: PARAMS,
+    needs_masks: false,
+    trains: &[],
+    prepare: None,
+    build: Build::Processor(|s| Box::new(FineCoarse::new(s.get("ratio") as i64))),
+};

@@ -11,9 +11,10 @@
 //! tokens across the boundary lose `mask` nats (`mask = 4` scales their weights by e⁻⁴). Without masks in
 //! the call it is plain first-frame attention.
 
-use super::{ModuleSpec, Param};
+use super::{Build, Entry, ModuleSpec, Param, Role};
 use crate::error::Result;
 use crate::models::attention_processor::{Attention, AttnContext, AttnProcessor};
+use crate::video::call::{first_frame, VideoCall};
 use tch::Tensor;
 use vidtune_kernels::attention::{first_frame_mask_bias_from, first_frames, gather_first_frame_from};
 
@@ -56,7 +57,7 @@ impl AttnProcessor for FirstFrame {
         // Only the first frame's keys and values are needed.
         let first_source = first_frames(source, f);
         let mut own = vec![attn.to_k.forward(&first_source), attn.to_v.forward(&first_source)];
-        let m = match (&ctx.masks, self.mask_strength > 0.0) {
+        let m = match (VideoCall::masks(ctx), self.mask_strength > 0.0) {
             (Some(masks), true) => {
                 let m = masks.tokens(ctx, "mask-aware first-frame attention")?.squeeze_dim(-1);
                 own.push(first_frames(&m, f));
@@ -64,10 +65,22 @@ impl AttnProcessor for FirstFrame {
             }
             _ => None,
         };
-        let first = ctx.first_frame(own)?;
+        let first = first_frame(ctx, own)?;
         let k = gather_first_frame_from(&first[0], f);
         let v = gather_first_frame_from(&first[1], f);
         let bias = m.map(|m| first_frame_mask_bias_from(&m, f, &first[2], self.mask_strength).to_kind(q.kind()));
         Ok(attn.attend(&q, &k, &v, bias.as_ref(), ctx.backend))
     }
 }
+
+/// The `first_frame` module's entry in the registry.
+pub const ENTRY: Entry = Entry {
+    role: Role::Spatial,
+    name: "first_frame",
+    summary: "keys and values of the first frame (LAMP); with mask > 0, mask-aware (dynamic mask guidance)",
+    params: PARAMS,
+    needs_masks: false,
+    trains: &[],
+    prepare: None,
+    build: Build::Processor(|s| Box::new(FirstFrame::new(s))),
+};

@@ -1,6 +1,7 @@
 //! Full spatio-temporal attention: each frame's queries attend to the tokens of every frame of the clip
 //! (`F·H·W` keys; memory grows with the square of the clip, so use it on short clips or low resolution).
 
+use super::{Build, Entry, Role, NO_PARAMS};
 use crate::error::Result;
 use crate::models::attention_processor::{Attention, AttnContext, AttnProcessor};
 use tch::Tensor;
@@ -28,3 +29,15 @@ impl AttnProcessor for FullFrames {
         Ok(attn.attend(&q, &k, &v, None, ctx.backend))
     }
 }
+
+/// The `full` module's entry in the registry.
+pub const ENTRY: Entry = Entry {
+    role: Role::Spatial,
+    name: "full",
+    summary: "keys and values of every frame",
+    params: NO_PARAMS,
+    needs_masks: false,
+    trains: &[],
+    prepare: None,
+    build: Build::Processor(|_| Box::new(FullFrames)),
+};

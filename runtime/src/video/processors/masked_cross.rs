@@ -10,9 +10,10 @@
 //! decide the layout, so late steps can be left alone. Without masks or a subject in the call (the
 //! unconditional half of classifier-free guidance has none) it is plain cross-attention.
 
-use super::{ModuleSpec, Param};
+use super::{Build, Entry, ModuleSpec, Param, Role};
 use crate::error::Result;
 use crate::models::attention_processor::{Attention, AttnContext, AttnProcessor};
+use crate::video::call::VideoCall;
 use tch::{Kind, Tensor};
 use vidtune_kernels::attention::{merge_heads, modulate_scores, split_heads};
 
@@ -67,7 +68,10 @@ impl AttnProcessor for MaskedCross {
         let (k, v) = attn.key_value(hidden, context, ctx);
         let q = attn.to_q.forward(hidden);
         let w = self.weight(ctx.timestep);
-        let (Some(masks), Some(subject)) = (&ctx.masks, &ctx.subject_tokens) else {
+        let call = VideoCall::of(ctx);
+        let (Some(masks), Some(subject)) =
+            (call.and_then(|c| c.masks.as_deref()), call.and_then(|c| c.subject_tokens.as_deref()))
+        else {
             return Ok(attn.attend(&q, &k, &v, None, ctx.backend));
         };
         if w == 0.0 || subject.iter().all(|s| s.is_empty()) {
@@ -93,3 +97,16 @@ impl AttnProcessor for MaskedCross {
         Ok(attn.to_out.forward(&merge_heads(&out)))
     }
 }
+
+/// The `masked` module's entry in the registry.
+pub const ENTRY: Entry = Entry {
+    role: Role::Cross,
+    name: "masked",
+    summary: "mask cross-attention: the subject's tokens attend inside its masks (dynamic mask guidance, \
+              DenseDiffusion)",
+    params: PARAMS,
+    needs_masks: true,
+    trains: &[],
+    prepare: None,
+    build: Build::Processor(|s| Box::new(MaskedCross::new(s))),
+};

@@ -20,14 +20,14 @@
 //! repeated text (see `Attention::key_value`), and a whole-UNet test checks every frame against a
 //! per-frame reference.
 
-use super::{ModelStage, ModuleSpec, Param};
+use super::{Build, Entry, ModelStage, ModuleSpec, Param, Role};
 use crate::config::UNet2DConditionConfig;
 use crate::error::{Error, Result};
 use crate::models::attention::{BlockShape, BlockStage, Placement};
-use crate::models::attention_processor::{Attention, AttnContext, Pyramid};
+use crate::models::attention_processor::{Attention, AttnContext, CallData};
 use crate::models::nn::{Builder, Conv2d, InitMode, LayerNorm};
 use crate::models::resnet::{Downsample2D, ResnetBlock2D};
-use std::rc::Rc;
+use crate::video::call::{Pyramid, VideoCall};
 use tch::Tensor;
 
 pub const PARAMS: &[Param] = &[Param {
@@ -84,15 +84,20 @@ impl MaskEncoder {
 }
 
 impl ModelStage for MaskEncoder {
-    fn prepare(&self, ctx: &mut AttnContext) -> Result<()> {
-        let masks = ctx.masks.as_ref().and_then(|p| p.levels.first()).ok_or_else(|| {
+    fn prepare(&self, call: &VideoCall, data: &mut CallData) -> Result<()> {
+        let masks = call.masks.as_ref().and_then(|p| p.levels.first()).ok_or_else(|| {
             Error::Invalid("mca (mask-guided cross-attention) needs the subject's masks: pass #{masks: …}".into())
         })?;
         let kind = self.stem.weight.kind();
-        ctx.mask_features = Some(Rc::new(Pyramid { levels: self.encode(&masks.to_kind(kind)) }));
+        data.insert(MaskFeatures(Pyramid { levels: self.encode(&masks.to_kind(kind)) }));
         Ok(())
     }
 }
+
+/// The mask encoder's features `[B·F, C, h, w]` at every resolution of a call, which the MCA layers
+/// query from.
+#[derive(Debug)]
+pub struct MaskFeatures(pub Pyramid);
 
 /// The MCA layer of one block.
 #[derive(Debug)]
@@ -134,7 +139,7 @@ impl BlockStage for MaskGuided {
     }
 
     fn forward(&self, h: &Tensor, ctx: &AttnContext) -> Result<Tensor> {
-        let features = ctx.mask_features.as_ref().ok_or_else(|| {
+        let features = ctx.data.get::<MaskFeatures>().map(|f| &f.0).ok_or_else(|| {
             Error::Invalid("mca (mask-guided cross-attention) needs the subject's masks: pass #{masks: …}".into())
         })?;
         let queries = features.tokens(ctx, "mca")?.to_kind(h.kind());
@@ -146,3 +151,15 @@ impl BlockStage for MaskGuided {
         vec![("attn_mask", &self.attn_mask)]
     }
 }
+
+/// The `mca` module's entry in the registry.
+pub const ENTRY: Entry = Entry {
+    role: Role::Mask,
+    name: "mca",
+    summary: "mask-guided cross-attention: mask features query the frame's video features (MCA)",
+    params: PARAMS,
+    needs_masks: true,
+    trains: &["attn_mask", "mask_encoder"],
+    prepare: None,
+    build: Build::Stage { block: build, model: Some(build_encoder) },
+};

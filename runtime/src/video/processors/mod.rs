@@ -16,16 +16,19 @@
 pub mod ffam;
 pub mod first_frame;
 pub mod full;
+pub mod gated;
 pub mod masked_cross;
 pub mod mca;
+pub mod plain;
 pub mod sparse_causal;
 pub mod stam;
 pub mod temporal;
 
+use super::call::VideoCall;
 use crate::config::UNet2DConditionConfig;
 use crate::error::{Error, Result};
 use crate::models::attention::{BlockShape, BlockStage};
-use crate::models::attention_processor::{AttnContext, AttnProcessor, PlainAttention};
+use crate::models::attention_processor::{AttnProcessor, CallData};
 use crate::models::nn::Builder;
 
 /// Where a module acts in a transformer block.
@@ -57,10 +60,14 @@ pub struct Param {
 }
 
 /// A model-level part of a module, run once per UNet call before the blocks (the mask encoder of `mca`
-/// turns the call's mask pyramid into features).
+/// turns the call's mask pyramid into features): it puts what its stages read into the call's data.
 pub trait ModelStage: std::fmt::Debug {
-    fn prepare(&self, ctx: &mut AttnContext) -> Result<()>;
+    fn prepare(&self, call: &VideoCall, data: &mut CallData) -> Result<()>;
 }
+
+/// A module's hook, run once per UNet call before the blocks with the call's [`VideoCall`]: it puts the
+/// per-call values its processors or stages read into the call's data (by a type of its own).
+pub type PrepareFn = fn(&ModuleSpec, &VideoCall, &mut CallData) -> Result<()>;
 
 type ProcessorFn = fn(&ModuleSpec) -> Box<dyn AttnProcessor>;
 type StageFn = fn(&Builder, &BlockShape, &ModuleSpec) -> Result<Box<dyn BlockStage>>;
@@ -84,104 +91,27 @@ pub struct Entry {
     pub needs_masks: bool,
     /// Parameters it adds that tuning trains by default (their names contain one of these).
     pub trains: &'static [&'static str],
+    /// Prepares its per-call data (`None`: it reads only the context and the [`VideoCall`]).
+    pub prepare: Option<PrepareFn>,
     pub build: Build,
 }
 
-const NO_PARAMS: &[Param] = &[];
+/// The parameters of a module that takes none.
+pub const NO_PARAMS: &[Param] = &[];
 
-/// Every module, by role.
+/// Every module, by role: each module's file holds its entry.
 pub const REGISTRY: &[Entry] = &[
-    Entry {
-        role: Role::Spatial,
-        name: "self",
-        summary: "per-frame self-attention (the image model's)",
-        params: NO_PARAMS,
-        needs_masks: false,
-        trains: &[],
-        build: Build::Processor(|_| Box::new(PlainAttention)),
-    },
-    Entry {
-        role: Role::Spatial,
-        name: "sparse_causal",
-        summary: "keys and values of the first and the previous frame (Tune-A-Video)",
-        params: NO_PARAMS,
-        needs_masks: false,
-        trains: &[],
-        build: Build::Processor(|_| Box::new(sparse_causal::SparseCausal)),
-    },
-    Entry {
-        role: Role::Spatial,
-        name: "first_frame",
-        summary: "keys and values of the first frame (LAMP); with mask > 0, mask-aware (dynamic mask guidance)",
-        params: first_frame::PARAMS,
-        needs_masks: false,
-        trains: &[],
-        build: Build::Processor(|s| Box::new(first_frame::FirstFrame::new(s))),
-    },
-    Entry {
-        role: Role::Spatial,
-        name: "full",
-        summary: "keys and values of every frame",
-        params: NO_PARAMS,
-        needs_masks: false,
-        trains: &[],
-        build: Build::Processor(|_| Box::new(full::FullFrames)),
-    },
-    Entry {
-        role: Role::Spatial,
-        name: "ffam",
-        summary: "fine-coarse frame attention: the own frame in full, the others pooled by ratio (EI²)",
-        params: ffam::PARAMS,
-        needs_masks: false,
-        trains: &[],
-        build: Build::Processor(|s| Box::new(ffam::FineCoarse::new(s.get("ratio") as i64))),
-    },
-    Entry {
-        role: Role::Cross,
-        name: "plain",
-        summary: "attention to the text (the image model's)",
-        params: NO_PARAMS,
-        needs_masks: false,
-        trains: &[],
-        build: Build::Processor(|_| Box::new(PlainAttention)),
-    },
-    Entry {
-        role: Role::Cross,
-        name: "masked",
-        summary: "mask cross-attention: the subject's tokens attend inside its masks (dynamic mask guidance, \
-                  DenseDiffusion)",
-        params: masked_cross::PARAMS,
-        needs_masks: true,
-        trains: &[],
-        build: Build::Processor(|s| Box::new(masked_cross::MaskedCross::new(s))),
-    },
-    Entry {
-        role: Role::Temporal,
-        name: "temporal",
-        summary: "attention over frames at each position (Tune-A-Video)",
-        params: NO_PARAMS,
-        needs_masks: false,
-        trains: &[],
-        build: Build::Stage { block: temporal::build, model: None },
-    },
-    Entry {
-        role: Role::Temporal,
-        name: "stam",
-        summary: "shift-restricted temporal attention: instance centering, spectral norms (EI²)",
-        params: NO_PARAMS,
-        needs_masks: false,
-        trains: &[],
-        build: Build::Stage { block: stam::build, model: None },
-    },
-    Entry {
-        role: Role::Mask,
-        name: "mca",
-        summary: "mask-guided cross-attention: mask features query the frame's video features (MCA)",
-        params: mca::PARAMS,
-        needs_masks: true,
-        trains: &["attn_mask", "mask_encoder"],
-        build: Build::Stage { block: mca::build, model: Some(mca::build_encoder) },
-    },
+    plain::SELF,
+    sparse_causal::ENTRY,
+    first_frame::ENTRY,
+    full::ENTRY,
+    ffam::ENTRY,
+    plain::PLAIN,
+    masked_cross::ENTRY,
+    temporal::ENTRY,
+    stam::ENTRY,
+    gated::ENTRY,
+    mca::ENTRY,
 ];
 
 /// The entry of `name` in `role`.

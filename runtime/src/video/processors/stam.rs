@@ -5,7 +5,7 @@
 //! training step, as `torch.nn.utils.spectral_norm` does, none at inference.
 
 use super::temporal::TemporalStage;
-use super::ModuleSpec;
+use super::{Build, Entry, ModuleSpec, Role, NO_PARAMS};
 use crate::error::{Error, Result};
 use crate::models::attention::{BlockShape, BlockStage};
 use crate::models::attention_processor::{Attention, AttnContext, AttnProcessor};
@@ -109,3 +109,15 @@ pub fn build(b: &Builder, shape: &BlockShape, _spec: &ModuleSpec) -> Result<Box<
     stage.attn_temp.set_processor(Box::new(Stam::default()));
     Ok(Box::new(stage))
 }
+
+/// The `stam` module's entry in the registry.
+pub const ENTRY: Entry = Entry {
+    role: Role::Temporal,
+    name: "stam",
+    summary: "shift-restricted temporal attention: instance centering, spectral norms (EI²)",
+    params: NO_PARAMS,
+    needs_masks: false,
+    trains: &[],
+    prepare: None,
+    build: Build::Stage { block: build, model: None },
+};

@@ -4,7 +4,7 @@
 //! model first behaves like the image model; its bias keeps PyTorch's default initialisation, as the
 //! reference code does. [`TemporalStage`] also carries EI²'s variant (`stam`).
 
-use super::ModuleSpec;
+use super::{Build, Entry, ModuleSpec, Role, NO_PARAMS};
 use crate::error::{Error, Result};
 use crate::models::attention::{BlockShape, BlockStage, Placement};
 use crate::models::attention_processor::{Attention, AttnContext};
@@ -79,3 +79,15 @@ impl BlockStage for TemporalStage {
 pub fn build(b: &Builder, shape: &BlockShape, _spec: &ModuleSpec) -> Result<Box<dyn BlockStage>> {
     Ok(Box::new(TemporalStage::new(b, shape, false)))
 }
+
+/// The `temporal` module's entry in the registry.
+pub const ENTRY: Entry = Entry {
+    role: Role::Temporal,
+    name: "temporal",
+    summary: "attention over frames at each position (Tune-A-Video)",
+    params: NO_PARAMS,
+    needs_masks: false,
+    trains: &[],
+    prepare: None,
+    build: Build::Stage { block: build, model: None },
+};
