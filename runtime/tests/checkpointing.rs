@@ -3,7 +3,9 @@
 //! and one whose trained mask encoder feeds every block (mask-guided attention); `precision` and
 //! `checkpointing` reach the tuning loop.
 
-use std::rc::Rc;
+mod common;
+use common::{random_tiny, serial};
+
 use tch::{Kind, Tensor};
 use vidtune_runtime::masks::Masks;
 use vidtune_runtime::models::checkpoint::Tape;
@@ -12,18 +14,6 @@ use vidtune_runtime::synthetic::{synthetic_clip, Shape, SyntheticSpec};
 use vidtune_runtime::video::processors::{ModuleSpec, Role};
 use vidtune_runtime::video::{inflate, Conditioning, VideoModel, VideoSpec};
 use vidtune_runtime::Video;
-use vidtune_runtime::{load_sd, SdLoadOptions, StableDiffusion};
-
-/// Seeded draws come from libtorch's process-wide generator: the tests of this file take turns.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn random_tiny() -> Rc<StableDiffusion> {
-    Rc::new(load_sd("random:tiny", &SdLoadOptions { device: "cpu".into(), ..Default::default() }).unwrap())
-}
 
 fn clip(frames: usize) -> (Video, Masks) {
     let c = synthetic_clip(&SyntheticSpec {

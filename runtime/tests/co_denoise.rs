@@ -2,6 +2,9 @@
 //! and first frames included) merged per frame, batching windows changes nothing, and prompts can change
 //! along the clip.
 
+mod common;
+use common::{random_tiny, serial};
+
 use std::rc::Rc;
 use tch::{Kind, Tensor};
 use vidtune_kernels::codenoise::Weighting;
@@ -12,19 +15,8 @@ use vidtune_runtime::pipelines::invert::{invert, InvertOptions, Latents};
 use vidtune_runtime::pipelines::sample::{co_denoise, sample_latents, sample_schedule_latents, SampleOptions};
 use vidtune_runtime::synthetic::{synthetic_clip, Shape, SyntheticSpec};
 use vidtune_runtime::video::{inflate, VideoModel, VideoSpec};
+use vidtune_runtime::StableDiffusion;
 use vidtune_runtime::Video;
-use vidtune_runtime::{load_sd, SdLoadOptions, StableDiffusion};
-
-/// Seeded draws come from libtorch's process-wide generator: tests that compare seeded runs take turns.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn random_tiny() -> Rc<StableDiffusion> {
-    Rc::new(load_sd("random:tiny", &SdLoadOptions { device: "cpu".into(), ..Default::default() }).unwrap())
-}
 
 fn clip(frames: usize) -> (Video, Masks) {
     let c = synthetic_clip(&SyntheticSpec {

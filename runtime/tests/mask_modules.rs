@@ -2,6 +2,9 @@
 //! new processor equals a naive reference, models with mask modules refuse to run without masks, and
 //! `keep_background`, `strength`, first-frame conditioning and shared noise do what they say.
 
+mod common;
+use common::random_tiny;
+
 use std::rc::Rc;
 use tch::{Kind, Tensor};
 use vidtune_kernels_tests::assert_close_rel;
@@ -15,17 +18,13 @@ use vidtune_runtime::pipelines::tune::{tune_clips, LossWeights, TuneClip, TuneOp
 use vidtune_runtime::synthetic::{synthetic_clip, Shape, SyntheticSpec};
 use vidtune_runtime::video::call::{Pyramid, VideoCall};
 use vidtune_runtime::video::conditioning::subject_token_positions;
-use vidtune_runtime::video::processors::first_frame::FirstFrame as FirstFrameAttention;
+use vidtune_runtime::video::processors::first_frame::FirstFrameAttention;
 use vidtune_runtime::video::processors::masked_cross::MaskedCross;
 use vidtune_runtime::video::processors::mca::MaskFeatures;
 use vidtune_runtime::video::processors::{ModuleSpec, Role};
 use vidtune_runtime::video::{inflate, Conditioning, VideoSpec};
+use vidtune_runtime::StableDiffusion;
 use vidtune_runtime::Video;
-use vidtune_runtime::{load_sd, SdLoadOptions, StableDiffusion};
-
-fn random_tiny() -> Rc<StableDiffusion> {
-    Rc::new(load_sd("random:tiny", &SdLoadOptions { device: "cpu".into(), ..Default::default() }).unwrap())
-}
 
 fn clip(frames: usize) -> (Video, Masks) {
     let c = synthetic_clip(&SyntheticSpec {

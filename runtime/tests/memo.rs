@@ -2,6 +2,9 @@
 //! hits, a reproducible sample (or co-denoised clip) is stored and an unseeded one is not, and a cache
 //! that cannot be written returns the result with a warning.
 
+mod common;
+use common::serial;
+
 use std::path::Path;
 use std::rc::Rc;
 use vidtune_runtime::cache::DiskCache;
@@ -13,13 +16,6 @@ use vidtune_runtime::pipelines::tune::TuneOptions;
 use vidtune_runtime::synthetic::{synthetic_clip, SyntheticSpec};
 use vidtune_runtime::video::{inflate, VideoSpec};
 use vidtune_runtime::{load_sd, SdLoadOptions};
-
-/// Seeded draws come from libtorch's process-wide generator: these tests take turns.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();

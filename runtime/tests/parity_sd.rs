@@ -1,13 +1,16 @@
 //! The Stable Diffusion core against diffusers and transformers: tiny random components saved by
 //! `save_pretrained`, loaded here through the real loading code, compared output for output (fp32, CPU).
 
+mod common;
+use common::cpu;
+
 use std::path::PathBuf;
 use tch::{Kind, Tensor};
 use vidtune_kernels_tests::{assert_close_rel, fixtures_dir, load_fixture};
 use vidtune_runtime::models::AttnContext;
 use vidtune_runtime::pipelines::common::decode_latents;
-use vidtune_runtime::pipelines::denoise::{denoise as denoise_loop, DenoiseSpec, NoHooks, Walk};
-use vidtune_runtime::pipelines::t2i::{denoise, t2i, T2iOptions};
+use vidtune_runtime::pipelines::denoise::{denoise as denoise_loop, DenoiseSpec, NoHooks};
+use vidtune_runtime::pipelines::t2i::{denoise_image, t2i, T2iOptions};
 use vidtune_runtime::pipelines::Loop;
 use vidtune_runtime::rng::Noise;
 use vidtune_runtime::video::Conditioning;
@@ -15,10 +18,6 @@ use vidtune_runtime::{load_sd, SdLoadOptions, StableDiffusion};
 
 const CONFIGS: [&str; 2] = ["tiny-conv", "tiny-linear"];
 const TOL: f64 = 1e-4;
-
-fn cpu() -> SdLoadOptions {
-    SdLoadOptions { device: "cpu".into(), dtype: Some("fp32".into()), ..Default::default() }
-}
 
 fn dir(config: &str, sub: &str) -> PathBuf {
     fixtures_dir().join(config).join(sub)
@@ -97,35 +96,30 @@ fn ddim_loop_and_inversion_match_diffusers() {
         assert_close_rel(&uncond, &f["uncond"], TOL, &format!("{config}: empty-prompt embedding"));
         let opts = T2iOptions { steps: 10, guidance: 7.5, ..Default::default() };
         let mut noise = Noise::new(0);
-        let latents = denoise(&sd, f["latents0"].shallow_clone(), &cond, Some(&uncond), &opts, &mut noise).unwrap();
+        let latents =
+            denoise_image(&sd, f["latents0"].shallow_clone(), &cond, Some(&uncond), &opts, &mut noise).unwrap();
         assert_close_rel(&latents, &f["latents"], TOL, &format!("{config}: 10-step DDIM latents"));
         let image = decode_latents(&sd, &latents).unwrap();
         assert_close_rel(&image, &f["image"].clamp(-1.0, 1.0), TOL, &format!("{config}: 10-step DDIM image"));
 
         // DDIM inversion (Tune-A-Video): null prompt, no guidance, timesteps upwards — the shared loop,
         // walking up and recording the trajectory.
-        let spec = DenoiseSpec {
-            label: "invert".into(),
-            steps: 10,
-            walk: Walk::Up,
-            guidance: 1.0,
-            uncond: None,
-            eta: 0.0,
-            record: true,
-            skip: 0,
-            until: None,
-            units: 1,
-            counter: Loop::Invert,
-        };
+        let spec = DenoiseSpec::up("invert", 10, Loop::Invert);
         let up =
             denoise_loop(&sd, f["latents0"].shallow_clone(), &Conditioning::text(&uncond), &spec, None, &mut NoHooks)
                 .unwrap();
         let steps: Vec<Tensor> = up.trajectory[1..].iter().map(Tensor::shallow_clone).collect();
         assert_close_rel(&Tensor::stack(&steps, 0), &f["inverted"], TOL, &format!("{config}: DDIM inversion"));
         let x = up.latents;
-        let back =
-            denoise(&sd, x, &uncond, None, &T2iOptions { steps: 10, guidance: 1.0, ..Default::default() }, &mut noise)
-                .unwrap();
+        let back = denoise_image(
+            &sd,
+            x,
+            &uncond,
+            None,
+            &T2iOptions { steps: 10, guidance: 1.0, ..Default::default() },
+            &mut noise,
+        )
+        .unwrap();
         assert_close_rel(&back, &f["reconstructed"], TOL, &format!("{config}: sampling back from the inversion"));
     }
 }

@@ -1,6 +1,9 @@
 //! Loading Stable Diffusion: the real SD1.4 architecture against diffusers' parameter list, the tiny random
 //! model, and every bad input with its message.
 
+mod common;
+use common::cpu;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use tch::nn::VarStore;
@@ -10,10 +13,6 @@ use vidtune_runtime::models::nn::{Builder, InitMode};
 use vidtune_runtime::models::{AutoencoderKL, ClipTextTransformer, UNet2DConditionModel};
 use vidtune_runtime::pipelines::t2i::{t2i, T2iOptions};
 use vidtune_runtime::{load_sd, SdLoadOptions};
-
-fn cpu() -> SdLoadOptions {
-    SdLoadOptions { device: "cpu".into(), dtype: Some("fp32".into()), ..Default::default() }
-}
 
 fn bundled(component: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/sd-v1-4").join(component).join("config.json");

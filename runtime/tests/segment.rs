@@ -3,8 +3,8 @@
 
 use tch::{Kind, Tensor};
 use vidtune_kernels_tests::{assert_close_rel, fixtures_dir, load_fixture};
-use vidtune_runtime::segment::builtin::Frame;
 use vidtune_runtime::segment::sam::{preprocess, prompt_arrays, Sam};
+use vidtune_runtime::segment::Frame;
 use vidtune_runtime::segment::{segment, Builtin, Click, Point, Prompt, SegmentOptions};
 use vidtune_runtime::synthetic::{synthetic_clip, Motion, Shape, SyntheticSpec, Texture};
 use vidtune_runtime::{Masks, Video};

@@ -3,6 +3,9 @@
 //! held-out clips (shape / colour / motion combinations the models never saw) change what the prompt asks
 //! and keep the rest. Thresholds are measured figures with a margin (see the toy models' README).
 
+mod common;
+use common::serial;
+
 use std::rc::Rc;
 use vidtune_runtime::models::clip::ClipModel;
 use vidtune_runtime::score::{score, ScoreOptions};
@@ -14,14 +17,6 @@ use vidtune_runtime::toy::world::{held_out_clip, held_out_clip_of};
 use vidtune_runtime::toy::{self, Recipe};
 use vidtune_runtime::video::VideoSpec;
 use vidtune_runtime::{load_sd, SdLoadOptions, StableDiffusion};
-
-/// Training, tuning and sampling draw from libtorch's process-wide generator: one test at a time, so each
-/// sees exactly its seeds.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 fn cpu() -> SdLoadOptions {
     SdLoadOptions { device: "cpu".into(), ..Default::default() }

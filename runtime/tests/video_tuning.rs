@@ -2,6 +2,9 @@
 //! memo — against the 2-D model, naive references, an independent Python implementation of Tune-A-Video,
 //! and themselves.
 
+mod common;
+use common::{cpu, serial};
+
 use std::rc::Rc;
 use tch::{Kind, Tensor};
 use vidtune_kernels_tests::{assert_close_rel, fixtures_dir, load_fixture};
@@ -18,17 +21,6 @@ use vidtune_runtime::video::tuned::{load_tuned, save_tuned};
 use vidtune_runtime::video::{inflate, Conditioning, VideoModel, VideoSpec};
 use vidtune_runtime::Video;
 use vidtune_runtime::{load_sd, SdLoadOptions, StableDiffusion};
-
-/// Seeded draws come from libtorch's process-wide generator: the tests of this file take turns.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn cpu() -> SdLoadOptions {
-    SdLoadOptions { device: "cpu".into(), dtype: Some("fp32".into()), ..Default::default() }
-}
 
 fn fixture_model() -> Rc<StableDiffusion> {
     Rc::new(load_sd(fixtures_dir().join("tiny-conv/pipeline").to_str().unwrap(), &cpu()).unwrap())

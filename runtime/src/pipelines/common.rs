@@ -5,31 +5,19 @@ use crate::error::{Error, Result};
 use crate::masks::Masks;
 use crate::media::Video;
 use crate::models::autoencoder_kl::LatentDist;
+pub use crate::options::check_range;
+use crate::options::{ETA, GUIDANCE, SAMPLE_STEPS};
 use crate::sd::StableDiffusion;
 use crate::video::VideoModel;
 use std::rc::Rc;
 use tch::{Kind, Tensor};
 
-/// `name` must be a finite `what` in `lo..=hi` (`lo` = `f64::MIN_POSITIVE` reads "above 0").
-pub fn check_range(name: &str, value: f64, lo: f64, hi: f64, what: &str) -> Result<()> {
-    if value.is_finite() && value >= lo && value <= hi {
-        return Ok(());
-    }
-    let fmt = |x: f64| if x.fract() == 0.0 && x.abs() < 1e15 { format!("{x:.0}") } else { format!("{x}") };
-    let range = if lo == f64::MIN_POSITIVE {
-        format!("above 0 and at most {}", fmt(hi))
-    } else {
-        format!("between {} and {}", fmt(lo), fmt(hi))
-    };
-    Err(Error::Invalid(format!("{name} must be {what} {range}, got {value}")))
-}
-
 /// The checks `t2i`, `sample` and `invert` share: steps (the scheduler checks its own upper bound),
 /// guidance, eta, and a negative prompt that only guidance reads.
 pub fn check_denoise_options(steps: i64, guidance: f64, eta: f64, negative: &str) -> Result<()> {
-    check_range("steps", steps as f64, 1.0, 100_000.0, "an integer")?;
-    check_range("guidance", guidance, 0.0, 100.0, "a number")?;
-    check_range("eta", eta, 0.0, 1.0, "a number")?;
+    SAMPLE_STEPS.check(steps as f64)?;
+    GUIDANCE.check(guidance)?;
+    ETA.check(eta)?;
     if !negative.is_empty() && guidance <= 1.0 {
         return Err(Error::Invalid(format!(
             "negative would be ignored: guidance {guidance} turns classifier-free guidance off (it needs guidance > 1)"

@@ -88,6 +88,51 @@ pub struct DenoiseSpec {
     pub counter: Loop,
 }
 
+impl DenoiseSpec {
+    /// `steps` DDIM steps from noise towards a sample: unguided, η = 0, nothing recorded, the whole
+    /// schedule, one progress unit a step, counted as `counter`.
+    pub fn down(label: impl Into<String>, steps: i64, counter: Loop) -> Self {
+        DenoiseSpec {
+            label: label.into(),
+            steps,
+            walk: Walk::Down,
+            guidance: 1.0,
+            uncond: None,
+            eta: 0.0,
+            record: false,
+            skip: 0,
+            until: None,
+            units: 1,
+            counter,
+        }
+    }
+
+    /// `steps` steps up the schedule (DDIM inversion), the trajectory recorded.
+    pub fn up(label: impl Into<String>, steps: i64, counter: Loop) -> Self {
+        DenoiseSpec { walk: Walk::Up, record: true, ..DenoiseSpec::down(label, steps, counter) }
+    }
+
+    /// Classifier-free guidance at `guidance` against `uncond` (`None`: no guidance).
+    pub fn guided(self, guidance: f64, uncond: Option<Tensor>) -> Self {
+        DenoiseSpec { guidance, uncond, ..self }
+    }
+
+    /// DDIM's η.
+    pub fn eta(self, eta: f64) -> Self {
+        DenoiseSpec { eta, ..self }
+    }
+
+    /// Skips the first `skip` steps of the schedule and stops after step `until` of it.
+    pub fn part(self, skip: usize, until: Option<usize>) -> Self {
+        DenoiseSpec { skip, until, ..self }
+    }
+
+    /// `units` progress units a step (co-denoising counts its windows).
+    pub fn units(self, units: u64) -> Self {
+        DenoiseSpec { units, ..self }
+    }
+}
+
 /// What to do around each step. `step` counts from 0; `level` is the index of the noise level the
 /// latents are at after the step in the ascending trajectory of the same schedule (0: clean).
 pub trait StepHooks {
@@ -124,44 +169,57 @@ pub enum Flow {
     Stop,
 }
 
-type Observer = dyn FnMut(&StepView) -> Result<Flow>;
+/// The installed observer: the closure's address and the function that calls a closure of its type
+/// there (a scoped slot, as `scoped-tls` keeps one; no lifetime is forged).
+#[derive(Clone, Copy)]
+struct Slot {
+    observer: *mut (),
+    call: unsafe fn(*mut (), &StepView) -> Result<Flow>,
+}
 
 thread_local! {
-    static OBSERVER: std::cell::Cell<Option<*mut Observer>> = const { std::cell::Cell::new(None) };
+    static OBSERVER: std::cell::Cell<Option<Slot>> = const { std::cell::Cell::new(None) };
+}
+
+/// Calls the closure of type `F` at `observer`.
+///
+/// # Safety
+/// `observer` must point to a live `F` that nothing else borrows during the call.
+unsafe fn call_observer<F: FnMut(&StepView) -> Result<Flow>>(observer: *mut (), view: &StepView) -> Result<Flow> {
+    // SAFETY: the caller's promise.
+    unsafe { (*observer.cast::<F>())(view) }
 }
 
 /// Runs `run` with `observer` called after every step of every denoising loop it starts (live
 /// previews, script callbacks). While the observer runs it is not installed, so loops it starts itself
 /// are not observed.
-pub fn observed<T>(observer: &mut dyn FnMut(&StepView) -> Result<Flow>, run: impl FnOnce() -> T) -> T {
-    struct Restore(Option<*mut Observer>);
+pub fn observed<F: FnMut(&StepView) -> Result<Flow>, T>(observer: &mut F, run: impl FnOnce() -> T) -> T {
+    struct Restore(Option<Slot>);
     impl Drop for Restore {
         fn drop(&mut self) {
             OBSERVER.with(|o| o.set(self.0));
         }
     }
-    // SAFETY: the pointer is installed only for the duration of `run` (the guard puts the previous one
-    // back, also on unwinding), while `observer` is mutably borrowed by this frame; `notify` takes it
-    // out while calling it, so it is never called re-entrantly.
-    let ptr: *mut Observer =
-        unsafe { std::mem::transmute::<*mut (dyn FnMut(&StepView) -> Result<Flow> + '_), *mut Observer>(observer) };
-    let _restore = Restore(OBSERVER.with(|o| o.replace(Some(ptr))));
+    let slot = Slot { observer: (observer as *mut F).cast::<()>(), call: call_observer::<F> };
+    // The slot holds the observer only while `run` runs (the guard puts the previous one back, also on
+    // unwinding), and this frame borrows `observer` mutably all that time.
+    let _restore = Restore(OBSERVER.with(|o| o.replace(Some(slot))));
     run()
 }
 
 /// Calls the installed observer, if any.
 fn notify(view: &StepView) -> Result<Flow> {
-    let Some(ptr) = OBSERVER.with(|o| o.take()) else { return Ok(Flow::Continue) };
-    struct Reinstall(*mut Observer);
+    let Some(slot) = OBSERVER.with(|o| o.take()) else { return Ok(Flow::Continue) };
+    struct Reinstall(Slot);
     impl Drop for Reinstall {
         fn drop(&mut self) {
             OBSERVER.with(|o| o.set(Some(self.0)));
         }
     }
-    let _back = Reinstall(ptr);
-    // SAFETY: see `observed`: the observer outlives the scope that installed it, and it was taken out of
-    // the slot, so this is the only live reference to it.
-    unsafe { (*ptr)(view) }
+    let _back = Reinstall(slot);
+    // SAFETY: `observed` installed the slot for a closure of the type `call` expects, which outlives the
+    // scope that installed it; the slot was taken out while it runs, so this is the only live reference.
+    unsafe { (slot.call)(slot.observer, view) }
 }
 
 /// No hooks.

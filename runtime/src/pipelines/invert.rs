@@ -6,12 +6,13 @@
 //! window, the windows' predictions merged per frame at every step (co-denoising walking upwards).
 
 use super::codenoise::{WindowOptions, Windowed};
-use super::common::{check_masks, check_range, encode_video, ensure_frames_fit, to_video_latents};
-use super::denoise::{denoise, DenoiseSpec, NoHooks, Walk};
+use super::common::{check_masks, encode_video, ensure_frames_fit, to_video_latents};
+use super::denoise::{denoise, DenoiseSpec, NoHooks};
 use super::Loop;
 use crate::error::Result;
 use crate::masks::Masks;
 use crate::media::Video;
+use crate::options::INVERT_STEPS;
 use crate::video::{Conditioning, VideoModel};
 use std::rc::Rc;
 
@@ -30,7 +31,7 @@ pub struct InvertOptions {
 
 impl Default for InvertOptions {
     fn default() -> Self {
-        InvertOptions { steps: 50, prompt: String::new(), masks: None, windows: None }
+        InvertOptions { steps: INVERT_STEPS.integer(), prompt: String::new(), masks: None, windows: None }
     }
 }
 
@@ -43,7 +44,7 @@ impl InvertOptions {
 
 /// Inverts `clip` with `model`.
 pub fn invert(model: &VideoModel, clip: &Video, opts: &InvertOptions) -> Result<Latents> {
-    check_range("steps", opts.steps as f64, 1.0, 100_000.0, "an integer")?;
+    INVERT_STEPS.check(opts.steps as f64)?;
     if let Some(m) = &opts.masks {
         check_masks(m, clip, "invert")?;
     }
@@ -57,25 +58,13 @@ pub fn invert(model: &VideoModel, clip: &Video, opts: &InvertOptions) -> Result<
     let source = to_video_latents(&(dist.mean * base.vae.model.scaling_factor())).to_kind(model.kind());
     let cond =
         Conditioning::text(&base.encode_prompt(&opts.prompt)?).with_masks(opts.masks.as_ref().map(|m| m.tensor()));
-    let spec = DenoiseSpec {
-        label: "invert".into(),
-        steps: opts.steps,
-        walk: Walk::Up,
-        guidance: 1.0,
-        uncond: None,
-        eta: 0.0,
-        record: true,
-        skip: 0,
-        until: None,
-        units: 1,
-        counter: Loop::Invert,
-    };
+    let spec = DenoiseSpec::up("invert", opts.steps, Loop::Invert);
     let out = match &opts.windows {
         None => denoise(model, source.shallow_clone(), &cond, &spec, None, &mut NoHooks)?,
         Some(w) => {
             let units = w.plan(source.size()[2])?.len() as u64;
             let windowed = Windowed::new(model, w.clone(), None)?;
-            let spec = DenoiseSpec { units, ..spec };
+            let spec = spec.units(units);
             denoise(&windowed, source.shallow_clone(), &cond, &spec, None, &mut NoHooks)?
         }
     };

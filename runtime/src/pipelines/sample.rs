@@ -15,11 +15,12 @@
 
 use super::codenoise::{window_texts, PromptSchedule, WindowOptions, Windowed};
 use super::common::{check_denoise_options, check_range, decode_video, encode_video, to_video_latents, Latents};
-use super::denoise::{denoise, DenoiseSpec, StepHooks, Walk};
+use super::denoise::{denoise, DenoiseSpec, StepHooks};
 use super::Loop;
 use crate::error::{Error, Result};
 use crate::masks::Masks;
 use crate::media::{check_model_size, Image, Video};
+use crate::options::{ETA, GUIDANCE, NEGATIVE, SAMPLE_STEPS};
 use crate::rng::Noise;
 use crate::video::conditioning::subject_token_positions;
 use crate::video::{Conditioning, VideoModel};
@@ -79,11 +80,11 @@ pub struct SampleOptions {
 impl Default for SampleOptions {
     fn default() -> Self {
         SampleOptions {
-            steps: 50,
-            guidance: 7.5,
+            steps: SAMPLE_STEPS.integer(),
+            guidance: GUIDANCE.number(),
             seed: None,
-            negative: String::new(),
-            eta: 0.0,
+            negative: NEGATIVE.text().into(),
+            eta: ETA.number(),
             frames: None,
             width: None,
             height: None,
@@ -437,19 +438,10 @@ pub fn sample_schedule_latents(
         }
         _ => None,
     };
-    let spec = DenoiseSpec {
-        label: "sample".into(),
-        steps: opts.steps,
-        walk: Walk::Down,
-        guidance: opts.guidance,
-        uncond: Some(base.encode_prompt(&opts.negative)?),
-        eta: opts.eta,
-        record: false,
-        skip: (opts.steps - run) as usize,
-        until: opts.until.map(|u| u as usize),
-        units: 1,
-        counter: Loop::Sample,
-    };
+    let spec = DenoiseSpec::down("sample", opts.steps, Loop::Sample)
+        .guided(opts.guidance, Some(base.encode_prompt(&opts.negative)?))
+        .eta(opts.eta)
+        .part((opts.steps - run) as usize, opts.until.map(|u| u as usize));
     let mut hooks = (first.map(HoldFirstFrame), keep);
     let out = match &opts.windows {
         None => denoise(model, x, &cond, &spec, Some(&mut noise), &mut hooks)?,
@@ -461,7 +453,7 @@ pub fn sample_schedule_latents(
             };
             let n = plan.len();
             let windowed = Windowed::new(model, w.clone(), texts)?;
-            let spec = DenoiseSpec { label: format!("co-denoise ({n} windows)"), units: n as u64, ..spec };
+            let spec = DenoiseSpec { label: format!("co-denoise ({n} windows)"), ..spec }.units(n as u64);
             denoise(&windowed, x, &cond, &spec, Some(&mut noise), &mut hooks)?
         }
     };

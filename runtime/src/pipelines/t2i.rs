@@ -2,10 +2,11 @@
 //! noise, classifier-free guidance batched in one UNet call, DDIM steps, VAE decode.
 
 use super::common::{check_denoise_options, decode_latents};
-use super::denoise::{DenoiseSpec, NoHooks, Walk};
+use super::denoise::{DenoiseSpec, NoHooks};
 use super::Loop;
 use crate::error::Result;
 use crate::media::{check_model_size, Image};
+use crate::options::{ETA, GUIDANCE, NEGATIVE, SAMPLE_STEPS};
 use crate::rng::Noise;
 use crate::sd::StableDiffusion;
 use crate::video::Conditioning;
@@ -26,13 +27,13 @@ pub struct T2iOptions {
 impl Default for T2iOptions {
     fn default() -> Self {
         T2iOptions {
-            steps: 50,
-            guidance: 7.5,
+            steps: SAMPLE_STEPS.integer(),
+            guidance: GUIDANCE.number(),
             seed: None,
-            negative: String::new(),
+            negative: NEGATIVE.text().into(),
             width: None,
             height: None,
-            eta: 0.0,
+            eta: ETA.number(),
         }
     }
 }
@@ -48,7 +49,7 @@ pub struct T2iOutput {
 
 /// Denoises `latents` with CFG from `t = timesteps[0]` down (the shared loop of
 /// [`super::denoise`]), drawing variance noise from `noise` when `eta > 0`.
-pub fn denoise(
+pub fn denoise_image(
     sd: &StableDiffusion,
     latents: Tensor,
     cond: &Tensor,
@@ -56,19 +57,9 @@ pub fn denoise(
     opts: &T2iOptions,
     noise: &mut Noise,
 ) -> Result<Tensor> {
-    let spec = DenoiseSpec {
-        label: "t2i".into(),
-        steps: opts.steps,
-        walk: Walk::Down,
-        guidance: if uncond.is_some() { opts.guidance } else { 1.0 },
-        uncond: uncond.map(Tensor::shallow_clone),
-        eta: opts.eta,
-        record: false,
-        skip: 0,
-        until: None,
-        units: 1,
-        counter: Loop::T2i,
-    };
+    let spec = DenoiseSpec::down("t2i", opts.steps, Loop::T2i)
+        .guided(if uncond.is_some() { opts.guidance } else { 1.0 }, uncond.map(Tensor::shallow_clone))
+        .eta(opts.eta);
     Ok(super::denoise::denoise(sd, latents, &Conditioning::text(cond), &spec, Some(noise), &mut NoHooks)?.latents)
 }
 
@@ -92,7 +83,7 @@ pub fn t2i(sd: &StableDiffusion, prompt: &str, opts: &T2iOptions) -> Result<T2iO
     let f = sd.vae_scale_factor();
     let channels = sd.unet.model.config.in_channels;
     let latents = noise.randn(&[1, channels, h / f, w / f], sd.unet.model.kind(), sd.device);
-    let latents = denoise(sd, latents, &cond, uncond.as_ref(), opts, &mut noise)?;
+    let latents = denoise_image(sd, latents, &cond, uncond.as_ref(), opts, &mut noise)?;
     let image = Image::new(decode_latents(sd, &latents)?.squeeze_dim(0))?;
     Ok(T2iOutput { image, latents, seed })
 }

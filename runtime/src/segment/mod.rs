@@ -3,9 +3,10 @@
 //! [`FrameSegmenter`]: Segment Anything through ONNX Runtime ([`sam`]), and a built-in click-seeded graph
 //! cut ([`builtin`]) that needs no weights.
 
-pub mod builtin;
 pub mod gmm;
+pub mod grabcut;
 pub mod maxflow;
+pub mod propagate;
 pub mod sam;
 
 use crate::error::{Error, Result};
@@ -290,16 +291,16 @@ fn to_tensor(m: &FrameMask, w: i64, h: i64) -> Tensor {
 
 /// Frame `i` of `video` as 8-bit RGB at most `max_side` on its longest side (Pillow bilinear), with the
 /// scale applied.
-pub fn frame_rgb(video: &Video, i: usize, max_side: usize) -> Result<(builtin::Frame, f64)> {
+pub fn frame_rgb(video: &Video, i: usize, max_side: usize) -> Result<(Frame, f64)> {
     let bytes = Vec::<u8>::try_from(kimage::to_rgb8_tensor(&video.frames().get(i as i64))?.flatten(0, -1))?;
     let (w, h) = (video.width() as usize, video.height() as usize);
     let scale = (max_side as f64 / w.max(h) as f64).min(1.0);
     if scale >= 1.0 {
-        return Ok((builtin::Frame { width: w, height: h, rgb: bytes }, 1.0));
+        return Ok((Frame { width: w, height: h, rgb: bytes }, 1.0));
     }
     let (nw, nh) = (((w as f64 * scale).round() as usize).max(1), ((h as f64 * scale).round() as usize).max(1));
     Ok((
-        builtin::Frame { width: nw, height: nh, rgb: resize_u8(&bytes, w, h, 3, nw, nh, Filter::Bilinear) },
+        Frame { width: nw, height: nh, rgb: resize_u8(&bytes, w, h, 3, nw, nh, Filter::Bilinear) },
         nw as f64 / w as f64,
     ))
 }
@@ -309,13 +310,13 @@ pub fn frame_rgb(video: &Video, i: usize, max_side: usize) -> Result<(builtin::F
 pub struct Builtin {
     /// The clip the caches belong to (its frames' storage and size).
     clip: Option<(usize, Vec<i64>)>,
-    frames: BTreeMap<usize, (builtin::Frame, f64)>,
+    frames: BTreeMap<usize, (Frame, f64)>,
     /// The subject's offset from its anchor frame, per propagated frame (working pixels).
     offsets: BTreeMap<usize, (i64, i64)>,
 }
 
 impl Builtin {
-    fn frame(&mut self, video: &Video, i: usize) -> Result<(builtin::Frame, f64)> {
+    fn frame(&mut self, video: &Video, i: usize) -> Result<(Frame, f64)> {
         let clip = (video.frames().data_ptr() as usize, video.frames().size());
         if self.clip.as_ref() != Some(&clip) {
             self.frames.clear();
@@ -323,7 +324,7 @@ impl Builtin {
             self.clip = Some(clip);
         }
         if let std::collections::btree_map::Entry::Vacant(e) = self.frames.entry(i) {
-            e.insert(frame_rgb(video, i, builtin::WORK_MAX)?);
+            e.insert(frame_rgb(video, i, grabcut::WORK_MAX)?);
         }
         Ok(self.frames[&i].clone())
     }
@@ -341,7 +342,7 @@ impl FrameSegmenter for Builtin {
             bbox: prompt.bbox.map(|b| b.map(|v| v * s)),
         };
         self.offsets.insert(index, (0, 0));
-        builtin::segment_clicked(&frame, &scaled)
+        grabcut::segment_clicked(&frame, &scaled)
     }
 
     fn refine(
@@ -359,7 +360,7 @@ impl FrameSegmenter for Builtin {
             points: prompt.points.iter().map(|p| Point { x: p.x * s, y: p.y * s, positive: p.positive }).collect(),
             bbox: prompt.bbox.map(|b| b.map(|v| v * s)),
         };
-        builtin::refine_clicked(&frame, clicked, &near_frame, near, &scaled).map(Some)
+        propagate::refine_clicked(&frame, clicked, &near_frame, near, &scaled).map(Some)
     }
 
     fn next(&mut self, video: &Video, step: &Step) -> Result<FrameMask> {
@@ -368,8 +369,26 @@ impl FrameSegmenter for Builtin {
         let (prev_frame, _) = self.frame(video, from)?;
         let (anchor_frame, _) = self.frame(video, anchor)?;
         let offset = if from == anchor { (0, 0) } else { self.offsets.get(&from).copied().unwrap_or((0, 0)) };
-        let (mask, offset) = builtin::segment_next(&frame, &prev_frame, prev, (&anchor_frame, anchor_mask), offset)?;
+        let (mask, offset) = propagate::segment_next(&frame, &prev_frame, prev, (&anchor_frame, anchor_mask), offset)?;
         self.offsets.insert(index, offset);
         Ok(mask)
+    }
+}
+
+/// An 8-bit RGB frame at working resolution.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    pub width: usize,
+    pub height: usize,
+    pub rgb: Vec<u8>,
+}
+
+impl Frame {
+    pub(crate) fn color(&self, i: usize) -> [f64; 3] {
+        [self.rgb[3 * i] as f64, self.rgb[3 * i + 1] as f64, self.rgb[3 * i + 2] as f64]
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.width * self.height
     }
 }

@@ -8,7 +8,7 @@
 //! logits of one frame are fed back as `mask_input` of the next while propagating. Embeddings are
 //! computed once per distinct frame.
 
-use super::builtin::Frame;
+use super::Frame;
 use super::{frame_rgb, FrameMask, FrameSegmenter, Point, Prompt, Step};
 use crate::error::{Error, Result};
 use crate::media::Video;

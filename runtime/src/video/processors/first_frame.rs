@@ -25,17 +25,17 @@ pub const PARAMS: &[Param] = &[Param {
 }];
 
 #[derive(Debug, Clone, Default)]
-pub struct FirstFrame {
+pub struct FirstFrameAttention {
     pub mask_strength: f64,
 }
 
-impl FirstFrame {
+impl FirstFrameAttention {
     pub fn new(spec: &ModuleSpec) -> Self {
-        FirstFrame { mask_strength: spec.get("mask") }
+        FirstFrameAttention { mask_strength: spec.get("mask") }
     }
 }
 
-impl AttnProcessor for FirstFrame {
+impl AttnProcessor for FirstFrameAttention {
     fn name(&self) -> String {
         if self.mask_strength > 0.0 {
             format!("first_frame:mask={}", self.mask_strength)
@@ -82,5 +82,5 @@ pub const ENTRY: Entry = Entry {
     needs_masks: false,
     trains: &[],
     prepare: None,
-    build: Build::Processor(|s| Box::new(FirstFrame::new(s))),
+    build: Build::Processor(|s| Box::new(FirstFrameAttention::new(s))),
 };

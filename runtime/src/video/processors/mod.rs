@@ -4,14 +4,17 @@
 //! |---|---|---|
 //! | spatial | every `attn1` (self-attention of a frame) | `self`, `sparse_causal`, `first_frame`, `full`, `ffam` |
 //! | cross | every `attn2` (attention to the text) | `plain`, `masked` |
-//! | temporal | a stage after the feed-forward | `temporal`, `stam` |
+//! | temporal | a stage after the feed-forward | `temporal`, `stam`, `gated` |
 //! | mask | a stage after the cross-attention, with a model-level mask encoder | `mca` |
 //!
-//! A module is a file plus a line in [`REGISTRY`]. Its entry names the role, documents its parameters
+//! A module is a file plus a line in [`REGISTRY`]. Its entry (in its file) names the role, documents its parameters
 //! (`ffam:4`, `masked:strength=2,end=0.6`) and builds either a **processor**, which swaps the algorithm of
 //! an attention the block already has, or a **stage**, which adds layers to every block — created under
 //! the block's path with their documented initialisation — and optionally a model-level part (the mask
-//! encoder) that prepares per-call data before the UNet runs.
+//! encoder) that prepares per-call data before the UNet runs. A module that needs data of its own in
+//! every call gives its entry a `prepare` hook: it gets the call's [`VideoCall`] and puts a value of a
+//! type of its own into the call's [`CallData`], which its processor or stage reads back (`gated` does).
+//! The table above is checked against the registry by a test.
 
 pub mod ffam;
 pub mod first_frame;
@@ -251,6 +254,20 @@ pub fn make(spec: &ModuleSpec) -> Result<Box<dyn AttnProcessor>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_doc_table_lists_every_registered_module_by_role() {
+        let source = include_str!("mod.rs");
+        for role in [Role::Spatial, Role::Cross, Role::Temporal, Role::Mask] {
+            let row = source
+                .lines()
+                .find(|l| l.starts_with(&format!("//! | {} |", role.name())))
+                .unwrap_or_else(|| panic!("no row for {}", role.name()));
+            let listed: Vec<&str> = row.rsplit('|').nth(1).unwrap().split('`').skip(1).step_by(2).collect();
+            let registered: Vec<&str> = REGISTRY.iter().filter(|e| e.role == role).map(|e| e.name).collect();
+            assert_eq!(listed, registered, "the {} row of the table", role.name());
+        }
+    }
 
     #[test]
     fn specs_parse_document_and_round_trip() {

@@ -1,4 +1,4 @@
-//! The built-in segmenter: GrabCut (Rother et al., 2004: Gaussian-mixture colour models of subject and
+//! The built-in segmenter's cut: GrabCut (Rother et al., 2004: Gaussian-mixture colour models of subject and
 //! background, contrast-sensitive smoothness, min-cut by Boykov–Kolmogorov) seeded by clicks or a box, and
 //! propagated through the clip by the previous frame's mask moved to where the subject's colours went.
 //! No weights; good on clean subjects, usable on real footage.
@@ -8,14 +8,14 @@
 
 use super::gmm::Gmm;
 use super::maxflow::{Graph, Side};
-use super::{FrameMask, Point, Prompt};
+use super::{Frame, FrameMask, Point, Prompt};
 use crate::error::{Error, Result};
 
 /// Frames are segmented at most this large (longest side); masks are scaled back.
 pub const WORK_MAX: usize = 256;
 /// Smoothness weight (GrabCut's γ).
 const LAMBDA: f64 = 50.0;
-const HARD: f64 = 1e9;
+pub(super) const HARD: f64 = 1e9;
 /// GrabCut iterations on a clicked frame.
 const ITERATIONS: usize = 4;
 /// Candidate box sizes around a click, as fractions of the frame's longest side.
@@ -29,35 +29,17 @@ const NEGATIVE_COST: f64 = 10.0;
 /// How alike (RGB distance) a pixel must be to a negative click's colour to be pointed at.
 const NEGATIVE_COLOUR_SIGMA: f64 = 24.0;
 
-/// An 8-bit RGB frame at working resolution.
-#[derive(Debug, Clone)]
-pub struct Frame {
-    pub width: usize,
-    pub height: usize,
-    pub rgb: Vec<u8>,
-}
-
-impl Frame {
-    fn color(&self, i: usize) -> [f64; 3] {
-        [self.rgb[3 * i] as f64, self.rgb[3 * i + 1] as f64, self.rgb[3 * i + 2] as f64]
-    }
-
-    fn len(&self) -> usize {
-        self.width * self.height
-    }
-}
-
 /// A pixel rectangle `[x0, y0, x1, y1)`.
 #[derive(Debug, Clone, Copy, PartialEq)]
-struct Rect {
-    x0: usize,
-    y0: usize,
-    x1: usize,
-    y1: usize,
+pub(super) struct Rect {
+    pub(super) x0: usize,
+    pub(super) y0: usize,
+    pub(super) x1: usize,
+    pub(super) y1: usize,
 }
 
 impl Rect {
-    fn full(frame: &Frame) -> Rect {
+    pub(super) fn full(frame: &Frame) -> Rect {
         Rect { x0: 0, y0: 0, x1: frame.width, y1: frame.height }
     }
 
@@ -72,7 +54,7 @@ impl Rect {
         }
     }
 
-    fn grow(&self, frame: &Frame, by: usize) -> Rect {
+    pub(super) fn grow(&self, frame: &Frame, by: usize) -> Rect {
         Rect {
             x0: self.x0.saturating_sub(by),
             y0: self.y0.saturating_sub(by),
@@ -88,7 +70,7 @@ impl Rect {
 }
 
 /// The colours of the pixels `which` accepts, regularly subsampled to at most [`MAX_SAMPLES`].
-fn samples(frames: &[(&Frame, &dyn Fn(usize) -> bool)]) -> Vec<[f64; 3]> {
+pub(super) fn samples(frames: &[(&Frame, &dyn Fn(usize) -> bool)]) -> Vec<[f64; 3]> {
     let total: usize = frames.iter().map(|(f, which)| (0..f.len()).filter(|&i| which(i)).count()).sum();
     let stride = total.div_ceil(MAX_SAMPLES).max(1);
     let mut out = Vec::with_capacity(total / stride + 1);
@@ -126,7 +108,7 @@ const NEIGHBOURS: [(i64, i64, f64); 4] =
     [(1, 0, 1.0), (0, 1, 1.0), (1, 1, std::f64::consts::FRAC_1_SQRT_2), (-1, 1, std::f64::consts::FRAC_1_SQRT_2)];
 
 /// GrabCut's β: 1 / (2 · mean squared colour difference between neighbours).
-fn beta(frame: &Frame) -> f64 {
+pub(super) fn beta(frame: &Frame) -> f64 {
     let (w, h) = (frame.width as i64, frame.height as i64);
     let (mut sum, mut count) = (0.0, 0.0);
     for y in 0..h {
@@ -149,14 +131,14 @@ fn beta(frame: &Frame) -> f64 {
 }
 
 /// Per-pixel costs of labelling subject / background (hard constraints as `HARD`).
-struct Unary {
-    fg: Vec<f64>,
-    bg: Vec<f64>,
+pub(super) struct Unary {
+    pub(super) fg: Vec<f64>,
+    pub(super) bg: Vec<f64>,
 }
 
 /// The minimum cut inside `rect` (everything outside it is background, so a subject pixel on the
 /// rectangle's edge pays for its neighbours outside), and its energy.
-fn cut(frame: &Frame, unary: &Unary, beta: f64, rect: Rect) -> (Vec<bool>, f64) {
+pub(super) fn cut(frame: &Frame, unary: &Unary, beta: f64, rect: Rect) -> (Vec<bool>, f64) {
     let (rw, rh) = (rect.x1 - rect.x0, rect.y1 - rect.y0);
     let node = |x: usize, y: usize| (y - rect.y0) * rw + (x - rect.x0);
     let inside =
@@ -199,7 +181,7 @@ fn cut(frame: &Frame, unary: &Unary, beta: f64, rect: Rect) -> (Vec<bool>, f64) 
 }
 
 /// The 4-connected components of `mask` (as pixel lists) that `keep` accepts, as a mask.
-fn components_kept(frame: &Frame, mask: &[bool], keep: &dyn Fn(&[usize]) -> bool) -> Vec<bool> {
+pub(super) fn components_kept(frame: &Frame, mask: &[bool], keep: &dyn Fn(&[usize]) -> bool) -> Vec<bool> {
     let n = mask.len();
     let mut seen = vec![false; n];
     let mut out = vec![false; n];
@@ -343,7 +325,7 @@ fn grabcut_box(frame: &Frame, rect: Rect, seeds: &Seeds) -> Vec<bool> {
     }
 }
 
-fn iou(a: &[bool], b: &[bool]) -> f64 {
+pub(super) fn iou(a: &[bool], b: &[bool]) -> f64 {
     let inter = a.iter().zip(b).filter(|(x, y)| **x && **y).count();
     let union = a.iter().zip(b).filter(|(x, y)| **x || **y).count();
     if union == 0 {
@@ -415,253 +397,4 @@ pub fn segment_clicked(frame: &Frame, prompt: &Prompt) -> Result<FrameMask> {
         flagged: area == 0,
         low_res: None,
     })
-}
-
-/// The shift `(dx, dy)` that best places `prev` on the subject-likelihood map `score` (sum of scores
-/// under the shifted mask), searched within `radius` pixels of `around`, coarse then fine.
-fn best_shift(frame: &Frame, prev: &[bool], score: &[f64], radius: i64, around: (i64, i64)) -> (i64, i64) {
-    let (w, h) = (frame.width as i64, frame.height as i64);
-    let pts: Vec<(i64, i64)> = (0..prev.len()).filter(|&i| prev[i]).map(|i| ((i as i64) % w, (i as i64) / w)).collect();
-    if pts.is_empty() {
-        return (0, 0);
-    }
-    // Large masks are matched on a regular subset of their pixels.
-    let stride = (pts.len() / 4000).max(1);
-    let eval = |dx: i64, dy: i64| -> f64 {
-        pts.iter()
-            .step_by(stride)
-            .map(|&(x, y)| {
-                let (xx, yy) = (x + dx, y + dy);
-                if xx >= 0 && xx < w && yy >= 0 && yy < h {
-                    score[(yy * w + xx) as usize]
-                } else {
-                    -2.0
-                }
-            })
-            .sum()
-    };
-    let mut best = (around.0, around.1, eval(around.0, around.1));
-    let step = if radius > 8 { 2 } else { 1 };
-    for dy in (around.1 - radius..=around.1 + radius).step_by(step as usize) {
-        for dx in (around.0 - radius..=around.0 + radius).step_by(step as usize) {
-            let s = eval(dx, dy);
-            if s > best.2 + 1e-9 {
-                best = (dx, dy, s);
-            }
-        }
-    }
-    if step > 1 {
-        let (cx, cy) = (best.0, best.1);
-        for dy in cy - 1..=cy + 1 {
-            for dx in cx - 1..=cx + 1 {
-                let s = eval(dx, dy);
-                if s > best.2 + 1e-9 {
-                    best = (dx, dy, s);
-                }
-            }
-        }
-    }
-    (best.0, best.1)
-}
-
-fn shift(frame: &Frame, m: &[bool], dx: i64, dy: i64) -> Vec<bool> {
-    let (w, h) = (frame.width as i64, frame.height as i64);
-    let mut out = vec![false; m.len()];
-    for (i, &v) in m.iter().enumerate() {
-        if v {
-            let (x, y) = ((i as i64) % w + dx, (i as i64) / w + dy);
-            if x >= 0 && x < w && y >= 0 && y < h {
-                out[(y * w + x) as usize] = true;
-            }
-        }
-    }
-    out
-}
-
-/// Distance (in pixels, chessboard) from each pixel to the nearest pixel of `m`, capped at `cap`
-/// (two-pass chamfer transform).
-fn distance(frame: &Frame, m: &[bool], cap: usize) -> Vec<usize> {
-    let (w, h) = (frame.width, frame.height);
-    let mut d: Vec<usize> = m.iter().map(|&v| if v { 0 } else { cap }).collect();
-    for y in 0..h {
-        for x in 0..w {
-            let i = y * w + x;
-            let mut best = d[i];
-            if x > 0 {
-                best = best.min(d[i - 1] + 1);
-            }
-            if y > 0 {
-                best = best.min(d[i - w] + 1);
-                if x > 0 {
-                    best = best.min(d[i - w - 1] + 1);
-                }
-                if x + 1 < w {
-                    best = best.min(d[i - w + 1] + 1);
-                }
-            }
-            d[i] = best.min(cap);
-        }
-    }
-    for y in (0..h).rev() {
-        for x in (0..w).rev() {
-            let i = y * w + x;
-            let mut best = d[i];
-            if x + 1 < w {
-                best = best.min(d[i + 1] + 1);
-            }
-            if y + 1 < h {
-                best = best.min(d[i + w] + 1);
-                if x + 1 < w {
-                    best = best.min(d[i + w + 1] + 1);
-                }
-                if x > 0 {
-                    best = best.min(d[i + w - 1] + 1);
-                }
-            }
-            d[i] = best.min(cap);
-        }
-    }
-    d
-}
-
-/// Segments `frame` given the previous frame's mask and the anchor (clicked) frame's, whose subject is
-/// believed to have moved by `anchor_offset` by the previous frame. Returns the mask and the subject's
-/// offset from the anchor frame in this frame.
-///
-/// Colour models come from the anchor frame and the previous frame together (limits drift). The shape
-/// prior is the union of the previous mask and the anchor's whole mask, each moved to where the subject's
-/// colours went: the anchor's shape brings back parts that were hidden for a while (occluders).
-pub fn segment_next(
-    frame: &Frame,
-    prev_frame: &Frame,
-    prev: &FrameMask,
-    anchor: (&Frame, &FrameMask),
-    anchor_offset: (i64, i64),
-) -> Result<(FrameMask, (i64, i64))> {
-    segment_next_moved(frame, prev_frame, prev, anchor, anchor_offset).map(|(m, o, _)| (m, o))
-}
-
-/// Re-segments a clicked frame with what propagation learnt from its neighbour: the colour models of the
-/// neighbour's mask and the neighbour's shape moved back onto this frame — the same step that segments
-/// every propagated frame, run backwards. A first cut from clicks alone has only the clicks to go on
-/// (a box around a click on a large, evenly coloured subject cuts it short; a dark part unlike the
-/// clicked colour is left out); the neighbour's mask knows the whole subject.
-///
-/// The refined mask must keep the positive clicks and avoid the negative ones; of it and the first cut,
-/// the one that agrees better with the neighbour's moved shape is kept, and that agreement (IoU) is its
-/// confidence, measured as for every other frame.
-pub fn refine_clicked(
-    frame: &Frame,
-    clicked: &FrameMask,
-    near_frame: &Frame,
-    near: &FrameMask,
-    prompt: &Prompt,
-) -> Result<FrameMask> {
-    let (refined, _, moved) = segment_next_moved(frame, near_frame, near, (near_frame, near), (0, 0))?;
-    let at = |p: &Point| {
-        let (x, y) = (p.x.floor().max(0.0) as usize, p.y.floor().max(0.0) as usize);
-        y.min(frame.height - 1) * frame.width + x.min(frame.width - 1)
-    };
-    let pos: Vec<usize> = prompt.points.iter().filter(|p| p.positive).map(at).collect();
-    let neg: Vec<usize> = prompt.points.iter().filter(|p| !p.positive).map(at).collect();
-    let honours_clicks = pos.iter().all(|&i| refined.mask[i]) && neg.iter().all(|&i| !refined.mask[i]);
-    let (a, b) = (iou(&refined.mask, &moved), iou(&clicked.mask, &moved));
-    if honours_clicks && a > b {
-        Ok(FrameMask { confidence: a, flagged: refined.flagged, ..refined })
-    } else {
-        Ok(FrameMask { confidence: b, ..clicked.clone() })
-    }
-}
-
-/// [`segment_next`], also returning the previous mask moved onto this frame.
-fn segment_next_moved(
-    frame: &Frame,
-    prev_frame: &Frame,
-    prev: &FrameMask,
-    anchor: (&Frame, &FrameMask),
-    anchor_offset: (i64, i64),
-) -> Result<(FrameMask, (i64, i64), Vec<bool>)> {
-    let n = frame.len();
-    let prev_area = prev.mask.iter().filter(|&&m| m).count();
-    if prev_area == 0 {
-        return Ok((FrameMask { confidence: 0.0, flagged: true, ..prev.clone() }, anchor_offset, prev.mask.clone()));
-    }
-    let (af, am) = anchor;
-    let fg = Gmm::fit(&samples(&[(af, &|i| am.mask[i]), (prev_frame, &|i| prev.mask[i])]));
-    let bg = Gmm::fit(&samples(&[(af, &|i| !am.mask[i]), (prev_frame, &|i| !prev.mask[i])]));
-    let (mut cf, mut cb) = (vec![0.0; n], vec![0.0; n]);
-    for i in 0..n {
-        let c = frame.color(i);
-        (cf[i], cb[i]) = (fg.nll(&c), bg.nll(&c));
-    }
-    // Where the subject went: covering its colours is rewarded more than covering others is penalised,
-    // so a shape half hidden by an occluder is still placed over all of its visible parts.
-    let score: Vec<f64> = (0..n).map(|i| (cb[i] - cf[i]).clamp(-1.5, 4.0)).collect();
-    let radius = ((0.2 * frame.width.max(frame.height) as f64) as i64).max(4);
-    let (dx, dy) = best_shift(frame, &prev.mask, &score, radius, (0, 0));
-    let moved_prev = shift(frame, &prev.mask, dx, dy);
-    let guess = (anchor_offset.0 + dx, anchor_offset.1 + dy);
-    // The anchor's whole shape, placed near where the previous mask's motion says (partial masks drift).
-    let offset = best_shift(frame, &am.mask, &score, (radius / 2).max(3), guess);
-    let moved_anchor = shift(frame, &am.mask, offset.0, offset.1);
-    let prior: Vec<bool> = moved_prev.iter().zip(&moved_anchor).map(|(a, b)| *a || *b).collect();
-    let margin = ((0.08 * frame.width.min(frame.height) as f64) as usize).max(3);
-    let dist = distance(frame, &prior, margin * 3);
-    let mut u = Unary { fg: vec![HARD; n], bg: vec![0.0; n] };
-    for i in 0..n {
-        u.fg[i] = cf[i];
-        u.bg[i] = cb[i];
-        // Far from where the subject moved, being subject costs more.
-        if dist[i] > margin {
-            u.fg[i] += 1.5 * (dist[i] - margin) as f64 / margin as f64;
-        }
-    }
-    // The cut is confined to the prior's neighbourhood (beyond it nothing is kept anyway).
-    let (mut x0, mut y0, mut x1, mut y1) = (usize::MAX, usize::MAX, 0, 0);
-    for i in (0..n).filter(|&i| prior[i]) {
-        let (x, y) = (i % frame.width, i / frame.width);
-        (x0, y0, x1, y1) = (x0.min(x), y0.min(y), x1.max(x + 1), y1.max(y + 1));
-    }
-    let rect = if x0 == usize::MAX { Rect::full(frame) } else { Rect { x0, y0, x1, y1 }.grow(frame, 3 * margin) };
-    let (mask, _) = cut(frame, &u, beta(frame), rect);
-    // Keep what touches the prior, and strongly subject-coloured pieces near it: parts of the subject
-    // never seen before, coming out from behind an occluder.
-    let min_piece = (prev_area / 100).max(4);
-    let keep = |c: &[usize]| {
-        c.iter().any(|&i| prior[i])
-            || (c.len() >= min_piece
-                && c.iter().any(|&i| dist[i] < 3 * margin)
-                && c.iter().map(|&i| score[i]).sum::<f64>() >= 2.0 * c.len() as f64)
-    };
-    let mask = components_kept(frame, &mask, &keep);
-    let area = mask.iter().filter(|&&m| m).count();
-    let inter = (0..n).filter(|&i| mask[i] && moved_prev[i]).count();
-    let union = (0..n).filter(|&i| mask[i] || moved_prev[i]).count();
-    let iou = if union > 0 { inter as f64 / union as f64 } else { 0.0 };
-    let ratio = area as f64 / prev_area as f64;
-    let flagged = area == 0 || !(0.4..=2.5).contains(&ratio);
-    Ok((
-        FrameMask { width: frame.width, height: frame.height, mask, confidence: iou, flagged, low_res: None },
-        offset,
-        moved_prev,
-    ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn chamfer_distance_equals_brute_force() {
-        let frame = Frame { width: 13, height: 9, rgb: vec![0; 13 * 9 * 3] };
-        let mut m = vec![false; 13 * 9];
-        m[2 * 13 + 3] = true;
-        m[7 * 13 + 11] = true;
-        let d = distance(&frame, &m, 6);
-        for (i, &di) in d.iter().enumerate() {
-            let (x, y) = ((i % 13) as i64, (i / 13) as i64);
-            let want = [(3i64, 2i64), (11, 7)].iter().map(|&(a, b)| (x - a).abs().max((y - b).abs())).min().unwrap();
-            assert_eq!(di, (want as usize).min(6), "pixel ({x}, {y})");
-        }
-    }
 }
