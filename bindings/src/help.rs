@@ -2,114 +2,53 @@
 //! its options and a Rhai example. `:help`, tab completion and the notebook helpers read this table; a test
 //! checks that it and the engine's registered functions agree.
 
-/// One key of a script function's options map: its name, what it takes, and what it does.
-#[derive(Debug, Clone, Copy)]
-pub struct OptDoc {
-    pub name: &'static str,
-    /// What it takes, with the default (`integer (default 500)`, `"resize" | "crop" | "pad"`).
-    pub takes: &'static str,
-    pub doc: &'static str,
-}
+use crate::docs::{option_names, FnDoc, TypeDoc};
 
-/// A function without an options map.
-pub const NO_OPTIONS: &[OptDoc] = &[];
-
-/// The options of every single-file save (`save_tensors`, `save_image`, `table.save`, `model.save`).
-pub const SAVE_FILE_OPTIONS: &[OptDoc] = &[OptDoc {
-    name: "overwrite",
-    takes: "true | false (default)",
-    doc: "replace a file of that name that vidtune did not write; without it such a file is refused (a file \
-          vidtune wrote is replaced freely, a script never)",
-}];
-
-/// The names of an options table.
-pub fn option_names(options: &[OptDoc]) -> Vec<&'static str> {
-    options.iter().map(|o| o.name).collect()
-}
-
-/// Documentation of one script function or method.
-#[derive(Debug, Clone, Copy)]
-pub struct FnDoc {
-    /// `load_video` for a function, `Video.grid` for a method (or property) of a type.
-    pub name: &'static str,
-    /// One line per accepted form, e.g. `load_video(path: string, options: map) -> Video`.
-    pub signatures: &'static [&'static str],
-    /// What it does, in a sentence or two.
-    pub summary: &'static str,
-    /// Notes, one per line (may be empty).
-    pub details: &'static str,
-    /// The keys of its options map, declared once: the map's checks, `:help` and completion read them.
-    pub options: &'static [OptDoc],
-    /// A runnable Rhai example.
-    pub example: &'static str,
-}
-
-impl FnDoc {
-    /// The name scripts call (`grid` for `Video.grid`).
-    pub fn call_name(&self) -> &'static str {
-        self.name.rsplit('.').next().unwrap_or(self.name)
-    }
-
-    /// The type a method belongs to, if it is one.
-    pub fn owner(&self) -> Option<&'static str> {
-        self.name.split_once('.').map(|(t, _)| t)
-    }
-
-    /// The full help text printed by `:help name`.
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        for s in self.signatures {
-            out.push_str(s);
-            out.push('\n');
-        }
+/// The full help text printed by `:help name`.
+fn render(f: &FnDoc) -> String {
+    let mut out = String::new();
+    for s in f.signatures {
+        out.push_str(s);
         out.push('\n');
-        for line in self.summary.lines() {
+    }
+    out.push('\n');
+    for line in f.summary.lines() {
+        out.push_str("  ");
+        out.push_str(line.trim());
+        out.push('\n');
+    }
+    if !f.options.is_empty() {
+        out.push_str("\n  options:\n");
+        let width = f.options.iter().map(|o| o.name.len()).max().unwrap_or(0);
+        for o in f.options {
+            out.push_str(&format!("    {:<width$}  {}", o.name, o.takes));
+            if !o.doc.is_empty() {
+                out.push_str(&format!(": {}", o.doc));
+            }
+            out.push('\n');
+        }
+        let names = option_names(f.options);
+        let aliases: Vec<String> =
+            crate::opts::aliases_for(f.call_name(), &names).into_iter().map(|(a, n)| format!("{a} = {n}")).collect();
+        if !aliases.is_empty() {
+            out.push_str(&format!("    (also accepted: {})\n", aliases.join(", ")));
+        }
+    }
+    if !f.details.trim().is_empty() {
+        out.push('\n');
+        for line in f.details.trim_matches('\n').lines() {
             out.push_str("  ");
-            out.push_str(line.trim());
-            out.push('\n');
-        }
-        if !self.options.is_empty() {
-            out.push_str("\n  options:\n");
-            let width = self.options.iter().map(|o| o.name.len()).max().unwrap_or(0);
-            for o in self.options {
-                out.push_str(&format!("    {:<width$}  {}", o.name, o.takes));
-                if !o.doc.is_empty() {
-                    out.push_str(&format!(": {}", o.doc));
-                }
-                out.push('\n');
-            }
-            let names = option_names(self.options);
-            let aliases: Vec<String> = crate::opts::aliases_for(self.call_name(), &names)
-                .into_iter()
-                .map(|(a, n)| format!("{a} = {n}"))
-                .collect();
-            if !aliases.is_empty() {
-                out.push_str(&format!("    (also accepted: {})\n", aliases.join(", ")));
-            }
-        }
-        if !self.details.trim().is_empty() {
-            out.push('\n');
-            for line in self.details.trim_matches('\n').lines() {
-                out.push_str("  ");
-                out.push_str(line);
-                out.push('\n');
-            }
-        }
-        out.push_str("\n  example:\n");
-        for line in self.example.trim_matches('\n').lines() {
-            out.push_str("    ");
             out.push_str(line);
             out.push('\n');
         }
-        out
     }
-}
-
-/// Documentation of a script type (its methods are the `Type.method` entries).
-#[derive(Debug, Clone, Copy)]
-pub struct TypeDoc {
-    pub name: &'static str,
-    pub summary: &'static str,
+    out.push_str("\n  example:\n");
+    for line in f.example.trim_matches('\n').lines() {
+        out.push_str("    ");
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
 }
 
 /// Every documented function, in the order `:help` lists them.
@@ -137,7 +76,7 @@ pub fn lookup(name: &str) -> Option<String> {
     if matches.is_empty() {
         return None;
     }
-    Some(matches.iter().map(|f| f.render()).collect::<Vec<_>>().join("\n"))
+    Some(matches.iter().map(|f| render(f)).collect::<Vec<_>>().join("\n"))
 }
 
 /// [`lookup`], with what the session knows added (`segment`: which segmenter ran last).

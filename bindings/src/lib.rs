@@ -10,6 +10,7 @@
 pub mod bench;
 pub mod cli;
 pub mod diagnostics;
+pub mod docs;
 pub mod doctor;
 pub mod engine;
 pub mod guard;

@@ -183,13 +183,13 @@ impl<'a> Opts<'a> {
     }
 
     /// Checks that every key of `map` is declared in `options` (the function's documented table).
-    pub fn declared(func: &'a str, map: Map, options: &[crate::help::OptDoc]) -> RhaiResult<Self> {
-        Opts::new(func, map, &crate::help::option_names(options))
+    pub fn declared(func: &'a str, map: Map, options: &[crate::docs::OptDoc]) -> RhaiResult<Self> {
+        Opts::new(func, map, &crate::docs::option_names(options))
     }
 
-    /// Runs a single-file save of `func` under its options' `overwrite` ([`crate::help::SAVE_FILE_OPTIONS`]).
+    /// Runs a single-file save of `func` under its options' `overwrite` ([`crate::docs::SAVE_FILE_OPTIONS`]).
     pub fn saving<T>(func: &'a str, map: Map, save: impl FnOnce() -> RhaiResult<T>) -> RhaiResult<T> {
-        let o = Opts::declared(func, map, crate::help::SAVE_FILE_OPTIONS)?;
+        let o = Opts::declared(func, map, crate::docs::SAVE_FILE_OPTIONS)?;
         let yes = o.bool("overwrite")?.unwrap_or(false);
         vidtune_runtime::fsutil::with_overwrite(yes, save)
     }

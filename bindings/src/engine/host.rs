@@ -1,8 +1,9 @@
 //! Host functions: previews, script parameters (`--set`), and help from inside scripts.
 
 use super::Host;
+use crate::docs::{FnDoc, OptDoc, NO_OPTIONS};
 use crate::guard::Registrar;
-use crate::help::{self, FnDoc, OptDoc, NO_OPTIONS};
+use crate::help;
 use crate::opts::{rt, script_error, Opts, RhaiResult};
 use rhai::{Array, Dynamic, Map};
 use std::rc::Rc;

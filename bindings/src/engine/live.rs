@@ -5,7 +5,7 @@
 
 use super::models::ScriptTensor;
 use super::Host;
-use crate::help::OptDoc;
+use crate::docs::OptDoc;
 use crate::opts::{rt, script_error, Opts, RhaiResult};
 use rhai::{Dynamic, EvalAltResult, FnPtr, NativeCallContext};
 use std::cell::RefCell;

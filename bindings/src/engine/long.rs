@@ -6,8 +6,8 @@ use super::video::{
     latents_option, one_or_many, run_sample, sample_options, video_model, SampleCall, CO_DENOISE_OPTIONS,
 };
 use super::Host;
+use crate::docs::{FnDoc, OptDoc};
 use crate::guard::Registrar;
-use crate::help::{FnDoc, OptDoc};
 use crate::opts::{rt, script_error, Opts, RhaiResult};
 use rhai::{Array, Dynamic, Map, NativeCallContext};
 use std::rc::Rc;

@@ -13,8 +13,8 @@ pub mod score;
 pub mod segment;
 pub mod video;
 
+use crate::docs::{FnDoc, TypeDoc};
 use crate::guard::Registrar;
-use crate::help::{FnDoc, TypeDoc};
 use crate::preview::Previewer;
 use rhai::{Dynamic, Engine};
 use std::cell::RefCell;

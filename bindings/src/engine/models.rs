@@ -2,8 +2,8 @@
 //! `load_tensors`.
 
 use super::Host;
+use crate::docs::{FnDoc, OptDoc, NO_OPTIONS};
 use crate::guard::Registrar;
-use crate::help::{FnDoc, OptDoc, NO_OPTIONS};
 use crate::opts::{rt, script_error, Opts, RhaiResult};
 use rhai::{Array, Dynamic, Map, NativeCallContext};
 use std::cell::RefCell;
@@ -414,7 +414,7 @@ t.image.to_image().save("decoded.png");"#,
         ],
         summary: "Writes named tensors to a .safetensors file, atomically; returns the path.",
         details: "",
-        options: crate::help::SAVE_FILE_OPTIONS,
+        options: crate::docs::SAVE_FILE_OPTIONS,
         example: r#"let sd = load_sd("random:tiny");
 save_tensors(#{prompt: encode_prompt(sd, "a cat")}, "emb.safetensors");"#,
     },

@@ -1,8 +1,8 @@
 //! Scoring functions: `load_clip`, `score`, `compare` and the `Table` type.
 
 use super::Host;
+use crate::docs::{FnDoc, OptDoc, NO_OPTIONS};
 use crate::guard::Registrar;
-use crate::help::{FnDoc, OptDoc, NO_OPTIONS};
 use crate::opts::{rt, script_error, Opts, RhaiResult};
 use rhai::{Array, Dynamic, Map};
 use std::path::Path;
@@ -252,7 +252,7 @@ t.save("out/ablation.md");"#,
         signatures: &["table.save(path: string) -> string", "table.save(path: string, options: map) -> string"],
         summary: "Writes the table as Markdown (.md), CSV (.csv), HTML (.html) or JSON (.json), atomically.",
         details: "",
-        options: crate::help::SAVE_FILE_OPTIONS,
+        options: crate::docs::SAVE_FILE_OPTIONS,
         example: r#"t.save("out/scores.csv");"#,
     },
     FnDoc {

@@ -2,8 +2,8 @@
 //! methods of `Masks` (morphology, set operations, boxes, IoU, latent-resolution resizing, overlays, save).
 
 use super::Host;
+use crate::docs::{FnDoc, OptDoc, NO_OPTIONS};
 use crate::guard::Registrar;
-use crate::help::{FnDoc, OptDoc, NO_OPTIONS};
 use crate::opts::{rt, script_error, Opts, RhaiResult};
 use rhai::{Array, Dynamic, Map};
 use std::cell::RefCell;

@@ -4,8 +4,8 @@
 use super::live::Live;
 use super::models::{ScriptTensor, SdModel};
 use super::Host;
+use crate::docs::{FnDoc, OptDoc, NO_OPTIONS};
 use crate::guard::Registrar;
-use crate::help::{FnDoc, OptDoc, NO_OPTIONS};
 use crate::opts::{rt, script_error, Opts, RhaiResult};
 use rhai::{Array, Dynamic, Map, NativeCallContext};
 use std::path::{Path, PathBuf};
@@ -912,7 +912,7 @@ let tuned = load_tuned(sd, "out/car-turn.vidtune.safetensors");"#,
         summary: "Writes only what tuning changed (trained and new tensors, module state) with metadata naming the \
                   base model, the modules, options and seed; atomic.",
         details: "",
-        options: crate::help::SAVE_FILE_OPTIONS,
+        options: crate::docs::SAVE_FILE_OPTIONS,
         example: r#"tuned.save("out/car-turn.vidtune.safetensors");"#,
     },
     FnDoc {
