@@ -21,6 +21,7 @@ pub mod preview;
 pub mod repl;
 pub mod session;
 pub mod signals;
+pub mod values;
 pub mod watch;
 
 pub use diagnostics::ScriptError;

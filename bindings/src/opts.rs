@@ -209,7 +209,7 @@ impl<'a> Opts<'a> {
             "{}: option {key:?} must be {expected}, got {} {}",
             self.func,
             type_name(got),
-            crate::engine::describe(got)
+            crate::values::describe(got)
         ))
     }
 
@@ -289,7 +289,7 @@ pub fn to_json(v: &Dynamic) -> serde_json::Value {
     } else if let Some(map) = v.read_lock::<Map>() {
         map.iter().map(|(k, v)| (k.to_string(), to_json(v))).collect::<serde_json::Map<_, _>>().into()
     } else {
-        crate::engine::describe(v).into()
+        crate::values::describe(v).into()
     }
 }
 

@@ -100,7 +100,7 @@ fn viewable(value: &Dynamic) -> RhaiResult<Viewable> {
     }
     Err(script_error(format!(
         "preview: cannot show {}; expected Video, Image or Masks (or several, or an array of them)",
-        super::describe(value)
+        crate::values::describe(value)
     )))
 }
 
@@ -242,7 +242,7 @@ fn stack(func: &str, items: Array, opts: Opts, horizontal: bool) -> RhaiResult<D
         };
         return rt(stacked).map(Dynamic::from);
     }
-    let kinds: Vec<String> = items.iter().map(super::describe).collect();
+    let kinds: Vec<String> = items.iter().map(crate::values::describe).collect();
     Err(script_error(format!("{func}: give all clips or all images, got {}", kinds.join(", "))))
 }
 

@@ -60,7 +60,7 @@ fn prompt_schedule(prompts: &Dynamic, windows: &WindowOptions, frames: i64) -> R
     let items: Array = prompts.clone().try_cast::<Array>().ok_or_else(|| {
         script_error(format!(
             "co_denoise: the prompts must be a string, an array of strings or #{{frames, prompt}} maps, got {}",
-            super::describe(prompts)
+            crate::values::describe(prompts)
         ))
     })?;
     if items.is_empty() {

@@ -307,59 +307,6 @@ pub fn build_engine(host: &Rc<Host>) -> Engine {
     engine
 }
 
-/// A one-line description of a script value, as the REPL prints results.
-pub fn describe(value: &Dynamic) -> String {
-    if let Some(v) = value.read_lock::<vidtune_runtime::Video>() {
-        return v.to_string();
-    }
-    if let Some(v) = value.read_lock::<vidtune_runtime::Image>() {
-        return v.to_string();
-    }
-    if let Some(v) = value.read_lock::<vidtune_runtime::Masks>() {
-        return v.to_string();
-    }
-    if let Some(v) = value.read_lock::<vidtune_runtime::segment::Click>() {
-        return segment::describe_click(&v);
-    }
-    if let Some(v) = value.read_lock::<models::SdModel>() {
-        return v.0.summary();
-    }
-    if let Some(v) = value.read_lock::<models::ScriptTensor>() {
-        return v.to_string();
-    }
-    if let Some(v) = value.read_lock::<score::Table>() {
-        return v.0.to_pretty();
-    }
-    if let Some(v) = value.read_lock::<score::ScriptClip>() {
-        return v.0.summary();
-    }
-    if let Some(v) = value.read_lock::<video::ScriptVideoModel>() {
-        return v.0.summary();
-    }
-    if let Some(v) = value.read_lock::<video::ScriptLatents>() {
-        return v.0.to_string();
-    }
-    if value.is_string() {
-        return format!("{:?}", value.to_string());
-    }
-    if let Some(map) = value.read_lock::<rhai::Map>() {
-        let items: Vec<String> = map.iter().map(|(k, v)| format!("{k}: {}", describe(v))).collect();
-        return format!("#{{{}}}", items.join(", "));
-    }
-    if let Some(arr) = value.read_lock::<rhai::Array>() {
-        let items: Vec<String> = arr.iter().take(16).map(describe).collect();
-        let more = if arr.len() > 16 { format!(", … ({} items)", arr.len()) } else { String::new() };
-        return format!("[{}{more}]", items.join(", "));
-    }
-    value.to_string()
-}
-
-/// The script type name of a value (`Video`, `StableDiffusion`, `i64`, …), for `:vars` and errors.
-pub fn type_label(engine: &Engine, value: &Dynamic) -> String {
-    let name = engine.map_type_name(value.type_name());
-    name.rsplit("::").next().unwrap_or(name).to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

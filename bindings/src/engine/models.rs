@@ -5,6 +5,7 @@ use super::Host;
 use crate::docs::{FnDoc, OptDoc, NO_OPTIONS};
 use crate::guard::Registrar;
 use crate::opts::{rt, script_error, Opts, RhaiResult};
+use crate::values::{ScriptTensor, SdModel};
 use rhai::{Array, Dynamic, Map, NativeCallContext};
 use std::cell::RefCell;
 use std::path::PathBuf;
@@ -12,40 +13,8 @@ use std::rc::Rc;
 use tch::Tensor;
 use vidtune_runtime::device::{device_name, dtype_name};
 use vidtune_runtime::pipelines::t2i::{t2i, T2iOptions};
-use vidtune_runtime::sd::{load_sd, SdLoadOptions, StableDiffusion};
+use vidtune_runtime::sd::{load_sd, SdLoadOptions};
 use vidtune_runtime::Image;
-
-/// A loaded model in scripts (shared, immutable).
-#[derive(Clone)]
-pub struct SdModel(pub Rc<StableDiffusion>);
-
-/// A tensor in scripts (shares storage; never modified in place).
-#[derive(Debug)]
-pub struct ScriptTensor(pub Tensor);
-
-impl Clone for ScriptTensor {
-    fn clone(&self) -> Self {
-        ScriptTensor(self.0.shallow_clone())
-    }
-}
-
-impl std::fmt::Display for ScriptTensor {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Tensor({:?}, {}, {})", self.0.size(), dtype_name(self.0.kind()), device_name(self.0.device()))
-    }
-}
-
-/// Shape, dtype and device of a tensor, and for floating-point values their range and mean.
-pub fn tensor_summary(t: &Tensor) -> String {
-    let head = ScriptTensor(t.shallow_clone()).to_string();
-    if !t.is_floating_point() || t.numel() == 0 {
-        return head;
-    }
-    let d = t.detach().to_kind(tch::Kind::Double);
-    let (min, max, mean) =
-        (d.min().double_value(&[]), d.max().double_value(&[]), d.mean(tch::Kind::Double).double_value(&[]));
-    format!("{head}: min {min:.4}, max {max:.4}, mean {mean:.4}")
-}
 
 /// `load_sd`'s options.
 pub const LOAD_SD_OPTIONS: &[OptDoc] = &[

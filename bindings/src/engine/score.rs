@@ -4,6 +4,7 @@ use super::Host;
 use crate::docs::{FnDoc, OptDoc, NO_OPTIONS};
 use crate::guard::Registrar;
 use crate::opts::{rt, script_error, Opts, RhaiResult};
+use crate::values::{ScriptClip, Table};
 use rhai::{Array, Dynamic, Map};
 use std::path::Path;
 use std::rc::Rc;
@@ -12,14 +13,6 @@ use vidtune_runtime::models::clip::ClipModel;
 use vidtune_runtime::score::{score, Comparison, EditMetrics, Score, ScoreOptions};
 use vidtune_runtime::toy::probe::check_frames_of;
 use vidtune_runtime::{Masks, Video};
-
-/// A loaded CLIP model in scripts.
-#[derive(Clone)]
-pub struct ScriptClip(pub Rc<ClipModel>);
-
-/// A comparison table in scripts.
-#[derive(Clone)]
-pub struct Table(pub Rc<Comparison>);
 
 /// `score`'s and `compare`'s options.
 pub const SCORE_OPTIONS: &[OptDoc] = &[

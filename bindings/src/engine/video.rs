@@ -2,11 +2,11 @@
 //! `Latents` types, and the memo's `cache_info` / `pipeline_stats`.
 
 use super::live::Live;
-use super::models::{ScriptTensor, SdModel};
 use super::Host;
 use crate::docs::{FnDoc, OptDoc, NO_OPTIONS};
 use crate::guard::Registrar;
 use crate::opts::{rt, script_error, Opts, RhaiResult};
+use crate::values::{ScriptLatents, ScriptTensor, ScriptVideoModel, SdModel};
 use rhai::{Array, Dynamic, Map, NativeCallContext};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -23,14 +23,6 @@ use vidtune_runtime::video::processors::{ModuleSpec, Role};
 use vidtune_runtime::video::tuned::{load_tuned, save_tuned_with};
 use vidtune_runtime::video::{inflate, parse_optional, VideoModel, VideoSpec};
 use vidtune_runtime::{Image, Masks, Video};
-
-/// A video model in scripts (shared, immutable: tuning returns a new one).
-#[derive(Clone)]
-pub struct ScriptVideoModel(pub Rc<VideoModel>);
-
-/// Inverted latents in scripts.
-#[derive(Clone)]
-pub struct ScriptLatents(pub Latents);
 
 /// `inflate`'s options.
 pub const INFLATE_OPTIONS: &[OptDoc] = &[
@@ -342,8 +334,9 @@ pub(super) fn one_or_many<T: Clone + 'static>(func: &str, what: &str, label: &st
     if let Some(x) = v.clone().try_cast::<T>() {
         return Ok(vec![x]);
     }
-    let wrong =
-        || script_error(format!("{func}: {what} must be {label} or an array of them, got {}", super::describe(v)));
+    let wrong = || {
+        script_error(format!("{func}: {what} must be {label} or an array of them, got {}", crate::values::describe(v)))
+    };
     v.clone().try_cast::<Array>().ok_or_else(wrong)?.into_iter().map(|x| x.try_cast::<T>().ok_or_else(wrong)).collect()
 }
 
@@ -490,7 +483,7 @@ pub(super) fn check_frames(
     masks: Option<&Masks>,
     prompt: &str,
 ) -> RhaiResult<()> {
-    let scorer = opts.custom::<super::score::ScriptClip>("scorer", "a Clip (from load_clip)")?;
+    let scorer = opts.custom::<crate::values::ScriptClip>("scorer", "a Clip (from load_clip)")?;
     let mut found = vec![];
     if let (Some(source), Some(m)) = (latents.and_then(|l| l.clip.as_ref()), masks) {
         found.extend(rt(vidtune_runtime::score::check_mask_change(source, edit, m))?);
@@ -579,7 +572,7 @@ fn first_frame(opts: &Opts) -> RhaiResult<Option<FirstFrame>> {
         Some("edit") => Ok(Some(FirstFrame::Edit)),
         _ => Err(script_error(format!(
             "sample: option \"first_frame\" must be \"source\", \"edit\", an Image or a Video, got {}",
-            super::describe(v)
+            crate::values::describe(v)
         ))),
     }
 }
@@ -640,7 +633,7 @@ pub(super) fn latents_option(opts: &Opts, model: &VideoModel) -> RhaiResult<Opti
     Err(script_error(format!(
         "{}: option \"latents\" must be Latents (from invert) or a Tensor [1, 4, F, h, w] (from load_tensors), got {}",
         opts.func(),
-        super::describe(v)
+        crate::values::describe(v)
     )))
 }
 
