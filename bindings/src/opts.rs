@@ -1,5 +1,5 @@
 //! Reading script option maps (`#{frames: 8, fit: "crop"}`) with errors that name the function, the
-//! option, the expected type and the allowed keys.
+//! option, the expected type and the allowed keys; and arguments that take one value or an array of them.
 
 use rhai::{Dynamic, EvalAltResult, Map, Position};
 
@@ -270,6 +270,22 @@ impl<'a> Opts<'a> {
     pub fn custom<T: Clone + 'static>(&self, key: &str, type_label: &str) -> RhaiResult<Option<T>> {
         self.get(key).map(|v| v.clone().try_cast::<T>().ok_or_else(|| self.wrong(key, type_label, v))).transpose()
     }
+}
+
+/// One or several values of type `T` (a value, or an array of them) under `what`.
+pub fn one_or_many<T: Clone + 'static>(func: &str, what: &str, label: &str, v: &Dynamic) -> RhaiResult<Vec<T>> {
+    if let Some(x) = v.clone().try_cast::<T>() {
+        return Ok(vec![x]);
+    }
+    let wrong = || {
+        script_error(format!("{func}: {what} must be {label} or an array of them, got {}", crate::values::describe(v)))
+    };
+    v.clone()
+        .try_cast::<rhai::Array>()
+        .ok_or_else(wrong)?
+        .into_iter()
+        .map(|x| x.try_cast::<T>().ok_or_else(wrong))
+        .collect()
 }
 
 /// A script value as JSON (maps, arrays, numbers, strings, booleans; other values by their text).

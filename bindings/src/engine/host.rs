@@ -34,7 +34,7 @@ pub fn preview_image(value: &Dynamic) -> RhaiResult<Option<(Image, &'static str)
 /// The `labels` option: one string per item (`count` of them).
 fn labels(opts: &Opts, count: usize) -> RhaiResult<Option<Vec<String>>> {
     let Some(v) = opts.get("labels") else { return Ok(None) };
-    let l: Vec<rhai::ImmutableString> = super::video::one_or_many(opts.func(), "option \"labels\"", "a string", v)?;
+    let l: Vec<rhai::ImmutableString> = crate::opts::one_or_many(opts.func(), "option \"labels\"", "a string", v)?;
     if l.len() != count {
         return Err(script_error(format!(
             "{}: {} labels for {count} values; give one label each",

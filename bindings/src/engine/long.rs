@@ -2,13 +2,11 @@
 //! `extend` (autoregressive extension) and `fuse` (average fusion). Their window options are parsed with
 //! `invert`'s and `sample`'s in [`super::video`].
 
-use super::video::{
-    latents_option, one_or_many, run_sample, sample_options, video_model, SampleCall, CO_DENOISE_OPTIONS,
-};
+use super::video::{latents_option, run_sample, sample_options, video_model, SampleCall, CO_DENOISE_OPTIONS};
 use super::Host;
 use crate::docs::{FnDoc, OptDoc};
 use crate::guard::Registrar;
-use crate::opts::{rt, script_error, Opts, RhaiResult};
+use crate::opts::{one_or_many, rt, script_error, Opts, RhaiResult};
 use rhai::{Array, Dynamic, Map, NativeCallContext};
 use std::rc::Rc;
 use std::time::Instant;

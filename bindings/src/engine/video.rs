@@ -5,7 +5,7 @@ use super::live::Live;
 use super::Host;
 use crate::docs::{FnDoc, OptDoc, NO_OPTIONS};
 use crate::guard::Registrar;
-use crate::opts::{rt, script_error, Opts, RhaiResult};
+use crate::opts::{one_or_many, rt, script_error, Opts, RhaiResult};
 use crate::values::{ScriptLatents, ScriptTensor, ScriptVideoModel, SdModel};
 use rhai::{Array, Dynamic, Map, NativeCallContext};
 use std::path::{Path, PathBuf};
@@ -327,17 +327,6 @@ pub(super) fn video_model(func: &str, v: &Dynamic) -> RhaiResult<Rc<VideoModel>>
     Err(script_error(format!(
         "{func}: the first argument must be a VideoModel (from inflate) or a Tune-A-Video StableDiffusion"
     )))
-}
-
-/// One or several values of type `T` (a value, or an array of them) under `what`.
-pub(super) fn one_or_many<T: Clone + 'static>(func: &str, what: &str, label: &str, v: &Dynamic) -> RhaiResult<Vec<T>> {
-    if let Some(x) = v.clone().try_cast::<T>() {
-        return Ok(vec![x]);
-    }
-    let wrong = || {
-        script_error(format!("{func}: {what} must be {label} or an array of them, got {}", crate::values::describe(v)))
-    };
-    v.clone().try_cast::<Array>().ok_or_else(wrong)?.into_iter().map(|x| x.try_cast::<T>().ok_or_else(wrong)).collect()
 }
 
 fn tune_options(opts: &Opts) -> RhaiResult<TuneOptions> {
