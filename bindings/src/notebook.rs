@@ -14,7 +14,6 @@
 //!
 //! To display a new type: implement [`Show`] for it (one function returning its [`Output`]s).
 
-use crate::diagnostics::ScriptError;
 use crate::values::{describe, tensor_summary, ScriptLatents, ScriptTensor, Table};
 use base64::Engine as _;
 use rhai::Dynamic;
@@ -249,17 +248,6 @@ impl Show for Dynamic {
             return vec![Output::text(l.0.to_string())];
         }
         vec![Output::text(describe(self))]
-    }
-}
-
-impl Show for ScriptError {
-    fn outputs(&self) -> Vec<Output> {
-        let esc = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
-        let text = self.to_string();
-        vec![
-            Output::html(format!("<pre style=\"color: #b00020\">{}</pre>", esc(&text))),
-            Output::text(format!("{text}\n(the session keeps its variables)")),
-        ]
     }
 }
 
