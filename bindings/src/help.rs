@@ -3,6 +3,36 @@
 //! checks that it and the engine's registered functions agree.
 
 use crate::docs::{option_names, FnDoc, TypeDoc};
+use crate::engine::state::Host;
+use crate::engine::{host, long, media, models, score, segment, video};
+
+/// Every area's documentation table, in the order `:help` lists them.
+pub const DOC_TABLES: &[&[FnDoc]] =
+    &[media::DOCS, segment::DOCS, models::DOCS, video::DOCS, long::DOCS, score::DOCS, host::DOCS];
+
+/// The script types.
+pub const TYPE_DOCS: &[TypeDoc] = &[
+    TypeDoc { name: "Video", summary: "A clip: frames [F, 3, H, W] in [-1, 1] and a frame rate. Cheap to copy." },
+    TypeDoc { name: "Image", summary: "One RGB image [3, H, W] in [-1, 1]." },
+    TypeDoc {
+        name: "Masks",
+        summary: "One mask per frame, [F, 1, H, W] in [0, 1]; remembers the clip it was segmented from.",
+    },
+    TypeDoc { name: "Click", summary: "A click (positive or negative) or a box on a frame, for segment." },
+    TypeDoc { name: "Sam", summary: "Segment Anything loaded from ONNX files, with memoised frame embeddings." },
+    TypeDoc {
+        name: "StableDiffusion",
+        summary: "A loaded SD1.x model: UNet, VAE, CLIP text encoder, tokenizer, scheduler.",
+    },
+    TypeDoc {
+        name: "VideoModel",
+        summary: "An SD1.x model inflated to video with chosen attention modules; tuned or not.",
+    },
+    TypeDoc { name: "Latents", summary: "Inverted latents of a clip, the starting noise of an edit." },
+    TypeDoc { name: "Clip", summary: "A CLIP model (vision and text towers) for scoring edits." },
+    TypeDoc { name: "Table", summary: "Scores of several results side by side; saves as md / csv / html / json." },
+    TypeDoc { name: "Tensor", summary: "A tensor (shape, dtype, device): embeddings, latents." },
+];
 
 /// The full help text printed by `:help name`.
 fn render(f: &FnDoc) -> String {
@@ -53,12 +83,12 @@ fn render(f: &FnDoc) -> String {
 
 /// Every documented function, in the order `:help` lists them.
 pub fn functions() -> Vec<&'static FnDoc> {
-    crate::engine::DOC_TABLES.iter().flat_map(|t| t.iter()).collect()
+    DOC_TABLES.iter().flat_map(|t| t.iter()).collect()
 }
 
 /// Every documented type.
 pub fn types() -> &'static [TypeDoc] {
-    crate::engine::TYPE_DOCS
+    TYPE_DOCS
 }
 
 /// Looks up `name` (a function, `Type.method`, a bare method name, or a type).
@@ -80,10 +110,10 @@ pub fn lookup(name: &str) -> Option<String> {
 }
 
 /// [`lookup`], with what the session knows added (`segment`: which segmenter ran last).
-pub fn lookup_in(name: &str, host: &crate::engine::Host) -> Option<String> {
+pub fn lookup_in(name: &str, host: &Host) -> Option<String> {
     let mut text = lookup(name)?;
     if name.trim().trim_end_matches("()") == "segment" {
-        text.push_str(&crate::engine::segment::session_note(host));
+        text.push_str(&segment::session_note(host));
     }
     Some(text)
 }

@@ -1,9 +1,8 @@
 //! Host functions: previews, script parameters (`--set`), and help from inside scripts.
 
-use super::Host;
+use super::state::Host;
 use crate::docs::{FnDoc, OptDoc, NO_OPTIONS};
 use crate::guard::Registrar;
-use crate::help;
 use crate::opts::{rt, script_error, Opts, RhaiResult};
 use rhai::{Array, Dynamic, Map};
 use std::rc::Rc;
@@ -294,7 +293,9 @@ fn param(host: &Host, name: &str, default: Dynamic) -> RhaiResult<Dynamic> {
     })
 }
 
-pub fn register(engine: &mut Registrar, host: &Rc<Host>) {
+/// `help` is what `help(name)` returns ([`crate::help::lookup_in`]): passed in, since the documentation
+/// table it reads holds this area's `DOCS`.
+pub fn register(engine: &mut Registrar, host: &Rc<Host>, help: fn(&str, &Host) -> Option<String>) {
     let h = host.clone();
     engine.register_fn("preview", move |a: Dynamic| preview_many(&h, vec![a]));
     let h = host.clone();
@@ -323,7 +324,7 @@ pub fn register(engine: &mut Registrar, host: &Rc<Host>) {
     engine.register_fn("param", move |name: &str, default: Dynamic| param(&h, name, default));
     let h = host.clone();
     engine.register_fn("help", move |name: &str| {
-        help::lookup_in(name, &h).ok_or_else(|| script_error(format!("help: no function or type named {name:?}")))
+        help(name, &h).ok_or_else(|| script_error(format!("help: no function or type named {name:?}")))
     });
 }
 

@@ -3,7 +3,7 @@
 //! calls a script closure after every step — returning `false` stops the loop, which then returns what it
 //! reached (diffusers' `callback_on_step_end` with its interrupt).
 
-use super::Host;
+use super::state::Host;
 use crate::docs::OptDoc;
 use crate::opts::{rt, script_error, Opts, RhaiResult};
 use crate::values::{describe, ScriptTensor};

@@ -2,8 +2,8 @@
 //! `extend` (autoregressive extension) and `fuse` (average fusion). Their window options are parsed with
 //! `invert`'s and `sample`'s in [`super::video`].
 
+use super::state::Host;
 use super::video::{latents_option, run_sample, sample_options, video_model, SampleCall, CO_DENOISE_OPTIONS};
-use super::Host;
 use crate::docs::{FnDoc, OptDoc};
 use crate::guard::Registrar;
 use crate::opts::{one_or_many, rt, script_error, Opts, RhaiResult};
@@ -113,13 +113,13 @@ fn record(
     model: &VideoModel,
     start: Instant,
 ) {
-    host.record_call(super::CallRecord {
+    host.record_call(super::state::CallRecord {
         function,
         given: opts.map().clone(),
         resolved,
         seed: Some(seed.0),
         seed_given: seed.1,
-        model: Some(super::model_record(model)),
+        model: Some(super::state::model_record(model)),
         source: Some("computed"),
         seconds: start.elapsed().as_secs_f64(),
     });

@@ -1,7 +1,7 @@
 //! Media functions: load and save videos and images, synthetic clips, and the methods of `Video` and
 //! `Image`.
 
-use super::Host;
+use super::state::Host;
 use crate::docs::{FnDoc, OptDoc, NO_OPTIONS};
 use crate::guard::Registrar;
 use crate::opts::{rt, script_error, Opts, RhaiResult};

@@ -1,7 +1,7 @@
 //! Model functions: `load_sd`, `t2i`, `encode_prompt`, and the `Tensor` type with `save_tensors` /
 //! `load_tensors`.
 
-use super::Host;
+use super::state::Host;
 use crate::docs::{FnDoc, OptDoc, NO_OPTIONS};
 use crate::guard::Registrar;
 use crate::opts::{rt, script_error, Opts, RhaiResult};
@@ -166,7 +166,7 @@ fn generate(ctx: Option<&NativeCallContext>, host: &Host, m: &SdModel, prompt: &
     let live = super::live::Live::from(&opts)?;
     let start = std::time::Instant::now();
     let out = live.run(ctx, host, &m.0, 8.0, || rt(t2i(&m.0, prompt, &o)))?;
-    host.record_call(super::CallRecord {
+    host.record_call(super::state::CallRecord {
         function: "t2i",
         given: opts.map().clone(),
         resolved: format!("{o:?} prompt {prompt:?}"),

@@ -1,6 +1,6 @@
 //! Scoring functions: `load_clip`, `score`, `compare` and the `Table` type.
 
-use super::Host;
+use super::state::Host;
 use crate::docs::{FnDoc, OptDoc, NO_OPTIONS};
 use crate::guard::Registrar;
 use crate::opts::{rt, script_error, Opts, RhaiResult};

@@ -1,7 +1,7 @@
 //! Segmentation with clicks in scripts: `click` / `box`, `load_sam`, `segment`, `load_masks`, and the
 //! methods of `Masks` (morphology, set operations, boxes, IoU, latent-resolution resizing, overlays, save).
 
-use super::Host;
+use super::state::Host;
 use crate::docs::{FnDoc, OptDoc, NO_OPTIONS};
 use crate::guard::Registrar;
 use crate::opts::{rt, script_error, Opts, RhaiResult};

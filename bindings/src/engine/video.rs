@@ -2,7 +2,7 @@
 //! `Latents` types, and the memo's `cache_info` / `pipeline_stats`.
 
 use super::live::Live;
-use super::Host;
+use super::state::Host;
 use crate::docs::{FnDoc, OptDoc, NO_OPTIONS};
 use crate::guard::Registrar;
 use crate::opts::{one_or_many, rt, script_error, Opts, RhaiResult};
@@ -499,13 +499,13 @@ pub(super) fn note_call<T>(
     model: &VideoModel,
     out: &Memoised<T>,
 ) {
-    host.record_call(super::CallRecord {
+    host.record_call(super::state::CallRecord {
         function,
         given: opts.map().clone(),
         resolved,
         seed: seed.map(|s| s.0),
         seed_given: seed.is_some_and(|s| s.1),
-        model: Some(super::model_record(model)),
+        model: Some(super::state::model_record(model)),
         source: Some(match out.source {
             Source::Computed => "computed",
             Source::Memory => "memo",
