@@ -1,9 +1,10 @@
 //! Script functions for long clips: `co_denoise` (windows merged per frame, prompts along the clip),
 //! `extend` (autoregressive extension) and `fuse` (average fusion). Their window options are parsed with
-//! `invert`'s and `sample`'s in [`super::video`].
+//! `invert`'s and `sample`'s in [`super::video_options`].
 
+use super::call::{run_sample, video_model, SampleCall};
 use super::state::Host;
-use super::video::{latents_option, run_sample, sample_options, video_model, SampleCall, CO_DENOISE_OPTIONS};
+use super::video_options::{latents_option, sample_options, CO_DENOISE_OPTIONS};
 use crate::docs::{FnDoc, OptDoc};
 use crate::guard::Registrar;
 use crate::opts::{one_or_many, rt, script_error, Opts, RhaiResult};

@@ -6,6 +6,7 @@
 //! [`FnDoc`](crate::docs::FnDoc) to that area's `DOCS` table (a test fails when the two disagree); a new
 //! area's `DOCS` joins [`crate::help::DOC_TABLES`].
 
+pub mod call;
 pub mod host;
 pub mod limits;
 pub mod live;
@@ -16,6 +17,7 @@ pub mod score;
 pub mod segment;
 pub mod state;
 pub mod video;
+pub mod video_options;
 
 pub use limits::{ScriptLimit, LIMITS};
 pub use state::{model_record, CallRecord, Host};
