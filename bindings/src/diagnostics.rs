@@ -1,6 +1,7 @@
 //! Script errors as users read them: `file:line:col: message`, the source line and a caret.
 
 use crate::help;
+use crate::notebook::{Output, Show};
 use rhai::{EvalAltResult, ParseError, Position};
 use std::collections::HashMap;
 use std::fmt;
@@ -133,7 +134,7 @@ fn message(err: &EvalAltResult) -> String {
 
 /// "… would exceed the script limit of N units (VAR raises it)".
 fn limit_message(kind: &str, lead: &str) -> String {
-    match crate::engine::LIMITS.iter().find(|l| l.what == kind) {
+    match crate::engine::limits::LIMITS.iter().find(|l| l.what == kind) {
         Some(l) => format!(
             "{lead} the script limit of {} {} (set {} to raise it); {}",
             l.value(),
@@ -174,3 +175,14 @@ fn locate_lc(source: &str, line: Option<usize>, col: Option<usize>) -> String {
 }
 
 impl std::error::Error for ScriptError {}
+
+impl Show for ScriptError {
+    fn outputs(&self) -> Vec<Output> {
+        let esc = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+        let text = self.to_string();
+        vec![
+            Output::html(format!("<pre style=\"color: #b00020\">{}</pre>", esc(&text))),
+            Output::text(format!("{text}\n(the session keeps its variables)")),
+        ]
+    }
+}

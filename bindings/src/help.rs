@@ -2,124 +2,93 @@
 //! its options and a Rhai example. `:help`, tab completion and the notebook helpers read this table; a test
 //! checks that it and the engine's registered functions agree.
 
-/// One key of a script function's options map: its name, what it takes, and what it does.
-#[derive(Debug, Clone, Copy)]
-pub struct OptDoc {
-    pub name: &'static str,
-    /// What it takes, with the default (`integer (default 500)`, `"resize" | "crop" | "pad"`).
-    pub takes: &'static str,
-    pub doc: &'static str,
-}
+use crate::docs::{option_names, FnDoc, TypeDoc};
+use crate::engine::state::Host;
+use crate::engine::{host, long, media, models, score, segment, video};
 
-/// A function without an options map.
-pub const NO_OPTIONS: &[OptDoc] = &[];
+/// Every area's documentation table, in the order `:help` lists them.
+pub const DOC_TABLES: &[&[FnDoc]] =
+    &[media::DOCS, segment::DOCS, models::DOCS, video::DOCS, long::DOCS, score::DOCS, host::DOCS];
 
-/// The options of every single-file save (`save_tensors`, `save_image`, `table.save`, `model.save`).
-pub const SAVE_FILE_OPTIONS: &[OptDoc] = &[OptDoc {
-    name: "overwrite",
-    takes: "true | false (default)",
-    doc: "replace a file of that name that vidtune did not write; without it such a file is refused (a file \
-          vidtune wrote is replaced freely, a script never)",
-}];
+/// The script types.
+pub const TYPE_DOCS: &[TypeDoc] = &[
+    TypeDoc { name: "Video", summary: "A clip: frames [F, 3, H, W] in [-1, 1] and a frame rate. Cheap to copy." },
+    TypeDoc { name: "Image", summary: "One RGB image [3, H, W] in [-1, 1]." },
+    TypeDoc {
+        name: "Masks",
+        summary: "One mask per frame, [F, 1, H, W] in [0, 1]; remembers the clip it was segmented from.",
+    },
+    TypeDoc { name: "Click", summary: "A click (positive or negative) or a box on a frame, for segment." },
+    TypeDoc { name: "Sam", summary: "Segment Anything loaded from ONNX files, with memoised frame embeddings." },
+    TypeDoc {
+        name: "StableDiffusion",
+        summary: "A loaded SD1.x model: UNet, VAE, CLIP text encoder, tokenizer, scheduler.",
+    },
+    TypeDoc {
+        name: "VideoModel",
+        summary: "An SD1.x model inflated to video with chosen attention modules; tuned or not.",
+    },
+    TypeDoc { name: "Latents", summary: "Inverted latents of a clip, the starting noise of an edit." },
+    TypeDoc { name: "Clip", summary: "A CLIP model (vision and text towers) for scoring edits." },
+    TypeDoc { name: "Table", summary: "Scores of several results side by side; saves as md / csv / html / json." },
+    TypeDoc { name: "Tensor", summary: "A tensor (shape, dtype, device): embeddings, latents." },
+];
 
-/// The names of an options table.
-pub fn option_names(options: &[OptDoc]) -> Vec<&'static str> {
-    options.iter().map(|o| o.name).collect()
-}
-
-/// Documentation of one script function or method.
-#[derive(Debug, Clone, Copy)]
-pub struct FnDoc {
-    /// `load_video` for a function, `Video.grid` for a method (or property) of a type.
-    pub name: &'static str,
-    /// One line per accepted form, e.g. `load_video(path: string, options: map) -> Video`.
-    pub signatures: &'static [&'static str],
-    /// What it does, in a sentence or two.
-    pub summary: &'static str,
-    /// Notes, one per line (may be empty).
-    pub details: &'static str,
-    /// The keys of its options map, declared once: the map's checks, `:help` and completion read them.
-    pub options: &'static [OptDoc],
-    /// A runnable Rhai example.
-    pub example: &'static str,
-}
-
-impl FnDoc {
-    /// The name scripts call (`grid` for `Video.grid`).
-    pub fn call_name(&self) -> &'static str {
-        self.name.rsplit('.').next().unwrap_or(self.name)
-    }
-
-    /// The type a method belongs to, if it is one.
-    pub fn owner(&self) -> Option<&'static str> {
-        self.name.split_once('.').map(|(t, _)| t)
-    }
-
-    /// The full help text printed by `:help name`.
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        for s in self.signatures {
-            out.push_str(s);
-            out.push('\n');
-        }
+/// The full help text printed by `:help name`.
+fn render(f: &FnDoc) -> String {
+    let mut out = String::new();
+    for s in f.signatures {
+        out.push_str(s);
         out.push('\n');
-        for line in self.summary.lines() {
+    }
+    out.push('\n');
+    for line in f.summary.lines() {
+        out.push_str("  ");
+        out.push_str(line.trim());
+        out.push('\n');
+    }
+    if !f.options.is_empty() {
+        out.push_str("\n  options:\n");
+        let width = f.options.iter().map(|o| o.name.len()).max().unwrap_or(0);
+        for o in f.options {
+            out.push_str(&format!("    {:<width$}  {}", o.name, o.takes));
+            if !o.doc.is_empty() {
+                out.push_str(&format!(": {}", o.doc));
+            }
+            out.push('\n');
+        }
+        let names = option_names(f.options);
+        let aliases: Vec<String> =
+            crate::opts::aliases_for(f.call_name(), &names).into_iter().map(|(a, n)| format!("{a} = {n}")).collect();
+        if !aliases.is_empty() {
+            out.push_str(&format!("    (also accepted: {})\n", aliases.join(", ")));
+        }
+    }
+    if !f.details.trim().is_empty() {
+        out.push('\n');
+        for line in f.details.trim_matches('\n').lines() {
             out.push_str("  ");
-            out.push_str(line.trim());
-            out.push('\n');
-        }
-        if !self.options.is_empty() {
-            out.push_str("\n  options:\n");
-            let width = self.options.iter().map(|o| o.name.len()).max().unwrap_or(0);
-            for o in self.options {
-                out.push_str(&format!("    {:<width$}  {}", o.name, o.takes));
-                if !o.doc.is_empty() {
-                    out.push_str(&format!(": {}", o.doc));
-                }
-                out.push('\n');
-            }
-            let names = option_names(self.options);
-            let aliases: Vec<String> = crate::opts::aliases_for(self.call_name(), &names)
-                .into_iter()
-                .map(|(a, n)| format!("{a} = {n}"))
-                .collect();
-            if !aliases.is_empty() {
-                out.push_str(&format!("    (also accepted: {})\n", aliases.join(", ")));
-            }
-        }
-        if !self.details.trim().is_empty() {
-            out.push('\n');
-            for line in self.details.trim_matches('\n').lines() {
-                out.push_str("  ");
-                out.push_str(line);
-                out.push('\n');
-            }
-        }
-        out.push_str("\n  example:\n");
-        for line in self.example.trim_matches('\n').lines() {
-            out.push_str("    ");
             out.push_str(line);
             out.push('\n');
         }
-        out
     }
-}
-
-/// Documentation of a script type (its methods are the `Type.method` entries).
-#[derive(Debug, Clone, Copy)]
-pub struct TypeDoc {
-    pub name: &'static str,
-    pub summary: &'static str,
+    out.push_str("\n  example:\n");
+    for line in f.example.trim_matches('\n').lines() {
+        out.push_str("    ");
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
 }
 
 /// Every documented function, in the order `:help` lists them.
 pub fn functions() -> Vec<&'static FnDoc> {
-    crate::engine::DOC_TABLES.iter().flat_map(|t| t.iter()).collect()
+    DOC_TABLES.iter().flat_map(|t| t.iter()).collect()
 }
 
 /// Every documented type.
 pub fn types() -> &'static [TypeDoc] {
-    crate::engine::TYPE_DOCS
+    TYPE_DOCS
 }
 
 /// Looks up `name` (a function, `Type.method`, a bare method name, or a type).
@@ -137,14 +106,14 @@ pub fn lookup(name: &str) -> Option<String> {
     if matches.is_empty() {
         return None;
     }
-    Some(matches.iter().map(|f| f.render()).collect::<Vec<_>>().join("\n"))
+    Some(matches.iter().map(|f| render(f)).collect::<Vec<_>>().join("\n"))
 }
 
 /// [`lookup`], with what the session knows added (`segment`: which segmenter ran last).
-pub fn lookup_in(name: &str, host: &crate::engine::Host) -> Option<String> {
+pub fn lookup_in(name: &str, host: &Host) -> Option<String> {
     let mut text = lookup(name)?;
     if name.trim().trim_end_matches("()") == "segment" {
-        text.push_str(&crate::engine::segment::session_note(host));
+        text.push_str(&segment::session_note(host));
     }
     Some(text)
 }

@@ -10,6 +10,7 @@
 pub mod bench;
 pub mod cli;
 pub mod diagnostics;
+pub mod docs;
 pub mod doctor;
 pub mod engine;
 pub mod guard;
@@ -20,6 +21,7 @@ pub mod preview;
 pub mod repl;
 pub mod session;
 pub mod signals;
+pub mod values;
 pub mod watch;
 
 pub use diagnostics::ScriptError;

@@ -14,8 +14,7 @@
 //!
 //! To display a new type: implement [`Show`] for it (one function returning its [`Output`]s).
 
-use crate::diagnostics::ScriptError;
-use crate::engine::{describe, models, score, video};
+use crate::values::{describe, tensor_summary, ScriptLatents, ScriptTensor, Table};
 use base64::Engine as _;
 use rhai::Dynamic;
 use vidtune_runtime::score::{Comparison, Score};
@@ -219,7 +218,7 @@ impl Show for vidtune_runtime::models::clip::ClipModel {
 
 impl Show for tch::Tensor {
     fn outputs(&self) -> Vec<Output> {
-        vec![Output::text(models::tensor_summary(self))]
+        vec![Output::text(tensor_summary(self))]
     }
 }
 
@@ -239,27 +238,16 @@ impl Show for Dynamic {
         if let Some(m) = self.read_lock::<Masks>() {
             return m.outputs();
         }
-        if let Some(t) = self.read_lock::<score::Table>() {
+        if let Some(t) = self.read_lock::<Table>() {
             return t.0.outputs();
         }
-        if let Some(t) = self.read_lock::<models::ScriptTensor>() {
+        if let Some(t) = self.read_lock::<ScriptTensor>() {
             return t.0.outputs();
         }
-        if let Some(l) = self.read_lock::<video::ScriptLatents>() {
+        if let Some(l) = self.read_lock::<ScriptLatents>() {
             return vec![Output::text(l.0.to_string())];
         }
         vec![Output::text(describe(self))]
-    }
-}
-
-impl Show for ScriptError {
-    fn outputs(&self) -> Vec<Output> {
-        let esc = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
-        let text = self.to_string();
-        vec![
-            Output::html(format!("<pre style=\"color: #b00020\">{}</pre>", esc(&text))),
-            Output::text(format!("{text}\n(the session keeps its variables)")),
-        ]
     }
 }
 

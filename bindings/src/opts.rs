@@ -1,5 +1,5 @@
 //! Reading script option maps (`#{frames: 8, fit: "crop"}`) with errors that name the function, the
-//! option, the expected type and the allowed keys.
+//! option, the expected type and the allowed keys; and arguments that take one value or an array of them.
 
 use rhai::{Dynamic, EvalAltResult, Map, Position};
 
@@ -183,13 +183,13 @@ impl<'a> Opts<'a> {
     }
 
     /// Checks that every key of `map` is declared in `options` (the function's documented table).
-    pub fn declared(func: &'a str, map: Map, options: &[crate::help::OptDoc]) -> RhaiResult<Self> {
-        Opts::new(func, map, &crate::help::option_names(options))
+    pub fn declared(func: &'a str, map: Map, options: &[crate::docs::OptDoc]) -> RhaiResult<Self> {
+        Opts::new(func, map, &crate::docs::option_names(options))
     }
 
-    /// Runs a single-file save of `func` under its options' `overwrite` ([`crate::help::SAVE_FILE_OPTIONS`]).
+    /// Runs a single-file save of `func` under its options' `overwrite` ([`crate::docs::SAVE_FILE_OPTIONS`]).
     pub fn saving<T>(func: &'a str, map: Map, save: impl FnOnce() -> RhaiResult<T>) -> RhaiResult<T> {
-        let o = Opts::declared(func, map, crate::help::SAVE_FILE_OPTIONS)?;
+        let o = Opts::declared(func, map, crate::docs::SAVE_FILE_OPTIONS)?;
         let yes = o.bool("overwrite")?.unwrap_or(false);
         vidtune_runtime::fsutil::with_overwrite(yes, save)
     }
@@ -209,7 +209,7 @@ impl<'a> Opts<'a> {
             "{}: option {key:?} must be {expected}, got {} {}",
             self.func,
             type_name(got),
-            crate::engine::describe(got)
+            crate::values::describe(got)
         ))
     }
 
@@ -272,6 +272,22 @@ impl<'a> Opts<'a> {
     }
 }
 
+/// One or several values of type `T` (a value, or an array of them) under `what`.
+pub fn one_or_many<T: Clone + 'static>(func: &str, what: &str, label: &str, v: &Dynamic) -> RhaiResult<Vec<T>> {
+    if let Some(x) = v.clone().try_cast::<T>() {
+        return Ok(vec![x]);
+    }
+    let wrong = || {
+        script_error(format!("{func}: {what} must be {label} or an array of them, got {}", crate::values::describe(v)))
+    };
+    v.clone()
+        .try_cast::<rhai::Array>()
+        .ok_or_else(wrong)?
+        .into_iter()
+        .map(|x| x.try_cast::<T>().ok_or_else(wrong))
+        .collect()
+}
+
 /// A script value as JSON (maps, arrays, numbers, strings, booleans; other values by their text).
 pub fn to_json(v: &Dynamic) -> serde_json::Value {
     if v.is_unit() {
@@ -289,7 +305,7 @@ pub fn to_json(v: &Dynamic) -> serde_json::Value {
     } else if let Some(map) = v.read_lock::<Map>() {
         map.iter().map(|(k, v)| (k.to_string(), to_json(v))).collect::<serde_json::Map<_, _>>().into()
     } else {
-        crate::engine::describe(v).into()
+        crate::values::describe(v).into()
     }
 }
 

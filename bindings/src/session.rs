@@ -136,8 +136,8 @@ impl Session {
             .filter(|(name, ..)| seen.insert(name.to_string()))
             .map(|(name, constant, value)| VarInfo {
                 name: name.to_string(),
-                type_name: engine::type_label(&self.engine, value),
-                value: engine::describe(value),
+                type_name: crate::values::type_label(&self.engine, value),
+                value: crate::values::describe(value),
                 constant,
             })
             .collect();

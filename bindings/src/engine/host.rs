@@ -1,8 +1,8 @@
 //! Host functions: previews, script parameters (`--set`), and help from inside scripts.
 
-use super::Host;
+use super::state::Host;
+use crate::docs::{FnDoc, OptDoc, NO_OPTIONS};
 use crate::guard::Registrar;
-use crate::help::{self, FnDoc, OptDoc, NO_OPTIONS};
 use crate::opts::{rt, script_error, Opts, RhaiResult};
 use rhai::{Array, Dynamic, Map};
 use std::rc::Rc;
@@ -33,7 +33,7 @@ pub fn preview_image(value: &Dynamic) -> RhaiResult<Option<(Image, &'static str)
 /// The `labels` option: one string per item (`count` of them).
 fn labels(opts: &Opts, count: usize) -> RhaiResult<Option<Vec<String>>> {
     let Some(v) = opts.get("labels") else { return Ok(None) };
-    let l: Vec<rhai::ImmutableString> = super::video::one_or_many(opts.func(), "option \"labels\"", "a string", v)?;
+    let l: Vec<rhai::ImmutableString> = crate::opts::one_or_many(opts.func(), "option \"labels\"", "a string", v)?;
     if l.len() != count {
         return Err(script_error(format!(
             "{}: {} labels for {count} values; give one label each",
@@ -99,7 +99,7 @@ fn viewable(value: &Dynamic) -> RhaiResult<Viewable> {
     }
     Err(script_error(format!(
         "preview: cannot show {}; expected Video, Image or Masks (or several, or an array of them)",
-        super::describe(value)
+        crate::values::describe(value)
     )))
 }
 
@@ -241,7 +241,7 @@ fn stack(func: &str, items: Array, opts: Opts, horizontal: bool) -> RhaiResult<D
         };
         return rt(stacked).map(Dynamic::from);
     }
-    let kinds: Vec<String> = items.iter().map(super::describe).collect();
+    let kinds: Vec<String> = items.iter().map(crate::values::describe).collect();
     Err(script_error(format!("{func}: give all clips or all images, got {}", kinds.join(", "))))
 }
 
@@ -293,7 +293,9 @@ fn param(host: &Host, name: &str, default: Dynamic) -> RhaiResult<Dynamic> {
     })
 }
 
-pub fn register(engine: &mut Registrar, host: &Rc<Host>) {
+/// `help` is what `help(name)` returns ([`crate::help::lookup_in`]): passed in, since the documentation
+/// table it reads holds this area's `DOCS`.
+pub fn register(engine: &mut Registrar, host: &Rc<Host>, help: fn(&str, &Host) -> Option<String>) {
     let h = host.clone();
     engine.register_fn("preview", move |a: Dynamic| preview_many(&h, vec![a]));
     let h = host.clone();
@@ -322,7 +324,7 @@ pub fn register(engine: &mut Registrar, host: &Rc<Host>) {
     engine.register_fn("param", move |name: &str, default: Dynamic| param(&h, name, default));
     let h = host.clone();
     engine.register_fn("help", move |name: &str| {
-        help::lookup_in(name, &h).ok_or_else(|| script_error(format!("help: no function or type named {name:?}")))
+        help(name, &h).ok_or_else(|| script_error(format!("help: no function or type named {name:?}")))
     });
 }
 

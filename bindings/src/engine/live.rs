@@ -3,10 +3,10 @@
 //! calls a script closure after every step — returning `false` stops the loop, which then returns what it
 //! reached (diffusers' `callback_on_step_end` with its interrupt).
 
-use super::models::ScriptTensor;
-use super::Host;
-use crate::help::OptDoc;
+use super::state::Host;
+use crate::docs::OptDoc;
 use crate::opts::{rt, script_error, Opts, RhaiResult};
+use crate::values::{describe, ScriptTensor};
 use rhai::{Dynamic, EvalAltResult, FnPtr, NativeCallContext};
 use std::cell::RefCell;
 use vidtune_runtime::pipelines::decode_video;
@@ -47,7 +47,7 @@ impl Live {
                 script_error(format!(
                     "{}: option \"on_step\" must be a closure |step, t, x0| …, got {}",
                     opts.func(),
-                    super::describe(v)
+                    describe(v)
                 ))
             })?),
         };
@@ -99,7 +99,7 @@ impl Live {
                     Err(_) => {
                         return Err(fail(script_error(format!(
                             "on_step: the closure must return true / false (false stops) or nothing, got {}",
-                            super::describe(&out)
+                            describe(&out)
                         ))))
                     }
                 }

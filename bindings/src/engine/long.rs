@@ -1,14 +1,13 @@
 //! Script functions for long clips: `co_denoise` (windows merged per frame, prompts along the clip),
 //! `extend` (autoregressive extension) and `fuse` (average fusion). Their window options are parsed with
-//! `invert`'s and `sample`'s in [`super::video`].
+//! `invert`'s and `sample`'s in [`super::video_options`].
 
-use super::video::{
-    latents_option, one_or_many, run_sample, sample_options, video_model, SampleCall, CO_DENOISE_OPTIONS,
-};
-use super::Host;
+use super::call::{run_sample, video_model, SampleCall};
+use super::state::Host;
+use super::video_options::{latents_option, sample_options, CO_DENOISE_OPTIONS};
+use crate::docs::{FnDoc, OptDoc};
 use crate::guard::Registrar;
-use crate::help::{FnDoc, OptDoc};
-use crate::opts::{rt, script_error, Opts, RhaiResult};
+use crate::opts::{one_or_many, rt, script_error, Opts, RhaiResult};
 use rhai::{Array, Dynamic, Map, NativeCallContext};
 use std::rc::Rc;
 use std::time::Instant;
@@ -60,7 +59,7 @@ fn prompt_schedule(prompts: &Dynamic, windows: &WindowOptions, frames: i64) -> R
     let items: Array = prompts.clone().try_cast::<Array>().ok_or_else(|| {
         script_error(format!(
             "co_denoise: the prompts must be a string, an array of strings or #{{frames, prompt}} maps, got {}",
-            super::describe(prompts)
+            crate::values::describe(prompts)
         ))
     })?;
     if items.is_empty() {
@@ -115,13 +114,13 @@ fn record(
     model: &VideoModel,
     start: Instant,
 ) {
-    host.record_call(super::CallRecord {
+    host.record_call(super::state::CallRecord {
         function,
         given: opts.map().clone(),
         resolved,
         seed: Some(seed.0),
         seed_given: seed.1,
-        model: Some(super::model_record(model)),
+        model: Some(super::state::model_record(model)),
         source: Some("computed"),
         seconds: start.elapsed().as_secs_f64(),
     });

@@ -1,9 +1,9 @@
 //! Media functions: load and save videos and images, synthetic clips, and the methods of `Video` and
 //! `Image`.
 
-use super::Host;
+use super::state::Host;
+use crate::docs::{FnDoc, OptDoc, NO_OPTIONS};
 use crate::guard::Registrar;
-use crate::help::{FnDoc, OptDoc, NO_OPTIONS};
 use crate::opts::{rt, script_error, Opts, RhaiResult};
 use rhai::{Dynamic, Map};
 use std::path::Path;
@@ -326,7 +326,7 @@ print(img.width);"#,
         ],
         summary: "Saves an image as .png or .jpg, atomically; returns the path.",
         details: "",
-        options: crate::help::SAVE_FILE_OPTIONS,
+        options: crate::docs::SAVE_FILE_OPTIONS,
         example: r#"let c = synthetic_clip();
 save_image(c.video.grid(4), "sheet.png");"#,
     },
@@ -431,7 +431,7 @@ let square = v.resize(64, "crop");"#,
         signatures: &["image.save(path: string) -> string", "image.save(path: string, options: map) -> string"],
         summary: "Saves the image as .png or .jpg, as save_image does; returns the path.",
         details: "",
-        options: crate::help::SAVE_FILE_OPTIONS,
+        options: crate::docs::SAVE_FILE_OPTIONS,
         example: r#"synthetic_clip().video.grid(4).save("sheet.png");"#,
     },
     FnDoc {

@@ -1,10 +1,11 @@
 //! Model functions: `load_sd`, `t2i`, `encode_prompt`, and the `Tensor` type with `save_tensors` /
 //! `load_tensors`.
 
-use super::Host;
+use super::state::Host;
+use crate::docs::{FnDoc, OptDoc, NO_OPTIONS};
 use crate::guard::Registrar;
-use crate::help::{FnDoc, OptDoc, NO_OPTIONS};
 use crate::opts::{rt, script_error, Opts, RhaiResult};
+use crate::values::{ScriptTensor, SdModel};
 use rhai::{Array, Dynamic, Map, NativeCallContext};
 use std::cell::RefCell;
 use std::path::PathBuf;
@@ -13,39 +14,7 @@ use tch::Tensor;
 use vidtune_runtime::device::{device_name, dtype_name};
 use vidtune_runtime::pipelines::t2i::{t2i, T2iOptions};
 use vidtune_runtime::Image;
-use vidtune_runtime::{load_sd, SdLoadOptions, StableDiffusion};
-
-/// A loaded model in scripts (shared, immutable).
-#[derive(Clone)]
-pub struct SdModel(pub Rc<StableDiffusion>);
-
-/// A tensor in scripts (shares storage; never modified in place).
-#[derive(Debug)]
-pub struct ScriptTensor(pub Tensor);
-
-impl Clone for ScriptTensor {
-    fn clone(&self) -> Self {
-        ScriptTensor(self.0.shallow_clone())
-    }
-}
-
-impl std::fmt::Display for ScriptTensor {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Tensor({:?}, {}, {})", self.0.size(), dtype_name(self.0.kind()), device_name(self.0.device()))
-    }
-}
-
-/// Shape, dtype and device of a tensor, and for floating-point values their range and mean.
-pub fn tensor_summary(t: &Tensor) -> String {
-    let head = ScriptTensor(t.shallow_clone()).to_string();
-    if !t.is_floating_point() || t.numel() == 0 {
-        return head;
-    }
-    let d = t.detach().to_kind(tch::Kind::Double);
-    let (min, max, mean) =
-        (d.min().double_value(&[]), d.max().double_value(&[]), d.mean(tch::Kind::Double).double_value(&[]));
-    format!("{head}: min {min:.4}, max {max:.4}, mean {mean:.4}")
-}
+use vidtune_runtime::{load_sd, SdLoadOptions};
 
 /// `load_sd`'s options.
 pub const LOAD_SD_OPTIONS: &[OptDoc] = &[
@@ -197,7 +166,7 @@ fn generate(ctx: Option<&NativeCallContext>, host: &Host, m: &SdModel, prompt: &
     let live = super::live::Live::from(&opts)?;
     let start = std::time::Instant::now();
     let out = live.run(ctx, host, &m.0, 8.0, || rt(t2i(&m.0, prompt, &o)))?;
-    host.record_call(super::CallRecord {
+    host.record_call(super::state::CallRecord {
         function: "t2i",
         given: opts.map().clone(),
         resolved: format!("{o:?} prompt {prompt:?}"),
@@ -414,7 +383,7 @@ t.image.to_image().save("decoded.png");"#,
         ],
         summary: "Writes named tensors to a .safetensors file, atomically; returns the path.",
         details: "",
-        options: crate::help::SAVE_FILE_OPTIONS,
+        options: crate::docs::SAVE_FILE_OPTIONS,
         example: r#"let sd = load_sd("random:tiny");
 save_tensors(#{prompt: encode_prompt(sd, "a cat")}, "emb.safetensors");"#,
     },

@@ -1,9 +1,10 @@
 //! Scoring functions: `load_clip`, `score`, `compare` and the `Table` type.
 
-use super::Host;
+use super::state::Host;
+use crate::docs::{FnDoc, OptDoc, NO_OPTIONS};
 use crate::guard::Registrar;
-use crate::help::{FnDoc, OptDoc, NO_OPTIONS};
 use crate::opts::{rt, script_error, Opts, RhaiResult};
+use crate::values::{ScriptClip, Table};
 use rhai::{Array, Dynamic, Map};
 use std::path::Path;
 use std::rc::Rc;
@@ -12,14 +13,6 @@ use vidtune_runtime::models::clip::ClipModel;
 use vidtune_runtime::score::{score, Comparison, EditMetrics, Score, ScoreOptions};
 use vidtune_runtime::toy::probe::check_frames_of;
 use vidtune_runtime::{Masks, Video};
-
-/// A loaded CLIP model in scripts.
-#[derive(Clone)]
-pub struct ScriptClip(pub Rc<ClipModel>);
-
-/// A comparison table in scripts.
-#[derive(Clone)]
-pub struct Table(pub Rc<Comparison>);
 
 /// `score`'s and `compare`'s options.
 pub const SCORE_OPTIONS: &[OptDoc] = &[
@@ -252,7 +245,7 @@ t.save("out/ablation.md");"#,
         signatures: &["table.save(path: string) -> string", "table.save(path: string, options: map) -> string"],
         summary: "Writes the table as Markdown (.md), CSV (.csv), HTML (.html) or JSON (.json), atomically.",
         details: "",
-        options: crate::help::SAVE_FILE_OPTIONS,
+        options: crate::docs::SAVE_FILE_OPTIONS,
         example: r#"t.save("out/scores.csv");"#,
     },
     FnDoc {

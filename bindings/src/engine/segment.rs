@@ -1,10 +1,11 @@
 //! Segmentation with clicks in scripts: `click` / `box`, `load_sam`, `segment`, `load_masks`, and the
 //! methods of `Masks` (morphology, set operations, boxes, IoU, latent-resolution resizing, overlays, save).
 
-use super::Host;
+use super::state::Host;
+use crate::docs::{FnDoc, OptDoc, NO_OPTIONS};
 use crate::guard::Registrar;
-use crate::help::{FnDoc, OptDoc, NO_OPTIONS};
 use crate::opts::{rt, script_error, Opts, RhaiResult};
+use crate::values::{describe, describe_click, ScriptSam};
 use rhai::{Array, Dynamic, Map};
 use std::cell::RefCell;
 use std::path::Path;
@@ -12,22 +13,6 @@ use std::rc::Rc;
 use vidtune_runtime::segment::sam::Sam;
 use vidtune_runtime::segment::{segment, Builtin, Click, FrameSegmenter, SegmentOptions};
 use vidtune_runtime::{Masks, Video};
-
-/// A loaded Segment Anything, shared by the script values that hold it (its embeddings are memoised).
-#[derive(Clone)]
-pub struct ScriptSam(pub Rc<RefCell<Sam>>);
-
-impl ScriptSam {
-    fn summary(&self) -> String {
-        let sam = self.0.borrow();
-        format!(
-            "Sam({}, {}, {} execution provider)",
-            sam.files.0.display(),
-            sam.files.1.file_name().unwrap_or_default().to_string_lossy(),
-            sam.provider
-        )
-    }
-}
 
 /// `segment`'s options.
 pub const SEGMENT_OPTIONS: &[OptDoc] = &[
@@ -103,7 +88,7 @@ pub const MASKS_SAVE_OPTIONS: &[OptDoc] = &[OptDoc {
 fn number(v: &Dynamic, func: &str, what: &str) -> RhaiResult<f64> {
     v.as_float()
         .or_else(|_| v.as_int().map(|i| i as f64))
-        .map_err(|_| script_error(format!("{func}: {what} must be a number, got {}", crate::engine::describe(v))))
+        .map_err(|_| script_error(format!("{func}: {what} must be a number, got {}", describe(v))))
 }
 
 fn click(x: &Dynamic, y: &Dynamic, positive: bool, frame: Option<usize>) -> RhaiResult<Click> {
@@ -125,16 +110,6 @@ fn make_box(c: [&Dynamic; 4], frame: Option<usize>) -> RhaiResult<Click> {
     })
 }
 
-pub fn describe_click(c: &Click) -> String {
-    let on = |f: &Option<usize>| f.map(|f| format!(" on frame {f}")).unwrap_or_default();
-    match c {
-        Click::Point { x, y, positive, frame } => {
-            format!("click({x}, {y}{}){}", if *positive { "" } else { ", false" }, on(frame))
-        }
-        Click::Box { x0, y0, x1, y1, frame } => format!("box({x0}, {y0}, {x1}, {y1}){}", on(frame)),
-    }
-}
-
 /// The clicks of a `segment` call: one click or box, or an array of them.
 fn clicks_of(value: &Dynamic) -> RhaiResult<Vec<Click>> {
     if let Some(c) = value.read_lock::<Click>() {
@@ -143,7 +118,7 @@ fn clicks_of(value: &Dynamic) -> RhaiResult<Vec<Click>> {
     let Some(arr) = value.read_lock::<Array>() else {
         return Err(script_error(format!(
             "segment: clicks must be a click, a box or an array of them ([click(x, y), box(x0, y0, x1, y1)]), got {}",
-            crate::engine::describe(value)
+            describe(value)
         )));
     };
     arr.iter()
@@ -152,7 +127,7 @@ fn clicks_of(value: &Dynamic) -> RhaiResult<Vec<Click>> {
             v.read_lock::<Click>().map(|c| *c).ok_or_else(|| {
                 script_error(format!(
                     "segment: clicks[{i}] is {}, not a click(x, y) or box(x0, y0, x1, y1)",
-                    crate::engine::describe(v)
+                    describe(v)
                 ))
             })
         })
@@ -181,7 +156,7 @@ fn run_segment(host: &Host, video: &Video, clicks: &Dynamic, opts: Opts) -> Rhai
                         return Err(script_error(format!(
                             "segment: option \"model\" must be a Sam (load_sam(dir)), \"builtin\" or a folder of SAM \
                              ONNX files, got {}",
-                            crate::engine::describe(m)
+                            describe(m)
                         )))
                     }
                 }
@@ -314,9 +289,10 @@ pub fn register(engine: &mut Registrar, host: &Rc<Host>) {
     });
     engine.register_fn("shift", |m: &mut Masks, dx: i64, dy: i64| rt(m.shift(dx, dy)));
     engine.register_fn("scale", |m: &mut Masks, s: Dynamic| {
-        let s = s.as_float().or_else(|_| s.as_int().map(|i| i as f64)).map_err(|_| {
-            script_error(format!("Masks.scale: the factor must be a number, got {}", crate::engine::describe(&s)))
-        })?;
+        let s = s
+            .as_float()
+            .or_else(|_| s.as_int().map(|i| i as f64))
+            .map_err(|_| script_error(format!("Masks.scale: the factor must be a number, got {}", describe(&s))))?;
         rt(m.scale(s))
     });
     engine.register_fn("mask_sequence", |opts: Map| {

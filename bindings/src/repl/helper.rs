@@ -188,10 +188,10 @@ impl ReplHelper {
             out.extend(help::types().iter().map(|t| t.name.to_string()));
         } else if let Some(func) = options_call(&before[..before.len() - word.len()]) {
             // Option names of the function the map goes to (and the aliases it accepts), as `key: `.
-            let docs: Vec<&help::FnDoc> =
+            let docs: Vec<&crate::docs::FnDoc> =
                 help::functions().into_iter().filter(|f| f.call_name() == func && !f.options.is_empty()).collect();
             for d in docs {
-                let names = help::option_names(d.options);
+                let names = crate::docs::option_names(d.options);
                 out.extend(names.iter().map(|n| format!("{n}: ")));
                 out.extend(crate::opts::aliases_for(&func, &names).into_iter().map(|(a, _)| format!("{a}: ")));
             }

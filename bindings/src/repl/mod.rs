@@ -6,9 +6,10 @@ mod commands;
 pub mod helper;
 
 use crate::diagnostics::ScriptError;
-use crate::engine::{describe, host};
+use crate::engine::host;
 use crate::preview::PreviewMode;
 use crate::session::Session;
+use crate::values::describe;
 use helper::{ReplHelper, SessionNames};
 use rustyline::config::{CompletionType, Config};
 use rustyline::error::ReadlineError;

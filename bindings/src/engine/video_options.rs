@@ -1,0 +1,496 @@
+//! The options of the video-model functions: their tables (`inflate`, `tune`, `invert`, `sample`,
+//! `co_denoise`), kept together, and how each is read into the runtime's options, presets included.
+
+use crate::docs::OptDoc;
+use crate::opts::{one_or_many, rt, script_error, Opts, RhaiResult};
+use crate::values::{ScriptLatents, ScriptTensor};
+use rhai::{Array, Dynamic, Map};
+use std::path::PathBuf;
+use vidtune_kernels::codenoise::Weighting;
+use vidtune_runtime::device::parse_device;
+use vidtune_runtime::pipelines::codenoise::{Anchor, WindowOptions};
+use vidtune_runtime::pipelines::invert::Latents;
+use vidtune_runtime::pipelines::sample::{FirstFrame, SampleOptions, SHARED_NOISE};
+use vidtune_runtime::pipelines::tune::{LossWeights, TuneOptions, TAV_TRAIN};
+use vidtune_runtime::video::processors::{ModuleSpec, Role};
+use vidtune_runtime::video::{parse_optional, VideoModel, VideoSpec};
+use vidtune_runtime::{Image, Masks, Video};
+
+/// `inflate`'s options.
+pub const INFLATE_OPTIONS: &[OptDoc] = &[
+    OptDoc {
+        name: "preset",
+        takes: "\"tune-a-video\" (default) | \"mask-guided\" | \"dynamic-mask\"",
+        doc: "a combination of modules; the options below override its parts. mask-guided = sparse_causal + \
+              temporal + mca + masked cross-attention (the project's recommendation for edits with masks); \
+              dynamic-mask = first_frame:mask=4 + temporal + masked cross-attention (generation from a mask motion)",
+    },
+    OptDoc {
+        name: "spatial",
+        takes: "\"sparse_causal\" (default) | \"self\" | \"first_frame\" | \"first_frame:mask=S\" | \"full\" | \"ffam:R\"",
+        doc: "the attn1 module: Tune-A-Video, per frame, LAMP (mask-aware with S > 0, dynamic mask guidance), all \
+              frames, EI²",
+    },
+    OptDoc { name: "temporal", takes: "\"temporal\" (default) | \"stam\" | \"none\"", doc: "Tune-A-Video, EI², no temporal layers" },
+    OptDoc {
+        name: "cross",
+        takes: "\"plain\" (default) | \"masked\" | \"masked:strength=S,start=A,end=B\"",
+        doc: "the attn2 module; masked = mask cross-attention (dynamic mask guidance, DenseDiffusion): the \
+              `subject` words attend inside the masks",
+    },
+    OptDoc { name: "mask", takes: "\"none\" (default) | \"mca\" | \"mca:width=F\"", doc: "mask-guided cross-attention (MCA): a mask encoder and an attention from mask features to video features in every block" },
+    OptDoc { name: "layers", takes: "#{pattern: module}", doc: "per-layer spatial modules; patterns match attn1 names with * wildcards" },
+    OptDoc { name: "seed", takes: "integer (default 0)", doc: "initialisation of the new layers" },
+];
+
+/// `tune`'s options.
+pub const TUNE_OPTIONS: &[OptDoc] = &[
+    OptDoc { name: "steps", takes: "integer (default 500)", doc: "" },
+    OptDoc {
+        name: "window",
+        takes: "integer (default: the whole clip)",
+        doc: "long clips: each step trains on a random window of this many frames (memory follows the window)",
+    },
+    OptDoc { name: "lr", takes: "number (default 3e-5)", doc: "" },
+    OptDoc {
+        name: "train",
+        takes: "\"tav\" (default: attn1.to_q, attn2.to_q, attn_temp) | \"ei2\" | \"all\" | [patterns]",
+        doc: "what tuning changes; the layers mask modules add (mask encoder, MCA) train too",
+    },
+    OptDoc { name: "seed", takes: "integer (default 33)", doc: "" },
+    OptDoc { name: "max_grad_norm", takes: "number (default 1.0)", doc: "" },
+    OptDoc { name: "weight_decay", takes: "number (default 1e-2)", doc: "" },
+    OptDoc { name: "betas", takes: "[b1, b2] (default [0.9, 0.999])", doc: "" },
+    OptDoc {
+        name: "masks",
+        takes: "Masks | [Masks]",
+        doc: "the subject's masks of each clip: for mask modules and the fg / bg losses",
+    },
+    OptDoc {
+        name: "loss",
+        takes: "#{all: λ1, fg: λ2, bg: λ3} (default #{all: 1})",
+        doc: "λ1·L + λ2·L_fg + λ3·L_bg (long-video Eq. 20)",
+    },
+    OptDoc {
+        name: "first_frame",
+        takes: "true | false (default)",
+        doc: "keep the first latent clean and train on frames 2..N (LAMP)",
+    },
+    OptDoc {
+        name: "subject",
+        takes: "string",
+        doc: "the words of the prompt naming the subject, for mask cross-attention",
+    },
+    OptDoc {
+        name: "precision",
+        takes: "\"fp32\" | \"bf16\" | \"fp16\" (default: the model's)",
+        doc: "mixed precision: the forward and backward in this precision, float32 master weights (fp16 with loss scaling)",
+    },
+    OptDoc {
+        name: "checkpointing",
+        takes: "true | false (default: true on CUDA)",
+        doc: "gradient checkpointing: recompute each block in the backward (less memory, ~1/3 more compute)",
+    },
+    OptDoc { name: "checkpoint", takes: "path", doc: "a tuned file written every `checkpoint_every` steps" },
+    OptDoc { name: "checkpoint_every", takes: "integer", doc: "" },
+    OptDoc { name: "cache", takes: "true (default) | false", doc: "false: always recompute" },
+];
+
+/// `invert`'s options.
+pub const INVERT_OPTIONS: &[OptDoc] = &[
+    OptDoc { name: "steps", takes: "integer (default 50)", doc: "" },
+    OptDoc {
+        name: "prompt",
+        takes: "string (default \"\")",
+        doc: "the empty prompt is Tune-A-Video's null-text inversion",
+    },
+    OptDoc {
+        name: "masks",
+        takes: "Masks",
+        doc: "the subject's masks: needed by mask modules; the trajectory is kept for keep_background",
+    },
+    OptDoc { name: "cache", takes: "true (default) | false", doc: "false: always recompute" },
+    super::live::PREVIEW_EVERY,
+    super::live::ON_STEP,
+    WINDOW,
+    STRIDE,
+    WEIGHTS,
+    BATCH,
+    ANCHOR,
+    DEVICES,
+];
+
+/// `sample`'s options, followed by `$extra` ones (co_denoise adds its windows).
+macro_rules! sample_options {
+    ($($extra:expr),*) => {
+        &[
+            OptDoc {
+                name: "latents",
+                takes: "Latents (from invert)",
+                doc: "the starting noise of an edit (default: seeded noise)",
+            },
+            OptDoc { name: "steps", takes: "integer (default 50)", doc: "" },
+            OptDoc { name: "guidance", takes: "number (default 7.5)", doc: "classifier-free guidance; 1 turns it off" },
+            OptDoc { name: "seed", takes: "integer (default: random, printed)", doc: "noise, eta" },
+            OptDoc { name: "negative", takes: "string", doc: "the negative prompt" },
+            OptDoc { name: "eta", takes: "number (default 0)", doc: "" },
+            OptDoc {
+                name: "frames",
+                takes: "integer (default: the masks' count, else 8)",
+                doc: "without latents: the clip's length",
+            },
+            OptDoc { name: "size", takes: "integer | [w, h]", doc: "without latents: the clip's size (default the model's)" },
+            OptDoc { name: "fps", takes: "number", doc: "" },
+            OptDoc {
+                name: "masks",
+                takes: "Masks",
+                doc: "the subject's masks, one per frame (from segment, load_masks or mask_sequence)",
+            },
+            OptDoc {
+                name: "subject",
+                takes: "string",
+                doc: "words of the prompt naming the subject, for mask cross-attention (\"yellow triangle\")",
+            },
+            OptDoc {
+                name: "keep_background",
+                takes: "true | false (default)",
+                doc: "outside the masks, the latents follow the inversion at every step",
+            },
+            OptDoc {
+                name: "feather",
+                takes: "integer (default 0)",
+                doc: "latent pixels the edit reaches beyond the masks (any latent pixel they touch) under keep_background",
+            },
+            OptDoc {
+                name: "first_frame",
+                takes: "\"source\" | \"edit\" | Image | Video",
+                doc: "hold frame 0 at this first frame and denoise frames 2..N (edit: frame 0 is sampled first on its own)",
+            },
+            OptDoc {
+                name: "shared_noise",
+                takes: "true (α = 0.2) | number α",
+                doc: "mix the first frame's latent into the other frames' noise (dynamic mask guidance Eq. 8)",
+            },
+            OptDoc {
+                name: "variance_preserving",
+                takes: "true | false (default)",
+                doc: "shared noise rescaled to unit variance",
+            },
+            OptDoc {
+                name: "strength",
+                takes: "number in (0, 1] (default 1)",
+                doc: "with latents: run this share of the schedule, starting part-way up the inversion (img2img's \
+                      strength); lower keeps more of the clip",
+            },
+            OptDoc {
+                name: "renoise",
+                takes: "number in [0, 1] (default 0)",
+                doc: "with latents and masks: inside the masks, this share of the starting latents is fresh noise, so the \
+                      subject is drawn anew where the clip's own was",
+            },
+            OptDoc {
+                name: "cache",
+                takes: "true (default) | false",
+                doc: "false: always recompute (results with a seed, or from latents without fresh noise, are memoised)",
+            },
+            super::live::PREVIEW_EVERY,
+            super::live::ON_STEP,
+            OptDoc {
+                name: "scorer",
+                takes: "Clip (from load_clip)",
+                doc: "after sampling, warn about frames whose CLIP alignment with the prompt falls below the others' \
+                      (with masks and inverted latents, frames whose change inside the masks stands out are named \
+                      anyway)",
+            },
+            $($extra),*
+        ]
+    };
+}
+
+/// `sample`'s options.
+pub const SAMPLE_OPTIONS: &[OptDoc] = sample_options!();
+
+const WINDOW: OptDoc = OptDoc {
+    name: "window",
+    takes: "integer",
+    doc: "co-denoise in windows of this many frames, so memory follows the window, not the clip (co_denoise: \
+          default 16; invert: the whole clip at once)",
+};
+const STRIDE: OptDoc = OptDoc {
+    name: "stride",
+    takes: "integer (default window / 2)",
+    doc: "frames between window starts; the last window is flush with the clip's end",
+};
+const WEIGHTS: OptDoc = OptDoc {
+    name: "weights",
+    takes: "\"uniform\" (default) | \"triangular\" | \"gaussian\" | \"gaussian:S\"",
+    doc: "how windows weigh their frames in the per-frame merge (uniform: Gen-L-Video's mean; the others soften seams)",
+};
+const BATCH: OptDoc =
+    OptDoc { name: "batch", takes: "integer (default 1)", doc: "windows per UNet call (without masks)" };
+const ANCHOR: OptDoc = OptDoc {
+    name: "anchor",
+    takes: "\"global\" (default) | \"window\"",
+    doc: "the first frame a window's first-frame attention reads: the clip's (its keys and values recorded once \
+          per step by the first window), or the window's own",
+};
+
+/// `co_denoise`'s options: `sample`'s and the windows'.
+const DEVICES: OptDoc = OptDoc {
+    name: "devices",
+    takes: "device | [device, …] (default: the model's)",
+    doc: "spread the windows' UNet calls round-robin over these devices (\"cuda:0\", \"cuda:1\", …); each gets a \
+          replica of the video UNet",
+};
+pub const CO_DENOISE_OPTIONS: &[OptDoc] = sample_options!(WINDOW, STRIDE, WEIGHTS, BATCH, ANCHOR, DEVICES);
+
+/// Trainable-parameter presets: Tune-A-Video's, and EI²'s (FFAM and cross-attention queries, all of STAM).
+fn train_preset(name: &str) -> Option<Vec<String>> {
+    match name {
+        "tav" | "tune-a-video" | "ei2" => Some(TAV_TRAIN.iter().map(|s| s.to_string()).collect()),
+        "all" => Some(vec!["*".into()]),
+        _ => None,
+    }
+}
+
+/// A module preset of `inflate`.
+fn preset(name: &str) -> RhaiResult<VideoSpec> {
+    match name {
+        "tune-a-video" | "tav" => Ok(VideoSpec::default()),
+        "mask-guided" => Ok(VideoSpec::mask_guided()),
+        "dynamic-mask" => Ok(VideoSpec::dynamic_mask()),
+        "ei2" | "ei²" => Err(script_error(
+            "inflate: EI² is not a preset: its modules are chosen by name, #{spatial: \"ffam:2\", temporal: \"stam\"}, \
+             and tuned with tune(…, #{train: \"ei2\"}); scripts/ei2.rhai runs the whole recipe",
+        )),
+        other => Err(script_error(format!(
+            "inflate: unknown preset {other:?}; expected \"tune-a-video\", \"mask-guided\" or \"dynamic-mask\""
+        ))),
+    }
+}
+
+pub(super) fn video_spec(opts: &Opts) -> RhaiResult<VideoSpec> {
+    let mut spec = match opts.string("preset")? {
+        Some(p) => preset(&p)?,
+        None => VideoSpec::default(),
+    };
+    if let Some(s) = opts.string("spatial")? {
+        spec.spatial = rt(ModuleSpec::parse(&s))?;
+    }
+    if let Some(t) = opts.string("temporal")? {
+        spec.temporal = rt(parse_optional(Role::Temporal, &t))?;
+    }
+    if let Some(c) = opts.string("cross")? {
+        spec.cross = rt(ModuleSpec::parse_role(Role::Cross, &c))?;
+    }
+    if let Some(m) = opts.string("mask")? {
+        spec.mask = rt(parse_optional(Role::Mask, &m))?;
+    }
+    if let Some(v) = opts.get("layers") {
+        let map = v
+            .clone()
+            .try_cast::<Map>()
+            .ok_or_else(|| script_error("inflate: option \"layers\" must be a map of layer pattern → module"))?;
+        for (pattern, module) in map {
+            let m = module
+                .into_string()
+                .map_err(|_| script_error(format!("inflate: layers[{pattern:?}] must be a module name")))?;
+            spec.layers.push((pattern.to_string(), rt(ModuleSpec::parse(&m))?));
+        }
+    }
+    Ok(spec)
+}
+
+pub(super) fn tune_options(opts: &Opts) -> RhaiResult<TuneOptions> {
+    let d = TuneOptions::default();
+    let train = match opts.get("train") {
+        None => d.train.clone(),
+        Some(v) if v.is_string() => {
+            let name = v.to_string();
+            train_preset(&name).ok_or_else(|| {
+                script_error(format!(
+                    "tune: unknown train preset {name:?}; expected \"tav\", \"ei2\", \"all\" or an array of patterns"
+                ))
+            })?
+        }
+        Some(v) => v
+            .clone()
+            .try_cast::<Array>()
+            .ok_or_else(|| script_error("tune: option \"train\" must be a preset name or an array of patterns"))?
+            .into_iter()
+            .map(|p| p.into_string().map_err(|_| script_error("tune: train patterns must be strings")))
+            .collect::<RhaiResult<Vec<_>>>()?,
+    };
+    let number = |x: &Dynamic| x.as_float().ok().or_else(|| x.as_int().ok().map(|i| i as f64));
+    let betas = match opts.get("betas") {
+        None => d.betas,
+        Some(v) => match v.clone().try_cast::<Array>().as_deref() {
+            Some([a, b]) => match (number(a), number(b)) {
+                (Some(a), Some(b)) => (a, b),
+                _ => return Err(script_error(format!("tune: option \"betas\" must be two numbers, got {v}"))),
+            },
+            _ => return Err(script_error("tune: option \"betas\" must be [beta1, beta2]")),
+        },
+    };
+    let loss = match opts.get("loss") {
+        None => LossWeights::default(),
+        Some(v) => {
+            let map = v.clone().try_cast::<Map>().ok_or_else(|| {
+                script_error(format!("tune: option \"loss\" must be a map #{{all: λ1, fg: λ2, bg: λ3}}, got {v}"))
+            })?;
+            let l = Opts::new("tune: loss", map, &["all", "fg", "bg"])?;
+            LossWeights {
+                all: l.float("all")?.unwrap_or(if l.get("fg").is_some() || l.get("bg").is_some() { 0.0 } else { 1.0 }),
+                fg: l.float("fg")?.unwrap_or(0.0),
+                bg: l.float("bg")?.unwrap_or(0.0),
+            }
+        }
+    };
+    let o = TuneOptions {
+        steps: opts.int("steps")?.unwrap_or(d.steps),
+        lr: opts.float("lr")?.unwrap_or(d.lr),
+        train,
+        seed: opts.int("seed")?.map(|s| s as u64).unwrap_or(d.seed),
+        max_grad_norm: opts.float("max_grad_norm")?.unwrap_or(d.max_grad_norm),
+        betas,
+        weight_decay: opts.float("weight_decay")?.unwrap_or(d.weight_decay),
+        eps: d.eps,
+        checkpoint_every: opts.int("checkpoint_every")?,
+        checkpoint_path: opts.string("checkpoint")?.map(PathBuf::from),
+        first_frame: opts.bool("first_frame")?.unwrap_or(false),
+        loss,
+        subject: opts.string("subject")?,
+        window: opts.int("window")?,
+        precision: opts
+            .string("precision")?
+            .map(|p| vidtune_runtime::device::parse_dtype(&p))
+            .transpose()
+            .map_err(|e| script_error(format!("tune: option \"precision\": {e}")))?,
+        checkpointing: opts.bool("checkpointing")?,
+        sync_every: None,
+    };
+    if o.checkpoint_every.is_some() && o.checkpoint_path.is_none() {
+        return Err(script_error(
+            "tune: checkpoint_every needs a checkpoint path (checkpoint: \"out/ckpt.vidtune.safetensors\")",
+        ));
+    }
+    if let Some(path) = &o.checkpoint_path {
+        vidtune_runtime::fsutil::check_output(path)
+            .map_err(|e| script_error(format!("tune: option \"checkpoint\": {e}")))?;
+    }
+    Ok(o)
+}
+
+/// The options of `sample` (and `co_denoise`, whose windows default to `window` frames).
+pub(super) fn sample_options(opts: &Opts, window: Option<i64>) -> RhaiResult<SampleOptions> {
+    let d = SampleOptions::default();
+    let size = opts.size("size")?;
+    let shared_noise = match opts.get("shared_noise") {
+        None => None,
+        Some(v) if v.is_bool() => v.as_bool().ok().filter(|b| *b).map(|_| SHARED_NOISE),
+        Some(_) => opts.float("shared_noise")?,
+    };
+    Ok(SampleOptions {
+        steps: opts.int("steps")?.unwrap_or(d.steps),
+        guidance: opts.float("guidance")?.unwrap_or(d.guidance),
+        seed: opts.int("seed")?.map(|s| s as u64),
+        negative: opts.string("negative")?.unwrap_or_default(),
+        eta: opts.float("eta")?.unwrap_or(0.0),
+        frames: opts.int("frames")?,
+        width: size.map(|s| s.0),
+        height: size.map(|s| s.1),
+        fps: opts.float("fps")?,
+        masks: opts.custom::<Masks>("masks", "Masks")?,
+        subject: opts.string("subject")?,
+        keep_background: opts.bool("keep_background")?.unwrap_or(false),
+        feather: opts.int("feather")?.unwrap_or(d.feather),
+        first_frame: first_frame(opts)?,
+        shared_noise,
+        variance_preserving: opts.bool("variance_preserving")?.unwrap_or(false),
+        strength: opts.float("strength")?.unwrap_or(1.0),
+        renoise: opts.float("renoise")?.unwrap_or(0.0),
+        windows: match window {
+            Some(_) => window_options(opts, window)?,
+            None => None,
+        },
+        until: None,
+    })
+}
+
+fn first_frame(opts: &Opts) -> RhaiResult<Option<FirstFrame>> {
+    let Some(v) = opts.get("first_frame") else { return Ok(None) };
+    if let Some(img) = v.clone().try_cast::<Image>() {
+        return Ok(Some(FirstFrame::Image(img)));
+    }
+    if let Some(video) = v.clone().try_cast::<Video>() {
+        return Ok(Some(FirstFrame::Image(rt(video.frame(0))?)));
+    }
+    match v.clone().into_string().ok().as_deref() {
+        Some("source") => Ok(Some(FirstFrame::Source)),
+        Some("edit") => Ok(Some(FirstFrame::Edit)),
+        _ => Err(script_error(format!(
+            "sample: option \"first_frame\" must be \"source\", \"edit\", an Image or a Video, got {}",
+            crate::values::describe(v)
+        ))),
+    }
+}
+
+/// The windows of a co-denoised call: `None` without a `window` option unless `default` gives one.
+pub(super) fn window_options(opts: &Opts, default: Option<i64>) -> RhaiResult<Option<WindowOptions>> {
+    let Some(window) = opts.int("window")?.or(default) else {
+        for key in ["stride", "weights", "batch", "anchor", "devices"] {
+            if opts.get(key).is_some() {
+                return Err(script_error(format!(
+                    "{}: option {key:?} would be ignored without \"window\"; give #{{window: frames}}",
+                    opts.func()
+                )));
+            }
+        }
+        return Ok(None);
+    };
+    let mut w = WindowOptions::new(window);
+    w.stride = opts.int("stride")?.unwrap_or(w.stride);
+    w.weights = match opts.string("weights")? {
+        None => Weighting::Uniform,
+        Some(s) => Weighting::parse(&s).map_err(|e| script_error(format!("{}: {e}", opts.func())))?,
+    };
+    w.batch = opts.int("batch")?.unwrap_or(1);
+    if let Some(a) = opts.string("anchor")? {
+        w.anchor = Anchor::parse(&a).map_err(|e| script_error(format!("{}: {e}", opts.func())))?;
+    }
+    if let Some(v) = opts.get("devices") {
+        let names: Vec<rhai::ImmutableString> = one_or_many(opts.func(), "option \"devices\"", "a device name", v)?;
+        if names.is_empty() {
+            return Err(script_error(format!(
+                "{}: option \"devices\" is empty; name at least one device",
+                opts.func()
+            )));
+        }
+        w.devices = names
+            .iter()
+            .map(|n| parse_device(n).map_err(|e| script_error(format!("{}: devices: {e}", opts.func()))))
+            .collect::<RhaiResult<_>>()?;
+    }
+    w.validate().map_err(|e| script_error(format!("{}: {e}", opts.func())))?;
+    Ok(Some(w))
+}
+
+/// The `latents` option of `sample` and `co_denoise`: `Latents` from invert, or a plain tensor
+/// `[1, C, F, h, w]` checked against the model.
+pub(super) fn latents_option(opts: &Opts, model: &VideoModel) -> RhaiResult<Option<ScriptLatents>> {
+    let Some(v) = opts.get("latents") else { return Ok(None) };
+    if let Some(l) = v.clone().try_cast::<ScriptLatents>() {
+        return Ok(Some(l));
+    }
+    if let Some(t) = v.clone().try_cast::<ScriptTensor>() {
+        let fps = opts.float("fps")?.unwrap_or(8.0);
+        return Latents::given(model, &t.0, fps)
+            .map(|l| Some(ScriptLatents(l)))
+            .map_err(|e| script_error(format!("{}: {e}", opts.func())));
+    }
+    Err(script_error(format!(
+        "{}: option \"latents\" must be Latents (from invert) or a Tensor [1, 4, F, h, w] (from load_tensors), got {}",
+        opts.func(),
+        crate::values::describe(v)
+    )))
+}

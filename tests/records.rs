@@ -1,0 +1,143 @@
+//! What a run leaves to reproduce and measure it: the run record in sidecars, `vidtune run --from`, and
+//! `vidtune bench`'s figures.
+
+mod common;
+use common::*;
+
+#[test]
+fn a_sidecar_records_the_run_and_run_from_reproduces_it_bit_for_bit() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = r#"
+let model = inflate(load_sd("random:tiny"));
+let clip = synthetic_clip(#{frames: 2, size: 32, seed: 4}).video;
+let tuned = tune(model, clip, "a circle", #{steps: param("steps", 2), learning_rate: 1e-4});
+let edit = sample(tuned, param("edit", "a red circle"), #{frames: 2, steps: 2});
+save_video(edit, "out/edit.gif", #{sidecar: #{note: "first"}});
+save_video(edit, "out/frames");
+save_video(edit, "out/edit.mp4");
+"#;
+    let out = run_script(dir.path(), "make.rhai", script, &["--set", "edit=\"a blue circle\""]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let first = std::fs::read(dir.path().join("out/edit.gif")).unwrap();
+    let sidecar: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("out/edit.json")).unwrap()).unwrap();
+    let record = &sidecar["record"];
+    assert_eq!(sidecar["note"], "first");
+    assert_eq!(record["script"]["text"].as_str().unwrap(), script);
+    assert_eq!(record["params"]["edit"], "a blue circle");
+    assert_eq!(record["vidtune_version"], env!("CARGO_PKG_VERSION"));
+    assert!(record["libtorch_version"].as_str().unwrap().starts_with("2."), "{record}");
+    let calls = record["calls"].as_array().unwrap();
+    let names: Vec<&str> = calls.iter().map(|c| c["function"].as_str().unwrap()).collect();
+    assert_eq!(names, ["tune", "sample"]);
+    let (tune, sample) = (&calls[0], &calls[1]);
+    assert_eq!(tune["options"]["lr"], 1e-4, "the alias is recorded under its vidtune name");
+    assert!(tune["resolved"].as_str().unwrap().contains("steps: 2"), "{tune}");
+    assert!(tune["model"]["identity"].as_str().unwrap().len() >= 32);
+    assert_eq!(tune["model"]["modules"], sample["model"]["modules"]);
+    assert_ne!(tune["model"]["identity"], sample["model"]["identity"], "the tuned model is another model");
+    assert_eq!(sample["seed_given"], false);
+    assert!(sample["seed"].as_u64().is_some());
+    assert!(sample["resolved"].as_str().unwrap().contains("guidance: 7.5"), "{sample}");
+    // Rerun from the sidecar: same script, parameters and drawn seed — the same bytes.
+    std::fs::write(dir.path().join("make.rhai"), "print(\"the script on disk changed\");").unwrap();
+    let again = vidtune(dir.path()).args(["run", "--from", "out/edit.json"]).output().unwrap();
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(stdout(&again).contains("rerunning make.rhai from out/edit.json"), "{}", stdout(&again));
+    assert!(std::fs::read(dir.path().join("out/edit.gif")).unwrap() == first, "the rerun made another GIF");
+    // The frames and the mp4 carry the same record inside (PNG text chunks, container metadata).
+    let from_png: serde_json::Value = serde_json::from_str(
+        &vidtune_runtime::media::image::png_text(dir.path().join("out/frames/00000.png"))
+            .unwrap()
+            .into_iter()
+            .find(|(k, _)| k == "vidtune")
+            .expect("a vidtune text chunk")
+            .1,
+    )
+    .unwrap();
+    // (The rerun above rewrote them: same script, parameters and seed, the tuning now from the memo.)
+    assert_eq!((&from_png["script"], &from_png["params"]), (&record["script"], &record["params"]));
+    assert_eq!(from_png["calls"][1]["seed"], record["calls"][1]["seed"]);
+    let from_mp4 = vidtune_runtime::media::ffmpeg::read_metadata(&dir.path().join("out/edit.mp4")).unwrap();
+    let from_mp4: serde_json::Value =
+        serde_json::from_str(&from_mp4.into_iter().find(|(k, _)| k == "vidtune").expect("mp4 metadata").1).unwrap();
+    assert_eq!(from_mp4["script"], record["script"]);
+    // From a frame: the same pixels (the record inside differs: timings, memo hits).
+    let pixels = || image::open(dir.path().join("out/frames/00001.png")).unwrap().to_rgb8().into_raw();
+    let frame = pixels();
+    let again = vidtune(dir.path()).args(["run", "--from", "out/frames/00000.png"]).output().unwrap();
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(pixels() == frame, "the rerun from a frame made other pixels");
+    // A file without a record is named.
+    std::fs::write(dir.path().join("plain.json"), "{}").unwrap();
+    let out = vidtune(dir.path()).args(["run", "--from", "plain.json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("plain.json: no run record"), "{}", stderr(&out));
+}
+
+#[test]
+fn bench_runs_the_job_on_the_tiny_shape_and_writes_its_figures() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = vidtune(dir.path())
+        .args(["bench", "--config", "tiny", "--frames", "2", "--size", "32", "--tune-steps", "2", "--steps", "2"])
+        .args(["--device", "cpu", "--json", "bench.json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("| stage | time | steps/s | peak RSS | GFLOP | GFLOP/s |"), "{}", stdout(&out));
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("bench.json")).unwrap()).unwrap();
+    let stages = json["stages"].as_array().unwrap();
+    let names: Vec<&str> = stages.iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["load", "inflate", "tune", "invert", "sample"]);
+    for s in &stages[2..] {
+        assert_eq!(s["steps"], 2);
+        assert!(s["seconds"].as_f64().unwrap() > 0.0 && s["gflop"].as_f64().unwrap() > 0.0, "{s}");
+        assert!(s["peak_rss_mb"].as_f64().unwrap() > 10.0, "{s}");
+    }
+    // Sampling with guidance runs the UNet twice a step; inversion once: about twice the work.
+    let (inv, smp) = (stages[3]["gflop"].as_f64().unwrap(), stages[4]["gflop"].as_f64().unwrap());
+    assert!(smp > 1.5 * inv && smp < 2.5 * inv, "invert {inv} GFLOP, sample {smp} GFLOP");
+    assert_eq!(json["attention_backend"], "flash (CPU); explicit product where keys are few", "{json}");
+    let amd_avx512 = vidtune_runtime::cpu::mkl_dispatch() == vidtune_runtime::cpu::MklDispatch::AmdAvx512;
+    assert_eq!(json["cpu_math"].as_str().unwrap().contains("AVX-512 kernels"), amd_avx512, "{json}");
+    assert_eq!((json["precision"].as_str(), json["checkpointing"].as_bool()), (Some("Float"), Some(false)));
+    let plain_tune = stages[2]["gflop"].as_f64().unwrap();
+
+    // Mixed precision and checkpointing reach the tuning loop; a saved official run is compared stage by
+    // stage (its `load` against vidtune's load and inflate).
+    let official = serde_json::json!({"stages": [
+        {"name": "load", "seconds": 4.0, "peak_rss_mb": 900.0},
+        {"name": "tune", "seconds": 8.0, "peak_rss_mb": 1000.0},
+        {"name": "invert", "seconds": 2.0, "peak_rss_mb": 950.0},
+        {"name": "sample", "seconds": 4.0, "peak_rss_mb": 990.0}]});
+    std::fs::write(dir.path().join("official.json"), official.to_string()).unwrap();
+    let out = vidtune(dir.path())
+        .args(["bench", "--config", "tiny", "--frames", "2", "--size", "32", "--tune-steps", "2", "--steps", "2"])
+        .args(["--device", "cpu", "--precision", "bf16", "--checkpointing", "true", "--json", "bench2.json"])
+        .args(["--compare", "official.json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("tuning in BFloat16 with checkpointing"), "{text}");
+    assert!(text.contains("| stage | official | vidtune | speed-up |") && text.contains("| tune | 8.00 s |"), "{text}");
+    assert!(text.contains("peak RSS: official 1000 MB"), "{text}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("bench2.json")).unwrap()).unwrap();
+    assert_eq!((json["precision"].as_str(), json["checkpointing"].as_bool()), (Some("BFloat16"), Some(true)));
+    let tune = json["stages"][2]["gflop"].as_f64().unwrap();
+    // Checkpointing recomputes the blocks that need a gradient: more work, at most one forward more.
+    assert!(tune > plain_tune && tune <= 1.51 * plain_tune, "checkpointed work {tune} vs plain {plain_tune}");
+    assert_eq!(json["official"]["stages"][1]["seconds"], 8.0);
+
+    // Without a checkout, --compare official says what it needs.
+    let out = vidtune(dir.path())
+        .env_remove("TUNE_A_VIDEO_DIR")
+        .args(["bench", "--config", "tiny", "--frames", "2", "--size", "32", "--tune-steps", "1", "--steps", "1"])
+        .args(["--device", "cpu", "--compare", "official"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--official-dir"), "{}", stderr(&out));
+}
