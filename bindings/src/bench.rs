@@ -8,6 +8,7 @@
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Instant;
+use vidtune_runtime::options::GUIDANCE;
 use vidtune_runtime::pipelines::invert::{invert, InvertOptions};
 use vidtune_runtime::pipelines::sample::{sample, SampleOptions};
 use vidtune_runtime::pipelines::tune::{tune_clips, TuneClip, TuneOptions};
@@ -201,7 +202,8 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<Vec<Stage>> {
     let inv_opts = InvertOptions { steps: o.steps, prompt: String::new(), ..Default::default() };
     let (latents, invert_stage) =
         stage("invert", o.steps, 1.0, device, || tch::no_grad(|| invert(&tuned, &clip, &inv_opts)))?;
-    let sample_opts = SampleOptions { steps: o.steps, guidance: 7.5, seed: Some(33), ..Default::default() };
+    let sample_opts =
+        SampleOptions { steps: o.steps, guidance: GUIDANCE.number(), seed: Some(33), ..Default::default() };
     let (_, sample_stage) = stage("sample", o.steps, 1.0, device, || {
         tch::no_grad(|| sample(&tuned, "a blue circle moving on a striped background", Some(&latents), &sample_opts))
     })?;
@@ -375,7 +377,7 @@ fn print_comparison(stages: &[Stage], off: &serde_json::Value) {
 
 fn print_table(o: &BenchOptions, setup: &Setup, stages: &[Stage]) {
     println!(
-        "\n{}: {} frames at {}², tune {}, invert {}, sample {} (guidance 7.5) on {}; weights {}, tuning in {}{}; \
+        "\n{}: {} frames at {}², tune {}, invert {}, sample {} (guidance {}) on {}; weights {}, tuning in {}{}; \
          attention {}; {} threads; {}\n",
         setup.spec,
         o.frames,
@@ -383,6 +385,7 @@ fn print_table(o: &BenchOptions, setup: &Setup, stages: &[Stage]) {
         o.tune_steps,
         o.steps,
         o.steps,
+        GUIDANCE.number(),
         setup.device,
         setup.dtype,
         setup.precision,

@@ -1,13 +1,52 @@
 //! The documentation types every script function's table is made of: [`FnDoc`], its options' [`OptDoc`]s,
 //! [`TypeDoc`], and the option tables shared by several functions.
 
+use vidtune_runtime::options::Opt;
+use vidtune_runtime::video::presets::PRESETS;
+use vidtune_runtime::video::processors::Role;
+use vidtune_runtime::video::VideoSpec;
+
 /// One key of a script function's options map: its name, what it takes, and what it does.
 #[derive(Debug, Clone, Copy)]
 pub struct OptDoc {
     pub name: &'static str,
-    /// What it takes, with the default (`integer (default 500)`, `"resize" | "crop" | "pad"`).
+    /// What it takes, with the default (`integer (default 500)`, `"resize" | "crop" | "pad"`); see
+    /// [`OptDoc::takes`].
     pub takes: &'static str,
     pub doc: &'static str,
+    /// Where the runtime declares what it takes, when it does ([`Declared`]); `takes` is then unused.
+    pub opt: Option<Declared>,
+}
+
+/// What the runtime declares of an option, written there once.
+#[derive(Debug, Clone, Copy)]
+pub enum Declared {
+    /// A shared pipeline option: name, kind, default, range, aliases and doc.
+    Opt(&'static Opt),
+    /// A module choice of `inflate`: the registry's modules of that role.
+    Modules(Role),
+    /// `inflate`'s presets.
+    Presets,
+}
+
+impl OptDoc {
+    /// The row of an option the runtime declares.
+    pub const fn declared(opt: &'static Opt) -> OptDoc {
+        OptDoc { name: opt.name, takes: "", doc: opt.doc, opt: Some(Declared::Opt(opt)) }
+    }
+
+    /// What it takes, with the default.
+    pub fn takes(&self) -> std::borrow::Cow<'static, str> {
+        match self.opt {
+            Some(Declared::Opt(o)) => o.takes().into(),
+            Some(Declared::Modules(role)) => VideoSpec::choices(role).into(),
+            Some(Declared::Presets) => {
+                let names: Vec<String> = PRESETS.iter().map(|p| format!("{p:?}")).collect();
+                format!("{} (default) | {}", names[0], names[1..].join(" | ")).into()
+            }
+            None => self.takes.into(),
+        }
+    }
 }
 
 /// A function without an options map.
@@ -15,6 +54,7 @@ pub const NO_OPTIONS: &[OptDoc] = &[];
 
 /// The options of every single-file save (`save_tensors`, `save_image`, `table.save`, `model.save`).
 pub const SAVE_FILE_OPTIONS: &[OptDoc] = &[OptDoc {
+    opt: None,
     name: "overwrite",
     takes: "true | false (default)",
     doc: "replace a file of that name that vidtune did not write; without it such a file is refused (a file \

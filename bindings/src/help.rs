@@ -51,7 +51,7 @@ fn render(f: &FnDoc) -> String {
         out.push_str("\n  options:\n");
         let width = f.options.iter().map(|o| o.name.len()).max().unwrap_or(0);
         for o in f.options {
-            out.push_str(&format!("    {:<width$}  {}", o.name, o.takes));
+            out.push_str(&format!("    {:<width$}  {}", o.name, o.takes()));
             if !o.doc.is_empty() {
                 out.push_str(&format!(": {}", o.doc));
             }

@@ -47,14 +47,11 @@ fn type_name(v: &Dynamic) -> String {
     }
 }
 
-/// Option names users know from diffusers and Tune-A-Video, and the name vidtune gives the same thing.
+/// Option names users know from diffusers and Tune-A-Video, and the name vidtune gives the same thing:
+/// those of the options the runtime declares ([`vidtune_runtime::options`]), then these.
 /// An alias is accepted wherever its vidtune name is an option of the function.
-pub const ALIASES: &[(&str, &str)] = &[
-    ("guidance_scale", "guidance"),
-    ("num_inference_steps", "steps"),
-    ("num_inv_steps", "steps"),
+const MORE_ALIASES: &[(&str, &str)] = &[
     ("max_train_steps", "steps"),
-    ("negative_prompt", "negative"),
     ("learning_rate", "lr"),
     ("generator", "seed"),
     ("video_length", "frames"),
@@ -73,13 +70,24 @@ const ALIAS_MISLEADS: &[(&str, &str, &str)] = &[(
      max_train_steps): give \"steps\" here, and num_inference_steps to sample or invert",
 )];
 
+/// Every alias and the name it stands for (see [`MORE_ALIASES`]).
+pub fn aliases() -> Vec<(&'static str, &'static str)> {
+    let mut all: Vec<(&'static str, &'static str)> = vec![];
+    let declared = vidtune_runtime::options::SHARED.iter().flat_map(|o| o.aliases.iter().map(move |a| (*a, o.name)));
+    for pair in declared.chain(MORE_ALIASES.iter().copied()) {
+        if !all.contains(&pair) {
+            all.push(pair);
+        }
+    }
+    all
+}
+
 /// The aliases `func` accepts, given its option names.
-pub fn aliases_for<'a>(func: &str, names: &[&str]) -> Vec<(&'a str, &'a str)> {
-    ALIASES
-        .iter()
+pub fn aliases_for(func: &str, names: &[&str]) -> Vec<(&'static str, &'static str)> {
+    aliases()
+        .into_iter()
         .filter(|(a, n)| names.contains(n) && !names.contains(a))
         .filter(|(a, _)| ALIAS_ONLY.iter().all(|(alias, f)| alias != a || *f == func))
-        .copied()
         .collect()
 }
 
@@ -120,7 +128,7 @@ pub fn did_you_mean<'n>(key: &str, allowed: &[&'n str]) -> Option<&'n str> {
 
 impl<'a> Opts<'a> {
     /// Checks that every key of `map` is one of `allowed`, after renaming the diffusers / Tune-A-Video
-    /// names of [`ALIASES`]; an unknown key gets a "did you mean" when one is close.
+    /// names of [`aliases`]; an unknown key gets a "did you mean" when one is close.
     pub fn new(func: &'a str, mut map: Map, allowed: &[&str]) -> RhaiResult<Self> {
         for (alias, f, why) in ALIAS_MISLEADS {
             if *f == func && map.contains_key(*alias) {

@@ -27,7 +27,6 @@ fn main() -> vidtune_runtime::Result<()> {
     let before = peak_rss_mb();
     let o = SampleOptions {
         steps: 10,
-        guidance: 7.5,
         seed: Some(1),
         frames: Some(frames),
         windows: Some(WindowOptions { stride: 4, ..WindowOptions::new(8) }),

@@ -92,3 +92,115 @@ fn not_a_folder(spec: &str) -> Error {
         "is not a folder; load_clip needs a transformers CLIPModel folder (config.json, model.safetensors, tokenizer)",
     )
 }
+
+/// Refuses options of [`load_sd`] that `spec`'s source would not read (`given` says which were given):
+/// `seed` is for `random:*` models, `config` and `tokenizer` for single-file checkpoints, `revision` for
+/// repo ids of the Hugging Face cache (and single files with a `config` repo). A spec that does not
+/// resolve is left for the load to report.
+pub fn check_source_options(spec: &str, revision: &str, given: &dyn Fn(&str) -> bool) -> Result<()> {
+    let source = ModelSource::resolve(spec, revision).ok();
+    let random = matches!(source, Some(ModelSource::Random(_)));
+    let file = matches!(source, Some(ModelSource::File(_)));
+    let repo = matches!(source, Some(ModelSource::Hub { .. }))
+        || (source.is_none() && !Path::new(spec).exists() && crate::weights::hub::is_repo_id(spec));
+    let rules: [(&str, bool, &str); 4] = [
+        ("seed", random, "random:tiny models"),
+        ("config", file, "single-file checkpoints"),
+        ("tokenizer", file, "single-file checkpoints"),
+        ("revision", repo || (file && given("config")), "repo ids of the Hugging Face cache"),
+    ];
+    for (name, applies, what) in rules {
+        if given(name) && !applies {
+            return Err(Error::Invalid(format!(
+                "option {name:?} would be ignored: it applies to {what}, and {spec:?} is not one"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Models loaded in this process, kept for reuse (watch-mode reruns load nothing twice) while the files
+/// behind them are unchanged: the key holds the spec, the options and a fingerprint of the files. The
+/// `keep` most recent stay.
+#[derive(Debug)]
+pub struct LoadedModels<T> {
+    keep: usize,
+    entries: Vec<(String, T)>,
+}
+
+impl<T: Clone> LoadedModels<T> {
+    pub const fn new(keep: usize) -> Self {
+        LoadedModels { keep, entries: Vec::new() }
+    }
+
+    /// The key of `spec` loaded with `opts`, as the files are now (an edited config makes a new key).
+    pub fn key(spec: &str, opts: &SdLoadOptions) -> String {
+        let source = Path::new(spec);
+        let fingerprint = if source.exists() {
+            crate::weights::identity::fingerprint(source)
+        } else {
+            crate::weights::hub::snapshot_dir(spec, &opts.revision)
+                .map(|d| crate::weights::identity::fingerprint(&d))
+                .unwrap_or_default()
+        };
+        format!("{spec}|{opts:?}|{fingerprint}")
+    }
+
+    /// The model kept under `key`.
+    pub fn get(&self, key: &str) -> Option<T> {
+        self.entries.iter().find(|(k, _)| k == key).map(|(_, m)| m.clone())
+    }
+
+    /// Keeps `model` under `key`, dropping the oldest beyond `keep`.
+    pub fn insert(&mut self, key: String, model: T) {
+        self.entries.push((key, model));
+        if self.entries.len() > self.keep {
+            self.entries.remove(0);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_a_source_would_not_read_are_refused() {
+        let given = |names: &'static [&'static str]| move |n: &str| names.contains(&n);
+        assert!(check_source_options("random:tiny", "main", &given(&["seed"])).is_ok());
+        let e = check_source_options("random:tiny", "main", &given(&["config"])).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "option \"config\" would be ignored: it applies to single-file checkpoints, and \"random:tiny\" is not one"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("model.safetensors");
+        std::fs::write(&file, b"x").unwrap();
+        let f = file.to_string_lossy().to_string();
+        assert!(check_source_options(&f, "main", &given(&["config", "tokenizer", "revision"])).is_ok());
+        assert!(check_source_options(&f, "main", &given(&["revision"])).is_err());
+        assert!(check_source_options("someone/missing-model", "main", &given(&["revision"])).is_ok());
+        assert!(check_source_options("someone/missing-model", "main", &given(&["seed"])).is_err());
+    }
+
+    #[test]
+    fn kept_models_follow_their_files_and_the_most_recent_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config.json");
+        std::fs::write(&config, b"{}").unwrap();
+        let spec = dir.path().to_string_lossy().to_string();
+        let opts = SdLoadOptions::default();
+        let key = LoadedModels::<u32>::key(&spec, &opts);
+        assert_eq!(LoadedModels::<u32>::key(&spec, &opts), key, "unchanged files, the same key");
+        std::fs::write(&config, b"{\"edited\": 1}").unwrap();
+        assert_ne!(LoadedModels::<u32>::key(&spec, &opts), key, "an edited config is a new key");
+        let seeded = SdLoadOptions { seed: 1, ..SdLoadOptions::default() };
+        assert_ne!(LoadedModels::<u32>::key("random:tiny", &seeded), LoadedModels::<u32>::key("random:tiny", &opts));
+        let mut kept = LoadedModels::new(2);
+        kept.insert("a".into(), 1);
+        kept.insert("b".into(), 2);
+        assert_eq!(kept.get("a"), Some(1));
+        kept.insert("c".into(), 3);
+        assert_eq!((kept.get("a"), kept.get("b"), kept.get("c")), (None, Some(2), Some(3)));
+    }
+}

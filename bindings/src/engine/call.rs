@@ -51,7 +51,7 @@ pub(super) fn run_sample(
     let SampleCall { func, opts, model, seed_given, schedule } = call;
     let live = Live::from(opts)?;
     let use_cache = opts.bool("cache")?.unwrap_or(true) && !live.active();
-    let fps = o.fps.or(latents.map(|l| l.fps)).unwrap_or(8.0);
+    let fps = o.fps_with(latents);
     let out = live.run(ctx, host, &model.base, fps, || rt(sample_cached(model, schedule, latents, o, use_cache)))?;
     report_memo(&out, func);
     note_call(host, func, opts, format!("{o:?} {schedule:?}"), Some((out.value.1, seed_given)), model, &out);

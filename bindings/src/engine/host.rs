@@ -60,18 +60,26 @@ fn columns(opts: &Opts) -> RhaiResult<usize> {
 
 /// `preview`'s options.
 pub const PREVIEW_OPTIONS: &[OptDoc] = &[
-    OptDoc { name: "labels", takes: "[string, …]", doc: "one label per value (default #1, #2, … for several)" },
     OptDoc {
+        opt: None,
+        name: "labels",
+        takes: "[string, …]",
+        doc: "one label per value (default #1, #2, … for several)",
+    },
+    OptDoc {
+        opt: None,
         name: "width",
         takes: "integer (default: the terminal's width)",
         doc: "terminal columns the preview may take",
     },
     OptDoc {
+        opt: None,
         name: "columns",
         takes: "integer (default 8)",
         doc: "frames per row of a comparison of clips (spread over the clip)",
     },
     OptDoc {
+        opt: None,
         name: "play",
         takes: "true | integer (loops)",
         doc: "animate the clip(s): inline by cycling frames, a GIF in file mode and notebooks",
@@ -264,10 +272,15 @@ fn sheet(items: Array, opts: Opts) -> RhaiResult<Image> {
 }
 
 const STACK_OPTIONS: &[OptDoc] =
-    &[OptDoc { name: "labels", takes: "[string, …]", doc: "a label above each clip or image" }];
+    &[OptDoc { opt: None, name: "labels", takes: "[string, …]", doc: "a label above each clip or image" }];
 const SHEET_OPTIONS: &[OptDoc] = &[
-    OptDoc { name: "labels", takes: "[string, …] (default #1, #2, …)", doc: "a label above each row" },
-    OptDoc { name: "columns", takes: "integer (default 8)", doc: "frames per row, spread over the longest clip" },
+    OptDoc { opt: None, name: "labels", takes: "[string, …] (default #1, #2, …)", doc: "a label above each row" },
+    OptDoc {
+        opt: None,
+        name: "columns",
+        takes: "integer (default 8)",
+        doc: "frames per row, spread over the longest clip",
+    },
 ];
 
 fn param(host: &Host, name: &str, default: Dynamic) -> RhaiResult<Dynamic> {

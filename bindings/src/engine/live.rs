@@ -15,11 +15,13 @@ use vidtune_runtime::sd::StableDiffusion;
 use vidtune_runtime::Image;
 
 pub const PREVIEW_EVERY: OptDoc = OptDoc {
+    opt: None,
     name: "preview_every",
     takes: "integer N",
     doc: "decode the step's x̂₀ every N steps (and the last) into the preview: live denoising",
 };
 pub const ON_STEP: OptDoc = OptDoc {
+    opt: None,
     name: "on_step",
     takes: "|step, t, x0| … (a closure)",
     doc: "called after every step with the step (from 1), the timestep and x̂₀ as a Tensor; returning false \

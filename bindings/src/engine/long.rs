@@ -11,6 +11,7 @@ use crate::opts::{one_or_many, rt, script_error, Opts, RhaiResult};
 use rhai::{Array, Dynamic, Map, NativeCallContext};
 use std::rc::Rc;
 use std::time::Instant;
+use vidtune_runtime::options::{GUIDANCE, NEGATIVE, SAMPLE_STEPS};
 use vidtune_runtime::pipelines::codenoise::{PromptSchedule, PromptSpan, WindowOptions};
 use vidtune_runtime::pipelines::extend::extend;
 use vidtune_runtime::pipelines::fuse::{fuse, FuseOptions};
@@ -20,34 +21,75 @@ use vidtune_runtime::Video;
 
 /// `extend`'s options.
 pub const EXTEND_OPTIONS: &[OptDoc] = &[
-    OptDoc { name: "frames", takes: "integer (default 8)", doc: "how many frames to add" },
+    OptDoc { opt: None, name: "frames", takes: "integer (default 8)", doc: "how many frames to add" },
     OptDoc {
+        opt: None,
         name: "masks",
         takes: "Masks",
         doc: "the subject's masks of the new frames (one per new frame, or one more: the last frame's first)",
     },
-    OptDoc { name: "subject", takes: "string", doc: "words of the prompt naming the subject (mask cross-attention)" },
-    OptDoc { name: "shared_noise", takes: "number α (default 0.2)", doc: "the last frame's latent in the new noise" },
-    OptDoc { name: "variance_preserving", takes: "true | false (default)", doc: "shared noise at unit variance" },
-    OptDoc { name: "steps", takes: "integer (default 50)", doc: "" },
-    OptDoc { name: "guidance", takes: "number (default 7.5)", doc: "" },
-    OptDoc { name: "negative", takes: "string", doc: "the negative prompt" },
-    OptDoc { name: "seed", takes: "integer (default: random, printed)", doc: "" },
+    OptDoc {
+        opt: None,
+        name: "subject",
+        takes: "string",
+        doc: "words of the prompt naming the subject (mask cross-attention)",
+    },
+    OptDoc {
+        opt: None,
+        name: "shared_noise",
+        takes: "number α (default 0.2)",
+        doc: "the last frame's latent in the new noise",
+    },
+    OptDoc {
+        opt: None,
+        name: "variance_preserving",
+        takes: "true | false (default)",
+        doc: "shared noise at unit variance",
+    },
+    OptDoc::declared(&SAMPLE_STEPS),
+    OptDoc::declared(&GUIDANCE),
+    OptDoc::declared(&NEGATIVE),
+    OptDoc { opt: None, name: "seed", takes: "integer (default: random, printed)", doc: "" },
 ];
 
 /// `fuse`'s options.
 pub const FUSE_OPTIONS: &[OptDoc] = &[
-    OptDoc { name: "masks", takes: "Masks (required)", doc: "the subject's masks: foreground and background" },
-    OptDoc { name: "samples", takes: "integer (default 5)", doc: "samples whose backgrounds are averaged (n)" },
-    OptDoc { name: "at", takes: "integer (default 1)", doc: "DDIM steps run before fusing (k)" },
-    OptDoc { name: "weights", takes: "[w1, w2] (default [1, 1])", doc: "background and foreground weights (Eq. 11)" },
-    OptDoc { name: "subject", takes: "string", doc: "words of the prompt naming the subject (mask cross-attention)" },
-    OptDoc { name: "frames", takes: "integer (default: the masks' count)", doc: "" },
-    OptDoc { name: "size", takes: "integer | [w, h]", doc: "the clip's size (default the model's)" },
-    OptDoc { name: "steps", takes: "integer (default 50)", doc: "" },
-    OptDoc { name: "guidance", takes: "number (default 7.5)", doc: "" },
-    OptDoc { name: "negative", takes: "string", doc: "the negative prompt" },
-    OptDoc { name: "seed", takes: "integer (default: random, printed)", doc: "sample i draws from seed + i" },
+    OptDoc {
+        opt: None,
+        name: "masks",
+        takes: "Masks (required)",
+        doc: "the subject's masks: foreground and background",
+    },
+    OptDoc {
+        opt: None,
+        name: "samples",
+        takes: "integer (default 5)",
+        doc: "samples whose backgrounds are averaged (n)",
+    },
+    OptDoc { opt: None, name: "at", takes: "integer (default 1)", doc: "DDIM steps run before fusing (k)" },
+    OptDoc {
+        opt: None,
+        name: "weights",
+        takes: "[w1, w2] (default [1, 1])",
+        doc: "background and foreground weights (Eq. 11)",
+    },
+    OptDoc {
+        opt: None,
+        name: "subject",
+        takes: "string",
+        doc: "words of the prompt naming the subject (mask cross-attention)",
+    },
+    OptDoc { opt: None, name: "frames", takes: "integer (default: the masks' count)", doc: "" },
+    OptDoc { opt: None, name: "size", takes: "integer | [w, h]", doc: "the clip's size (default the model's)" },
+    OptDoc::declared(&SAMPLE_STEPS),
+    OptDoc::declared(&GUIDANCE),
+    OptDoc::declared(&NEGATIVE),
+    OptDoc {
+        opt: None,
+        name: "seed",
+        takes: "integer (default: random, printed)",
+        doc: "sample i draws from seed + i",
+    },
 ];
 
 /// Prompts along a clip of `frames`: one string; one string per window of `windows`; or maps
@@ -241,7 +283,7 @@ pub const DOCS: &[FnDoc] = &[
         options: CO_DENOISE_OPTIONS,
         example: r#"let inv = invert(tuned, long_clip, #{steps: 50, window: 16, stride: 8});
 let edit = co_denoise(tuned, "a red jeep car is moving on the road", #{latents: inv, window: 16, stride: 8,
-                      weights: "triangular", steps: 50, guidance: 7.5});
+                      weights: "triangular", steps: 50, guidance: 9});
 let story = co_denoise(tuned, [#{frames: [0, 47], prompt: "a car on the road"},
                                #{frames: [40, 95], prompt: "a car on the beach"}], #{frames: 96, window: 16});"#,
     },

@@ -14,11 +14,12 @@ use vidtune_runtime::{Fit, Image, LoadOptions, Video};
 
 /// `load_video`'s (and `load_masks`') options.
 pub const LOAD_VIDEO_OPTIONS: &[OptDoc] = &[
-    OptDoc { name: "frames", takes: "integer", doc: "frames to keep (default: all that remain)" },
-    OptDoc { name: "start", takes: "integer (default 0)", doc: "first source frame, 0-based" },
-    OptDoc { name: "every", takes: "integer (default 1)", doc: "keep one source frame in `every`" },
-    OptDoc { name: "size", takes: "integer | [w, h]", doc: "output size; models need multiples of 8" },
+    OptDoc { opt: None, name: "frames", takes: "integer", doc: "frames to keep (default: all that remain)" },
+    OptDoc { opt: None, name: "start", takes: "integer (default 0)", doc: "first source frame, 0-based" },
+    OptDoc { opt: None, name: "every", takes: "integer (default 1)", doc: "keep one source frame in `every`" },
+    OptDoc { opt: None, name: "size", takes: "integer | [w, h]", doc: "output size; models need multiples of 8" },
     OptDoc {
+        opt: None,
         name: "fit",
         takes: "\"resize\" (default) | \"crop\" | \"pad\"",
         doc: "how frames reach `size` (resize as Tune-A-Video)",
@@ -28,6 +29,7 @@ pub const LOAD_VIDEO_OPTIONS: &[OptDoc] = &[
 /// `save_video`'s options.
 pub const SAVE_VIDEO_OPTIONS: &[OptDoc] = &[
     OptDoc {
+        opt: None,
         name: "sidecar",
         takes: "map | true",
         doc: "a JSON file beside the video (out/edit.mp4 → out/edit.json) with this map (scores, notes) and the run \
@@ -35,6 +37,7 @@ pub const SAVE_VIDEO_OPTIONS: &[OptDoc] = &[
               models by content hash and timings, the versions. `vidtune run --from out/edit.json` reruns it",
     },
     OptDoc {
+        opt: None,
         name: "overwrite",
         takes: "true | false (default)",
         doc:
@@ -47,27 +50,30 @@ pub const SAVE_VIDEO_OPTIONS: &[OptDoc] = &[
 /// `synthetic_clip`'s options.
 pub const SYNTHETIC_OPTIONS: &[OptDoc] = &[
     OptDoc {
+        opt: None,
         name: "kind",
         takes: "\"random\" (default) | \"counter\" | \"circle\" | \"square\" | \"triangle\" | \"diamond\"",
         doc: "counter draws the frame index as binary blocks",
     },
-    OptDoc { name: "frames", takes: "integer (default 8)", doc: "" },
-    OptDoc { name: "size", takes: "integer | [w, h] (default 64)", doc: "" },
-    OptDoc { name: "seed", takes: "integer (default 0)", doc: "" },
+    OptDoc { opt: None, name: "frames", takes: "integer (default 8)", doc: "" },
+    OptDoc { opt: None, name: "size", takes: "integer | [w, h] (default 64)", doc: "" },
+    OptDoc { opt: None, name: "seed", takes: "integer (default 0)", doc: "" },
     OptDoc {
+        opt: None,
         name: "color",
         takes: "\"red\" | \"green\" | \"blue\" | \"yellow\" | \"purple\" | \"orange\" | \"white\" | \"pink\"",
         doc: "the subject's",
     },
-    OptDoc { name: "background_color", takes: "a colour, as color", doc: "" },
-    OptDoc { name: "background", takes: "\"plain\" | \"stripes\" | \"gradient\" | \"noise\"", doc: "" },
-    OptDoc { name: "motion", takes: "\"right\" | \"left\" | \"bounce\" | \"circle\" | \"grow\"", doc: "" },
+    OptDoc { opt: None, name: "background_color", takes: "a colour, as color", doc: "" },
+    OptDoc { opt: None, name: "background", takes: "\"plain\" | \"stripes\" | \"gradient\" | \"noise\"", doc: "" },
+    OptDoc { opt: None, name: "motion", takes: "\"right\" | \"left\" | \"bounce\" | \"circle\" | \"grow\"", doc: "" },
     OptDoc {
+        opt: None,
         name: "occluder",
         takes: "true | false (default)",
         doc: "a grey bar passes in front (the masks keep the visible part)",
     },
-    OptDoc { name: "fps", takes: "number (default 8)", doc: "" },
+    OptDoc { opt: None, name: "fps", takes: "number (default 8)", doc: "" },
 ];
 
 pub(crate) fn load_options(opts: &Opts) -> RhaiResult<LoadOptions> {

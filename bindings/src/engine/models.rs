@@ -12,6 +12,8 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use tch::Tensor;
 use vidtune_runtime::device::{device_name, dtype_name};
+use vidtune_runtime::load::{check_source_options, LoadedModels};
+use vidtune_runtime::options::{ETA, GUIDANCE, NEGATIVE, SAMPLE_STEPS};
 use vidtune_runtime::pipelines::t2i::{t2i, T2iOptions};
 use vidtune_runtime::Image;
 use vidtune_runtime::{load_sd, SdLoadOptions};
@@ -19,71 +21,71 @@ use vidtune_runtime::{load_sd, SdLoadOptions};
 /// `load_sd`'s options.
 pub const LOAD_SD_OPTIONS: &[OptDoc] = &[
     OptDoc {
+        opt: None,
         name: "device",
         takes: "\"auto\" (default: first CUDA device, else CPU) | \"cpu\" | \"cuda\" | \"cuda:N\"",
         doc: "",
     },
     OptDoc {
+        opt: None,
         name: "dtype",
         takes: "\"fp32\" | \"fp16\" | \"bf16\"",
         doc: "default: fp32 on CPU, bf16 or fp16 on CUDA",
     },
-    OptDoc { name: "vae_dtype", takes: "a dtype", doc: "the VAE's (e.g. \"fp32\" beside a half-precision UNet)" },
-    OptDoc { name: "variant", takes: "\"fp16\"", doc: "read *.fp16.safetensors" },
-    OptDoc { name: "revision", takes: "string (default \"main\")", doc: "branch or commit of a cached repo" },
     OptDoc {
+        opt: None,
+        name: "vae_dtype",
+        takes: "a dtype",
+        doc: "the VAE's (e.g. \"fp32\" beside a half-precision UNet)",
+    },
+    OptDoc { opt: None, name: "variant", takes: "\"fp16\"", doc: "read *.fp16.safetensors" },
+    OptDoc {
+        opt: None,
+        name: "revision",
+        takes: "string (default \"main\")",
+        doc: "branch or commit of a cached repo",
+    },
+    OptDoc {
+        opt: None,
         name: "config",
         takes: "path or repo id",
         doc: "for single files: a diffusers folder with the matching configs",
     },
-    OptDoc { name: "tokenizer", takes: "path", doc: "for single files: a tokenizer folder" },
-    OptDoc { name: "seed", takes: "integer (default 0)", doc: "for random:tiny" },
+    OptDoc { opt: None, name: "tokenizer", takes: "path", doc: "for single files: a tokenizer folder" },
+    OptDoc { opt: None, name: "seed", takes: "integer (default 0)", doc: "for random:tiny" },
 ];
 
 /// `t2i`'s options.
 pub const T2I_OPTIONS: &[OptDoc] = &[
-    OptDoc { name: "steps", takes: "integer (default 50)", doc: "" },
-    OptDoc { name: "guidance", takes: "number (default 7.5)", doc: "1 turns guidance off" },
-    OptDoc { name: "seed", takes: "integer (default: random, printed)", doc: "" },
-    OptDoc { name: "negative", takes: "string (default \"\")", doc: "" },
-    OptDoc { name: "eta", takes: "number (default 0)", doc: "" },
-    OptDoc { name: "width", takes: "integer", doc: "a multiple of 8 (default: the model's size, 512 for SD1.x)" },
-    OptDoc { name: "height", takes: "integer", doc: "as width" },
+    OptDoc::declared(&SAMPLE_STEPS),
+    OptDoc::declared(&GUIDANCE),
+    OptDoc { opt: None, name: "seed", takes: "integer (default: random, printed)", doc: "" },
+    OptDoc::declared(&NEGATIVE),
+    OptDoc::declared(&ETA),
+    OptDoc {
+        opt: None,
+        name: "width",
+        takes: "integer",
+        doc: "a multiple of 8 (default: the model's size, 512 for SD1.x)",
+    },
+    OptDoc { opt: None, name: "height", takes: "integer", doc: "as width" },
     super::live::PREVIEW_EVERY,
     super::live::ON_STEP,
 ];
 
 thread_local! {
     /// Loaded models, reused by later sessions in this process (watch-mode reruns load nothing twice).
-    static LOADED: RefCell<Vec<(String, SdModel)>> = const { RefCell::new(Vec::new()) };
+    static LOADED: RefCell<LoadedModels<SdModel>> = const { RefCell::new(LoadedModels::new(KEEP_MODELS)) };
 }
 
 /// How many loaded models the process keeps for reuse.
 const KEEP_MODELS: usize = 2;
 
-/// Options of `load_sd` that only some sources read: given for another source they would be ignored.
-fn check_load_options(spec: &str, opts: &Opts) -> RhaiResult<()> {
-    let random = spec.starts_with("random:");
-    let file = !random && std::path::Path::new(spec).is_file();
-    let repo = !random && !std::path::Path::new(spec).exists() && vidtune_runtime::weights::hub::is_repo_id(spec);
-    let rules: [(&str, bool, &str); 4] = [
-        ("seed", random, "random:tiny models"),
-        ("config", file, "single-file checkpoints"),
-        ("tokenizer", file, "single-file checkpoints"),
-        ("revision", repo || (file && opts.get("config").is_some()), "repo ids of the Hugging Face cache"),
-    ];
-    for (name, applies, what) in rules {
-        if opts.get(name).is_some() && !applies {
-            return Err(script_error(format!(
-                "load_sd: option {name:?} would be ignored: it applies to {what}, and {spec:?} is not one"
-            )));
-        }
-    }
-    Ok(())
-}
-
 fn load(host: &Host, spec: &str, opts: Opts) -> RhaiResult<SdModel> {
-    check_load_options(spec, &opts)?;
+    // Checked before the options' types, as the source alone decides what applies.
+    let revision = opts.get("revision").and_then(|v| v.clone().into_string().ok()).unwrap_or_else(|| "main".into());
+    check_source_options(spec, &revision, &|name| opts.get(name).is_some())
+        .map_err(|e| script_error(format!("load_sd: {e}")))?;
     let o = SdLoadOptions {
         device: opts.string("device")?.unwrap_or_else(|| "auto".into()),
         dtype: opts.string("dtype")?,
@@ -95,16 +97,8 @@ fn load(host: &Host, spec: &str, opts: Opts) -> RhaiResult<SdModel> {
         seed: opts.int("seed")?.unwrap_or(0) as u64,
     };
     // Reused only while the files behind it are unchanged (an edited config reloads).
-    let source = std::path::Path::new(spec);
-    let fingerprint = if source.exists() {
-        vidtune_runtime::weights::identity::fingerprint(source)
-    } else {
-        vidtune_runtime::weights::hub::snapshot_dir(spec, &o.revision)
-            .map(|d| vidtune_runtime::weights::identity::fingerprint(&d))
-            .unwrap_or_default()
-    };
-    let key = format!("{spec}|{o:?}|{fingerprint}");
-    if let Some(m) = LOADED.with(|l| l.borrow().iter().find(|(k, _)| *k == key).map(|(_, m)| m.clone())) {
+    let key = LoadedModels::<SdModel>::key(spec, &o);
+    if let Some(m) = LOADED.with(|l| l.borrow().get(&key)) {
         return Ok(m);
     }
     let path = std::path::Path::new(spec);
@@ -115,13 +109,7 @@ fn load(host: &Host, spec: &str, opts: Opts) -> RhaiResult<SdModel> {
     if model.0.random {
         println!("note: {spec} has random weights: its images are noise, useful to try the workflow only");
     }
-    LOADED.with(|l| {
-        let mut l = l.borrow_mut();
-        l.push((key, model.clone()));
-        if l.len() > KEEP_MODELS {
-            l.remove(0);
-        }
-    });
+    LOADED.with(|l| l.borrow_mut().insert(key, model.clone()));
     Ok(model)
 }
 
@@ -155,13 +143,13 @@ fn info(m: &SdModel) -> Map {
 fn generate(ctx: Option<&NativeCallContext>, host: &Host, m: &SdModel, prompt: &str, opts: Opts) -> RhaiResult<Image> {
     let d = T2iOptions::default();
     let o = T2iOptions {
-        steps: opts.int("steps")?.unwrap_or(d.steps),
-        guidance: opts.float("guidance")?.unwrap_or(d.guidance),
+        steps: opts.int(SAMPLE_STEPS.name)?.unwrap_or(d.steps),
+        guidance: opts.float(GUIDANCE.name)?.unwrap_or(d.guidance),
         seed: opts.int("seed")?.map(|s| s as u64).or_else(|| host.replay_seed()),
-        negative: opts.string("negative")?.unwrap_or_default(),
+        negative: opts.string(NEGATIVE.name)?.unwrap_or_else(|| d.negative.clone()),
         width: opts.int("width")?,
         height: opts.int("height")?,
-        eta: opts.float("eta")?.unwrap_or(0.0),
+        eta: opts.float(ETA.name)?.unwrap_or(d.eta),
     };
     let live = super::live::Live::from(&opts)?;
     let start = std::time::Instant::now();

@@ -16,9 +16,15 @@ use vidtune_runtime::{Masks, Video};
 
 /// `score`'s and `compare`'s options.
 pub const SCORE_OPTIONS: &[OptDoc] = &[
-    OptDoc { name: "clip", takes: "Clip (from load_clip)", doc: "the CLIP model that scores (required)" },
-    OptDoc { name: "pairs", takes: "\"all\" (default) | \"adjacent\"", doc: "frame pairs of frame consistency" },
+    OptDoc { opt: None, name: "clip", takes: "Clip (from load_clip)", doc: "the CLIP model that scores (required)" },
     OptDoc {
+        opt: None,
+        name: "pairs",
+        takes: "\"all\" (default) | \"adjacent\"",
+        doc: "frame pairs of frame consistency",
+    },
+    OptDoc {
+        opt: None,
         name: "clamp",
         takes: "true | false (default)",
         doc: "clamp per-frame alignment at 0 (torchmetrics' CLIPScore)",
@@ -27,8 +33,8 @@ pub const SCORE_OPTIONS: &[OptDoc] = &[
 
 /// `load_clip`'s options.
 pub const LOAD_CLIP_OPTIONS: &[OptDoc] = &[
-    OptDoc { name: "device", takes: "\"auto\" (default) | \"cpu\" | \"cuda\" | \"cuda:N\"", doc: "" },
-    OptDoc { name: "dtype", takes: "\"fp32\" (default) | \"fp16\" | \"bf16\"", doc: "" },
+    OptDoc { opt: None, name: "device", takes: "\"auto\" (default) | \"cpu\" | \"cuda\" | \"cuda:N\"", doc: "" },
+    OptDoc { opt: None, name: "dtype", takes: "\"fp32\" (default) | \"fp16\" | \"bf16\"", doc: "" },
 ];
 
 fn score_options(opts: &Opts) -> RhaiResult<(ScriptClip, ScoreOptions)> {

@@ -17,22 +17,38 @@ use vidtune_runtime::{Masks, Video};
 /// `segment`'s options.
 pub const SEGMENT_OPTIONS: &[OptDoc] = &[
     OptDoc {
+        opt: None,
         name: "model",
         takes: "Sam | folder | \"builtin\"",
         doc: "a Sam (load_sam), a folder of SAM ONNX files, or the built-in segmenter (default without a model: a \
               click-seeded graph cut on colour models, propagated by the moved previous mask; no weights)",
     },
-    OptDoc { name: "frame", takes: "integer (default 0)", doc: "the frame of clicks that name none" },
-    OptDoc { name: "propagate", takes: "true (default) | false", doc: "false: only the clicked frames get masks" },
+    OptDoc { opt: None, name: "frame", takes: "integer (default 0)", doc: "the frame of clicks that name none" },
+    OptDoc {
+        opt: None,
+        name: "propagate",
+        takes: "true (default) | false",
+        doc: "false: only the clicked frames get masks",
+    },
 ];
 
 /// `mask_sequence`'s options.
 pub const MASK_SEQUENCE_OPTIONS: &[OptDoc] = &[
-    OptDoc { name: "shape", takes: "\"circle\" (default) | \"square\" | \"triangle\" | \"diamond\"", doc: "" },
-    OptDoc { name: "motion", takes: "\"right\" (default) | \"left\" | \"bounce\" | \"circle\" | \"grow\"", doc: "" },
-    OptDoc { name: "frames", takes: "integer (default 8)", doc: "" },
-    OptDoc { name: "size", takes: "integer | [w, h] (default 64)", doc: "" },
-    OptDoc { name: "seed", takes: "integer (default 0)", doc: "where the motion starts" },
+    OptDoc {
+        opt: None,
+        name: "shape",
+        takes: "\"circle\" (default) | \"square\" | \"triangle\" | \"diamond\"",
+        doc: "",
+    },
+    OptDoc {
+        opt: None,
+        name: "motion",
+        takes: "\"right\" (default) | \"left\" | \"bounce\" | \"circle\" | \"grow\"",
+        doc: "",
+    },
+    OptDoc { opt: None, name: "frames", takes: "integer (default 8)", doc: "" },
+    OptDoc { opt: None, name: "size", takes: "integer | [w, h] (default 64)", doc: "" },
+    OptDoc { opt: None, name: "seed", takes: "integer (default 0)", doc: "where the motion starts" },
 ];
 
 fn mask_sequence(opts: Opts) -> RhaiResult<Masks> {
@@ -62,16 +78,21 @@ fn mask_sequence(opts: Opts) -> RhaiResult<Masks> {
 
 /// `click`'s options.
 pub const CLICK_OPTIONS: &[OptDoc] = &[
-    OptDoc { name: "frame", takes: "integer", doc: "the frame clicked (default: segment's `frame`, 0)" },
-    OptDoc { name: "positive", takes: "true (default) | false", doc: "false for a negative click" },
+    OptDoc { opt: None, name: "frame", takes: "integer", doc: "the frame clicked (default: segment's `frame`, 0)" },
+    OptDoc { opt: None, name: "positive", takes: "true (default) | false", doc: "false for a negative click" },
 ];
 
 /// `box`'s options.
-pub const BOX_OPTIONS: &[OptDoc] =
-    &[OptDoc { name: "frame", takes: "integer", doc: "the frame of the box (default: segment's `frame`, 0)" }];
+pub const BOX_OPTIONS: &[OptDoc] = &[OptDoc {
+    opt: None,
+    name: "frame",
+    takes: "integer",
+    doc: "the frame of the box (default: segment's `frame`, 0)",
+}];
 
 /// `load_sam`'s options.
 pub const LOAD_SAM_OPTIONS: &[OptDoc] = &[OptDoc {
+    opt: None,
     name: "device",
     takes: "\"cpu\" (default) | \"cuda\"",
     doc: "cuda opts into the CUDA execution provider",
@@ -79,6 +100,7 @@ pub const LOAD_SAM_OPTIONS: &[OptDoc] = &[OptDoc {
 
 /// `masks.save`'s options.
 pub const MASKS_SAVE_OPTIONS: &[OptDoc] = &[OptDoc {
+    opt: None,
     name: "overwrite",
     takes: "true | false (default)",
     doc: "write into a folder that holds files vidtune did not write (they are kept); without it such a folder is \

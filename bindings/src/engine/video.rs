@@ -16,6 +16,7 @@ use crate::values::{ScriptLatents, ScriptTensor, ScriptVideoModel, SdModel};
 use rhai::{Array, Dynamic, Map, NativeCallContext};
 use std::path::Path;
 use std::rc::Rc;
+use vidtune_runtime::options::INVERT_STEPS;
 use vidtune_runtime::pipelines::cached::{invert_cached, memo_status, tune_clips_cached};
 use vidtune_runtime::pipelines::codenoise::PromptSchedule;
 use vidtune_runtime::pipelines::invert::InvertOptions;
@@ -91,9 +92,10 @@ fn do_invert(
     opts: Opts,
 ) -> RhaiResult<ScriptLatents> {
     let model = video_model("invert", model)?;
+    let d = InvertOptions::default();
     let o = InvertOptions {
-        steps: opts.int("steps")?.unwrap_or(50),
-        prompt: opts.string("prompt")?.unwrap_or_default(),
+        steps: opts.int(INVERT_STEPS.name)?.unwrap_or(d.steps),
+        prompt: opts.string("prompt")?.unwrap_or_else(|| d.prompt.clone()),
         masks: opts.custom::<Masks>("masks", "Masks")?,
         windows: window_options(&opts, None)?,
     };

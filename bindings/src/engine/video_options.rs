@@ -1,17 +1,18 @@
 //! The options of the video-model functions: their tables (`inflate`, `tune`, `invert`, `sample`,
 //! `co_denoise`), kept together, and how each is read into the runtime's options, presets included.
 
-use crate::docs::OptDoc;
+use crate::docs::{Declared, OptDoc};
 use crate::opts::{one_or_many, rt, script_error, Opts, RhaiResult};
 use crate::values::{ScriptLatents, ScriptTensor};
 use rhai::{Array, Dynamic, Map};
 use std::path::PathBuf;
 use vidtune_kernels::codenoise::Weighting;
 use vidtune_runtime::device::parse_device;
+use vidtune_runtime::options::{ETA, GUIDANCE, INVERT_STEPS, NEGATIVE, SAMPLE_STEPS};
 use vidtune_runtime::pipelines::codenoise::{Anchor, WindowOptions};
 use vidtune_runtime::pipelines::invert::Latents;
-use vidtune_runtime::pipelines::sample::{FirstFrame, SampleOptions, SHARED_NOISE};
-use vidtune_runtime::pipelines::tune::{LossWeights, TuneOptions, TAV_TRAIN};
+use vidtune_runtime::pipelines::sample::{FirstFrame, SampleOptions, DEFAULT_FPS, SHARED_NOISE};
+use vidtune_runtime::pipelines::tune::{train_preset, LossWeights, TuneOptions};
 use vidtune_runtime::video::processors::{ModuleSpec, Role};
 use vidtune_runtime::video::{parse_optional, VideoModel, VideoSpec};
 use vidtune_runtime::{Image, Masks, Video};
@@ -19,97 +20,107 @@ use vidtune_runtime::{Image, Masks, Video};
 /// `inflate`'s options.
 pub const INFLATE_OPTIONS: &[OptDoc] = &[
     OptDoc {
+        opt: Some(Declared::Presets),
         name: "preset",
-        takes: "\"tune-a-video\" (default) | \"mask-guided\" | \"dynamic-mask\"",
+        takes: "",
         doc: "a combination of modules; the options below override its parts. mask-guided = sparse_causal + \
               temporal + mca + masked cross-attention (the project's recommendation for edits with masks); \
               dynamic-mask = first_frame:mask=4 + temporal + masked cross-attention (generation from a mask motion)",
     },
     OptDoc {
+        opt: Some(Declared::Modules(Role::Spatial)),
         name: "spatial",
-        takes: "\"sparse_causal\" (default) | \"self\" | \"first_frame\" | \"first_frame:mask=S\" | \"full\" | \"ffam:R\"",
-        doc: "the attn1 module: Tune-A-Video, per frame, LAMP (mask-aware with S > 0, dynamic mask guidance), all \
+        takes: "",
+        doc: "the attn1 module: Tune-A-Video, per frame, LAMP (mask-aware with mask > 0, dynamic mask guidance), all \
               frames, EI²",
     },
-    OptDoc { name: "temporal", takes: "\"temporal\" (default) | \"stam\" | \"none\"", doc: "Tune-A-Video, EI², no temporal layers" },
     OptDoc {
+        opt: Some(Declared::Modules(Role::Temporal)),
+        name: "temporal",
+        takes: "",
+        doc: "Tune-A-Video, EI², Tune-A-Video with a learned gate per frame position, no temporal layers",
+    },
+    OptDoc {
+        opt: Some(Declared::Modules(Role::Cross)),
         name: "cross",
-        takes: "\"plain\" (default) | \"masked\" | \"masked:strength=S,start=A,end=B\"",
+        takes: "",
         doc: "the attn2 module; masked = mask cross-attention (dynamic mask guidance, DenseDiffusion): the \
               `subject` words attend inside the masks",
     },
-    OptDoc { name: "mask", takes: "\"none\" (default) | \"mca\" | \"mca:width=F\"", doc: "mask-guided cross-attention (MCA): a mask encoder and an attention from mask features to video features in every block" },
-    OptDoc { name: "layers", takes: "#{pattern: module}", doc: "per-layer spatial modules; patterns match attn1 names with * wildcards" },
-    OptDoc { name: "seed", takes: "integer (default 0)", doc: "initialisation of the new layers" },
+    OptDoc { opt: Some(Declared::Modules(Role::Mask)), name: "mask", takes: "", doc: "mask-guided cross-attention (MCA): a mask encoder and an attention from mask features to video features in every block" },
+    OptDoc { opt: None, name: "layers", takes: "#{pattern: module}", doc: "per-layer spatial modules; patterns match attn1 names with * wildcards" },
+    OptDoc { opt: None, name: "seed", takes: "integer (default 0)", doc: "initialisation of the new layers" },
 ];
 
 /// `tune`'s options.
 pub const TUNE_OPTIONS: &[OptDoc] = &[
-    OptDoc { name: "steps", takes: "integer (default 500)", doc: "" },
-    OptDoc {
+    OptDoc { opt: None, name: "steps", takes: "integer (default 500)", doc: "" },
+    OptDoc { opt: None,
         name: "window",
         takes: "integer (default: the whole clip)",
         doc: "long clips: each step trains on a random window of this many frames (memory follows the window)",
     },
-    OptDoc { name: "lr", takes: "number (default 3e-5)", doc: "" },
-    OptDoc {
+    OptDoc { opt: None, name: "lr", takes: "number (default 3e-5)", doc: "" },
+    OptDoc { opt: None,
         name: "train",
         takes: "\"tav\" (default: attn1.to_q, attn2.to_q, attn_temp) | \"ei2\" | \"all\" | [patterns]",
         doc: "what tuning changes; the layers mask modules add (mask encoder, MCA) train too",
     },
-    OptDoc { name: "seed", takes: "integer (default 33)", doc: "" },
-    OptDoc { name: "max_grad_norm", takes: "number (default 1.0)", doc: "" },
-    OptDoc { name: "weight_decay", takes: "number (default 1e-2)", doc: "" },
-    OptDoc { name: "betas", takes: "[b1, b2] (default [0.9, 0.999])", doc: "" },
-    OptDoc {
+    OptDoc { opt: None, name: "seed", takes: "integer (default 33)", doc: "" },
+    OptDoc { opt: None, name: "max_grad_norm", takes: "number (default 1.0)", doc: "" },
+    OptDoc { opt: None, name: "weight_decay", takes: "number (default 1e-2)", doc: "" },
+    OptDoc { opt: None, name: "betas", takes: "[b1, b2] (default [0.9, 0.999])", doc: "" },
+    OptDoc { opt: None,
         name: "masks",
         takes: "Masks | [Masks]",
         doc: "the subject's masks of each clip: for mask modules and the fg / bg losses",
     },
-    OptDoc {
+    OptDoc { opt: None,
         name: "loss",
         takes: "#{all: λ1, fg: λ2, bg: λ3} (default #{all: 1})",
         doc: "λ1·L + λ2·L_fg + λ3·L_bg (long-video Eq. 20)",
     },
-    OptDoc {
+    OptDoc { opt: None,
         name: "first_frame",
         takes: "true | false (default)",
         doc: "keep the first latent clean and train on frames 2..N (LAMP)",
     },
-    OptDoc {
+    OptDoc { opt: None,
         name: "subject",
         takes: "string",
         doc: "the words of the prompt naming the subject, for mask cross-attention",
     },
-    OptDoc {
+    OptDoc { opt: None,
         name: "precision",
         takes: "\"fp32\" | \"bf16\" | \"fp16\" (default: the model's)",
         doc: "mixed precision: the forward and backward in this precision, float32 master weights (fp16 with loss scaling)",
     },
-    OptDoc {
+    OptDoc { opt: None,
         name: "checkpointing",
         takes: "true | false (default: true on CUDA)",
         doc: "gradient checkpointing: recompute each block in the backward (less memory, ~1/3 more compute)",
     },
-    OptDoc { name: "checkpoint", takes: "path", doc: "a tuned file written every `checkpoint_every` steps" },
-    OptDoc { name: "checkpoint_every", takes: "integer", doc: "" },
-    OptDoc { name: "cache", takes: "true (default) | false", doc: "false: always recompute" },
+    OptDoc { opt: None, name: "checkpoint", takes: "path", doc: "a tuned file written every `checkpoint_every` steps" },
+    OptDoc { opt: None, name: "checkpoint_every", takes: "integer", doc: "" },
+    OptDoc { opt: None, name: "cache", takes: "true (default) | false", doc: "false: always recompute" },
 ];
 
 /// `invert`'s options.
 pub const INVERT_OPTIONS: &[OptDoc] = &[
-    OptDoc { name: "steps", takes: "integer (default 50)", doc: "" },
+    OptDoc::declared(&INVERT_STEPS),
     OptDoc {
+        opt: None,
         name: "prompt",
         takes: "string (default \"\")",
         doc: "the empty prompt is Tune-A-Video's null-text inversion",
     },
     OptDoc {
+        opt: None,
         name: "masks",
         takes: "Masks",
         doc: "the subject's masks: needed by mask modules; the trajectory is kept for keep_background",
     },
-    OptDoc { name: "cache", takes: "true (default) | false", doc: "false: always recompute" },
+    OptDoc { opt: None, name: "cache", takes: "true (default) | false", doc: "false: always recompute" },
     super::live::PREVIEW_EVERY,
     super::live::ON_STEP,
     WINDOW,
@@ -124,78 +135,78 @@ pub const INVERT_OPTIONS: &[OptDoc] = &[
 macro_rules! sample_options {
     ($($extra:expr),*) => {
         &[
-            OptDoc {
+            OptDoc { opt: None,
                 name: "latents",
                 takes: "Latents (from invert)",
                 doc: "the starting noise of an edit (default: seeded noise)",
             },
-            OptDoc { name: "steps", takes: "integer (default 50)", doc: "" },
-            OptDoc { name: "guidance", takes: "number (default 7.5)", doc: "classifier-free guidance; 1 turns it off" },
-            OptDoc { name: "seed", takes: "integer (default: random, printed)", doc: "noise, eta" },
-            OptDoc { name: "negative", takes: "string", doc: "the negative prompt" },
-            OptDoc { name: "eta", takes: "number (default 0)", doc: "" },
-            OptDoc {
+            OptDoc::declared(&SAMPLE_STEPS),
+            OptDoc::declared(&GUIDANCE),
+            OptDoc { opt: None, name: "seed", takes: "integer (default: random, printed)", doc: "noise, eta" },
+            OptDoc::declared(&NEGATIVE),
+            OptDoc::declared(&ETA),
+            OptDoc { opt: None,
                 name: "frames",
                 takes: "integer (default: the masks' count, else 8)",
                 doc: "without latents: the clip's length",
             },
-            OptDoc { name: "size", takes: "integer | [w, h]", doc: "without latents: the clip's size (default the model's)" },
-            OptDoc { name: "fps", takes: "number", doc: "" },
-            OptDoc {
+            OptDoc { opt: None, name: "size", takes: "integer | [w, h]", doc: "without latents: the clip's size (default the model's)" },
+            OptDoc { opt: None, name: "fps", takes: "number", doc: "" },
+            OptDoc { opt: None,
                 name: "masks",
                 takes: "Masks",
                 doc: "the subject's masks, one per frame (from segment, load_masks or mask_sequence)",
             },
-            OptDoc {
+            OptDoc { opt: None,
                 name: "subject",
                 takes: "string",
                 doc: "words of the prompt naming the subject, for mask cross-attention (\"yellow triangle\")",
             },
-            OptDoc {
+            OptDoc { opt: None,
                 name: "keep_background",
                 takes: "true | false (default)",
                 doc: "outside the masks, the latents follow the inversion at every step",
             },
-            OptDoc {
+            OptDoc { opt: None,
                 name: "feather",
                 takes: "integer (default 0)",
                 doc: "latent pixels the edit reaches beyond the masks (any latent pixel they touch) under keep_background",
             },
-            OptDoc {
+            OptDoc { opt: None,
                 name: "first_frame",
                 takes: "\"source\" | \"edit\" | Image | Video",
                 doc: "hold frame 0 at this first frame and denoise frames 2..N (edit: frame 0 is sampled first on its own)",
             },
-            OptDoc {
+            OptDoc { opt: None,
                 name: "shared_noise",
                 takes: "true (α = 0.2) | number α",
                 doc: "mix the first frame's latent into the other frames' noise (dynamic mask guidance Eq. 8)",
             },
-            OptDoc {
+            OptDoc { opt: None,
                 name: "variance_preserving",
                 takes: "true | false (default)",
                 doc: "shared noise rescaled to unit variance",
             },
-            OptDoc {
+            OptDoc { opt: None,
                 name: "strength",
                 takes: "number in (0, 1] (default 1)",
                 doc: "with latents: run this share of the schedule, starting part-way up the inversion (img2img's \
                       strength); lower keeps more of the clip",
             },
-            OptDoc {
+            OptDoc { opt: None,
                 name: "renoise",
                 takes: "number in [0, 1] (default 0)",
                 doc: "with latents and masks: inside the masks, this share of the starting latents is fresh noise, so the \
                       subject is drawn anew where the clip's own was",
             },
-            OptDoc {
+            OptDoc { opt: None,
                 name: "cache",
                 takes: "true (default) | false",
                 doc: "false: always recompute (results with a seed, or from latents without fresh noise, are memoised)",
             },
             super::live::PREVIEW_EVERY,
             super::live::ON_STEP,
-            OptDoc {
+            OptDoc { opt: None,
                 name: "scorer",
                 takes: "Clip (from load_clip)",
                 doc: "after sampling, warn about frames whose CLIP alignment with the prompt falls below the others' \
@@ -211,24 +222,28 @@ macro_rules! sample_options {
 pub const SAMPLE_OPTIONS: &[OptDoc] = sample_options!();
 
 const WINDOW: OptDoc = OptDoc {
+    opt: None,
     name: "window",
     takes: "integer",
     doc: "co-denoise in windows of this many frames, so memory follows the window, not the clip (co_denoise: \
           default 16; invert: the whole clip at once)",
 };
 const STRIDE: OptDoc = OptDoc {
+    opt: None,
     name: "stride",
     takes: "integer (default window / 2)",
     doc: "frames between window starts; the last window is flush with the clip's end",
 };
 const WEIGHTS: OptDoc = OptDoc {
+    opt: None,
     name: "weights",
     takes: "\"uniform\" (default) | \"triangular\" | \"gaussian\" | \"gaussian:S\"",
     doc: "how windows weigh their frames in the per-frame merge (uniform: Gen-L-Video's mean; the others soften seams)",
 };
 const BATCH: OptDoc =
-    OptDoc { name: "batch", takes: "integer (default 1)", doc: "windows per UNet call (without masks)" };
+    OptDoc { opt: None, name: "batch", takes: "integer (default 1)", doc: "windows per UNet call (without masks)" };
 const ANCHOR: OptDoc = OptDoc {
+    opt: None,
     name: "anchor",
     takes: "\"global\" (default) | \"window\"",
     doc: "the first frame a window's first-frame attention reads: the clip's (its keys and values recorded once \
@@ -237,6 +252,7 @@ const ANCHOR: OptDoc = OptDoc {
 
 /// `co_denoise`'s options: `sample`'s and the windows'.
 const DEVICES: OptDoc = OptDoc {
+    opt: None,
     name: "devices",
     takes: "device | [device, …] (default: the model's)",
     doc: "spread the windows' UNet calls round-robin over these devices (\"cuda:0\", \"cuda:1\", …); each gets a \
@@ -244,34 +260,9 @@ const DEVICES: OptDoc = OptDoc {
 };
 pub const CO_DENOISE_OPTIONS: &[OptDoc] = sample_options!(WINDOW, STRIDE, WEIGHTS, BATCH, ANCHOR, DEVICES);
 
-/// Trainable-parameter presets: Tune-A-Video's, and EI²'s (FFAM and cross-attention queries, all of STAM).
-fn train_preset(name: &str) -> Option<Vec<String>> {
-    match name {
-        "tav" | "tune-a-video" | "ei2" => Some(TAV_TRAIN.iter().map(|s| s.to_string()).collect()),
-        "all" => Some(vec!["*".into()]),
-        _ => None,
-    }
-}
-
-/// A module preset of `inflate`.
-fn preset(name: &str) -> RhaiResult<VideoSpec> {
-    match name {
-        "tune-a-video" | "tav" => Ok(VideoSpec::default()),
-        "mask-guided" => Ok(VideoSpec::mask_guided()),
-        "dynamic-mask" => Ok(VideoSpec::dynamic_mask()),
-        "ei2" | "ei²" => Err(script_error(
-            "inflate: EI² is not a preset: its modules are chosen by name, #{spatial: \"ffam:2\", temporal: \"stam\"}, \
-             and tuned with tune(…, #{train: \"ei2\"}); scripts/ei2.rhai runs the whole recipe",
-        )),
-        other => Err(script_error(format!(
-            "inflate: unknown preset {other:?}; expected \"tune-a-video\", \"mask-guided\" or \"dynamic-mask\""
-        ))),
-    }
-}
-
 pub(super) fn video_spec(opts: &Opts) -> RhaiResult<VideoSpec> {
     let mut spec = match opts.string("preset")? {
-        Some(p) => preset(&p)?,
+        Some(p) => VideoSpec::preset(&p).map_err(|e| script_error(format!("inflate: {e}")))?,
         None => VideoSpec::default(),
     };
     if let Some(s) = opts.string("spatial")? {
@@ -391,11 +382,11 @@ pub(super) fn sample_options(opts: &Opts, window: Option<i64>) -> RhaiResult<Sam
         Some(_) => opts.float("shared_noise")?,
     };
     Ok(SampleOptions {
-        steps: opts.int("steps")?.unwrap_or(d.steps),
-        guidance: opts.float("guidance")?.unwrap_or(d.guidance),
+        steps: opts.int(SAMPLE_STEPS.name)?.unwrap_or(d.steps),
+        guidance: opts.float(GUIDANCE.name)?.unwrap_or(d.guidance),
         seed: opts.int("seed")?.map(|s| s as u64),
-        negative: opts.string("negative")?.unwrap_or_default(),
-        eta: opts.float("eta")?.unwrap_or(0.0),
+        negative: opts.string(NEGATIVE.name)?.unwrap_or_else(|| d.negative.clone()),
+        eta: opts.float(ETA.name)?.unwrap_or(d.eta),
         frames: opts.int("frames")?,
         width: size.map(|s| s.0),
         height: size.map(|s| s.1),
@@ -407,8 +398,8 @@ pub(super) fn sample_options(opts: &Opts, window: Option<i64>) -> RhaiResult<Sam
         first_frame: first_frame(opts)?,
         shared_noise,
         variance_preserving: opts.bool("variance_preserving")?.unwrap_or(false),
-        strength: opts.float("strength")?.unwrap_or(1.0),
-        renoise: opts.float("renoise")?.unwrap_or(0.0),
+        strength: opts.float("strength")?.unwrap_or(d.strength),
+        renoise: opts.float("renoise")?.unwrap_or(d.renoise),
         windows: match window {
             Some(_) => window_options(opts, window)?,
             None => None,
@@ -438,7 +429,7 @@ fn first_frame(opts: &Opts) -> RhaiResult<Option<FirstFrame>> {
 /// The windows of a co-denoised call: `None` without a `window` option unless `default` gives one.
 pub(super) fn window_options(opts: &Opts, default: Option<i64>) -> RhaiResult<Option<WindowOptions>> {
     let Some(window) = opts.int("window")?.or(default) else {
-        for key in ["stride", "weights", "batch", "anchor", "devices"] {
+        for key in WindowOptions::WINDOW_ONLY {
             if opts.get(key).is_some() {
                 return Err(script_error(format!(
                     "{}: option {key:?} would be ignored without \"window\"; give #{{window: frames}}",
@@ -450,11 +441,10 @@ pub(super) fn window_options(opts: &Opts, default: Option<i64>) -> RhaiResult<Op
     };
     let mut w = WindowOptions::new(window);
     w.stride = opts.int("stride")?.unwrap_or(w.stride);
-    w.weights = match opts.string("weights")? {
-        None => Weighting::Uniform,
-        Some(s) => Weighting::parse(&s).map_err(|e| script_error(format!("{}: {e}", opts.func())))?,
-    };
-    w.batch = opts.int("batch")?.unwrap_or(1);
+    if let Some(s) = opts.string("weights")? {
+        w.weights = Weighting::parse(&s).map_err(|e| script_error(format!("{}: {e}", opts.func())))?;
+    }
+    w.batch = opts.int("batch")?.unwrap_or(w.batch);
     if let Some(a) = opts.string("anchor")? {
         w.anchor = Anchor::parse(&a).map_err(|e| script_error(format!("{}: {e}", opts.func())))?;
     }
@@ -483,7 +473,7 @@ pub(super) fn latents_option(opts: &Opts, model: &VideoModel) -> RhaiResult<Opti
         return Ok(Some(l));
     }
     if let Some(t) = v.clone().try_cast::<ScriptTensor>() {
-        let fps = opts.float("fps")?.unwrap_or(8.0);
+        let fps = opts.float("fps")?.unwrap_or(DEFAULT_FPS);
         return Latents::given(model, &t.0, fps)
             .map(|l| Some(ScriptLatents(l)))
             .map_err(|e| script_error(format!("{}: {e}", opts.func())));

@@ -66,6 +66,9 @@ pub struct WindowOptions {
 }
 
 impl WindowOptions {
+    /// The options that only windows read (given without a window, they would be ignored).
+    pub const WINDOW_ONLY: [&'static str; 5] = ["stride", "weights", "batch", "anchor", "devices"];
+
     /// Windows of `window` frames, half-overlapping, uniform weights, one per call, anchored on the
     /// clip's first frame.
     pub fn new(window: i64) -> Self {

@@ -86,7 +86,7 @@ pub fn fuse(model: &VideoModel, prompt: &str, opts: &SampleOptions, f: &FuseOpti
         clip: None,
         steps: opts.steps,
         prompt: prompt.to_string(),
-        fps: opts.fps.unwrap_or(8.0),
+        fps: opts.fps.unwrap_or(super::sample::DEFAULT_FPS),
     };
     let rest = SampleOptions {
         seed: Some(seed),

@@ -104,6 +104,9 @@ impl Default for SampleOptions {
     }
 }
 
+/// The frame rate of a clip sampled without latents or `fps`.
+pub const DEFAULT_FPS: f64 = 8.0;
+
 /// The most frames one `sample` call makes without latents.
 pub const MAX_FRAMES: i64 = 100_000;
 
@@ -111,6 +114,11 @@ pub const MAX_FRAMES: i64 = 100_000;
 pub const SHARED_NOISE: f64 = 0.2;
 
 impl SampleOptions {
+    /// The frame rate of the result: `fps`, else the inverted clip's, else [`DEFAULT_FPS`].
+    pub fn fps_with(&self, latents: Option<&Latents>) -> f64 {
+        self.fps.or(latents.map(|l| l.fps)).unwrap_or(DEFAULT_FPS)
+    }
+
     /// Refuses out-of-range values and options the call would ignore (`latents`: the inversion this call
     /// starts from, which fixes the frames and size).
     pub fn validate(&self, latents: Option<&Latents>) -> Result<()> {
@@ -314,7 +322,7 @@ pub(crate) fn finish_sample(
     latents: Option<&Latents>,
     opts: &SampleOptions,
 ) -> Result<(Video, u64)> {
-    let fps = opts.fps.or(latents.map(|l| l.fps)).unwrap_or(8.0);
+    let fps = opts.fps_with(latents);
     let video = decode_video(&model.base, &x, fps)?;
     match (opts.keep_background, latents.and_then(|l| l.clip.as_ref()), &opts.masks) {
         (true, Some(clip), Some(m)) => Ok((paste_background(&video, clip, m, model, opts.feather)?, seed)),

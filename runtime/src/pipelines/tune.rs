@@ -25,6 +25,17 @@ use vidtune_kernels::schedulers::{ddpm, NoiseSchedule, Prediction};
 /// temporal attention (its LayerNorm stays frozen).
 pub const TAV_TRAIN: [&str; 3] = ["attn1.to_q", "attn2.to_q", "attn_temp"];
 
+/// The parameters a named training preset tunes: Tune-A-Video's (`"tav"`, `"tune-a-video"`; EI²'s, `"ei2"`,
+/// is the same set over its own modules: FFAM's and cross-attention's queries, all of STAM) or everything
+/// (`"all"`); `None` for other names.
+pub fn train_preset(name: &str) -> Option<Vec<String>> {
+    match name {
+        "tav" | "tune-a-video" | "ei2" => Some(TAV_TRAIN.iter().map(|s| s.to_string()).collect()),
+        "all" => Some(vec!["*".into()]),
+        _ => None,
+    }
+}
+
 /// The weights of the loss terms (long-video-four-modules.txt Eq. 20): the plain noise-prediction loss
 /// over everything, and the same restricted to the subject's masks (Eq. 15) and to the rest (Eq. 16).
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -8,6 +8,7 @@
 
 pub mod call;
 pub mod conditioning;
+pub mod presets;
 pub mod processors;
 pub mod tuned;
 
@@ -61,28 +62,6 @@ impl VideoSpec {
             temporal: parse_optional(Role::Temporal, temporal)?,
             ..VideoSpec::default()
         })
-    }
-
-    /// The project's recommended combination for editing with masks (`inflate(sd, #{preset:
-    /// "mask-guided"})`): Tune-A-Video's sparse-causal and temporal attention, mask-guided cross-attention
-    /// (MCA) in every block, and mask cross-attention on the text.
-    pub fn mask_guided() -> VideoSpec {
-        VideoSpec {
-            mask: Some(ModuleSpec::named(Role::Mask, "mca").expect("registered")),
-            cross: ModuleSpec::named(Role::Cross, "masked").expect("registered"),
-            ..VideoSpec::default()
-        }
-    }
-
-    /// Dynamic mask guidance's modules: mask-aware first-frame attention, temporal attention, mask
-    /// cross-attention (`inflate(sd, #{preset: "dynamic-mask"})`), for generation from a mask motion with
-    /// first-frame conditioning.
-    pub fn dynamic_mask() -> VideoSpec {
-        VideoSpec {
-            spatial: ModuleSpec::parse("first_frame:mask=4").expect("registered"),
-            cross: ModuleSpec::named(Role::Cross, "masked").expect("registered"),
-            ..VideoSpec::default()
-        }
     }
 
     /// The spatial module for an `attn1` layer.
