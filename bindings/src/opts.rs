@@ -50,14 +50,7 @@ fn type_name(v: &Dynamic) -> String {
 /// Option names users know from diffusers and Tune-A-Video, and the name vidtune gives the same thing:
 /// those of the options the runtime declares ([`vidtune_runtime::options`]), then these.
 /// An alias is accepted wherever its vidtune name is an option of the function.
-const MORE_ALIASES: &[(&str, &str)] = &[
-    ("max_train_steps", "steps"),
-    ("learning_rate", "lr"),
-    ("generator", "seed"),
-    ("video_length", "frames"),
-    ("num_frames", "frames"),
-    ("image", "first_frame"),
-];
+const MORE_ALIASES: &[(&str, &str)] = &[("image", "first_frame")];
 
 /// Aliases that belong to one function only (the others apply wherever their vidtune name is an option).
 const ALIAS_ONLY: &[(&str, &str)] = &[("num_inv_steps", "invert"), ("max_train_steps", "tune")];

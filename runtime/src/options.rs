@@ -85,14 +85,21 @@ impl Opt {
         }
     }
 
-    /// What the option takes, for documentation: `number (default 7.5)`, `string (default "")`.
+    /// What the option takes, for documentation: `number in [0, 100] (default 7.5)`, `integer (default
+    /// 50)`, `string (default "")`; an integer's range is left to its errors, a number's is shown (`(0, 1]`
+    /// when its low end is "above 0").
     pub fn takes(&self) -> String {
-        let default = match self.default {
-            Default::Unset => return self.kind.word().to_string(),
-            Default::Number(x) => format_number(x),
-            Default::Text(t) => format!("{t:?}"),
-        };
-        format!("{} (default {default})", self.kind.word())
+        let mut out = self.kind.word().to_string();
+        if let (Kind::Number, Some((lo, hi))) = (self.kind, self.range) {
+            let low = if lo == f64::MIN_POSITIVE { "(0".to_string() } else { format!("[{}", format_number(lo)) };
+            out.push_str(&format!(" in {low}, {}]", format_number(hi)));
+        }
+        match self.default {
+            Default::Unset => {}
+            Default::Number(x) => out.push_str(&format!(" (default {})", format_number(x))),
+            Default::Text(t) => out.push_str(&format!(" (default {t:?})")),
+        }
+        out
     }
 }
 
@@ -160,8 +167,177 @@ pub const NEGATIVE: Opt = Opt {
     doc: "the negative prompt (read only under guidance > 1)",
 };
 
-/// Every shared option, for tools that list them.
-pub const SHARED: &[Opt] = &[GUIDANCE, SAMPLE_STEPS, INVERT_STEPS, ETA, NEGATIVE];
+/// The sampling seed (noise, η).
+pub const SEED: Opt = Opt {
+    name: "seed",
+    kind: Kind::Integer,
+    default: Default::Unset,
+    range: None,
+    aliases: &["generator"],
+    doc: "the noise and η's draws (default: random, printed)",
+};
+
+/// The most frames one `sample` call makes without latents.
+pub const MAX_FRAMES: i64 = 100_000;
+
+/// Frames of a clip sampled without latents.
+pub const FRAMES: Opt = Opt {
+    name: "frames",
+    kind: Kind::Integer,
+    default: Default::Unset,
+    range: Some((1.0, MAX_FRAMES as f64)),
+    aliases: &["video_length", "num_frames"],
+    doc: "without latents: the clip's length (default: the masks' count, else 8)",
+};
+
+/// The frame rate of a sampled clip.
+pub const FPS: Opt = Opt {
+    name: "fps",
+    kind: Kind::Number,
+    default: Default::Unset,
+    range: Some((f64::MIN_POSITIVE, 1000.0)),
+    aliases: &[],
+    doc: "the clip's frame rate (default: the inverted clip's, else 8)",
+};
+
+/// How far the edit reaches beyond the masks under `keep_background`.
+pub const FEATHER: Opt = Opt {
+    name: "feather",
+    kind: Kind::Integer,
+    default: Default::Number(0.0),
+    range: Some((0.0, 64.0)),
+    aliases: &[],
+    doc: "latent pixels the edit reaches beyond the masks (any latent pixel they touch) under keep_background",
+};
+
+/// First-frame shared noise's α.
+pub const SHARED_NOISE_ALPHA: Opt = Opt {
+    name: "shared_noise",
+    kind: Kind::Number,
+    default: Default::Unset,
+    range: Some((0.0, 1.0)),
+    aliases: &[],
+    doc: "mix the first frame's latent into the other frames' noise (dynamic mask guidance Eq. 8)",
+};
+
+/// img2img's strength from inverted latents.
+pub const STRENGTH: Opt = Opt {
+    name: "strength",
+    kind: Kind::Number,
+    default: Default::Number(1.0),
+    range: Some((f64::MIN_POSITIVE, 1.0)),
+    aliases: &[],
+    doc: "with latents: run this share of the schedule, starting part-way up the inversion (img2img's strength); \
+          lower keeps more of the clip",
+};
+
+/// The share of fresh noise inside the masks.
+pub const RENOISE: Opt = Opt {
+    name: "renoise",
+    kind: Kind::Number,
+    default: Default::Number(0.0),
+    range: Some((0.0, 1.0)),
+    aliases: &[],
+    doc: "with latents and masks: inside the masks, this share of the starting latents is fresh noise, so the \
+          subject is drawn anew where the clip's own was",
+};
+
+/// The most tuning steps one call takes (Tune-A-Video uses 300–500; the toy world 40).
+pub const MAX_TUNE_STEPS: i64 = 1_000_000;
+
+/// Tuning steps.
+pub const TUNE_STEPS: Opt = Opt {
+    name: "steps",
+    kind: Kind::Integer,
+    default: Default::Number(500.0),
+    range: Some((1.0, MAX_TUNE_STEPS as f64)),
+    aliases: &["max_train_steps"],
+    doc: "training steps",
+};
+
+/// The tuning learning rate.
+pub const LR: Opt = Opt {
+    name: "lr",
+    kind: Kind::Number,
+    default: Default::Number(3e-5),
+    range: Some((f64::MIN_POSITIVE, 1.0)),
+    aliases: &["learning_rate"],
+    doc: "AdamW's learning rate",
+};
+
+/// The tuning seed (timesteps, noise, windows).
+pub const TUNE_SEED: Opt = Opt {
+    name: "seed",
+    kind: Kind::Integer,
+    default: Default::Number(33.0),
+    range: None,
+    aliases: &["generator"],
+    doc: "the training draws: timesteps, noise, windows",
+};
+
+/// Gradient-norm clipping.
+pub const MAX_GRAD_NORM: Opt = Opt {
+    name: "max_grad_norm",
+    kind: Kind::Number,
+    default: Default::Number(1.0),
+    range: Some((f64::MIN_POSITIVE, 1e6)),
+    aliases: &[],
+    doc: "gradient-norm clipping",
+};
+
+/// AdamW's weight decay.
+pub const WEIGHT_DECAY: Opt = Opt {
+    name: "weight_decay",
+    kind: Kind::Number,
+    default: Default::Number(1e-2),
+    range: Some((0.0, 1.0)),
+    aliases: &[],
+    doc: "AdamW's weight decay",
+};
+
+/// Random windows of a long clip in tuning.
+pub const TUNE_WINDOW: Opt = Opt {
+    name: "window",
+    kind: Kind::Integer,
+    default: Default::Unset,
+    range: Some((1.0, 100_000.0)),
+    aliases: &[],
+    doc: "long clips: each step trains on a random window of this many frames (memory follows the window; \
+          default: the whole clip)",
+};
+
+/// How often a tuning checkpoint is written.
+pub const CHECKPOINT_EVERY: Opt = Opt {
+    name: "checkpoint_every",
+    kind: Kind::Integer,
+    default: Default::Unset,
+    range: Some((1.0, MAX_TUNE_STEPS as f64)),
+    aliases: &[],
+    doc: "steps between checkpoints",
+};
+
+/// Every declared option, for tools that list them (aliases are read from here).
+pub const SHARED: &[Opt] = &[
+    GUIDANCE,
+    SAMPLE_STEPS,
+    INVERT_STEPS,
+    ETA,
+    NEGATIVE,
+    SEED,
+    FRAMES,
+    FPS,
+    FEATHER,
+    SHARED_NOISE_ALPHA,
+    STRENGTH,
+    RENOISE,
+    TUNE_STEPS,
+    LR,
+    TUNE_SEED,
+    MAX_GRAD_NORM,
+    WEIGHT_DECAY,
+    TUNE_WINDOW,
+    CHECKPOINT_EVERY,
+];
 
 #[cfg(test)]
 mod tests {
@@ -169,7 +345,9 @@ mod tests {
 
     #[test]
     fn declarations_document_and_check_themselves() {
-        assert_eq!(GUIDANCE.takes(), "number (default 7.5)");
+        assert_eq!(GUIDANCE.takes(), "number in [0, 100] (default 7.5)");
+        assert_eq!(STRENGTH.takes(), "number in (0, 1] (default 1)");
+        assert_eq!(LR.takes(), "number in (0, 1] (default 0.00003)");
         assert_eq!(SAMPLE_STEPS.takes(), "integer (default 50)");
         assert_eq!(NEGATIVE.takes(), "string (default \"\")");
         assert_eq!(GUIDANCE.number(), 7.5);

@@ -11,7 +11,7 @@ use crate::opts::{one_or_many, rt, script_error, Opts, RhaiResult};
 use rhai::{Array, Dynamic, Map, NativeCallContext};
 use std::rc::Rc;
 use std::time::Instant;
-use vidtune_runtime::options::{GUIDANCE, NEGATIVE, SAMPLE_STEPS};
+use vidtune_runtime::options::{GUIDANCE, NEGATIVE, SAMPLE_STEPS, SEED};
 use vidtune_runtime::pipelines::codenoise::{PromptSchedule, PromptSpan, WindowOptions};
 use vidtune_runtime::pipelines::extend::extend;
 use vidtune_runtime::pipelines::fuse::{fuse, FuseOptions};
@@ -49,7 +49,7 @@ pub const EXTEND_OPTIONS: &[OptDoc] = &[
     OptDoc::declared(&SAMPLE_STEPS),
     OptDoc::declared(&GUIDANCE),
     OptDoc::declared(&NEGATIVE),
-    OptDoc { opt: None, name: "seed", takes: "integer (default: random, printed)", doc: "" },
+    OptDoc::declared(&SEED),
 ];
 
 /// `fuse`'s options.

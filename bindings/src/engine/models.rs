@@ -13,7 +13,7 @@ use std::rc::Rc;
 use tch::Tensor;
 use vidtune_runtime::device::{device_name, dtype_name};
 use vidtune_runtime::load::{check_source_options, LoadedModels};
-use vidtune_runtime::options::{ETA, GUIDANCE, NEGATIVE, SAMPLE_STEPS};
+use vidtune_runtime::options::{ETA, GUIDANCE, NEGATIVE, SAMPLE_STEPS, SEED};
 use vidtune_runtime::pipelines::t2i::{t2i, T2iOptions};
 use vidtune_runtime::Image;
 use vidtune_runtime::{load_sd, SdLoadOptions};
@@ -59,7 +59,7 @@ pub const LOAD_SD_OPTIONS: &[OptDoc] = &[
 pub const T2I_OPTIONS: &[OptDoc] = &[
     OptDoc::declared(&SAMPLE_STEPS),
     OptDoc::declared(&GUIDANCE),
-    OptDoc { opt: None, name: "seed", takes: "integer (default: random, printed)", doc: "" },
+    OptDoc::declared(&SEED),
     OptDoc::declared(&NEGATIVE),
     OptDoc::declared(&ETA),
     OptDoc {
@@ -145,7 +145,7 @@ fn generate(ctx: Option<&NativeCallContext>, host: &Host, m: &SdModel, prompt: &
     let o = T2iOptions {
         steps: opts.int(SAMPLE_STEPS.name)?.unwrap_or(d.steps),
         guidance: opts.float(GUIDANCE.name)?.unwrap_or(d.guidance),
-        seed: opts.int("seed")?.map(|s| s as u64).or_else(|| host.replay_seed()),
+        seed: opts.int(SEED.name)?.map(|s| s as u64).or_else(|| host.replay_seed()),
         negative: opts.string(NEGATIVE.name)?.unwrap_or_else(|| d.negative.clone()),
         width: opts.int("width")?,
         height: opts.int("height")?,

@@ -8,7 +8,10 @@ use rhai::{Array, Dynamic, Map};
 use std::path::PathBuf;
 use vidtune_kernels::codenoise::Weighting;
 use vidtune_runtime::device::parse_device;
-use vidtune_runtime::options::{ETA, GUIDANCE, INVERT_STEPS, NEGATIVE, SAMPLE_STEPS};
+use vidtune_runtime::options::{
+    CHECKPOINT_EVERY, ETA, FEATHER, FPS, FRAMES, GUIDANCE, INVERT_STEPS, LR, MAX_GRAD_NORM, NEGATIVE, RENOISE,
+    SAMPLE_STEPS, SEED, STRENGTH, TUNE_SEED, TUNE_STEPS, TUNE_WINDOW, WEIGHT_DECAY,
+};
 use vidtune_runtime::pipelines::codenoise::{Anchor, WindowOptions};
 use vidtune_runtime::pipelines::invert::Latents;
 use vidtune_runtime::pipelines::sample::{FirstFrame, SampleOptions, DEFAULT_FPS, SHARED_NOISE};
@@ -54,21 +57,17 @@ pub const INFLATE_OPTIONS: &[OptDoc] = &[
 
 /// `tune`'s options.
 pub const TUNE_OPTIONS: &[OptDoc] = &[
-    OptDoc { opt: None, name: "steps", takes: "integer (default 500)", doc: "" },
-    OptDoc { opt: None,
-        name: "window",
-        takes: "integer (default: the whole clip)",
-        doc: "long clips: each step trains on a random window of this many frames (memory follows the window)",
-    },
-    OptDoc { opt: None, name: "lr", takes: "number (default 3e-5)", doc: "" },
+    OptDoc::declared(&TUNE_STEPS),
+    OptDoc::declared(&TUNE_WINDOW),
+    OptDoc::declared(&LR),
     OptDoc { opt: None,
         name: "train",
         takes: "\"tav\" (default: attn1.to_q, attn2.to_q, attn_temp) | \"ei2\" | \"all\" | [patterns]",
         doc: "what tuning changes; the layers mask modules add (mask encoder, MCA) train too",
     },
-    OptDoc { opt: None, name: "seed", takes: "integer (default 33)", doc: "" },
-    OptDoc { opt: None, name: "max_grad_norm", takes: "number (default 1.0)", doc: "" },
-    OptDoc { opt: None, name: "weight_decay", takes: "number (default 1e-2)", doc: "" },
+    OptDoc::declared(&TUNE_SEED),
+    OptDoc::declared(&MAX_GRAD_NORM),
+    OptDoc::declared(&WEIGHT_DECAY),
     OptDoc { opt: None, name: "betas", takes: "[b1, b2] (default [0.9, 0.999])", doc: "" },
     OptDoc { opt: None,
         name: "masks",
@@ -101,7 +100,7 @@ pub const TUNE_OPTIONS: &[OptDoc] = &[
         doc: "gradient checkpointing: recompute each block in the backward (less memory, ~1/3 more compute)",
     },
     OptDoc { opt: None, name: "checkpoint", takes: "path", doc: "a tuned file written every `checkpoint_every` steps" },
-    OptDoc { opt: None, name: "checkpoint_every", takes: "integer", doc: "" },
+    OptDoc::declared(&CHECKPOINT_EVERY),
     OptDoc { opt: None, name: "cache", takes: "true (default) | false", doc: "false: always recompute" },
 ];
 
@@ -142,16 +141,12 @@ macro_rules! sample_options {
             },
             OptDoc::declared(&SAMPLE_STEPS),
             OptDoc::declared(&GUIDANCE),
-            OptDoc { opt: None, name: "seed", takes: "integer (default: random, printed)", doc: "noise, eta" },
+            OptDoc::declared(&SEED),
             OptDoc::declared(&NEGATIVE),
             OptDoc::declared(&ETA),
-            OptDoc { opt: None,
-                name: "frames",
-                takes: "integer (default: the masks' count, else 8)",
-                doc: "without latents: the clip's length",
-            },
+            OptDoc::declared(&FRAMES),
             OptDoc { opt: None, name: "size", takes: "integer | [w, h]", doc: "without latents: the clip's size (default the model's)" },
-            OptDoc { opt: None, name: "fps", takes: "number", doc: "" },
+            OptDoc::declared(&FPS),
             OptDoc { opt: None,
                 name: "masks",
                 takes: "Masks",
@@ -167,11 +162,7 @@ macro_rules! sample_options {
                 takes: "true | false (default)",
                 doc: "outside the masks, the latents follow the inversion at every step",
             },
-            OptDoc { opt: None,
-                name: "feather",
-                takes: "integer (default 0)",
-                doc: "latent pixels the edit reaches beyond the masks (any latent pixel they touch) under keep_background",
-            },
+            OptDoc::declared(&FEATHER),
             OptDoc { opt: None,
                 name: "first_frame",
                 takes: "\"source\" | \"edit\" | Image | Video",
@@ -187,18 +178,8 @@ macro_rules! sample_options {
                 takes: "true | false (default)",
                 doc: "shared noise rescaled to unit variance",
             },
-            OptDoc { opt: None,
-                name: "strength",
-                takes: "number in (0, 1] (default 1)",
-                doc: "with latents: run this share of the schedule, starting part-way up the inversion (img2img's \
-                      strength); lower keeps more of the clip",
-            },
-            OptDoc { opt: None,
-                name: "renoise",
-                takes: "number in [0, 1] (default 0)",
-                doc: "with latents and masks: inside the masks, this share of the starting latents is fresh noise, so the \
-                      subject is drawn anew where the clip's own was",
-            },
+            OptDoc::declared(&STRENGTH),
+            OptDoc::declared(&RENOISE),
             OptDoc { opt: None,
                 name: "cache",
                 takes: "true (default) | false",
@@ -338,20 +319,20 @@ pub(super) fn tune_options(opts: &Opts) -> RhaiResult<TuneOptions> {
         }
     };
     let o = TuneOptions {
-        steps: opts.int("steps")?.unwrap_or(d.steps),
-        lr: opts.float("lr")?.unwrap_or(d.lr),
+        steps: opts.int(TUNE_STEPS.name)?.unwrap_or(d.steps),
+        lr: opts.float(LR.name)?.unwrap_or(d.lr),
         train,
-        seed: opts.int("seed")?.map(|s| s as u64).unwrap_or(d.seed),
-        max_grad_norm: opts.float("max_grad_norm")?.unwrap_or(d.max_grad_norm),
+        seed: opts.int(TUNE_SEED.name)?.map(|s| s as u64).unwrap_or(d.seed),
+        max_grad_norm: opts.float(MAX_GRAD_NORM.name)?.unwrap_or(d.max_grad_norm),
         betas,
-        weight_decay: opts.float("weight_decay")?.unwrap_or(d.weight_decay),
+        weight_decay: opts.float(WEIGHT_DECAY.name)?.unwrap_or(d.weight_decay),
         eps: d.eps,
-        checkpoint_every: opts.int("checkpoint_every")?,
+        checkpoint_every: opts.int(CHECKPOINT_EVERY.name)?,
         checkpoint_path: opts.string("checkpoint")?.map(PathBuf::from),
         first_frame: opts.bool("first_frame")?.unwrap_or(false),
         loss,
         subject: opts.string("subject")?,
-        window: opts.int("window")?,
+        window: opts.int(TUNE_WINDOW.name)?,
         precision: opts
             .string("precision")?
             .map(|p| vidtune_runtime::device::parse_dtype(&p))
@@ -384,22 +365,22 @@ pub(super) fn sample_options(opts: &Opts, window: Option<i64>) -> RhaiResult<Sam
     Ok(SampleOptions {
         steps: opts.int(SAMPLE_STEPS.name)?.unwrap_or(d.steps),
         guidance: opts.float(GUIDANCE.name)?.unwrap_or(d.guidance),
-        seed: opts.int("seed")?.map(|s| s as u64),
+        seed: opts.int(SEED.name)?.map(|s| s as u64),
         negative: opts.string(NEGATIVE.name)?.unwrap_or_else(|| d.negative.clone()),
         eta: opts.float(ETA.name)?.unwrap_or(d.eta),
-        frames: opts.int("frames")?,
+        frames: opts.int(FRAMES.name)?,
         width: size.map(|s| s.0),
         height: size.map(|s| s.1),
-        fps: opts.float("fps")?,
+        fps: opts.float(FPS.name)?,
         masks: opts.custom::<Masks>("masks", "Masks")?,
         subject: opts.string("subject")?,
         keep_background: opts.bool("keep_background")?.unwrap_or(false),
-        feather: opts.int("feather")?.unwrap_or(d.feather),
+        feather: opts.int(FEATHER.name)?.unwrap_or(d.feather),
         first_frame: first_frame(opts)?,
         shared_noise,
         variance_preserving: opts.bool("variance_preserving")?.unwrap_or(false),
-        strength: opts.float("strength")?.unwrap_or(d.strength),
-        renoise: opts.float("renoise")?.unwrap_or(d.renoise),
+        strength: opts.float(STRENGTH.name)?.unwrap_or(d.strength),
+        renoise: opts.float(RENOISE.name)?.unwrap_or(d.renoise),
         windows: match window {
             Some(_) => window_options(opts, window)?,
             None => None,

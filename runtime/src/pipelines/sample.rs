@@ -14,13 +14,15 @@
 //!   `noise[f] = α·z₀ + (1 − α)·noise[f]` (Eq. 8; `variance_preserving` divides by `√(α² + (1 − α)²)`).
 
 use super::codenoise::{window_texts, PromptSchedule, WindowOptions, Windowed};
-use super::common::{check_denoise_options, check_range, decode_video, encode_video, to_video_latents, Latents};
+use super::common::{check_denoise_options, decode_video, encode_video, to_video_latents, Latents};
 use super::denoise::{denoise, DenoiseSpec, StepHooks};
 use super::Loop;
 use crate::error::{Error, Result};
 use crate::masks::Masks;
 use crate::media::{check_model_size, Image, Video};
-use crate::options::{ETA, GUIDANCE, NEGATIVE, SAMPLE_STEPS};
+use crate::options::{
+    ETA, FEATHER, FPS, FRAMES, GUIDANCE, NEGATIVE, RENOISE, SAMPLE_STEPS, SHARED_NOISE_ALPHA, STRENGTH,
+};
 use crate::rng::Noise;
 use crate::video::conditioning::subject_token_positions;
 use crate::video::{Conditioning, VideoModel};
@@ -92,12 +94,12 @@ impl Default for SampleOptions {
             masks: None,
             subject: None,
             keep_background: false,
-            feather: 0,
+            feather: FEATHER.integer(),
             first_frame: None,
             shared_noise: None,
             variance_preserving: false,
-            strength: 1.0,
-            renoise: 0.0,
+            strength: STRENGTH.number(),
+            renoise: RENOISE.number(),
             windows: None,
             until: None,
         }
@@ -107,8 +109,7 @@ impl Default for SampleOptions {
 /// The frame rate of a clip sampled without latents or `fps`.
 pub const DEFAULT_FPS: f64 = 8.0;
 
-/// The most frames one `sample` call makes without latents.
-pub const MAX_FRAMES: i64 = 100_000;
+pub use crate::options::MAX_FRAMES;
 
 /// The shared-noise ratio of dynamic mask guidance's best results.
 pub const SHARED_NOISE: f64 = 0.2;
@@ -139,14 +140,14 @@ impl SampleOptions {
             }
         }
         if let Some(f) = self.frames {
-            check_range("frames", f as f64, 1.0, MAX_FRAMES as f64, "an integer")?;
+            FRAMES.check(f as f64)?;
         }
         if let Some(fps) = self.fps {
-            check_range("fps", fps, f64::MIN_POSITIVE, 1000.0, "a number")?;
+            FPS.check(fps)?;
         }
-        check_range("feather", self.feather as f64, 0.0, 64.0, "an integer")?;
+        FEATHER.check(self.feather as f64)?;
         if let Some(a) = self.shared_noise {
-            check_range("shared_noise", a, 0.0, 1.0, "a number")?;
+            SHARED_NOISE_ALPHA.check(a)?;
             if self.first_frame.is_none() {
                 return Err(Error::Invalid(
                     "shared_noise would be ignored: it mixes the first frame's latent into the other frames' noise, so \
@@ -164,8 +165,8 @@ impl SampleOptions {
                     .into(),
             ));
         }
-        check_range("strength", self.strength, f64::MIN_POSITIVE, 1.0, "a number")?;
-        check_range("renoise", self.renoise, 0.0, 1.0, "a number")?;
+        STRENGTH.check(self.strength)?;
+        RENOISE.check(self.renoise)?;
         if self.renoise > 0.0 && (self.masks.is_none() || latents.is_none()) {
             return Err(Error::Invalid(
                 "renoise would be ignored: it redraws the inverted latents inside the masks, so it needs latents and masks"

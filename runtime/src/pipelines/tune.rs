@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 use crate::masks::Masks;
 use crate::media::Video;
 use crate::models::checkpoint::Tape;
+use crate::options::{CHECKPOINT_EVERY, LR, MAX_GRAD_NORM, TUNE_SEED, TUNE_STEPS, TUNE_WINDOW, WEIGHT_DECAY};
 use crate::progress::Progress;
 use crate::rng::Noise;
 use crate::video::conditioning::subject_token_positions;
@@ -100,13 +101,13 @@ pub struct TuneOptions {
 impl Default for TuneOptions {
     fn default() -> Self {
         TuneOptions {
-            steps: 500,
-            lr: 3e-5,
+            steps: TUNE_STEPS.integer(),
+            lr: LR.number(),
             train: TAV_TRAIN.iter().map(|s| s.to_string()).collect(),
-            seed: 33,
-            max_grad_norm: 1.0,
+            seed: TUNE_SEED.integer() as u64,
+            max_grad_norm: MAX_GRAD_NORM.number(),
             betas: (0.9, 0.999),
-            weight_decay: 1e-2,
+            weight_decay: WEIGHT_DECAY.number(),
             eps: 1e-8,
             checkpoint_every: None,
             checkpoint_path: None,
@@ -121,21 +122,20 @@ impl Default for TuneOptions {
     }
 }
 
-/// The most tuning steps one call takes (Tune-A-Video uses 300–500; the toy world 40).
-pub const MAX_TUNE_STEPS: i64 = 1_000_000;
+pub use crate::options::MAX_TUNE_STEPS;
 
 impl TuneOptions {
     /// Refuses values outside their ranges, naming the option and the range.
     pub fn validate(&self) -> Result<()> {
-        check_range("steps", self.steps as f64, 1.0, MAX_TUNE_STEPS as f64, "an integer")?;
-        check_range("lr", self.lr, f64::MIN_POSITIVE, 1.0, "a number")?;
-        check_range("max_grad_norm", self.max_grad_norm, f64::MIN_POSITIVE, 1e6, "a number")?;
-        check_range("weight_decay", self.weight_decay, 0.0, 1.0, "a number")?;
+        TUNE_STEPS.check(self.steps as f64)?;
+        LR.check(self.lr)?;
+        MAX_GRAD_NORM.check(self.max_grad_norm)?;
+        WEIGHT_DECAY.check(self.weight_decay)?;
         check_range("betas[0]", self.betas.0, 0.0, 0.999_999, "a number")?;
         check_range("betas[1]", self.betas.1, 0.0, 0.999_999_999, "a number")?;
         check_range("eps", self.eps, f64::MIN_POSITIVE, 1.0, "a number")?;
         if let Some(w) = self.window {
-            check_range("window", w as f64, 1.0, 100_000.0, "an integer")?;
+            TUNE_WINDOW.check(w as f64)?;
         }
         if let Some(p) = self.precision {
             if !matches!(p, Kind::Float | Kind::Half | Kind::BFloat16) {
@@ -146,7 +146,7 @@ impl TuneOptions {
             check_range("sync_every", n as f64, 1.0, MAX_TUNE_STEPS as f64, "an integer")?;
         }
         if let Some(every) = self.checkpoint_every {
-            check_range("checkpoint_every", every as f64, 1.0, MAX_TUNE_STEPS as f64, "an integer")?;
+            CHECKPOINT_EVERY.check(every as f64)?;
         }
         for (name, w) in [("loss.all", self.loss.all), ("loss.fg", self.loss.fg), ("loss.bg", self.loss.bg)] {
             check_range(name, w, 0.0, 1000.0, "a number")?;
