@@ -11,6 +11,7 @@ pub mod host;
 pub mod limits;
 pub mod live;
 pub mod long;
+pub mod masks;
 pub mod media;
 pub mod models;
 pub mod score;
@@ -81,6 +82,7 @@ pub fn build_engine(host: &Rc<Host>) -> Engine {
     let mut functions = Registrar::new(&mut engine);
     media::register(&mut functions, host);
     segment::register(&mut functions, host);
+    masks::register(&mut functions, host);
     models::register(&mut functions, host);
     video::register(&mut functions, host);
     long::register(&mut functions, host);
