@@ -32,19 +32,30 @@ save_video(edit, "out/edit.mp4");
     assert_eq!(names, ["tune", "sample"]);
     let (tune, sample) = (&calls[0], &calls[1]);
     assert_eq!(tune["options"]["lr"], 1e-4, "the alias is recorded under its vidtune name");
-    assert!(tune["resolved"].as_str().unwrap().contains("steps: 2"), "{tune}");
+    assert_eq!(tune["resolved"]["steps"], 2, "{tune}");
+    assert_eq!(tune["resolved"]["lr"], 1e-4, "{tune}");
+    assert_eq!(tune["resolved"]["train"][0], "attn1.to_q", "{tune}");
     assert!(tune["model"]["identity"].as_str().unwrap().len() >= 32);
     assert_eq!(tune["model"]["modules"], sample["model"]["modules"]);
     assert_ne!(tune["model"]["identity"], sample["model"]["identity"], "the tuned model is another model");
     assert_eq!(sample["seed_given"], false);
     assert!(sample["seed"].as_u64().is_some());
-    assert!(sample["resolved"].as_str().unwrap().contains("guidance: 7.5"), "{sample}");
-    // Rerun from the sidecar: same script, parameters and drawn seed — the same bytes.
+    assert_eq!(sample["resolved"]["guidance"], 7.5, "{sample}");
+    assert_eq!(sample["resolved"]["frames"], 2, "{sample}");
+    assert!(sample["resolved"]["masks"].is_null() && sample["resolved"]["seed"].is_null(), "{sample}");
+    assert_eq!(sample["resolved"]["prompts"][0]["prompt"], "a blue circle", "{sample}");
+    // Rerun from the sidecar: same script, parameters and drawn seed — the same bytes, written under a
+    // folder of the rerun's own, so the run it came from stays as it was.
+    let sidecar_text = std::fs::read_to_string(dir.path().join("out/edit.json")).unwrap();
     std::fs::write(dir.path().join("make.rhai"), "print(\"the script on disk changed\");").unwrap();
     let again = vidtune(dir.path()).args(["run", "--from", "out/edit.json"]).output().unwrap();
     assert!(again.status.success(), "{}", stderr(&again));
     assert!(stdout(&again).contains("rerunning make.rhai from out/edit.json"), "{}", stdout(&again));
-    assert!(std::fs::read(dir.path().join("out/edit.gif")).unwrap() == first, "the rerun made another GIF");
+    assert!(stdout(&again).contains("its outputs go under rerun-1/"), "{}", stdout(&again));
+    assert!(std::fs::read(dir.path().join("rerun-1/out/edit.gif")).unwrap() == first, "the rerun made another GIF");
+    assert!(std::fs::read(dir.path().join("out/edit.gif")).unwrap() == first, "the rerun wrote over its source");
+    assert_eq!(std::fs::read_to_string(dir.path().join("out/edit.json")).unwrap(), sidecar_text);
+    assert!(dir.path().join("rerun-1/out/edit.json").is_file(), "the rerun's own sidecar");
     // The frames and the mp4 carry the same record inside (PNG text chunks, container metadata).
     let from_png: serde_json::Value = serde_json::from_str(
         &vidtune_runtime::media::image::png_text(dir.path().join("out/frames/00000.png"))
@@ -55,19 +66,22 @@ save_video(edit, "out/edit.mp4");
             .1,
     )
     .unwrap();
-    // (The rerun above rewrote them: same script, parameters and seed, the tuning now from the memo.)
     assert_eq!((&from_png["script"], &from_png["params"]), (&record["script"], &record["params"]));
     assert_eq!(from_png["calls"][1]["seed"], record["calls"][1]["seed"]);
     let from_mp4 = vidtune_runtime::media::ffmpeg::read_metadata(&dir.path().join("out/edit.mp4")).unwrap();
     let from_mp4: serde_json::Value =
         serde_json::from_str(&from_mp4.into_iter().find(|(k, _)| k == "vidtune").expect("mp4 metadata").1).unwrap();
     assert_eq!(from_mp4["script"], record["script"]);
-    // From a frame: the same pixels (the record inside differs: timings, memo hits).
-    let pixels = || image::open(dir.path().join("out/frames/00001.png")).unwrap().to_rgb8().into_raw();
-    let frame = pixels();
-    let again = vidtune(dir.path()).args(["run", "--from", "out/frames/00000.png"]).output().unwrap();
+    // From a frame, into a folder given: the same pixels (the record inside differs: timings, memo hits).
+    let pixels = |p: &str| image::open(dir.path().join(p)).unwrap().to_rgb8().into_raw();
+    let again = vidtune(dir.path()).args(["run", "--from", "out/frames/00000.png", "--out", "again"]).output().unwrap();
     assert!(again.status.success(), "{}", stderr(&again));
-    assert!(pixels() == frame, "the rerun from a frame made other pixels");
+    assert!(stdout(&again).contains("its outputs go under again/"), "{}", stdout(&again));
+    assert!(pixels("again/out/frames/00001.png") == pixels("out/frames/00001.png"), "the rerun made other pixels");
+    // Another rerun without --out takes the next free folder.
+    let third = vidtune(dir.path()).args(["run", "--from", "out/edit.json"]).output().unwrap();
+    assert!(third.status.success(), "{}", stderr(&third));
+    assert!(dir.path().join("rerun-2/out/edit.gif").is_file(), "{}", stdout(&third));
     // A file without a record is named.
     std::fs::write(dir.path().join("plain.json"), "{}").unwrap();
     let out = vidtune(dir.path()).args(["run", "--from", "plain.json"]).output().unwrap();

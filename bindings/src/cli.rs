@@ -26,6 +26,10 @@ enum Command {
         /// vidtune saved; the recorded script, parameters and seeds (--set changes parameters)
         #[arg(long, value_name = "RESULT", conflicts_with = "file")]
         from: Option<PathBuf>,
+        /// With --from: the folder the rerun writes its outputs under (their paths inside it as the script
+        /// gives them); default: the first free rerun-N here, so the run it came from is never written over
+        #[arg(long, value_name = "DIR", requires = "from")]
+        out: Option<PathBuf>,
     },
     /// Run a script and rerun it whenever it, or a file it reads, is saved
     Watch {
@@ -294,7 +298,7 @@ fn json_to_dynamic(v: &serde_json::Value) -> Dynamic {
 
 /// `vidtune run --from SIDECAR.json`: the recorded script with its parameters (overridden by `--set`) and,
 /// where its calls drew random seeds, the same seeds.
-fn rerun(from: &std::path::Path, overrides: &[(String, Dynamic)]) -> ExitCode {
+fn rerun(from: &std::path::Path, out: Option<PathBuf>, overrides: &[(String, Dynamic)]) -> ExitCode {
     let (name, code, mut params, seeds) = match read_run_record(from) {
         Ok(r) => r,
         Err(e) => {
@@ -310,14 +314,26 @@ fn rerun(from: &std::path::Path, overrides: &[(String, Dynamic)]) -> ExitCode {
         params.retain(|(name, _)| name != k);
         params.push((k.clone(), v.clone()));
     }
+    let out = out.unwrap_or_else(free_rerun_dir);
     crate::signals::install(crate::signals::Mode::Run);
     let mut session = crate::Session::new();
     for (k, v) in &params {
         session.set_param(k, v.clone());
     }
     session.host().replay_seeds.borrow_mut().extend(seeds);
-    println!("rerunning {name} from {} ({} parameters)", from.display(), params.len());
+    *session.host().out_root.borrow_mut() = Some(out.clone());
+    println!(
+        "rerunning {name} from {} ({} parameters); its outputs go under {}/",
+        from.display(),
+        params.len(),
+        out.display()
+    );
     exit_status(session.run_source(&code, &name))
+}
+
+/// The first `rerun-N` (from 1) that does not exist in the current folder.
+fn free_rerun_dir() -> PathBuf {
+    (1..).map(|n| PathBuf::from(format!("rerun-{n}"))).find(|p| !p.exists()).expect("a free name")
 }
 
 /// The whole program; `main` only calls this.
@@ -332,9 +348,9 @@ pub fn main() -> ExitCode {
         Some(Command::Doctor) => crate::doctor::run(),
         Some(Command::Bench(o)) => crate::bench::run(&o).map(|_| ()),
         Some(Command::Toy { action }) => toy(action),
-        Some(Command::Run { file, set, from }) => match (parse_sets(&set), file, from) {
+        Some(Command::Run { file, set, from, out }) => match (parse_sets(&set), file, from) {
             (Ok(params), Some(file), _) => return run_script(&file, &params),
-            (Ok(params), None, Some(from)) => return rerun(&from, &params),
+            (Ok(params), None, Some(from)) => return rerun(&from, out, &params),
             (Ok(_), None, None) => Err(anyhow::anyhow!("run: give a script, or --from a sidecar")),
             (Err(e), ..) => Err(anyhow::anyhow!(e)),
         },

@@ -54,7 +54,9 @@ pub(super) fn run_sample(
     let fps = o.fps_with(latents);
     let out = live.run(ctx, host, &model.base, fps, || rt(sample_cached(model, schedule, latents, o, use_cache)))?;
     report_memo(&out, func);
-    note_call(host, func, opts, format!("{o:?} {schedule:?}"), Some((out.value.1, seed_given)), model, &out);
+    let mut resolved = o.to_json();
+    resolved["prompts"] = schedule.to_json();
+    note_call(host, func, opts, resolved, Some((out.value.1, seed_given)), model, &out);
     let (video, seed) = out.value;
     if o.seed.is_none() && latents.is_none() {
         println!("seed: {seed}");
@@ -95,7 +97,7 @@ pub(super) fn note_call<T>(
     host: &Host,
     function: &'static str,
     opts: &Opts,
-    resolved: String,
+    resolved: serde_json::Value,
     seed: Option<(u64, bool)>,
     model: &VideoModel,
     out: &Memoised<T>,

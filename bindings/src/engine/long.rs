@@ -151,7 +151,7 @@ fn record(
     host: &Host,
     function: &'static str,
     opts: &Opts,
-    resolved: String,
+    resolved: serde_json::Value,
     seed: (u64, bool),
     model: &VideoModel,
     start: Instant,
@@ -180,7 +180,11 @@ fn do_extend(host: &Host, model: &Dynamic, video: &Video, prompt: &str, opts: Op
         host,
         "extend",
         &opts,
-        format!("{o:?} frames {frames} prompt {prompt:?}"),
+        {
+            let mut r = o.to_json();
+            (r["frames"], r["prompt"]) = (frames.into(), prompt.into());
+            r
+        },
         (seed, seed_given),
         &model,
         start,
@@ -212,7 +216,9 @@ fn do_fuse(host: &Host, model: &Dynamic, prompt: &str, opts: Opts) -> RhaiResult
     o.seed = o.seed.or_else(|| host.replay_seed());
     let start = Instant::now();
     let (out, seed) = rt(fuse(&model, prompt, &o, &f))?;
-    record(host, "fuse", &opts, format!("{o:?} {f:?} prompt {prompt:?}"), (seed, seed_given), &model, start);
+    let mut resolved = o.to_json();
+    (resolved["fuse"], resolved["prompt"]) = (f.to_json(), prompt.into());
+    record(host, "fuse", &opts, resolved, (seed, seed_given), &model, start);
     if o.seed.is_none() {
         println!("seed: {seed}");
     }

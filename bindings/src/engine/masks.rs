@@ -8,7 +8,6 @@ use crate::guard::Registrar;
 use crate::opts::{rt, script_error, Opts, RhaiResult};
 use crate::values::describe;
 use rhai::{Array, Dynamic, Map};
-use std::path::Path;
 use std::rc::Rc;
 use vidtune_runtime::{Masks, Video};
 
@@ -67,8 +66,9 @@ pub const MASKS_SAVE_OPTIONS: &[OptDoc] = &[OptDoc {
 
 fn load_masks(host: &Host, path: &str, opts: Opts) -> RhaiResult<Masks> {
     let o = super::media::load_options(&opts)?;
-    host.record_read(Path::new(path));
-    rt(Masks::load(Path::new(path), &o))
+    let path = host.input_path(path);
+    host.record_read(&path);
+    rt(Masks::load(&path, &o))
 }
 
 fn size_arg(func: &str, size: Dynamic) -> RhaiResult<(i64, i64)> {
@@ -156,7 +156,7 @@ pub fn register(engine: &mut Registrar, host: &Rc<Host>) {
     });
     let h = host.clone();
     engine.register_fn("save", move |m: &mut Masks, path: &str| -> RhaiResult<String> {
-        let out = rt(m.save(Path::new(path)))?;
+        let out = rt(m.save(&h.output_path(path)))?;
         h.record_write(&out);
         Ok(out.display().to_string())
     });
@@ -167,7 +167,7 @@ pub fn register(engine: &mut Registrar, host: &Rc<Host>) {
             overwrite: opts.bool("overwrite")?.unwrap_or(false),
             ..Default::default()
         };
-        let out = rt(m.save_with(Path::new(path), &o))?;
+        let out = rt(m.save_with(&h.output_path(path), &o))?;
         h.record_write(&out);
         Ok(out.display().to_string())
     });

@@ -105,15 +105,17 @@ pub(crate) fn load_options(opts: &Opts) -> RhaiResult<LoadOptions> {
 
 fn load_video(host: &Host, path: &str, opts: Opts) -> RhaiResult<Video> {
     let o = load_options(&opts)?;
-    host.record_read(Path::new(path));
-    rt(vidtune_runtime::load_video(path, &o))
+    let path = host.input_path(path);
+    host.record_read(&path);
+    rt(vidtune_runtime::load_video(&path, &o))
 }
 
 fn save_video(host: &Host, video: &Video, path: &str) -> RhaiResult<String> {
-    save_video_opts(host, video, path, &SaveOptions { metadata: host.file_metadata(), ..Default::default() })
+    let path = host.output_path(path);
+    save_video_opts(host, video, &path, &SaveOptions { metadata: host.file_metadata(), ..Default::default() })
 }
 
-fn save_video_opts(host: &Host, video: &Video, path: &str, o: &SaveOptions) -> RhaiResult<String> {
+fn save_video_opts(host: &Host, video: &Video, path: &Path, o: &SaveOptions) -> RhaiResult<String> {
     let out = rt(vidtune_runtime::media::save_video_with(video, path, o))?;
     host.record_write(&out);
     Ok(out.display().to_string())
@@ -124,8 +126,9 @@ fn save_video_opts(host: &Host, video: &Video, path: &str, o: &SaveOptions) -> R
 /// that holds other files (keeping them) and replaces a JSON file there that vidtune did not write.
 fn save_video_with(host: &Host, video: &Video, path: &str, opts: Opts) -> RhaiResult<String> {
     let o = SaveOptions { overwrite: opts.bool("overwrite")?.unwrap_or(false), metadata: host.file_metadata() };
+    let path = host.output_path(path);
     let sidecar_path = opts.get("sidecar").map(|_| {
-        let p = Path::new(path);
+        let p = path.as_path();
         if p.extension().is_some() {
             p.with_extension("json")
         } else {
@@ -137,7 +140,7 @@ fn save_video_with(host: &Host, video: &Video, path: &str, opts: Opts) -> RhaiRe
         with_overwrite(o.overwrite, || check_output(sidecar))
             .map_err(|e| script_error(format!("save_video: the sidecar: {e}")))?;
     }
-    let out = save_video_opts(host, video, path, &o)?;
+    let out = save_video_opts(host, video, &path, &o)?;
     if let (Some(extra), Some(sidecar)) = (opts.get("sidecar"), sidecar_path) {
         let mut json = serde_json::json!({
             "video": {"path": out, "frames": video.len(), "width": video.width(), "height": video.height(), "fps": video.fps()},
@@ -234,14 +237,16 @@ pub fn register(engine: &mut Registrar, host: &Rc<Host>) {
 
     let h = host.clone();
     engine.register_fn("load_image", move |path: &str| {
-        h.record_read(Path::new(path));
-        rt(Image::load(path))
+        let path = h.input_path(path);
+        h.record_read(&path);
+        rt(Image::load(&path))
     });
     let h = host.clone();
     let save_image = move |img: &Image, path: &str| -> RhaiResult<String> {
-        rt(img.save_with_text(path, &h.file_metadata()))?;
-        h.record_write(Path::new(path));
-        Ok(path.to_string())
+        let path = h.output_path(path);
+        rt(img.save_with_text(&path, &h.file_metadata()))?;
+        h.record_write(&path);
+        Ok(path.display().to_string())
     };
     let s = save_image.clone();
     engine.register_fn("save_image", move |img: Image, path: &str| s(&img, path));

@@ -157,7 +157,11 @@ fn generate(ctx: Option<&NativeCallContext>, host: &Host, m: &SdModel, prompt: &
     host.record_call(super::state::CallRecord {
         function: "t2i",
         given: opts.map().clone(),
-        resolved: format!("{o:?} prompt {prompt:?}"),
+        resolved: {
+            let mut r = o.to_json();
+            r["prompt"] = prompt.into();
+            r
+        },
         seed: Some(out.seed),
         seed_given: opts.get("seed").is_some(),
         model: Some(
@@ -193,18 +197,20 @@ fn save_tensors(host: &Host, map: Map, path: &str) -> RhaiResult<String> {
             .ok_or_else(|| script_error(format!("save_tensors: value {k:?} is not a Tensor")))?;
         named.push((k.to_string(), t.0.to_device(tch::Device::Cpu).contiguous()));
     }
-    let p = std::path::Path::new(path);
+    let mapped = host.output_path(path);
+    let p = mapped.as_path();
     rt(vidtune_runtime::fsutil::write_output(p, |tmp| {
         Tensor::write_safetensors(&named, tmp)
             .map_err(|e| vidtune_runtime::Error::bad_file(p, format!("cannot write: {e}")))
     }))?;
     host.record_write(p);
-    Ok(path.to_string())
+    Ok(p.display().to_string())
 }
 
 fn load_tensors(host: &Host, path: &str) -> RhaiResult<Map> {
-    host.record_read(std::path::Path::new(path));
-    let tensors = rt(vidtune_runtime::weights::read_safetensors(std::path::Path::new(path)))?;
+    let path = host.input_path(path);
+    host.record_read(&path);
+    let tensors = rt(vidtune_runtime::weights::read_safetensors(&path))?;
     Ok(tensors.into_iter().map(|(k, v)| (k.into(), Dynamic::from(ScriptTensor(v)))).collect())
 }
 

@@ -192,9 +192,10 @@ pub fn register(engine: &mut Registrar, host: &Rc<Host>) {
     engine.register_fn("csv", |t: &mut Table| t.0.to_csv());
     let h = host.clone();
     let save = move |t: &Table, path: &str| {
-        rt(t.0.save(Path::new(path)))?;
-        h.record_write(Path::new(path));
-        Ok::<_, Box<rhai::EvalAltResult>>(path.to_string())
+        let path = h.output_path(path);
+        rt(t.0.save(&path))?;
+        h.record_write(&path);
+        Ok::<_, Box<rhai::EvalAltResult>>(path.display().to_string())
     };
     let s = save.clone();
     engine.register_fn("save", move |t: &mut Table, path: &str| s(t, path));

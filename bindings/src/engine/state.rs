@@ -12,8 +12,8 @@ pub struct CallRecord {
     pub function: &'static str,
     /// The options map as the script gave it.
     pub given: rhai::Map,
-    /// Every option after defaults (the runtime's options, as text).
-    pub resolved: String,
+    /// Every option after defaults: the runtime's options as JSON with typed fields.
+    pub resolved: serde_json::Value,
     pub seed: Option<u64>,
     pub seed_given: bool,
     /// `{source, identity, modules, dtype, device}`.
@@ -51,6 +51,9 @@ pub struct Host {
     pub calls: RefCell<Vec<serde_json::Value>>,
     /// Seeds to use, in order, where a call draws a random one (`vidtune run --from` replays a run).
     pub replay_seeds: RefCell<std::collections::VecDeque<u64>>,
+    /// Where a rerun writes (`vidtune run --from … --out DIR`): every output path goes under it, so the
+    /// run it came from is never written over.
+    pub out_root: RefCell<Option<PathBuf>>,
 }
 
 fn absolute(p: &Path) -> PathBuf {
@@ -72,6 +75,31 @@ impl Host {
     pub fn dependencies(&self) -> Vec<PathBuf> {
         let writes = self.writes.borrow();
         self.reads.borrow().iter().filter(|p| !writes.contains(*p)).cloned().collect()
+    }
+
+    /// Where the script's output `path` is written: itself, or under the rerun's folder (an absolute path
+    /// too, as a path inside that folder).
+    pub fn output_path(&self, path: &str) -> PathBuf {
+        let p = Path::new(path);
+        match &*self.out_root.borrow() {
+            None => p.to_path_buf(),
+            Some(root) => {
+                let inside: PathBuf = p.components().filter(|c| matches!(c, std::path::Component::Normal(_))).collect();
+                root.join(inside)
+            }
+        }
+    }
+
+    /// Where the script reads `path` from: in a rerun, a file this run wrote is read where it was written
+    /// (under the rerun's folder); anything else is read where it is.
+    pub fn input_path(&self, path: &str) -> PathBuf {
+        if self.out_root.borrow().is_some() {
+            let mapped = self.output_path(path);
+            if self.writes.borrow().contains(&absolute(&mapped)) {
+                return mapped;
+            }
+        }
+        PathBuf::from(path)
     }
 
     /// The seed a call without one uses: the next replayed seed, else `None` (a fresh one is drawn).
@@ -131,5 +159,23 @@ impl Host {
     pub fn clear_files(&self) {
         self.reads.borrow_mut().clear();
         self.writes.borrow_mut().clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rerun_writes_under_its_folder_and_reads_back_what_it_wrote() {
+        let host = Host::default();
+        assert_eq!(host.output_path("out/a.gif"), PathBuf::from("out/a.gif"), "a plain run writes where it says");
+        *host.out_root.borrow_mut() = Some(PathBuf::from("rerun-1"));
+        assert_eq!(host.output_path("out/a.gif"), PathBuf::from("rerun-1/out/a.gif"));
+        assert_eq!(host.output_path("/tmp/x/a.gif"), PathBuf::from("rerun-1/tmp/x/a.gif"), "absolute paths too");
+        assert_eq!(host.output_path("../a.gif"), PathBuf::from("rerun-1/a.gif"), "never outside the folder");
+        assert_eq!(host.input_path("out/a.gif"), PathBuf::from("out/a.gif"), "inputs are read where they are");
+        host.record_write(&host.output_path("out/a.gif"));
+        assert_eq!(host.input_path("out/a.gif"), PathBuf::from("rerun-1/out/a.gif"), "…unless this run wrote them");
     }
 }

@@ -14,7 +14,6 @@ use crate::guard::Registrar;
 use crate::opts::{one_or_many, rt, script_error, Opts, RhaiResult};
 use crate::values::{ScriptLatents, ScriptTensor, ScriptVideoModel, SdModel};
 use rhai::{Array, Dynamic, Map, NativeCallContext};
-use std::path::Path;
 use std::rc::Rc;
 use vidtune_runtime::options::INVERT_STEPS;
 use vidtune_runtime::pipelines::cached::{invert_cached, memo_status, tune_clips_cached};
@@ -76,11 +75,11 @@ fn do_tune(
         .zip(masks)
         .map(|((video, prompt), masks)| TuneClip { video, prompt, masks })
         .collect();
-    let o = tune_options(&opts)?;
+    let o = tune_options(&opts, &|p| host.output_path(p))?;
     let use_cache = opts.bool("cache")?.unwrap_or(true);
     let out = rt(tune_clips_cached(&model, &clips, &o, use_cache))?;
     report_memo(&out, "tune");
-    note_call(host, "tune", &opts, format!("{o:?}"), None, &model, &out);
+    note_call(host, "tune", &opts, o.to_json(), None, &model, &out);
     Ok(ScriptVideoModel(out.value))
 }
 
@@ -103,7 +102,7 @@ fn do_invert(
     let use_cache = opts.bool("cache")?.unwrap_or(true) && !live.active();
     let out = live.run(ctx, host, &model.base, clip.fps(), || rt(invert_cached(&model, clip, &o, use_cache)))?;
     report_memo(&out, "invert");
-    note_call(host, "invert", &opts, format!("{o:?}"), None, &model, &out);
+    note_call(host, "invert", &opts, o.to_json(), None, &model, &out);
     Ok(ScriptLatents(out.value))
 }
 
@@ -149,10 +148,11 @@ fn model_info(m: &ScriptVideoModel) -> Map {
 }
 
 fn save_model(host: &Host, m: &ScriptVideoModel, path: &str) -> RhaiResult<String> {
-    let bytes = rt(save_tuned_with(&m.0, Path::new(path), &host.file_metadata()))?;
-    host.record_write(Path::new(path));
-    println!("saved {path} ({:.1} MB)", bytes as f64 / 1e6);
-    Ok(path.to_string())
+    let path = host.output_path(path);
+    let bytes = rt(save_tuned_with(&m.0, &path, &host.file_metadata()))?;
+    host.record_write(&path);
+    println!("saved {} ({:.1} MB)", path.display(), bytes as f64 / 1e6);
+    Ok(path.display().to_string())
 }
 
 fn cache_info() -> Map {
@@ -198,8 +198,9 @@ pub fn register(engine: &mut Registrar, host: &Rc<Host>) {
     });
     let h = host.clone();
     engine.register_fn("load_tuned", move |sd: SdModel, path: &str| {
-        h.record_read(Path::new(path));
-        rt(load_tuned(sd.0.clone(), Path::new(path))).map(|m| ScriptVideoModel(Rc::new(m)))
+        let path = h.input_path(path);
+        h.record_read(&path);
+        rt(load_tuned(sd.0.clone(), &path)).map(|m| ScriptVideoModel(Rc::new(m)))
     });
     let h = host.clone();
     engine.register_fn("save", move |m: &mut ScriptVideoModel, path: &str| save_model(&h, m, path));

@@ -273,7 +273,8 @@ pub(super) fn video_spec(opts: &Opts) -> RhaiResult<VideoSpec> {
     Ok(spec)
 }
 
-pub(super) fn tune_options(opts: &Opts) -> RhaiResult<TuneOptions> {
+/// `output_path` places the checkpoint (a rerun writes under its own folder).
+pub(super) fn tune_options(opts: &Opts, output_path: &dyn Fn(&str) -> PathBuf) -> RhaiResult<TuneOptions> {
     let d = TuneOptions::default();
     let train = match opts.get("train") {
         None => d.train.clone(),
@@ -328,7 +329,7 @@ pub(super) fn tune_options(opts: &Opts) -> RhaiResult<TuneOptions> {
         weight_decay: opts.float(WEIGHT_DECAY.name)?.unwrap_or(d.weight_decay),
         eps: d.eps,
         checkpoint_every: opts.int(CHECKPOINT_EVERY.name)?,
-        checkpoint_path: opts.string("checkpoint")?.map(PathBuf::from),
+        checkpoint_path: opts.string("checkpoint")?.map(|p| output_path(&p)),
         first_frame: opts.bool("first_frame")?.unwrap_or(false),
         loss,
         subject: opts.string("subject")?,
