@@ -135,6 +135,8 @@ pub struct FrameCheck {
     /// The measure per frame, and its median.
     pub values: Vec<f64>,
     pub median: f64,
+    /// The frames named are most of the frames judged: the edit failed in most frames.
+    pub most: bool,
 }
 
 impl FrameCheck {
@@ -145,12 +147,29 @@ impl FrameCheck {
         let mut sorted = values.clone();
         sorted.sort_by(f64::total_cmp);
         let median = sorted[sorted.len() / 2];
-        Some(FrameCheck { frames, measure, values, median })
+        Some(FrameCheck { frames, measure, values, median, most: false })
     }
 
-    /// `frames 5, 6 stand out (change inside the masks 0.02, 0.03 against a median of 0.31)`.
+    /// Whether the frames named lost their subject ([`check_subject_presence`]), rather than standing out.
+    pub fn lost_subject(&self) -> bool {
+        self.measure == SUBJECT_MEASURE
+    }
+
+    /// `frames 5, 6 stand out (change inside the masks 0.02, 0.03 against a median of 0.31)`; for an edit
+    /// that failed in most frames, `most frames look wrong: frames 0, 1, 2 lost their subject (…)`.
     pub fn describe(&self) -> String {
         let list = |f: &dyn Fn(usize) -> String| self.frames.iter().map(|&i| f(i)).collect::<Vec<_>>().join(", ");
+        if self.measure == SUBJECT_MEASURE {
+            return format!(
+                "{}frame{} {} lost {} subject ({} {}; below {SUBJECT_KEPT} the subject has faded into its surroundings)",
+                if self.most { "most frames look wrong: " } else { "" },
+                if self.frames.len() == 1 { "" } else { "s" },
+                list(&|i| i.to_string()),
+                if self.frames.len() == 1 { "its" } else { "their" },
+                self.measure,
+                list(&|i| format!("{:.2}", self.values[i])),
+            );
+        }
         format!(
             "frame{} {} stand{} out ({} {} against a median of {:.3})",
             if self.frames.len() == 1 { "" } else { "s" },
@@ -189,6 +208,52 @@ pub fn check_mask_change(source: &Video, edit: &Video, masks: &crate::masks::Mas
     }
     Ok(check)
 }
+
+/// How well each frame's subject still stands out from its surroundings, against the source's: the
+/// difference between the mean colour inside the masks and in a ring just outside them, edit over source
+/// (1: as distinct as in the source; near 0: the subject faded into what surrounds it). Frames below
+/// [`SUBJECT_KEPT`] lost their subject — an absolute judgement per frame, so an edit that fails in most
+/// frames names those frames, not the few good ones that a comparison among frames would single out.
+/// Frames whose source subject barely stands out (or whose masks are nearly empty) are not judged.
+pub fn check_subject_presence(source: &Video, edit: &Video, masks: &crate::masks::Masks) -> Result<Option<FrameCheck>> {
+    if source.len() != edit.len() || masks.len() != edit.len() {
+        return Ok(None);
+    }
+    let (w, h) = (edit.width(), edit.height());
+    let m = masks.resize(w, h)?;
+    let ring_width = (w.min(h) / 16).max(2);
+    let inside = m.tensor().to_kind(tch::Kind::Float).ge(0.5).to_kind(tch::Kind::Float);
+    let grown = m.dilate(ring_width)?.tensor().to_kind(tch::Kind::Float).ge(0.5).to_kind(tch::Kind::Float);
+    let ring = (grown - &inside).clamp_min(0.0);
+    let src = source.resize(w, h, kimage::Fit::Resize)?;
+    let dims = &[2i64, 3][..];
+    let contrast = |frames: &tch::Tensor| {
+        let mean = |region: &tch::Tensor| {
+            (frames * region).sum_dim_intlist(dims, false, tch::Kind::Float)
+                / region.sum_dim_intlist(dims, false, tch::Kind::Float).clamp_min(1.0)
+        };
+        (mean(&inside) - mean(&ring)).abs().sum_dim_intlist(&[1i64][..], false, tch::Kind::Float)
+    };
+    let (before, after) = (contrast(src.frames()), contrast(edit.frames()));
+    let before = Vec::<f64>::try_from(before.to_kind(tch::Kind::Double))?;
+    let after = Vec::<f64>::try_from(after.to_kind(tch::Kind::Double))?;
+    let area = Vec::<f64>::try_from(inside.sum_dim_intlist(&[1i64, 2, 3][..], false, tch::Kind::Double))?;
+    let ring_area = Vec::<f64>::try_from(ring.sum_dim_intlist(&[1i64, 2, 3][..], false, tch::Kind::Double))?;
+    let judged = |i: usize| area[i] >= 16.0 && ring_area[i] >= 16.0 && before[i] >= 0.1;
+    let values: Vec<f64> = (0..edit.len()).map(|i| if judged(i) { after[i] / before[i] } else { 1.0 }).collect();
+    let lost: Vec<usize> = (0..edit.len()).filter(|&i| judged(i) && values[i] < SUBJECT_KEPT).collect();
+    let judged_frames = (0..edit.len()).filter(|&i| judged(i)).count();
+    Ok(FrameCheck::of(SUBJECT_MEASURE, values, lost).map(|mut c| {
+        c.most = 2 * c.frames.len() > judged_frames;
+        c
+    }))
+}
+
+/// What [`check_subject_presence`] measures.
+const SUBJECT_MEASURE: &str = "subject contrast, edit / source";
+
+/// The share of its source contrast below which a frame's subject counts as lost.
+pub const SUBJECT_KEPT: f64 = 0.35;
 
 /// Each frame's CLIP alignment with `prompt`, and the frames whose alignment falls well below the others'.
 pub fn check_alignment(clip: &ClipModel, edit: &Video, prompt: &str) -> Result<Option<FrameCheck>> {
@@ -494,5 +559,35 @@ mod frame_check_tests {
         let edit =
             Video::new((c.video.frames() + only_first.repeat([1, 3, 1, 1]) * 0.6).clamp(-1.0, 1.0), 8.0).unwrap();
         assert!(check_mask_change(&c.video, &edit, &masks).unwrap().is_none());
+    }
+
+    /// An edit that loses its subject in most frames: the subject painted over with the colour around it
+    /// in frames 0–5, kept in 6–7. Comparing frames with each other would single out 6–7, the good ones;
+    /// the absolute check names 0–5 and says most frames look wrong.
+    #[test]
+    fn an_edit_that_loses_its_subject_in_most_frames_is_named_by_those_frames() {
+        let c =
+            synthetic_clip(&SyntheticSpec { frames: 8, width: 48, height: 48, seed: 2, ..Default::default() }).unwrap();
+        let m = c.masks.tensor().to_kind(tch::Kind::Float).ge(0.5).to_kind(tch::Kind::Float);
+        let frames = c.video.frames().shallow_clone();
+        let outside = m.ones_like().f_sub(&m).unwrap().repeat([1, 3, 1, 1]);
+        // The background's mean colour, frame by frame, painted inside the masks.
+        let background = (&frames * &outside).sum_dim_intlist(&[2i64, 3][..], true, tch::Kind::Float)
+            / outside.sum_dim_intlist(&[2i64, 3][..], true, tch::Kind::Float);
+        let faded = &frames * &outside + background.expand_as(&frames) * m.repeat([1, 3, 1, 1]);
+        let keep = Tensor::from_slice(&[0f32, 0., 0., 0., 0., 0., 1., 1.]).view([8, 1, 1, 1]);
+        let edit = Video::new(&faded * keep.ones_like().f_sub(&keep).unwrap() + &frames * &keep, 8.0).unwrap();
+        let check = check_subject_presence(&c.video, &edit, &c.masks).unwrap().expect("frames lost their subject");
+        assert_eq!(check.frames, vec![0, 1, 2, 3, 4, 5]);
+        assert!(check.most);
+        assert!(
+            check.describe().starts_with("most frames look wrong: frames 0, 1, 2, 3, 4, 5 lost their subject"),
+            "{}",
+            check.describe()
+        );
+        // The clip itself, and a recoloured subject that still stands out, lose nothing.
+        assert!(check_subject_presence(&c.video, &c.video, &c.masks).unwrap().is_none());
+        let recoloured = Video::new((c.video.frames() - m.repeat([1, 3, 1, 1]) * 0.8).clamp(-1.0, 1.0), 8.0).unwrap();
+        assert!(check_subject_presence(&c.video, &recoloured, &c.masks).unwrap().is_none());
     }
 }

@@ -65,8 +65,10 @@ pub(super) fn run_sample(
     Ok(video)
 }
 
-/// The per-frame check after `sample` / `co_denoise`: frames whose change inside the masks (with masks
-/// and the inverted clip) or whose CLIP alignment (with a `scorer`) stands out are named in a warning.
+/// The per-frame check after `sample` / `co_denoise`: with masks and the inverted clip, frames whose
+/// subject faded into its surroundings (judged against the source, frame by frame; "most frames look
+/// wrong" when that is most of them) and frames whose change inside the masks stands out; with a `scorer`,
+/// frames whose CLIP alignment falls below the others'. Each is named in a warning.
 pub(super) fn check_frames(
     func: &str,
     opts: &Opts,
@@ -78,16 +80,21 @@ pub(super) fn check_frames(
     let scorer = opts.custom::<crate::values::ScriptClip>("scorer", "a Clip (from load_clip)")?;
     let mut found = vec![];
     if let (Some(source), Some(m)) = (latents.and_then(|l| l.clip.as_ref()), masks) {
-        found.extend(rt(vidtune_runtime::score::check_mask_change(source, edit, m))?);
+        // Judged frame by frame first: where the subject faded away. When that is most frames, the few
+        // frames that differ from the others are the good ones, so they are not named as suspects.
+        let lost = rt(vidtune_runtime::score::check_subject_presence(source, edit, m))?;
+        let most = lost.as_ref().is_some_and(|c| c.most);
+        found.extend(lost);
+        if !most {
+            found.extend(rt(vidtune_runtime::score::check_mask_change(source, edit, m))?);
+        }
     }
     if let Some(c) = scorer {
         found.extend(rt(vidtune_runtime::score::check_alignment(&c.0, edit, prompt))?);
     }
     for check in found {
-        vidtune_runtime::progress::warn(format!(
-            "{func}: {}; the edit may have lost its subject there — look with preview(source, edit)",
-            check.describe()
-        ));
+        let why = if check.lost_subject() { "" } else { "; the edit may have lost its subject there" };
+        vidtune_runtime::progress::warn(format!("{func}: {}{why} — look with preview(source, edit)", check.describe()));
     }
     Ok(())
 }
