@@ -46,6 +46,9 @@ enum Command {
     /// Time Tune-A-Video's job (tune, invert, sample) stage by stage: speed, memory, GFLOP/s; with
     /// --compare official, the same job through the official Tune-A-Video code, and the ratios
     Bench(crate::bench::BenchOptions),
+    /// Run edit recipes over a suite (toy:dev, toy:test, or LOVEU-TGVE-2023's layout) and table how they
+    /// do per kind of edit
+    Eval(crate::eval::EvalOptions),
     /// The toy world's models: train them from scratch, or measure a trained folder
     Toy {
         #[command(subcommand)]
@@ -135,7 +138,7 @@ pub fn parse_set(item: &str) -> Result<(String, Dynamic), String> {
     Ok((name.to_string(), dynamic))
 }
 
-fn parse_sets(items: &[String]) -> Result<Vec<(String, Dynamic)>, String> {
+pub(crate) fn parse_sets(items: &[String]) -> Result<Vec<(String, Dynamic)>, String> {
     items.iter().map(|s| parse_set(s)).collect()
 }
 
@@ -339,6 +342,10 @@ fn free_rerun_dir() -> PathBuf {
 /// The whole program; `main` only calls this.
 pub fn main() -> ExitCode {
     vidtune_runtime::memory::tune_allocator();
+    if let Err(e) = vidtune_runtime::cpu::apply_thread_setting() {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     let cli = Cli::parse();
     let outcome = match cli.command {
         None | Some(Command::Repl) => match crate::repl::run() {
@@ -348,6 +355,10 @@ pub fn main() -> ExitCode {
         Some(Command::Doctor) => crate::doctor::run(),
         Some(Command::Bench(o)) => crate::bench::run(&o).map(|_| ()),
         Some(Command::Toy { action }) => toy(action),
+        Some(Command::Eval(o)) => {
+            crate::signals::install(crate::signals::Mode::Run);
+            crate::eval::run(&o)
+        }
         Some(Command::Run { file, set, from, out }) => match (parse_sets(&set), file, from) {
             (Ok(params), Some(file), _) => return run_script(&file, &params),
             (Ok(params), None, Some(from)) => return rerun(&from, out, &params),

@@ -13,6 +13,7 @@ pub mod diagnostics;
 pub mod docs;
 pub mod doctor;
 pub mod engine;
+pub mod eval;
 pub mod guard;
 pub mod help;
 pub mod notebook;

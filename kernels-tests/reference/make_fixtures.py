@@ -770,6 +770,28 @@ def clip_fixtures(out, vocab):
         "text_alignment_clamped": float(np.mean(np.maximum(align, 0))),
         "temporal_flickering": float((255.0 - mae) / 255.0),
     }
+    # LOVEU-TGVE-2023's evaluation (showlab/loveu-tgve-2023, scripts/run_eval.py) on the tiny model: frames
+    # resized to 480² by Pillow (its default filter, bicubic), the processor, CLIP-T = the mean of
+    # logits_per_image with the prompt, CLIP-F = the mean cosine over ordered pairs of distinct frames.
+    yy, xx = np.mgrid[0:36, 0:40]
+    loveu = []
+    for i in range(4):
+        img = np.stack([(np.sin(xx / (3.0 + i)) * 90 + 128), (np.cos(yy / (4.0 + i)) * 90 + 128), rng.integers(0, 256, size=(36, 40))], axis=-1).astype(np.uint8)
+        loveu.append(img)
+    tensors["loveu_frames"] = torch.from_numpy(np.stack(loveu))
+    frames = [Image.fromarray(f).resize((480, 480)) for f in loveu]
+    pv = torch.stack([torch.from_numpy(np.asarray(tiny_processor(f)["pixel_values"][0])) for f in frames])
+    text = tok([PROMPTS[0]], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        logits = model(input_ids=text.input_ids, attention_mask=text.attention_mask, pixel_values=pv).logits_per_image
+        feats = features(model.get_image_features(pixel_values=pv)).numpy()
+    un = feats / np.linalg.norm(feats, axis=1, keepdims=True)
+    cos = un @ un.T
+    np.fill_diagonal(cos, 0)
+    metrics["loveu_prompt"] = PROMPTS[0]
+    metrics["loveu_clip_t"] = float(logits.numpy().mean())
+    metrics["loveu_clip_f"] = float(cos.sum() / (4 * 3))
+
     (d / "metrics.json").write_text(json.dumps(metrics, indent=1))
     save(d / "clip.safetensors", tensors)
 

@@ -130,3 +130,96 @@ pub fn robust_outliers(values: &[f64], k: f64, min_gap: f64, low_only: bool) -> 
         .map(|(i, _)| i)
         .collect()
 }
+
+/// 8-bit levels of frames in [−1, 1], as doubles.
+fn levels(frames: &Tensor) -> Tensor {
+    ((frames.to_kind(Kind::Double) + 1.0) * 127.5).round().clamp(0.0, 255.0)
+}
+
+/// Per frame, the mean squared difference (8-bit levels) of `a` and `b` (`[F, 3, H, W]` in [−1, 1])
+/// over the pixels of `region` (`[F, 1, H, W]`, thresholded at 0.5); `None` for a frame whose region is
+/// empty.
+pub fn region_mse(a: &Tensor, b: &Tensor, region: &Tensor) -> Result<Vec<Option<f64>>> {
+    expect_dims(a, 4, "frames", "[F, 3, H, W]")?;
+    expect_dims(region, 4, "region", "[F, 1, H, W]")?;
+    let (sa, sr) = (a.size(), region.size());
+    if a.size() != b.size() || sr[0] != sa[0] || sr[1] != 1 || sr[2..] != sa[2..] {
+        return Err(KernelError::Invalid(format!(
+            "region MSE of frames {:?} and {:?} over a region {:?}",
+            sa,
+            b.size(),
+            sr
+        )));
+    }
+    let m = region.gt(0.5).to_kind(Kind::Double);
+    let dims = [1i64, 2, 3];
+    let se = ((levels(a) - levels(b)).square() * &m).sum_dim_intlist(dims.as_slice(), false, Kind::Double);
+    let n = m.sum_dim_intlist(dims.as_slice(), false, Kind::Double) * 3.0;
+    let (se, n) = (Vec::<f64>::try_from(se)?, Vec::<f64>::try_from(n)?);
+    Ok(se.iter().zip(&n).map(|(s, n)| (*n > 0.0).then(|| s / n)).collect())
+}
+
+/// PSNR (dB, 8-bit levels) of `a` against `b` over the pixels of `region`, pooled over every frame;
+/// `None` when the region is empty, infinite when they agree there.
+pub fn region_psnr(a: &Tensor, b: &Tensor, region: &Tensor) -> Result<Option<f64>> {
+    let m = region.gt(0.5).to_kind(Kind::Double);
+    let per = region_mse(a, b, region)?;
+    let counts = Vec::<f64>::try_from(m.sum_dim_intlist([1i64, 2, 3].as_slice(), false, Kind::Double))?;
+    let (mut se, mut n) = (0.0, 0.0);
+    for (mse, c) in per.iter().zip(&counts) {
+        if let Some(mse) = mse {
+            se += mse * c;
+            n += c;
+        }
+    }
+    if n == 0.0 {
+        return Ok(None);
+    }
+    let mse = se / n;
+    Ok(Some(if mse == 0.0 { f64::INFINITY } else { 10.0 * (255.0f64.powi(2) / mse).log10() }))
+}
+
+/// Per frame, the mean colour (8-bit levels) of `frames` over `region`; `None` where it is empty.
+pub fn region_mean_rgb(frames: &Tensor, region: &Tensor) -> Result<Vec<Option<[f64; 3]>>> {
+    expect_dims(frames, 4, "frames", "[F, 3, H, W]")?;
+    let m = region.gt(0.5).to_kind(Kind::Double);
+    let dims = [2i64, 3];
+    let sum = (levels(frames) * &m).sum_dim_intlist(dims.as_slice(), false, Kind::Double);
+    let n = m.sum_dim_intlist(dims.as_slice(), false, Kind::Double);
+    let f = frames.size()[0];
+    let (sum, n) = (Vec::<f64>::try_from(sum.reshape([f * 3]))?, Vec::<f64>::try_from(n.reshape([f]))?);
+    Ok((0..f as usize)
+        .map(|i| (n[i] > 0.0).then(|| [sum[3 * i] / n[i], sum[3 * i + 1] / n[i], sum[3 * i + 2] / n[i]]))
+        .collect())
+}
+
+#[cfg(test)]
+mod region_tests {
+    use super::*;
+
+    #[test]
+    fn region_measures_read_only_the_region() {
+        let a = Tensor::zeros([2, 3, 4, 4], (Kind::Float, tch::Device::Cpu));
+        let b = a.copy();
+        // Frame 0: one region pixel differs by 2/255·… (1.0 in [−1, 1] is 127.5 levels); frame 1: outside.
+        let _ = b.get(0).narrow(1, 0, 1).narrow(2, 0, 1).fill_(1.0);
+        let _ = b.get(1).narrow(1, 3, 1).narrow(2, 3, 1).fill_(1.0);
+        let region = Tensor::zeros([2, 1, 4, 4], (Kind::Float, tch::Device::Cpu));
+        let _ = region.get(0).narrow(1, 0, 2).fill_(1.0);
+        let _ = region.get(1).narrow(1, 0, 2).fill_(1.0);
+        let mse = region_mse(&a, &b, &region).unwrap();
+        // Levels 128 vs 255 (0 → 127.5 rounds to 128): (127²·3) / (8 pixels · 3).
+        assert!((mse[0].unwrap() - 127.0f64.powi(2) / 8.0).abs() < 1e-9, "{mse:?}");
+        assert_eq!(mse[1], Some(0.0));
+        let psnr = region_psnr(&a, &b, &region).unwrap().unwrap();
+        let want = 10.0 * (255.0f64.powi(2) / (127.0f64.powi(2) / 16.0)).log10();
+        assert!((psnr - want).abs() < 1e-9, "{psnr} vs {want}");
+        let empty = Tensor::zeros([2, 1, 4, 4], (Kind::Float, tch::Device::Cpu));
+        assert_eq!(region_mse(&a, &b, &empty).unwrap(), vec![None, None]);
+        assert_eq!(region_psnr(&a, &b, &empty).unwrap(), None);
+        let rgb = region_mean_rgb(&b, &region).unwrap();
+        assert_eq!(rgb[1], Some([128.0; 3]));
+        assert!((rgb[0].unwrap()[0] - (128.0 * 7.0 + 255.0) / 8.0).abs() < 1e-9);
+        assert!(region_mse(&a, &b, &region.narrow(0, 0, 1)).is_err());
+    }
+}

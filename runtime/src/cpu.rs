@@ -100,6 +100,23 @@ pub extern "C" fn mkl_serv_intel_cpu_true() -> std::os::raw::c_int {
     matches!(mkl_dispatch(), MklDispatch::Intel | MklDispatch::AmdAvx512) as std::os::raw::c_int
 }
 
+/// The environment variable that sets libtorch's CPU threads (`vidtune eval --jobs` gives each worker
+/// its share of the cores this way).
+pub const THREADS_VAR: &str = "VIDTUNE_THREADS";
+
+/// Applies `VIDTUNE_THREADS` when set: libtorch's intra-op threads, and one inter-op thread. Returns the
+/// count applied; an error names the variable when its value is not a positive integer.
+pub fn apply_thread_setting() -> crate::error::Result<Option<usize>> {
+    let Ok(value) = std::env::var(THREADS_VAR) else {
+        return Ok(None);
+    };
+    let n: usize = value.trim().parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+        crate::error::Error::Invalid(format!("{THREADS_VAR}={value:?}: expected a positive number of threads"))
+    })?;
+    tch::set_num_threads(n as i32);
+    Ok(Some(n))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

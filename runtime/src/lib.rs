@@ -13,6 +13,7 @@ pub mod cpu;
 pub mod device;
 pub mod env;
 pub mod error;
+pub mod eval;
 pub mod flops;
 pub mod fsutil;
 pub mod load;

@@ -245,6 +245,15 @@ impl Masks {
         Video::new(&lit * &m + dim * (1.0 - &m), video.fps())
     }
 
+    /// `inside` where the masks are set and `outside` elsewhere (soft masks blend): a region of one clip
+    /// pasted into another — the subject of the source kept in a background edit, say.
+    pub fn composite(&self, inside: &Video, outside: &Video) -> Result<Video> {
+        self.check_matches(inside)?;
+        self.check_matches(outside)?;
+        let m = self.data.to_kind(Kind::Float).clamp(0.0, 1.0);
+        Video::new(inside.frames() * &m + outside.frames() * (1.0 - &m), outside.fps())
+    }
+
     /// The masks as a grey clip (white = masked) in [−1, 1].
     pub fn as_video(&self, fps: f64) -> Result<Video> {
         Video::new(self.data.expand([-1, 3, -1, -1], false) * 2.0 - 1.0, fps)

@@ -95,6 +95,9 @@ pub struct SyntheticSpec {
     /// Encode the frame index in binary blocks along the top edge (for exact-sampling tests).
     pub counter: bool,
     pub fps: f64,
+    /// The motion's phase in [0, 1) (drawn from `seed` when unset). A clip with one attribute changed and
+    /// the source's resolved phase moves on the same path: the toy suite's edit targets.
+    pub phase: Option<f64>,
 }
 
 impl Default for SyntheticSpec {
@@ -112,6 +115,7 @@ impl Default for SyntheticSpec {
             occluder: false,
             counter: false,
             fps: 8.0,
+            phase: None,
         }
     }
 }
@@ -193,7 +197,8 @@ pub fn synthetic_clip(spec: &SyntheticSpec) -> Result<SyntheticClip> {
     let ys = (Tensor::arange(h, (Kind::Float, tch::Device::Cpu)) + 0.5).view([h, 1]);
     let xs = (Tensor::arange(w, (Kind::Float, tch::Device::Cpu)) + 0.5).view([1, w]);
     let background_img = render_background(background, bg, &xs, &ys, &mut rng);
-    let phase = rng.uniform();
+    let drawn = rng.uniform();
+    let phase = *spec.phase.get_or_insert(drawn);
     let mut frames = Vec::new();
     let mut masks = Vec::new();
     // Quick even for long clips: no bar, but cancellable all the same.

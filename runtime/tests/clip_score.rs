@@ -161,3 +161,23 @@ fn bad_inputs_are_named() {
     let v = synthetic_clip(&SyntheticSpec { frames: 2, width: 32, height: 32, ..Default::default() }).unwrap().video;
     assert!(score(&clip, &v, &"a very long prompt ".repeat(40), &ScoreOptions::default()).is_ok());
 }
+
+/// LOVEU-TGVE-2023's CLIP-T and CLIP-F as its evaluation script computes them (frames resized to 480² by
+/// Pillow, the processor, the image–text logit, the mean cosine over ordered pairs of distinct frames),
+/// equal to transformers on the tiny model.
+#[test]
+fn loveu_clip_metrics_equal_the_challenge_script() {
+    use vidtune_runtime::eval::metrics::{clip_metrics, loveu_frames};
+    let clip = tiny_clip();
+    let f = load_fixture("clip/clip.safetensors");
+    let want: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures_dir().join("clip/metrics.json")).unwrap()).unwrap();
+    let frames = f["loveu_frames"].permute([0, 3, 1, 2]).to_kind(Kind::Float) / 127.5 - 1.0;
+    let video = vidtune_runtime::media::Video::new(frames, 8.0).unwrap();
+    let resized = loveu_frames(&video).unwrap();
+    assert_eq!((resized.width(), resized.height(), resized.len()), (480, 480, 4));
+    let m = clip_metrics(&clip, &resized, want["loveu_prompt"].as_str().unwrap()).unwrap();
+    let (t, fc) = (want["loveu_clip_t"].as_f64().unwrap(), want["loveu_clip_f"].as_f64().unwrap());
+    assert!((m.clip_t - t).abs() < 1e-3 * t.abs().max(1.0), "CLIP-T {} vs transformers {t}", m.clip_t);
+    assert!((m.clip_f - fc).abs() < 1e-4, "CLIP-F {} vs transformers {fc}", m.clip_f);
+}

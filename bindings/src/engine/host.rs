@@ -299,7 +299,7 @@ fn param(host: &Host, name: &str, default: Dynamic) -> RhaiResult<Dynamic> {
         )
     } else if default.is_bool() {
         Dynamic::from(given.as_bool().map_err(|_| convert_err("true or false"))?)
-    } else if default.is_string() {
+    } else if default.is_string() && (given.is_string() || given.is_int() || given.is_float() || given.is_bool()) {
         Dynamic::from(given.to_string())
     } else {
         given

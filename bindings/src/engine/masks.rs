@@ -114,6 +114,7 @@ pub fn register(engine: &mut Registrar, host: &Rc<Host>) {
             "overlay: these masks do not know their clip (loaded or resized); use masks.overlay(video)",
         )),
     });
+    engine.register_fn("composite", |m: &mut Masks, inside: Video, outside: Video| rt(m.composite(&inside, &outside)));
     engine.register_fn("dilate", |m: &mut Masks, r: i64| rt(m.dilate(r)));
     engine.register_fn("erode", |m: &mut Masks, r: i64| rt(m.erode(r)));
     engine.register_fn("union", |m: &mut Masks, o: Masks| rt(m.union(&o)));
@@ -234,6 +235,16 @@ pub const DOCS: &[FnDoc] = &[
         options: NO_OPTIONS,
         example: r#"let c = synthetic_clip(#{occluder: true});
 preview(c.masks.overlay(c.video));"#,
+    },
+    FnDoc {
+        name: "Masks.composite",
+        signatures: &["masks.composite(inside: Video, outside: Video) -> Video"],
+        summary: "inside's pixels where the masks are set, outside's elsewhere (soft masks blend): the \
+                  source's subject kept in a background edit, an edit pasted into its clip.",
+        details: "",
+        options: NO_OPTIONS,
+        example: r#"let c = synthetic_clip();
+let swapped = c.masks.composite(c.video, synthetic_clip(#{seed: 2}).video);"#,
     },
     FnDoc {
         name: "Masks.dilate",

@@ -250,6 +250,15 @@ impl ClipModel {
         Ok(unit(&img).matmul(&unit(&txt).tr()) * scale)
     }
 
+    /// `exp(logit_scale)`: what CLIP multiplies cosine similarities by (100 for OpenAI's models).
+    pub fn logit_scale(&self) -> Result<f64> {
+        self.vars
+            .variables()
+            .get("logit_scale")
+            .map(|t| t.exp().double_value(&[]))
+            .ok_or_else(|| Error::Invalid(format!("{}: this CLIP model has no logit_scale parameter", self.source)))
+    }
+
     /// Image embeddings `[N, projection]` of preprocessed pixels `[N, 3, S, S]` (`get_image_features`).
     pub fn image_embeds(&self, pixels: &Tensor) -> Result<Tensor> {
         let pooled = tch::no_grad(|| self.vision.forward(&pixels.to_device(self.device)))?;

@@ -1,0 +1,354 @@
+//! `vidtune eval`: recipes over an edit suite — the built-in toy suite (`toy:dev`, `toy:test`) or a
+//! folder in the LOVEU-TGVE-2023 layout — written in the challenge's result layout, judged per kind of
+//! edit, and tabled (`results.md` / `.csv` / `.html` / `.json`).
+//!
+//! A recipe is a preset name (`auto`, `mask-guided`, `tune-a-video`, `ei2`, `dynamic-mask`: the built-in
+//! `scripts/edit.rhai` with that `method`) or a `.rhai` script. Each case runs the script in a fresh
+//! session with the parameters `video`, `masks` (when the suite has them), `prompt`, `edit`, `subject`,
+//! `edit_type` (and `type`), `click_x` / `click_y`, `frames`, `size`, `model` and `out`; it returns the
+//! edited Video. Sessions share the process's models and memo, so a video's tuning serves its edits.
+//!
+//! `--jobs N` runs the videos on N worker processes (this program, `--worker K/N`), each with its share
+//! of the CPU threads, and merges their reports in the suite's order.
+
+use anyhow::{anyhow, bail, Context};
+use rhai::Dynamic;
+use std::path::{Path, PathBuf};
+use vidtune_runtime::eval::run::{run_suite, save_reports, table, Report, RunOptions};
+use vidtune_runtime::eval::{loveu, toy_suite, CaseInput, EditType, Selection, Suite};
+use vidtune_runtime::media::Video;
+use vidtune_runtime::models::clip::ClipModel;
+
+/// The recommended recipe script, built in.
+pub const EDIT_SCRIPT: &str = include_str!("../../scripts/edit.rhai");
+/// Recipe names that run [`EDIT_SCRIPT`] with that `method`.
+pub const BUILTIN_RECIPES: [&str; 5] = ["auto", "mask-guided", "tune-a-video", "ei2", "dynamic-mask"];
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct EvalOptions {
+    /// The suite: toy:dev, toy:test, or a folder (or its CSV) in the LOVEU-TGVE-2023 layout
+    #[arg(required_unless_present = "write_suite")]
+    pub suite: Option<String>,
+    /// Recipes, each a row of the table: auto, mask-guided, tune-a-video, ei2, dynamic-mask, or a .rhai
+    /// script (repeat, or separate with commas)
+    #[arg(long, value_delimiter = ',', default_value = "auto")]
+    pub recipe: Vec<String>,
+    /// Where results go (default: out/eval/<suite>): <split>/<video>/<type>/00000.jpg… with a GIF beside
+    /// each, sheets/, results.{md,csv,html,json}; with several recipes, a folder per recipe
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// The Stable Diffusion model the recipes load (default: the built-in toy model)
+    #[arg(long, default_value = "toy")]
+    pub model: String,
+    /// CLIP model for CLIP-T and CLIP-F (default: toy for toy suites, else openai/clip-vit-large-patch14
+    /// where it is in the Hugging Face cache); "none" skips them
+    #[arg(long)]
+    pub clip: Option<String>,
+    /// PickScore model (yuvalkirstain/PickScore_v1, or a folder) for the PickScore column
+    #[arg(long)]
+    pub pickscore: Option<String>,
+    /// Only these cases: split/video/type names or parts of them (comma-separated)
+    #[arg(long, value_delimiter = ',')]
+    pub cases: Vec<String>,
+    /// Only these edit types: colour, object, background, style, multiple (comma-separated)
+    #[arg(long, value_delimiter = ',')]
+    pub types: Vec<String>,
+    /// At most this many cases
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Frames of each suite video (folders; default: all)
+    #[arg(long)]
+    pub frames: Option<usize>,
+    /// Keep one frame in every N (folders)
+    #[arg(long)]
+    pub every: Option<usize>,
+    /// Resize suite videos to SIZE² (folders; default: their size)
+    #[arg(long)]
+    pub size: Option<i64>,
+    /// Recipe parameters, as for `run`: --set steps=300
+    #[arg(long = "set", value_name = "NAME=VALUE")]
+    pub set: Vec<String>,
+    /// Worker processes (default: one; cases are spread over them video by video)
+    #[arg(long)]
+    pub jobs: Option<usize>,
+    /// Write a suite (toy:dev, toy:test) in the LOVEU-TGVE-2023 layout to DIR, to look at or edit
+    #[arg(long, num_args = 2, value_names = ["SUITE", "DIR"], conflicts_with = "suite")]
+    pub write_suite: Option<Vec<String>>,
+    /// Internal: run as worker K of N (--worker K/N), writing its report to OUT/.workers/K.json
+    #[arg(long, hide = true)]
+    pub worker: Option<String>,
+}
+
+/// Reads a suite by name.
+pub fn load_suite(name: &str, opts: &EvalOptions) -> anyhow::Result<Suite> {
+    if let Some(split) = toy_suite::Split::parse_suite(name) {
+        return Ok(toy_suite::toy_suite(split?, None)?);
+    }
+    let read = loveu::ReadOptions { frames: opts.frames, every: opts.every, size: opts.size };
+    Ok(loveu::read_suite(Path::new(name), &read)?)
+}
+
+/// A recipe: a built-in method or a script.
+#[derive(Debug, Clone)]
+pub struct Recipe {
+    pub name: String,
+    /// The script's name (for errors) and text.
+    pub source: String,
+    pub code: String,
+    /// The built-in method, for [`EDIT_SCRIPT`].
+    pub method: Option<String>,
+}
+
+impl Recipe {
+    pub fn parse(name: &str) -> anyhow::Result<Recipe> {
+        if BUILTIN_RECIPES.contains(&name) {
+            return Ok(Recipe {
+                name: name.into(),
+                source: "scripts/edit.rhai".into(),
+                code: EDIT_SCRIPT.into(),
+                method: Some(name.into()),
+            });
+        }
+        let path = Path::new(name);
+        if path.extension().is_some_and(|e| e == "rhai") || path.exists() {
+            let code = vidtune_runtime::fsutil::read_text(path, "recipe script")?;
+            let stem = path.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| name.into());
+            return Ok(Recipe { name: stem, source: name.into(), code, method: None });
+        }
+        bail!("unknown recipe {name:?}; expected {} or a .rhai script", BUILTIN_RECIPES.join(", "))
+    }
+
+    /// Runs the recipe on one case in a fresh session; the script's value must be the edited Video.
+    pub fn run(&self, input: &CaseInput, model: &str, extra: &[(String, Dynamic)]) -> vidtune_runtime::Result<Video> {
+        let (v, e) = (input.video, input.edit);
+        let mut s = crate::Session::new();
+        s.set_param("video", Dynamic::from(v.video.clone()));
+        if let Some(m) = &v.masks {
+            s.set_param("masks", Dynamic::from(m.clone()));
+        }
+        s.set_param("prompt", v.caption.clone());
+        s.set_param("edit", e.prompt.clone());
+        s.set_param("edit_type", e.kind.name().to_string());
+        s.set_param("type", e.kind.name().to_string());
+        if let Some(subject) = &e.subject {
+            s.set_param("subject", subject.clone());
+        }
+        if let Some((x, y)) = v.click {
+            s.set_param("click_x", x.round() as i64);
+            s.set_param("click_y", y.round() as i64);
+        }
+        s.set_param("frames", v.video.len() as i64);
+        s.set_param("size", v.video.width().max(v.video.height()));
+        s.set_param("model", model.to_string());
+        s.set_param("out", input.out.display().to_string());
+        if let Some(m) = &self.method {
+            s.set_param("method", m.clone());
+            s.set_param("save", false);
+        }
+        for (k, val) in extra {
+            s.set_param(k, val.clone());
+        }
+        let value = s.run_source(&self.code, &self.source).map_err(|err| {
+            if err.cancelled {
+                vidtune_runtime::Error::Cancelled
+            } else {
+                vidtune_runtime::Error::Invalid(format!("recipe {}: {err}", self.name))
+            }
+        })?;
+        let type_name = value.type_name().to_string();
+        value.try_cast::<Video>().ok_or_else(|| {
+            vidtune_runtime::Error::Invalid(format!(
+                "recipe {}: the script's last value is {type_name}, expected the edited Video (end the script with it)",
+                self.name
+            ))
+        })
+    }
+}
+
+fn selection(opts: &EvalOptions) -> anyhow::Result<Selection> {
+    let types = opts.types.iter().map(|t| EditType::parse(t)).collect::<Result<Vec<_>, _>>()?;
+    Ok(Selection { cases: opts.cases.clone(), types, limit: opts.limit })
+}
+
+/// The CLIP model for CLIP-T / CLIP-F, if any.
+fn clip_model(opts: &EvalOptions, toy: bool) -> anyhow::Result<Option<ClipModel>> {
+    let name = match opts.clip.as_deref() {
+        Some("none") => return Ok(None),
+        Some(n) => n.to_string(),
+        None if toy => "toy".into(),
+        None => {
+            let name = "openai/clip-vit-large-patch14";
+            match ClipModel::load(name, "cpu", None) {
+                Ok(m) => return Ok(Some(m)),
+                Err(e) => {
+                    eprintln!("note: no CLIP-T / CLIP-F ({name}: {e}); give --clip PATH");
+                    return Ok(None);
+                }
+            }
+        }
+    };
+    Ok(Some(ClipModel::load(&name, "cpu", None).with_context(|| format!("--clip {name}"))?))
+}
+
+/// `vidtune eval`.
+pub fn run(opts: &EvalOptions) -> anyhow::Result<()> {
+    if let Some(w) = &opts.write_suite {
+        let (name, dir) = (&w[0], PathBuf::from(&w[1]));
+        let suite = load_suite(name, opts)?;
+        loveu::write_suite(&suite, &dir)?;
+        println!("wrote {} ({} videos) to {}", suite.name, suite.videos.len(), dir.display());
+        return Ok(());
+    }
+    let name = opts.suite.clone().ok_or_else(|| anyhow!("eval: give a suite (toy:dev, toy:test or a folder)"))?;
+    let recipes = opts.recipe.iter().map(|r| Recipe::parse(r)).collect::<anyhow::Result<Vec<_>>>()?;
+    let sel = selection(opts)?;
+    let extra = crate::cli::parse_sets(&opts.set).map_err(|e| anyhow!(e))?;
+    let out = opts.out.clone().unwrap_or_else(|| PathBuf::from("out/eval").join(name.replace([':', '/'], "-")));
+    let suite = load_suite(&name, opts)?;
+    let toy = suite.videos.iter().all(|v| v.truth.is_some());
+    let (worker, workers) = match &opts.worker {
+        Some(w) => parse_worker(w)?,
+        None => (0, 1),
+    };
+    let jobs = opts.jobs.unwrap_or(1).max(1);
+    if jobs > 1 && opts.worker.is_none() {
+        return run_parallel(opts, &suite, &recipes, &out, jobs);
+    }
+    let clip = clip_model(opts, toy)?;
+    let pick = match &opts.pickscore {
+        Some(p) => Some(ClipModel::load(p, "cpu", None).with_context(|| format!("--pickscore {p}"))?),
+        None => None,
+    };
+    // A worker runs its share of the videos: every edit of a video in one process, where the tuning is
+    // memoised.
+    let suite = if workers > 1 {
+        Suite {
+            name: suite.name.clone(),
+            videos: suite
+                .videos
+                .into_iter()
+                .enumerate()
+                .filter(|(i, _)| i % workers == worker)
+                .map(|(_, v)| v)
+                .collect(),
+        }
+    } else {
+        suite
+    };
+    let several = recipes.len() > 1;
+    let mut reports: Vec<Report> = vec![];
+    for r in &recipes {
+        let dir = if several { out.join(&r.name) } else { out.clone() };
+        let run_opts = RunOptions {
+            out: dir,
+            selection: sel.clone(),
+            clip: clip.as_ref(),
+            pick: pick.as_ref(),
+            save: opts.worker.is_none(),
+        };
+        let previous = if several { vec![] } else { reports.clone() };
+        let nothing_here = opts.worker.is_some() && suite.cases(&sel).is_err();
+        let report = if suite.videos.is_empty() || nothing_here {
+            Report { suite: suite.name.clone(), recipe: r.name.clone(), cases: vec![] }
+        } else {
+            run_suite(&suite, &r.name, &run_opts, &previous, &mut |input| r.run(input, &opts.model, &extra))?
+        };
+        reports.push(report);
+    }
+    if opts.worker.is_some() {
+        let path = out.join(".workers").join(format!("{worker}.json"));
+        let json = serde_json::json!(reports.iter().map(Report::to_json).collect::<Vec<_>>());
+        vidtune_runtime::fsutil::write_output_bytes(&path, json.to_string().as_bytes())?;
+        return Ok(());
+    }
+    finish(&reports, &out)
+}
+
+fn finish(reports: &[Report], out: &Path) -> anyhow::Result<()> {
+    save_reports(reports, out)?;
+    print!("{}", table(reports).to_pretty());
+    for r in reports {
+        for c in r.cases.iter().filter(|c| c.error.is_some()) {
+            println!("failed: {}: {}", c.id, c.error.as_deref().unwrap_or(""));
+        }
+    }
+    println!("results: {}", out.join("results.md").display());
+    Ok(())
+}
+
+fn parse_worker(w: &str) -> anyhow::Result<(usize, usize)> {
+    let (k, n) = w.split_once('/').ok_or_else(|| anyhow!("--worker {w}: expected K/N"))?;
+    let (k, n): (usize, usize) = (k.parse()?, n.parse()?);
+    if n == 0 || k >= n {
+        bail!("--worker {w}: expected K/N with K < N");
+    }
+    Ok((k, n))
+}
+
+/// Runs the suite on `jobs` worker processes, each with its share of the CPU threads, and merges their
+/// reports in the suite's order.
+fn run_parallel(opts: &EvalOptions, suite: &Suite, recipes: &[Recipe], out: &Path, jobs: usize) -> anyhow::Result<()> {
+    let exe = std::env::current_exe().context("finding this program to start workers")?;
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let threads = (cores / jobs).max(1);
+    let jobs = jobs.min(suite.videos.len().max(1));
+    let ids: Vec<String> = suite.cases(&selection(opts)?)?.into_iter().map(|c| suite.case_id(c)).collect();
+    std::fs::create_dir_all(out.join(".workers")).with_context(|| out.display().to_string())?;
+    let mut children = vec![];
+    for k in 0..jobs {
+        let mut cmd = std::process::Command::new(&exe);
+        cmd.arg("eval").arg(opts.suite.as_deref().unwrap_or_default());
+        cmd.arg("--recipe").arg(opts.recipe.join(","));
+        cmd.arg("--out").arg(out);
+        cmd.arg("--model").arg(&opts.model);
+        cmd.arg("--worker").arg(format!("{k}/{jobs}"));
+        for (flag, v) in [("--clip", &opts.clip), ("--pickscore", &opts.pickscore)] {
+            if let Some(v) = v {
+                cmd.arg(flag).arg(v);
+            }
+        }
+        // The parent selects (with --limit); workers get the exact case names.
+        cmd.arg("--cases").arg(ids.join(","));
+        for (flag, v) in [("--frames", opts.frames), ("--every", opts.every)] {
+            if let Some(v) = v {
+                cmd.arg(flag).arg(v.to_string());
+            }
+        }
+        if let Some(s) = opts.size {
+            cmd.arg("--size").arg(s.to_string());
+        }
+        for s in &opts.set {
+            cmd.arg("--set").arg(s);
+        }
+        cmd.env("VIDTUNE_THREADS", threads.to_string());
+        children.push((k, cmd.spawn().context("starting a worker")?));
+    }
+    let mut failed = vec![];
+    for (k, mut child) in children {
+        let status = child.wait().context("waiting for a worker")?;
+        if !status.success() {
+            failed.push(format!("worker {k} exited with {status}"));
+        }
+    }
+    if !failed.is_empty() {
+        bail!("{}", failed.join("; "));
+    }
+    // Merge: each recipe's cases from every worker, in the suite's order.
+    let mut reports: Vec<Report> =
+        recipes.iter().map(|r| Report { suite: suite.name.clone(), recipe: r.name.clone(), cases: vec![] }).collect();
+    for k in 0..jobs {
+        let path = out.join(".workers").join(format!("{k}.json"));
+        let text = vidtune_runtime::fsutil::read_text(&path, "a worker's report")?;
+        let json: serde_json::Value = serde_json::from_str(&text).with_context(|| path.display().to_string())?;
+        for (i, r) in json.as_array().into_iter().flatten().enumerate() {
+            let part = Report::from_json(r)?;
+            if let Some(report) = reports.get_mut(i) {
+                report.cases.extend(part.cases);
+            }
+        }
+    }
+    for r in &mut reports {
+        r.cases.sort_by_key(|c| ids.iter().position(|id| *id == c.id).unwrap_or(usize::MAX));
+    }
+    finish(&reports, out)
+}

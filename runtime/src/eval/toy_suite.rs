@@ -1,0 +1,289 @@
+//! The built-in toy suite (`toy:dev`, `toy:test`): held-out toy-world clips, each with five edits in the
+//! world's grammar, and the ground truth to judge them — every edit's target is the source clip with the
+//! edit applied, rendered on the same path.
+//!
+//! - **colour**: the subject's colour changes;
+//! - **object**: the subject's shape changes (triangle → square, …);
+//! - **background**: the background's colour changes, the subject stays;
+//! - **style**: the background's texture changes (striped → gradient → textured → striped);
+//! - **multiple**: the subject's colour and the background's colour at once.
+//!
+//! The videos are the toy models' held-out (shape, colour, motion) combinations, each on its own
+//! background; alternate ones go to `dev` and `test`, so the two share no (shape, colour, motion,
+//! background) and neither holds anything the models were trained on. Settings are chosen on `dev`;
+//! what the README reports comes from `test`.
+
+use super::{Edit, EditType, Suite, SuiteVideo, ToyTruth};
+use crate::error::{Error, Result};
+use crate::synthetic::{caption, synthetic_clip, Motion, Shape, SyntheticSpec, Texture, COLORS};
+use crate::toy::world::held_out_combinations;
+
+/// Videos per split by default.
+pub const DEV_VIDEOS: usize = 4;
+pub const TEST_VIDEOS: usize = 6;
+/// Frames and size of the toy suite's clips.
+pub const FRAMES: usize = 8;
+pub const SIZE: i64 = 64;
+
+/// The toy splits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Split {
+    Dev,
+    Test,
+}
+
+impl Split {
+    pub fn name(self) -> &'static str {
+        match self {
+            Split::Dev => "dev",
+            Split::Test => "test",
+        }
+    }
+
+    /// `toy:dev` / `toy:test` (an error for other `toy:` names; `None` for anything else).
+    pub fn parse_suite(name: &str) -> Option<Result<Split>> {
+        let rest = name.strip_prefix("toy:")?;
+        Some(match rest {
+            "dev" => Ok(Split::Dev),
+            "test" => Ok(Split::Test),
+            other => Err(Error::Invalid(format!("unknown toy suite \"toy:{other}\"; expected toy:dev or toy:test"))),
+        })
+    }
+}
+
+/// The (shape, colour, motion, background colour, texture) of every toy suite video, in order, with its
+/// split: the held-out combinations, alternately `dev` and `test`.
+pub fn videos() -> Vec<(Split, SyntheticSpec)> {
+    let textures = [Texture::Stripes, Texture::Gradient, Texture::Noise];
+    held_out_combinations()
+        .into_iter()
+        .enumerate()
+        .map(|(i, (shape, color, motion))| {
+            let bg = nth_other(i * 3 + 1, &[color]);
+            let spec = SyntheticSpec {
+                shape: Some(shape),
+                color: Some(color.to_string()),
+                motion: Some(motion),
+                background: Some(textures[i % textures.len()]),
+                background_color: Some(bg.to_string()),
+                frames: FRAMES,
+                width: SIZE,
+                height: SIZE,
+                seed: 100 + i as u64,
+                ..Default::default()
+            };
+            (if i % 2 == 0 { Split::Dev } else { Split::Test }, spec)
+        })
+        .collect()
+}
+
+/// The first colour from `start` on (cyclically) that is none of `avoid`.
+fn nth_other(start: usize, avoid: &[&str]) -> &'static str {
+    (0..COLORS.len()).map(|k| COLORS[(start + k) % COLORS.len()].0).find(|c| !avoid.contains(c)).unwrap_or("white")
+}
+
+/// The next colour after `c` that is none of `avoid`.
+fn next_color(c: &str, avoid: &[&str]) -> &'static str {
+    let i = COLORS.iter().position(|(n, _)| *n == c).unwrap_or(0);
+    nth_other(i + 1, &[avoid, &[c]].concat())
+}
+
+/// The shape an object edit asks for.
+pub fn other_shape(s: Shape) -> Shape {
+    match s {
+        Shape::Circle => Shape::Triangle,
+        Shape::Square => Shape::Triangle,
+        Shape::Triangle => Shape::Square,
+        Shape::Diamond => Shape::Circle,
+    }
+}
+
+/// The texture a style edit asks for.
+pub fn other_texture(t: Texture) -> Texture {
+    match t {
+        Texture::Stripes => Texture::Gradient,
+        Texture::Gradient => Texture::Noise,
+        Texture::Noise | Texture::Plain => Texture::Stripes,
+    }
+}
+
+/// The edits of a resolved spec: (kind, target spec, subject words).
+pub fn edits_of(spec: &SyntheticSpec) -> Vec<(EditType, SyntheticSpec)> {
+    let color = spec.color.clone().unwrap_or_default();
+    let bg = spec.background_color.clone().unwrap_or_default();
+    let new_color = next_color(&color, &[&bg]);
+    let new_bg = next_color(&bg, &[&color, new_color]);
+    let with = |f: &dyn Fn(&mut SyntheticSpec)| {
+        let mut s = spec.clone();
+        f(&mut s);
+        s
+    };
+    vec![
+        (EditType::Colour, with(&|s| s.color = Some(new_color.into()))),
+        (EditType::Object, with(&|s| s.shape = s.shape.map(other_shape))),
+        (EditType::Background, with(&|s| s.background_color = Some(new_bg.into()))),
+        (EditType::Style, with(&|s| s.background = s.background.map(other_texture))),
+        (
+            EditType::Multiple,
+            with(&|s| {
+                s.color = Some(new_color.into());
+                s.background_color = Some(new_bg.into());
+            }),
+        ),
+    ]
+}
+
+/// The caption of a resolved spec.
+pub fn caption_of(s: &SyntheticSpec) -> String {
+    caption(
+        s.shape.unwrap_or(Shape::Circle),
+        s.color.as_deref().unwrap_or(""),
+        s.motion.unwrap_or(Motion::Right),
+        s.background.unwrap_or(Texture::Plain),
+        s.background_color.as_deref().unwrap_or(""),
+    )
+}
+
+/// The toy suite of `split`: its first `count` videos (`None`: the default count), rendered, with their
+/// exact masks, a click at the subject's centre in frame 0, and five edits each.
+pub fn toy_suite(split: Split, count: Option<usize>) -> Result<Suite> {
+    let count = count.unwrap_or(match split {
+        Split::Dev => DEV_VIDEOS,
+        Split::Test => TEST_VIDEOS,
+    });
+    let mut videos = vec![];
+    for (i, (_, spec)) in videos_of(split).into_iter().enumerate().take(count) {
+        let clip = synthetic_clip(&spec)?;
+        let resolved = clip.spec.clone();
+        let edits = edits_of(&resolved)
+            .into_iter()
+            .map(|(kind, target)| Edit {
+                kind,
+                prompt: caption_of(&target),
+                subject: Some(format!(
+                    "{} {}",
+                    target.color.as_deref().unwrap_or(""),
+                    target.shape.map(Shape::name).unwrap_or("")
+                )),
+                target: Some(target),
+            })
+            .collect();
+        let click = crate::toy::probe::centroids(&clip.masks).first().copied().filter(|(x, _)| x.is_finite());
+        videos.push(SuiteVideo {
+            split: split.name().into(),
+            name: format!("toy-{:02}", i),
+            caption: clip.caption.clone(),
+            video: clip.video,
+            masks: Some(clip.masks),
+            click,
+            edits,
+            truth: Some(ToyTruth { spec: resolved }),
+        });
+    }
+    Ok(Suite { name: format!("toy:{}", split.name()), videos })
+}
+
+fn videos_of(split: Split) -> Vec<(Split, SyntheticSpec)> {
+    videos().into_iter().filter(|(s, _)| *s == split).collect()
+}
+
+/// A spec as JSON (the toy ground truth of a written suite).
+pub fn spec_to_json(s: &SyntheticSpec) -> serde_json::Value {
+    serde_json::json!({
+        "shape": s.shape.map(Shape::name),
+        "color": s.color,
+        "background": s.background.map(Texture::name),
+        "background_color": s.background_color,
+        "motion": s.motion.map(Motion::name),
+        "frames": s.frames,
+        "width": s.width,
+        "height": s.height,
+        "seed": s.seed,
+        "occluder": s.occluder,
+        "counter": s.counter,
+        "fps": s.fps,
+        "phase": s.phase,
+    })
+}
+
+/// Reads [`spec_to_json`]'s output.
+pub fn spec_from_json(v: &serde_json::Value) -> Result<SyntheticSpec> {
+    let text = |k: &str| v.get(k).and_then(|x| x.as_str());
+    let bad = |k: &str| Error::Invalid(format!("toy spec: {k:?} is missing or malformed"));
+    let d = SyntheticSpec::default();
+    Ok(SyntheticSpec {
+        shape: text("shape").map(Shape::parse).transpose()?,
+        color: text("color").map(str::to_string),
+        background: text("background").map(Texture::parse).transpose()?,
+        background_color: text("background_color").map(str::to_string),
+        motion: text("motion").map(Motion::parse).transpose()?,
+        frames: v.get("frames").and_then(|x| x.as_u64()).ok_or_else(|| bad("frames"))? as usize,
+        width: v.get("width").and_then(|x| x.as_i64()).ok_or_else(|| bad("width"))?,
+        height: v.get("height").and_then(|x| x.as_i64()).ok_or_else(|| bad("height"))?,
+        seed: v.get("seed").and_then(|x| x.as_u64()).ok_or_else(|| bad("seed"))?,
+        occluder: v.get("occluder").and_then(|x| x.as_bool()).unwrap_or(d.occluder),
+        counter: v.get("counter").and_then(|x| x.as_bool()).unwrap_or(d.counter),
+        fps: v.get("fps").and_then(|x| x.as_f64()).unwrap_or(d.fps),
+        phase: v.get("phase").and_then(|x| x.as_f64()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dev_and_test_are_disjoint_and_held_out() {
+        let all = videos();
+        let key = |s: &SyntheticSpec| (s.shape, s.color.clone(), s.motion, s.background_color.clone(), s.background);
+        let dev: Vec<_> = all.iter().filter(|(p, _)| *p == Split::Dev).map(|(_, s)| key(s)).collect();
+        let test: Vec<_> = all.iter().filter(|(p, _)| *p == Split::Test).map(|(_, s)| key(s)).collect();
+        assert!(dev.len() >= DEV_VIDEOS && test.len() >= TEST_VIDEOS, "{} {}", dev.len(), test.len());
+        for k in &test {
+            assert!(!dev.contains(k), "{k:?} is in both splits");
+        }
+        for (_, s) in &all {
+            let (shape, color, motion) = (s.shape.unwrap(), s.color.as_deref().unwrap(), s.motion.unwrap());
+            assert!(crate::toy::world::is_held_out(shape, color, motion), "{s:?} was seen in training");
+            assert_ne!(s.color, s.background_color);
+        }
+    }
+
+    #[test]
+    fn every_edit_changes_what_its_kind_says_and_keeps_the_path() {
+        let suite = toy_suite(Split::Test, Some(1)).unwrap();
+        let v = &suite.videos[0];
+        let src = &v.truth.as_ref().unwrap().spec;
+        assert_eq!(v.edits.len(), 5);
+        assert_eq!(v.caption, caption_of(src));
+        for e in &v.edits {
+            let t = e.target.as_ref().unwrap();
+            assert_eq!(t.phase, src.phase, "{:?}", e.kind);
+            assert_ne!(t.color, t.background_color, "{:?}", e.kind);
+            let changed = [
+                t.shape != src.shape,
+                t.color != src.color,
+                t.background_color != src.background_color,
+                t.background != src.background,
+            ];
+            let want = match e.kind {
+                EditType::Colour => [false, true, false, false],
+                EditType::Object => [true, false, false, false],
+                EditType::Background => [false, false, true, false],
+                EditType::Style => [false, false, false, true],
+                EditType::Multiple => [false, true, true, false],
+            };
+            assert_eq!(changed, want, "{:?}", e.kind);
+            assert_ne!(e.prompt, v.caption);
+            // The target moves on the source's path: same centroids where the shape is the same.
+            let target = synthetic_clip(t).unwrap();
+            let (a, b) =
+                (crate::toy::probe::centroids(&target.masks), crate::toy::probe::centroids(&v.masks.clone().unwrap()));
+            for (p, q) in a.iter().zip(&b) {
+                assert!((p.0 - q.0).abs() < 1.5 && (p.1 - q.1).abs() < 1.5, "{:?}: {p:?} vs {q:?}", e.kind);
+            }
+        }
+        let json = spec_to_json(src);
+        assert_eq!(&spec_from_json(&json).unwrap(), src);
+    }
+}

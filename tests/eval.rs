@@ -1,0 +1,118 @@
+//! `vidtune eval`: recipes over the toy suite and over a suite folder in the LOVEU-TGVE-2023 layout, the
+//! result layout, the table, a failing case among others, and bad suites.
+
+mod common;
+use common::*;
+
+fn eval(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    vidtune(dir).arg("eval").args(args).output().unwrap()
+}
+
+/// Two recipes on two cases of toy:test: the recommended one (few steps, to stay quick) and a script
+/// that fails on one kind of edit and returns the clip unchanged on the other. Every case gets its frames
+/// in the challenge's layout, a GIF and a sheet; the failure is listed and the other cases go on.
+#[test]
+fn recipes_over_toy_cases_write_the_layout_and_the_table() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("unchanged.rhai"),
+        "if edit_type == \"background\" { throw \"no background recipe\" }\nvideo\n",
+    )
+    .unwrap();
+    let out = eval(
+        dir.path(),
+        &[
+            "toy:test",
+            "--recipe",
+            "auto,unchanged.rhai",
+            "--cases",
+            "test/toy-00",
+            "--types",
+            "colour,background",
+            "--set",
+            "steps=6",
+            "--set",
+            "inv_steps=4",
+            "--out",
+            "ev",
+        ],
+    );
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("│ auto") && text.contains("│ unchanged"), "{text}");
+    assert!(
+        text.contains("failed: test/toy-00/background: recipe unchanged:") && text.contains("no background recipe"),
+        "{text}"
+    );
+    let ev = dir.path().join("ev");
+    for recipe in ["auto", "unchanged"] {
+        let frames = ev.join(recipe).join("test/toy-00/colour");
+        let n = std::fs::read_dir(&frames)
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "jpg"))
+            .count();
+        assert_eq!(n, 8, "{}", frames.display());
+        assert!(frames.join("00000.jpg").is_file() && ev.join(recipe).join("test/toy-00/colour.gif").is_file());
+        assert!(ev.join(recipe).join("sheets/test-toy-00-colour.png").is_file());
+    }
+    assert!(ev.join("auto/test/toy-00/background/00007.jpg").is_file());
+    assert!(!ev.join("unchanged/test/toy-00/background").exists());
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ev.join("results.json")).unwrap()).unwrap();
+    let recipes = json["recipes"].as_array().unwrap();
+    assert_eq!(recipes.len(), 2);
+    let unchanged = &recipes[1];
+    assert_eq!(unchanged["summary"]["failed"], 1);
+    // The clip itself is no colour edit: no frame has the asked colour.
+    assert_eq!(unchanged["cases"][0]["hit_rate"], 0.0, "{unchanged}");
+    assert_eq!(unchanged["cases"][0]["frames_right"].as_array().unwrap().len(), 8);
+    // The recipe kept the subject in the background edit: its own pixels pasted back.
+    let auto = &recipes[0];
+    assert_eq!(auto["cases"][1]["type"], "background");
+    assert!(auto["cases"][1]["kept"]["psnr"].as_f64().unwrap() > 40.0, "{auto}");
+    for ext in ["md", "csv", "html"] {
+        assert!(std::fs::read_to_string(ev.join(format!("results.{ext}"))).unwrap().contains("unchanged"));
+    }
+}
+
+/// A suite written out in the LOVEU-TGVE-2023 layout reads back as a suite: the same cases, judged with
+/// the ground truth that came with it.
+#[test]
+fn a_written_suite_is_a_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = eval(dir.path(), &["--write-suite", "toy:dev", "suite"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let suite = dir.path().join("suite");
+    assert!(suite.join("LOVEU-TGVE-2023_Dataset.csv").is_file());
+    assert!(suite.join("dev/480p_frames/toy-00/00000.jpg").is_file());
+    assert!(suite.join("dev/masks/toy-00").is_dir());
+    std::fs::write(dir.path().join("same.rhai"), "video\n").unwrap();
+    let out = eval(dir.path(), &["suite", "--recipe", "same.rhai", "--limit", "1", "--clip", "none", "--out", "ev"]);
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("ev/results.json")).unwrap()).unwrap();
+    let case = &json["recipes"][0]["cases"][0];
+    assert_eq!(case["case"], "dev/toy-00/style", "LOVEU-TGVE's column order: {case}");
+    assert_eq!(case["hit_rate"], 0.0);
+    assert!(dir.path().join("ev/dev/toy-00/style/00000.jpg").is_file());
+}
+
+#[test]
+fn bad_suites_and_recipes_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = eval(dir.path(), &["nosuch"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("nosuch") && stderr(&out).contains("toy:dev"), "{}", stderr(&out));
+    let out = eval(dir.path(), &["toy:tset"]);
+    assert!(stderr(&out).contains("unknown toy suite \"toy:tset\""), "{}", stderr(&out));
+    let out = eval(dir.path(), &["toy:dev", "--recipe", "best"]);
+    assert!(
+        stderr(&out).contains("unknown recipe \"best\"") && stderr(&out).contains("mask-guided"),
+        "{}",
+        stderr(&out)
+    );
+    let out = eval(dir.path(), &["toy:dev", "--types", "shape"]);
+    assert!(stderr(&out).contains("unknown edit type \"shape\""), "{}", stderr(&out));
+    let out = eval(dir.path(), &["toy:dev", "--cases", "nothing-like-this"]);
+    assert!(stderr(&out).contains("no case matches"), "{}", stderr(&out));
+}
