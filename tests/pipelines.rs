@@ -96,6 +96,19 @@ fn paper_scripts_run_end_to_end_on_a_tiny_random_model() {
         .unwrap();
     assert!(out.status.success(), "mask-guided.rhai: {}", stderr(&out));
     assert!(stdout(&out).contains("cross masked + mask mca"), "{}", stdout(&out));
+    // The recipe for every kind of edit, standalone: an object edit on the same model.
+    let out = vidtune(dir.path())
+        .arg("run")
+        .arg(root.join("edit.rhai"))
+        .args(["--set", "model=random:tiny", "--set", "frames=3", "--set", "steps=2", "--set", "out=e"])
+        .args(["--set", "inv_steps=2", "--set", "type=object"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "edit.rhai: {}", stderr(&out));
+    assert!(stdout(&out).contains("auto object edit"), "{}", stdout(&out));
+    for f in ["e/edit.gif", "e/edit/00002.png", "e/masks/00002.png"] {
+        assert!(dir.path().join(f).is_file(), "edit.rhai: {f}");
+    }
     for f in ["m/edit.gif", "m/edit-sheet.png", "m/masks/00002.png"] {
         assert!(dir.path().join(f).is_file(), "mask-guided.rhai: {f}");
     }
