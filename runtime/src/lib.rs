@@ -29,6 +29,7 @@ pub mod score;
 pub mod sd;
 pub mod segment;
 pub mod synthetic;
+pub mod table;
 pub mod toy;
 pub mod video;
 pub mod weights;
