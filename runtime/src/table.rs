@@ -6,6 +6,15 @@ use crate::fsutil::write_output_bytes;
 use crate::score::{csv_safe, markdown_cell};
 use std::path::Path;
 
+/// A CSV field (RFC 4180), quoted when it holds a comma, a quote or a line break.
+pub fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
 /// A table of text cells, rendered for terminals, Markdown, CSV and HTML with cells made safe for each
 /// (what [`Comparison`] and evaluation reports print and save).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -66,14 +75,7 @@ impl Table {
     }
 
     pub fn to_csv(&self) -> String {
-        let quote = |c: &str| {
-            let c = csv_safe(c);
-            if c.contains([',', '"', '\n', '\r']) {
-                format!("\"{}\"", c.replace('"', "\"\""))
-            } else {
-                c
-            }
-        };
+        let quote = |c: &str| csv_field(&csv_safe(c));
         let mut out = self.headers.iter().map(|h| quote(h)).collect::<Vec<_>>().join(",") + "\n";
         for r in &self.rows {
             out.push_str(&(r.iter().map(|c| quote(c)).collect::<Vec<_>>().join(",") + "\n"));

@@ -18,6 +18,7 @@ use crate::error::{Error, Result};
 use crate::masks::Masks;
 use crate::media::{load_video, LoadOptions, Video};
 use crate::synthetic::SyntheticSpec;
+use crate::table::csv_field;
 use std::path::{Path, PathBuf};
 
 /// The suite table's file name.
@@ -269,15 +270,6 @@ fn read_truth(dir: &Path) -> Result<Option<std::collections::BTreeMap<String, Tr
         out.insert(key.clone(), TruthEntry { spec, edits });
     }
     Ok(Some(out))
-}
-
-/// A CSV field, quoted when it needs to be.
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
 }
 
 /// Writes `suite` in the layout [`read_suite`] reads: the CSV (a section per split), JPEG frames, PNG
