@@ -109,6 +109,23 @@ fn paper_scripts_run_end_to_end_on_a_tiny_random_model() {
     for f in ["e/edit.gif", "e/edit/00002.png", "e/masks/00002.png"] {
         assert!(dir.path().join(f).is_file(), "edit.rhai: {f}");
     }
+    // A multiple edit: the subject first, with only the subject's words changed (from a word diff), one
+    // candidate per guidance kept by CLIP, then the background of that clip.
+    let out = vidtune(dir.path())
+        .arg("run")
+        .arg(root.join("edit.rhai"))
+        .args(["--set", "model=random:tiny", "--set", "frames=3", "--set", "steps=2", "--set", "out=mu"])
+        .args(["--set", "inv_steps=2", "--set", "type=multiple", "--set", "clip=random:tiny"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "edit.rhai multiple: {}", stderr(&out));
+    let printed = stdout(&out);
+    assert!(
+        printed.contains(r#"first stage: "a red triangle moving left on a purple striped background""#),
+        "{printed}"
+    );
+    assert_eq!(printed.matches(": CLIP-T ").count(), 7, "{printed}");
+    assert!(dir.path().join("mu/edit/00002.png").is_file(), "{printed}");
     for f in ["m/edit.gif", "m/edit-sheet.png", "m/masks/00002.png"] {
         assert!(dir.path().join(f).is_file(), "mask-guided.rhai: {f}");
     }
