@@ -116,3 +116,34 @@ fn bad_suites_and_recipes_are_named() {
     let out = eval(dir.path(), &["toy:dev", "--cases", "nothing-like-this"]);
     assert!(stderr(&out).contains("no case matches"), "{}", stderr(&out));
 }
+
+/// `eval_suite` is `vidtune eval` from a script: the table comes back as a value, saves as the CLI's
+/// files do, and bad options are named.
+#[test]
+fn eval_suite_from_a_script_returns_the_table() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("unchanged.rhai"), "video\n").unwrap();
+    std::fs::write(
+        dir.path().join("s.rhai"),
+        r#"let t = eval_suite("toy:test", "unchanged.rhai", #{cases: "test/toy-00", types: ["colour", "object"], out: "es"});
+print(t);
+t.save("t.json");
+try { eval_suite("toy:test", "unchanged.rhai", #{params: #{x: [1]}}); } catch (e) { print(`caught: ${e}`); }
+try { eval_suite("toy:test", "auto", #{types: "shape"}); } catch (e) { print(`caught: ${e}`); }
+"#,
+    )
+    .unwrap();
+    let out = vidtune(dir.path()).arg("run").arg("s.rhai").output().unwrap();
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("│ unchanged") && text.contains("│ object"), "{text}");
+    assert!(text.contains("caught: eval_suite: params.x is array: expected a string, a number or a boolean"), "{text}");
+    assert!(text.contains(r#"caught: eval_suite "toy:test": unknown edit type "shape""#), "{text}");
+    assert!(dir.path().join("es/test/toy-00/object/00007.jpg").is_file());
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("t.json")).unwrap()).unwrap();
+    let cases = json["recipes"][0]["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 2, "{json}");
+    assert_eq!(cases[0]["case"], "test/toy-00/colour");
+    assert_eq!(cases[0]["hit_rate"], 0.0);
+}

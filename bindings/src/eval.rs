@@ -199,10 +199,26 @@ pub fn run(opts: &EvalOptions) -> anyhow::Result<()> {
         println!("wrote {} ({} videos) to {}", suite.name, suite.videos.len(), dir.display());
         return Ok(());
     }
+    if let Some((reports, out)) = evaluate(opts)? {
+        finish(&reports, &out)?;
+    }
+    Ok(())
+}
+
+/// Runs the recipes over the suite and writes what `vidtune eval` writes (the LOVEU layout, the sheets,
+/// the results files); the reports and the output folder, or nothing for a worker (its share goes to
+/// `OUT/.workers/K.json`).
+pub fn evaluate(opts: &EvalOptions) -> anyhow::Result<Option<(Vec<Report>, PathBuf)>> {
     let name = opts.suite.clone().ok_or_else(|| anyhow!("eval: give a suite (toy:dev, toy:test or a folder)"))?;
     let recipes = opts.recipe.iter().map(|r| Recipe::parse(r)).collect::<anyhow::Result<Vec<_>>>()?;
     let sel = selection(opts)?;
-    let extra = crate::cli::parse_sets(&opts.set).map_err(|e| anyhow!(e))?;
+    let mut extra = crate::cli::parse_sets(&opts.set).map_err(|e| anyhow!(e))?;
+    // The recipe chooses with the CLIP that scores, unless told otherwise.
+    if let Some(c) = opts.clip.as_deref().filter(|c| *c != "none") {
+        if !extra.iter().any(|(k, _)| k == "clip") {
+            extra.insert(0, ("clip".into(), Dynamic::from(c.to_string())));
+        }
+    }
     let out = opts.out.clone().unwrap_or_else(|| PathBuf::from("out/eval").join(name.replace([':', '/'], "-")));
     let suite = load_suite(&name, opts)?;
     let toy = suite.videos.iter().all(|v| v.truth.is_some());
@@ -212,7 +228,9 @@ pub fn run(opts: &EvalOptions) -> anyhow::Result<()> {
     };
     let jobs = opts.jobs.unwrap_or(1).max(1);
     if jobs > 1 && opts.worker.is_none() {
-        return run_parallel(opts, &suite, &recipes, &out, jobs);
+        let reports = run_parallel(opts, &suite, &recipes, &out, jobs)?;
+        save_reports(&reports, &out)?;
+        return Ok(Some((reports, out)));
     }
     let clip = clip_model(opts, toy)?;
     let pick = match &opts.pickscore {
@@ -259,13 +277,13 @@ pub fn run(opts: &EvalOptions) -> anyhow::Result<()> {
         let path = out.join(".workers").join(format!("{worker}.json"));
         let json = serde_json::json!(reports.iter().map(Report::to_json).collect::<Vec<_>>());
         vidtune_runtime::fsutil::write_output_bytes(&path, json.to_string().as_bytes())?;
-        return Ok(());
+        return Ok(None);
     }
-    finish(&reports, &out)
+    save_reports(&reports, &out)?;
+    Ok(Some((reports, out)))
 }
 
 fn finish(reports: &[Report], out: &Path) -> anyhow::Result<()> {
-    save_reports(reports, out)?;
     print!("{}", table(reports).to_pretty());
     for r in reports {
         for c in r.cases.iter().filter(|c| c.error.is_some()) {
@@ -287,7 +305,13 @@ fn parse_worker(w: &str) -> anyhow::Result<(usize, usize)> {
 
 /// Runs the suite on `jobs` worker processes, each with its share of the CPU threads, and merges their
 /// reports in the suite's order.
-fn run_parallel(opts: &EvalOptions, suite: &Suite, recipes: &[Recipe], out: &Path, jobs: usize) -> anyhow::Result<()> {
+fn run_parallel(
+    opts: &EvalOptions,
+    suite: &Suite,
+    recipes: &[Recipe],
+    out: &Path,
+    jobs: usize,
+) -> anyhow::Result<Vec<Report>> {
     let exe = std::env::current_exe().context("finding this program to start workers")?;
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let threads = (cores / jobs).max(1);
@@ -350,5 +374,5 @@ fn run_parallel(opts: &EvalOptions, suite: &Suite, recipes: &[Recipe], out: &Pat
     for r in &mut reports {
         r.cases.sort_by_key(|c| ids.iter().position(|id| *id == c.id).unwrap_or(usize::MAX));
     }
-    finish(&reports, out)
+    Ok(reports)
 }

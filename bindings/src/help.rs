@@ -4,11 +4,20 @@
 
 use crate::docs::{option_names, FnDoc, TypeDoc};
 use crate::engine::state::Host;
-use crate::engine::{host, long, masks, media, models, score, segment, video};
+use crate::engine::{host, long, masks, media, models, score, segment, suites, video};
 
 /// Every area's documentation table, in the order `:help` lists them.
-pub const DOC_TABLES: &[&[FnDoc]] =
-    &[media::DOCS, segment::DOCS, masks::DOCS, models::DOCS, video::DOCS, long::DOCS, score::DOCS, host::DOCS];
+pub const DOC_TABLES: &[&[FnDoc]] = &[
+    media::DOCS,
+    segment::DOCS,
+    masks::DOCS,
+    models::DOCS,
+    video::DOCS,
+    long::DOCS,
+    score::DOCS,
+    suites::DOCS,
+    host::DOCS,
+];
 
 /// The script types.
 pub const TYPE_DOCS: &[TypeDoc] = &[

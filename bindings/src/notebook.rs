@@ -239,7 +239,7 @@ impl Show for Dynamic {
             return m.outputs();
         }
         if let Some(t) = self.read_lock::<Table>() {
-            return t.0.outputs();
+            return vec![Output::html(t.table.to_html()), Output::text(t.table.to_pretty())];
         }
         if let Some(t) = self.read_lock::<ScriptTensor>() {
             return t.0.outputs();

@@ -50,9 +50,18 @@ pub fn tensor_summary(t: &Tensor) -> String {
 #[derive(Clone)]
 pub struct ScriptClip(pub Rc<ClipModel>);
 
-/// A comparison table in scripts.
+/// A table in scripts (`compare`'s, `eval`'s): its cells, and what `.save("x.json")` writes.
 #[derive(Clone)]
-pub struct Table(pub Rc<Comparison>);
+pub struct Table {
+    pub table: Rc<vidtune_runtime::table::Table>,
+    pub json: Rc<serde_json::Value>,
+}
+
+impl From<&Comparison> for Table {
+    fn from(c: &Comparison) -> Table {
+        Table { table: Rc::new(c.table()), json: Rc::new(c.to_json()) }
+    }
+}
 
 /// A video model in scripts (shared, immutable: tuning returns a new one).
 #[derive(Clone)]
@@ -99,7 +108,7 @@ pub fn describe(value: &Dynamic) -> String {
         return v.to_string();
     }
     if let Some(v) = value.read_lock::<Table>() {
-        return v.0.to_pretty();
+        return v.table.to_pretty();
     }
     if let Some(v) = value.read_lock::<ScriptClip>() {
         return v.0.summary();

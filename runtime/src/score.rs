@@ -5,7 +5,6 @@
 
 use crate::cache::{KeyBuilder, MemoryCache};
 use crate::error::{Error, Result};
-use crate::fsutil::write_output_bytes;
 use crate::media::Video;
 use crate::models::clip::ClipModel;
 pub use crate::table::Table;
@@ -422,32 +421,30 @@ impl Comparison {
         self.table().to_html()
     }
 
+    /// The rows as JSON: name, score and, where known, the edit metrics.
+    pub fn to_json(&self) -> serde_json::Value {
+        let rows: Vec<serde_json::Value> = self
+            .rows
+            .iter()
+            .enumerate()
+            .map(|(i, (n, s))| {
+                let mut row = serde_json::json!({"name": n, "score": s.to_json()});
+                if let Some(e) = self.edits.get(i).copied().flatten() {
+                    row["edit"] = serde_json::json!({
+                        "color_hit_rate": e.color_hit_rate,
+                        "subject_iou": e.subject_iou,
+                        "background_psnr": e.background_psnr,
+                    });
+                }
+                row
+            })
+            .collect();
+        serde_json::Value::Array(rows)
+    }
+
     /// Saves as `.md`, `.csv`, `.html` or `.json` by extension, atomically.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let ext = path.extension().map(|e| e.to_string_lossy().to_lowercase()).unwrap_or_default();
-        let text = match ext.as_str() {
-            "json" => {
-                let rows: Vec<serde_json::Value> = self
-                    .rows
-                    .iter()
-                    .enumerate()
-                    .map(|(i, (n, s))| {
-                        let mut row = serde_json::json!({"name": n, "score": s.to_json()});
-                        if let Some(e) = self.edits.get(i).copied().flatten() {
-                            row["edit"] = serde_json::json!({
-                                "color_hit_rate": e.color_hit_rate,
-                                "subject_iou": e.subject_iou,
-                                "background_psnr": e.background_psnr,
-                            });
-                        }
-                        row
-                    })
-                    .collect();
-                serde_json::to_string_pretty(&rows).unwrap_or_default()
-            }
-            _ => return self.table().save(path, None),
-        };
-        write_output_bytes(path, text.as_bytes())
+        self.table().save(path, Some(&self.to_json()))
     }
 }
 

@@ -121,7 +121,7 @@ fn do_compare(rows: Array, opts: Opts) -> RhaiResult<Table> {
         out.rows.push((name.clone(), Score::mean(&scores).expect("at least one video")));
         out.edits.push(edit_metrics(&name, &r, &videos)?);
     }
-    Ok(Table(Rc::new(out)))
+    Ok(Table::from(&out))
 }
 
 /// With `source`, `masks` and `color`, how each edit came out against its source (toy-world probes).
@@ -186,14 +186,14 @@ pub fn register(engine: &mut Registrar, host: &Rc<Host>) {
     });
     engine.register_fn("to_string", |c: &mut ScriptClip| c.0.summary());
     engine.register_fn("to_debug", |c: &mut ScriptClip| c.0.summary());
-    engine.register_fn("to_string", |t: &mut Table| t.0.to_pretty());
-    engine.register_fn("to_debug", |t: &mut Table| t.0.to_pretty());
-    engine.register_fn("markdown", |t: &mut Table| t.0.to_markdown());
-    engine.register_fn("csv", |t: &mut Table| t.0.to_csv());
+    engine.register_fn("to_string", |t: &mut Table| t.table.to_pretty());
+    engine.register_fn("to_debug", |t: &mut Table| t.table.to_pretty());
+    engine.register_fn("markdown", |t: &mut Table| t.table.to_markdown());
+    engine.register_fn("csv", |t: &mut Table| t.table.to_csv());
     let h = host.clone();
     let save = move |t: &Table, path: &str| {
         let path = h.output_path(path);
-        rt(t.0.save(&path))?;
+        rt(t.table.save(&path, Some(&t.json)))?;
         h.record_write(&path);
         Ok::<_, Box<rhai::EvalAltResult>>(path.display().to_string())
     };
