@@ -378,7 +378,7 @@ fn print_comparison(stages: &[Stage], off: &serde_json::Value) {
 fn print_table(o: &BenchOptions, setup: &Setup, stages: &[Stage]) {
     println!(
         "\n{}: {} frames at {}², tune {}, invert {}, sample {} (guidance {}) on {}; weights {}, tuning in {}{}; \
-         attention {}; {} threads; {}\n",
+         attention {}; threads: {}; {}\n",
         setup.spec,
         o.frames,
         o.size,
@@ -391,7 +391,7 @@ fn print_table(o: &BenchOptions, setup: &Setup, stages: &[Stage]) {
         setup.precision,
         if setup.checkpointing { " with checkpointing" } else { "" },
         setup.attention,
-        tch::get_num_threads(),
+        vidtune_runtime::cpu::threads().map_or_else(|| tch::get_num_threads().to_string(), |t| t.to_string()),
         vidtune_runtime::cpu::mkl_summary()
     );
     let gpu = stages.iter().any(|s| s.peak_gpu_mb.is_some());

@@ -10,6 +10,11 @@ use std::process::ExitCode;
 pub struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    /// libtorch's CPU threads: a number, or auto (the cores this process may use less those other
+    /// programs keep busy now: on a busy machine, fewer threads run faster); default: VIDTUNE_THREADS,
+    /// else the cores this process may use (its CPU affinity and quota)
+    #[arg(long, global = true, value_name = "N|auto")]
+    threads: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -342,11 +347,11 @@ fn free_rerun_dir() -> PathBuf {
 /// The whole program; `main` only calls this.
 pub fn main() -> ExitCode {
     vidtune_runtime::memory::tune_allocator();
-    if let Err(e) = vidtune_runtime::cpu::apply_thread_setting() {
+    let cli = Cli::parse();
+    if let Err(e) = vidtune_runtime::cpu::apply_threads(cli.threads.as_deref()) {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }
-    let cli = Cli::parse();
     let outcome = match cli.command {
         None | Some(Command::Repl) => match crate::repl::run() {
             Ok(()) if crate::signals::quit_requested() => return ExitCode::from(crate::signals::exit_status()),

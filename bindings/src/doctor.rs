@@ -125,7 +125,10 @@ pub fn run() -> anyhow::Result<()> {
         r.row(Verdict::Note, "CUDA", "not available (models run on the CPU)");
         r.next("real SD1.x tuning needs a CUDA GPU (see the README's hardware table); the toy model and tiny configs run here");
     }
-    r.row(Verdict::Ok, "threads", format!("{} intra-op", tch::get_num_threads()));
+    match vidtune_runtime::cpu::threads() {
+        Some(t) => r.row(Verdict::Ok, "threads", t),
+        None => r.row(Verdict::Ok, "threads", format!("{} intra-op", tch::get_num_threads())),
+    }
     r.row(Verdict::Ok, "CPU math", vidtune_runtime::cpu::mkl_summary());
     ffmpeg_row(&mut r);
     match env::onnxruntime_dylib() {

@@ -313,7 +313,7 @@ fn run_parallel(
     jobs: usize,
 ) -> anyhow::Result<Vec<Report>> {
     let exe = std::env::current_exe().context("finding this program to start workers")?;
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cores = vidtune_runtime::cpu::threads().map_or_else(vidtune_runtime::cpu::available_cores, |t| t.count);
     let threads = (cores / jobs).max(1);
     let jobs = jobs.min(suite.videos.len().max(1));
     let ids: Vec<String> = suite.cases(&selection(opts)?)?.into_iter().map(|c| suite.case_id(c)).collect();

@@ -104,17 +104,146 @@ pub extern "C" fn mkl_serv_intel_cpu_true() -> std::os::raw::c_int {
 /// its share of the cores this way).
 pub const THREADS_VAR: &str = "VIDTUNE_THREADS";
 
-/// Applies `VIDTUNE_THREADS` when set: libtorch's intra-op threads, and one inter-op thread. Returns the
-/// count applied; an error names the variable when its value is not a positive integer.
-pub fn apply_thread_setting() -> crate::error::Result<Option<usize>> {
-    let Ok(value) = std::env::var(THREADS_VAR) else {
+/// Where the thread count came from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ThreadSource {
+    /// `--threads N`.
+    Flag,
+    /// `VIDTUNE_THREADS=N`.
+    Env,
+    /// `auto` (flag or variable): the cores this process may use less those other programs kept busy
+    /// over a fifth of a second at start.
+    Auto { busy: f64 },
+    /// The cores this process may use.
+    Cores,
+}
+
+/// libtorch's intra-op threads as applied, and why.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Threads {
+    pub count: usize,
+    pub source: ThreadSource,
+}
+
+impl std::fmt::Display for Threads {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let cores = available_cores();
+        let why = match self.source {
+            ThreadSource::Flag => "--threads".to_string(),
+            ThreadSource::Env => THREADS_VAR.to_string(),
+            ThreadSource::Auto { busy } => format!("auto: {cores} cores, {busy:.1} busy with other programs"),
+            ThreadSource::Cores => format!("the {cores} cores this process may use: CPU affinity and quota"),
+        };
+        write!(f, "{} intra-op ({why})", self.count)
+    }
+}
+
+static APPLIED: OnceLock<Threads> = OnceLock::new();
+
+/// The cores this process may use: its CPU affinity and its cgroup's CPU quota (libtorch's own default
+/// counts the affinity only, so a container limited to 2 of 64 cores ran 64 threads on 2).
+pub fn available_cores() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+/// A thread setting as given: a positive number or `auto` (`what` names where, for the error).
+fn parse_setting(value: &str, what: &str) -> crate::error::Result<Option<usize>> {
+    let v = value.trim();
+    if v.eq_ignore_ascii_case("auto") {
         return Ok(None);
+    }
+    v.parse().ok().filter(|n| *n > 0).map(Some).ok_or_else(|| {
+        crate::error::Error::Invalid(format!("{what} {value:?}: expected a positive number of threads, or auto"))
+    })
+}
+
+/// The CPUs of a list as `/proc/self/status` writes `Cpus_allowed_list` (`0-3,8,10-11`).
+fn parse_cpu_list(list: &str) -> Vec<usize> {
+    let mut cpus = vec![];
+    for part in list.trim().split(',').filter(|p| !p.is_empty()) {
+        let (a, b) = part.split_once('-').unwrap_or((part, part));
+        if let (Ok(a), Ok(b)) = (a.trim().parse::<usize>(), b.trim().parse::<usize>()) {
+            cpus.extend(a..=b);
+        }
+    }
+    cpus
+}
+
+/// Per CPU of `cpus`, its (busy, total) clock ticks in a `/proc/stat` text (busy: all but idle and
+/// iowait).
+fn cpu_ticks(stat: &str, cpus: &[usize]) -> Vec<(u64, u64)> {
+    stat.lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let cpu: usize = f.next()?.strip_prefix("cpu")?.parse().ok()?;
+            if !cpus.contains(&cpu) {
+                return None;
+            }
+            let t: Vec<u64> = f.take(8).filter_map(|x| x.parse().ok()).collect();
+            let total: u64 = t.iter().sum();
+            let idle = t.get(3).copied().unwrap_or(0) + t.get(4).copied().unwrap_or(0);
+            Some((total - idle.min(total), total))
+        })
+        .collect()
+}
+
+/// How many of `cpus` were busy between two `/proc/stat` readings: the sum of each CPU's busy share.
+fn busy_between(before: &str, after: &str, cpus: &[usize]) -> f64 {
+    cpu_ticks(before, cpus)
+        .iter()
+        .zip(cpu_ticks(after, cpus))
+        .map(|((b0, t0), (b1, t1))| {
+            let dt = t1.saturating_sub(*t0);
+            if dt == 0 {
+                0.0
+            } else {
+                b1.saturating_sub(*b0) as f64 / dt as f64
+            }
+        })
+        .sum()
+}
+
+/// The cores other programs keep busy among those this process may run on, over `window` (Linux; 0
+/// elsewhere).
+pub fn busy_cores(window: std::time::Duration) -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let cpus =
+        status.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")).map(parse_cpu_list).unwrap_or_default();
+    let Ok(before) = std::fs::read_to_string("/proc/stat") else { return 0.0 };
+    std::thread::sleep(window);
+    let after = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    busy_between(&before, &after, &cpus)
+}
+
+/// Sets libtorch's intra-op threads once per process: `flag` (`--threads N|auto`), else
+/// `VIDTUNE_THREADS`, else [`available_cores`]. `auto` leaves out the cores other programs keep busy
+/// now: on a loaded 2-core machine, threads that wait for a core spin against the other program (a toy
+/// tune ran 3.3× slower beside one busy process with 2 threads, 1.2× with 1). Results can differ in
+/// the last bits between thread counts. An error names the setting whose value is neither.
+pub fn apply_threads(flag: Option<&str>) -> crate::error::Result<Threads> {
+    let setting = match (flag, std::env::var(THREADS_VAR)) {
+        (Some(f), _) => Some((parse_setting(f, "--threads")?, ThreadSource::Flag)),
+        (None, Ok(v)) => Some((parse_setting(&v, THREADS_VAR)?, ThreadSource::Env)),
+        (None, Err(_)) => None,
     };
-    let n: usize = value.trim().parse().ok().filter(|n| *n > 0).ok_or_else(|| {
-        crate::error::Error::Invalid(format!("{THREADS_VAR}={value:?}: expected a positive number of threads"))
-    })?;
-    tch::set_num_threads(n as i32);
-    Ok(Some(n))
+    let cores = available_cores();
+    let chosen = match setting {
+        Some((Some(n), source)) => Threads { count: n, source },
+        Some((None, _)) => {
+            let busy = busy_cores(std::time::Duration::from_millis(200));
+            let free = (cores as f64 - busy).round().max(1.0) as usize;
+            Threads { count: free.min(cores), source: ThreadSource::Auto { busy } }
+        }
+        None => Threads { count: cores, source: ThreadSource::Cores },
+    };
+    tch::set_num_threads(chosen.count as i32);
+    let _ = APPLIED.set(chosen);
+    Ok(chosen)
+}
+
+/// The threads [`apply_threads`] set, if it ran in this process.
+pub fn threads() -> Option<Threads> {
+    APPLIED.get().copied()
 }
 
 #[cfg(test)]
@@ -142,5 +271,21 @@ mod tests {
             MklDispatch::Intel => assert_eq!(summary, "MKL on an Intel CPU"),
             _ => assert!(summary.contains("generic"), "{summary}"),
         }
+    }
+
+    #[test]
+    fn busy_cores_from_two_readings_of_proc_stat() {
+        assert_eq!(parse_cpu_list("0-2,5,7-8\n"), vec![0, 1, 2, 5, 7, 8]);
+        assert_eq!(parse_cpu_list(""), Vec::<usize>::new());
+        // cpu0 busy for 90 of 100 ticks, cpu1 for 10 of 100 (iowait counts as idle), cpu2 not ours.
+        let before = "cpu  1 2 3 4 5 6 7 8 0 0\ncpu0 100 0 0 100 0 0 0 0 0 0\ncpu1 10 0 0 180 10 0 0 0 0 0\ncpu2 0 0 0 0 0 0 0 0 0 0\n";
+        let after = "cpu  1 2 3 4 5 6 7 8 0 0\ncpu0 180 0 10 110 0 0 0 0 0 0\ncpu1 15 0 5 250 30 0 0 0 0 0\ncpu2 500 0 0 0 0 0 0 0 0 0\n";
+        let busy = busy_between(before, after, &[0, 1]);
+        assert!((busy - 1.0).abs() < 1e-9, "{busy}");
+        assert_eq!(busy_between(before, before, &[0, 1]), 0.0);
+        assert!(parse_setting("auto", "--threads").unwrap().is_none());
+        assert_eq!(parse_setting(" 3 ", "--threads").unwrap(), Some(3));
+        let err = parse_setting("0", "VIDTUNE_THREADS").unwrap_err().to_string();
+        assert!(err.contains("VIDTUNE_THREADS \"0\": expected a positive number of threads, or auto"), "{err}");
     }
 }
