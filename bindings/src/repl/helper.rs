@@ -1,5 +1,5 @@
-//! The rustyline helper: multi-line input while brackets are open, and tab completion of functions,
-//! methods, variables, keywords and REPL commands.
+//! The rustyline helper: multi-line input while brackets are open or a line ends in an operator, and tab
+//! completion of functions, methods, variables, keywords, REPL commands, and file paths inside strings.
 
 use crate::help;
 use rustyline::completion::{Completer, Pair};
@@ -115,15 +115,28 @@ impl Validator for ReplHelper {
     }
 }
 
-/// Whether `input` has an open bracket, block comment or back-tick string: the user is not done yet.
+/// Binary operators a line may end in, the expression going on below (longest first).
+const CONTINUING: &[&str] = &[
+    "&&", "||", "==", "!=", "<=", ">=", "+=", "-=", "*=", "/=", "**", "??", "..", "+", "-", "*", "/", "%", "=", "<",
+    ">", "&", "|", "^", ",", ".",
+];
+
+/// Whether `input` has an open bracket, block comment or back-tick string, or ends in a binary operator
+/// (`let x = a +`): the user is not done yet.
 pub fn needs_more(input: &str) -> bool {
     let mut depth = 0i64;
+    // The code outside strings and comments, to see what the input ends in.
+    let mut code = String::new();
     let mut chars = input.chars().peekable();
     while let Some(c) = chars.next() {
+        if !matches!(c, '"' | '\'' | '`' | '/') {
+            code.push(c);
+        }
         match c {
             '(' | '[' | '{' => depth += 1,
             ')' | ']' | '}' => depth -= 1,
             '"' | '\'' => {
+                code.push('s');
                 // A quoted string or character ends on its line.
                 while let Some(d) = chars.next() {
                     match d {
@@ -137,6 +150,7 @@ pub fn needs_more(input: &str) -> bool {
                 }
             }
             '`' => {
+                code.push('s');
                 let mut closed = false;
                 for d in chars.by_ref() {
                     if d == '`' {
@@ -170,10 +184,50 @@ pub fn needs_more(input: &str) -> bool {
                     return true;
                 }
             }
+            '/' => code.push('/'),
             _ => {}
         }
     }
-    depth > 0
+    let tail = code.trim_end();
+    depth > 0 || CONTINUING.iter().any(|op| tail.ends_with(op))
+}
+
+/// Where the string the cursor is in starts (just after its opening `"`), if it is in one.
+fn open_string(before: &str) -> Option<usize> {
+    let mut open = None;
+    let mut chars = before.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        match (open, c) {
+            (Some(_), '\\') => {
+                chars.next();
+            }
+            (Some(_), '"') => open = None,
+            (None, '"') => open = Some(i + 1),
+            (None, '/') if chars.peek().map(|p| p.1) == Some('/') => return None,
+            _ => {}
+        }
+    }
+    open
+}
+
+/// Completions of a partial path: the entries of its folder whose names start with its last part,
+/// folders with a `/`; and where the last part starts in `partial`.
+fn path_candidates(partial: &str) -> (usize, Vec<String>) {
+    let cut = partial.rfind('/').map(|i| i + 1).unwrap_or(0);
+    let (dir, prefix) = partial.split_at(cut);
+    let folder = if dir.is_empty() { std::path::Path::new(".") } else { std::path::Path::new(dir) };
+    let mut out: Vec<String> = std::fs::read_dir(folder)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            let hidden = name.starts_with('.') && !prefix.starts_with('.');
+            (name.starts_with(prefix) && !hidden).then(|| if e.path().is_dir() { format!("{name}/") } else { name })
+        })
+        .collect();
+    out.sort();
+    (cut, out)
 }
 
 impl ReplHelper {
@@ -239,6 +293,11 @@ impl Completer for ReplHelper {
 
     fn complete(&self, line: &str, pos: usize, _ctx: &Context<'_>) -> rustyline::Result<(usize, Vec<Pair>)> {
         let before = &line[..pos];
+        if let Some(start) = open_string(before) {
+            // Inside a string: a file path (`load_video("in.g⇥`).
+            let (cut, paths) = path_candidates(&before[start..]);
+            return Ok((start + cut, paths.into_iter().map(|c| Pair { display: c.clone(), replacement: c }).collect()));
+        }
         let start = before
             .char_indices()
             .rev()
@@ -302,5 +361,44 @@ mod tests {
         assert!(needs_more("let s = `multi\nline"));
         assert!(!needs_more("fn f() { 1 }"));
         assert!(needs_more("/* open comment"));
+    }
+
+    #[test]
+    fn a_line_ending_in_an_operator_continues() {
+        assert!(needs_more("let x = 1 +"));
+        assert!(needs_more("let ok = a &&  "));
+        assert!(needs_more("let y ="));
+        assert!(needs_more("let e = clip\n    ."));
+        assert!(!needs_more("let x = 1 + 2;"));
+        assert!(!needs_more("let s = \"a +\""), "inside a string");
+        assert!(!needs_more("let x = 1; // and +"), "inside a comment");
+    }
+
+    #[test]
+    fn commands_methods_and_paths_complete() {
+        use rustyline::completion::Completer;
+        let h = helper();
+        assert_eq!(h.candidates(":he", ":he"), [":help"]);
+        assert!(h.candidates("clip.", "").contains(&"grid".to_string()));
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("in.gif"), b"").unwrap();
+        std::fs::create_dir(dir.path().join("input")).unwrap();
+        std::fs::write(dir.path().join(".hidden"), b"").unwrap();
+        let history = rustyline::history::DefaultHistory::new();
+        let ctx = rustyline::Context::new(&history);
+        let base = dir.path().display().to_string();
+        let line = format!("let v = load_video(\"{base}/in");
+        let (start, pairs) = h.complete(&line, line.len(), &ctx).unwrap();
+        let got: Vec<_> = pairs.iter().map(|p| p.replacement.as_str()).collect();
+        assert_eq!(got, ["in.gif", "input/"], "paths inside a string, not methods");
+        assert_eq!(&line[start..], "in");
+        let line = format!("load_video(\"{base}/in.g");
+        let (start, pairs) = h.complete(&line, line.len(), &ctx).unwrap();
+        assert_eq!(pairs.iter().map(|p| p.replacement.as_str()).collect::<Vec<_>>(), ["in.gif"]);
+        assert_eq!(&line[start..], "in.g");
+        // A closed string: back to names.
+        let line = "load_video(\"a\").gr";
+        let (_, pairs) = h.complete(line, line.len(), &ctx).unwrap();
+        assert_eq!(pairs.iter().map(|p| p.replacement.as_str()).collect::<Vec<_>>(), ["grid"]);
     }
 }
