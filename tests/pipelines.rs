@@ -405,3 +405,21 @@ fn damaged_toy_weights_in_the_cache_are_found_and_written_again() {
         assert!(std::fs::read(&weights).unwrap() == good, "{expected}: not repaired");
     }
 }
+
+/// Too few tuning steps for the toy models get a warning with the working count, also when the tuned
+/// model comes from the memo.
+#[test]
+fn too_few_tuning_steps_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = "let sd = load_sd(\"toy\");\nlet s = synthetic_clip(#{frames: 2, size: 64});\n\
+                  let t = tune(inflate(sd), s.video, s.caption, #{steps: 2});\n";
+    for run in ["first", "from the memo"] {
+        let out = run_script(dir.path(), "few.rhai", script, &[]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("warning: tune: 2 steps; edits on the toy models need about 150"),
+            "{run}: {}",
+            stderr(&out)
+        );
+    }
+}

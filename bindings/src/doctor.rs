@@ -156,10 +156,13 @@ pub fn run() -> anyhow::Result<()> {
             "weights",
             format!("no Hugging Face cache at {} (the toy model is built in)", hub.display()),
         );
-        r.next(
-            "to edit real clips, get SD1.x weights: huggingface-cli download CompVis/stable-diffusion-v1-4 --include \
-             \"*.json\" \"*.txt\" \"unet/*.safetensors\" \"vae/*.safetensors\" \"text_encoder/*.safetensors\"",
-        );
+        r.next(format!(
+            "to edit real clips, get SD1.x weights: {}",
+            vidtune_runtime::weights::hub::download_command(
+                "CompVis/stable-diffusion-v1-4",
+                vidtune_runtime::weights::hub::SD_FILES
+            )
+        ));
     }
     let cache = env::cache_dir();
     match disk_free(&cache) {

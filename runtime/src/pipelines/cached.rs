@@ -198,8 +198,15 @@ pub fn tune_clips_cached(
     if !use_cache {
         return Ok(done(Rc::new(tune_clips(model, clips, opts)?), Source::Computed, &key, start));
     }
+    // A stored result gets the warning a fresh one would (tune_clips gives it when it runs).
+    let few = || {
+        if let Some(w) = crate::pipelines::tune::few_steps_warning(&model.base, opts.steps) {
+            crate::progress::warn(w);
+        }
+    };
     if let Some(hit) = MEMO.with(|m| m.tuned.get(&key)) {
         bump(|c| c.memory_hits += 1);
+        few();
         return Ok(done(hit, Source::Memory, &key, start));
     }
     let disk_path = MEMO.with(|m| m.disk.borrow().get(&key, "vidtune.safetensors"));
@@ -209,6 +216,7 @@ pub fn tune_clips_cached(
             loaded.identity = key.clone();
             let loaded = Rc::new(loaded);
             MEMO.with(|m| m.tuned.insert(&key, loaded.clone()));
+            few();
             return Ok(done(loaded, Source::Disk, &key, start));
         }
     }

@@ -331,9 +331,27 @@ fn write_back(tuned: &VideoModel, replica: Option<&VideoModel>, names: &[String]
 
 /// Tunes a copy of `model` on one clip or several (few-shot: each step draws one), each with its prompt
 /// and, for mask modules and the fg / bg losses, its masks.
+/// The tuning steps edits need: the built-in toy models 150 (at lr 1e-3, the presets' and scripts'
+/// setting on toy clips), SD1.x 500 (Tune-A-Video's, at lr 3e-5); below the second figure `tune` warns.
+pub const WORKING_STEPS: [(&str, i64, i64); 2] = [("the toy models", 150, 100), ("SD1.x", 500, 200)];
+
+/// The warning for `steps` tuning steps on `sd`, if they are too few for an edit (random models: none).
+pub fn few_steps_warning(sd: &crate::sd::StableDiffusion, steps: i64) -> Option<String> {
+    if sd.random {
+        return None;
+    }
+    let (what, works, least) = WORKING_STEPS[if sd.source == "toy" { 0 } else { 1 }];
+    (steps < least).then(|| {
+        format!("tune: {steps} steps; edits on {what} need about {works} (the clip is barely learnt below {least})")
+    })
+}
+
 pub fn tune_clips(model: &VideoModel, clips: &[TuneClip], opts: &TuneOptions) -> Result<VideoModel> {
     opts.validate()?;
     check_clips(model, clips, opts)?;
+    if let Some(w) = few_steps_warning(&model.base, opts.steps) {
+        crate::progress::warn(w);
+    }
     let base = model.base.clone();
     let prepared: Vec<Prepared> = clips.iter().map(|c| prepare(model, c, opts)).collect::<Result<_>>()?;
     let mut tuned = model.fork()?;
