@@ -112,3 +112,63 @@ print(`frames ${stopped.len()}`);
         run_script(dir.path(), "slip.rhai", "sample(inflate(load_sd(\"random:tiny\")), \"x\", #{guidence: 3});", &[]);
     assert!(stderr(&out).contains("unknown option \"guidence\" (did you mean \"guidance\"?)"), "{}", stderr(&out));
 }
+
+/// Where a terminal's cursor goes and how many lines scroll off its top, for the bytes a preview writes:
+/// line feeds, carriage returns, cursor-up / previous-line and absolute moves (enough for viuer's
+/// half-blocks). Starts on the bottom row, where the prompt usually is.
+fn lines_scrolled(bytes: &[u8], rows: i64) -> (i64, Vec<i64>) {
+    let (mut row, mut scrolled, mut ups) = (rows - 1, 0, vec![]);
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\n' if row == rows - 1 => scrolled += 1,
+            b'\n' => row += 1,
+            0x1b if bytes.get(i + 1) == Some(&b'[') => {
+                let start = i + 2;
+                let mut j = start;
+                while j < bytes.len() && !(0x40..=0x7e).contains(&bytes[j]) {
+                    j += 1;
+                }
+                let args = String::from_utf8_lossy(&bytes[start..j.min(bytes.len())]).to_string();
+                let n: i64 = args.split(';').next().and_then(|a| a.parse().ok()).unwrap_or(1);
+                match bytes.get(j) {
+                    Some(b'A') | Some(b'F') => {
+                        row = (row - n).max(0);
+                        ups.push(n);
+                    }
+                    Some(b'H') => row = (n - 1).clamp(0, rows - 1),
+                    _ => {}
+                }
+                i = j;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    (scrolled, ups)
+}
+
+/// `play: true` in a terminal 24 rows high, with the prompt at its bottom: each frame is drawn over the
+/// last, so one frame's height goes to the scrollback (not one per frame), and a frame taller than the
+/// terminal is scaled to fit it.
+#[test]
+fn inline_play_at_the_bottom_of_a_terminal_draws_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("play.rhai"),
+        "let a = synthetic_clip(#{frames: 6, size: 64, seed: 1});\npreview(a.video.with_fps(60.0), #{play: true});\n",
+    )
+    .unwrap();
+    let mut cmd = vidtune(dir.path());
+    // A new pseudo-terminal has no size: the terminal's lines and columns come from LINES / COLUMNS.
+    cmd.env("VIDTUNE_PREVIEW", "inline").env("TERM", "xterm-256color").env("LINES", "24").env("COLUMNS", "80");
+    cmd.args(["run", "play.rhai"]);
+    let mut p = rexpect::session::spawn_command(cmd, Some(60_000)).unwrap();
+    let out = p.exp_eof().unwrap();
+    let (scrolled, ups) = lines_scrolled(out.as_bytes(), 24);
+    assert_eq!(ups.len(), 5, "five frames drawn over the first: {ups:?}");
+    let height = ups[0];
+    assert!(height <= 22, "a frame of {height} rows in a terminal of 24");
+    assert!(ups.iter().all(|u| *u == height), "{ups:?}");
+    assert!(scrolled <= height + 1, "{scrolled} lines scrolled away for frames {height} rows high");
+}

@@ -68,7 +68,7 @@ impl Previewer {
         if self.mode != PreviewMode::Inline {
             return None;
         }
-        let config = inline_config(u32::MAX, columns);
+        let config = inline_config(u32::MAX, 1, columns);
         if config.use_kitty || config.use_iterm || config.use_sixel {
             return None;
         }
@@ -132,16 +132,22 @@ impl Previewer {
                 let frames = (0..video.len() as i64).map(|i| video.frame(i)).collect::<Result<Vec<_>>>()?;
                 let delay = std::time::Duration::from_secs_f64(1.0 / video.fps().clamp(1.0, 60.0));
                 let total = frames.len() * loops.max(1) as usize;
+                // Each frame is drawn over the last by moving up the rows it took (relative moves still
+                // hold after the first frame scrolled the screen at its bottom, where a saved cursor
+                // position does not): one frame's height goes to the scrollback, not one per frame.
+                let mut rows = 0u32;
                 for (k, frame) in frames.iter().cycle().take(total).enumerate() {
                     if vidtune_runtime::progress::cancel_requested() {
                         break;
                     }
-                    let rgb = frame.to_rgb8()?;
-                    let mut config = inline_config(rgb.width(), columns);
-                    config.restore_cursor = k + 1 < total;
-                    if let Err(e) = viuer::print(&image::DynamicImage::ImageRgb8(rgb), &config) {
-                        eprintln!("preview failed ({e}); set VIDTUNE_PREVIEW=file to write GIFs instead");
-                        break;
+                    let (rgb, mut config) = inline_image(frame, columns)?;
+                    config.y = -(rows.min(i16::MAX as u32) as i16);
+                    match viuer::print(&rgb, &config) {
+                        Ok((_, h)) => rows = h,
+                        Err(e) => {
+                            eprintln!("preview failed ({e}); set VIDTUNE_PREVIEW=file to write GIFs instead");
+                            break;
+                        }
                     }
                     if k + 1 < total {
                         std::thread::sleep(delay);
@@ -168,9 +174,8 @@ impl Previewer {
                 Ok(None)
             }
             PreviewMode::Inline => {
-                let rgb = image.to_rgb8()?;
-                let config = inline_config(rgb.width(), columns);
-                if let Err(e) = viuer::print(&image::DynamicImage::ImageRgb8(rgb), &config) {
+                let (rgb, config) = inline_image(image, columns)?;
+                if let Err(e) = viuer::print(&rgb, &config) {
                     eprintln!("preview failed ({e}); set VIDTUNE_PREVIEW=file to write PNGs instead");
                 }
                 Ok(None)
@@ -179,15 +184,55 @@ impl Previewer {
     }
 }
 
+/// Frames narrower than this many pixels are enlarged by a whole factor, nearest-neighbour, before a
+/// graphics protocol draws them (a 64-px toy frame shows its pixels, not a blur).
+const LEGIBLE_PIXELS: u32 = 256;
+
+/// `image` ready for viuer: the RGB pixels (enlarged where small, for graphics protocols) and the
+/// settings that fit it in the terminal's width and height.
+fn inline_image(image: &Image, columns: Option<u32>) -> Result<(image::DynamicImage, viuer::Config)> {
+    let mut rgb = image.to_rgb8()?;
+    let mut config = inline_config(rgb.width(), rgb.height(), columns);
+    let graphics = config.use_kitty || config.use_iterm || config.use_sixel;
+    if graphics && rgb.width() < LEGIBLE_PIXELS && rgb.width() > 0 {
+        let k = LEGIBLE_PIXELS.div_ceil(rgb.width());
+        rgb = image::imageops::resize(&rgb, rgb.width() * k, rgb.height() * k, image::imageops::FilterType::Nearest);
+        config.width = config.width.map(|w| w.max((rgb.width() / 8).min(terminal_columns(columns))));
+        config.width = config.width.map(|w| w.min(fit_height(rgb.width(), rgb.height())));
+    }
+    Ok((image::DynamicImage::ImageRgb8(rgb), config))
+}
+
+/// The terminal's columns and rows; where it reports none (a new pseudo-terminal), `COLUMNS` and
+/// `LINES`, else 80 × 24.
+fn terminal_size() -> (u32, u32) {
+    let (c, r) = viuer::terminal_size();
+    let env =
+        |k: &str, d: u32| std::env::var(k).ok().and_then(|v| v.trim().parse().ok()).filter(|n| *n > 0).unwrap_or(d);
+    (if c > 0 { c as u32 } else { env("COLUMNS", 80) }, if r > 0 { r as u32 } else { env("LINES", 24) })
+}
+
+fn terminal_columns(columns: Option<u32>) -> u32 {
+    columns.unwrap_or_else(|| terminal_size().0).max(8)
+}
+
+/// The most columns an image `w` × `h` pixels may take and still fit in the terminal's rows, less two
+/// for the prompt (a cell is a column wide and two half-block pixels tall).
+fn fit_height(w: u32, h: u32) -> u32 {
+    let rows = terminal_size().1.saturating_sub(2).max(4);
+    ((rows * 2) as u64 * w as u64 / h.max(1) as u64).clamp(8, u32::MAX as u64) as u32
+}
+
 /// viuer settings for printing below the cursor, with graphics protocols only where the terminal is
 /// known (from its environment) to support them, so that viuer's probes never wait on a silent terminal.
-fn inline_config(pixel_width: u32, columns: Option<u32>) -> viuer::Config {
+fn inline_config(pixel_width: u32, pixel_height: u32, columns: Option<u32>) -> viuer::Config {
     let env = |k: &str| std::env::var(k).unwrap_or_default();
     let (term, program) = (env("TERM"), env("TERM_PROGRAM"));
     let kitty = std::env::var_os("KITTY_WINDOW_ID").is_some() || term.contains("kitty") || program == "ghostty";
     let iterm = matches!(program.as_str(), "iTerm.app" | "WezTerm");
     let sixel = env("VIDTUNE_PREVIEW") == "sixel" || term.contains("sixel") || term == "foot" || term == "mlterm";
-    let limit = columns.unwrap_or_else(|| viuer::terminal_size().0 as u32).max(8);
+    // The terminal's width, and a sheet taller than the terminal scaled to fit its rows.
+    let limit = terminal_columns(columns).min(fit_height(pixel_width, pixel_height));
     // Half-blocks show 1×2 pixels per cell: a pixel a column, up to the terminal's width. Graphics
     // protocols draw real pixels: a cell per 4 pixels (twice the size for small frames), up to the width.
     let graphics = kitty || iterm || sixel;

@@ -242,21 +242,24 @@ pub fn comparison_sheet(videos: &[&Video], labels: &[String], columns: usize) ->
     Image::new(Tensor::cat(&rows, 1))
 }
 
-/// The clip's frames in a grid (as [`Video::contact_sheet`] lays them out), each numbered in its corner.
+/// The clip's frames in a grid (as [`Video::contact_sheet`] lays them out), each numbered in its
+/// bottom-left corner (the top-left is where `hstack`'s labels are).
 pub fn numbered_sheet(video: &Video, cols: i64) -> Result<Image> {
     let cols = cols.clamp(1, video.len().max(1) as i64);
     let grid = kimage::grid(video.frames(), cols, GAP, BACKGROUND)?;
     let (h, w) = (video.height(), video.width());
     let scale = if w >= 192 { 2 } else { 1 };
+    let badge = 8 * scale + 2;
     for i in 0..video.len() as i64 {
         let (r, c) = (i / cols, i % cols);
-        draw_text(&grid, &i.to_string(), GAP + c * (w + GAP), GAP + r * (h + GAP), scale);
+        let y = GAP + r * (h + GAP) + (h - badge).max(0);
+        draw_text(&grid, &i.to_string(), GAP + c * (w + GAP), y, scale);
     }
     Image::new(grid)
 }
 
 impl Video {
-    /// The frames in `cols` columns, each numbered in its corner.
+    /// The frames in `cols` columns, each numbered in its bottom-left corner.
     pub fn contact_sheet_cols(&self, cols: i64) -> Result<Image> {
         numbered_sheet(self, cols)
     }
