@@ -137,6 +137,8 @@ pub struct FrameCheck {
     pub median: f64,
     /// The frames named are most of the frames judged: the edit failed in most frames.
     pub most: bool,
+    /// Per frame, what was seen where a number says too little (the colour check: the colour named).
+    pub seen: Vec<String>,
 }
 
 impl FrameCheck {
@@ -147,7 +149,7 @@ impl FrameCheck {
         let mut sorted = values.clone();
         sorted.sort_by(f64::total_cmp);
         let median = sorted[sorted.len() / 2];
-        Some(FrameCheck { frames, measure, values, median, most: false })
+        Some(FrameCheck { frames, measure, values, median, most: false, seen: vec![] })
     }
 
     /// Whether the frames named lost their subject ([`check_subject_presence`]), rather than standing out.
@@ -155,10 +157,26 @@ impl FrameCheck {
         self.measure == SUBJECT_MEASURE
     }
 
+    /// Whether the frames were judged on their own (lost subject, asked colour), not against the others.
+    pub fn judged_absolutely(&self) -> bool {
+        self.measure == SUBJECT_MEASURE || self.measure == COLOUR_MEASURE
+    }
+
     /// `frames 5, 6 stand out (change inside the masks 0.02, 0.03 against a median of 0.31)`; for an edit
     /// that failed in most frames, `most frames look wrong: frames 0, 1, 2 lost their subject (…)`.
     pub fn describe(&self) -> String {
         let list = |f: &dyn Fn(usize) -> String| self.frames.iter().map(|&i| f(i)).collect::<Vec<_>>().join(", ");
+        if self.measure == COLOUR_MEASURE {
+            return format!(
+                "{}frame{} {} show{} no {} subject (nearest colour: {})",
+                if self.most { "most frames look wrong: " } else { "" },
+                if self.frames.len() == 1 { "" } else { "s" },
+                list(&|i| i.to_string()),
+                if self.frames.len() == 1 { "s" } else { "" },
+                self.seen.first().map(String::as_str).unwrap_or("asked"),
+                list(&|i| self.seen.get(i + 1).cloned().unwrap_or_default()),
+            );
+        }
         if self.measure == SUBJECT_MEASURE {
             return format!(
                 "{}frame{} {} lost {} subject ({} {}; below {SUBJECT_KEPT} the subject has faded into its surroundings)",
@@ -248,6 +266,34 @@ pub fn check_subject_presence(source: &Video, edit: &Video, masks: &crate::masks
         c
     }))
 }
+
+/// The colour `subject` asks for ("purple" in "purple circle"), if it names one of the basic colours
+/// ([`crate::synthetic::COLORS`]), and for every frame of `edit` whose subject (inside `masks`, eroded by
+/// a pixel) is nearer another of them, that colour: an edit that missed the asked colour, judged frame by
+/// frame against the colour itself. `None` when the subject names no basic colour or every frame has it.
+pub fn check_subject_colour(edit: &Video, masks: &crate::masks::Masks, subject: &str) -> Result<Option<FrameCheck>> {
+    let names: Vec<&str> = crate::synthetic::COLORS.iter().map(|(n, _)| *n).collect();
+    let Some(asked) = subject.split_whitespace().map(str::to_lowercase).find(|w| names.contains(&w.as_str())) else {
+        return Ok(None);
+    };
+    if masks.len() != edit.len() {
+        return Ok(None);
+    }
+    let m = masks.resize(edit.width(), edit.height())?.erode(1)?;
+    let rgb = vidtune_kernels::metrics::region_mean_rgb(edit.frames(), m.tensor())?;
+    let nearest: Vec<Option<&str>> = rgb.iter().map(|c| c.map(crate::toy::probe::nearest_color)).collect();
+    let judged = nearest.iter().filter(|n| n.is_some()).count();
+    let wrong: Vec<usize> = (0..edit.len()).filter(|&i| nearest[i].is_some_and(|n| n != asked)).collect();
+    let values = nearest.iter().map(|n| if n == &Some(asked.as_str()) { 1.0 } else { 0.0 }).collect();
+    Ok(FrameCheck::of(COLOUR_MEASURE, values, wrong).map(|mut c| {
+        c.most = 2 * c.frames.len() > judged;
+        c.seen = std::iter::once(asked.clone()).chain(nearest.iter().map(|n| n.unwrap_or("-").to_string())).collect();
+        c
+    }))
+}
+
+/// What [`check_subject_colour`] measures.
+const COLOUR_MEASURE: &str = "the asked colour";
 
 /// What [`check_subject_presence`] measures.
 const SUBJECT_MEASURE: &str = "subject contrast, edit / source";
@@ -524,5 +570,43 @@ mod frame_check_tests {
         assert!(check_subject_presence(&c.video, &c.video, &c.masks).unwrap().is_none());
         let recoloured = Video::new((c.video.frames() - m.repeat([1, 3, 1, 1]) * 0.8).clamp(-1.0, 1.0), 8.0).unwrap();
         assert!(check_subject_presence(&c.video, &recoloured, &c.masks).unwrap().is_none());
+    }
+}
+
+#[cfg(test)]
+mod colour_check_tests {
+    use super::check_subject_colour;
+    use crate::synthetic::{synthetic_clip, SyntheticSpec};
+    use crate::Video;
+    use tch::Tensor;
+
+    /// An edit asked for a purple subject that came out purple in frames 0–2 and blue in 3–7: the blue
+    /// frames are named, as most of the clip, with the colour they show.
+    #[test]
+    fn frames_without_the_asked_colour_are_named() {
+        let clip = |color: &str| {
+            let spec = SyntheticSpec {
+                color: Some(color.into()),
+                frames: 8,
+                width: 64,
+                height: 64,
+                seed: 4,
+                ..Default::default()
+            };
+            synthetic_clip(&spec).unwrap()
+        };
+        let (purple, blue) = (clip("purple"), clip("blue"));
+        let frames = Tensor::cat(&[purple.video.frames().narrow(0, 0, 3), blue.video.frames().narrow(0, 3, 5)], 0);
+        let edit = Video::new(frames, 8.0).unwrap();
+        let check = check_subject_colour(&edit, &purple.masks, "purple triangle").unwrap().expect("frames named");
+        assert_eq!(check.frames, [3, 4, 5, 6, 7]);
+        assert!(check.most && check.judged_absolutely());
+        assert_eq!(
+            check.describe(),
+            "most frames look wrong: frames 3, 4, 5, 6, 7 show no purple subject (nearest colour: blue, blue, blue, blue, blue)"
+        );
+        // All frames purple, or subject words without a colour: nothing to say.
+        assert!(check_subject_colour(&purple.video, &purple.masks, "Purple triangle").unwrap().is_none());
+        assert!(check_subject_colour(&edit, &purple.masks, "triangle").unwrap().is_none());
     }
 }

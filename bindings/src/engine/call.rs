@@ -67,7 +67,8 @@ pub(super) fn run_sample(
 
 /// The per-frame check after `sample` / `co_denoise`: with masks and the inverted clip, frames whose
 /// subject faded into its surroundings (judged against the source, frame by frame; "most frames look
-/// wrong" when that is most of them) and frames whose change inside the masks stands out; with a `scorer`,
+/// wrong" when that is most of them) and frames whose change inside the masks stands out; with masks and
+/// subject words naming a basic colour, frames whose subject is nearer another colour; with a `scorer`,
 /// frames whose CLIP alignment falls below the others'. Each is named in a warning.
 pub(super) fn check_frames(
     func: &str,
@@ -89,11 +90,15 @@ pub(super) fn check_frames(
             found.extend(rt(vidtune_runtime::score::check_mask_change(source, edit, m))?);
         }
     }
+    // The colour the subject words ask for ("purple circle"), frame by frame, where masks say where.
+    if let (Some(m), Some(subject)) = (masks, opts.string("subject")?) {
+        found.extend(rt(vidtune_runtime::score::check_subject_colour(edit, m, &subject))?);
+    }
     if let Some(c) = scorer {
         found.extend(rt(vidtune_runtime::score::check_alignment(&c.0, edit, prompt))?);
     }
     for check in found {
-        let why = if check.lost_subject() { "" } else { "; the edit may have lost its subject there" };
+        let why = if check.judged_absolutely() { "" } else { "; the edit may have lost its subject there" };
         vidtune_runtime::progress::warn(format!("{func}: {}{why} — look with preview(source, edit)", check.describe()));
     }
     Ok(())
