@@ -214,6 +214,9 @@ fn run_script(file: &std::path::Path, params: &[(String, Dynamic)]) -> ExitCode 
     for name in session.unused_params() {
         eprintln!("warning: --set {name} was given but the script never reads param({name:?}, …)");
     }
+    // The session's models and clips are freed before the status is decided, so that a signal arriving
+    // while they are still counts.
+    drop(session);
     exit_status(result)
 }
 
@@ -336,7 +339,9 @@ fn rerun(from: &std::path::Path, out: Option<PathBuf>, overrides: &[(String, Dyn
         params.len(),
         out.display()
     );
-    exit_status(session.run_source(&code, &name))
+    let result = session.run_source(&code, &name);
+    drop(session);
+    exit_status(result)
 }
 
 /// The first `rerun-N` (from 1) that does not exist in the current folder.
