@@ -152,11 +152,6 @@ impl FrameCheck {
         Some(FrameCheck { frames, measure, values, median, most: false, seen: vec![] })
     }
 
-    /// Whether the frames named lost their subject ([`check_subject_presence`]), rather than standing out.
-    pub fn lost_subject(&self) -> bool {
-        self.measure == SUBJECT_MEASURE
-    }
-
     /// Whether the frames were judged on their own (lost subject, asked colour), not against the others.
     pub fn judged_absolutely(&self) -> bool {
         self.measure == SUBJECT_MEASURE || self.measure == COLOUR_MEASURE
