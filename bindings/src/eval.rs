@@ -26,7 +26,8 @@ pub const BUILTIN_RECIPES: [&str; 5] = ["auto", "mask-guided", "tune-a-video", "
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct EvalOptions {
-    /// The suite: toy:dev, toy:test, or a folder (or its CSV) in the LOVEU-TGVE-2023 layout
+    /// The suite: toy:dev, toy:test (toy:dev:all, toy:test:8: more of the split's videos), or a folder (or
+    /// its CSV) in the LOVEU-TGVE-2023 layout
     #[arg(required_unless_present = "write_suite")]
     pub suite: Option<String>,
     /// Recipes, each a row of the table: auto, mask-guided, tune-a-video, ei2, dynamic-mask, or a .rhai
@@ -81,8 +82,9 @@ pub struct EvalOptions {
 
 /// Reads a suite by name.
 pub fn load_suite(name: &str, opts: &EvalOptions) -> anyhow::Result<Suite> {
-    if let Some(split) = toy_suite::Split::parse_suite(name) {
-        return Ok(toy_suite::toy_suite(split?, None)?);
+    if let Some(parsed) = toy_suite::Split::parse_suite(name) {
+        let (split, count) = parsed?;
+        return Ok(toy_suite::toy_suite(split, count)?);
     }
     let read = loveu::ReadOptions { frames: opts.frames, every: opts.every, size: opts.size };
     Ok(loveu::read_suite(Path::new(name), &read)?)

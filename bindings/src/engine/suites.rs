@@ -138,8 +138,9 @@ pub const DOCS: &[FnDoc] = &[FnDoc {
         "eval_suite(suite, recipe, options: map) -> Table",
     ],
     summary: "Runs edit recipes over a suite and tables how each does per kind of edit, as `vidtune eval`: the suite \
-              is toy:dev, toy:test or a folder in the LOVEU-TGVE-2023 layout; the recipe auto, mask-guided, \
-              tune-a-video, ei2, dynamic-mask or a .rhai script (comma-separated for several rows).",
+              is toy:dev, toy:test (toy:dev:all for every video of the split) or a folder in the LOVEU-TGVE-2023 \
+              layout; the recipe auto, mask-guided, tune-a-video, ei2, dynamic-mask or a .rhai script \
+              (comma-separated for several rows).",
     details: "Writes the edited frames in the LOVEU-TGVE result layout, a sheet per case and results.md / .csv / \
               .html / .json under `out`, and returns the table (a row per recipe). Reruns take tuning, inversion \
               and sampling from the memo. A script recipe gets video, masks, prompt, edit, edit_type, subject, \

@@ -40,14 +40,39 @@ impl Split {
         }
     }
 
-    /// `toy:dev` / `toy:test` (an error for other `toy:` names; `None` for anything else).
-    pub fn parse_suite(name: &str) -> Option<Result<Split>> {
+    /// `toy:dev` / `toy:test`, with an optional video count: `toy:dev:8`, or `toy:dev:all` for every video
+    /// of the split (an error for other `toy:` names; `None` for anything else).
+    pub fn parse_suite(name: &str) -> Option<Result<(Split, Option<usize>)>> {
         let rest = name.strip_prefix("toy:")?;
-        Some(match rest {
-            "dev" => Ok(Split::Dev),
-            "test" => Ok(Split::Test),
-            other => Err(Error::Invalid(format!("unknown toy suite \"toy:{other}\"; expected toy:dev or toy:test"))),
-        })
+        let (split, count) = match rest.split_once(':') {
+            Some((s, c)) => (s, Some(c)),
+            None => (rest, None),
+        };
+        let split = match split {
+            "dev" => Split::Dev,
+            "test" => Split::Test,
+            other => {
+                return Some(Err(Error::Invalid(format!(
+                    "unknown toy suite \"toy:{other}\"; expected toy:dev or toy:test (toy:dev:N or toy:dev:all for \
+                     more videos)"
+                ))))
+            }
+        };
+        let all = videos_of(split).len();
+        let count = match count {
+            None => None,
+            Some("all") => Some(all),
+            Some(c) => match c.parse::<usize>() {
+                Ok(n) if (1..=all).contains(&n) => Some(n),
+                _ => {
+                    return Some(Err(Error::Invalid(format!(
+                        "toy suite \"{name}\": expected a video count from 1 to {all}, or all, after toy:{}:",
+                        split.name()
+                    ))))
+                }
+            },
+        };
+        Some(Ok((split, count)))
     }
 }
 
@@ -231,6 +256,20 @@ pub fn spec_from_json(v: &serde_json::Value) -> Result<SyntheticSpec> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn suite_names_take_a_video_count() {
+        let all = videos_of(Split::Dev).len();
+        assert_eq!(Split::parse_suite("toy:dev").unwrap().unwrap(), (Split::Dev, None));
+        assert_eq!(Split::parse_suite("toy:test:2").unwrap().unwrap(), (Split::Test, Some(2)));
+        assert_eq!(Split::parse_suite("toy:dev:all").unwrap().unwrap(), (Split::Dev, Some(all)));
+        assert!(Split::parse_suite("some/folder").is_none());
+        let err = Split::parse_suite("toy:dev:0").unwrap().unwrap_err().to_string();
+        assert!(err.contains("toy:dev:0") && err.contains(&format!("from 1 to {all}")), "{err}");
+        let err = Split::parse_suite("toy:train").unwrap().unwrap_err().to_string();
+        assert!(err.contains("toy:train") && err.contains("expected toy:dev or toy:test"), "{err}");
+        assert_eq!(toy_suite(Split::Dev, Some(all)).unwrap().videos.len(), all);
+    }
 
     #[test]
     fn dev_and_test_are_disjoint_and_held_out() {
