@@ -124,7 +124,8 @@ fn paper_scripts_run_end_to_end_on_a_tiny_random_model() {
         printed.contains(r#"first stage: "a red triangle moving left on a purple striped background""#),
         "{printed}"
     );
-    assert_eq!(printed.matches(": CLIP-T ").count(), 7, "{printed}");
+    assert_eq!(printed.matches(": CLIP-T ").count(), 10, "{printed}");
+    assert_eq!(printed.matches("negative changed: CLIP-T ").count(), 5, "{printed}");
     assert!(dir.path().join("mu/edit/00002.png").is_file(), "{printed}");
     for f in ["m/edit.gif", "m/edit-sheet.png", "m/masks/00002.png"] {
         assert!(dir.path().join(f).is_file(), "mask-guided.rhai: {f}");
