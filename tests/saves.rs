@@ -97,9 +97,23 @@ const INTERRUPTED: &[(&str, &str)] = &[
         "let m = inflate(load_sd(\"random:tiny\"));\nlet c = synthetic_clip(#{frames: 4, size: 32, seed: 1}).video;\n\
          print(\"ready\");\ninvert(m, c, #{steps: 1000, cache: false});",
     ),
-    ("frames", "print(\"ready\");\nsave_video(synthetic_clip(#{frames: 1500, size: 128, seed: 1}).video, \"frames\");"),
-    ("gif", "let v = synthetic_clip(#{frames: 600, size: 128, seed: 1}).video;\nprint(\"ready\");\nsave_video(v, \"clip.gif\");"),
-    ("mp4", "let v = synthetic_clip(#{frames: 900, size: 128, seed: 1}).video;\nprint(\"ready\");\nsave_video(v, \"clip.mp4\");"),
+    // Saves one after another, so that the work outlasts the signals however fast the machine encodes
+    // (a single 900-frame mp4 took 0.5 s, and a SIGTERM 0.48 s in once found the run finished).
+    (
+        "frames",
+        "let v = synthetic_clip(#{frames: 300, size: 128, seed: 1}).video;\nprint(\"ready\");\n\
+         for i in 0..100 { save_video(v, `frames${i}`); }",
+    ),
+    (
+        "gif",
+        "let v = synthetic_clip(#{frames: 300, size: 128, seed: 1}).video;\nprint(\"ready\");\n\
+         for i in 0..100 { save_video(v, `clip${i}.gif`); }",
+    ),
+    (
+        "mp4",
+        "let v = synthetic_clip(#{frames: 300, size: 128, seed: 1}).video;\nprint(\"ready\");\n\
+         for i in 0..100 { save_video(v, `clip${i}.mp4`); }",
+    ),
 ];
 
 #[test]

@@ -8,7 +8,6 @@ use crate::progress::Progress;
 use ffmpeg_next as ff;
 use std::path::Path;
 use std::sync::Once;
-use vidtune_kernels::image as kimage;
 
 fn init() -> Result<()> {
     static INIT: Once = Once::new();
@@ -256,11 +255,10 @@ pub(crate) fn write(
         }
         Ok(())
     };
-    let frames = kimage::to_rgb8_tensor(video.frames())?;
     let mut rgb = ff::frame::Video::new(ff::format::Pixel::RGB24, w, h);
     let mut yuv = ff::frame::Video::empty();
     for i in 0..video.len() {
-        let bytes = Vec::<u8>::try_from(frames.get(i as i64).flatten(0, -1))?;
+        let bytes = video.frame_rgb8(i)?;
         let stride = rgb.stride(0);
         let data = rgb.data_mut(0);
         for y in 0..h as usize {

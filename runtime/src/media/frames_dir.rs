@@ -6,7 +6,6 @@ use super::video::Video;
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use std::path::{Path, PathBuf};
-use vidtune_kernels::image as kimage;
 
 /// Frame rate given to a directory of frames (it stores none), as Tune-A-Video's outputs use.
 pub const DEFAULT_FPS: f64 = 8.0;
@@ -52,10 +51,9 @@ pub(crate) fn read(dir: &Path, opts: &LoadOptions, collector: &mut Collector) ->
 
 /// Writes `video` as `00000.png`, `00001.png`, … into `dir` (a fresh temporary directory).
 pub(crate) fn write(video: &Video, dir: &Path, text: &[(String, String)], progress: &mut Progress) -> Result<()> {
-    let frames = kimage::to_rgb8_tensor(video.frames())?;
     let (w, h) = (video.width() as u32, video.height() as u32);
     for i in 0..video.len() {
-        let rgb = Vec::<u8>::try_from(frames.get(i as i64).flatten(0, -1))?;
+        let rgb = video.frame_rgb8(i)?;
         let img = image::RgbImage::from_raw(w, h, rgb).ok_or_else(|| Error::Invalid("frame size mismatch".into()))?;
         let path = dir.join(format!("{i:05}.png"));
         if text.is_empty() {

@@ -7,7 +7,6 @@ use crate::progress::Progress;
 use image::codecs::gif::{GifDecoder, GifEncoder, Repeat};
 use image::{AnimationDecoder, Delay, Frame, RgbaImage};
 use std::path::Path;
-use vidtune_kernels::image as kimage;
 
 /// Frame rate assumed when a GIF gives no delays.
 const DEFAULT_FPS: f64 = 10.0;
@@ -96,10 +95,9 @@ fn encode<W: std::io::Write>(video: &Video, out: W, progress: &mut Progress) -> 
     // GIF delays are whole centiseconds.
     let delay_cs = (100.0 / video.fps().max(0.1)).round().max(1.0) as u32;
     let delay = Delay::from_numer_denom_ms(delay_cs * 10, 1);
-    let frames = kimage::to_rgb8_tensor(video.frames())?;
     let (w, h) = (video.width() as u32, video.height() as u32);
     for i in 0..video.len() {
-        let rgb = Vec::<u8>::try_from(frames.get(i as i64).flatten(0, -1))?;
+        let rgb = video.frame_rgb8(i)?;
         let rgba: Vec<u8> = rgb.chunks_exact(3).flat_map(|p| [p[0], p[1], p[2], 255]).collect();
         let buffer = RgbaImage::from_raw(w, h, rgba).ok_or_else(|| Error::Invalid("GIF frame size mismatch".into()))?;
         encoder.encode_frame(Frame::from_parts(buffer, 0, 0, delay)).map_err(fail)?;

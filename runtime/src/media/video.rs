@@ -85,6 +85,12 @@ impl Video {
         Image::new(self.frames.get(i))
     }
 
+    /// Frame `i` as packed RGB bytes, row by row (what the encoders take). One frame at a time, so a
+    /// save holds one frame's bytes besides the clip, and stops at the next frame when cancelled.
+    pub(crate) fn frame_rgb8(&self, i: usize) -> Result<Vec<u8>> {
+        Ok(Vec::<u8>::try_from(kimage::to_rgb8_tensor(&self.frames.get(i as i64))?.flatten(0, -1))?)
+    }
+
     /// Frames `a..b` (end exclusive).
     pub fn slice(&self, a: i64, b: i64) -> Result<Video> {
         let n = self.len() as i64;
