@@ -341,6 +341,61 @@ def ddim_loop_fixture(out, pipe):
     save(out / "ddim_loop.safetensors", tensors)
 
 
+# --------------------------------------------------------------------------------------------------
+# ControlNet: a tiny random ControlNetModel beside each tiny pipeline, its residuals, the UNet they
+# control, and the whole StableDiffusionControlNetPipeline by seed.
+# --------------------------------------------------------------------------------------------------
+
+
+def controlnet_fixtures(out, pipe):
+    from diffusers import ControlNetModel, StableDiffusionControlNetPipeline
+
+    unet, vae = pipe.unet, pipe.vae
+    factor = 2 ** (len(vae.config.block_out_channels) - 1)  # pixels per latent
+    levels = factor.bit_length()  # the conditioning embedding halves the size factor-fold: log2(factor) + 1 widths
+    torch.manual_seed(5)
+    controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=tuple([4, 8, 8, 16][:levels])).eval()
+    g = torch.Generator().manual_seed(4321)
+    for p in controlnet.parameters():  # zero convolutions too, so that every residual carries signal
+        p.copy_(torch.randn(p.shape, generator=g) * 0.3 / max(1.0, p[0].numel() ** 0.25))
+    folder = out / "controlnet"
+    controlnet.save_pretrained(str(folder), safe_serialization=True)
+    save(folder / "diffusion_pytorch_model.fp16.safetensors", {k: v.half() for k, v in controlnet.state_dict().items()})
+
+    g = torch.Generator().manual_seed(77)
+    cross = unet.config.cross_attention_dim
+    x = torch.randn(2, 4, 8, 6, generator=g)
+    ctx = torch.randn(2, 77, cross, generator=g)
+    t = torch.tensor([10, 537])
+    image = torch.rand(2, 3, 8 * factor, 6 * factor, generator=g)
+    tensors = {"sample": x, "timesteps": t, "encoder_hidden_states": ctx, "image": image}
+    for tag, kwargs in [("plain", dict(conditioning_scale=0.7)), ("guess", dict(conditioning_scale=0.7, guess_mode=True))]:
+        down, mid = controlnet(x, t, encoder_hidden_states=ctx, controlnet_cond=image, return_dict=False, **kwargs)
+        for i, d in enumerate(down):
+            tensors[f"{tag}_down_{i}"] = d
+        tensors[f"{tag}_mid"] = mid
+        tensors[f"{tag}_unet"] = unet(x, t, encoder_hidden_states=ctx, down_block_additional_residuals=down, mid_block_additional_residual=mid).sample
+
+    cpipe = StableDiffusionControlNetPipeline(
+        vae=vae,
+        text_encoder=pipe.text_encoder,
+        tokenizer=pipe.tokenizer,
+        unet=unet,
+        controlnet=controlnet,
+        scheduler=pipe.scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    control = torch.rand(1, 3, 64, 48, generator=g)
+    tensors["pipe_control"] = control
+    for tag, kwargs in [("plain", {}), ("window", dict(control_guidance_start=0.2, control_guidance_end=0.7)), ("guess", dict(guess_mode=True))]:
+        common = dict(prompt=PROMPTS[1], image=control, num_inference_steps=10, guidance_scale=7.5, height=64, width=48, controlnet_conditioning_scale=0.8, **kwargs)
+        tensors[f"pipe_{tag}_latents"] = cpipe(generator=torch.Generator("cpu").manual_seed(1234), output_type="latent", **common).images
+        tensors[f"pipe_{tag}_image"] = cpipe(generator=torch.Generator("cpu").manual_seed(1234), output_type="pt", **common).images
+    save(out / "controlnet.safetensors", tensors)
+
+
 def scheduler_fixtures(out):
     """Single scheduler steps for several configs, with given model outputs and variance noise."""
     from diffusers import DDIMScheduler, DDPMScheduler
@@ -1011,6 +1066,7 @@ def main():
         ddim_loop_fixture(d, pipe)
         checkpoint_layouts(d, d / "pipeline", pipe)
         tav_fixtures(d, d / "pipeline", pipe)
+        controlnet_fixtures(d, pipe)
     sd14_architecture(tmp)
     clip_fixtures(tmp, vocab)
     sam_fixtures(tmp)

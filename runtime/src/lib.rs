@@ -9,6 +9,7 @@
 
 pub mod cache;
 pub mod config;
+pub mod control;
 pub mod cpu;
 pub mod device;
 pub mod env;
@@ -34,6 +35,7 @@ pub mod toy;
 pub mod video;
 pub mod weights;
 
+pub use control::{load_controlnet, Control, ControlNet};
 pub use error::{Error, Result};
 pub use load::load_sd;
 pub use masks::Masks;

@@ -88,7 +88,7 @@ impl std::fmt::Debug for StableDiffusion {
     }
 }
 
-fn build<M>(device: Device, mode: InitMode, f: impl FnOnce(&Builder) -> Result<M>) -> Result<(M, VarStore)> {
+pub(crate) fn build<M>(device: Device, mode: InitMode, f: impl FnOnce(&Builder) -> Result<M>) -> Result<(M, VarStore)> {
     let vars = VarStore::new(device);
     let model = f(&Builder::new(vars.root(), mode))?;
     Ok((model, vars))

@@ -139,6 +139,7 @@ fn seeded_txt2img_equals_the_diffusers_pipeline() {
                 width: Some(48),
                 height: Some(64),
                 eta,
+                controls: vec![],
             };
             let out = t2i(&sd, &prompts[1], &opts).unwrap();
             assert_close_rel(

@@ -150,6 +150,7 @@ fn generate(ctx: Option<&NativeCallContext>, host: &Host, m: &SdModel, prompt: &
         width: opts.int("width")?,
         height: opts.int("height")?,
         eta: opts.float(ETA.name)?.unwrap_or(d.eta),
+        controls: vec![],
     };
     let live = super::live::Live::from(&opts)?;
     let start = std::time::Instant::now();

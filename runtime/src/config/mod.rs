@@ -3,12 +3,14 @@
 //! that vidtune cannot run (e.g. an SDXL UNet) are refused with the reason.
 
 pub mod clip;
+pub mod controlnet;
 pub mod pipeline;
 pub mod scheduler;
 pub mod unet;
 pub mod vae;
 
 pub use clip::ClipTextConfig;
+pub use controlnet::ControlNetConfig;
 pub use pipeline::{ModelIndex, TokenizerConfig};
 pub use scheduler::SchedulerConfig;
 pub use unet::UNet2DConditionConfig;

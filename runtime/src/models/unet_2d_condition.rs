@@ -6,6 +6,7 @@
 use super::attention::Stages;
 use super::attention_processor::{Attention, AttnContext};
 use super::checkpoint::{Direct, Exec};
+use super::controlnet::ControlResiduals;
 use super::embeddings::{timestep_embedding, TimestepEmbedding};
 use super::nn::{silu, Builder, Conv2d, GroupNorm};
 use super::resnet::group_norm_frames;
@@ -35,47 +36,11 @@ impl UNet2DConditionModel {
     /// (temporal, mask-guided attention) to every transformer block.
     pub fn new(b: &Builder, config: &UNet2DConditionConfig, stages: Option<Stages>) -> Result<Self> {
         config.check_supported()?;
+        let specs = Specs { config, stages };
+        let (down_blocks, mid_block) = build_encoder(b, &specs)?;
         let ch = &config.block_out_channels;
         let n = ch.len();
-        let temb_dim = ch[0] * 4;
-        let groups = config.groups();
-        let rs =
-            ResnetSpec { temb: temb_dim, groups, eps: config.norm_eps, output_scale: config.resnet_out_scale_factor };
-        let spec = |channels: i64, block: usize| TransformerSpec {
-            channels,
-            heads: config.heads(block),
-            cross_dim: config.cross_dim(),
-            groups,
-            linear_projection: config.use_linear_projection,
-            stages: stages.clone(),
-        };
-        for (i, &c) in ch.iter().enumerate() {
-            if c % groups != 0 || c % config.heads(i) != 0 {
-                return Err(Error::Invalid(format!(
-                    "unet/config.json: block {i} has {c} channels, not divisible by norm_num_groups {groups} and {} heads",
-                    config.heads(i)
-                )));
-            }
-        }
-        let mut down_blocks = Vec::with_capacity(n);
-        let mut out_c = ch[0];
-        for (i, kind) in config.down_block_types.iter().enumerate() {
-            let in_c = out_c;
-            out_c = ch[i];
-            let attn = (block_kind(kind)? == BlockKind::CrossAttn).then(|| spec(out_c, i));
-            let down = (i + 1 < n).then_some(config.downsample_padding);
-            down_blocks.push(DownBlock::new(
-                &b.sub("down_blocks").sub(i),
-                in_c,
-                out_c,
-                config.layers(i),
-                rs,
-                attn.as_ref(),
-                down,
-            )?);
-        }
-        let mid_rs = ResnetSpec { output_scale: config.mid_block_scale_factor, ..rs };
-        let mid_block = MidBlock::new(&b.sub("mid_block"), ch[n - 1], mid_rs, &spec(ch[n - 1], n - 1))?;
+        let (rs, groups, temb_dim) = (specs.resnet(), config.groups(), ch[0] * 4);
         let rev: Vec<i64> = ch.iter().rev().copied().collect();
         let mut up_blocks = Vec::with_capacity(n);
         let mut out_c = rev[0];
@@ -84,7 +49,7 @@ impl UNet2DConditionModel {
             out_c = rev[i];
             let in_c = rev[(i + 1).min(n - 1)];
             let heads_block = n - 1 - i;
-            let attn = (block_kind(kind)? == BlockKind::CrossAttn).then(|| spec(out_c, heads_block));
+            let attn = (block_kind(kind)? == BlockKind::CrossAttn).then(|| specs.transformer(out_c, heads_block));
             let layers = config.layers(heads_block) + 1;
             up_blocks.push(UpBlock::new(
                 &b.sub("up_blocks").sub(i),
@@ -126,38 +91,28 @@ impl UNet2DConditionModel {
         ctx: &AttnContext,
     ) -> Result<E::V> {
         self.check_inputs(sample, context, ctx)?;
-        let n = sample.size()[0];
-        let t =
-            if timesteps.numel() == 1 { timesteps.reshape([1]).expand([n], false) } else { timesteps.shallow_clone() };
-        if t.size() != [n] {
-            return Err(Error::Invalid(format!(
-                "timesteps: expected one per sample ({n}), got shape {:?}",
-                timesteps.size()
-            )));
-        }
-        let t_emb = timestep_embedding(
-            &t,
-            self.config.block_out_channels[0],
-            self.config.flip_sin_to_cos,
-            self.config.freq_shift as f64,
-        );
-        let temb = self.time_embedding.forward(&t_emb.to_kind(sample.kind()));
+        let temb = time_embed(&self.config, &self.time_embedding, timesteps, sample)?;
         let center = self.config.center_input_sample;
         let input = e.input(sample);
-        let mut x = e.run(
+        let x = e.run(
             &[&input],
             Box::new(move |xs, _| {
                 let x = if center { &xs[0] * 2.0 - 1.0 } else { xs[0].shallow_clone() };
                 Ok(self.conv_in.forward(&x))
             }),
         )?;
-        let mut skips = vec![E::dup(&x)];
-        for block in &self.down_blocks {
-            let (h, s) = block.forward(e, &x, &temb, context, ctx)?;
-            x = h;
-            skips.extend(s);
+        let (mut x, mut skips) = run_encoder(e, &self.down_blocks, &self.mid_block, x, &temb, context, ctx)?;
+        if let Some(control) = ctx.data.get::<ControlResiduals>() {
+            // A ControlNet's (or several, summed) residuals join every skip connection and the mid block's
+            // output, as diffusers' `down_block_additional_residuals` / `mid_block_additional_residual`.
+            control.check(&skips.iter().map(|s| e.size(s)).collect::<Vec<_>>(), &e.size(&x))?;
+            for (skip, r) in skips.iter_mut().zip(&control.down) {
+                let r = r.shallow_clone();
+                *skip = e.run(&[skip], Box::new(move |xs, _| Ok(&xs[0] + &r)))?;
+            }
+            let mid = control.mid.shallow_clone();
+            x = e.run(&[&x], Box::new(move |xs, _| Ok(&xs[0] + &mid)))?;
         }
-        x = self.mid_block.forward(e, &x, &temb, context, ctx)?;
         for block in &self.up_blocks {
             let mut own = skips.split_off(skips.len() - block.resnets.len());
             // Upsample to the size of the next skip connection, so odd latent sizes line up.
@@ -244,4 +199,113 @@ impl UNet2DConditionModel {
     pub fn kind(&self) -> Kind {
         self.conv_in.weight.kind()
     }
+}
+
+/// What the UNet's blocks are built from: the config and the stages video modules add.
+pub(crate) struct Specs<'c> {
+    pub config: &'c UNet2DConditionConfig,
+    pub stages: Option<Stages>,
+}
+
+impl Specs<'_> {
+    pub fn resnet(&self) -> ResnetSpec {
+        let c = self.config;
+        ResnetSpec {
+            temb: c.block_out_channels[0] * 4,
+            groups: c.groups(),
+            eps: c.norm_eps,
+            output_scale: c.resnet_out_scale_factor,
+        }
+    }
+
+    /// The transformers of the block whose heads are those of down block `block`.
+    pub fn transformer(&self, channels: i64, block: usize) -> TransformerSpec {
+        let c = self.config;
+        TransformerSpec {
+            channels,
+            heads: c.heads(block),
+            cross_dim: c.cross_dim(),
+            groups: c.groups(),
+            linear_projection: c.use_linear_projection,
+            stages: self.stages.clone(),
+        }
+    }
+}
+
+/// The encoder half the UNet and a ControlNet share: the down blocks and the mid block.
+pub(crate) fn build_encoder(b: &Builder, specs: &Specs) -> Result<(Vec<DownBlock>, MidBlock)> {
+    let config = specs.config;
+    let ch = &config.block_out_channels;
+    let n = ch.len();
+    let groups = config.groups();
+    for (i, &c) in ch.iter().enumerate() {
+        if c % groups != 0 || c % config.heads(i) != 0 {
+            return Err(Error::Invalid(format!(
+                "unet/config.json: block {i} has {c} channels, not divisible by norm_num_groups {groups} and {} heads",
+                config.heads(i)
+            )));
+        }
+    }
+    let rs = specs.resnet();
+    let mut down_blocks = Vec::with_capacity(n);
+    let mut out_c = ch[0];
+    for (i, kind) in config.down_block_types.iter().enumerate() {
+        let in_c = out_c;
+        out_c = ch[i];
+        let attn = (block_kind(kind)? == BlockKind::CrossAttn).then(|| specs.transformer(out_c, i));
+        let down = (i + 1 < n).then_some(config.downsample_padding);
+        down_blocks.push(DownBlock::new(
+            &b.sub("down_blocks").sub(i),
+            in_c,
+            out_c,
+            config.layers(i),
+            rs,
+            attn.as_ref(),
+            down,
+        )?);
+    }
+    let mid_rs = ResnetSpec { output_scale: config.mid_block_scale_factor, ..rs };
+    let mid_block = MidBlock::new(&b.sub("mid_block"), ch[n - 1], mid_rs, &specs.transformer(ch[n - 1], n - 1))?;
+    Ok((down_blocks, mid_block))
+}
+
+/// The time embedding of `timesteps` (`[N]`, or one value for all `N` samples of `sample`), in the
+/// sample's dtype.
+pub(crate) fn time_embed(
+    config: &UNet2DConditionConfig,
+    embedding: &TimestepEmbedding,
+    timesteps: &Tensor,
+    sample: &Tensor,
+) -> Result<Tensor> {
+    let n = sample.size()[0];
+    let t = if timesteps.numel() == 1 { timesteps.reshape([1]).expand([n], false) } else { timesteps.shallow_clone() };
+    if t.size() != [n] {
+        return Err(Error::Invalid(format!(
+            "timesteps: expected one per sample ({n}), got shape {:?}",
+            timesteps.size()
+        )));
+    }
+    let t_emb = timestep_embedding(&t, config.block_out_channels[0], config.flip_sin_to_cos, config.freq_shift as f64);
+    Ok(embedding.forward(&t_emb.to_kind(sample.kind())))
+}
+
+/// Runs the down blocks and the mid block from `x` (the first skip connection). Returns the mid
+/// block's output and every skip connection, in order.
+pub(crate) fn run_encoder<'a, E: Exec<'a>>(
+    e: &mut E,
+    down_blocks: &'a [DownBlock],
+    mid_block: &'a MidBlock,
+    mut x: E::V,
+    temb: &Tensor,
+    context: &Tensor,
+    ctx: &AttnContext,
+) -> Result<(E::V, Vec<E::V>)> {
+    let mut skips = vec![E::dup(&x)];
+    for block in down_blocks {
+        let (h, s) = block.forward(e, &x, temb, context, ctx)?;
+        x = h;
+        skips.extend(s);
+    }
+    let x = mid_block.forward(e, &x, temb, context, ctx)?;
+    Ok((x, skips))
 }

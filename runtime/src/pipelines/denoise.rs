@@ -27,7 +27,13 @@ pub trait NoisePredictor {
 /// The image UNet on `[B, C, h, w]` (the text of the conditioning only).
 impl NoisePredictor for StableDiffusion {
     fn predict(&self, x: &Tensor, t: &Tensor, cond: &Conditioning) -> Result<Tensor> {
-        self.unet.model.forward(x, t, &cond.text, &AttnContext::default())
+        let mut ctx = AttnContext::default();
+        let n = x.size()[0];
+        let ts = if t.numel() == 1 { t.reshape([1]).expand([n], false) } else { t.shallow_clone() };
+        if let Some(r) = cond.control_residuals(x, &ts, &cond.text, 1)? {
+            ctx.data.insert(r);
+        }
+        self.unet.model.forward(x, t, &cond.text, &ctx)
     }
 
     fn device(&self) -> Device {
@@ -271,7 +277,7 @@ pub fn denoise(
         hooks.before(i, t, &mut x)?;
         let input = if cfg { Tensor::cat(&[&x, &x], 0) } else { x.shallow_clone() };
         let ts = Tensor::from(t).to_device(model.device());
-        let eps = tch::no_grad(|| model.predict(&input, &ts, &batch_cond.at_timestep(t as f64)))?;
+        let eps = tch::no_grad(|| model.predict(&input, &ts, &batch_cond.at_step(t as f64, i, n)))?;
         let eps = if cfg {
             let parts = eps.chunk(2, 0);
             &parts[0] + (&parts[1] - &parts[0]) * spec.guidance

@@ -8,6 +8,7 @@ use super::sample::{FirstFrame, SampleOptions};
 use super::t2i::T2iOptions;
 use super::tune::TuneOptions;
 use crate::cache::KeyBuilder;
+use crate::control::Control;
 use crate::device::{device_name, dtype_name};
 use crate::masks::Masks;
 use serde_json::{json, Value};
@@ -144,6 +145,22 @@ impl T2iOptions {
             "width": self.width,
             "height": self.height,
             "eta": self.eta,
+            "controls": self.controls.iter().map(Control::to_json).collect::<Vec<_>>(),
+        })
+    }
+}
+
+impl Control {
+    /// The model, its settings and the images' shape (the images are in the memo key, by content).
+    pub fn to_json(&self) -> Value {
+        json!({
+            "model": self.net.source,
+            "identity": self.net.identity,
+            "images": self.images.size(),
+            "scale": self.scale,
+            "start": self.start,
+            "end": self.end,
+            "guess_mode": self.guess_mode,
         })
     }
 }

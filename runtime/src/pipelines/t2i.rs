@@ -4,6 +4,7 @@
 use super::common::{check_denoise_options, decode_latents};
 use super::denoise::{DenoiseSpec, NoHooks};
 use super::Loop;
+use crate::control::{check_control_fits, Control};
 use crate::error::Result;
 use crate::media::{check_model_size, Image};
 use crate::options::{ETA, GUIDANCE, NEGATIVE, SAMPLE_STEPS};
@@ -22,6 +23,8 @@ pub struct T2iOptions {
     pub width: Option<i64>,
     pub height: Option<i64>,
     pub eta: f64,
+    /// ControlNets and their images (MultiControlNet when several: their residuals add).
+    pub controls: Vec<Control>,
 }
 
 impl Default for T2iOptions {
@@ -34,6 +37,7 @@ impl Default for T2iOptions {
             width: None,
             height: None,
             eta: ETA.number(),
+            controls: vec![],
         }
     }
 }
@@ -60,7 +64,8 @@ pub fn denoise_image(
     let spec = DenoiseSpec::down("t2i", opts.steps, Loop::T2i)
         .guided(if uncond.is_some() { opts.guidance } else { 1.0 }, uncond.map(Tensor::shallow_clone))
         .eta(opts.eta);
-    Ok(super::denoise::denoise(sd, latents, &Conditioning::text(cond), &spec, Some(noise), &mut NoHooks)?.latents)
+    let cond = Conditioning::text(cond).with_controls(opts.controls.clone());
+    Ok(super::denoise::denoise(sd, latents, &cond, &spec, Some(noise), &mut NoHooks)?.latents)
 }
 
 /// Generates one image for `prompt`.
@@ -71,9 +76,15 @@ pub fn t2i(sd: &StableDiffusion, prompt: &str, opts: &T2iOptions) -> Result<T2iO
     check_denoise_options(opts.steps, opts.guidance, opts.eta, &opts.negative)?;
     let c0 = sd.unet.model.config.block_out_channels[0];
     let f = sd.vae_scale_factor();
+    for c in &opts.controls {
+        c.check(1, h, w)?;
+        check_control_fits(sd, c)?;
+    }
+    // Each ControlNet runs an encoder as wide as the UNet's beside it.
+    let nets = 1.0 + opts.controls.len() as f64 / 2.0;
     crate::memory::ensure_fits(
         &format!("an image of {w}x{h}"),
-        crate::memory::bytes_of(&[3, w, h], 4.0) + crate::memory::bytes_of(&[2 * c0, w / f, h / f], 16.0),
+        crate::memory::bytes_of(&[3, w, h], 4.0) + crate::memory::bytes_of(&[2 * c0, w / f, h / f], 16.0 * nets),
         sd.device,
     )?;
     let cond = sd.encode_prompt(prompt)?;

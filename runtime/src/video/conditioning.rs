@@ -4,6 +4,7 @@
 //! [`VideoModel::forward`](super::VideoModel::forward).
 
 use super::call::{AnchorFrame, Pyramid, VideoCall};
+use crate::control::{self, CallStep, Control};
 use crate::error::{Error, Result};
 use crate::models::ClipTokenizer;
 use std::rc::Rc;
@@ -30,6 +31,10 @@ pub struct Conditioning {
     /// The call's timestep as the host knows it (the loops set it), so that a model on an accelerator
     /// need not read it back from the device; `None`: read from the timestep tensor.
     pub timestep: Option<f64>,
+    /// ControlNets and their images; the UNet adds the residuals of those active at [`Self::step`].
+    pub controls: Vec<Control>,
+    /// Where the call stands in its loop (the loops set it) and whether its batch is guided.
+    pub step: CallStep,
 }
 
 impl Clone for Conditioning {
@@ -42,6 +47,8 @@ impl Clone for Conditioning {
             frame_offset: self.frame_offset,
             anchor: self.anchor.clone(),
             timestep: self.timestep,
+            controls: self.controls.clone(),
+            step: self.step,
         }
     }
 }
@@ -57,6 +64,8 @@ impl Conditioning {
             frame_offset: 0,
             anchor: None,
             timestep: None,
+            controls: vec![],
+            step: CallStep::default(),
         }
     }
 
@@ -65,6 +74,33 @@ impl Conditioning {
         let mut out = self.clone();
         out.timestep = Some(t);
         out
+    }
+
+    /// The same at step `step` of `steps` (which controls act depends on it), at timestep `t`.
+    pub fn at_step(&self, t: f64, step: usize, steps: usize) -> Self {
+        let mut out = self.at_timestep(t);
+        out.step = CallStep { step, steps, ..self.step };
+        out
+    }
+
+    /// The same with `controls`.
+    pub fn with_controls(mut self, controls: Vec<Control>) -> Self {
+        self.controls = controls;
+        self
+    }
+
+    /// The controls' residuals for a UNet call on `x` `[B·F, C, h, w]` (see [`control::residuals`]).
+    pub fn control_residuals(
+        &self,
+        x: &Tensor,
+        t: &Tensor,
+        text: &Tensor,
+        frames: i64,
+    ) -> Result<Option<crate::models::ControlResiduals>> {
+        if self.controls.is_empty() {
+            return Ok(None);
+        }
+        control::residuals(&self.controls, self.step, x, t, text, frames)
     }
 
     /// The same with masks `[F, 1, H, W]`.
@@ -80,6 +116,7 @@ impl Conditioning {
         out.text = Tensor::cat(&[uncond, &self.text], 0);
         let cond_tokens = self.subject_tokens.first().cloned().unwrap_or_default();
         out.subject_tokens = vec![vec![], cond_tokens];
+        out.step.guided = true;
         out
     }
 
@@ -110,6 +147,7 @@ impl Conditioning {
         let mut out = self.clone();
         out.masks = self.masks.as_ref().map(|m| m.narrow(0, start, len));
         out.frame_offset = self.frame_offset + start;
+        out.controls = self.controls.iter().map(|c| c.window(start, len)).collect();
         out
     }
 

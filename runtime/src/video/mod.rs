@@ -461,6 +461,9 @@ impl VideoModel {
             stage.prepare(&video, &mut data)?;
         }
         data.insert(video);
+        if let Some(r) = cond.control_residuals(&flat, &t, &ctx_frames, f)? {
+            data.insert(r);
+        }
         let ctx = AttnContext {
             frames: f,
             training,
