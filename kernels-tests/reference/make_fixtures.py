@@ -395,6 +395,32 @@ def controlnet_fixtures(out, pipe):
         tensors[f"pipe_{tag}_image"] = cpipe(generator=torch.Generator("cpu").manual_seed(1234), output_type="pt", **common).images
     save(out / "controlnet.safetensors", tensors)
 
+    # The original layout (the ControlNet authors' files: control_model.*), checked with diffusers, whose
+    # converter knows only their four-width conditioning embedding: a ControlNet of its own for that.
+    torch.manual_seed(6)
+    standard = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(4, 8, 8, 16)).eval()
+    for p in standard.parameters():
+        p.copy_(torch.randn(p.shape, generator=g) * 0.3 / max(1.0, p[0].numel() ** 0.25))
+    standard.save_pretrained(str(out / "controlnet_standard"), safe_serialization=True)
+    sd = standard.state_dict()
+    shared = {k: v for k, v in sd.items() if not k.startswith("controlnet_")}
+    ldm = {"control_model." + k: v for k, v in diffusers_to_ldm_unet(shared, unet.config.layers_per_block).items()}
+    blocks = len({k.split(".")[2] for k in sd if k.startswith("controlnet_cond_embedding.blocks.")})
+    for k, v in sd.items():
+        p = k.split(".")
+        if p[0] == "controlnet_cond_embedding":
+            index = {"conv_in": 0, "conv_out": 2 * (blocks + 1)}.get(p[1]) if p[1] != "blocks" else 2 * (int(p[2]) + 1)
+            ldm[f"control_model.input_hint_block.{index}.{p[-1]}"] = v
+        elif p[0] == "controlnet_down_blocks":
+            ldm[f"control_model.zero_convs.{p[1]}.0.{p[2]}"] = v
+        elif p[0] == "controlnet_mid_block":
+            ldm[f"control_model.middle_block_out.0.{p[1]}"] = v
+    single = out / "controlnet_single_file.safetensors"
+    save(single, ldm)
+    back = ControlNetModel.from_single_file(str(single), config=str(out / "controlnet_standard"), local_files_only=True).state_dict()
+    bad = [k for k in sd if k not in back or not torch.equal(back[k], sd[k])]
+    assert not bad, f"the ControlNet single-file round trip differs in {bad[:5]}"
+
 
 def scheduler_fixtures(out):
     """Single scheduler steps for several configs, with given model outputs and variance noise."""

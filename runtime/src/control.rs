@@ -9,7 +9,8 @@ use crate::models::nn::InitMode;
 use crate::models::{ControlNetModel, ControlResiduals};
 use crate::sd::{build, placement, SdLoadOptions};
 use crate::weights::source::ModelSource;
-use crate::weights::{self, apply_weights};
+use crate::weights::{self, apply_weights, single_file};
+use std::path::Path;
 use std::rc::Rc;
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
@@ -37,7 +38,6 @@ impl ControlNet {
 /// `.safetensors` file with diffusers' names beside a `config.json` (or with `opts.config` naming one, or
 /// its folder). The device, dtype, variant and revision come from `opts`, as for [`crate::load_sd`].
 pub fn load_controlnet(spec: &str, opts: &SdLoadOptions) -> Result<ControlNet> {
-    let (device, dtype, _) = placement(opts)?;
     let (config_path, files) = match ModelSource::resolve(spec, &opts.revision)? {
         ModelSource::Random(kind) => {
             return Err(Error::Invalid(format!(
@@ -59,23 +59,7 @@ pub fn load_controlnet(spec: &str, opts: &SdLoadOptions) -> Result<ControlNet> {
             }
             (config, weights::component_files(&dir, "diffusion_pytorch_model", opts.variant.as_deref())?)
         }
-        ModelSource::File(path) => {
-            let config = match &opts.config {
-                Some(c) if c.is_dir() => c.join("config.json"),
-                Some(c) => c.clone(),
-                None => path.with_file_name("config.json"),
-            };
-            if !config.exists() {
-                return Err(Error::bad_file(
-                    &path,
-                    format!(
-                        "a single-file ControlNet needs its config: none at {} (pass #{{config: \"…/config.json\"}})",
-                        config.display()
-                    ),
-                ));
-            }
-            (config, vec![path])
-        }
+        ModelSource::File(path) => return load_single_file(&path, spec, opts),
     };
     let config: ControlNetConfig = read_config(&config_path)?;
     if config.unet.class_name.as_deref().is_some_and(|c| c != "ControlNetModel") {
@@ -84,12 +68,67 @@ pub fn load_controlnet(spec: &str, opts: &SdLoadOptions) -> Result<ControlNet> {
             format!("describes a {}, not a ControlNetModel", config.unet.class_name.as_deref().unwrap_or("?")),
         ));
     }
-    config.check_supported().map_err(|e| Error::bad_file(&config_path, e))?;
     let tensors = weights::read_all(&files)?;
     let mut identity = crate::weights::identity::Identity::new("controlnet").file(&config_path)?;
     for f in &files {
         identity = identity.file(f)?;
     }
+    build_controlnet(config, tensors, identity, spec, opts)
+}
+
+/// One `.safetensors` file: diffusers' names, or its authors' (`control_model.*`, mapped). The config is
+/// `opts.config` (a `config.json` or its folder), else a `config.json` beside the file, else — for the
+/// authors' layout only — SD 1.x's, with the hint convolutions' widths read from the file.
+fn load_single_file(path: &Path, spec: &str, opts: &SdLoadOptions) -> Result<ControlNet> {
+    let tensors = weights::read_safetensors(path)?;
+    let config_path = match &opts.config {
+        Some(c) if c.is_dir() => Some(c.join("config.json")),
+        Some(c) => Some(c.clone()),
+        None => Some(path.with_file_name("config.json")).filter(|c| c.exists()),
+    };
+    let original = single_file::is_original_controlnet(&tensors);
+    let mut identity = crate::weights::identity::Identity::new("controlnet-single-file").file(path)?;
+    let config: ControlNetConfig = match &config_path {
+        Some(c) => {
+            identity = identity.file(c)?;
+            read_config(c)?
+        }
+        None if original => {
+            let mut config: ControlNetConfig =
+                serde_json::from_str(include_str!("../configs/sd-v1-4/unet/config.json")).expect("bundled config");
+            config.read_widths(&tensors);
+            config
+        }
+        None => {
+            return Err(Error::bad_file(
+                path,
+                "a single-file ControlNet with diffusers' names needs its config: none beside it (pass #{config: \
+                 \"…/config.json\"})",
+            ))
+        }
+    };
+    let tensors = if original {
+        let (tensors, unused) = single_file::convert_controlnet(tensors, config.unet.layers(0))
+            .map_err(|e| Error::bad_file(path, e.to_string()))?;
+        if !unused.is_empty() {
+            log::info!("{}: {} tensors besides the ControlNet's are left unused", path.display(), unused.len());
+        }
+        tensors
+    } else {
+        tensors
+    };
+    build_controlnet(config, tensors, identity, spec, opts)
+}
+
+fn build_controlnet(
+    config: ControlNetConfig,
+    tensors: weights::TensorMap,
+    identity: crate::weights::identity::Identity,
+    spec: &str,
+    opts: &SdLoadOptions,
+) -> Result<ControlNet> {
+    let (device, dtype, _) = placement(opts)?;
+    config.check_supported().map_err(|e| Error::Invalid(format!("{spec}: {e}")))?;
     let identity = identity.text("dtype", &format!("{dtype:?}")).finish();
     let (model, mut vars) = build(device, InitMode::Empty, |b| ControlNetModel::new(b, &config))?;
     apply_weights(&mut vars, tensors, "controlnet", dtype, &|_| false, spec)?;

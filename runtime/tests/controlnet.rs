@@ -135,6 +135,24 @@ fn controlnets_load_as_fp16_variants_and_single_files() {
             assert!(t.equal(&a[&name]), "{name}");
         }
     }
+    // One file in the ControlNet authors' layout (control_model.*), as diffusers' from_single_file reads it.
+    for config in CONFIGS {
+        let folder = fixtures_dir().join(config).join("controlnet_standard");
+        let file = fixtures_dir().join(config).join("controlnet_single_file.safetensors");
+        let reference = load_controlnet(folder.to_str().unwrap(), &cpu()).unwrap();
+        let opts = SdLoadOptions { config: Some(folder.clone()), ..cpu() };
+        let single = load_controlnet(file.to_str().unwrap(), &opts).unwrap_or_else(|e| panic!("{config}: {e}"));
+        let want = reference.vars.variables();
+        for (name, t) in single.vars.variables() {
+            assert!(t.equal(&want[&name]), "{config}: {name}");
+        }
+        // Without a config, the conditioning widths come from the file (the rest is SD 1.x's).
+        let tensors = vidtune_runtime::weights::read_safetensors(&file).unwrap();
+        let mut guessed: vidtune_runtime::config::ControlNetConfig = serde_json::from_str("{}").unwrap();
+        guessed.read_widths(&tensors);
+        assert_eq!(guessed.conditioning_embedding_out_channels, [4, 8, 8, 16], "{config}");
+        assert_eq!((guessed.conditioning_channels, guessed.unet.in_channels), (3, 4), "{config}");
+    }
     // A whole Stable Diffusion folder is not a ControlNet.
     let e = load_controlnet(fixtures_dir().join("tiny-conv/pipeline").to_str().unwrap(), &cpu()).unwrap_err();
     assert!(e.to_string().contains("load_sd"), "{e}");

@@ -74,6 +74,33 @@ impl ControlNetConfig {
             .map_err(|e| Error::Invalid(e.to_string().replace("unet/config.json", "the ControlNet's config.json")))
     }
 
+    /// Takes the control image's channels, the hint convolutions' widths and the latent channels from a
+    /// ControlNet's weights in its authors' layout (`input_hint_block.{0, 2, …}`, `input_blocks.0.0`).
+    pub fn read_widths(&mut self, tensors: &crate::weights::TensorMap) {
+        let weight = |name: &str| {
+            tensors.get(&format!("control_model.{name}.weight")).or_else(|| tensors.get(&format!("{name}.weight")))
+        };
+        if let Some(w) = weight("input_hint_block.0") {
+            self.conditioning_channels = w.size()[1];
+        }
+        let mut widths = vec![];
+        let mut i = 0;
+        while let Some(w) = weight(&format!("input_hint_block.{i}")) {
+            widths.push(w.size()[0]);
+            i += 2;
+        }
+        // The hint convolutions come in pairs (same width, then stride 2 to the next) after the first; the
+        // last one projects to the UNet's width and is not one of them.
+        widths.pop();
+        let distinct: Vec<i64> = widths.iter().step_by(2).copied().collect();
+        if !distinct.is_empty() {
+            self.conditioning_embedding_out_channels = distinct;
+        }
+        if let Some(w) = weight("input_blocks.0.0") {
+            self.unet.in_channels = w.size()[1];
+        }
+    }
+
     /// How many times smaller than the control image the latents are.
     pub fn downscale(&self) -> i64 {
         1 << (self.conditioning_embedding_out_channels.len() - 1)

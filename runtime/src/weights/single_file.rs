@@ -166,6 +166,53 @@ pub fn vae_key(key: &str, blocks: i64) -> Option<String> {
     None
 }
 
+/// Whether these tensors are a ControlNet in its authors' layout (`control_model.input_hint_block.*`, or
+/// the same without the prefix).
+pub fn is_original_controlnet(tensors: &TensorMap) -> bool {
+    tensors.keys().any(|k| k.starts_with("control_model.input_hint_block.") || k.starts_with("input_hint_block."))
+}
+
+/// A ControlNet in its authors' layout, in diffusers names: the encoder as the UNet's (`input_blocks`,
+/// `middle_block`, `time_embed`), the hint convolutions (`input_hint_block.{0, 2, 4, …}`: the first is
+/// `conv_in`, the last `conv_out`, the others `blocks.{0, 1, …}`), `zero_convs.N.0` and `middle_block_out.0`.
+pub fn convert_controlnet(tensors: TensorMap, layers_per_block: i64) -> Result<(TensorMap, Vec<String>)> {
+    let prefix = if tensors.keys().any(|k| k.starts_with("control_model.")) { "control_model." } else { "" };
+    let hint = |k: &str| -> Option<i64> { k.strip_prefix("input_hint_block.")?.split('.').next()?.parse().ok() };
+    let last = tensors.keys().filter_map(|k| hint(k.strip_prefix(prefix)?)).max();
+    let (mut out, mut unused) = (TensorMap::new(), vec![]);
+    for (key, value) in tensors {
+        let Some(rest) = key.strip_prefix(prefix) else {
+            unused.push(key);
+            continue;
+        };
+        let leaf = rest.rsplit('.').next().unwrap_or_default();
+        let name = if let Some(i) = hint(rest) {
+            Some(match i {
+                0 => format!("controlnet_cond_embedding.conv_in.{leaf}"),
+                i if Some(i) == last => format!("controlnet_cond_embedding.conv_out.{leaf}"),
+                i => format!("controlnet_cond_embedding.blocks.{}.{leaf}", i / 2 - 1),
+            })
+        } else if let Some(tail) = rest.strip_prefix("zero_convs.") {
+            tail.split_once(".0.").map(|(i, leaf)| format!("controlnet_down_blocks.{i}.{leaf}"))
+        } else if let Some(leaf) = rest.strip_prefix("middle_block_out.0.") {
+            Some(format!("controlnet_mid_block.{leaf}"))
+        } else {
+            unet_key(rest, layers_per_block)
+        };
+        match name {
+            Some(n) => {
+                out.insert(n, value);
+            }
+            None => unused.push(key),
+        }
+    }
+    if !out.keys().any(|k| k.starts_with("controlnet_cond_embedding.conv_out.")) {
+        return Err(Error::Invalid("not a ControlNet: its input_hint_block has no final convolution".into()));
+    }
+    unused.sort();
+    Ok((out, unused))
+}
+
 /// Splits a single-file checkpoint into its components with diffusers names.
 pub fn convert(tensors: TensorMap, layers_per_block: i64, vae_blocks: i64) -> Result<Converted> {
     check_family(&tensors)?;
