@@ -226,6 +226,50 @@ save_video(a.video, "out/a.gif", #{{sidecar: #{{score: s, prompt: a.caption}}}})
 }
 
 #[test]
+fn controlnet_from_a_script() {
+    let dir = tempfile::tempdir().unwrap();
+    let tiny = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../kernels-tests/fixtures/generated/tiny-conv");
+    assert!(tiny.join("controlnet").exists(), "run the fixture script first (./dev.sh test does)");
+    let head = format!(
+        "let sd = load_sd(\"{0}/pipeline\", #{{device: \"cpu\"}});\nlet cn = load_controlnet(\"{0}/controlnet\", #{{device: \"cpu\"}});\n\
+         let o = #{{width: 48, height: 64, steps: 4, seed: 3}};\nlet edges = t2i(sd, \"edges\", o);\n",
+        tiny.display()
+    );
+    let script = format!(
+        "{head}print(cn);\n\
+         t2i(sd, \"a cat\", o).save(\"plain.png\");\n\
+         o.control = #{{model: cn, image: edges, scale: 0.8}};\nt2i(sd, \"a cat\", o).save(\"one.png\");\n\
+         o.control = [#{{model: cn, image: edges, scale: 0.4}}, #{{model: cn, image: edges, scale: 0.4}}];\n\
+         t2i(sd, \"a cat\", o).save(\"two.png\");\n"
+    );
+    let out = run_script(dir.path(), "control.rhai", &script, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("ControlNet(") && stdout(&out).contains("2x the latents"), "{}", stdout(&out));
+    // The pixels (the files' run records differ: they name the controls).
+    let read = |name: &str| image::open(dir.path().join(name)).unwrap().to_rgb8().into_raw();
+    assert_ne!(read("plain.png"), read("one.png"), "the control changes the image");
+    assert_eq!(read("one.png"), read("two.png"), "two controls at half the scale add up to one at the full scale");
+    for (code, expected) in [
+        (
+            "t2i(sd, \"x\", #{width: 48, height: 64, control: #{model: cn, image: edges, scael: 1}});",
+            "did you mean \"scale\"",
+        ),
+        (
+            "t2i(sd, \"x\", #{width: 48, height: 32, control: #{model: cn, image: edges}});",
+            "48x64 pixels for a clip of 48x32",
+        ),
+        ("t2i(sd, \"x\", #{width: 48, height: 64, control: #{image: edges}});", "needs model: load_controlnet"),
+        (
+            "t2i(sd, \"x\", #{width: 48, height: 64, control: #{model: sd, image: edges}});",
+            "a ControlNet (from load_controlnet)",
+        ),
+        ("load_controlnet(\"random:tiny\");", "there are no random ControlNets"),
+    ] {
+        expect_error(dir.path(), &format!("{head}{code}"), expected);
+    }
+}
+
+#[test]
 fn segmenting_from_a_script_with_clicks_masks_and_previews() {
     let dir = tempfile::tempdir().unwrap();
     let sam_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../kernels-tests/fixtures/generated/sam");

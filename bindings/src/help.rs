@@ -4,7 +4,7 @@
 
 use crate::docs::{option_names, FnDoc, TypeDoc};
 use crate::engine::state::Host;
-use crate::engine::{host, long, masks, media, models, score, segment, suites, video};
+use crate::engine::{control, host, long, masks, media, models, score, segment, suites, video};
 
 /// Every area's documentation table, in the order `:help` lists them.
 pub const DOC_TABLES: &[&[FnDoc]] = &[
@@ -12,6 +12,7 @@ pub const DOC_TABLES: &[&[FnDoc]] = &[
     segment::DOCS,
     masks::DOCS,
     models::DOCS,
+    control::DOCS,
     video::DOCS,
     long::DOCS,
     score::DOCS,
@@ -32,6 +33,10 @@ pub const TYPE_DOCS: &[TypeDoc] = &[
     TypeDoc {
         name: "StableDiffusion",
         summary: "A loaded SD1.x model: UNet, VAE, CLIP text encoder, tokenizer, scheduler.",
+    },
+    TypeDoc {
+        name: "ControlNet",
+        summary: "A loaded ControlNet: conditions generation on an image (edges, depth, a segmentation map, a pose).",
     },
     TypeDoc {
         name: "VideoModel",

@@ -31,6 +31,24 @@ impl ControlNet {
     pub fn kind(&self) -> Kind {
         self.model.kind()
     }
+
+    /// One line for the REPL and `print`.
+    pub fn summary(&self) -> String {
+        let c = &self.model.config;
+        let params: i64 = self.vars.variables().values().map(|t| t.numel() as i64).sum();
+        format!(
+            "ControlNet({}; {} channels of control image at {}x the latents; widths {:?}; text width {}; {} \
+             parameters, {} on {})",
+            self.source,
+            c.conditioning_channels,
+            c.downscale(),
+            c.unet.block_out_channels,
+            c.unet.cross_dim(),
+            if params >= 1_000_000 { format!("{:.1}M", params as f64 / 1e6) } else { params.to_string() },
+            crate::device::dtype_name(self.kind()),
+            crate::device::device_name(self.device)
+        )
+    }
 }
 
 /// Loads a ControlNet: a diffusers `ControlNetModel` folder (`config.json` and

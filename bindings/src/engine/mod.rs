@@ -7,6 +7,7 @@
 //! area's `DOCS` joins [`crate::help::DOC_TABLES`].
 
 pub mod call;
+pub mod control;
 pub mod host;
 pub mod limits;
 pub mod live;
@@ -84,6 +85,7 @@ pub fn build_engine(host: &Rc<Host>) -> Engine {
     media::register(&mut functions, host);
     segment::register(&mut functions, host);
     masks::register(&mut functions, host);
+    control::register(&mut functions);
     models::register(&mut functions, host);
     video::register(&mut functions, host);
     long::register(&mut functions, host);

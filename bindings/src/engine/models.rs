@@ -69,6 +69,7 @@ pub const T2I_OPTIONS: &[OptDoc] = &[
         doc: "a multiple of 8 (default: the model's size, 512 for SD1.x)",
     },
     OptDoc { opt: None, name: "height", takes: "integer", doc: "as width" },
+    super::control::CONTROL,
     super::live::PREVIEW_EVERY,
     super::live::ON_STEP,
 ];
@@ -150,7 +151,7 @@ fn generate(ctx: Option<&NativeCallContext>, host: &Host, m: &SdModel, prompt: &
         width: opts.int("width")?,
         height: opts.int("height")?,
         eta: opts.float(ETA.name)?.unwrap_or(d.eta),
-        controls: vec![],
+        controls: super::control::controls(&opts)?,
     };
     let live = super::live::Live::from(&opts)?;
     let start = std::time::Instant::now();

@@ -1,0 +1,136 @@
+//! ControlNet functions: `load_controlnet`, the `ControlNet` type, and the `control` option the
+//! generating functions share (`#{control: [#{model, image | video, scale, start, end, guess_mode}]}`).
+
+use crate::docs::{FnDoc, OptDoc};
+use crate::guard::Registrar;
+use crate::opts::{rt, script_error, Opts, RhaiResult};
+use rhai::{Dynamic, Map};
+use std::path::PathBuf;
+use std::rc::Rc;
+use vidtune_runtime::{load_controlnet, Control, ControlNet, Image, SdLoadOptions, Video};
+
+/// A loaded ControlNet, shared by the controls that use it.
+#[derive(Debug, Clone)]
+pub struct ScriptControlNet(pub Rc<ControlNet>);
+
+/// `load_controlnet`'s options.
+pub const LOAD_CONTROLNET_OPTIONS: &[OptDoc] = &[
+    OptDoc {
+        opt: None,
+        name: "device",
+        takes: "\"auto\" | \"cpu\" | \"cuda\" | \"cuda:N\"",
+        doc: "the model's (default auto)",
+    },
+    OptDoc {
+        opt: None,
+        name: "dtype",
+        takes: "\"fp32\" | \"fp16\" | \"bf16\"",
+        doc: "the model's (default as load_sd)",
+    },
+    OptDoc { opt: None, name: "variant", takes: "\"fp16\"", doc: "read diffusion_pytorch_model.fp16.safetensors" },
+    OptDoc {
+        opt: None,
+        name: "revision",
+        takes: "string (default \"main\")",
+        doc: "branch or commit of a cached repo",
+    },
+    OptDoc {
+        opt: None,
+        name: "config",
+        takes: "path",
+        doc: "for single files: the ControlNet's config.json (or its folder); default: one beside the file, else \
+              SD 1.x's for files in the ControlNet authors' layout",
+    },
+];
+
+/// The `control` option of the generating functions.
+pub const CONTROL: OptDoc = OptDoc {
+    opt: None,
+    name: "control",
+    takes: "map or array of maps",
+    doc: "ControlNet conditioning: #{model: ControlNet, image: Image (or video: Video, one control frame per frame), \
+          scale: 1.0, start: 0.0, end: 1.0, guess_mode: false}; several add their residuals",
+};
+
+const CONTROL_KEYS: &[&str] = &["model", "image", "video", "scale", "start", "end", "guess_mode"];
+
+fn load(spec: &str, opts: Opts) -> RhaiResult<ScriptControlNet> {
+    let o = SdLoadOptions {
+        device: opts.string("device")?.unwrap_or_else(|| "auto".into()),
+        dtype: opts.string("dtype")?,
+        variant: opts.string("variant")?,
+        revision: opts.string("revision")?.unwrap_or_else(|| "main".into()),
+        config: opts.string("config")?.map(PathBuf::from),
+        ..SdLoadOptions::default()
+    };
+    Ok(ScriptControlNet(Rc::new(rt(load_controlnet(spec, &o))?)))
+}
+
+/// The controls of `opts`' `control` option (none when it is absent).
+pub fn controls(opts: &Opts) -> RhaiResult<Vec<Control>> {
+    let Some(value) = opts.get("control") else { return Ok(vec![]) };
+    let func = opts.func();
+    let items: Vec<Dynamic> = match value.clone().try_cast::<rhai::Array>() {
+        Some(a) => a,
+        None => vec![value.clone()],
+    };
+    let mut out = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        let label = format!("{func} control {i}");
+        let map = item.clone().try_cast::<Map>().ok_or_else(|| {
+            script_error(format!(
+                "{label}: expected #{{model: ControlNet, image: Image, …}}, got {}",
+                crate::values::describe(&item)
+            ))
+        })?;
+        let o = Opts::new(&label, map, CONTROL_KEYS)?;
+        let net = o
+            .custom::<ScriptControlNet>("model", "a ControlNet (from load_controlnet)")?
+            .ok_or_else(|| script_error(format!("{label}: needs model: load_controlnet(\"…\")")))?;
+        let images = match (o.custom::<Image>("image", "an Image")?, o.custom::<Video>("video", "a Video")?) {
+            (Some(img), None) => (img.tensor() + 1.0) / 2.0,
+            (None, Some(v)) => (v.frames() + 1.0) / 2.0,
+            (Some(_), Some(_)) => return Err(script_error(format!("{label}: give image or video, not both"))),
+            (None, None) => return Err(script_error(format!("{label}: needs image: Image or video: Video"))),
+        };
+        let base = rt(Control::new(net.0, &images))?;
+        out.push(Control {
+            scale: o.float("scale")?.unwrap_or(1.0),
+            start: o.float("start")?.unwrap_or(0.0),
+            end: o.float("end")?.unwrap_or(1.0),
+            guess_mode: o.bool("guess_mode")?.unwrap_or(false),
+            ..base
+        });
+    }
+    Ok(out)
+}
+
+pub fn register(engine: &mut Registrar) {
+    engine.register_type_with_name::<ScriptControlNet>("ControlNet");
+    engine.register_fn("load_controlnet", |spec: &str| load(spec, Opts::empty("load_controlnet")));
+    engine.register_fn("load_controlnet", |spec: &str, opts: Map| {
+        load(spec, Opts::declared("load_controlnet", opts, LOAD_CONTROLNET_OPTIONS)?)
+    });
+    engine.register_fn("to_string", |m: &mut ScriptControlNet| m.0.summary());
+    engine.register_fn("to_debug", |m: &mut ScriptControlNet| m.0.summary());
+}
+
+pub const DOCS: &[FnDoc] = &[FnDoc {
+    name: "load_controlnet",
+    signatures: &[
+        "load_controlnet(path_or_repo_id: string) -> ControlNet",
+        "load_controlnet(path_or_repo_id: string, options: map) -> ControlNet",
+    ],
+    summary: "Loads a ControlNet for SD 1.x: a diffusers ControlNetModel folder, a repo id in the Hugging Face cache \
+              (lllyasviel/sd-controlnet-canny; never downloaded), or one .safetensors file (the ControlNet authors' \
+              control_model.* layout, or diffusers' names with its config.json). Give it to t2i as #{control: …}.",
+    details: "The control image is at the generated image's size, values as an Image's; a Video gives each \
+              frame its own. scale multiplies the residuals; start and end are the part of the schedule it acts \
+              on (fractions); guess_mode conditions only the guided half, as diffusers' guess_mode. Several \
+              controls add their residuals (MultiControlNet).",
+    options: LOAD_CONTROLNET_OPTIONS,
+    example: r#"let sd = load_sd("runwayml/stable-diffusion-v1-5");
+let canny = load_controlnet("lllyasviel/sd-controlnet-canny");
+let edges = load_image("edges.png");
+let img = t2i(sd, "a red car", #{control: #{model: canny, image: edges, scale: 0.8}});"#,
+}];
