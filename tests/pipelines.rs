@@ -240,11 +240,19 @@ fn controlnet_from_a_script() {
          t2i(sd, \"a cat\", o).save(\"plain.png\");\n\
          o.control = #{{model: cn, image: edges, scale: 0.8}};\nt2i(sd, \"a cat\", o).save(\"one.png\");\n\
          o.control = [#{{model: cn, image: edges, scale: 0.4}}, #{{model: cn, image: edges, scale: 0.4}}];\n\
-         t2i(sd, \"a cat\", o).save(\"two.png\");\n"
+         t2i(sd, \"a cat\", o).save(\"two.png\");\n\
+         let v = synthetic_clip(#{{frames: 3, size: 16, seed: 2}}).video;\n\
+         let m = tune(inflate(sd), v, \"a cat\", #{{steps: 2, control: #{{model: cn, video: v}}}});\n\
+         let out = sample(m, \"a dog\", #{{frames: 3, size: 16, steps: 2, seed: 1, control: #{{model: cn, video: v, end: 0.5}}}});\n\
+         print(`sampled ${{out.len()}} frames`);\n"
     );
     let out = run_script(dir.path(), "control.rhai", &script, &[]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stdout(&out).contains("ControlNet(") && stdout(&out).contains("2x the latents"), "{}", stdout(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("ControlNet(") && text.contains("2x the latents") && text.contains("sampled 3 frames"),
+        "{text}"
+    );
     // The pixels (the files' run records differ: they name the controls).
     let read = |name: &str| image::open(dir.path().join(name)).unwrap().to_rgb8().into_raw();
     assert_ne!(read("plain.png"), read("one.png"), "the control changes the image");

@@ -189,7 +189,7 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<Vec<Stage>> {
     .video;
     let prompt = "a red circle moving on a striped background";
     let (model, inflate_stage) = stage("inflate", 0, 1.0, device, || inflate(sd.clone(), &VideoSpec::default(), 0))?;
-    let clips = [TuneClip { video: clip.clone(), prompt: prompt.into(), masks: None }];
+    let clips = [TuneClip { video: clip.clone(), prompt: prompt.into(), masks: None, controls: vec![] }];
     let tune_opts =
         TuneOptions { steps: o.tune_steps, precision, checkpointing: o.checkpointing, ..Default::default() };
     let checkpointing = o.checkpointing.unwrap_or(device.is_cuda());

@@ -33,7 +33,12 @@ fn main() -> vidtune_runtime::Result<()> {
 
     let t0 = Instant::now();
     let model = inflate(sd.clone(), &VideoSpec::mask_guided(), 0)?;
-    let clips = [TuneClip { video: clip.video.clone(), prompt: prompt.clone(), masks: Some(clip.masks.clone()) }];
+    let clips = [TuneClip {
+        video: clip.video.clone(),
+        prompt: prompt.clone(),
+        masks: Some(clip.masks.clone()),
+        controls: vec![],
+    }];
     let opts = TuneOptions { steps: tune_steps, lr: 1e-3, window: Some(8), ..Default::default() };
     let tuned = tune_clips(&model, &clips, &opts)?;
     println!("tuned {tune_steps} steps on windows of 8 frames in {:.1} s", t0.elapsed().as_secs_f64());

@@ -207,7 +207,7 @@ fn edit(
     let opts = TuneOptions { steps: row.steps, lr: 1e-3, ..Default::default() };
     let tuned = tune_clips(
         &model,
-        &[TuneClip { video: clip.video.clone(), prompt: clip.caption.clone(), masks: m.clone() }],
+        &[TuneClip { video: clip.video.clone(), prompt: clip.caption.clone(), masks: m.clone(), controls: vec![] }],
         &opts,
     )?;
     let prompt_inv = if row.invert_prompt { clip.caption.clone() } else { String::new() };

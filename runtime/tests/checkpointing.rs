@@ -133,7 +133,7 @@ fn tuning_with_checkpointing_and_mixed_precision() {
     let sd = random_tiny();
     let (video, _) = clip(4);
     let model = inflate(sd.clone(), &VideoSpec::default(), 4).unwrap();
-    let clips = [TuneClip { video, prompt: "a red circle".into(), masks: None }];
+    let clips = [TuneClip { video, prompt: "a red circle".into(), masks: None, controls: vec![] }];
     let run = |checkpointing: bool, precision: Option<Kind>| {
         let opts = TuneOptions {
             steps: 3,

@@ -196,7 +196,7 @@ fn tuning_on_windows_trains_on_slices_and_a_window_over_the_clip_is_plain_tuning
     let sd = random_tiny();
     let model = inflate(sd, &VideoSpec::mask_guided(), 6).unwrap();
     let (video, masks) = clip(6);
-    let clips = [TuneClip { video, prompt: "a red circle".into(), masks: Some(masks) }];
+    let clips = [TuneClip { video, prompt: "a red circle".into(), masks: Some(masks), controls: vec![] }];
     let o = TuneOptions { steps: 3, lr: 1e-3, ..Default::default() };
     let plain = tune_clips(&model, &clips, &o).unwrap();
     let whole = tune_clips(&model, &clips, &TuneOptions { window: Some(16), ..o.clone() }).unwrap();

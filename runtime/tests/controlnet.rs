@@ -194,3 +194,89 @@ fn bad_controls_are_refused_naming_what_is_wrong() {
     let e = sd.unet.model.forward(&x, &Tensor::from(10i64), &text, &ctx).unwrap_err().to_string();
     assert!(e.contains("1 down residuals") && e.contains("skip connections"), "{e}");
 }
+
+/// The tiny-conv pipeline inflated to video, with its ControlNet, and a clip of `frames` frames of 16×16.
+fn video_setup(frames: i64) -> (vidtune_runtime::video::VideoModel, Rc<ControlNet>, Tensor) {
+    let sd = Rc::new(load_sd(fixtures_dir().join("tiny-conv/pipeline").to_str().unwrap(), &cpu()).unwrap());
+    let model = vidtune_runtime::video::inflate(sd, &Default::default(), 0).unwrap();
+    let net = Rc::new(controlnet("tiny-conv", &cpu()));
+    tch::manual_seed(4);
+    let images = Tensor::rand([frames, 3, 16, 16], (Kind::Float, tch::Device::Cpu));
+    (model, net, images)
+}
+
+#[test]
+fn a_control_video_conditions_each_frame_with_its_own_frame_and_windows_with_theirs() {
+    use vidtune_runtime::control::{residuals, CallStep};
+    let (_, net, images) = video_setup(4);
+    let control = Control::new(net.clone(), &images).unwrap();
+    tch::manual_seed(5);
+    // Two clips of 4 frames (a guided batch), frames as the batch: [2·4, C, 8, 8].
+    let x = Tensor::randn([8, 4, 8, 8], (Kind::Float, tch::Device::Cpu));
+    let t = Tensor::from_slice(&[500i64; 8]);
+    let text = Tensor::randn([8, 77, 16], (Kind::Float, tch::Device::Cpu));
+    let r = residuals(std::slice::from_ref(&control), CallStep::default(), &x, &t, &text, 4).unwrap().unwrap();
+    for i in 0..8 {
+        let one = |v: &Tensor| v.narrow(0, i, 1);
+        let frame = images.narrow(0, i % 4, 1);
+        let alone = tch::no_grad(|| net.model.forward(&one(&x), &one(&t), &one(&text), &frame, 1.0, false)).unwrap();
+        assert_close_rel(&one(&r.mid), &alone.mid, TOL, &format!("row {i}: the mid residual of its own frame"));
+        for (k, d) in r.down.iter().enumerate() {
+            assert_close_rel(&one(d), &alone.down[k], TOL, &format!("row {i}: residual {k}"));
+        }
+    }
+    // A window of the clip gets the control's frames of that window.
+    let cond = vidtune_runtime::video::Conditioning::text(&text.narrow(0, 0, 1)).with_controls(vec![control.clone()]);
+    let w = cond.window(1, 2);
+    assert!(w.controls[0].images.equal(&images.narrow(0, 1, 2)));
+    // One image stays one image (every frame gets it).
+    let still = Control::new(net, &images.get(0)).unwrap();
+    assert_eq!(still.window(2, 2).images.size(), [1, 3, 16, 16]);
+}
+
+#[test]
+fn sampling_and_tuning_take_controls_into_their_memo_keys_and_check_them() {
+    use vidtune_runtime::pipelines::cached::{sample_key, tune_key};
+    use vidtune_runtime::pipelines::codenoise::PromptSchedule;
+    use vidtune_runtime::pipelines::sample::{sample, SampleOptions};
+    use vidtune_runtime::pipelines::tune::{tune_clips, TuneClip, TuneOptions};
+    let (model, net, images) = video_setup(3);
+    let o = SampleOptions {
+        steps: 2,
+        seed: Some(1),
+        frames: Some(3),
+        width: Some(16),
+        height: Some(16),
+        ..Default::default()
+    };
+    let with =
+        |images: &Tensor| SampleOptions { controls: vec![Control::new(net.clone(), images).unwrap()], ..o.clone() };
+    let prompts = PromptSchedule::single("a cat");
+    let plain = sample_key(&model, &prompts, None, &o).unwrap();
+    let controlled = sample_key(&model, &prompts, None, &with(&images)).unwrap();
+    let other = sample_key(&model, &prompts, None, &with(&(&images * 0.5))).unwrap();
+    assert!(plain != controlled && controlled != other, "controls are in the key, by content");
+    let a = sample(&model, "a cat", None, &o).unwrap().0;
+    let b = sample(&model, "a cat", None, &with(&images)).unwrap().0;
+    assert!(!a.frames().equal(b.frames()), "the control changes the clip");
+    // A control video shorter than the clip.
+    let e = sample(&model, "a cat", None, &with(&images.narrow(0, 0, 2))).unwrap_err().to_string();
+    assert!(e.contains("2 frames for a clip of 3"), "{e}");
+    // Tuning: conditioned on the control as sampling will be; the control is in the key.
+    let clip = vidtune_runtime::Video::new(&images * 2.0 - 1.0, 8.0).unwrap();
+    let clips =
+        |controls: Vec<Control>| [TuneClip { video: clip.clone(), prompt: "a cat".into(), masks: None, controls }];
+    let t = TuneOptions { steps: 2, ..Default::default() };
+    let bare = clips(vec![]);
+    let guided = clips(vec![Control::new(net.clone(), &images).unwrap()]);
+    assert_ne!(tune_key(&model, &bare, &t), tune_key(&model, &guided, &t));
+    let tuned = tune_clips(&model, &guided, &t).unwrap();
+    let untuned = tune_clips(&model, &bare, &t).unwrap();
+    let after = |m: &vidtune_runtime::video::VideoModel| {
+        let vars = m.vars.variables();
+        m.trained.iter().map(|n| vars[n].shallow_clone()).collect::<Vec<_>>()
+    };
+    assert!(!tuned.trained.is_empty());
+    let differs = after(&tuned).iter().zip(after(&untuned)).any(|(a, b)| !a.equal(&b));
+    assert!(differs, "the control reaches the tuned weights");
+}

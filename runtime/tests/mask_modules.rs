@@ -434,8 +434,8 @@ fn few_shot_tuning_with_masks_losses_and_first_frame_runs_and_is_refused_without
     let (a, ma) = clip(2);
     let (b, mb) = clip(3);
     let clips = vec![
-        TuneClip { video: a.clone(), prompt: "a red square".into(), masks: Some(ma) },
-        TuneClip { video: b, prompt: "a blue square".into(), masks: Some(mb) },
+        TuneClip { video: a.clone(), prompt: "a red square".into(), masks: Some(ma), controls: vec![] },
+        TuneClip { video: b, prompt: "a blue square".into(), masks: Some(mb), controls: vec![] },
     ];
     let o = TuneOptions {
         steps: 3,
@@ -450,6 +450,8 @@ fn few_shot_tuning_with_masks_losses_and_first_frame_runs_and_is_refused_without
     assert_eq!((record.clips, record.losses.len()), (2, 3));
     assert!(tuned.trained.iter().any(|n| n.starts_with("mask_encoder.")), "the mask encoder trains");
     assert!(tuned.trained.iter().any(|n| n.contains(".attn_mask.")), "MCA trains");
-    let e = tune_clips(&model, &[TuneClip { video: a, prompt: "x".into(), masks: None }], &o).unwrap_err().to_string();
+    let e = tune_clips(&model, &[TuneClip { video: a, prompt: "x".into(), masks: None, controls: vec![] }], &o)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("need the subject's masks of every clip"), "{e}");
 }

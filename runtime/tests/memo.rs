@@ -135,8 +135,14 @@ fn reproducible_samples_and_co_denoised_clips_are_memoised_and_unseeded_ones_are
     // Another thread has an empty memory: the clip comes from disk, bit for bit.
     let want = first.value.0.frames().copy();
     let memo2 = memo.clone();
+    // The options hold controls (shared, not Send): the thread builds its own copy.
+    let same = format!("{:?}", o.to_json());
     let from_disk = std::thread::spawn(move || {
         set_disk_cache(DiskCache { dir: memo2, max_bytes: 1 << 30 });
+        let windows = Some(WindowOptions { stride: 2, ..WindowOptions::new(3) });
+        let o =
+            SampleOptions { steps: 2, guidance: 3.0, seed: Some(5), frames: Some(5), windows, ..Default::default() };
+        assert_eq!(format!("{:?}", o.to_json()), same);
         let out = sample_cached(&model(), &prompts, None, &o, true).unwrap();
         (out.source, out.value.0.frames().copy(), out.value.1)
     })

@@ -245,7 +245,12 @@ fn co_denoising_a_long_held_out_clip_leaves_no_seams_where_independent_windows_d
     let clip = held_out_clip_of(Shape::Circle, "purple", Motion::Left, "yellow", 48).unwrap();
     let edit = clip.caption.replace("purple", "green");
     let model = inflate(sd, &VideoSpec::mask_guided(), 0).unwrap();
-    let clips = [TuneClip { video: clip.video.clone(), prompt: clip.caption.clone(), masks: Some(clip.masks.clone()) }];
+    let clips = [TuneClip {
+        video: clip.video.clone(),
+        prompt: clip.caption.clone(),
+        masks: Some(clip.masks.clone()),
+        controls: vec![],
+    }];
     let tuned = tune_clips(&model, &clips, &TuneOptions { steps: 60, lr: 1e-3, window: Some(8), ..Default::default() })
         .unwrap();
     let dilated = clip.masks.dilate(3).unwrap().tensor().to_kind(tch::Kind::Float);
@@ -316,7 +321,7 @@ fn extending_a_held_out_clip_continues_it_past_its_last_frame() {
     let (clip, truth) = (whole.video.slice(0, 8).unwrap(), whole.video.slice(8, 16).unwrap());
     let (masks, next) = (whole.masks.slice_frames(0, 8).unwrap(), whole.masks.slice_frames(8, 8).unwrap());
     let model = inflate(sd, &VideoSpec::dynamic_mask(), 0).unwrap();
-    let clips = [TuneClip { video: clip.clone(), prompt: whole.caption.clone(), masks: Some(masks) }];
+    let clips = [TuneClip { video: clip.clone(), prompt: whole.caption.clone(), masks: Some(masks), controls: vec![] }];
     let o = TuneOptions { steps: 80, lr: 1e-3, first_frame: true, ..Default::default() };
     let tuned = tune_clips(&model, &clips, &o).unwrap();
     let so = SampleOptions {

@@ -123,7 +123,8 @@ pub const DOCS: &[FnDoc] = &[FnDoc {
     ],
     summary: "Loads a ControlNet for SD 1.x: a diffusers ControlNetModel folder, a repo id in the Hugging Face cache \
               (lllyasviel/sd-controlnet-canny; never downloaded), or one .safetensors file (the ControlNet authors' \
-              control_model.* layout, or diffusers' names with its config.json). Give it to t2i as #{control: …}.",
+              control_model.* layout, or diffusers' names with its config.json). Give it to t2i, sample, co_denoise \
+              or tune as #{control: …}.",
     details: "The control image is at the generated image's size, values as an Image's; a Video gives each \
               frame its own. scale multiplies the residuals; start and end are the part of the schedule it acts \
               on (fractions); guess_mode conditions only the guided half, as diffusers' guess_mode. Several \

@@ -69,11 +69,12 @@ fn do_tune(
             m.into_iter().map(Some).collect()
         }
     };
+    let controls = super::control::controls(&opts)?;
     let clips: Vec<TuneClip> = videos
         .into_iter()
         .zip(texts)
         .zip(masks)
-        .map(|((video, prompt), masks)| TuneClip { video, prompt, masks })
+        .map(|((video, prompt), masks)| TuneClip { video, prompt, masks, controls: controls.clone() })
         .collect();
     let o = tune_options(&opts, &|p| host.output_path(p))?;
     let use_cache = opts.bool("cache")?.unwrap_or(true);

@@ -102,6 +102,7 @@ pub const TUNE_OPTIONS: &[OptDoc] = &[
     OptDoc { opt: None, name: "checkpoint", takes: "path", doc: "a tuned file written every `checkpoint_every` steps" },
     OptDoc::declared(&CHECKPOINT_EVERY),
     OptDoc { opt: None, name: "cache", takes: "true (default) | false", doc: "false: always recompute" },
+    super::control::CONTROL,
 ];
 
 /// `invert`'s options.
@@ -180,6 +181,7 @@ macro_rules! sample_options {
             },
             OptDoc::declared(&STRENGTH),
             OptDoc::declared(&RENOISE),
+            super::control::CONTROL,
             OptDoc { opt: None,
                 name: "cache",
                 takes: "true (default) | false",
@@ -387,6 +389,7 @@ pub(super) fn sample_options(opts: &Opts, window: Option<i64>) -> RhaiResult<Sam
             None => None,
         },
         until: None,
+        controls: super::control::controls(opts)?,
     })
 }
 

@@ -54,6 +54,9 @@ pub fn tune_key(model: &VideoModel, clips: &[TuneClip], opts: &TuneOptions) -> S
             Some(m) => k.text("masks").tensor(m.tensor()),
             None => k.text("no masks"),
         };
+        if !c.controls.is_empty() {
+            k = k.controls(&c.controls);
+        }
     }
     k.text(&format!("{o:?}")).finish()
 }
@@ -89,12 +92,16 @@ pub fn sample_key(
     if !reproducible {
         return None;
     }
-    let plain = SampleOptions { masks: None, ..opts.clone() };
+    let plain = SampleOptions { masks: None, controls: vec![], ..opts.clone() };
     let mut k = KeyBuilder::new("sample")
         .text(&model.identity)
         .text(&model.base.memo_identity())
         .text(&format!("{prompts:?}"))
-        .text(&format!("{plain:?}"));
+        // Without controls the key is the one made before controls existed, so memoised results stay valid.
+        .text(&format!("{plain:?}").replace(", controls: []", ""));
+    if !opts.controls.is_empty() {
+        k = k.controls(&opts.controls);
+    }
     k = match &opts.masks {
         Some(m) => k.text("masks").tensor(m.tensor()),
         None => k.text("no masks"),
@@ -181,7 +188,7 @@ pub fn tune_cached(
     opts: &TuneOptions,
     use_cache: bool,
 ) -> Result<Memoised<Rc<VideoModel>>> {
-    let clips = [TuneClip { video: clip.clone(), prompt: prompt.to_string(), masks: None }];
+    let clips = [TuneClip { video: clip.clone(), prompt: prompt.to_string(), masks: None, controls: vec![] }];
     tune_clips_cached(model, &clips, opts, use_cache)
 }
 

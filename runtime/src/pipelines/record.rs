@@ -93,6 +93,7 @@ impl SampleOptions {
             "renoise": self.renoise,
             "windows": self.windows.as_ref().map(WindowOptions::to_json),
             "until": self.until,
+            "controls": self.controls.iter().map(Control::to_json).collect::<Vec<_>>(),
         })
     }
 }

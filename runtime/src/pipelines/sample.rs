@@ -17,6 +17,7 @@ use super::codenoise::{window_texts, PromptSchedule, WindowOptions, Windowed};
 use super::common::{check_denoise_options, decode_video, encode_video, to_video_latents, Latents};
 use super::denoise::{denoise, DenoiseSpec, StepHooks};
 use super::Loop;
+use crate::control::{check_control_fits, Control};
 use crate::error::{Error, Result};
 use crate::masks::Masks;
 use crate::media::{check_model_size, Image, Video};
@@ -77,6 +78,8 @@ pub struct SampleOptions {
     pub windows: Option<WindowOptions>,
     /// Stop after this many steps of the schedule and return the latents there (average fusion).
     pub until: Option<i64>,
+    /// ControlNets and their images (one, or one per frame of the clip); windows get their frames.
+    pub controls: Vec<Control>,
 }
 
 impl Default for SampleOptions {
@@ -102,6 +105,7 @@ impl Default for SampleOptions {
             renoise: RENOISE.number(),
             windows: None,
             until: None,
+            controls: vec![],
         }
     }
 }
@@ -436,7 +440,13 @@ pub fn sample_schedule_latents(
     if let (Some(z), Some(alpha)) = (&first, opts.shared_noise) {
         x = share_noise(&x, z, alpha, opts.variance_preserving);
     }
-    let mut cond = Conditioning::text(&base.encode_prompt(prompt)?).with_masks(opts.masks.as_ref().map(|m| m.tensor()));
+    for c in &opts.controls {
+        c.check(frames, lh * f, lw * f)?;
+        check_control_fits(base, c)?;
+    }
+    let mut cond = Conditioning::text(&base.encode_prompt(prompt)?)
+        .with_masks(opts.masks.as_ref().map(|m| m.tensor()))
+        .with_controls(opts.controls.clone());
     if let Some(subject) = &opts.subject {
         cond.subject_tokens = vec![subject_token_positions(&base.tokenizer, prompt, subject)?];
     }
@@ -480,6 +490,14 @@ fn edit_first_frame(model: &VideoModel, prompt: &str, l: &Latents, opts: &Sample
         ..l.clone()
     };
     let masks = opts.masks.as_ref().map(|m| m.slice_frames(0, 1)).transpose()?;
-    let o = SampleOptions { first_frame: None, shared_noise: None, variance_preserving: false, masks, ..opts.clone() };
+    let controls = opts.controls.iter().map(|c| c.window(0, 1)).collect();
+    let o = SampleOptions {
+        first_frame: None,
+        shared_noise: None,
+        variance_preserving: false,
+        masks,
+        controls,
+        ..opts.clone()
+    };
     Ok(sample_latents(model, prompt, Some(&first), &o)?.0)
 }

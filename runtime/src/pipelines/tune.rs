@@ -6,6 +6,7 @@
 use super::common::{check_masks, check_range, encode_video, ensure_frames_fit, to_video_latents};
 use super::train::Trainer;
 use super::{count, Loop};
+use crate::control::{check_control_fits, Control};
 use crate::error::{Error, Result};
 use crate::masks::Masks;
 use crate::media::Video;
@@ -58,6 +59,9 @@ pub struct TuneClip {
     pub video: Video,
     pub prompt: String,
     pub masks: Option<Masks>,
+    /// ControlNets and their images (one, or one per frame) the tuned UNet is conditioned on, as it will be
+    /// when it samples (random windows of a long clip get their frames).
+    pub controls: Vec<Control>,
 }
 
 #[derive(Debug, Clone)]
@@ -182,7 +186,11 @@ pub fn trainable_names(model: &VideoModel, patterns: &[String]) -> Result<Vec<St
 /// Tunes a copy of `model` on `clip` described by `prompt`; returns it (the input model is unchanged).
 /// A cancel (Ctrl-C) stops after the current step and returns the model tuned so far.
 pub fn tune(model: &VideoModel, clip: &Video, prompt: &str, opts: &TuneOptions) -> Result<VideoModel> {
-    tune_clips(model, &[TuneClip { video: clip.clone(), prompt: prompt.to_string(), masks: None }], opts)
+    tune_clips(
+        model,
+        &[TuneClip { video: clip.clone(), prompt: prompt.to_string(), masks: None, controls: vec![] }],
+        opts,
+    )
 }
 
 /// Checks a tuning set against the model and the options.
@@ -235,8 +243,13 @@ fn prepare(model: &VideoModel, clip: &TuneClip, opts: &TuneOptions) -> Result<Pr
     let (w, h) = (clip.video.width(), clip.video.height());
     ensure_frames_fit(base, frames, w, h, "tuning on", true)?;
     let dist = encode_video(base, &clip.video)?;
-    let mut cond =
-        Conditioning::text(&base.encode_prompt(&clip.prompt)?).with_masks(clip.masks.as_ref().map(|m| m.tensor()));
+    for c in &clip.controls {
+        c.check(clip.video.len() as i64, h, w)?;
+        check_control_fits(base, c)?;
+    }
+    let mut cond = Conditioning::text(&base.encode_prompt(&clip.prompt)?)
+        .with_masks(clip.masks.as_ref().map(|m| m.tensor()))
+        .with_controls(clip.controls.clone());
     if let Some(subject) = &opts.subject {
         cond.subject_tokens = vec![subject_token_positions(&base.tokenizer, &clip.prompt, subject)?];
     }

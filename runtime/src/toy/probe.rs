@@ -287,8 +287,12 @@ pub fn mask_guided_edit(
     let model = crate::video::inflate(sd, &crate::video::VideoSpec::mask_guided(), settings.seed)?;
     let tune_opts =
         tune::TuneOptions { steps: settings.tune_steps, lr: settings.lr, seed: settings.seed, ..Default::default() };
-    let clips =
-        [tune::TuneClip { video: clip.video.clone(), prompt: clip.caption.clone(), masks: Some(masks.clone()) }];
+    let clips = [tune::TuneClip {
+        video: clip.video.clone(),
+        prompt: clip.caption.clone(),
+        masks: Some(masks.clone()),
+        controls: vec![],
+    }];
     let tuned = tune::tune_clips(&model, &clips, &tune_opts)?;
     let inv_opts = invert::InvertOptions {
         steps: settings.steps,
