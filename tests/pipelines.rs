@@ -241,7 +241,9 @@ fn controlnet_from_a_script() {
          o.control = #{{model: cn, image: edges, scale: 0.8}};\nt2i(sd, \"a cat\", o).save(\"one.png\");\n\
          o.control = [#{{model: cn, image: edges, scale: 0.4}}, #{{model: cn, image: edges, scale: 0.4}}];\n\
          t2i(sd, \"a cat\", o).save(\"two.png\");\n\
-         let v = synthetic_clip(#{{frames: 3, size: 16, seed: 2}}).video;\n\
+         let s = synthetic_clip(#{{frames: 3, size: 16, seed: 2}});\nlet v = s.video;\n\
+         let edges = [#{{model: cn, video: canny(v, 100, 200)}}, #{{model: cn, video: s.masks.edge_map(), scale: 0.5}}];\n\
+         print(`edges ${{sample(inflate(sd), \"a cat\", #{{frames: 3, size: 16, steps: 1, seed: 1, control: edges}}).len()}}`);\n\
          let m = tune(inflate(sd), v, \"a cat\", #{{steps: 2, control: #{{model: cn, video: v}}}});\n\
          let out = sample(m, \"a dog\", #{{frames: 3, size: 16, steps: 2, seed: 1, control: #{{model: cn, video: v, end: 0.5}}}});\n\
          print(`sampled ${{out.len()}} frames`);\n"

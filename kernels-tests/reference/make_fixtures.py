@@ -422,6 +422,39 @@ def controlnet_fixtures(out, pipe):
     assert not bad, f"the ControlNet single-file round trip differs in {bad[:5]}"
 
 
+# --------------------------------------------------------------------------------------------------
+# OpenCV's grey conversion and Canny edges (the control images of canny ControlNets).
+# --------------------------------------------------------------------------------------------------
+
+
+def canny_fixtures(out):
+    import cv2
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    images = []
+    # Shapes on a gradient with noise; pure noise; thin lines and an odd size.
+    yy, xx = np.mgrid[0:48, 0:64]
+    a = np.stack([xx * 4, yy * 5, (xx + yy) * 2], -1).astype(np.float64)
+    a[(xx - 20) ** 2 + (yy - 22) ** 2 < 150] = [230, 40, 40]
+    a[8:30, 38:58] = [30, 200, 90]
+    images.append(np.clip(a + rng.normal(0, 6, a.shape), 0, 255).astype(np.uint8))
+    images.append(rng.integers(0, 256, (40, 56, 3), dtype=np.uint8))
+    b = np.full((37, 45, 3), 128, np.uint8)
+    b[:, 10] = 255
+    b[20, :] = 0
+    b[5:15, 25:40] = [10, 250, 60]
+    images.append(b)
+    tensors = {}
+    for i, rgb in enumerate(images):
+        gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+        tensors[f"rgb_{i}"] = torch.from_numpy(rgb.copy())
+        tensors[f"gray_{i}"] = torch.from_numpy(gray.copy())
+        for low, high in [(50, 120), (100, 200), (200, 100), (0, 30), (20.7, 80.2)]:
+            tensors[f"edges_{i}_{low}_{high}"] = torch.from_numpy(cv2.Canny(gray, low, high).copy())
+    save(out / "canny.safetensors", tensors)
+
+
 def scheduler_fixtures(out):
     """Single scheduler steps for several configs, with given model outputs and variance noise."""
     from diffusers import DDIMScheduler, DDPMScheduler
@@ -1084,6 +1117,7 @@ def main():
     vocab = json.loads((tmp / "tokenizers" / "pad_eos" / "vocab.json").read_text())
     scheduler_fixtures(tmp)
     optimizer_fixtures(tmp)
+    canny_fixtures(tmp)
     for name, cfg in CONFIGS.items():
         d = tmp / name
         unet, vae, text_encoder, scheduler = build_components(name, cfg, vocab)

@@ -7,6 +7,7 @@
 
 pub mod attention;
 pub mod codenoise;
+pub mod edges;
 pub mod error;
 pub mod image;
 pub mod masks;

@@ -153,6 +153,14 @@ fn build_controlnet(
     Ok(ControlNet { model, vars, device, source: spec.to_string(), identity })
 }
 
+/// Canny edges of every frame (OpenCV's `Canny` on OpenCV's grey, thresholds `low` / `high`), white on black:
+/// the control clip of a canny ControlNet.
+pub fn canny(video: &crate::Video, low: f64, high: f64) -> Result<crate::Video> {
+    let edges =
+        vidtune_kernels::edges::canny_frames(video.frames(), low, high).map_err(|e| Error::Invalid(e.to_string()))?;
+    crate::Video::new(edges, video.fps())
+}
+
 /// One ControlNet's conditioning of a run.
 #[derive(Debug)]
 pub struct Control {

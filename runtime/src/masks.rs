@@ -259,6 +259,26 @@ impl Masks {
         Video::new(self.data.expand([-1, 3, -1, -1], false) * 2.0 - 1.0, fps)
     }
 
+    /// A segmentation map for a ControlNet: the subject in `rgb` (8-bit values) on black, one frame per
+    /// mask.
+    pub fn segmentation_map(&self, rgb: [u8; 3], fps: f64) -> Result<Video> {
+        let colour = Tensor::from_slice(&rgb.map(|c| c as f32 / 127.5 - 1.0)).view([1, 3, 1, 1]);
+        let m = self.data.gt(0.5).to_kind(Kind::Float);
+        Video::new(&m * colour + (1.0 - &m) * -1.0, fps)
+    }
+
+    /// An edge (scribble) map for a ControlNet: the masks' outlines, `width` pixels wide, white on black.
+    pub fn edge_map(&self, width: i64, fps: f64) -> Result<Video> {
+        if !(1..=64).contains(&width) {
+            return Err(Error::Invalid(format!("edge_map: width must be 1 to 64 pixels, got {width}")));
+        }
+        // A band of `width` pixels across the boundary: `width / 2` outside, the rest inside.
+        let outside = kmasks::dilate(&self.data, width / 2)?;
+        let inside = kmasks::erode(&self.data, width - width / 2)?;
+        let band = (outside - inside).clamp(0.0, 1.0);
+        Video::new(band.expand([-1, 3, -1, -1], false) * 2.0 - 1.0, fps)
+    }
+
     /// Saves as a directory of PNGs (lossless; a path without extension) or as a video / GIF.
     pub fn save(&self, path: &Path) -> Result<PathBuf> {
         self.save_with(path, &SaveOptions::default())
@@ -290,5 +310,31 @@ impl std::fmt::Display for Masks {
             }
         }
         write!(f, ")")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_maps_of_a_square_mask() {
+        // A 10×10 square in a 20×20 frame.
+        let m = Tensor::zeros([1, 1, 20, 20], (Kind::Float, tch::Device::Cpu));
+        let _ = m.narrow(2, 5, 10).narrow(3, 5, 10).fill_(1.0);
+        let masks = Masks::new(m).unwrap();
+        let seg = masks.segmentation_map([255, 0, 51], 8.0).unwrap();
+        let px = |v: &Video, c: i64, y: i64, x: i64| v.frames().double_value(&[0, c, y, x]);
+        assert_eq!((px(&seg, 0, 10, 10), px(&seg, 1, 10, 10)), (1.0, -1.0));
+        assert!((px(&seg, 2, 10, 10) - (51.0 / 127.5 - 1.0)).abs() < 1e-6);
+        assert_eq!((px(&seg, 0, 0, 0), px(&seg, 2, 0, 0)), (-1.0, -1.0));
+        // Width 3: one pixel outside the square, two inside; the centre stays black.
+        let edges = masks.edge_map(3, 8.0).unwrap();
+        let white = |y: i64, x: i64| px(&edges, 0, y, x) > 0.0;
+        assert!(white(4, 10) && white(5, 10) && white(6, 10) && !white(3, 10) && !white(7, 10));
+        assert!(!white(10, 10) && !white(0, 0));
+        let band = edges.frames().get(0).get(0).gt(0.0).sum(Kind::Int64).int64_value(&[]);
+        assert_eq!(band, 12 * 12 - 6 * 6);
+        assert!(masks.edge_map(0, 8.0).unwrap_err().to_string().contains("width must be 1 to 64"));
     }
 }

@@ -1,13 +1,13 @@
 //! ControlNet functions: `load_controlnet`, the `ControlNet` type, and the `control` option the
 //! generating functions share (`#{control: [#{model, image | video, scale, start, end, guess_mode}]}`).
 
-use crate::docs::{FnDoc, OptDoc};
+use crate::docs::{FnDoc, OptDoc, NO_OPTIONS};
 use crate::guard::Registrar;
 use crate::opts::{rt, script_error, Opts, RhaiResult};
 use rhai::{Dynamic, Map};
 use std::path::PathBuf;
 use std::rc::Rc;
-use vidtune_runtime::{load_controlnet, Control, ControlNet, Image, SdLoadOptions, Video};
+use vidtune_runtime::{load_controlnet, Control, ControlNet, Image, Masks, SdLoadOptions, Video};
 
 /// A loaded ControlNet, shared by the controls that use it.
 #[derive(Debug, Clone)]
@@ -105,7 +105,47 @@ pub fn controls(opts: &Opts) -> RhaiResult<Vec<Control>> {
     Ok(out)
 }
 
+fn number(func: &str, what: &str, v: &Dynamic) -> RhaiResult<f64> {
+    v.as_float()
+        .ok()
+        .or_else(|| v.as_int().ok().map(|i| i as f64))
+        .ok_or_else(|| script_error(format!("{func}: {what} must be a number, got {}", crate::values::describe(v))))
+}
+
+fn canny_of(v: &Video, low: &Dynamic, high: &Dynamic) -> RhaiResult<Video> {
+    rt(vidtune_runtime::control::canny(v, number("canny", "low", low)?, number("canny", "high", high)?))
+}
+
+fn fps_of(m: &Masks) -> f64 {
+    m.source.as_ref().map_or(8.0, Video::fps)
+}
+
+fn colour(v: &Dynamic) -> RhaiResult<[u8; 3]> {
+    let wrong = || {
+        script_error(format!(
+            "segmentation_map: the colour must be [r, g, b] from 0 to 255, got {}",
+            crate::values::describe(v)
+        ))
+    };
+    let a = v.clone().try_cast::<rhai::Array>().ok_or_else(wrong)?;
+    let c: Vec<i64> =
+        a.iter().map(|x| x.as_int().ok().filter(|i| (0..=255).contains(i))).collect::<Option<_>>().ok_or_else(wrong)?;
+    match c[..] {
+        [r, g, b] => Ok([r as u8, g as u8, b as u8]),
+        _ => Err(wrong()),
+    }
+}
+
 pub fn register(engine: &mut Registrar) {
+    engine.register_fn("canny", |v: Video, low: Dynamic, high: Dynamic| canny_of(&v, &low, &high));
+    engine.register_fn("canny", |img: Image, low: Dynamic, high: Dynamic| -> RhaiResult<Image> {
+        let v = rt(Video::new(img.tensor().unsqueeze(0), 8.0))?;
+        rt(canny_of(&v, &low, &high)?.frame(0))
+    });
+    engine.register_fn("segmentation_map", |m: &mut Masks| rt(m.segmentation_map([255, 255, 255], fps_of(m))));
+    engine.register_fn("segmentation_map", |m: &mut Masks, c: Dynamic| rt(m.segmentation_map(colour(&c)?, fps_of(m))));
+    engine.register_fn("edge_map", |m: &mut Masks| rt(m.edge_map(3, fps_of(m))));
+    engine.register_fn("edge_map", |m: &mut Masks, width: i64| rt(m.edge_map(width, fps_of(m))));
     engine.register_type_with_name::<ScriptControlNet>("ControlNet");
     engine.register_fn("load_controlnet", |spec: &str| load(spec, Opts::empty("load_controlnet")));
     engine.register_fn("load_controlnet", |spec: &str, opts: Map| {
@@ -115,23 +155,60 @@ pub fn register(engine: &mut Registrar) {
     engine.register_fn("to_debug", |m: &mut ScriptControlNet| m.0.summary());
 }
 
-pub const DOCS: &[FnDoc] = &[FnDoc {
-    name: "load_controlnet",
-    signatures: &[
-        "load_controlnet(path_or_repo_id: string) -> ControlNet",
-        "load_controlnet(path_or_repo_id: string, options: map) -> ControlNet",
-    ],
-    summary: "Loads a ControlNet for SD 1.x: a diffusers ControlNetModel folder, a repo id in the Hugging Face cache \
+pub const DOCS: &[FnDoc] = &[
+    FnDoc {
+        name: "load_controlnet",
+        signatures: &[
+            "load_controlnet(path_or_repo_id: string) -> ControlNet",
+            "load_controlnet(path_or_repo_id: string, options: map) -> ControlNet",
+        ],
+        summary:
+            "Loads a ControlNet for SD 1.x: a diffusers ControlNetModel folder, a repo id in the Hugging Face cache \
               (lllyasviel/sd-controlnet-canny; never downloaded), or one .safetensors file (the ControlNet authors' \
               control_model.* layout, or diffusers' names with its config.json). Give it to t2i, sample, co_denoise \
               or tune as #{control: …}.",
-    details: "The control image is at the generated image's size, values as an Image's; a Video gives each \
+        details: "The control image is at the generated image's size, values as an Image's; a Video gives each \
               frame its own. scale multiplies the residuals; start and end are the part of the schedule it acts \
               on (fractions); guess_mode conditions only the guided half, as diffusers' guess_mode. Several \
               controls add their residuals (MultiControlNet).",
-    options: LOAD_CONTROLNET_OPTIONS,
-    example: r#"let sd = load_sd("runwayml/stable-diffusion-v1-5");
+        options: LOAD_CONTROLNET_OPTIONS,
+        example: r#"let sd = load_sd("runwayml/stable-diffusion-v1-5");
 let canny = load_controlnet("lllyasviel/sd-controlnet-canny");
 let edges = load_image("edges.png");
 let img = t2i(sd, "a red car", #{control: #{model: canny, image: edges, scale: 0.8}});"#,
-}];
+    },
+    FnDoc {
+        name: "canny",
+        signatures: &[
+            "canny(clip: Video, low: number, high: number) -> Video",
+            "canny(image: Image, low: number, high: number) -> Image",
+        ],
+        summary: "Canny edges, white on black: the control images of canny ControlNets. Pixel for pixel OpenCV's \
+                  cv2.Canny(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), low, high) on each frame.",
+        details: "low / high are thresholds on the L1 gradient magnitude (100 / 200 are the usual ones); pixels above \
+                  high start edges, pixels above low continue them.",
+        options: NO_OPTIONS,
+        example: r#"let c = synthetic_clip(#{frames: 4, size: 64});
+let edges = canny(c.video, 100, 200);
+save_video(edges, "edges.gif");"#,
+    },
+    FnDoc {
+        name: "Masks.segmentation_map",
+        signatures: &["masks.segmentation_map() -> Video", "masks.segmentation_map(colour: [r, g, b]) -> Video"],
+        summary:
+            "The subject in a colour (white unless given, 0–255 values) on black, one frame per mask: the control \
+                  clip of a segmentation ControlNet (give the colour its training palette uses for the class).",
+        details: "",
+        options: NO_OPTIONS,
+        example: r#"let seg = synthetic_clip().masks.segmentation_map([150, 5, 61]);"#,
+    },
+    FnDoc {
+        name: "Masks.edge_map",
+        signatures: &["masks.edge_map() -> Video", "masks.edge_map(width: int) -> Video"],
+        summary: "The masks' outlines, width pixels wide (3 unless given), white on black: the control clip of a \
+                  scribble or edge ControlNet.",
+        details: "",
+        options: NO_OPTIONS,
+        example: r#"let scribble = synthetic_clip().masks.edge_map(5);"#,
+    },
+];
