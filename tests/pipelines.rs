@@ -242,22 +242,25 @@ fn controlnet_from_a_script() {
          o.control = [#{{model: cn, image: edges, scale: 0.4}}, #{{model: cn, image: edges, scale: 0.4}}];\n\
          t2i(sd, \"a cat\", o).save(\"two.png\");\n\
          let s = synthetic_clip(#{{frames: 3, size: 16, seed: 2}});\nlet v = s.video;\n\
-         let edges = [#{{model: cn, video: canny(v, 100, 200)}}, #{{model: cn, video: s.masks.edge_map(), scale: 0.5}}];\n\
-         print(`edges ${{sample(inflate(sd), \"a cat\", #{{frames: 3, size: 16, steps: 1, seed: 1, control: edges}}).len()}}`);\n\
+         let maps = [#{{model: cn, video: canny(v, 100, 200)}}, #{{model: cn, video: s.masks.edge_map(), scale: 0.5}}];\n\
+         print(`edges ${{sample(inflate(sd), \"a cat\", #{{frames: 3, size: 16, steps: 1, seed: 1, control: maps}}).len()}}`);\n\
          let m = tune(inflate(sd), v, \"a cat\", #{{steps: 2, control: #{{model: cn, video: v}}}});\n\
          let out = sample(m, \"a dog\", #{{frames: 3, size: 16, steps: 2, seed: 1, control: #{{model: cn, video: v, end: 0.5}}}});\n\
-         print(`sampled ${{out.len()}} frames`);\n"
+         print(`sampled ${{out.len()}} frames`);\n\
+         let ad = load_t2i_adapter(\"{0}/t2i_adapter\", #{{device: \"cpu\"}});\nprint(ad);\n\
+         o.control = [#{{model: ad, image: edges, scale: 0.5}}, #{{model: cn, image: edges}}];\nt2i(sd, \"a cat\", o).save(\"mixed.png\");\n",
+        tiny.display()
     );
     let out = run_script(dir.path(), "control.rhai", &script, &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
-    assert!(
-        text.contains("ControlNet(") && text.contains("2x the latents") && text.contains("sampled 3 frames"),
-        "{text}"
-    );
+    for want in ["ControlNet(", "2x the latents", "sampled 3 frames", "edges 3", "T2IAdapter(", "full_adapter"] {
+        assert!(text.contains(want), "{want:?} in {text}");
+    }
     // The pixels (the files' run records differ: they name the controls).
     let read = |name: &str| image::open(dir.path().join(name)).unwrap().to_rgb8().into_raw();
     assert_ne!(read("plain.png"), read("one.png"), "the control changes the image");
+    assert_ne!(read("mixed.png"), read("one.png"), "an adapter adds to a ControlNet");
     assert_eq!(read("one.png"), read("two.png"), "two controls at half the scale add up to one at the full scale");
     for (code, expected) in [
         (

@@ -39,6 +39,10 @@ pub const TYPE_DOCS: &[TypeDoc] = &[
         summary: "A loaded ControlNet: conditions generation on an image (edges, depth, a segmentation map, a pose).",
     },
     TypeDoc {
+        name: "T2IAdapter",
+        summary: "A loaded T2I-Adapter: features from a control image added inside the UNet.",
+    },
+    TypeDoc {
         name: "VideoModel",
         summary: "An SD1.x model inflated to video with chosen attention modules; tuned or not.",
     },

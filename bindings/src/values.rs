@@ -113,6 +113,9 @@ pub fn describe(value: &Dynamic) -> String {
     if let Some(v) = value.read_lock::<crate::engine::control::ScriptControlNet>() {
         return v.0.summary();
     }
+    if let Some(v) = value.read_lock::<crate::engine::control::ScriptAdapter>() {
+        return v.0.summary();
+    }
     if let Some(v) = value.read_lock::<ScriptClip>() {
         return v.0.summary();
     }

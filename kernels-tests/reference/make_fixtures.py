@@ -455,6 +455,46 @@ def canny_fixtures(out):
     save(out / "canny.safetensors", tensors)
 
 
+def adapter_fixtures(out, pipe):
+    """Tiny random T2IAdapters (full; light where the widths allow), their features, the UNet they
+    steer and the seeded StableDiffusionAdapterPipeline."""
+    from diffusers import StableDiffusionAdapterPipeline, T2IAdapter
+
+    unet, vae = pipe.unet, pipe.vae
+    factor = 2 ** (len(vae.config.block_out_channels) - 1)
+    ch = list(unet.config.block_out_channels)
+    kinds = [("t2i_adapter", dict(channels=ch, num_res_blocks=2, adapter_type="full_adapter"))]
+    if len(ch) > 2 and ch[-1] == ch[-2]:
+        kinds.append(("t2i_adapter_light", dict(channels=ch[:-1], num_res_blocks=2, adapter_type="light_adapter")))
+    g = torch.Generator().manual_seed(99)
+    x = torch.randn(2, 4, 8, 6, generator=g)
+    ctx = torch.randn(2, 77, unet.config.cross_attention_dim, generator=g)
+    t = torch.tensor([10, 537])
+    image = torch.rand(2, 3, 8 * factor, 6 * factor, generator=g)
+    control = torch.rand(1, 3, 64, 48, generator=g)
+    for name, kwargs in kinds:
+        torch.manual_seed(7)
+        adapter = T2IAdapter(in_channels=3, downscale_factor=factor, **kwargs).eval()
+        for p in adapter.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.3 / max(1.0, p[0].numel() ** 0.25))
+        adapter.save_pretrained(str(out / name), safe_serialization=True)
+        save(out / name / "diffusion_pytorch_model.fp16.safetensors", {k: v.half() for k, v in adapter.state_dict().items()})
+        features = adapter(image)
+        tensors = {"sample": x, "timesteps": t, "encoder_hidden_states": ctx, "image": image, "pipe_control": control}
+        for i, f in enumerate(features):
+            tensors[f"feature_{i}"] = f
+        tensors["unet"] = unet(x, t, encoder_hidden_states=ctx, down_intrablock_additional_residuals=[f * 0.7 for f in features]).sample
+        apipe = StableDiffusionAdapterPipeline(
+            vae=vae, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer, unet=unet, adapter=adapter,
+            scheduler=pipe.scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        )
+        common = dict(prompt=PROMPTS[1], image=control, num_inference_steps=10, guidance_scale=7.5, height=64, width=48, adapter_conditioning_scale=0.8)
+        # This pipeline hands latents back as numpy.
+        tensors["pipe_latents"] = torch.as_tensor(apipe(generator=torch.Generator("cpu").manual_seed(1234), output_type="latent", **common).images)
+        tensors["pipe_image"] = torch.as_tensor(apipe(generator=torch.Generator("cpu").manual_seed(1234), output_type="pt", **common).images)
+        save(out / f"{name}.safetensors", tensors)
+
+
 def scheduler_fixtures(out):
     """Single scheduler steps for several configs, with given model outputs and variance noise."""
     from diffusers import DDIMScheduler, DDPMScheduler
@@ -1127,6 +1167,7 @@ def main():
         checkpoint_layouts(d, d / "pipeline", pipe)
         tav_fixtures(d, d / "pipeline", pipe)
         controlnet_fixtures(d, pipe)
+        adapter_fixtures(d, pipe)
     sd14_architecture(tmp)
     clip_fixtures(tmp, vocab)
     sam_fixtures(tmp)

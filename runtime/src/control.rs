@@ -3,10 +3,11 @@
 //! the conditioning carries into every UNet call, where [`residuals`] turns the active ones into what the
 //! UNet adds to its skip connections.
 
+use crate::config::adapter::T2IAdapterConfig;
 use crate::config::{read_config, ControlNetConfig};
 use crate::error::{Error, Result};
 use crate::models::nn::InitMode;
-use crate::models::{ControlNetModel, ControlResiduals};
+use crate::models::{AdapterFeatures, ControlNetModel, ControlResiduals, T2IAdapter};
 use crate::sd::{build, placement, SdLoadOptions};
 use crate::weights::source::ModelSource;
 use crate::weights::{self, apply_weights, single_file};
@@ -161,43 +162,177 @@ pub fn canny(video: &crate::Video, low: f64, high: f64) -> Result<crate::Video> 
     crate::Video::new(edges, video.fps())
 }
 
-/// One ControlNet's conditioning of a run.
+/// A loaded T2I-Adapter.
+#[derive(Debug)]
+pub struct Adapter {
+    pub model: T2IAdapter,
+    pub vars: VarStore,
+    pub device: Device,
+    pub source: String,
+    pub identity: String,
+}
+
+impl Adapter {
+    /// One line for the REPL and `print`.
+    pub fn summary(&self) -> String {
+        let c = &self.model.config;
+        let params: i64 = self.vars.variables().values().map(|t| t.numel() as i64).sum();
+        format!(
+            "T2IAdapter({}; {}; {} channels of control image at {}x the latents; features {:?}; {params} parameters, \
+             {} on {})",
+            self.source,
+            c.adapter_type,
+            c.in_channels,
+            c.downscale_factor,
+            c.feature_widths(),
+            crate::device::dtype_name(self.model.kind()),
+            crate::device::device_name(self.device)
+        )
+    }
+}
+
+/// Loads a T2I-Adapter: a diffusers `T2IAdapter` folder (`config.json`,
+/// `diffusion_pytorch_model[.VARIANT].safetensors`), a repo id in the Hugging Face cache, or one
+/// `.safetensors` file with diffusers' names beside its `config.json` (or with `opts.config`).
+pub fn load_t2i_adapter(spec: &str, opts: &SdLoadOptions) -> Result<Adapter> {
+    let (device, dtype, _) = placement(opts)?;
+    let (config_path, files) = match ModelSource::resolve(spec, &opts.revision)? {
+        ModelSource::Random(kind) => {
+            return Err(Error::Invalid(format!(
+                "\"random:{kind}\": there are no random T2I-Adapters; give a diffusers T2IAdapter folder or file"
+            )))
+        }
+        ModelSource::Builtin(dir) | ModelSource::Folder(dir) | ModelSource::Hub { dir, .. } => {
+            let config = dir.join("config.json");
+            if !config.exists() {
+                return Err(Error::bad_file(&dir, "is not a diffusers T2IAdapter folder: config.json is missing"));
+            }
+            (config, weights::component_files(&dir, "diffusion_pytorch_model", opts.variant.as_deref())?)
+        }
+        ModelSource::File(path) => {
+            let config = match &opts.config {
+                Some(c) if c.is_dir() => c.join("config.json"),
+                Some(c) => c.clone(),
+                None => path.with_file_name("config.json"),
+            };
+            if !config.exists() {
+                return Err(Error::bad_file(
+                    &path,
+                    "a single-file T2I-Adapter needs its config: none beside it (pass #{config: \"…/config.json\"})",
+                ));
+            }
+            (config, vec![path])
+        }
+    };
+    let config: T2IAdapterConfig = read_config(&config_path)?;
+    if config.class_name.as_deref().is_some_and(|c| c != "T2IAdapter") {
+        return Err(Error::bad_file(
+            &config_path,
+            format!("describes a {}, not a T2IAdapter", config.class_name.as_deref().unwrap_or("?")),
+        ));
+    }
+    let tensors = weights::read_all(&files)?;
+    let mut identity = crate::weights::identity::Identity::new("t2i-adapter").file(&config_path)?;
+    for f in &files {
+        identity = identity.file(f)?;
+    }
+    let identity = identity.text("dtype", &format!("{dtype:?}")).finish();
+    let (model, mut vars) = build(device, InitMode::Empty, |b| T2IAdapter::new(b, &config))?;
+    apply_weights(&mut vars, tensors, "t2i_adapter", dtype, &|_| false, spec)?;
+    Ok(Adapter { model, vars, device, source: spec.to_string(), identity })
+}
+
+/// What conditions a control: a ControlNet (residuals from a copy of the encoder) or a T2I-Adapter (features
+/// added inside the down blocks).
+#[derive(Debug, Clone)]
+pub enum ControlModel {
+    ControlNet(Rc<ControlNet>),
+    Adapter(Rc<Adapter>),
+}
+
+impl From<Rc<ControlNet>> for ControlModel {
+    fn from(net: Rc<ControlNet>) -> Self {
+        ControlModel::ControlNet(net)
+    }
+}
+
+impl From<Rc<Adapter>> for ControlModel {
+    fn from(a: Rc<Adapter>) -> Self {
+        ControlModel::Adapter(a)
+    }
+}
+
+impl ControlModel {
+    pub fn source(&self) -> &str {
+        match self {
+            ControlModel::ControlNet(n) => &n.source,
+            ControlModel::Adapter(a) => &a.source,
+        }
+    }
+
+    pub fn identity(&self) -> &str {
+        match self {
+            ControlModel::ControlNet(n) => &n.identity,
+            ControlModel::Adapter(a) => &a.identity,
+        }
+    }
+
+    /// Channels of its control images.
+    pub fn channels(&self) -> i64 {
+        match self {
+            ControlModel::ControlNet(n) => n.model.config.conditioning_channels,
+            ControlModel::Adapter(a) => a.model.config.in_channels,
+        }
+    }
+
+    fn placement(&self) -> (Device, Kind) {
+        match self {
+            ControlModel::ControlNet(n) => (n.device, n.kind()),
+            ControlModel::Adapter(a) => (a.device, a.model.kind()),
+        }
+    }
+}
+
+/// One ControlNet's or T2I-Adapter's conditioning of a run.
 #[derive(Debug)]
 pub struct Control {
-    pub net: Rc<ControlNet>,
+    pub model: ControlModel,
     /// The control images `[K, channels, H, W]` in [0, 1] at the clip's pixel size: one (every frame
     /// gets it) or one per frame of the clip.
     pub images: Tensor,
-    /// `controlnet_conditioning_scale`.
+    /// `controlnet_conditioning_scale` / `adapter_conditioning_scale`.
     pub scale: f64,
-    /// The part of the schedule it acts on, as fractions of the steps (`control_guidance_start` / `end`).
+    /// The part of the schedule it acts on, as fractions of the steps (`control_guidance_start` / `end`;
+    /// an adapter's `adapter_conditioning_factor` is `end`).
     pub start: f64,
     pub end: f64,
-    /// Residuals for the conditional half of a guided batch only, log-spaced from 0.1 × scale.
+    /// ControlNets only: residuals for the conditional half of a guided batch only, log-spaced from
+    /// 0.1 × scale.
     pub guess_mode: bool,
 }
 
 impl Clone for Control {
     fn clone(&self) -> Self {
-        Control { net: self.net.clone(), images: self.images.shallow_clone(), ..*self }
+        Control { model: self.model.clone(), images: self.images.shallow_clone(), ..*self }
     }
 }
 
 impl Control {
-    /// `net` given `images` (`[K, C, H, W]` or one image `[C, H, W]`, values in [0, 1]) at the full scale, over
-    /// the whole schedule.
-    pub fn new(net: Rc<ControlNet>, images: &Tensor) -> Result<Control> {
+    /// `model` given `images` (`[K, C, H, W]` or one image `[C, H, W]`, values in [0, 1]) at the full scale,
+    /// over the whole schedule.
+    pub fn new(model: impl Into<ControlModel>, images: &Tensor) -> Result<Control> {
+        let model = model.into();
         let given = images.size();
         let images = if images.dim() == 3 { images.unsqueeze(0) } else { images.shallow_clone() };
-        let want = net.model.config.conditioning_channels;
+        let want = model.channels();
         if images.dim() != 4 || images.size()[1] != want {
             return Err(Error::Invalid(format!(
                 "control image: {} takes {want} channels ([{want}, H, W], or [frames, {want}, H, W] for a video), \
                  got {given:?}",
-                net.source
+                model.source()
             )));
         }
-        Ok(Control { net, images, scale: 1.0, start: 0.0, end: 1.0, guess_mode: false })
+        Ok(Control { model, images, scale: 1.0, start: 0.0, end: 1.0, guess_mode: false })
     }
 
     /// Whether the control acts at step `step` of `steps` (diffusers' `controlnet_keep`).
@@ -209,16 +344,17 @@ impl Control {
     /// Checks the control against a clip of `frames` frames of `height`×`width` pixels.
     pub fn check(&self, frames: i64, height: i64, width: i64) -> Result<()> {
         let s = self.images.size();
+        let source = self.model.source();
         if s[0] != 1 && s[0] < frames {
             return Err(Error::Invalid(format!(
-                "control video ({}): {} frames for a clip of {frames}; give one image, or a video at least as long as the clip",
-                self.net.source, s[0]
+                "control video ({source}): {} frames for a clip of {frames}; give one image, or a video at least as long as the clip",
+                s[0]
             )));
         }
         if (s[2], s[3]) != (height, width) {
             return Err(Error::Invalid(format!(
-                "control image ({}): {}x{} pixels for a clip of {width}x{height}; resize it to the clip's size",
-                self.net.source, s[3], s[2]
+                "control image ({source}): {}x{} pixels for a clip of {width}x{height}; resize it to the clip's size",
+                s[3], s[2]
             )));
         }
         if !(0.0..=1.0).contains(&self.start) || !(0.0..=1.0).contains(&self.end) || self.start >= self.end {
@@ -226,6 +362,9 @@ impl Control {
                 "control: start {} and end {} must be fractions of the schedule with start < end",
                 self.start, self.end
             )));
+        }
+        if self.guess_mode && matches!(self.model, ControlModel::Adapter(_)) {
+            return Err(Error::Invalid(format!("control ({source}): guess_mode is for ControlNets, not T2I-Adapters")));
         }
         Ok(())
     }
@@ -238,43 +377,83 @@ impl Control {
         }
         out
     }
+
+    /// The images of a call on `frames` frames of `clips` clips, `[clips·frames, C, H, W]`, on `x`'s device
+    /// and in its dtype.
+    fn call_images(&self, frames: i64, clips: i64, x: &Tensor) -> Result<Tensor> {
+        let k = self.images.size()[0];
+        if k != 1 && k < frames {
+            self.check(frames, 0, 0)?;
+        }
+        let per_clip =
+            if k == 1 { self.images.expand([frames, -1, -1, -1], false) } else { self.images.narrow(0, 0, frames) };
+        Ok(per_clip.to_device(x.device()).to_kind(x.kind()).repeat([clips, 1, 1, 1]))
+    }
 }
 
-/// Refuses a ControlNet made for another base model than `sd`'s (its text width, block widths and
-/// layers must be the UNet's), and one on another device or in another dtype.
+/// Refuses a ControlNet or T2I-Adapter made for another base model than `sd`'s (its widths, layers and
+/// text width must be the UNet's, an adapter's downscale factor the VAE's), and one on another device or
+/// in another dtype.
 pub fn check_control_fits(sd: &crate::StableDiffusion, control: &Control) -> Result<()> {
-    let (c, u) = (&control.net.model.config.unet, &sd.unet.model.config);
+    let u = &sd.unet.model.config;
+    let source = control.model.source();
     let what = |field: &str, a: String, b: String| {
         Error::Invalid(format!(
-            "control: {} has {field} {a} but the model's UNet has {b}: it was made for another base model",
-            control.net.source
+            "control: {source} has {field} {a} but the model has {b}: it was made for another base model"
         ))
     };
-    if c.cross_dim() != u.cross_dim() {
-        return Err(what("text width (cross_attention_dim)", c.cross_dim().to_string(), u.cross_dim().to_string()));
+    match &control.model {
+        ControlModel::ControlNet(net) => {
+            let c = &net.model.config.unet;
+            if c.cross_dim() != u.cross_dim() {
+                return Err(what(
+                    "text width (cross_attention_dim)",
+                    c.cross_dim().to_string(),
+                    u.cross_dim().to_string(),
+                ));
+            }
+            if c.block_out_channels != u.block_out_channels {
+                return Err(what(
+                    "block_out_channels",
+                    format!("{:?}", c.block_out_channels),
+                    format!("{:?}", u.block_out_channels),
+                ));
+            }
+            let layers = |x: &crate::config::UNet2DConditionConfig| {
+                (0..x.block_out_channels.len()).map(|i| x.layers(i)).collect::<Vec<_>>()
+            };
+            if layers(c) != layers(u) {
+                return Err(what("layers_per_block", format!("{:?}", layers(c)), format!("{:?}", layers(u))));
+            }
+            if c.in_channels != u.in_channels {
+                return Err(what("in_channels", c.in_channels.to_string(), u.in_channels.to_string()));
+            }
+        }
+        ControlModel::Adapter(a) => {
+            let c = &a.model.config;
+            if c.downscale_factor != sd.vae_scale_factor() {
+                return Err(what(
+                    "downscale_factor",
+                    c.downscale_factor.to_string(),
+                    format!("a VAE that downscales {}x", sd.vae_scale_factor()),
+                ));
+            }
+            let widths = c.feature_widths();
+            let n = widths.len().min(u.block_out_channels.len());
+            if widths[..n] != u.block_out_channels[..n] {
+                return Err(what(
+                    "feature widths",
+                    format!("{widths:?}"),
+                    format!("block_out_channels {:?}", u.block_out_channels),
+                ));
+            }
+        }
     }
-    if c.block_out_channels != u.block_out_channels {
-        return Err(what(
-            "block_out_channels",
-            format!("{:?}", c.block_out_channels),
-            format!("{:?}", u.block_out_channels),
-        ));
-    }
-    let layers = |x: &crate::config::UNet2DConditionConfig| {
-        (0..x.block_out_channels.len()).map(|i| x.layers(i)).collect::<Vec<_>>()
-    };
-    if layers(c) != layers(u) {
-        return Err(what("layers_per_block", format!("{:?}", layers(c)), format!("{:?}", layers(u))));
-    }
-    if c.in_channels != u.in_channels {
-        return Err(what("in_channels", c.in_channels.to_string(), u.in_channels.to_string()));
-    }
-    if control.net.device != sd.device || control.net.kind() != sd.unet.model.kind() {
+    let (device, kind) = control.model.placement();
+    if device != sd.device || kind != sd.unet.model.kind() {
         return Err(Error::Invalid(format!(
-            "control: {} is {:?} on {:?} but the model is {:?} on {:?}; load both with the same device and dtype",
-            control.net.source,
-            control.net.kind(),
-            control.net.device,
+            "control: {source} is {kind:?} on {device:?} but the model is {:?} on {:?}; load both with the same \
+             device and dtype",
             sd.unet.model.kind(),
             sd.device
         )));
@@ -291,8 +470,8 @@ pub struct CallStep {
     pub guided: bool,
 }
 
-/// The summed residuals of the `controls` active at `at`, for a UNet call on `x` `[B·F, C, h, w]` at
-/// timesteps `t` (`[B·F]`) under `text` (`[B·F, L, D]`); `None` when none acts.
+/// The summed residuals of the ControlNets among `controls` active at `at`, for a UNet call on `x`
+/// `[B·F, C, h, w]` at timesteps `t` (`[B·F]`) under `text` (`[B·F, L, D]`); `None` when none acts.
 pub fn residuals(
     controls: &[Control],
     at: CallStep,
@@ -305,16 +484,10 @@ pub fn residuals(
     let n = x.size()[0];
     let batch = n / frames;
     for c in controls.iter().filter(|c| at.steps == 0 || c.active(at.step, at.steps)) {
-        let k = c.images.size()[0];
-        if k != 1 && k < frames {
-            c.check(frames, 0, 0)?;
-        }
-        let per_clip =
-            if k == 1 { c.images.expand([frames, -1, -1, -1], false) } else { c.images.narrow(0, 0, frames) };
-        let images = per_clip.to_device(x.device()).to_kind(x.kind());
+        let ControlModel::ControlNet(net) = &c.model else { continue };
         let one = |x: &Tensor, t: &Tensor, text: &Tensor, clips: i64| -> Result<ControlResiduals> {
-            let images = images.repeat([clips, 1, 1, 1]);
-            tch::no_grad(|| c.net.model.forward(x, t, text, &images, c.scale, c.guess_mode))
+            let images = c.call_images(frames, clips, x)?;
+            tch::no_grad(|| net.model.forward(x, t, text, &images, c.scale, c.guess_mode))
         };
         let r = if c.guess_mode && at.guided && batch >= 2 {
             // Only the conditional half sees the control; the unconditional half gets nothing.
@@ -333,11 +506,34 @@ pub fn residuals(
     Ok(total)
 }
 
+/// The summed features of the T2I-Adapters among `controls` active at `at`, for a UNet call on `x`
+/// `[B·F, C, h, w]` (every clip of the batch, guided halves included, gets them, as diffusers does).
+pub fn adapter_features(
+    controls: &[Control],
+    at: CallStep,
+    x: &Tensor,
+    frames: i64,
+) -> Result<Option<AdapterFeatures>> {
+    let mut total: Option<AdapterFeatures> = None;
+    let batch = x.size()[0] / frames;
+    for c in controls.iter().filter(|c| at.steps == 0 || c.active(at.step, at.steps)) {
+        let ControlModel::Adapter(a) = &c.model else { continue };
+        let images = c.call_images(frames, batch, x)?;
+        let f = tch::no_grad(|| a.model.forward(&images, c.scale))?;
+        let f = AdapterFeatures { features: f.features.iter().map(|t| t.to_kind(x.kind())).collect() };
+        total = Some(match total {
+            Some(sum) => sum.plus(f)?,
+            None => f,
+        });
+    }
+    Ok(total)
+}
+
 impl crate::cache::KeyBuilder {
     /// Adds `controls` by content: each model's identity, its images and settings.
     pub fn controls(self, controls: &[Control]) -> Self {
         controls.iter().fold(self.text(&format!("{} controls", controls.len())), |k, c| {
-            k.text(&c.net.identity)
+            k.text(c.model.identity())
                 .text(&format!("{}|{}|{}|{}", c.scale, c.start, c.end, c.guess_mode))
                 .tensor(&c.images)
         })

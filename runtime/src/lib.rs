@@ -35,7 +35,7 @@ pub mod toy;
 pub mod video;
 pub mod weights;
 
-pub use control::{load_controlnet, Control, ControlNet};
+pub use control::{load_controlnet, load_t2i_adapter, Adapter, Control, ControlModel, ControlNet};
 pub use error::{Error, Result};
 pub use load::load_sd;
 pub use masks::Masks;

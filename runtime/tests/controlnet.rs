@@ -280,3 +280,78 @@ fn sampling_and_tuning_take_controls_into_their_memo_keys_and_check_them() {
     let differs = after(&tuned).iter().zip(after(&untuned)).any(|(a, b)| !a.equal(&b));
     assert!(differs, "the control reaches the tuned weights");
 }
+
+/// The T2I-Adapters of a tiny config: the full one, and the light one where the widths allow.
+fn adapters(config: &str) -> Vec<&'static str> {
+    if config == "tiny-linear" {
+        vec!["t2i_adapter", "t2i_adapter_light"]
+    } else {
+        vec!["t2i_adapter"]
+    }
+}
+
+#[test]
+fn t2i_adapter_features_the_adapted_unet_and_the_seeded_pipeline_match_diffusers() {
+    let ids: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures_dir().join("tokenizers/ids.json")).unwrap()).unwrap();
+    let prompt = ids["prompts"][1].as_str().unwrap().to_string();
+    for config in CONFIGS {
+        let sd = load_sd(fixtures_dir().join(config).join("pipeline").to_str().unwrap(), &cpu()).unwrap();
+        for name in adapters(config) {
+            let dir = fixtures_dir().join(config).join(name);
+            let adapter = Rc::new(vidtune_runtime::load_t2i_adapter(dir.to_str().unwrap(), &cpu()).unwrap());
+            let f = load_fixture(&format!("{config}/{name}.safetensors"));
+            let features = tch::no_grad(|| adapter.model.forward(&f["image"], 1.0)).unwrap();
+            assert_eq!(features.features.len(), (0..).take_while(|i| f.contains_key(&format!("feature_{i}"))).count());
+            for (i, x) in features.features.iter().enumerate() {
+                assert_close_rel(x, &f[&format!("feature_{i}")], TOL, &format!("{config} {name}: feature {i}"));
+            }
+            let mut ctx = AttnContext::default();
+            ctx.data.insert(tch::no_grad(|| adapter.model.forward(&f["image"], 0.7)).unwrap());
+            let out = tch::no_grad(|| {
+                sd.unet.model.forward(&f["sample"], &f["timesteps"], &f["encoder_hidden_states"], &ctx)
+            })
+            .unwrap();
+            assert_close_rel(&out, &f["unet"], TOL, &format!("{config} {name}: adapted UNet"));
+            let control = Control { scale: 0.8, ..Control::new(adapter.clone(), &f["pipe_control"]).unwrap() };
+            let opts = T2iOptions {
+                steps: 10,
+                guidance: 7.5,
+                seed: Some(1234),
+                width: Some(48),
+                height: Some(64),
+                controls: vec![control],
+                ..Default::default()
+            };
+            let out = t2i(&sd, &prompt, &opts).unwrap();
+            assert_close_rel(&out.latents, &f["pipe_latents"], TOL, &format!("{config} {name}: latents"));
+            let image01 = ((out.image.tensor() + 1.0) / 2.0).permute([1, 2, 0]).unsqueeze(0);
+            let diff = (image01 - &f["pipe_image"]).abs().max().double_value(&[]);
+            assert!(diff <= 1.0 / 255.0, "{config} {name}: image differs by {diff}");
+        }
+    }
+    // fp16 variants load; an adapter for another base model is refused.
+    let dir = fixtures_dir().join("tiny-conv/t2i_adapter");
+    let half = vidtune_runtime::load_t2i_adapter(
+        dir.to_str().unwrap(),
+        &SdLoadOptions { variant: Some("fp16".into()), dtype: Some("fp16".into()), ..cpu() },
+    )
+    .unwrap();
+    assert_eq!(half.model.kind(), Kind::Half);
+    let linear = load_sd(fixtures_dir().join("tiny-linear/pipeline").to_str().unwrap(), &cpu()).unwrap();
+    let conv_adapter = Rc::new(vidtune_runtime::load_t2i_adapter(dir.to_str().unwrap(), &cpu()).unwrap());
+    let image = Tensor::rand([3, 64, 48], (Kind::Float, tch::Device::Cpu));
+    let opts = T2iOptions {
+        steps: 1,
+        width: Some(48),
+        height: Some(64),
+        controls: vec![Control::new(conv_adapter.clone(), &image).unwrap()],
+        ..Default::default()
+    };
+    let e = t2i(&linear, "x", &opts).unwrap_err().to_string();
+    assert!(e.contains("downscale_factor 2") && e.contains("another base model"), "{e}");
+    let guess = Control { guess_mode: true, ..Control::new(conv_adapter, &image).unwrap() };
+    let conv = load_sd(fixtures_dir().join("tiny-conv/pipeline").to_str().unwrap(), &cpu()).unwrap();
+    let e = t2i(&conv, "x", &T2iOptions { controls: vec![guess], ..opts }).unwrap_err().to_string();
+    assert!(e.contains("guess_mode is for ControlNets"), "{e}");
+}

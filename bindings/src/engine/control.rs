@@ -7,11 +7,17 @@ use crate::opts::{rt, script_error, Opts, RhaiResult};
 use rhai::{Dynamic, Map};
 use std::path::PathBuf;
 use std::rc::Rc;
-use vidtune_runtime::{load_controlnet, Control, ControlNet, Image, Masks, SdLoadOptions, Video};
+use vidtune_runtime::{
+    load_controlnet, load_t2i_adapter, Adapter, Control, ControlModel, ControlNet, Image, Masks, SdLoadOptions, Video,
+};
 
 /// A loaded ControlNet, shared by the controls that use it.
 #[derive(Debug, Clone)]
 pub struct ScriptControlNet(pub Rc<ControlNet>);
+
+/// A loaded T2I-Adapter, shared likewise.
+#[derive(Debug, Clone)]
+pub struct ScriptAdapter(pub Rc<Adapter>);
 
 /// `load_controlnet`'s options.
 pub const LOAD_CONTROLNET_OPTIONS: &[OptDoc] = &[
@@ -48,22 +54,30 @@ pub const CONTROL: OptDoc = OptDoc {
     opt: None,
     name: "control",
     takes: "map or array of maps",
-    doc: "ControlNet conditioning: #{model: ControlNet, image: Image (or video: Video, one control frame per frame), \
-          scale: 1.0, start: 0.0, end: 1.0, guess_mode: false}; several add their residuals",
+    doc:
+        "ControlNet or T2I-Adapter conditioning: #{model: ControlNet | T2IAdapter, image: Image (or video: Video, one \
+          control frame per frame), scale: 1.0, start: 0.0, end: 1.0, guess_mode: false (ControlNets)}; several add up",
 };
 
 const CONTROL_KEYS: &[&str] = &["model", "image", "video", "scale", "start", "end", "guess_mode"];
 
-fn load(spec: &str, opts: Opts) -> RhaiResult<ScriptControlNet> {
-    let o = SdLoadOptions {
+fn load_options(opts: &Opts) -> RhaiResult<SdLoadOptions> {
+    Ok(SdLoadOptions {
         device: opts.string("device")?.unwrap_or_else(|| "auto".into()),
         dtype: opts.string("dtype")?,
         variant: opts.string("variant")?,
         revision: opts.string("revision")?.unwrap_or_else(|| "main".into()),
         config: opts.string("config")?.map(PathBuf::from),
         ..SdLoadOptions::default()
-    };
-    Ok(ScriptControlNet(Rc::new(rt(load_controlnet(spec, &o))?)))
+    })
+}
+
+fn load(spec: &str, opts: Opts) -> RhaiResult<ScriptControlNet> {
+    Ok(ScriptControlNet(Rc::new(rt(load_controlnet(spec, &load_options(&opts)?))?)))
+}
+
+fn load_adapter(spec: &str, opts: Opts) -> RhaiResult<ScriptAdapter> {
+    Ok(ScriptAdapter(Rc::new(rt(load_t2i_adapter(spec, &load_options(&opts)?))?)))
 }
 
 /// The controls of `opts`' `control` option (none when it is absent).
@@ -84,16 +98,31 @@ pub fn controls(opts: &Opts) -> RhaiResult<Vec<Control>> {
             ))
         })?;
         let o = Opts::new(&label, map, CONTROL_KEYS)?;
-        let net = o
-            .custom::<ScriptControlNet>("model", "a ControlNet (from load_controlnet)")?
-            .ok_or_else(|| script_error(format!("{label}: needs model: load_controlnet(\"…\")")))?;
+        let model: ControlModel = match o.get("model") {
+            None => {
+                return Err(script_error(format!(
+                    "{label}: needs model: load_controlnet(\"…\") or load_t2i_adapter(\"…\")"
+                )))
+            }
+            Some(m) => match (m.clone().try_cast::<ScriptControlNet>(), m.clone().try_cast::<ScriptAdapter>()) {
+                (Some(n), _) => n.0.into(),
+                (_, Some(a)) => a.0.into(),
+                _ => {
+                    return Err(script_error(format!(
+                        "{label}: model must be a ControlNet (from load_controlnet) or a T2IAdapter (from \
+                         load_t2i_adapter), got {}",
+                        crate::values::describe(m)
+                    )))
+                }
+            },
+        };
         let images = match (o.custom::<Image>("image", "an Image")?, o.custom::<Video>("video", "a Video")?) {
             (Some(img), None) => (img.tensor() + 1.0) / 2.0,
             (None, Some(v)) => (v.frames() + 1.0) / 2.0,
             (Some(_), Some(_)) => return Err(script_error(format!("{label}: give image or video, not both"))),
             (None, None) => return Err(script_error(format!("{label}: needs image: Image or video: Video"))),
         };
-        let base = rt(Control::new(net.0, &images))?;
+        let base = rt(Control::new(model, &images))?;
         out.push(Control {
             scale: o.float("scale")?.unwrap_or(1.0),
             start: o.float("start")?.unwrap_or(0.0),
@@ -151,6 +180,13 @@ pub fn register(engine: &mut Registrar) {
     engine.register_fn("load_controlnet", |spec: &str, opts: Map| {
         load(spec, Opts::declared("load_controlnet", opts, LOAD_CONTROLNET_OPTIONS)?)
     });
+    engine.register_type_with_name::<ScriptAdapter>("T2IAdapter");
+    engine.register_fn("load_t2i_adapter", |spec: &str| load_adapter(spec, Opts::empty("load_t2i_adapter")));
+    engine.register_fn("load_t2i_adapter", |spec: &str, opts: Map| {
+        load_adapter(spec, Opts::declared("load_t2i_adapter", opts, LOAD_CONTROLNET_OPTIONS)?)
+    });
+    engine.register_fn("to_string", |m: &mut ScriptAdapter| m.0.summary());
+    engine.register_fn("to_debug", |m: &mut ScriptAdapter| m.0.summary());
     engine.register_fn("to_string", |m: &mut ScriptControlNet| m.0.summary());
     engine.register_fn("to_debug", |m: &mut ScriptControlNet| m.0.summary());
 }
@@ -176,6 +212,22 @@ pub const DOCS: &[FnDoc] = &[
 let canny = load_controlnet("lllyasviel/sd-controlnet-canny");
 let edges = load_image("edges.png");
 let img = t2i(sd, "a red car", #{control: #{model: canny, image: edges, scale: 0.8}});"#,
+    },
+    FnDoc {
+        name: "load_t2i_adapter",
+        signatures: &[
+            "load_t2i_adapter(path_or_repo_id: string) -> T2IAdapter",
+            "load_t2i_adapter(path_or_repo_id: string, options: map) -> T2IAdapter",
+        ],
+        summary: "Loads a T2I-Adapter for SD 1.x (full or light): a diffusers T2IAdapter folder, a repo id in the \
+                  Hugging Face cache (TencentARC/t2iadapter_canny_sd15v2; never downloaded), or one .safetensors \
+                  file with its config.json. Give it to t2i, sample, co_denoise or tune as #{control: …}, like a \
+                  ControlNet: its features join the UNet's down blocks, scaled by scale.",
+        details: "",
+        options: LOAD_CONTROLNET_OPTIONS,
+        example: r#"let sd = load_sd("runwayml/stable-diffusion-v1-5");
+let sketch = load_t2i_adapter("TencentARC/t2iadapter_sketch_sd15v2");
+let img = t2i(sd, "a house", #{control: #{model: sketch, image: load_image("sketch.png"), scale: 0.9}});"#,
     },
     FnDoc {
         name: "canny",

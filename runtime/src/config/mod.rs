@@ -2,6 +2,7 @@
 //! Python defaults. Unknown fields are tolerated (and listed at debug level); configs describing a model
 //! that vidtune cannot run (e.g. an SDXL UNet) are refused with the reason.
 
+pub mod adapter;
 pub mod clip;
 pub mod controlnet;
 pub mod pipeline;

@@ -161,7 +161,7 @@ impl ControlNetModel {
         let image = if self.config.controlnet_conditioning_channel_order == "bgr" { image.flip([1]) } else { image };
         let x = self.conv_in.forward(sample) + self.cond_embedding.forward(&image);
         let ctx = AttnContext::default();
-        let (mid, skips) = run_encoder(&mut Direct, &self.down_blocks, &self.mid_block, x, &temb, context, &ctx)?;
+        let (mid, skips) = run_encoder(&mut Direct, &self.down_blocks, &self.mid_block, x, &temb, context, &ctx, None)?;
         let n = skips.len();
         let scales: Vec<f64> = if guess_mode && !self.config.global_pool_conditions {
             (0..=n).map(|i| 10f64.powf(-1.0 + i as f64 / n as f64) * scale).collect()

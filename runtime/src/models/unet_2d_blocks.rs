@@ -60,7 +60,9 @@ impl DownBlock {
         Ok(DownBlock { resnets, attentions, downsampler })
     }
 
-    /// Returns the output and the skip connections it contributes.
+    /// Returns the output and the skip connections it contributes. `extra` (a T2I-Adapter's feature) is
+    /// added where diffusers adds it: after the last ResNet–transformer pair of a cross-attention block
+    /// (before downsampling), to the output of a plain block; either way the last skip connection has it.
     pub fn forward<'a, E: Exec<'a>>(
         &'a self,
         e: &mut E,
@@ -68,13 +70,18 @@ impl DownBlock {
         temb: &Tensor,
         context: &Tensor,
         ctx: &AttnContext,
+        extra: Option<&Tensor>,
     ) -> Result<(E::V, Vec<E::V>)> {
         let mut h = E::dup(x);
         let mut skips = Vec::with_capacity(self.resnets.len() + 1);
+        let cross = !self.attentions.is_empty();
         for (j, resnet) in self.resnets.iter().enumerate() {
             h = resnet_segment(e, resnet, &[&h], temb, ctx.frames)?;
             if let Some(attn) = self.attentions.get(j) {
                 h = transformer_segment(e, attn, &h, context, ctx)?;
+            }
+            if let (true, true, Some(f)) = (cross, j + 1 == self.resnets.len(), extra) {
+                h = add_feature(e, &h, f)?;
             }
             skips.push(E::dup(&h));
         }
@@ -82,8 +89,26 @@ impl DownBlock {
             h = e.run(&[&h], Box::new(move |xs, _| Ok(down.forward(&xs[0]))))?;
             skips.push(E::dup(&h));
         }
+        if let (false, Some(f)) = (cross, extra) {
+            h = add_feature(e, &h, f)?;
+            *skips.last_mut().expect("a block has a ResNet") = E::dup(&h);
+        }
         Ok((h, skips))
     }
+}
+
+/// `h + feature`, refusing a feature of another shape (an adapter made for another base model).
+pub fn add_feature<'a, E: Exec<'a>>(e: &mut E, h: &E::V, feature: &Tensor) -> Result<E::V> {
+    let size = e.size(h);
+    if feature.size() != size {
+        return Err(crate::error::Error::Invalid(format!(
+            "control: a T2I-Adapter feature of {:?} for a UNet block whose output is {size:?} (an adapter made for \
+             another base model: its channels and downscale factor must follow the UNet's widths and the VAE)",
+            feature.size()
+        )));
+    }
+    let f = feature.shallow_clone();
+    e.run(&[h], Box::new(move |xs, _| Ok(&xs[0] + &f)))
 }
 
 /// A ResNet as one block of the executor; two inputs are concatenated on channels first (an up

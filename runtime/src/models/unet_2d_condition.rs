@@ -10,6 +10,7 @@ use super::controlnet::ControlResiduals;
 use super::embeddings::{timestep_embedding, TimestepEmbedding};
 use super::nn::{silu, Builder, Conv2d, GroupNorm};
 use super::resnet::group_norm_frames;
+use super::t2i_adapter::AdapterFeatures;
 use super::transformer_2d::TransformerSpec;
 use super::unet_2d_blocks::{DownBlock, MidBlock, ResnetSpec, UpBlock, UpChannels};
 use crate::config::unet::{block_kind, BlockKind, UNet2DConditionConfig};
@@ -101,7 +102,8 @@ impl UNet2DConditionModel {
                 Ok(self.conv_in.forward(&x))
             }),
         )?;
-        let (mut x, mut skips) = run_encoder(e, &self.down_blocks, &self.mid_block, x, &temb, context, ctx)?;
+        let features = ctx.data.get::<AdapterFeatures>();
+        let (mut x, mut skips) = run_encoder(e, &self.down_blocks, &self.mid_block, x, &temb, context, ctx, features)?;
         if let Some(control) = ctx.data.get::<ControlResiduals>() {
             // A ControlNet's (or several, summed) residuals join every skip connection and the mid block's
             // output, as diffusers' `down_block_additional_residuals` / `mid_block_additional_residual`.
@@ -299,13 +301,19 @@ pub(crate) fn run_encoder<'a, E: Exec<'a>>(
     temb: &Tensor,
     context: &Tensor,
     ctx: &AttnContext,
+    features: Option<&AdapterFeatures>,
 ) -> Result<(E::V, Vec<E::V>)> {
     let mut skips = vec![E::dup(&x)];
+    let mut pending = features.map(|f| f.features.as_slice()).unwrap_or_default().iter();
     for block in down_blocks {
-        let (h, s) = block.forward(e, &x, temb, context, ctx)?;
+        let (h, s) = block.forward(e, &x, temb, context, ctx, pending.next())?;
         x = h;
         skips.extend(s);
     }
-    let x = mid_block.forward(e, &x, temb, context, ctx)?;
+    let mut x = mid_block.forward(e, &x, temb, context, ctx)?;
+    // A feature left over (SDXL's adapters) joins the mid block's output when it has its shape.
+    if let Some(f) = pending.next().filter(|f| f.size() == e.size(&x)) {
+        x = super::unet_2d_blocks::add_feature(e, &x, f)?;
+    }
     Ok((x, skips))
 }

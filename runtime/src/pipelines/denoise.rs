@@ -30,9 +30,7 @@ impl NoisePredictor for StableDiffusion {
         let mut ctx = AttnContext::default();
         let n = x.size()[0];
         let ts = if t.numel() == 1 { t.reshape([1]).expand([n], false) } else { t.shallow_clone() };
-        if let Some(r) = cond.control_residuals(x, &ts, &cond.text, 1)? {
-            ctx.data.insert(r);
-        }
+        cond.control_data(x, &ts, &cond.text, 1, &mut ctx.data)?;
         self.unet.model.forward(x, t, &cond.text, &ctx)
     }
 

@@ -155,8 +155,12 @@ impl Control {
     /// The model, its settings and the images' shape (the images are in the memo key, by content).
     pub fn to_json(&self) -> Value {
         json!({
-            "model": self.net.source,
-            "identity": self.net.identity,
+            "model": self.model.source(),
+            "kind": match self.model {
+                crate::control::ControlModel::ControlNet(_) => "controlnet",
+                crate::control::ControlModel::Adapter(_) => "t2i_adapter",
+            },
+            "identity": self.model.identity(),
             "images": self.images.size(),
             "scale": self.scale,
             "start": self.start,

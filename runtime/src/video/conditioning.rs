@@ -6,6 +6,7 @@
 use super::call::{AnchorFrame, Pyramid, VideoCall};
 use crate::control::{self, CallStep, Control};
 use crate::error::{Error, Result};
+use crate::models::attention_processor::CallData;
 use crate::models::ClipTokenizer;
 use std::rc::Rc;
 use tch::{Kind, Tensor};
@@ -89,18 +90,19 @@ impl Conditioning {
         self
     }
 
-    /// The controls' residuals for a UNet call on `x` `[B·F, C, h, w]` (see [`control::residuals`]).
-    pub fn control_residuals(
-        &self,
-        x: &Tensor,
-        t: &Tensor,
-        text: &Tensor,
-        frames: i64,
-    ) -> Result<Option<crate::models::ControlResiduals>> {
+    /// Puts what the active controls add to a UNet call on `x` `[B·F, C, h, w]` in its call data: the
+    /// ControlNets' residuals and the T2I-Adapters' features.
+    pub fn control_data(&self, x: &Tensor, t: &Tensor, text: &Tensor, frames: i64, data: &mut CallData) -> Result<()> {
         if self.controls.is_empty() {
-            return Ok(None);
+            return Ok(());
         }
-        control::residuals(&self.controls, self.step, x, t, text, frames)
+        if let Some(r) = control::residuals(&self.controls, self.step, x, t, text, frames)? {
+            data.insert(r);
+        }
+        if let Some(f) = control::adapter_features(&self.controls, self.step, x, frames)? {
+            data.insert(f);
+        }
+        Ok(())
     }
 
     /// The same with masks `[F, 1, H, W]`.

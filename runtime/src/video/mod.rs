@@ -461,9 +461,7 @@ impl VideoModel {
             stage.prepare(&video, &mut data)?;
         }
         data.insert(video);
-        if let Some(r) = cond.control_residuals(&flat, &t, &ctx_frames, f)? {
-            data.insert(r);
-        }
+        cond.control_data(&flat, &t, &ctx_frames, f, &mut data)?;
         let ctx = AttnContext {
             frames: f,
             training,
