@@ -262,6 +262,22 @@ fn controlnet_from_a_script() {
     assert_ne!(read("plain.png"), read("one.png"), "the control changes the image");
     assert_ne!(read("mixed.png"), read("one.png"), "an adapter adds to a ControlNet");
     assert_eq!(read("one.png"), read("two.png"), "two controls at half the scale add up to one at the full scale");
+    // The papers' recipes reach the control models (here ones made for another base model, refused).
+    let scripts = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts");
+    for (script, set, more, line) in [
+        ("dynamic-mask.rhai", format!("controlnet={}/controlnet", tiny.display()), "clips=1", "text width"),
+        ("long-video.rhai", format!("adapter={}/t2i_adapter", tiny.display()), "segments=1", "downscale_factor 2"),
+    ] {
+        let out = vidtune(dir.path())
+            .arg("run")
+            .arg(scripts.join(script))
+            .args(["--set", &set, "--set", more, "--set", "steps=1", "--set", "sample_steps=2", "--set", "out=r"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{script}: {}", stderr(&out));
+        let e = stderr(&out);
+        assert!(e.contains(line) && e.contains("another base model"), "{script}: {e}");
+    }
     for (code, expected) in [
         (
             "t2i(sd, \"x\", #{width: 48, height: 64, control: #{model: cn, image: edges, scael: 1}});",

@@ -461,6 +461,19 @@ pub fn check_control_fits(sd: &crate::StableDiffusion, control: &Control) -> Res
     Ok(())
 }
 
+/// How much more activation memory a UNet call needs with `controls` beside it: a ControlNet runs an
+/// encoder as wide as the UNet's (about half its activations), an adapter a few small convolutions.
+pub fn memory_factor(controls: &[Control]) -> f64 {
+    controls
+        .iter()
+        .map(|c| match c.model {
+            ControlModel::ControlNet(_) => 0.5,
+            ControlModel::Adapter(_) => 0.05,
+        })
+        .sum::<f64>()
+        + 1.0
+}
+
 /// Where one UNet call stands: its step of the schedule, and whether its batch is a guided one whose
 /// first half is the unconditional prediction.
 #[derive(Debug, Clone, Copy, Default)]

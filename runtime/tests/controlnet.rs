@@ -3,7 +3,7 @@
 //! seeded `StableDiffusionControlNetPipeline` compared (fp32, CPU).
 
 mod common;
-use common::cpu;
+use common::{cpu, serial};
 
 use std::rc::Rc;
 use tch::{Kind, Tensor};
@@ -53,6 +53,7 @@ fn residuals_and_the_controlled_unet_match_diffusers() {
 
 #[test]
 fn seeded_controlnet_txt2img_equals_the_diffusers_pipeline() {
+    let _serial = serial();
     let ids: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(fixtures_dir().join("tokenizers/ids.json")).unwrap()).unwrap();
     let prompt = ids["prompts"][1].as_str().unwrap().to_string();
@@ -160,6 +161,7 @@ fn controlnets_load_as_fp16_variants_and_single_files() {
 
 #[test]
 fn bad_controls_are_refused_naming_what_is_wrong() {
+    let _serial = serial();
     let sd = load_sd(fixtures_dir().join("tiny-linear/pipeline").to_str().unwrap(), &cpu()).unwrap();
     let conv = Rc::new(controlnet("tiny-conv", &cpu()));
     let linear = Rc::new(controlnet("tiny-linear", &cpu()));
@@ -207,6 +209,7 @@ fn video_setup(frames: i64) -> (vidtune_runtime::video::VideoModel, Rc<ControlNe
 
 #[test]
 fn a_control_video_conditions_each_frame_with_its_own_frame_and_windows_with_theirs() {
+    let _serial = serial();
     use vidtune_runtime::control::{residuals, CallStep};
     let (_, net, images) = video_setup(4);
     let control = Control::new(net.clone(), &images).unwrap();
@@ -236,6 +239,7 @@ fn a_control_video_conditions_each_frame_with_its_own_frame_and_windows_with_the
 
 #[test]
 fn sampling_and_tuning_take_controls_into_their_memo_keys_and_check_them() {
+    let _serial = serial();
     use vidtune_runtime::pipelines::cached::{sample_key, tune_key};
     use vidtune_runtime::pipelines::codenoise::PromptSchedule;
     use vidtune_runtime::pipelines::sample::{sample, SampleOptions};
@@ -292,6 +296,7 @@ fn adapters(config: &str) -> Vec<&'static str> {
 
 #[test]
 fn t2i_adapter_features_the_adapted_unet_and_the_seeded_pipeline_match_diffusers() {
+    let _serial = serial();
     let ids: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(fixtures_dir().join("tokenizers/ids.json")).unwrap()).unwrap();
     let prompt = ids["prompts"][1].as_str().unwrap().to_string();

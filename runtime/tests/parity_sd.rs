@@ -2,7 +2,7 @@
 //! `save_pretrained`, loaded here through the real loading code, compared output for output (fp32, CPU).
 
 mod common;
-use common::cpu;
+use common::{cpu, serial};
 
 use std::path::PathBuf;
 use tch::{Kind, Tensor};
@@ -48,6 +48,7 @@ fn clip_text_encoder_matches_transformers() {
 
 #[test]
 fn vae_matches_diffusers() {
+    let _serial = serial();
     for config in CONFIGS {
         let sd = load(config);
         let f = load_fixture(&format!("{config}/vae.safetensors"));
@@ -86,6 +87,7 @@ fn unet_matches_diffusers() {
 
 #[test]
 fn ddim_loop_and_inversion_match_diffusers() {
+    let _serial = serial();
     let prompts = prompts();
     for config in CONFIGS {
         let sd = load(config);
@@ -126,6 +128,7 @@ fn ddim_loop_and_inversion_match_diffusers() {
 
 #[test]
 fn seeded_txt2img_equals_the_diffusers_pipeline() {
+    let _serial = serial();
     let prompts = prompts();
     for config in CONFIGS {
         let sd = load(config);

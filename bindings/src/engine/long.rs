@@ -90,6 +90,7 @@ pub const FUSE_OPTIONS: &[OptDoc] = &[
         takes: "integer (default: random, printed)",
         doc: "sample i draws from seed + i",
     },
+    super::control::CONTROL,
 ];
 
 /// Prompts along a clip of `frames`: one string; one string per window of `windows`; or maps

@@ -134,9 +134,22 @@ pub fn ensure_clip_fits(sd: &StableDiffusion, video: &Video, what: &str, trainin
 
 /// [`ensure_clip_fits`] for `frames` frames of `w × h` (what one UNet call sees).
 pub fn ensure_frames_fit(sd: &StableDiffusion, frames: i64, w: i64, h: i64, what: &str, training: bool) -> Result<()> {
+    ensure_frames_fit_with(sd, frames, w, h, what, training, &[])
+}
+
+/// [`ensure_frames_fit`] with `controls` running beside the UNet ([`crate::control::memory_factor`]).
+pub fn ensure_frames_fit_with(
+    sd: &StableDiffusion,
+    frames: i64,
+    w: i64,
+    h: i64,
+    what: &str,
+    training: bool,
+    controls: &[crate::control::Control],
+) -> Result<()> {
     let f = sd.vae_scale_factor();
     let c0 = sd.unet.model.config.block_out_channels[0];
-    let per_value = if training { 4.0 * 24.0 } else { 4.0 * 4.0 };
+    let per_value = if training { 4.0 * 24.0 } else { 4.0 * 4.0 } * crate::control::memory_factor(controls);
     let bytes = crate::memory::bytes_of(&[frames, c0, w / f, h / f], per_value);
     crate::memory::ensure_fits(&format!("{what} {frames} frames at {w}x{h}"), bytes, sd.device)
 }

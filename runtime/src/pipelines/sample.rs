@@ -217,12 +217,13 @@ impl SampleOptions {
 
 /// Refuses a clip whose latents, decoded frames and first-layer activations alone exceed the memory.
 /// With windows, the activations are those of the frames one UNet call sees.
-fn ensure_sample_fits(model: &VideoModel, frames: i64, windows: Option<&WindowOptions>, w: i64, h: i64) -> Result<()> {
+fn ensure_sample_fits(model: &VideoModel, frames: i64, opts: &SampleOptions, w: i64, h: i64) -> Result<()> {
     let f = model.base.vae_scale_factor();
     let c0 = model.base.unet.model.config.block_out_channels[0];
-    let active = windows.map_or(frames, |o| (o.window * o.batch).min(frames));
+    let active = opts.windows.as_ref().map_or(frames, |o| (o.window * o.batch).min(frames));
+    let per_value = 4.0 * 4.0 * crate::control::memory_factor(&opts.controls);
     let bytes = crate::memory::bytes_of(&[frames, 3, w, h], 4.0)
-        + crate::memory::bytes_of(&[active, 2 * c0, w / f, h / f], 4.0 * 4.0);
+        + crate::memory::bytes_of(&[active, 2 * c0, w / f, h / f], per_value);
     crate::memory::ensure_fits(&format!("sampling {frames} frames at {w}x{h}"), bytes, model.base.device)
 }
 
@@ -410,7 +411,7 @@ pub fn sample_schedule_latents(
             check_model_size(w, h)?;
             let f = base.vae_scale_factor();
             let frames = opts.frames.or(opts.masks.as_ref().map(|m| m.len() as i64)).unwrap_or(8);
-            ensure_sample_fits(model, frames, opts.windows.as_ref(), w, h)?;
+            ensure_sample_fits(model, frames, opts, w, h)?;
             noise.randn(&[1, base.unet.model.config.in_channels, frames, h / f, w / f], kind, base.device)
         }
     };

@@ -80,8 +80,7 @@ pub fn t2i(sd: &StableDiffusion, prompt: &str, opts: &T2iOptions) -> Result<T2iO
         c.check(1, h, w)?;
         check_control_fits(sd, c)?;
     }
-    // Each ControlNet runs an encoder as wide as the UNet's beside it.
-    let nets = 1.0 + opts.controls.len() as f64 / 2.0;
+    let nets = crate::control::memory_factor(&opts.controls);
     crate::memory::ensure_fits(
         &format!("an image of {w}x{h}"),
         crate::memory::bytes_of(&[3, w, h], 4.0) + crate::memory::bytes_of(&[2 * c0, w / f, h / f], 16.0 * nets),

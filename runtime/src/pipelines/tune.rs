@@ -3,7 +3,7 @@
 //! only, gradient clipping, everything else frozen. The VAE posterior and the text embedding are computed
 //! once; each step draws a fresh latent sample from the posterior, as the reference does.
 
-use super::common::{check_masks, check_range, encode_video, ensure_frames_fit, to_video_latents};
+use super::common::{check_masks, check_range, encode_video, ensure_frames_fit_with, to_video_latents};
 use super::train::Trainer;
 use super::{count, Loop};
 use crate::control::{check_control_fits, Control};
@@ -241,7 +241,7 @@ fn prepare(model: &VideoModel, clip: &TuneClip, opts: &TuneOptions) -> Result<Pr
         ));
     }
     let (w, h) = (clip.video.width(), clip.video.height());
-    ensure_frames_fit(base, frames, w, h, "tuning on", true)?;
+    ensure_frames_fit_with(base, frames, w, h, "tuning on", true, &clip.controls)?;
     let dist = encode_video(base, &clip.video)?;
     for c in &clip.controls {
         c.check(clip.video.len() as i64, h, w)?;
