@@ -293,6 +293,7 @@ fn controlnet_from_a_script() {
             "a ControlNet (from load_controlnet)",
         ),
         ("load_controlnet(\"random:tiny\");", "there are no random ControlNets"),
+        ("load_controlnet(\"toy\");", "the built-in models have no ControlNet yet"),
     ] {
         expect_error(dir.path(), &format!("{head}{code}"), expected);
     }

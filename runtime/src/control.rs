@@ -65,6 +65,12 @@ pub fn load_controlnet(spec: &str, opts: &SdLoadOptions) -> Result<ControlNet> {
         }
         ModelSource::Builtin(dir) => {
             let dir = dir.join("controlnet");
+            if !dir.join("config.json").exists() {
+                return Err(Error::Invalid(format!(
+                    "{spec:?}: the built-in models have no ControlNet yet; give a diffusers ControlNetModel folder, a \
+                     repo id in the Hugging Face cache or a .safetensors file"
+                )));
+            }
             (dir.join("config.json"), weights::component_files(&dir, "diffusion_pytorch_model", None)?)
         }
         ModelSource::Folder(dir) | ModelSource::Hub { dir, .. } => {
@@ -383,7 +389,11 @@ impl Control {
     fn call_images(&self, frames: i64, clips: i64, x: &Tensor) -> Result<Tensor> {
         let k = self.images.size()[0];
         if k != 1 && k < frames {
-            self.check(frames, 0, 0)?;
+            return Err(Error::Invalid(format!(
+                "control video ({}): {k} frames for a call on {frames}; give one image, or a video at least as long \
+                 as the clip",
+                self.model.source()
+            )));
         }
         let per_clip =
             if k == 1 { self.images.expand([frames, -1, -1, -1], false) } else { self.images.narrow(0, 0, frames) };
@@ -474,8 +484,9 @@ pub fn memory_factor(controls: &[Control]) -> f64 {
         + 1.0
 }
 
-/// Where one UNet call stands: its step of the schedule, and whether its batch is a guided one whose
-/// first half is the unconditional prediction.
+/// Where one UNet call stands: its step of the schedule (`steps` 0: not in a denoising loop — a training
+/// step — where every control acts), and whether its batch is a guided one whose first half is the
+/// unconditional prediction.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CallStep {
     pub step: usize,
