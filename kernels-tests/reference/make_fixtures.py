@@ -361,6 +361,7 @@ def controlnet_fixtures(out, pipe):
     folder = out / "controlnet"
     controlnet.save_pretrained(str(folder), safe_serialization=True)
     save(folder / "diffusion_pytorch_model.fp16.safetensors", {k: v.half() for k, v in controlnet.state_dict().items()})
+    hf_repo(out / "hf_home" / "hub", "vidtune/tiny-controlnet", folder)
 
     g = torch.Generator().manual_seed(77)
     cross = unet.config.cross_attention_dim
@@ -479,6 +480,7 @@ def adapter_fixtures(out, pipe):
             p.copy_(torch.randn(p.shape, generator=g) * 0.3 / max(1.0, p[0].numel() ** 0.25))
         adapter.save_pretrained(str(out / name), safe_serialization=True)
         save(out / name / "diffusion_pytorch_model.fp16.safetensors", {k: v.half() for k, v in adapter.state_dict().items()})
+        hf_repo(out / "hf_home" / "hub", f"vidtune/tiny-{name.replace('_', '-')}", out / name)
         features = adapter(image)
         tensors = {"sample": x, "timesteps": t, "encoder_hidden_states": ctx, "image": image, "pipe_control": control}
         for i, f in enumerate(features):
@@ -633,6 +635,23 @@ def diffusers_to_ldm_vae(sd, num_blocks):
     return out
 
 
+def hf_repo(hub, repo_id, src):
+    """`src`'s files as the Hugging Face cache holds a download of `repo_id`."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = hub / ("models--" + repo_id.replace("/", "--"))
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    for f in sorted(src.rglob("*")):
+        if f.is_file():
+            rel = f.relative_to(src)
+            blob = repo / "blobs" / hashlib.sha256(f.read_bytes()).hexdigest()
+            blob.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(f, blob)
+            link = repo / "snapshots" / commit / rel
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(os.path.relpath(blob, link.parent))
+
+
 def checkpoint_layouts(out, src, pipe):
     """The same tiny pipeline in the other layouts a loader must read."""
     unet_sd, vae_sd, text_sd = pipe.unet.state_dict(), pipe.vae.state_dict(), pipe.text_encoder.state_dict()
@@ -672,19 +691,7 @@ def checkpoint_layouts(out, src, pipe):
     save(old / "vae" / "diffusion_pytorch_model.safetensors", legacy)
 
     # 5. Hugging Face cache layout: models--org--name/{refs/main, snapshots/<hash>/...}, files as symlinks.
-    commit = "0123456789abcdef0123456789abcdef01234567"
-    repo = out / "hf_home" / "hub" / "models--vidtune--tiny-sd"
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text(commit)
-    for f in sorted(src.rglob("*")):
-        if f.is_file():
-            rel = f.relative_to(src)
-            blob = repo / "blobs" / hashlib.sha256(f.read_bytes()).hexdigest()
-            blob.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(f, blob)
-            link = repo / "snapshots" / commit / rel
-            link.parent.mkdir(parents=True, exist_ok=True)
-            link.symlink_to(os.path.relpath(blob, link.parent))
+    hf_repo(out / "hf_home" / "hub", "vidtune/tiny-sd", src)
 
     # The single file must load in diffusers into the same weights (checks the inverse mapping above).
     try:

@@ -256,4 +256,14 @@ fn hugging_face_cache_repo_ids_resolve() {
     );
     let err = load_sd("vidtune/tiny-sd", &SdLoadOptions { revision: "v2".into(), ..cpu() }).unwrap_err().to_string();
     assert!(err.contains("revision \"v2\" has no snapshot"), "{err}");
+    // Control models come from the cache the same way.
+    let same = |a: &tch::nn::VarStore, b: &tch::nn::VarStore| {
+        let (a, b) = (a.variables(), b.variables());
+        a.len() == b.len() && a.iter().all(|(k, v)| v.equal(&b[k]))
+    };
+    let folder = |name: &str| fixtures_dir().join("tiny-conv").join(name).to_string_lossy().into_owned();
+    let cached = vidtune_runtime::load_controlnet("vidtune/tiny-controlnet", &cpu()).unwrap();
+    assert!(same(&cached.vars, &vidtune_runtime::load_controlnet(&folder("controlnet"), &cpu()).unwrap().vars));
+    let cached = vidtune_runtime::load_t2i_adapter("vidtune/tiny-t2i-adapter", &cpu()).unwrap();
+    assert!(same(&cached.vars, &vidtune_runtime::load_t2i_adapter(&folder("t2i_adapter"), &cpu()).unwrap().vars));
 }
