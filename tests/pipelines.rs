@@ -139,6 +139,8 @@ fn paper_scripts_run_end_to_end_on_a_tiny_random_model() {
         .unwrap();
     assert!(out.status.success(), "dynamic-mask.rhai: {}", stderr(&out));
     assert!(stdout(&out).contains("tuning on 2 clips"), "{}", stdout(&out));
+    // Without a ControlNet for this model, the toy world's own frame at the first mask.
+    assert!(stdout(&out).contains("first frame (drawn): subject IoU 1"), "{}", stdout(&out));
     assert!(dir.path().join("d/generated.gif").is_file());
     // The long-video framework: separate tuning, fusion, combined tuning, co-denoising.
     let out = vidtune(dir.path())
@@ -225,6 +227,17 @@ save_video(a.video, "out/a.gif", #{{sidecar: #{{score: s, prompt: a.caption}}}})
     }
 }
 
+/// Runs `scripts/NAME` in `dir` with `--set` for each of `sets`.
+fn run_recipe(dir: &std::path::Path, name: &str, sets: &[&str]) -> std::process::Output {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts").join(name);
+    let mut cmd = vidtune(dir);
+    cmd.arg("run").arg(script);
+    for s in sets {
+        cmd.args(["--set", s]);
+    }
+    cmd.output().unwrap()
+}
+
 #[test]
 fn controlnet_from_a_script() {
     let dir = tempfile::tempdir().unwrap();
@@ -262,6 +275,12 @@ fn controlnet_from_a_script() {
     assert_ne!(read("plain.png"), read("one.png"), "the control changes the image");
     assert_ne!(read("mixed.png"), read("one.png"), "an adapter adds to a ControlNet");
     assert_eq!(read("one.png"), read("two.png"), "two controls at half the scale add up to one at the full scale");
+    // The toy world's recipe: the first frame from its ControlNet on the first mask, by default, and with
+    // every_frame the ControlNet on every frame while sampling.
+    let sets = ["clips=1", "steps=1", "sample_steps=2", "frames=3", "every_frame=true", "out=t"];
+    let out = run_recipe(dir.path(), "dynamic-mask.rhai", &sets);
+    assert!(out.status.success(), "dynamic-mask.rhai on the toy world: {}", stderr(&out));
+    assert!(stdout(&out).contains("first frame (controlnet): subject IoU"), "{}", stdout(&out));
     // The papers' recipes reach the control models (here ones made for another base model, refused).
     let scripts = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts");
     for (script, set, more, line) in [
@@ -293,7 +312,7 @@ fn controlnet_from_a_script() {
             "a ControlNet (from load_controlnet)",
         ),
         ("load_controlnet(\"random:tiny\");", "there are no random ControlNets"),
-        ("load_controlnet(\"toy\");", "the built-in models have no ControlNet yet"),
+        ("load_t2i_adapter(\"toy\");", "the built-in models have no T2I-Adapter"),
     ] {
         expect_error(dir.path(), &format!("{head}{code}"), expected);
     }

@@ -71,6 +71,10 @@ enum ToyAction {
         /// A few steps of everything, to try the command (the models learn nothing)
         #[arg(long)]
         quick: bool,
+        /// Train only the ControlNet, into the existing toy folder --out (its SD models stay frozen as
+        /// they are; `controlnet/` is replaced)
+        #[arg(long)]
+        controlnet_only: bool,
         /// cpu, cuda, cuda:N, auto
         #[arg(long, default_value = "auto")]
         device: String,
@@ -88,9 +92,15 @@ enum ToyAction {
 fn toy(action: ToyAction) -> anyhow::Result<()> {
     use vidtune_runtime::toy;
     match action {
-        ToyAction::Train { out, quick, device } => {
+        ToyAction::Train { out, quick, controlnet_only, device } => {
             let recipe = if quick { toy::Recipe::quick() } else { toy::Recipe::standard() };
             let device = vidtune_runtime::device::parse_device(&device)?;
+            if controlnet_only {
+                let l = toy::controlnet::train_into_folder(&recipe, &out, device)?;
+                println!("{}: loss {:.4} -> {:.4} in {:.0} s", l.name, l.first_loss, l.last_loss, l.seconds);
+                println!("wrote {}", out.join(toy::controlnet::FOLDER).display());
+                return Ok(());
+            }
             let (metrics, logs) = toy::train(&recipe, &out, device)?;
             for l in logs {
                 println!("{:>5}: loss {:.4} -> {:.4} in {:.0} s", l.name, l.first_loss, l.last_loss, l.seconds);

@@ -67,8 +67,9 @@ pub fn load_controlnet(spec: &str, opts: &SdLoadOptions) -> Result<ControlNet> {
             let dir = dir.join("controlnet");
             if !dir.join("config.json").exists() {
                 return Err(Error::Invalid(format!(
-                    "{spec:?}: the built-in models have no ControlNet yet; give a diffusers ControlNetModel folder, a \
-                     repo id in the Hugging Face cache or a .safetensors file"
+                    "{spec:?}: this build's toy models have no ControlNet (train it with `vidtune toy train \
+                     --controlnet-only --out runtime/models/toy` and rebuild); give a diffusers ControlNetModel \
+                     folder, a repo id in the Hugging Face cache or a .safetensors file"
                 )));
             }
             (dir.join("config.json"), weights::component_files(&dir, "diffusion_pytorch_model", None)?)
@@ -208,7 +209,14 @@ pub fn load_t2i_adapter(spec: &str, opts: &SdLoadOptions) -> Result<Adapter> {
                 "\"random:{kind}\": there are no random T2I-Adapters; give a diffusers T2IAdapter folder or file"
             )))
         }
-        ModelSource::Builtin(dir) | ModelSource::Folder(dir) | ModelSource::Hub { dir, .. } => {
+        ModelSource::Builtin(_) => {
+            return Err(Error::Invalid(format!(
+                "{spec:?}: the built-in models have no T2I-Adapter (their control model is a ControlNet: \
+                 load_controlnet(\"toy\")); give a diffusers T2IAdapter folder, a repo id in the Hugging Face cache \
+                 or a .safetensors file"
+            )))
+        }
+        ModelSource::Folder(dir) | ModelSource::Hub { dir, .. } => {
             let config = dir.join("config.json");
             if !config.exists() {
                 return Err(Error::bad_file(&dir, "is not a diffusers T2IAdapter folder: config.json is missing"));

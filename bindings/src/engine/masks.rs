@@ -143,6 +143,11 @@ pub fn register(engine: &mut Registrar, host: &Rc<Host>) {
             .map_err(|_| script_error(format!("Masks.scale: the factor must be a number, got {}", describe(&s))))?;
         rt(m.scale(s))
     });
+    engine.register_fn("color_masks", |v: Video, color: &str| rt(vidtune_runtime::toy::probe::color_masks(&v, color)));
+    engine.register_fn("color_masks", |img: vidtune_runtime::Image, color: &str| {
+        let v = rt(Video::new(img.tensor().unsqueeze(0), 8.0))?;
+        rt(vidtune_runtime::toy::probe::color_masks(&v, color))
+    });
     engine.register_fn("mask_sequence", |opts: Map| {
         mask_sequence(Opts::declared("mask_sequence", opts, MASK_SEQUENCE_OPTIONS)?)
     });
@@ -313,6 +318,20 @@ print(c.masks.iou(c.masks.dilate(1)));"#,
         options: NO_OPTIONS,
         example: r#"let c = synthetic_clip();
 print(c.masks.ious(c.masks.erode(1)));"#,
+    },
+    FnDoc {
+        name: "color_masks",
+        signatures: &[
+            "color_masks(video: Video, colour: string) -> Masks",
+            "color_masks(image: Image, colour: string) -> Masks",
+        ],
+        summary: "The pixels of a toy-world video that have one of its eight named colours (nearest to it and within \
+                  100 RGB units): where a generated subject of that colour is, found without looking where it \
+                  should be.",
+        details: "",
+        options: NO_OPTIONS,
+        example: r#"let c = synthetic_clip(#{color: "red", background_color: "blue"});
+print(color_masks(c.video, "red").iou(c.masks));"#,
     },
     FnDoc {
         name: "mask_sequence",

@@ -15,6 +15,7 @@
 //! `load_sd("toy")` / `load_clip("toy")` load it from there.
 
 pub mod bpe;
+pub mod controlnet;
 mod eval;
 pub mod probe;
 pub mod world;
@@ -73,6 +74,10 @@ pub struct Recipe {
     pub unet: Stage,
     /// Probability of training the UNet on the empty prompt (for classifier-free guidance).
     pub uncond_prob: f64,
+    /// The ControlNet on subject masks, trained last against the frozen UNet ([`controlnet`]).
+    pub controlnet: Stage,
+    /// Probability of the empty prompt in the ControlNet's training (its authors use one half).
+    pub control_uncond_prob: f64,
 }
 
 impl Recipe {
@@ -90,6 +95,8 @@ impl Recipe {
             kl_weight: 1e-5,
             unet: Stage { steps: 4000, batch: 32, lr: 5e-4, warmup: 200 },
             uncond_prob: 0.1,
+            controlnet: Stage { steps: 3000, batch: 32, lr: 5e-4, warmup: 100 },
+            control_uncond_prob: 0.1,
         }
     }
 
@@ -102,6 +109,7 @@ impl Recipe {
             clip: Stage { steps: 3, batch: 8, lr: 1e-3, warmup: 0 },
             vae: Stage { steps: 3, batch: 4, lr: 1e-3, warmup: 0 },
             unet: Stage { steps: 3, batch: 8, lr: 5e-4, warmup: 0 },
+            controlnet: Stage { steps: 3, batch: 8, lr: 3e-4, warmup: 0 },
             ..Recipe::standard()
         }
     }
@@ -112,6 +120,7 @@ impl Recipe {
             "train_clips": self.train_clips, "eval_clips": self.eval_clips,
             "clip": self.clip.to_json(), "vae": self.vae.to_json(), "vae_crop": self.vae_crop,
             "kl_weight": self.kl_weight, "unet": self.unet.to_json(), "uncond_prob": self.uncond_prob,
+            "controlnet": self.controlnet.to_json(), "control_uncond_prob": self.control_uncond_prob,
         })
     }
 }
@@ -394,15 +403,7 @@ fn train_into(recipe: &Recipe, bank: &FrameBank, dir: &Path, device: Device) -> 
         Ok(mse(&rec, &x) + kl * recipe.kl_weight)
     })?);
     // Latents of every frame; the scaling factor makes their spread 1, as SD's 0.18215 does.
-    let (means, logvars) = tch::no_grad(|| -> Result<(Tensor, Tensor)> {
-        let (mut m, mut l) = (vec![], vec![]);
-        for chunk in (0..bank.len() as i64).collect::<Vec<_>>().chunks(64) {
-            let d = vae.encode(&bank.pixels(chunk).to_device(device))?;
-            m.push(d.mean);
-            l.push(d.logvar);
-        }
-        Ok((Tensor::cat(&m, 0), Tensor::cat(&l, 0)))
-    })?;
+    let (means, logvars) = controlnet::encode_bank(&vae, bank, device)?;
     let std = means.std(true).double_value(&[]);
     let scaling = round4(1.0 / std.max(1e-6));
     let vae_dir = dir.join("vae");
@@ -444,6 +445,18 @@ fn train_into(recipe: &Recipe, bank: &FrameBank, dir: &Path, device: Device) -> 
     write_json(&unet_dir.join("config.json"), &unet_config(latent))?;
     save_tensors(&unet_dir.join("diffusion_pytorch_model.safetensors"), &unet_vars, |_| true)?;
 
+    // 5. The ControlNet on subject masks, against the frozen UNet.
+    let frozen = controlnet::Frozen {
+        unet: &unet,
+        unet_vars: &unet_vars,
+        means: &means,
+        logvars: &logvars,
+        scaling,
+        text: &text,
+        uncond: &uncond,
+    };
+    logs.push(controlnet::train_stage(recipe, bank, &frozen, &dir.join(controlnet::FOLDER), device)?);
+
     let sched_dir = dir.join("scheduler");
     mkdir(&sched_dir)?;
     write_bytes_atomic(
@@ -451,15 +464,50 @@ fn train_into(recipe: &Recipe, bank: &FrameBank, dir: &Path, device: Device) -> 
         include_str!("../../configs/sd-v1-4/scheduler/scheduler_config.json").as_bytes(),
     )?;
     write_json(&dir.join("model_index.json"), &model_index())?;
-    let stages: Vec<Value> = logs
-        .iter()
-        .map(|l| json!({"stage": l.name, "first_loss": round4(l.first_loss), "last_loss": round4(l.last_loss), "seconds": l.seconds.round()}))
-        .collect();
     write_json(
         &dir.join("recipe.json"),
-        &json!({"recipe": recipe.to_json(), "device": format!("{device:?}"), "stages": stages}),
+        &json!({"recipe": recipe.to_json(), "device": format!("{device:?}"), "stages": logs.iter().map(StageLog::to_json).collect::<Vec<_>>()}),
     )?;
     Ok(logs)
+}
+
+impl StageLog {
+    fn to_json(&self) -> Value {
+        json!({"stage": self.name, "first_loss": round4(self.first_loss), "last_loss": round4(self.last_loss), "seconds": self.seconds.round()})
+    }
+
+    fn from_json(v: &Value) -> Option<StageLog> {
+        Some(StageLog {
+            name: v.get("stage")?.as_str()?.to_string(),
+            first_loss: v.get("first_loss")?.as_f64()?,
+            last_loss: v.get("last_loss")?.as_f64()?,
+            seconds: v.get("seconds")?.as_f64()?,
+        })
+    }
+}
+
+/// Records a stage trained on its own into the toy folder `dir`: its line in `recipe.json` (replaced if
+/// there was one) and the model card.
+fn record_stage(dir: &Path, recipe: &Recipe, log: &StageLog) -> Result<()> {
+    let path = dir.join("recipe.json");
+    let text = crate::fsutil::read_text(&path, "JSON")?;
+    let mut record: Value = serde_json::from_str(&text).map_err(|e| Error::bad_file(&path, e.to_string()))?;
+    let mut logs: Vec<StageLog> = record["stages"]
+        .as_array()
+        .map(|a| a.iter().filter_map(StageLog::from_json).filter(|l| l.name != log.name).collect())
+        .unwrap_or_default();
+    logs.push(log.clone());
+    record["recipe"] = recipe.to_json();
+    record["stages"] = Value::Array(logs.iter().map(StageLog::to_json).collect());
+    write_json(&path, &record)?;
+    let metrics_path = dir.join("metrics.json");
+    let metrics_text = crate::fsutil::read_text(&metrics_path, "JSON")?;
+    let metrics = Metrics::from_json(
+        &serde_json::from_str(&metrics_text).map_err(|e| Error::bad_file(&metrics_path, e.to_string()))?,
+    )?;
+    write_atomic(&dir.join("README.md"), |tmp| {
+        std::fs::write(tmp, model_card(recipe, &metrics, &logs)).map_err(|e| Error::io(tmp, e))
+    })
 }
 
 fn model_card(recipe: &Recipe, m: &Metrics, logs: &[StageLog]) -> String {
@@ -467,7 +515,8 @@ fn model_card(recipe: &Recipe, m: &Metrics, logs: &[StageLog]) -> String {
         "# vidtune toy world\n\nTiny Stable Diffusion 1.x (UNet, AutoencoderKL, CLIP text encoder + BPE tokenizer) and \
          CLIP models trained from scratch by `vidtune toy train` on vidtune's synthetic clips. Diffusers / \
          transformers folder layout, fp16 weights. Not a general-purpose model: it knows coloured shapes \
-         moving over plain, striped, gradient and textured backgrounds.\n\n## Recipe\n\n```json\n",
+         moving over plain, striped, gradient and textured backgrounds. `controlnet/` is a ControlNet on subject \
+         masks (segmentation maps, the subject white on black) trained against the frozen UNet.\n\n## Recipe\n\n```json\n",
     );
     s += &serde_json::to_string_pretty(&recipe.to_json()).unwrap_or_default();
     s += "\n```\n\n## Training\n\n| stage | first loss | last loss (EMA) | seconds |\n|---|---|---|---|\n";

@@ -155,6 +155,27 @@ pub fn nearest_color(rgb: [f64; 3]) -> &'static str {
         .unwrap_or("?")
 }
 
+/// The pixels of `video` that have the named toy-world colour `color`: nearest to it of the eight named
+/// colours and within 100 (0–255 RGB units) of it. The toy world's subjects are the only things of their
+/// colour in a frame (a background never shares the subject's colour), so this finds a generated
+/// subject without looking where it should be.
+pub fn color_masks(video: &Video, color: &str) -> Result<Masks> {
+    let k = COLORS.iter().position(|(n, _)| *n == color).ok_or_else(|| {
+        Error::Invalid(format!(
+            "color_masks: unknown colour {color:?}; expected one of {}",
+            COLORS.iter().map(|(n, _)| format!("{n:?}")).collect::<Vec<_>>().join(", ")
+        ))
+    })?;
+    let rgb = (video.frames().to_kind(Kind::Float) + 1.0) * 127.5;
+    let palette: Vec<f32> = COLORS.iter().flat_map(|(_, c)| c.map(|v| v as f32)).collect();
+    let palette = Tensor::from_slice(&palette).view([COLORS.len() as i64, 1, 3, 1, 1]);
+    // [colours, F, H, W] distances.
+    let d = (rgb.unsqueeze(0) - palette).square().sum_dim_intlist([2i64].as_slice(), false, Kind::Float).sqrt();
+    let nearest = d.argmin(0, false).eq(k as i64);
+    let close = d.get(k as i64).lt(100.0);
+    Masks::new(nearest.logical_and(&close).unsqueeze(1).to_kind(Kind::Float))
+}
+
 /// Measures `edited` frame by frame against its synthetic `source`, for an edit to colour `to`: in every
 /// frame on its own, the built-in segmenter is clicked where the source subject's centre was, and the
 /// subject it finds there is judged by its colour and its overlap with the source's.
@@ -319,6 +340,30 @@ pub fn mask_guided_edit(
 mod tests {
     use super::*;
     use crate::synthetic::{synthetic_clip, Motion, Shape, SyntheticSpec, Texture};
+
+    #[test]
+    fn color_masks_find_the_subject_of_every_colour_and_nothing_else() {
+        for (i, (color, _)) in COLORS.iter().enumerate() {
+            let clip = synthetic_clip(&SyntheticSpec {
+                color: Some(color.to_string()),
+                background: Some(Texture::ALL[i % 4]),
+                background_color: Some(COLORS[(i + 3) % 8].0.into()),
+                frames: 3,
+                seed: i as u64,
+                ..Default::default()
+            })
+            .unwrap();
+            let (iou, _) = color_masks(&clip.video, color).unwrap().iou(&clip.masks).unwrap();
+            assert!(iou > 0.95, "{color}: IoU {iou}");
+            let other = COLORS[(i + 1) % 8].0;
+            let area: f64 = color_masks(&clip.video, other).unwrap().area().iter().sum();
+            assert!(area < 0.01, "{other} in a {color} clip on {}: {area}", COLORS[(i + 3) % 8].0);
+        }
+        assert!(color_masks(&synthetic_clip(&SyntheticSpec::default()).unwrap().video, "mauve")
+            .unwrap_err()
+            .to_string()
+            .contains("\"pink\""));
+    }
 
     #[test]
     fn a_recoloured_clip_reads_as_its_new_colour_with_the_same_motion() {

@@ -66,6 +66,10 @@ pub struct FrameBank {
     pub clip_of: Vec<usize>,
     /// The distinct captions, clip by clip.
     pub clip_captions: Vec<String>,
+    /// `[N, 1, S, S]` 8-bit subject masks (1 inside), frame by frame.
+    pub masks: Tensor,
+    /// The resolved spec of each clip.
+    pub specs: Vec<SyntheticSpec>,
 }
 
 impl FrameBank {
@@ -89,6 +93,7 @@ impl FrameBank {
 pub fn frame_bank(clips: usize, frames: usize, size: i64, seed: u64, held_out: bool) -> Result<FrameBank> {
     let mut all = vec![];
     let (mut captions, mut clip_of, mut clip_captions) = (vec![], vec![], vec![]);
+    let (mut masks, mut specs) = (vec![], vec![]);
     let mut progress =
         Progress::new(if held_out { "held-out clips" } else { "training clips" }, clips as u64).unit("clips");
     let mut s = seed;
@@ -103,6 +108,8 @@ pub fn frame_bank(clips: usize, frames: usize, size: i64, seed: u64, held_out: b
         }
         let bytes = ((clip.video.frames() + 1.0) * 127.5).round().clamp(0.0, 255.0).to_kind(Kind::Uint8);
         all.push(bytes);
+        masks.push(clip.masks.tensor().gt(0.5).to_kind(Kind::Uint8));
+        specs.push(clip.spec.clone());
         for _ in 0..frames {
             captions.push(clip.caption.clone());
             clip_of.push(clip_captions.len());
@@ -111,7 +118,14 @@ pub fn frame_bank(clips: usize, frames: usize, size: i64, seed: u64, held_out: b
         progress.step()?;
     }
     progress.finish();
-    Ok(FrameBank { frames: Tensor::cat(&all, 0), captions, clip_of, clip_captions })
+    Ok(FrameBank {
+        frames: Tensor::cat(&all, 0),
+        captions,
+        clip_of,
+        clip_captions,
+        masks: Tensor::cat(&masks, 0),
+        specs,
+    })
 }
 
 /// A deterministic stream of batch indices: shuffled epochs from a SplitMix64 seed.
