@@ -76,7 +76,7 @@ pub struct Recipe {
     pub uncond_prob: f64,
     /// The ControlNet on subject masks, trained last against the frozen UNet ([`controlnet`]).
     pub controlnet: Stage,
-    /// Probability of the empty prompt in the ControlNet's training (its authors use one half).
+    /// Probability of the empty prompt in the ControlNet's training (see [`controlnet`]).
     pub control_uncond_prob: f64,
 }
 
