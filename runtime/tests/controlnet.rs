@@ -20,6 +20,24 @@ fn controlnet(config: &str, opts: &SdLoadOptions) -> ControlNet {
     load_controlnet(dir.to_str().unwrap(), opts).unwrap_or_else(|e| panic!("{config}: {e}"))
 }
 
+/// `t2i` with `control` and the settings the fixture script's pipelines ran with.
+fn fixture_pipeline(
+    sd: &vidtune_runtime::StableDiffusion,
+    prompt: &str,
+    control: Control,
+) -> vidtune_runtime::pipelines::t2i::T2iOutput {
+    let opts = T2iOptions {
+        steps: 10,
+        guidance: 7.5,
+        seed: Some(1234),
+        width: Some(48),
+        height: Some(64),
+        controls: vec![control],
+        ..Default::default()
+    };
+    t2i(sd, prompt, &opts).unwrap()
+}
+
 fn residual_count(f: &std::collections::HashMap<String, Tensor>, tag: &str) -> usize {
     (0..).take_while(|i| f.contains_key(&format!("{tag}_down_{i}"))).count()
 }
@@ -71,16 +89,7 @@ fn seeded_controlnet_txt2img_equals_the_diffusers_pipeline() {
                 guess_mode: guess,
                 ..Control::new(net.clone(), &f["pipe_control"]).unwrap()
             };
-            let opts = T2iOptions {
-                steps: 10,
-                guidance: 7.5,
-                seed: Some(1234),
-                width: Some(48),
-                height: Some(64),
-                controls: vec![control],
-                ..Default::default()
-            };
-            let out = t2i(&sd, &prompt, &opts).unwrap();
+            let out = fixture_pipeline(&sd, &prompt, control);
             assert_close_rel(
                 &out.latents,
                 &f[&format!("pipe_{tag}_latents")],
@@ -319,16 +328,7 @@ fn t2i_adapter_features_the_adapted_unet_and_the_seeded_pipeline_match_diffusers
             .unwrap();
             assert_close_rel(&out, &f["unet"], TOL, &format!("{config} {name}: adapted UNet"));
             let control = Control { scale: 0.8, ..Control::new(adapter.clone(), &f["pipe_control"]).unwrap() };
-            let opts = T2iOptions {
-                steps: 10,
-                guidance: 7.5,
-                seed: Some(1234),
-                width: Some(48),
-                height: Some(64),
-                controls: vec![control],
-                ..Default::default()
-            };
-            let out = t2i(&sd, &prompt, &opts).unwrap();
+            let out = fixture_pipeline(&sd, &prompt, control);
             assert_close_rel(&out.latents, &f["pipe_latents"], TOL, &format!("{config} {name}: latents"));
             let image01 = ((out.image.tensor() + 1.0) / 2.0).permute([1, 2, 0]).unsqueeze(0);
             let diff = (image01 - &f["pipe_image"]).abs().max().double_value(&[]);

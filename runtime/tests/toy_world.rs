@@ -115,7 +115,8 @@ fn the_toy_controlnet_puts_the_subject_where_the_mask_is_on_paths_it_never_train
         let spec = MaskSequenceSpec { shape, motion, frames: 1, width: 64, height: 64, seed: 40 };
         let mask = mask_sequence(&spec).unwrap();
         let prompt = caption(shape, colors[k], motion, Texture::Plain, "white");
-        let image = toy::controlnet::control_images(&mask.tensor().to_kind(tch::Kind::Uint8));
+        // The control image as a script makes it: masks.segmentation_map(), in [0, 1].
+        let image = (mask.segmentation_map([255, 255, 255], 8.0).unwrap().frames() + 1.0) / 2.0;
         let iou = |controls: Vec<Control>| {
             let opts = T2iOptions {
                 steps: 20,

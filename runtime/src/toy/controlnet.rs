@@ -140,8 +140,9 @@ pub(super) fn train_stage(
     Ok(log)
 }
 
-/// Segmentation maps of 8-bit masks `[N, 1, S, S]`: `[N, 3, S, S]` in [0, 1], the subject white.
-pub fn control_images(masks: &Tensor) -> Tensor {
+/// Segmentation maps of 8-bit masks `[N, 1, S, S]`: `[N, 3, S, S]` in [0, 1], the subject white — what
+/// `masks.segmentation_map()` gives a control at inference.
+fn control_images(masks: &Tensor) -> Tensor {
     masks.to_kind(Kind::Float).gt(0.5).to_kind(Kind::Float).expand([-1, 3, -1, -1], false).contiguous()
 }
 
@@ -211,4 +212,33 @@ pub fn train_into_folder(recipe: &Recipe, dir: &Path, device: Device) -> Result<
     })?;
     super::record_stage(dir, recipe, &log)?;
     Ok(log)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synthetic::{synthetic_clip, SyntheticSpec};
+
+    #[test]
+    fn it_trains_on_the_control_images_a_script_gives_it() {
+        let clip = synthetic_clip(&SyntheticSpec { frames: 3, seed: 5, ..Default::default() }).unwrap();
+        // As the frame bank stores masks, and as a script draws them.
+        let trained = control_images(&clip.masks.tensor().gt(0.5).to_kind(Kind::Uint8));
+        let scripted = (clip.masks.segmentation_map([255, 255, 255], 8.0).unwrap().frames() + 1.0) / 2.0;
+        assert_eq!(trained.size(), scripted.size());
+        let diff = (trained - scripted).abs().max().double_value(&[]);
+        assert!(diff < 1e-6, "{diff}");
+    }
+
+    #[test]
+    fn every_shape_and_every_held_out_motion_is_still_seen_in_training() {
+        let pairs = held_out_pairs();
+        assert_eq!(pairs.len(), Shape::ALL.len());
+        for &s in Shape::ALL {
+            assert_eq!(pairs.iter().filter(|p| p.0 == s).count(), 1, "{s:?}");
+        }
+        for (_, m) in &pairs {
+            assert!(Shape::ALL.iter().any(|&s| !is_held_out(s, *m)), "{m:?}");
+        }
+    }
 }
