@@ -4,7 +4,7 @@
 
 use super::call::{run_sample, video_model, SampleCall};
 use super::state::Host;
-use super::video_options::{latents_option, sample_options, CO_DENOISE_OPTIONS};
+use super::video_options::{check_sample_preset, latents_option, sample_options, CO_DENOISE_OPTIONS};
 use crate::docs::{FnDoc, OptDoc};
 use crate::guard::Registrar;
 use crate::opts::{one_or_many, rt, script_error, Opts, RhaiResult};
@@ -236,6 +236,7 @@ fn do_co_denoise(
     let model = video_model("co_denoise", model)?;
     let latents = latents_option(&opts, &model)?;
     let mut o = sample_options(&opts, Some(16))?;
+    check_sample_preset(&opts, &o)?;
     let seed_given = o.seed.is_some();
     o.seed = o.seed.or_else(|| host.replay_seed());
     let windows = o.windows.clone().expect("co_denoise always has windows");

@@ -6,8 +6,8 @@ use super::call::{note_call, report_memo, run_sample, video_model, SampleCall};
 use super::live::Live;
 use super::state::Host;
 use super::video_options::{
-    latents_option, sample_options, tune_options, video_spec, window_options, INFLATE_OPTIONS, INVERT_OPTIONS,
-    SAMPLE_OPTIONS, TUNE_OPTIONS,
+    check_sample_preset, latents_option, sample_options, tune_options, video_spec, window_options, INFLATE_OPTIONS,
+    INVERT_OPTIONS, SAMPLE_OPTIONS, TUNE_OPTIONS,
 };
 use crate::docs::{FnDoc, NO_OPTIONS};
 use crate::guard::Registrar;
@@ -117,6 +117,7 @@ fn do_sample(
     let model = video_model("sample", model)?;
     let latents = latents_option(&opts, &model)?;
     let mut o = sample_options(&opts, None)?;
+    check_sample_preset(&opts, &o)?;
     let seed_given = o.seed.is_some();
     o.seed = o.seed.or_else(|| host.replay_seed());
     let schedule = PromptSchedule::single(prompt);

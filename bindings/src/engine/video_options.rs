@@ -14,6 +14,7 @@ use vidtune_runtime::options::{
 };
 use vidtune_runtime::pipelines::codenoise::{Anchor, WindowOptions};
 use vidtune_runtime::pipelines::invert::Latents;
+use vidtune_runtime::pipelines::presets;
 use vidtune_runtime::pipelines::sample::{FirstFrame, SampleOptions, DEFAULT_FPS, SHARED_NOISE};
 use vidtune_runtime::pipelines::tune::{train_preset, LossWeights, TuneOptions};
 use vidtune_runtime::video::processors::{ModuleSpec, Role};
@@ -57,12 +58,19 @@ pub const INFLATE_OPTIONS: &[OptDoc] = &[
 
 /// `tune`'s options.
 pub const TUNE_OPTIONS: &[OptDoc] = &[
+    OptDoc {
+        opt: Some(Declared::Presets),
+        name: "preset",
+        takes: "",
+        doc: "the recipe's tuning (inflate's preset names); the options below override it. dynamic-mask: \
+              first_frame, train \"dynamic-mask\" (attn1, attn2, attn_temp)",
+    },
     OptDoc::declared(&TUNE_STEPS),
     OptDoc::declared(&TUNE_WINDOW),
     OptDoc::declared(&LR),
     OptDoc { opt: None,
         name: "train",
-        takes: "\"tav\" (default: attn1.to_q, attn2.to_q, attn_temp) | \"ei2\" | \"all\" | [patterns]",
+        takes: "\"tav\" (default: attn1.to_q, attn2.to_q, attn_temp) | \"ei2\" | \"dynamic-mask\" | \"all\" | [patterns]",
         doc: "what tuning changes; the layers mask modules add (mask encoder, MCA) train too",
     },
     OptDoc::declared(&TUNE_SEED),
@@ -139,6 +147,12 @@ macro_rules! sample_options {
                 name: "latents",
                 takes: "Latents (from invert)",
                 doc: "the starting noise of an edit (default: seeded noise)",
+            },
+            OptDoc { opt: Some(Declared::Presets),
+                name: "preset",
+                takes: "",
+                doc: "the recipe's sampling (inflate's preset names); the options below override it. dynamic-mask: \
+                      shared_noise 0.2, and first_frame and masks are required",
             },
             OptDoc::declared(&SAMPLE_STEPS),
             OptDoc::declared(&GUIDANCE),
@@ -277,14 +291,18 @@ pub(super) fn video_spec(opts: &Opts) -> RhaiResult<VideoSpec> {
 
 /// `output_path` places the checkpoint (a rerun writes under its own folder).
 pub(super) fn tune_options(opts: &Opts, output_path: &dyn Fn(&str) -> PathBuf) -> RhaiResult<TuneOptions> {
-    let d = TuneOptions::default();
+    let d = match opts.string("preset")? {
+        Some(p) => presets::tune(&p).map_err(|e| script_error(format!("tune: {e}")))?,
+        None => TuneOptions::default(),
+    };
     let train = match opts.get("train") {
         None => d.train.clone(),
         Some(v) if v.is_string() => {
             let name = v.to_string();
             train_preset(&name).ok_or_else(|| {
                 script_error(format!(
-                    "tune: unknown train preset {name:?}; expected \"tav\", \"ei2\", \"all\" or an array of patterns"
+                    "tune: unknown train preset {name:?}; expected \"tav\", \"ei2\", \"dynamic-mask\", \"all\" or an array \
+                     of patterns"
                 ))
             })?
         }
@@ -308,7 +326,7 @@ pub(super) fn tune_options(opts: &Opts, output_path: &dyn Fn(&str) -> PathBuf) -
         },
     };
     let loss = match opts.get("loss") {
-        None => LossWeights::default(),
+        None => d.loss,
         Some(v) => {
             let map = v.clone().try_cast::<Map>().ok_or_else(|| {
                 script_error(format!("tune: option \"loss\" must be a map #{{all: λ1, fg: λ2, bg: λ3}}, got {v}"))
@@ -332,7 +350,7 @@ pub(super) fn tune_options(opts: &Opts, output_path: &dyn Fn(&str) -> PathBuf) -
         eps: d.eps,
         checkpoint_every: opts.int(CHECKPOINT_EVERY.name)?,
         checkpoint_path: opts.string("checkpoint")?.map(|p| output_path(&p)),
-        first_frame: opts.bool("first_frame")?.unwrap_or(false),
+        first_frame: opts.bool("first_frame")?.unwrap_or(d.first_frame),
         loss,
         subject: opts.string("subject")?,
         window: opts.int(TUNE_WINDOW.name)?,
@@ -358,10 +376,13 @@ pub(super) fn tune_options(opts: &Opts, output_path: &dyn Fn(&str) -> PathBuf) -
 
 /// The options of `sample` (and `co_denoise`, whose windows default to `window` frames).
 pub(super) fn sample_options(opts: &Opts, window: Option<i64>) -> RhaiResult<SampleOptions> {
-    let d = SampleOptions::default();
+    let d = match opts.string("preset")? {
+        Some(p) => presets::sample(&p).map_err(|e| script_error(format!("{}: {e}", opts.func())))?,
+        None => SampleOptions::default(),
+    };
     let size = opts.size("size")?;
     let shared_noise = match opts.get("shared_noise") {
-        None => None,
+        None => d.shared_noise,
         Some(v) if v.is_bool() => v.as_bool().ok().filter(|b| *b).map(|_| SHARED_NOISE),
         Some(_) => opts.float("shared_noise")?,
     };
@@ -391,6 +412,15 @@ pub(super) fn sample_options(opts: &Opts, window: Option<i64>) -> RhaiResult<Sam
         until: None,
         controls: super::control::controls(opts)?,
     })
+}
+
+/// Refuses a `sample` or `co_denoise` call without what its recipe preset samples from (`extend` and
+/// `fuse` make their own first frames).
+pub(super) fn check_sample_preset(opts: &Opts, o: &SampleOptions) -> RhaiResult<()> {
+    match opts.string("preset")? {
+        Some(p) => rt(presets::check_sample(&p, o, opts.func())),
+        None => Ok(()),
+    }
 }
 
 fn first_frame(opts: &Opts) -> RhaiResult<Option<FirstFrame>> {

@@ -8,6 +8,7 @@ pub mod denoise;
 pub mod extend;
 pub mod fuse;
 pub mod invert;
+pub mod presets;
 pub mod record;
 pub mod sample;
 pub mod t2i;

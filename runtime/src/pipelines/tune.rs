@@ -27,12 +27,17 @@ use vidtune_kernels::schedulers::{ddpm, NoiseSchedule, Prediction};
 /// temporal attention (its LayerNorm stays frozen).
 pub const TAV_TRAIN: [&str; 3] = ["attn1.to_q", "attn2.to_q", "attn_temp"];
 
+/// Dynamic mask guidance's tuned layers (§IV-A): the self- and cross-attention layers whole, and the new
+/// temporal ones.
+pub const DYNAMIC_MASK_TRAIN: [&str; 3] = ["attn1", "attn2", "attn_temp"];
+
 /// The parameters a named training preset tunes: Tune-A-Video's (`"tav"`, `"tune-a-video"`; EI²'s, `"ei2"`,
-/// is the same set over its own modules: FFAM's and cross-attention's queries, all of STAM) or everything
-/// (`"all"`); `None` for other names.
+/// is the same set over its own modules: FFAM's and cross-attention's queries, all of STAM), dynamic mask
+/// guidance's (`"dynamic-mask"`) or everything (`"all"`); `None` for other names.
 pub fn train_preset(name: &str) -> Option<Vec<String>> {
     match name {
         "tav" | "tune-a-video" | "ei2" => Some(TAV_TRAIN.iter().map(|s| s.to_string()).collect()),
+        "dynamic-mask" => Some(DYNAMIC_MASK_TRAIN.iter().map(|s| s.to_string()).collect()),
         "all" => Some(vec!["*".into()]),
         _ => None,
     }
