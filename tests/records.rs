@@ -155,3 +155,45 @@ fn bench_runs_the_job_on_the_tiny_shape_and_writes_its_figures() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("--official-dir"), "{}", stderr(&out));
 }
+
+#[test]
+fn the_gpu_script_names_every_phase_in_a_dry_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let tav = dir.path().join("Tune-A-Video");
+    std::fs::create_dir_all(tav.join("tuneavideo")).unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let out = std::process::Command::new("bash")
+        .arg(root.join("examples/bench/gpu.sh"))
+        .args(["--dry-run", "--out"])
+        .arg(dir.path().join("run"))
+        .env("TUNE_A_VIDEO_DIR", &tav)
+        .output()
+        .unwrap();
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}{}", stderr(&out));
+    for line in [
+        "[build] cargo build --release --no-default-features -p vidtune --target-dir target/gpu",
+        "[smoke-fp16] ",
+        "bench --config tiny --frames 4 --size 64 --tune-steps 2 --steps 2 --device cuda --dtype fp16",
+        "[parity-fp32] env VIDTUNE_TEST_DEVICE=cuda VIDTUNE_TEST_DTYPE=fp32 ",
+        "[parity-fp16] env VIDTUNE_TEST_DEVICE=cuda VIDTUNE_TEST_DTYPE=fp16 ",
+        "--test-threads 1 --nocapture clip_text_encoder_matches_transformers vae_matches_diffusers",
+        "bench --config sd14 --frames 8 --size 512 --tune-steps 500 --steps 50 --device cuda --dtype fp16 \
+         --checkpointing true",
+        "examples/bench/official_tav.py --tav",
+        "--config sd14 --device cuda --frames 8 --size 512 --tune-steps 500 --steps 50 --precision fp16",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in:\n{text}");
+    }
+    // Nothing ran; the summary is JSON naming each phase.
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("run/gpu.json")).unwrap()).unwrap();
+    let phases: Vec<&str> = json["phases"].as_array().unwrap().iter().map(|p| p["phase"].as_str().unwrap()).collect();
+    assert_eq!(
+        phases,
+        ["build", "doctor", "smoke-fp32", "smoke-fp16", "parity-fp32", "parity-fp16", "bench", "official"],
+        "{json}"
+    );
+    assert!(json["phases"].as_array().unwrap().iter().all(|p| p["status"] == "dry-run"), "{json}");
+    assert!(json["bench"].is_null(), "{json}");
+}
