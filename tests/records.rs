@@ -98,7 +98,9 @@ fn bench_runs_the_job_on_the_tiny_shape_and_writes_its_figures() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stdout(&out).contains("| stage | time | steps/s | peak RSS | GFLOP | GFLOP/s |"), "{}", stdout(&out));
+    let text = stdout(&out);
+    assert!(text.contains("| stage | time | steps/s | peak RSS | GFLOP | GFLOP/s | of peak |"), "{text}");
+    assert!(text.contains("| stage | linear | conv | attention | backward | optimizer | other |"), "{text}");
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("bench.json")).unwrap()).unwrap();
     let stages = json["stages"].as_array().unwrap();
@@ -108,6 +110,24 @@ fn bench_runs_the_job_on_the_tiny_shape_and_writes_its_figures() {
         assert_eq!(s["steps"], 2);
         assert!(s["seconds"].as_f64().unwrap() > 0.0 && s["gflop"].as_f64().unwrap() > 0.0, "{s}");
         assert!(s["peak_rss_mb"].as_f64().unwrap() > 10.0, "{s}");
+    }
+    // Utilisation: each working stage's rate as a share of the measured fp32 matrix-product rate, and its
+    // time split by kind of work, adding up to the stage's time; only tuning has a backward and optimiser.
+    let peak = json["matmul_peak_gflops"]["fp32"].as_f64().unwrap();
+    assert!(peak > 1.0, "{json}");
+    for s in &stages[2..] {
+        let share = s["share_of_peak"].as_f64().unwrap();
+        let rate = s["gflop_per_second"].as_f64().unwrap();
+        assert!((share - rate / peak).abs() < 1e-9, "{s}");
+        let by = s["time_by_work"].as_object().unwrap();
+        let keys: Vec<&str> = by.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["attention", "backward", "conv", "linear", "optimizer", "other"], "{s}");
+        let sum: f64 = by.values().map(|v| v.as_f64().unwrap()).sum();
+        assert!((sum - s["seconds"].as_f64().unwrap()).abs() < 1e-3, "{s}");
+        assert!(by["conv"].as_f64().unwrap() > 0.0 && by["linear"].as_f64().unwrap() > 0.0, "{s}");
+        let trains = s["name"] == "tune";
+        assert_eq!(by["backward"].as_f64().unwrap() > 0.0, trains, "{s}");
+        assert_eq!(by["optimizer"].as_f64().unwrap() > 0.0, trains, "{s}");
     }
     // Sampling with guidance runs the UNet twice a step; inversion once: about twice the work.
     let (inv, smp) = (stages[3]["gflop"].as_f64().unwrap(), stages[4]["gflop"].as_f64().unwrap());

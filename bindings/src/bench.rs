@@ -8,6 +8,8 @@
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Instant;
+use vidtune_runtime::device::dtype_name;
+use vidtune_runtime::flops::Work;
 use vidtune_runtime::options::GUIDANCE;
 use vidtune_runtime::pipelines::invert::{invert, InvertOptions};
 use vidtune_runtime::pipelines::sample::{sample, SampleOptions};
@@ -78,6 +80,14 @@ pub struct Stage {
     pub peak_gpu_mb: Option<f64>,
     pub gflop: f64,
     pub gflop_per_second: Option<f64>,
+    /// The stage's GFLOP/s as a share of the machine's measured matrix-product rate in the dtype it
+    /// computes in.
+    pub share_of_peak: Option<f64>,
+    /// Where the time went, in seconds (the CPU only, where operations are timed as they run): the
+    /// forward products by kind, the backward and optimiser of tuning, and the rest (`other`: norms,
+    /// activations, element-wise work, copies, host work).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time_by_work: Option<std::collections::BTreeMap<&'static str, f64>>,
 }
 
 /// The process's resident high-water mark in MB (Linux), after resetting it when `reset`.
@@ -184,7 +194,7 @@ fn stage<T>(
     peak_rss_mb(true);
     let gpu = GpuPoll::start(device);
     let start = Instant::now();
-    let (out, flop) = vidtune_runtime::flops::counting(|| {
+    let (out, profile) = vidtune_runtime::flops::profiling(!device.is_cuda(), || {
         let out = f();
         if let tch::Device::Cuda(i) = device {
             tch::Cuda::synchronize(i as i64);
@@ -192,7 +202,13 @@ fn stage<T>(
         out
     });
     let seconds = start.elapsed().as_secs_f64();
-    let gflop = flop as f64 * backward_factor / 1e9;
+    let gflop = profile.flop as f64 * backward_factor / 1e9;
+    let time_by_work = profile.seconds.map(|by| {
+        let mut map: std::collections::BTreeMap<&'static str, f64> =
+            Work::ALL.iter().map(|w| (w.name(), by[*w as usize])).collect();
+        map.insert("other", (seconds - by.iter().sum::<f64>()).max(0.0));
+        map
+    });
     let per_s = |x: f64| (seconds > 0.0 && x > 0.0).then(|| x / seconds);
     let s = Stage {
         name,
@@ -203,6 +219,8 @@ fn stage<T>(
         peak_gpu_mb: gpu.and_then(GpuPoll::finish),
         gflop,
         gflop_per_second: per_s(gflop),
+        share_of_peak: None,
+        time_by_work,
     };
     Ok((out?, s))
 }
@@ -214,6 +232,14 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<Vec<Stage>> {
     };
     let precision = o.precision.as_deref().map(vidtune_runtime::device::parse_dtype).transpose()?;
     let device = vidtune_runtime::device::parse_device(&o.device)?;
+    // The machine's matrix-product rate, measured first, on an idle process: in fp32, in bf16 where the
+    // processor computes it natively, and in the dtypes the stages compute in.
+    let model_kind = match &o.dtype {
+        Some(d) => vidtune_runtime::device::parse_dtype(d)?,
+        None => vidtune_runtime::device::default_dtype(device),
+    };
+    let tune_kind = precision.unwrap_or(model_kind);
+    let peaks = matmul_peaks(device, &[dtype_name(tune_kind), dtype_name(model_kind)]);
     let load = SdLoadOptions { device: o.device.clone(), dtype: o.dtype.clone(), ..Default::default() };
     let (sd, load_stage) = stage("load", 0, 1.0, device, || load_sd(&spec, &load))?;
     let sd = Rc::new(sd);
@@ -245,7 +271,14 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<Vec<Stage>> {
     let (_, sample_stage) = stage("sample", o.steps, 1.0, device, || {
         tch::no_grad(|| sample(&tuned, "a blue circle moving on a striped background", Some(&latents), &sample_opts))
     })?;
-    let stages = vec![load_stage, inflate_stage, tune_stage, invert_stage, sample_stage];
+    let mut stages = vec![load_stage, inflate_stage, tune_stage, invert_stage, sample_stage];
+    // Each stage's GFLOP/s as a share of the rate of the dtype it computes in.
+    let tune_kind = precision.unwrap_or(sd.dtype);
+    for s in stages.iter_mut() {
+        let kind = if s.name == "tune" { tune_kind } else { sd.dtype };
+        let peak = peaks.iter().find(|(k, _)| *k == dtype_name(kind)).map(|(_, g)| *g);
+        s.share_of_peak = s.gflop_per_second.zip(peak).map(|(g, p)| g / p);
+    }
     let attention = attention_backend(&sd);
     let setup = Setup {
         spec: &spec,
@@ -255,7 +288,7 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<Vec<Stage>> {
         checkpointing,
         attention: &attention,
     };
-    print_table(o, &setup, &stages);
+    print_table(o, &setup, &stages, &peaks);
     let official = match &o.compare {
         None => None,
         Some(which) => Some(official_figures(o, which)?),
@@ -279,6 +312,7 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<Vec<Stage>> {
             "cpu_math": vidtune_runtime::cpu::mkl_summary(),
             "vidtune_version": vidtune_runtime::VERSION,
             "libtorch_version": vidtune_runtime::env::libtorch_version(),
+            "matmul_peak_gflops": peaks.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
             "stages": stages,
             "total_seconds": stages.iter().map(|s| s.seconds).sum::<f64>(),
             "official": official,
@@ -287,6 +321,34 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<Vec<Stage>> {
         println!("wrote {}", path.display());
     }
     Ok(stages)
+}
+
+/// Whether the processor has native bf16 products (AVX-512 BF16 or AMX), read from `/proc/cpuinfo`.
+fn cpu_has_bf16() -> bool {
+    std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|t| {
+        t.lines()
+            .find(|l| l.starts_with("flags"))
+            .is_some_and(|l| l.split_whitespace().any(|f| f == "avx512_bf16" || f == "amx_bf16"))
+    })
+}
+
+/// The measured matrix-product rate (GFLOP/s) of `device` in fp32, in bf16 where it has it, and in
+/// each of `also`: products of 2048² on the CPU (8192² on CUDA), the best of three windows of a quarter
+/// of a second each (a busy machine's dips are not the machine's rate).
+fn matmul_peaks(device: tch::Device, also: &[&'static str]) -> Vec<(&'static str, f64)> {
+    let mut kinds = vec![tch::Kind::Float];
+    if device.is_cuda() || cpu_has_bf16() {
+        kinds.push(tch::Kind::BFloat16);
+    }
+    for k in [tch::Kind::Half, tch::Kind::BFloat16] {
+        if also.contains(&dtype_name(k)) && !kinds.contains(&k) {
+            kinds.push(k);
+        }
+    }
+    let n = if device.is_cuda() { 8192 } else { 2048 };
+    let time = std::time::Duration::from_millis(250);
+    let best = |k| (0..3).map(|_| vidtune_runtime::flops::matmul_peak(device, k, n, time)).fold(0.0, f64::max);
+    kinds.into_iter().map(|k| (dtype_name(k), best(k))).collect()
 }
 
 /// How a run was set up, for the table's heading.
@@ -413,7 +475,7 @@ fn print_comparison(stages: &[Stage], off: &serde_json::Value) {
     }
 }
 
-fn print_table(o: &BenchOptions, setup: &Setup, stages: &[Stage]) {
+fn print_table(o: &BenchOptions, setup: &Setup, stages: &[Stage], peaks: &[(&str, f64)]) {
     println!(
         "\n{}: {} frames at {}², tune {}, invert {}, sample {} (guidance {}) on {}; weights {}, tuning in {}{}; \
          attention {}; threads: {}; {}\n",
@@ -433,23 +495,48 @@ fn print_table(o: &BenchOptions, setup: &Setup, stages: &[Stage]) {
         vidtune_runtime::cpu::mkl_summary()
     );
     let gpu = stages.iter().any(|s| s.peak_gpu_mb.is_some());
-    println!("| stage | time | steps/s | peak RSS |{} GFLOP | GFLOP/s |", if gpu { " peak GPU |" } else { "" });
-    println!("|---|---|---|---|{}---|---|", if gpu { "---|" } else { "" });
+    println!(
+        "| stage | time | steps/s | peak RSS |{} GFLOP | GFLOP/s | of peak |",
+        if gpu { " peak GPU |" } else { "" }
+    );
+    println!("|---|---|---|---|{}---|---|---|", if gpu { "---|" } else { "" });
     let opt = |v: Option<f64>, digits: usize| v.map(|x| format!("{x:.digits$}")).unwrap_or_else(|| "–".into());
     for s in stages {
         println!(
-            "| {} | {:.2} s | {} | {} MB |{} {:.1} | {} |",
+            "| {} | {:.2} s | {} | {} MB |{} {:.1} | {} | {} |",
             s.name,
             s.seconds,
             opt(s.steps_per_second, 2),
             opt(s.peak_rss_mb, 0),
             if gpu { format!(" {} MB |", opt(s.peak_gpu_mb, 0)) } else { String::new() },
             s.gflop,
-            opt(s.gflop_per_second, 1)
+            opt(s.gflop_per_second, 1),
+            s.share_of_peak.map_or_else(|| "–".into(), |x| format!("{:.0} %", 100.0 * x)),
         );
     }
     let total: f64 = stages.iter().map(|s| s.seconds).sum();
-    println!("| total | {total:.2} s | | | | |");
+    println!("| total | {total:.2} s | | | | | |");
+    let peaks: Vec<String> = peaks.iter().map(|(k, g)| format!("{k} {g:.0} GFLOP/s")).collect();
+    println!("\nmatrix products here ({}): {}", setup.device, peaks.join(", "));
+    if stages.iter().any(|s| s.time_by_work.is_some()) {
+        println!(
+            "\nwhere the time went (forward products timed as they run; tuning's backward and optimiser as wholes; \
+             other: norms, activations, element-wise work, copies, host):\n"
+        );
+        let columns = ["linear", "conv", "attention", "backward", "optimizer", "other"];
+        println!("| stage | {} |\n|---|{}", columns.join(" | "), "---|".repeat(columns.len()));
+        for s in stages.iter().filter(|s| s.gflop > 0.0) {
+            let Some(by) = &s.time_by_work else { continue };
+            let cells: Vec<String> = columns
+                .iter()
+                .map(|c| {
+                    let t = by.get(c).copied().unwrap_or(0.0);
+                    format!("{t:.2} s ({:.0} %)", 100.0 * t / s.seconds.max(1e-9))
+                })
+                .collect();
+            println!("| {} | {} |", s.name, cells.join(" | "));
+        }
+    }
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! do next where something is missing, memory and disk figures, and a speed estimate for real SD1.x work
 //! from a short matrix-multiply benchmark.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use vidtune_runtime::env;
 
 #[derive(Clone, Copy, PartialEq)]
@@ -70,27 +70,7 @@ fn gib(bytes: u64) -> String {
 /// Matrix-multiply throughput (GFLOP/s) on `device` in `kind`, over about a quarter of a second.
 fn matmul_gflops(device: tch::Device, kind: tch::Kind) -> Option<f64> {
     let n = if device.is_cuda() { 4096 } else { 768 };
-    let a = tch::Tensor::randn([n, n], (kind, device));
-    let b = tch::Tensor::randn([n, n], (kind, device));
-    let sync = || {
-        if let tch::Device::Cuda(i) = device {
-            tch::Cuda::synchronize(i as i64);
-        }
-    };
-    let _ = a.matmul(&b);
-    sync();
-    let start = Instant::now();
-    let mut runs = 0u32;
-    while start.elapsed() < Duration::from_millis(250) || runs < 2 {
-        let _ = a.matmul(&b);
-        runs += 1;
-        if device.is_cuda() && runs % 8 == 0 {
-            sync();
-        }
-    }
-    sync();
-    let secs = start.elapsed().as_secs_f64();
-    Some(2.0 * (n as f64).powi(3) * runs as f64 / secs / 1e9)
+    Some(vidtune_runtime::flops::matmul_peak(device, kind, n, Duration::from_millis(250)))
 }
 
 /// GFLOP of one step of Tune-A-Video's job on SD1.x at 8 frames of 512²: a tuning step (forward and the

@@ -22,19 +22,18 @@ impl Default for AdamW {
 
 impl AdamW {
     /// One step (1-based `step`): updates `param` and its moments `m`, `v` (zero-initialised, same shape) in
-    /// place. Decoupled weight decay, bias-corrected moments, as `torch.optim.AdamW`.
+    /// place. Decoupled weight decay, bias-corrected moments, as `torch.optim.AdamW` — and in place as its
+    /// single-tensor path is, one temporary (the denominator) instead of a new tensor per operation.
     pub fn step(&self, param: &mut Tensor, grad: &Tensor, m: &mut Tensor, v: &mut Tensor, step: i64) {
         tch::no_grad(|| {
-            let decayed = &*param * (1.0 - self.lr * self.weight_decay);
-            let m_new = m.lerp(grad, 1.0 - self.beta1);
-            let v_new = &*v * self.beta2 + grad * (1.0 - self.beta2) * grad;
+            let _ = param.g_mul_scalar_(1.0 - self.lr * self.weight_decay);
+            let _ = m.lerp_(grad, 1.0 - self.beta1);
+            let _ = v.g_mul_scalar_(self.beta2).addcmul_(grad, &(grad * (1.0 - self.beta2)));
             let bias1 = 1.0 - self.beta1.powi(step as i32);
             let bias2_sqrt = (1.0 - self.beta2.powi(step as i32)).sqrt();
-            let denom = v_new.sqrt() / bias2_sqrt + self.eps;
-            let p_new = decayed + &m_new * (-self.lr / bias1) / denom;
-            param.copy_(&p_new);
-            m.copy_(&m_new);
-            v.copy_(&v_new);
+            let mut denom = v.sqrt();
+            let _ = denom.g_div_scalar_(bias2_sqrt).g_add_scalar_(self.eps);
+            let _ = param.addcdiv_(m, &denom.g_mul_scalar_(-bias1 / self.lr));
         });
     }
 }

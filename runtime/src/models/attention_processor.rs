@@ -229,7 +229,9 @@ impl Attention {
         let (qs, ks) = (q.size(), k.size());
         let (lq, d, lk) = (qs[qs.len() - 2], qs[qs.len() - 1], ks[ks.len() - 2]);
         crate::flops::add(crate::flops::attention(q.numel() as i64 / (lq * d).max(1), lq, lk, d));
-        let out = katt::attention(&q.contiguous(), &k.contiguous(), &v.contiguous(), mask, false, None, backend);
+        let out = crate::flops::timed(crate::flops::Work::Attention, || {
+            katt::attention(&q.contiguous(), &k.contiguous(), &v.contiguous(), mask, false, None, backend)
+        });
         self.to_out.forward(&katt::merge_heads(&out))
     }
 

@@ -89,7 +89,7 @@ impl Linear {
 
     pub fn forward(&self, x: &Tensor) -> Tensor {
         crate::flops::add(crate::flops::linear(x.numel() as i64, self.in_dim(), self.out_dim()));
-        x.linear(&self.weight, self.bias.as_ref())
+        crate::flops::timed(crate::flops::Work::Linear, || x.linear(&self.weight, self.bias.as_ref()))
     }
 
     pub fn in_dim(&self) -> i64 {
@@ -125,7 +125,9 @@ impl Conv2d {
     }
 
     pub fn forward(&self, x: &Tensor) -> Tensor {
-        let out = x.conv2d(&self.weight, self.bias.as_ref(), [self.stride; 2], [self.padding; 2], [1, 1], 1);
+        let out = crate::flops::timed(crate::flops::Work::Conv, || {
+            x.conv2d(&self.weight, self.bias.as_ref(), [self.stride; 2], [self.padding; 2], [1, 1], 1)
+        });
         let k = self.weight.size()[2];
         crate::flops::add(crate::flops::conv(out.numel() as i64, self.weight.size()[1], k));
         out

@@ -200,20 +200,30 @@ impl Trainer {
         backward: impl FnOnce(&Tensor, &[Tensor]) -> Result<()>,
     ) -> Result<(Option<Tensor>, StepOutcome)> {
         let scale = self.scaler.map(|s| s.scale).unwrap_or(1.0);
-        if scale != 1.0 {
-            backward(&(loss * scale), &self.params)?;
-        } else {
-            backward(loss, &self.params)?;
-        }
+        crate::flops::timed(crate::flops::Work::Backward, || {
+            if scale != 1.0 {
+                backward(&(loss * scale), &self.params)
+            } else {
+                backward(loss, &self.params)
+            }
+        })?;
+        crate::flops::timed(crate::flops::Work::Optimizer, || self.apply(scale))
+    }
+
+    /// Unscaling, the overflow check of loss scaling, clipping and the AdamW update, after the backward.
+    fn apply(&mut self, scale: f64) -> Result<(Option<Tensor>, StepOutcome)> {
         let mut grads: Vec<Tensor> = self
             .params
             .iter()
             .map(|p| {
                 let g = p.grad();
-                if g.defined() {
-                    g.to_kind(Kind::Float) / scale
-                } else {
+                if !g.defined() {
                     Tensor::zeros_like(p).to_kind(Kind::Float)
+                } else if scale == 1.0 && g.kind() == Kind::Float {
+                    // The gradient itself (clipping scales it in place; it is zeroed after the step).
+                    g
+                } else {
+                    g.to_kind(Kind::Float) / scale
                 }
             })
             .collect();
