@@ -2,8 +2,10 @@
 # Everything a GPU check of vidtune needs, in one go, leaving a JSON (and the logs) in one folder:
 #
 #   1. build   `vidtune` without FFmpeg (the GPU images have no FFmpeg libraries) and the SD-core parity
-#              test binary, in release, into target/gpu/bundle/ (skipped where cargo is missing: a
-#              machine without Rust runs the bundle built elsewhere and copied beside the checkout)
+#              test binary, in release, into target/gpu/bundle/ with the fixtures those tests read, and
+#              that folder packed as target/gpu/bundle.tar.xz (about 18 MB). Skipped where cargo is
+#              missing: a machine without Rust runs a bundle built elsewhere — copy the archive to the
+#              same place in its checkout (or give --archive FILE) and it is unpacked there
 #   2. smoke   `vidtune doctor`, and a 2-step bench on the tiny random model on CUDA in fp32 and fp16;
 #              when it fails, the long phases are skipped and the failure is in the JSON
 #   3. parity  the SD-core parity tests (text encoder, VAE, UNet, DDIM loop and inversion, each against
@@ -19,7 +21,8 @@
 #   --out DIR      where the JSON and logs go (default target/gpu/run-<date>)
 #   --dry-run      print each phase's command instead of running it (works on any machine)
 #   --build-only   phase 1 only: make the bundle to copy to a GPU machine
-#   --no-build     use the bundle as it is
+#   --no-build     use the bundle as it is (unpacked from the archive when the folder is missing)
+#   --archive FILE the packed bundle (default target/gpu/bundle.tar.xz)
 #   --quick        the bench and the official run with 50 tuning steps and 20 inversion / sampling steps
 # Environment: VIDTUNE_TORCH_LIB (libtorch's lib folder; default: the one of python3's torch, else the
 # build's), VIDTUNE_FIXTURES (default kernels-tests/fixtures/generated, or the bundle's copy),
@@ -28,20 +31,22 @@ set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 ROOT=$PWD
 
-OUT="" DRY=0 BUILD=auto ONLY_BUILD=0 QUICK=0
+OUT="" DRY=0 BUILD=auto ONLY_BUILD=0 QUICK=0 ARCHIVE=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --out) OUT="$2"; shift 2 ;;
     --dry-run) DRY=1; shift ;;
     --build-only) ONLY_BUILD=1; shift ;;
     --no-build) BUILD=no; shift ;;
+    --archive) ARCHIVE="$2"; shift 2 ;;
     --quick) QUICK=1; shift ;;
-    -h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "gpu.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
 
 export BUNDLE="$ROOT/target/gpu/bundle"
+export ARCHIVE="${ARCHIVE:-$ROOT/target/gpu/bundle.tar.xz}"
 OUT="${OUT:-$ROOT/target/gpu/run-$(date -u +%Y%m%dT%H%M%SZ)}"
 TUNE_STEPS=500 STEPS=50
 [ "$QUICK" = 1 ] && TUNE_STEPS=50 STEPS=20
@@ -110,12 +115,13 @@ if [ "$BUILD" = auto ]; then
       mkdir -p "$BUNDLE/fixtures/$c" && cp -r "$c/pipeline" "$c"/{unet,vae,clip_text,ddim_loop}.safetensors "$BUNDLE/fixtures/$c/"
     done && mkdir -p "$BUNDLE/fixtures/tokenizers" && cp tokenizers/ids.json "$BUNDLE/fixtures/tokenizers/" &&
       cp STAMP "$BUNDLE/fixtures/")
-    du -sh "$BUNDLE"; ls -la "$BUNDLE"
+    tar -C "$(dirname "$BUNDLE")" -cJf "$ARCHIVE.part" bundle && mv "$ARCHIVE.part" "$ARCHIVE"
+    du -sh "$BUNDLE" "$ARCHIVE"; ls -la "$BUNDLE"
   }
   if [ "$DRY" = 1 ]; then
     echo "[build] cargo build --release --no-default-features -p vidtune --target-dir target/gpu"
     echo "[build] cargo test --release --no-default-features -p vidtune-runtime --test parity_sd --no-run --target-dir target/gpu"
-    echo "[build] copy target/gpu/release/vidtune and the parity test binary to $BUNDLE"
+    echo "[build] copy target/gpu/release/vidtune, the parity test binary and its fixtures to $BUNDLE, packed as $ARCHIVE"
     record build dry-run 0 ""
   else
     run build 3000 bash -c "$(declare -f build); build" || { echo "gpu.sh: the build failed" >&2; exit 1; }
@@ -125,6 +131,13 @@ fi
 
 VIDTUNE="$BUNDLE/vidtune" PARITY="$BUNDLE/parity_sd"
 if [ "$DRY" = 0 ]; then
+  if [ ! -x "$VIDTUNE" ] && [ -f "$ARCHIVE" ]; then
+    say "unpacking $ARCHIVE"
+    mkdir -p "$(dirname "$BUNDLE")"
+    tar -C "$(dirname "$BUNDLE")" -xJf "$ARCHIVE" 2>/dev/null ||
+      python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' "$ARCHIVE" "$(dirname "$BUNDLE")" ||
+      { echo "gpu.sh: cannot unpack $ARCHIVE" >&2; exit 1; }
+  fi
   [ -x "$VIDTUNE" ] && [ -x "$PARITY" ] || { echo "gpu.sh: no bundle in $BUNDLE (run with --build-only where cargo is)" >&2; exit 1; }
   # libtorch: the build's rpath points at the building machine's virtualenv; elsewhere use python3's torch.
   if [ -z "${VIDTUNE_TORCH_LIB:-}" ] && command -v python3 >/dev/null 2>&1; then
