@@ -165,6 +165,47 @@ fn bench_runs_the_job_on_the_tiny_shape_and_writes_its_figures() {
     assert!(tune > plain_tune && tune <= 1.51 * plain_tune, "checkpointed work {tune} vs plain {plain_tune}");
     assert_eq!(json["official"]["stages"][1]["seconds"], 8.0);
 
+    // --same-settings gives the official run vidtune's allocator settings and thread count (and on AMD
+    // CPUs with AVX-512, MKL's answer); a stand-in for its Python reports what it was given.
+    let tav = dir.path().join("tav");
+    std::fs::create_dir_all(tav.join("tuneavideo")).unwrap();
+    let fake = dir.path().join("fake-python");
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\nwhile [ $# -gt 0 ]; do case \"$1\" in --json) out=\"$2\"; shift;; --threads) t=\"$2\"; shift;; esac; \
+         shift; done\nprintf '{\"stages\": [{\"name\": \"tune\", \"seconds\": 1.0}], \"mmap\": \"%s\", \"top\": \"%s\", \
+         \"threads\": \"%s\", \"preload\": \"%s\"}' \"$MALLOC_MMAP_THRESHOLD_\" \"$MALLOC_TOP_PAD_\" \"$t\" \"$LD_PRELOAD\" > \"$out\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out = vidtune(dir.path())
+        .env_remove("VIDTUNE_MALLOC")
+        .args(["--threads", "1", "bench", "--config", "medium", "--frames", "2", "--size", "32"])
+        .args(["--tune-steps", "1", "--steps", "1", "--device", "cpu", "--json", "same.json", "--compare", "official"])
+        .args(["--same-settings", "--official-python"])
+        .arg(&fake)
+        .arg("--official-dir")
+        .arg(&tav)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("the official run had vidtune's process settings: MALLOC_MMAP_THRESHOLD_=33554432"),
+        "{text}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("same.json")).unwrap()).unwrap();
+    let off = &json["official"];
+    assert_eq!(
+        (off["mmap"].as_str(), off["top"].as_str(), off["threads"].as_str()),
+        (Some("33554432"), Some("268435456"), Some("1")),
+        "{off}"
+    );
+    let amd_avx512 = vidtune_runtime::cpu::mkl_dispatch() == vidtune_runtime::cpu::MklDispatch::AmdAvx512;
+    assert_eq!(off["preload"].as_str().unwrap().contains("libvidtune_mkl_answer.so"), amd_avx512, "{off}");
+    assert!(off["same_settings"].as_str().unwrap().ends_with("1 threads"), "{off}");
+
     // Without a checkout, --compare official says what it needs.
     let out = vidtune(dir.path())
         .env_remove("TUNE_A_VIDEO_DIR")

@@ -62,6 +62,11 @@ pub struct BenchOptions {
     /// Precision of the official run: fp32, or bf16 / fp16 autocast (its mixed_precision setting)
     #[arg(long, default_value = "fp32")]
     pub official_precision: String,
+    /// Give the official run vidtune's process settings, so that the ratios are the code's: glibc's
+    /// allocator settings (as MALLOC_* variables), MKL's AVX-512 answer on AMD CPUs that have it (a
+    /// one-function library compiled with `cc` and preloaded) and the same thread count
+    #[arg(long)]
+    pub same_settings: bool,
 }
 
 /// One stage's figures.
@@ -418,24 +423,83 @@ fn official_figures(o: &BenchOptions, which: &str) -> anyhow::Result<serde_json:
         tch::Device::Cuda(i) => format!("cuda:{i}"),
         _ => "cpu".into(),
     };
-    println!("\nthe official code ({}):", python.display());
-    let status = std::process::Command::new(&python)
+    let mut command = std::process::Command::new(&python);
+    command
         .arg(&script)
         .args(["--tav", &dir.to_string_lossy(), "--config", &o.model, "--device", &device])
         .args(["--frames", &o.frames.to_string(), "--size", &o.size.to_string()])
         .args(["--tune-steps", &o.tune_steps.to_string(), "--steps", &o.steps.to_string()])
-        .args(["--precision", &o.official_precision, "--json", &out.to_string_lossy()])
-        .status()
-        .map_err(|e| anyhow::anyhow!("{}: {e}", python.display()))?;
-    let figures = if status.success() {
-        std::fs::read_to_string(&out).map_err(anyhow::Error::from).and_then(|t| Ok(serde_json::from_str(&t)?))
-    } else {
-        Err(anyhow::anyhow!("the official code failed ({status}); its output is above"))
+        .args(["--precision", &o.official_precision, "--json", &out.to_string_lossy()]);
+    let settings = if o.same_settings { Some(same_settings(&mut command, &work)) } else { None };
+    let figures = match settings.transpose() {
+        Err(e) => Err(e),
+        Ok(settings) => {
+            match &settings {
+                Some(s) => println!("\nthe official code ({}), with vidtune's process settings: {s}", python.display()),
+                None => println!("\nthe official code ({}):", python.display()),
+            }
+            let status = command.status().map_err(|e| anyhow::anyhow!("{}: {e}", python.display()))?;
+            if status.success() {
+                std::fs::read_to_string(&out)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|t| Ok(serde_json::from_str::<serde_json::Value>(&t)?))
+                    .map(|mut v| {
+                        if let (Some(s), Some(map)) = (settings, v.as_object_mut()) {
+                            map.insert("same_settings".into(), s.into());
+                        }
+                        v
+                    })
+            } else {
+                Err(anyhow::anyhow!("the official code failed ({status}); its output is above"))
+            }
+        }
     };
-    let _ = std::fs::remove_file(&script);
-    let _ = std::fs::remove_file(&out);
+    for f in [&script, &out, &work.join(MKL_ANSWER_LIB), &work.join("mkl_answer.c")] {
+        let _ = std::fs::remove_file(f);
+    }
     let _ = std::fs::remove_dir(&work);
     figures
+}
+
+const MKL_ANSWER_LIB: &str = "libvidtune_mkl_answer.so";
+
+/// Gives the official run vidtune's process settings (`--same-settings`); returns them in words. The
+/// allocator's are glibc's variables; MKL's answer, on an AMD CPU where vidtune gives it, is a library
+/// compiled here into `work` and preloaded; the threads are vidtune's count. A user's own `MALLOC_*`
+/// variables, `VIDTUNE_MALLOC=default` and `VIDTUNE_MKL=default` carry over as they are.
+fn same_settings(command: &mut std::process::Command, work: &std::path::Path) -> anyhow::Result<String> {
+    use vidtune_runtime::cpu::{mkl_dispatch, MklDispatch};
+    let mut said = vec![];
+    let user_malloc = std::env::vars_os().any(|(k, _)| k.to_string_lossy().starts_with("MALLOC_"));
+    if !user_malloc && std::env::var("VIDTUNE_MALLOC").map_or(true, |v| v != "default") {
+        let env = vidtune_runtime::memory::allocator_env();
+        said.push(env.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" "));
+        command.envs(env);
+    }
+    if mkl_dispatch() == MklDispatch::AmdAvx512 {
+        let source = work.join("mkl_answer.c");
+        let lib = work.join(MKL_ANSWER_LIB);
+        std::fs::write(&source, "int mkl_serv_intel_cpu_true(void) { return 1; }\n")?;
+        let compiled = std::process::Command::new("cc")
+            .args(["-shared", "-fPIC", "-O2", "-o"])
+            .arg(&lib)
+            .arg(&source)
+            .status()
+            .map_err(|e| anyhow::anyhow!("--same-settings compiles MKL's answer for this AMD CPU with cc: {e}"))?;
+        if !compiled.success() {
+            anyhow::bail!("--same-settings: cc could not compile MKL's answer ({compiled})");
+        }
+        let preload = match std::env::var_os("LD_PRELOAD") {
+            Some(p) if !p.is_empty() => format!("{}:{}", lib.display(), p.to_string_lossy()),
+            _ => lib.display().to_string(),
+        };
+        command.env("LD_PRELOAD", preload);
+        said.push("MKL's AVX-512 kernels (its vendor check answered by a preloaded library)".into());
+    }
+    let threads = tch::get_num_threads();
+    command.args(["--threads", &threads.to_string()]);
+    said.push(format!("{threads} threads"));
+    Ok(said.join("; "))
 }
 
 /// The official runner, carried in the binary so `--compare official` works from anywhere.
@@ -448,6 +512,9 @@ fn official_seconds(off: &serde_json::Value, name: &str) -> Option<f64> {
 
 fn print_comparison(stages: &[Stage], off: &serde_json::Value) {
     let ours = |names: &[&str]| stages.iter().filter(|s| names.contains(&s.name)).map(|s| s.seconds).sum::<f64>();
+    if let Some(same) = off["same_settings"].as_str() {
+        println!("\nthe official run had vidtune's process settings: {same}");
+    }
     println!("\n| stage | official | vidtune | speed-up |\n|---|---|---|---|");
     let mut total = (0.0, 0.0);
     for (name, mine) in [

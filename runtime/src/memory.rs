@@ -79,11 +79,25 @@ pub fn tune_allocator() {
         // SAFETY: mallopt only changes glibc's allocation parameters; it is called before threads
         // allocate tensors and takes plain integers.
         unsafe {
-            libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
-            libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
-            libc::mallopt(libc::M_TOP_PAD, 256 << 20);
+            libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
+            libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD);
+            libc::mallopt(libc::M_TOP_PAD, TOP_PAD);
         }
     });
+}
+
+const MMAP_THRESHOLD: i32 = 32 << 20;
+const TRIM_THRESHOLD: i32 = i32::MAX;
+const TOP_PAD: i32 = 256 << 20;
+
+/// [`tune_allocator`]'s settings as the environment variables that give another program the same
+/// (glibc reads them at start): for comparisons with the same process settings.
+pub fn allocator_env() -> [(&'static str, String); 3] {
+    [
+        ("MALLOC_MMAP_THRESHOLD_", MMAP_THRESHOLD.to_string()),
+        ("MALLOC_TRIM_THRESHOLD_", TRIM_THRESHOLD.to_string()),
+        ("MALLOC_TOP_PAD_", TOP_PAD.to_string()),
+    ]
 }
 
 #[cfg(test)]
