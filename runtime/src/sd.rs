@@ -7,6 +7,7 @@ use crate::config::SchedulerConfig;
 use crate::device::{default_dtype, device_name, dtype_name, parse_device, parse_dtype};
 use crate::error::{Error, Result};
 use crate::models::attention::Stages;
+use crate::models::autoencoder_kl::LatentDist;
 use crate::models::nn::{Builder, InitMode};
 use crate::models::{AutoencoderKL, ClipTextTransformer, ClipTokenizer, UNet2DConditionModel};
 use crate::weights::random::{medium_configs, sd14_configs, tiny_configs};
@@ -80,7 +81,12 @@ pub struct StableDiffusion {
     /// Built with random weights (say so in outputs).
     pub random: bool,
     prompt_cache: RefCell<HashMap<String, Tensor>>,
+    /// The VAE's posteriors of the last clips encoded, by content ([`StableDiffusion::encoded`]).
+    latent_cache: RefCell<Vec<(String, LatentDist)>>,
 }
+
+/// How many encoded clips a model keeps (a tune and an inversion of the same clip, an edit of a second).
+const LATENT_CACHE: usize = 4;
 
 impl std::fmt::Debug for StableDiffusion {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -109,6 +115,29 @@ pub fn placement(opts: &SdLoadOptions) -> Result<(Device, Kind, Kind)> {
 }
 
 impl StableDiffusion {
+    /// The VAE's posterior of the frames `key` names (a content key of the frames), computed by `encode`
+    /// when it is not among the last [`LATENT_CACHE`] encoded: tuning and inverting a clip encode it
+    /// once. The VAE is frozen, so its posterior of the same frames is the same.
+    pub fn encoded(&self, key: String, encode: impl FnOnce() -> Result<LatentDist>) -> Result<LatentDist> {
+        let copy = |d: &LatentDist| LatentDist { mean: d.mean.shallow_clone(), logvar: d.logvar.shallow_clone() };
+        {
+            let mut cache = self.latent_cache.borrow_mut();
+            if let Some(i) = cache.iter().position(|(k, _)| *k == key) {
+                let entry = cache.remove(i);
+                let out = copy(&entry.1);
+                cache.push(entry);
+                return Ok(out);
+            }
+        }
+        let dist = encode()?;
+        let mut cache = self.latent_cache.borrow_mut();
+        if cache.len() >= LATENT_CACHE {
+            cache.remove(0);
+        }
+        cache.push((key, copy(&dist)));
+        Ok(dist)
+    }
+
     /// Builds the model from its files (`source`: where they came from, as the user gave it), on the device
     /// and in the dtypes of `opts`. `temporal` builds the stages of a 3-D (Tune-A-Video) UNet's temporal
     /// layers; it is called only when the UNet's config is 3-D.
@@ -176,6 +205,7 @@ fn assemble(
         identity,
         random: false,
         prompt_cache: RefCell::new(HashMap::new()),
+        latent_cache: RefCell::new(Vec::new()),
     })
 }
 
@@ -218,6 +248,7 @@ fn random(kind: &str, seed: u64, device: Device, dtype: Kind, vae_dtype: Kind) -
         identity: format!("random-{kind}-{seed}"),
         random: true,
         prompt_cache: RefCell::new(HashMap::new()),
+        latent_cache: RefCell::new(Vec::new()),
     })
 }
 

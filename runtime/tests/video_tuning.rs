@@ -499,3 +499,26 @@ fn a_module_with_per_call_data_of_its_own_gates_each_frame_by_its_position_in_th
     let out = tch::no_grad(|| model.forward(&window, &Tensor::from(500i64), &cond, false)).unwrap();
     assert_eq!(out.size(), window.size());
 }
+
+#[test]
+fn a_clip_is_encoded_once_per_model_and_a_changed_clip_again() {
+    use vidtune_runtime::pipelines::common::encode_video;
+    let sd = load_sd("random:tiny", &cpu()).unwrap();
+    let clip = |seed| {
+        synthetic_clip(&SyntheticSpec { frames: 2, width: 32, height: 32, seed, ..Default::default() }).unwrap().video
+    };
+    let (a, b) = (clip(1), clip(2));
+    let first = encode_video(&sd, &a).unwrap();
+    // The same frames (another value holding them): the kept posterior, not a new encoding.
+    let again = encode_video(&sd, &Video::new(a.frames().copy(), a.fps()).unwrap()).unwrap();
+    assert_eq!(again.mean.data_ptr(), first.mean.data_ptr());
+    assert!(again.logvar.equal(&first.logvar));
+    // Other frames are encoded, and equal what the VAE gives them directly.
+    let other = encode_video(&sd, &b).unwrap();
+    assert_ne!(other.mean.data_ptr(), first.mean.data_ptr());
+    let direct = tch::no_grad(|| sd.vae.model.encode(b.frames())).unwrap();
+    assert!(other.mean.equal(&direct.mean) && other.logvar.equal(&direct.logvar));
+    // Another model instance keeps its own.
+    let sd2 = load_sd("random:tiny", &cpu()).unwrap();
+    assert_ne!(encode_video(&sd2, &a).unwrap().mean.data_ptr(), first.mean.data_ptr());
+}

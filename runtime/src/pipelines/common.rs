@@ -158,19 +158,23 @@ pub fn ensure_frames_fit_with(
 pub const VAE_CHUNK: i64 = 8;
 
 /// The VAE posterior of every frame of `video` (`[F, latent, h, w]` mean and log-variance), encoded in
-/// chunks of [`VAE_CHUNK`] frames.
+/// chunks of [`VAE_CHUNK`] frames — once per clip and model: the model keeps the last clips' posteriors
+/// by content, so an inversion after a tune of the same clip reads the tune's.
 pub fn encode_video(sd: &StableDiffusion, video: &Video) -> Result<LatentDist> {
     video.check_model_size()?;
-    let vae = &sd.vae.model;
-    let frames = video.frames().to_device(sd.device).to_kind(vae.kind());
-    let mut means = vec![];
-    let mut logvars = vec![];
-    for chunk in frames.split(VAE_CHUNK, 0) {
-        let d = tch::no_grad(|| vae.encode(&chunk))?;
-        means.push(d.mean);
-        logvars.push(d.logvar);
-    }
-    Ok(LatentDist { mean: Tensor::cat(&means, 0), logvar: Tensor::cat(&logvars, 0) })
+    let key = crate::cache::KeyBuilder::new("vae-posterior").text(&sd.memo_identity()).tensor(video.frames()).finish();
+    sd.encoded(key, || {
+        let vae = &sd.vae.model;
+        let frames = video.frames().to_device(sd.device).to_kind(vae.kind());
+        let mut means = vec![];
+        let mut logvars = vec![];
+        for chunk in frames.split(VAE_CHUNK, 0) {
+            let d = tch::no_grad(|| vae.encode(&chunk))?;
+            means.push(d.mean);
+            logvars.push(d.logvar);
+        }
+        Ok(LatentDist { mean: Tensor::cat(&means, 0), logvar: Tensor::cat(&logvars, 0) })
+    })
 }
 
 /// `[F, C, h, w]` → `[1, C, F, h, w]`.
