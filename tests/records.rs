@@ -129,9 +129,11 @@ fn bench_runs_the_job_on_the_tiny_shape_and_writes_its_figures() {
         assert_eq!(by["backward"].as_f64().unwrap() > 0.0, trains, "{s}");
         assert_eq!(by["optimizer"].as_f64().unwrap() > 0.0, trains, "{s}");
     }
-    // Sampling with guidance runs the UNet twice a step; inversion once: about twice the work.
+    // Sampling with guidance runs the UNet twice a step where inversion runs it once, and decodes the
+    // clip, while inversion reads the encoding tuning made: more than twice the work, less than 4.5 times
+    // (3.6 on this shape).
     let (inv, smp) = (stages[3]["gflop"].as_f64().unwrap(), stages[4]["gflop"].as_f64().unwrap());
-    assert!(smp > 1.5 * inv && smp < 2.5 * inv, "invert {inv} GFLOP, sample {smp} GFLOP");
+    assert!(smp > 2.0 * inv && smp < 4.5 * inv, "invert {inv} GFLOP, sample {smp} GFLOP");
     assert_eq!(json["attention_backend"], "flash (CPU); explicit product where keys are few", "{json}");
     let amd_avx512 = vidtune_runtime::cpu::mkl_dispatch() == vidtune_runtime::cpu::MklDispatch::AmdAvx512;
     assert_eq!(json["cpu_math"].as_str().unwrap().contains("AVX-512 kernels"), amd_avx512, "{json}");
