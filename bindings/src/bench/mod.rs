@@ -2,9 +2,15 @@
 //! or on a random model of a given shape (`tiny`, `medium`, SD1.4's `sd14`), stage by stage: time,
 //! steps/s, peak resident memory, and the achieved GFLOP/s against the work the models did (linear
 //! layers, convolutions and attention products, counted as they run; a tuning step's backward is taken
-//! as one more forward, Tune-A-Video training a small part of the UNet). A table on the terminal and
-//! JSON. A benchmark, not a test: the test suite only checks that it runs on the tiny shape.
+//! as one more forward, Tune-A-Video training a small part of the UNet), its share of the machine's
+//! measured matrix-product rate, and on the CPU where the time went. A table on the terminal and JSON. A
+//! benchmark, not a test: the test suite only checks that it runs on the tiny shape.
 
+mod gpu_memory;
+mod official;
+
+use gpu_memory::GpuPoll;
+use official::{official_figures, print_comparison};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Instant;
@@ -104,89 +110,6 @@ fn peak_rss_mb(reset: bool) -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     line.split_whitespace().nth(1)?.parse::<f64>().ok().map(|kb| kb / 1024.0)
-}
-
-/// Polls the process's GPU memory (driver's figure) while a stage runs; the peak when stopped.
-struct GpuPoll {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    handle: std::thread::JoinHandle<Option<f64>>,
-}
-
-/// One `nvidia-smi` reading in MB: this process's memory when the driver lists it by our pid, else the
-/// whole GPU's use (in a container or VM the driver may list processes by pids of another namespace).
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum GpuReading {
-    Process(f64),
-    Device(f64),
-}
-
-fn nvidia_smi(args: &[&str]) -> Option<String> {
-    let out = std::process::Command::new("nvidia-smi").args(args).output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// Reads this process's GPU memory from `nvidia-smi`'s process list (`pid, MB` lines), falling back to
-/// the device's used memory (`used` lines of `--query-gpu=memory.used`, summed over GPUs).
-fn gpu_reading(processes: &str, device_used: Option<&str>) -> Option<GpuReading> {
-    let me = std::process::id().to_string();
-    let mine: Vec<f64> = processes
-        .lines()
-        .filter_map(|l| l.split_once(','))
-        .filter(|(pid, _)| pid.trim() == me)
-        .filter_map(|(_, mb)| mb.trim().parse::<f64>().ok())
-        .collect();
-    if !mine.is_empty() {
-        return Some(GpuReading::Process(mine.iter().sum()));
-    }
-    let used: Vec<f64> = device_used?.lines().filter_map(|l| l.trim().parse::<f64>().ok()).collect();
-    (!used.is_empty()).then(|| GpuReading::Device(used.iter().sum()))
-}
-
-fn read_gpu() -> Option<GpuReading> {
-    let processes = nvidia_smi(&["--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"])?;
-    let mine = gpu_reading(&processes, None);
-    if mine.is_some() {
-        return mine;
-    }
-    gpu_reading(&processes, nvidia_smi(&["--query-gpu=memory.used", "--format=csv,noheader,nounits"]).as_deref())
-}
-
-/// The device's use before this process put anything on it, subtracted from device-wide readings.
-static GPU_BASELINE: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
-
-impl GpuPoll {
-    fn start(device: tch::Device) -> Option<GpuPoll> {
-        if !device.is_cuda() {
-            return None;
-        }
-        let first = read_gpu()?;
-        if let GpuReading::Device(mb) = first {
-            GPU_BASELINE.get_or_init(|| mb);
-        }
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = stop.clone();
-        let handle = std::thread::spawn(move || {
-            let mut peak: Option<f64> = None;
-            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
-                let mb = match read_gpu() {
-                    Some(GpuReading::Process(mb)) => Some(mb),
-                    Some(GpuReading::Device(mb)) => Some((mb - GPU_BASELINE.get().copied().unwrap_or(0.0)).max(0.0)),
-                    None => None,
-                };
-                if let Some(mb) = mb {
-                    peak = Some(peak.map_or(mb, |p: f64| p.max(mb)));
-                }
-                std::thread::sleep(std::time::Duration::from_millis(50));
-            }
-            peak
-        });
-        Some(GpuPoll { stop, handle })
-    }
-
-    fn finish(self) -> Option<f64> {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        self.handle.join().ok().flatten()
-    }
 }
 
 fn stage<T>(
@@ -388,160 +311,6 @@ fn attention_backend(sd: &vidtune_runtime::sd::StableDiffusion) -> String {
     }
 }
 
-/// The official code's figures: run now (`official`) or read from its JSON.
-fn official_figures(o: &BenchOptions, which: &str) -> anyhow::Result<serde_json::Value> {
-    if which != "official" {
-        let text = std::fs::read_to_string(which).map_err(|e| anyhow::anyhow!("--compare {which}: {e}"))?;
-        return serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("--compare {which}: not JSON: {e}"));
-    }
-    let dir = o.official_dir.clone().or_else(|| std::env::var_os("TUNE_A_VIDEO_DIR").map(PathBuf::from)).ok_or_else(
-        || {
-            anyhow::anyhow!(
-                "--compare official needs a checkout of showlab/Tune-A-Video: --official-dir DIR or TUNE_A_VIDEO_DIR \
-                 (set-up: examples/bench/official_tav.py)"
-            )
-        },
-    )?;
-    if !dir.join("tuneavideo").is_dir() {
-        anyhow::bail!("--official-dir {}: not a Tune-A-Video checkout (no tuneavideo/ folder)", dir.display());
-    }
-    if !matches!(o.model.as_str(), "medium" | "sd14") {
-        anyhow::bail!("--compare official runs the medium and sd14 configs (the official UNet has four levels)");
-    }
-    let python = o
-        .official_python
-        .clone()
-        .or_else(|| std::env::var_os("VIDTUNE_OFFICIAL_PYTHON").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from("python3"));
-    // A folder of our own for the script and its JSON, removed afterwards.
-    let work = std::env::temp_dir().join(format!("vidtune-official-{}", std::process::id()));
-    std::fs::create_dir_all(&work)?;
-    let script = work.join("official_tav.py");
-    std::fs::write(&script, OFFICIAL_SCRIPT)?;
-    let out = work.join("official.json");
-    let device = match vidtune_runtime::device::parse_device(&o.device)? {
-        tch::Device::Cuda(i) => format!("cuda:{i}"),
-        _ => "cpu".into(),
-    };
-    let mut command = std::process::Command::new(&python);
-    command
-        .arg(&script)
-        .args(["--tav", &dir.to_string_lossy(), "--config", &o.model, "--device", &device])
-        .args(["--frames", &o.frames.to_string(), "--size", &o.size.to_string()])
-        .args(["--tune-steps", &o.tune_steps.to_string(), "--steps", &o.steps.to_string()])
-        .args(["--precision", &o.official_precision, "--json", &out.to_string_lossy()]);
-    let settings = if o.same_settings { Some(same_settings(&mut command, &work)) } else { None };
-    let figures = match settings.transpose() {
-        Err(e) => Err(e),
-        Ok(settings) => {
-            match &settings {
-                Some(s) => println!("\nthe official code ({}), with vidtune's process settings: {s}", python.display()),
-                None => println!("\nthe official code ({}):", python.display()),
-            }
-            let status = command.status().map_err(|e| anyhow::anyhow!("{}: {e}", python.display()))?;
-            if status.success() {
-                std::fs::read_to_string(&out)
-                    .map_err(anyhow::Error::from)
-                    .and_then(|t| Ok(serde_json::from_str::<serde_json::Value>(&t)?))
-                    .map(|mut v| {
-                        if let (Some(s), Some(map)) = (settings, v.as_object_mut()) {
-                            map.insert("same_settings".into(), s.into());
-                        }
-                        v
-                    })
-            } else {
-                Err(anyhow::anyhow!("the official code failed ({status}); its output is above"))
-            }
-        }
-    };
-    for f in [&script, &out, &work.join(MKL_ANSWER_LIB), &work.join("mkl_answer.c")] {
-        let _ = std::fs::remove_file(f);
-    }
-    let _ = std::fs::remove_dir(&work);
-    figures
-}
-
-const MKL_ANSWER_LIB: &str = "libvidtune_mkl_answer.so";
-
-/// Gives the official run vidtune's process settings (`--same-settings`); returns them in words. The
-/// allocator's are glibc's variables; MKL's answer, on an AMD CPU where vidtune gives it, is a library
-/// compiled here into `work` and preloaded; the threads are vidtune's count. A user's own `MALLOC_*`
-/// variables, `VIDTUNE_MALLOC=default` and `VIDTUNE_MKL=default` carry over as they are.
-fn same_settings(command: &mut std::process::Command, work: &std::path::Path) -> anyhow::Result<String> {
-    use vidtune_runtime::cpu::{mkl_dispatch, MklDispatch};
-    let mut said = vec![];
-    let user_malloc = std::env::vars_os().any(|(k, _)| k.to_string_lossy().starts_with("MALLOC_"));
-    if !user_malloc && std::env::var("VIDTUNE_MALLOC").map_or(true, |v| v != "default") {
-        let env = vidtune_runtime::memory::allocator_env();
-        said.push(env.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" "));
-        command.envs(env);
-    }
-    if mkl_dispatch() == MklDispatch::AmdAvx512 {
-        let source = work.join("mkl_answer.c");
-        let lib = work.join(MKL_ANSWER_LIB);
-        std::fs::write(&source, "int mkl_serv_intel_cpu_true(void) { return 1; }\n")?;
-        let compiled = std::process::Command::new("cc")
-            .args(["-shared", "-fPIC", "-O2", "-o"])
-            .arg(&lib)
-            .arg(&source)
-            .status()
-            .map_err(|e| anyhow::anyhow!("--same-settings compiles MKL's answer for this AMD CPU with cc: {e}"))?;
-        if !compiled.success() {
-            anyhow::bail!("--same-settings: cc could not compile MKL's answer ({compiled})");
-        }
-        let preload = match std::env::var_os("LD_PRELOAD") {
-            Some(p) if !p.is_empty() => format!("{}:{}", lib.display(), p.to_string_lossy()),
-            _ => lib.display().to_string(),
-        };
-        command.env("LD_PRELOAD", preload);
-        said.push("MKL's AVX-512 kernels (its vendor check answered by a preloaded library)".into());
-    }
-    let threads = tch::get_num_threads();
-    command.args(["--threads", &threads.to_string()]);
-    said.push(format!("{threads} threads"));
-    Ok(said.join("; "))
-}
-
-/// The official runner, carried in the binary so `--compare official` works from anywhere.
-const OFFICIAL_SCRIPT: &str = include_str!("../../examples/bench/official_tav.py");
-
-/// Seconds of the official run's stages by name (its `load` covers vidtune's load and inflate).
-fn official_seconds(off: &serde_json::Value, name: &str) -> Option<f64> {
-    off["stages"].as_array()?.iter().find(|s| s["name"] == name)?["seconds"].as_f64()
-}
-
-fn print_comparison(stages: &[Stage], off: &serde_json::Value) {
-    let ours = |names: &[&str]| stages.iter().filter(|s| names.contains(&s.name)).map(|s| s.seconds).sum::<f64>();
-    if let Some(same) = off["same_settings"].as_str() {
-        println!("\nthe official run had vidtune's process settings: {same}");
-    }
-    println!("\n| stage | official | vidtune | speed-up |\n|---|---|---|---|");
-    let mut total = (0.0, 0.0);
-    for (name, mine) in [
-        ("load", vec!["load", "inflate"]),
-        ("tune", vec!["tune"]),
-        ("invert", vec!["invert"]),
-        ("sample", vec!["sample"]),
-    ] {
-        let Some(theirs) = official_seconds(off, name) else { continue };
-        let v = ours(&mine);
-        total = (total.0 + theirs, total.1 + v);
-        println!("| {name} | {theirs:.2} s | {v:.2} s | {:.2}× |", theirs / v);
-    }
-    println!("| total | {:.2} s | {:.2} s | {:.2}× |", total.0, total.1, total.0 / total.1);
-    let peak = |xs: Vec<f64>| xs.into_iter().fold(0.0f64, f64::max);
-    let their_rss = peak(
-        off["stages"]
-            .as_array()
-            .map(|a| a.iter().filter_map(|s| s["peak_rss_mb"].as_f64()).collect())
-            .unwrap_or_default(),
-    );
-    let our_rss = peak(stages.iter().filter_map(|s| s.peak_rss_mb).collect());
-    if their_rss > 0.0 && our_rss > 0.0 {
-        println!("peak RSS: official {their_rss:.0} MB, vidtune {our_rss:.0} MB ({:.2}×)", our_rss / their_rss);
-    }
-}
-
 fn print_table(o: &BenchOptions, setup: &Setup, stages: &[Stage], peaks: &[(&str, f64)]) {
     println!(
         "\n{}: {} frames at {}², tune {}, invert {}, sample {} (guidance {}) on {}; weights {}, tuning in {}{}; \
@@ -603,22 +372,5 @@ fn print_table(o: &BenchOptions, setup: &Setup, stages: &[Stage], peaks: &[(&str
                 .collect();
             println!("| {} | {} |", s.name, cells.join(" | "));
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn gpu_memory_is_this_processs_or_else_the_devices() {
-        let me = std::process::id();
-        let list = format!("{},  300\n{me}, 1200\n", me + 1);
-        assert_eq!(gpu_reading(&list, Some("5000")), Some(GpuReading::Process(1200.0)));
-        // The driver lists pids of another namespace: the device's use, summed over GPUs.
-        let other = format!("{}, 1200\n", me + 1);
-        assert_eq!(gpu_reading(&other, Some("5000\n 700\n")), Some(GpuReading::Device(5700.0)));
-        assert_eq!(gpu_reading("", Some("")), None);
-        assert_eq!(gpu_reading(&other, None), None);
     }
 }
