@@ -23,7 +23,8 @@ impl Default for AdamW {
 impl AdamW {
     /// One step (1-based `step`): updates `param` and its moments `m`, `v` (zero-initialised, same shape) in
     /// place. Decoupled weight decay, bias-corrected moments, as `torch.optim.AdamW` — and in place as its
-    /// single-tensor path is, one temporary (the denominator) instead of a new tensor per operation.
+    /// single-tensor path is: two temporaries (the scaled gradient and the denominator) instead of a new
+    /// tensor per operation.
     pub fn step(&self, param: &mut Tensor, grad: &Tensor, m: &mut Tensor, v: &mut Tensor, step: i64) {
         tch::no_grad(|| {
             let _ = param.g_mul_scalar_(1.0 - self.lr * self.weight_decay);
