@@ -11,9 +11,11 @@ fn signal(child: &std::process::Child, sig: i32) {
     }
 }
 
-/// Waits until `dir` holds an entry whose name starts with `prefix`.
+/// Waits until `dir` holds an entry whose name starts with `prefix`. The deadline only catches a hang: on a
+/// busy machine, making the long clip took over a minute once. A child that never gets there is killed
+/// before the test's folder goes, so it cannot report errors about a folder that vanished under it.
 fn wait_for_entry(dir: &std::path::Path, prefix: &str, child: &mut std::process::Child) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
     while std::time::Instant::now() < deadline {
         if std::fs::read_dir(dir).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().starts_with(prefix)) {
             return;
@@ -23,7 +25,9 @@ fn wait_for_entry(dir: &std::path::Path, prefix: &str, child: &mut std::process:
         }
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    panic!("no {prefix}… in {}", dir.display());
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("no {prefix}… in {} after 10 minutes", dir.display());
 }
 
 fn entries(dir: &std::path::Path) -> Vec<String> {

@@ -160,6 +160,9 @@ impl Rng {
     }
 }
 
+/// Pixels drawn per tensor operation when generating a clip (a chunk of frames).
+const CHUNK_PIXELS: i64 = 1 << 22;
+
 /// Generates the clip described by `spec`.
 pub fn synthetic_clip(spec: &SyntheticSpec) -> Result<SyntheticClip> {
     if spec.frames == 0 {
@@ -204,33 +207,51 @@ pub fn synthetic_clip(spec: &SyntheticSpec) -> Result<SyntheticClip> {
     // Quick even for long clips: no bar, but cancellable all the same.
     let mut progress =
         crate::progress::quietly(|| crate::progress::Progress::new("synthetic clip", n as u64).unit("frames"));
-    for f in 0..n {
-        let t = if n > 1 { f as f64 / (n - 1) as f64 } else { 0.0 };
-        let (cx, cy, r) = trajectory(motion, t, phase, w as f64, h as f64);
-        let inside = shape_mask(shape, &xs, &ys, cx, cy, r);
+    // Frames are drawn a chunk at a time, each step one tensor operation over the whole chunk: a
+    // 1500-frame clip is a few hundred operations, not tens of thousands of small ones (which are slow
+    // when other processes share the cores). The per-frame scalars become `[k, 1, 1]` columns in f32,
+    // the precision the scalars had inside each operation, so the pixels are those of frame-by-frame.
+    let chunk = (CHUNK_PIXELS / (w * h)).clamp(1, n);
+    let mut first = 0;
+    while first < n {
+        let k = chunk.min(n - first);
+        let ts: Vec<f64> = (first..first + k).map(|f| if n > 1 { f as f64 / (n - 1) as f64 } else { 0.0 }).collect();
+        let path: Vec<(f64, f64, f64)> = ts.iter().map(|&t| trajectory(motion, t, phase, w as f64, h as f64)).collect();
+        let column = |v: &dyn Fn(usize) -> f64| {
+            Tensor::from_slice(&(0..k as usize).map(|i| v(i) as f32).collect::<Vec<f32>>()).view([k, 1, 1])
+        };
+        let (cx, cy) = (column(&|i| path[i].0), column(&|i| path[i].1));
+        let (dx, dy) = (&xs - &cx, &ys - &cy);
+        let inside = shape_mask(shape, &dx, &dy, &|f| column(&|i| f(path[i].2)));
         // Gentle shading across the subject so it is not a flat decal.
-        let shade = (((&xs - cx) * 0.25 - (&ys - cy) * 0.35) / r).clamp(-1.0, 1.0) * 0.12 + 1.0;
-        let subject = rgb_tensor(fg) * shade.unsqueeze(0);
-        let mut frame = background_img.where_self(&inside.logical_not().unsqueeze(0), &subject);
-        let mut visible = inside.shallow_clone();
+        let shade = ((&dx * 0.25 - &dy * 0.35) / column(&|i| path[i].2)).clamp(-1.0, 1.0) * 0.12 + 1.0;
+        let subject = rgb_tensor(fg) * shade.unsqueeze(1);
+        let mut frame = background_img.unsqueeze(0).where_self(&inside.logical_not().unsqueeze(1), &subject);
+        let mut visible = inside;
         if spec.occluder {
-            let occ = occluder_mask(&xs, t, w as f64);
-            frame = frame.where_self(&occ.logical_not().unsqueeze(0), &rgb_tensor([128, 128, 128]));
+            let occ = (&xs - column(&|i| w as f64 * (0.85 - 0.7 * ts[i]))).abs().le(w as f64 * 0.06);
+            frame = frame.where_self(&occ.logical_not().unsqueeze(1), &rgb_tensor([128, 128, 128]));
             visible = visible.logical_and(&occ.logical_not());
         }
         if spec.counter {
-            frame = draw_counter(&frame, f, w, h);
+            frame = frame.copy();
+            for i in 0..k {
+                draw_counter(&frame.get(i), first + i, w, h);
+            }
             visible = visible.logical_and(&ys.expand([h, w], false).ge((h / 8) as f64));
         }
         // Quantised to 8-bit levels, so a clip saved losslessly (PNG) reads back identical.
         frames.push((frame.clamp(0.0, 1.0) * 255.0).round() / 127.5 - 1.0);
-        masks.push(visible.to_kind(Kind::Float).unsqueeze(0));
-        progress.step()?;
+        masks.push(visible.to_kind(Kind::Float).unsqueeze(1));
+        for _ in 0..k {
+            progress.step()?;
+        }
+        first += k;
     }
     progress.finish();
     let caption = caption(shape, &color, motion, background, &bg_color);
-    let video = Video::new(Tensor::stack(&frames, 0), spec.fps)?;
-    let masks = Masks::new(Tensor::stack(&masks, 0))?;
+    let video = Video::new(Tensor::cat(&frames, 0), spec.fps)?;
+    let masks = Masks::new(Tensor::cat(&masks, 0))?;
     Ok(SyntheticClip { video, masks, caption, spec })
 }
 
@@ -272,30 +293,26 @@ fn trajectory(motion: Motion, t: f64, phase: f64, w: f64, h: f64) -> (f64, f64, 
     }
 }
 
-fn shape_mask(shape: Shape, xs: &Tensor, ys: &Tensor, cx: f64, cy: f64, r: f64) -> Tensor {
-    let (dx, dy) = (xs - cx, ys - cy);
+/// Where the subject is, `[k, H, W]`, from the offsets to its centre (`dx` `[k, 1, W]`, `dy` `[k, H, 1]`);
+/// `per_frame` turns a function of the radius into a `[k, 1, 1]` column.
+fn shape_mask(shape: Shape, dx: &Tensor, dy: &Tensor, per_frame: &dyn Fn(&dyn Fn(f64) -> f64) -> Tensor) -> Tensor {
     match shape {
-        Shape::Circle => (dx.square() + dy.square()).le(r * r),
+        Shape::Circle => (dx.square() + dy.square()).le_tensor(&per_frame(&|r| r * r)),
         Shape::Square => {
-            let s = r * 0.886; // same area as the circle
-            dx.abs().le(s).logical_and(&dy.abs().le(s))
+            let s = per_frame(&|r| r * 0.886); // same area as the circle
+            dx.abs().le_tensor(&s).logical_and(&dy.abs().le_tensor(&s))
         }
-        Shape::Diamond => (dx.abs() + dy.abs()).le(r * 1.253),
+        Shape::Diamond => (dx.abs() + dy.abs()).le_tensor(&per_frame(&|r| r * 1.253)),
         Shape::Triangle => {
             // Equilateral, pointing up, centroid at the centre, circumradius 1.3 r:
             // apex (0, -R), base corners (±R·√3/2, R/2); inside = below no edge line.
-            let rr = r * 1.3;
+            let rr = per_frame(&|r| r * 1.3);
             let s3 = 3f64.sqrt();
-            let right = (&dx * s3 - &dy).le(rr);
-            let left = (&dx * -s3 - &dy).le(rr);
-            dy.le(rr * 0.5).logical_and(&right).logical_and(&left)
+            let right = (dx * s3 - dy).le_tensor(&rr);
+            let left = (dx * -s3 - dy).le_tensor(&rr);
+            dy.le_tensor(&per_frame(&|r| r * 1.3 * 0.5)).logical_and(&right).logical_and(&left)
         }
     }
-}
-
-fn occluder_mask(xs: &Tensor, t: f64, w: f64) -> Tensor {
-    let centre = w * (0.85 - 0.7 * t);
-    (xs - centre).abs().le(w * 0.06).expand([-1, -1], false)
 }
 
 fn render_background(texture: Texture, c: [u8; 3], xs: &Tensor, ys: &Tensor, rng: &mut Rng) -> Tensor {
@@ -324,18 +341,17 @@ fn render_background(texture: Texture, c: [u8; 3], xs: &Tensor, ys: &Tensor, rng
     (base * light.unsqueeze(0)).clamp(0.0, 1.0)
 }
 
-/// Frame index in 8 binary blocks along the top edge (white = 1), on a black band.
-fn draw_counter(frame: &Tensor, index: i64, w: i64, h: i64) -> Tensor {
-    let out = frame.copy();
+/// Draws the frame index in 8 binary blocks along the top edge (white = 1), on a black band, into `frame`
+/// (`[3, H, W]`, in place).
+fn draw_counter(frame: &Tensor, index: i64, w: i64, h: i64) {
     let band = (h / 8).max(2);
-    let _ = out.narrow(1, 0, band).fill_(0.0);
+    let _ = frame.narrow(1, 0, band).fill_(0.0);
     let block = w / 8;
     for bit in 0..8 {
         if (index >> (7 - bit)) & 1 == 1 {
-            let _ = out.narrow(1, 1, band - 2).narrow(2, bit * block + 1, block - 2).fill_(1.0);
+            let _ = frame.narrow(1, 1, band - 2).narrow(2, bit * block + 1, block - 2).fill_(1.0);
         }
     }
-    out
 }
 
 /// Reads back the frame index drawn by `counter` clips from a `[3, H, W]` frame in [−1, 1].
