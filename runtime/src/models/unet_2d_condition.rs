@@ -280,6 +280,9 @@ pub(crate) fn time_embed(
     sample: &Tensor,
 ) -> Result<Tensor> {
     let n = sample.size()[0];
+    // Timesteps may come from anywhere (a scalar made on the CPU, a scheduler's table): like diffusers,
+    // they follow the sample to its device.
+    let timesteps = timesteps.to_device(sample.device());
     let t = if timesteps.numel() == 1 { timesteps.reshape([1]).expand([n], false) } else { timesteps.shallow_clone() };
     if t.size() != [n] {
         return Err(Error::Invalid(format!(
