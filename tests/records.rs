@@ -254,7 +254,7 @@ fn the_gpu_script_names_every_phase_in_a_dry_run() {
     let phases: Vec<&str> = json["phases"].as_array().unwrap().iter().map(|p| p["phase"].as_str().unwrap()).collect();
     assert_eq!(
         phases,
-        ["build", "doctor", "smoke-fp32", "smoke-fp16", "parity-fp32", "parity-fp16", "bench", "official"],
+        ["build", "doctor", "smoke-fp32", "smoke-fp16", "parity-fp32", "parity-fp16", "warm-up", "bench", "official"],
         "{json}"
     );
     assert!(json["phases"].as_array().unwrap().iter().all(|p| p["status"] == "dry-run"), "{json}");

@@ -35,6 +35,11 @@ import tempfile
 import time
 from pathlib import Path
 
+# The official code is PyTorch-only. diffusers 0.11 imports its Flax schedulers whenever JAX is installed,
+# and those fail on today's JAX (`jax.random.KeyArray` is gone); transformers likewise looks for TF and Flax.
+os.environ.setdefault("USE_FLAX", "0")
+os.environ.setdefault("USE_TF", "0")
+
 
 def configs(kind):
     """The UNet, VAE and text-encoder configs of vidtune's `random:<kind>` models."""
