@@ -497,6 +497,51 @@ def adapter_fixtures(out, pipe):
         save(out / f"{name}.safetensors", tensors)
 
 
+def original_adapter_fixtures(out):
+    """T2I-Adapters as TencentARC's code names their weights (`conv_in`, `body.K.block1`, `body.K.in_conv`;
+    the light one `body.I.body.J.block1`), with no config beside them, for SD 1.x's 4 blocks and 8x
+    unshuffle; and diffusers' features of the same adapters. The renaming inverts diffusers' conversion
+    script (`convert_original_t2iadapter.py`), written out here independently of vidtune's loader."""
+    from diffusers import T2IAdapter
+
+    g = torch.Generator().manual_seed(5)
+    image = torch.rand(1, 3, 64, 48, generator=g)
+    kinds = {
+        "full": dict(in_channels=3, channels=[16, 32, 64, 64], num_res_blocks=2, adapter_type="full_adapter"),
+        "light": dict(in_channels=3, channels=[16, 32, 64], num_res_blocks=3, adapter_type="light_adapter"),
+        "sketch": dict(in_channels=1, channels=[16, 32, 64, 64], num_res_blocks=2, adapter_type="full_adapter"),
+    }
+    for name, kwargs in kinds.items():
+        adapter = T2IAdapter(downscale_factor=8, **kwargs).eval()
+        for p in adapter.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.3 / max(1.0, p[0].numel() ** 0.25))
+        nrb = kwargs["num_res_blocks"]
+        original = {}
+        for key, value in adapter.state_dict().items():
+            parts = key.split(".")
+            assert parts[0] == "adapter", key
+            if parts[1] == "conv_in":
+                new = ".".join(parts[1:])
+            elif kwargs["adapter_type"] == "full_adapter":
+                block = int(parts[2])
+                if parts[3] == "resnets":
+                    new = ".".join(["body", str(block * nrb + int(parts[4]))] + parts[5:])
+                else:  # in_conv, at a block's first resnet
+                    new = ".".join(["body", str(block * nrb)] + parts[3:])
+            else:
+                if parts[3] == "resnets":
+                    new = ".".join(["body", parts[2], "body", parts[4]] + parts[5:])
+                else:  # in_conv, out_conv
+                    new = ".".join(["body", parts[2]] + parts[3:])
+            original[new] = value
+        save(out / "t2i_adapter_original" / f"{name}.safetensors", original)
+        img = image[:, : kwargs["in_channels"]]
+        tensors = {"image": img}
+        for i, f in enumerate(adapter(img)):
+            tensors[f"feature_{i}"] = f
+        save(out / "t2i_adapter_original" / f"{name}_features.safetensors", tensors)
+
+
 def scheduler_fixtures(out):
     """Single scheduler steps for several configs, with given model outputs and variance noise."""
     from diffusers import DDIMScheduler, DDPMScheduler
@@ -1178,6 +1223,7 @@ def main():
     sd14_architecture(tmp)
     clip_fixtures(tmp, vocab)
     sam_fixtures(tmp)
+    original_adapter_fixtures(tmp)
 
     (tmp / "STAMP").write_text(stamp() + "\n" + f"diffusers {diffusers.__version__}, transformers {transformers.__version__}, torch {torch.__version__}\n")
     shutil.rmtree(out, ignore_errors=True)

@@ -10,7 +10,7 @@ use crate::models::nn::InitMode;
 use crate::models::{AdapterFeatures, ControlNetModel, ControlResiduals, T2IAdapter};
 use crate::sd::{build, placement, SdLoadOptions};
 use crate::weights::source::ModelSource;
-use crate::weights::{self, apply_weights, single_file};
+use crate::weights::{self, apply_weights, single_file, t2i_adapter_layout as adapter_layout};
 use std::path::Path;
 use std::rc::Rc;
 use tch::nn::VarStore;
@@ -200,7 +200,9 @@ impl Adapter {
 
 /// Loads a T2I-Adapter: a diffusers `T2IAdapter` folder (`config.json`,
 /// `diffusion_pytorch_model[.VARIANT].safetensors`), a repo id in the Hugging Face cache, or one
-/// `.safetensors` file with diffusers' names beside its `config.json` (or with `opts.config`).
+/// `.safetensors` file: with diffusers' names beside its `config.json` (or with `opts.config`), or in its
+/// authors' layout (TencentARC's `t2iadapter_*_sd14v1`, converted from `.pth`), whose config is read
+/// from the weights when none is given.
 pub fn load_t2i_adapter(spec: &str, opts: &SdLoadOptions) -> Result<Adapter> {
     let (device, dtype, _) = placement(opts)?;
     let (config_path, files) = match ModelSource::resolve(spec, &opts.revision)? {
@@ -221,32 +223,45 @@ pub fn load_t2i_adapter(spec: &str, opts: &SdLoadOptions) -> Result<Adapter> {
             if !config.exists() {
                 return Err(Error::bad_file(&dir, "is not a diffusers T2IAdapter folder: config.json is missing"));
             }
-            (config, weights::component_files(&dir, "diffusion_pytorch_model", opts.variant.as_deref())?)
+            (Some(config), weights::component_files(&dir, "diffusion_pytorch_model", opts.variant.as_deref())?)
         }
         ModelSource::File(path) => {
             let config = match &opts.config {
-                Some(c) if c.is_dir() => c.join("config.json"),
-                Some(c) => c.clone(),
-                None => path.with_file_name("config.json"),
+                Some(c) if c.is_dir() => Some(c.join("config.json")),
+                Some(c) => Some(c.clone()),
+                None => Some(path.with_file_name("config.json")).filter(|c| c.exists()),
             };
-            if !config.exists() {
-                return Err(Error::bad_file(
-                    &path,
-                    "a single-file T2I-Adapter needs its config: none beside it (pass #{config: \"…/config.json\"})",
-                ));
-            }
             (config, vec![path])
         }
     };
-    let config: T2IAdapterConfig = read_config(&config_path)?;
+    let tensors = weights::read_all(&files)?;
+    let original = adapter_layout::is_original(&tensors);
+    let config: T2IAdapterConfig = match &config_path {
+        Some(c) => read_config(c)?,
+        None if original => adapter_layout::config(&tensors).map_err(|e| Error::bad_file(&files[0], e.to_string()))?,
+        None => {
+            return Err(Error::bad_file(
+                &files[0],
+                "a single-file T2I-Adapter with diffusers' names needs its config: none beside it (pass #{config: \
+                 \"…/config.json\"})",
+            ))
+        }
+    };
     if config.class_name.as_deref().is_some_and(|c| c != "T2IAdapter") {
         return Err(Error::bad_file(
-            &config_path,
+            config_path.as_deref().unwrap_or(&files[0]),
             format!("describes a {}, not a T2IAdapter", config.class_name.as_deref().unwrap_or("?")),
         ));
     }
-    let tensors = weights::read_all(&files)?;
-    let mut identity = crate::weights::identity::Identity::new("t2i-adapter").file(&config_path)?;
+    let tensors = if original {
+        adapter_layout::convert(tensors, &config).map_err(|e| Error::bad_file(&files[0], e.to_string()))?
+    } else {
+        tensors
+    };
+    let mut identity = crate::weights::identity::Identity::new("t2i-adapter");
+    if let Some(c) = &config_path {
+        identity = identity.file(c)?;
+    }
     for f in &files {
         identity = identity.file(f)?;
     }

@@ -360,3 +360,35 @@ fn t2i_adapter_features_the_adapted_unet_and_the_seeded_pipeline_match_diffusers
     let e = t2i(&conv, "x", &T2iOptions { controls: vec![guess], ..opts }).unwrap_err().to_string();
     assert!(e.contains("guess_mode is for ControlNets"), "{e}");
 }
+
+#[test]
+fn t2i_adapters_in_their_authors_layout_load_without_a_config_and_match_diffusers() {
+    // TencentARC's names (`conv_in`, a flat `body.K`; the light adapter's `body.I.body.J`), as a
+    // `t2iadapter_*_sd14v1.pth` converted to safetensors has them, with no config.json beside them.
+    let dir = fixtures_dir().join("t2i_adapter_original");
+    for (name, summary) in [
+        ("full", "full_adapter; 3 channels of control image at 8x the latents; features [16, 32, 64, 64]"),
+        ("light", "light_adapter; 3 channels of control image at 8x the latents; features [16, 32, 64, 64]"),
+        ("sketch", "full_adapter; 1 channels of control image at 8x the latents; features [16, 32, 64, 64]"),
+    ] {
+        let file = dir.join(format!("{name}.safetensors"));
+        let adapter = vidtune_runtime::load_t2i_adapter(file.to_str().unwrap(), &cpu()).unwrap();
+        assert!(adapter.summary().contains(summary), "{name}: {}", adapter.summary());
+        let f = load_fixture(&format!("t2i_adapter_original/{name}_features.safetensors"));
+        let features = tch::no_grad(|| adapter.model.forward(&f["image"], 1.0)).unwrap();
+        assert_eq!(features.features.len(), 4, "{name}");
+        for (i, x) in features.features.iter().enumerate() {
+            assert_close_rel(x, &f[&format!("feature_{i}")], TOL, &format!("{name}: feature {i}"));
+        }
+    }
+    // A config that contradicts the weights is refused, naming the file.
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("config.json");
+    std::fs::write(&config, r#"{"_class_name": "T2IAdapter", "channels": [16, 32, 64, 64], "num_res_blocks": 4}"#)
+        .unwrap();
+    let file = dir.join("full.safetensors");
+    let e = vidtune_runtime::load_t2i_adapter(file.to_str().unwrap(), &SdLoadOptions { config: Some(config), ..cpu() })
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("full.safetensors") && e.contains("body.2.in_conv.bias"), "{e}");
+}

@@ -14,6 +14,7 @@ pub mod safetensors_io;
 pub mod sd_files;
 pub mod single_file;
 pub mod source;
+pub mod t2i_adapter_layout;
 
 pub use report::{apply_weights, LoadReport};
 
