@@ -7,6 +7,7 @@
 
 pub mod attention;
 pub mod codenoise;
+pub mod conv;
 pub mod edges;
 pub mod error;
 pub mod image;

@@ -126,7 +126,7 @@ impl Conv2d {
 
     pub fn forward(&self, x: &Tensor) -> Tensor {
         let out = crate::flops::timed(crate::flops::Work::Conv, || {
-            x.conv2d(&self.weight, self.bias.as_ref(), [self.stride; 2], [self.padding; 2], [1, 1], 1)
+            vidtune_kernels::conv::conv2d(x, &self.weight, self.bias.as_ref(), self.stride, self.padding)
         });
         let k = self.weight.size()[2];
         crate::flops::add(crate::flops::conv(out.numel() as i64, self.weight.size()[1], k));
