@@ -1,7 +1,10 @@
 //! Measures Tune-A-Video edits of held-out toy-world clips with the toy models: the figures behind the
 //! thresholds of `runtime/tests/toy_world.rs`.
 //!
-//!   cargo run --release -p vidtune-runtime --example toy_edit -- [MODEL_DIR] [steps lr guidance inv_steps sample_steps]
+//!   cargo run --release -p vidtune-runtime --example toy_edit -- [MODEL_DIR] [steps lr guidance inv_steps sample_steps [DTYPE]]
+//!
+//! DTYPE (`fp32`, the default, or `bf16` / `fp16`) is the precision of the whole edit: the model's weights
+//! (so inversion and sampling) and tuning's forward and backward. The CLIP scorer stays in fp32.
 
 use std::rc::Rc;
 use vidtune_runtime::models::clip::ClipModel;
@@ -29,7 +32,9 @@ fn main() -> vidtune_runtime::Result<()> {
     settings.sample.guidance = num(3, settings.sample.guidance);
     settings.invert_steps = num(4, settings.invert_steps as f64) as i64;
     settings.sample.steps = num(5, settings.sample.steps as f64) as i64;
-    let opts = SdLoadOptions { device: "cpu".into(), ..Default::default() };
+    let dtype = args.get(6).cloned().unwrap_or_else(|| "fp32".into());
+    settings.tune.precision = Some(vidtune_runtime::device::parse_dtype(&dtype)?);
+    let opts = SdLoadOptions { device: "cpu".into(), dtype: Some(dtype), ..Default::default() };
     let sd = Rc::new(load_sd(&model, &opts)?);
     let clip_dir = if model == "toy" { "toy".to_string() } else { format!("{model}/clip") };
     let scorer = ClipModel::load(&clip_dir, "cpu", None)?;
