@@ -163,7 +163,7 @@ fn inline_play_at_the_bottom_of_a_terminal_draws_in_place() {
     // A new pseudo-terminal has no size: the terminal's lines and columns come from LINES / COLUMNS.
     cmd.env("VIDTUNE_PREVIEW", "inline").env("TERM", "xterm-256color").env("LINES", "24").env("COLUMNS", "80");
     cmd.args(["run", "play.rhai"]);
-    let mut p = rexpect::session::spawn_command(cmd, Some(60_000)).unwrap();
+    let mut p = rexpect::session::spawn_command(cmd, Some(180_000)).unwrap();
     let out = p.exp_eof().unwrap();
     let (scrolled, ups) = lines_scrolled(out.as_bytes(), 24);
     assert_eq!(ups.len(), 5, "five frames drawn over the first: {ups:?}");

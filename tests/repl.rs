@@ -10,7 +10,7 @@ const PROMPT: &str = "vidtune> ";
 fn start(dir: &std::path::Path) -> PtySession {
     let mut cmd = vidtune(dir);
     cmd.env("TERM", "xterm-256color").env("COLUMNS", "120");
-    let mut p = spawn_command(cmd, Some(30_000)).unwrap();
+    let mut p = spawn_command(cmd, Some(120_000)).unwrap();
     p.exp_string("Tab completes").unwrap();
     p.exp_string(PROMPT).unwrap();
     p
