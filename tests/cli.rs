@@ -208,3 +208,59 @@ fn scripts_and_modules_are_read_only_from_regular_files() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("is not a regular file (a pipe, device or socket)"), "{}", stderr(&out));
 }
+
+#[test]
+fn a_sweep_runs_its_grid_keeps_failures_to_their_points_and_reruns_only_what_is_not_done() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let script = |bad: &str| {
+        format!(
+            "let seed = param(\"seed\", 1);\nlet colour = param(\"colour\", \"red\");\n\
+             if colour == \"{bad}\" {{ throw `no colour ${{colour}}`; }}\n\
+             save_video(synthetic_clip(#{{frames: 2, size: 16, seed: seed, color: colour}}).video, \"clip.gif\");\n"
+        )
+    };
+    std::fs::write(d.join("s.rhai"), script("blue")).unwrap();
+    let sweep = |args: &[&str]| vidtune(d).arg("sweep").args(args).output().unwrap();
+    let grid = ["s.rhai", "--dir", "out", "--axis", "seed=1,2", "--axis", "colour=red,blue", "--jobs", "2"];
+    let out = sweep(&grid);
+    assert_eq!(out.status.code(), Some(1), "{}{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("4 to run (0 done), 2 at a time"), "{}", stdout(&out));
+    // The failing points carry their error; the others their outputs.
+    let point: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("out/points/seed=2_colour=blue/point.json")).unwrap())
+            .unwrap();
+    assert_eq!(point["status"], "failed");
+    assert!(point["error"].as_str().unwrap().contains("no colour blue"), "{point}");
+    assert!(d.join("out/points/seed=2_colour=red/clip.gif").is_file());
+    let status = sweep(&["status", "out"]);
+    assert!(
+        stdout(&status).contains("4 points of") && stdout(&status).contains("2 done, 2 failed"),
+        "{}",
+        stdout(&status)
+    );
+    // A run that died without a word (its pid gone) is missing, and runs again with the failed ones.
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap().trim().to_string();
+    std::fs::write(
+        d.join("out/points/seed=1_colour=red/point.json"),
+        format!(r#"{{"status": "running", "pid": 4000000000, "host": "{host}"}}"#),
+    )
+    .unwrap();
+    std::fs::write(d.join("s.rhai"), script("none")).unwrap();
+    let before = std::fs::metadata(d.join("out/points/seed=2_colour=red/clip.gif")).unwrap().modified().unwrap();
+    let out = sweep(&grid);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("3 to run (1 done)"), "{}", stdout(&out));
+    let after = std::fs::metadata(d.join("out/points/seed=2_colour=red/clip.gif")).unwrap().modified().unwrap();
+    assert_eq!(before, after, "a done point is not run again");
+    let out = sweep(&["collect", "out"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let csv = std::fs::read_to_string(d.join("out/results.csv")).unwrap();
+    assert_eq!(csv.lines().next().unwrap(), "seed,colour,status,seconds,outputs,error");
+    assert_eq!(csv.lines().filter(|l| l.contains(",done,") && l.contains("clip.gif")).count(), 4, "{csv}");
+    // Axes are checked against the script's parameters before anything runs.
+    let out = sweep(&["s.rhai", "--dir", "out2", "--axis", "sed=1,2"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("sed") && stderr(&out).contains("seed"), "{}", stderr(&out));
+    assert!(!d.join("out2").exists());
+}

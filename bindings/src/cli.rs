@@ -31,9 +31,10 @@ enum Command {
         /// vidtune saved; the recorded script, parameters and seeds (--set changes parameters)
         #[arg(long, value_name = "RESULT", conflicts_with = "file")]
         from: Option<PathBuf>,
-        /// With --from: the folder the rerun writes its outputs under (their paths inside it as the script
-        /// gives them); default: the first free rerun-N here, so the run it came from is never written over
-        #[arg(long, value_name = "DIR", requires = "from")]
+        /// The folder the run writes its outputs under (their paths inside it as the script gives them);
+        /// with --from the default is the first free rerun-N here, so the run it came from is never
+        /// written over
+        #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
     },
     /// Run a script and rerun it whenever it, or a file it reads, is saved
@@ -51,6 +52,9 @@ enum Command {
     /// Time Tune-A-Video's job (tune, invert, sample) stage by stage: speed, memory, GFLOP/s; with
     /// --compare official, the same job through the official Tune-A-Video code, and the ratios
     Bench(crate::bench::BenchOptions),
+    /// Run a script over a grid of parameters (--axis seed=1,2 --axis prompt=…), one `run` per point under
+    /// DIR/points/<key>/, N at a time; again, only what is not done; `sweep status DIR`, `sweep collect DIR`
+    Sweep(crate::sweep::SweepArgs),
     /// Run edit recipes over a suite (toy:dev, toy:test, or LOVEU-TGVE-2023's layout) and table how they
     /// do per kind of edit
     Eval(crate::eval::EvalOptions),
@@ -185,7 +189,7 @@ pub fn declared_params(code: &str) -> (std::collections::BTreeSet<String>, bool)
 
 /// Refuses `--set` names that `code` never reads, before it runs, with the nearest name it does read.
 /// A script that may read names it does not spell out is checked after the run instead (a warning).
-fn check_sets(code: &str, script: &str, sets: &[(String, Dynamic)]) -> Result<(), String> {
+pub(crate) fn check_sets(code: &str, script: &str, sets: &[(String, Dynamic)]) -> Result<(), String> {
     let (names, open_ended) = declared_params(code);
     if open_ended {
         return Ok(());
@@ -206,7 +210,7 @@ fn check_sets(code: &str, script: &str, sets: &[(String, Dynamic)]) -> Result<()
     Ok(())
 }
 
-fn run_script(file: &std::path::Path, params: &[(String, Dynamic)]) -> ExitCode {
+fn run_script(file: &std::path::Path, params: &[(String, Dynamic)], out: Option<PathBuf>) -> ExitCode {
     crate::signals::install(crate::signals::Mode::Run);
     if !params.is_empty() {
         if let Ok(code) = vidtune_runtime::fsutil::read_text(file, "script") {
@@ -219,6 +223,9 @@ fn run_script(file: &std::path::Path, params: &[(String, Dynamic)]) -> ExitCode 
     let mut session = crate::Session::new();
     for (k, v) in params {
         session.set_param(k, v.clone());
+    }
+    if let Some(out) = out {
+        *session.host().out_root.borrow_mut() = Some(out);
     }
     let result = session.run_file(file);
     for name in session.unused_params() {
@@ -375,12 +382,19 @@ pub fn main() -> ExitCode {
         Some(Command::Doctor) => crate::doctor::run(),
         Some(Command::Bench(o)) => crate::bench::run(&o).map(|_| ()),
         Some(Command::Toy { action }) => toy(action),
+        Some(Command::Sweep(a)) => {
+            crate::signals::install(crate::signals::Mode::Run);
+            match crate::sweep::run(&a) {
+                Ok(status) => return status,
+                Err(e) => Err(e),
+            }
+        }
         Some(Command::Eval(o)) => {
             crate::signals::install(crate::signals::Mode::Run);
             crate::eval::run(&o)
         }
         Some(Command::Run { file, set, from, out }) => match (parse_sets(&set), file, from) {
-            (Ok(params), Some(file), _) => return run_script(&file, &params),
+            (Ok(params), Some(file), _) => return run_script(&file, &params, out),
             (Ok(params), None, Some(from)) => return rerun(&from, out, &params),
             (Ok(_), None, None) => Err(anyhow::anyhow!("run: give a script, or --from a sidecar")),
             (Err(e), ..) => Err(anyhow::anyhow!(e)),

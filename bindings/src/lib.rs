@@ -22,6 +22,7 @@ pub mod preview;
 pub mod repl;
 pub mod session;
 pub mod signals;
+pub mod sweep;
 pub mod values;
 pub mod watch;
 

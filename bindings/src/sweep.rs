@@ -1,0 +1,387 @@
+//! `vidtune sweep`: a script run over a grid of parameters, one point per combination of the axes'
+//! values, each point an independent `vidtune run SCRIPT --set … --out DIR/points/<key>` process.
+//!
+//! - `DIR/sweep.json`: the script, its fixed parameters, the axes and the points, in grid order.
+//! - `DIR/points/<key>/`: the point's outputs (the script's paths inside it), `log.txt` (everything the
+//!   run printed) and `point.json` (its parameters, status — running, done, failed or cancelled —,
+//!   exit code, seconds, and the error's last lines), each written atomically.
+//! - Running a sweep again runs only the points that are not done: missing, failed, cancelled, or
+//!   "running" in a process of this machine that no longer exists.
+//! - `--jobs N` runs N points at a time, each with its share of the CPU threads; a run that dies costs
+//!   only its point.
+//!
+//! `vidtune sweep status DIR` lists the points; `vidtune sweep collect DIR` writes the table of every
+//! point (parameters, status, seconds, outputs, error) as `results.{md,csv,json}` in DIR.
+
+use anyhow::{anyhow, bail, Context};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use vidtune_runtime::table::Table;
+
+#[derive(clap::Args, Debug, Clone)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct SweepArgs {
+    #[command(subcommand)]
+    pub action: Option<SweepAction>,
+    /// The script each point runs
+    pub script: Option<PathBuf>,
+    /// The sweep's folder (sweep.json, points/<key>/)
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// An axis of the grid: --axis seed=1,2,3 (the script reads it with param("seed", …)); the grid is
+    /// the product of the axes
+    #[arg(long = "axis", value_name = "NAME=V1,V2,…")]
+    pub axes: Vec<String>,
+    /// Parameters every point gets, as for `run`
+    #[arg(long = "set", value_name = "NAME=VALUE")]
+    pub set: Vec<String>,
+    /// Points run at a time, each with its share of the CPU threads (default 1)
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<usize>,
+}
+
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum SweepAction {
+    /// What is done, running, failed or missing
+    Status { dir: PathBuf },
+    /// The table of every point, written as results.{md,csv,json} in DIR, and the failures with their errors
+    Collect { dir: PathBuf },
+}
+
+/// One point of the grid: its parameters in axis order, and the folder name they give.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Point {
+    pub key: String,
+    pub params: Vec<(String, String)>,
+}
+
+/// The grid of `axes` (`NAME=V1,V2,…`), in order (the last axis varies fastest).
+pub fn grid(axes: &[String]) -> anyhow::Result<Vec<Point>> {
+    let mut parsed: Vec<(String, Vec<String>)> = vec![];
+    for a in axes {
+        let (name, values) = a.split_once('=').ok_or_else(|| anyhow!("--axis {a:?}: expected NAME=V1,V2,…"))?;
+        let name = name.trim();
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            bail!("--axis {a:?}: the name must be a script parameter name (letters, digits, _)");
+        }
+        if parsed.iter().any(|(n, _)| n == name) {
+            bail!("--axis {name} is given twice");
+        }
+        let values: Vec<String> = values.split(',').map(|v| v.trim().to_string()).collect();
+        if values.iter().any(String::is_empty) {
+            bail!("--axis {a:?}: an empty value");
+        }
+        parsed.push((name.to_string(), values));
+    }
+    let mut points: Vec<Vec<(String, String)>> = vec![vec![]];
+    for (name, values) in &parsed {
+        points = points
+            .into_iter()
+            .flat_map(|p| values.iter().map(move |v| [p.clone(), vec![(name.clone(), v.clone())]].concat()))
+            .collect();
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    points
+        .into_iter()
+        .map(|params| {
+            let key = point_key(&params);
+            if !seen.insert(key.clone()) {
+                bail!("two points of the grid share the folder {key:?}: give distinct values");
+            }
+            Ok(Point { key, params })
+        })
+        .collect()
+}
+
+/// A point's folder name: `name=value` pairs joined by `_`, characters other than letters, digits and
+/// `.-=+` replaced, and long names cut with a hash of the whole.
+fn point_key(params: &[(String, String)]) -> String {
+    if params.is_empty() {
+        return "all".into();
+    }
+    let text = params.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("_");
+    let safe: String =
+        text.chars().map(|c| if c.is_ascii_alphanumeric() || "._-=+".contains(c) { c } else { '~' }).collect();
+    let safe = safe.trim_start_matches('.').to_string();
+    if safe.len() <= 80 && safe == text {
+        return safe;
+    }
+    let hash = vidtune_runtime::cache::KeyBuilder::new("sweep-point").text(&text).finish();
+    format!("{}-{}", &safe.chars().take(60).collect::<String>(), &hash[..12])
+}
+
+/// The status of a point, from its `point.json` (missing when there is none).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PointState {
+    pub status: String,
+    pub seconds: Option<f64>,
+    pub error: Option<String>,
+}
+
+fn read_state(dir: &Path, point: &Point) -> PointState {
+    let path = dir.join("points").join(&point.key).join("point.json");
+    let missing = PointState { status: "missing".into(), seconds: None, error: None };
+    let Ok(text) = std::fs::read_to_string(&path) else { return missing };
+    let Ok(json) = serde_json::from_str::<serde_json::Value>(&text) else { return missing };
+    let mut status = json["status"].as_str().unwrap_or("missing").to_string();
+    // A run this machine no longer has died without a word: its point is missing.
+    if status == "running" {
+        let here = json["host"].as_str() == Some(&host());
+        let alive = json["pid"].as_u64().is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+        if here && !alive {
+            status = "missing".into();
+        }
+    }
+    PointState { status, seconds: json["seconds"].as_f64(), error: json["error"].as_str().map(str::to_string) }
+}
+
+fn host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default()
+}
+
+fn write_point(dir: &Path, point: &Point, fields: serde_json::Value) -> anyhow::Result<()> {
+    let mut json = serde_json::json!({
+        "key": point.key,
+        "params": point.params.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<BTreeMap<_, _>>(),
+    });
+    if let (Some(obj), Some(extra)) = (json.as_object_mut(), fields.as_object()) {
+        obj.extend(extra.clone());
+    }
+    let path = dir.join("points").join(&point.key).join("point.json");
+    vidtune_runtime::fsutil::write_bytes_atomic(&path, serde_json::to_string_pretty(&json)?.as_bytes())?;
+    Ok(())
+}
+
+/// The grid recorded in `DIR/sweep.json`.
+fn read_sweep(dir: &Path) -> anyhow::Result<(serde_json::Value, Vec<Point>)> {
+    let path = dir.join("sweep.json");
+    let text = vidtune_runtime::fsutil::read_text(&path, "sweep record")
+        .map_err(|e| anyhow!("{e} (is {} a sweep's folder?)", dir.display()))?;
+    let json: serde_json::Value = serde_json::from_str(&text).with_context(|| path.display().to_string())?;
+    let points = json["points"]
+        .as_array()
+        .ok_or_else(|| anyhow!("{}: no points", path.display()))?
+        .iter()
+        .map(|p| {
+            let params = p["params"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|kv| Some((kv[0].as_str()?.to_string(), kv[1].as_str()?.to_string())))
+                .collect();
+            Point { key: p["key"].as_str().unwrap_or_default().to_string(), params }
+        })
+        .collect();
+    Ok((json, points))
+}
+
+pub fn run(args: &SweepArgs) -> anyhow::Result<std::process::ExitCode> {
+    match &args.action {
+        Some(SweepAction::Status { dir }) => status(dir).map(|_| std::process::ExitCode::SUCCESS),
+        Some(SweepAction::Collect { dir }) => collect(dir).map(|_| std::process::ExitCode::SUCCESS),
+        None => run_grid(args),
+    }
+}
+
+fn run_grid(args: &SweepArgs) -> anyhow::Result<std::process::ExitCode> {
+    let script = args.script.as_ref().ok_or_else(|| anyhow!("sweep: give a script (or status DIR / collect DIR)"))?;
+    let dir = args.dir.as_ref().ok_or_else(|| anyhow!("sweep: give --dir DIR, the sweep's folder"))?;
+    let code = vidtune_runtime::fsutil::read_text(script, "script")?;
+    let script = std::fs::canonicalize(script).with_context(|| script.display().to_string())?;
+    let points = grid(&args.axes)?;
+    // The names must be the script's parameters, as `run --set` checks them.
+    let fixed = crate::cli::parse_sets(&args.set).map_err(|e| anyhow!(e))?;
+    let axis_sets: Vec<(String, rhai::Dynamic)> = points
+        .first()
+        .map(|p| p.params.iter().map(|(k, v)| (k.clone(), rhai::Dynamic::from(v.clone()))).collect())
+        .unwrap_or_default();
+    crate::cli::check_sets(&code, &script.display().to_string(), &[fixed, axis_sets].concat())
+        .map_err(|e| anyhow!(e))?;
+    std::fs::create_dir_all(dir.join("points")).with_context(|| dir.display().to_string())?;
+    let record = serde_json::json!({
+        "script": script,
+        "set": args.set,
+        "axes": args.axes,
+        "points": points.iter().map(|p| serde_json::json!({"key": p.key, "params": p.params})).collect::<Vec<_>>(),
+    });
+    vidtune_runtime::fsutil::write_bytes_atomic(
+        &dir.join("sweep.json"),
+        serde_json::to_string_pretty(&record)?.as_bytes(),
+    )?;
+
+    let todo: Vec<&Point> = points.iter().filter(|p| read_state(dir, p).status != "done").collect();
+    let jobs = args.jobs.unwrap_or(1).max(1).min(todo.len().max(1));
+    let cores = vidtune_runtime::cpu::threads().map_or_else(vidtune_runtime::cpu::available_cores, |t| t.count);
+    let threads = (cores / jobs).max(1);
+    println!(
+        "sweep of {} points in {}: {} to run ({} done), {jobs} at a time, {threads} thread(s) each",
+        points.len(),
+        dir.display(),
+        todo.len(),
+        points.len() - todo.len()
+    );
+    let exe = std::env::current_exe().context("finding this program to run points")?;
+    let mut queue = todo.into_iter();
+    let mut running: Vec<(&Point, std::process::Child, std::time::Instant)> = vec![];
+    let (mut done, mut failed) = (0, 0);
+    loop {
+        while running.len() < jobs && !vidtune_runtime::progress::cancel_requested() {
+            let Some(point) = queue.next() else { break };
+            let out = dir.join("points").join(&point.key);
+            std::fs::create_dir_all(&out).with_context(|| out.display().to_string())?;
+            let log = std::fs::File::create(out.join("log.txt")).with_context(|| out.display().to_string())?;
+            let mut cmd = std::process::Command::new(&exe);
+            cmd.arg("run").arg(&script).arg("--out").arg(&out);
+            for s in &args.set {
+                cmd.arg("--set").arg(s);
+            }
+            for (k, v) in &point.params {
+                cmd.arg("--set").arg(format!("{k}={v}"));
+            }
+            cmd.env("VIDTUNE_THREADS", threads.to_string()).stdout(log.try_clone()?).stderr(log);
+            let child = cmd.spawn().context("starting a point's run")?;
+            write_point(dir, point, serde_json::json!({"status": "running", "pid": child.id(), "host": host()}))?;
+            running.push((point, child, std::time::Instant::now()));
+        }
+        if running.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let mut i = 0;
+        while i < running.len() {
+            let Some(exit) = running[i].1.try_wait()? else {
+                i += 1;
+                continue;
+            };
+            let (point, _, started) = running.remove(i);
+            let seconds = started.elapsed().as_secs_f64();
+            let log = std::fs::read_to_string(dir.join("points").join(&point.key).join("log.txt")).unwrap_or_default();
+            let (status, error) = match exit.code() {
+                Some(0) => ("done", None),
+                Some(130) | Some(143) => ("cancelled", Some("interrupted".to_string())),
+                _ => ("failed", Some(last_lines(&log, 6).unwrap_or_else(|| format!("the run exited with {exit}")))),
+            };
+            write_point(
+                dir,
+                point,
+                serde_json::json!({"status": status, "exit_code": exit.code(), "seconds": seconds, "error": error}),
+            )?;
+            match status {
+                "done" => done += 1,
+                _ => failed += 1,
+            }
+            let params = point.params.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ");
+            println!("{status:<9} {params} ({seconds:.1} s){}", error.map(|e| format!(": {e}")).unwrap_or_default());
+        }
+    }
+    println!("{done} done, {failed} not; `vidtune sweep collect {}` tables them", dir.display());
+    if vidtune_runtime::progress::cancel_requested() {
+        return Ok(std::process::ExitCode::from(crate::signals::exit_status()));
+    }
+    Ok(if failed > 0 { std::process::ExitCode::from(1) } else { std::process::ExitCode::SUCCESS })
+}
+
+/// The last `n` non-empty lines of a run's output, joined (its error).
+fn last_lines(log: &str, n: usize) -> Option<String> {
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    (!lines.is_empty()).then(|| lines[lines.len().saturating_sub(n)..].join("\n"))
+}
+
+/// The table of a sweep's points: parameters, status, seconds, outputs and error.
+pub fn table(dir: &Path) -> anyhow::Result<Table> {
+    let (_, points) = read_sweep(dir)?;
+    let names: Vec<String> =
+        points.first().map(|p| p.params.iter().map(|(k, _)| k.clone()).collect()).unwrap_or_default();
+    let mut headers = names.clone();
+    headers.extend(["status", "seconds", "outputs", "error"].map(String::from));
+    let mut numeric = vec![false; names.len()];
+    numeric.extend([false, true, false, false]);
+    let rows = points
+        .iter()
+        .map(|p| {
+            let s = read_state(dir, p);
+            let mut row: Vec<String> = p.params.iter().map(|(_, v)| v.clone()).collect();
+            let folder = dir.join("points").join(&p.key);
+            let mut outputs: Vec<String> = std::fs::read_dir(&folder)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| !n.starts_with('.') && n != "point.json" && n != "log.txt")
+                .collect();
+            outputs.sort();
+            row.push(s.status);
+            row.push(s.seconds.map(|t| format!("{t:.1}")).unwrap_or_default());
+            row.push(outputs.join(" "));
+            // The error's first line: its message (the lines after it show the script's code).
+            row.push(s.error.map(|e| e.lines().next().unwrap_or_default().to_string()).unwrap_or_default());
+            row
+        })
+        .collect();
+    Ok(Table { headers, rows, numeric })
+}
+
+fn status(dir: &Path) -> anyhow::Result<()> {
+    let (record, points) = read_sweep(dir)?;
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for p in &points {
+        *counts.entry(read_state(dir, p).status).or_default() += 1;
+    }
+    let t = table(dir)?;
+    print!("{}", t.to_pretty());
+    let summary: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
+    println!("{} points of {}: {}", points.len(), record["script"].as_str().unwrap_or("?"), summary.join(", "));
+    Ok(())
+}
+
+fn collect(dir: &Path) -> anyhow::Result<()> {
+    let (_, points) = read_sweep(dir)?;
+    let t = table(dir)?;
+    let write = |name: &str, text: String| -> anyhow::Result<()> {
+        vidtune_runtime::fsutil::write_bytes_atomic(&dir.join(name), text.as_bytes())?;
+        Ok(())
+    };
+    write("results.md", t.to_markdown())?;
+    write("results.csv", t.to_csv())?;
+    let rows: Vec<serde_json::Value> = t
+        .rows
+        .iter()
+        .map(|r| {
+            serde_json::Value::Object(
+                t.headers.iter().cloned().zip(r.iter().cloned().map(serde_json::Value::from)).collect(),
+            )
+        })
+        .collect();
+    write("results.json", serde_json::to_string_pretty(&rows)?)?;
+    print!("{}", t.to_pretty());
+    for p in &points {
+        let s = read_state(dir, p);
+        if s.status == "failed" {
+            println!("failed: {}: {}", p.key, s.error.unwrap_or_default());
+        }
+    }
+    println!("results: {}", dir.join("results.md").display());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_grid_is_the_product_of_the_axes_with_safe_distinct_folders() {
+        let g = grid(&["seed=1,2".into(), "prompt=a red car,a/b".into()]).unwrap();
+        let keys: Vec<&str> = g.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys.len(), 4);
+        assert_eq!(keys[0].split('-').next().unwrap(), "seed=1_prompt=a~red~car");
+        assert!(keys.iter().all(|k| !k.contains('/') && !k.contains(' ')), "{keys:?}");
+        assert_eq!(g[3].params, [("seed".to_string(), "2".to_string()), ("prompt".to_string(), "a/b".to_string())]);
+        assert_eq!(grid(&["seed=1,2".into()]).unwrap()[1].key, "seed=2");
+        for (bad, says) in [("seed", "NAME=V1"), ("seed=1,", "empty value"), ("a b=1", "parameter name")] {
+            let e = grid(&[bad.into()]).unwrap_err().to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+        assert!(grid(&["s=1".into(), "s=2".into()]).unwrap_err().to_string().contains("twice"));
+        assert!(grid(&["s=1,1".into()]).unwrap_err().to_string().contains("share the folder"));
+    }
+}
