@@ -11,7 +11,8 @@
 #
 # Set-up: Debian packages when missing (FFmpeg -dev libraries, clang/libclang, pkg-config, a C++
 # compiler, Python's venv), then a virtualenv with torch and onnxruntime from PyPI in the user's cache
-# dir (shared by every clone, keyed by torch and Python versions), then `cargo build`.
+# dir (shared by every clone, keyed by torch and Python versions), then `cargo build`. `test` also installs
+# slurm-wlm and munge (the sweep tests start a one-node Slurm of their own, scripts/slurm-local.sh).
 # With LIBTORCH already exported, the virtualenv's torch is not used for linking.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
@@ -188,6 +189,8 @@ case "${1:-help}" in
     ;;
   test)
     trap phase_summary EXIT
+    # The sweep tests start a one-node Slurm of their own (scripts/slurm-local.sh).
+    APT_PACKAGES+=(slurm-wlm munge)
     phase "set-up: Debian packages and the torch virtualenv"
     setup requirements/test.txt requirements/notebook.txt
     phase "set-up: the notebook kernel (evcxr)"

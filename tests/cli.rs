@@ -264,3 +264,95 @@ fn a_sweep_runs_its_grid_keeps_failures_to_their_points_and_reruns_only_what_is_
     assert!(stderr(&out).contains("sed") && stderr(&out).contains("seed"), "{}", stderr(&out));
     assert!(!d.join("out2").exists());
 }
+
+/// A single-node Slurm started for a test in its own folder, stopped when dropped.
+struct LocalSlurm {
+    dir: tempfile::TempDir,
+    conf: String,
+}
+
+impl LocalSlurm {
+    fn start() -> LocalSlurm {
+        let dir = tempfile::tempdir().unwrap();
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/slurm-local.sh");
+        let out = std::process::Command::new("bash").arg(&script).arg("start").arg(dir.path()).output().unwrap();
+        assert!(
+            out.status.success(),
+            "a one-node Slurm did not start (./dev.sh test installs slurm-wlm and munge): {}{}",
+            stdout(&out),
+            stderr(&out)
+        );
+        let conf = stdout(&out).trim().trim_start_matches("export SLURM_CONF=").to_string();
+        LocalSlurm { dir, conf }
+    }
+}
+
+impl Drop for LocalSlurm {
+    fn drop(&mut self) {
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/slurm-local.sh");
+        let _ = std::process::Command::new("bash").arg(script).arg("stop").arg(self.dir.path()).output();
+    }
+}
+
+#[test]
+fn a_sweep_runs_as_a_slurm_job_array_a_cancelled_task_is_resumed_and_collect_equals_the_local_run() {
+    use std::io::BufRead;
+    let slurm = LocalSlurm::start();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("s.rhai"),
+        "let seed = param(\"seed\", 1);\nlet colour = param(\"colour\", \"red\");\n\
+         save_video(synthetic_clip(#{frames: 2, size: 16, seed: seed, color: colour}).video, \"clip.gif\");\n",
+    )
+    .unwrap();
+    let grid = |out: &str| {
+        ["s.rhai", "--dir", out, "--axis", "seed=1,2", "--axis", "colour=red,blue"].map(String::from).to_vec()
+    };
+    let sweep = |args: &[String]| vidtune(d).env("SLURM_CONF", &slurm.conf).arg("sweep").args(args).output().unwrap();
+    let out = sweep(&[grid("local"), vec!["--jobs".into(), "2".into()]].concat());
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    // One task at a time; the last one is cancelled while it waits.
+    let mut child = vidtune(d)
+        .env("SLURM_CONF", &slurm.conf)
+        .arg("sweep")
+        .args(grid("slurm"))
+        .args(["--backend", "slurm", "--jobs", "1"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let job =
+        first.split("array job ").nth(1).and_then(|r| r.split_whitespace().next()).unwrap_or_else(|| panic!("{first}"));
+    let cancel =
+        std::process::Command::new("scancel").env("SLURM_CONF", &slurm.conf).arg(format!("{job}_3")).output().unwrap();
+    assert!(cancel.status.success(), "{}", stderr(&cancel));
+    let rest: Vec<String> = lines.map(Result::unwrap).collect();
+    assert_eq!(child.wait().unwrap().code(), Some(1), "{first}\n{}", rest.join("\n"));
+    assert!(rest.last().unwrap().contains("3 done, 1 not"), "{}", rest.join("\n"));
+    let status = sweep(&["status".into(), "slurm".into()]);
+    assert!(
+        stdout(&status).contains("1 missing, 3 done") || stdout(&status).contains("3 done, 1 missing"),
+        "{}",
+        stdout(&status)
+    );
+    // Resumed: only the cancelled point is submitted, and the tables agree with the local run's.
+    let out = sweep(&[grid("slurm"), vec!["--backend".into(), "slurm".into()]].concat());
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("with 1 tasks (3 done)"), "{}", stdout(&out));
+    let table = |name: &str| {
+        assert!(sweep(&["collect".into(), name.into()]).status.success());
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(d.join(name).join("results.json")).unwrap()).unwrap();
+        json.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| format!("{} {} {} {}", r["seed"], r["colour"], r["status"], r["outputs"]))
+            .collect::<Vec<_>>()
+    };
+    let local = table("local");
+    assert_eq!(local.len(), 4);
+    assert!(local.iter().all(|r| r.contains("\"done\" \"clip.gif\"")), "{local:?}");
+    assert_eq!(table("slurm"), local);
+}

@@ -35,9 +35,19 @@ pub struct SweepArgs {
     /// Parameters every point gets, as for `run`
     #[arg(long = "set", value_name = "NAME=VALUE")]
     pub set: Vec<String>,
-    /// Points run at a time, each with its share of the CPU threads (default 1)
+    /// Points run at a time: local workers, each with its share of the CPU threads (default 1), or
+    /// the Slurm array's throttle (%N; default none)
     #[arg(long, value_name = "N")]
     pub jobs: Option<usize>,
+    /// local (worker processes here) or slurm (a job array through sbatch, followed with squeue)
+    #[arg(long, default_value = "local", value_parser = ["local", "slurm"])]
+    pub backend: String,
+    /// Options passed to sbatch as they are: --slurm-args="--partition=gpu --gres=gpu:1 --time=1:00:00"
+    #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
+    pub slurm_args: Option<String>,
+    /// With --backend slurm: write and print the batch script and the sbatch command, submit nothing
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(clap::Subcommand, Debug, Clone)]
@@ -46,6 +56,13 @@ pub enum SweepAction {
     Status { dir: PathBuf },
     /// The table of every point, written as results.{md,csv,json} in DIR, and the failures with their errors
     Collect { dir: PathBuf },
+    /// Runs one point of a sweep (what each Slurm array task runs)
+    #[command(hide = true)]
+    RunPoint {
+        dir: PathBuf,
+        #[arg(long)]
+        index: usize,
+    },
 }
 
 /// One point of the grid: its parameters in axis order, and the folder name they give.
@@ -128,7 +145,9 @@ fn read_state(dir: &Path, point: &Point) -> PointState {
     if status == "running" {
         let here = json["host"].as_str() == Some(&host());
         let alive = json["pid"].as_u64().is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
-        if here && !alive {
+        // A Slurm task on another node: gone when squeue no longer lists it.
+        let task_gone = json["slurm_task"].as_str().is_some_and(|t| squeue(t).is_some_and(|s| s.is_empty()));
+        if (here && !alive) || (!here && task_gone) {
             status = "missing".into();
         }
     }
@@ -179,6 +198,7 @@ pub fn run(args: &SweepArgs) -> anyhow::Result<std::process::ExitCode> {
     match &args.action {
         Some(SweepAction::Status { dir }) => status(dir).map(|_| std::process::ExitCode::SUCCESS),
         Some(SweepAction::Collect { dir }) => collect(dir).map(|_| std::process::ExitCode::SUCCESS),
+        Some(SweepAction::RunPoint { dir, index }) => run_point(dir, *index),
         None => run_grid(args),
     }
 }
@@ -209,6 +229,12 @@ fn run_grid(args: &SweepArgs) -> anyhow::Result<std::process::ExitCode> {
         serde_json::to_string_pretty(&record)?.as_bytes(),
     )?;
 
+    if args.backend == "slurm" {
+        return run_slurm(args, dir, &points);
+    }
+    if args.dry_run || args.slurm_args.is_some() {
+        bail!("--dry-run and --slurm-args are for --backend slurm");
+    }
     let todo: Vec<&Point> = points.iter().filter(|p| read_state(dir, p).status != "done").collect();
     let jobs = args.jobs.unwrap_or(1).max(1).min(todo.len().max(1));
     let cores = vidtune_runtime::cpu::threads().map_or_else(vidtune_runtime::cpu::available_cores, |t| t.count);
@@ -220,27 +246,13 @@ fn run_grid(args: &SweepArgs) -> anyhow::Result<std::process::ExitCode> {
         todo.len(),
         points.len() - todo.len()
     );
-    let exe = std::env::current_exe().context("finding this program to run points")?;
     let mut queue = todo.into_iter();
     let mut running: Vec<(&Point, std::process::Child, std::time::Instant)> = vec![];
     let (mut done, mut failed) = (0, 0);
     loop {
         while running.len() < jobs && !vidtune_runtime::progress::cancel_requested() {
             let Some(point) = queue.next() else { break };
-            let out = dir.join("points").join(&point.key);
-            std::fs::create_dir_all(&out).with_context(|| out.display().to_string())?;
-            let log = std::fs::File::create(out.join("log.txt")).with_context(|| out.display().to_string())?;
-            let mut cmd = std::process::Command::new(&exe);
-            cmd.arg("run").arg(&script).arg("--out").arg(&out);
-            for s in &args.set {
-                cmd.arg("--set").arg(s);
-            }
-            for (k, v) in &point.params {
-                cmd.arg("--set").arg(format!("{k}={v}"));
-            }
-            cmd.env("VIDTUNE_THREADS", threads.to_string()).stdout(log.try_clone()?).stderr(log);
-            let child = cmd.spawn().context("starting a point's run")?;
-            write_point(dir, point, serde_json::json!({"status": "running", "pid": child.id(), "host": host()}))?;
+            let child = start_point(dir, point, Some(threads), None)?;
             running.push((point, child, std::time::Instant::now()));
         }
         if running.is_empty() {
@@ -254,24 +266,10 @@ fn run_grid(args: &SweepArgs) -> anyhow::Result<std::process::ExitCode> {
                 continue;
             };
             let (point, _, started) = running.remove(i);
-            let seconds = started.elapsed().as_secs_f64();
-            let log = std::fs::read_to_string(dir.join("points").join(&point.key).join("log.txt")).unwrap_or_default();
-            let (status, error) = match exit.code() {
-                Some(0) => ("done", None),
-                Some(130) | Some(143) => ("cancelled", Some("interrupted".to_string())),
-                _ => ("failed", Some(last_lines(&log, 6).unwrap_or_else(|| format!("the run exited with {exit}")))),
-            };
-            write_point(
-                dir,
-                point,
-                serde_json::json!({"status": status, "exit_code": exit.code(), "seconds": seconds, "error": error}),
-            )?;
-            match status {
+            match finish_point(dir, point, exit, started.elapsed().as_secs_f64())? {
                 "done" => done += 1,
                 _ => failed += 1,
             }
-            let params = point.params.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ");
-            println!("{status:<9} {params} ({seconds:.1} s){}", error.map(|e| format!(": {e}")).unwrap_or_default());
         }
     }
     println!("{done} done, {failed} not; `vidtune sweep collect {}` tables them", dir.display());
@@ -279,6 +277,173 @@ fn run_grid(args: &SweepArgs) -> anyhow::Result<std::process::ExitCode> {
         return Ok(std::process::ExitCode::from(crate::signals::exit_status()));
     }
     Ok(if failed > 0 { std::process::ExitCode::from(1) } else { std::process::ExitCode::SUCCESS })
+}
+
+/// Starts `point`'s run (`vidtune run SCRIPT --out DIR/points/<key> --set …`, its output in `log.txt`) and
+/// records it as running.
+fn start_point(
+    dir: &Path,
+    point: &Point,
+    threads: Option<usize>,
+    slurm_task: Option<String>,
+) -> anyhow::Result<std::process::Child> {
+    let (record, _) = read_sweep(dir)?;
+    let script = record["script"].as_str().ok_or_else(|| anyhow!("{}: no script", dir.display()))?;
+    let exe = std::env::current_exe().context("finding this program to run points")?;
+    let out = dir.join("points").join(&point.key);
+    std::fs::create_dir_all(&out).with_context(|| out.display().to_string())?;
+    let log = std::fs::File::create(out.join("log.txt")).with_context(|| out.display().to_string())?;
+    let mut cmd = std::process::Command::new(&exe);
+    cmd.arg("run").arg(script).arg("--out").arg(&out);
+    for s in record["set"].as_array().into_iter().flatten().filter_map(|s| s.as_str()) {
+        cmd.arg("--set").arg(s);
+    }
+    for (k, v) in &point.params {
+        cmd.arg("--set").arg(format!("{k}={v}"));
+    }
+    if let Some(t) = threads {
+        cmd.env("VIDTUNE_THREADS", t.to_string());
+    }
+    cmd.stdout(log.try_clone()?).stderr(log);
+    let child = cmd.spawn().context("starting a point's run")?;
+    let mut fields = serde_json::json!({"status": "running", "pid": child.id(), "host": host()});
+    if let Some(t) = slurm_task {
+        fields["slurm_task"] = t.into();
+    }
+    write_point(dir, point, fields)?;
+    Ok(child)
+}
+
+/// Records how `point`'s run ended and prints it; its status.
+fn finish_point(
+    dir: &Path,
+    point: &Point,
+    exit: std::process::ExitStatus,
+    seconds: f64,
+) -> anyhow::Result<&'static str> {
+    let log = std::fs::read_to_string(dir.join("points").join(&point.key).join("log.txt")).unwrap_or_default();
+    let (status, error) = match exit.code() {
+        Some(0) => ("done", None),
+        Some(130) | Some(143) => ("cancelled", Some("interrupted".to_string())),
+        _ => ("failed", Some(last_lines(&log, 6).unwrap_or_else(|| format!("the run exited with {exit}")))),
+    };
+    write_point(
+        dir,
+        point,
+        serde_json::json!({"status": status, "exit_code": exit.code(), "seconds": seconds, "error": error}),
+    )?;
+    let params = point.params.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ");
+    println!("{status:<9} {params} ({seconds:.1} s){}", error.map(|e| format!(": {e}")).unwrap_or_default());
+    Ok(status)
+}
+
+/// `vidtune sweep run-point DIR --index K`: point K of the sweep in DIR, run and recorded (a Slurm array
+/// task's command).
+fn run_point(dir: &Path, index: usize) -> anyhow::Result<std::process::ExitCode> {
+    let (_, points) = read_sweep(dir)?;
+    let point =
+        points.get(index).ok_or_else(|| anyhow!("{}: no point {index} ({} points)", dir.display(), points.len()))?;
+    let task = std::env::var("SLURM_ARRAY_JOB_ID")
+        .ok()
+        .map(|j| format!("{j}_{}", std::env::var("SLURM_ARRAY_TASK_ID").unwrap_or_default()));
+    let started = std::time::Instant::now();
+    let mut child = start_point(dir, point, None, task)?;
+    let exit = child.wait().context("waiting for the point's run")?;
+    Ok(match finish_point(dir, point, exit, started.elapsed().as_secs_f64())? {
+        "done" => std::process::ExitCode::SUCCESS,
+        _ => std::process::ExitCode::from(1),
+    })
+}
+
+/// What `squeue` lists for a job or task (`JOBID` or `JOBID_TASK`): one state per line; `None` when
+/// squeue cannot be asked.
+fn squeue(job: &str) -> Option<String> {
+    let out = std::process::Command::new("squeue").args(["-h", "-o", "%T", "-j", job]).output().ok()?;
+    // squeue fails on a job id it has forgotten: that job is gone.
+    Some(if out.status.success() { String::from_utf8_lossy(&out.stdout).trim().to_string() } else { String::new() })
+}
+
+/// The batch script of a sweep's Slurm array over the grid indices `indices`.
+pub fn batch_script(dir: &Path, indices: &[usize], throttle: Option<usize>) -> anyhow::Result<String> {
+    let exe = std::env::current_exe().context("finding this program for the batch script")?;
+    let dir = std::fs::canonicalize(dir).with_context(|| dir.display().to_string())?;
+    let quote = |p: &Path| format!("'{}'", p.display().to_string().replace('\'', "'\\''"));
+    let list = indices.iter().map(usize::to_string).collect::<Vec<_>>().join(",");
+    Ok(format!(
+        "#!/bin/bash\n#SBATCH --job-name=vidtune-sweep\n#SBATCH --array={list}{}\n#SBATCH --output={}\n\
+         # One point of the sweep in {} per array task.\nexec {} sweep run-point {} --index \"$SLURM_ARRAY_TASK_ID\"\n",
+        throttle.map(|k| format!("%{k}")).unwrap_or_default(),
+        dir.join("points").join("slurm-%A_%a.out").display(),
+        dir.display(),
+        quote(&exe),
+        quote(&dir),
+    ))
+}
+
+fn run_slurm(args: &SweepArgs, dir: &Path, points: &[Point]) -> anyhow::Result<std::process::ExitCode> {
+    let indices: Vec<usize> =
+        points.iter().enumerate().filter(|(_, p)| read_state(dir, p).status != "done").map(|(i, _)| i).collect();
+    if indices.is_empty() {
+        println!("every point is done; `vidtune sweep collect {}` tables them", dir.display());
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
+    let script = batch_script(dir, &indices, args.jobs)?;
+    let path = dir.join("sweep.sbatch");
+    vidtune_runtime::fsutil::write_bytes_atomic(&path, script.as_bytes())?;
+    let extra: Vec<String> =
+        args.slurm_args.as_deref().unwrap_or_default().split_whitespace().map(String::from).collect();
+    let shown = format!("sbatch --parsable {} {}", extra.join(" "), path.display()).replace("  ", " ");
+    if args.dry_run {
+        print!("{script}");
+        println!("# submit with: {shown}");
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
+    let out = std::process::Command::new("sbatch").arg("--parsable").args(&extra).arg(&path).output().map_err(|e| {
+        anyhow!("{shown}: {e} (is Slurm installed here? `scripts/slurm-local.sh` starts a one-node Slurm)")
+    })?;
+    if !out.status.success() {
+        bail!("{shown}: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    let job = String::from_utf8_lossy(&out.stdout).trim().split(';').next().unwrap_or_default().to_string();
+    println!(
+        "sweep of {} points in {}: submitted array job {job} with {} tasks ({} done); following it with squeue \
+         (Ctrl-C stops following, not the job)",
+        points.len(),
+        dir.display(),
+        indices.len(),
+        points.len() - indices.len()
+    );
+    let mut last = String::new();
+    loop {
+        if vidtune_runtime::progress::cancel_requested() {
+            println!(
+                "stopped following; the job goes on (`scancel {job}` stops it, `vidtune sweep status {}` shows it)",
+                dir.display()
+            );
+            return Ok(std::process::ExitCode::from(crate::signals::exit_status()));
+        }
+        let queued = squeue(&job).ok_or_else(|| anyhow!("squeue: not found"))?;
+        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+        for p in points {
+            *counts.entry(read_state(dir, p).status).or_default() += 1;
+        }
+        let line = counts.iter().map(|(s, n)| format!("{n} {s}")).collect::<Vec<_>>().join(", ");
+        if line != last {
+            println!("{line}");
+            last = line;
+        }
+        if queued.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    let not_done = points.iter().filter(|p| read_state(dir, p).status != "done").count();
+    println!(
+        "array job {job} ended: {} done, {not_done} not; `vidtune sweep collect {}` tables them",
+        points.len() - not_done,
+        dir.display()
+    );
+    Ok(if not_done > 0 { std::process::ExitCode::from(1) } else { std::process::ExitCode::SUCCESS })
 }
 
 /// The last `n` non-empty lines of a run's output, joined (its error).
