@@ -356,3 +356,49 @@ fn a_sweep_runs_as_a_slurm_job_array_a_cancelled_task_is_resumed_and_collect_equ
     assert!(local.iter().all(|r| r.contains("\"done\" \"clip.gif\"")), "{local:?}");
     assert_eq!(table("slurm"), local);
 }
+
+#[test]
+fn a_sweeps_shared_stage_tunes_each_clip_once_for_all_its_seeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let tune = "let m = inflate(load_sd(\"random:tiny\"));\n\
+                let c = synthetic_clip(#{frames: 2, size: 32, seed: clip}).video;\n\
+                let tuned = tune(m, c, \"a red circle\", #{steps: 2});\n";
+    std::fs::write(d.join("tune.rhai"), format!("let clip = param(\"clip\", 1);\n{tune}")).unwrap();
+    std::fs::write(
+        d.join("edit.rhai"),
+        format!("let clip = param(\"clip\", 1);\nlet seed = param(\"seed\", 1);\n{tune}print(`seed ${{seed}}`);\n"),
+    )
+    .unwrap();
+    let args = ["sweep", "edit.rhai", "--dir", "out", "--axis", "clip=1,2", "--axis", "seed=1,2,3"];
+    let out =
+        vidtune(d).args(args).args(["--stage", "tune.rhai", "--stage-by", "clip", "--jobs", "2"]).output().unwrap();
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("after 2 of 2 stage runs"), "{}", stdout(&out));
+    // Each clip is tuned once, by its stage run; every point reads that tune from the memo.
+    let log = |p: std::path::PathBuf| std::fs::read_to_string(p.join("log.txt")).unwrap();
+    let memo = "tune: from the memo";
+    for clip in [1, 2] {
+        assert!(!log(d.join(format!("out/stages/clip={clip}"))).contains(memo));
+        for seed in [1, 2, 3] {
+            let l = log(d.join(format!("out/points/clip={clip}_seed={seed}")));
+            assert!(l.contains(memo) && l.contains(&format!("seed {seed}")), "clip {clip} seed {seed}: {l}");
+        }
+    }
+    let status = vidtune(d).args(["sweep", "status", "out"]).output().unwrap();
+    assert!(stdout(&status).contains("6 done; stages: 2 done"), "{}", stdout(&status));
+    // A stage that fails holds back only the points that need it.
+    std::fs::write(
+        d.join("tune.rhai"),
+        format!("let clip = param(\"clip\", 1);\nif clip == 3 {{ throw \"no\"; }}\n{tune}"),
+    )
+    .unwrap();
+    let out = vidtune(d)
+        .args(["sweep", "edit.rhai", "--dir", "out2", "--axis", "clip=1,3", "--axis", "seed=1"])
+        .args(["--stage", "tune.rhai", "--stage-by", "clip"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(stdout(&out).contains("clip=3 seed=1: its stage clip=3 is not done"), "{}", stdout(&out));
+    assert!(d.join("out2/points/clip=1_seed=1/log.txt").is_file());
+}

@@ -48,6 +48,14 @@ pub struct SweepArgs {
     /// With --backend slurm: write and print the batch script and the sbatch command, submit nothing
     #[arg(long)]
     pub dry_run: bool,
+    /// A script every point needs run first, once per combination of the --stage-by axes (e.g. the tune
+    /// of a clip that several seeds sample from): its results reach the points through the memo; with
+    /// Slurm, its own array, which the points' array waits for (--dependency=afterok)
+    #[arg(long, value_name = "SCRIPT")]
+    pub stage: Option<PathBuf>,
+    /// The axes the stage depends on: --stage-by clip,lr (default: none, one stage run for the sweep)
+    #[arg(long, value_name = "NAME,…")]
+    pub stage_by: Vec<String>,
 }
 
 #[derive(clap::Subcommand, Debug, Clone)]
@@ -62,6 +70,9 @@ pub enum SweepAction {
         dir: PathBuf,
         #[arg(long)]
         index: usize,
+        /// A stage run's index, not a point's
+        #[arg(long)]
+        stage: bool,
     },
 }
 
@@ -70,6 +81,34 @@ pub enum SweepAction {
 pub struct Point {
     pub key: String,
     pub params: Vec<(String, String)>,
+    /// A shared stage's point (`--stage`), run before the points that need it.
+    pub stage: bool,
+}
+
+impl Point {
+    /// Its folder: `DIR/points/<key>`, or `DIR/stages/<key>` for a stage.
+    pub fn folder(&self, dir: &Path) -> PathBuf {
+        dir.join(if self.stage { "stages" } else { "points" }).join(&self.key)
+    }
+
+    /// The stage point `self` needs: its parameters on the axes `by`.
+    fn stage_key(&self, by: &[String]) -> String {
+        point_key(&self.params.iter().filter(|(k, _)| by.contains(k)).cloned().collect::<Vec<_>>())
+    }
+}
+
+/// The stage points of `points`: one per distinct combination of their values on the axes `by`, in grid
+/// order.
+pub fn stage_points(points: &[Point], by: &[String]) -> Vec<Point> {
+    let mut out: Vec<Point> = vec![];
+    for p in points {
+        let params: Vec<(String, String)> = p.params.iter().filter(|(k, _)| by.contains(k)).cloned().collect();
+        let key = point_key(&params);
+        if !out.iter().any(|s| s.key == key) {
+            out.push(Point { key, params, stage: true });
+        }
+    }
+    out
 }
 
 /// The grid of `axes` (`NAME=V1,V2,…`), in order (the last axis varies fastest).
@@ -105,7 +144,7 @@ pub fn grid(axes: &[String]) -> anyhow::Result<Vec<Point>> {
             if !seen.insert(key.clone()) {
                 bail!("two points of the grid share the folder {key:?}: give distinct values");
             }
-            Ok(Point { key, params })
+            Ok(Point { key, params, stage: false })
         })
         .collect()
 }
@@ -136,7 +175,7 @@ pub struct PointState {
 }
 
 fn read_state(dir: &Path, point: &Point) -> PointState {
-    let path = dir.join("points").join(&point.key).join("point.json");
+    let path = point.folder(dir).join("point.json");
     let missing = PointState { status: "missing".into(), seconds: None, error: None };
     let Ok(text) = std::fs::read_to_string(&path) else { return missing };
     let Ok(json) = serde_json::from_str::<serde_json::Value>(&text) else { return missing };
@@ -166,21 +205,32 @@ fn write_point(dir: &Path, point: &Point, fields: serde_json::Value) -> anyhow::
     if let (Some(obj), Some(extra)) = (json.as_object_mut(), fields.as_object()) {
         obj.extend(extra.clone());
     }
-    let path = dir.join("points").join(&point.key).join("point.json");
+    let path = point.folder(dir).join("point.json");
     vidtune_runtime::fsutil::write_bytes_atomic(&path, serde_json::to_string_pretty(&json)?.as_bytes())?;
     Ok(())
 }
 
-/// The grid recorded in `DIR/sweep.json`.
-fn read_sweep(dir: &Path) -> anyhow::Result<(serde_json::Value, Vec<Point>)> {
-    let path = dir.join("sweep.json");
-    let text = vidtune_runtime::fsutil::read_text(&path, "sweep record")
-        .map_err(|e| anyhow!("{e} (is {} a sweep's folder?)", dir.display()))?;
-    let json: serde_json::Value = serde_json::from_str(&text).with_context(|| path.display().to_string())?;
-    let points = json["points"]
-        .as_array()
-        .ok_or_else(|| anyhow!("{}: no points", path.display()))?
-        .iter()
+/// What `DIR/sweep.json` records: the record, the grid's points and the stage's points.
+struct Sweep {
+    record: serde_json::Value,
+    points: Vec<Point>,
+    stages: Vec<Point>,
+    /// The axes the stage depends on.
+    stage_by: Vec<String>,
+}
+
+impl Sweep {
+    /// The stage point `point` needs, if the sweep has a stage.
+    fn stage_of(&self, point: &Point) -> Option<&Point> {
+        let key = point.stage_key(&self.stage_by);
+        self.stages.iter().find(|s| s.key == key)
+    }
+}
+
+fn parse_points(list: &serde_json::Value, stage: bool) -> Vec<Point> {
+    list.as_array()
+        .into_iter()
+        .flatten()
         .map(|p| {
             let params = p["params"]
                 .as_array()
@@ -188,17 +238,36 @@ fn read_sweep(dir: &Path) -> anyhow::Result<(serde_json::Value, Vec<Point>)> {
                 .flatten()
                 .filter_map(|kv| Some((kv[0].as_str()?.to_string(), kv[1].as_str()?.to_string())))
                 .collect();
-            Point { key: p["key"].as_str().unwrap_or_default().to_string(), params }
+            Point { key: p["key"].as_str().unwrap_or_default().to_string(), params, stage }
         })
-        .collect();
-    Ok((json, points))
+        .collect()
+}
+
+fn points_json(points: &[Point]) -> serde_json::Value {
+    points.iter().map(|p| serde_json::json!({"key": p.key, "params": p.params})).collect()
+}
+
+/// The sweep recorded in `DIR/sweep.json`.
+fn read_sweep(dir: &Path) -> anyhow::Result<Sweep> {
+    let path = dir.join("sweep.json");
+    let text = vidtune_runtime::fsutil::read_text(&path, "sweep record")
+        .map_err(|e| anyhow!("{e} (is {} a sweep's folder?)", dir.display()))?;
+    let record: serde_json::Value = serde_json::from_str(&text).with_context(|| path.display().to_string())?;
+    if !record["points"].is_array() {
+        bail!("{}: no points", path.display());
+    }
+    let points = parse_points(&record["points"], false);
+    let stages = parse_points(&record["stage"]["points"], true);
+    let stage_by =
+        record["stage"]["by"].as_array().into_iter().flatten().filter_map(|v| v.as_str().map(String::from)).collect();
+    Ok(Sweep { record, points, stages, stage_by })
 }
 
 pub fn run(args: &SweepArgs) -> anyhow::Result<std::process::ExitCode> {
     match &args.action {
         Some(SweepAction::Status { dir }) => status(dir).map(|_| std::process::ExitCode::SUCCESS),
         Some(SweepAction::Collect { dir }) => collect(dir).map(|_| std::process::ExitCode::SUCCESS),
-        Some(SweepAction::RunPoint { dir, index }) => run_point(dir, *index),
+        Some(SweepAction::RunPoint { dir, index, stage }) => run_point(dir, *index, *stage),
         None => run_grid(args),
     }
 }
@@ -206,52 +275,113 @@ pub fn run(args: &SweepArgs) -> anyhow::Result<std::process::ExitCode> {
 fn run_grid(args: &SweepArgs) -> anyhow::Result<std::process::ExitCode> {
     let script = args.script.as_ref().ok_or_else(|| anyhow!("sweep: give a script (or status DIR / collect DIR)"))?;
     let dir = args.dir.as_ref().ok_or_else(|| anyhow!("sweep: give --dir DIR, the sweep's folder"))?;
-    let code = vidtune_runtime::fsutil::read_text(script, "script")?;
-    let script = std::fs::canonicalize(script).with_context(|| script.display().to_string())?;
     let points = grid(&args.axes)?;
-    // The names must be the script's parameters, as `run --set` checks them.
     let fixed = crate::cli::parse_sets(&args.set).map_err(|e| anyhow!(e))?;
-    let axis_sets: Vec<(String, rhai::Dynamic)> = points
-        .first()
-        .map(|p| p.params.iter().map(|(k, v)| (k.clone(), rhai::Dynamic::from(v.clone()))).collect())
-        .unwrap_or_default();
-    crate::cli::check_sets(&code, &script.display().to_string(), &[fixed, axis_sets].concat())
-        .map_err(|e| anyhow!(e))?;
+    let script = checked_script(script, &fixed, points.first())?;
+    let stage_by: Vec<String> = args.stage_by.iter().flat_map(|s| s.split(',')).map(|s| s.trim().to_string()).collect();
+    let axis_names: Vec<&String> =
+        points.first().map(|p| p.params.iter().map(|(k, _)| k).collect()).unwrap_or_default();
+    if let Some(a) = stage_by.iter().find(|a| !axis_names.contains(a)) {
+        bail!("--stage-by {a}: not an axis of the sweep ({axis_names:?})");
+    }
+    let stages = match &args.stage {
+        Some(stage) => {
+            let stages = stage_points(&points, &stage_by);
+            // The stage reads the axes it is run by, and whichever fixed parameters it declares.
+            let code = vidtune_runtime::fsutil::read_text(stage, "stage script")?;
+            let declared = crate::cli::declared_params(&code).0;
+            let fixed: Vec<_> = fixed.iter().filter(|(k, _)| declared.contains(k)).cloned().collect();
+            Some((checked_script(stage, &fixed, stages.first())?, stages))
+        }
+        None if !stage_by.is_empty() => bail!("--stage-by needs --stage SCRIPT"),
+        None => None,
+    };
     std::fs::create_dir_all(dir.join("points")).with_context(|| dir.display().to_string())?;
     let record = serde_json::json!({
         "script": script,
         "set": args.set,
         "axes": args.axes,
-        "points": points.iter().map(|p| serde_json::json!({"key": p.key, "params": p.params})).collect::<Vec<_>>(),
+        "points": points_json(&points),
+        "stage": stages.as_ref().map(|(s, p)| serde_json::json!({"script": s, "by": stage_by, "points": points_json(p)})),
     });
     vidtune_runtime::fsutil::write_bytes_atomic(
         &dir.join("sweep.json"),
         serde_json::to_string_pretty(&record)?.as_bytes(),
     )?;
-
+    let sweep = read_sweep(dir)?;
     if args.backend == "slurm" {
-        return run_slurm(args, dir, &points);
+        return run_slurm(args, dir, &sweep);
     }
     if args.dry_run || args.slurm_args.is_some() {
         bail!("--dry-run and --slurm-args are for --backend slurm");
     }
-    let todo: Vec<&Point> = points.iter().filter(|p| read_state(dir, p).status != "done").collect();
-    let jobs = args.jobs.unwrap_or(1).max(1).min(todo.len().max(1));
+    let not_done = |list: &[Point]| list.iter().filter(|p| read_state(dir, p).status != "done").count();
+    let jobs = args.jobs.unwrap_or(1).max(1);
     let cores = vidtune_runtime::cpu::threads().map_or_else(vidtune_runtime::cpu::available_cores, |t| t.count);
-    let threads = (cores / jobs).max(1);
+    let threads = (cores / jobs.min(not_done(&sweep.points).max(1))).max(1);
     println!(
-        "sweep of {} points in {}: {} to run ({} done), {jobs} at a time, {threads} thread(s) each",
-        points.len(),
+        "sweep of {} points in {}: {} to run ({} done){}, {jobs} at a time, {threads} thread(s) each",
+        sweep.points.len(),
         dir.display(),
-        todo.len(),
-        points.len() - todo.len()
+        not_done(&sweep.points),
+        sweep.points.len() - not_done(&sweep.points),
+        if sweep.stages.is_empty() {
+            String::new()
+        } else {
+            format!(", after {} of {} stage runs", not_done(&sweep.stages), sweep.stages.len())
+        },
     );
-    let mut queue = todo.into_iter();
+    // Stages first, then the points whose stage is done.
+    let stage_failures = run_local(dir, &sweep.stages, jobs, threads, &|_| None)?;
+    let point_failures = run_local(dir, &sweep.points, jobs, threads, &|p: &Point| {
+        let stage = sweep.stage_of(p)?;
+        (read_state(dir, stage).status != "done").then(|| format!("its stage {} is not done", stage.key))
+    })?;
+    let failed = stage_failures + point_failures;
+    println!(
+        "{} done, {failed} not; `vidtune sweep collect {}` tables them",
+        sweep.points.len() - not_done(&sweep.points),
+        dir.display()
+    );
+    if vidtune_runtime::progress::cancel_requested() {
+        return Ok(std::process::ExitCode::from(crate::signals::exit_status()));
+    }
+    Ok(if not_done(&sweep.points) > 0 { std::process::ExitCode::from(1) } else { std::process::ExitCode::SUCCESS })
+}
+
+/// `script`, absolute, once its parameters are checked: the fixed ones and the axes of `point`.
+fn checked_script(script: &Path, fixed: &[(String, rhai::Dynamic)], point: Option<&Point>) -> anyhow::Result<PathBuf> {
+    let code = vidtune_runtime::fsutil::read_text(script, "script")?;
+    let absolute = std::fs::canonicalize(script).with_context(|| script.display().to_string())?;
+    let axes: Vec<(String, rhai::Dynamic)> = point
+        .map(|p| p.params.iter().map(|(k, v)| (k.clone(), rhai::Dynamic::from(v.clone()))).collect())
+        .unwrap_or_default();
+    crate::cli::check_sets(&code, &absolute.display().to_string(), &[fixed.to_vec(), axes].concat())
+        .map_err(|e| anyhow!(e))?;
+    Ok(absolute)
+}
+
+/// Runs the points of `list` that are not done, `jobs` at a time; a point for which `blocked` gives a
+/// reason is recorded as failed with it instead. The number that did not end done.
+fn run_local(
+    dir: &Path,
+    list: &[Point],
+    jobs: usize,
+    threads: usize,
+    blocked: &dyn Fn(&Point) -> Option<String>,
+) -> anyhow::Result<usize> {
+    let mut queue = list.iter().filter(|p| read_state(dir, p).status != "done");
     let mut running: Vec<(&Point, std::process::Child, std::time::Instant)> = vec![];
-    let (mut done, mut failed) = (0, 0);
+    let mut failed = 0;
     loop {
         while running.len() < jobs && !vidtune_runtime::progress::cancel_requested() {
             let Some(point) = queue.next() else { break };
+            if let Some(why) = blocked(point) {
+                write_point(dir, point, serde_json::json!({"status": "failed", "error": why}))?;
+                println!("failed    {}: {why}", describe(point));
+                failed += 1;
+                continue;
+            }
             let child = start_point(dir, point, Some(threads), None)?;
             running.push((point, child, std::time::Instant::now()));
         }
@@ -266,17 +396,22 @@ fn run_grid(args: &SweepArgs) -> anyhow::Result<std::process::ExitCode> {
                 continue;
             };
             let (point, _, started) = running.remove(i);
-            match finish_point(dir, point, exit, started.elapsed().as_secs_f64())? {
-                "done" => done += 1,
-                _ => failed += 1,
+            if finish_point(dir, point, exit, started.elapsed().as_secs_f64())? != "done" {
+                failed += 1;
             }
         }
     }
-    println!("{done} done, {failed} not; `vidtune sweep collect {}` tables them", dir.display());
-    if vidtune_runtime::progress::cancel_requested() {
-        return Ok(std::process::ExitCode::from(crate::signals::exit_status()));
+    Ok(failed)
+}
+
+/// A point's parameters as `name=value …`, stages marked.
+fn describe(point: &Point) -> String {
+    let params = point.params.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ");
+    if point.stage {
+        format!("stage {}", if params.is_empty() { "(all)".into() } else { params })
+    } else {
+        params
     }
-    Ok(if failed > 0 { std::process::ExitCode::from(1) } else { std::process::ExitCode::SUCCESS })
 }
 
 /// Starts `point`'s run (`vidtune run SCRIPT --out DIR/points/<key> --set …`, its output in `log.txt`) and
@@ -287,16 +422,28 @@ fn start_point(
     threads: Option<usize>,
     slurm_task: Option<String>,
 ) -> anyhow::Result<std::process::Child> {
-    let (record, _) = read_sweep(dir)?;
-    let script = record["script"].as_str().ok_or_else(|| anyhow!("{}: no script", dir.display()))?;
+    let sweep = read_sweep(dir)?;
+    let record = &sweep.record;
+    let script = if point.stage { &record["stage"]["script"] } else { &record["script"] }
+        .as_str()
+        .ok_or_else(|| anyhow!("{}: no script", dir.display()))?
+        .to_string();
     let exe = std::env::current_exe().context("finding this program to run points")?;
-    let out = dir.join("points").join(&point.key);
+    let out = point.folder(dir);
     std::fs::create_dir_all(&out).with_context(|| out.display().to_string())?;
     let log = std::fs::File::create(out.join("log.txt")).with_context(|| out.display().to_string())?;
     let mut cmd = std::process::Command::new(&exe);
-    cmd.arg("run").arg(script).arg("--out").arg(&out);
+    cmd.arg("run").arg(&script).arg("--out").arg(&out);
+    let declared = if point.stage {
+        Some(crate::cli::declared_params(&vidtune_runtime::fsutil::read_text(Path::new(&script), "stage script")?).0)
+    } else {
+        None
+    };
     for s in record["set"].as_array().into_iter().flatten().filter_map(|s| s.as_str()) {
-        cmd.arg("--set").arg(s);
+        let name = s.split_once('=').map_or(s, |(k, _)| k).trim();
+        if declared.as_ref().is_none_or(|d| d.contains(name)) {
+            cmd.arg("--set").arg(s);
+        }
     }
     for (k, v) in &point.params {
         cmd.arg("--set").arg(format!("{k}={v}"));
@@ -321,7 +468,7 @@ fn finish_point(
     exit: std::process::ExitStatus,
     seconds: f64,
 ) -> anyhow::Result<&'static str> {
-    let log = std::fs::read_to_string(dir.join("points").join(&point.key).join("log.txt")).unwrap_or_default();
+    let log = std::fs::read_to_string(point.folder(dir).join("log.txt")).unwrap_or_default();
     let (status, error) = match exit.code() {
         Some(0) => ("done", None),
         Some(130) | Some(143) => ("cancelled", Some("interrupted".to_string())),
@@ -332,17 +479,22 @@ fn finish_point(
         point,
         serde_json::json!({"status": status, "exit_code": exit.code(), "seconds": seconds, "error": error}),
     )?;
-    let params = point.params.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ");
-    println!("{status:<9} {params} ({seconds:.1} s){}", error.map(|e| format!(": {e}")).unwrap_or_default());
+    println!("{status:<9} {} ({seconds:.1} s){}", describe(point), error.map(|e| format!(": {e}")).unwrap_or_default());
     Ok(status)
 }
 
-/// `vidtune sweep run-point DIR --index K`: point K of the sweep in DIR, run and recorded (a Slurm array
-/// task's command).
-fn run_point(dir: &Path, index: usize) -> anyhow::Result<std::process::ExitCode> {
-    let (_, points) = read_sweep(dir)?;
+/// `vidtune sweep run-point DIR --index K [--stage]`: point K (or stage point K) of the sweep in DIR, run
+/// and recorded (a Slurm array task's command).
+fn run_point(dir: &Path, index: usize, stage: bool) -> anyhow::Result<std::process::ExitCode> {
+    let sweep = read_sweep(dir)?;
+    let list = if stage { &sweep.stages } else { &sweep.points };
     let point =
-        points.get(index).ok_or_else(|| anyhow!("{}: no point {index} ({} points)", dir.display(), points.len()))?;
+        list.get(index).ok_or_else(|| anyhow!("{}: no point {index} ({} points)", dir.display(), list.len()))?;
+    if let Some(s) = sweep.stage_of(point).filter(|s| !point.stage && read_state(dir, s).status != "done") {
+        let why = format!("its stage {} is not done", s.key);
+        write_point(dir, point, serde_json::json!({"status": "failed", "error": why}))?;
+        bail!("{why}");
+    }
     let task = std::env::var("SLURM_ARRAY_JOB_ID")
         .ok()
         .map(|j| format!("{j}_{}", std::env::var("SLURM_ARRAY_TASK_ID").unwrap_or_default()));
@@ -363,40 +515,54 @@ fn squeue(job: &str) -> Option<String> {
     Some(if out.status.success() { String::from_utf8_lossy(&out.stdout).trim().to_string() } else { String::new() })
 }
 
-/// The batch script of a sweep's Slurm array over the grid indices `indices`.
-pub fn batch_script(dir: &Path, indices: &[usize], throttle: Option<usize>) -> anyhow::Result<String> {
+/// The batch script of a Slurm array over the indices `indices` of the sweep's points (or its stage's).
+pub fn batch_script(dir: &Path, indices: &[usize], throttle: Option<usize>, stage: bool) -> anyhow::Result<String> {
     let exe = std::env::current_exe().context("finding this program for the batch script")?;
     let dir = std::fs::canonicalize(dir).with_context(|| dir.display().to_string())?;
     let quote = |p: &Path| format!("'{}'", p.display().to_string().replace('\'', "'\\''"));
     let list = indices.iter().map(usize::to_string).collect::<Vec<_>>().join(",");
+    let (what, flag) = if stage { ("stage run", " --stage") } else { ("point", "") };
     Ok(format!(
         "#!/bin/bash\n#SBATCH --job-name=vidtune-sweep\n#SBATCH --array={list}{}\n#SBATCH --output={}\n\
-         # One point of the sweep in {} per array task.\nexec {} sweep run-point {} --index \"$SLURM_ARRAY_TASK_ID\"\n",
+         # One {what} of the sweep in {} per array task.\nexec {} sweep run-point {}{flag} --index \"$SLURM_ARRAY_TASK_ID\"\n",
         throttle.map(|k| format!("%{k}")).unwrap_or_default(),
-        dir.join("points").join("slurm-%A_%a.out").display(),
+        dir.join(if stage { "stages" } else { "points" }).join("slurm-%A_%a.out").display(),
         dir.display(),
         quote(&exe),
         quote(&dir),
     ))
 }
 
-fn run_slurm(args: &SweepArgs, dir: &Path, points: &[Point]) -> anyhow::Result<std::process::ExitCode> {
+/// Writes the batch script of `list`'s points not done and submits it (after `after`, a job id); the job
+/// id, or `None` when nothing is left to run (or in a dry run).
+fn submit(
+    args: &SweepArgs,
+    dir: &Path,
+    list: &[Point],
+    stage: bool,
+    after: Option<&str>,
+) -> anyhow::Result<Option<(String, usize)>> {
     let indices: Vec<usize> =
-        points.iter().enumerate().filter(|(_, p)| read_state(dir, p).status != "done").map(|(i, _)| i).collect();
+        list.iter().enumerate().filter(|(_, p)| read_state(dir, p).status != "done").map(|(i, _)| i).collect();
     if indices.is_empty() {
-        println!("every point is done; `vidtune sweep collect {}` tables them", dir.display());
-        return Ok(std::process::ExitCode::SUCCESS);
+        return Ok(None);
     }
-    let script = batch_script(dir, &indices, args.jobs)?;
-    let path = dir.join("sweep.sbatch");
+    // Slurm opens each task's output file there: a task whose folder is missing fails before it starts.
+    let folder = dir.join(if stage { "stages" } else { "points" });
+    std::fs::create_dir_all(&folder).with_context(|| folder.display().to_string())?;
+    let script = batch_script(dir, &indices, args.jobs, stage)?;
+    let path = dir.join(if stage { "stage.sbatch" } else { "sweep.sbatch" });
     vidtune_runtime::fsutil::write_bytes_atomic(&path, script.as_bytes())?;
-    let extra: Vec<String> =
+    let mut extra: Vec<String> =
         args.slurm_args.as_deref().unwrap_or_default().split_whitespace().map(String::from).collect();
+    if let Some(job) = after {
+        extra.extend([format!("--dependency=afterok:{job}"), "--kill-on-invalid-dep=yes".into()]);
+    }
     let shown = format!("sbatch --parsable {} {}", extra.join(" "), path.display()).replace("  ", " ");
     if args.dry_run {
         print!("{script}");
         println!("# submit with: {shown}");
-        return Ok(std::process::ExitCode::SUCCESS);
+        return Ok(Some(("DRY".into(), indices.len())));
     }
     let out = std::process::Command::new("sbatch").arg("--parsable").args(&extra).arg(&path).output().map_err(|e| {
         anyhow!("{shown}: {e} (is Slurm installed here? `scripts/slurm-local.sh` starts a one-node Slurm)")
@@ -405,29 +571,42 @@ fn run_slurm(args: &SweepArgs, dir: &Path, points: &[Point]) -> anyhow::Result<s
         bail!("{shown}: {}", String::from_utf8_lossy(&out.stderr).trim());
     }
     let job = String::from_utf8_lossy(&out.stdout).trim().split(';').next().unwrap_or_default().to_string();
+    Ok(Some((job, indices.len())))
+}
+
+fn run_slurm(args: &SweepArgs, dir: &Path, sweep: &Sweep) -> anyhow::Result<std::process::ExitCode> {
+    let points = &sweep.points;
+    let stage_job = submit(args, dir, &sweep.stages, true, None)?;
+    let after = stage_job.as_ref().map(|(j, _)| j.as_str()).filter(|_| !args.dry_run);
+    let point_job = submit(args, dir, points, false, after)?;
+    if args.dry_run {
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
+    let Some((job, tasks)) = point_job else {
+        println!("every point is done; `vidtune sweep collect {}` tables them", dir.display());
+        return Ok(std::process::ExitCode::SUCCESS);
+    };
+    let stage_note =
+        stage_job.as_ref().map(|(j, n)| format!(", after stage array job {j} with {n} tasks")).unwrap_or_default();
     println!(
-        "sweep of {} points in {}: submitted array job {job} with {} tasks ({} done); following it with squeue \
-         (Ctrl-C stops following, not the job)",
+        "sweep of {} points in {}: submitted array job {job} with {tasks} tasks ({} done){stage_note}; following it \
+         with squeue (Ctrl-C stops following, not the job)",
         points.len(),
         dir.display(),
-        indices.len(),
-        points.len() - indices.len()
+        points.len() - tasks,
     );
+    let jobs = stage_job.as_ref().map_or(job.clone(), |(j, _)| format!("{j},{job}"));
     let mut last = String::new();
     loop {
         if vidtune_runtime::progress::cancel_requested() {
             println!(
-                "stopped following; the job goes on (`scancel {job}` stops it, `vidtune sweep status {}` shows it)",
+                "stopped following; the job goes on (`scancel {jobs}` stops it, `vidtune sweep status {}` shows it)",
                 dir.display()
             );
             return Ok(std::process::ExitCode::from(crate::signals::exit_status()));
         }
-        let queued = squeue(&job).ok_or_else(|| anyhow!("squeue: not found"))?;
-        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-        for p in points {
-            *counts.entry(read_state(dir, p).status).or_default() += 1;
-        }
-        let line = counts.iter().map(|(s, n)| format!("{n} {s}")).collect::<Vec<_>>().join(", ");
+        let queued = squeue(&jobs).ok_or_else(|| anyhow!("squeue: not found"))?;
+        let line = counts(dir, sweep);
         if line != last {
             println!("{line}");
             last = line;
@@ -446,6 +625,22 @@ fn run_slurm(args: &SweepArgs, dir: &Path, points: &[Point]) -> anyhow::Result<s
     Ok(if not_done > 0 { std::process::ExitCode::from(1) } else { std::process::ExitCode::SUCCESS })
 }
 
+/// The points (and stage runs) counted by status: "3 done, 1 missing; stages: 1 done".
+fn counts(dir: &Path, sweep: &Sweep) -> String {
+    let count = |list: &[Point]| {
+        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+        for p in list {
+            *counts.entry(read_state(dir, p).status).or_default() += 1;
+        }
+        counts.iter().map(|(s, n)| format!("{n} {s}")).collect::<Vec<_>>().join(", ")
+    };
+    if sweep.stages.is_empty() {
+        count(&sweep.points)
+    } else {
+        format!("{}; stages: {}", count(&sweep.points), count(&sweep.stages))
+    }
+}
+
 /// The last `n` non-empty lines of a run's output, joined (its error).
 fn last_lines(log: &str, n: usize) -> Option<String> {
     let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
@@ -454,7 +649,7 @@ fn last_lines(log: &str, n: usize) -> Option<String> {
 
 /// The table of a sweep's points: parameters, status, seconds, outputs and error.
 pub fn table(dir: &Path) -> anyhow::Result<Table> {
-    let (_, points) = read_sweep(dir)?;
+    let points = read_sweep(dir)?.points;
     let names: Vec<String> =
         points.first().map(|p| p.params.iter().map(|(k, _)| k.clone()).collect()).unwrap_or_default();
     let mut headers = names.clone();
@@ -466,7 +661,7 @@ pub fn table(dir: &Path) -> anyhow::Result<Table> {
         .map(|p| {
             let s = read_state(dir, p);
             let mut row: Vec<String> = p.params.iter().map(|(_, v)| v.clone()).collect();
-            let folder = dir.join("points").join(&p.key);
+            let folder = p.folder(dir);
             let mut outputs: Vec<String> = std::fs::read_dir(&folder)
                 .into_iter()
                 .flatten()
@@ -487,20 +682,19 @@ pub fn table(dir: &Path) -> anyhow::Result<Table> {
 }
 
 fn status(dir: &Path) -> anyhow::Result<()> {
-    let (record, points) = read_sweep(dir)?;
-    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-    for p in &points {
-        *counts.entry(read_state(dir, p).status).or_default() += 1;
-    }
-    let t = table(dir)?;
-    print!("{}", t.to_pretty());
-    let summary: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
-    println!("{} points of {}: {}", points.len(), record["script"].as_str().unwrap_or("?"), summary.join(", "));
+    let sweep = read_sweep(dir)?;
+    print!("{}", table(dir)?.to_pretty());
+    println!(
+        "{} points of {}: {}",
+        sweep.points.len(),
+        sweep.record["script"].as_str().unwrap_or("?"),
+        counts(dir, &sweep)
+    );
     Ok(())
 }
 
 fn collect(dir: &Path) -> anyhow::Result<()> {
-    let (_, points) = read_sweep(dir)?;
+    let sweep = read_sweep(dir)?;
     let t = table(dir)?;
     let write = |name: &str, text: String| -> anyhow::Result<()> {
         vidtune_runtime::fsutil::write_bytes_atomic(&dir.join(name), text.as_bytes())?;
@@ -519,10 +713,10 @@ fn collect(dir: &Path) -> anyhow::Result<()> {
         .collect();
     write("results.json", serde_json::to_string_pretty(&rows)?)?;
     print!("{}", t.to_pretty());
-    for p in &points {
+    for p in sweep.stages.iter().chain(&sweep.points) {
         let s = read_state(dir, p);
         if s.status == "failed" {
-            println!("failed: {}: {}", p.key, s.error.unwrap_or_default());
+            println!("failed: {}: {}", describe(p), s.error.unwrap_or_default());
         }
     }
     println!("results: {}", dir.join("results.md").display());
