@@ -402,3 +402,50 @@ fn a_sweeps_shared_stage_tunes_each_clip_once_for_all_its_seeds() {
     assert!(stdout(&out).contains("clip=3 seed=1: its stage clip=3 is not done"), "{}", stdout(&out));
     assert!(d.join("out2/points/clip=1_seed=1/log.txt").is_file());
 }
+
+#[test]
+fn a_sweep_point_whose_run_is_killed_is_failed_alone_and_the_next_run_finishes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("s.rhai"),
+        "let seed = param(\"seed\", 1);\nlet steps = param(\"steps\", 2);\n\
+         let m = inflate(load_sd(\"random:tiny\"));\nlet c = synthetic_clip(#{frames: 2, size: 32, seed: seed}).video;\n\
+         let tuned = tune(m, c, \"a red circle\", #{steps: if seed == 2 { steps } else { 2 }});\nprint(\"tuned\");\n",
+    )
+    .unwrap();
+    let grid = ["sweep", "s.rhai", "--dir", "out", "--axis", "seed=1,2,3", "--jobs", "3"];
+    // Point seed=2 tunes for ever; its run is killed (SIGKILL) once it is under way.
+    let mut child =
+        vidtune(d).args(grid).args(["--set", "steps=1000000"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let point = d.join("out/points/seed=2/point.json");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let pid = loop {
+        assert!(std::time::Instant::now() < deadline, "point seed=2 never started");
+        let json: Option<serde_json::Value> =
+            std::fs::read_to_string(&point).ok().and_then(|t| serde_json::from_str(&t).ok());
+        if let Some(pid) = json.filter(|j| j["status"] == "running").and_then(|j| j["pid"].as_i64()) {
+            let log = std::fs::read_to_string(d.join("out/points/seed=2/log.txt")).unwrap_or_default();
+            if log.contains("random weights") {
+                break pid;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    // SAFETY: kill(2) on the pid of the point's run, which this test's sweep started.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let status = vidtune(d).args(["sweep", "status", "out"]).output().unwrap();
+    assert!(stdout(&status).contains("2 done, 1 failed"), "{}", stdout(&status));
+    // The next run (a sane step count) runs only that point, and the memo the others wrote still serves.
+    let out = vidtune(d).args(grid).output().unwrap();
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("1 to run (2 done)"), "{}", stdout(&out));
+    let again = vidtune(d).args(["run", "s.rhai", "--set", "seed=1"]).output().unwrap();
+    assert!(
+        stderr(&again).contains("tune: from the memo") || stdout(&again).contains("tune: from the memo"),
+        "{}",
+        stderr(&again)
+    );
+}
