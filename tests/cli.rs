@@ -416,7 +416,7 @@ fn a_sweep_point_whose_run_is_killed_is_failed_alone_and_the_next_run_finishes_i
     .unwrap();
     let grid = ["sweep", "s.rhai", "--dir", "out", "--axis", "seed=1,2,3", "--jobs", "3"];
     // Point seed=2 tunes for ever; its run is killed (SIGKILL) once it is under way.
-    let mut child =
+    let child =
         vidtune(d).args(grid).args(["--set", "steps=1000000"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
     let point = d.join("out/points/seed=2/point.json");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
