@@ -255,6 +255,8 @@ fn a_sweep_runs_its_grid_keeps_failures_to_their_points_and_reruns_only_what_is_
     assert_eq!(before, after, "a done point is not run again");
     let out = sweep(&["collect", "out"]);
     assert!(out.status.success(), "{}", stderr(&out));
+    let html = std::fs::read_to_string(d.join("out/results.html")).unwrap();
+    assert_eq!(html.matches("<td>clip.gif</td>").count(), 4, "{html}");
     let csv = std::fs::read_to_string(d.join("out/results.csv")).unwrap();
     assert_eq!(csv.lines().next().unwrap(), "seed,colour,status,seconds,outputs,error");
     assert_eq!(csv.lines().filter(|l| l.contains(",done,") && l.contains("clip.gif")).count(), 4, "{csv}");

@@ -11,7 +11,7 @@
 //!   only its point.
 //!
 //! `vidtune sweep status DIR` lists the points; `vidtune sweep collect DIR` writes the table of every
-//! point (parameters, status, seconds, outputs, error) as `results.{md,csv,json}` in DIR.
+//! point (parameters, status, seconds, outputs, error) as `results.{md,csv,html,json}` in DIR.
 
 use anyhow::{anyhow, bail, Context};
 use std::collections::BTreeMap;
@@ -62,7 +62,7 @@ pub struct SweepArgs {
 pub enum SweepAction {
     /// What is done, running, failed or missing
     Status { dir: PathBuf },
-    /// The table of every point, written as results.{md,csv,json} in DIR, and the failures with their errors
+    /// The table of every point, written as results.{md,csv,html,json} in DIR, and the failures with their errors
     Collect { dir: PathBuf },
     /// Runs one point of a sweep (what each Slurm array task runs)
     #[command(hide = true)]
@@ -702,6 +702,10 @@ fn collect(dir: &Path) -> anyhow::Result<()> {
     };
     write("results.md", t.to_markdown())?;
     write("results.csv", t.to_csv())?;
+    write(
+        "results.html",
+        format!("<!doctype html>\n<meta charset=\"utf-8\">\n<title>vidtune sweep</title>\n{}\n", t.to_html()),
+    )?;
     let rows: Vec<serde_json::Value> = t
         .rows
         .iter()
