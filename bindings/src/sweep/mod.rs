@@ -12,11 +12,20 @@
 //!
 //! `vidtune sweep status DIR` lists the points; `vidtune sweep collect DIR` writes the table of every
 //! point (parameters, status, seconds, outputs, error) as `results.{md,csv,html,json}` in DIR.
+//!
+//! `slurm.rs` is the Slurm backend (batch scripts, sbatch, squeue); `report.rs` the tables.
 
 use anyhow::{anyhow, bail, Context};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use vidtune_runtime::table::Table;
+
+mod report;
+mod slurm;
+
+pub use report::table;
+use report::{collect, counts, status};
+pub use slurm::batch_script;
+use slurm::{run_slurm, squeue};
 
 #[derive(clap::Args, Debug, Clone)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -507,224 +516,10 @@ fn run_point(dir: &Path, index: usize, stage: bool) -> anyhow::Result<std::proce
     })
 }
 
-/// What `squeue` lists for a job or task (`JOBID` or `JOBID_TASK`): one state per line; `None` when
-/// squeue cannot be asked.
-fn squeue(job: &str) -> Option<String> {
-    let out = std::process::Command::new("squeue").args(["-h", "-o", "%T", "-j", job]).output().ok()?;
-    // squeue fails on a job id it has forgotten: that job is gone.
-    Some(if out.status.success() { String::from_utf8_lossy(&out.stdout).trim().to_string() } else { String::new() })
-}
-
-/// The batch script of a Slurm array over the indices `indices` of the sweep's points (or its stage's).
-pub fn batch_script(dir: &Path, indices: &[usize], throttle: Option<usize>, stage: bool) -> anyhow::Result<String> {
-    let exe = std::env::current_exe().context("finding this program for the batch script")?;
-    let dir = std::fs::canonicalize(dir).with_context(|| dir.display().to_string())?;
-    let quote = |p: &Path| format!("'{}'", p.display().to_string().replace('\'', "'\\''"));
-    let list = indices.iter().map(usize::to_string).collect::<Vec<_>>().join(",");
-    let (what, flag) = if stage { ("stage run", " --stage") } else { ("point", "") };
-    Ok(format!(
-        "#!/bin/bash\n#SBATCH --job-name=vidtune-sweep\n#SBATCH --array={list}{}\n#SBATCH --output={}\n\
-         # One {what} of the sweep in {} per array task.\nexec {} sweep run-point {}{flag} --index \"$SLURM_ARRAY_TASK_ID\"\n",
-        throttle.map(|k| format!("%{k}")).unwrap_or_default(),
-        dir.join(if stage { "stages" } else { "points" }).join("slurm-%A_%a.out").display(),
-        dir.display(),
-        quote(&exe),
-        quote(&dir),
-    ))
-}
-
-/// Writes the batch script of `list`'s points not done and submits it (after `after`, a job id); the job
-/// id, or `None` when nothing is left to run (or in a dry run).
-fn submit(
-    args: &SweepArgs,
-    dir: &Path,
-    list: &[Point],
-    stage: bool,
-    after: Option<&str>,
-) -> anyhow::Result<Option<(String, usize)>> {
-    let indices: Vec<usize> =
-        list.iter().enumerate().filter(|(_, p)| read_state(dir, p).status != "done").map(|(i, _)| i).collect();
-    if indices.is_empty() {
-        return Ok(None);
-    }
-    // Slurm opens each task's output file there: a task whose folder is missing fails before it starts.
-    let folder = dir.join(if stage { "stages" } else { "points" });
-    std::fs::create_dir_all(&folder).with_context(|| folder.display().to_string())?;
-    let script = batch_script(dir, &indices, args.jobs, stage)?;
-    let path = dir.join(if stage { "stage.sbatch" } else { "sweep.sbatch" });
-    vidtune_runtime::fsutil::write_bytes_atomic(&path, script.as_bytes())?;
-    let mut extra: Vec<String> =
-        args.slurm_args.as_deref().unwrap_or_default().split_whitespace().map(String::from).collect();
-    if let Some(job) = after {
-        extra.extend([format!("--dependency=afterok:{job}"), "--kill-on-invalid-dep=yes".into()]);
-    }
-    let shown = format!("sbatch --parsable {} {}", extra.join(" "), path.display()).replace("  ", " ");
-    if args.dry_run {
-        print!("{script}");
-        println!("# submit with: {shown}");
-        return Ok(Some(("DRY".into(), indices.len())));
-    }
-    let out = std::process::Command::new("sbatch").arg("--parsable").args(&extra).arg(&path).output().map_err(|e| {
-        anyhow!("{shown}: {e} (is Slurm installed here? `scripts/slurm-local.sh` starts a one-node Slurm)")
-    })?;
-    if !out.status.success() {
-        bail!("{shown}: {}", String::from_utf8_lossy(&out.stderr).trim());
-    }
-    let job = String::from_utf8_lossy(&out.stdout).trim().split(';').next().unwrap_or_default().to_string();
-    Ok(Some((job, indices.len())))
-}
-
-fn run_slurm(args: &SweepArgs, dir: &Path, sweep: &Sweep) -> anyhow::Result<std::process::ExitCode> {
-    let points = &sweep.points;
-    let stage_job = submit(args, dir, &sweep.stages, true, None)?;
-    let after = stage_job.as_ref().map(|(j, _)| j.as_str()).filter(|_| !args.dry_run);
-    let point_job = submit(args, dir, points, false, after)?;
-    if args.dry_run {
-        return Ok(std::process::ExitCode::SUCCESS);
-    }
-    let Some((job, tasks)) = point_job else {
-        println!("every point is done; `vidtune sweep collect {}` tables them", dir.display());
-        return Ok(std::process::ExitCode::SUCCESS);
-    };
-    let stage_note =
-        stage_job.as_ref().map(|(j, n)| format!(", after stage array job {j} with {n} tasks")).unwrap_or_default();
-    println!(
-        "sweep of {} points in {}: submitted array job {job} with {tasks} tasks ({} done){stage_note}; following it \
-         with squeue (Ctrl-C stops following, not the job)",
-        points.len(),
-        dir.display(),
-        points.len() - tasks,
-    );
-    let jobs = stage_job.as_ref().map_or(job.clone(), |(j, _)| format!("{j},{job}"));
-    let mut last = String::new();
-    loop {
-        if vidtune_runtime::progress::cancel_requested() {
-            println!(
-                "stopped following; the job goes on (`scancel {jobs}` stops it, `vidtune sweep status {}` shows it)",
-                dir.display()
-            );
-            return Ok(std::process::ExitCode::from(crate::signals::exit_status()));
-        }
-        let queued = squeue(&jobs).ok_or_else(|| anyhow!("squeue: not found"))?;
-        let line = counts(dir, sweep);
-        if line != last {
-            println!("{line}");
-            last = line;
-        }
-        if queued.is_empty() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(300));
-    }
-    let not_done = points.iter().filter(|p| read_state(dir, p).status != "done").count();
-    println!(
-        "array job {job} ended: {} done, {not_done} not; `vidtune sweep collect {}` tables them",
-        points.len() - not_done,
-        dir.display()
-    );
-    Ok(if not_done > 0 { std::process::ExitCode::from(1) } else { std::process::ExitCode::SUCCESS })
-}
-
-/// The points (and stage runs) counted by status: "3 done, 1 missing; stages: 1 done".
-fn counts(dir: &Path, sweep: &Sweep) -> String {
-    let count = |list: &[Point]| {
-        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-        for p in list {
-            *counts.entry(read_state(dir, p).status).or_default() += 1;
-        }
-        counts.iter().map(|(s, n)| format!("{n} {s}")).collect::<Vec<_>>().join(", ")
-    };
-    if sweep.stages.is_empty() {
-        count(&sweep.points)
-    } else {
-        format!("{}; stages: {}", count(&sweep.points), count(&sweep.stages))
-    }
-}
-
 /// The last `n` non-empty lines of a run's output, joined (its error).
 fn last_lines(log: &str, n: usize) -> Option<String> {
     let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
     (!lines.is_empty()).then(|| lines[lines.len().saturating_sub(n)..].join("\n"))
-}
-
-/// The table of a sweep's points: parameters, status, seconds, outputs and error.
-pub fn table(dir: &Path) -> anyhow::Result<Table> {
-    let points = read_sweep(dir)?.points;
-    let names: Vec<String> =
-        points.first().map(|p| p.params.iter().map(|(k, _)| k.clone()).collect()).unwrap_or_default();
-    let mut headers = names.clone();
-    headers.extend(["status", "seconds", "outputs", "error"].map(String::from));
-    let mut numeric = vec![false; names.len()];
-    numeric.extend([false, true, false, false]);
-    let rows = points
-        .iter()
-        .map(|p| {
-            let s = read_state(dir, p);
-            let mut row: Vec<String> = p.params.iter().map(|(_, v)| v.clone()).collect();
-            let folder = p.folder(dir);
-            let mut outputs: Vec<String> = std::fs::read_dir(&folder)
-                .into_iter()
-                .flatten()
-                .flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| !n.starts_with('.') && n != "point.json" && n != "log.txt")
-                .collect();
-            outputs.sort();
-            row.push(s.status);
-            row.push(s.seconds.map(|t| format!("{t:.1}")).unwrap_or_default());
-            row.push(outputs.join(" "));
-            // The error's first line: its message (the lines after it show the script's code).
-            row.push(s.error.map(|e| e.lines().next().unwrap_or_default().to_string()).unwrap_or_default());
-            row
-        })
-        .collect();
-    Ok(Table { headers, rows, numeric })
-}
-
-fn status(dir: &Path) -> anyhow::Result<()> {
-    let sweep = read_sweep(dir)?;
-    print!("{}", table(dir)?.to_pretty());
-    println!(
-        "{} points of {}: {}",
-        sweep.points.len(),
-        sweep.record["script"].as_str().unwrap_or("?"),
-        counts(dir, &sweep)
-    );
-    Ok(())
-}
-
-fn collect(dir: &Path) -> anyhow::Result<()> {
-    let sweep = read_sweep(dir)?;
-    let t = table(dir)?;
-    let write = |name: &str, text: String| -> anyhow::Result<()> {
-        vidtune_runtime::fsutil::write_bytes_atomic(&dir.join(name), text.as_bytes())?;
-        Ok(())
-    };
-    write("results.md", t.to_markdown())?;
-    write("results.csv", t.to_csv())?;
-    write(
-        "results.html",
-        format!("<!doctype html>\n<meta charset=\"utf-8\">\n<title>vidtune sweep</title>\n{}\n", t.to_html()),
-    )?;
-    let rows: Vec<serde_json::Value> = t
-        .rows
-        .iter()
-        .map(|r| {
-            serde_json::Value::Object(
-                t.headers.iter().cloned().zip(r.iter().cloned().map(serde_json::Value::from)).collect(),
-            )
-        })
-        .collect();
-    write("results.json", serde_json::to_string_pretty(&rows)?)?;
-    print!("{}", t.to_pretty());
-    for p in sweep.stages.iter().chain(&sweep.points) {
-        let s = read_state(dir, p);
-        if s.status == "failed" {
-            println!("failed: {}: {}", describe(p), s.error.unwrap_or_default());
-        }
-    }
-    println!("results: {}", dir.join("results.md").display());
-    Ok(())
 }
 
 #[cfg(test)]
