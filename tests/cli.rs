@@ -451,3 +451,89 @@ fn a_sweep_point_whose_run_is_killed_is_failed_alone_and_the_next_run_finishes_i
         stderr(&again)
     );
 }
+
+#[test]
+fn a_sweep_point_that_panics_fails_alone_and_collect_tables_scores_and_a_sheet() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // Point seed=2 tunes, and a failpoint makes the tune panic as a bug inside it would; the others
+    // return their scores.
+    std::fs::write(
+        d.join("s.rhai"),
+        "let seed = param(\"seed\", 1);\nlet c = synthetic_clip(#{frames: 2, size: 32, seed: seed}).video;\n\
+         if seed == 2 { tune(inflate(load_sd(\"random:tiny\")), c, \"a red circle\", #{steps: 2}); }\n\
+         save_video(c, \"clip.gif\");\n#{score: seed * 0.25, kind: \"circle\"}\n",
+    )
+    .unwrap();
+    let grid = ["sweep", "s.rhai", "--dir", "out", "--axis", "seed=1,2,3,4", "--where", "seed != 4", "--jobs", "2"];
+    let out = vidtune(d).args(grid).env("VIDTUNE_FAILPOINTS", "tune-step").output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("3 to run (0 done)"), "{}", stdout(&out));
+    let point: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("out/points/seed=2/point.json")).unwrap()).unwrap();
+    assert_eq!(point["status"], "failed");
+    assert!(point["error"].as_str().unwrap().contains("failpoint tune-step"), "{point}");
+    assert!(!d.join("out/points/seed=4").exists(), "--where leaves seed=4 out");
+    let out = vidtune(d).args(["sweep", "collect", "out"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("failed: seed=2: ") && stdout(&out).contains("failpoint tune-step"),
+        "{}",
+        stdout(&out)
+    );
+    let csv = std::fs::read_to_string(d.join("out/results.csv")).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    // A map's entries in name order (Rhai's maps keep their keys sorted).
+    assert_eq!(lines[0], "seed,status,seconds,kind,score,outputs,error", "{csv}");
+    assert!(lines[1].starts_with("1,done,") && lines[1].contains(",circle,0.2500,clip.gif,"), "{csv}");
+    assert!(
+        lines[2].starts_with("2,failed,")
+            && lines[2].contains(",,,,\"")
+            && lines[2].contains("s.rhai:3:16: tune: internal error: failpoint"),
+        "{csv}"
+    );
+    assert!(lines[3].contains(",circle,0.7500,"), "{csv}");
+    // The sheet has a row of frames per done point.
+    let sheet = vidtune_runtime::Image::load(d.join("out/sheet.png")).unwrap();
+    assert!(sheet.height() > 2 * 32 && sheet.height() < 3 * 32 + 60, "{}×{}", sheet.width(), sheet.height());
+    assert!(std::fs::read_to_string(d.join("out/results.html")).unwrap().contains("<img src=\"sheet.png\""));
+    // --resume runs the recorded sweep again: only the failed point.
+    let out = vidtune(d).args(["sweep", "--resume", "out"]).output().unwrap();
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("1 to run (2 done)") && stdout(&out).contains("seed=2"), "{}", stdout(&out));
+}
+
+#[test]
+fn a_scripts_sweep_records_each_point_and_a_panic_or_a_throw_fails_only_its_point() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("g.rhai"),
+        "let rows = sweep(#{seed: [1, 2, 3], size: [16, 32]}, |p| {\n\
+         \x20   let c = synthetic_clip(#{frames: 2, size: p.size, seed: p.seed}).video;\n\
+         \x20   if p.seed == 2 { tune(inflate(load_sd(\"random:tiny\")), c, \"a circle\", #{steps: 2}); }\n\
+         \x20   if p.seed == 3 { throw `no seed ${p.seed}`; }\n\
+         \x20   c\n\
+         }, #{filter: |p| p.size == 32 || p.seed == 1, dir: \"grid\"});\n\
+         for r in rows { print(`row ${r.params.seed} ${r.params.size} ${r.status}`); }\n",
+    )
+    .unwrap();
+    let out = vidtune(d).args(["run", "g.rhai"]).env("VIDTUNE_FAILPOINTS", "tune-step").output().unwrap();
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let text = stdout(&out);
+    let rows: Vec<&str> = text.lines().filter(|l| l.starts_with("row ")).collect();
+    assert_eq!(rows, ["row 1 16 done", "row 1 32 done", "row 2 32 failed", "row 3 32 failed"], "{}", stdout(&out));
+    let point = |key: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(d.join("grid/points").join(key).join("point.json")).unwrap())
+            .unwrap()
+    };
+    assert!(point("seed=2_size=32")["error"].as_str().unwrap().contains("failpoint tune-step"));
+    let thrown = point("seed=3_size=32")["error"].as_str().unwrap().to_string();
+    assert!(thrown.starts_with("g.rhai:4:22: no seed 3") && thrown.contains("in call to a closure"), "{thrown}");
+    let status = vidtune(d).args(["sweep", "status", "grid"]).output().unwrap();
+    assert!(stdout(&status).contains("4 points of g.rhai: 2 done, 2 failed"), "{}", stdout(&status));
+    let collect = vidtune(d).args(["sweep", "collect", "grid"]).output().unwrap();
+    assert!(collect.status.success() && d.join("grid/sheet.png").is_file(), "{}", stderr(&collect));
+    let again = vidtune(d).args(["sweep", "--resume", "grid"]).output().unwrap();
+    assert!(stderr(&again).contains("run by the script g.rhai"), "{}", stderr(&again));
+}

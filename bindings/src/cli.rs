@@ -33,7 +33,8 @@ enum Command {
         from: Option<PathBuf>,
         /// The folder the run writes its outputs under (their paths inside it as the script gives them);
         /// with --from the default is the first free rerun-N here, so the run it came from is never
-        /// written over
+        /// written over. The script's value, when it is a map, a number or an array (its scores, say), goes
+        /// to DIR/value.json, which `sweep collect` tables
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
     },
@@ -224,10 +225,16 @@ fn run_script(file: &std::path::Path, params: &[(String, Dynamic)], out: Option<
     for (k, v) in params {
         session.set_param(k, v.clone());
     }
-    if let Some(out) = out {
-        *session.host().out_root.borrow_mut() = Some(out);
+    if let Some(out) = &out {
+        *session.host().out_root.borrow_mut() = Some(out.clone());
     }
     let result = session.run_file(file);
+    if let (Some(out), Ok(value)) = (&out, &result) {
+        if let Err(e) = save_value(out, value) {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    }
     for name in session.unused_params() {
         eprintln!("warning: --set {name} was given but the script never reads param({name:?}, …)");
     }
@@ -235,6 +242,26 @@ fn run_script(file: &std::path::Path, params: &[(String, Dynamic)], out: Option<
     // while they are still counts.
     drop(session);
     exit_status(result)
+}
+
+/// Writes a run's value to `out/value.json` when it is data — a map (scores), a number, a boolean or an
+/// array — and not a clip, a model, nothing, or a string alone (what a script ending with a save returns:
+/// the saved file's path).
+fn save_value(out: &std::path::Path, value: &Dynamic) -> anyhow::Result<()> {
+    fn is_data(v: &Dynamic) -> bool {
+        v.is_bool()
+            || v.is_int()
+            || v.is_float()
+            || v.is_string()
+            || v.read_lock::<rhai::Array>().is_some_and(|a| a.iter().all(is_data))
+            || v.read_lock::<rhai::Map>().is_some_and(|m| m.values().all(|x| x.is_unit() || is_data(x)))
+    }
+    if value.is_string() || !is_data(value) {
+        return Ok(());
+    }
+    let text = serde_json::to_string_pretty(&crate::opts::to_json(value))?;
+    vidtune_runtime::fsutil::write_output_bytes(&out.join("value.json"), text.as_bytes())?;
+    Ok(())
 }
 
 /// A script run's exit status: 0, 1 for an error, 130 / 143 when interrupted (even when the script

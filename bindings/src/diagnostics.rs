@@ -58,7 +58,10 @@ impl ScriptError {
         loop {
             match err {
                 EvalAltResult::ErrorInFunctionCall(name, src, inner, pos) => {
-                    notes.push(format!("in call to function '{name}' at {}", locate(&source, *pos)));
+                    // A closure's generated name (anon$…) says nothing to its author.
+                    let called =
+                        if name.starts_with("anon$") { "a closure".to_string() } else { format!("function '{name}'") };
+                    notes.push(format!("in call to {called} at {}", locate(&source, *pos)));
                     if !src.is_empty() {
                         source = src.clone();
                     }

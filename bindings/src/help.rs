@@ -4,7 +4,7 @@
 
 use crate::docs::{option_names, FnDoc, TypeDoc};
 use crate::engine::state::Host;
-use crate::engine::{control, host, long, masks, media, models, score, segment, suites, video};
+use crate::engine::{control, host, long, masks, media, models, score, segment, suites, sweep, video};
 
 /// Every area's documentation table, in the order `:help` lists them.
 pub const DOC_TABLES: &[&[FnDoc]] = &[
@@ -17,6 +17,7 @@ pub const DOC_TABLES: &[&[FnDoc]] = &[
     long::DOCS,
     score::DOCS,
     suites::DOCS,
+    sweep::DOCS,
     host::DOCS,
 ];
 

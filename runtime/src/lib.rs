@@ -15,6 +15,7 @@ pub mod device;
 pub mod env;
 pub mod error;
 pub mod eval;
+pub mod failpoint;
 pub mod flops;
 pub mod fsutil;
 pub mod load;

@@ -1,5 +1,5 @@
 //! The Rhai engine of a session: [`build_engine`] registers one package of script functions per area
-//! (`media`, `segment`, `models`, `video`, `long`, `score`, `suites`, `host`) over the [`Host`] state they share
+//! (`media`, `segment`, `models`, `video`, `long`, `score`, `suites`, `sweep`, `host`) over the [`Host`] state they share
 //! ([`state`]), under the script size [`limits`].
 //!
 //! To add a script function: register it in its area's `register`, and add its
@@ -19,6 +19,7 @@ pub mod score;
 pub mod segment;
 pub mod state;
 pub mod suites;
+pub mod sweep;
 pub mod video;
 pub mod video_options;
 
@@ -91,6 +92,7 @@ pub fn build_engine(host: &Rc<Host>) -> Engine {
     long::register(&mut functions, host);
     score::register(&mut functions, host);
     suites::register(&mut functions, host);
+    sweep::register(&mut functions, host);
     host::register(&mut functions, host, crate::help::lookup_in);
     functions.finish();
     engine

@@ -11,7 +11,8 @@
 //!   only its point.
 //!
 //! `vidtune sweep status DIR` lists the points; `vidtune sweep collect DIR` writes the table of every
-//! point (parameters, status, seconds, outputs, error) as `results.{md,csv,html,json}` in DIR.
+//! point (parameters, status, seconds, the scores its run returned — `value.json`, the script's value —,
+//! outputs, error) as `results.{md,csv,html,json}` in DIR, and `sheet.png`, a row of frames per point.
 //!
 //! `slurm.rs` is the Slurm backend (batch scripts, sbatch, squeue); `report.rs` the tables.
 
@@ -65,13 +66,26 @@ pub struct SweepArgs {
     /// The axes the stage depends on: --stage-by clip,lr (default: none, one stage run for the sweep)
     #[arg(long, value_name = "NAME,…")]
     pub stage_by: Vec<String>,
+    /// Only the points of the grid for which this Rhai expression over the axes is true:
+    /// --where 'seed < 3 || recipe == "mask-guided"' (values typed as --set types them)
+    #[arg(long = "where", value_name = "EXPR")]
+    pub filter: Option<String>,
+    /// Local workers, one per device: --devices cuda:0,cuda:1 (each worker sees only its GPU; repeat one
+    /// for two workers on it; cpu for a CPU worker)
+    #[arg(long, value_name = "DEV,…", value_delimiter = ',', conflicts_with = "jobs")]
+    pub devices: Vec<String>,
+    /// Runs the sweep recorded in DIR again, as it was given (script, axes, parameters, stage), with this
+    /// backend: only the points that are not done
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["script", "dir", "axes", "set", "stage", "stage_by", "filter"])]
+    pub resume: Option<PathBuf>,
 }
 
 #[derive(clap::Subcommand, Debug, Clone)]
 pub enum SweepAction {
     /// What is done, running, failed or missing
     Status { dir: PathBuf },
-    /// The table of every point, written as results.{md,csv,html,json} in DIR, and the failures with their errors
+    /// The table of every point with the scores its script returned, written as results.{md,csv,html,json}
+    /// in DIR; sheet.png, the frames of each point's clip; and the failures with their errors
     Collect { dir: PathBuf },
     /// Runs one point of a sweep (what each Slurm array task runs)
     #[command(hide = true)]
@@ -120,6 +134,61 @@ pub fn stage_points(points: &[Point], by: &[String]) -> Vec<Point> {
     out
 }
 
+/// The points of `grid` for which `filter`, a Rhai expression over the axes (typed as `--set` types
+/// values), is true.
+pub fn filter_points(points: Vec<Point>, filter: &str) -> anyhow::Result<Vec<Point>> {
+    let engine = rhai::Engine::new();
+    let ast = engine.compile_expression(filter).map_err(|e| anyhow!("--where {filter:?}: {e}"))?;
+    let mut kept = vec![];
+    for p in points {
+        let mut scope = rhai::Scope::new();
+        for (k, v) in &p.params {
+            let (_, value) = crate::cli::parse_set(&format!("{k}={v}")).map_err(|e| anyhow!(e))?;
+            scope.push_dynamic(k.clone(), value);
+        }
+        let keep = engine
+            .eval_ast_with_scope::<rhai::Dynamic>(&mut scope, &ast)
+            .map_err(|e| anyhow!("--where {filter:?} on {}: {e}", describe(&p)))?;
+        let keep = keep.as_bool().map_err(|t| anyhow!("--where {filter:?}: gives {t}, expected true or false"))?;
+        if keep {
+            kept.push(p);
+        }
+    }
+    if kept.is_empty() {
+        bail!("--where {filter:?} leaves no point of the grid");
+    }
+    Ok(kept)
+}
+
+/// `CUDA_VISIBLE_DEVICES` for a worker on `device` (`cuda:N`, `cuda`, `cpu`): its GPU alone, or none.
+pub fn visible_devices(device: &str) -> anyhow::Result<String> {
+    match device.trim() {
+        "cpu" => Ok(String::new()),
+        "cuda" | "gpu" => Ok("0".into()),
+        d => d
+            .strip_prefix("cuda:")
+            .filter(|n| n.parse::<usize>().is_ok())
+            .map(str::to_string)
+            .ok_or_else(|| anyhow!("--devices {d}: expected cuda:N, cuda or cpu")),
+    }
+}
+
+/// ", about 3 min left" once some of the work is done: the time per finished point so far (the workers'
+/// parallelism included) times what remains.
+fn eta(started: std::time::Instant, finished: usize, remaining: usize) -> String {
+    if finished == 0 || remaining == 0 {
+        return String::new();
+    }
+    let left = started.elapsed().as_secs_f64() / finished as f64 * remaining as f64;
+    if left < 90.0 {
+        format!(", about {:.0} s left", left.ceil())
+    } else if left < 5400.0 {
+        format!(", about {:.0} min left", left / 60.0)
+    } else {
+        format!(", about {:.1} h left", left / 3600.0)
+    }
+}
+
 /// The grid of `axes` (`NAME=V1,V2,…`), in order (the last axis varies fastest).
 pub fn grid(axes: &[String]) -> anyhow::Result<Vec<Point>> {
     let mut parsed: Vec<(String, Vec<String>)> = vec![];
@@ -160,7 +229,7 @@ pub fn grid(axes: &[String]) -> anyhow::Result<Vec<Point>> {
 
 /// A point's folder name: `name=value` pairs joined by `_`, characters other than letters, digits and
 /// `.-=+` replaced, and long names cut with a hash of the whole.
-fn point_key(params: &[(String, String)]) -> String {
+pub(crate) fn point_key(params: &[(String, String)]) -> String {
     if params.is_empty() {
         return "all".into();
     }
@@ -206,7 +275,7 @@ fn host() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default()
 }
 
-fn write_point(dir: &Path, point: &Point, fields: serde_json::Value) -> anyhow::Result<()> {
+pub(crate) fn write_point(dir: &Path, point: &Point, fields: serde_json::Value) -> anyhow::Result<()> {
     let mut json = serde_json::json!({
         "key": point.key,
         "params": point.params.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<BTreeMap<_, _>>(),
@@ -216,6 +285,20 @@ fn write_point(dir: &Path, point: &Point, fields: serde_json::Value) -> anyhow::
     }
     let path = point.folder(dir).join("point.json");
     vidtune_runtime::fsutil::write_bytes_atomic(&path, serde_json::to_string_pretty(&json)?.as_bytes())?;
+    Ok(())
+}
+
+/// Records a sweep that a script runs in its own session (`sweep(axes, f, #{dir})`): `DIR/sweep.json`
+/// with its points, so that `vidtune sweep status` and `collect` read it as they read one run from the
+/// command line. Its points are not run again from here: the script runs them.
+pub(crate) fn write_script_record(dir: &Path, script: &str, points: &[Point]) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir.join("points")).with_context(|| dir.display().to_string())?;
+    let record =
+        serde_json::json!({"script": script, "in_script": true, "set": [], "axes": [], "points": points_json(points)});
+    vidtune_runtime::fsutil::write_bytes_atomic(
+        &dir.join("sweep.json"),
+        serde_json::to_string_pretty(&record)?.as_bytes(),
+    )?;
     Ok(())
 }
 
@@ -277,14 +360,54 @@ pub fn run(args: &SweepArgs) -> anyhow::Result<std::process::ExitCode> {
         Some(SweepAction::Status { dir }) => status(dir).map(|_| std::process::ExitCode::SUCCESS),
         Some(SweepAction::Collect { dir }) => collect(dir).map(|_| std::process::ExitCode::SUCCESS),
         Some(SweepAction::RunPoint { dir, index, stage }) => run_point(dir, *index, *stage),
-        None => run_grid(args),
+        None => match &args.resume {
+            Some(dir) => resume(args, dir),
+            None => run_grid(args),
+        },
     }
+}
+
+/// `--resume DIR`: the recorded sweep, given again with this run's backend options.
+fn resume(args: &SweepArgs, dir: &Path) -> anyhow::Result<std::process::ExitCode> {
+    let sweep = read_sweep(dir)?;
+    let r = &sweep.record;
+    if r["in_script"].as_bool() == Some(true) {
+        bail!(
+            "{}: this sweep was run by the script {} (its sweep() function); run that script again",
+            dir.display(),
+            r["script"].as_str().unwrap_or("?")
+        );
+    }
+    let strings = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array().into_iter().flatten().filter_map(|s| s.as_str().map(String::from)).collect()
+    };
+    let mut again = args.clone();
+    again.resume = None;
+    again.dir = Some(dir.to_path_buf());
+    again.script = r["script"].as_str().map(PathBuf::from);
+    again.axes = strings(&r["axes"]);
+    again.set = strings(&r["set"]);
+    again.filter = r["where"].as_str().map(String::from);
+    again.stage = r["stage"]["script"].as_str().map(PathBuf::from);
+    again.stage_by = strings(&r["stage"]["by"]);
+    run_grid(&again)
 }
 
 fn run_grid(args: &SweepArgs) -> anyhow::Result<std::process::ExitCode> {
     let script = args.script.as_ref().ok_or_else(|| anyhow!("sweep: give a script (or status DIR / collect DIR)"))?;
     let dir = args.dir.as_ref().ok_or_else(|| anyhow!("sweep: give --dir DIR, the sweep's folder"))?;
-    let points = grid(&args.axes)?;
+    let mut points = grid(&args.axes)?;
+    if let Some(f) = &args.filter {
+        points = filter_points(points, f)?;
+    }
+    let devices = args
+        .devices
+        .iter()
+        .map(|d| visible_devices(d).map(|v| (d.trim().to_string(), v)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if !devices.is_empty() && args.backend != "local" {
+        bail!("--devices is for --backend local (with Slurm, ask for GPUs with --slurm-args=\"--gres=gpu:1\")");
+    }
     let fixed = crate::cli::parse_sets(&args.set).map_err(|e| anyhow!(e))?;
     let script = checked_script(script, &fixed, points.first())?;
     let stage_by: Vec<String> = args.stage_by.iter().flat_map(|s| s.split(',')).map(|s| s.trim().to_string()).collect();
@@ -310,6 +433,7 @@ fn run_grid(args: &SweepArgs) -> anyhow::Result<std::process::ExitCode> {
         "script": script,
         "set": args.set,
         "axes": args.axes,
+        "where": args.filter,
         "points": points_json(&points),
         "stage": stages.as_ref().map(|(s, p)| serde_json::json!({"script": s, "by": stage_by, "points": points_json(p)})),
     });
@@ -325,11 +449,12 @@ fn run_grid(args: &SweepArgs) -> anyhow::Result<std::process::ExitCode> {
         bail!("--dry-run and --slurm-args are for --backend slurm");
     }
     let not_done = |list: &[Point]| list.iter().filter(|p| read_state(dir, p).status != "done").count();
-    let jobs = args.jobs.unwrap_or(1).max(1);
+    let jobs = if devices.is_empty() { args.jobs.unwrap_or(1).max(1) } else { devices.len() };
     let cores = vidtune_runtime::cpu::threads().map_or_else(vidtune_runtime::cpu::available_cores, |t| t.count);
     let threads = (cores / jobs.min(not_done(&sweep.points).max(1))).max(1);
+    let workers = Workers { jobs, threads, devices };
     println!(
-        "sweep of {} points in {}: {} to run ({} done){}, {jobs} at a time, {threads} thread(s) each",
+        "sweep of {} points in {}: {} to run ({} done){}, {jobs} at a time, {threads} thread(s) each{}",
         sweep.points.len(),
         dir.display(),
         not_done(&sweep.points),
@@ -339,10 +464,15 @@ fn run_grid(args: &SweepArgs) -> anyhow::Result<std::process::ExitCode> {
         } else {
             format!(", after {} of {} stage runs", not_done(&sweep.stages), sweep.stages.len())
         },
+        if workers.devices.is_empty() {
+            String::new()
+        } else {
+            format!(" on {}", workers.devices.iter().map(|(d, _)| d.as_str()).collect::<Vec<_>>().join(", "))
+        },
     );
     // Stages first, then the points whose stage is done.
-    let stage_failures = run_local(dir, &sweep.stages, jobs, threads, &|_| None)?;
-    let point_failures = run_local(dir, &sweep.points, jobs, threads, &|p: &Point| {
+    let stage_failures = run_local(dir, &sweep.stages, &workers, &|_| None)?;
+    let point_failures = run_local(dir, &sweep.points, &workers, &|p: &Point| {
         let stage = sweep.stage_of(p)?;
         (read_state(dir, stage).status != "done").then(|| format!("its stage {} is not done", stage.key))
     })?;
@@ -370,29 +500,43 @@ fn checked_script(script: &Path, fixed: &[(String, rhai::Dynamic)], point: Optio
     Ok(absolute)
 }
 
-/// Runs the points of `list` that are not done, `jobs` at a time; a point for which `blocked` gives a
-/// reason is recorded as failed with it instead. The number that did not end done.
+/// The local backend's workers: how many run at once, each one's CPU threads, and their devices (one
+/// per worker, with its `CUDA_VISIBLE_DEVICES`; none without --devices).
+struct Workers {
+    jobs: usize,
+    threads: usize,
+    devices: Vec<(String, String)>,
+}
+
+/// Runs the points of `list` that are not done, `workers.jobs` at a time; a point for which `blocked`
+/// gives a reason is recorded as failed with it instead. The number that did not end done.
 fn run_local(
     dir: &Path,
     list: &[Point],
-    jobs: usize,
-    threads: usize,
+    workers: &Workers,
     blocked: &dyn Fn(&Point) -> Option<String>,
 ) -> anyhow::Result<usize> {
-    let mut queue = list.iter().filter(|p| read_state(dir, p).status != "done");
-    let mut running: Vec<(&Point, std::process::Child, std::time::Instant)> = vec![];
-    let mut failed = 0;
+    let todo: Vec<&Point> = list.iter().filter(|p| read_state(dir, p).status != "done").collect();
+    let total = todo.len();
+    let mut queue = todo.into_iter();
+    // (point, its run, when it started, its worker slot)
+    let mut running: Vec<(&Point, std::process::Child, std::time::Instant, usize)> = vec![];
+    let (mut failed, mut finished) = (0, 0);
+    let started = std::time::Instant::now();
     loop {
-        while running.len() < jobs && !vidtune_runtime::progress::cancel_requested() {
+        while running.len() < workers.jobs && !vidtune_runtime::progress::cancel_requested() {
             let Some(point) = queue.next() else { break };
             if let Some(why) = blocked(point) {
                 write_point(dir, point, serde_json::json!({"status": "failed", "error": why}))?;
                 println!("failed    {}: {why}", describe(point));
                 failed += 1;
+                finished += 1;
                 continue;
             }
-            let child = start_point(dir, point, Some(threads), None)?;
-            running.push((point, child, std::time::Instant::now()));
+            let slot = (0..workers.jobs).find(|s| running.iter().all(|r| r.3 != *s)).unwrap_or(0);
+            let device = workers.devices.get(slot);
+            let child = start_point(dir, point, Some(workers.threads), None, device)?;
+            running.push((point, child, std::time::Instant::now(), slot));
         }
         if running.is_empty() {
             break;
@@ -404,8 +548,10 @@ fn run_local(
                 i += 1;
                 continue;
             };
-            let (point, _, started) = running.remove(i);
-            if finish_point(dir, point, exit, started.elapsed().as_secs_f64())? != "done" {
+            let (point, _, began, _) = running.remove(i);
+            finished += 1;
+            let progress = format!("{finished} of {total}{}", eta(started, finished, total - finished));
+            if finish_point(dir, point, exit, began.elapsed().as_secs_f64(), &progress)? != "done" {
                 failed += 1;
             }
         }
@@ -430,9 +576,17 @@ fn start_point(
     point: &Point,
     threads: Option<usize>,
     slurm_task: Option<String>,
+    device: Option<&(String, String)>,
 ) -> anyhow::Result<std::process::Child> {
     let sweep = read_sweep(dir)?;
     let record = &sweep.record;
+    if record["in_script"].as_bool() == Some(true) {
+        bail!(
+            "{}: this sweep was run by the script {} (its sweep() function); run that script again",
+            dir.display(),
+            record["script"].as_str().unwrap_or("?")
+        );
+    }
     let script = if point.stage { &record["stage"]["script"] } else { &record["script"] }
         .as_str()
         .ok_or_else(|| anyhow!("{}: no script", dir.display()))?
@@ -460,9 +614,15 @@ fn start_point(
     if let Some(t) = threads {
         cmd.env("VIDTUNE_THREADS", t.to_string());
     }
+    if let Some((_, visible)) = device {
+        cmd.env("CUDA_VISIBLE_DEVICES", visible);
+    }
     cmd.stdout(log.try_clone()?).stderr(log);
     let child = cmd.spawn().context("starting a point's run")?;
     let mut fields = serde_json::json!({"status": "running", "pid": child.id(), "host": host()});
+    if let Some((name, _)) = device {
+        fields["device"] = name.clone().into();
+    }
     if let Some(t) = slurm_task {
         fields["slurm_task"] = t.into();
     }
@@ -476,19 +636,32 @@ fn finish_point(
     point: &Point,
     exit: std::process::ExitStatus,
     seconds: f64,
+    progress: &str,
 ) -> anyhow::Result<&'static str> {
     let log = std::fs::read_to_string(point.folder(dir).join("log.txt")).unwrap_or_default();
     let (status, error) = match exit.code() {
         Some(0) => ("done", None),
         Some(130) | Some(143) => ("cancelled", Some("interrupted".to_string())),
-        _ => ("failed", Some(last_lines(&log, 6).unwrap_or_else(|| format!("the run exited with {exit}")))),
+        _ => ("failed", Some(run_error(&log).unwrap_or_else(|| format!("the run exited with {exit}")))),
     };
-    write_point(
-        dir,
-        point,
-        serde_json::json!({"status": status, "exit_code": exit.code(), "seconds": seconds, "error": error}),
-    )?;
-    println!("{status:<9} {} ({seconds:.1} s){}", describe(point), error.map(|e| format!(": {e}")).unwrap_or_default());
+    // The device the run had stays in the record.
+    let device = std::fs::read_to_string(point.folder(dir).join("point.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .map(|j| j["device"].clone())
+        .unwrap_or_default();
+    let mut fields =
+        serde_json::json!({"status": status, "exit_code": exit.code(), "seconds": seconds, "error": error});
+    if !device.is_null() {
+        fields["device"] = device;
+    }
+    write_point(dir, point, fields)?;
+    println!(
+        "{status:<9} {} ({seconds:.1} s{}){}",
+        describe(point),
+        if progress.is_empty() { String::new() } else { format!("; {progress}") },
+        error.map(|e| format!(": {e}")).unwrap_or_default()
+    );
     Ok(status)
 }
 
@@ -508,18 +681,34 @@ fn run_point(dir: &Path, index: usize, stage: bool) -> anyhow::Result<std::proce
         .ok()
         .map(|j| format!("{j}_{}", std::env::var("SLURM_ARRAY_TASK_ID").unwrap_or_default()));
     let started = std::time::Instant::now();
-    let mut child = start_point(dir, point, None, task)?;
+    let mut child = start_point(dir, point, None, task, None)?;
     let exit = child.wait().context("waiting for the point's run")?;
-    Ok(match finish_point(dir, point, exit, started.elapsed().as_secs_f64())? {
+    Ok(match finish_point(dir, point, exit, started.elapsed().as_secs_f64(), "")? {
         "done" => std::process::ExitCode::SUCCESS,
         _ => std::process::ExitCode::from(1),
     })
 }
 
-/// The last `n` non-empty lines of a run's output, joined (its error).
-fn last_lines(log: &str, n: usize) -> Option<String> {
+/// A failed run's error, from its output: the last script error (`file:line:col: …` or `error: …`) with
+/// the lines that follow it (its code, its notes), else a Rust panic's message (`thread … panicked at`
+/// and the line after), else the last lines. Backtraces (`RUST_BACKTRACE`) are left out.
+pub fn run_error(log: &str) -> Option<String> {
     let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
-    (!lines.is_empty()).then(|| lines[lines.len().saturating_sub(n)..].join("\n"))
+    let is_script_error = |l: &str| {
+        l.starts_with("error: ") || {
+            let mut parts = l.splitn(4, ':');
+            let (_, line, col, rest) = (parts.next(), parts.next(), parts.next(), parts.next());
+            [line, col].iter().all(|p| p.is_some_and(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit())))
+                && rest.is_some_and(|r| r.starts_with(' '))
+        }
+    };
+    if let Some(i) = lines.iter().rposition(|l| is_script_error(l)) {
+        return Some(lines[i..(i + 6).min(lines.len())].join("\n"));
+    }
+    if let Some(i) = lines.iter().rposition(|l| l.starts_with("thread '") && l.contains("panicked at")) {
+        return Some(lines[i..(i + 2).min(lines.len())].join("\n"));
+    }
+    (!lines.is_empty()).then(|| lines[lines.len().saturating_sub(6)..].join("\n"))
 }
 
 #[cfg(test)]
@@ -541,5 +730,17 @@ mod tests {
         }
         assert!(grid(&["s=1".into(), "s=2".into()]).unwrap_err().to_string().contains("twice"));
         assert!(grid(&["s=1,1".into()]).unwrap_err().to_string().contains("share the folder"));
+    }
+
+    #[test]
+    fn a_runs_error_is_its_script_error_or_its_panic_without_the_backtrace() {
+        let script = "note: random weights\nthread 'main' panicked at a.rs:1:2:\nboom\nstack backtrace:\n   0: f\n\
+                      s.rhai:3:16: tune: internal error: boom\n3 | tune(m)\n  |   ^\n";
+        assert_eq!(run_error(script).unwrap(), "s.rhai:3:16: tune: internal error: boom\n3 | tune(m)\n  |   ^");
+        let panic =
+            "note: x\nthread 'main' (7) panicked at src/a.rs:1:2:\nindex out of range\nstack backtrace:\n   0: f\n";
+        assert_eq!(run_error(panic).unwrap(), "thread 'main' (7) panicked at src/a.rs:1:2:\nindex out of range");
+        assert_eq!(run_error("a\nb\n").unwrap(), "a\nb");
+        assert_eq!(run_error("\n"), None);
     }
 }

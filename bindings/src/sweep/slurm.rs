@@ -95,6 +95,8 @@ pub(super) fn run_slurm(args: &SweepArgs, dir: &Path, sweep: &Sweep) -> anyhow::
     );
     let jobs = stage_job.as_ref().map_or(job.clone(), |(j, _)| format!("{j},{job}"));
     let mut last = String::new();
+    let started = std::time::Instant::now();
+    let done_before = points.len() - tasks;
     loop {
         if vidtune_runtime::progress::cancel_requested() {
             println!(
@@ -106,7 +108,8 @@ pub(super) fn run_slurm(args: &SweepArgs, dir: &Path, sweep: &Sweep) -> anyhow::
         let queued = squeue(&jobs).ok_or_else(|| anyhow!("squeue: not found"))?;
         let line = super::counts(dir, sweep);
         if line != last {
-            println!("{line}");
+            let done = points.iter().filter(|p| read_state(dir, p).status == "done").count() - done_before;
+            println!("{line}{}", super::eta(started, done, tasks.saturating_sub(done)));
             last = line;
         }
         if queued.is_empty() {

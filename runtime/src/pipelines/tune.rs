@@ -410,6 +410,7 @@ pub fn tune_clips(model: &VideoModel, clips: &[TuneClip], opts: &TuneOptions) ->
     let mut losses = Vec::new();
     let mut interrupted = false;
     for step in 1..=opts.steps {
+        crate::failpoint::hit("tune-step");
         let p = &prepared[pick(opts.seed, step, prepared.len())];
         let sample = p.dist.sample_with(&noise.randn(&p.dist.mean.size(), p.dist.mean.kind(), base.device));
         let mut latents = to_video_latents(&(sample * sf)).to_kind(kind);
