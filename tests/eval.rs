@@ -147,3 +147,48 @@ try { eval_suite("toy:test", "auto", #{types: "shape"}); } catch (e) { print(`ca
     assert_eq!(cases[0]["case"], "test/toy-00/colour");
     assert_eq!(cases[0]["hit_rate"], 0.0);
 }
+
+/// `--jobs 2`: the videos are a sweep's points. The table equals one process's; a video whose process
+/// dies (here aborted inside a tune) fails its own cases only, and the same evaluation run again runs
+/// only that video.
+#[test]
+fn eval_jobs_spreads_videos_as_a_sweep_that_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("same.rhai"),
+        "if out.contains(\"toy-01\") { tune(inflate(load_sd(\"random:tiny\")), video, prompt, #{steps: 1}); }\nvideo\n",
+    )
+    .unwrap();
+    let base = ["toy:test", "--recipe", "same.rhai", "--cases", "toy-00,toy-01", "--types", "colour,object"];
+    let run = |out: &str, jobs: &str, fail: &str| {
+        let mut cmd = vidtune(d);
+        cmd.arg("eval").args(base).args(["--clip", "none", "--out", out, "--jobs", jobs]);
+        cmd.env("VIDTUNE_FAILPOINTS", fail).output().unwrap()
+    };
+    let cases = |out: &str| -> Vec<serde_json::Value> {
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(d.join(out).join("results.json")).unwrap()).unwrap();
+        let mut cases = json["recipes"][0]["cases"].as_array().unwrap().clone();
+        for c in &mut cases {
+            c.as_object_mut().unwrap().remove("seconds");
+        }
+        cases
+    };
+    // First, before the memo holds toy-01's tune.
+    let out = run("two", "2", "tune-step=abort");
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let out = run("one", "1", "");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let two = cases("two");
+    assert_eq!(two.len(), 4);
+    assert_eq!(two[..2], cases("one")[..2], "toy-00's cases are as one process makes them");
+    for c in &two[2..] {
+        let error = c["error"].as_str().unwrap_or_default();
+        assert!(error.contains("the process for test/toy-01 did not finish (failed)"), "{c}");
+    }
+    let out = run("two", "2", "");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("1 to run (1 done)"), "{}", stdout(&out));
+    assert_eq!(cases("two"), cases("one"));
+}

@@ -8,8 +8,10 @@
 //! `edit_type` (and `type`), `click_x` / `click_y`, `frames`, `size`, `model` and `out`; it returns the
 //! edited Video. Sessions share the process's models and memo, so a video's tuning serves its edits.
 //!
-//! `--jobs N` runs the videos on N worker processes (this program, `--worker K/N`), each with its share
-//! of the CPU threads, and merges their reports in the suite's order.
+//! `--jobs N` (or `--backend slurm`) makes the videos the points of a sweep (`crate::sweep`) in
+//! `OUT/.sweep/<key>/`: each runs this program on the video's cases (`--report FILE`) with its share of
+//! the CPU threads, and the reports are merged in the suite's order. A video whose process fails counts
+//! its cases failed; running the same evaluation again runs only the videos not done.
 
 use anyhow::{anyhow, bail, Context};
 use rhai::Dynamic;
@@ -69,15 +71,25 @@ pub struct EvalOptions {
     /// Recipe parameters, as for `run`: --set steps=300
     #[arg(long = "set", value_name = "NAME=VALUE")]
     pub set: Vec<String>,
-    /// Worker processes (default: one; cases are spread over them video by video)
+    /// Worker processes (default: one), or with --backend slurm the array's throttle; the videos are the
+    /// points of a sweep in OUT/.sweep/ (a video's edits in one process, where its tuning is memoised), and
+    /// running the same evaluation again runs only the videos not done
     #[arg(long)]
     pub jobs: Option<usize>,
+    /// local (worker processes here) or slurm (a job array through sbatch, a task per video), as for
+    /// `vidtune sweep`
+    #[arg(long, default_value = "local", value_parser = ["local", "slurm"])]
+    pub backend: String,
+    /// Options passed to sbatch as they are, with --backend slurm (partition, gres, time)
+    #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
+    pub slurm_args: Option<String>,
     /// Write a suite (toy:dev, toy:test) in the LOVEU-TGVE-2023 layout to DIR, to look at or edit
     #[arg(long, num_args = 2, value_names = ["SUITE", "DIR"], conflicts_with = "suite")]
     pub write_suite: Option<Vec<String>>,
-    /// Internal: run as worker K of N (--worker K/N), writing its report to OUT/.workers/K.json
-    #[arg(long, hide = true)]
-    pub worker: Option<String>,
+    /// Internal: run as one point of the evaluation's sweep (a video's cases), writing the report to this
+    /// file instead of the tables
+    #[arg(long, hide = true, value_name = "FILE")]
+    pub report: Option<PathBuf>,
 }
 
 /// Reads a suite by name.
@@ -208,8 +220,8 @@ pub fn run(opts: &EvalOptions) -> anyhow::Result<()> {
 }
 
 /// Runs the recipes over the suite and writes what `vidtune eval` writes (the LOVEU layout, the sheets,
-/// the results files); the reports and the output folder, or nothing for a worker (its share goes to
-/// `OUT/.workers/K.json`).
+/// the results files); the reports and the output folder, or nothing for one point of a sweep (its report
+/// goes to its `--report` file).
 pub fn evaluate(opts: &EvalOptions) -> anyhow::Result<Option<(Vec<Report>, PathBuf)>> {
     let name = opts.suite.clone().ok_or_else(|| anyhow!("eval: give a suite (toy:dev, toy:test or a folder)"))?;
     let recipes = opts.recipe.iter().map(|r| Recipe::parse(r)).collect::<anyhow::Result<Vec<_>>>()?;
@@ -224,36 +236,19 @@ pub fn evaluate(opts: &EvalOptions) -> anyhow::Result<Option<(Vec<Report>, PathB
     let out = opts.out.clone().unwrap_or_else(|| PathBuf::from("out/eval").join(name.replace([':', '/'], "-")));
     let suite = load_suite(&name, opts)?;
     let toy = suite.videos.iter().all(|v| v.truth.is_some());
-    let (worker, workers) = match &opts.worker {
-        Some(w) => parse_worker(w)?,
-        None => (0, 1),
-    };
     let jobs = opts.jobs.unwrap_or(1).max(1);
-    if jobs > 1 && opts.worker.is_none() {
-        let reports = run_parallel(opts, &suite, &recipes, &out, jobs)?;
+    if opts.report.is_none() && (jobs > 1 || opts.backend == "slurm") {
+        let reports = run_on_sweep(opts, &suite, &recipes, &out, &sel)?;
         save_reports(&reports, &out)?;
         return Ok(Some((reports, out)));
+    }
+    if opts.backend != "slurm" && opts.slurm_args.is_some() {
+        bail!("--slurm-args is for --backend slurm");
     }
     let clip = clip_model(opts, toy)?;
     let pick = match &opts.pickscore {
         Some(p) => Some(ClipModel::load(p, "cpu", None).with_context(|| format!("--pickscore {p}"))?),
         None => None,
-    };
-    // A worker runs its share of the videos: every edit of a video in one process, where the tuning is
-    // memoised.
-    let suite = if workers > 1 {
-        Suite {
-            name: suite.name.clone(),
-            videos: suite
-                .videos
-                .into_iter()
-                .enumerate()
-                .filter(|(i, _)| i % workers == worker)
-                .map(|(_, v)| v)
-                .collect(),
-        }
-    } else {
-        suite
     };
     let several = recipes.len() > 1;
     let mut reports: Vec<Report> = vec![];
@@ -264,21 +259,19 @@ pub fn evaluate(opts: &EvalOptions) -> anyhow::Result<Option<(Vec<Report>, PathB
             selection: sel.clone(),
             clip: clip.as_ref(),
             pick: pick.as_ref(),
-            save: opts.worker.is_none(),
+            save: opts.report.is_none(),
         };
         let previous = if several { vec![] } else { reports.clone() };
-        let nothing_here = opts.worker.is_some() && suite.cases(&sel).is_err();
-        let report = if suite.videos.is_empty() || nothing_here {
+        let report = if suite.videos.is_empty() {
             Report { suite: suite.name.clone(), recipe: r.name.clone(), cases: vec![] }
         } else {
             run_suite(&suite, &r.name, &run_opts, &previous, &mut |input| r.run(input, &opts.model, &extra))?
         };
         reports.push(report);
     }
-    if opts.worker.is_some() {
-        let path = out.join(".workers").join(format!("{worker}.json"));
+    if let Some(path) = &opts.report {
         let json = serde_json::json!(reports.iter().map(Report::to_json).collect::<Vec<_>>());
-        vidtune_runtime::fsutil::write_output_bytes(&path, json.to_string().as_bytes())?;
+        vidtune_runtime::fsutil::write_bytes_atomic(path, json.to_string().as_bytes())?;
         return Ok(None);
     }
     save_reports(&reports, &out)?;
@@ -296,81 +289,140 @@ fn finish(reports: &[Report], out: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn parse_worker(w: &str) -> anyhow::Result<(usize, usize)> {
-    let (k, n) = w.split_once('/').ok_or_else(|| anyhow!("--worker {w}: expected K/N"))?;
-    let (k, n): (usize, usize) = (k.parse()?, n.parse()?);
-    if n == 0 || k >= n {
-        bail!("--worker {w}: expected K/N with K < N");
-    }
-    Ok((k, n))
-}
-
-/// Runs the suite on `jobs` worker processes, each with its share of the CPU threads, and merges their
-/// reports in the suite's order.
-fn run_parallel(
+/// Runs the suite as a sweep over its videos (`--jobs N` local workers, or a Slurm array): a point per
+/// video with its selected cases, each this program with `--report`, in `OUT/.sweep/<key>` (keyed by the
+/// command and the recipes' texts, so a changed evaluation starts afresh and the same one resumes). The
+/// reports merged in the suite's order; the cases of a video whose process failed carry its error.
+fn run_on_sweep(
     opts: &EvalOptions,
     suite: &Suite,
     recipes: &[Recipe],
     out: &Path,
-    jobs: usize,
+    sel: &Selection,
 ) -> anyhow::Result<Vec<Report>> {
-    let exe = std::env::current_exe().context("finding this program to start workers")?;
-    let cores = vidtune_runtime::cpu::threads().map_or_else(vidtune_runtime::cpu::available_cores, |t| t.count);
-    let threads = (cores / jobs).max(1);
-    let jobs = jobs.min(suite.videos.len().max(1));
-    let ids: Vec<String> = suite.cases(&selection(opts)?)?.into_iter().map(|c| suite.case_id(c)).collect();
-    std::fs::create_dir_all(out.join(".workers")).with_context(|| out.display().to_string())?;
-    let mut children = vec![];
-    for k in 0..jobs {
-        let mut cmd = std::process::Command::new(&exe);
-        cmd.arg("eval").arg(opts.suite.as_deref().unwrap_or_default());
-        cmd.arg("--recipe").arg(opts.recipe.join(","));
-        cmd.arg("--out").arg(out);
-        cmd.arg("--model").arg(&opts.model);
-        cmd.arg("--worker").arg(format!("{k}/{jobs}"));
-        for (flag, v) in [("--clip", &opts.clip), ("--pickscore", &opts.pickscore)] {
-            if let Some(v) = v {
-                cmd.arg(flag).arg(v);
-            }
-        }
-        // The parent selects (with --limit); workers get the exact case names.
-        cmd.arg("--cases").arg(ids.join(","));
-        for (flag, v) in [("--frames", opts.frames), ("--every", opts.every)] {
-            if let Some(v) = v {
-                cmd.arg(flag).arg(v.to_string());
-            }
-        }
-        if let Some(s) = opts.size {
-            cmd.arg("--size").arg(s.to_string());
-        }
-        for s in &opts.set {
-            cmd.arg("--set").arg(s);
-        }
-        cmd.env("VIDTUNE_THREADS", threads.to_string());
-        children.push((k, cmd.spawn().context("starting a worker")?));
-    }
-    let mut failed = vec![];
-    for (k, mut child) in children {
-        let status = child.wait().context("waiting for a worker")?;
-        if !status.success() {
-            failed.push(format!("worker {k} exited with {status}"));
+    use crate::sweep::{point_key, Point};
+    let cases = suite.cases(sel)?;
+    let ids: Vec<String> = cases.iter().map(|c| suite.case_id(*c)).collect();
+    // A point per video: its selected cases, by id.
+    let mut points: Vec<Point> = vec![];
+    for (c, id) in cases.iter().zip(&ids) {
+        let v = &suite.videos[c.video];
+        let video = format!("{}/{}", v.split, v.name);
+        match points.iter_mut().find(|p| p.params[0].1 == video) {
+            Some(p) => p.params[1].1 = format!("{},{id}", p.params[1].1),
+            None => points.push(Point {
+                key: point_key(&[("video".into(), video.replace('/', "-"))]),
+                params: vec![("video".into(), video), ("cases".into(), id.clone())],
+                stage: false,
+            }),
         }
     }
-    if !failed.is_empty() {
-        bail!("{}", failed.join("; "));
+    // Two videos whose names differ only in / and - get folders of their own.
+    let mut seen = std::collections::BTreeSet::new();
+    for p in &mut points {
+        if !seen.insert(p.key.clone()) {
+            p.key = point_key(&p.params[..1]);
+        }
     }
-    // Merge: each recipe's cases from every worker, in the suite's order.
+    // Paths stay as given: the points' processes start in this folder (Slurm's tasks too, in the folder
+    // they were submitted from), and errors name the files as the user did.
+    let absolute = |p: &str| p.to_string();
+    std::fs::create_dir_all(out).with_context(|| out.display().to_string())?;
+    let suite_name = opts.suite.clone().unwrap_or_default();
+    let mut command: Vec<String> = vec!["eval".into(), absolute(&suite_name)];
+    command.extend(["--recipe".into(), opts.recipe.iter().map(|r| absolute(r)).collect::<Vec<_>>().join(",")]);
+    command.extend(["--out".into(), absolute(&out.display().to_string()), "--model".into(), opts.model.clone()]);
+    for (flag, v) in [("--clip", &opts.clip), ("--pickscore", &opts.pickscore)] {
+        if let Some(v) = v {
+            command.extend([flag.to_string(), absolute(v)]);
+        }
+    }
+    for (flag, v) in [("--frames", opts.frames), ("--every", opts.every)] {
+        if let Some(v) = v {
+            command.extend([flag.to_string(), v.to_string()]);
+        }
+    }
+    if let Some(s) = opts.size {
+        command.extend(["--size".into(), s.to_string()]);
+    }
+    for s in &opts.set {
+        command.extend(["--set".into(), s.clone()]);
+    }
+    command.extend(["--cases".into(), "{cases}".into(), "--report".into(), "{out}/report.json".into()]);
+    let mut key = vidtune_runtime::cache::KeyBuilder::new("eval-sweep").text(&command.join("\n"));
+    for r in recipes {
+        key = key.text(&r.code);
+    }
+    for p in &points {
+        key = key.text(&p.params[1].1);
+    }
+    let dir = out.join(".sweep").join(&key.finish()[..16]);
+    let args = crate::sweep::SweepArgs {
+        action: None,
+        script: None,
+        dir: None,
+        axes: vec![],
+        set: vec![],
+        jobs: opts.jobs,
+        backend: opts.backend.clone(),
+        slurm_args: opts.slurm_args.clone(),
+        dry_run: false,
+        stage: None,
+        stage_by: vec![],
+        filter: None,
+        devices: vec![],
+        resume: None,
+    };
+    crate::sweep::run_command(&dir, &command, &points, &args)?;
+    if vidtune_runtime::progress::cancel_requested() {
+        return Err(vidtune_runtime::Error::Cancelled.into());
+    }
+    // Merge: each recipe's cases from every video, in the suite's order.
     let mut reports: Vec<Report> =
         recipes.iter().map(|r| Report { suite: suite.name.clone(), recipe: r.name.clone(), cases: vec![] }).collect();
-    for k in 0..jobs {
-        let path = out.join(".workers").join(format!("{k}.json"));
-        let text = vidtune_runtime::fsutil::read_text(&path, "a worker's report")?;
-        let json: serde_json::Value = serde_json::from_str(&text).with_context(|| path.display().to_string())?;
-        for (i, r) in json.as_array().into_iter().flatten().enumerate() {
-            let part = Report::from_json(r)?;
-            if let Some(report) = reports.get_mut(i) {
-                report.cases.extend(part.cases);
+    for p in &points {
+        let state = crate::sweep::point_state(&dir, p);
+        let path = p.folder(&dir).join("report.json");
+        let parts = match std::fs::read_to_string(&path) {
+            Ok(text) if state.status == "done" => {
+                let json: serde_json::Value =
+                    serde_json::from_str(&text).with_context(|| path.display().to_string())?;
+                json.as_array().into_iter().flatten().map(Report::from_json).collect::<Result<Vec<_>, _>>()?
             }
+            _ => {
+                // Its cases failed with the process.
+                let why = format!(
+                    "the process for {} did not finish ({}): {}",
+                    p.params[0].1,
+                    state.status,
+                    state.error.unwrap_or_default().lines().next().unwrap_or_default()
+                );
+                let failed = cases
+                    .iter()
+                    .zip(&ids)
+                    .filter(|(_, id)| p.params[1].1.split(',').any(|c| c == id.as_str()))
+                    .map(|(c, id)| {
+                        let e = &suite.videos[c.video].edits[c.edit];
+                        vidtune_runtime::eval::run::CaseResult {
+                            id: id.clone(),
+                            kind: e.kind,
+                            prompt: e.prompt.clone(),
+                            judgement: None,
+                            clip: None,
+                            pick: None,
+                            seconds: 0.0,
+                            error: Some(why.clone()),
+                        }
+                    })
+                    .collect::<Vec<_>>();
+                reports
+                    .iter()
+                    .map(|r| Report { suite: r.suite.clone(), recipe: r.recipe.clone(), cases: failed.clone() })
+                    .collect()
+            }
+        };
+        for (report, part) in reports.iter_mut().zip(parts) {
+            report.cases.extend(part.cases);
         }
     }
     for r in &mut reports {

@@ -1,29 +1,42 @@
-//! Fault injection, for tests of what happens when something breaks deep inside a run: with
-//! `VIDTUNE_FAILPOINTS=name[,name…]` in the environment, [`hit`]`(name)` panics where it is called, as a
-//! bug would. Without the variable nothing is injected; the places are few and named where they are:
+//! Fault injection, for tests of what happens when something breaks deep inside a run:
+//! `VIDTUNE_FAILPOINTS=name[=action][,…]` makes [`hit`]`(name)` fail where it is called — `panic` (the
+//! default), as a bug would, or `abort`, the process dying at once as it does when a native library
+//! crashes or the machine kills it. Without the variable nothing is injected. The places:
 //!
 //! - `tune-step`: each step of `tune`, before its forward pass.
 
-/// Panics when `VIDTUNE_FAILPOINTS` names `name`.
+/// Fails as `VIDTUNE_FAILPOINTS` says for `name`, if it names it.
 pub fn hit(name: &str) {
-    hit_in(std::env::var("VIDTUNE_FAILPOINTS").ok().as_deref(), name)
+    match action(std::env::var("VIDTUNE_FAILPOINTS").ok().as_deref(), name) {
+        None => {}
+        Some("abort") => {
+            eprintln!("failpoint {name}: aborting, as VIDTUNE_FAILPOINTS asks");
+            std::process::abort();
+        }
+        Some(_) => panic!("failpoint {name}: a panic injected by VIDTUNE_FAILPOINTS"),
+    }
 }
 
-fn hit_in(list: Option<&str>, name: &str) {
-    if list.is_some_and(|l| l.split(',').any(|n| n.trim() == name)) {
-        panic!("failpoint {name}: a panic injected by VIDTUNE_FAILPOINTS");
-    }
+/// What `list` asks of the failpoint `name`: `Some("panic")`, `Some("abort")`, or `None`.
+fn action<'a>(list: Option<&'a str>, name: &str) -> Option<&'a str> {
+    list?.split(',').find_map(|item| {
+        let (n, a) = item.split_once('=').unwrap_or((item, "panic"));
+        (n.trim() == name).then_some(a.trim())
+    })
 }
 
 #[cfg(test)]
 mod tests {
+    use super::action;
+
     #[test]
-    fn only_a_named_failpoint_panics() {
-        let caught = std::panic::catch_unwind(|| super::hit_in(Some("other, tune-step"), "tune-step"));
-        let message = caught.unwrap_err().downcast::<String>().unwrap();
-        assert!(message.contains("failpoint tune-step"), "{message}");
-        super::hit_in(Some("other, tune-step"), "sample-step");
-        super::hit_in(Some("tune-steps"), "tune-step");
-        super::hit_in(None, "tune-step");
+    fn a_failpoint_acts_only_when_named() {
+        assert_eq!(action(Some("other, tune-step"), "tune-step"), Some("panic"));
+        assert_eq!(action(Some("tune-step=abort"), "tune-step"), Some("abort"));
+        assert_eq!(action(Some("other, tune-step"), "sample-step"), None);
+        assert_eq!(action(Some("tune-steps"), "tune-step"), None);
+        assert_eq!(action(None, "tune-step"), None);
+        let caught = std::panic::catch_unwind(|| super::hit("a-failpoint-no-test-names"));
+        assert!(caught.is_ok());
     }
 }

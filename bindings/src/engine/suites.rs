@@ -106,7 +106,9 @@ fn do_eval(suite: &str, recipe: &str, opts: Opts) -> RhaiResult<Table> {
         set,
         jobs: opts.count("jobs")?,
         write_suite: None,
-        worker: None,
+        backend: "local".into(),
+        slurm_args: None,
+        report: None,
     };
     if options.recipe.is_empty() {
         return Err(script_error(
@@ -119,7 +121,7 @@ fn do_eval(suite: &str, recipe: &str, opts: Opts) -> RhaiResult<Table> {
             let json = serde_json::json!({ "recipes": reports.iter().map(|r| r.to_json()).collect::<Vec<_>>() });
             Ok(Table { table: Rc::new(table(&reports)), json: Rc::new(json) })
         }
-        Ok(None) => Err(script_error("eval_suite: a worker's run has no table")),
+        Ok(None) => Err(script_error("eval_suite: a point's run has no table")),
         Err(e) => Err(script_error(format!("eval_suite {suite:?}: {e:#}"))),
     }
 }

@@ -252,6 +252,11 @@ pub struct PointState {
     pub error: Option<String>,
 }
 
+/// A point's status (`vidtune eval` reads its points' this way).
+pub fn point_state(dir: &Path, point: &Point) -> PointState {
+    read_state(dir, point)
+}
+
 fn read_state(dir: &Path, point: &Point) -> PointState {
     let path = point.folder(dir).join("point.json");
     let missing = PointState { status: "missing".into(), seconds: None, error: None };
@@ -381,6 +386,9 @@ fn resume(args: &SweepArgs, dir: &Path) -> anyhow::Result<std::process::ExitCode
     let strings = |v: &serde_json::Value| -> Vec<String> {
         v.as_array().into_iter().flatten().filter_map(|s| s.as_str().map(String::from)).collect()
     };
+    if r["command"].is_array() {
+        return run_recorded(args, dir);
+    }
     let mut again = args.clone();
     again.resume = None;
     again.dir = Some(dir.to_path_buf());
@@ -400,14 +408,7 @@ fn run_grid(args: &SweepArgs) -> anyhow::Result<std::process::ExitCode> {
     if let Some(f) = &args.filter {
         points = filter_points(points, f)?;
     }
-    let devices = args
-        .devices
-        .iter()
-        .map(|d| visible_devices(d).map(|v| (d.trim().to_string(), v)))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    if !devices.is_empty() && args.backend != "local" {
-        bail!("--devices is for --backend local (with Slurm, ask for GPUs with --slurm-args=\"--gres=gpu:1\")");
-    }
+    check_backend(args)?;
     let fixed = crate::cli::parse_sets(&args.set).map_err(|e| anyhow!(e))?;
     let script = checked_script(script, &fixed, points.first())?;
     let stage_by: Vec<String> = args.stage_by.iter().flat_map(|s| s.split(',')).map(|s| s.trim().to_string()).collect();
@@ -441,12 +442,51 @@ fn run_grid(args: &SweepArgs) -> anyhow::Result<std::process::ExitCode> {
         &dir.join("sweep.json"),
         serde_json::to_string_pretty(&record)?.as_bytes(),
     )?;
+    run_recorded(args, dir)
+}
+
+/// The backend options, checked before anything is written: the devices' names, and the Slurm options
+/// given only with Slurm.
+fn check_backend(args: &SweepArgs) -> anyhow::Result<Vec<(String, String)>> {
+    let devices = args
+        .devices
+        .iter()
+        .map(|d| visible_devices(d).map(|v| (d.trim().to_string(), v)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if !devices.is_empty() && args.backend != "local" {
+        bail!("--devices is for --backend local (with Slurm, ask for GPUs with --slurm-args=\"--gres=gpu:1\")");
+    }
+    if args.backend != "slurm" && (args.dry_run || args.slurm_args.is_some()) {
+        bail!("--dry-run and --slurm-args are for --backend slurm");
+    }
+    Ok(devices)
+}
+
+/// A sweep whose points each run a vidtune command rather than a script: `command`'s arguments with
+/// `{out}` replaced by the point's folder and `{NAME}` by its parameter NAME. Recorded in `dir` and run
+/// with `args`' backend options (`vidtune eval` spreads its videos over workers or a Slurm array this way).
+pub fn run_command(
+    dir: &Path,
+    command: &[String],
+    points: &[Point],
+    args: &SweepArgs,
+) -> anyhow::Result<std::process::ExitCode> {
+    check_backend(args)?;
+    std::fs::create_dir_all(dir.join("points")).with_context(|| dir.display().to_string())?;
+    let record = serde_json::json!({"command": command, "set": [], "axes": [], "points": points_json(points)});
+    vidtune_runtime::fsutil::write_bytes_atomic(
+        &dir.join("sweep.json"),
+        serde_json::to_string_pretty(&record)?.as_bytes(),
+    )?;
+    run_recorded(args, dir)
+}
+
+/// Runs the sweep recorded in `dir` with `args`' backend: the points not done.
+fn run_recorded(args: &SweepArgs, dir: &Path) -> anyhow::Result<std::process::ExitCode> {
+    let devices = check_backend(args)?;
     let sweep = read_sweep(dir)?;
     if args.backend == "slurm" {
         return run_slurm(args, dir, &sweep);
-    }
-    if args.dry_run || args.slurm_args.is_some() {
-        bail!("--dry-run and --slurm-args are for --backend slurm");
     }
     let not_done = |list: &[Point]| list.iter().filter(|p| read_state(dir, p).status != "done").count();
     let jobs = if devices.is_empty() { args.jobs.unwrap_or(1).max(1) } else { devices.len() };
@@ -587,15 +627,25 @@ fn start_point(
             record["script"].as_str().unwrap_or("?")
         );
     }
-    let script = if point.stage { &record["stage"]["script"] } else { &record["script"] }
-        .as_str()
-        .ok_or_else(|| anyhow!("{}: no script", dir.display()))?
-        .to_string();
     let exe = std::env::current_exe().context("finding this program to run points")?;
     let out = point.folder(dir);
     std::fs::create_dir_all(&out).with_context(|| out.display().to_string())?;
     let log = std::fs::File::create(out.join("log.txt")).with_context(|| out.display().to_string())?;
     let mut cmd = std::process::Command::new(&exe);
+    if let Some(command) = record["command"].as_array() {
+        for arg in command.iter().filter_map(|a| a.as_str()) {
+            let mut arg = arg.replace("{out}", &out.display().to_string());
+            for (k, v) in &point.params {
+                arg = arg.replace(&format!("{{{k}}}"), v);
+            }
+            cmd.arg(arg);
+        }
+        return spawn_point(dir, point, cmd, log, threads, slurm_task, device);
+    }
+    let script = if point.stage { &record["stage"]["script"] } else { &record["script"] }
+        .as_str()
+        .ok_or_else(|| anyhow!("{}: no script", dir.display()))?
+        .to_string();
     cmd.arg("run").arg(&script).arg("--out").arg(&out);
     let declared = if point.stage {
         Some(crate::cli::declared_params(&vidtune_runtime::fsutil::read_text(Path::new(&script), "stage script")?).0)
@@ -611,6 +661,19 @@ fn start_point(
     for (k, v) in &point.params {
         cmd.arg("--set").arg(format!("{k}={v}"));
     }
+    spawn_point(dir, point, cmd, log, threads, slurm_task, device)
+}
+
+/// Starts a point's command, its output in `log`, and records it as running.
+fn spawn_point(
+    dir: &Path,
+    point: &Point,
+    mut cmd: std::process::Command,
+    log: std::fs::File,
+    threads: Option<usize>,
+    slurm_task: Option<String>,
+    device: Option<&(String, String)>,
+) -> anyhow::Result<std::process::Child> {
     if let Some(t) = threads {
         cmd.env("VIDTUNE_THREADS", t.to_string());
     }

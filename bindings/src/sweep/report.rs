@@ -155,7 +155,16 @@ pub(super) fn status(dir: &Path) -> anyhow::Result<()> {
     println!(
         "{} points of {}: {}",
         sweep.points.len(),
-        sweep.record["script"].as_str().unwrap_or("?"),
+        sweep.record["script"].as_str().map(String::from).unwrap_or_else(|| format!(
+            "vidtune {}",
+            sweep.record["command"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|a| a.as_str())
+                .collect::<Vec<_>>()
+                .join(" ")
+        )),
         counts(dir, &sweep)
     );
     Ok(())
