@@ -142,6 +142,16 @@ impl DiskCache {
             return None;
         }
         let recorded = std::fs::read_to_string(&sum).ok();
+        // An entry without its checksum is being stored by another process ([`DiskCache::put`] writes the
+        // checksum after the entry): a miss, left alone unless it has been so for long (a crash between).
+        let young = || {
+            std::fs::metadata(&path)
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().map_or(true, |age| age < std::time::Duration::from_secs(600)))
+        };
+        if recorded.is_none() && young() {
+            return None;
+        }
         match (recorded, sha256_file(&path)) {
             (Some(r), Ok(actual)) if r.trim() == actual => {
                 if let Ok(f) = std::fs::File::options().append(true).open(&path) {
@@ -155,6 +165,40 @@ impl DiskCache {
                 let _ = std::fs::remove_file(&sum);
                 None
             }
+        }
+    }
+
+    /// Stores the entry `key.ext` that `write` writes (given a private file beside it), keeping the first
+    /// one stored: the file is published under the entry's name with a hard link, which is atomic and
+    /// fails when the name exists, on local disks and NFS alike, with no lock. When another process (on
+    /// this node or another sharing the folder) stored the entry first, theirs stays and this file is
+    /// dropped; the next lookup is a hit on theirs. The publisher then writes the checksum, and eviction
+    /// runs.
+    pub fn put(&self, key: &str, ext: &str, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+        if !self.enabled() || self.get(key, ext).is_some() {
+            return Ok(());
+        }
+        std::fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
+        let path = self.path(key, ext);
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        // Hidden, and not an entry's name: never listed, evicted or verified as one.
+        let part = self.dir.join(format!(".{key}.{}-{nanos}.part.{ext}", std::process::id()));
+        if let Err(e) = write(&part) {
+            let _ = std::fs::remove_file(&part);
+            return Err(e);
+        }
+        let published = match std::fs::hard_link(&part, &path) {
+            Ok(()) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+            // A filesystem without hard links: a rename, unless the entry appeared meanwhile.
+            Err(_) if path.exists() => false,
+            Err(_) => std::fs::rename(&part, &path).map(|_| true).map_err(|e| Error::io(&path, e))?,
+        };
+        let _ = std::fs::remove_file(&part);
+        if published {
+            self.commit(&path)
+        } else {
+            Ok(())
         }
     }
 
@@ -306,6 +350,38 @@ mod tests {
         assert!(!cache.path(&c, "bin").exists());
         assert_eq!(cache.clear().unwrap(), 1);
         assert!(dir.path().join("notes.txt").exists(), "a file the memo did not write is never removed");
+    }
+
+    #[test]
+    fn the_first_stored_entry_is_kept_and_one_being_stored_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = DiskCache { dir: dir.path().to_path_buf(), max_bytes: 1000 };
+        let key = "f".repeat(32);
+        let write = |bytes: u8| move |p: &Path| std::fs::write(p, [bytes; 10]).map_err(|e| Error::io(p, e));
+        cache.put(&key, "bin", write(1)).unwrap();
+        // A second writer (another worker that computed the same entry, its floats summed otherwise)
+        // keeps the first's bytes, which still verify.
+        cache.put(&key, "bin", write(2)).unwrap();
+        let path = cache.get(&key, "bin").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), [1u8; 10]);
+        // While the first publisher has not written the checksum yet, a lookup misses, and a second
+        // writer's publication fails on the existing name: the entry stays as it is.
+        std::fs::remove_file(checksum_path(&path)).unwrap();
+        assert!(cache.get(&key, "bin").is_none(), "without its checksum yet: a miss");
+        cache.put(&key, "bin", write(3)).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), [1u8; 10]);
+        assert!(path.exists(), "an entry being stored is not deleted");
+        std::fs::write(checksum_path(&path), sha256_file(&path).unwrap()).unwrap();
+        assert!(cache.get(&key, "bin").is_some(), "its checksum written: a hit");
+        // No temporaries are left.
+        let names: Vec<String> =
+            std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
+        assert!(names.iter().all(|n| !n.contains(".part.")), "{names:?}");
+        // One left without a checksum for long (a crash in between) is dropped.
+        std::fs::remove_file(checksum_path(&path)).unwrap();
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        std::fs::File::options().append(true).open(&path).unwrap().set_modified(old).unwrap();
+        assert!(cache.get(&key, "bin").is_none() && !path.exists());
     }
 
     #[test]

@@ -235,11 +235,8 @@ pub fn tune_clips_cached(
     let mut out = done(tuned.clone(), Source::Computed, &key, start);
     if !interrupted {
         MEMO.with(|m| m.tuned.insert(&key, tuned.clone()));
-        out.store_warning = store("tune", |disk| {
-            let path = disk.path(&key, "vidtune.safetensors");
-            save_tuned(&tuned, &path)?;
-            disk.commit(&path)
-        });
+        out.store_warning =
+            store("tune", |disk| disk.put(&key, "vidtune.safetensors", |path| save_tuned(&tuned, path).map(|_| ())));
     }
     Ok(out)
 }
@@ -286,15 +283,13 @@ pub fn invert_cached(
     MEMO.with(|m| m.latents.insert(&key, l.clone()));
     let mut out = done(l.clone(), Source::Computed, &key, start);
     out.store_warning = store("invert", |disk| {
-        let path = disk.path(&key, "latents.safetensors");
         let meta = HashMap::from([("fps".to_string(), l.fps.to_string()), ("steps".to_string(), l.steps.to_string())]);
         let mut tensors =
             vec![("latents".to_string(), l.latents.shallow_clone()), ("source".to_string(), l.source.shallow_clone())];
         if let Some(tr) = &l.trajectory {
             tensors.push(("trajectory".to_string(), Tensor::stack(tr, 0)));
         }
-        safetensors_io::write(&path, &tensors, meta)?;
-        disk.commit(&path)
+        disk.put(&key, "latents.safetensors", |path| safetensors_io::write(path, &tensors, meta))
     });
     Ok(out)
 }
@@ -334,11 +329,11 @@ pub fn sample_cached(
     MEMO.with(|m| m.videos.insert(&key, (video.clone(), seed)));
     let mut out = done((video.clone(), seed), Source::Computed, &key, start);
     out.store_warning = store("sample", |disk| {
-        let path = disk.path(&key, "video.safetensors");
         let meta =
             HashMap::from([("fps".to_string(), video.fps().to_string()), ("seed".to_string(), seed.to_string())]);
-        safetensors_io::write(&path, &[("frames".to_string(), video.frames().shallow_clone())], meta)?;
-        disk.commit(&path)
+        disk.put(&key, "video.safetensors", |path| {
+            safetensors_io::write(path, &[("frames".to_string(), video.frames().shallow_clone())], meta)
+        })
     });
     Ok(out)
 }
