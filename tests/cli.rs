@@ -465,13 +465,15 @@ fn a_sweep_point_that_panics_fails_alone_and_collect_tables_scores_and_a_sheet()
          save_video(c, \"clip.gif\");\n#{score: seed * 0.25, kind: \"circle\"}\n",
     )
     .unwrap();
-    let grid = ["sweep", "s.rhai", "--dir", "out", "--axis", "seed=1,2,3,4", "--where", "seed != 4", "--jobs", "2"];
+    let grid =
+        ["sweep", "s.rhai", "--dir", "out", "--axis", "seed=1,2,3,4", "--where", "seed != 4", "--devices", "cpu,cpu"];
     let out = vidtune(d).args(grid).env("VIDTUNE_FAILPOINTS", "tune-step").output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}{}", stdout(&out), stderr(&out));
     assert!(stdout(&out).contains("3 to run (0 done)"), "{}", stdout(&out));
     let point: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(d.join("out/points/seed=2/point.json")).unwrap()).unwrap();
     assert_eq!(point["status"], "failed");
+    assert_eq!(point["device"], "cpu", "{point}");
     assert!(point["error"].as_str().unwrap().contains("failpoint tune-step"), "{point}");
     assert!(!d.join("out/points/seed=4").exists(), "--where leaves seed=4 out");
     let out = vidtune(d).args(["sweep", "collect", "out"]).output().unwrap();

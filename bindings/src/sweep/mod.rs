@@ -796,6 +796,22 @@ mod tests {
     }
 
     #[test]
+    fn devices_become_visible_gpus_and_filters_keep_points() {
+        assert_eq!(visible_devices("cuda:1").unwrap(), "1");
+        assert_eq!(visible_devices("cuda").unwrap(), "0");
+        assert_eq!(visible_devices("cpu").unwrap(), "");
+        for bad in ["cuda:x", "tpu", "cuda:"] {
+            assert!(visible_devices(bad).unwrap_err().to_string().contains("expected cuda:N"), "{bad}");
+        }
+        let g = grid(&["seed=1,2,3".into(), "method=a,b".into()]).unwrap();
+        let kept = filter_points(g.clone(), "seed < 3 && method == \"b\" || seed == 3").unwrap();
+        let keys: Vec<&str> = kept.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, ["seed=1_method=b", "seed=2_method=b", "seed=3_method=a", "seed=3_method=b"]);
+        assert!(filter_points(g.clone(), "seed > 9").unwrap_err().to_string().contains("leaves no point"));
+        assert!(filter_points(g, "seeds > 1").unwrap_err().to_string().contains("seeds"));
+    }
+
+    #[test]
     fn a_runs_error_is_its_script_error_or_its_panic_without_the_backtrace() {
         let script = "note: random weights\nthread 'main' panicked at a.rs:1:2:\nboom\nstack backtrace:\n   0: f\n\
                       s.rhai:3:16: tune: internal error: boom\n3 | tune(m)\n  |   ^\n";
