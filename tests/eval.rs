@@ -192,3 +192,32 @@ fn eval_jobs_spreads_videos_as_a_sweep_that_resumes() {
     assert!(stdout(&out).contains("1 to run (1 done)"), "{}", stdout(&out));
     assert_eq!(cases("two"), cases("one"));
 }
+
+#[test]
+fn suite_cases_gives_a_script_the_cases_a_recipe_gets() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_script(
+        dir.path(),
+        "c.rhai",
+        r#"let cs = suite_cases("toy:test", #{types: ["colour", "object"], limit: 3});
+for c in cs { print(`case ${c.id} ${c.edit_type} ${c.video.len()} ${c.masks.len()} ${c.subject} ${c.edit}`); }
+let rows = sweep(#{item: cs, strength: [1]}, |p| #{frames: p.item.video.len()}, #{dir: "grid"});
+print(`rows ${rows.len()}`);
+try { suite_cases("toy:test", #{types: "shape"}); } catch (e) { print(`caught: ${e}`); }"#,
+        &[],
+    );
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}{}", stderr(&out));
+    let cases: Vec<&str> = text.lines().filter(|l| l.starts_with("case ")).collect();
+    assert_eq!(cases.len(), 3, "{text}");
+    assert!(cases[0].starts_with("case test/toy-00/colour colour 8 8 "), "{text}");
+    assert!(cases[1].starts_with("case test/toy-00/object object 8 8 "), "{text}");
+    assert!(text.contains("rows 3") && text.contains("caught: suite_cases: unknown edit type \"shape\""), "{text}");
+    // A case's point is named by its id.
+    assert!(dir
+        .path()
+        .join("grid/points")
+        .read_dir()
+        .unwrap()
+        .any(|e| { e.unwrap().file_name().to_string_lossy().starts_with("item=test~toy-00~colour") }));
+}

@@ -56,9 +56,17 @@ fn grid(axes: &Map) -> RhaiResult<Vec<Map>> {
     Ok(points)
 }
 
-/// A point's parameters as text, for its key and records.
+/// A point's parameters as text, for its key and records: a string as it is, a map with an `id` (a suite
+/// case) by its id, anything else as it prints.
 fn params_text(p: &Map) -> Vec<(String, String)> {
-    p.iter().map(|(k, v)| (k.to_string(), if v.is_string() { v.to_string() } else { describe(v) })).collect()
+    let text = |v: &Dynamic| {
+        if v.is_string() {
+            return v.to_string();
+        }
+        let id = v.read_lock::<Map>().and_then(|m| m.get("id").filter(|i| i.is_string()).map(|i| i.to_string()));
+        id.unwrap_or_else(|| describe(v))
+    };
+    p.iter().map(|(k, v)| (k.to_string(), text(v))).collect()
 }
 
 fn do_sweep(ctx: &NativeCallContext, host: &Host, axes: Map, f: FnPtr, opts: Opts) -> RhaiResult<Array> {
