@@ -80,6 +80,10 @@ pub struct EvalOptions {
     /// `vidtune sweep`
     #[arg(long, default_value = "local", value_parser = ["local", "slurm"])]
     pub backend: String,
+    /// Local workers, one per device, as for `vidtune sweep`: --devices cuda:0,cuda:1 runs a video on each
+    /// GPU at a time
+    #[arg(long, value_name = "DEV,…", value_delimiter = ',', conflicts_with = "jobs")]
+    pub devices: Vec<String>,
     /// Options passed to sbatch as they are, with --backend slurm (partition, gres, time)
     #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
     pub slurm_args: Option<String>,
@@ -237,7 +241,7 @@ pub fn evaluate(opts: &EvalOptions) -> anyhow::Result<Option<(Vec<Report>, PathB
     let suite = load_suite(&name, opts)?;
     let toy = suite.videos.iter().all(|v| v.truth.is_some());
     let jobs = opts.jobs.unwrap_or(1).max(1);
-    if opts.report.is_none() && (jobs > 1 || opts.backend == "slurm") {
+    if opts.report.is_none() && (jobs > 1 || opts.backend == "slurm" || !opts.devices.is_empty()) {
         let reports = run_on_sweep(opts, &suite, &recipes, &out, &sel)?;
         save_reports(&reports, &out)?;
         return Ok(Some((reports, out)));
@@ -370,7 +374,7 @@ fn run_on_sweep(
         stage: None,
         stage_by: vec![],
         filter: None,
-        devices: vec![],
+        devices: opts.devices.clone(),
         resume: None,
     };
     crate::sweep::run_command(&dir, &command, &points, &args)?;

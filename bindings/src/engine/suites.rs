@@ -119,6 +119,7 @@ fn do_eval(suite: &str, recipe: &str, opts: Opts) -> RhaiResult<Table> {
         jobs: opts.count("jobs")?,
         write_suite: None,
         backend: "local".into(),
+        devices: vec![],
         slurm_args: None,
         report: None,
     };
@@ -158,6 +159,7 @@ fn do_suite_cases(suite: &str, opts: Opts) -> RhaiResult<rhai::Array> {
         jobs: None,
         write_suite: None,
         backend: "local".into(),
+        devices: vec![],
         slurm_args: None,
         report: None,
     };
