@@ -140,3 +140,31 @@ fn random_option_maps_never_panic() {
     println!("{ok} succeeded, {refused} refused");
     assert!(ok > 20 && refused > 100, "{ok} calls succeeded and {refused} were refused: the maps are too tame");
 }
+
+#[test]
+fn null_text_inversion_is_an_option_of_invert_with_checked_ranges() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::env::set_var("VIDTUNE_CACHE", tmp.path().join("cache"));
+    vidtune_runtime::progress::set_mode(vidtune_runtime::progress::Mode::Silent);
+    let mut s = Session::new();
+    let _ = s
+        .eval(
+            r#"let model = inflate(load_sd("random:tiny"));
+           let clip = synthetic_clip(#{frames: 2, size: 16, seed: 1}).video;
+           let inv = invert(model, clip, #{steps: 2, prompt: "a circle", null_text: #{inner_steps: 2}});
+           let v = sample(model, "a circle", #{latents: inv, steps: 2, guidance: 7.5});"#,
+        )
+        .expect("null-text inversion and a sample from it");
+    for (opts, says) in [
+        ("#{lr: 2.0}", "invert null_text: lr must be in (0, 1], got 2"),
+        ("#{inner_steps: 0}", "invert null_text: inner_steps must be 1–100, got 0"),
+        ("#{guidance: 0.5}", "invert null_text: guidance must be 1–30, got 0.5"),
+        ("#{inner: 2}", "unknown option \"inner\"; allowed options: epsilon, guidance, inner_steps, lr"),
+        ("3", "null_text must be true or a map"),
+    ] {
+        let e = s.eval(&format!("invert(model, clip, #{{steps: 2, null_text: {opts}}})")).unwrap_err().to_string();
+        assert!(e.contains(says), "{opts}: {e}");
+    }
+    let e = s.eval("sample(model, \"a circle\", #{latents: inv, steps: 3, guidance: 7.5})").unwrap_err().to_string();
+    assert!(e.contains("steps"), "{e}");
+}

@@ -69,6 +69,7 @@ fn main() -> vidtune_runtime::Result<()> {
                 prompt: prompt.clone(),
                 masks: Some(clip.masks.clone()),
                 windows: Some(windows.clone()),
+                null_text: None,
             },
         )?;
         let o = SampleOptions {

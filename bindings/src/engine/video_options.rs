@@ -129,6 +129,14 @@ pub const INVERT_OPTIONS: &[OptDoc] = &[
         doc: "the subject's masks: needed by mask modules; the trajectory is kept for keep_background",
     },
     OptDoc { opt: None, name: "cache", takes: "true (default) | false", doc: "false: always recompute" },
+    OptDoc {
+        opt: None,
+        name: "null_text",
+        takes: "true | #{inner_steps: 1–100 (10), lr: (0, 1] (0.01), guidance: 1–30 (7.5), epsilon: ≥ 0 (1e-5)}",
+        doc: "null-text inversion (Mokady et al.): per-step null embeddings optimised so that guided sampling \
+              retraces the clip; `sample` uses them (with no negative prompt) — give the source description as \
+              `prompt`",
+    },
     super::live::PREVIEW_EVERY,
     super::live::ON_STEP,
     WINDOW,
@@ -498,4 +506,52 @@ pub(super) fn latents_option(opts: &Opts, model: &VideoModel) -> RhaiResult<Opti
         opts.func(),
         crate::values::describe(v)
     )))
+}
+
+/// The keys of `invert`'s `null_text` map.
+const NULL_TEXT_KEYS: &[OptDoc] = &[
+    OptDoc { opt: None, name: "inner_steps", takes: "integer 1–100 (default 10)", doc: "Adam steps per timestep" },
+    OptDoc { opt: None, name: "lr", takes: "number in (0, 1] (default 0.01)", doc: "Adam's first learning rate" },
+    OptDoc { opt: None, name: "guidance", takes: "number 1–30 (default 7.5)", doc: "the guidance to retrace at" },
+    OptDoc { opt: None, name: "epsilon", takes: "number ≥ 0 (default 1e-5)", doc: "the early-stop loss" },
+];
+
+/// `invert`'s `null_text` option: `true`, `false`, or a map of [`NULL_TEXT_KEYS`], each checked against
+/// its range.
+pub fn null_text_options(opts: &Opts) -> RhaiResult<Option<vidtune_runtime::pipelines::null_text::NullTextOptions>> {
+    use vidtune_runtime::pipelines::null_text::NullTextOptions;
+    let Some(v) = opts.get("null_text") else { return Ok(None) };
+    if let Ok(b) = v.as_bool() {
+        return Ok(b.then(NullTextOptions::default));
+    }
+    let map = v.clone().try_cast::<rhai::Map>().ok_or_else(|| {
+        script_error(format!(
+            "{}: null_text must be true or a map #{{inner_steps, lr, guidance, epsilon}}",
+            opts.func()
+        ))
+    })?;
+    let func = format!("{} null_text", opts.func());
+    let o = Opts::declared(&func, map, NULL_TEXT_KEYS)?;
+    let d = NullTextOptions::default();
+    let out = NullTextOptions {
+        inner_steps: o.count("inner_steps")?.unwrap_or(d.inner_steps),
+        lr: o.float("lr")?.unwrap_or(d.lr),
+        guidance: o.float("guidance")?.unwrap_or(d.guidance),
+        epsilon: o.float("epsilon")?.unwrap_or(d.epsilon),
+    };
+    let bad =
+        |what: &str, range: &str, got: String| Err(script_error(format!("{func}: {what} must be {range}, got {got}")));
+    if !(1..=100).contains(&out.inner_steps) {
+        return bad("inner_steps", "1–100", out.inner_steps.to_string());
+    }
+    if out.lr.is_nan() || out.lr <= 0.0 || out.lr > 1.0 {
+        return bad("lr", "in (0, 1]", out.lr.to_string());
+    }
+    if !(1.0..=30.0).contains(&out.guidance) {
+        return bad("guidance", "1–30", out.guidance.to_string());
+    }
+    if !out.epsilon.is_finite() || out.epsilon < 0.0 {
+        return bad("epsilon", "≥ 0", out.epsilon.to_string());
+    }
+    Ok(Some(out))
 }

@@ -5,6 +5,7 @@
 use super::codenoise::PromptSchedule;
 use super::common::Latents;
 use super::invert::{invert, InvertOptions};
+use super::null_text::NullText;
 use super::sample::{sample_prompts, FirstFrame, SampleOptions};
 use super::tune::{tune_clips, TuneClip, TuneOptions};
 use crate::cache::{CacheCounters, DiskCache, DiskUsage, KeyBuilder, MemoryCache};
@@ -67,7 +68,7 @@ pub fn invert_key(model: &VideoModel, clip: &Video, opts: &InvertOptions) -> Str
         .text(&model.identity)
         .text(&model.base.memo_identity())
         .video(clip)
-        .text(&format!("steps {} prompt {:?}", opts.steps, opts.prompt))
+        .text(&format!("steps {} prompt {:?} null_text {:?}", opts.steps, opts.prompt, opts.null_text))
         .text(&match &opts.windows {
             Some(w) => format!("windows {w:?}"),
             None => "whole clip".into(),
@@ -120,6 +121,13 @@ pub fn sample_key(
             }
             if let Some(clip) = &l.clip {
                 k = k.video(clip);
+            }
+            // Null-text embeddings change the sample (they stand for the empty negative prompt).
+            if let Some(nt) = l.null_text.as_ref().filter(|_| opts.negative.is_empty()) {
+                k = k.text("null-text");
+                for e in nt.embeddings.iter() {
+                    k = k.tensor(e);
+                }
             }
         }
     }
@@ -261,7 +269,6 @@ pub fn invert_cached(
         let meta = safetensors_io::read_metadata(&path).unwrap_or_default();
         if let Ok(mut t) = crate::weights::read_safetensors(&path) {
             if let (Some(latents), Some(source)) = (t.remove("latents"), t.remove("source")) {
-                bump(|c| c.disk_hits += 1);
                 let here = |x: Tensor| x.to_device(model.base.device).to_kind(model.kind());
                 let trajectory = t.remove("trajectory").map(|tr| Rc::new(tr.unbind(0).into_iter().map(here).collect()));
                 let l = Latents {
@@ -272,9 +279,20 @@ pub fn invert_cached(
                     steps: opts.steps,
                     prompt: opts.prompt.clone(),
                     fps: meta.get("fps").and_then(|f| f.parse().ok()).unwrap_or(clip.fps()),
+                    null_text: match (t.remove("null_text"), meta.get("null_text_guidance")) {
+                        (Some(e), Some(g)) => Some(std::rc::Rc::new(NullText {
+                            embeddings: std::rc::Rc::new(e.unbind(0).into_iter().map(here).collect()),
+                            guidance: g.parse().unwrap_or(7.5),
+                        })),
+                        _ => None,
+                    },
                 };
-                MEMO.with(|m| m.latents.insert(&key, l.clone()));
-                return Ok(done(l, Source::Disk, &key, start));
+                // (An entry that lacks the embeddings it was keyed for is recomputed.)
+                if opts.null_text.is_none() || l.null_text.is_some() {
+                    bump(|c| c.disk_hits += 1);
+                    MEMO.with(|m| m.latents.insert(&key, l.clone()));
+                    return Ok(done(l, Source::Disk, &key, start));
+                }
             }
         }
     }
@@ -283,11 +301,16 @@ pub fn invert_cached(
     MEMO.with(|m| m.latents.insert(&key, l.clone()));
     let mut out = done(l.clone(), Source::Computed, &key, start);
     out.store_warning = store("invert", |disk| {
-        let meta = HashMap::from([("fps".to_string(), l.fps.to_string()), ("steps".to_string(), l.steps.to_string())]);
+        let mut meta =
+            HashMap::from([("fps".to_string(), l.fps.to_string()), ("steps".to_string(), l.steps.to_string())]);
         let mut tensors =
             vec![("latents".to_string(), l.latents.shallow_clone()), ("source".to_string(), l.source.shallow_clone())];
         if let Some(tr) = &l.trajectory {
             tensors.push(("trajectory".to_string(), Tensor::stack(tr, 0)));
+        }
+        if let Some(nt) = &l.null_text {
+            tensors.push(("null_text".to_string(), Tensor::stack(&nt.embeddings, 0)));
+            meta.insert("null_text_guidance".to_string(), nt.guidance.to_string());
         }
         disk.put(&key, "latents.safetensors", |path| safetensors_io::write(path, &tensors, meta))
     });

@@ -41,6 +41,9 @@ pub struct Latents {
     pub steps: i64,
     pub prompt: String,
     pub fps: f64,
+    /// Null-text inversion's per-step unconditional embeddings (`invert(…, #{null_text})`): sampling
+    /// uses them in place of the negative prompt's.
+    pub null_text: Option<std::rc::Rc<super::null_text::NullText>>,
 }
 
 impl Clone for Latents {
@@ -53,6 +56,7 @@ impl Clone for Latents {
             steps: self.steps,
             prompt: self.prompt.clone(),
             fps: self.fps,
+            null_text: self.null_text.clone(),
         }
     }
 }
@@ -98,6 +102,7 @@ impl Latents {
             steps: 0,
             prompt: String::new(),
             fps,
+            null_text: None,
         })
     }
 }

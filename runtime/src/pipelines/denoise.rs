@@ -78,6 +78,8 @@ pub struct DenoiseSpec {
     pub guidance: f64,
     /// The unconditional (negative prompt) text `[1, L, D]` for guidance.
     pub uncond: Option<Tensor>,
+    /// One unconditional text per step of the schedule, in place of `uncond` (null-text inversion's).
+    pub uncond_steps: Option<std::rc::Rc<Vec<Tensor>>>,
     /// DDIM's η (down only); its noise comes from the loop's generator.
     pub eta: f64,
     /// Keep the latent after every step (and the start) as the trajectory.
@@ -102,6 +104,7 @@ impl DenoiseSpec {
             walk: Walk::Down,
             guidance: 1.0,
             uncond: None,
+            uncond_steps: None,
             eta: 0.0,
             record: false,
             skip: 0,
@@ -271,8 +274,19 @@ pub fn denoise(
     } else {
         "steps"
     });
+    if let Some(u) = spec.uncond_steps.as_ref().filter(|u| u.len() != n) {
+        return Err(crate::error::Error::Invalid(format!(
+            "{} null-text embeddings for a schedule of {n} steps: sample with the inversion's steps",
+            u.len()
+        )));
+    }
     for (i, &t) in all.iter().enumerate().take(end).skip(skip) {
         hooks.before(i, t, &mut x)?;
+        let step_cond = match (&spec.uncond_steps, cfg) {
+            (Some(u), true) => Some(cond.with_unconditional(&u[i])),
+            _ => None,
+        };
+        let batch_cond = step_cond.as_ref().unwrap_or(&batch_cond);
         let input = if cfg { Tensor::cat(&[&x, &x], 0) } else { x.shallow_clone() };
         let ts = Tensor::from(t).to_device(model.device());
         let eps = tch::no_grad(|| model.predict(&input, &ts, &batch_cond.at_step(t as f64, i, n)))?;

@@ -87,6 +87,7 @@ pub fn fuse(model: &VideoModel, prompt: &str, opts: &SampleOptions, f: &FuseOpti
         steps: opts.steps,
         prompt: prompt.to_string(),
         fps: opts.fps.unwrap_or(super::sample::DEFAULT_FPS),
+        null_text: None,
     };
     let rest = SampleOptions {
         seed: Some(seed),

@@ -8,6 +8,7 @@
 use super::codenoise::{WindowOptions, Windowed};
 use super::common::{check_masks, encode_video, ensure_frames_fit, to_video_latents};
 use super::denoise::{denoise, DenoiseSpec, NoHooks};
+use super::null_text::NullTextOptions;
 use super::Loop;
 use crate::error::Result;
 use crate::masks::Masks;
@@ -27,11 +28,20 @@ pub struct InvertOptions {
     pub masks: Option<Masks>,
     /// Co-denoised inversion of a long clip: the windows' predictions merged per frame at every step.
     pub windows: Option<WindowOptions>,
+    /// Null-text inversion after the DDIM inversion: per-step null embeddings that let guided sampling
+    /// retrace the clip ([`super::null_text`]).
+    pub null_text: Option<NullTextOptions>,
 }
 
 impl Default for InvertOptions {
     fn default() -> Self {
-        InvertOptions { steps: INVERT_STEPS.integer(), prompt: String::new(), masks: None, windows: None }
+        InvertOptions {
+            steps: INVERT_STEPS.integer(),
+            prompt: String::new(),
+            masks: None,
+            windows: None,
+            null_text: None,
+        }
     }
 }
 
@@ -50,6 +60,11 @@ pub fn invert(model: &VideoModel, clip: &Video, opts: &InvertOptions) -> Result<
     }
     if let Some(w) = &opts.windows {
         w.validate()?;
+        if opts.null_text.is_some() {
+            return Err(crate::error::Error::Invalid(
+                "invert: null_text optimises the whole clip's steps; it does not take windows".into(),
+            ));
+        }
     }
     let base = &model.base;
     let frames = opts.windows.as_ref().map_or(clip.len() as i64, |w| (w.window * w.batch).min(clip.len() as i64));
@@ -69,7 +84,7 @@ pub fn invert(model: &VideoModel, clip: &Video, opts: &InvertOptions) -> Result<
         }
     };
     crate::error::ensure_finite("the inverted latents (check the model's weights for NaN)", &out.latents)?;
-    Ok(Latents {
+    let mut inverted = Latents {
         latents: out.latents,
         source,
         trajectory: (!out.trajectory.is_empty()).then(|| Rc::new(out.trajectory)),
@@ -77,5 +92,11 @@ pub fn invert(model: &VideoModel, clip: &Video, opts: &InvertOptions) -> Result<
         steps: opts.steps,
         prompt: opts.prompt.clone(),
         fps: clip.fps(),
-    })
+        null_text: None,
+    };
+    if let Some(nt) = &opts.null_text {
+        let null = base.encode_prompt("")?;
+        inverted.null_text = Some(Rc::new(super::null_text::optimise(model, &inverted, &cond, &null, nt)?));
+    }
+    Ok(inverted)
 }

@@ -8,6 +8,7 @@ pub mod denoise;
 pub mod extend;
 pub mod fuse;
 pub mod invert;
+pub mod null_text;
 pub mod presets;
 pub mod record;
 pub mod sample;

@@ -106,6 +106,9 @@ impl InvertOptions {
             "prompt": self.prompt,
             "masks": self.masks.as_ref().map(masks_json),
             "windows": self.windows.as_ref().map(WindowOptions::to_json),
+            "null_text": self.null_text.as_ref().map(|n| json!({
+                "inner_steps": n.inner_steps, "lr": n.lr, "guidance": n.guidance, "epsilon": n.epsilon,
+            })),
         })
     }
 }

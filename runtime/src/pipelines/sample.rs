@@ -458,10 +458,14 @@ pub fn sample_schedule_latents(
         }
         _ => None,
     };
-    let spec = DenoiseSpec::down("sample", opts.steps, Loop::Sample)
+    let mut spec = DenoiseSpec::down("sample", opts.steps, Loop::Sample)
         .guided(opts.guidance, Some(base.encode_prompt(&opts.negative)?))
         .eta(opts.eta)
         .part((opts.steps - run) as usize, opts.until.map(|u| u as usize));
+    // Null-text inversion's embeddings stand for the empty negative prompt, step by step.
+    if let Some(nt) = latents.and_then(|l| l.null_text.as_ref()).filter(|_| opts.negative.is_empty()) {
+        spec.uncond_steps = Some(nt.embeddings.clone());
+    }
     let mut hooks = (first.map(HoldFirstFrame), keep);
     let out = match &opts.windows {
         None => denoise(model, x, &cond, &spec, Some(&mut noise), &mut hooks)?,
