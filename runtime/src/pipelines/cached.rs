@@ -68,11 +68,16 @@ pub fn invert_key(model: &VideoModel, clip: &Video, opts: &InvertOptions) -> Str
         .text(&model.identity)
         .text(&model.base.memo_identity())
         .video(clip)
-        .text(&format!("steps {} prompt {:?} null_text {:?}", opts.steps, opts.prompt, opts.null_text))
+        .text(&format!("steps {} prompt {:?}", opts.steps, opts.prompt))
         .text(&match &opts.windows {
             Some(w) => format!("windows {w:?}"),
             None => "whole clip".into(),
         });
+    // Without null-text the key is the one made before it existed, so memoised inversions stay valid.
+    let k = match &opts.null_text {
+        Some(nt) => k.text(&format!("null-text {nt:?}")),
+        None => k,
+    };
     match &opts.masks {
         Some(m) => k.text("masks").tensor(m.tensor()),
         None => k.text("no masks"),
