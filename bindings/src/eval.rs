@@ -407,16 +407,7 @@ fn run_on_sweep(
                     .filter(|(_, id)| p.params[1].1.split(',').any(|c| c == id.as_str()))
                     .map(|(c, id)| {
                         let e = &suite.videos[c.video].edits[c.edit];
-                        vidtune_runtime::eval::run::CaseResult {
-                            id: id.clone(),
-                            kind: e.kind,
-                            prompt: e.prompt.clone(),
-                            judgement: None,
-                            clip: None,
-                            pick: None,
-                            seconds: 0.0,
-                            error: Some(why.clone()),
-                        }
+                        vidtune_runtime::eval::run::CaseResult::new(id.clone(), e, Some(why.clone()))
                     })
                     .collect::<Vec<_>>();
                 reports

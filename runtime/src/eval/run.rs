@@ -42,6 +42,20 @@ pub struct CaseResult {
 }
 
 impl CaseResult {
+    /// A case not judged (yet): its id and edit, and the error if it failed.
+    pub fn new(id: String, edit: &super::Edit, error: Option<String>) -> CaseResult {
+        CaseResult {
+            id,
+            kind: edit.kind,
+            prompt: edit.prompt.clone(),
+            judgement: None,
+            clip: None,
+            pick: None,
+            seconds: 0.0,
+            error,
+        }
+    }
+
     pub fn to_json(&self) -> Value {
         let j = self.judgement.as_ref();
         json!({
@@ -263,16 +277,7 @@ pub fn run_suite(
         let input =
             CaseInput { id: id.clone(), video: v, edit: e, out: opts.out.join("work").join(&v.split).join(&v.name) };
         let start = Instant::now();
-        let mut result = CaseResult {
-            id: id.clone(),
-            kind: e.kind,
-            prompt: e.prompt.clone(),
-            judgement: None,
-            clip: None,
-            pick: None,
-            seconds: 0.0,
-            error: None,
-        };
+        let mut result = CaseResult::new(id.clone(), e, None);
         match run_case(&input, opts, recipe) {
             Ok((judgement, clip, pick)) => {
                 result.judgement = judgement;
