@@ -305,6 +305,18 @@ struct Sweep {
 }
 
 impl Sweep {
+    /// Refuses a sweep a script's `sweep()` ran in its own session: only that script runs its points.
+    fn runnable_here(&self, dir: &Path) -> anyhow::Result<()> {
+        if self.record["in_script"].as_bool() == Some(true) {
+            bail!(
+                "{}: this sweep was run by the script {} (its sweep() function); run that script again",
+                dir.display(),
+                self.record["script"].as_str().unwrap_or("?")
+            );
+        }
+        Ok(())
+    }
+
     /// The stage point `point` needs, if the sweep has a stage.
     fn stage_of(&self, point: &Point) -> Option<&Point> {
         let key = point.stage_key(&self.stage_by);
@@ -363,14 +375,8 @@ pub fn run(args: &SweepArgs) -> anyhow::Result<std::process::ExitCode> {
 /// `--resume DIR`: the recorded sweep, given again with this run's backend options.
 fn resume(args: &SweepArgs, dir: &Path) -> anyhow::Result<std::process::ExitCode> {
     let sweep = read_sweep(dir)?;
+    sweep.runnable_here(dir)?;
     let r = &sweep.record;
-    if r["in_script"].as_bool() == Some(true) {
-        bail!(
-            "{}: this sweep was run by the script {} (its sweep() function); run that script again",
-            dir.display(),
-            r["script"].as_str().unwrap_or("?")
-        );
-    }
     let strings = |v: &serde_json::Value| -> Vec<String> {
         v.as_array().into_iter().flatten().filter_map(|s| s.as_str().map(String::from)).collect()
     };

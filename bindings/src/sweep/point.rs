@@ -101,14 +101,8 @@ fn start_point(
     device: Option<&(String, String)>,
 ) -> anyhow::Result<std::process::Child> {
     let sweep = read_sweep(dir)?;
+    sweep.runnable_here(dir)?;
     let record = &sweep.record;
-    if record["in_script"].as_bool() == Some(true) {
-        bail!(
-            "{}: this sweep was run by the script {} (its sweep() function); run that script again",
-            dir.display(),
-            record["script"].as_str().unwrap_or("?")
-        );
-    }
     let exe = std::env::current_exe().context("finding this program to run points")?;
     let out = point.folder(dir);
     std::fs::create_dir_all(&out).with_context(|| out.display().to_string())?;
