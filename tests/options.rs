@@ -168,3 +168,58 @@ fn null_text_inversion_is_an_option_of_invert_with_checked_ranges() {
     let e = s.eval("sample(model, \"a circle\", #{latents: inv, steps: 3, guidance: 7.5})").unwrap_err().to_string();
     assert!(e.contains("steps"), "{e}");
 }
+
+#[test]
+fn attention_stores_and_fusion_are_options_with_checked_ranges() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::env::set_var("VIDTUNE_CACHE", tmp.path().join("cache"));
+    vidtune_runtime::progress::set_mode(vidtune_runtime::progress::Mode::Silent);
+    let mut s = Session::new();
+    let _ = s
+        .eval(
+            r#"let model = inflate(load_sd("random:tiny"));
+           let clip = synthetic_clip(#{frames: 2, size: 16, seed: 1});
+           let inv = invert(model, clip.video, #{steps: 2, prompt: "a circle", store: true});
+           let v = sample(model, "a square", #{latents: inv, steps: 2, guidance: 7.5,
+                                               fusion: #{blend_words: "circle", self_replace: [0.0, 1.0]}});
+           let w = sample(model, "a square", #{latents: inv, steps: 2, guidance: 7.5, masks: clip.masks,
+                                               fusion: #{blend_masks: true}});"#,
+        )
+        .expect("a store, and fusion by words and by masks");
+    for (opts, says) in [
+        ("#{cross_replace: 1.5}", "sample: fusion: cross_replace must be between 0 and 1"),
+        ("#{self_replace: [0.8, 0.2]}", "self_replace [0.8, 0.2] starts after it ends"),
+        ("#{self_replace: [0.8]}", "self_replace must be a number or [start, end]"),
+        ("#{blend_threshold: -1}", "blend_threshold must be between 0 and 1"),
+        ("#{blend_word: \"circle\"}", "unknown option \"blend_word\""),
+        ("#{blend_words: \"dog\"}", "blend word \"dog\" is not in the inversion's prompt \"a circle\""),
+        ("#{blend_masks: true}", "blend_masks blends inside the masks: pass #{masks: …}"),
+        ("3", "fusion must be true or a map"),
+    ] {
+        let e = s
+            .eval(&format!("sample(model, \"a square\", #{{latents: inv, steps: 2, guidance: 7.5, fusion: {opts}}})"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(says), "{opts}: {e}");
+    }
+    for (call, says) in [
+        ("sample(model, \"a square\", #{latents: inv, steps: 3, fusion: true})", "sample with steps: 2"),
+        ("sample(model, \"a square\", #{steps: 2, fusion: true})", "pass latents from invert(…, #{store: true})"),
+        ("invert(model, clip.video, #{steps: 2, store: #{resolutions: [3]}})", "resolution 3 is not a level"),
+        ("invert(model, clip.video, #{steps: 2, store: #{self: false, cross: false}})", "keeps nothing"),
+        ("invert(model, clip.video, #{steps: 2, store: #{sides: [2]}})", "unknown option \"sides\""),
+        ("invert(model, clip.video, #{steps: 2, store: true, window: 2})", "store keeps the maps of whole-clip calls"),
+        // 16 frames at 512² over 1000 steps, every level: refused before anything is allocated, with the figure.
+        (
+            "invert(model, synthetic_clip(#{frames: 16, size: 512, seed: 1}).video, #{steps: 1000, store: #{resolutions: [64, 32]}})",
+            "invert store: the attention maps of 16 frames over 1000 steps would need at least",
+        ),
+    ] {
+        let e = s.eval(call).unwrap_err().to_string();
+        assert!(e.contains(says), "{call}: {e}");
+    }
+    let help = s.eval("help(\"sample\")").unwrap().to_string();
+    assert!(help.contains("fusion") && help.contains("FateZero"), "{help}");
+    let help = s.eval("help(\"invert\")").unwrap().to_string();
+    assert!(help.contains("store"), "{help}");
+}

@@ -137,7 +137,8 @@ fn toy(action: ToyAction) -> anyhow::Result<()> {
     }
 }
 
-/// Parses `name=value`: integers, floats and booleans keep their type, anything else is a string.
+/// Parses `name=value`: integers, floats and booleans keep their type, a JSON array or object
+/// (`[[5, "changed"], [10, "none"]]`) becomes a Rhai array or map, anything else is a string.
 pub fn parse_set(item: &str) -> Result<(String, Dynamic), String> {
     let (name, value) = item.split_once('=').ok_or_else(|| format!("--set {item}: expected NAME=VALUE"))?;
     let name = name.trim();
@@ -151,6 +152,11 @@ pub fn parse_set(item: &str) -> Result<(String, Dynamic), String> {
         Dynamic::from(f)
     } else if let Ok(b) = value.parse::<bool>() {
         Dynamic::from(b)
+    } else if let Some(json) = (value.starts_with('[') || value.starts_with('{'))
+        .then(|| serde_json::from_str::<serde_json::Value>(value).ok())
+        .flatten()
+    {
+        json_to_dynamic(&json)
     } else {
         let unquoted = value.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(value);
         Dynamic::from(unquoted.to_string())
@@ -455,6 +461,12 @@ mod tests {
         assert!(parse_set("lr=3e-5").unwrap().1.is_float());
         assert!(parse_set("half=true").unwrap().1.is_bool());
         assert_eq!(parse_set("prompt=\"a red car\"").unwrap().1.to_string(), "a red car");
+        let c = parse_set("candidates=[[5, \"changed\"], [7.5, \"none\"]]").unwrap().1.into_array().unwrap();
+        let first = c[0].clone().into_array().unwrap();
+        assert_eq!((first[0].as_int(), first[1].to_string().as_str()), (Ok(5), "changed"));
+        assert!(c[1].clone().into_array().unwrap()[0].is_float());
+        assert_eq!(parse_set("m={\"a\": 1}").unwrap().1.cast::<rhai::Map>()["a"].as_int(), Ok(1));
+        assert_eq!(parse_set("p=[not json").unwrap().1.to_string(), "[not json");
         assert!(parse_set("nonsense").is_err());
         assert!(parse_set("a b=1").is_err());
     }

@@ -10,6 +10,7 @@ pub mod codenoise;
 pub mod conv;
 pub mod edges;
 pub mod error;
+pub mod fusion;
 pub mod image;
 pub mod masks;
 pub mod metrics;

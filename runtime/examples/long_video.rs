@@ -69,7 +69,7 @@ fn main() -> vidtune_runtime::Result<()> {
                 prompt: prompt.clone(),
                 masks: Some(clip.masks.clone()),
                 windows: Some(windows.clone()),
-                null_text: None,
+                ..Default::default()
             },
         )?;
         let o = SampleOptions {

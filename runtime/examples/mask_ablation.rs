@@ -211,11 +211,8 @@ fn edit(
         &opts,
     )?;
     let prompt_inv = if row.invert_prompt { clip.caption.clone() } else { String::new() };
-    let inv = invert(
-        &tuned,
-        &clip.video,
-        &InvertOptions { steps: 20, masks: m, prompt: prompt_inv, windows: None, null_text: None },
-    )?;
+    let inv =
+        invert(&tuned, &clip.video, &InvertOptions { steps: 20, masks: m, prompt: prompt_inv, ..Default::default() })?;
     let subject = format!("{to} {}", clip.spec.shape.map(|s| s.name()).unwrap_or("circle"));
     let o = (row.sample)(masks, &subject, &clip.caption);
     Ok(sample(&tuned, prompt, Some(&inv), &o)?.0)

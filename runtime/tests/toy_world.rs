@@ -313,7 +313,7 @@ fn co_denoising_a_long_held_out_clip_leaves_no_seams_where_independent_windows_d
             prompt: clip.caption.clone(),
             masks: masks.clone(),
             windows: windows.clone(),
-            null_text: None,
+            ..Default::default()
         };
         let inv = invert(&tuned, &clip.video, &io).unwrap();
         let o = SampleOptions {
@@ -442,4 +442,67 @@ fn null_text_inversion_retraces_the_clip_under_guidance() {
             assert!((got - want).abs() < 1e-9, "memoised sample {got:.3} dB, computed {want:.3} dB");
         }
     }
+}
+
+/// Attention fusion (FateZero): the inversion stores the maps of the levels it should (every level but the
+/// largest, half precision, per head, rows of probabilities); fusion that replaces nothing, or whose blend
+/// mask covers every frame, is the plain sample (the explicit attention path equals the fused kernel); the
+/// source's self-attention in place of the edit's changes the sample. (What fusion does to edits is
+/// measured by `vidtune eval`: README, "Evaluating edits".)
+#[test]
+fn attention_fusion_reads_the_maps_the_inversion_stored() {
+    use vidtune_runtime::models::attention_processor::Site;
+    use vidtune_runtime::pipelines::fusion::{FusionOptions, StoreOptions};
+    use vidtune_runtime::pipelines::invert::{invert, InvertOptions};
+    use vidtune_runtime::pipelines::sample::{sample, SampleOptions};
+    let _serial = serial();
+    let model = vidtune_runtime::video::inflate(toy_sd(), &tav(), 0).unwrap();
+    let held = vidtune_runtime::toy::world::held_out_combinations();
+    let (shape, color, motion) = held[held.len() / 2];
+    let clip = held_out_clip_of(shape, color, motion, "purple", 4).unwrap();
+    let steps = 10;
+    let o = InvertOptions {
+        steps,
+        prompt: clip.caption.clone(),
+        store: Some(StoreOptions::default()),
+        ..Default::default()
+    };
+    let inv = invert(&model, &clip.video, &o).unwrap();
+    let store = inv.store.clone().unwrap();
+    // The toy UNet runs at 16² and 8²: the 8² level's attn1 and attn2 of down block 1, the mid block and
+    // the two transformers of up block 0, in call order, for each of the 10 steps.
+    assert_eq!((store.steps.len(), store.layers()), (10, 8));
+    let sites: Vec<Site> = store.steps[0].iter().map(|m| m.site).collect();
+    assert_eq!(sites, [Site::SelfAttn, Site::Cross].repeat(4));
+    for m in store.steps.iter().flatten() {
+        let keys = if m.site == Site::Cross { 77 } else { 2 * 64 };
+        assert_eq!(m.probs.size(), [4, 8, 64, keys]);
+        assert_eq!(m.probs.kind(), tch::Kind::Half);
+        let sums = m.probs.to_kind(tch::Kind::Float).sum_dim_intlist(-1, false, tch::Kind::Float);
+        assert!((sums - 1.0).abs().max().double_value(&[]) < 2e-2);
+    }
+    let edit = clip.caption.replacen(color, if color == "red" { "blue" } else { "red" }, 1);
+    let at = |fusion: Option<FusionOptions>, masks: Option<vidtune_runtime::Masks>| SampleOptions {
+        steps,
+        guidance: 7.5,
+        seed: Some(1),
+        fusion,
+        masks,
+        ..Default::default()
+    };
+    let run = |o: &SampleOptions| sample(&model, &edit, Some(&inv), o).unwrap().0;
+    let plain = run(&at(None, None));
+    let gap = |v: &vidtune_runtime::Video| (plain.frames() - v.frames()).abs().max().double_value(&[]);
+    let off = FusionOptions { cross_replace: 0.0, self_replace: (0.0, 0.0), ..Default::default() };
+    assert!(gap(&run(&at(Some(off), None))) < 1e-3, "fusion that replaces nothing moved a pixel");
+    let everywhere = clip.masks.union(&clip.masks.invert().unwrap()).unwrap();
+    let own = FusionOptions { cross_replace: 0.0, self_replace: (0.0, 1.0), blend_masks: true, ..Default::default() };
+    assert!(gap(&run(&at(Some(own.clone()), Some(everywhere)))) < 1e-3, "a blend mask over everything moved a pixel");
+    let source = FusionOptions { blend_masks: false, ..own };
+    assert!(gap(&run(&at(Some(source), None))) > 0.05, "the source's self-attention changed nothing");
+    // Fusion checks what it reads: the inversion's steps.
+    let e = sample(&model, &edit, Some(&inv), &SampleOptions { steps: 20, ..at(Some(FusionOptions::default()), None) })
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("sample with steps: 10"), "{e}");
 }

@@ -6,8 +6,8 @@ use super::call::{note_call, report_memo, run_sample, video_model, SampleCall};
 use super::live::Live;
 use super::state::Host;
 use super::video_options::{
-    check_sample_preset, latents_option, null_text_options, sample_options, tune_options, video_spec, window_options,
-    INFLATE_OPTIONS, INVERT_OPTIONS, SAMPLE_OPTIONS, TUNE_OPTIONS,
+    check_sample_preset, latents_option, null_text_options, sample_options, store_options, tune_options, video_spec,
+    window_options, INFLATE_OPTIONS, INVERT_OPTIONS, SAMPLE_OPTIONS, TUNE_OPTIONS,
 };
 use crate::docs::{FnDoc, NO_OPTIONS};
 use crate::guard::Registrar;
@@ -99,6 +99,7 @@ fn do_invert(
         masks: opts.custom::<Masks>("masks", "Masks")?,
         windows: window_options(&opts, None)?,
         null_text: null_text_options(&opts)?,
+        store: store_options(&opts)?,
     };
     let live = Live::from(&opts)?;
     let use_cache = opts.bool("cache")?.unwrap_or(true) && !live.active();

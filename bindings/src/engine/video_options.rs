@@ -137,6 +137,13 @@ pub const INVERT_OPTIONS: &[OptDoc] = &[
               retraces the clip; `sample` uses them (with no negative prompt) — give the source description as \
               `prompt`",
     },
+    OptDoc {
+        opt: None,
+        name: "store",
+        takes: "true | #{self: true, cross: true, resolutions: [sides] (default: every level but the largest)}",
+        doc: "keep the inversion's attention maps (half precision, on the CPU; refused when they would not fit) \
+              for sample's fusion (FateZero) — give the source description as `prompt`",
+    },
     super::live::PREVIEW_EVERY,
     super::live::ON_STEP,
     WINDOW,
@@ -224,7 +231,20 @@ macro_rules! sample_options {
 }
 
 /// `sample`'s options.
-pub const SAMPLE_OPTIONS: &[OptDoc] = sample_options!();
+pub const SAMPLE_OPTIONS: &[OptDoc] = sample_options!(FUSION);
+
+/// `sample`'s `fusion` option.
+const FUSION: OptDoc = OptDoc {
+    opt: None,
+    name: "fusion",
+    takes:
+        "true | #{cross_replace: 0–1 (0.8), self_replace: 0–1 | [start, end] (0.6), blend_words: string | [strings], \
+            blend_threshold: 0–1 (0.3), blend_masks: bool}",
+    doc: "attention fusion (FateZero) with the maps of latents from invert(…, #{store: true}): for the first \
+          cross_replace of the steps the source's cross-attention (mapped word for word, or aligned when the word \
+          counts differ), for the self_replace window the source's self-attention outside the blend mask (from \
+          the source words blend_words, or the masks) and the edit's inside",
+};
 
 const WINDOW: OptDoc = OptDoc {
     opt: None,
@@ -419,6 +439,7 @@ pub(super) fn sample_options(opts: &Opts, window: Option<i64>) -> RhaiResult<Sam
         },
         until: None,
         controls: super::control::controls(opts)?,
+        fusion: fusion_options(opts)?,
     })
 }
 
@@ -553,5 +574,134 @@ pub fn null_text_options(opts: &Opts) -> RhaiResult<Option<vidtune_runtime::pipe
     if !out.epsilon.is_finite() || out.epsilon < 0.0 {
         return bad("epsilon", "≥ 0", out.epsilon.to_string());
     }
+    Ok(Some(out))
+}
+
+/// The keys of `invert`'s `store` map.
+const STORE_KEYS: &[OptDoc] = &[
+    OptDoc { opt: None, name: "self", takes: "bool (default true)", doc: "keep the self-attention (attn1) maps" },
+    OptDoc { opt: None, name: "cross", takes: "bool (default true)", doc: "keep the cross-attention (attn2) maps" },
+    OptDoc {
+        opt: None,
+        name: "resolutions",
+        takes: "[integers] (default: every level but the largest)",
+        doc: "the latent sides whose layers are kept (at 512²: 64, 32, 16, 8)",
+    },
+];
+
+/// `invert`'s `store` option: `true`, `false` or a map of [`STORE_KEYS`].
+pub fn store_options(opts: &Opts) -> RhaiResult<Option<vidtune_runtime::pipelines::fusion::StoreOptions>> {
+    use vidtune_runtime::pipelines::fusion::StoreOptions;
+    let Some(v) = opts.get("store") else { return Ok(None) };
+    if let Ok(b) = v.as_bool() {
+        return Ok(b.then(StoreOptions::default));
+    }
+    let map = v.clone().try_cast::<rhai::Map>().ok_or_else(|| {
+        script_error(format!("{}: store must be true or a map #{{self, cross, resolutions}}", opts.func()))
+    })?;
+    let func = format!("{} store", opts.func());
+    let o = Opts::declared(&func, map, STORE_KEYS)?;
+    let resolutions = match o.get("resolutions") {
+        None => None,
+        Some(v) => {
+            let sides: Vec<i64> = one_or_many(&func, "resolutions", "an integer", v)?;
+            if let Some(bad) = sides.iter().find(|&&s| s < 1) {
+                return Err(script_error(format!("{func}: resolutions must be positive sides, got {bad}")));
+            }
+            Some(sides)
+        }
+    };
+    Ok(Some(StoreOptions {
+        self_attn: o.bool("self")?.unwrap_or(true),
+        cross: o.bool("cross")?.unwrap_or(true),
+        resolutions,
+    }))
+}
+
+/// The keys of `sample`'s `fusion` map.
+const FUSION_KEYS: &[OptDoc] = &[
+    OptDoc {
+        opt: None,
+        name: "cross_replace",
+        takes: "number 0–1 (default 0.8)",
+        doc: "the share of the steps, from the first, that use the source's cross-attention",
+    },
+    OptDoc {
+        opt: None,
+        name: "self_replace",
+        takes: "number 0–1 | [start, end] (default 0.6)",
+        doc: "the steps (shares) whose self-attention is the source's outside the blend mask",
+    },
+    OptDoc {
+        opt: None,
+        name: "blend_words",
+        takes: "string | [strings]",
+        doc: "words of the source prompt whose cross-attention marks where the edit keeps its own self-attention",
+    },
+    OptDoc {
+        opt: None,
+        name: "blend_threshold",
+        takes: "number 0–1 (default 0.3)",
+        doc: "the blend mask: where the words' attention is above this share of each frame's maximum",
+    },
+    OptDoc {
+        opt: None,
+        name: "blend_masks",
+        takes: "bool (default false)",
+        doc: "the blend mask from the sample's masks instead of words",
+    },
+];
+
+/// `sample`'s `fusion` option: `true`, `false` or a map of [`FUSION_KEYS`], checked against their ranges.
+pub fn fusion_options(opts: &Opts) -> RhaiResult<Option<vidtune_runtime::pipelines::fusion::FusionOptions>> {
+    use vidtune_runtime::pipelines::fusion::FusionOptions;
+    let Some(v) = opts.get("fusion") else { return Ok(None) };
+    if let Ok(b) = v.as_bool() {
+        return Ok(b.then(FusionOptions::default));
+    }
+    let map = v.clone().try_cast::<rhai::Map>().ok_or_else(|| {
+        script_error(format!(
+            "{}: fusion must be true or a map #{{cross_replace, self_replace, blend_words, blend_threshold, blend_masks}}",
+            opts.func()
+        ))
+    })?;
+    let func = format!("{} fusion", opts.func());
+    let o = Opts::declared(&func, map, FUSION_KEYS)?;
+    let d = FusionOptions::default();
+    let self_replace = match o.get("self_replace") {
+        None => d.self_replace,
+        Some(v) if v.is_array() => {
+            let w: Vec<f64> = v
+                .clone()
+                .into_array()
+                .unwrap_or_default()
+                .iter()
+                .map(|x| x.as_float().or_else(|_| x.as_int().map(|i| i as f64)))
+                .collect::<Result<_, _>>()
+                .map_err(|_| script_error(format!("{func}: self_replace must be a number or [start, end]")))?;
+            match w.as_slice() {
+                [a, b] => (*a, *b),
+                _ => return Err(script_error(format!("{func}: self_replace must be a number or [start, end]"))),
+            }
+        }
+        Some(_) => (0.0, o.float("self_replace")?.unwrap_or(d.self_replace.1)),
+    };
+    let blend_words = match o.get("blend_words") {
+        None => vec![],
+        Some(v) => one_or_many::<rhai::ImmutableString>(&func, "blend_words", "a string", v)?
+            .into_iter()
+            .map(|s| s.to_string())
+            .collect(),
+    };
+    let out = FusionOptions {
+        cross_replace: o.float("cross_replace")?.unwrap_or(d.cross_replace),
+        self_replace,
+        blend_words,
+        blend_threshold: o.float("blend_threshold")?.unwrap_or(d.blend_threshold),
+        blend_masks: o.bool("blend_masks")?.unwrap_or(false),
+    };
+    out.validate().map_err(|e| {
+        script_error(format!("{}: {}", opts.func(), e.to_string().replace("sample fusion: ", "fusion: ")))
+    })?;
     Ok(Some(out))
 }

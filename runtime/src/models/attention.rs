@@ -3,7 +3,7 @@
 //! and, in an inflated video UNet, the stages its video modules add: mask-guided attention after the
 //! cross-attention, temporal attention after the feed-forward (Tune-A-Video's block order).
 
-use super::attention_processor::{Attention, AttnContext};
+use super::attention_processor::{Attention, AttnContext, Site};
 use super::nn::{Builder, LayerNorm, Linear};
 use crate::error::Result;
 use std::rc::Rc;
@@ -92,9 +92,9 @@ impl BasicTransformerBlock {
         let BlockShape { dim, heads, dim_head, cross_dim, eps } = *shape;
         Ok(BasicTransformerBlock {
             norm1: LayerNorm::new(&b.sub("norm1"), dim, eps),
-            attn1: Attention::new(&b.sub("attn1"), dim, None, heads, dim_head, false),
+            attn1: Attention::new(&b.sub("attn1"), dim, None, heads, dim_head, false).at(Site::SelfAttn),
             norm2: LayerNorm::new(&b.sub("norm2"), dim, eps),
-            attn2: Attention::new(&b.sub("attn2"), dim, Some(cross_dim), heads, dim_head, false),
+            attn2: Attention::new(&b.sub("attn2"), dim, Some(cross_dim), heads, dim_head, false).at(Site::Cross),
             norm3: LayerNorm::new(&b.sub("norm3"), dim, eps),
             ff: FeedForward::new(&b.sub("ff"), dim, 4),
             stages: match stages {

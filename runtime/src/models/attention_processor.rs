@@ -12,7 +12,7 @@ use std::any::{Any, TypeId};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
-use tch::Tensor;
+use tch::{Kind, Tensor};
 use vidtune_kernels::attention::{self as katt, Backend};
 
 /// Per-call data of modules the image model does not know, one value per type: each module's hook puts
@@ -42,6 +42,35 @@ impl std::fmt::Debug for CallData {
         write!(f, "CallData({} values)", self.0.len())
     }
 }
+
+/// Which attention of a transformer block a layer is: only a block's `attn1` and `attn2` show their
+/// probabilities to a [`MapControl`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Site {
+    /// Self-attention of a frame (`attn1`, whatever keys its processor gathers).
+    SelfAttn,
+    /// Attention to the text (`attn2`).
+    Cross,
+    /// Any other attention (temporal stages, mask-guided stages, the VAE's).
+    Other,
+}
+
+/// A control over a call's attention probabilities, in the way of prompt-to-prompt's `AttentionControl`:
+/// attention stores record them, fusion rewrites them. It sees the probabilities `[N, heads, S, T]` (after
+/// the softmax) of every `attn1` and `attn2` it [wants](MapControl::wants), in call order, and returns the
+/// ones the layer then uses. The UNet's processors are untouched: a layer whose maps a control wants is
+/// computed explicitly (scores, softmax, the control, the product with the values) instead of by the fused
+/// kernel. It lives in the call's [`CallData`] as [`Maps`].
+pub trait MapControl: std::fmt::Debug {
+    /// Whether the maps of `site` at the spatial size `(h, w)` go through [`MapControl::edit`].
+    fn wants(&self, site: Site, spatial: (i64, i64)) -> bool;
+    /// The probabilities the layer uses in place of `probs`.
+    fn edit(&self, site: Site, spatial: (i64, i64), probs: Tensor) -> Result<Tensor>;
+}
+
+/// The call data entry of a [`MapControl`].
+#[derive(Debug, Clone)]
+pub struct Maps(pub Rc<dyn MapControl>);
 
 /// Data of one forward call that processors may use.
 #[derive(Debug, Clone)]
@@ -139,7 +168,7 @@ impl AttnProcessor for PlainAttention {
         ctx: &AttnContext,
     ) -> Result<Tensor> {
         let (k, v) = attn.key_value(hidden, context, ctx);
-        Ok(attn.attend(&attn.to_q.forward(hidden), &k, &v, None, ctx.backend))
+        attn.attend(&attn.to_q.forward(hidden), &k, &v, None, ctx)
     }
 }
 
@@ -153,6 +182,8 @@ pub struct Attention {
     /// The VAE's attention normalises its input (`group_norm`) and adds a residual.
     pub group_norm: Option<GroupNorm>,
     pub heads: i64,
+    /// Which attention of its block this is (a block's `attn1` and `attn2` are marked by the block).
+    pub site: Site,
     processor: RefCell<Box<dyn AttnProcessor>>,
 }
 
@@ -207,8 +238,15 @@ impl Attention {
             to_out: Linear::new(&b.sub("to_out").sub(0), inner, out_dim, true),
             group_norm: None,
             heads,
+            site: Site::Other,
             processor: RefCell::new(Box::new(PlainAttention)),
         }
+    }
+
+    /// The same attention marked as `site` of its block.
+    pub fn at(mut self, site: Site) -> Self {
+        self.site = site;
+        self
     }
 
     /// The VAE mid-block attention: one head, biases, a GroupNorm on its input, and a residual.
@@ -222,17 +260,54 @@ impl Attention {
         self.to_q.out_dim() / self.heads
     }
 
-    /// Multi-head attention of projected `q` `[N, Lq, inner]`, `k`, `v` `[N, Lk, inner]`, then `to_out`.
-    pub fn attend(&self, q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, backend: Backend) -> Tensor {
+    /// Multi-head attention of projected `q` `[N, Lq, inner]`, `k`, `v` `[N, Lk, inner]` (with an additive
+    /// score `mask`), then `to_out`. When the call holds a [`MapControl`] that wants this layer's maps, they
+    /// are computed explicitly and go through it.
+    pub fn attend(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        mask: Option<&Tensor>,
+        ctx: &AttnContext,
+    ) -> Result<Tensor> {
         let (q, k, v) =
             (katt::split_heads(q, self.heads), katt::split_heads(k, self.heads), katt::split_heads(v, self.heads));
         let (qs, ks) = (q.size(), k.size());
         let (lq, d, lk) = (qs[qs.len() - 2], qs[qs.len() - 1], ks[ks.len() - 2]);
         crate::flops::add(crate::flops::attention(q.numel() as i64 / (lq * d).max(1), lq, lk, d));
-        let out = crate::flops::timed(crate::flops::Work::Attention, || {
-            katt::attention(&q.contiguous(), &k.contiguous(), &v.contiguous(), mask, false, None, backend)
-        });
-        self.to_out.forward(&katt::merge_heads(&out))
+        let out = match self.control(ctx) {
+            Some((control, spatial)) => {
+                let mut scores = q.matmul(&k.transpose(-2, -1)).to_kind(Kind::Float) / (d as f64).sqrt();
+                if let Some(m) = mask {
+                    scores = scores + m.to_kind(Kind::Float);
+                }
+                let probs = control.edit(self.site, spatial, scores.softmax(-1, Kind::Float))?;
+                probs.to_kind(v.kind()).matmul(&v)
+            }
+            None => crate::flops::timed(crate::flops::Work::Attention, || {
+                katt::attention(&q.contiguous(), &k.contiguous(), &v.contiguous(), mask, false, None, ctx.backend)
+            }),
+        };
+        Ok(self.to_out.forward(&katt::merge_heads(&out)))
+    }
+
+    /// The call's [`MapControl`] and the layer's spatial size, when the control wants this layer's maps.
+    fn control<'a>(&self, ctx: &'a AttnContext) -> Option<(&'a dyn MapControl, (i64, i64))> {
+        if self.site == Site::Other {
+            return None;
+        }
+        let (Some(Maps(control)), Some(spatial)) = (ctx.data.get::<Maps>(), ctx.spatial) else { return None };
+        control.wants(self.site, spatial).then_some((control.as_ref(), spatial))
+    }
+
+    /// `probs` `[N, heads, S, T]` of a processor that computes its own (mask cross-attention), through the
+    /// call's [`MapControl`] when it wants this layer's maps.
+    pub fn control_probs(&self, probs: Tensor, ctx: &AttnContext) -> Result<Tensor> {
+        match self.control(ctx) {
+            Some((control, spatial)) => control.edit(self.site, spatial, probs),
+            None => Ok(probs),
+        }
     }
 
     /// Runs the layer's processor.

@@ -78,6 +78,10 @@ pub fn invert_key(model: &VideoModel, clip: &Video, opts: &InvertOptions) -> Str
         Some(nt) => k.text(&format!("null-text {nt:?}")),
         None => k,
     };
+    let k = match &opts.store {
+        Some(s) => k.text(&format!("store {s:?}")),
+        None => k,
+    };
     match &opts.masks {
         Some(m) => k.text("masks").tensor(m.tensor()),
         None => k.text("no masks"),
@@ -104,7 +108,7 @@ pub fn sample_key(
         .text(&model.base.memo_identity())
         .text(&format!("{prompts:?}"))
         // Without controls the key is the one made before controls existed, so memoised results stay valid.
-        .text(&format!("{plain:?}").replace(", controls: []", ""));
+        .text(&format!("{plain:?}").replace(", controls: []", "").replace(", fusion: None", ""));
     if !opts.controls.is_empty() {
         k = k.controls(&opts.controls);
     }
@@ -126,6 +130,10 @@ pub fn sample_key(
             }
             if let Some(clip) = &l.clip {
                 k = k.video(clip);
+            }
+            // Fusion reads what the inversion stored.
+            if let (Some(st), Some(_)) = (&l.store, &opts.fusion) {
+                k = k.text(&format!("store {:?}", st.options));
             }
             // Null-text embeddings change the sample (they stand for the empty negative prompt).
             if let Some(nt) = l.null_text.as_ref().filter(|_| opts.negative.is_empty()) {
@@ -291,9 +299,10 @@ pub fn invert_cached(
                         })),
                         _ => None,
                     },
+                    store: meta.get("store").and_then(|m| super::fusion::store_from(m, &mut t)).map(Rc::new),
                 };
-                // (An entry that lacks the embeddings it was keyed for is recomputed.)
-                if opts.null_text.is_none() || l.null_text.is_some() {
+                // (An entry that lacks the embeddings or maps it was keyed for is recomputed.)
+                if (opts.null_text.is_none() || l.null_text.is_some()) && (opts.store.is_none() || l.store.is_some()) {
                     bump(|c| c.disk_hits += 1);
                     MEMO.with(|m| m.latents.insert(&key, l.clone()));
                     return Ok(done(l, Source::Disk, &key, start));
@@ -316,6 +325,9 @@ pub fn invert_cached(
         if let Some(nt) = &l.null_text {
             tensors.push(("null_text".to_string(), Tensor::stack(&nt.embeddings, 0)));
             meta.insert("null_text_guidance".to_string(), nt.guidance.to_string());
+        }
+        if let Some(st) = &l.store {
+            meta.insert("store".to_string(), super::fusion::store_to(st, &mut tensors));
         }
         disk.put(&key, "latents.safetensors", |path| safetensors_io::write(path, &tensors, meta))
     });

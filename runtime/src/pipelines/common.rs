@@ -44,6 +44,8 @@ pub struct Latents {
     /// Null-text inversion's per-step unconditional embeddings (`invert(…, #{null_text})`): sampling
     /// uses them in place of the negative prompt's.
     pub null_text: Option<std::rc::Rc<super::null_text::NullText>>,
+    /// The attention maps the inversion kept (`invert(…, #{store})`), which `sample`'s fusion reads.
+    pub store: Option<std::rc::Rc<super::fusion::AttentionStore>>,
 }
 
 impl Clone for Latents {
@@ -57,6 +59,7 @@ impl Clone for Latents {
             prompt: self.prompt.clone(),
             fps: self.fps,
             null_text: self.null_text.clone(),
+            store: self.store.clone(),
         }
     }
 }
@@ -103,6 +106,7 @@ impl Latents {
             prompt: String::new(),
             fps,
             null_text: None,
+            store: None,
         })
     }
 }

@@ -88,6 +88,7 @@ pub fn fuse(model: &VideoModel, prompt: &str, opts: &SampleOptions, f: &FuseOpti
         prompt: prompt.to_string(),
         fps: opts.fps.unwrap_or(super::sample::DEFAULT_FPS),
         null_text: None,
+        store: None,
     };
     let rest = SampleOptions {
         seed: Some(seed),

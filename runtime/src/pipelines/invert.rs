@@ -8,6 +8,7 @@
 use super::codenoise::{WindowOptions, Windowed};
 use super::common::{check_masks, encode_video, ensure_frames_fit, to_video_latents};
 use super::denoise::{denoise, DenoiseSpec, NoHooks};
+use super::fusion::{level_sides, store_bytes, Recorder, StoreOptions};
 use super::null_text::NullTextOptions;
 use super::Loop;
 use crate::error::Result;
@@ -31,6 +32,8 @@ pub struct InvertOptions {
     /// Null-text inversion after the DDIM inversion: per-step null embeddings that let guided sampling
     /// retrace the clip ([`super::null_text`]).
     pub null_text: Option<NullTextOptions>,
+    /// Keep the attention maps of the inversion's UNet calls for fusion ([`super::fusion`]).
+    pub store: Option<StoreOptions>,
 }
 
 impl Default for InvertOptions {
@@ -41,6 +44,7 @@ impl Default for InvertOptions {
             masks: None,
             windows: None,
             null_text: None,
+            store: None,
         }
     }
 }
@@ -65,17 +69,44 @@ pub fn invert(model: &VideoModel, clip: &Video, opts: &InvertOptions) -> Result<
                 "invert: null_text optimises the whole clip's steps; it does not take windows".into(),
             ));
         }
+        if opts.store.is_some() {
+            return Err(crate::error::Error::Invalid(
+                "invert: store keeps the maps of whole-clip calls; it does not take windows".into(),
+            ));
+        }
     }
     let base = &model.base;
     let frames = opts.windows.as_ref().map_or(clip.len() as i64, |w| (w.window * w.batch).min(clip.len() as i64));
     ensure_frames_fit(base, frames, clip.width(), clip.height(), "inverting", false)?;
+    let f = base.vae_scale_factor();
+    let (lh, lw) = (clip.height() / f, clip.width() / f);
+    if let Some(s) = &opts.store {
+        let bytes = store_bytes(model, clip.len() as i64, lh, lw, opts.steps, s)?;
+        crate::memory::ensure_fits(
+            &format!("invert store: the attention maps of {} frames over {} steps", clip.len(), opts.steps),
+            bytes,
+            tch::Device::Cpu,
+        )?;
+    }
     let dist = encode_video(base, clip)?;
     let source = to_video_latents(&(dist.mean * base.vae.model.scaling_factor())).to_kind(model.kind());
     let cond =
         Conditioning::text(&base.encode_prompt(&opts.prompt)?).with_masks(opts.masks.as_ref().map(|m| m.tensor()));
     let spec = DenoiseSpec::up("invert", opts.steps, Loop::Invert);
+    let (lh, lw) = (source.size()[3], source.size()[4]);
+    let recorder = match &opts.store {
+        Some(s) => {
+            let sides: Vec<i64> = level_sides(model, lh, lw).iter().map(|s| s.0).collect();
+            Some(Rc::new(Recorder::new(s.clone(), s.sides(&sides)?)))
+        }
+        None => None,
+    };
     let out = match &opts.windows {
-        None => denoise(model, source.shallow_clone(), &cond, &spec, None, &mut NoHooks)?,
+        None => {
+            let mut recording = cond.clone();
+            recording.maps = recorder.clone().map(|r| r as Rc<dyn crate::video::conditioning::MapsLoop>);
+            denoise(model, source.shallow_clone(), &recording, &spec, None, &mut NoHooks)?
+        }
         Some(w) => {
             let units = w.plan(source.size()[2])?.len() as u64;
             let windowed = Windowed::new(model, w.clone(), None)?;
@@ -93,6 +124,7 @@ pub fn invert(model: &VideoModel, clip: &Video, opts: &InvertOptions) -> Result<
         prompt: opts.prompt.clone(),
         fps: clip.fps(),
         null_text: None,
+        store: recorder.map(|r| Rc::new(r.finish((lh, lw)))),
     };
     if let Some(nt) = &opts.null_text {
         let null = base.encode_prompt("")?;

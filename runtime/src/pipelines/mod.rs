@@ -7,6 +7,7 @@ pub mod common;
 pub mod denoise;
 pub mod extend;
 pub mod fuse;
+pub mod fusion;
 pub mod invert;
 pub mod null_text;
 pub mod presets;

@@ -94,6 +94,13 @@ impl SampleOptions {
             "windows": self.windows.as_ref().map(WindowOptions::to_json),
             "until": self.until,
             "controls": self.controls.iter().map(Control::to_json).collect::<Vec<_>>(),
+            "fusion": self.fusion.as_ref().map(|f| json!({
+                "cross_replace": f.cross_replace,
+                "self_replace": [f.self_replace.0, f.self_replace.1],
+                "blend_words": f.blend_words,
+                "blend_threshold": f.blend_threshold,
+                "blend_masks": f.blend_masks,
+            })),
         })
     }
 }
@@ -108,6 +115,9 @@ impl InvertOptions {
             "windows": self.windows.as_ref().map(WindowOptions::to_json),
             "null_text": self.null_text.as_ref().map(|n| json!({
                 "inner_steps": n.inner_steps, "lr": n.lr, "guidance": n.guidance, "epsilon": n.epsilon,
+            })),
+            "store": self.store.as_ref().map(|s| json!({
+                "self": s.self_attn, "cross": s.cross, "resolutions": s.resolutions,
             })),
         })
     }

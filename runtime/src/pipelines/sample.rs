@@ -16,6 +16,7 @@
 use super::codenoise::{window_texts, PromptSchedule, WindowOptions, Windowed};
 use super::common::{check_denoise_options, decode_video, encode_video, to_video_latents, Latents};
 use super::denoise::{denoise, DenoiseSpec, StepHooks};
+use super::fusion::{Fusion, FusionOptions};
 use super::Loop;
 use crate::control::{check_control_fits, Control};
 use crate::error::{Error, Result};
@@ -80,6 +81,8 @@ pub struct SampleOptions {
     pub until: Option<i64>,
     /// ControlNets and their images (one, or one per frame of the clip); windows get their frames.
     pub controls: Vec<Control>,
+    /// Attention fusion with the maps the inversion stored ([`super::fusion`]).
+    pub fusion: Option<FusionOptions>,
 }
 
 impl Default for SampleOptions {
@@ -106,6 +109,7 @@ impl Default for SampleOptions {
             windows: None,
             until: None,
             controls: vec![],
+            fusion: None,
         }
     }
 }
@@ -194,6 +198,31 @@ impl SampleOptions {
                     "{name} follows the inversion's {} steps: sample with steps: {} too (got {})",
                     l.steps, l.steps, self.steps
                 )));
+            }
+        }
+        if let Some(f) = &self.fusion {
+            f.validate()?;
+            let store = latents.and_then(|l| l.store.as_ref()).ok_or_else(|| {
+                Error::Invalid(
+                    "fusion reads the attention maps of the inversion: pass latents from invert(…, #{store: true})"
+                        .into(),
+                )
+            })?;
+            if store.steps.len() as i64 != self.steps {
+                return Err(Error::Invalid(format!(
+                    "fusion reads the inversion's maps step by step: sample with steps: {} (got {})",
+                    store.steps.len(),
+                    self.steps
+                )));
+            }
+            if self.windows.is_some() {
+                return Err(Error::Invalid("fusion runs on whole clips; it does not take windows".into()));
+            }
+            if matches!(self.first_frame, Some(FirstFrame::Edit)) {
+                return Err(Error::Invalid(
+                    "fusion with first_frame \"edit\": frame 0 alone has no stored maps; use \"source\" or an Image"
+                        .into(),
+                ));
             }
         }
         if self.keep_background && self.masks.is_none() {
@@ -452,6 +481,11 @@ pub fn sample_schedule_latents(
         cond.subject_tokens = vec![subject_token_positions(&base.tokenizer, prompt, subject)?];
     }
     cond.first_frame = first.as_ref().map(Tensor::shallow_clone);
+    if let (Some(f), Some(l)) = (&opts.fusion, latents) {
+        let store = l.store.clone().expect("validated: fusion needs a store");
+        let fusion = Fusion::new(&base.tokenizer, store, &l.prompt, prompt, f, opts.masks.as_ref())?;
+        cond.maps = Some(std::rc::Rc::new(fusion));
+    }
     let keep = match (opts.keep_background, latents.and_then(|l| l.trajectory.clone()), &opts.masks) {
         (true, Some(trajectory), Some(m)) => {
             Some(KeepBackground { trajectory, edit: edit_region(m, lh, lw, opts.feather)?.to_device(base.device) })

@@ -6,7 +6,7 @@
 use super::call::{AnchorFrame, Pyramid, VideoCall};
 use crate::control::{self, CallStep, Control};
 use crate::error::{Error, Result};
-use crate::models::attention_processor::CallData;
+use crate::models::attention_processor::{CallData, MapControl, Maps};
 use crate::models::ClipTokenizer;
 use std::rc::Rc;
 use tch::{Kind, Tensor};
@@ -36,6 +36,15 @@ pub struct Conditioning {
     pub controls: Vec<Control>,
     /// Where the call stands in its loop (the loops set it) and whether its batch is guided.
     pub step: CallStep,
+    /// A control of the attention maps over the loop (an inversion's store, an edit's fusion).
+    pub maps: Option<Rc<dyn MapsLoop>>,
+}
+
+/// A control of the attention maps over a denoising loop (an attention store, attention fusion): once per
+/// UNet call it learns where the loop stands and gives the call's [`MapControl`].
+pub trait MapsLoop: std::fmt::Debug {
+    /// The control of a call of `batch` clips of `frames` frames at `step`.
+    fn call(self: Rc<Self>, step: CallStep, batch: i64, frames: i64) -> Result<Rc<dyn MapControl>>;
 }
 
 impl Clone for Conditioning {
@@ -50,6 +59,7 @@ impl Clone for Conditioning {
             timestep: self.timestep,
             controls: self.controls.clone(),
             step: self.step,
+            maps: self.maps.clone(),
         }
     }
 }
@@ -67,6 +77,7 @@ impl Conditioning {
             timestep: None,
             controls: vec![],
             step: CallStep::default(),
+            maps: None,
         }
     }
 
@@ -91,8 +102,12 @@ impl Conditioning {
     }
 
     /// Puts what the active controls add to a UNet call on `x` `[B·F, C, h, w]` in its call data: the
-    /// ControlNets' residuals and the T2I-Adapters' features.
+    /// attention maps' control of this call, the ControlNets' residuals and the T2I-Adapters' features.
     pub fn control_data(&self, x: &Tensor, t: &Tensor, text: &Tensor, frames: i64, data: &mut CallData) -> Result<()> {
+        if let Some(m) = &self.maps {
+            let batch = x.size()[0] / frames.max(1);
+            data.insert(Maps(m.clone().call(self.step, batch, frames)?));
+        }
         if self.controls.is_empty() {
             return Ok(());
         }

@@ -44,7 +44,7 @@ impl AttnProcessor for FineCoarse {
         let q = attn.to_q.forward(hidden);
         let k = gather_fine_coarse(&attn.to_k.forward(source), &attn.to_k.forward(&coarse), ctx.frames);
         let v = gather_fine_coarse(&attn.to_v.forward(source), &attn.to_v.forward(&coarse), ctx.frames);
-        Ok(attn.attend(&q, &k, &v, None, ctx.backend))
+        attn.attend(&q, &k, &v, None, ctx)
     }
 }
 

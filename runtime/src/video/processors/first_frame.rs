@@ -69,7 +69,7 @@ impl AttnProcessor for FirstFrameAttention {
         let k = gather_first_frame_from(&first[0], f);
         let v = gather_first_frame_from(&first[1], f);
         let bias = m.map(|m| first_frame_mask_bias_from(&m, f, &first[2], self.mask_strength).to_kind(q.kind()));
-        Ok(attn.attend(&q, &k, &v, bias.as_ref(), ctx.backend))
+        attn.attend(&q, &k, &v, bias.as_ref(), ctx)
     }
 }
 

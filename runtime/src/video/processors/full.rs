@@ -26,7 +26,7 @@ impl AttnProcessor for FullFrames {
         let q = attn.to_q.forward(hidden);
         let k = gather_all_frames(&attn.to_k.forward(source), ctx.frames);
         let v = gather_all_frames(&attn.to_v.forward(source), ctx.frames);
-        Ok(attn.attend(&q, &k, &v, None, ctx.backend))
+        attn.attend(&q, &k, &v, None, ctx)
     }
 }
 

@@ -72,10 +72,10 @@ impl AttnProcessor for MaskedCross {
         let (Some(masks), Some(subject)) =
             (call.and_then(|c| c.masks.as_deref()), call.and_then(|c| c.subject_tokens.as_deref()))
         else {
-            return Ok(attn.attend(&q, &k, &v, None, ctx.backend));
+            return attn.attend(&q, &k, &v, None, ctx);
         };
         if w == 0.0 || subject.iter().all(|s| s.is_empty()) {
-            return Ok(attn.attend(&q, &k, &v, None, ctx.backend));
+            return attn.attend(&q, &k, &v, None, ctx);
         }
         let region = masks.tokens(ctx, "mask cross-attention")?.squeeze_dim(-1);
         let (n, lk) = (hidden.size()[0], k.size()[1]);
@@ -93,7 +93,8 @@ impl AttnProcessor for MaskedCross {
         let d = *qh.size().last().unwrap_or(&1) as f64;
         let scores = qh.matmul(&kh.transpose(-2, -1)).to_kind(Kind::Float) / d.sqrt();
         let scores = modulate_scores(&scores, &region.to_kind(Kind::Float), &tokens, w);
-        let out = scores.softmax(-1, Kind::Float).to_kind(vh.kind()).matmul(&vh);
+        let probs = attn.control_probs(scores.softmax(-1, Kind::Float), ctx)?;
+        let out = probs.to_kind(vh.kind()).matmul(&vh);
         Ok(attn.to_out.forward(&merge_heads(&out)))
     }
 }

@@ -30,7 +30,7 @@ impl AttnProcessor for SparseCausal {
         let first = first_frame(ctx, vec![first_frames(&k, ctx.frames), first_frames(&v, ctx.frames)])?;
         let k = gather_sparse_causal_from(&k, ctx.frames, &first[0]);
         let v = gather_sparse_causal_from(&v, ctx.frames, &first[1]);
-        Ok(attn.attend(&q, &k, &v, None, ctx.backend))
+        attn.attend(&q, &k, &v, None, ctx)
     }
 }
 
