@@ -127,6 +127,22 @@ fn paper_scripts_run_end_to_end_on_a_tiny_random_model() {
     assert_eq!(printed.matches(": CLIP-T ").count(), 10, "{printed}");
     assert_eq!(printed.matches("negative changed: CLIP-T ").count(), 5, "{printed}");
     assert!(dir.path().join("mu/edit/00002.png").is_file(), "{printed}");
+    // The zero-shot recipe (no tuning, attention fusion): a colour edit choosing among its two candidates,
+    // and a background edit blended outside the subject.
+    for (kind, extra) in [("colour", "clip=random:tiny"), ("background", "select=none")] {
+        let out = vidtune(dir.path())
+            .arg("run")
+            .arg(root.join("zero-shot.rhai"))
+            .args(["--set", "model=random:tiny", "--set", "frames=3", "--set", "steps=2", "--set", "out=z"])
+            .args(["--set", &format!("type={kind}"), "--set", extra])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "zero-shot.rhai {kind}: {}", stderr(&out));
+        let printed = stdout(&out);
+        assert!(printed.contains(&format!("zero-shot {kind} edit")), "{printed}");
+        assert_eq!(printed.matches(": CLIP-T ").count(), if kind == "colour" { 2 } else { 0 }, "{printed}");
+        assert!(dir.path().join("z/side-by-side.gif").is_file(), "{printed}");
+    }
     for f in ["m/edit.gif", "m/edit-sheet.png", "m/masks/00002.png"] {
         assert!(dir.path().join(f).is_file(), "mask-guided.rhai: {f}");
     }
