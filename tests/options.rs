@@ -141,20 +141,24 @@ fn random_option_maps_never_panic() {
     assert!(ok > 20 && refused > 100, "{ok} calls succeeded and {refused} were refused: the maps are too tame");
 }
 
-#[test]
-fn null_text_inversion_is_an_option_of_invert_with_checked_ranges() {
+/// A session with a cache of its own and `model`, the tiny random model inflated, that has run `code`.
+fn tiny_session(code: &str, what: &str) -> (tempfile::TempDir, Session) {
     let tmp = tempfile::tempdir().unwrap();
     std::env::set_var("VIDTUNE_CACHE", tmp.path().join("cache"));
     vidtune_runtime::progress::set_mode(vidtune_runtime::progress::Mode::Silent);
     let mut s = Session::new();
-    let _ = s
-        .eval(
-            r#"let model = inflate(load_sd("random:tiny"));
-           let clip = synthetic_clip(#{frames: 2, size: 16, seed: 1}).video;
+    let _ = s.eval(&format!("let model = inflate(load_sd(\"random:tiny\"));\n{code}")).expect(what);
+    (tmp, s)
+}
+
+#[test]
+fn null_text_inversion_is_an_option_of_invert_with_checked_ranges() {
+    let (_tmp, mut s) = tiny_session(
+        r#"let clip = synthetic_clip(#{frames: 2, size: 16, seed: 1}).video;
            let inv = invert(model, clip, #{steps: 2, prompt: "a circle", null_text: #{inner_steps: 2}});
            let v = sample(model, "a circle", #{latents: inv, steps: 2, guidance: 7.5});"#,
-        )
-        .expect("null-text inversion and a sample from it");
+        "null-text inversion and a sample from it",
+    );
     for (opts, says) in [
         ("#{lr: 2.0}", "invert null_text: lr must be in (0, 1], got 2"),
         ("#{inner_steps: 0}", "invert null_text: inner_steps must be 1–100, got 0"),
@@ -171,21 +175,15 @@ fn null_text_inversion_is_an_option_of_invert_with_checked_ranges() {
 
 #[test]
 fn attention_stores_and_fusion_are_options_with_checked_ranges() {
-    let tmp = tempfile::tempdir().unwrap();
-    std::env::set_var("VIDTUNE_CACHE", tmp.path().join("cache"));
-    vidtune_runtime::progress::set_mode(vidtune_runtime::progress::Mode::Silent);
-    let mut s = Session::new();
-    let _ = s
-        .eval(
-            r#"let model = inflate(load_sd("random:tiny"));
-           let clip = synthetic_clip(#{frames: 2, size: 16, seed: 1});
+    let (_tmp, mut s) = tiny_session(
+        r#"let clip = synthetic_clip(#{frames: 2, size: 16, seed: 1});
            let inv = invert(model, clip.video, #{steps: 2, prompt: "a circle", store: true});
            let v = sample(model, "a square", #{latents: inv, steps: 2, guidance: 7.5,
                                                fusion: #{blend_words: "circle", self_replace: [0.0, 1.0]}});
            let w = sample(model, "a square", #{latents: inv, steps: 2, guidance: 7.5, masks: clip.masks,
                                                fusion: #{blend_masks: true}});"#,
-        )
-        .expect("a store, and fusion by words and by masks");
+        "a store, and fusion by words and by masks",
+    );
     for (opts, says) in [
         ("#{cross_replace: 1.5}", "sample: fusion: cross_replace must be between 0 and 1"),
         ("#{self_replace: [0.8, 0.2]}", "self_replace [0.8, 0.2] starts after it ends"),

@@ -529,6 +529,20 @@ pub(super) fn latents_option(opts: &Opts, model: &VideoModel) -> RhaiResult<Opti
     )))
 }
 
+/// An option that is `true` (its defaults), `false` (off) or a map of `keys`: `None` when absent or false,
+/// `Some(None)` for true, `Some(Some(map))` for a map, checked against `keys` under the name `func`.
+fn flag_or_map<'a>(opts: &Opts, name: &str, func: &'a str, keys: &[OptDoc]) -> RhaiResult<Option<Option<Opts<'a>>>> {
+    let Some(v) = opts.get(name) else { return Ok(None) };
+    if let Ok(b) = v.as_bool() {
+        return Ok(b.then_some(None));
+    }
+    let names: Vec<&str> = keys.iter().map(|k| k.name).collect();
+    let map = v.clone().try_cast::<Map>().ok_or_else(|| {
+        script_error(format!("{}: {name} must be true or a map #{{{}}}", opts.func(), names.join(", ")))
+    })?;
+    Ok(Some(Some(Opts::declared(func, map, keys)?)))
+}
+
 /// The keys of `invert`'s `null_text` map.
 const NULL_TEXT_KEYS: &[OptDoc] = &[
     OptDoc { opt: None, name: "inner_steps", takes: "integer 1–100 (default 10)", doc: "Adam steps per timestep" },
@@ -541,18 +555,12 @@ const NULL_TEXT_KEYS: &[OptDoc] = &[
 /// its range.
 pub fn null_text_options(opts: &Opts) -> RhaiResult<Option<vidtune_runtime::pipelines::null_text::NullTextOptions>> {
     use vidtune_runtime::pipelines::null_text::NullTextOptions;
-    let Some(v) = opts.get("null_text") else { return Ok(None) };
-    if let Ok(b) = v.as_bool() {
-        return Ok(b.then(NullTextOptions::default));
-    }
-    let map = v.clone().try_cast::<rhai::Map>().ok_or_else(|| {
-        script_error(format!(
-            "{}: null_text must be true or a map #{{inner_steps, lr, guidance, epsilon}}",
-            opts.func()
-        ))
-    })?;
     let func = format!("{} null_text", opts.func());
-    let o = Opts::declared(&func, map, NULL_TEXT_KEYS)?;
+    let o = match flag_or_map(opts, "null_text", &func, NULL_TEXT_KEYS)? {
+        None => return Ok(None),
+        Some(None) => return Ok(Some(NullTextOptions::default())),
+        Some(Some(o)) => o,
+    };
     let d = NullTextOptions::default();
     let out = NullTextOptions {
         inner_steps: o.count("inner_steps")?.unwrap_or(d.inner_steps),
@@ -592,15 +600,12 @@ const STORE_KEYS: &[OptDoc] = &[
 /// `invert`'s `store` option: `true`, `false` or a map of [`STORE_KEYS`].
 pub fn store_options(opts: &Opts) -> RhaiResult<Option<vidtune_runtime::pipelines::fusion::StoreOptions>> {
     use vidtune_runtime::pipelines::fusion::StoreOptions;
-    let Some(v) = opts.get("store") else { return Ok(None) };
-    if let Ok(b) = v.as_bool() {
-        return Ok(b.then(StoreOptions::default));
-    }
-    let map = v.clone().try_cast::<rhai::Map>().ok_or_else(|| {
-        script_error(format!("{}: store must be true or a map #{{self, cross, resolutions}}", opts.func()))
-    })?;
     let func = format!("{} store", opts.func());
-    let o = Opts::declared(&func, map, STORE_KEYS)?;
+    let o = match flag_or_map(opts, "store", &func, STORE_KEYS)? {
+        None => return Ok(None),
+        Some(None) => return Ok(Some(StoreOptions::default())),
+        Some(Some(o)) => o,
+    };
     let resolutions = match o.get("resolutions") {
         None => None,
         Some(v) => {
@@ -655,18 +660,12 @@ const FUSION_KEYS: &[OptDoc] = &[
 /// `sample`'s `fusion` option: `true`, `false` or a map of [`FUSION_KEYS`], checked against their ranges.
 pub fn fusion_options(opts: &Opts) -> RhaiResult<Option<vidtune_runtime::pipelines::fusion::FusionOptions>> {
     use vidtune_runtime::pipelines::fusion::FusionOptions;
-    let Some(v) = opts.get("fusion") else { return Ok(None) };
-    if let Ok(b) = v.as_bool() {
-        return Ok(b.then(FusionOptions::default));
-    }
-    let map = v.clone().try_cast::<rhai::Map>().ok_or_else(|| {
-        script_error(format!(
-            "{}: fusion must be true or a map #{{cross_replace, self_replace, blend_words, blend_threshold, blend_masks}}",
-            opts.func()
-        ))
-    })?;
     let func = format!("{} fusion", opts.func());
-    let o = Opts::declared(&func, map, FUSION_KEYS)?;
+    let o = match flag_or_map(opts, "fusion", &func, FUSION_KEYS)? {
+        None => return Ok(None),
+        Some(None) => return Ok(Some(FusionOptions::default())),
+        Some(Some(o)) => o,
+    };
     let d = FusionOptions::default();
     let self_replace = match o.get("self_replace") {
         None => d.self_replace,
