@@ -447,8 +447,9 @@ fn null_text_inversion_retraces_the_clip_under_guidance() {
 /// Attention fusion (FateZero): the inversion stores the maps of the levels it should (every level but the
 /// largest, half precision, per head, rows of probabilities); fusion that replaces nothing, or whose blend
 /// mask covers every frame, is the plain sample (the explicit attention path equals the fused kernel); the
-/// source's self-attention in place of the edit's changes the sample. (What fusion does to edits is
-/// measured by `vidtune eval`: README, "Evaluating edits".)
+/// source's self-attention in place of the edit's changes the sample; a word weight of 1 is the prompt
+/// without markup, another changes the sample. (What fusion does to edits is measured by `vidtune eval`:
+/// README, "Zero-shot edits".)
 #[test]
 fn attention_fusion_reads_the_maps_the_inversion_stored() {
     use vidtune_runtime::models::attention_processor::Site;
@@ -500,6 +501,16 @@ fn attention_fusion_reads_the_maps_the_inversion_stored() {
     assert!(gap(&run(&at(Some(own.clone()), Some(everywhere)))) < 1e-3, "a blend mask over everything moved a pixel");
     let source = FusionOptions { blend_masks: false, ..own };
     assert!(gap(&run(&at(Some(source), None))) > 0.05, "the source's self-attention changed nothing");
+    // Word weights (prompt-to-prompt's reweighting, written as in A1111): weight 1 is the prompt without
+    // markup; another weight changes the sample, alone and with fusion.
+    let new = if color == "red" { "blue" } else { "red" };
+    let weighted = |w: f64| clip.caption.replacen(color, &format!("({new}:{w})"), 1);
+    let by = |prompt: &str, o: &SampleOptions| sample(&model, prompt, Some(&inv), o).unwrap().0;
+    assert!(gap(&by(&weighted(1.0), &at(None, None))) < 1e-3, "weight 1 moved a pixel");
+    assert!(gap(&by(&weighted(3.0), &at(None, None))) > 0.05, "weight 3 changed nothing");
+    let fused = by(&edit, &at(Some(FusionOptions::default()), None));
+    let fused_weighted = by(&weighted(3.0), &at(Some(FusionOptions::default()), None));
+    assert!((fused.frames() - fused_weighted.frames()).abs().max().double_value(&[]) > 0.05);
     // Fusion checks what it reads: the inversion's steps.
     let e = sample(&model, &edit, Some(&inv), &SampleOptions { steps: 20, ..at(Some(FusionOptions::default()), None) })
         .unwrap_err()

@@ -286,8 +286,10 @@ let tuned = tune(model, clip, "a jeep car is moving on the road", #{steps: 300})
         summary: "Generates a clip with DDIM and classifier-free guidance, from inverted latents (an edit of the \
                   tuned clip) or from seeded noise.",
         details: "A model with mask modules (mca, masked cross-attention) needs masks in every call. \
-                  keep_background needs latents inverted with the masks and the inversion's step count. Memoised \
-                  when reproducible (a seed, or latents without fresh noise): a rerun returns the stored clip.",
+                  keep_background needs latents inverted with the masks and the inversion's step count. Word \
+                  weights as A1111 writes them, \"a (red:1.5) car\" (0–10), scale those words' cross-attention \
+                  (prompt-to-prompt's reweighting). Memoised when reproducible (a seed, or latents without fresh \
+                  noise): a rerun returns the stored clip.",
         options: SAMPLE_OPTIONS,
         example: r#"let edit = sample(tuned, "a Porsche car is moving on the beach", #{latents: inv, guidance: 12.5});
 save_video(edit, "out/edit.mp4");

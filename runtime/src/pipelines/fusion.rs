@@ -28,6 +28,7 @@
 //! The maps reach the layers through a [`MapControl`] in the call's data: no processor changes, so
 //! fusion composes with any model, tuned or not.
 
+use super::reweight::{cond_rows, on_rows};
 use crate::config::UNet2DConditionConfig;
 use crate::error::{Error, Result};
 use crate::masks::Masks;
@@ -256,15 +257,6 @@ pub fn store_bytes_for(
     Ok(per_step * steps as f64)
 }
 
-/// The rows of a call's batch that belong to the conditional clip (`[uncond, cond]` when guided).
-fn cond_rows(guided: bool, batch: i64, frames: i64) -> (i64, i64) {
-    if guided && batch >= 2 {
-        ((batch - 1) * frames, frames)
-    } else {
-        (0, batch * frames)
-    }
-}
-
 /// Records an inversion's maps ([`MapsLoop`] of its conditioning).
 #[derive(Debug)]
 pub struct Recorder {
@@ -432,6 +424,8 @@ pub struct Fusion {
     map: TokenMap,
     blend_tokens: Vec<i64>,
     masks: Option<Tensor>,
+    /// Word weights of the target prompt (`"a (red:1.5) car"`), applied inside the cross-attention window.
+    weights: Option<Vec<f32>>,
     /// The latent sides whose layers the store kept.
     sides: Vec<i64>,
     /// This call: the schedule step, the conditional rows, the layer counter, blend masks by size.
@@ -443,15 +437,15 @@ pub struct Fusion {
 }
 
 impl Fusion {
-    /// Fusion of an edit to `target` from an inversion of `source` that stored `store`; `masks` for
-    /// `blend_masks`.
+    /// Fusion of an edit to `target` (without weight markup) from an inversion of `source` that stored
+    /// `store`; `masks` for `blend_masks`; `weights` per token of the target.
     pub fn new(
         tokenizer: &ClipTokenizer,
         store: Rc<AttentionStore>,
-        source: &str,
-        target: &str,
+        (source, target): (&str, &str),
         options: &FusionOptions,
         masks: Option<&Masks>,
+        weights: Option<Vec<f32>>,
     ) -> Result<Self> {
         options.validate()?;
         if options.cross_replace > 0.0 && !store.options.cross {
@@ -489,6 +483,7 @@ impl Fusion {
             store,
             options: options.clone(),
             masks,
+            weights,
             step: Cell::new(0),
             steps: Cell::new(0),
             rows: Cell::new((0, 0)),
@@ -598,28 +593,30 @@ impl MapControl for Fusion {
                 spatial.0, spatial.1
             ))
         })?;
-        let (start, len) = self.rows.get();
-        let edit = probs.narrow(0, start, len);
-        let src = source.probs.to_device(edit.device()).to_kind(edit.kind());
-        if src.size() != edit.size() {
-            return Err(Error::Invalid(format!(
-                "sample fusion: the edit's maps {:?} differ from the inversion's {:?} (the same clip, model and modules \
-                 must run in both)",
-                edit.size(),
-                src.size()
-            )));
-        }
-        let fused = match site {
-            Site::Cross => match &self.map {
-                TokenMap::Swap(m) => kf::replace_cross(&src, m)?,
-                TokenMap::Refine(m, a) => kf::refine_cross(&src, &edit, m, a)?,
-            },
-            _ => kf::fuse_self(&edit, &src, self.blend(spatial)?.as_ref())?,
-        };
-        if start == 0 && len == probs.size()[0] {
-            return Ok(fused);
-        }
-        Ok(Tensor::cat(&[probs.narrow(0, 0, start), fused], 0))
+        on_rows(probs, self.rows.get(), |edit| {
+            let src = source.probs.to_device(edit.device()).to_kind(edit.kind());
+            if src.size() != edit.size() {
+                return Err(Error::Invalid(format!(
+                    "sample fusion: the edit's maps {:?} differ from the inversion's {:?} (the same clip, model and \
+                     modules must run in both)",
+                    edit.size(),
+                    src.size()
+                )));
+            }
+            match site {
+                Site::Cross => {
+                    let mapped = match &self.map {
+                        TokenMap::Swap(m) => kf::replace_cross(&src, m)?,
+                        TokenMap::Refine(m, a) => kf::refine_cross(&src, &edit, m, a)?,
+                    };
+                    match &self.weights {
+                        Some(w) => Ok(kf::reweight(&mapped, w)?),
+                        None => Ok(mapped),
+                    }
+                }
+                _ => Ok(kf::fuse_self(&edit, &src, self.blend(spatial)?.as_ref())?),
+            }
+        })
     }
 }
 

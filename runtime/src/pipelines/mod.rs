@@ -12,6 +12,7 @@ pub mod invert;
 pub mod null_text;
 pub mod presets;
 pub mod record;
+pub mod reweight;
 pub mod sample;
 pub mod t2i;
 pub mod train;

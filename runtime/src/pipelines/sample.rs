@@ -17,6 +17,7 @@ use super::codenoise::{window_texts, PromptSchedule, WindowOptions, Windowed};
 use super::common::{check_denoise_options, decode_video, encode_video, to_video_latents, Latents};
 use super::denoise::{denoise, DenoiseSpec, StepHooks};
 use super::fusion::{Fusion, FusionOptions};
+use super::reweight::{parse_weights, token_weights, Reweight};
 use super::Loop;
 use crate::control::{check_control_fits, Control};
 use crate::error::{Error, Result};
@@ -27,6 +28,7 @@ use crate::options::{
 };
 use crate::rng::Noise;
 use crate::video::conditioning::subject_token_positions;
+use crate::video::conditioning::MapsLoop;
 use crate::video::{Conditioning, VideoModel};
 use tch::{Kind, Tensor};
 use vidtune_kernels::masks as kmasks;
@@ -423,7 +425,18 @@ pub fn sample_schedule_latents(
     if !prompts.is_single() && opts.windows.is_none() {
         return Err(Error::Invalid("several prompts along a clip need windows (co_denoise)".into()));
     }
-    let prompt = prompts.first();
+    let (plain, weighted) = parse_weights(prompts.first())?;
+    if !prompts.is_single() {
+        for p in &prompts.0 {
+            if !parse_weights(&p.prompt)?.1.is_empty() {
+                return Err(Error::Invalid(format!(
+                    "prompt {:?}: word weights work with one prompt for the whole clip",
+                    p.prompt
+                )));
+            }
+        }
+    }
+    let prompt = plain.as_str();
     let base = &model.base;
     let kind = model.kind();
     let seed = opts.seed.unwrap_or_else(Noise::fresh_seed);
@@ -457,7 +470,7 @@ pub fn sample_schedule_latents(
         Some(FirstFrame::Image(img)) => Some(encode_image(model, img, lw * f, lh * f)?),
         Some(FirstFrame::Edit) => {
             let l = latents.expect("validated: edit needs latents");
-            Some(edit_first_frame(model, prompt, l, opts)?)
+            Some(edit_first_frame(model, prompts.first(), l, opts)?)
         }
     };
     if let (true, Some(m)) = (opts.renoise > 0.0, &opts.masks) {
@@ -481,10 +494,18 @@ pub fn sample_schedule_latents(
         cond.subject_tokens = vec![subject_token_positions(&base.tokenizer, prompt, subject)?];
     }
     cond.first_frame = first.as_ref().map(Tensor::shallow_clone);
-    if let (Some(f), Some(l)) = (&opts.fusion, latents) {
-        let store = l.store.clone().expect("validated: fusion needs a store");
-        let fusion = Fusion::new(&base.tokenizer, store, &l.prompt, prompt, f, opts.masks.as_ref())?;
-        cond.maps = Some(std::rc::Rc::new(fusion));
+    let weights = match weighted.is_empty() {
+        true => None,
+        false => Some(token_weights(&base.tokenizer, prompt, &weighted)?),
+    };
+    match (&opts.fusion, latents) {
+        (Some(f), Some(l)) => {
+            let store = l.store.clone().expect("validated: fusion needs a store");
+            let (source, masks) = (l.prompt.as_str(), opts.masks.as_ref());
+            let fusion = Fusion::new(&base.tokenizer, store, (source, prompt), f, masks, weights)?;
+            cond.maps = Some(std::rc::Rc::new(fusion));
+        }
+        _ => cond.maps = weights.map(|w| std::rc::Rc::new(Reweight::new(w)) as std::rc::Rc<dyn MapsLoop>),
     }
     let keep = match (opts.keep_background, latents.and_then(|l| l.trajectory.clone()), &opts.masks) {
         (true, Some(trajectory), Some(m)) => {
