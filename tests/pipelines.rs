@@ -143,6 +143,19 @@ fn paper_scripts_run_end_to_end_on_a_tiny_random_model() {
         assert_eq!(printed.matches(": CLIP-T ").count(), if kind == "colour" { 2 } else { 0 }, "{printed}");
         assert!(dir.path().join("z/side-by-side.gif").is_file(), "{printed}");
     }
+    // Video-P2P's recipe: tuning, null-text inversion that stores its maps, the edit fused with a word
+    // weight and the blend from the words the edit drops.
+    let out = vidtune(dir.path())
+        .arg("run")
+        .arg(root.join("video-p2p.rhai"))
+        .args(["--set", "model=random:tiny", "--set", "frames=3", "--set", "steps=2", "--set", "out=p"])
+        .args(["--set", "inv_steps=2", "--set", "inner_steps=1"])
+        .args(["--set", "edit=a (red:2) triangle moving left on a purple striped background"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "video-p2p.rhai: {}", stderr(&out));
+    assert!(stdout(&out).contains("(blend: green)"), "{}", stdout(&out));
+    assert!(dir.path().join("p/side-by-side.gif").is_file());
     for f in ["m/edit.gif", "m/edit-sheet.png", "m/masks/00002.png"] {
         assert!(dir.path().join(f).is_file(), "mask-guided.rhai: {f}");
     }
