@@ -181,8 +181,13 @@ fn attention_stores_and_fusion_are_options_with_checked_ranges() {
            let v = sample(model, "a square", #{latents: inv, steps: 2, guidance: 7.5,
                                                fusion: #{blend_words: "circle", self_replace: [0.0, 1.0]}});
            let w = sample(model, "a square", #{latents: inv, steps: 2, guidance: 7.5, masks: clip.masks,
-                                               fusion: #{blend_masks: true}});"#,
-        "a store, and fusion by words and by masks",
+                                               fusion: #{blend_masks: true}});
+           let mg = tune(inflate(load_sd("random:tiny"), #{preset: "mask-guided"}), clip.video, "a circle",
+                         #{masks: clip.masks, steps: 1});
+           let inv_mg = invert(mg, clip.video, #{masks: clip.masks, steps: 2, prompt: "a circle", store: true});
+           let x = sample(mg, "a (red:2) square", #{latents: inv_mg, masks: clip.masks, subject: "red square",
+                                                    steps: 2, guidance: 7.5, fusion: #{blend_masks: true}});"#,
+        "a store, fusion by words and by masks, and on a tuned mask-guided model with a word weight",
     );
     for (opts, says) in [
         ("#{cross_replace: 1.5}", "sample: fusion: cross_replace must be between 0 and 1"),
