@@ -13,6 +13,7 @@ pub mod error;
 pub mod fusion;
 pub mod image;
 pub mod masks;
+pub mod merge;
 pub mod metrics;
 pub mod optim;
 pub mod pil;

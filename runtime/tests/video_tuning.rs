@@ -68,7 +68,7 @@ fn frame_mixing_modules_reduce_to_self_attention_on_identical_frames() {
         tch::no_grad(|| v.forward(&clip, &t, &Conditioning::text(&ctx), false)).unwrap()
     };
     let reference = run("self");
-    for m in ["sparse_causal", "first_frame", "full", "ffam:2"] {
+    for m in ["sparse_causal", "first_frame", "full", "ffam:2", "vidtome:ratio=0"] {
         assert_close_rel(&run(m), &reference, 1e-5, &format!("{m} on identical frames"));
     }
     // On different frames ffam with r = 1 is full attention, and the modules really differ.
@@ -78,6 +78,12 @@ fn frame_mixing_modules_reduce_to_self_attention_on_identical_frames() {
         tch::no_grad(|| v.forward(&moving, &t, &Conditioning::text(&ctx), false)).unwrap()
     };
     assert_close_rel(&run2("ffam:1"), &run2("full"), 1e-5, "ffam r=1 vs full");
+    // Token merging that merges nothing: the chunk attends jointly (full attention over a chunk of the
+    // whole clip), or each frame alone (chunks of one frame).
+    assert_close_rel(&run2("vidtome:ratio=0,chunk=3"), &run2("full"), 1e-5, "vidtome, nothing merged, vs full");
+    assert_close_rel(&run2("vidtome:ratio=0,chunk=1"), &run2("self"), 1e-5, "vidtome, one-frame chunks, vs self");
+    let d = (run2("vidtome:ratio=0.5,chunk=3") - run2("full")).abs().max().double_value(&[]);
+    assert!(d > 1e-6, "merging half the tokens should change the result ({d})");
     let d = (run2("sparse_causal") - run2("self")).abs().max().double_value(&[]);
     assert!(d > 1e-6, "sparse-causal should differ from self on moving frames ({d})");
 }

@@ -21,6 +21,7 @@ use vidtune_runtime::pipelines::invert::{invert, InvertOptions};
 use vidtune_runtime::pipelines::sample::{sample, SampleOptions};
 use vidtune_runtime::pipelines::tune::{tune_clips, TuneClip, TuneOptions};
 use vidtune_runtime::synthetic::{synthetic_clip, SyntheticSpec};
+use vidtune_runtime::video::processors::ModuleSpec;
 use vidtune_runtime::video::{inflate, VideoSpec};
 use vidtune_runtime::{load_sd, SdLoadOptions};
 
@@ -41,6 +42,10 @@ pub struct BenchOptions {
     /// Inversion and sampling steps
     #[arg(long, default_value_t = 20)]
     pub steps: i64,
+    /// The spatial attention module of every attn1 (Tune-A-Video's sparse_causal; e.g. vidtome:ratio=0.5
+    /// for cross-frame token merging)
+    #[arg(long, default_value = "sparse_causal")]
+    pub spatial: String,
     #[arg(long, default_value = "auto")]
     pub device: String,
     /// The model's dtype: fp32, fp16 or bf16 (default: fp32 on the CPU, half on CUDA)
@@ -154,6 +159,9 @@ fn stage<T>(
 }
 
 pub fn run(o: &BenchOptions) -> anyhow::Result<Vec<Stage>> {
+    if o.compare.is_some() && o.spatial != "sparse_causal" {
+        anyhow::bail!("--compare runs the official code's Tune-A-Video modules: drop --spatial {}", o.spatial);
+    }
     let spec = match o.model.as_str() {
         "tiny" | "medium" | "sd14" => format!("random:{}", o.model),
         other => other.to_string(),
@@ -180,7 +188,8 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<Vec<Stage>> {
     })?
     .video;
     let prompt = "a red circle moving on a striped background";
-    let (model, inflate_stage) = stage("inflate", 0, 1.0, device, || inflate(sd.clone(), &VideoSpec::default(), 0))?;
+    let video_spec = VideoSpec { spatial: ModuleSpec::parse(&o.spatial)?, ..VideoSpec::default() };
+    let (model, inflate_stage) = stage("inflate", 0, 1.0, device, || inflate(sd.clone(), &video_spec, 0))?;
     let clips = [TuneClip { video: clip.clone(), prompt: prompt.into(), masks: None, controls: vec![] }];
     let tune_opts =
         TuneOptions { steps: o.tune_steps, precision, checkpointing: o.checkpointing, ..Default::default() };
@@ -231,6 +240,7 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<Vec<Stage>> {
             "size": o.size,
             "tune_steps": o.tune_steps,
             "steps": o.steps,
+            "spatial": o.spatial,
             "device": format!("{device:?}"),
             "dtype": setup.dtype,
             "precision": setup.precision,

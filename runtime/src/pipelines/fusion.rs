@@ -202,6 +202,12 @@ fn self_keys(spatial: &ModuleSpec, side: (i64, i64), frames: i64) -> i64 {
             let r = spatial.get("ratio").max(1.0) as i64;
             s + (frames - 1) * ((side.0 + r - 1) / r) * ((side.1 + r - 1) / r)
         }
+        // A chunk of `c` frames attends over its `M` merged tokens: `M²` values for `c · S` tokens.
+        "vidtome" => {
+            let c = (spatial.get("chunk").max(1.0) as i64).min(frames.max(1));
+            let m = c * s - (((c - 1) * s) as f64 * spatial.get("ratio")).floor() as i64;
+            m * m / (c * s)
+        }
         _ => s,
     }
 }

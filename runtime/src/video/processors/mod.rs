@@ -2,7 +2,7 @@
 //!
 //! | role | where it acts | modules |
 //! |---|---|---|
-//! | spatial | every `attn1` (self-attention of a frame) | `self`, `sparse_causal`, `first_frame`, `full`, `ffam` |
+//! | spatial | every `attn1` (self-attention of a frame) | `self`, `sparse_causal`, `first_frame`, `full`, `ffam`, `vidtome` |
 //! | cross | every `attn2` (attention to the text) | `plain`, `masked` |
 //! | temporal | a stage after the feed-forward | `temporal`, `stam`, `gated` |
 //! | mask | a stage after the cross-attention, with a model-level mask encoder | `mca` |
@@ -26,6 +26,7 @@ pub mod plain;
 pub mod sparse_causal;
 pub mod stam;
 pub mod temporal;
+pub mod vidtome;
 
 use super::call::VideoCall;
 use crate::config::UNet2DConditionConfig;
@@ -109,6 +110,7 @@ pub const REGISTRY: &[Entry] = &[
     first_frame::ENTRY,
     full::ENTRY,
     ffam::ENTRY,
+    vidtome::ENTRY,
     plain::PLAIN,
     masked_cross::ENTRY,
     temporal::ENTRY,
@@ -213,6 +215,8 @@ fn describe_params(e: &Entry) -> String {
 fn check_param(e: &Entry, p: &Param, v: f64) -> std::result::Result<(), String> {
     let ok = match (e.name, p.name) {
         ("ffam", "ratio") => v.fract() == 0.0 && (1.0..=MAX_RATIO as f64).contains(&v),
+        ("vidtome", "ratio") => (0.0..=1.0).contains(&v),
+        ("vidtome", "chunk") => v.fract() == 0.0 && (1.0..=64.0).contains(&v),
         (_, "start" | "end") => (0.0..=1.0).contains(&v),
         _ => (0.0..=100.0).contains(&v),
     };
@@ -221,6 +225,8 @@ fn check_param(e: &Entry, p: &Param, v: f64) -> std::result::Result<(), String> 
     }
     Err(match (e.name, p.name) {
         ("ffam", "ratio") => format!("the ratio after ':' must be a positive integer, at most {MAX_RATIO}"),
+        ("vidtome", "ratio") => format!("ratio must be between 0 and 1 (a share of the tokens), got {v}"),
+        ("vidtome", "chunk") => format!("chunk must be a whole number of frames, 1–64, got {v}"),
         (_, "start" | "end") => format!("{} must be between 0 and 1 (a fraction of the denoising), got {v}", p.name),
         _ => format!("{} must be between 0 and 100, got {v}", p.name),
     })
