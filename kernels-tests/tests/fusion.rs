@@ -181,5 +181,10 @@ fn the_refinement_mapper_aligns_tokens_as_prompt_to_prompt_does() {
             assert_eq!(x[i as usize], y[j], "{m:?}");
         }
     }
-    assert!(refinement_mapper(&[1; 9], &[1; 3], 8).is_err());
+    // Prompts past the encoder's length are aligned on the tokens it reads.
+    let long: Vec<i64> = (0..12).collect();
+    let (m, a) = refinement_mapper(&long, &long[..10], 8).unwrap();
+    assert_eq!(m, (0..8).collect::<Vec<i64>>());
+    assert!(a.iter().all(|&x| x == 1.0));
+    assert!(refinement_mapper(&[1], &[1], 0).is_err());
 }

@@ -201,12 +201,14 @@ pub fn replacement_mapper(source_words: &[i64], target_words: &[i64], differs: &
 /// mismatch −1; ties prefer a target insertion, then a source deletion, then the diagonal) of the source
 /// and target token ids (start and end tokens included). Returns, for each of `len` target positions,
 /// the source position it reads (−1: a word the source lacks) and its alpha (1 aligned, 0 inserted);
-/// positions past the target's tokens continue from its length.
+/// positions past the target's tokens continue from its length. Prompts longer than `len` tokens are
+/// aligned on their first `len`, the tokens the text encoder reads.
 pub fn refinement_mapper(source: &[i64], target: &[i64], len: i64) -> Result<(Vec<i64>, Vec<f32>)> {
-    let (nx, ny) = (source.len(), target.len());
-    if ny as i64 > len || nx as i64 > len {
-        return Err(KernelError::Invalid(format!("refinement: prompts of {nx} and {ny} tokens exceed {len}")));
+    if len < 1 {
+        return Err(KernelError::Invalid(format!("refinement: {len} token positions")));
     }
+    let (source, target) = (&source[..source.len().min(len as usize)], &target[..target.len().min(len as usize)]);
+    let (nx, ny) = (source.len(), target.len());
     let mut score = vec![vec![0i64; ny + 1]; nx + 1];
     let mut trace = vec![vec![0u8; ny + 1]; nx + 1];
     trace[0][1..].fill(1);
