@@ -517,3 +517,86 @@ fn attention_fusion_reads_the_maps_the_inversion_stored() {
         .to_string();
     assert!(e.contains("sample with steps: 10"), "{e}");
 }
+
+/// Video-P2P's source branch and prompt-to-prompt's local blend: the source runs beside the edit in one
+/// batch, on null-text inversion's embeddings when the latents have them (decoupled guidance). A local
+/// blend whose mask is empty (threshold 1) holds the edit on the source — the source branch's sample,
+/// which is the plain sample of the source prompt, or with null-text the null-text reconstruction; without
+/// the branch, the inversion's trajectory, down to its clean latents. A mask over everything (threshold 0)
+/// changes nothing; one in between (0.5: the toy UNet's word maps are broad) gives neither the edit nor the source.
+#[test]
+fn the_source_branch_runs_beside_the_edit_and_local_blend_holds_it_outside_the_words() {
+    use vidtune_runtime::pipelines::fusion::{FusionOptions, LocalBlend, StoreOptions};
+    use vidtune_runtime::pipelines::invert::{invert, InvertOptions};
+    use vidtune_runtime::pipelines::null_text::NullTextOptions;
+    use vidtune_runtime::pipelines::sample::{sample, sample_latents, SampleOptions};
+    let _serial = serial();
+    let model = vidtune_runtime::video::inflate(toy_sd(), &tav(), 0).unwrap();
+    let held = vidtune_runtime::toy::world::held_out_combinations();
+    let (shape, color, motion) = held[held.len() / 3];
+    let clip = held_out_clip_of(shape, color, motion, "yellow", 4).unwrap();
+    let steps = 8;
+    let o = InvertOptions {
+        steps,
+        prompt: clip.caption.clone(),
+        store: Some(StoreOptions::default()),
+        ..Default::default()
+    };
+    let inv = invert(&model, &clip.video, &o).unwrap();
+    let new = if color == "red" { "blue" } else { "red" };
+    let edit = clip.caption.replacen(color, new, 1);
+    let noun = clip.caption.split(' ').nth(2).unwrap().to_string();
+    let at = |fusion: FusionOptions| SampleOptions {
+        steps,
+        guidance: 7.5,
+        seed: Some(1),
+        fusion: Some(fusion),
+        ..Default::default()
+    };
+    let plain = |prompt: &str, l| {
+        sample(&model, prompt, Some(l), &SampleOptions { fusion: None, ..at(Default::default()) }).unwrap().0
+    };
+    let gap = |a: &vidtune_runtime::Video, b: &vidtune_runtime::Video| {
+        (a.frames() - b.frames()).abs().max().double_value(&[])
+    };
+    let off = FusionOptions { cross_replace: 0.0, self_replace: (0.0, 0.0), source_branch: true, ..Default::default() };
+    let source = plain(&clip.caption, &inv);
+    // The edit branch of the source prompt is the source's own sample: the batch changes nothing.
+    let same = sample(&model, &clip.caption, Some(&inv), &at(off.clone())).unwrap().0;
+    assert!(gap(&same, &source) < 1e-3, "the source branch beside its own prompt moved a pixel");
+    let blend =
+        |threshold: f64| LocalBlend { source_words: vec![noun.clone()], threshold, start: 0.0, ..Default::default() };
+    let with = |threshold: f64, branch: bool| FusionOptions {
+        local_blend: Some(blend(threshold)),
+        source_branch: branch,
+        ..off.clone()
+    };
+    let run = |o: FusionOptions| sample(&model, &edit, Some(&inv), &at(o)).unwrap().0;
+    let edited = plain(&edit, &inv);
+    assert!(gap(&edited, &source) > 0.05, "the edit changed nothing");
+    assert!(gap(&run(with(1.0, true)), &source) < 1e-3, "an empty local blend mask left the edit's latents");
+    assert!(gap(&run(with(0.0, true)), &edited) < 1e-3, "a local blend mask over everything moved a pixel");
+    let between = run(with(0.5, true));
+    assert!(gap(&between, &edited) > 0.02 && gap(&between, &source) > 0.02, "local blend at 0.5 is all or nothing");
+    // Without the branch, the source is the inversion's trajectory: an empty mask ends on its clean latents.
+    let (x, _) = sample_latents(&model, &edit, Some(&inv), &at(with(1.0, false))).unwrap();
+    let clean = &inv.trajectory.as_ref().unwrap()[0];
+    assert!((x - clean).abs().max().double_value(&[]) < 1e-5, "stored local blend left the trajectory");
+    // Decoupled guidance: the source branch reads null-text inversion's embeddings.
+    let o =
+        InvertOptions { null_text: Some(NullTextOptions { inner_steps: 2, ..Default::default() }), store: None, ..o };
+    let nt = invert(&model, &clip.video, &o).unwrap();
+    let retraced = plain(&clip.caption, &nt);
+    assert!(gap(&retraced, &source) > 0.01, "null-text changed nothing");
+    let held_on_source = sample(&model, &edit, Some(&nt), &at(with(1.0, true))).unwrap().0;
+    assert!(gap(&held_on_source, &retraced) < 1e-3, "the source branch did not use the null-text embeddings");
+    // What it refuses: words the edit lacks; a stored blend without a store.
+    let bad = FusionOptions {
+        local_blend: Some(LocalBlend { target_words: vec!["zebra".into()], ..blend(0.3) }),
+        ..off.clone()
+    };
+    let e = sample(&model, &edit, Some(&inv), &at(bad)).unwrap_err().to_string();
+    assert!(e.contains("\"zebra\"") && e.contains("not all in the edit's prompt"), "{e}");
+    let e = sample(&model, &edit, Some(&nt), &at(with(0.3, false))).unwrap_err().to_string();
+    assert!(e.contains("invert(…, #{store: true})") && e.contains("source_branch"), "{e}");
+}

@@ -239,11 +239,14 @@ const FUSION: OptDoc = OptDoc {
     name: "fusion",
     takes:
         "true | #{cross_replace: 0–1 (0.8), self_replace: 0–1 | [start, end] (0.6), blend_words: string | [strings], \
-            blend_threshold: 0–1 (0.3), blend_masks: bool}",
+            blend_threshold: 0–1 (0.3), blend_masks: bool, source_branch: bool, local_blend: true | #{source, target, \
+            threshold, start}}",
     doc: "attention fusion (FateZero) with the maps of latents from invert(…, #{store: true}): for the first \
           cross_replace of the steps the source's cross-attention (mapped word for word, or aligned when the word \
           counts differ), for the self_replace window the source's self-attention outside the blend mask (from \
-          the source words blend_words, or the masks) and the edit's inside",
+          the source words blend_words, or the masks) and the edit's inside; source_branch runs the source beside \
+          the edit and fuses its maps (Video-P2P); local_blend keeps the source's latents outside the words' \
+          attention (prompt-to-prompt)",
 };
 
 const WINDOW: OptDoc = OptDoc {
@@ -655,11 +658,40 @@ const FUSION_KEYS: &[OptDoc] = &[
         takes: "bool (default false)",
         doc: "the blend mask from the sample's masks instead of words",
     },
+    OptDoc {
+        opt: None,
+        name: "source_branch",
+        takes: "bool (default false)",
+        doc: "run the source prompt beside the edit, on null-text inversion's embeddings when the latents have them \
+              (Video-P2P's decoupled guidance), and fuse its maps of the same step instead of the stored ones",
+    },
+    OptDoc {
+        opt: None,
+        name: "local_blend",
+        takes:
+            "true | #{source: string | [strings], target: string | [strings], threshold: 0–1 (0.3), start: 0–1 (0.2)}",
+        doc: "prompt-to-prompt's local blend: after each step from start on, the edit's latents are the source's \
+              outside where the source words (default blend_words) or the edit's words (default: those it adds) \
+              attend",
+    },
+];
+
+/// The keys of `fusion`'s `local_blend` map.
+const LOCAL_BLEND_KEYS: &[OptDoc] = &[
+    OptDoc { opt: None, name: "source", takes: "string | [strings]", doc: "words of the source prompt" },
+    OptDoc { opt: None, name: "target", takes: "string | [strings]", doc: "words of the edit's prompt" },
+    OptDoc { opt: None, name: "threshold", takes: "number 0–1 (default 0.3)", doc: "of each frame's maximum" },
+    OptDoc {
+        opt: None,
+        name: "start",
+        takes: "number 0–1 (default 0.2)",
+        doc: "the share of the steps before the first blend",
+    },
 ];
 
 /// `sample`'s `fusion` option: `true`, `false` or a map of [`FUSION_KEYS`], checked against their ranges.
 pub fn fusion_options(opts: &Opts) -> RhaiResult<Option<vidtune_runtime::pipelines::fusion::FusionOptions>> {
-    use vidtune_runtime::pipelines::fusion::FusionOptions;
+    use vidtune_runtime::pipelines::fusion::{FusionOptions, LocalBlend};
     let func = format!("{} fusion", opts.func());
     let o = match flag_or_map(opts, "fusion", &func, FUSION_KEYS)? {
         None => return Ok(None),
@@ -685,12 +717,29 @@ pub fn fusion_options(opts: &Opts) -> RhaiResult<Option<vidtune_runtime::pipelin
         }
         Some(_) => (0.0, o.float("self_replace")?.unwrap_or(d.self_replace.1)),
     };
-    let blend_words = match o.get("blend_words") {
-        None => vec![],
-        Some(v) => one_or_many::<rhai::ImmutableString>(&func, "blend_words", "a string", v)?
-            .into_iter()
-            .map(|s| s.to_string())
-            .collect(),
+    let words = |o: &Opts, func: &str, key: &str| -> RhaiResult<Vec<String>> {
+        match o.get(key) {
+            None => Ok(vec![]),
+            Some(v) => Ok(one_or_many::<rhai::ImmutableString>(func, key, "a string", v)?
+                .into_iter()
+                .map(|s| s.to_string())
+                .collect()),
+        }
+    };
+    let blend_words = words(&o, &func, "blend_words")?;
+    let local_func = format!("{func} local_blend");
+    let local_blend = match flag_or_map(&o, "local_blend", &local_func, LOCAL_BLEND_KEYS)? {
+        None => None,
+        Some(None) => Some(LocalBlend::default()),
+        Some(Some(l)) => {
+            let ld = LocalBlend::default();
+            Some(LocalBlend {
+                source_words: words(&l, &local_func, "source")?,
+                target_words: words(&l, &local_func, "target")?,
+                threshold: l.float("threshold")?.unwrap_or(ld.threshold),
+                start: l.float("start")?.unwrap_or(ld.start),
+            })
+        }
     };
     let out = FusionOptions {
         cross_replace: o.float("cross_replace")?.unwrap_or(d.cross_replace),
@@ -698,6 +747,8 @@ pub fn fusion_options(opts: &Opts) -> RhaiResult<Option<vidtune_runtime::pipelin
         blend_words,
         blend_threshold: o.float("blend_threshold")?.unwrap_or(d.blend_threshold),
         blend_masks: o.bool("blend_masks")?.unwrap_or(false),
+        source_branch: o.bool("source_branch")?.unwrap_or(false),
+        local_blend,
     };
     out.validate().map_err(|e| {
         script_error(format!("{}: {}", opts.func(), e.to_string().replace("sample fusion: ", "fusion: ")))

@@ -100,6 +100,13 @@ impl SampleOptions {
                 "blend_words": f.blend_words,
                 "blend_threshold": f.blend_threshold,
                 "blend_masks": f.blend_masks,
+                "source_branch": f.source_branch,
+                "local_blend": f.local_blend.as_ref().map(|l| json!({
+                    "source": l.source_words,
+                    "target": l.target_words,
+                    "threshold": l.threshold,
+                    "start": l.start,
+                })),
             })),
         })
     }

@@ -30,6 +30,7 @@ use crate::rng::Noise;
 use crate::video::conditioning::subject_token_positions;
 use crate::video::conditioning::MapsLoop;
 use crate::video::{Conditioning, VideoModel};
+use std::rc::Rc;
 use tch::{Kind, Tensor};
 use vidtune_kernels::masks as kmasks;
 
@@ -204,18 +205,34 @@ impl SampleOptions {
         }
         if let Some(f) = &self.fusion {
             f.validate()?;
-            let store = latents.and_then(|l| l.store.as_ref()).ok_or_else(|| {
-                Error::Invalid(
-                    "fusion reads the attention maps of the inversion: pass latents from invert(…, #{store: true})"
+            if f.source_branch && latents.is_none() {
+                return Err(Error::Invalid(
+                    "fusion edits an inversion: pass latents from invert(…) (the source branch starts from them)"
                         .into(),
-                )
-            })?;
-            if store.steps.len() as i64 != self.steps {
-                return Err(Error::Invalid(format!(
-                    "fusion reads the inversion's maps step by step: sample with steps: {} (got {})",
-                    store.steps.len(),
-                    self.steps
-                )));
+                ));
+            }
+            if !f.source_branch {
+                let store = latents.and_then(|l| l.store.as_ref()).ok_or_else(|| {
+                    Error::Invalid(
+                        "fusion reads the attention maps of the inversion: pass latents from invert(…, #{store: true}), \
+                         or run the source branch (source_branch: true)"
+                            .into(),
+                    )
+                })?;
+                if store.steps.len() as i64 != self.steps {
+                    return Err(Error::Invalid(format!(
+                        "fusion reads the inversion's maps step by step: sample with steps: {} (got {})",
+                        store.steps.len(),
+                        self.steps
+                    )));
+                }
+                if f.local_blend.is_some() && latents.is_some_and(|l| l.trajectory.is_none()) {
+                    return Err(Error::Invalid(
+                        "fusion local_blend blends towards the inversion's trajectory, which these latents lack; run \
+                         the source branch (source_branch: true)"
+                            .into(),
+                    ));
+                }
             }
             if self.windows.is_some() {
                 return Err(Error::Invalid("fusion runs on whole clips; it does not take windows".into()));
@@ -263,12 +280,43 @@ struct HoldFirstFrame(Tensor);
 
 /// Replaces the latents outside the subject by the inversion's latents of the same noise level.
 struct KeepBackground {
-    trajectory: std::rc::Rc<Vec<Tensor>>,
+    trajectory: Rc<Vec<Tensor>>,
     /// 1 where the edit may change the latents (the dilated masks), `[1, 1, F, h, w]`.
     edit: Tensor,
 }
 
-impl StepHooks for (Option<HoldFirstFrame>, Option<KeepBackground>) {
+/// Prompt-to-prompt's local blend ([`super::fusion::LocalBlend`]): from step `start` on, the edit's latents
+/// are the source's outside the mask of the words' attention — the source branch's (the first clip of the
+/// batch), or the inversion's at the same noise level.
+struct LocalBlendHook {
+    fusion: Rc<Fusion>,
+    trajectory: Option<Rc<Vec<Tensor>>>,
+    start: usize,
+}
+
+impl LocalBlendHook {
+    fn blend(&self, step: usize, level: usize, x: &Tensor) -> Result<Option<Tensor>> {
+        if step < self.start {
+            return Ok(None);
+        }
+        let s = x.size();
+        let Some(m) = self.fusion.local_mask((s[3], s[4]))? else { return Ok(None) };
+        let m = m.view([1, 1, s[2], s[3], s[4]]).to_device(x.device()).to_kind(x.kind());
+        Ok(Some(match &self.trajectory {
+            Some(tr) => {
+                let src = tr[level.min(tr.len() - 1)].to_device(x.device()).to_kind(x.kind());
+                &src + &m * (x - &src)
+            }
+            None => {
+                let (src, edit) = (x.narrow(0, 0, 1), x.narrow(0, 1, 1));
+                let blended = &src + &m * (&edit - &src);
+                Tensor::cat(&[src, blended], 0)
+            }
+        }))
+    }
+}
+
+impl StepHooks for (Option<HoldFirstFrame>, Option<KeepBackground>, Option<LocalBlendHook>) {
     fn before(&mut self, _step: usize, _t: i64, x: &mut Tensor) -> Result<()> {
         if let Some(HoldFirstFrame(z)) = &self.0 {
             *x = hold_first(x, z);
@@ -276,7 +324,10 @@ impl StepHooks for (Option<HoldFirstFrame>, Option<KeepBackground>) {
         Ok(())
     }
 
-    fn after(&mut self, _step: usize, level: usize, x: &mut Tensor, _x0: Option<&Tensor>) -> Result<()> {
+    fn after(&mut self, step: usize, level: usize, x: &mut Tensor, _x0: Option<&Tensor>) -> Result<()> {
+        if let Some(blended) = self.2.as_ref().map(|l| l.blend(step, level, x)).transpose()?.flatten() {
+            *x = blended;
+        }
         if let Some(k) = &self.1 {
             let bg = &k.trajectory[level.min(k.trajectory.len() - 1)];
             *x = &*x * &k.edit + bg * (k.edit.ones_like() - &k.edit);
@@ -458,6 +509,8 @@ pub fn sample_schedule_latents(
         }
     };
     let (frames, lh, lw) = (x.size()[2], x.size()[3], x.size()[4]);
+    // Where the source branch starts (the inversion's latents, before any renoising of the edit's).
+    let start = x.shallow_clone();
     if let Some(m) = &opts.masks {
         if m.len() as i64 != frames {
             return Err(Error::Invalid(format!("masks: {} masks for a clip of {frames} frames", m.len())));
@@ -498,14 +551,30 @@ pub fn sample_schedule_latents(
         true => None,
         false => Some(token_weights(&base.tokenizer, prompt, &weighted)?),
     };
+    // With the source branch (Video-P2P's decoupled guidance) the batch holds two clips, the source and
+    // the edit: the source's text, and its unconditional text from null-text inversion when there is one.
+    let mut branch: Option<Tensor> = None;
+    let mut local = None;
     match (&opts.fusion, latents) {
         (Some(f), Some(l)) => {
-            let store = l.store.clone().expect("validated: fusion needs a store");
+            let store = if f.source_branch { None } else { l.store.clone() };
             let (source, masks) = (l.prompt.as_str(), opts.masks.as_ref());
-            let fusion = Fusion::new(&base.tokenizer, store, (source, prompt), f, masks, weights)?;
-            cond.maps = Some(std::rc::Rc::new(fusion));
+            let levels = super::fusion::level_sides(model, lh, lw);
+            let fusion = Rc::new(Fusion::new(&base.tokenizer, store, &levels, (source, prompt), f, masks, weights)?);
+            if let Some(start) = fusion.local_blend_from(opts.steps as usize) {
+                let trajectory = if fusion.runs_source() { None } else { l.trajectory.clone() };
+                local = Some(LocalBlendHook { fusion: fusion.clone(), trajectory, start });
+            }
+            if fusion.runs_source() {
+                branch = Some(base.encode_prompt(source)?);
+            }
+            cond.maps = Some(fusion);
         }
-        _ => cond.maps = weights.map(|w| std::rc::Rc::new(Reweight::new(w)) as std::rc::Rc<dyn MapsLoop>),
+        _ => cond.maps = weights.map(|w| Rc::new(Reweight::new(w)) as Rc<dyn MapsLoop>),
+    }
+    if let Some(src) = &branch {
+        cond.text = Tensor::cat(&[src, &cond.text], 0);
+        cond.subject_tokens = [vec![vec![]], cond.subject_tokens.clone()].concat();
     }
     let keep = match (opts.keep_background, latents.and_then(|l| l.trajectory.clone()), &opts.masks) {
         (true, Some(trajectory), Some(m)) => {
@@ -513,15 +582,28 @@ pub fn sample_schedule_latents(
         }
         _ => None,
     };
+    let negative = base.encode_prompt(&opts.negative)?;
+    let uncond = match &branch {
+        Some(_) => Tensor::cat(&[&base.encode_prompt("")?, &negative], 0),
+        None => negative.shallow_clone(),
+    };
     let mut spec = DenoiseSpec::down("sample", opts.steps, Loop::Sample)
-        .guided(opts.guidance, Some(base.encode_prompt(&opts.negative)?))
+        .guided(opts.guidance, Some(uncond))
         .eta(opts.eta)
         .part((opts.steps - run) as usize, opts.until.map(|u| u as usize));
-    // Null-text inversion's embeddings stand for the empty negative prompt, step by step.
-    if let Some(nt) = latents.and_then(|l| l.null_text.as_ref()).filter(|_| opts.negative.is_empty()) {
-        spec.uncond_steps = Some(nt.embeddings.clone());
+    // Null-text inversion's embeddings stand for the empty negative prompt, step by step: the edit's, or
+    // with the source branch the source's (the edit keeps its own negative prompt).
+    match (latents.and_then(|l| l.null_text.as_ref()), &branch) {
+        (Some(nt), Some(_)) => {
+            spec.uncond_steps = Some(Rc::new(nt.embeddings.iter().map(|e| Tensor::cat(&[e, &negative], 0)).collect()))
+        }
+        (Some(nt), None) if opts.negative.is_empty() => spec.uncond_steps = Some(nt.embeddings.clone()),
+        _ => {}
     }
-    let mut hooks = (first.map(HoldFirstFrame), keep);
+    if branch.is_some() {
+        x = Tensor::cat(&[&start, &x], 0);
+    }
+    let mut hooks = (first.map(HoldFirstFrame), keep, local);
     let out = match &opts.windows {
         None => denoise(model, x, &cond, &spec, Some(&mut noise), &mut hooks)?,
         Some(w) => {
@@ -536,7 +618,10 @@ pub fn sample_schedule_latents(
             denoise(&windowed, x, &cond, &spec, Some(&mut noise), &mut hooks)?
         }
     };
-    Ok((out.latents, seed))
+    match branch {
+        Some(_) => Ok((out.latents.narrow(0, 1, 1), seed)),
+        None => Ok((out.latents, seed)),
+    }
 }
 
 /// Frame 0 of an edit, sampled on its own from the inversion's frame 0 with the same options: the latent
@@ -546,7 +631,7 @@ fn edit_first_frame(model: &VideoModel, prompt: &str, l: &Latents, opts: &Sample
     let first = Latents {
         latents: one(&l.latents),
         source: one(&l.source),
-        trajectory: l.trajectory.as_ref().map(|t| std::rc::Rc::new(t.iter().map(one).collect())),
+        trajectory: l.trajectory.as_ref().map(|t| Rc::new(t.iter().map(one).collect())),
         ..l.clone()
     };
     let masks = opts.masks.as_ref().map(|m| m.slice_frames(0, 1)).transpose()?;

@@ -126,13 +126,17 @@ impl Conditioning {
         self
     }
 
-    /// Classifier-free guidance as one batch: `uncond` then `self`, each `[1, L, D]`; the subject's tokens
+    /// Classifier-free guidance as one batch: `uncond` then `self`, each `[B, L, D]`; the subject's tokens
     /// belong to the conditional half only.
     pub fn with_unconditional(&self, uncond: &Tensor) -> Self {
         let mut out = self.clone();
         out.text = Tensor::cat(&[uncond, &self.text], 0);
-        let cond_tokens = self.subject_tokens.first().cloned().unwrap_or_default();
-        out.subject_tokens = vec![vec![], cond_tokens];
+        let b = self.batch() as usize;
+        let mut tokens = vec![vec![]; uncond.size()[0] as usize + b];
+        for (i, t) in self.subject_tokens.iter().take(b).enumerate() {
+            tokens[uncond.size()[0] as usize + i] = t.clone();
+        }
+        out.subject_tokens = tokens;
         out.step.guided = true;
         out
     }
