@@ -423,3 +423,56 @@ fn mask_operations_and_round_trips() {
     let overlay = m.overlay(&clip.video).unwrap();
     assert_eq!(overlay.frames().size(), clip.video.frames().size());
 }
+
+/// A subject of two very different colours (its upper part painted near-black in every frame, as a dog's
+/// black head on a white body), clicked twice on its light part in frame 0: the clicked frame's mask
+/// holds the whole subject as the frames propagated from it do — its IoU within 0.05 of theirs.
+#[test]
+fn a_two_colour_subject_clicked_on_one_colour_is_whole_in_the_clicked_frame() {
+    let mut report = vec![];
+    for (i, (shape, texture, motion)) in [
+        (Shape::Circle, Texture::Plain, Motion::Right),
+        (Shape::Square, Texture::Noise, Motion::Left),
+        (Shape::Diamond, Texture::Gradient, Motion::Bounce),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let spec = SyntheticSpec {
+            shape: Some(shape),
+            background: Some(texture),
+            motion: Some(motion),
+            color: Some("white".into()),
+            frames: 8,
+            width: 96,
+            height: 80,
+            seed: 40 + i as u64,
+            ..Default::default()
+        };
+        let clip = synthetic_clip(&spec).unwrap();
+        let frames = clip.video.frames().copy();
+        let boxes = clip.masks.bboxes().unwrap();
+        for (f, b) in boxes.iter().enumerate() {
+            let [_, y0, _, y1] = b.unwrap();
+            let top = ((y1 - y0) as f64 * 0.4).round() as i64;
+            let subject = clip.masks.tensor().get(f as i64).get(0).gt(0.5);
+            let rows = Tensor::arange(80, (Kind::Int64, tch::Device::Cpu)).view([80, 1]).expand([80, 96], false);
+            let head = subject.logical_and(&rows.lt(y0 + top));
+            let dark = Tensor::from_slice(&[-0.85f32, -0.85, -0.8]).view([3, 1, 1]);
+            let painted = frames.get(f as i64).where_self(&head.logical_not().unsqueeze(0), &dark);
+            frames.get(f as i64).copy_(&painted);
+        }
+        let video = Video::new(frames, 8.0).unwrap();
+        let [x0, y0, x1, y1] = boxes[0].unwrap();
+        let (cx, h) = ((x0 + x1) as f64 / 2.0, (y1 - y0) as f64);
+        let clicks =
+            [0.65, 0.8].map(|at| Click::Point { x: cx, y: y0 as f64 + h * at, positive: true, frame: Some(0) });
+        let seg = segment(&video, &clicks, &mut Builtin::default(), &SegmentOptions::default()).unwrap();
+        let (_, per) = seg.iou(&clip.masks).unwrap();
+        let others = per[1..].iter().sum::<f64>() / (per.len() - 1) as f64;
+        report.push(format!("{shape:?}/{texture:?}: clicked frame {:.3}, propagated {others:.3}", per[0]));
+        assert!(others >= 0.85, "{report:?}");
+        assert!(per[0] >= others - 0.05, "{report:?}");
+    }
+    eprintln!("{report:#?}");
+}

@@ -356,32 +356,51 @@ pub fn segment_clicked(frame: &Frame, prompt: &Prompt) -> Result<FrameMask> {
                 (x0, y0, x1, y1) = (x0.min(p.x), y0.min(p.y), x1.max(p.x), y1.max(p.y));
             }
             // Boxes of growing size around the clicks: too small a box cuts the subject short, so its
-            // mask changes when the box grows; once the box holds the subject, it no longer does.
+            // mask changes when the box grows; once the box holds the subject, it no longer does. A box
+            // that holds one part of a subject of two colours (a white body whose black head lies beyond
+            // it) is stable against the next size too, so a mask is taken only when the box two sizes
+            // larger agrees with it as well.
             let side = frame.width.max(frame.height) as f64;
             let seeded = seeds_fg.len() * 2;
-            let mut prev: Option<Vec<bool>> = None;
+            let mut masks: Vec<Vec<bool>> = vec![];
             let mut best: Option<(f64, Vec<bool>)> = None;
+            let stable = |a: &Vec<bool>, b: &Vec<bool>| {
+                let area = a.iter().filter(|&&m| m).count();
+                if area > seeded {
+                    iou(a, b)
+                } else {
+                    0.0
+                }
+            };
             for s in BOX_SIZES {
                 let d = s * side / 2.0;
                 let rect = Rect::around(frame, [x0 - d, y0 - d, x1 + d, y1 + d]);
-                let mask = grabcut_box(frame, rect, &seeds);
-                let area = mask.iter().filter(|&&m| m).count();
+                masks.push(grabcut_box(frame, rect, &seeds));
                 let full = rect == Rect::full(frame);
-                if let Some(p) = &prev {
+                let k = masks.len();
+                if k >= 2 {
                     // The smaller box's mask, once the larger box agrees (less background to confuse).
-                    let stable = if area > seeded { iou(p, &mask) } else { 0.0 };
-                    if best.as_ref().is_none_or(|(b, _)| stable > *b) {
-                        best = Some((stable, p.clone()));
+                    let pair = stable(&masks[k - 2], &masks[k - 1]);
+                    if best.as_ref().is_none_or(|(b, _)| pair > *b) {
+                        best = Some((pair, masks[k - 2].clone()));
                     }
-                    if stable >= BOX_STABLE {
+                }
+                if k >= 3 {
+                    let (a, b, c) = (&masks[k - 3], &masks[k - 2], &masks[k - 1]);
+                    if stable(a, b) >= BOX_STABLE && stable(a, c) >= BOX_STABLE {
+                        best = Some((1.0, a.clone()));
                         break;
                     }
                 }
                 if full {
+                    // No larger box to ask: a stable last pair stands.
+                    if k >= 2 && stable(&masks[k - 2], &masks[k - 1]) >= BOX_STABLE {
+                        best = Some((1.0, masks[k - 2].clone()));
+                    }
                     break;
                 }
-                prev = Some(mask);
             }
+            let prev = masks.pop();
             match best {
                 Some((_, m)) => m,
                 None => prev.unwrap_or_else(|| vec![false; frame.len()]),
