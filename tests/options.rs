@@ -186,8 +186,12 @@ fn attention_stores_and_fusion_are_options_with_checked_ranges() {
                          #{masks: clip.masks, steps: 1});
            let inv_mg = invert(mg, clip.video, #{masks: clip.masks, steps: 2, prompt: "a circle", store: true});
            let x = sample(mg, "a (red:2) square", #{latents: inv_mg, masks: clip.masks, subject: "red square",
-                                                    steps: 2, guidance: 7.5, fusion: #{blend_masks: true}});"#,
-        "a store, fusion by words and by masks, and on a tuned mask-guided model with a word weight",
+                                                    steps: 2, guidance: 7.5, fusion: #{blend_masks: true}});
+           let y = sample(mg, "a (red:2) square", #{latents: inv_mg, masks: clip.masks, subject: "red square",
+                                                    steps: 2, guidance: 7.5,
+                                                    fusion: #{source_branch: true, local_blend: #{source: "circle"}}});"#,
+        "a store, fusion by words and by masks, and on a tuned mask-guided model with a word weight, with the \
+         source branch and local blend",
     );
     for (opts, says) in [
         ("#{cross_replace: 1.5}", "sample: fusion: cross_replace must be between 0 and 1"),
@@ -198,6 +202,12 @@ fn attention_stores_and_fusion_are_options_with_checked_ranges() {
         ("#{blend_words: \"dog\"}", "blend word \"dog\" is not in the inversion's prompt \"a circle\""),
         ("#{blend_masks: true}", "blend_masks blends inside the masks: pass #{masks: …}"),
         ("3", "fusion must be true or a map"),
+        ("#{local_blend: #{threshold: 2}}", "local_blend threshold must be between 0 and 1"),
+        ("#{local_blend: #{start: -0.5}}", "local_blend start must be between 0 and 1"),
+        ("#{local_blend: #{words: \"circle\"}}", "unknown option \"words\""),
+        ("#{local_blend: #{source: \"dog\"}}", "blend word \"dog\" is not in the inversion's prompt"),
+        ("#{local_blend: #{target: \"dog\"}}", "local_blend target words [\"dog\"] are not all in the edit's prompt"),
+        ("#{source_branch: 1}", "source_branch"),
     ] {
         let e = s
             .eval(&format!("sample(model, \"a square\", #{{latents: inv, steps: 2, guidance: 7.5, fusion: {opts}}})"))
@@ -223,6 +233,7 @@ fn attention_stores_and_fusion_are_options_with_checked_ranges() {
     }
     let help = s.eval("help(\"sample\")").unwrap().to_string();
     assert!(help.contains("fusion") && help.contains("FateZero"), "{help}");
+    assert!(help.contains("source_branch") && help.contains("local_blend"), "{help}");
     let help = s.eval("help(\"invert\")").unwrap().to_string();
     assert!(help.contains("store"), "{help}");
 }

@@ -3,7 +3,8 @@
 //! edit, and tabled (`results.md` / `.csv` / `.html` / `.json`).
 //!
 //! A recipe is a preset name (`auto`, `mask-guided`, `tune-a-video`, `ei2`, `dynamic-mask`: the built-in
-//! `scripts/edit.rhai` with that `method`; `zero-shot`: the built-in `scripts/zero-shot.rhai`) or a
+//! `scripts/edit.rhai` with that `method`; `zero-shot` and `video-p2p`: the built-in `scripts/zero-shot.rhai`
+//! and `scripts/video-p2p.rhai`) or a
 //! `.rhai` script. Each case runs the script in a fresh
 //! session with the parameters `video`, `masks` (when the suite has them), `prompt`, `edit`, `subject`,
 //! `edit_type` (and `type`), `click_x` / `click_y`, `frames`, `size`, `model` and `out`; it returns the
@@ -28,6 +29,9 @@ pub const EDIT_SCRIPT: &str = include_str!("../../scripts/edit.rhai");
 pub const BUILTIN_RECIPES: [&str; 5] = ["auto", "mask-guided", "tune-a-video", "ei2", "dynamic-mask"];
 /// The zero-shot recipe (no tuning, attention fusion), built in as `zero-shot`.
 pub const ZERO_SHOT_SCRIPT: &str = include_str!("../../scripts/zero-shot.rhai");
+/// Video-P2P's recipe (tuning, null-text inversion, prompt-to-prompt with the source branch), built in as
+/// `video-p2p`.
+pub const VIDEO_P2P_SCRIPT: &str = include_str!("../../scripts/video-p2p.rhai");
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct EvalOptions {
@@ -35,8 +39,8 @@ pub struct EvalOptions {
     /// its CSV) in the LOVEU-TGVE-2023 layout
     #[arg(required_unless_present = "write_suite")]
     pub suite: Option<String>,
-    /// Recipes, each a row of the table: auto, mask-guided, tune-a-video, ei2, dynamic-mask, zero-shot, or a
-    /// .rhai script (repeat, or separate with commas)
+    /// Recipes, each a row of the table: auto, mask-guided, tune-a-video, ei2, dynamic-mask, zero-shot,
+    /// video-p2p, or a .rhai script (repeat, or separate with commas)
     #[arg(long, value_delimiter = ',', default_value = "auto")]
     pub recipe: Vec<String>,
     /// Where results go (default: out/eval/<suite>): <split>/<video>/<type>/00000.jpg… with a GIF beside
@@ -130,9 +134,11 @@ impl Recipe {
                 method: Some(name.into()),
             });
         }
-        if name == "zero-shot" {
-            let (source, code) = ("scripts/zero-shot.rhai".into(), ZERO_SHOT_SCRIPT.into());
-            return Ok(Recipe { name: name.into(), source, code, method: None });
+        for (builtin, code) in [("zero-shot", ZERO_SHOT_SCRIPT), ("video-p2p", VIDEO_P2P_SCRIPT)] {
+            if name == builtin {
+                let source = format!("scripts/{builtin}.rhai").into();
+                return Ok(Recipe { name: name.into(), source, code: code.into(), method: None });
+            }
         }
         let path = Path::new(name);
         if path.extension().is_some_and(|e| e == "rhai") || path.exists() {
@@ -140,7 +146,10 @@ impl Recipe {
             let stem = path.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| name.into());
             return Ok(Recipe { name: stem, source: name.into(), code, method: None });
         }
-        bail!("unknown recipe {name:?}; expected {}, zero-shot or a .rhai script", BUILTIN_RECIPES.join(", "))
+        bail!(
+            "unknown recipe {name:?}; expected {}, zero-shot, video-p2p or a .rhai script",
+            BUILTIN_RECIPES.join(", ")
+        )
     }
 
     /// Runs the recipe on one case in a fresh session; the script's value must be the edited Video.

@@ -135,8 +135,10 @@ pub fn sample_key(
             if let (Some(st), Some(_)) = (&l.store, &opts.fusion) {
                 k = k.text(&format!("store {:?}", st.options));
             }
-            // Null-text embeddings change the sample (they stand for the empty negative prompt).
-            if let Some(nt) = l.null_text.as_ref().filter(|_| opts.negative.is_empty()) {
+            // Null-text embeddings change the sample (they stand for the empty negative prompt, or the source
+            // branch's unconditional text).
+            let branch = opts.fusion.as_ref().is_some_and(|f| f.source_branch);
+            if let Some(nt) = l.null_text.as_ref().filter(|_| opts.negative.is_empty() || branch) {
                 k = k.text("null-text");
                 for e in nt.embeddings.iter() {
                     k = k.tensor(e);
