@@ -231,6 +231,32 @@ fn attention_stores_and_fusion_are_options_with_checked_ranges() {
         let e = s.eval(call).unwrap_err().to_string();
         assert!(e.contains(says), "{call}: {e}");
     }
+    // The recipes as presets: zero-shot stores and fuses, p2p inverts with null-text and runs the source
+    // branch with a local blend of the words the edit adds; a map overrides the preset's fusion key by key.
+    let _ = s
+        .eval(
+            r#"let zs = inflate(load_sd("random:tiny"), #{preset: "zero-shot"});
+               let zi = invert(zs, clip.video, #{preset: "zero-shot", steps: 2, prompt: "a circle"});
+               let z = sample(zs, "a square", #{preset: "zero-shot", latents: zi, steps: 2});
+               let pi = invert(model, clip.video, #{preset: "p2p", steps: 2, prompt: "a circle",
+                                                    null_text: #{inner_steps: 1}});
+               let p = sample(model, "a square", #{preset: "p2p", latents: pi, steps: 2, fusion: #{cross_replace: 0.5}});"#,
+        )
+        .expect("the zero-shot and p2p presets");
+    for (call, says) in [
+        (
+            "tune(inflate(load_sd(\"random:tiny\"), #{preset: \"zero-shot\"}), clip.video, \"a circle\", #{preset: \"zero-shot\"})",
+            "preset \"zero-shot\" edits without tuning",
+        ),
+        ("sample(model, \"a circle\", #{preset: \"p2p\", latents: pi, steps: 2})", "local_blend has no words"),
+        ("sample(model, \"a square\", #{preset: \"zero-shot\", latents: pi, steps: 2})", "invert(…, #{store: true})"),
+    ] {
+        let e = s.eval(call).unwrap_err().to_string();
+        assert!(e.contains(says), "{call}: {e}");
+    }
+    let _ = s
+        .eval("sample(model, \"a circle\", #{preset: \"p2p\", latents: pi, steps: 2, fusion: #{local_blend: false}})")
+        .expect("p2p without its local blend");
     let help = s.eval("help(\"sample\")").unwrap().to_string();
     assert!(help.contains("fusion") && help.contains("FateZero"), "{help}");
     assert!(help.contains("source_branch") && help.contains("local_blend"), "{help}");

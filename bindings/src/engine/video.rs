@@ -92,14 +92,23 @@ fn do_invert(
     opts: Opts,
 ) -> RhaiResult<ScriptLatents> {
     let model = video_model("invert", model)?;
-    let d = InvertOptions::default();
+    let d = match opts.string("preset")? {
+        Some(p) => vidtune_runtime::pipelines::presets::invert(&p).map_err(|e| script_error(format!("invert: {e}")))?,
+        None => InvertOptions::default(),
+    };
     let o = InvertOptions {
         steps: opts.int(INVERT_STEPS.name)?.unwrap_or(d.steps),
         prompt: opts.string("prompt")?.unwrap_or_else(|| d.prompt.clone()),
         masks: opts.custom::<Masks>("masks", "Masks")?,
         windows: window_options(&opts, None)?,
-        null_text: null_text_options(&opts)?,
-        store: store_options(&opts)?,
+        null_text: match opts.get("null_text") {
+            None => d.null_text.clone(),
+            Some(_) => null_text_options(&opts)?,
+        },
+        store: match opts.get("store") {
+            None => d.store.clone(),
+            Some(_) => store_options(&opts)?,
+        },
     };
     let live = Live::from(&opts)?;
     let use_cache = opts.bool("cache")?.unwrap_or(true) && !live.active();

@@ -29,7 +29,9 @@ pub const INFLATE_OPTIONS: &[OptDoc] = &[
         takes: "",
         doc: "a combination of modules; the options below override its parts. mask-guided = sparse_causal + \
               temporal + mca + masked cross-attention (the project's recommendation for edits with masks); \
-              dynamic-mask = first_frame:mask=4 + temporal + masked cross-attention (generation from a mask motion)",
+              dynamic-mask = first_frame:mask=4 + temporal + masked cross-attention (generation from a mask motion); \
+              zero-shot = sparse_causal, no temporal layers (FateZero: edits without tuning); p2p = Tune-A-Video's \
+              (Video-P2P)",
     },
     OptDoc {
         opt: Some(Declared::Modules(Role::Spatial)),
@@ -63,7 +65,7 @@ pub const TUNE_OPTIONS: &[OptDoc] = &[
         name: "preset",
         takes: "",
         doc: "the recipe's tuning (inflate's preset names); the options below override it. dynamic-mask: \
-              first_frame, train \"dynamic-mask\" (attn1, attn2, attn_temp)",
+              first_frame, train \"dynamic-mask\" (attn1, attn2, attn_temp); zero-shot does not tune",
     },
     OptDoc::declared(&TUNE_STEPS),
     OptDoc::declared(&TUNE_WINDOW),
@@ -115,6 +117,13 @@ pub const TUNE_OPTIONS: &[OptDoc] = &[
 
 /// `invert`'s options.
 pub const INVERT_OPTIONS: &[OptDoc] = &[
+    OptDoc {
+        opt: Some(Declared::Presets),
+        name: "preset",
+        takes: "",
+        doc: "the recipe's inversion (inflate's preset names); the options below override it. zero-shot: store; \
+              p2p: null_text",
+    },
     OptDoc::declared(&INVERT_STEPS),
     OptDoc {
         opt: None,
@@ -167,7 +176,9 @@ macro_rules! sample_options {
                 name: "preset",
                 takes: "",
                 doc: "the recipe's sampling (inflate's preset names); the options below override it. dynamic-mask: \
-                      shared_noise 0.2, and first_frame and masks are required",
+                      shared_noise 0.2, and first_frame and masks are required; zero-shot: fusion (cross_replace 0.2, \
+                      self_replace 1); p2p: fusion with the source branch (cross_replace 0.2, self_replace 0.5) and \
+                      a local blend of the words the edit adds",
             },
             OptDoc::declared(&SAMPLE_STEPS),
             OptDoc::declared(&GUIDANCE),
@@ -442,7 +453,10 @@ pub(super) fn sample_options(opts: &Opts, window: Option<i64>) -> RhaiResult<Sam
         },
         until: None,
         controls: super::control::controls(opts)?,
-        fusion: fusion_options(opts)?,
+        fusion: match opts.get("fusion") {
+            None => d.fusion.clone(),
+            Some(_) => fusion_options(opts, d.fusion.as_ref())?,
+        },
     })
 }
 
@@ -689,16 +703,20 @@ const LOCAL_BLEND_KEYS: &[OptDoc] = &[
     },
 ];
 
-/// `sample`'s `fusion` option: `true`, `false` or a map of [`FUSION_KEYS`], checked against their ranges.
-pub fn fusion_options(opts: &Opts) -> RhaiResult<Option<vidtune_runtime::pipelines::fusion::FusionOptions>> {
+/// `sample`'s `fusion` option: `true`, `false` or a map of [`FUSION_KEYS`], checked against their ranges;
+/// what the map leaves out is `base`'s (a preset's fusion), else the defaults.
+pub fn fusion_options(
+    opts: &Opts,
+    base: Option<&vidtune_runtime::pipelines::fusion::FusionOptions>,
+) -> RhaiResult<Option<vidtune_runtime::pipelines::fusion::FusionOptions>> {
     use vidtune_runtime::pipelines::fusion::{FusionOptions, LocalBlend};
     let func = format!("{} fusion", opts.func());
+    let d = base.cloned().unwrap_or_default();
     let o = match flag_or_map(opts, "fusion", &func, FUSION_KEYS)? {
         None => return Ok(None),
-        Some(None) => return Ok(Some(FusionOptions::default())),
+        Some(None) => return Ok(Some(d)),
         Some(Some(o)) => o,
     };
-    let d = FusionOptions::default();
     let self_replace = match o.get("self_replace") {
         None => d.self_replace,
         Some(v) if v.is_array() => {
@@ -726,9 +744,13 @@ pub fn fusion_options(opts: &Opts) -> RhaiResult<Option<vidtune_runtime::pipelin
                 .collect()),
         }
     };
-    let blend_words = words(&o, &func, "blend_words")?;
+    let blend_words = match o.get("blend_words") {
+        None => d.blend_words.clone(),
+        Some(_) => words(&o, &func, "blend_words")?,
+    };
     let local_func = format!("{func} local_blend");
     let local_blend = match flag_or_map(&o, "local_blend", &local_func, LOCAL_BLEND_KEYS)? {
+        None if o.get("local_blend").is_none() => d.local_blend.clone(),
         None => None,
         Some(None) => Some(LocalBlend::default()),
         Some(Some(l)) => {
@@ -746,8 +768,8 @@ pub fn fusion_options(opts: &Opts) -> RhaiResult<Option<vidtune_runtime::pipelin
         self_replace,
         blend_words,
         blend_threshold: o.float("blend_threshold")?.unwrap_or(d.blend_threshold),
-        blend_masks: o.bool("blend_masks")?.unwrap_or(false),
-        source_branch: o.bool("source_branch")?.unwrap_or(false),
+        blend_masks: o.bool("blend_masks")?.unwrap_or(d.blend_masks),
+        source_branch: o.bool("source_branch")?.unwrap_or(d.source_branch),
         local_blend,
     };
     out.validate().map_err(|e| {

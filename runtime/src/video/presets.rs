@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::video::processors::ModuleSpec;
 
 /// The presets [`VideoSpec::preset`] knows, the default first.
-pub const PRESETS: &[&str] = &["tune-a-video", "mask-guided", "dynamic-mask"];
+pub const PRESETS: &[&str] = &["tune-a-video", "mask-guided", "dynamic-mask", "zero-shot", "p2p"];
 
 impl VideoSpec {
     /// The project's recommended combination for editing with masks (`inflate(sd, #{preset:
@@ -33,11 +33,19 @@ impl VideoSpec {
         }
     }
 
-    /// The preset called `name` (`"tav"` is `"tune-a-video"`). EI² is not one: its modules are chosen by
-    /// name, and the error says how.
+    /// FateZero's model for edits without tuning (`inflate(sd, #{preset: "zero-shot"})`): sparse-causal
+    /// attention and nothing new to train — no temporal layers.
+    pub fn zero_shot() -> VideoSpec {
+        VideoSpec { temporal: None, ..VideoSpec::default() }
+    }
+
+    /// The preset called `name` (`"tav"` is `"tune-a-video"`; `"p2p"`, Video-P2P's, is Tune-A-Video's
+    /// modules, also called `"video-p2p"`). EI² is not one: its modules are chosen by name, and the error
+    /// says how.
     pub fn preset(name: &str) -> Result<VideoSpec> {
         match name {
-            "tune-a-video" | "tav" => Ok(VideoSpec::default()),
+            "tune-a-video" | "tav" | "p2p" | "video-p2p" => Ok(VideoSpec::default()),
+            "zero-shot" => Ok(VideoSpec::zero_shot()),
             "mask-guided" => Ok(VideoSpec::mask_guided()),
             "dynamic-mask" => Ok(VideoSpec::dynamic_mask()),
             "ei2" | "ei²" => Err(Error::Invalid(
@@ -114,7 +122,7 @@ mod tests {
         );
         let e = VideoSpec::preset("fast").unwrap_err().to_string();
         assert!(
-            e.ends_with("unknown preset \"fast\"; expected \"tune-a-video\", \"mask-guided\" or \"dynamic-mask\""),
+            e.ends_with("unknown preset \"fast\"; expected \"tune-a-video\", \"mask-guided\", \"dynamic-mask\", \"zero-shot\" or \"p2p\""),
             "{e}"
         );
         assert!(VideoSpec::preset("ei2").unwrap_err().to_string().contains("ffam:2"));
