@@ -182,6 +182,8 @@ fn attention_stores_and_fusion_are_options_with_checked_ranges() {
                                                fusion: #{blend_words: "circle", self_replace: [0.0, 1.0]}});
            let w = sample(model, "a square", #{latents: inv, steps: 2, guidance: 7.5, masks: clip.masks,
                                                fusion: #{blend_masks: true}});
+           let on_disk = invert(model, clip.video, #{steps: 2, prompt: "a circle", store: #{disk: true}});
+           let d = sample(model, "a square", #{latents: on_disk, steps: 2, guidance: 7.5, fusion: true});
            let mg = tune(inflate(load_sd("random:tiny"), #{preset: "mask-guided"}), clip.video, "a circle",
                          #{masks: clip.masks, steps: 1});
            let inv_mg = invert(mg, clip.video, #{masks: clip.masks, steps: 2, prompt: "a circle", store: true});
@@ -221,6 +223,7 @@ fn attention_stores_and_fusion_are_options_with_checked_ranges() {
         ("invert(model, clip.video, #{steps: 2, store: #{resolutions: [3]}})", "resolution 3 is not a level"),
         ("invert(model, clip.video, #{steps: 2, store: #{self: false, cross: false}})", "keeps nothing"),
         ("invert(model, clip.video, #{steps: 2, store: #{sides: [2]}})", "unknown option \"sides\""),
+        ("invert(model, clip.video, #{steps: 2, store: #{disk: \"yes\"}})", "disk"),
         ("invert(model, clip.video, #{steps: 2, store: true, window: 2})", "store keeps the maps of whole-clip calls"),
         // 16 frames at 512² over 1000 steps, every level: refused before anything is allocated, with the figure.
         (

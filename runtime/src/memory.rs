@@ -55,6 +55,32 @@ pub fn ensure_fits(what: &str, bytes: f64, device: Device) -> Result<()> {
     }
 }
 
+/// Refuses `what` when its `bytes` would not fit in the free space of the file system that holds `dir`
+/// (created when missing), with both figures.
+pub fn ensure_disk_fits(what: &str, bytes: f64, dir: &std::path::Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let Some(free) = disk_available(dir) else { return Ok(()) };
+    if bytes > free as f64 {
+        return Err(Error::Invalid(format!(
+            "{what} would need at least {} on disk; {} has {} free",
+            human_bytes(bytes),
+            dir.display(),
+            human_bytes(free as f64)
+        )));
+    }
+    Ok(())
+}
+
+/// Bytes free to an unprivileged user on the file system that holds `dir`.
+pub fn disk_available(dir: &std::path::Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `path` is a NUL-terminated string and `st` a writable statvfs.
+    let rc = unsafe { libc::statvfs(path.as_ptr(), &mut st) };
+    (rc == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
+}
+
 /// Bytes of `elements` values of `bytes_per` bytes each, in f64 (products of user numbers can overflow
 /// integers).
 pub fn bytes_of(elements: &[i64], bytes_per: f64) -> f64 {

@@ -511,6 +511,24 @@ fn attention_fusion_reads_the_maps_the_inversion_stored() {
     let fused = by(&edit, &at(Some(FusionOptions::default()), None));
     let fused_weighted = by(&weighted(3.0), &at(Some(FusionOptions::default()), None));
     assert!((fused.frames() - fused_weighted.frames()).abs().max().double_value(&[]) > 0.05);
+    // A store on disk: a file per step, read back a step at a time, the same fusion; removed with the latents.
+    let cache = tempfile::tempdir().unwrap();
+    std::env::set_var("VIDTUNE_CACHE", cache.path());
+    let on_disk = StoreOptions { disk: true, ..StoreOptions::default() };
+    let inv_disk = invert(&model, &clip.video, &InvertOptions { store: Some(on_disk), ..o.clone() }).unwrap();
+    std::env::remove_var("VIDTUNE_CACHE");
+    let st = inv_disk.store.clone().unwrap();
+    let dir = st.disk.as_ref().unwrap().dir.clone();
+    assert!(dir.starts_with(cache.path().join("stores")), "{}", dir.display());
+    assert_eq!((st.len(), st.layers(), st.bytes(), st.steps.len()), (10, 8, store.bytes(), 0));
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 10);
+    let from_disk = sample(&model, &edit, Some(&inv_disk), &at(Some(FusionOptions::default()), None)).unwrap().0;
+    assert!(
+        (fused.frames() - from_disk.frames()).abs().max().double_value(&[]) < 1e-6,
+        "the disk store fused otherwise"
+    );
+    drop((st, inv_disk));
+    assert!(!dir.exists(), "the store's files outlived it");
     // Fusion checks what it reads: the inversion's steps.
     let e = sample(&model, &edit, Some(&inv), &SampleOptions { steps: 20, ..at(Some(FusionOptions::default()), None) })
         .unwrap_err()

@@ -149,8 +149,11 @@ pub const INVERT_OPTIONS: &[OptDoc] = &[
     OptDoc {
         opt: None,
         name: "store",
-        takes: "true | #{self: true, cross: true, resolutions: [sides] (default: every level but the largest)}",
-        doc: "keep the inversion's attention maps (half precision, on the CPU; refused when they would not fit) \
+        takes: "true | #{self: true, cross: true, resolutions: [sides] (default: every level but the largest), disk: \
+                false}",
+        doc:
+            "keep the inversion's attention maps (half precision, on the CPU or with disk in files; refused when they \
+              would not fit) \
               for sample's fusion (FateZero) — give the source description as `prompt`",
     },
     super::live::PREVIEW_EVERY,
@@ -612,6 +615,13 @@ const STORE_KEYS: &[OptDoc] = &[
         takes: "[integers] (default: every level but the largest)",
         doc: "the latent sides whose layers are kept (at 512²: 64, 32, 16, 8)",
     },
+    OptDoc {
+        opt: None,
+        name: "disk",
+        takes: "bool (default false)",
+        doc: "keep the maps on disk in vidtune's cache, a file per step read back one step at a time (bounded by \
+              the free disk space, not memory; removed with the latents, not memoised)",
+    },
 ];
 
 /// `invert`'s `store` option: `true`, `false` or a map of [`STORE_KEYS`].
@@ -637,6 +647,7 @@ pub fn store_options(opts: &Opts) -> RhaiResult<Option<vidtune_runtime::pipeline
         self_attn: o.bool("self")?.unwrap_or(true),
         cross: o.bool("cross")?.unwrap_or(true),
         resolutions,
+        disk: o.bool("disk")?.unwrap_or(false),
     }))
 }
 

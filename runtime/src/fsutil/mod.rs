@@ -38,6 +38,22 @@ use manifest::{describe, remove_owned_tree, write_manifest, DirLock, Written};
 pub use manifest::{owned_files, record_owned, MANIFEST};
 pub use pending::remove_stale_temporaries;
 use pending::Pending;
+
+/// The record of a folder of temporaries vidtune creates and removes itself (an attention store on disk),
+/// made before the folder exists: if the process is killed, a later run's
+/// [`remove_stale_temporaries`] removes the folder. The record goes with the guard.
+pub struct TempDirRecord(#[allow(dead_code)] Pending);
+
+/// Records the folder `path` is about to be ([`TempDirRecord`]).
+pub fn record_temp_dir(path: &Path) -> TempDirRecord {
+    TempDirRecord(Pending::record(path, "dir"))
+}
+
+impl std::fmt::Debug for TempDirRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TempDirRecord")
+    }
+}
 pub use read::{check_readable, read_limited, read_text, read_text_from, sha256_file, TEXT_MAX_BYTES};
 
 /// Numbers the temporaries (and their records) of this process.

@@ -316,6 +316,10 @@ pub fn invert_cached(
     let l = invert(model, clip, opts)?;
     MEMO.with(|m| m.latents.insert(&key, l.clone()));
     let mut out = done(l.clone(), Source::Computed, &key, start);
+    // A store kept on disk stays out of the disk memo (writing it there would read every step into memory).
+    if l.store.as_ref().is_some_and(|s| s.disk.is_some()) {
+        return Ok(out);
+    }
     out.store_warning = store("invert", |disk| {
         let mut meta =
             HashMap::from([("fps".to_string(), l.fps.to_string()), ("steps".to_string(), l.steps.to_string())]);

@@ -52,11 +52,13 @@ pub struct StoreOptions {
     pub cross: bool,
     /// The latent sides (tokens per side) whose layers are kept; `None`: every level but the largest.
     pub resolutions: Option<Vec<i64>>,
+    /// Keep the maps on disk, a file per step (read back one step at a time), instead of in memory.
+    pub disk: bool,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions { self_attn: true, cross: true, resolutions: None }
+        StoreOptions { self_attn: true, cross: true, resolutions: None, disk: false }
     }
 }
 
@@ -101,35 +103,139 @@ pub struct StoredMap {
 }
 
 /// The maps an inversion kept: `steps[j]` holds the layers of its `j`-th UNet call (timesteps ascending),
-/// in call order.
+/// in call order — in memory, or with `disk` in a file per step.
 #[derive(Debug)]
 pub struct AttentionStore {
     pub options: StoreOptions,
     /// The latents' spatial size.
     pub latent: (i64, i64),
+    /// The maps in memory (empty when they are on disk).
     pub steps: Vec<Vec<StoredMap>>,
+    /// The maps on disk.
+    pub disk: Option<DiskSteps>,
+}
+
+/// A store's steps on disk: `step-<j>.safetensors` in a folder of vidtune's cache, one tensor per layer;
+/// the files (and the folder, once empty) are removed when the store is dropped.
+#[derive(Debug)]
+pub struct DiskSteps {
+    pub dir: std::path::PathBuf,
+    files: Vec<std::path::PathBuf>,
+    /// Each layer's site and spatial size, in call order.
+    layout: Vec<(Site, (i64, i64))>,
+    bytes: i64,
+    /// The folder recorded as a temporary: a killed process's is removed by a later run.
+    _record: crate::fsutil::TempDirRecord,
+}
+
+impl DiskSteps {
+    /// A new folder under `root` (`stores/` of the cache).
+    fn new(root: &std::path::Path) -> Result<Self> {
+        static COUNT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let dir = root.join(format!("{}-{nanos}-{n}", std::process::id()));
+        let record = crate::fsutil::record_temp_dir(&dir);
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        Ok(DiskSteps { dir, files: vec![], layout: vec![], bytes: 0, _record: record })
+    }
+
+    /// Writes step `j`'s maps.
+    fn write(&mut self, j: usize, maps: Vec<StoredMap>) -> Result<()> {
+        let layout: Vec<(Site, (i64, i64))> = maps.iter().map(|m| (m.site, m.side)).collect();
+        if j == 0 || self.layout.is_empty() {
+            self.layout = layout;
+        } else if layout != self.layout {
+            return Err(Error::Invalid(format!("invert store: step {j} ran other layers than step 0")));
+        }
+        let path = self.dir.join(format!("step-{j}.safetensors"));
+        self.bytes += maps.iter().map(|m| m.probs.numel() as i64 * 2).sum::<i64>();
+        let tensors: Vec<(String, Tensor)> =
+            maps.into_iter().enumerate().map(|(k, m)| (k.to_string(), m.probs)).collect();
+        crate::weights::safetensors_io::write(&path, &tensors, HashMap::new())?;
+        self.files.truncate(j);
+        self.files.push(path);
+        Ok(())
+    }
+
+    /// Step `j`'s maps, read back.
+    fn read(&self, j: usize) -> Result<Vec<StoredMap>> {
+        let path = self.files.get(j).ok_or_else(|| Error::Invalid(format!("attention store: no step {j}")))?;
+        let mut t = crate::weights::read_safetensors(path)?;
+        self.layout
+            .iter()
+            .enumerate()
+            .map(|(k, &(site, side))| {
+                let probs = t.remove(&k.to_string()).ok_or_else(|| {
+                    Error::Invalid(format!("attention store {}: layer {k} is missing", path.display()))
+                })?;
+                Ok(StoredMap { site, side, probs })
+            })
+            .collect()
+    }
+}
+
+impl Drop for DiskSteps {
+    fn drop(&mut self) {
+        for f in &self.files {
+            let _ = std::fs::remove_file(f);
+        }
+        let _ = std::fs::remove_dir(&self.dir);
+    }
 }
 
 impl AttentionStore {
-    /// Bytes held.
+    /// Bytes of the maps, in memory or on disk.
     pub fn bytes(&self) -> i64 {
-        self.steps.iter().flatten().map(|m| m.probs.numel() as i64 * 2).sum()
+        match &self.disk {
+            Some(d) => d.bytes,
+            None => self.steps.iter().flatten().map(|m| m.probs.numel() as i64 * 2).sum(),
+        }
+    }
+
+    /// Steps kept.
+    pub fn len(&self) -> usize {
+        self.disk.as_ref().map_or(self.steps.len(), |d| d.files.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Each layer's site and spatial size, in call order.
+    pub fn layout(&self) -> Vec<(Site, (i64, i64))> {
+        match &self.disk {
+            Some(d) => d.layout.clone(),
+            None => self.steps.first().map(|s| s.iter().map(|m| (m.site, m.side)).collect()).unwrap_or_default(),
+        }
     }
 
     /// Layers per step.
     pub fn layers(&self) -> usize {
-        self.steps.first().map_or(0, Vec::len)
+        self.layout().len()
+    }
+
+    /// Step `j`'s maps (read from disk when they are there).
+    pub fn step(&self, j: usize) -> Result<Rc<Vec<StoredMap>>> {
+        match &self.disk {
+            Some(d) => Ok(Rc::new(d.read(j)?)),
+            None => {
+                let step = self.steps.get(j).ok_or_else(|| Error::Invalid(format!("attention store: no step {j}")))?;
+                Ok(Rc::new(
+                    step.iter()
+                        .map(|m| StoredMap { site: m.site, side: m.side, probs: m.probs.shallow_clone() })
+                        .collect(),
+                ))
+            }
+        }
     }
 }
 
 /// Puts a store's maps in `tensors` (`store.<step>.<layer>`) and returns the metadata that reads them back
 /// ([`store_from`]).
 pub fn store_to(store: &AttentionStore, tensors: &mut Vec<(String, Tensor)>) -> String {
-    let layers: Vec<serde_json::Value> = store
-        .steps
-        .first()
-        .map(|s| s.iter().map(|m| serde_json::json!([m.site == Site::Cross, m.side.0, m.side.1])).collect())
-        .unwrap_or_default();
+    let layers: Vec<serde_json::Value> =
+        store.layout().iter().map(|(site, side)| serde_json::json!([*site == Site::Cross, side.0, side.1])).collect();
     for (j, step) in store.steps.iter().enumerate() {
         for (k, m) in step.iter().enumerate() {
             tensors.push((format!("store.{j}.{k}"), m.probs.shallow_clone()));
@@ -153,6 +259,7 @@ pub fn store_from(meta: &str, tensors: &mut HashMap<String, Tensor>) -> Option<A
         self_attn: v["self"].as_bool()?,
         cross: v["cross"].as_bool()?,
         resolutions: v["resolutions"].as_array().map(|a| a.iter().filter_map(|x| x.as_i64()).collect()),
+        disk: false,
     };
     let latent = (v["latent"][0].as_i64()?, v["latent"][1].as_i64()?);
     let layers: Vec<(Site, (i64, i64))> = v["layers"]
@@ -174,7 +281,7 @@ pub fn store_from(meta: &str, tensors: &mut HashMap<String, Tensor>) -> Option<A
                 .collect::<Option<Vec<_>>>()
         })
         .collect::<Option<Vec<_>>>()?;
-    Some(AttentionStore { options, latent, steps })
+    Some(AttentionStore { options, latent, steps, disk: None })
 }
 
 /// The spatial sides of a UNet's levels for latents of `h × w`, largest first.
@@ -270,21 +377,55 @@ pub struct Recorder {
     options: StoreOptions,
     steps: RefCell<Vec<Vec<StoredMap>>>,
     rows: Cell<(i64, i64)>,
+    /// With `disk`: where finished steps go (their entries in `steps` are left empty).
+    disk: RefCell<Option<DiskSteps>>,
+}
+
+/// Where stores on disk go: `stores/` in vidtune's cache.
+pub fn stores_dir() -> std::path::PathBuf {
+    crate::env::cache_dir().join("stores")
 }
 
 impl Recorder {
-    pub fn new(options: StoreOptions, sides: Vec<i64>) -> Self {
-        Recorder { sides, options, steps: RefCell::new(vec![]), rows: Cell::new((0, 0)) }
+    pub fn new(options: StoreOptions, sides: Vec<i64>) -> Result<Self> {
+        let disk = match options.disk {
+            true => Some(DiskSteps::new(&stores_dir())?),
+            false => None,
+        };
+        Ok(Recorder { sides, options, steps: RefCell::new(vec![]), rows: Cell::new((0, 0)), disk: RefCell::new(disk) })
+    }
+
+    /// Writes the recorded steps before `upto` that are still in memory to disk (with `disk`).
+    fn flush(&self, upto: usize) -> Result<()> {
+        let mut disk = self.disk.borrow_mut();
+        let Some(d) = disk.as_mut() else { return Ok(()) };
+        let mut steps = self.steps.borrow_mut();
+        for j in d.files.len()..upto.min(steps.len()) {
+            d.write(j, std::mem::take(&mut steps[j]))?;
+        }
+        Ok(())
     }
 
     /// The store recorded.
-    pub fn finish(&self, latent: (i64, i64)) -> AttentionStore {
-        AttentionStore { options: self.options.clone(), latent, steps: self.steps.take() }
+    pub fn finish(&self, latent: (i64, i64)) -> Result<AttentionStore> {
+        self.flush(usize::MAX)?;
+        let disk = self.disk.take();
+        let steps = if disk.is_some() { vec![] } else { self.steps.take() };
+        Ok(AttentionStore { options: self.options.clone(), latent, steps, disk })
     }
 }
 
 impl MapsLoop for Recorder {
     fn call(self: Rc<Self>, step: crate::control::CallStep, batch: i64, frames: i64) -> Result<Rc<dyn MapControl>> {
+        // The steps before this one are done: on disk they leave memory.
+        self.flush(step.step)?;
+        if let Some(d) = self.disk.borrow_mut().as_mut() {
+            if d.files.len() > step.step {
+                for f in d.files.drain(step.step..) {
+                    let _ = std::fs::remove_file(f);
+                }
+            }
+        }
         let mut steps = self.steps.borrow_mut();
         // One entry per step: a step's first call opens it (a call again at the same step starts it over).
         steps.truncate(step.step);
@@ -551,6 +692,8 @@ pub struct Fusion {
     layer: Cell<usize>,
     blends: RefCell<HashMap<(i64, i64), Tensor>>,
     running: RefCell<Running>,
+    /// The stored step read last (a store on disk is read a step at a time).
+    read: RefCell<Option<(usize, Rc<Vec<StoredMap>>)>>,
 }
 
 /// The side of `sides` nearest a quarter of the latent side (FateZero's and prompt-to-prompt's 16² at 512²).
@@ -623,11 +766,8 @@ impl Fusion {
                     options.local_blend.is_some(),
                     store.options.cross,
                 )?;
-                let mut cross: Vec<(i64, i64)> = store
-                    .steps
-                    .first()
-                    .map(|s| s.iter().filter(|m| m.site == Site::Cross).map(|m| m.side).collect())
-                    .unwrap_or_default();
+                let mut cross: Vec<(i64, i64)> =
+                    store.layout().into_iter().filter(|(site, _)| *site == Site::Cross).map(|(_, side)| side).collect();
                 cross.dedup();
                 (Source::Stored(store.clone()), level_sides_of(&store), cross, store.latent)
             }
@@ -685,6 +825,7 @@ impl Fusion {
             layer: Cell::new(0),
             blends: RefCell::new(HashMap::new()),
             running: RefCell::new(Running::default()),
+            read: RefCell::new(None),
         })
     }
 
@@ -699,16 +840,24 @@ impl Fusion {
     }
 
     /// The stored step at the timestep of schedule step `i`.
-    fn stored(&self) -> Result<Option<&Vec<StoredMap>>> {
+    fn stored(&self) -> Result<Option<Rc<Vec<StoredMap>>>> {
         let Source::Stored(store) = &self.source else { return Ok(None) };
         let (i, n) = (self.step.get(), self.steps.get());
-        let kept = store.steps.len();
+        let kept = store.len();
         if n != kept {
             return Err(Error::Invalid(format!(
                 "sample fusion: the inversion stored {kept} steps; sample with steps: {kept} (got {n})"
             )));
         }
-        Ok(Some(&store.steps[n - 1 - i.min(n - 1)]))
+        let j = n - 1 - i.min(n - 1);
+        if let Some((at, maps)) = self.read.borrow().as_ref() {
+            if *at == j {
+                return Ok(Some(maps.clone()));
+            }
+        }
+        let maps = store.step(j)?;
+        *self.read.borrow_mut() = Some((j, maps.clone()));
+        Ok(Some(maps))
     }
 
     fn cross_on(&self) -> bool {
@@ -883,7 +1032,7 @@ impl MapControl for Fusion {
 
 /// The sides a store kept.
 fn level_sides_of(store: &AttentionStore) -> Vec<i64> {
-    let mut sides: Vec<i64> = store.steps.first().map(|s| s.iter().map(|m| m.side.0).collect()).unwrap_or_default();
+    let mut sides: Vec<i64> = store.layout().iter().map(|(_, side)| side.0).collect();
     sides.sort_unstable();
     sides.dedup();
     sides
@@ -924,7 +1073,7 @@ mod tests {
         let e = o.sides(&[64, 32, 16, 8]).unwrap_err().to_string();
         assert!(e.contains("resolution 24 is not a level") && e.contains("64, 32, 16, 8"), "{e}");
         assert_eq!(StoreOptions::default().sides(&[16, 8]).unwrap(), [8]);
-        let none = StoreOptions { self_attn: false, cross: false, resolutions: None };
+        let none = StoreOptions { self_attn: false, cross: false, resolutions: None, disk: false };
         assert!(none.sides(&[16, 8]).unwrap_err().to_string().contains("keeps nothing"));
         let bad = FusionOptions { cross_replace: 1.5, ..Default::default() };
         assert!(bad.validate().unwrap_err().to_string().contains("cross_replace must be between 0 and 1"));
@@ -948,6 +1097,7 @@ mod tests {
                 vec![map(Site::SelfAttn, 4, 0.1), map(Site::Cross, 2, 0.2)],
                 vec![map(Site::SelfAttn, 4, 0.3), map(Site::Cross, 2, 0.4)],
             ],
+            disk: None,
         };
         let mut tensors = vec![];
         let meta = store_to(&store, &mut tensors);

@@ -82,11 +82,11 @@ pub fn invert(model: &VideoModel, clip: &Video, opts: &InvertOptions) -> Result<
     let (lh, lw) = (clip.height() / f, clip.width() / f);
     if let Some(s) = &opts.store {
         let bytes = store_bytes(model, clip.len() as i64, lh, lw, opts.steps, s)?;
-        crate::memory::ensure_fits(
-            &format!("invert store: the attention maps of {} frames over {} steps", clip.len(), opts.steps),
-            bytes,
-            tch::Device::Cpu,
-        )?;
+        let what = format!("invert store: the attention maps of {} frames over {} steps", clip.len(), opts.steps);
+        match s.disk {
+            true => crate::memory::ensure_disk_fits(&what, bytes, &super::fusion::stores_dir())?,
+            false => crate::memory::ensure_fits(&what, bytes, tch::Device::Cpu)?,
+        }
     }
     let dist = encode_video(base, clip)?;
     let source = to_video_latents(&(dist.mean * base.vae.model.scaling_factor())).to_kind(model.kind());
@@ -97,7 +97,7 @@ pub fn invert(model: &VideoModel, clip: &Video, opts: &InvertOptions) -> Result<
     let recorder = match &opts.store {
         Some(s) => {
             let sides: Vec<i64> = level_sides(model, lh, lw).iter().map(|s| s.0).collect();
-            Some(Rc::new(Recorder::new(s.clone(), s.sides(&sides)?)))
+            Some(Rc::new(Recorder::new(s.clone(), s.sides(&sides)?)?))
         }
         None => None,
     };
@@ -124,7 +124,7 @@ pub fn invert(model: &VideoModel, clip: &Video, opts: &InvertOptions) -> Result<
         prompt: opts.prompt.clone(),
         fps: clip.fps(),
         null_text: None,
-        store: recorder.map(|r| Rc::new(r.finish((lh, lw)))),
+        store: recorder.map(|r| r.finish((lh, lw))).transpose()?.map(Rc::new),
     };
     if let Some(nt) = &opts.null_text {
         let null = base.encode_prompt("")?;

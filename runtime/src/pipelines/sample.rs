@@ -219,10 +219,10 @@ impl SampleOptions {
                             .into(),
                     )
                 })?;
-                if store.steps.len() as i64 != self.steps {
+                if store.len() as i64 != self.steps {
                     return Err(Error::Invalid(format!(
                         "fusion reads the inversion's maps step by step: sample with steps: {} (got {})",
-                        store.steps.len(),
+                        store.len(),
                         self.steps
                     )));
                 }
