@@ -136,7 +136,7 @@ impl Recipe {
         }
         for (builtin, code) in [("zero-shot", ZERO_SHOT_SCRIPT), ("video-p2p", VIDEO_P2P_SCRIPT)] {
             if name == builtin {
-                let source = format!("scripts/{builtin}.rhai").into();
+                let source = format!("scripts/{builtin}.rhai");
                 return Ok(Recipe { name: name.into(), source, code: code.into(), method: None });
             }
         }
