@@ -444,6 +444,34 @@ fn null_text_inversion_retraces_the_clip_under_guidance() {
     }
 }
 
+/// The toy model with Tune-A-Video's modules, the held-out clip at `at` of the held-out combinations on a
+/// `background` background (4 frames), and its inversion with the source description over `steps` steps,
+/// keeping the attention maps; with the inversion's options.
+fn stored_inversion(
+    at: usize,
+    background: &str,
+    steps: i64,
+) -> (
+    vidtune_runtime::video::VideoModel,
+    SyntheticClip,
+    vidtune_runtime::pipelines::invert::Latents,
+    vidtune_runtime::pipelines::invert::InvertOptions,
+) {
+    use vidtune_runtime::pipelines::fusion::StoreOptions;
+    use vidtune_runtime::pipelines::invert::{invert, InvertOptions};
+    let model = vidtune_runtime::video::inflate(toy_sd(), &tav(), 0).unwrap();
+    let (shape, color, motion) = vidtune_runtime::toy::world::held_out_combinations()[at];
+    let clip = held_out_clip_of(shape, color, motion, background, 4).unwrap();
+    let o = InvertOptions {
+        steps,
+        prompt: clip.caption.clone(),
+        store: Some(StoreOptions::default()),
+        ..Default::default()
+    };
+    let inv = invert(&model, &clip.video, &o).unwrap();
+    (model, clip, inv, o)
+}
+
 /// Attention fusion (FateZero): the inversion stores the maps of the levels it should (every level but the
 /// largest, half precision, per head, rows of probabilities); fusion that replaces nothing, or whose blend
 /// mask covers every frame, is the plain sample (the explicit attention path equals the fused kernel); the
@@ -457,18 +485,11 @@ fn attention_fusion_reads_the_maps_the_inversion_stored() {
     use vidtune_runtime::pipelines::invert::{invert, InvertOptions};
     use vidtune_runtime::pipelines::sample::{sample, SampleOptions};
     let _serial = serial();
-    let model = vidtune_runtime::video::inflate(toy_sd(), &tav(), 0).unwrap();
-    let held = vidtune_runtime::toy::world::held_out_combinations();
-    let (shape, color, motion) = held[held.len() / 2];
-    let clip = held_out_clip_of(shape, color, motion, "purple", 4).unwrap();
     let steps = 10;
-    let o = InvertOptions {
-        steps,
-        prompt: clip.caption.clone(),
-        store: Some(StoreOptions::default()),
-        ..Default::default()
-    };
-    let inv = invert(&model, &clip.video, &o).unwrap();
+    let (model, clip, inv, o) =
+        stored_inversion(vidtune_runtime::toy::world::held_out_combinations().len() / 2, "purple", steps);
+    let color = clip.spec.color.clone().unwrap();
+    let color = color.as_str();
     let store = inv.store.clone().unwrap();
     // The toy UNet runs at 16² and 8²: the 8² level's attn1 and attn2 of down block 1, the mid block and
     // the two transformers of up block 0, in call order, for each of the 10 steps.
@@ -544,23 +565,16 @@ fn attention_fusion_reads_the_maps_the_inversion_stored() {
 /// changes nothing; one in between (0.5: the toy UNet's word maps are broad) gives neither the edit nor the source.
 #[test]
 fn the_source_branch_runs_beside_the_edit_and_local_blend_holds_it_outside_the_words() {
-    use vidtune_runtime::pipelines::fusion::{FusionOptions, LocalBlend, StoreOptions};
+    use vidtune_runtime::pipelines::fusion::{FusionOptions, LocalBlend};
     use vidtune_runtime::pipelines::invert::{invert, InvertOptions};
     use vidtune_runtime::pipelines::null_text::NullTextOptions;
     use vidtune_runtime::pipelines::sample::{sample, sample_latents, SampleOptions};
     let _serial = serial();
-    let model = vidtune_runtime::video::inflate(toy_sd(), &tav(), 0).unwrap();
-    let held = vidtune_runtime::toy::world::held_out_combinations();
-    let (shape, color, motion) = held[held.len() / 3];
-    let clip = held_out_clip_of(shape, color, motion, "yellow", 4).unwrap();
     let steps = 8;
-    let o = InvertOptions {
-        steps,
-        prompt: clip.caption.clone(),
-        store: Some(StoreOptions::default()),
-        ..Default::default()
-    };
-    let inv = invert(&model, &clip.video, &o).unwrap();
+    let (model, clip, inv, o) =
+        stored_inversion(vidtune_runtime::toy::world::held_out_combinations().len() / 3, "yellow", steps);
+    let color = clip.spec.color.clone().unwrap();
+    let color = color.as_str();
     let new = if color == "red" { "blue" } else { "red" };
     let edit = clip.caption.replacen(color, new, 1);
     let noun = clip.caption.split(' ').nth(2).unwrap().to_string();
