@@ -337,7 +337,7 @@ pub(super) fn iou(a: &[bool], b: &[bool]) -> f64 {
 
 /// Segments the clicked frame: GrabCut in the box when there is one, else in the smallest candidate box
 /// around the positive clicks that holds the whole subject.
-pub fn segment_clicked(frame: &Frame, prompt: &Prompt) -> Result<FrameMask> {
+pub fn segment_clicked(frame: &Frame, prompt: &Prompt, confirm: bool) -> Result<FrameMask> {
     let pos: Vec<&Point> = prompt.points.iter().filter(|p| p.positive).collect();
     let neg: Vec<&Point> = prompt.points.iter().filter(|p| !p.positive).collect();
     if pos.is_empty() && prompt.bbox.is_none() {
@@ -359,7 +359,7 @@ pub fn segment_clicked(frame: &Frame, prompt: &Prompt) -> Result<FrameMask> {
             // mask changes when the box grows; once the box holds the subject, it no longer does. A box
             // that holds one part of a subject of two colours (a white body whose black head lies beyond
             // it) is stable against the next size too, so a mask is taken only when the box two sizes
-            // larger agrees with it as well.
+            // larger agrees with it as well (`confirm`; without it, the first stable pair's).
             let side = frame.width.max(frame.height) as f64;
             let seeded = seeds_fg.len() * 2;
             let mut masks: Vec<Vec<bool>> = vec![];
@@ -383,6 +383,9 @@ pub fn segment_clicked(frame: &Frame, prompt: &Prompt) -> Result<FrameMask> {
                     let pair = stable(&masks[k - 2], &masks[k - 1]);
                     if best.as_ref().is_none_or(|(b, _)| pair > *b) {
                         best = Some((pair, masks[k - 2].clone()));
+                    }
+                    if !confirm && pair >= BOX_STABLE {
+                        break;
                     }
                 }
                 if k >= 3 {

@@ -308,6 +308,9 @@ pub fn frame_rgb(video: &Video, i: usize, max_side: usize) -> Result<(Frame, f64
 /// The built-in segmenter as a [`FrameSegmenter`], with its working frames cached.
 #[derive(Debug, Default)]
 pub struct Builtin {
+    /// A clicked frame takes the first box whose mask the next size agrees with, without asking the box two
+    /// sizes larger ([`Builtin::first_stable_box`]).
+    first_stable: bool,
     /// The clip the caches belong to (its frames' storage and size).
     clip: Option<(usize, Vec<i64>)>,
     frames: BTreeMap<usize, (Frame, f64)>,
@@ -316,6 +319,13 @@ pub struct Builtin {
 }
 
 impl Builtin {
+    /// The segmenter the edit checks use: clicked where a subject was drawn, it takes the smallest box whose
+    /// mask the next size agrees with. A subject the edit drew weakly is not grown into its surroundings,
+    /// and the checks measure as they always have; a user's subject of several colours may be cut short.
+    pub fn first_stable_box() -> Self {
+        Builtin { first_stable: true, ..Default::default() }
+    }
+
     fn frame(&mut self, video: &Video, i: usize) -> Result<(Frame, f64)> {
         let clip = (video.frames().data_ptr() as usize, video.frames().size());
         if self.clip.as_ref() != Some(&clip) {
@@ -342,7 +352,7 @@ impl FrameSegmenter for Builtin {
             bbox: prompt.bbox.map(|b| b.map(|v| v * s)),
         };
         self.offsets.insert(index, (0, 0));
-        grabcut::segment_clicked(&frame, &scaled)
+        grabcut::segment_clicked(&frame, &scaled, !self.first_stable)
     }
 
     fn refine(

@@ -107,8 +107,9 @@ pub fn check_edit_of(video: &Video, masks: &Masks, edited: &Video, margin: i64) 
     let truth = centroids(source.masks);
     let (x, y) = truth[0];
     let click = Click::Point { x, y, positive: true, frame: Some(0) };
-    let masks =
-        crate::progress::quietly(|| segment(edited, &[click], &mut Builtin::default(), &SegmentOptions::default()))?;
+    let masks = crate::progress::quietly(|| {
+        segment(edited, &[click], &mut Builtin::first_stable_box(), &SegmentOptions::default())
+    })?;
     let m = masks.tensor().to_kind(Kind::Float);
     let area = m.sum(Kind::Float).double_value(&[]).max(1.0);
     let rgb = (out + 1.0) * 127.5;
@@ -195,7 +196,7 @@ pub fn check_frames_of(video: &Video, masks: &Masks, edited: &Video, to: &str, m
         .map(|(f, (x, y))| Click::Point { x, y, positive: true, frame: Some(f) })
         .collect();
     let opts = SegmentOptions { propagate: false, ..SegmentOptions::default() };
-    let found = crate::progress::quietly(|| segment(edited, &clicks, &mut Builtin::default(), &opts))?;
+    let found = crate::progress::quietly(|| segment(edited, &clicks, &mut Builtin::first_stable_box(), &opts))?;
     let m = found.tensor().to_kind(Kind::Float);
     let src_area = source.masks.area();
     let rgb = (edited.frames() + 1.0) * 127.5;
