@@ -457,8 +457,8 @@ fn stored_inversion(
     vidtune_runtime::pipelines::invert::Latents,
     vidtune_runtime::pipelines::invert::InvertOptions,
 ) {
-    use vidtune_runtime::pipelines::fusion::StoreOptions;
     use vidtune_runtime::pipelines::invert::{invert, InvertOptions};
+    use vidtune_runtime::pipelines::store::StoreOptions;
     let model = vidtune_runtime::video::inflate(toy_sd(), &tav(), 0).unwrap();
     let (shape, color, motion) = vidtune_runtime::toy::world::held_out_combinations()[at];
     let clip = held_out_clip_of(shape, color, motion, background, 4).unwrap();
@@ -481,9 +481,10 @@ fn stored_inversion(
 #[test]
 fn attention_fusion_reads_the_maps_the_inversion_stored() {
     use vidtune_runtime::models::attention_processor::Site;
-    use vidtune_runtime::pipelines::fusion::{FusionOptions, StoreOptions};
+    use vidtune_runtime::pipelines::fusion::FusionOptions;
     use vidtune_runtime::pipelines::invert::{invert, InvertOptions};
     use vidtune_runtime::pipelines::sample::{sample, SampleOptions};
+    use vidtune_runtime::pipelines::store::StoreOptions;
     let _serial = serial();
     let steps = 10;
     let (model, clip, inv, o) =

@@ -625,8 +625,8 @@ const STORE_KEYS: &[OptDoc] = &[
 ];
 
 /// `invert`'s `store` option: `true`, `false` or a map of [`STORE_KEYS`].
-pub fn store_options(opts: &Opts) -> RhaiResult<Option<vidtune_runtime::pipelines::fusion::StoreOptions>> {
-    use vidtune_runtime::pipelines::fusion::StoreOptions;
+pub fn store_options(opts: &Opts) -> RhaiResult<Option<vidtune_runtime::pipelines::store::StoreOptions>> {
+    use vidtune_runtime::pipelines::store::StoreOptions;
     let func = format!("{} store", opts.func());
     let o = match flag_or_map(opts, "store", &func, STORE_KEYS)? {
         None => return Ok(None),

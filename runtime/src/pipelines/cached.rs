@@ -301,7 +301,7 @@ pub fn invert_cached(
                         })),
                         _ => None,
                     },
-                    store: meta.get("store").and_then(|m| super::fusion::store_from(m, &mut t)).map(Rc::new),
+                    store: meta.get("store").and_then(|m| super::store::store_from(m, &mut t)).map(Rc::new),
                 };
                 // (An entry that lacks the embeddings or maps it was keyed for is recomputed.)
                 if (opts.null_text.is_none() || l.null_text.is_some()) && (opts.store.is_none() || l.store.is_some()) {
@@ -333,7 +333,7 @@ pub fn invert_cached(
             meta.insert("null_text_guidance".to_string(), nt.guidance.to_string());
         }
         if let Some(st) = &l.store {
-            meta.insert("store".to_string(), super::fusion::store_to(st, &mut tensors));
+            meta.insert("store".to_string(), super::store::store_to(st, &mut tensors));
         }
         disk.put(&key, "latents.safetensors", |path| safetensors_io::write(path, &tensors, meta))
     });

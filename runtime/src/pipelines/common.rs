@@ -45,7 +45,7 @@ pub struct Latents {
     /// uses them in place of the negative prompt's.
     pub null_text: Option<std::rc::Rc<super::null_text::NullText>>,
     /// The attention maps the inversion kept (`invert(…, #{store})`), which `sample`'s fusion reads.
-    pub store: Option<std::rc::Rc<super::fusion::AttentionStore>>,
+    pub store: Option<std::rc::Rc<super::store::AttentionStore>>,
 }
 
 impl Clone for Latents {

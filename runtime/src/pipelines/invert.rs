@@ -8,8 +8,8 @@
 use super::codenoise::{WindowOptions, Windowed};
 use super::common::{check_masks, encode_video, ensure_frames_fit, to_video_latents};
 use super::denoise::{denoise, DenoiseSpec, NoHooks};
-use super::fusion::{level_sides, store_bytes, Recorder, StoreOptions};
 use super::null_text::NullTextOptions;
+use super::store::{level_sides, store_bytes, Recorder, StoreOptions};
 use super::Loop;
 use crate::error::Result;
 use crate::masks::Masks;
@@ -84,7 +84,7 @@ pub fn invert(model: &VideoModel, clip: &Video, opts: &InvertOptions) -> Result<
         let bytes = store_bytes(model, clip.len() as i64, lh, lw, opts.steps, s)?;
         let what = format!("invert store: the attention maps of {} frames over {} steps", clip.len(), opts.steps);
         match s.disk {
-            true => crate::memory::ensure_disk_fits(&what, bytes, &super::fusion::stores_dir())?,
+            true => crate::memory::ensure_disk_fits(&what, bytes, &super::store::stores_dir())?,
             false => crate::memory::ensure_fits(&what, bytes, tch::Device::Cpu)?,
         }
     }

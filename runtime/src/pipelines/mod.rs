@@ -14,6 +14,7 @@ pub mod presets;
 pub mod record;
 pub mod reweight;
 pub mod sample;
+pub mod store;
 pub mod t2i;
 pub mod train;
 pub mod tune;

@@ -15,10 +15,11 @@
 //!   with the source branch beside it (cross-attention 0.2, self-attention 0.5 of the steps) and a local
 //!   blend of the words the edit adds (threshold 0.3, from 20 % of the steps), as Video-P2P's configs.
 
-use super::fusion::{FusionOptions, LocalBlend, StoreOptions};
+use super::fusion::{FusionOptions, LocalBlend};
 use super::invert::InvertOptions;
 use super::null_text::NullTextOptions;
 use super::sample::{SampleOptions, SHARED_NOISE};
+use super::store::StoreOptions;
 use super::tune::{train_preset, TuneOptions};
 use crate::error::{Error, Result};
 use crate::video::VideoSpec;

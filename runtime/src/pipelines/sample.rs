@@ -559,7 +559,7 @@ pub fn sample_schedule_latents(
         (Some(f), Some(l)) => {
             let store = if f.source_branch { None } else { l.store.clone() };
             let (source, masks) = (l.prompt.as_str(), opts.masks.as_ref());
-            let levels = super::fusion::level_sides(model, lh, lw);
+            let levels = super::store::level_sides(model, lh, lw);
             let fusion = Rc::new(Fusion::new(&base.tokenizer, store, &levels, (source, prompt), f, masks, weights)?);
             if let Some(start) = fusion.local_blend_from(opts.steps as usize) {
                 let trajectory = if fusion.runs_source() { None } else { l.trajectory.clone() };
