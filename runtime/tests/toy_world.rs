@@ -535,10 +535,14 @@ fn attention_fusion_reads_the_maps_the_inversion_stored() {
     assert!((fused.frames() - fused_weighted.frames()).abs().max().double_value(&[]) > 0.05);
     // A store on disk: a file per step, read back a step at a time, the same fusion; removed with the latents.
     let cache = tempfile::tempdir().unwrap();
+    let before = std::env::var_os("VIDTUNE_CACHE");
     std::env::set_var("VIDTUNE_CACHE", cache.path());
     let on_disk = StoreOptions { disk: true, ..StoreOptions::default() };
     let inv_disk = invert(&model, &clip.video, &InvertOptions { store: Some(on_disk), ..o.clone() }).unwrap();
-    std::env::remove_var("VIDTUNE_CACHE");
+    match before {
+        Some(v) => std::env::set_var("VIDTUNE_CACHE", v),
+        None => std::env::remove_var("VIDTUNE_CACHE"),
+    }
     let st = inv_disk.store.clone().unwrap();
     let dir = st.disk.as_ref().unwrap().dir.clone();
     assert!(dir.starts_with(cache.path().join("stores")), "{}", dir.display());
