@@ -293,6 +293,55 @@ fn the_toy_dynamic_mask_recipe_follows_held_out_masks_from_the_controlnets_first
 }
 
 #[test]
+fn t2i_keeps_the_candidate_clip_ranks_first_and_its_seed_alone_gives_it_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = r#"
+        let sd = load_sd("toy");
+        let clip = load_clip("toy");
+        let o = #{width: 64, height: 64, steps: 4, guidance: 10.0, seed: 11};
+        t2i(sd, "a red circle moving left", o + #{candidates: 3, clip: clip}).save("best.png");
+        for i in 0..3 { t2i(sd, "a red circle moving left", o + #{seed: 11 + i}).save(`c${i}.png`); }
+        print(`image masks: ${segment(load_image("best.png"), box(8, 8, 56, 56)).len()}`);
+    "#;
+    let out = run_script(dir.path(), "best.rhai", script, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let line = text.lines().find(|l| l.starts_with("t2i: kept candidate")).unwrap_or_else(|| panic!("{text}"));
+    // "t2i: kept candidate K of 3 (seed S), CLIP text alignment A (the others: X, Y)"
+    let after = |key: &str| line.split(key).nth(1).unwrap_or_else(|| panic!("no {key:?} in {line}"));
+    let first_number = |key: &str| -> f64 {
+        after(key).split(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-')).next().unwrap().parse().unwrap()
+    };
+    let (k, seed, kept) = (first_number("candidate ") as usize, first_number("(seed ") as u64, first_number("alignment "));
+    let others: Vec<f64> =
+        after("the others: ").trim_end_matches(')').split(", ").map(|x| x.parse().unwrap()).collect();
+    assert_eq!(seed, 11 + k as u64 - 1, "{line}");
+    assert_eq!(others.len(), 2, "{line}");
+    assert!(others.iter().all(|&a| a <= kept), "{line}");
+    let read = |name: &str| image::open(dir.path().join(name)).unwrap().to_rgb8().into_raw();
+    assert_eq!(read("best.png"), read(&format!("c{}.png", k - 1)), "the kept candidate is its seed's image");
+    assert!((0..3).any(|i| read(&format!("c{i}.png")) != read("best.png")), "the candidates differ");
+    // The run record keeps the first seed (a rerun draws the same candidates), the kept one and the ranking.
+    let record: serde_json::Value = serde_json::from_str(
+        &vidtune_runtime::media::image::png_text(dir.path().join("best.png")).unwrap().into_iter().find(|(k, _)| k == "vidtune").unwrap().1,
+    )
+    .unwrap();
+    let call = &record["calls"][0];
+    assert_eq!((call["seed"].as_u64(), call["resolved"]["kept_seed"].as_u64()), (Some(11), Some(seed)), "{call}");
+    assert_eq!(call["resolved"]["alignments"].as_array().map(Vec::len), Some(3), "{call}");
+    // An image segments as a clip of one frame.
+    assert!(text.contains("image masks: 1"), "{text}");
+    let head = "let sd = load_sd(\"toy\");\nlet o = #{width: 64, height: 64, steps: 1};\n";
+    for (code, expected) in [
+        ("t2i(sd, \"x\", o + #{candidates: 2});", "keeps the image CLIP ranks first"),
+        ("t2i(sd, \"x\", o + #{clip: load_clip(\"toy\")});", "ranks candidates and would be ignored"),
+        ("t2i(sd, \"x\", o + #{candidates: 0, clip: load_clip(\"toy\")});", "must be 1 to 64, got 0"),
+    ] {
+        expect_error(dir.path(), &format!("{head}{code}"), expected);
+    }
+}
+
+#[test]
 fn controlnet_from_a_script() {
     let dir = tempfile::tempdir().unwrap();
     let tiny = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../kernels-tests/fixtures/generated/tiny-conv");

@@ -14,7 +14,7 @@ use tch::Tensor;
 use vidtune_runtime::device::{device_name, dtype_name};
 use vidtune_runtime::load::{check_source_options, LoadedModels};
 use vidtune_runtime::options::{ETA, GUIDANCE, NEGATIVE, SAMPLE_STEPS, SEED};
-use vidtune_runtime::pipelines::t2i::{t2i, T2iOptions};
+use vidtune_runtime::pipelines::t2i::{t2i, t2i_candidates, T2iOptions};
 use vidtune_runtime::Image;
 use vidtune_runtime::{load_sd, SdLoadOptions};
 
@@ -70,6 +70,14 @@ pub const T2I_OPTIONS: &[OptDoc] = &[
     },
     OptDoc { opt: None, name: "height", takes: "integer", doc: "as width" },
     super::control::CONTROL,
+    OptDoc {
+        opt: None,
+        name: "candidates",
+        takes: "integer 1–64 (default 1)",
+        doc: "make this many images (seeds seed, seed + 1, …) and keep the one whose CLIP text alignment with the \
+              prompt is highest; needs clip. The record names the kept seed, which alone gives the same image",
+    },
+    OptDoc { opt: None, name: "clip", takes: "Clip", doc: "the CLIP model (load_clip) that ranks candidates" },
     super::live::PREVIEW_EVERY,
     super::live::ON_STEP,
 ];
@@ -153,18 +161,58 @@ fn generate(ctx: Option<&NativeCallContext>, host: &Host, m: &SdModel, prompt: &
         eta: opts.float(ETA.name)?.unwrap_or(d.eta),
         controls: super::control::controls(&opts)?,
     };
+    let candidates = opts.int("candidates")?.unwrap_or(1);
+    if !(1..=64).contains(&candidates) {
+        return Err(script_error(format!("t2i: candidates must be 1 to 64, got {candidates}")));
+    }
+    let clip = opts.custom::<crate::values::ScriptClip>("clip", "a Clip (from load_clip)")?;
+    match (&clip, candidates) {
+        (None, 2..) => {
+            return Err(script_error(format!(
+                "t2i: candidates: {candidates} keeps the image CLIP ranks first: give #{{clip: load_clip(\"toy\")}} \
+                 (or your CLIP's folder)"
+            )))
+        }
+        (Some(_), 1) => {
+            return Err(script_error("t2i: clip ranks candidates and would be ignored: add #{candidates: N} (N > 1)"))
+        }
+        _ => {}
+    }
     let live = super::live::Live::from(&opts)?;
     let start = std::time::Instant::now();
-    let out = live.run(ctx, host, &m.0, 8.0, || rt(t2i(&m.0, prompt, &o)))?;
+    let (out, ranked) = live.run(ctx, host, &m.0, 8.0, || match &clip {
+        Some(c) => {
+            let r = rt(t2i_candidates(&m.0, prompt, &o, candidates as usize, &c.0))?;
+            let others: Vec<String> = (0..r.alignments.len())
+                .filter(|&i| i != r.kept)
+                .map(|i| format!("{:.1}", r.alignments[i]))
+                .collect();
+            println!(
+                "t2i: kept candidate {} of {candidates} (seed {}), CLIP text alignment {:.1} (the others: {})",
+                r.kept + 1,
+                r.best.seed,
+                r.alignments[r.kept],
+                others.join(", ")
+            );
+            Ok((r.best, Some((r.first_seed, r.alignments))))
+        }
+        None => Ok((rt(t2i(&m.0, prompt, &o))?, None)),
+    })?;
+    let record_seed = ranked.as_ref().map_or(out.seed, |r| r.0);
     host.record_call(super::state::CallRecord {
         function: "t2i",
         given: opts.map().clone(),
         resolved: {
             let mut r = o.to_json();
             r["prompt"] = prompt.into();
+            r["candidates"] = candidates.into();
+            if let Some((_, alignments)) = &ranked {
+                r["kept_seed"] = out.seed.into();
+                r["alignments"] = alignments.clone().into();
+            }
             r
         },
-        seed: Some(out.seed),
+        seed: Some(record_seed),
         seed_given: opts.get("seed").is_some(),
         model: Some(
             serde_json::json!({"source": m.0.source, "identity": m.0.identity, "dtype": format!("{:?}", m.0.dtype),
@@ -174,7 +222,7 @@ fn generate(ctx: Option<&NativeCallContext>, host: &Host, m: &SdModel, prompt: &
         seconds: start.elapsed().as_secs_f64(),
     });
     if o.seed.is_none() {
-        println!("seed: {}", out.seed);
+        println!("seed: {record_seed}");
     }
     Ok(out.image)
 }

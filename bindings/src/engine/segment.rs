@@ -12,7 +12,7 @@ use std::path::Path;
 use std::rc::Rc;
 use vidtune_runtime::segment::sam::Sam;
 use vidtune_runtime::segment::{segment, Builtin, Click, FrameSegmenter, SegmentOptions};
-use vidtune_runtime::{Masks, Video};
+use vidtune_runtime::{Image, Masks, Video};
 
 /// `segment`'s options.
 pub const SEGMENT_OPTIONS: &[OptDoc] = &[
@@ -188,6 +188,16 @@ pub fn register(engine: &mut Registrar, host: &Rc<Host>) {
     engine.register_fn("segment", move |v: Video, clicks: Dynamic, opts: Map| {
         run_segment(&h, &v, &clicks, Opts::declared("segment", opts, SEGMENT_OPTIONS)?)
     });
+    // An image is a clip of one frame (a generated first frame checked against its mask, say).
+    let still = |img: &Image| rt(Video::new(img.tensor().unsqueeze(0), 1.0));
+    let h = host.clone();
+    engine.register_fn("segment", move |img: Image, clicks: Dynamic| {
+        run_segment(&h, &still(&img)?, &clicks, Opts::empty("segment"))
+    });
+    let h = host.clone();
+    engine.register_fn("segment", move |img: Image, clicks: Dynamic, opts: Map| {
+        run_segment(&h, &still(&img)?, &clicks, Opts::declared("segment", opts, SEGMENT_OPTIONS)?)
+    });
 }
 
 /// What `:help segment` adds in a session: which segmenter ran last, or which one would run.
@@ -242,7 +252,12 @@ let m = segment(load_video("car-turn.mp4", #{frames: 8}), [click(300, 200)], #{m
     },
     FnDoc {
         name: "segment",
-        signatures: &["segment(video: Video, clicks) -> Masks", "segment(video: Video, clicks, options: map) -> Masks"],
+        signatures: &[
+            "segment(video: Video, clicks) -> Masks",
+            "segment(video: Video, clicks, options: map) -> Masks",
+            "segment(image: Image, clicks) -> Masks",
+            "segment(image: Image, clicks, options: map) -> Masks",
+        ],
         summary: "The subject's mask in every frame, from clicks and boxes on one or more frames: clicked frames \
                   are segmented from their clicks, the others by propagation from the nearest clicked frame \
                   (each frame prompted with the previous mask), with a sanity check per frame. `clicks` is one \

@@ -97,3 +97,41 @@ pub fn t2i(sd: &StableDiffusion, prompt: &str, opts: &T2iOptions) -> Result<T2iO
     let image = Image::new(decode_latents(sd, &latents)?.squeeze_dim(0))?;
     Ok(T2iOutput { image, latents, seed })
 }
+
+/// What [`t2i_candidates`] made: the kept image (its `seed` is the candidate's own) and every
+/// candidate's CLIP text alignment, in seed order.
+#[derive(Debug)]
+pub struct Candidates {
+    pub best: T2iOutput,
+    /// The seed of the first candidate; candidate `i` used `first_seed + i`.
+    pub first_seed: u64,
+    pub alignments: Vec<f64>,
+    /// Which candidate was kept.
+    pub kept: usize,
+}
+
+/// Best of `count` images: [`t2i`] with seeds `seed`, `seed + 1`, …, keeping the one whose CLIP text
+/// alignment with `prompt` is highest (the first among equals). Run alone, the kept candidate's seed gives
+/// the same image.
+pub fn t2i_candidates(
+    sd: &StableDiffusion,
+    prompt: &str,
+    opts: &T2iOptions,
+    count: usize,
+    clip: &crate::models::clip::ClipModel,
+) -> Result<Candidates> {
+    if count == 0 {
+        return Err(crate::error::Error::Invalid("candidates must be at least 1".into()));
+    }
+    let first_seed = opts.seed.unwrap_or_else(Noise::fresh_seed);
+    let mut outputs = Vec::with_capacity(count);
+    for i in 0..count {
+        let o = T2iOptions { seed: Some(first_seed.wrapping_add(i as u64)), ..opts.clone() };
+        outputs.push(t2i(sd, prompt, &o)?);
+    }
+    let frames = Tensor::stack(&outputs.iter().map(|o| o.image.tensor().shallow_clone()).collect::<Vec<_>>(), 0);
+    let alignments = crate::score::frame_alignments(clip, &crate::media::Video::new(frames, 1.0)?, prompt)?;
+    let kept = (0..count).fold(0, |best, i| if alignments[i] > alignments[best] { i } else { best });
+    let best = outputs.swap_remove(kept);
+    Ok(Candidates { best, first_seed, alignments, kept })
+}

@@ -90,6 +90,15 @@ pub fn frame_embeddings(clip: &ClipModel, video: &Video, batch: i64) -> Result<T
     Ok(Tensor::cat(&embeds, 0).to_device(tch::Device::Cpu))
 }
 
+/// CLIP text alignment of each frame with `prompt` (100 × cosine), unclamped: the per-frame values of
+/// [`score`], for one frame as well.
+pub fn frame_alignments(clip: &ClipModel, video: &Video, prompt: &str) -> Result<Vec<f64>> {
+    crate::error::ensure_finite("CLIP alignment: the frames", video.frames())?;
+    let images = frame_embeddings(clip, video, ScoreOptions::default().batch)?;
+    let text = clip.prompt_embed(prompt)?.to_device(tch::Device::Cpu);
+    Ok(metrics::text_alignment(&images, &text, false)?.1)
+}
+
 thread_local! {
     static SCORES: MemoryCache<Score> = MemoryCache::default();
 }
