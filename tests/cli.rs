@@ -142,21 +142,24 @@ fn doctor_reports_the_machine() {
         let out = vidtune(dir.path()).arg("doctor").env("VIDTUNE_MKL", "default").output().unwrap();
         assert!(stdout(&out).contains("generic AVX2 kernels (VIDTUNE_MKL=default)"), "{}", stdout(&out));
     }
-    // Threads: the cores this process may use by default, --threads N or auto, and a bad setting named.
+    // Threads: auto by default, --threads N, auto or all, and a bad setting named.
     let threads = |text: &str| text.lines().find(|l| l.starts_with("threads")).unwrap_or_default().to_string();
     let cores = std::thread::available_parallelism().unwrap().get();
     let row = threads(&text);
     if std::env::var_os("VIDTUNE_THREADS").is_none() {
-        assert!(row.contains(&format!("{cores} intra-op (the {cores} cores this process may use")), "{row}");
+        assert!(row.contains(&format!("intra-op (auto, the default: {cores} cores, ")), "{row}");
     }
     let out = vidtune(dir.path()).args(["--threads", "1", "doctor"]).output().unwrap();
     assert!(threads(&stdout(&out)).contains("1 intra-op (--threads)"), "{}", stdout(&out));
     let out = vidtune(dir.path()).args(["doctor", "--threads", "auto"]).output().unwrap();
     assert!(threads(&stdout(&out)).contains(&format!("(auto: {cores} cores, ")), "{}", stdout(&out));
+    let out = vidtune(dir.path()).args(["doctor", "--threads", "all"]).output().unwrap();
+    let all = format!("{cores} intra-op (all: the {cores} cores this process may use");
+    assert!(threads(&stdout(&out)).contains(&all), "{}", stdout(&out));
     let out = vidtune(dir.path()).arg("doctor").env("VIDTUNE_THREADS", "many").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(
-        stderr(&out).contains(r#"VIDTUNE_THREADS "many": expected a positive number of threads, or auto"#),
+        stderr(&out).contains(r#"VIDTUNE_THREADS "many": expected a positive number of threads, auto or all"#),
         "{}",
         stderr(&out)
     );

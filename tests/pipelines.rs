@@ -312,7 +312,8 @@ fn t2i_keeps_the_candidate_clip_ranks_first_and_its_seed_alone_gives_it_again() 
     let first_number = |key: &str| -> f64 {
         after(key).split(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-')).next().unwrap().parse().unwrap()
     };
-    let (k, seed, kept) = (first_number("candidate ") as usize, first_number("(seed ") as u64, first_number("alignment "));
+    let (k, seed, kept) =
+        (first_number("candidate ") as usize, first_number("(seed ") as u64, first_number("alignment "));
     let others: Vec<f64> =
         after("the others: ").trim_end_matches(')').split(", ").map(|x| x.parse().unwrap()).collect();
     assert_eq!(seed, 11 + k as u64 - 1, "{line}");
@@ -323,7 +324,12 @@ fn t2i_keeps_the_candidate_clip_ranks_first_and_its_seed_alone_gives_it_again() 
     assert!((0..3).any(|i| read(&format!("c{i}.png")) != read("best.png")), "the candidates differ");
     // The run record keeps the first seed (a rerun draws the same candidates), the kept one and the ranking.
     let record: serde_json::Value = serde_json::from_str(
-        &vidtune_runtime::media::image::png_text(dir.path().join("best.png")).unwrap().into_iter().find(|(k, _)| k == "vidtune").unwrap().1,
+        &vidtune_runtime::media::image::png_text(dir.path().join("best.png"))
+            .unwrap()
+            .into_iter()
+            .find(|(k, _)| k == "vidtune")
+            .unwrap()
+            .1,
     )
     .unwrap();
     let call = &record["calls"][0];

@@ -52,6 +52,12 @@ save_video(edit, "out/edit.mp4");
     assert!(again.status.success(), "{}", stderr(&again));
     assert!(stdout(&again).contains("rerunning make.rhai from out/edit.json"), "{}", stdout(&again));
     assert!(stdout(&again).contains("its outputs go under rerun-1/"), "{}", stdout(&again));
+    // The frames are the same because the rerun uses the recorded run's CPU threads, whatever the load now.
+    let recorded_threads = record["threads"].as_u64().expect("the run record keeps its thread count");
+    if std::env::var_os("VIDTUNE_THREADS").is_none() {
+        let said = format!("{recorded_threads} thread(s) as recorded");
+        assert!(stdout(&again).contains(&said), "{}", stdout(&again));
+    }
     assert!(std::fs::read(dir.path().join("rerun-1/out/edit.gif")).unwrap() == first, "the rerun made another GIF");
     assert!(std::fs::read(dir.path().join("out/edit.gif")).unwrap() == first, "the rerun wrote over its source");
     assert_eq!(std::fs::read_to_string(dir.path().join("out/edit.json")).unwrap(), sidecar_text);

@@ -10,10 +10,11 @@ use std::process::ExitCode;
 pub struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
-    /// libtorch's CPU threads: a number, or auto (the cores this process may use less those other
-    /// programs keep busy now: on a busy machine, fewer threads run faster); default: VIDTUNE_THREADS,
-    /// else the cores this process may use (its CPU affinity and quota)
-    #[arg(long, global = true, value_name = "N|auto")]
+    /// libtorch's CPU threads: a number; all (the cores this process may use: its CPU affinity and
+    /// quota); or auto (those cores less the ones other programs keep busy, looked at up to the first
+    /// model call: on a busy machine, fewer threads run faster). Default: VIDTUNE_THREADS, else auto;
+    /// `run --from` uses the recorded run's count
+    #[arg(long, global = true, value_name = "N|auto|all")]
     threads: Option<String>,
 }
 
@@ -284,9 +285,20 @@ fn exit_status<T>(result: Result<T, crate::diagnostics::ScriptError>) -> ExitCod
     }
 }
 
-/// What `run --from` reads from a sidecar: the script's name and text, its parameters and the seeds its
-/// calls drew (in order).
-pub fn read_run_record(path: &std::path::Path) -> anyhow::Result<(String, String, Vec<(String, Dynamic)>, Vec<u64>)> {
+/// What `run --from` reads from a run record.
+pub struct RecordedRun {
+    /// The script's name and text.
+    pub name: String,
+    pub code: String,
+    pub params: Vec<(String, Dynamic)>,
+    /// The seeds its calls drew, in order.
+    pub seeds: Vec<u64>,
+    /// libtorch's CPU threads in that run (results can differ in the last bits between counts).
+    pub threads: Option<usize>,
+}
+
+/// Reads a run record from a sidecar, a PNG frame or a video vidtune saved.
+pub fn read_run_record(path: &std::path::Path) -> anyhow::Result<RecordedRun> {
     let no_record = || {
         anyhow::anyhow!(
             "{}: no run record (results saved by a script carry one; sidecars with #{{sidecar: true}})",
@@ -338,7 +350,8 @@ pub fn read_run_record(path: &std::path::Path) -> anyhow::Result<(String, String
                 .collect()
         })
         .unwrap_or_default();
-    Ok((name, code, params, seeds))
+    let threads = record.get("threads").and_then(|t| t.as_u64()).map(|t| t as usize).filter(|t| *t > 0);
+    Ok(RecordedRun { name, code, params, seeds, threads })
 }
 
 fn json_to_dynamic(v: &serde_json::Value) -> Dynamic {
@@ -360,7 +373,7 @@ fn json_to_dynamic(v: &serde_json::Value) -> Dynamic {
 /// `vidtune run --from SIDECAR.json`: the recorded script with its parameters (overridden by `--set`) and,
 /// where its calls drew random seeds, the same seeds.
 fn rerun(from: &std::path::Path, out: Option<PathBuf>, overrides: &[(String, Dynamic)]) -> ExitCode {
-    let (name, code, mut params, seeds) = match read_run_record(from) {
+    let RecordedRun { name, code, mut params, seeds, threads } = match read_run_record(from) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");
@@ -376,6 +389,10 @@ fn rerun(from: &std::path::Path, out: Option<PathBuf>, overrides: &[(String, Dyn
         params.push((k.clone(), v.clone()));
     }
     let out = out.unwrap_or_else(free_rerun_dir);
+    let recorded_threads = threads.filter(|_| !vidtune_runtime::cpu::threads_given());
+    if let Some(n) = recorded_threads {
+        vidtune_runtime::cpu::set_threads(n, vidtune_runtime::cpu::ThreadSource::Record);
+    }
     crate::signals::install(crate::signals::Mode::Run);
     let mut session = crate::Session::new();
     for (k, v) in &params {
@@ -383,8 +400,9 @@ fn rerun(from: &std::path::Path, out: Option<PathBuf>, overrides: &[(String, Dyn
     }
     session.host().replay_seeds.borrow_mut().extend(seeds);
     *session.host().out_root.borrow_mut() = Some(out.clone());
+    let threads_said = recorded_threads.map(|n| format!(", {n} thread(s) as recorded")).unwrap_or_default();
     println!(
-        "rerunning {name} from {} ({} parameters); its outputs go under {}/",
+        "rerunning {name} from {} ({} parameters{threads_said}); its outputs go under {}/",
         from.display(),
         params.len(),
         out.display()

@@ -111,11 +111,13 @@ pub enum ThreadSource {
     Flag,
     /// `VIDTUNE_THREADS=N`.
     Env,
-    /// `auto` (flag or variable): the cores this process may use less those other programs kept busy
-    /// over a fifth of a second at start.
-    Auto { busy: f64 },
-    /// The cores this process may use.
+    /// `auto`, given or by default: the cores this process may use less those other programs kept busy
+    /// before its first model call.
+    Auto { busy: f64, given: bool },
+    /// `all` (flag or variable): the cores this process may use.
     Cores,
+    /// The count a run record says its run used (`vidtune run --from`).
+    Record,
 }
 
 /// libtorch's intra-op threads as applied, and why.
@@ -131,14 +133,42 @@ impl std::fmt::Display for Threads {
         let why = match self.source {
             ThreadSource::Flag => "--threads".to_string(),
             ThreadSource::Env => THREADS_VAR.to_string(),
-            ThreadSource::Auto { busy } => format!("auto: {cores} cores, {busy:.1} busy with other programs"),
-            ThreadSource::Cores => format!("the {cores} cores this process may use: CPU affinity and quota"),
+            ThreadSource::Auto { busy, given } => {
+                let default = if given { "" } else { ", the default" };
+                format!("auto{default}: {cores} cores, {busy:.1} busy with other programs")
+            }
+            ThreadSource::Cores => format!("all: the {cores} cores this process may use: CPU affinity and quota"),
+            ThreadSource::Record => "the run record's".to_string(),
         };
         write!(f, "{} intra-op ({why})", self.count)
     }
 }
 
-static APPLIED: OnceLock<Threads> = OnceLock::new();
+/// A thread setting as written.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Setting {
+    Count(usize),
+    Auto,
+    All,
+}
+
+/// What the process has decided about its threads.
+#[derive(Default)]
+struct ThreadState {
+    applied: Option<Threads>,
+    /// An `auto` decision waiting for the first model call: when it was asked for, the CPUs' ticks then
+    /// and this process's own.
+    pending: Option<(std::time::Instant, String, u64, bool)>,
+}
+
+static THREAD_STATE: std::sync::Mutex<ThreadState> =
+    std::sync::Mutex::new(ThreadState { applied: None, pending: None });
+/// Set once nothing is left to decide: the fast path of [`settle_threads`].
+static SETTLED: AtomicBool = AtomicBool::new(false);
+
+/// The shortest look at the other programs' load, and the oldest one still used.
+const AUTO_WINDOW: std::time::Duration = std::time::Duration::from_millis(150);
+const AUTO_STALE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The cores this process may use: its CPU affinity and its cgroup's CPU quota (libtorch's own default
 /// counts the affinity only, so a container limited to 2 of 64 cores ran 64 threads on 2).
@@ -146,14 +176,17 @@ pub fn available_cores() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
-/// A thread setting as given: a positive number or `auto` (`what` names where, for the error).
-fn parse_setting(value: &str, what: &str) -> crate::error::Result<Option<usize>> {
+/// A thread setting as given: a positive number, `auto` or `all` (`what` names where, for the error).
+fn parse_setting(value: &str, what: &str) -> crate::error::Result<Setting> {
     let v = value.trim();
     if v.eq_ignore_ascii_case("auto") {
-        return Ok(None);
+        return Ok(Setting::Auto);
     }
-    v.parse().ok().filter(|n| *n > 0).map(Some).ok_or_else(|| {
-        crate::error::Error::Invalid(format!("{what} {value:?}: expected a positive number of threads, or auto"))
+    if v.eq_ignore_ascii_case("all") {
+        return Ok(Setting::All);
+    }
+    v.parse().ok().filter(|n| *n > 0).map(Setting::Count).ok_or_else(|| {
+        crate::error::Error::Invalid(format!("{what} {value:?}: expected a positive number of threads, auto or all"))
     })
 }
 
@@ -167,6 +200,12 @@ fn parse_cpu_list(list: &str) -> Vec<usize> {
         }
     }
     cpus
+}
+
+/// The CPUs this process may run on (Linux; empty elsewhere).
+fn allowed_cpus() -> Vec<usize> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")).map(parse_cpu_list).unwrap_or_default()
 }
 
 /// Per CPU of `cpus`, its (busy, total) clock ticks in a `/proc/stat` text (busy: all but idle and
@@ -187,63 +226,133 @@ fn cpu_ticks(stat: &str, cpus: &[usize]) -> Vec<(u64, u64)> {
         .collect()
 }
 
-/// How many of `cpus` were busy between two `/proc/stat` readings: the sum of each CPU's busy share.
-fn busy_between(before: &str, after: &str, cpus: &[usize]) -> f64 {
-    cpu_ticks(before, cpus)
+/// This process's CPU time in clock ticks (user and system, all its threads), from a `/proc/self/stat`
+/// text: fields 14 and 15, counted after the command name's closing parenthesis.
+fn own_ticks(stat: &str) -> u64 {
+    let Some((_, rest)) = stat.rsplit_once(')') else { return 0 };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0)
+        + f.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
+}
+
+/// How many of `cpus` other programs kept busy between two `/proc/stat` readings: the busy ticks of
+/// those CPUs, less `own` (this process's ticks in between), over one CPU's ticks.
+fn busy_between(before: &str, after: &str, cpus: &[usize], own: u64) -> f64 {
+    let ticks: Vec<(u64, u64)> = cpu_ticks(before, cpus)
         .iter()
         .zip(cpu_ticks(after, cpus))
-        .map(|((b0, t0), (b1, t1))| {
-            let dt = t1.saturating_sub(*t0);
-            if dt == 0 {
-                0.0
-            } else {
-                b1.saturating_sub(*b0) as f64 / dt as f64
-            }
-        })
-        .sum()
+        .map(|((b0, t0), (b1, t1))| (b1.saturating_sub(*b0), t1.saturating_sub(*t0)))
+        .collect();
+    let span = ticks.iter().map(|t| t.1).max().unwrap_or(0);
+    if span == 0 {
+        return 0.0;
+    }
+    let busy: u64 = ticks.iter().map(|t| t.0.min(t.1)).sum();
+    busy.saturating_sub(own) as f64 / span as f64
+}
+
+/// The two readings a load estimate compares: the CPUs' ticks and this process's own.
+fn load_reading() -> (String, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let own = own_ticks(&std::fs::read_to_string("/proc/self/stat").unwrap_or_default());
+    (stat, own)
 }
 
 /// The cores other programs keep busy among those this process may run on, over `window` (Linux; 0
 /// elsewhere).
 pub fn busy_cores(window: std::time::Duration) -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let cpus =
-        status.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")).map(parse_cpu_list).unwrap_or_default();
-    let Ok(before) = std::fs::read_to_string("/proc/stat") else { return 0.0 };
+    let (before, own0) = load_reading();
     std::thread::sleep(window);
-    let after = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    busy_between(&before, &after, &cpus)
+    let (after, own1) = load_reading();
+    busy_between(&before, &after, &allowed_cpus(), own1.saturating_sub(own0))
 }
 
-/// Sets libtorch's intra-op threads once per process: `flag` (`--threads N|auto`), else
-/// `VIDTUNE_THREADS`, else [`available_cores`]. `auto` leaves out the cores other programs keep busy
-/// now: on a loaded 2-core machine, threads that wait for a core spin against the other program (a toy
-/// tune ran 3.3× slower beside one busy process with 2 threads, 1.2× with 1). Results can differ in
-/// the last bits between thread counts. An error names the setting whose value is neither.
-pub fn apply_threads(flag: Option<&str>) -> crate::error::Result<Threads> {
-    let setting = match (flag, std::env::var(THREADS_VAR)) {
-        (Some(f), _) => Some((parse_setting(f, "--threads")?, ThreadSource::Flag)),
-        (None, Ok(v)) => Some((parse_setting(&v, THREADS_VAR)?, ThreadSource::Env)),
-        (None, Err(_)) => None,
-    };
-    let cores = available_cores();
-    let chosen = match setting {
-        Some((Some(n), source)) => Threads { count: n, source },
-        Some((None, _)) => {
-            let busy = busy_cores(std::time::Duration::from_millis(200));
-            let free = (cores as f64 - busy).round().max(1.0) as usize;
-            Threads { count: free.min(cores), source: ThreadSource::Auto { busy } }
-        }
-        None => Threads { count: cores, source: ThreadSource::Cores },
-    };
+fn apply(state: &mut ThreadState, chosen: Threads) {
     tch::set_num_threads(chosen.count as i32);
-    let _ = APPLIED.set(chosen);
-    Ok(chosen)
+    state.applied = Some(chosen);
+    state.pending = None;
+    SETTLED.store(true, Ordering::Release);
 }
 
-/// The threads [`apply_threads`] set, if it ran in this process.
+fn lock_threads() -> std::sync::MutexGuard<'static, ThreadState> {
+    THREAD_STATE.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Chooses libtorch's intra-op threads for this process: `flag` (`--threads N|auto|all`), else
+/// `VIDTUNE_THREADS`, else `auto`. A number and `all` (the cores this process may use, [`available_cores`])
+/// apply now. `auto` is decided at the first model call ([`settle_threads`]): the cores other programs
+/// kept busy since this call, this process's own work left out, are left to them. On a loaded 2-core
+/// machine, threads that wait for a core spin against the other program: a toy tune ran 3.3× slower beside
+/// one busy process with 2 threads, 1.2× with 1. Results can differ in the last bits between thread
+/// counts; run records keep the count, and `run --from` uses it. An error names the setting whose value
+/// is none of these.
+pub fn apply_threads(flag: Option<&str>) -> crate::error::Result<()> {
+    let setting = match (flag, std::env::var(THREADS_VAR)) {
+        (Some(f), _) => (parse_setting(f, "--threads")?, ThreadSource::Flag, true),
+        (None, Ok(v)) => (parse_setting(&v, THREADS_VAR)?, ThreadSource::Env, true),
+        (None, Err(_)) => (Setting::Auto, ThreadSource::Flag, false),
+    };
+    let mut state = lock_threads();
+    match setting {
+        (Setting::Count(n), source, _) => apply(&mut state, Threads { count: n, source }),
+        (Setting::All, _, _) => apply(&mut state, Threads { count: available_cores(), source: ThreadSource::Cores }),
+        (Setting::Auto, _, given) => {
+            let (stat, own) = load_reading();
+            state.applied = None;
+            state.pending = Some((std::time::Instant::now(), stat, own, given));
+            SETTLED.store(false, Ordering::Release);
+        }
+    }
+    Ok(())
+}
+
+/// Decides a pending `auto` (see [`apply_threads`]); called at the start of every model's forward pass,
+/// where it costs one atomic load once decided. The look at the load spans the time since the setting
+/// was made, at least 150 ms (it waits for the rest); one older than 2 s is replaced by a fresh 150 ms.
+/// Call it on the thread that runs the models: libtorch's thread count belongs to the calling thread.
+pub fn settle_threads() -> Option<Threads> {
+    if SETTLED.load(Ordering::Acquire) {
+        return threads();
+    }
+    let mut state = lock_threads();
+    if let Some((mut at, mut before, mut own0, given)) = state.pending.take() {
+        if at.elapsed() > AUTO_STALE {
+            (before, own0) = load_reading();
+            at = std::time::Instant::now();
+        }
+        if let Some(rest) = AUTO_WINDOW.checked_sub(at.elapsed()) {
+            std::thread::sleep(rest);
+        }
+        let (after, own1) = load_reading();
+        let busy = busy_between(&before, &after, &allowed_cpus(), own1.saturating_sub(own0));
+        let cores = available_cores();
+        let free = (cores as f64 - busy).round().clamp(1.0, cores as f64) as usize;
+        apply(&mut state, Threads { count: free, source: ThreadSource::Auto { busy, given } });
+    }
+    SETTLED.store(true, Ordering::Release);
+    state.applied
+}
+
+/// Sets the threads to `count` now, in place of any pending choice (`run --from` applies its record's
+/// count unless `--threads` or `VIDTUNE_THREADS` says otherwise).
+pub fn set_threads(count: usize, source: ThreadSource) {
+    apply(&mut lock_threads(), Threads { count: count.max(1), source });
+}
+
+/// Whether the threads were given (`--threads` or `VIDTUNE_THREADS`) rather than left to the default.
+pub fn threads_given() -> bool {
+    let state = lock_threads();
+    match (&state.pending, state.applied) {
+        (Some(p), _) => p.3,
+        (None, Some(t)) => !matches!(t.source, ThreadSource::Auto { given: false, .. }),
+        (None, None) => false,
+    }
+}
+
+/// The threads applied in this process, if they have been ([`apply_threads`], then [`settle_threads`]
+/// for `auto`).
 pub fn threads() -> Option<Threads> {
-    APPLIED.get().copied()
+    lock_threads().applied
 }
 
 #[cfg(test)]
@@ -280,12 +389,40 @@ mod tests {
         // cpu0 busy for 90 of 100 ticks, cpu1 for 10 of 100 (iowait counts as idle), cpu2 not ours.
         let before = "cpu  1 2 3 4 5 6 7 8 0 0\ncpu0 100 0 0 100 0 0 0 0 0 0\ncpu1 10 0 0 180 10 0 0 0 0 0\ncpu2 0 0 0 0 0 0 0 0 0 0\n";
         let after = "cpu  1 2 3 4 5 6 7 8 0 0\ncpu0 180 0 10 110 0 0 0 0 0 0\ncpu1 15 0 5 250 30 0 0 0 0 0\ncpu2 500 0 0 0 0 0 0 0 0 0\n";
-        let busy = busy_between(before, after, &[0, 1]);
+        let busy = busy_between(before, after, &[0, 1], 0);
         assert!((busy - 1.0).abs() < 1e-9, "{busy}");
-        assert_eq!(busy_between(before, before, &[0, 1]), 0.0);
-        assert!(parse_setting("auto", "--threads").unwrap().is_none());
-        assert_eq!(parse_setting(" 3 ", "--threads").unwrap(), Some(3));
+        // Of those 100 busy ticks, 40 were this process's own: 0.6 of a core was the others'.
+        let busy = busy_between(before, after, &[0, 1], 40);
+        assert!((busy - 0.6).abs() < 1e-9, "{busy}");
+        assert_eq!(busy_between(before, after, &[0, 1], 500), 0.0);
+        assert_eq!(busy_between(before, before, &[0, 1], 0), 0.0);
+        // utime and stime are fields 14 and 15; a command name may hold spaces and parentheses.
+        let stat = "4242 (vid tune (x)) R 1 4242 4242 0 -1 4194304 100 0 0 0 37 5 0 0 20 0 3 0 100 0 0";
+        assert_eq!(own_ticks(stat), 42);
+        assert_eq!(own_ticks("garbage"), 0);
+        assert_eq!(parse_setting("auto", "--threads").unwrap(), Setting::Auto);
+        assert_eq!(parse_setting("ALL", "--threads").unwrap(), Setting::All);
+        assert_eq!(parse_setting(" 3 ", "--threads").unwrap(), Setting::Count(3));
         let err = parse_setting("0", "VIDTUNE_THREADS").unwrap_err().to_string();
-        assert!(err.contains("VIDTUNE_THREADS \"0\": expected a positive number of threads, or auto"), "{err}");
+        assert!(err.contains("VIDTUNE_THREADS \"0\": expected a positive number of threads, auto or all"), "{err}");
+    }
+
+    /// Live readings: this process's own ticks are counted, and taking them out of the CPUs' busy ticks
+    /// removes about the core it kept busy.
+    #[test]
+    fn own_work_is_not_counted_as_another_programs() {
+        let (before, own0) = load_reading();
+        let t0 = std::time::Instant::now();
+        let mut x = 0u64;
+        while t0.elapsed() < std::time::Duration::from_millis(300) {
+            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+        }
+        let (after, own1) = load_reading();
+        let own = own1.saturating_sub(own0);
+        assert!(own >= 15, "0.3 s of spinning gave {own} ticks of this process");
+        let cpus = allowed_cpus();
+        let all = busy_between(&before, &after, &cpus, 0);
+        let others = busy_between(&before, &after, &cpus, own);
+        assert!(all - others >= 0.5, "all {all}, others {others}");
     }
 }

@@ -168,6 +168,8 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<Vec<Stage>> {
     };
     let precision = o.precision.as_deref().map(vidtune_runtime::device::parse_dtype).transpose()?;
     let device = vidtune_runtime::device::parse_device(&o.device)?;
+    // The threads are decided before anything is timed (auto looks at the load first).
+    vidtune_runtime::cpu::settle_threads();
     // The machine's matrix-product rate, measured first, on an idle process: in fp32, in bf16 where the
     // processor computes it natively, and in the dtypes the stages compute in.
     let model_kind = match &o.dtype {

@@ -183,10 +183,8 @@ fn generate(ctx: Option<&NativeCallContext>, host: &Host, m: &SdModel, prompt: &
     let (out, ranked) = live.run(ctx, host, &m.0, 8.0, || match &clip {
         Some(c) => {
             let r = rt(t2i_candidates(&m.0, prompt, &o, candidates as usize, &c.0))?;
-            let others: Vec<String> = (0..r.alignments.len())
-                .filter(|&i| i != r.kept)
-                .map(|i| format!("{:.1}", r.alignments[i]))
-                .collect();
+            let others: Vec<String> =
+                (0..r.alignments.len()).filter(|&i| i != r.kept).map(|i| format!("{:.1}", r.alignments[i])).collect();
             println!(
                 "t2i: kept candidate {} of {candidates} (seed {}), CLIP text alignment {:.1} (the others: {})",
                 r.kept + 1,

@@ -144,6 +144,7 @@ impl Host {
             "vidtune_version": vidtune_runtime::VERSION,
             "libtorch_version": vidtune_runtime::env::libtorch_version(),
             "cuda_devices": if tch::Cuda::is_available() { tch::Cuda::device_count() } else { 0 },
+            "threads": vidtune_runtime::cpu::threads().map(|t| t.count),
         })
     }
 

@@ -72,6 +72,7 @@ impl AutoencoderKL {
 
     /// Images `[B, 3, H, W]` in [−1, 1] → the latent posterior.
     pub fn encode(&self, x: &Tensor) -> Result<LatentDist> {
+        crate::cpu::settle_threads();
         self.check(x, self.config.in_channels, "input")?;
         let h = self.encoder.forward(x)?;
         let moments = match &self.quant_conv {
@@ -84,6 +85,7 @@ impl AutoencoderKL {
 
     /// Latents `[B, latent, h, w]` (unscaled) → images in about [−1, 1].
     pub fn decode(&self, z: &Tensor) -> Result<Tensor> {
+        crate::cpu::settle_threads();
         self.check(z, self.config.latent_channels, "latents")?;
         let z = match &self.post_quant_conv {
             Some(p) => p.forward(z),

@@ -112,6 +112,7 @@ impl ClipTextTransformer {
 
     /// Token ids `[B, L]` (int64) → last hidden state `[B, L, hidden]` (after the final LayerNorm).
     pub fn forward(&self, input_ids: &Tensor) -> Result<Tensor> {
+        crate::cpu::settle_threads();
         let s = input_ids.size();
         if s.len() != 2 || s[1] == 0 || s[1] > self.config.max_position_embeddings {
             return Err(Error::Invalid(format!(

@@ -59,6 +59,7 @@ impl ClipVisionTransformer {
 
     /// Pixel values `[N, 3, S, S]` (normalised) → the pooled output `[N, hidden]` (post-LayerNorm class token).
     pub fn forward(&self, pixels: &Tensor) -> Result<Tensor> {
+        crate::cpu::settle_threads();
         let s = pixels.size();
         let size = self.config.image_size;
         if s.len() != 4 || s[1] != self.config.num_channels || s[2] != size || s[3] != size {

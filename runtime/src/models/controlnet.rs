@@ -154,6 +154,7 @@ impl ControlNetModel {
         scale: f64,
         guess_mode: bool,
     ) -> Result<ControlResiduals> {
+        crate::cpu::settle_threads();
         self.check_inputs(sample, context, image)?;
         let unet = &self.config.unet;
         let temb = time_embed(unet, &self.time_embedding, timesteps, sample)?;

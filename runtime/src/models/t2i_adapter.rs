@@ -127,6 +127,7 @@ impl T2IAdapter {
     /// The features of control images `[N, in_channels, H, W]` in [0, 1] (`H`, `W` multiples of the
     /// downscale factor), each multiplied by `scale`.
     pub fn forward(&self, image: &Tensor, scale: f64) -> Result<AdapterFeatures> {
+        crate::cpu::settle_threads();
         let s = image.size();
         let f = self.config.downscale_factor;
         if s.len() != 4 || s[1] != self.config.in_channels || s[2] % f != 0 || s[3] % f != 0 {

@@ -91,6 +91,7 @@ impl UNet2DConditionModel {
         context: &Tensor,
         ctx: &AttnContext,
     ) -> Result<E::V> {
+        crate::cpu::settle_threads();
         self.check_inputs(sample, context, ctx)?;
         let temb = time_embed(&self.config, &self.time_embedding, timesteps, sample)?;
         let center = self.config.center_input_sample;
