@@ -348,6 +348,24 @@ fn t2i_keeps_the_candidate_clip_ranks_first_and_its_seed_alone_gives_it_again() 
 }
 
 #[test]
+fn fusion_composes_with_token_merging_whose_layers_keep_no_maps() {
+    // VidToMe attends over a chunk's merged tokens, no one frame's: an inversion that stores its maps and
+    // an edit that fuses them leave those layers alone (this was a libtorch error from the store).
+    let dir = tempfile::tempdir().unwrap();
+    let script = r#"
+        let m = inflate(load_sd("random:tiny"), #{spatial: "vidtome:ratio=0.5,chunk=2", temporal: "none"});
+        let c = synthetic_clip(#{frames: 4, size: 32, seed: 1});
+        let inv = invert(m, c.video, #{prompt: "a circle", steps: 2, store: true});
+        let out = sample(m, "a square", #{latents: inv, steps: 2, seed: 1,
+                                          fusion: #{cross_replace: 0.5, self_replace: 1.0}});
+        print(`fused ${out.len()} frames`);
+    "#;
+    let out = run_script(dir.path(), "merge.rhai", script, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("fused 4 frames"), "{}", stdout(&out));
+}
+
+#[test]
 fn controlnet_from_a_script() {
     let dir = tempfile::tempdir().unwrap();
     let tiny = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../kernels-tests/fixtures/generated/tiny-conv");

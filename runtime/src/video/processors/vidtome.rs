@@ -38,6 +38,9 @@ impl AttnProcessor for TokenMerging {
         ctx: &AttnContext,
     ) -> Result<Tensor> {
         let (n, f) = (hidden.size()[0], ctx.frames.max(1));
+        // A chunk's merged tokens are no one frame's, so attention stores and fusion, which read and
+        // replace per-frame maps, leave these layers alone: the attention runs without the call's maps.
+        let merged = AttnContext { spatial: None, ..ctx.clone() };
         let mut outs = vec![];
         for clip in 0..n / f {
             let mut start = 0;
@@ -49,7 +52,7 @@ impl AttnProcessor for TokenMerging {
                 let m = bipartite_merge(&x, c / 2, r)?;
                 let tokens = m.tokens.unsqueeze(0);
                 let (q, k, v) = (attn.to_q.forward(&tokens), attn.to_k.forward(&tokens), attn.to_v.forward(&tokens));
-                let out = attn.attend(&q, &k, &v, None, ctx)?;
+                let out = attn.attend(&q, &k, &v, None, &merged)?;
                 outs.push(unmerge(&out.squeeze_dim(0), &m, c)?);
                 start += c;
             }
