@@ -105,7 +105,8 @@ pub fn run() -> anyhow::Result<()> {
         r.row(Verdict::Note, "CUDA", "not available (models run on the CPU)");
         r.next("real SD1.x tuning needs a CUDA GPU (see the README's hardware table); the toy model and tiny configs run here");
     }
-    match vidtune_runtime::cpu::settle_threads() {
+    vidtune_runtime::cpu::settle_threads();
+    match vidtune_runtime::cpu::threads() {
         Some(t) => r.row(Verdict::Ok, "threads", t),
         None => r.row(Verdict::Ok, "threads", format!("{} intra-op", tch::get_num_threads())),
     }

@@ -310,9 +310,9 @@ pub fn apply_threads(flag: Option<&str>) -> crate::error::Result<()> {
 /// where it costs one atomic load once decided. The look at the load spans the time since the setting
 /// was made, at least 150 ms (it waits for the rest); one older than 2 s is replaced by a fresh 150 ms.
 /// Call it on the thread that runs the models: libtorch's thread count belongs to the calling thread.
-pub fn settle_threads() -> Option<Threads> {
+pub fn settle_threads() {
     if SETTLED.load(Ordering::Acquire) {
-        return threads();
+        return;
     }
     let mut state = lock_threads();
     if let Some((mut at, mut before, mut own0, given)) = state.pending.take() {
@@ -330,7 +330,6 @@ pub fn settle_threads() -> Option<Threads> {
         apply(&mut state, Threads { count: free, source: ThreadSource::Auto { busy, given } });
     }
     SETTLED.store(true, Ordering::Release);
-    state.applied
 }
 
 /// Sets the threads to `count` now, in place of any pending choice (`run --from` applies its record's

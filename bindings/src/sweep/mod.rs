@@ -485,7 +485,8 @@ fn run_recorded(args: &SweepArgs, dir: &Path) -> anyhow::Result<std::process::Ex
     let not_done = |list: &[Point]| list.iter().filter(|p| read_state(dir, p).status != "done").count();
     let jobs = if devices.is_empty() { args.jobs.unwrap_or(1).max(1) } else { devices.len() };
     // The workers share the threads this process would run (auto: the cores other programs leave free).
-    let cores = vidtune_runtime::cpu::settle_threads().map_or_else(vidtune_runtime::cpu::available_cores, |t| t.count);
+    vidtune_runtime::cpu::settle_threads();
+    let cores = vidtune_runtime::cpu::threads().map_or_else(vidtune_runtime::cpu::available_cores, |t| t.count);
     let threads = (cores / jobs.min(not_done(&sweep.points).max(1))).max(1);
     let workers = Workers { jobs, threads, devices };
     println!(
