@@ -152,13 +152,37 @@ enum Setting {
     All,
 }
 
+/// One look at the load: the CPUs' ticks (`/proc/stat`) and this process's own, and when.
+struct Reading {
+    at: std::time::Instant,
+    stat: String,
+    own: u64,
+}
+
+impl Reading {
+    fn now() -> Reading {
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let own = own_ticks(&std::fs::read_to_string("/proc/self/stat").unwrap_or_default());
+        Reading { at: std::time::Instant::now(), stat, own }
+    }
+
+    /// The cores of `cpus` other programs kept busy from this reading to `later`.
+    fn busy_until(&self, later: &Reading, cpus: &[usize]) -> f64 {
+        busy_between(&self.stat, &later.stat, cpus, later.own.saturating_sub(self.own))
+    }
+}
+
+/// An `auto` choice waiting for the first model call: the load from `since` on decides it.
+struct Pending {
+    since: Reading,
+    /// `auto` was given (`--threads auto`, `VIDTUNE_THREADS=auto`) rather than the default.
+    given: bool,
+}
+
 /// What the process has decided about its threads.
-#[derive(Default)]
 struct ThreadState {
     applied: Option<Threads>,
-    /// An `auto` decision waiting for the first model call: when it was asked for, the CPUs' ticks then
-    /// and this process's own.
-    pending: Option<(std::time::Instant, String, u64, bool)>,
+    pending: Option<Pending>,
 }
 
 static THREAD_STATE: std::sync::Mutex<ThreadState> =
@@ -251,22 +275,6 @@ fn busy_between(before: &str, after: &str, cpus: &[usize], own: u64) -> f64 {
     busy.saturating_sub(own) as f64 / span as f64
 }
 
-/// The two readings a load estimate compares: the CPUs' ticks and this process's own.
-fn load_reading() -> (String, u64) {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let own = own_ticks(&std::fs::read_to_string("/proc/self/stat").unwrap_or_default());
-    (stat, own)
-}
-
-/// The cores other programs keep busy among those this process may run on, over `window` (Linux; 0
-/// elsewhere).
-pub fn busy_cores(window: std::time::Duration) -> f64 {
-    let (before, own0) = load_reading();
-    std::thread::sleep(window);
-    let (after, own1) = load_reading();
-    busy_between(&before, &after, &allowed_cpus(), own1.saturating_sub(own0))
-}
-
 fn apply(state: &mut ThreadState, chosen: Threads) {
     tch::set_num_threads(chosen.count as i32);
     state.applied = Some(chosen);
@@ -287,19 +295,19 @@ fn lock_threads() -> std::sync::MutexGuard<'static, ThreadState> {
 /// counts; run records keep the count, and `run --from` uses it. An error names the setting whose value
 /// is none of these.
 pub fn apply_threads(flag: Option<&str>) -> crate::error::Result<()> {
-    let setting = match (flag, std::env::var(THREADS_VAR)) {
-        (Some(f), _) => (parse_setting(f, "--threads")?, ThreadSource::Flag, true),
-        (None, Ok(v)) => (parse_setting(&v, THREADS_VAR)?, ThreadSource::Env, true),
-        (None, Err(_)) => (Setting::Auto, ThreadSource::Flag, false),
+    // The setting and where it was given (none: the default, auto).
+    let (setting, given) = match (flag, std::env::var(THREADS_VAR)) {
+        (Some(f), _) => (parse_setting(f, "--threads")?, Some(ThreadSource::Flag)),
+        (None, Ok(v)) => (parse_setting(&v, THREADS_VAR)?, Some(ThreadSource::Env)),
+        (None, Err(_)) => (Setting::Auto, None),
     };
     let mut state = lock_threads();
-    match setting {
-        (Setting::Count(n), source, _) => apply(&mut state, Threads { count: n, source }),
-        (Setting::All, _, _) => apply(&mut state, Threads { count: available_cores(), source: ThreadSource::Cores }),
-        (Setting::Auto, _, given) => {
-            let (stat, own) = load_reading();
+    match (setting, given) {
+        (Setting::Count(n), Some(source)) => apply(&mut state, Threads { count: n, source }),
+        (Setting::All, _) => apply(&mut state, Threads { count: available_cores(), source: ThreadSource::Cores }),
+        _ => {
             state.applied = None;
-            state.pending = Some((std::time::Instant::now(), stat, own, given));
+            state.pending = Some(Pending { since: Reading::now(), given: given.is_some() });
             SETTLED.store(false, Ordering::Release);
         }
     }
@@ -315,16 +323,14 @@ pub fn settle_threads() {
         return;
     }
     let mut state = lock_threads();
-    if let Some((mut at, mut before, mut own0, given)) = state.pending.take() {
-        if at.elapsed() > AUTO_STALE {
-            (before, own0) = load_reading();
-            at = std::time::Instant::now();
+    if let Some(Pending { mut since, given }) = state.pending.take() {
+        if since.at.elapsed() > AUTO_STALE {
+            since = Reading::now();
         }
-        if let Some(rest) = AUTO_WINDOW.checked_sub(at.elapsed()) {
+        if let Some(rest) = AUTO_WINDOW.checked_sub(since.at.elapsed()) {
             std::thread::sleep(rest);
         }
-        let (after, own1) = load_reading();
-        let busy = busy_between(&before, &after, &allowed_cpus(), own1.saturating_sub(own0));
+        let busy = since.busy_until(&Reading::now(), &allowed_cpus());
         let cores = available_cores();
         let free = (cores as f64 - busy).round().clamp(1.0, cores as f64) as usize;
         apply(&mut state, Threads { count: free, source: ThreadSource::Auto { busy, given } });
@@ -342,7 +348,7 @@ pub fn set_threads(count: usize, source: ThreadSource) {
 pub fn threads_given() -> bool {
     let state = lock_threads();
     match (&state.pending, state.applied) {
-        (Some(p), _) => p.3,
+        (Some(p), _) => p.given,
         (None, Some(t)) => !matches!(t.source, ThreadSource::Auto { given: false, .. }),
         (None, None) => false,
     }
@@ -410,18 +416,18 @@ mod tests {
     /// removes about the core it kept busy.
     #[test]
     fn own_work_is_not_counted_as_another_programs() {
-        let (before, own0) = load_reading();
+        let before = Reading::now();
         let t0 = std::time::Instant::now();
         let mut x = 0u64;
         while t0.elapsed() < std::time::Duration::from_millis(300) {
             x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
         }
-        let (after, own1) = load_reading();
-        let own = own1.saturating_sub(own0);
+        let after = Reading::now();
+        let own = after.own.saturating_sub(before.own);
         assert!(own >= 15, "0.3 s of spinning gave {own} ticks of this process");
         let cpus = allowed_cpus();
-        let all = busy_between(&before, &after, &cpus, 0);
-        let others = busy_between(&before, &after, &cpus, own);
+        let all = busy_between(&before.stat, &after.stat, &cpus, 0);
+        let others = before.busy_until(&after, &cpus);
         assert!(all - others >= 0.5, "all {all}, others {others}");
     }
 }
