@@ -78,6 +78,19 @@ fn matmul_gflops(device: tch::Device, kind: tch::Kind) -> Option<f64> {
 /// guidance (two forwards per frame) both come to 2 × 8 × 803 GFLOP (the UNet's forward at 64×64 latents).
 const SD_STEP_GFLOP: f64 = 2.0 * 8.0 * 803.0;
 
+/// What to tell a CPU user whose bf16 products run at `bf16` GFLOP/s against fp32's `fp32`: bf16 weights
+/// where they are clearly faster (half again as fast or more), nothing otherwise.
+fn bf16_advice(fp32: f64, bf16: f64) -> Option<String> {
+    (bf16 >= 1.5 * fp32).then(|| {
+        format!(
+            "this CPU multiplies bf16 matrices {:.1}× as fast as fp32: load SD-size models in bf16 \
+             (`load_sd(path, #{{dtype: \"bf16\"}})`; `vidtune bench --dtype bf16` times it), within the README's \
+             bf16 quality band; fp32 stays the default, and small models such as the toy one run slower in bf16",
+            bf16 / fp32
+        )
+    })
+}
+
 fn duration(secs: f64) -> String {
     match secs {
         s if s < 1.0 => format!("{:.0} ms", s * 1000.0),
@@ -168,20 +181,32 @@ pub fn run() -> anyhow::Result<()> {
         if cuda { (tch::Device::Cuda(0), tch::Kind::BFloat16) } else { (tch::Device::Cpu, tch::Kind::Float) };
     match tch::no_grad(|| matmul_gflops(device, kind)) {
         Some(g) => {
-            let step = SD_STEP_GFLOP / g;
+            // On the CPU, bf16 too: with AMX or AVX-512 BF16 its products can be several times fp32's.
+            let bf16 = if cuda { None } else { tch::no_grad(|| matmul_gflops(device, tch::Kind::BFloat16)) };
+            let advice = bf16.and_then(|b| bf16_advice(g, b));
+            let best = advice.as_ref().map_or(g, |_| bf16.unwrap_or(g));
+            let step = SD_STEP_GFLOP / best;
             // Inversion runs one forward per frame a step, without guidance: half a step.
             let job = step * (500.0 + 50.0 + 25.0);
             let verdict = if job > 3600.0 { Verdict::Warn } else { Verdict::Ok };
+            let measured = match bf16 {
+                Some(b) => format!("{g:.0} GFLOP/s (Float matmul on {device:?}), bf16 {b:.0} GFLOP/s"),
+                None => format!("{g:.0} GFLOP/s ({kind:?} matmul on {device:?})"),
+            };
+            let precision = if advice.is_some() { " in bf16" } else { "" };
             r.row(
                 verdict,
                 "speed",
                 format!(
-                    "{g:.0} GFLOP/s ({kind:?} matmul on {device:?}): SD1.x at 8 × 512² ≈ {} a step, Tune-A-Video's \
-                     job (tune 500, invert 50, sample 50) ≈ {} at best",
+                    "{measured}: SD1.x at 8 × 512²{precision} ≈ {} a step, Tune-A-Video's job (tune 500, invert 50, \
+                     sample 50) ≈ {} at best",
                     duration(step),
                     duration(job)
                 ),
             );
+            if let Some(advice) = advice {
+                r.next(advice);
+            }
         }
         None => r.row(Verdict::Note, "speed", "not measured"),
     }
@@ -215,4 +240,22 @@ fn ffmpeg_row(r: &mut Report) {
 fn ffmpeg_row(r: &mut Report) {
     r.row(Verdict::Note, "FFmpeg", "not built in (feature `ffmpeg` off): GIF and PNG directories only");
     r.next("to read and write mp4: build with the ffmpeg feature (./dev.sh does, with Debian's libav*-dev)");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bf16_advice;
+
+    #[test]
+    fn bf16_is_advised_only_where_it_is_clearly_faster() {
+        // An AMX Xeon (bf16 1371 against fp32 329 GFLOP/s) and one without native bf16 (150 against 300).
+        let advice = bf16_advice(329.0, 1371.0).expect("4.2× faster is advised");
+        assert!(
+            advice.contains("4.2× as fast as fp32") && advice.contains(r#"load_sd(path, #{dtype: "bf16"})"#),
+            "{advice}"
+        );
+        assert_eq!(bf16_advice(300.0, 150.0), None);
+        assert_eq!(bf16_advice(300.0, 440.0), None);
+        assert!(bf16_advice(300.0, 450.0).is_some());
+    }
 }
