@@ -116,7 +116,12 @@ fn bench_runs_the_job_on_the_tiny_shape_and_writes_its_figures() {
         assert_eq!(s["steps"], 2);
         assert!(s["seconds"].as_f64().unwrap() > 0.0 && s["gflop"].as_f64().unwrap() > 0.0, "{s}");
         assert!(s["peak_rss_mb"].as_f64().unwrap() > 10.0, "{s}");
+        // CPU time over all threads: the stage did work in user mode, and kernel time is never negative.
+        let cpu = &s["cpu"];
+        assert!(cpu["user_seconds"].as_f64().unwrap() > 0.0, "{s}");
+        assert!(cpu["kernel_seconds"].as_f64().unwrap() >= 0.0 && cpu["page_faults"].as_i64().unwrap() >= 0, "{s}");
     }
+    assert!(text.contains("| stage | user | kernel | page faults |"), "{text}");
     // Utilisation: each working stage's rate as a share of the measured fp32 matrix-product rate, and its
     // time split by kind of work, adding up to the stage's time; only tuning has a backward and optimiser.
     let peak = json["matmul_peak_gflops"]["fp32"].as_f64().unwrap();

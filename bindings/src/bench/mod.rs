@@ -104,6 +104,38 @@ pub struct Stage {
     /// activations, element-wise work, copies, host work).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub time_by_work: Option<std::collections::BTreeMap<&'static str, f64>>,
+    /// The process's CPU time during the stage over all its threads, in user mode and in the kernel
+    /// (`getrusage`), and its minor page faults: memory touched for the first time, or again after it
+    /// went back to the system. In a virtual machine a fresh page can cost tens of microseconds.
+    pub cpu: CpuUse,
+}
+
+/// CPU time and page faults of the process, from `getrusage(RUSAGE_SELF)`.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct CpuUse {
+    pub user_seconds: f64,
+    pub kernel_seconds: f64,
+    pub page_faults: i64,
+}
+
+impl CpuUse {
+    fn now() -> CpuUse {
+        // SAFETY: getrusage fills the zeroed struct it is given and reads nothing else.
+        let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+        if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 {
+            return CpuUse::default();
+        }
+        let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        CpuUse { user_seconds: secs(u.ru_utime), kernel_seconds: secs(u.ru_stime), page_faults: u.ru_minflt as i64 }
+    }
+
+    fn since(self, start: CpuUse) -> CpuUse {
+        CpuUse {
+            user_seconds: self.user_seconds - start.user_seconds,
+            kernel_seconds: self.kernel_seconds - start.kernel_seconds,
+            page_faults: self.page_faults - start.page_faults,
+        }
+    }
 }
 
 /// The process's resident high-water mark in MB (Linux), after resetting it when `reset`.
@@ -126,6 +158,7 @@ fn stage<T>(
 ) -> anyhow::Result<(T, Stage)> {
     peak_rss_mb(true);
     let gpu = GpuPoll::start(device);
+    let cpu = CpuUse::now();
     let start = Instant::now();
     let (out, profile) = vidtune_runtime::flops::profiling(!device.is_cuda(), || {
         let out = f();
@@ -135,6 +168,7 @@ fn stage<T>(
         out
     });
     let seconds = start.elapsed().as_secs_f64();
+    let cpu = CpuUse::now().since(cpu);
     let gflop = profile.flop as f64 * backward_factor / 1e9;
     let time_by_work = profile.seconds.map(|by| {
         let mut map: std::collections::BTreeMap<&'static str, f64> =
@@ -154,6 +188,7 @@ fn stage<T>(
         gflop_per_second: per_s(gflop),
         share_of_peak: None,
         time_by_work,
+        cpu,
     };
     Ok((out?, s))
 }
@@ -384,5 +419,20 @@ fn print_table(o: &BenchOptions, setup: &Setup, stages: &[Stage], peaks: &[(&str
                 .collect();
             println!("| {} | {} |", s.name, cells.join(" | "));
         }
+    }
+    println!(
+        "\nCPU time, all threads (kernel time is mostly memory faulted in: pages touched for the first time, or \
+         again after they went back to the system):\n"
+    );
+    println!("| stage | user | kernel | page faults |\n|---|---|---|---|");
+    for s in stages {
+        println!(
+            "| {} | {:.2} s | {:.2} s ({:.0} %) | {} |",
+            s.name,
+            s.cpu.user_seconds,
+            s.cpu.kernel_seconds,
+            100.0 * s.cpu.kernel_seconds / (s.cpu.user_seconds + s.cpu.kernel_seconds).max(1e-9),
+            s.cpu.page_faults
+        );
     }
 }
