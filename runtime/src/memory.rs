@@ -112,7 +112,8 @@ pub fn tune_allocator() {
     });
 }
 
-const MMAP_THRESHOLD: i32 = 32 << 20;
+/// Buffers above this many bytes are mapped fresh and given back when freed.
+pub const MMAP_THRESHOLD: i32 = 32 << 20;
 const TRIM_THRESHOLD: i32 = i32::MAX;
 const TOP_PAD: i32 = 256 << 20;
 

@@ -163,11 +163,29 @@ pub fn ensure_frames_fit_with(
     crate::memory::ensure_fits(&format!("{what} {frames} frames at {w}x{h}"), bytes, sd.device)
 }
 
-/// Frames encoded per VAE call.
+/// The most frames encoded or decoded per VAE call.
 pub const VAE_CHUNK: i64 = 8;
 
+/// Frames per VAE call for frames of `height` × `width` pixels: as many as keep the VAE's largest
+/// activation — its second level's channels at full resolution, in the decoder's last upsampling — within
+/// the allocator's 32 MiB threshold (`memory::tune_allocator`), from 1 to [`VAE_CHUNK`]. Larger buffers
+/// are mapped fresh from the kernel at every call and given back after it; on SD1.4's VAE at 128² eight
+/// frames a call made sampling's memory peak 320 MB higher than tuning's, and one frame a call took the
+/// same time. Small VAEs (the toy one) still take eight.
+pub fn vae_chunk(sd: &StableDiffusion, height: i64, width: i64) -> i64 {
+    let vae = &sd.vae.model;
+    frames_per_vae_call(&vae.config.block_out_channels, vae.kind().elt_size_in_bytes(), height, width)
+}
+
+/// [`vae_chunk`] for a VAE of `channels` (its `block_out_channels`) in values of `bytes` bytes.
+fn frames_per_vae_call(channels: &[i64], bytes: usize, height: i64, width: i64) -> i64 {
+    let widest = channels.iter().take(2).copied().max().unwrap_or(1);
+    let frame = crate::memory::bytes_of(&[widest, height, width], bytes as f64);
+    ((crate::memory::MMAP_THRESHOLD as f64 / frame.max(1.0)).floor() as i64).clamp(1, VAE_CHUNK)
+}
+
 /// The VAE posterior of every frame of `video` (`[F, latent, h, w]` mean and log-variance), encoded in
-/// chunks of [`VAE_CHUNK`] frames — once per clip and model: the model keeps the last clips' posteriors
+/// chunks of [`vae_chunk`] frames — once per clip and model: the model keeps the last clips' posteriors
 /// by content, so an inversion after a tune of the same clip reads the tune's.
 pub fn encode_video(sd: &StableDiffusion, video: &Video) -> Result<LatentDist> {
     video.check_model_size()?;
@@ -175,9 +193,11 @@ pub fn encode_video(sd: &StableDiffusion, video: &Video) -> Result<LatentDist> {
     sd.encoded(key, || {
         let vae = &sd.vae.model;
         let frames = video.frames().to_device(sd.device).to_kind(vae.kind());
+        let size = frames.size();
+        let chunk = vae_chunk(sd, size[2], size[3]);
         let mut means = vec![];
         let mut logvars = vec![];
-        for chunk in frames.split(VAE_CHUNK, 0) {
+        for chunk in frames.split(chunk, 0) {
             let d = tch::no_grad(|| vae.encode(&chunk))?;
             means.push(d.mean);
             logvars.push(d.logvar);
@@ -191,16 +211,35 @@ pub fn to_video_latents(x: &Tensor) -> Tensor {
     x.permute([1, 0, 2, 3]).unsqueeze(0)
 }
 
-/// Decodes video latents `[1, C, F, h, w]` to a clip at `fps`, [`VAE_CHUNK`] frames at a time.
+/// Decodes video latents `[1, C, F, h, w]` to a clip at `fps`, [`vae_chunk`] frames at a time.
 pub fn decode_video(sd: &StableDiffusion, latents: &Tensor, fps: f64) -> Result<Video> {
     crate::error::ensure_finite(
         "the latents to decode (from the model's weights or the given latents: check both for NaN)",
         latents,
     )?;
     let frames = latents.squeeze_dim(0).permute([1, 0, 2, 3]);
+    let (f, size) = (sd.vae_scale_factor(), frames.size());
     let mut out = vec![];
-    for chunk in frames.split(VAE_CHUNK, 0) {
+    for chunk in frames.split(vae_chunk(sd, size[2] * f, size[3] * f), 0) {
         out.push(decode_latents(sd, &chunk)?);
     }
     Video::new(Tensor::cat(&out, 0).to_kind(Kind::Float), fps)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::frames_per_vae_call;
+
+    #[test]
+    fn vae_calls_take_as_many_frames_as_keep_the_largest_buffer_under_the_allocators_threshold() {
+        let sd = [128, 256, 512, 512];
+        // SD's VAE in fp32: 256 channels at 128² are 16 MiB a frame, at 512² 256 MiB; at 64², 4 MiB.
+        assert_eq!(frames_per_vae_call(&sd, 4, 128, 128), 2);
+        assert_eq!(frames_per_vae_call(&sd, 4, 512, 512), 1);
+        assert_eq!(frames_per_vae_call(&sd, 2, 128, 128), 4);
+        assert_eq!(frames_per_vae_call(&sd, 4, 64, 64), 8);
+        // A small VAE takes the most, a one-level one its only level.
+        assert_eq!(frames_per_vae_call(&[32, 64], 4, 64, 64), 8);
+        assert_eq!(frames_per_vae_call(&[64], 4, 256, 256), 2);
+    }
 }

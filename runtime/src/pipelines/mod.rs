@@ -20,7 +20,7 @@ pub mod train;
 pub mod tune;
 
 pub use common::{
-    decode_video, encode_video, ensure_clip_fits, ensure_frames_fit, to_video_latents, Latents, VAE_CHUNK,
+    decode_video, encode_video, ensure_clip_fits, ensure_frames_fit, to_video_latents, vae_chunk, Latents, VAE_CHUNK,
 };
 use std::cell::Cell;
 
