@@ -171,7 +171,8 @@ pub const VAE_CHUNK: i64 = 8;
 /// the allocator's 32 MiB threshold (`memory::tune_allocator`), from 1 to [`VAE_CHUNK`]. Larger buffers
 /// are mapped fresh from the kernel at every call and given back after it; on SD1.4's VAE at 128² eight
 /// frames a call made sampling's memory peak 320 MB higher than tuning's, and one frame a call took the
-/// same time. Small VAEs (the toy one) still take eight.
+/// same time. On CUDA the same rule keeps the decoder's peak memory to a frame or two. Small VAEs (the toy
+/// one) still take eight.
 pub fn vae_chunk(sd: &StableDiffusion, height: i64, width: i64) -> i64 {
     let vae = &sd.vae.model;
     frames_per_vae_call(&vae.config.block_out_channels, vae.kind().elt_size_in_bytes(), height, width)
@@ -194,10 +195,9 @@ pub fn encode_video(sd: &StableDiffusion, video: &Video) -> Result<LatentDist> {
         let vae = &sd.vae.model;
         let frames = video.frames().to_device(sd.device).to_kind(vae.kind());
         let size = frames.size();
-        let chunk = vae_chunk(sd, size[2], size[3]);
         let mut means = vec![];
         let mut logvars = vec![];
-        for chunk in frames.split(chunk, 0) {
+        for chunk in frames.split(vae_chunk(sd, size[2], size[3]), 0) {
             let d = tch::no_grad(|| vae.encode(&chunk))?;
             means.push(d.mean);
             logvars.push(d.logvar);
