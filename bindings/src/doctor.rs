@@ -183,8 +183,8 @@ pub fn run() -> anyhow::Result<()> {
         Some(g) => {
             // On the CPU, bf16 too: with AMX or AVX-512 BF16 its products can be several times fp32's.
             let bf16 = if cuda { None } else { tch::no_grad(|| matmul_gflops(device, tch::Kind::BFloat16)) };
-            let advice = bf16.and_then(|b| bf16_advice(g, b));
-            let best = advice.as_ref().map_or(g, |_| bf16.unwrap_or(g));
+            let advice = bf16.and_then(|b| bf16_advice(g, b).map(|text| (b, text)));
+            let best = advice.as_ref().map_or(g, |(b, _)| *b);
             let step = SD_STEP_GFLOP / best;
             // Inversion runs one forward per frame a step, without guidance: half a step.
             let job = step * (500.0 + 50.0 + 25.0);
@@ -204,8 +204,8 @@ pub fn run() -> anyhow::Result<()> {
                     duration(job)
                 ),
             );
-            if let Some(advice) = advice {
-                r.next(advice);
+            if let Some((_, text)) = advice {
+                r.next(text);
             }
         }
         None => r.row(Verdict::Note, "speed", "not measured"),
