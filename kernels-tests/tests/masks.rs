@@ -1,7 +1,7 @@
 //! Mask kernels against naive per-pixel references.
 
 use tch::{Kind, Tensor};
-use vidtune_kernels::masks::{bboxes, dilate, erode, resize};
+use vidtune_kernels::masks::{bboxes, centroids, dilate, erode, resize, translate};
 use vidtune_kernels_tests::assert_close;
 
 /// A deterministic binary mask `[F, 1, H, W]` with blobs and isolated pixels.
@@ -86,4 +86,49 @@ fn bboxes_are_pixel_edges_and_empty_frames_have_none() {
     assert_eq!(b, vec![Some([4, 2, 9, 5]), None, Some([11, 9, 12, 10])]);
     m = m.zero_();
     assert_eq!(bboxes(&m).unwrap(), vec![None, None, None]);
+}
+
+#[test]
+fn centroids_are_the_mean_pixel_of_each_mask() {
+    let m = blobs(3, 12, 17);
+    let got = centroids(&m).unwrap();
+    let v = Vec::<f32>::try_from(m.flatten(0, -1)).unwrap();
+    for (k, c) in got.iter().enumerate() {
+        let (mut n, mut sy, mut sx) = (0.0, 0.0, 0.0);
+        for y in 0..12 {
+            for x in 0..17 {
+                if v[(k * 12 * 17) + y * 17 + x] > 0.5 {
+                    n += 1.0;
+                    sy += y as f64;
+                    sx += x as f64;
+                }
+            }
+        }
+        let (cy, cx) = c.expect("a non-empty mask");
+        assert!((cy - sy / n).abs() < 1e-9 && (cx - sx / n).abs() < 1e-9, "frame {k}: {c:?}");
+    }
+    assert_eq!(centroids(&Tensor::zeros([2, 1, 4, 4], (Kind::Float, tch::Device::Cpu))).unwrap(), vec![None, None]);
+    assert!(centroids(&Tensor::zeros([4, 4], (Kind::Float, tch::Device::Cpu))).is_err());
+}
+
+#[test]
+fn translate_moves_pixels_and_fills_with_zero() {
+    let x = Tensor::arange(2 * 5 * 6, (Kind::Float, tch::Device::Cpu)).view([2, 5, 6]) + 1.0;
+    for (dy, dx) in [(0, 0), (2, -1), (-3, 4), (1, 1), (5, 0), (0, -7)] {
+        let got = Vec::<f32>::try_from(translate(&x, dy, dx).flatten(0, -1)).unwrap();
+        let src = Vec::<f32>::try_from(x.flatten(0, -1)).unwrap();
+        for c in 0..2i64 {
+            for y in 0..5i64 {
+                for xx in 0..6i64 {
+                    let (sy, sx) = (y - dy, xx - dx);
+                    let want = if (0..5).contains(&sy) && (0..6).contains(&sx) {
+                        src[(c * 30 + sy * 6 + sx) as usize]
+                    } else {
+                        0.0
+                    };
+                    assert_eq!(got[(c * 30 + y * 6 + xx) as usize], want, "shift ({dy}, {dx}) at {c},{y},{xx}");
+                }
+            }
+        }
+    }
 }

@@ -58,3 +58,30 @@ pub fn bboxes(m: &Tensor) -> Result<Vec<Option<[i64; 4]>>> {
         })
         .collect()
 }
+
+/// Per-frame centroids `(row, col)` of binary masks, in pixels; `None` for empty frames.
+pub fn centroids(m: &Tensor) -> Result<Vec<Option<(f64, f64)>>> {
+    check(m)?;
+    let on = m.gt(0.5).to_kind(Kind::Double).squeeze_dim(1);
+    let (h, w) = (on.size()[1], on.size()[2]);
+    let rows = Tensor::arange(h, (Kind::Double, on.device())).view([1, h, 1]);
+    let cols = Tensor::arange(w, (Kind::Double, on.device())).view([1, 1, w]);
+    let area = Vec::<f64>::try_from(on.sum_dim_intlist(&[1i64, 2][..], false, Kind::Double))?;
+    let ys = Vec::<f64>::try_from((&on * rows).sum_dim_intlist(&[1i64, 2][..], false, Kind::Double))?;
+    let xs = Vec::<f64>::try_from((&on * cols).sum_dim_intlist(&[1i64, 2][..], false, Kind::Double))?;
+    Ok((0..area.len()).map(|i| (area[i] > 0.0).then(|| (ys[i] / area[i], xs[i] / area[i]))).collect())
+}
+
+/// `x` `[…, H, W]` moved `dy` rows down and `dx` columns right; what moves in from outside is 0.
+pub fn translate(x: &Tensor, dy: i64, dx: i64) -> Tensor {
+    let n = x.dim();
+    let (h, w) = (x.size()[n - 2], x.size()[n - 1]);
+    let out = x.zeros_like();
+    let (hh, ww) = (h - dy.abs(), w - dx.abs());
+    if hh <= 0 || ww <= 0 {
+        return out;
+    }
+    let src = x.narrow(n as i64 - 2, (-dy).max(0), hh).narrow(n as i64 - 1, (-dx).max(0), ww);
+    out.narrow(n as i64 - 2, dy.max(0), hh).narrow(n as i64 - 1, dx.max(0), ww).copy_(&src);
+    out
+}

@@ -427,6 +427,87 @@ fn first_frame_is_held_and_shared_noise_mixes_it_in() {
     assert_close_rel(&(vp.narrow(2, 1, 2) * scale), &mixed.narrow(2, 1, 2), 1e-6, "variance-preserving shared noise");
 }
 
+/// Three 16² masks of a 4² square: at (2, 2), moved 4 columns right, then 6 rows down and 4 right.
+fn moving_square() -> Tensor {
+    let m = Tensor::zeros([3, 1, 16, 16], cpu());
+    for (f, (y, x)) in [(2, 2), (2, 6), (8, 6)].into_iter().enumerate() {
+        let _ = m.get(f as i64).narrow(1, y, 4).narrow(2, x, 4).fill_(1.0);
+    }
+    m
+}
+
+#[test]
+fn the_first_frame_is_carried_along_the_masks_and_shared_noise_follows_it() {
+    use vidtune_kernels::masks::translate;
+    use vidtune_runtime::pipelines::sample::{carry_along, share_noise_following};
+    let masks = moving_square();
+    let z = Tensor::randn([1, 4, 1, 8, 8], cpu());
+    let c = carry_along(&z, &masks, 8, 8).unwrap();
+    assert_eq!(c.moved.size(), [1, 4, 3, 8, 8]);
+    // At latent resolution (half the masks') the square moves by (0, 2) and (3, 2).
+    for (f, (dy, dx)) in [(0, (0, 0)), (1, (0, 2)), (2, (3, 2))] {
+        assert!(c.moved.narrow(2, f, 1).equal(&translate(&z, dy, dx)), "frame {f} moved by ({dy}, {dx})");
+    }
+    let inside = c.masks.view([3, 8, 8]);
+    assert_eq!(inside.sum(Kind::Float).double_value(&[]), 12.0, "three 2² squares at latent resolution");
+    assert_eq!(inside.get(2).narrow(0, 4, 2).narrow(1, 3, 2).sum(Kind::Float).double_value(&[]), 4.0);
+
+    let x = Tensor::randn([1, 4, 3, 8, 8], cpu());
+    let alpha = 0.3;
+    let mixed = share_noise_following(&x, &z, alpha, false, &masks).unwrap();
+    assert!(mixed.narrow(2, 0, 1).equal(&x.narrow(2, 0, 1)), "frame 0 is left alone");
+    let at = |t: &Tensor, f: i64, y: i64, xx: i64| t.narrow(2, f, 1).narrow(3, y, 1).narrow(4, xx, 1).flatten(0, -1);
+    // Frame 2: inside its mask the moved first frame, in frame 0's old place (not its own) fresh noise,
+    // elsewhere the first frame where it is.
+    let near = |a: &Tensor, b: &Tensor, what: &str| assert_close_rel(a, b, 1e-6, what);
+    near(&at(&mixed, 2, 4, 3), &(at(&x, 2, 4, 3) * (1.0 - alpha) + at(&c.moved, 2, 4, 3) * alpha), "inside");
+    near(&at(&mixed, 2, 1, 1), &at(&x, 2, 1, 1), "where the subject was");
+    near(&at(&mixed, 2, 7, 7), &(at(&x, 2, 7, 7) * (1.0 - alpha) + at(&z, 0, 7, 7) * alpha), "background");
+    // Without masks moving, it is the plain shared noise.
+    let still = masks.get(0).unsqueeze(0).expand([3, 1, 16, 16], false).contiguous();
+    let plain = vidtune_runtime::pipelines::sample::share_noise(&x, &z, alpha, true);
+    assert_close_rel(&share_noise_following(&x, &z, alpha, true, &still).unwrap(), &plain, 1e-6, "still masks");
+}
+
+#[test]
+fn subject_guide_keeps_the_carried_first_frame_inside_the_masks_and_needs_them() {
+    let sd = random_tiny();
+    let model = inflate(sd, &VideoSpec::default(), 0).unwrap();
+    let (video, masks) = clip(3);
+    let inv = invert(&model, &video, &InvertOptions::steps(4)).unwrap();
+    let o = SampleOptions {
+        steps: 4,
+        seed: Some(2),
+        first_frame: Some(FirstFrame::Source),
+        masks: Some(masks.clone()),
+        ..Default::default()
+    };
+    let (plain, _) = sample_latents(&model, "a red square", Some(&inv), &o).unwrap();
+    let guided_o = SampleOptions { subject_guide: 1.0, ..o.clone() };
+    let (guided, _) = sample_latents(&model, "a red square", Some(&inv), &guided_o).unwrap();
+    let (lh, lw) = (plain.size()[3], plain.size()[4]);
+    let c =
+        vidtune_runtime::pipelines::sample::carry_along(&inv.source.narrow(2, 0, 1), masks.tensor(), lh, lw).unwrap();
+    let err = |y: &Tensor| ((y - &c.moved) * &c.masks).abs().sum(Kind::Float).double_value(&[]);
+    assert!(err(&guided) < 0.5 * err(&plain), "guided {} vs plain {}", err(&guided), err(&plain));
+    // A share of 0 changes nothing.
+    let (off, _) =
+        sample_latents(&model, "a red square", Some(&inv), &SampleOptions { subject_guide: 0.0, ..o.clone() }).unwrap();
+    assert!(off.equal(&plain));
+    for (bad, want) in [
+        (SampleOptions { first_frame: None, ..guided_o.clone() }, "subject_guide would be ignored"),
+        (SampleOptions { masks: None, ..guided_o.clone() }, "subject_guide would be ignored"),
+        (
+            SampleOptions { subject_guide: 1.5, ..guided_o.clone() },
+            "subject_guide must be a share of the steps in [0, 1], got 1.5",
+        ),
+        (SampleOptions { shared_noise_follow: true, ..o.clone() }, "shared_noise_follow would be ignored"),
+    ] {
+        let e = sample_latents(&model, "x", Some(&inv), &bad).unwrap_err().to_string();
+        assert!(e.contains(want), "{e}");
+    }
+}
+
 #[test]
 fn few_shot_tuning_with_masks_losses_and_first_frame_runs_and_is_refused_without_masks() {
     let sd = random_tiny();

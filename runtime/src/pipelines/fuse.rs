@@ -99,6 +99,8 @@ pub fn fuse(model: &VideoModel, prompt: &str, opts: &SampleOptions, f: &FuseOpti
         first_frame: None,
         shared_noise: None,
         variance_preserving: false,
+        shared_noise_follow: false,
+        subject_guide: 0.0,
         ..opts.clone()
     };
     let (x, _) = sample_latents(model, prompt, Some(&start), &rest)?;

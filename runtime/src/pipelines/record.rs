@@ -72,7 +72,7 @@ impl SampleOptions {
                           "hash": KeyBuilder::new("image").tensor(img.tensor()).finish()}
             }),
         });
-        json!({
+        let mut v = json!({
             "steps": self.steps,
             "guidance": self.guidance,
             "seed": self.seed,
@@ -108,7 +108,15 @@ impl SampleOptions {
                     "start": l.start,
                 })),
             })),
-        })
+        });
+        // Written only when on, so records (and memo keys) made before the option are unchanged.
+        if self.shared_noise_follow {
+            v["shared_noise_follow"] = json!(true);
+        }
+        if self.subject_guide > 0.0 {
+            v["subject_guide"] = json!(self.subject_guide);
+        }
+        v
     }
 }
 

@@ -75,6 +75,11 @@ pub struct SampleOptions {
     pub strength: f64,
     /// Shared noise with unit variance kept.
     pub variance_preserving: bool,
+    /// Shared noise carries the first frame's subject along the masks ([`share_noise_following`]).
+    pub shared_noise_follow: bool,
+    /// For this share of the steps (from the top), inside the masks the latents are the first frame's
+    /// carried along them, at the step's noise level (0: off).
+    pub subject_guide: f64,
     /// Inside the masks, replace this share of the starting latents by fresh noise (variance kept), so the
     /// subject is drawn anew where the clip's own was (blended latent diffusion's inpainting start).
     pub renoise: f64,
@@ -107,6 +112,8 @@ impl Default for SampleOptions {
             first_frame: None,
             shared_noise: None,
             variance_preserving: false,
+            shared_noise_follow: false,
+            subject_guide: 0.0,
             strength: STRENGTH.number(),
             renoise: RENOISE.number(),
             windows: None,
@@ -166,6 +173,26 @@ impl SampleOptions {
                         .into(),
                 ));
             }
+        }
+        if self.shared_noise_follow && (self.shared_noise.is_none() || self.masks.is_none()) {
+            return Err(Error::Invalid(
+                "shared_noise_follow would be ignored: it carries the shared first frame's subject along the masks, so \
+                 it needs shared_noise and masks"
+                    .into(),
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.subject_guide) {
+            return Err(Error::Invalid(format!(
+                "subject_guide must be a share of the steps in [0, 1], got {}",
+                self.subject_guide
+            )));
+        }
+        if self.subject_guide > 0.0 && (self.first_frame.is_none() || self.masks.is_none()) {
+            return Err(Error::Invalid(
+                "subject_guide would be ignored: it carries the first frame's subject along the masks, so it needs \
+                 first_frame and masks"
+                    .into(),
+            ));
         }
         if self.variance_preserving && self.shared_noise.is_none() {
             return Err(Error::Invalid("variance_preserving would be ignored without shared_noise".into()));
@@ -285,6 +312,26 @@ struct KeepBackground {
     edit: Tensor,
 }
 
+/// `subject_guide`: for the first steps, inside each frame's mask the latents are the first frame's latent
+/// carried along the masks ([`carry_along`]), noised to the step's level with the frame's starting noise.
+struct GuideSubject {
+    carried: Carried,
+    noise: Tensor,
+    schedule: vidtune_kernels::schedulers::NoiseSchedule,
+    steps: usize,
+}
+
+impl GuideSubject {
+    fn apply(&self, step: usize, t: i64, x: &Tensor) -> Option<Tensor> {
+        if step >= self.steps {
+            return None;
+        }
+        let a = self.schedule.alpha_cumprod(t).double_value(&[]);
+        let target = &self.carried.moved * a.sqrt() + &self.noise * (1.0 - a).sqrt();
+        Some(x + &self.carried.masks * (target.to_kind(x.kind()) - x))
+    }
+}
+
 /// Prompt-to-prompt's local blend ([`super::fusion::LocalBlend`]): from step `start` on, the edit's latents
 /// are the source's outside the mask of the words' attention — the source branch's (the first clip of the
 /// batch), or the inversion's at the same noise level.
@@ -316,8 +363,11 @@ impl LocalBlendHook {
     }
 }
 
-impl StepHooks for (Option<HoldFirstFrame>, Option<KeepBackground>, Option<LocalBlendHook>) {
-    fn before(&mut self, _step: usize, _t: i64, x: &mut Tensor) -> Result<()> {
+impl StepHooks for (Option<HoldFirstFrame>, Option<KeepBackground>, Option<LocalBlendHook>, Option<GuideSubject>) {
+    fn before(&mut self, step: usize, t: i64, x: &mut Tensor) -> Result<()> {
+        if let Some(guided) = self.3.as_ref().and_then(|g| g.apply(step, t, x)) {
+            *x = guided;
+        }
         if let Some(HoldFirstFrame(z)) = &self.0 {
             *x = hold_first(x, z);
         }
@@ -378,6 +428,62 @@ pub fn share_noise(x: &Tensor, z: &Tensor, alpha: f64, variance_preserving: bool
         mixed = mixed / (alpha * alpha + (1.0 - alpha) * (1.0 - alpha)).sqrt();
     }
     Tensor::cat(&[x.narrow(2, 0, 1), mixed], 2)
+}
+
+/// The first frame's latent `z` `[1, C, 1, h, w]` carried along the clip's masks `[F, 1, H, W]` (any
+/// resolution): for each frame, `z` moved by the shift of the frame's mask centroid from frame 0's (the
+/// subject's latent lands where the subject is), with the masks at latent resolution, 0/1, `[1, 1, F, h, w]`.
+/// A frame with no mask, or a clip whose frame 0 has none, keeps `z` where it is.
+pub struct Carried {
+    pub moved: Tensor,
+    pub masks: Tensor,
+}
+
+pub fn carry_along(z: &Tensor, masks: &Tensor, lh: i64, lw: i64) -> Result<Carried> {
+    let f = masks.size()[0];
+    let (mh, mw) = (masks.size()[2] as f64, masks.size()[3] as f64);
+    let centres = kmasks::centroids(masks)?;
+    let on = kmasks::resize(masks, lh, lw)?.gt(0.5).to_kind(z.kind()).to_device(z.device());
+    let moved: Vec<Tensor> = (0..f as usize)
+        .map(|i| match (centres[0], centres[i]) {
+            (Some((y0, x0)), Some((yi, xi))) => {
+                let dy = ((yi - y0) * lh as f64 / mh).round() as i64;
+                let dx = ((xi - x0) * lw as f64 / mw).round() as i64;
+                kmasks::translate(z, dy, dx)
+            }
+            _ => z.shallow_clone(),
+        })
+        .collect();
+    Ok(Carried { moved: Tensor::cat(&moved, 2), masks: to_video_latents(&on) })
+}
+
+/// [`share_noise`] with the first frame's subject carried along the masks (`shared_noise_follow`): in frame
+/// f, what is shared inside its mask is `z` moved with the subject ([`carry_along`]); outside both masks it
+/// is `z` as it is; where frame 0's subject was and frame f's is not, nothing is shared (the noise stays
+/// fresh).
+pub fn share_noise_following(
+    x: &Tensor,
+    z: &Tensor,
+    alpha: f64,
+    variance_preserving: bool,
+    masks: &Tensor,
+) -> Result<Tensor> {
+    let (f, lh, lw) = (x.size()[2], x.size()[3], x.size()[4]);
+    if f == 1 {
+        return Ok(x.shallow_clone());
+    }
+    let z = z.to_kind(x.kind());
+    let c = carry_along(&z, masks, lh, lw)?;
+    let (inside, first) = (&c.masks, c.masks.narrow(2, 0, 1));
+    let outside = inside.ones_like() - inside;
+    let shared = &c.moved * inside + &z * &outside;
+    let a = (inside.ones_like() - &first * &outside) * alpha;
+    let mut mixed = x + &a * (shared - x);
+    if variance_preserving {
+        let one = a.ones_like();
+        mixed = mixed / (&a * &a + (&one - &a) * (&one - &a)).sqrt();
+    }
+    Ok(Tensor::cat(&[x.narrow(2, 0, 1), mixed.narrow(2, 1, f - 1)], 2))
 }
 
 /// Samples a clip for `prompt`; returns it with the seed used.
@@ -533,8 +639,20 @@ pub fn sample_schedule_latents(
         let mixed = &x * (1.0 - r).sqrt() + fresh * r.sqrt();
         x = &mixed * &region + &x * (region.ones_like() - &region);
     }
+    let guide = match (&first, &opts.masks, opts.subject_guide > 0.0) {
+        (Some(z), Some(m), true) => Some(GuideSubject {
+            carried: carry_along(&z.to_kind(x.kind()), m.tensor(), lh, lw)?,
+            noise: x.shallow_clone(),
+            schedule: base.scheduler.ddim()?.schedule,
+            steps: (opts.subject_guide * opts.steps as f64).round() as usize,
+        }),
+        _ => None,
+    };
     if let (Some(z), Some(alpha)) = (&first, opts.shared_noise) {
-        x = share_noise(&x, z, alpha, opts.variance_preserving);
+        x = match (&opts.masks, opts.shared_noise_follow) {
+            (Some(m), true) => share_noise_following(&x, z, alpha, opts.variance_preserving, m.tensor())?,
+            _ => share_noise(&x, z, alpha, opts.variance_preserving),
+        };
     }
     for c in &opts.controls {
         c.check(frames, lh * f, lw * f)?;
@@ -603,7 +721,7 @@ pub fn sample_schedule_latents(
     if branch.is_some() {
         x = Tensor::cat(&[&start, &x], 0);
     }
-    let mut hooks = (first.map(HoldFirstFrame), keep, local);
+    let mut hooks = (first.map(HoldFirstFrame), keep, local, guide);
     let out = match &opts.windows {
         None => denoise(model, x, &cond, &spec, Some(&mut noise), &mut hooks)?,
         Some(w) => {
