@@ -349,12 +349,17 @@ fn modules_that_read_a_context_compute_the_same_under_a_unet_calls_promise() {
     }
 }
 
-#[test]
-fn keep_background_ends_on_the_clips_own_latents_outside_the_masks() {
-    let sd = random_tiny();
-    let model = inflate(sd, &VideoSpec::default(), 0).unwrap();
+/// The tiny random model (Tune-A-Video's modules), the 3-frame square clip's masks and its 4-step inversion.
+fn inverted_square() -> (vidtune_runtime::video::VideoModel, Masks, vidtune_runtime::pipelines::common::Latents) {
+    let model = inflate(random_tiny(), &VideoSpec::default(), 0).unwrap();
     let (video, masks) = clip(3);
     let inv = invert(&model, &video, &InvertOptions::steps(4)).unwrap();
+    (model, masks, inv)
+}
+
+#[test]
+fn keep_background_ends_on_the_clips_own_latents_outside_the_masks() {
+    let (model, masks, inv) = inverted_square();
     let o = SampleOptions {
         steps: 4,
         seed: Some(1),
@@ -471,10 +476,7 @@ fn the_first_frame_is_carried_along_the_masks_and_shared_noise_follows_it() {
 
 #[test]
 fn subject_guide_keeps_the_carried_first_frame_inside_the_masks_and_needs_them() {
-    let sd = random_tiny();
-    let model = inflate(sd, &VideoSpec::default(), 0).unwrap();
-    let (video, masks) = clip(3);
-    let inv = invert(&model, &video, &InvertOptions::steps(4)).unwrap();
+    let (model, masks, inv) = inverted_square();
     let o = SampleOptions {
         steps: 4,
         seed: Some(2),
