@@ -424,10 +424,10 @@ fn first_frame_is_held_and_shared_noise_mixes_it_in() {
     // Shared noise: frames 1.. of the starting latents are α·z₀ + (1 − α)·noise.
     let z = Tensor::randn([1, 4, 1, 2, 2], cpu());
     let x0 = Tensor::randn([1, 4, 3, 2, 2], cpu());
-    let mixed = vidtune_runtime::pipelines::sample::share_noise(&x0, &z, 0.2, false);
+    let mixed = vidtune_runtime::pipelines::first_frame::share_noise(&x0, &z, 0.2, false);
     assert_close_rel(&mixed.narrow(2, 1, 2), &(&z * 0.2 + x0.narrow(2, 1, 2) * 0.8), 1e-6, "shared noise");
     assert!(mixed.narrow(2, 0, 1).equal(&x0.narrow(2, 0, 1)));
-    let vp = vidtune_runtime::pipelines::sample::share_noise(&x0, &z, 0.2, true);
+    let vp = vidtune_runtime::pipelines::first_frame::share_noise(&x0, &z, 0.2, true);
     let scale = (0.2f64 * 0.2 + 0.8 * 0.8).sqrt();
     assert_close_rel(&(vp.narrow(2, 1, 2) * scale), &mixed.narrow(2, 1, 2), 1e-6, "variance-preserving shared noise");
 }
@@ -444,7 +444,7 @@ fn moving_square() -> Tensor {
 #[test]
 fn the_first_frame_is_carried_along_the_masks_and_shared_noise_follows_it() {
     use vidtune_kernels::masks::translate;
-    use vidtune_runtime::pipelines::sample::{carry_along, share_noise_following};
+    use vidtune_runtime::pipelines::first_frame::{carry_along, share_noise_following};
     let masks = moving_square();
     let z = Tensor::randn([1, 4, 1, 8, 8], cpu());
     let c = carry_along(&z, &masks, 8, 8).unwrap();
@@ -470,7 +470,7 @@ fn the_first_frame_is_carried_along_the_masks_and_shared_noise_follows_it() {
     near(&at(&mixed, 2, 7, 7), &(at(&x, 2, 7, 7) * (1.0 - alpha) + at(&z, 0, 7, 7) * alpha), "background");
     // Without masks moving, it is the plain shared noise.
     let still = masks.get(0).unsqueeze(0).expand([3, 1, 16, 16], false).contiguous();
-    let plain = vidtune_runtime::pipelines::sample::share_noise(&x, &z, alpha, true);
+    let plain = vidtune_runtime::pipelines::first_frame::share_noise(&x, &z, alpha, true);
     assert_close_rel(&share_noise_following(&x, &z, alpha, true, &still).unwrap(), &plain, 1e-6, "still masks");
 }
 
@@ -488,8 +488,8 @@ fn subject_guide_keeps_the_carried_first_frame_inside_the_masks_and_needs_them()
     let guided_o = SampleOptions { subject_guide: 1.0, ..o.clone() };
     let (guided, _) = sample_latents(&model, "a red square", Some(&inv), &guided_o).unwrap();
     let (lh, lw) = (plain.size()[3], plain.size()[4]);
-    let c =
-        vidtune_runtime::pipelines::sample::carry_along(&inv.source.narrow(2, 0, 1), masks.tensor(), lh, lw).unwrap();
+    let c = vidtune_runtime::pipelines::first_frame::carry_along(&inv.source.narrow(2, 0, 1), masks.tensor(), lh, lw)
+        .unwrap();
     let err = |y: &Tensor| ((y - &c.moved) * &c.masks).abs().sum(Kind::Float).double_value(&[]);
     assert!(err(&guided) < 0.5 * err(&plain), "guided {} vs plain {}", err(&guided), err(&plain));
     // A share of 0 changes nothing.

@@ -6,6 +6,7 @@ pub mod codenoise;
 pub mod common;
 pub mod denoise;
 pub mod extend;
+pub mod first_frame;
 pub mod fuse;
 pub mod fusion;
 pub mod invert;

@@ -11,11 +11,13 @@
 //! - `first_frame` (LAMP, dynamic mask guidance Eq. 4): frame 0 is held clean at a given latent — the
 //!   clip's own (`source`), an image, or the edit of frame 0 made first on its own (`edit`) — and only
 //!   frames 1.. are denoised; `shared_noise: α` mixes its latent into the other frames' starting noise,
-//!   `noise[f] = α·z₀ + (1 − α)·noise[f]` (Eq. 8; `variance_preserving` divides by `√(α² + (1 − α)²)`).
+//!   `noise[f] = α·z₀ + (1 − α)·noise[f]` (Eq. 8; `variance_preserving` divides by `√(α² + (1 − α)²)`);
+//!   with masks, `shared_noise_follow` and `subject_guide` carry frame 0 along them ([`super::first_frame`]).
 
 use super::codenoise::{window_texts, PromptSchedule, WindowOptions, Windowed};
 use super::common::{check_denoise_options, decode_video, encode_video, to_video_latents, Latents};
 use super::denoise::{denoise, DenoiseSpec, StepHooks};
+use super::first_frame::{carry_along, hold_first, share_noise, share_noise_following, GuideSubject, HoldFirstFrame};
 use super::fusion::{Fusion, FusionOptions};
 use super::reweight::{parse_weights, token_weights, Reweight};
 use super::Loop;
@@ -302,34 +304,11 @@ fn ensure_sample_fits(model: &VideoModel, frames: i64, opts: &SampleOptions, w: 
     crate::memory::ensure_fits(&format!("sampling {frames} frames at {w}x{h}"), bytes, model.base.device)
 }
 
-/// Holds frame 0 at a clean latent: before the UNet sees the latents and after the scheduler moved them.
-struct HoldFirstFrame(Tensor);
-
 /// Replaces the latents outside the subject by the inversion's latents of the same noise level.
 struct KeepBackground {
     trajectory: Rc<Vec<Tensor>>,
     /// 1 where the edit may change the latents (the dilated masks), `[1, 1, F, h, w]`.
     edit: Tensor,
-}
-
-/// `subject_guide`: for the first steps, inside each frame's mask the latents are the first frame's latent
-/// carried along the masks ([`carry_along`]), noised to the step's level with the frame's starting noise.
-struct GuideSubject {
-    carried: Carried,
-    noise: Tensor,
-    schedule: vidtune_kernels::schedulers::NoiseSchedule,
-    steps: usize,
-}
-
-impl GuideSubject {
-    fn apply(&self, step: usize, t: i64, x: &Tensor) -> Option<Tensor> {
-        if step >= self.steps {
-            return None;
-        }
-        let a = self.schedule.alpha_cumprod(t).double_value(&[]);
-        let target = &self.carried.moved * a.sqrt() + &self.noise * (1.0 - a).sqrt();
-        Some(x + &self.carried.masks * (target.to_kind(x.kind()) - x))
-    }
 }
 
 /// Prompt-to-prompt's local blend ([`super::fusion::LocalBlend`]): from step `start` on, the edit's latents
@@ -389,17 +368,6 @@ impl StepHooks for (Option<HoldFirstFrame>, Option<KeepBackground>, Option<Local
     }
 }
 
-/// `x` `[B, C, F, h, w]` with frame 0 replaced by `z` `[1, C, 1, h, w]`.
-fn hold_first(x: &Tensor, z: &Tensor) -> Tensor {
-    let f = x.size()[2];
-    let b = x.size()[0];
-    let first = z.to_kind(x.kind()).expand([b, -1, 1, -1, -1], false);
-    if f == 1 {
-        return first.contiguous();
-    }
-    Tensor::cat(&[first, x.narrow(2, 1, f - 1)], 2)
-}
-
 /// The region the edit may change under `keep_background`: the masks at latent resolution, any
 /// coverage counted, dilated by `feather`; `[1, 1, F, h, w]`.
 pub fn edit_region(masks: &Masks, h: i64, w: i64, feather: i64) -> Result<Tensor> {
@@ -414,76 +382,6 @@ fn encode_image(model: &VideoModel, image: &Image, w: i64, h: i64) -> Result<Ten
     let clip = Video::new(frame, 8.0)?.resize(w, h, vidtune_kernels::image::Fit::Resize)?;
     let dist = encode_video(&model.base, &clip)?;
     Ok(to_video_latents(&(dist.mean * model.base.vae.model.scaling_factor())).to_kind(model.kind()))
-}
-
-/// Mixes `z` `[1, C, 1, h, w]` into frames 1.. of `x` (dynamic mask guidance Eq. 8).
-pub fn share_noise(x: &Tensor, z: &Tensor, alpha: f64, variance_preserving: bool) -> Tensor {
-    let f = x.size()[2];
-    if f == 1 {
-        return x.shallow_clone();
-    }
-    let rest = x.narrow(2, 1, f - 1);
-    let mut mixed = z.to_kind(x.kind()) * alpha + rest * (1.0 - alpha);
-    if variance_preserving {
-        mixed = mixed / (alpha * alpha + (1.0 - alpha) * (1.0 - alpha)).sqrt();
-    }
-    Tensor::cat(&[x.narrow(2, 0, 1), mixed], 2)
-}
-
-/// The first frame's latent `z` `[1, C, 1, h, w]` carried along the clip's masks `[F, 1, H, W]` (any
-/// resolution): for each frame, `z` moved by the shift of the frame's mask centroid from frame 0's (the
-/// subject's latent lands where the subject is), with the masks at latent resolution, 0/1, `[1, 1, F, h, w]`.
-/// A frame with no mask, or a clip whose frame 0 has none, keeps `z` where it is.
-pub struct Carried {
-    pub moved: Tensor,
-    pub masks: Tensor,
-}
-
-pub fn carry_along(z: &Tensor, masks: &Tensor, lh: i64, lw: i64) -> Result<Carried> {
-    let f = masks.size()[0];
-    let (mh, mw) = (masks.size()[2] as f64, masks.size()[3] as f64);
-    let centres = kmasks::centroids(masks)?;
-    let on = kmasks::resize(masks, lh, lw)?.gt(0.5).to_kind(z.kind()).to_device(z.device());
-    let moved: Vec<Tensor> = (0..f as usize)
-        .map(|i| match (centres[0], centres[i]) {
-            (Some((y0, x0)), Some((yi, xi))) => {
-                let dy = ((yi - y0) * lh as f64 / mh).round() as i64;
-                let dx = ((xi - x0) * lw as f64 / mw).round() as i64;
-                kmasks::translate(z, dy, dx)
-            }
-            _ => z.shallow_clone(),
-        })
-        .collect();
-    Ok(Carried { moved: Tensor::cat(&moved, 2), masks: to_video_latents(&on) })
-}
-
-/// [`share_noise`] with the first frame's subject carried along the masks (`shared_noise_follow`): in frame
-/// f, what is shared inside its mask is `z` moved with the subject ([`carry_along`]); outside both masks it
-/// is `z` as it is; where frame 0's subject was and frame f's is not, nothing is shared (the noise stays
-/// fresh).
-pub fn share_noise_following(
-    x: &Tensor,
-    z: &Tensor,
-    alpha: f64,
-    variance_preserving: bool,
-    masks: &Tensor,
-) -> Result<Tensor> {
-    let (f, lh, lw) = (x.size()[2], x.size()[3], x.size()[4]);
-    if f == 1 {
-        return Ok(x.shallow_clone());
-    }
-    let z = z.to_kind(x.kind());
-    let c = carry_along(&z, masks, lh, lw)?;
-    let (inside, first) = (&c.masks, c.masks.narrow(2, 0, 1));
-    let outside = inside.ones_like() - inside;
-    let shared = &c.moved * inside + &z * &outside;
-    let a = (inside.ones_like() - &first * &outside) * alpha;
-    let mut mixed = x + &a * (shared - x);
-    if variance_preserving {
-        let one = a.ones_like();
-        mixed = mixed / (&a * &a + (&one - &a) * (&one - &a)).sqrt();
-    }
-    Ok(Tensor::cat(&[x.narrow(2, 0, 1), mixed.narrow(2, 1, f - 1)], 2))
 }
 
 /// Samples a clip for `prompt`; returns it with the seed used.
