@@ -95,6 +95,10 @@ pub fn share_noise_following(
 
 /// `subject_guide`: for the first steps, inside each frame's mask the latents are the first frame's latent
 /// carried along the masks ([`carry_along`]), noised to the step's level with the frame's starting noise.
+/// `steps` counts from the top of the schedule (as the loop's step index does), so under `strength` < 1
+/// the skipped steps use up their share. The starting noise is the loop's starting latents: pure noise when
+/// sampling from seeded noise, and close to it from an inversion at full strength; from part-way down an
+/// inversion it still holds some of the clip, so the guidance is meant for sampling from the top.
 pub(super) struct GuideSubject {
     pub(super) carried: Carried,
     pub(super) noise: Tensor,
