@@ -157,7 +157,8 @@ fn bench_runs_the_job_on_the_tiny_shape_and_writes_its_figures() {
         {"name": "load", "seconds": 4.0, "peak_rss_mb": 900.0},
         {"name": "tune", "seconds": 8.0, "peak_rss_mb": 1000.0},
         {"name": "invert", "seconds": 2.0, "peak_rss_mb": 950.0},
-        {"name": "sample", "seconds": 4.0, "peak_rss_mb": 990.0}]});
+        {"name": "sample", "seconds": 4.0, "peak_rss_mb": 990.0}],
+        "trainable_tensors": 112, "trained_tensors": 70});
     std::fs::write(dir.path().join("official.json"), official.to_string()).unwrap();
     let out = vidtune(dir.path())
         .args(["bench", "--config", "tiny", "--frames", "2", "--size", "32", "--tune-steps", "2", "--steps", "2"])
@@ -169,7 +170,17 @@ fn bench_runs_the_job_on_the_tiny_shape_and_writes_its_figures() {
     let text = stdout(&out);
     assert!(text.contains("tuning in BFloat16 with checkpointing"), "{text}");
     assert!(text.contains("| stage | official | vidtune | speed-up |") && text.contains("| tune | 8.00 s |"), "{text}");
+    // Each program's share of the matrix-product peak, at vidtune's count of the work: the official
+    // run's is vidtune's scaled by the ratio of the times.
+    let row = text.lines().find(|l| l.starts_with("| tune | 8.00 s |")).unwrap();
+    let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+    let (secs, theirs, ours) = (cells[3], cells[5], cells[6]);
+    let pct = |c: &str| c.trim_end_matches(" %").parse::<f64>().unwrap();
+    let secs = secs.trim_end_matches(" s").parse::<f64>().unwrap();
+    assert!((pct(theirs) - pct(ours) * secs / 8.0).abs() <= 1.0, "{row}");
     assert!(text.contains("peak RSS: official 1000 MB"), "{text}");
+    // An official run whose checkpointing left tensors untrained is said to do less.
+    assert!(text.contains("the official tuning trained 70 of its 112 trainable tensors"), "{text}");
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("bench2.json")).unwrap()).unwrap();
     assert_eq!((json["precision"].as_str(), json["checkpointing"].as_bool()), (Some("BFloat16"), Some(true)));
@@ -185,9 +196,10 @@ fn bench_runs_the_job_on_the_tiny_shape_and_writes_its_figures() {
     let fake = dir.path().join("fake-python");
     std::fs::write(
         &fake,
-        "#!/bin/sh\nwhile [ $# -gt 0 ]; do case \"$1\" in --json) out=\"$2\"; shift;; --threads) t=\"$2\"; shift;; esac; \
-         shift; done\nprintf '{\"stages\": [{\"name\": \"tune\", \"seconds\": 1.0}], \"mmap\": \"%s\", \"top\": \"%s\", \
-         \"threads\": \"%s\", \"preload\": \"%s\"}' \"$MALLOC_MMAP_THRESHOLD_\" \"$MALLOC_TOP_PAD_\" \"$t\" \"$LD_PRELOAD\" > \"$out\"\n",
+        "#!/bin/sh\nwhile [ $# -gt 0 ]; do case \"$1\" in --json) out=\"$2\"; shift;; --threads) t=\"$2\"; shift;; \
+         --no-checkpointing|--train-all) job=\"$1\";; esac; shift; done\nprintf '{\"stages\": [{\"name\": \"tune\", \"seconds\": 1.0}], \
+         \"mmap\": \"%s\", \"top\": \"%s\", \"threads\": \"%s\", \"preload\": \"%s\", \"job\": \"%s\"}' \
+         \"$MALLOC_MMAP_THRESHOLD_\" \"$MALLOC_TOP_PAD_\" \"$t\" \"$LD_PRELOAD\" \"$job\" > \"$out\"\n",
     )
     .unwrap();
     std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
@@ -217,7 +229,9 @@ fn bench_runs_the_job_on_the_tiny_shape_and_writes_its_figures() {
     );
     let amd_avx512 = vidtune_runtime::cpu::mkl_dispatch() == vidtune_runtime::cpu::MklDispatch::AmdAvx512;
     assert_eq!(off["preload"].as_str().unwrap().contains("libvidtune_mkl_answer.so"), amd_avx512, "{off}");
-    assert!(off["same_settings"].as_str().unwrap().ends_with("1 threads"), "{off}");
+    // The same job: vidtune tunes on the CPU without checkpointing, so the official run does too.
+    assert_eq!(off["job"].as_str(), Some("--no-checkpointing"), "{off}");
+    assert!(off["same_settings"].as_str().unwrap().contains("1 threads; the same job: tuning without"), "{off}");
 
     // Without a checkout, --compare official says what it needs.
     let out = vidtune(dir.path())

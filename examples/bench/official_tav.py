@@ -14,6 +14,15 @@ backward, gradient clipping at 1.0, AdamW (3e-5, weight decay 1e-2). The trainab
 checkpointing follow the official configs (`attn1.to_q`, `attn2.to_q`, `attn_temp`; checkpointing on;
 `--no-checkpointing` turns it off). Sampling uses `enable_vae_slicing()` as the official validation does.
 
+With checkpointing on, the official blocks call `torch.utils.checkpoint.checkpoint` in its reentrant form,
+whose output needs a gradient only when one of its inputs does. The frozen `conv_in` feeds the down blocks
+an input that needs none, so their trainable tensors never get a gradient and the backward pass stops at
+the mid block (showlab/Tune-A-Video issues #18 and #69): 42 of the 112 trainable tensors of the UNet are
+never trained, and the tuning step does less work than the job it stands for. The JSON counts them
+(`trainable_tensors`, `trained_tensors`, after the first backward). `--train-all` calls the same function
+with `use_reentrant=False`, the fix those issues point to, so that every trainable tensor is trained, as
+without checkpointing.
+
 Pins (examples/bench/requirements-official.txt): diffusers 0.11.1, transformers 4.46.3,
 huggingface_hub 0.25.2, tokenizers 0.20.3, einops 0.8.2, imageio, torchvision 0.26.0 beside torch 2.11.0.
 Set-up without a second torch download:
@@ -180,6 +189,10 @@ def main():
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-checkpointing", action="store_true", help="tune without gradient checkpointing")
     p.add_argument(
+        "--train-all", action="store_true",
+        help="checkpoint with use_reentrant=False, so that the down blocks' trainable tensors get gradients too",
+    )
+    p.add_argument(
         "--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
         help="the official mixed_precision setting: the UNet under autocast, VAE and text encoder in that dtype",
     )
@@ -262,6 +275,14 @@ def main():
                 param.requires_grad = True
     if not a.no_checkpointing:
         unet.enable_gradient_checkpointing()
+        if a.train_all:
+            import functools
+            import torch.utils.checkpoint
+
+            # The official blocks look the function up at each call, so this reaches them unchanged.
+            torch.utils.checkpoint.checkpoint = functools.partial(torch.utils.checkpoint.checkpoint, use_reentrant=False)
+    trainable_params = [(n, q) for n, q in unet.named_parameters() if q.requires_grad]
+    trained = []
     optimizer = torch.optim.AdamW(
         [q for q in unet.parameters() if q.requires_grad], lr=3e-5, betas=(0.9, 0.999), weight_decay=1e-2, eps=1e-8
     )
@@ -282,10 +303,14 @@ def main():
             loss = F.mse_loss(pred.float(), noise.float(), reduction="mean")
             if scaler is None:
                 loss.backward()
+                if not trained:
+                    trained.append(sum(q.grad is not None for _, q in trainable_params))
                 torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
                 optimizer.step()
             else:
                 scaler.scale(loss).backward()
+                if not trained:
+                    trained.append(sum(q.grad is not None for _, q in trainable_params))
                 scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
                 scaler.step(optimizer)
@@ -327,6 +352,8 @@ def main():
     for s in stages:
         print(f"| {s['name']} | {s['seconds']:.2f} s | {s['peak_rss_mb'] or 0:.0f} MB |")
     print(f"| total | {total:.2f} s | |")
+    if trained:
+        print(f"tuning trained {trained[0]} of the UNet's {len(trainable_params)} trainable tensors", flush=True)
     if a.json:
         out = {
             "code": "official Tune-A-Video",
@@ -337,6 +364,9 @@ def main():
             "steps": a.steps,
             "device": a.device,
             "gradient_checkpointing": not a.no_checkpointing,
+            "train_all": a.train_all or a.no_checkpointing,
+            "trainable_tensors": len(trainable_params),
+            "trained_tensors": trained[0] if trained else None,
             "precision": a.precision,
             "threads": torch.get_num_threads(),
             "torch_version": torch.__version__,

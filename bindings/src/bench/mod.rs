@@ -75,7 +75,9 @@ pub struct BenchOptions {
     pub official_precision: String,
     /// Give the official run vidtune's process settings, so that the ratios are the code's: glibc's
     /// allocator settings (as MALLOC_* variables), MKL's AVX-512 answer on AMD CPUs that have it (a
-    /// one-function library compiled with `cc` and preloaded) and the same thread count
+    /// one-function library compiled with `cc` and preloaded) and the same thread count; and the same job:
+    /// checkpointing as vidtune tunes, in the form that trains every trainable tensor (the official
+    /// reentrant checkpointing leaves the down blocks untrained)
     #[arg(long)]
     pub same_settings: bool,
 }
