@@ -22,6 +22,46 @@ fn adamw_matches_torch() {
 }
 
 #[test]
+fn the_fused_adamw_pass_gives_the_operations_bits() {
+    // Large enough to be split over threads; a clipping factor below one and none; a float64 set, which
+    // takes the operations. The fused pass rounds as the operations do, but for the parameter's final
+    // division and sum (within a float32 rounding of the values).
+    tch::manual_seed(5);
+    for (kind, n, scale) in [(Kind::Float, 300_001, 0.37), (Kind::Float, 1000, 1.0), (Kind::Double, 1000, 0.5)] {
+        let adam = AdamW { lr: 1e-3, ..Default::default() };
+        let p0 = Tensor::randn([n], (kind, tch::Device::Cpu));
+        let (mut p1, mut m1, mut v1) = (p0.copy(), p0.zeros_like(), p0.zeros_like());
+        let (mut p2, mut m2, mut v2) = (p0.copy(), p0.zeros_like(), p0.zeros_like());
+        for step in 1..=3 {
+            let g = Tensor::randn([n], (kind, tch::Device::Cpu)) * 1e-2;
+            adam.step_scaled(&mut p1, &g, scale, &mut m1, &mut v1, step);
+            adam.step_ops(&mut p2, &(&g * scale), &mut m2, &mut v2, step);
+        }
+        for (a, b, what) in [(&p1, &p2, "param"), (&m1, &m2, "first moment"), (&v1, &v2, "second moment")] {
+            let ulps = (a - b).abs().max().double_value(&[]) / b.abs().max().double_value(&[]);
+            assert!(ulps <= 2.0 * f32::EPSILON as f64, "{kind:?} {n} ×{scale}: {what} differs by {ulps:e}");
+        }
+        assert!(p1.not_equal_tensor(&p0).any().int64_value(&[]) == 1, "the update moved nothing");
+    }
+}
+
+#[test]
+fn the_clip_factor_is_the_one_clipping_multiplies_by() {
+    let f = load_fixture("optim.safetensors");
+    for max_norm in [1.0, 1e3] {
+        let grads = vec![f["clip.g0"].copy(), f["clip.g1"].copy()];
+        let (norm, coef) = vidtune_kernels::optim::clip_factor(&grads, max_norm);
+        let mut clipped = vec![f["clip.g0"].copy(), f["clip.g1"].copy()];
+        let device_norm = clip_grad_norm_on_device(&mut clipped, max_norm);
+        assert_eq!(norm.double_value(&[]), device_norm.double_value(&[]));
+        for (g, c) in grads.iter().zip(&clipped) {
+            assert!(c.equal(&(g * coef)), "max_norm {max_norm}: factor {coef}");
+        }
+        assert_eq!(coef == 1.0, max_norm == 1e3, "factor {coef} at max_norm {max_norm}");
+    }
+}
+
+#[test]
 fn grad_clipping_matches_torch() {
     let f = load_fixture("optim.safetensors");
     let mut grads = vec![f["clip.g0"].copy(), f["clip.g1"].copy()];

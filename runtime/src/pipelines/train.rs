@@ -7,7 +7,7 @@
 
 use crate::error::{Error, Result};
 use tch::{Kind, Tensor};
-use vidtune_kernels::optim::{clip_grad_norm_on_device, AdamW};
+use vidtune_kernels::optim::{clip_factor, clip_grad_norm_on_device, AdamW};
 
 /// AdamW on a set of parameters.
 pub struct Trainer {
@@ -237,7 +237,13 @@ impl Trainer {
             }
         }
         self.step += 1;
-        let norm = clip_grad_norm_on_device(&mut grads, self.max_grad_norm);
+        // On the CPU the factor is read here and applied inside the update's one pass; on a GPU the
+        // gradients are scaled on the device, so that no step waits for the host. The same bits either way.
+        let (norm, coef) = if grads.iter().all(|g| g.device() == tch::Device::Cpu) {
+            clip_factor(&grads, self.max_grad_norm)
+        } else {
+            (clip_grad_norm_on_device(&mut grads, self.max_grad_norm), 1.0)
+        };
         let mut adam = self.adam;
         if self.warmup > 0 && self.step <= self.warmup {
             adam.lr *= self.step as f64 / self.warmup as f64;
@@ -245,11 +251,11 @@ impl Trainer {
         for (i, g) in grads.iter().enumerate() {
             match self.master.as_mut() {
                 Some(master) => {
-                    adam.step(&mut master[i], g, &mut self.m[i], &mut self.v[i], self.step);
+                    adam.step_scaled(&mut master[i], g, coef, &mut self.m[i], &mut self.v[i], self.step);
                     let kind = self.params[i].kind();
                     tch::no_grad(|| self.params[i].copy_(&master[i].to_kind(kind)));
                 }
-                None => adam.step(&mut self.params[i], g, &mut self.m[i], &mut self.v[i], self.step),
+                None => adam.step_scaled(&mut self.params[i], g, coef, &mut self.m[i], &mut self.v[i], self.step),
             }
             self.params[i].zero_grad();
         }
