@@ -14,9 +14,10 @@
 #   4. bench   a 3-step warm-up, then `vidtune bench --config sd14` at 8 × 512² in fp16 with gradient
 #              checkpointing: tune 500 steps, invert 50, sample 50 (random weights of SD1.4's shape:
 #              timings, not images)
-#   5. official the same job through the official Tune-A-Video code (fp16 autocast, its own
-#              checkpointing), when its environment is present: TUNE_A_VIDEO_DIR (a checkout) and a
-#              python3 that imports its pins (examples/bench/requirements-official.txt)
+#   5. official the same job through the official Tune-A-Video code (fp16 autocast, checkpointing in the
+#              form that trains every trainable tensor: its own leaves the down blocks untrained), when
+#              its environment is present: TUNE_A_VIDEO_DIR (a checkout) and a python3 that imports its
+#              pins (examples/bench/requirements-official.txt)
 #
 # Usage: examples/bench/gpu.sh [--out DIR] [--dry-run] [--build-only] [--no-build] [--quick]
 #   --out DIR      where the JSON and logs go (default target/gpu/run-<date>)
@@ -184,7 +185,7 @@ if [ "$SMOKE" = ok ]; then
   if [ -n "${TUNE_A_VIDEO_DIR:-}" ] && [ -d "$TUNE_A_VIDEO_DIR/tuneavideo" ] && { [ "$DRY" = 1 ] || [ -z "$IMPORTS" ]; }; then
     run official 480 "$OFFICIAL_PY" examples/bench/official_tav.py --tav "$TUNE_A_VIDEO_DIR" --config sd14 \
       --device cuda --frames 8 --size 512 --tune-steps "$TUNE_STEPS" --steps "$STEPS" --precision fp16 \
-      --json "$OUT/official.json" || true
+      --train-all --json "$OUT/official.json" || true
   else
     why="TUNE_A_VIDEO_DIR does not name a checkout of the official code"
     [ -n "$IMPORTS" ] && why="$OFFICIAL_PY cannot import its pins: $(printf '%s' "$IMPORTS" | tr -d '"\\')"
