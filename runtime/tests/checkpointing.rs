@@ -114,10 +114,33 @@ fn checkpointed_gradients_equal_the_plain_backwards() {
         out.backward(tape, &loss, &tensors).unwrap();
         let checkpointed = grads(&params);
 
-        for ((name, _), (a, b)) in params.iter().zip(plain.iter().zip(&checkpointed)) {
-            let diff = (a - b).abs().max().double_value(&[]);
+        // The gradients returned rather than deposited (what the tuning loop takes), checkpointed and
+        // plain: the same, and no `.grad` written.
+        restore();
+        let mut tape = Tape::new();
+        let out = model.forward_checkpointed(&x, &t, &cond, &mut tape).unwrap();
+        let loss = (&out.prediction - &target).square().mean(Kind::Float);
+        let returned = out.gradients(tape, &loss, &tensors).unwrap();
+        restore();
+        let pred = model.forward(&x, &t, &cond, true).unwrap();
+        let loss = (&pred - &target).square().mean(Kind::Float);
+        let returned_plain = vidtune_runtime::pipelines::train::gradients(&loss, &tensors).unwrap();
+        // (`grads` above left each `.grad` zeroed.)
+        let untouched = |p: &Tensor| !p.grad().defined() || p.grad().abs().max().double_value(&[]) == 0.0;
+        assert!(tensors.iter().all(untouched), "{}: a .grad was written", spec.describe());
+
+        for (i, (name, _)) in params.iter().enumerate() {
+            let a = &plain[i];
             let scale = a.abs().max().double_value(&[]);
-            assert!(diff <= 1e-5, "{}: {name}: gradients differ by {diff} (largest {scale})", spec.describe());
+            for (b, how) in [(&checkpointed[i], "deposited"), (&returned[i], "returned"), (&returned_plain[i], "plain")]
+            {
+                let diff = (a - b).abs().max().double_value(&[]);
+                assert!(
+                    diff <= 1e-5,
+                    "{}: {name}: {how} gradients differ by {diff} (largest {scale})",
+                    spec.describe()
+                );
+            }
         }
         assert!(
             plain.iter().any(|g| g.abs().max().double_value(&[]) > 1e-4),

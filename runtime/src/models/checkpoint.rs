@@ -10,8 +10,9 @@
 //!   running state (spectral normalisation) do not step it twice.
 //! - A value needs a gradient when its segment's output required one in the forward (it depends on a
 //!   trainable parameter or on an input that does); other segments are never recomputed.
-//! - Gradients of trainable parameters are summed over every segment's recompute and deposited into the
-//!   parameters' `.grad` at the end, as one backward would have left them. Tensors captured by several
+//! - Gradients of trainable parameters are summed over every segment's recompute and returned
+//!   ([`Tape::gradients`]) or deposited into the parameters' `.grad` at the end, as one backward would
+//!   have left them ([`Tape::backward`]). Tensors captured by several
 //!   segments (a trained mask encoder's features) keep their graph until then.
 
 use crate::error::Result;
@@ -118,43 +119,7 @@ impl<'a> Tape<'a> {
     /// Back-propagates `grad` (the gradient of the loss with respect to `output`) through every
     /// recorded segment, last first, and adds the gradients of `params` to their `.grad`.
     pub fn backward(self, output: Slot, grad: &Tensor, params: &[Tensor]) -> Result<()> {
-        let mut grads: Vec<Option<Tensor>> = (0..self.values.len()).map(|_| None).collect();
-        grads[output.0] = Some(grad.shallow_clone());
-        let mut acc: Vec<Option<Tensor>> = params.iter().map(|_| None).collect();
-        let add = |slot: &mut Option<Tensor>, g: Tensor| {
-            *slot = Some(match slot.take() {
-                Some(s) => s + g,
-                None => g,
-            });
-        };
-        for seg in self.segments.iter().rev() {
-            let Some(g) = grads[seg.output].take() else { continue };
-            if !self.values[seg.output].1 {
-                continue;
-            }
-            let xs = self.leaves(&seg.inputs);
-            let y = (seg.f)(&xs, true)?;
-            if !y.requires_grad() {
-                continue;
-            }
-            let wanted: Vec<usize> = (0..xs.len()).filter(|&i| xs[i].requires_grad()).collect();
-            let mut wrt: Vec<&Tensor> = wanted.iter().map(|&i| &xs[i]).collect();
-            wrt.extend(params.iter());
-            // The root `y · g` has the gradient `g` at `y` (the engine seeds it with ones).
-            let root = &y * g.to_kind(y.kind());
-            let gs = Tensor::f_run_backward(&[&root], &wrt, true, false)?;
-            let (inputs, params_g) = gs.split_at(wanted.len());
-            for (&i, g) in wanted.iter().zip(inputs) {
-                if g.defined() {
-                    add(&mut grads[seg.inputs[i]], g.shallow_clone());
-                }
-            }
-            for (a, g) in acc.iter_mut().zip(params_g) {
-                if g.defined() {
-                    add(a, g.shallow_clone());
-                }
-            }
-        }
+        let acc = self.gradients(output, grad, params)?;
         // Deposit into `.grad` as a plain backward would: ∂/∂p Σ p·acc = acc.
         let mut total: Option<Tensor> = None;
         for (p, a) in params.iter().zip(acc) {
@@ -170,6 +135,49 @@ impl<'a> Tape<'a> {
             t.f_backward()?;
         }
         Ok(())
+    }
+
+    /// [`Tape::backward`] returning the gradients of `params` (none for a parameter no segment reached)
+    /// instead of adding them to `.grad`: no `.grad` is kept between steps, and none is written twice.
+    pub fn gradients(mut self, output: Slot, grad: &Tensor, params: &[Tensor]) -> Result<Vec<Option<Tensor>>> {
+        let mut grads: Vec<Option<Tensor>> = (0..self.values.len()).map(|_| None).collect();
+        grads[output.0] = Some(grad.shallow_clone());
+        let mut acc: Vec<Option<Tensor>> = params.iter().map(|_| None).collect();
+        let add = |slot: &mut Option<Tensor>, g: Tensor| {
+            *slot = Some(match slot.take() {
+                Some(s) => s + g,
+                None => g,
+            });
+        };
+        for seg in self.segments.iter().rev() {
+            if let Some(g) = grads[seg.output].take().filter(|_| self.values[seg.output].1) {
+                let xs = self.leaves(&seg.inputs);
+                let y = (seg.f)(&xs, true)?;
+                if y.requires_grad() {
+                    let wanted: Vec<usize> = (0..xs.len()).filter(|&i| xs[i].requires_grad()).collect();
+                    let mut wrt: Vec<&Tensor> = wanted.iter().map(|&i| &xs[i]).collect();
+                    wrt.extend(params.iter());
+                    // The root `y · g` has the gradient `g` at `y` (the engine seeds it with ones).
+                    let root = &y * g.to_kind(y.kind());
+                    let gs = Tensor::f_run_backward(&[&root], &wrt, true, false)?;
+                    let (inputs, params_g) = gs.split_at(wanted.len());
+                    for (&i, g) in wanted.iter().zip(inputs) {
+                        if g.defined() {
+                            add(&mut grads[seg.inputs[i]], g.shallow_clone());
+                        }
+                    }
+                    for (a, g) in acc.iter_mut().zip(params_g) {
+                        if g.defined() {
+                            add(a, g.shallow_clone());
+                        }
+                    }
+                }
+            }
+            // Every segment reading this value came after it and is done: the tape shrinks as the
+            // gradients grow, so the backward's peak holds the two at their largest only once.
+            self.values[seg.output].0 = Tensor::new();
+        }
+        Ok(acc)
     }
 }
 

@@ -81,6 +81,12 @@ pub enum StepOutcome {
     Skipped,
 }
 
+/// The gradients of `loss` with respect to `params` (every one needing a gradient), without touching
+/// their `.grad`: the backward a plain (not checkpointed) [`Trainer`] step takes.
+pub fn gradients(loss: &Tensor, params: &[Tensor]) -> Result<Vec<Tensor>> {
+    Ok(Tensor::f_run_backward(&[loss], params, false, false)?)
+}
+
 impl Trainer {
     /// Trains `params` (named, for messages and saving). Each parameter gets storage of its own (so a
     /// frozen model sharing the tensor keeps its values) and starts requiring gradients.
@@ -149,12 +155,9 @@ impl Trainer {
     pub fn step_scaled(&mut self, loss: &Tensor) -> Result<(f64, f64, StepOutcome)> {
         let value = loss.double_value(&[]);
         if !value.is_finite() {
-            for p in self.params.iter_mut() {
-                p.zero_grad();
-            }
             return Err(Error::Invalid(format!("training diverged: the loss is {value} at step {}", self.step + 1)));
         }
-        let (norm, outcome) = self.update(loss, |l, _| Ok(l.f_backward()?))?;
+        let (norm, outcome) = self.update(loss, gradients)?;
         let norm = match norm {
             Some(n) => n.double_value(&[]),
             None => f64::INFINITY,
@@ -163,14 +166,16 @@ impl Trainer {
     }
 
     /// A step that reads nothing back from the device (unless float16 loss scaling must check the
-    /// gradients, as PyTorch's `GradScaler` does): `backward(scaled_loss, params)` leaves the gradients
-    /// of the parameters in their `.grad` (a plain `backward()`, or a checkpointed one), then the
-    /// gradients are clipped and the parameters updated on the device. The loss is kept; read it with
+    /// gradients, as PyTorch's `GradScaler` does): `backward(scaled_loss, params)` returns the gradients
+    /// of the parameters ([`gradients`], or a checkpointed backward's; an undefined tensor where none
+    /// flows), then the gradients are clipped and the parameters updated on the device. No `.grad` is
+    /// kept: the gradients live from the backward to the update, not through the next forward, whose
+    /// activations are tuning's peak of memory. The loss is kept; read it with
     /// [`Trainer::flush`], which also reports a diverged (non-finite) loss.
     pub fn step_deferred(
         &mut self,
         loss: &Tensor,
-        backward: impl FnOnce(&Tensor, &[Tensor]) -> Result<()>,
+        backward: impl FnOnce(&Tensor, &[Tensor]) -> Result<Vec<Tensor>>,
     ) -> Result<StepOutcome> {
         self.pending.push((self.step + 1, loss.detach()));
         Ok(self.update(loss, backward)?.1)
@@ -197,30 +202,37 @@ impl Trainer {
     fn update(
         &mut self,
         loss: &Tensor,
-        backward: impl FnOnce(&Tensor, &[Tensor]) -> Result<()>,
+        backward: impl FnOnce(&Tensor, &[Tensor]) -> Result<Vec<Tensor>>,
     ) -> Result<(Option<Tensor>, StepOutcome)> {
         let scale = self.scaler.map(|s| s.scale).unwrap_or(1.0);
-        crate::flops::timed(crate::flops::Work::Backward, || {
+        let grads = crate::flops::timed(crate::flops::Work::Backward, || {
             if scale != 1.0 {
                 backward(&(loss * scale), &self.params)
             } else {
                 backward(loss, &self.params)
             }
         })?;
-        crate::flops::timed(crate::flops::Work::Optimizer, || self.apply(scale))
+        if grads.len() != self.params.len() {
+            return Err(Error::Invalid(format!(
+                "the backward returned {} gradients for {} parameters",
+                grads.len(),
+                self.params.len()
+            )));
+        }
+        crate::flops::timed(crate::flops::Work::Optimizer, || self.apply(scale, grads))
     }
 
     /// Unscaling, the overflow check of loss scaling, clipping and the AdamW update, after the backward.
-    fn apply(&mut self, scale: f64) -> Result<(Option<Tensor>, StepOutcome)> {
+    fn apply(&mut self, scale: f64, grads: Vec<Tensor>) -> Result<(Option<Tensor>, StepOutcome)> {
         let mut grads: Vec<Tensor> = self
             .params
             .iter()
-            .map(|p| {
-                let g = p.grad();
+            .zip(grads)
+            .map(|(p, g)| {
                 if !g.defined() {
                     Tensor::zeros_like(p).to_kind(Kind::Float)
                 } else if scale == 1.0 && g.kind() == Kind::Float {
-                    // The gradient itself (clipping scales it in place; it is zeroed after the step).
+                    // The gradient itself: clipping may scale it in place.
                     g
                 } else {
                     g.to_kind(Kind::Float) / scale
@@ -230,9 +242,6 @@ impl Trainer {
         if let Some(scaler) = self.scaler.as_mut() {
             let finite = grads.iter().all(|g| g.isfinite().all().int64_value(&[]) == 1);
             if !scaler.update(finite) {
-                for p in self.params.iter_mut() {
-                    p.zero_grad();
-                }
                 return Ok((None, StepOutcome::Skipped));
             }
         }
@@ -257,7 +266,6 @@ impl Trainer {
                 }
                 None => adam.step_scaled(&mut self.params[i], g, coef, &mut self.m[i], &mut self.v[i], self.step),
             }
-            self.params[i].zero_grad();
         }
         Ok((Some(norm), StepOutcome::Applied))
     }

@@ -4,7 +4,7 @@
 //! once; each step draws a fresh latent sample from the posterior, as the reference does.
 
 use super::common::{check_masks, check_range, encode_video, ensure_frames_fit_with, to_video_latents};
-use super::train::Trainer;
+use super::train::{gradients, Trainer};
 use super::{count, Loop};
 use crate::control::{check_control_fits, Control};
 use crate::error::{Error, Result};
@@ -438,11 +438,11 @@ pub fn tune_clips(model: &VideoModel, clips: &[TuneClip], opts: &TuneOptions) ->
             let mut tape = Tape::new();
             let out = trainee.forward_checkpointed(&noisy, &t, &cond, &mut tape)?;
             let loss = step_loss(&out.prediction, &target, latent_masks.as_ref(), opts);
-            trainer.step_deferred(&loss, |l, params| out.backward(tape, l, params))?;
+            trainer.step_deferred(&loss, |l, params| out.gradients(tape, l, params))?;
         } else {
             let pred = trainee.forward(&noisy, &t, &cond, true)?;
             let loss = step_loss(&pred, &target, latent_masks.as_ref(), opts);
-            trainer.step_deferred(&loss, |l, _| Ok(l.f_backward()?))?;
+            trainer.step_deferred(&loss, gradients)?;
         }
         count(Loop::Tune);
         if step % sync_every == 0 || step == opts.steps {

@@ -535,6 +535,35 @@ impl Checkpointed {
         }
         tape.backward(self.slot, &grad, params)
     }
+
+    /// [`Checkpointed::backward`] returning the gradients of `params` (an undefined tensor for one the
+    /// loss does not reach) and leaving every `.grad` alone.
+    pub fn gradients(&self, tape: Tape<'_>, loss: &Tensor, params: &[Tensor]) -> Result<Vec<Tensor>> {
+        if !self.leaf.requires_grad() {
+            return Ok(params.iter().map(|_| Tensor::new()).collect());
+        }
+        // The prediction's gradient, and any the loss sends to a parameter by another path.
+        let mut wrt: Vec<&Tensor> = vec![&self.leaf];
+        wrt.extend(params.iter().filter(|p| p.requires_grad()));
+        let mut direct = Tensor::f_run_backward(&[loss], &wrt, false, false)?.into_iter();
+        let grad = direct.next().unwrap_or_else(Tensor::new);
+        let through = match grad.defined() {
+            true => tape.gradients(self.slot, &grad, params)?,
+            false => params.iter().map(|_| None).collect(),
+        };
+        Ok(params
+            .iter()
+            .zip(through)
+            .map(|(p, t)| {
+                let d = if p.requires_grad() { direct.next().filter(|d| d.defined()) } else { None };
+                match (t, d) {
+                    (Some(t), Some(d)) => t + d,
+                    (Some(g), None) | (None, Some(g)) => g,
+                    (None, None) => Tensor::new(),
+                }
+            })
+            .collect())
+    }
 }
 
 #[cfg(test)]
