@@ -182,14 +182,20 @@ fn fusable(ts: &[&Tensor]) -> bool {
     ranges.iter().enumerate().all(|(i, a)| ranges[i + 1..].iter().all(|b| a.1 <= b.0 || b.1 <= a.0))
 }
 
+/// The joint L2 norm of non-empty `grads` in float32, as `clip_grad_norm_` computes it: the norm of the
+/// per-tensor norms (a 0-dim tensor on their device).
+fn total_norm(grads: &[Tensor]) -> Tensor {
+    let norms: Vec<Tensor> = grads.iter().map(|g| g.to_kind(Kind::Float).norm()).collect();
+    Tensor::stack(&norms, 0).norm()
+}
+
 /// Scales `grads` in place so that their joint L2 norm is at most `max_norm`; returns the norm before
 /// clipping (`torch.nn.utils.clip_grad_norm_`).
 pub fn clip_grad_norm(grads: &mut [Tensor], max_norm: f64) -> f64 {
     if grads.is_empty() {
         return 0.0;
     }
-    let norms: Vec<Tensor> = grads.iter().map(|g| g.to_kind(Kind::Float).norm()).collect();
-    let total = Tensor::stack(&norms, 0).norm().double_value(&[]);
+    let total = total_norm(grads).double_value(&[]);
     let coef = max_norm / (total + 1e-6);
     if coef < 1.0 {
         tch::no_grad(|| {
@@ -209,8 +215,7 @@ pub fn clip_factor(grads: &[Tensor], max_norm: f64) -> (Tensor, f64) {
     if grads.is_empty() {
         return (Tensor::zeros([], (Kind::Float, tch::Device::Cpu)), 1.0);
     }
-    let norms: Vec<Tensor> = grads.iter().map(|g| g.to_kind(Kind::Float).norm()).collect();
-    let total = Tensor::stack(&norms, 0).norm();
+    let total = total_norm(grads);
     let coef = (max_norm / (total.double_value(&[]) + 1e-6)).min(1.0);
     (total, coef)
 }
@@ -222,8 +227,7 @@ pub fn clip_grad_norm_on_device(grads: &mut [Tensor], max_norm: f64) -> Tensor {
     if grads.is_empty() {
         return Tensor::zeros([], (Kind::Float, tch::Device::Cpu));
     }
-    let norms: Vec<Tensor> = grads.iter().map(|g| g.to_kind(Kind::Float).norm()).collect();
-    let total = Tensor::stack(&norms, 0).norm();
+    let total = total_norm(grads);
     let max = Tensor::full([], max_norm, (Kind::Double, total.device()));
     let coef = (max / (total.to_kind(Kind::Double) + 1e-6)).clamp_max(1.0);
     tch::no_grad(|| {
