@@ -127,7 +127,7 @@ fn paper_scripts_run_end_to_end_on_a_tiny_random_model() {
     assert_eq!(printed.matches(": CLIP-T ").count(), 10, "{printed}");
     assert_eq!(printed.matches("negative changed: CLIP-T ").count(), 5, "{printed}");
     assert!(dir.path().join("mu/edit/00002.png").is_file(), "{printed}");
-    // The zero-shot recipe (no tuning, attention fusion): a colour edit choosing among its two candidates,
+    // The zero-shot recipe (no tuning, attention fusion): a colour edit choosing among its four candidates,
     // and a background edit blended outside the subject.
     for (kind, extra) in [("colour", "clip=random:tiny"), ("background", "select=none")] {
         let out = vidtune(dir.path())
@@ -140,7 +140,8 @@ fn paper_scripts_run_end_to_end_on_a_tiny_random_model() {
         assert!(out.status.success(), "zero-shot.rhai {kind}: {}", stderr(&out));
         let printed = stdout(&out);
         assert!(printed.contains(&format!("zero-shot {kind} edit")), "{printed}");
-        assert_eq!(printed.matches(": CLIP-T ").count(), if kind == "colour" { 2 } else { 0 }, "{printed}");
+        assert_eq!(printed.matches(": CLIP-T ").count(), if kind == "colour" { 4 } else { 0 }, "{printed}");
+        assert_eq!(printed.matches("negative source: CLIP-T ").count(), if kind == "colour" { 2 } else { 0 });
         assert!(dir.path().join("z/side-by-side.gif").is_file(), "{printed}");
     }
     // Video-P2P's recipe: tuning, null-text inversion that stores its maps, the edit fused with a word

@@ -105,9 +105,20 @@ pub struct EvalOptions {
 
 /// Reads a suite by name.
 pub fn load_suite(name: &str, opts: &EvalOptions) -> anyhow::Result<Suite> {
-    if let Some(parsed) = toy_suite::Split::parse_suite(name) {
+    let (base, colours) = match name.strip_suffix(toy_suite::COLOURS_SUFFIX) {
+        Some(base) => (base, true),
+        None => (name, false),
+    };
+    if let Some(parsed) = toy_suite::Split::parse_suite(base) {
         let (split, count) = parsed?;
-        return Ok(toy_suite::toy_suite(split, count)?);
+        let suite = toy_suite::toy_suite(split, count)?;
+        return Ok(match colours {
+            true => toy_suite::with_colour_edits(suite, toy_suite::COLOURS_PER_VIDEO)?,
+            false => suite,
+        });
+    }
+    if colours {
+        anyhow::bail!("suite {name}: {} widens a toy suite (toy:dev:all{0}), not a folder", toy_suite::COLOURS_SUFFIX);
     }
     let read = loveu::ReadOptions { frames: opts.frames, every: opts.every, size: opts.size };
     Ok(loveu::read_suite(Path::new(name), &read)?)

@@ -208,6 +208,46 @@ pub fn toy_suite(split: Split, count: Option<usize>) -> Result<Suite> {
     Ok(Suite { name: format!("toy:{}", split.name()), videos })
 }
 
+/// The suffix of a toy suite's name that asks for [`with_colour_edits`]: `toy:dev:all+colours`.
+pub const COLOURS_SUFFIX: &str = "+colours";
+/// Target colours per video in [`with_colour_edits`].
+pub const COLOURS_PER_VIDEO: usize = 3;
+
+/// `suite` with colour edits only, `per_video` of them per video, to the colours after the subject's own
+/// (never its background's): a wider set of colour edits to choose a colour recipe on, as dev's one edit
+/// per video soon leaves nothing to choose between. Each edit is a video of its own named
+/// `<video>-to-<colour>` (the first is the suite's own colour edit), on the same clip, so a tuned model is
+/// shared by a video's edits.
+pub fn with_colour_edits(suite: Suite, per_video: usize) -> Result<Suite> {
+    let mut videos = vec![];
+    for v in suite.videos {
+        let Some(truth) = &v.truth else {
+            return Err(Error::Invalid(format!(
+                "{}{COLOURS_SUFFIX}: video {} has no toy ground truth to recolour",
+                suite.name, v.name
+            )));
+        };
+        let src = truth.spec.clone();
+        let (color, bg) = (src.color.clone().unwrap_or_default(), src.background_color.clone().unwrap_or_default());
+        let mut avoid = vec![bg.clone()];
+        let mut from = color.clone();
+        for _ in 0..per_video {
+            let refs: Vec<&str> = avoid.iter().map(String::as_str).collect();
+            let to = next_color(&from, &[&refs[..], &[color.as_str()]].concat());
+            if to == color || avoid.iter().any(|a| a == to) {
+                break;
+            }
+            let target = SyntheticSpec { color: Some(to.into()), ..src.clone() };
+            let subject = format!("{} {}", to, target.shape.map(Shape::name).unwrap_or(""));
+            let edit = Edit { kind: EditType::Colour, prompt: caption_of(&target), subject: Some(subject), target: Some(target) };
+            videos.push(SuiteVideo { name: format!("{}-to-{to}", v.name), edits: vec![edit], ..v.clone() });
+            avoid.push(to.to_string());
+            from = to.to_string();
+        }
+    }
+    Ok(Suite { name: format!("{}{COLOURS_SUFFIX}", suite.name), videos })
+}
+
 fn videos_of(split: Split) -> Vec<(Split, SyntheticSpec)> {
     videos().into_iter().filter(|(s, _)| *s == split).collect()
 }
@@ -269,6 +309,40 @@ mod tests {
         let err = Split::parse_suite("toy:train").unwrap().unwrap_err().to_string();
         assert!(err.contains("toy:train") && err.contains("expected toy:dev or toy:test"), "{err}");
         assert_eq!(toy_suite(Split::Dev, Some(all)).unwrap().videos.len(), all);
+    }
+
+    #[test]
+    fn the_colour_widened_suite_recolours_each_video_to_distinct_colours() {
+        let suite = toy_suite(Split::Dev, Some(2)).unwrap();
+        let own: Vec<String> = suite.videos.iter().map(|v| v.edits[0].prompt.clone()).collect();
+        let wide = with_colour_edits(suite.clone(), COLOURS_PER_VIDEO).unwrap();
+        assert_eq!(wide.name, "toy:dev+colours");
+        assert_eq!(wide.videos.len(), 2 * COLOURS_PER_VIDEO);
+        for (i, v) in suite.videos.iter().enumerate() {
+            let src = &v.truth.as_ref().unwrap().spec;
+            let group = &wide.videos[i * COLOURS_PER_VIDEO..(i + 1) * COLOURS_PER_VIDEO];
+            // The first is the suite's own colour edit; every target is a new colour, none the background's.
+            assert_eq!(group[0].edits[0].prompt, own[i]);
+            let mut seen = vec![];
+            for w in group {
+                assert_eq!(w.edits.len(), 1);
+                let e = &w.edits[0];
+                let t = e.target.as_ref().unwrap();
+                let to = t.color.clone().unwrap();
+                assert_eq!(e.kind, EditType::Colour);
+                assert_eq!(w.name, format!("{}-to-{to}", v.name));
+                assert!(to != *src.color.as_ref().unwrap() && Some(&to) != src.background_color.as_ref(), "{to}");
+                assert!(!seen.contains(&to), "{to} twice");
+                assert_eq!(SyntheticSpec { color: src.color.clone(), ..t.clone() }, *src);
+                assert_eq!(e.subject.as_deref(), Some(format!("{to} {}", src.shape.unwrap().name()).as_str()));
+                assert!(w.video.frames().equal(v.video.frames()));
+                seen.push(to);
+            }
+        }
+        let mut loveu = suite;
+        loveu.videos[0].truth = None;
+        let err = with_colour_edits(loveu, 2).unwrap_err().to_string();
+        assert!(err.contains("toy-00") && err.contains("no toy ground truth"), "{err}");
     }
 
     #[test]
