@@ -105,20 +105,17 @@ pub struct EvalOptions {
 
 /// Reads a suite by name.
 pub fn load_suite(name: &str, opts: &EvalOptions) -> anyhow::Result<Suite> {
-    let (base, colours) = match name.strip_suffix(toy_suite::COLOURS_SUFFIX) {
-        Some(base) => (base, true),
-        None => (name, false),
-    };
+    let (base, widen) = toy_suite::Widen::strip(name);
     if let Some(parsed) = toy_suite::Split::parse_suite(base) {
         let (split, count) = parsed?;
         let suite = toy_suite::toy_suite(split, count)?;
-        return Ok(match colours {
-            true => toy_suite::with_colour_edits(suite, toy_suite::COLOURS_PER_VIDEO)?,
-            false => suite,
+        return Ok(match widen {
+            Some(w) => w.apply(suite)?,
+            None => suite,
         });
     }
-    if colours {
-        anyhow::bail!("suite {name}: {} widens a toy suite (toy:dev:all{0}), not a folder", toy_suite::COLOURS_SUFFIX);
+    if let Some(w) = widen {
+        anyhow::bail!("suite {name}: {} widens a toy suite (toy:dev:all{0}), not a folder", w.suffix());
     }
     let read = loveu::ReadOptions { frames: opts.frames, every: opts.every, size: opts.size };
     Ok(loveu::read_suite(Path::new(name), &read)?)

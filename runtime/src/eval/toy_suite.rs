@@ -208,44 +208,99 @@ pub fn toy_suite(split: Split, count: Option<usize>) -> Result<Suite> {
     Ok(Suite { name: format!("toy:{}", split.name()), videos })
 }
 
-/// The suffix of a toy suite's name that asks for [`with_colour_edits`]: `toy:dev:all+colours`.
-pub const COLOURS_SUFFIX: &str = "+colours";
-/// Target colours per video in [`with_colour_edits`].
-pub const COLOURS_PER_VIDEO: usize = 3;
+/// A toy suite widened to more edits of one kind per clip (`toy:dev:all+colours`, `toy:dev:all+shapes`):
+/// a wider set to choose that kind's recipe on, as dev's one edit of a kind per clip soon leaves nothing
+/// to choose between. Each edit is a video of its own named `<video>-to-<colour or shape>` (the first is
+/// the suite's own edit of that kind), on the same clip, so a tuned model is shared by a clip's edits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Widen {
+    /// Colour edits to the three colours after the subject's own (never its background's).
+    Colours,
+    /// Object edits to each of the other three shapes.
+    Shapes,
+}
 
-/// `suite` with colour edits only, `per_video` of them per video, to the colours after the subject's own
-/// (never its background's): a wider set of colour edits to choose a colour recipe on, as dev's one edit
-/// per video soon leaves nothing to choose between. Each edit is a video of its own named
-/// `<video>-to-<colour>` (the first is the suite's own colour edit), on the same clip, so a tuned model is
-/// shared by a video's edits.
-pub fn with_colour_edits(suite: Suite, per_video: usize) -> Result<Suite> {
-    let mut videos = vec![];
-    for v in suite.videos {
-        let Some(truth) = &v.truth else {
-            return Err(Error::Invalid(format!(
-                "{}{COLOURS_SUFFIX}: video {} has no toy ground truth to recolour",
-                suite.name, v.name
-            )));
-        };
-        let src = truth.spec.clone();
-        let (color, bg) = (src.color.clone().unwrap_or_default(), src.background_color.clone().unwrap_or_default());
-        let mut avoid = vec![bg.clone()];
-        let mut from = color.clone();
-        for _ in 0..per_video {
-            let refs: Vec<&str> = avoid.iter().map(String::as_str).collect();
-            let to = next_color(&from, &[&refs[..], &[color.as_str()]].concat());
-            if to == color || avoid.iter().any(|a| a == to) {
-                break;
-            }
-            let target = SyntheticSpec { color: Some(to.into()), ..src.clone() };
-            let subject = format!("{} {}", to, target.shape.map(Shape::name).unwrap_or(""));
-            let edit = Edit { kind: EditType::Colour, prompt: caption_of(&target), subject: Some(subject), target: Some(target) };
-            videos.push(SuiteVideo { name: format!("{}-to-{to}", v.name), edits: vec![edit], ..v.clone() });
-            avoid.push(to.to_string());
-            from = to.to_string();
+impl Widen {
+    pub const ALL: [Widen; 2] = [Widen::Colours, Widen::Shapes];
+    /// Target colours per clip of [`Widen::Colours`].
+    pub const COLOURS: usize = 3;
+
+    /// The suffix of the suite's name: `+colours`, `+shapes`.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Widen::Colours => "+colours",
+            Widen::Shapes => "+shapes",
         }
     }
-    Ok(Suite { name: format!("{}{COLOURS_SUFFIX}", suite.name), videos })
+
+    /// `name` without a widening suffix, and the widening it asked for.
+    pub fn strip(name: &str) -> (&str, Option<Widen>) {
+        Widen::ALL
+            .iter()
+            .find_map(|w| name.strip_suffix(w.suffix()).map(|base| (base, Some(*w))))
+            .unwrap_or((name, None))
+    }
+
+    /// `suite` with only this kind of edit, several per clip.
+    pub fn apply(self, suite: Suite) -> Result<Suite> {
+        let mut videos = vec![];
+        for v in &suite.videos {
+            let Some(truth) = &v.truth else {
+                return Err(Error::Invalid(format!(
+                    "{}{}: video {} has no toy ground truth to widen",
+                    suite.name,
+                    self.suffix(),
+                    v.name
+                )));
+            };
+            for (to, target) in self.targets(&truth.spec) {
+                let subject = format!(
+                    "{} {}",
+                    target.color.as_deref().unwrap_or(""),
+                    target.shape.map(Shape::name).unwrap_or("")
+                );
+                let kind = match self {
+                    Widen::Colours => EditType::Colour,
+                    Widen::Shapes => EditType::Object,
+                };
+                let edit = Edit { kind, prompt: caption_of(&target), subject: Some(subject), target: Some(target) };
+                videos.push(SuiteVideo { name: format!("{}-to-{to}", v.name), edits: vec![edit], ..v.clone() });
+            }
+        }
+        Ok(Suite { name: format!("{}{}", suite.name, self.suffix()), videos })
+    }
+
+    /// The targets of a clip's edits, named, in order: the suite's own edit of this kind first.
+    fn targets(self, src: &SyntheticSpec) -> Vec<(&'static str, SyntheticSpec)> {
+        match self {
+            Widen::Colours => {
+                let color = src.color.clone().unwrap_or_default();
+                let mut avoid = vec![color.clone(), src.background_color.clone().unwrap_or_default()];
+                let mut out = vec![];
+                let mut from = color;
+                while out.len() < Widen::COLOURS {
+                    let refs: Vec<&str> = avoid.iter().map(String::as_str).collect();
+                    let to = next_color(&from, &refs);
+                    if avoid.iter().any(|a| a == to) {
+                        break;
+                    }
+                    out.push((to, SyntheticSpec { color: Some(to.into()), ..src.clone() }));
+                    avoid.push(to.into());
+                    from = to.into();
+                }
+                out
+            }
+            Widen::Shapes => {
+                let own = src.shape.unwrap_or(Shape::Circle);
+                let first = other_shape(own);
+                let rest = Shape::ALL.iter().copied().filter(|&s| s != own && s != first);
+                std::iter::once(first)
+                    .chain(rest)
+                    .map(|s| (s.name(), SyntheticSpec { shape: Some(s), ..src.clone() }))
+                    .collect()
+            }
+        }
+    }
 }
 
 fn videos_of(split: Split) -> Vec<(Split, SyntheticSpec)> {
@@ -312,37 +367,53 @@ mod tests {
     }
 
     #[test]
-    fn the_colour_widened_suite_recolours_each_video_to_distinct_colours() {
+    fn a_widened_suite_gives_each_clip_distinct_targets_of_one_kind() {
         let suite = toy_suite(Split::Dev, Some(2)).unwrap();
-        let own: Vec<String> = suite.videos.iter().map(|v| v.edits[0].prompt.clone()).collect();
-        let wide = with_colour_edits(suite.clone(), COLOURS_PER_VIDEO).unwrap();
-        assert_eq!(wide.name, "toy:dev+colours");
-        assert_eq!(wide.videos.len(), 2 * COLOURS_PER_VIDEO);
-        for (i, v) in suite.videos.iter().enumerate() {
-            let src = &v.truth.as_ref().unwrap().spec;
-            let group = &wide.videos[i * COLOURS_PER_VIDEO..(i + 1) * COLOURS_PER_VIDEO];
-            // The first is the suite's own colour edit; every target is a new colour, none the background's.
-            assert_eq!(group[0].edits[0].prompt, own[i]);
-            let mut seen = vec![];
-            for w in group {
-                assert_eq!(w.edits.len(), 1);
-                let e = &w.edits[0];
-                let t = e.target.as_ref().unwrap();
-                let to = t.color.clone().unwrap();
-                assert_eq!(e.kind, EditType::Colour);
-                assert_eq!(w.name, format!("{}-to-{to}", v.name));
-                assert!(to != *src.color.as_ref().unwrap() && Some(&to) != src.background_color.as_ref(), "{to}");
-                assert!(!seen.contains(&to), "{to} twice");
-                assert_eq!(SyntheticSpec { color: src.color.clone(), ..t.clone() }, *src);
-                assert_eq!(e.subject.as_deref(), Some(format!("{to} {}", src.shape.unwrap().name()).as_str()));
-                assert!(w.video.frames().equal(v.video.frames()));
-                seen.push(to);
+        for (how, kind, per) in [(Widen::Colours, EditType::Colour, Widen::COLOURS), (Widen::Shapes, EditType::Object, 3)] {
+            let wide = how.apply(suite.clone()).unwrap();
+            assert_eq!(wide.name, format!("toy:dev{}", how.suffix()));
+            assert_eq!(Widen::strip(&wide.name), ("toy:dev", Some(how)));
+            assert_eq!(wide.videos.len(), 2 * per);
+            for (i, v) in suite.videos.iter().enumerate() {
+                let src = &v.truth.as_ref().unwrap().spec;
+                let group = &wide.videos[i * per..(i + 1) * per];
+                // The first is the suite's own edit of this kind; every target differs from the clip only
+                // where the kind says, and from the others.
+                let own = v.edits.iter().find(|e| e.kind == kind).unwrap();
+                assert_eq!(group[0].edits[0].prompt, own.prompt);
+                let mut seen = vec![];
+                for w in group {
+                    assert_eq!(w.edits.len(), 1);
+                    let e = &w.edits[0];
+                    let t = e.target.as_ref().unwrap();
+                    assert_eq!(e.kind, kind);
+                    let to = match how {
+                        Widen::Colours => {
+                            let c = t.color.clone().unwrap();
+                            assert!(Some(&c) != src.color.as_ref() && Some(&c) != src.background_color.as_ref());
+                            assert_eq!(SyntheticSpec { color: src.color.clone(), ..t.clone() }, *src);
+                            c
+                        }
+                        Widen::Shapes => {
+                            assert_ne!(t.shape, src.shape);
+                            assert_eq!(SyntheticSpec { shape: src.shape, ..t.clone() }, *src);
+                            t.shape.unwrap().name().to_string()
+                        }
+                    };
+                    assert_eq!(w.name, format!("{}-to-{to}", v.name));
+                    assert!(!seen.contains(&to), "{to} twice");
+                    let subject = format!("{} {}", t.color.as_deref().unwrap(), t.shape.unwrap().name());
+                    assert_eq!(e.subject.as_deref(), Some(subject.as_str()));
+                    assert!(w.video.frames().equal(v.video.frames()));
+                    seen.push(to);
+                }
             }
         }
+        assert_eq!(Widen::strip("toy:test:3"), ("toy:test:3", None));
         let mut loveu = suite;
         loveu.videos[0].truth = None;
-        let err = with_colour_edits(loveu, 2).unwrap_err().to_string();
-        assert!(err.contains("toy-00") && err.contains("no toy ground truth"), "{err}");
+        let err = Widen::Shapes.apply(loveu).unwrap_err().to_string();
+        assert!(err.contains("toy:dev+shapes") && err.contains("toy-00") && err.contains("no toy ground truth"), "{err}");
     }
 
     #[test]
