@@ -123,9 +123,9 @@ fn bad_suites_and_recipes_are_named() {
     );
 }
 
-/// `toy:dev:1+colours`: the video's colour edits to three colours, each a video of its own.
+/// `toy:dev:1+colours`: the clip's colour edits to three colours, each a video of its own.
 #[test]
-fn a_colour_widened_suite_lists_one_video_per_colour() {
+fn a_widened_suite_lists_one_video_per_target() {
     let dir = tempfile::tempdir().unwrap();
     let out = eval(dir.path(), &["--write-suite", "toy:dev:1+colours", "suite"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -134,6 +134,12 @@ fn a_colour_widened_suite_lists_one_video_per_colour() {
         csv.lines().filter(|l| l.starts_with("toy-00")).map(|l| l.split(',').next().unwrap()).collect();
     assert_eq!(names, ["toy-00-to-blue", "toy-00-to-yellow", "toy-00-to-purple"], "{csv}");
     assert!(csv.contains("a yellow circle bouncing on a green striped background"), "{csv}");
+    let out = eval(dir.path(), &["--write-suite", "toy:dev:1+shapes", "shapes"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let csv = std::fs::read_to_string(dir.path().join("shapes/LOVEU-TGVE-2023_Dataset.csv")).unwrap();
+    let names: Vec<&str> =
+        csv.lines().filter(|l| l.starts_with("toy-00")).map(|l| l.split(',').next().unwrap()).collect();
+    assert_eq!(names, ["toy-00-to-triangle", "toy-00-to-square", "toy-00-to-diamond"], "{csv}");
 }
 
 /// `eval_suite` is `vidtune eval` from a script: the table comes back as a value, saves as the CLI's
