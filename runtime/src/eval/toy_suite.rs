@@ -369,7 +369,9 @@ mod tests {
     #[test]
     fn a_widened_suite_gives_each_clip_distinct_targets_of_one_kind() {
         let suite = toy_suite(Split::Dev, Some(2)).unwrap();
-        for (how, kind, per) in [(Widen::Colours, EditType::Colour, Widen::COLOURS), (Widen::Shapes, EditType::Object, 3)] {
+        for (how, kind, per) in
+            [(Widen::Colours, EditType::Colour, Widen::COLOURS), (Widen::Shapes, EditType::Object, 3)]
+        {
             let wide = how.apply(suite.clone()).unwrap();
             assert_eq!(wide.name, format!("toy:dev{}", how.suffix()));
             assert_eq!(Widen::strip(&wide.name), ("toy:dev", Some(how)));
@@ -413,7 +415,10 @@ mod tests {
         let mut loveu = suite;
         loveu.videos[0].truth = None;
         let err = Widen::Shapes.apply(loveu).unwrap_err().to_string();
-        assert!(err.contains("toy:dev+shapes") && err.contains("toy-00") && err.contains("no toy ground truth"), "{err}");
+        assert!(
+            err.contains("toy:dev+shapes") && err.contains("toy-00") && err.contains("no toy ground truth"),
+            "{err}"
+        );
     }
 
     #[test]
