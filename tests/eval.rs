@@ -123,23 +123,24 @@ fn bad_suites_and_recipes_are_named() {
     );
 }
 
-/// `toy:dev:1+colours`: the clip's colour edits to three colours, each a video of its own.
+/// `toy:dev:1+colours` / `+shapes`: the clip's colour edits to three colours, or object edits to its three
+/// other shapes, each a video of its own.
 #[test]
 fn a_widened_suite_lists_one_video_per_target() {
     let dir = tempfile::tempdir().unwrap();
-    let out = eval(dir.path(), &["--write-suite", "toy:dev:1+colours", "suite"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let csv = std::fs::read_to_string(dir.path().join("suite/LOVEU-TGVE-2023_Dataset.csv")).unwrap();
-    let names: Vec<&str> =
-        csv.lines().filter(|l| l.starts_with("toy-00")).map(|l| l.split(',').next().unwrap()).collect();
-    assert_eq!(names, ["toy-00-to-blue", "toy-00-to-yellow", "toy-00-to-purple"], "{csv}");
+    for (suite, expected) in [
+        ("toy:dev:1+colours", ["toy-00-to-blue", "toy-00-to-yellow", "toy-00-to-purple"]),
+        ("toy:dev:1+shapes", ["toy-00-to-triangle", "toy-00-to-square", "toy-00-to-diamond"]),
+    ] {
+        let out = eval(dir.path(), &["--write-suite", suite, suite]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let csv = std::fs::read_to_string(dir.path().join(suite).join("LOVEU-TGVE-2023_Dataset.csv")).unwrap();
+        let names: Vec<&str> =
+            csv.lines().filter(|l| l.starts_with("toy-00")).map(|l| l.split(',').next().unwrap()).collect();
+        assert_eq!(names, expected, "{csv}");
+    }
+    let csv = std::fs::read_to_string(dir.path().join("toy:dev:1+colours/LOVEU-TGVE-2023_Dataset.csv")).unwrap();
     assert!(csv.contains("a yellow circle bouncing on a green striped background"), "{csv}");
-    let out = eval(dir.path(), &["--write-suite", "toy:dev:1+shapes", "shapes"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let csv = std::fs::read_to_string(dir.path().join("shapes/LOVEU-TGVE-2023_Dataset.csv")).unwrap();
-    let names: Vec<&str> =
-        csv.lines().filter(|l| l.starts_with("toy-00")).map(|l| l.split(',').next().unwrap()).collect();
-    assert_eq!(names, ["toy-00-to-triangle", "toy-00-to-square", "toy-00-to-diamond"], "{csv}");
 }
 
 /// `eval_suite` is `vidtune eval` from a script: the table comes back as a value, saves as the CLI's
