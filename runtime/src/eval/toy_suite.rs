@@ -158,6 +158,11 @@ pub fn edits_of(spec: &SyntheticSpec) -> Vec<(EditType, SyntheticSpec)> {
     ]
 }
 
+/// The subject words of a resolved spec: its colour and shape ("red triangle").
+fn subject_of(s: &SyntheticSpec) -> String {
+    format!("{} {}", s.color.as_deref().unwrap_or(""), s.shape.map(Shape::name).unwrap_or(""))
+}
+
 /// The caption of a resolved spec.
 pub fn caption_of(s: &SyntheticSpec) -> String {
     caption(
@@ -185,11 +190,7 @@ pub fn toy_suite(split: Split, count: Option<usize>) -> Result<Suite> {
             .map(|(kind, target)| Edit {
                 kind,
                 prompt: caption_of(&target),
-                subject: Some(format!(
-                    "{} {}",
-                    target.color.as_deref().unwrap_or(""),
-                    target.shape.map(Shape::name).unwrap_or("")
-                )),
+                subject: Some(subject_of(&target)),
                 target: Some(target),
             })
             .collect();
@@ -233,6 +234,14 @@ impl Widen {
         }
     }
 
+    /// The kind of edit it widens.
+    pub fn kind(self) -> EditType {
+        match self {
+            Widen::Colours => EditType::Colour,
+            Widen::Shapes => EditType::Object,
+        }
+    }
+
     /// `name` without a widening suffix, and the widening it asked for.
     pub fn strip(name: &str) -> (&str, Option<Widen>) {
         Widen::ALL
@@ -254,16 +263,12 @@ impl Widen {
                 )));
             };
             for (to, target) in self.targets(&truth.spec) {
-                let subject = format!(
-                    "{} {}",
-                    target.color.as_deref().unwrap_or(""),
-                    target.shape.map(Shape::name).unwrap_or("")
-                );
-                let kind = match self {
-                    Widen::Colours => EditType::Colour,
-                    Widen::Shapes => EditType::Object,
+                let edit = Edit {
+                    kind: self.kind(),
+                    prompt: caption_of(&target),
+                    subject: Some(subject_of(&target)),
+                    target: Some(target),
                 };
-                let edit = Edit { kind, prompt: caption_of(&target), subject: Some(subject), target: Some(target) };
                 videos.push(SuiteVideo { name: format!("{}-to-{to}", v.name), edits: vec![edit], ..v.clone() });
             }
         }
