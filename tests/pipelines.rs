@@ -124,9 +124,24 @@ fn paper_scripts_run_end_to_end_on_a_tiny_random_model() {
         printed.contains(r#"first stage: "a red triangle moving left on a purple striped background""#),
         "{printed}"
     );
-    assert_eq!(printed.matches(": CLIP-T ").count(), 10, "{printed}");
+    assert_eq!(printed.matches(": CLIP-T ").count(), 11, "{printed}");
     assert_eq!(printed.matches("negative changed: CLIP-T ").count(), 5, "{printed}");
+    // The eleventh pushes the subject away from what it should not fade into: the words kept, less its own.
+    assert_eq!(printed.matches("negative surroundings: CLIP-T ").count(), 1, "{printed}");
+    assert!(printed.contains(r#"surroundings: "a moving left on a purple striped background""#), "{printed}");
     assert!(dir.path().join("mu/edit/00002.png").is_file(), "{printed}");
+    let out = vidtune(dir.path())
+        .arg("run")
+        .arg(root.join("edit.rhai"))
+        .args(["--set", "model=random:tiny", "--set", "negative_from=sideways"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("negative_from sideways: expected source, changed, surroundings or none"),
+        "{}",
+        stderr(&out)
+    );
     // The zero-shot recipe (no tuning, attention fusion): a colour edit choosing among its four candidates,
     // and a background edit blended outside the subject.
     for (kind, extra) in [("colour", "clip=random:tiny"), ("background", "select=none")] {
