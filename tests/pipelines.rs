@@ -109,6 +109,16 @@ fn paper_scripts_run_end_to_end_on_a_tiny_random_model() {
     for f in ["e/edit.gif", "e/edit/00002.png", "e/masks/00002.png"] {
         assert!(dir.path().join(f).is_file(), "edit.rhai: {f}");
     }
+    // The room for the new shape: the subject's box, or its masks scaled by a number; nothing else.
+    let out = vidtune(dir.path())
+        .arg("run")
+        .arg(root.join("edit.rhai"))
+        .args(["--set", "model=random:tiny", "--set", "frames=3", "--set", "steps=2", "--set", "out=e"])
+        .args(["--set", "inv_steps=2", "--set", "type=object", "--set", "room=sideways"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("room sideways: expected box or a scale factor"), "{}", stderr(&out));
     // A multiple edit: the subject first, with only the subject's words changed (from a word diff), one
     // candidate per guidance kept by CLIP, then the background of that clip.
     let out = vidtune(dir.path())

@@ -59,6 +59,18 @@ pub fn bboxes(m: &Tensor) -> Result<Vec<Option<[i64; 4]>>> {
         .collect()
 }
 
+/// Each frame's mask filled over its bounding box (the smallest axis-aligned rectangle holding it);
+/// empty frames stay empty.
+pub fn boxes(m: &Tensor) -> Result<Tensor> {
+    let out = Tensor::zeros_like(m);
+    for (i, b) in bboxes(m)?.into_iter().enumerate() {
+        if let Some([x0, y0, x1, y1]) = b {
+            let _ = out.get(i as i64).narrow(1, y0, y1 - y0).narrow(2, x0, x1 - x0).fill_(1.0);
+        }
+    }
+    Ok(out)
+}
+
 /// Per-frame centroids `(row, col)` of binary masks, in pixels; `None` for empty frames.
 pub fn centroids(m: &Tensor) -> Result<Vec<Option<(f64, f64)>>> {
     check(m)?;

@@ -140,6 +140,14 @@ impl Masks {
         Ok(kmasks::bboxes(&self.data)?)
     }
 
+    /// Each frame's mask filled over its bounding box: room for any shape of the subject's size (an
+    /// object edit's region); an empty frame stays empty.
+    pub fn boxes(&self) -> Result<Masks> {
+        let mut m = Masks::new(kmasks::boxes(&self.data)?)?;
+        m.source = self.source.clone();
+        Ok(m)
+    }
+
     /// Mean and per-frame IoU with `other`.
     pub fn iou(&self, other: &Masks) -> Result<(f64, Vec<f64>)> {
         self.check_same(other, "iou")?;
@@ -336,5 +344,27 @@ mod tests {
         let band = edges.frames().get(0).get(0).gt(0.0).sum(Kind::Int64).int64_value(&[]);
         assert_eq!(band, 12 * 12 - 6 * 6);
         assert!(masks.edge_map(0, 8.0).unwrap_err().to_string().contains("width must be 1 to 64"));
+    }
+
+    #[test]
+    fn boxes_fill_each_frames_bounding_box() {
+        // Frame 0: a diamond (a plus sign of 5 pixels about (4, 6)); frame 1: empty; frame 2: two dots.
+        let m = Tensor::zeros([3, 1, 12, 12], (Kind::Float, tch::Device::Cpu));
+        for (y, x) in [(3, 6), (4, 5), (4, 6), (4, 7), (5, 6)] {
+            let _ = m.get(0).get(0).get(y).get(x).fill_(1.0);
+        }
+        let _ = m.get(2).get(0).get(1).get(2).fill_(1.0);
+        let _ = m.get(2).get(0).get(9).get(10).fill_(1.0);
+        let b = Masks::new(m).unwrap().boxes().unwrap();
+        let on = |f: i64, y: i64, x: i64| b.tensor().double_value(&[f, 0, y, x]) == 1.0;
+        let area = |f: i64| b.tensor().get(f).sum(Kind::Double).double_value(&[]);
+        // Naively: a pixel is on exactly when it lies within the frame's extreme rows and columns.
+        for y in 0..12 {
+            for x in 0..12 {
+                assert_eq!(on(0, y, x), (3..=5).contains(&y) && (5..=7).contains(&x), "frame 0 at ({y}, {x})");
+                assert_eq!(on(2, y, x), (1..=9).contains(&y) && (2..=10).contains(&x), "frame 2 at ({y}, {x})");
+            }
+        }
+        assert_eq!((area(0), area(1), area(2)), (9.0, 0.0, 81.0));
     }
 }

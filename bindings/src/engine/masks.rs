@@ -120,6 +120,7 @@ pub fn register(engine: &mut Registrar, host: &Rc<Host>) {
     engine.register_fn("union", |m: &mut Masks, o: Masks| rt(m.union(&o)));
     engine.register_fn("intersect", |m: &mut Masks, o: Masks| rt(m.intersect(&o)));
     engine.register_fn("invert", |m: &mut Masks| rt(m.invert()));
+    engine.register_fn("boxes", |m: &mut Masks| rt(m.boxes()));
     engine.register_fn("bbox", |m: &mut Masks| -> RhaiResult<Array> {
         Ok(rt(m.bboxes())?
             .into_iter()
@@ -300,6 +301,15 @@ let ring = c.masks.dilate(3).intersect(c.masks.erode(1).invert());"#,
         details: "",
         options: NO_OPTIONS,
         example: r#"print(synthetic_clip().masks.bbox()[0]);"#,
+    },
+    FnDoc {
+        name: "Masks.boxes",
+        signatures: &["masks.boxes() -> Masks"],
+        summary: "Each frame's mask filled over its box: room for any shape of the subject's size (what an object \
+                  edit redraws); an empty frame stays empty.",
+        details: "",
+        options: NO_OPTIONS,
+        example: r#"let room = synthetic_clip(#{kind: "triangle"}).masks.boxes();"#,
     },
     FnDoc {
         name: "Masks.iou",
