@@ -106,6 +106,9 @@ fn paper_scripts_run_end_to_end_on_a_tiny_random_model() {
         .unwrap();
     assert!(out.status.success(), "edit.rhai: {}", stderr(&out));
     assert!(stdout(&out).contains("auto object edit"), "{}", stdout(&out));
+    // Drawn anew, the subject keeps what the edit keeps of it: its colour word, weighted.
+    let weighted = r#"weighted: "a (green:2.0) square moving left on a purple striped background""#;
+    assert!(stdout(&out).contains(weighted), "{}", stdout(&out));
     for f in ["e/edit.gif", "e/edit/00002.png", "e/masks/00002.png"] {
         assert!(dir.path().join(f).is_file(), "edit.rhai: {f}");
     }
@@ -119,6 +122,13 @@ fn paper_scripts_run_end_to_end_on_a_tiny_random_model() {
         .unwrap();
     assert!(!out.status.success());
     assert!(stderr(&out).contains("room sideways: expected box or a scale factor"), "{}", stderr(&out));
+    let out = vidtune(dir.path())
+        .arg("run")
+        .arg(root.join("edit.rhai"))
+        .args(["--set", "model=random:tiny", "--set", "type=object", "--set", "keep_weight=0"])
+        .output()
+        .unwrap();
+    assert!(stderr(&out).contains("keep_weight 0.0: expected a weight above 0 and at most 10"), "{}", stderr(&out));
     // A multiple edit: the subject first, with only the subject's words changed (from a word diff), one
     // candidate per guidance kept by CLIP, then the background of that clip.
     let out = vidtune(dir.path())
