@@ -122,6 +122,15 @@ fn paper_scripts_run_end_to_end_on_a_tiny_random_model() {
         .unwrap();
     assert!(!out.status.success());
     assert!(stderr(&out).contains("room sideways: expected box or a scale factor"), "{}", stderr(&out));
+    // A number scales the masks instead, from the command line too.
+    let out = vidtune(dir.path())
+        .arg("run")
+        .arg(root.join("edit.rhai"))
+        .args(["--set", "model=random:tiny", "--set", "frames=3", "--set", "steps=2", "--set", "out=e"])
+        .args(["--set", "inv_steps=2", "--set", "type=object", "--set", "room=1.5", "--set", "save=false"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "edit.rhai room=1.5: {}", stderr(&out));
     let out = vidtune(dir.path())
         .arg("run")
         .arg(root.join("edit.rhai"))
