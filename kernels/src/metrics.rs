@@ -193,6 +193,37 @@ pub fn region_mean_rgb(frames: &Tensor, region: &Tensor) -> Result<Vec<Option<[f
         .collect())
 }
 
+/// Per frame, the mean colour (8-bit levels) of the pixels of `region` that stand apart from the mean
+/// colour of `surround` (`[F, 1, H, W]`, a ring around the region): those at least half as far from it as
+/// the region's 90th percentile. A region larger than the subject in it (a bounding box around a new
+/// shape) reads the subject's colour, not the background's; a region the subject fills reads all of it.
+/// `None` where the region or the surround is empty.
+pub fn subject_mean_rgb(frames: &Tensor, region: &Tensor, surround: &Tensor) -> Result<Vec<Option<[f64; 3]>>> {
+    expect_dims(frames, 4, "frames", "[F, 3, H, W]")?;
+    let px = levels(frames);
+    let (f, h, w) = (px.size()[0], px.size()[2], px.size()[3]);
+    let flat = |m: &Tensor| m.gt(0.5).reshape([f, h * w]);
+    let (inside, ring) = (flat(region), flat(surround));
+    let px = px.reshape([f, 3, h * w]);
+    let mut out = Vec::with_capacity(f as usize);
+    for i in 0..f {
+        let (pi, ins, rg) = (px.get(i), inside.get(i), ring.get(i));
+        if ins.sum(Kind::Int64).int64_value(&[]) == 0 || rg.sum(Kind::Int64).int64_value(&[]) == 0 {
+            out.push(None);
+            continue;
+        }
+        let around = pi.masked_select(&rg).reshape([3, -1]).mean_dim([1i64].as_slice(), true, Kind::Double);
+        let own = pi.masked_select(&ins).reshape([3, -1]);
+        let dist = (&own - around).square().sum_dim_intlist([0i64].as_slice(), false, Kind::Double).sqrt();
+        let cut = dist.quantile_scalar(0.9, None, false, "linear").double_value(&[]) * 0.5;
+        let apart = dist.ge(cut);
+        let chosen = own.masked_select(&apart).reshape([3, -1]);
+        let mean = Vec::<f64>::try_from(chosen.mean_dim([1i64].as_slice(), false, Kind::Double))?;
+        out.push(Some([mean[0], mean[1], mean[2]]));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod region_tests {
     use super::*;
@@ -221,5 +252,43 @@ mod region_tests {
         assert_eq!(rgb[1], Some([128.0; 3]));
         assert!((rgb[0].unwrap()[0] - (128.0 * 7.0 + 255.0) / 8.0).abs() < 1e-9);
         assert!(region_mse(&a, &b, &region.narrow(0, 0, 1)).is_err());
+    }
+
+    /// A red triangle in a grey box: the box reads the triangle's colour; a box the subject fills reads
+    /// all of it; an empty box reads nothing. Against a naive loop over the pixels.
+    #[test]
+    fn subject_colour_reads_the_pixels_apart_from_the_surround() {
+        let cpu = (Kind::Float, tch::Device::Cpu);
+        let frames = Tensor::full([3, 3, 8, 8], -0.5, cpu);
+        let region = Tensor::zeros([3, 1, 8, 8], cpu);
+        let ring = Tensor::zeros([3, 1, 8, 8], cpu);
+        for i in 0..3 {
+            let _ = ring.get(i).narrow(1, 1, 6).narrow(2, 1, 6).fill_(1.0);
+            if i < 2 {
+                let _ = region.get(i).narrow(1, 2, 4).narrow(2, 2, 4).fill_(1.0);
+                let _ = ring.get(i).narrow(1, 2, 4).narrow(2, 2, 4).fill_(0.0);
+            }
+        }
+        let red = |i: i64, y: i64, x: i64| {
+            for (c, v) in [1.0, -1.0, -1.0].iter().enumerate() {
+                let _ = frames.get(i).get(c as i64).get(y).get(x).fill_(*v);
+            }
+        };
+        // Frame 0: the triangle y ≥ x of the box (10 of its 16 pixels); frame 1: the whole box.
+        for y in 2..6 {
+            for x in 2..6 {
+                if y >= x {
+                    red(0, y, x);
+                }
+                red(1, y, x);
+            }
+        }
+        let got = subject_mean_rgb(&frames, &region, &ring).unwrap();
+        assert_eq!(got[0], Some([255.0, 0.0, 0.0]));
+        assert_eq!(got[1], Some([255.0, 0.0, 0.0]));
+        assert_eq!(got[2], None);
+        // The plain mean over the box mixes in the grey: 10 red pixels and 6 at level 64.
+        let plain = region_mean_rgb(&frames, &region).unwrap()[0].unwrap();
+        assert!((plain[0] - (10.0 * 255.0 + 6.0 * 64.0) / 16.0).abs() < 1e-9, "{plain:?}");
     }
 }

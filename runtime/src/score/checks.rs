@@ -119,10 +119,7 @@ pub fn check_subject_presence(source: &Video, edit: &Video, masks: &crate::masks
     }
     let (w, h) = (edit.width(), edit.height());
     let m = masks.resize(w, h)?;
-    let ring_width = (w.min(h) / 16).max(2);
-    let inside = m.tensor().to_kind(tch::Kind::Float).ge(0.5).to_kind(tch::Kind::Float);
-    let grown = m.dilate(ring_width)?.tensor().to_kind(tch::Kind::Float).ge(0.5).to_kind(tch::Kind::Float);
-    let ring = (grown - &inside).clamp_min(0.0);
+    let (inside, ring) = inside_and_ring(&m)?;
     let src = source.resize(w, h, kimage::Fit::Resize)?;
     let dims = &[2i64, 3][..];
     let contrast = |frames: &tch::Tensor| {
@@ -148,8 +145,9 @@ pub fn check_subject_presence(source: &Video, edit: &Video, masks: &crate::masks
 }
 
 /// The colour `subject` asks for ("purple" in "purple circle"), if it names one of the basic colours
-/// ([`crate::synthetic::COLORS`]), and for every frame of `edit` whose subject (inside `masks`, eroded by
-/// a pixel) is nearer another of them, that colour: an edit that missed the asked colour, judged frame by
+/// ([`crate::synthetic::COLORS`]), and for every frame of `edit` whose subject (the pixels inside `masks`,
+/// eroded by a pixel, that stand apart from a ring around them: the whole subject for exact masks, the
+/// new shape in a box) is nearer another of them, that colour: an edit that missed the asked colour, judged frame by
 /// frame against the colour itself. `None` when the subject names no basic colour or every frame has it.
 pub fn check_subject_colour(edit: &Video, masks: &crate::masks::Masks, subject: &str) -> Result<Option<FrameCheck>> {
     let names: Vec<&str> = crate::synthetic::COLORS.iter().map(|(n, _)| *n).collect();
@@ -159,8 +157,13 @@ pub fn check_subject_colour(edit: &Video, masks: &crate::masks::Masks, subject: 
     if masks.len() != edit.len() {
         return Ok(None);
     }
-    let m = masks.resize(edit.width(), edit.height())?.erode(1)?;
-    let rgb = vidtune_kernels::metrics::region_mean_rgb(edit.frames(), m.tensor())?;
+    let (w, h) = (edit.width(), edit.height());
+    let m = masks.resize(w, h)?;
+    // The subject is read where it stands apart from what surrounds the masks, so that masks larger than
+    // it (an object edit's box) give the subject's colour and not the background's.
+    let (_, ring) = inside_and_ring(&m)?;
+    let inner = m.erode(1)?;
+    let rgb = vidtune_kernels::metrics::subject_mean_rgb(edit.frames(), inner.tensor(), &ring)?;
     let nearest: Vec<Option<&str>> = rgb.iter().map(|c| c.map(crate::toy::probe::nearest_color)).collect();
     let judged = nearest.iter().filter(|n| n.is_some()).count();
     let wrong: Vec<usize> = (0..edit.len()).filter(|&i| nearest[i].is_some_and(|n| n != asked)).collect();
@@ -170,6 +173,16 @@ pub fn check_subject_colour(edit: &Video, masks: &crate::masks::Masks, subject: 
         c.seen = std::iter::once(asked.clone()).chain(nearest.iter().map(|n| n.unwrap_or("-").to_string())).collect();
         c
     }))
+}
+
+/// The masks (`[F, 1, H, W]`, 0 or 1) and a ring just outside them, a sixteenth of the frame's side wide
+/// (at least 2 pixels): what surrounds the subject.
+fn inside_and_ring(m: &crate::masks::Masks) -> Result<(tch::Tensor, tch::Tensor)> {
+    let binary = |t: &tch::Tensor| t.to_kind(tch::Kind::Float).ge(0.5).to_kind(tch::Kind::Float);
+    let inside = binary(m.tensor());
+    let grown = binary(m.dilate((m.width().min(m.height()) / 16).max(2))?.tensor());
+    let ring = (grown - &inside).clamp_min(0.0);
+    Ok((inside, ring))
 }
 
 /// What [`check_subject_colour`] measures.
@@ -259,7 +272,7 @@ mod frame_check_tests {
 #[cfg(test)]
 mod colour_check_tests {
     use super::check_subject_colour;
-    use crate::synthetic::{synthetic_clip, SyntheticSpec};
+    use crate::synthetic::{synthetic_clip, Shape, SyntheticSpec, Texture};
     use crate::Video;
     use tch::Tensor;
 
@@ -291,5 +304,22 @@ mod colour_check_tests {
         // All frames purple, or subject words without a colour: nothing to say.
         assert!(check_subject_colour(&purple.video, &purple.masks, "Purple triangle").unwrap().is_none());
         assert!(check_subject_colour(&edit, &purple.masks, "triangle").unwrap().is_none());
+        // An object edit's masks are the subject's boxes, background and all: the subject is still read. A
+        // red triangle on yellow fills half its box, and the box's mean colour is nearest orange.
+        let red = synthetic_clip(&SyntheticSpec {
+            shape: Some(Shape::Triangle),
+            color: Some("red".into()),
+            background: Some(Texture::Plain),
+            background_color: Some("yellow".into()),
+            frames: 4,
+            seed: 4,
+            ..Default::default()
+        })
+        .unwrap();
+        let boxes = red.masks.boxes().unwrap();
+        assert!(check_subject_colour(&red.video, &boxes, "red triangle").unwrap().is_none());
+        let named = check_subject_colour(&red.video, &boxes, "pink triangle").unwrap().expect("frames named");
+        assert_eq!(named.frames, [0, 1, 2, 3]);
+        assert!(named.describe().ends_with("(nearest colour: red, red, red, red)"), "{}", named.describe());
     }
 }
