@@ -184,10 +184,21 @@ fn paper_scripts_run_end_to_end_on_a_tiny_random_model() {
         assert!(out.status.success(), "zero-shot.rhai {kind}: {}", stderr(&out));
         let printed = stdout(&out);
         assert!(printed.contains(&format!("zero-shot {kind} edit")), "{printed}");
+        // A colour edit keeps the subject's structure; a background edit blends outside the subject.
+        let structure = if kind == "colour" { "(blend none, strength 0.8)" } else { "(blend masks, strength 1.0)" };
+        assert!(printed.contains(structure), "{printed}");
         assert_eq!(printed.matches(": CLIP-T ").count(), if kind == "colour" { 4 } else { 0 }, "{printed}");
         assert_eq!(printed.matches("negative source: CLIP-T ").count(), if kind == "colour" { 2 } else { 0 });
         assert!(dir.path().join("z/side-by-side.gif").is_file(), "{printed}");
     }
+    let out = vidtune(dir.path())
+        .arg("run")
+        .arg(root.join("zero-shot.rhai"))
+        .args(["--set", "model=random:tiny", "--set", "frames=3", "--set", "blend=sideways"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("blend sideways: expected masks, words or none"), "{}", stderr(&out));
     // Video-P2P's recipe: tuning, null-text inversion that stores its maps, the edit fused with a word
     // weight and the blend from the words the edit drops.
     let out = vidtune(dir.path())
