@@ -35,6 +35,7 @@ pub mod table;
 pub mod toy;
 pub mod video;
 pub mod weights;
+pub mod words;
 
 pub use control::{load_controlnet, load_t2i_adapter, Adapter, Control, ControlModel, ControlNet};
 pub use error::{Error, Result};

@@ -275,6 +275,10 @@ pub fn register(engine: &mut Registrar, host: &Rc<Host>) {
     engine.register_fn("to_string", |m: &mut SdModel| m.0.summary());
     engine.register_fn("to_debug", |m: &mut SdModel| m.0.summary());
     engine.register_fn("encode_prompt", |m: SdModel, text: &str| rt(m.0.encode_prompt(text)).map(ScriptTensor));
+    engine.register_fn("dropped_words", |from: &str, to: &str| vidtune_runtime::words::dropped_words(from, to));
+    engine.register_fn("subject_prompt", |from: &str, to: &str, subject: &str| {
+        vidtune_runtime::words::subject_prompt(from, to, subject)
+    });
     let h = host.clone();
     engine.register_fn("t2i", move |m: SdModel, prompt: &str| generate(None, &h, &m, prompt, Opts::empty("t2i")));
     let h = host.clone();
@@ -337,6 +341,25 @@ print(tiny.info());"#,
         example: r#"let sd = load_sd("random:tiny");
 let e = encode_prompt(sd, "a red car");
 print(e.shape());"#,
+    },
+    FnDoc {
+        name: "dropped_words",
+        signatures: &["dropped_words(source: string, edit: string) -> string"],
+        summary: "The words of the source description that the edit prompt does not have, in order: what an edit \
+                  should move away from (a negative prompt).",
+        details: "",
+        options: NO_OPTIONS,
+        example: r#"print(dropped_words("a red car on a road", "a blue car on a road"));   // red"#,
+    },
+    FnDoc {
+        name: "subject_prompt",
+        signatures: &["subject_prompt(source: string, edit: string, subject: string) -> string"],
+        summary: "The source description with only the edit's changes that name the subject (a word of `subject`), \
+                  the words aligned by their longest common subsequence: the first stage of a multiple edit.",
+        details: "",
+        options: NO_OPTIONS,
+        example: r#"let first = subject_prompt("a silver jeep on a road", "a red jeep on a beach", "red jeep");
+print(first);   // a red jeep on a road"#,
     },
     FnDoc {
         name: "t2i",
