@@ -172,8 +172,15 @@ fn paper_scripts_run_end_to_end_on_a_tiny_random_model() {
         stderr(&out)
     );
     // The zero-shot recipe (no tuning, attention fusion): a colour edit choosing among its four candidates,
-    // and a background edit blended outside the subject.
-    for (kind, extra) in [("colour", "clip=random:tiny"), ("background", "select=none")] {
+    // a background edit blended outside the subject, an object edit in the subject's box, and a multiple
+    // edit in two stages.
+    let kinds = [
+        ("colour", "clip=random:tiny"),
+        ("background", "select=none"),
+        ("object", "save=true"),
+        ("multiple", "select=none"),
+    ];
+    for (kind, extra) in kinds {
         let out = vidtune(dir.path())
             .arg("run")
             .arg(root.join("zero-shot.rhai"))
@@ -184,9 +191,12 @@ fn paper_scripts_run_end_to_end_on_a_tiny_random_model() {
         assert!(out.status.success(), "zero-shot.rhai {kind}: {}", stderr(&out));
         let printed = stdout(&out);
         assert!(printed.contains(&format!("zero-shot {kind} edit")), "{printed}");
-        // A colour edit keeps the subject's structure; a background edit blends outside the subject.
-        let structure = if kind == "colour" { "(blend none, strength 0.8)" } else { "(blend masks, strength 1.0)" };
+        // Colour and multiple edits keep the subject's structure; the others blend in their region.
+        let keeps = kind == "colour" || kind == "multiple";
+        let structure = if keeps { "(blend none, strength 0.8)" } else { "(blend masks, strength 1.0)" };
         assert!(printed.contains(structure), "{printed}");
+        let staged = "first stage: \"a red triangle moving left on a purple striped background\"";
+        assert_eq!(printed.contains(staged), kind == "multiple", "{printed}");
         assert_eq!(printed.matches(": CLIP-T ").count(), if kind == "colour" { 4 } else { 0 }, "{printed}");
         assert_eq!(printed.matches("negative source: CLIP-T ").count(), if kind == "colour" { 2 } else { 0 });
         assert!(dir.path().join("z/side-by-side.gif").is_file(), "{printed}");
