@@ -201,14 +201,19 @@ fn paper_scripts_run_end_to_end_on_a_tiny_random_model() {
         assert_eq!(printed.matches("negative source: CLIP-T ").count(), if kind == "colour" { 2 } else { 0 });
         assert!(dir.path().join("z/side-by-side.gif").is_file(), "{printed}");
     }
-    let out = vidtune(dir.path())
-        .arg("run")
-        .arg(root.join("zero-shot.rhai"))
-        .args(["--set", "model=random:tiny", "--set", "frames=3", "--set", "blend=sideways"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(stderr(&out).contains("blend sideways: expected masks, words or none"), "{}", stderr(&out));
+    for (bad, why) in [
+        ("blend=sideways", "blend sideways: expected masks, words or none"),
+        ("type=sideways", "type sideways: expected colour, object, background, style or multiple"),
+    ] {
+        let out = vidtune(dir.path())
+            .arg("run")
+            .arg(root.join("zero-shot.rhai"))
+            .args(["--set", "model=random:tiny", "--set", "frames=3", "--set", bad])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        assert!(stderr(&out).contains(why), "{}", stderr(&out));
+    }
     // Video-P2P's recipe: tuning, null-text inversion that stores its maps, the edit fused with a word
     // weight and the blend from the words the edit drops.
     let out = vidtune(dir.path())
