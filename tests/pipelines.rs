@@ -171,7 +171,7 @@ fn paper_scripts_run_end_to_end_on_a_tiny_random_model() {
         "{}",
         stderr(&out)
     );
-    // The zero-shot recipe (no tuning, attention fusion): a colour edit choosing among its four candidates,
+    // The zero-shot recipe (no tuning, attention fusion): a colour edit choosing among its five candidates,
     // a background edit blended outside the subject, an object edit in the subject's box, and a multiple
     // edit in two stages.
     let kinds = [
@@ -197,13 +197,15 @@ fn paper_scripts_run_end_to_end_on_a_tiny_random_model() {
         assert!(printed.contains(structure), "{printed}");
         let staged = "first stage: \"a red triangle moving left on a purple striped background\"";
         assert_eq!(printed.contains(staged), kind == "multiple", "{printed}");
-        assert_eq!(printed.matches(": CLIP-T ").count(), if kind == "colour" { 4 } else { 0 }, "{printed}");
+        assert_eq!(printed.matches(": CLIP-T ").count(), if kind == "colour" { 5 } else { 0 }, "{printed}");
+        assert_eq!(printed.matches("negative surroundings: CLIP-T ").count(), usize::from(kind == "colour"));
         assert_eq!(printed.matches("negative source: CLIP-T ").count(), if kind == "colour" { 2 } else { 0 });
         assert!(dir.path().join("z/side-by-side.gif").is_file(), "{printed}");
     }
     for (bad, why) in [
         ("blend=sideways", "blend sideways: expected masks, words or none"),
         ("type=sideways", "type sideways: expected colour, object, background, style or multiple"),
+        ("negative_from=sideways", "negative_from sideways: expected none, source, changed or surroundings"),
     ] {
         let out = vidtune(dir.path())
             .arg("run")

@@ -1,11 +1,21 @@
 //! The words an edit changes: a source description against an edit prompt, word by word. Recipes build
 //! their negative prompts and staged edits from them ("a red circle …" → "a blue circle …": the edit drops
-//! "red"; a multiple edit's first stage is the source with only the subject's changes).
+//! "red" and keeps "a … bouncing on a green striped background" around its subject; a multiple edit's
+//! first stage is the source with only the subject's changes).
 
 /// The words of `from` that `to` does not have, in order, joined by spaces ("" for none).
 pub fn dropped_words(from: &str, to: &str) -> String {
     let kept: Vec<&str> = to.split_whitespace().collect();
     from.split_whitespace().filter(|w| !kept.contains(w)).collect::<Vec<_>>().join(" ")
+}
+
+/// The words of `from` that `to` keeps, less the subject's (a word of `subject`), in order: what the
+/// subject must not fade into ("a red circle bouncing on a green striped background" → "a blue circle …",
+/// subject "blue circle": "a bouncing on a green striped background").
+pub fn surroundings(from: &str, to: &str, subject: &str) -> String {
+    let kept: Vec<&str> = to.split_whitespace().collect();
+    let names: Vec<&str> = subject.split_whitespace().collect();
+    from.split_whitespace().filter(|w| kept.contains(w) && !names.contains(w)).collect::<Vec<_>>().join(" ")
 }
 
 /// `from` with only those changes of `to` that name the subject (a word of `subject`): the words are
@@ -64,6 +74,15 @@ mod tests {
         assert_eq!(dropped_words(src, "a blue circle bouncing on a yellow striped background"), "red green");
         assert_eq!(dropped_words(src, src), "");
         assert_eq!(dropped_words("", "a car"), "");
+    }
+
+    #[test]
+    fn the_surroundings_are_the_kept_words_less_the_subjects() {
+        let src = "a red circle bouncing on a green striped background";
+        let edit = "a blue circle bouncing on a green striped background";
+        assert_eq!(surroundings(src, edit, "blue circle"), "a bouncing on a green striped background");
+        assert_eq!(surroundings("a silver jeep on a road", "a red jeep on a road", "red jeep"), "a on a road");
+        assert_eq!(surroundings(src, "a blue square", "blue square"), "a a");
     }
 
     #[test]

@@ -276,6 +276,9 @@ pub fn register(engine: &mut Registrar, host: &Rc<Host>) {
     engine.register_fn("to_debug", |m: &mut SdModel| m.0.summary());
     engine.register_fn("encode_prompt", |m: SdModel, text: &str| rt(m.0.encode_prompt(text)).map(ScriptTensor));
     engine.register_fn("dropped_words", |from: &str, to: &str| vidtune_runtime::words::dropped_words(from, to));
+    engine.register_fn("surroundings", |from: &str, to: &str, subject: &str| {
+        vidtune_runtime::words::surroundings(from, to, subject)
+    });
     engine.register_fn("subject_prompt", |from: &str, to: &str, subject: &str| {
         vidtune_runtime::words::subject_prompt(from, to, subject)
     });
@@ -350,6 +353,15 @@ print(e.shape());"#,
         details: "",
         options: NO_OPTIONS,
         example: r#"print(dropped_words("a red car on a road", "a blue car on a road"));   // red"#,
+    },
+    FnDoc {
+        name: "surroundings",
+        signatures: &["surroundings(source: string, edit: string, subject: string) -> string"],
+        summary: "The source description's words that the edit keeps, less the subject's: what the subject must \
+                  not fade into (a negative prompt for a subject whose new colour is near its background's).",
+        details: "",
+        options: NO_OPTIONS,
+        example: r#"print(surroundings("a silver jeep on a road", "a red jeep on a road", "red jeep"));   // a on a road"#,
     },
     FnDoc {
         name: "subject_prompt",
