@@ -255,7 +255,7 @@ mod region_tests {
     }
 
     /// A red triangle in a grey box: the box reads the triangle's colour; a box the subject fills reads
-    /// all of it; an empty box reads nothing. Against a naive loop over the pixels.
+    /// all of it; an empty box reads nothing. Against values worked out by hand.
     #[test]
     fn subject_colour_reads_the_pixels_apart_from_the_surround() {
         let cpu = (Kind::Float, tch::Device::Cpu);

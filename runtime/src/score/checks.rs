@@ -147,8 +147,9 @@ pub fn check_subject_presence(source: &Video, edit: &Video, masks: &crate::masks
 /// The colour `subject` asks for ("purple" in "purple circle"), if it names one of the basic colours
 /// ([`crate::synthetic::COLORS`]), and for every frame of `edit` whose subject (the pixels inside `masks`,
 /// eroded by a pixel, that stand apart from a ring around them: the whole subject for exact masks, the
-/// new shape in a box) is nearer another of them, that colour: an edit that missed the asked colour, judged frame by
-/// frame against the colour itself. `None` when the subject names no basic colour or every frame has it.
+/// new shape in a box) is nearer another of them, that colour: an edit that missed the asked colour,
+/// judged frame by frame against the colour itself. `None` when the subject names no basic colour or every
+/// frame has it.
 pub fn check_subject_colour(edit: &Video, masks: &crate::masks::Masks, subject: &str) -> Result<Option<FrameCheck>> {
     let names: Vec<&str> = crate::synthetic::COLORS.iter().map(|(n, _)| *n).collect();
     let Some(asked) = subject.split_whitespace().map(str::to_lowercase).find(|w| names.contains(&w.as_str())) else {
