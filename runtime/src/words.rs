@@ -18,6 +18,21 @@ pub fn surroundings(from: &str, to: &str, subject: &str) -> String {
     from.split_whitespace().filter(|w| kept.contains(w) && !names.contains(w)).collect::<Vec<_>>().join(" ")
 }
 
+/// The negative prompts a recipe can draw with, by name.
+pub const NEGATIVES: [&str; 4] = ["none", "source", "changed", "surroundings"];
+
+/// The negative prompt named `kind` (one of [`NEGATIVES`]) for an edit of `from` into `to`: "none" (empty),
+/// "source" (`from` itself), "changed" ([`dropped_words`]) or "surroundings" ([`surroundings`]).
+pub fn negative_prompt(kind: &str, from: &str, to: &str, subject: &str) -> crate::error::Result<String> {
+    Ok(match kind {
+        "none" => String::new(),
+        "source" => from.to_string(),
+        "changed" => dropped_words(from, to),
+        "surroundings" => surroundings(from, to, subject),
+        _ => return crate::invalid!("negative prompt {kind:?}: expected {}", NEGATIVES.join(", ")),
+    })
+}
+
 /// `from` with only those changes of `to` that name the subject (a word of `subject`): the words are
 /// aligned by their longest common subsequence, and each run of changed words between two common ones
 /// takes `to`'s words when they name the subject, else keeps `from`'s. The first stage of a multiple edit:
@@ -83,6 +98,17 @@ mod tests {
         assert_eq!(surroundings(src, edit, "blue circle"), "a bouncing on a green striped background");
         assert_eq!(surroundings("a silver jeep on a road", "a red jeep on a road", "red jeep"), "a on a road");
         assert_eq!(surroundings(src, "a blue square", "blue square"), "a a");
+    }
+
+    #[test]
+    fn negative_prompts_by_name() {
+        let (src, edit) = ("a red circle on a green road", "a blue circle on a green road");
+        assert_eq!(negative_prompt("none", src, edit, "blue circle").unwrap(), "");
+        assert_eq!(negative_prompt("source", src, edit, "blue circle").unwrap(), src);
+        assert_eq!(negative_prompt("changed", src, edit, "blue circle").unwrap(), "red");
+        assert_eq!(negative_prompt("surroundings", src, edit, "blue circle").unwrap(), "a on a green road");
+        let err = negative_prompt("sideways", src, edit, "blue circle").unwrap_err().to_string();
+        assert!(err.contains("expected none, source, changed, surroundings"), "{err}");
     }
 
     #[test]

@@ -276,6 +276,9 @@ pub fn register(engine: &mut Registrar, host: &Rc<Host>) {
     engine.register_fn("to_debug", |m: &mut SdModel| m.0.summary());
     engine.register_fn("encode_prompt", |m: SdModel, text: &str| rt(m.0.encode_prompt(text)).map(ScriptTensor));
     engine.register_fn("dropped_words", |from: &str, to: &str| vidtune_runtime::words::dropped_words(from, to));
+    engine.register_fn("negative_prompt", |kind: &str, from: &str, to: &str, subject: &str| {
+        rt(vidtune_runtime::words::negative_prompt(kind, from, to, subject))
+    });
     engine.register_fn("surroundings", |from: &str, to: &str, subject: &str| {
         vidtune_runtime::words::surroundings(from, to, subject)
     });
@@ -353,6 +356,16 @@ print(e.shape());"#,
         details: "",
         options: NO_OPTIONS,
         example: r#"print(dropped_words("a red car on a road", "a blue car on a road"));   // red"#,
+    },
+    FnDoc {
+        name: "negative_prompt",
+        signatures: &["negative_prompt(kind: string, source: string, edit: string, subject: string) -> string"],
+        summary: "The negative prompt a recipe draws with, by name: \"none\" (empty), \"source\" (the source \
+                  description), \"changed\" (dropped_words) or \"surroundings\" (surroundings); any other name is \
+                  refused.",
+        details: "",
+        options: NO_OPTIONS,
+        example: r#"print(negative_prompt("changed", "a red car on a road", "a blue car on a road", "blue car"));   // red"#,
     },
     FnDoc {
         name: "surroundings",
