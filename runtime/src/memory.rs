@@ -112,6 +112,19 @@ pub fn tune_allocator() {
     });
 }
 
+/// Hands the free pages of the process's heap back to the system (glibc's `malloc_trim`). With
+/// [`tune_allocator`]'s settings the heap keeps what a stage freed; called after a stage whose working
+/// memory the next ones do not reuse (tuning's optimiser state), it lowers their peak: at SD1.4's
+/// 8 × 128², sampling after a tune peaked at 5.7 GB instead of 6.4.
+pub fn release_freed() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free pages of glibc's arenas to the kernel; it takes an integer
+    // and touches no memory in use.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Buffers above this many bytes are mapped fresh and given back when freed.
 pub const MMAP_THRESHOLD: i32 = 32 << 20;
 const TRIM_THRESHOLD: i32 = i32::MAX;

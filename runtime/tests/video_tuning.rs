@@ -14,7 +14,7 @@ use vidtune_runtime::pipelines::cached::{invert_cached, set_disk_cache, tune_cac
 use vidtune_runtime::pipelines::invert::{invert, InvertOptions};
 use vidtune_runtime::pipelines::sample::{sample, SampleOptions};
 use vidtune_runtime::pipelines::stats;
-use vidtune_runtime::pipelines::tune::{tune, TuneOptions};
+use vidtune_runtime::pipelines::tune::{tune, tune_clips_owned, TuneClip, TuneOptions};
 use vidtune_runtime::synthetic::{synthetic_clip, Shape, SyntheticSpec};
 use vidtune_runtime::video::processors::{self, ModuleSpec};
 use vidtune_runtime::video::tuned::{load_tuned, save_tuned};
@@ -267,6 +267,16 @@ fn tuning_lowers_the_loss_and_keeps_frozen_tensors() {
     // The input model is unchanged.
     let model_after = model.vars.variables();
     assert!(model_before.iter().all(|(k, v)| model_after[k].equal(v)), "tuning changed its input model");
+    // Tuning a model given up for it (trained in place, without the copy) gives the same tensors, and
+    // the base it shares its frozen and query tensors with is still unchanged.
+    let fresh = inflate(base.clone(), &VideoSpec::default(), 0).unwrap();
+    let clips = [TuneClip { video: clip.clone(), prompt: "a circle".into(), masks: None, controls: vec![] }];
+    let owned = tune_clips_owned(fresh, &clips, &opts).unwrap();
+    let owned_vars = owned.vars.variables();
+    assert_eq!(owned_vars.len(), tuned_vars.len());
+    assert!(tuned_vars.iter().all(|(k, v)| owned_vars[k].equal(v)), "tuning in place differs from a tuned copy");
+    assert_eq!(owned.trained, tuned.trained);
+    assert!(before.iter().all(|(k, v)| base.unet.vars.variables()[k].equal(v)), "tuning in place changed the base");
 
     // A tuned file reloads to identical outputs, and holds only what changed.
     let dir = tempfile::tempdir().unwrap();

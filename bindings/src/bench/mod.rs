@@ -19,7 +19,7 @@ use vidtune_runtime::flops::Work;
 use vidtune_runtime::options::GUIDANCE;
 use vidtune_runtime::pipelines::invert::{invert, InvertOptions};
 use vidtune_runtime::pipelines::sample::{sample, SampleOptions};
-use vidtune_runtime::pipelines::tune::{tune_clips, TuneClip, TuneOptions};
+use vidtune_runtime::pipelines::tune::{tune_clips_owned, TuneClip, TuneOptions};
 use vidtune_runtime::synthetic::{synthetic_clip, SyntheticSpec};
 use vidtune_runtime::video::processors::ModuleSpec;
 use vidtune_runtime::video::{inflate, VideoSpec};
@@ -237,8 +237,10 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<Vec<Stage>> {
     // attention queries and the temporal layers, so most weight gradients are never formed). With
     // checkpointing the counter sees the forward twice (the recompute), so the backward adds half.
     let factor = if checkpointing { 1.5 } else { 2.0 };
-    let (tuned, tune_stage) = stage("tune", o.tune_steps, factor, device, || tune_clips(&model, &clips, &tune_opts))?;
-    drop(model);
+    // The inflated model has no use untuned here: it is tuned in place, as the official code tunes its
+    // one UNet, without the copy of the temporal layers that `tune_clips` keeps the original with.
+    let (tuned, tune_stage) =
+        stage("tune", o.tune_steps, factor, device, || tune_clips_owned(model, &clips, &tune_opts))?;
     let inv_opts = InvertOptions { steps: o.steps, prompt: String::new(), ..Default::default() };
     let (latents, invert_stage) =
         stage("invert", o.steps, 1.0, device, || tch::no_grad(|| invert(&tuned, &clip, &inv_opts)))?;

@@ -91,12 +91,25 @@ impl Trainer {
     /// Trains `params` (named, for messages and saving). Each parameter gets storage of its own (so a
     /// frozen model sharing the tensor keeps its values) and starts requiring gradients.
     pub fn new(params: Vec<(String, Tensor)>, adam: AdamW, max_grad_norm: f64) -> Result<Trainer> {
+        let all = vec![true; params.len()];
+        Trainer::new_copying(params, &all, adam, max_grad_norm)
+    }
+
+    /// [`Trainer::new`] giving storage of its own only to the parameters flagged in `copy`: the others
+    /// are the caller's alone and train in place, without a second copy alive while the moments are
+    /// allocated.
+    pub fn new_copying(
+        params: Vec<(String, Tensor)>,
+        copy: &[bool],
+        adam: AdamW,
+        max_grad_norm: f64,
+    ) -> Result<Trainer> {
         if params.is_empty() {
             return Err(Error::Invalid("nothing to train: no parameters selected".into()));
         }
         let (names, mut params): (Vec<String>, Vec<Tensor>) = params.into_iter().unzip();
         tch::no_grad(|| {
-            for p in params.iter_mut() {
+            for (p, _) in params.iter_mut().zip(copy).filter(|(_, c)| **c) {
                 p.set_data(&p.copy());
             }
         });
