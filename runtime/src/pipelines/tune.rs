@@ -498,9 +498,10 @@ fn train(mut tuned: VideoModel, prepared: Vec<Prepared>, clips: &[TuneClip], opt
     }
     write_back(&tuned, replica.as_ref(), &names, &trainer)?;
     let names = trainer.finish();
-    drop(replica);
-    // The optimiser's moments and the last step's buffers are free now: their pages go back to the
-    // system, so sampling and inversion after a tune start from the model's size, not tuning's peak.
+    drop((vars, replica, prepared));
+    // The optimiser's moments, the last step's buffers and a mixed-precision replica are free now: their
+    // pages go back to the system, so sampling and inversion after a tune start from the model's size,
+    // not from tuning's peak.
     crate::memory::release_freed();
     let s = clips[0].video.frames().size();
     tuned.trained = names;
