@@ -371,7 +371,9 @@ pub fn tune_clips(model: &VideoModel, clips: &[TuneClip], opts: &TuneOptions) ->
 
 /// [`tune_clips`] training `model` itself, for a model with no further use untuned (a pipeline that
 /// inflates to tune, as `vidtune bench` does): the copy [`tune_clips`] makes of the layers the inflation
-/// added is not made, 189 MiB less at the peak on SD1.x. The same result as [`tune_clips`].
+/// added is not made, 189 MiB less at the peak on SD1.x. The same result as [`tune_clips`]. `model` must
+/// share no tensor with another video model (an inflated, loaded or tuned model, not a
+/// [`VideoModel::replica`], whose tensors are its source's).
 pub fn tune_clips_owned(model: VideoModel, clips: &[TuneClip], opts: &TuneOptions) -> Result<VideoModel> {
     let prepared = prepare_clips(&model, clips, opts)?;
     train(model, prepared, clips, opts)
@@ -406,9 +408,9 @@ fn train(mut tuned: VideoModel, prepared: Vec<Prepared>, clips: &[TuneClip], opt
     let params: Vec<(String, Tensor)> = names.iter().map(|n| (n.clone(), vars[n].shallow_clone())).collect();
     let adam =
         AdamW { lr: opts.lr, beta1: opts.betas.0, beta2: opts.betas.1, eps: opts.eps, weight_decay: opts.weight_decay };
-    // Only the tensors the frozen base model shares need a copy of their own before they change: the
-    // layers the inflation added (and anything trained before) are this model's alone, copied by `fork`
-    // or given up with the model ([`tune_clips_owned`]); a mixed-precision replica is all new.
+    // Only tensors under a name the frozen base model has can share its storage: they get a copy of
+    // their own before they change. The layers the inflation added are this model's alone (copied by
+    // `fork`, or given up with the model to [`tune_clips_owned`]); a mixed-precision replica is all new.
     let shared = base.unet.vars.variables();
     let copy: Vec<bool> = names.iter().map(|n| replica.is_none() && shared.contains_key(n)).collect();
     let mut trainer = Trainer::new_copying(params, &copy, adam, opts.max_grad_norm)?;
