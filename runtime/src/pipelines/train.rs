@@ -107,6 +107,9 @@ impl Trainer {
         if params.is_empty() {
             return Err(Error::Invalid("nothing to train: no parameters selected".into()));
         }
+        if copy.len() != params.len() {
+            return Err(Error::Invalid(format!("{} copy flags for {} parameters", copy.len(), params.len())));
+        }
         let (names, mut params): (Vec<String>, Vec<Tensor>) = params.into_iter().unzip();
         tch::no_grad(|| {
             for (p, _) in params.iter_mut().zip(copy).filter(|(_, c)| **c) {
