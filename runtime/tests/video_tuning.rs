@@ -14,7 +14,9 @@ use vidtune_runtime::pipelines::cached::{invert_cached, set_disk_cache, tune_cac
 use vidtune_runtime::pipelines::invert::{invert, InvertOptions};
 use vidtune_runtime::pipelines::sample::{sample, SampleOptions};
 use vidtune_runtime::pipelines::stats;
-use vidtune_runtime::pipelines::tune::{tune, tune_clips_owned, TuneClip, TuneOptions};
+use vidtune_runtime::pipelines::tune::{
+    resolve_checkpointing, step_memory, tune, tune_clips_owned, TuneClip, TuneOptions,
+};
 use vidtune_runtime::synthetic::{synthetic_clip, Shape, SyntheticSpec};
 use vidtune_runtime::video::processors::{self, ModuleSpec};
 use vidtune_runtime::video::tuned::{load_tuned, save_tuned};
@@ -537,4 +539,38 @@ fn a_clip_is_encoded_once_per_model_and_a_changed_clip_again() {
     // Another model instance keeps its own.
     let sd2 = load_sd("random:tiny", &cpu()).unwrap();
     assert_ne!(encode_video(&sd2, &a).unwrap().mean.data_ptr(), first.mean.data_ptr());
+}
+
+#[test]
+fn a_steps_memory_estimate_follows_its_frames_window_and_precision() {
+    let _serial = serial();
+    let base = random_tiny();
+    let model = inflate(base.clone(), &VideoSpec::default(), 0).unwrap();
+    let clips = |frames: usize| {
+        [TuneClip { video: tiny_clip(frames, 3), prompt: "a circle".into(), masks: None, controls: vec![] }]
+    };
+    let opts = TuneOptions::default();
+    let m = |frames: usize, o: &TuneOptions| step_memory(&model, &clips(frames), o).unwrap();
+    // Linear in the frames a step sees: the activations, above the trained tensors' fixed share.
+    let per_frame = (m(8, &opts) - m(4, &opts)) / 4.0;
+    let fixed = m(4, &opts) - 4.0 * per_frame;
+    assert!(per_frame > 0.0 && fixed > 0.0, "{per_frame} per frame, {fixed} fixed");
+    // The fixed share: 16 bytes (gradient, two moments, a copy) per trained value.
+    let trained: i64 = tune(&model, &tiny_clip(2, 3), "a circle", &TuneOptions { steps: 1, ..opts.clone() })
+        .unwrap()
+        .trained
+        .iter()
+        .map(|n| model.vars.variables()[n].numel() as i64)
+        .sum();
+    assert!((fixed - 16.0 * trained as f64).abs() < 1e-3 * fixed, "{fixed} against {trained} trained values");
+    // A window of 4 frames steps over 4 frames of an 8-frame clip.
+    assert_eq!(m(8, &TuneOptions { window: Some(4), ..opts.clone() }), m(4, &opts));
+    // bf16 keeps half the bytes per activation.
+    let bf16 = TuneOptions { precision: Some(Kind::BFloat16), ..opts.clone() };
+    assert!((m(8, &bf16) - (fixed + 4.0 * per_frame)).abs() < 1e-6 * fixed);
+    // A tiny model fits: the default stays off on the CPU; a setting is kept as it is.
+    let off = resolve_checkpointing(&model, &clips(4), &opts).unwrap();
+    assert!(!off.on && off.reason.is_none(), "{off:?}");
+    let on = resolve_checkpointing(&model, &clips(4), &TuneOptions { checkpointing: Some(true), ..opts }).unwrap();
+    assert!(on.on && on.reason.is_none());
 }

@@ -19,7 +19,7 @@ use vidtune_runtime::flops::Work;
 use vidtune_runtime::options::GUIDANCE;
 use vidtune_runtime::pipelines::invert::{invert, InvertOptions};
 use vidtune_runtime::pipelines::sample::{sample, SampleOptions};
-use vidtune_runtime::pipelines::tune::{tune_clips_owned, TuneClip, TuneOptions};
+use vidtune_runtime::pipelines::tune::{resolve_checkpointing, tune_clips_owned, TuneClip, TuneOptions};
 use vidtune_runtime::synthetic::{synthetic_clip, SyntheticSpec};
 use vidtune_runtime::video::processors::ModuleSpec;
 use vidtune_runtime::video::{inflate, VideoSpec};
@@ -54,7 +54,8 @@ pub struct BenchOptions {
     /// Tuning precision: fp32, bf16 or fp16 (default: the model's dtype), float32 master weights
     #[arg(long)]
     pub precision: Option<String>,
-    /// Gradient checkpointing while tuning: true or false (default: true on CUDA)
+    /// Gradient checkpointing while tuning: true or false (default: on CUDA; on the CPU when a step
+    /// without it would not fit in memory)
     #[arg(long)]
     pub checkpointing: Option<bool>,
     /// Also write the figures as JSON here
@@ -230,9 +231,15 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<Vec<Stage>> {
     let video_spec = VideoSpec { spatial: ModuleSpec::parse(&o.spatial)?, ..VideoSpec::default() };
     let (model, inflate_stage) = stage("inflate", 0, 1.0, device, || inflate(sd.clone(), &video_spec, 0))?;
     let clips = [TuneClip { video: clip.clone(), prompt: prompt.into(), masks: None, controls: vec![] }];
-    let tune_opts =
+    let mut tune_opts =
         TuneOptions { steps: o.tune_steps, precision, checkpointing: o.checkpointing, ..Default::default() };
-    let checkpointing = o.checkpointing.unwrap_or(device.is_cuda());
+    // Decided once, as tuning would, so that the table, the work count and the official run agree.
+    let choice = resolve_checkpointing(&model, &clips, &tune_opts)?;
+    if let Some(reason) = &choice.reason {
+        vidtune_runtime::progress::warn(reason);
+    }
+    let checkpointing = choice.on;
+    tune_opts.checkpointing = Some(checkpointing);
     // A tuning step: the forward, and a backward of about the same cost (Tune-A-Video trains the
     // attention queries and the temporal layers, so most weight gradients are never formed). With
     // checkpointing the counter sees the forward twice (the recompute), so the backward adds half.
@@ -269,7 +276,7 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<Vec<Stage>> {
     print_table(o, &setup, &stages, &peaks);
     let official = match &o.compare {
         None => None,
-        Some(which) => Some(official_figures(o, which)?),
+        Some(which) => Some(official_figures(o, which, checkpointing)?),
     };
     if let Some(off) = &official {
         print_comparison(&stages, off);

@@ -6,7 +6,12 @@ use super::{BenchOptions, Stage};
 use std::path::PathBuf;
 
 /// The official code's figures: run now (`official`) or read from its JSON.
-pub(super) fn official_figures(o: &BenchOptions, which: &str) -> anyhow::Result<serde_json::Value> {
+/// `checkpointing`: what vidtune's tuning did, which `--same-settings` has the official run do too.
+pub(super) fn official_figures(
+    o: &BenchOptions,
+    which: &str,
+    checkpointing: bool,
+) -> anyhow::Result<serde_json::Value> {
     if which != "official" {
         let text = std::fs::read_to_string(which).map_err(|e| anyhow::anyhow!("--compare {which}: {e}"))?;
         return serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("--compare {which}: not JSON: {e}"));
@@ -49,7 +54,6 @@ pub(super) fn official_figures(o: &BenchOptions, which: &str) -> anyhow::Result<
         .args(["--precision", &o.official_precision, "--json", &out.to_string_lossy()]);
     let settings = if o.same_settings {
         // The same job too: every trainable tensor trained, and checkpointing as vidtune tunes.
-        let checkpointing = o.checkpointing.unwrap_or(device.starts_with("cuda"));
         command.arg(if checkpointing { "--train-all" } else { "--no-checkpointing" });
         Some(same_settings(&mut command, &work).map(|s| {
             let how =

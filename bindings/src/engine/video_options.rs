@@ -106,7 +106,7 @@ pub const TUNE_OPTIONS: &[OptDoc] = &[
     },
     OptDoc { opt: None,
         name: "checkpointing",
-        takes: "true | false (default: true on CUDA)",
+        takes: "true | false (default: on CUDA; on the CPU when a step without it would not fit in memory)",
         doc: "gradient checkpointing: recompute each block in the backward (less memory, ~1/3 more compute)",
     },
     OptDoc { opt: None, name: "checkpoint", takes: "path", doc: "a tuned file written every `checkpoint_every` steps" },
