@@ -127,7 +127,9 @@ fn doctor_reports_the_machine() {
     let out = vidtune(dir.path()).arg("doctor").output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
-    for row in ["libtorch", "CUDA", "CPU math", "FFmpeg", "ONNX Runtime", "weights", "disk", "memory", "speed"] {
+    for row in
+        ["libtorch", "CUDA", "CPU math", "FFmpeg", "ONNX Runtime", "weights", "disk", "memory", "huge pages", "speed"]
+    {
         let line = text.lines().find(|l| l.starts_with(row)).unwrap_or_else(|| panic!("no {row} row in\n{text}"));
         let verdict = line[14..].split_whitespace().next().unwrap_or_default();
         assert!(["ok", "warn", "note"].contains(&verdict), "{row} has no verdict: {line}");
@@ -141,6 +143,17 @@ fn doctor_reports_the_machine() {
     }
     assert!(text.contains("next steps:") || text.contains("everything vidtune uses is here"), "{text}");
     assert!(text.contains("2.11"), "{text}");
+    // The binary asks for huge pages itself; VIDTUNE_MALLOC=default leaves them off.
+    let pages = |text: &str| text.lines().find(|l| l.starts_with("huge pages")).unwrap_or_default().to_string();
+    let out = vidtune(dir.path()).arg("doctor").env_remove("THP_MEM_ALLOC_ENABLE").output().unwrap();
+    assert!(pages(&stdout(&out)).contains("THP_MEM_ALLOC_ENABLE=1"), "{}", stdout(&out));
+    let out = vidtune(dir.path())
+        .arg("doctor")
+        .env("VIDTUNE_MALLOC", "default")
+        .env_remove("THP_MEM_ALLOC_ENABLE")
+        .output()
+        .unwrap();
+    assert!(pages(&stdout(&out)).contains("off (THP_MEM_ALLOC_ENABLE=unset)"), "{}", stdout(&out));
     // The binary answers MKL's vendor check itself (runtime::cpu), and VIDTUNE_MKL=default leaves it to MKL.
     let math = text.lines().find(|l| l.starts_with("CPU math")).unwrap();
     if vidtune_runtime::cpu::mkl_dispatch() == vidtune_runtime::cpu::MklDispatch::AmdAvx512 {

@@ -419,6 +419,8 @@ fn free_rerun_dir() -> PathBuf {
 
 /// The whole program; `main` only calls this.
 pub fn main() -> ExitCode {
+    // Before anything allocates a tensor or starts a thread.
+    vidtune_runtime::memory::enable_huge_pages();
     vidtune_runtime::memory::tune_allocator();
     let cli = Cli::parse();
     if let Err(e) = vidtune_runtime::cpu::apply_threads(cli.threads.as_deref()) {

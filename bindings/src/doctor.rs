@@ -170,13 +170,18 @@ pub fn run() -> anyhow::Result<()> {
         None => r.row(Verdict::Note, "disk", format!("free space unknown under {}", cache.display())),
     }
     match memory() {
-        Some((total, avail)) if avail < 8 << 30 => {
+        Some((total, avail)) if avail < 10 << 30 => {
             r.row(Verdict::Warn, "memory", format!("{} available of {}", gib(avail), gib(total)));
-            r.next("SD1.x on the CPU needs about 8 GiB free (fp32 weights and activations at 8 × 512²)");
+            r.next(
+                "SD1.x in fp32 on the CPU needs about 10 GiB free at 8 × 512² (tuning, with the gradient \
+                 checkpointing tune turns on when memory is short); bf16 weights need half as much",
+            );
         }
         Some((total, avail)) => r.row(Verdict::Ok, "memory", format!("{} available of {}", gib(avail), gib(total))),
         None => r.row(Verdict::Note, "memory", "unknown"),
     }
+    let (verdict, pages) = huge_pages();
+    r.row(verdict, "huge pages", pages);
     let (device, kind) =
         if cuda { (tch::Device::Cuda(0), tch::Kind::BFloat16) } else { (tch::Device::Cpu, tch::Kind::Float) };
     match tch::no_grad(|| matmul_gflops(device, kind)) {
@@ -240,6 +245,30 @@ fn ffmpeg_row(r: &mut Report) {
 fn ffmpeg_row(r: &mut Report) {
     r.row(Verdict::Note, "FFmpeg", "not built in (feature `ffmpeg` off): GIF and PNG directories only");
     r.next("to read and write mp4: build with the ffmpeg feature (./dev.sh does, with Debian's libav*-dev)");
+}
+
+/// Whether libtorch's large buffers get transparent huge pages: vidtune's setting
+/// (`runtime::memory::enable_huge_pages`) and the kernel's mode.
+fn huge_pages() -> (Verdict, String) {
+    let var = vidtune_runtime::memory::HUGE_PAGES_VAR;
+    let mode = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").ok().and_then(|t| {
+        let start = t.find('[')?;
+        let end = t[start..].find(']')? + start;
+        Some(t[start + 1..end].to_string())
+    });
+    match (std::env::var(var).ok().as_deref(), mode.as_deref()) {
+        (Some("1"), Some("never")) => (
+            Verdict::Note,
+            format!("asked for ({var}=1), but the kernel's mode is never: buffers fault in 4 kB at a time"),
+        ),
+        (Some("1"), Some(mode)) => {
+            (Verdict::Ok, format!("libtorch's buffers of 2 MB and more ({var}=1; the kernel's mode: {mode})"))
+        }
+        (Some("1"), None) => (Verdict::Note, format!("asked for ({var}=1); the kernel's mode is unknown")),
+        (value, _) => {
+            (Verdict::Note, format!("off ({var}={}): large buffers fault in 4 kB at a time", value.unwrap_or("unset")))
+        }
+    }
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 
 use super::{BenchOptions, Stage};
 use std::path::PathBuf;
+use vidtune_runtime::memory;
 
 /// The official code's figures: run now (`official`) or read from its JSON.
 /// `checkpointing`: what vidtune's tuning did, which `--same-settings` has the official run do too.
@@ -61,6 +62,10 @@ pub(super) fn official_figures(
             format!("{s}; the same job: tuning {how}")
         }))
     } else {
+        // As it ships: without the huge pages vidtune asked for itself.
+        if memory::huge_pages_set_here() {
+            command.env_remove(memory::HUGE_PAGES_VAR);
+        }
         None
     };
     let figures = match settings.transpose() {
@@ -107,6 +112,10 @@ fn same_settings(command: &mut std::process::Command, work: &std::path::Path) ->
         let env = vidtune_runtime::memory::allocator_env();
         said.push(env.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" "));
         command.envs(env);
+    }
+    if memory::huge_pages_set_here() {
+        // Inherited already; said, since it is one of vidtune's settings.
+        said.push(format!("{}=1", memory::HUGE_PAGES_VAR));
     }
     if mkl_dispatch() == MklDispatch::AmdAvx512 {
         let source = work.join("mkl_answer.c");
