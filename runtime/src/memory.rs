@@ -153,9 +153,10 @@ static HUGE_PAGES_SET_HERE: std::sync::OnceLock<bool> = std::sync::OnceLock::new
 /// With 2 MB pages, SD1.4 at 8 × 512² (one step each, `vidtune bench --config sd14 --size 512`) tuned
 /// in 114.7 s against 126.6, inverted in 25.4 against 26.5 and sampled in 110.1 against 126.4 (kernel
 /// time 15.3 s against 36.3), and its peak RSS went from 10325 to 9900 MB; at 8 × 128² the times were
-/// the same and tuning's peak 100–175 MB higher. Sets [`HUGE_PAGES_VAR`] unless it is set already or `VIDTUNE_MALLOC=default`; where the
-/// kernel's THP mode is `never` the advice does nothing. Call it first thing in `main`, while the
-/// process has one thread and before libtorch allocates; later it changes nothing.
+/// the same and tuning's peak 100–175 MB higher. Sets [`HUGE_PAGES_VAR`] unless it is set already or
+/// `VIDTUNE_MALLOC=default`; where the kernel's THP mode is `never` the advice does nothing. Call it
+/// first thing in `main`, while the process has one thread and before libtorch allocates; later it
+/// changes nothing.
 pub fn enable_huge_pages() {
     HUGE_PAGES_SET_HERE.get_or_init(|| {
         let leave =
