@@ -14,9 +14,8 @@ use vidtune_runtime::pipelines::cached::{invert_cached, set_disk_cache, tune_cac
 use vidtune_runtime::pipelines::invert::{invert, InvertOptions};
 use vidtune_runtime::pipelines::sample::{sample, SampleOptions};
 use vidtune_runtime::pipelines::stats;
-use vidtune_runtime::pipelines::tune::{
-    resolve_checkpointing, step_memory, tune, tune_clips_owned, TuneClip, TuneOptions,
-};
+use vidtune_runtime::pipelines::tune::{tune, tune_clips_owned, TuneClip, TuneOptions};
+use vidtune_runtime::pipelines::tune_memory::{resolve_checkpointing, step_memory};
 use vidtune_runtime::synthetic::{synthetic_clip, Shape, SyntheticSpec};
 use vidtune_runtime::video::processors::{self, ModuleSpec};
 use vidtune_runtime::video::tuned::{load_tuned, save_tuned};

@@ -19,6 +19,7 @@ pub mod store;
 pub mod t2i;
 pub mod train;
 pub mod tune;
+pub mod tune_memory;
 
 pub use common::{
     decode_video, encode_video, ensure_clip_fits, ensure_frames_fit, to_video_latents, vae_chunk, Latents, VAE_CHUNK,
